@@ -1,0 +1,36 @@
+//! Sub-commands. Each module parses its own flags and calls a library crate's entry point.
+
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+
+/// All sub-commands of `lookout`.
+#[derive(Subcommand)]
+pub enum Command {}
+
+/// How logs are written.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up `tracing` for the whole process.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a sub-command and returns the process exit code.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {}
+}
