@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod labels;
+pub mod storage;
 
 pub use labels::Labels;
