@@ -1,2 +1,9 @@
 //! The evaluator: loads Prometheus rule files, evaluates them and sends alerts.
 #![warn(missing_docs)]
+
+pub mod alert;
+pub mod datasource;
+pub mod rules;
+
+pub use alert::{Alert, AlertState, Notify};
+pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};

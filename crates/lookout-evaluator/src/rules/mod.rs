@@ -1,0 +1,3 @@
+//! Rule files, rule evaluation and the alert state machine (Prometheus's `rules` package).
+
+pub mod status;
