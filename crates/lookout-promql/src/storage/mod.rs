@@ -1,13 +1,42 @@
 //! In-memory time-series storage: series identified by their label sets, float samples
-//! with millisecond timestamps, selection by PromQL label matchers.
+//! with millisecond timestamps in compressed chunks, selection by PromQL label matchers
+//! through an inverted index, and a retention window.
+//!
+//! * **Index** ([`index`]): label name → value → sorted posting list of series ids;
+//!   matchers are answered by intersecting and subtracting postings, with fast paths for
+//!   `.*`, `.+`, literal sets `a|b|c` and literal prefixes `abc.*`. Regexes are anchored
+//!   and `.` matches a newline, as Prometheus compiles them (`^(?s:…)$`).
+//! * **Chunks** ([`xor`]): Gorilla/XOR compression as in Prometheus's XOR chunks;
+//!   [`CHUNK_SAMPLES`] samples per chunk. A series keeps its sealed chunks and one open
+//!   head chunk that queries read in place.
+//! * **Concurrency**: one `RwLock` guards the index and the series map, one `Mutex` each
+//!   series' chunks. Appending to a known series takes the index lock for reading only,
+//!   so readers and the writer block each other just for a map look-up; new series take
+//!   the write lock briefly. A query copies the samples it needs out of each series, one
+//!   series lock at a time.
+//! * **Retention**: with [`StorageOptions::retention`] set, appends past the window
+//!   truncate the storage now and then ([`Storage::truncate_before`]): whole chunks older
+//!   than the cut are freed, samples before it are hidden from queries, and series left
+//!   without samples are removed from the index.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+mod index;
+mod xor;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use promql_parser::label::Matcher;
+use regex::Regex;
 
 use crate::labels::Labels;
+use index::{Index, Prepared, SeriesId};
+use xor::{XorEncoder, XorIter};
+
+/// Samples per compressed chunk (as in Prometheus).
+pub const CHUNK_SAMPLES: u16 = 120;
 
 /// Bit pattern of Prometheus's staleness marker (a signalling NaN distinct from ordinary NaN).
 pub const STALE_NAN_BITS: u64 = 0x7ff0000000000002;
@@ -72,6 +101,18 @@ pub enum AppendError {
     /// The label set is empty.
     #[error("a series needs at least one label")]
     EmptyLabels,
+    /// The timestamp is before the retention cut: the sample would never be visible.
+    #[error(
+        "sample for series {series} at timestamp {t_ms} is older than the retention cut at {min_ms}"
+    )]
+    OutOfBounds {
+        /// The series, in Prometheus notation.
+        series: String,
+        /// The rejected timestamp.
+        t_ms: i64,
+        /// The oldest timestamp kept.
+        min_ms: i64,
+    },
 }
 
 /// Storage settings.
@@ -90,16 +131,19 @@ impl Default for StorageOptions {
     }
 }
 
-/// Memory and size figures of a [`Storage`].
+/// Memory and size figures of a [`Storage`], approximated from heap allocations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StorageStats {
     /// Number of series.
     pub series: usize,
-    /// Number of samples.
+    /// Number of samples held (samples hidden by the retention cut but still inside a
+    /// partly expired chunk included).
     pub samples: usize,
-    /// Heap bytes of sample data.
+    /// Heap bytes of sample data: compressed chunk bytes (head chunks at their allocated
+    /// capacity) plus the per-chunk bookkeeping.
     pub chunk_bytes: usize,
-    /// Heap bytes of labels, index and series bookkeeping.
+    /// Heap bytes of everything else: labels, series records and locks, the label-set map,
+    /// the id map and the posting lists.
     pub index_bytes: usize,
     /// `chunk_bytes / samples` (0 without samples).
     pub bytes_per_sample: f64,
@@ -107,22 +151,185 @@ pub struct StorageStats {
     pub bytes_per_series: f64,
 }
 
+/// A sealed (full, read-only) chunk.
+struct SealedChunk {
+    /// Timestamp of its last sample.
+    maxt: i64,
+    /// [`CHUNK_SAMPLES`] XOR-encoded samples.
+    data: Box<[u8]>,
+}
+
+/// The samples of one series.
+struct Chunks {
+    sealed: VecDeque<SealedChunk>,
+    head: XorEncoder,
+    /// Timestamp and value bits of the newest sample, for ordering and duplicate checks.
+    last: Option<(i64, u64)>,
+    /// Set when the series has been removed from the index; appenders holding it retry.
+    removed: bool,
+}
+
+impl Chunks {
+    fn new() -> Chunks {
+        Chunks {
+            sealed: VecDeque::new(),
+            head: XorEncoder::new(),
+            last: None,
+            removed: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.head.count() == 0
+    }
+
+    fn samples(&self) -> usize {
+        self.sealed.len() * CHUNK_SAMPLES as usize + self.head.count() as usize
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.sealed.capacity() * size_of::<SealedChunk>()
+            + self.sealed.iter().map(|c| c.data.len()).sum::<usize>()
+            + self.head.heap_bytes()
+    }
+
+    fn push(&mut self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
+        if let Some((last_t, last_v)) = self.last {
+            if t < last_t {
+                return Err(AppendError::OutOfOrder {
+                    series: labels.to_string(),
+                    t_ms: t,
+                    last_ms: last_t,
+                });
+            }
+            if t == last_t {
+                if last_v == v.to_bits() {
+                    return Ok(());
+                }
+                return Err(AppendError::DuplicateTimestamp {
+                    series: labels.to_string(),
+                    t_ms: t,
+                });
+            }
+        }
+        if self.head.count() >= CHUNK_SAMPLES {
+            let maxt = self.head.last_t();
+            let full = std::mem::replace(&mut self.head, XorEncoder::new());
+            self.sealed.push_back(SealedChunk {
+                maxt,
+                data: full.finish(),
+            });
+        }
+        self.head.append(t, v);
+        self.last = Some((t, v.to_bits()));
+        Ok(())
+    }
+
+    /// Copies the samples in `[mint, maxt]` to `out`.
+    fn read(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+        let first = self.sealed.partition_point(|c| c.maxt < mint);
+        let sealed = self
+            .sealed
+            .range(first..)
+            .map(|c| (&*c.data, CHUNK_SAMPLES));
+        let head = std::iter::once((self.head.bytes(), self.head.count()));
+        for (bytes, count) in sealed.chain(head) {
+            for (t, v) in XorIter::new(bytes, count) {
+                if t > maxt {
+                    return;
+                }
+                if t >= mint {
+                    out.push(Sample { t, v });
+                }
+            }
+        }
+    }
+
+    /// Frees the chunks whose samples are all before `cut`.
+    fn truncate_before(&mut self, cut: i64) {
+        let keep_from = self.sealed.partition_point(|c| c.maxt < cut);
+        if keep_from > 0 {
+            self.sealed.drain(..keep_from);
+            if self.sealed.capacity() > 2 * self.sealed.len() + 4 {
+                self.sealed.shrink_to_fit();
+            }
+        }
+        if self.sealed.is_empty() && self.head.count() > 0 && self.head.last_t() < cut {
+            self.head = XorEncoder::new();
+        }
+    }
+}
+
+/// One series: its labels and its chunks.
 struct MemSeries {
-    samples: Vec<Sample>,
+    id: SeriesId,
+    labels: Labels,
+    chunks: Mutex<Chunks>,
+}
+
+impl MemSeries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chunks> {
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Key of the label-set map: a series, hashed and compared by its labels, so the map
+/// needs no second copy of each label set.
+struct ByLabels(Arc<MemSeries>);
+
+impl PartialEq for ByLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.labels == other.0.labels
+    }
+}
+impl Eq for ByLabels {}
+impl Hash for ByLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.labels.hash(state)
+    }
+}
+impl std::borrow::Borrow<Labels> for ByLabels {
+    fn borrow(&self) -> &Labels {
+        &self.0.labels
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    by_labels: HashSet<ByLabels>,
+    by_id: HashMap<SeriesId, Arc<MemSeries>>,
+    index: Index,
+    next_id: SeriesId,
 }
 
 /// In-memory series storage; see the module documentation.
 pub struct Storage {
     opts: StorageOptions,
-    series: RwLock<HashMap<Labels, Mutex<MemSeries>>>,
+    inner: RwLock<Inner>,
+    /// Samples before this are hidden (the retention cut).
+    min_valid_t: AtomicI64,
+    /// Newest timestamp appended.
+    max_t: AtomicI64,
+    /// Where the last automatic truncation cut.
+    last_cut: AtomicI64,
+    truncating: AtomicBool,
+    regex_cache: Mutex<HashMap<String, Option<Regex>>>,
 }
+
+/// Regexes kept compiled between queries; the cache is emptied when it grows past this.
+const REGEX_CACHE_MAX: usize = 512;
 
 impl Storage {
     /// An empty storage.
     pub fn new(opts: StorageOptions) -> Storage {
         Storage {
             opts,
-            series: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner::default()),
+            min_valid_t: AtomicI64::new(i64::MIN),
+            max_t: AtomicI64::new(i64::MIN),
+            last_cut: AtomicI64::new(i64::MIN),
+            truncating: AtomicBool::new(false),
+            regex_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,64 +338,174 @@ impl Storage {
         &self.opts
     }
 
+    fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Appends one sample. Timestamps must increase per series; a repeated timestamp is
     /// accepted (and ignored) only with a bit-identical value, as Prometheus does.
     pub fn append(&self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
-        {
-            let map = self.series.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = map.get(labels) {
-                let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
-                return push(&mut s, labels, t_ms, v);
-            }
+        let min = self.min_valid_t.load(Ordering::Relaxed);
+        if t_ms < min {
+            return Err(AppendError::OutOfBounds {
+                series: labels.to_string(),
+                t_ms,
+                min_ms: min,
+            });
         }
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        let s = map.entry(labels.clone()).or_insert_with(|| {
-            Mutex::new(MemSeries {
-                samples: Vec::new(),
-            })
+        loop {
+            let known = self.read_inner().by_labels.get(labels).map(|s| s.0.clone());
+            let series = match known {
+                Some(s) => s,
+                None => self.create(labels),
+            };
+            let mut chunks = series.lock();
+            if chunks.removed {
+                // Removed by retention between the look-up and the lock: look again.
+                continue;
+            }
+            chunks.push(labels, t_ms, v)?;
+            drop(chunks);
+            self.after_append(t_ms);
+            return Ok(());
+        }
+    }
+
+    /// The series with `labels`, created if missing.
+    fn create(&self, labels: &Labels) -> Arc<MemSeries> {
+        let mut inner = self.write_inner();
+        if let Some(s) = inner.by_labels.get(labels) {
+            return s.0.clone();
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let series = Arc::new(MemSeries {
+            id,
+            labels: labels.clone(),
+            chunks: Mutex::new(Chunks::new()),
         });
-        push(
-            s.get_mut().unwrap_or_else(|e| e.into_inner()),
-            labels,
-            t_ms,
-            v,
-        )
+        inner.index.add(id, labels);
+        inner.by_id.insert(id, series.clone());
+        inner.by_labels.insert(ByLabels(series.clone()));
+        series
+    }
+
+    /// Advances the newest timestamp and applies the retention window now and then
+    /// (each time the cut has moved by a tenth of the window, at least a minute).
+    fn after_append(&self, t_ms: i64) {
+        let prev = self.max_t.fetch_max(t_ms, Ordering::Relaxed);
+        if self.opts.retention.is_zero() || t_ms <= prev {
+            return;
+        }
+        let retention = i64::try_from(self.opts.retention.as_millis()).unwrap_or(i64::MAX);
+        let cut = t_ms.saturating_sub(retention);
+        let every = (retention / 10).max(60_000);
+        if cut < self.last_cut.load(Ordering::Relaxed).saturating_add(every) {
+            return;
+        }
+        if self
+            .truncating
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.last_cut.store(cut, Ordering::Relaxed);
+            self.truncate_before(cut);
+            self.truncating.store(false, Ordering::Release);
+        }
     }
 
     /// Removes every series.
     pub fn clear(&self) {
-        self.series
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut inner = self.write_inner();
+        for s in inner.by_id.values() {
+            s.lock().removed = true;
+        }
+        *inner = Inner::default();
+        self.min_valid_t.store(i64::MIN, Ordering::Relaxed);
+        self.max_t.store(i64::MIN, Ordering::Relaxed);
+        self.last_cut.store(i64::MIN, Ordering::Relaxed);
     }
 
-    /// Drops samples older than `t_ms` and series left without samples.
+    /// Drops samples before `t_ms`: they are hidden from queries at once, chunks holding
+    /// only such samples are freed, and series left without samples are removed.
+    /// Appends before `t_ms` are rejected from then on.
     pub fn truncate_before(&self, t_ms: i64) {
-        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| {
-            let s = s.get_mut().unwrap_or_else(|e| e.into_inner());
-            s.samples.retain(|x| x.t >= t_ms);
-            !s.samples.is_empty()
+        self.min_valid_t.fetch_max(t_ms, Ordering::Relaxed);
+        let cut = self.min_valid_t.load(Ordering::Relaxed);
+        let mut dead: Vec<Arc<MemSeries>> = Vec::new();
+        {
+            let inner = self.read_inner();
+            for s in inner.by_id.values() {
+                let mut chunks = s.lock();
+                chunks.truncate_before(cut);
+                if chunks.is_empty() {
+                    dead.push(s.clone());
+                }
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        let mut inner = self.write_inner();
+        // Re-check under the write lock: an appender may have revived a series meanwhile.
+        dead.retain(|s| {
+            let mut chunks = s.lock();
+            if chunks.is_empty() && !chunks.removed {
+                chunks.removed = true;
+                true
+            } else {
+                false
+            }
         });
+        dead.sort_by_key(|s| s.id);
+        for s in &dead {
+            inner.by_id.remove(&s.id);
+            inner.by_labels.remove(&s.labels);
+        }
+        let ids: Vec<(SeriesId, &Labels)> = dead.iter().map(|s| (s.id, &s.labels)).collect();
+        inner.index.remove(&ids);
+        if inner.by_id.capacity() > 2 * inner.by_id.len() + 64 {
+            inner.by_id.shrink_to_fit();
+            inner.by_labels.shrink_to_fit();
+        }
     }
 
-    /// Size figures.
+    /// Label names in use, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.read_inner().index.label_names()
+    }
+
+    /// Values of label `name` in use, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.read_inner().index.label_values(name)
+    }
+
+    /// Size figures (walks every series: meant for reports, not hot paths).
     pub fn stats(&self) -> StorageStats {
-        let map = self.series.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.read_inner();
         let mut st = StorageStats {
-            series: map.len(),
+            series: inner.by_id.len(),
             ..Default::default()
         };
-        for (l, s) in map.iter() {
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            st.samples += s.samples.len();
-            st.chunk_bytes += s.samples.capacity() * std::mem::size_of::<Sample>();
-            st.index_bytes += l.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>();
+        for s in inner.by_id.values() {
+            let chunks = s.lock();
+            st.samples += chunks.samples();
+            st.chunk_bytes += chunks.heap_bytes();
+            st.index_bytes += size_of::<MemSeries>()
+                + 2 * size_of::<usize>() // Arc counts
+                + s.labels.len() * size_of::<(String, String)>()
+                + s.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         }
+        st.index_bytes += inner.by_labels.capacity() * (size_of::<ByLabels>() + 1)
+            + inner.by_id.capacity() * (size_of::<(SeriesId, Arc<MemSeries>)>() + 1)
+            + inner.index.heap_bytes();
         if st.samples > 0 {
             st.bytes_per_sample = st.chunk_bytes as f64 / st.samples as f64;
         }
@@ -197,57 +514,54 @@ impl Storage {
         }
         st
     }
-}
 
-fn push(s: &mut MemSeries, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
-    if let Some(last) = s.samples.last() {
-        if t_ms < last.t {
-            return Err(AppendError::OutOfOrder {
-                series: labels.to_string(),
-                t_ms,
-                last_ms: last.t,
-            });
+    /// Compiles a PromQL regex as Prometheus does, through a small cache.
+    fn compile(&self, pattern: &str) -> Option<Regex> {
+        let mut cache = self.regex_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(re) = cache.get(pattern) {
+            return re.clone();
         }
-        if t_ms == last.t {
-            if last.v.to_bits() == v.to_bits() {
-                return Ok(());
-            }
-            return Err(AppendError::DuplicateTimestamp {
-                series: labels.to_string(),
-                t_ms,
-            });
+        if cache.len() >= REGEX_CACHE_MAX {
+            cache.clear();
         }
+        let re = Regex::new(&format!("^(?s:{pattern})$")).ok();
+        cache.insert(pattern.to_string(), re.clone());
+        re
     }
-    s.samples.push(Sample { t: t_ms, v });
-    Ok(())
 }
 
 impl Queryable for Storage {
     fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesData> {
-        let map = self.series.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for (l, s) in map.iter() {
-            if !matchers
-                .iter()
-                .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
-            {
-                continue;
-            }
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            let samples: Vec<Sample> = s
-                .samples
-                .iter()
-                .filter(|x| x.t >= mint_ms && x.t <= maxt_ms)
-                .copied()
-                .collect();
+        let prepared: Vec<Prepared> = matchers
+            .iter()
+            .map(|m| Prepared::new(m, &|p| self.compile(p)))
+            .collect();
+        let mint = mint_ms.max(self.min_valid_t.load(Ordering::Relaxed));
+        if mint > maxt_ms {
+            return Vec::new();
+        }
+        let mut series: Vec<Arc<MemSeries>> = {
+            let inner = self.read_inner();
+            inner
+                .index
+                .select(&prepared)
+                .into_iter()
+                .filter_map(|id| inner.by_id.get(&id).cloned())
+                .collect()
+        };
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
+            let mut samples = Vec::new();
+            s.lock().read(mint, maxt_ms, &mut samples);
             if !samples.is_empty() {
                 out.push(SeriesData {
-                    labels: l.clone(),
+                    labels: s.labels.clone(),
                     samples,
                 });
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
     }
 }
@@ -261,7 +575,45 @@ impl Default for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use promql_parser::label::MatchOp;
+    use promql_parser::parser::{self, Expr};
+
+    /// The matchers of a selector written in PromQL.
+    fn matchers(selector: &str) -> Vec<Matcher> {
+        match parser::parse(selector) {
+            Ok(Expr::VectorSelector(vs)) => {
+                let mut ms = vs.matchers.matchers.clone();
+                if let Some(name) = vs.name
+                    && !ms.iter().any(|m| m.name == "__name__")
+                {
+                    ms.push(Matcher::new(
+                        promql_parser::label::MatchOp::Equal,
+                        "__name__",
+                        &name,
+                    ));
+                }
+                ms
+            }
+            other => panic!("{selector} is not a vector selector: {other:?}"),
+        }
+    }
+
+    fn names(st: &Storage, selector: &str) -> Vec<String> {
+        st.select(&matchers(selector), i64::MIN, i64::MAX)
+            .into_iter()
+            .map(|s| s.labels.to_string())
+            .collect()
+    }
+
+    /// A small deterministic generator (xorshift) so the tests need no extra crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
 
     #[test]
     fn append_select_and_reject_out_of_order() {
@@ -270,19 +622,318 @@ mod tests {
         st.append(&l, 1000, 1.0).unwrap();
         st.append(&l, 2000, STALE_NAN).unwrap();
         st.append(&l, 2000, STALE_NAN).unwrap();
+        let err = st.append(&l, 2000, 3.0).unwrap_err();
+        assert_eq!(
+            err,
+            AppendError::DuplicateTimestamp {
+                series: "x{job=\"a\"}".into(),
+                t_ms: 2000
+            }
+        );
+        let err = st.append(&l, 500, 3.0).unwrap_err();
+        assert!(err.to_string().contains("x{job=\"a\"}"), "{err}");
         assert!(matches!(
-            st.append(&l, 2000, 3.0),
-            Err(AppendError::DuplicateTimestamp { .. })
+            err,
+            AppendError::OutOfOrder {
+                t_ms: 500,
+                last_ms: 2000,
+                ..
+            }
         ));
-        assert!(matches!(
-            st.append(&l, 500, 3.0),
-            Err(AppendError::OutOfOrder { .. })
-        ));
-        let m = [Matcher::new(MatchOp::Equal, "__name__", "x")];
-        let got = st.select(&m, 0, 2000);
+        assert_eq!(
+            st.append(&Labels::default(), 1, 1.0),
+            Err(AppendError::EmptyLabels)
+        );
+        let got = st.select(&matchers("x"), 0, 2000);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].samples.len(), 2);
         assert!(is_stale(got[0].samples[1].v));
+        assert!(!is_stale(f64::NAN));
+        // Inclusive bounds on both sides.
+        assert_eq!(st.select(&matchers("x"), 1000, 1000)[0].samples.len(), 1);
+        assert_eq!(st.select(&matchers("x"), 2000, 2000)[0].samples.len(), 1);
+        assert!(st.select(&matchers("x"), 2001, 9000).is_empty());
         assert_eq!(st.stats().samples, 2);
+        st.clear();
+        assert_eq!(st.stats().series, 0);
+        assert!(st.select(&matchers("x"), 0, 2000).is_empty());
+        st.append(&l, 500, 3.0).unwrap();
+    }
+
+    fn selector_fixture() -> Storage {
+        let st = Storage::default();
+        let series = [
+            vec![("__name__", "m"), ("job", "api"), ("env", "prod")],
+            vec![("__name__", "m"), ("job", "api"), ("env", "dev")],
+            vec![("__name__", "m"), ("job", "web")],
+            vec![("__name__", "m"), ("job", "web\nx"), ("env", "prod")],
+            vec![("__name__", "m"), ("job", "db"), ("env", "")],
+            vec![("__name__", "other"), ("job", "api")],
+        ];
+        for (i, l) in series.iter().enumerate() {
+            st.append(&Labels::new(l.clone()), i as i64, i as f64)
+                .unwrap();
+        }
+        st
+    }
+
+    #[test]
+    fn selectors_of_all_kinds() {
+        let st = selector_fixture();
+        let all_m = names(&st, "m");
+        assert_eq!(all_m.len(), 5);
+        // Sorted by labels: __name__ first, then env (absent sorts before present).
+        assert_eq!(
+            names(&st, r#"m{job="api"}"#),
+            vec![
+                r#"m{env="dev", job="api"}"#.to_string(),
+                r#"m{env="prod", job="api"}"#.to_string()
+            ]
+        );
+        assert_eq!(names(&st, r#"m{job!="api"}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{job=~"a.*|w.b"}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{job=~"api|db"}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{job!~"api|db"}"#).len(), 2);
+        assert_eq!(names(&st, r#"m{job=~"we.*"}"#).len(), 2);
+        assert_eq!(names(&st, r#"{job=~"api"}"#).len(), 3);
+        // Anchored: "pi" does not match "api".
+        assert!(names(&st, r#"m{job=~"pi"}"#).is_empty());
+        // `.` matches a newline, as in Prometheus.
+        assert_eq!(names(&st, r#"m{job=~"web.x"}"#).len(), 1);
+        // Matchers that match the empty string select series without the label.
+        assert_eq!(
+            names(&st, r#"m{env=""}"#),
+            vec![r#"m{job="db"}"#.to_string(), r#"m{job="web"}"#.to_string()]
+        );
+        assert_eq!(names(&st, r#"m{env!~".+"}"#).len(), 2);
+        assert_eq!(names(&st, r#"m{env=~"|dev"}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{env=~".*"}"#).len(), 5);
+        assert_eq!(names(&st, r#"m{env!=""}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{env=~".+"}"#).len(), 3);
+        assert_eq!(names(&st, r#"m{env!~"dev"}"#).len(), 4);
+        assert_eq!(names(&st, r#"m{env!~"|dev"}"#).len(), 2);
+        assert!(names(&st, r#"m{env!~".*"}"#).is_empty());
+        assert_eq!(names(&st, r#"m{nope!="x"}"#).len(), 5);
+        assert!(names(&st, r#"m{nope="x"}"#).is_empty());
+        assert_eq!(names(&st, r#"{__name__=~"m|other", job="api"}"#).len(), 3);
+        assert_eq!(names(&st, r#"{__name__!="m", job=~".+"}"#).len(), 1);
+        assert_eq!(names(&st, r#"m{job=~"(?i)API"}"#).len(), 2);
+        assert_eq!(st.label_values("env"), vec!["dev", "prod"]);
+        assert_eq!(st.label_names(), vec!["__name__", "env", "job"]);
+    }
+
+    /// Each selector answered through the index equals a scan that applies the matchers
+    /// to every series.
+    #[test]
+    fn index_agrees_with_a_full_scan() {
+        let st = Storage::default();
+        let mut rng = Rng(42);
+        let vals = ["", "a", "b", "ab", "ba", "abc", "x.y"];
+        let mut all = Vec::new();
+        for _ in 0..400 {
+            let pick = |r: &mut Rng| vals[(r.next() % vals.len() as u64) as usize];
+            let l = Labels::new([
+                ("__name__", "s"),
+                ("p", pick(&mut rng)),
+                ("q", pick(&mut rng)),
+                ("r", pick(&mut rng)),
+            ]);
+            if st.append(&l, 0, 1.0).is_ok() && !all.contains(&l) {
+                all.push(l);
+            }
+        }
+        all.sort();
+        let ops = ["=", "!=", "=~", "!~"];
+        let pats = [
+            "", "a", "ab", "a|b", "a.*", ".*", ".+", "a|", "b.", "x\\.y", "[ab]+",
+        ];
+        for i in 0..600 {
+            let n = 1 + rng.next() % 3;
+            let mut parts = vec![r#"__name__="s""#.to_string()];
+            for j in 0..n {
+                let name = ["p", "q", "r", "z"][((rng.next() + j) % 4) as usize];
+                let op = ops[(rng.next() % 4) as usize];
+                let pat = pats[(rng.next() % pats.len() as u64) as usize];
+                let pat = if op.len() == 1 || op == "!=" {
+                    pat.replace('\\', "")
+                } else {
+                    pat.replace('\\', "\\\\")
+                };
+                parts.push(format!("{name}{op}\"{pat}\""));
+            }
+            let sel = format!("{{{}}}", parts.join(","));
+            let ms = matchers(&sel);
+            let prepared: Vec<Prepared> = ms
+                .iter()
+                .map(|m| Prepared::new(m, &|p| st.compile(p)))
+                .collect();
+            let want: Vec<String> = all
+                .iter()
+                .filter(|l| prepared.iter().all(|m| m.matches(l)))
+                .map(|l| l.to_string())
+                .collect();
+            assert_eq!(names(&st, &sel), want, "case {i}: {sel}");
+        }
+    }
+
+    #[test]
+    fn samples_round_trip_across_chunks() {
+        let st = Storage::default();
+        let mut rng = Rng(7);
+        for s in 0..20 {
+            let l = Labels::new([("__name__", "r"), ("i", &s.to_string())]);
+            let n = (rng.next() % 700) as usize + 1;
+            let mut t = (rng.next() % 100_000) as i64 - 50_000;
+            let mut want = Vec::new();
+            for _ in 0..n {
+                t += 1 + (rng.next() % 30_000) as i64;
+                let v = match rng.next() % 4 {
+                    0 => f64::from_bits(rng.next()),
+                    1 => STALE_NAN,
+                    2 => (rng.next() % 100) as f64,
+                    _ => want.last().map(|s: &Sample| s.v).unwrap_or(0.0),
+                };
+                st.append(&l, t, v).unwrap();
+                want.push(Sample { t, v });
+            }
+            let ms = matchers(&format!(r#"r{{i="{s}"}}"#));
+            let bits = |v: &[Sample]| v.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+            let got = st.select(&ms, i64::MIN, i64::MAX);
+            assert_eq!(bits(&got[0].samples), bits(&want));
+            // A window inside the series.
+            let (lo, hi) = (want[n / 3].t, want[(2 * n) / 3].t);
+            let part: Vec<Sample> = want
+                .iter()
+                .copied()
+                .filter(|x| x.t >= lo && x.t <= hi)
+                .collect();
+            let got = st.select(&ms, lo, hi);
+            assert_eq!(bits(&got[0].samples), bits(&part));
+        }
+        assert_eq!(st.stats().series, 20);
+    }
+
+    #[test]
+    fn retention_drops_old_chunks_and_dead_series() {
+        let st = Storage::new(StorageOptions {
+            retention: Duration::from_secs(3600),
+        });
+        let live = Labels::new([("__name__", "live")]);
+        let dead = Labels::new([("__name__", "dead"), ("job", "gone")]);
+        for i in 0..=240 {
+            st.append(&dead, i * 15_000, 1.0).unwrap();
+        }
+        // Six hours of a live series: `dead` stops after the first hour.
+        for i in 0..=(6 * 240) {
+            st.append(&live, i * 15_000, i as f64).unwrap();
+        }
+        let end = 6 * 3_600_000;
+        assert!(names(&st, "dead").is_empty());
+        assert!(names(&st, r#"{job="gone"}"#).is_empty());
+        assert_eq!(st.label_names(), vec!["__name__"]);
+        let stats = st.stats();
+        assert_eq!(stats.series, 1);
+        // No more than the window plus the chunk and interval it is cut at.
+        assert!(stats.samples <= 240 + 24 + 120 + 1, "{stats:?}");
+        let got = st.select(&matchers("live"), 0, end);
+        assert!(got[0].samples[0].t >= end - 3_600_000 - 6 * 60_000);
+        // An explicit cut hides older samples at once and rejects appends before it.
+        st.truncate_before(end - 60_000);
+        let got = st.select(&matchers("live"), 0, end);
+        assert_eq!(got[0].samples.len(), 5);
+        assert!(matches!(
+            st.append(&dead, end - 120_000, 1.0),
+            Err(AppendError::OutOfBounds { .. })
+        ));
+        // A series removed by retention can come back.
+        st.append(&dead, end, 2.0).unwrap();
+        assert_eq!(names(&st, "dead").len(), 1);
+        st.truncate_before(end + 1);
+        assert_eq!(st.stats().series, 0);
+    }
+
+    #[test]
+    fn readers_query_while_a_writer_appends() {
+        let st = Arc::new(Storage::default());
+        let writer = {
+            let st = st.clone();
+            std::thread::spawn(move || {
+                for i in 0..600i64 {
+                    for s in 0..50 {
+                        let l = Labels::new([("__name__", "c"), ("s", &s.to_string())]);
+                        st.append(&l, i * 15_000, i as f64).unwrap();
+                    }
+                }
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let ms = matchers("c");
+                    let mut seen = 0;
+                    for _ in 0..200 {
+                        for series in st.select(&ms, i64::MIN, i64::MAX) {
+                            // Every series read is a consistent prefix: value i at i*15s.
+                            for (k, s) in series.samples.iter().enumerate() {
+                                assert_eq!(s.t, k as i64 * 15_000);
+                                assert_eq!(s.v, k as f64);
+                            }
+                            seen += series.samples.len();
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+        let got = st.select(&matchers("c"), i64::MIN, i64::MAX);
+        assert_eq!(got.len(), 50);
+        assert!(got.iter().all(|s| s.samples.len() == 600));
+    }
+
+    /// Six hours of 15 s samples of realistic series: counters with small increments,
+    /// integer gauges, constant series and histogram buckets.
+    #[test]
+    fn compression_stays_under_two_bytes_per_sample() {
+        let st = Storage::default();
+        let mut rng = Rng(0xdead_beef);
+        let n = 6 * 240;
+        for s in 0..100 {
+            let counter = Labels::new([("__name__", "requests_total"), ("i", &s.to_string())]);
+            let gauge = Labels::new([("__name__", "queue_length"), ("i", &s.to_string())]);
+            let up = Labels::new([("__name__", "up"), ("i", &s.to_string())]);
+            let (mut c, mut g) = (rng.next() % 1_000_000, 50i64);
+            for k in 0..n {
+                let t = 1_700_000_000_000 + k * 15_000;
+                c += rng.next() % 200;
+                g = (g + (rng.next() % 11) as i64 - 5).max(0);
+                st.append(&counter, t, c as f64).unwrap();
+                st.append(&gauge, t, g as f64).unwrap();
+                st.append(&up, t, 1.0).unwrap();
+            }
+            let mut cum = 0u64;
+            for le in ["0.1", "0.5", "1", "+Inf"] {
+                let b = Labels::new([("__name__", "h_bucket"), ("i", &s.to_string()), ("le", le)]);
+                let mut total = 0u64;
+                for k in 0..n {
+                    total += rng.next() % 20 + cum % 7;
+                    st.append(&b, 1_700_000_000_000 + k * 15_000, total as f64)
+                        .unwrap();
+                }
+                cum += total;
+            }
+        }
+        let stats = st.stats();
+        assert_eq!(stats.samples, 700 * n as usize);
+        assert!(
+            stats.bytes_per_sample <= 2.0,
+            "{:.3} bytes per sample: {stats:?}",
+            stats.bytes_per_sample
+        );
+        assert!(stats.index_bytes > 0 && stats.bytes_per_series > stats.bytes_per_sample);
     }
 }
