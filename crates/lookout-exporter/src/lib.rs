@@ -4,7 +4,172 @@
 //! * [`config`] — the YAML configuration (`modules:` in blackbox_exporter's schema, plus
 //!   Lookout's `targets:` and `heartbeats:`), decoded strictly.
 //! * [`prober`] — one file per protocol, all with the same signature.
+//! * [`exposition`] — renders one probe's samples in the Prometheus text format (`/probe`).
+//! * [`metrics`] — the exporter's own metrics and the continuous targets' latest results
+//!   (`/metrics`).
+//! * [`scheduler`] — probes every configured target on its own schedule, bounded.
+//! * [`heartbeat`] — push monitors (`POST /heartbeat/{name}`).
+//! * [`cascade`] — which down targets are explained by a down dependency.
+//! * [`reload`] — loads the configuration and swaps it in atomically (`/-/reload`, SIGHUP).
+//! * [`web`] — the HTTP endpoints.
+//!
+//! The entry point is [`run`]: it loads the configuration, binds the listen address, probes
+//! continuously and serves until the shutdown future completes. [`Server`] splits binding
+//! from serving, for callers (tests) that need the bound address first.
 #![warn(missing_docs)]
 
+pub mod cascade;
 pub mod config;
+pub mod exposition;
+pub mod heartbeat;
+pub mod metrics;
 pub mod prober;
+pub mod reload;
+pub mod scheduler;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::reload::Exporter;
+
+/// The address the exporter listens on when none is given (blackbox_exporter's port, loopback
+/// only so that a quick start exposes nothing to the network).
+pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:9115";
+
+/// Settings of one exporter process (the command-line flags).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The configuration file (`--config.file`); re-read on reload.
+    pub config_file: PathBuf,
+    /// `host:port` to listen on (`--web.listen-address`); `:port` means all IPv4 interfaces.
+    pub listen_address: String,
+    /// Seconds subtracted from Prometheus' scrape timeout to get a `/probe` timeout
+    /// (`--timeout-offset`, as in blackbox_exporter).
+    pub timeout_offset: f64,
+    /// Most `/probe` requests probing at once (`--web.max-concurrent-probes`); more get 503.
+    pub max_concurrent_probe_requests: usize,
+    /// Most continuous-target probes running at once (`--probe.concurrency`).
+    pub target_probe_concurrency: usize,
+}
+
+impl RunOptions {
+    /// Options with the defaults of every flag, for the given configuration file.
+    pub fn new(config_file: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            config_file: config_file.into(),
+            listen_address: DEFAULT_LISTEN_ADDRESS.to_string(),
+            timeout_offset: 0.5,
+            max_concurrent_probe_requests: 1000,
+            target_probe_concurrency: 256,
+        }
+    }
+}
+
+/// Why the exporter could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration could not be loaded at start-up.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source} (choose another --web.listen-address)")]
+    Bind {
+        /// The address as given.
+        address: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed while running.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// An exporter whose configuration is loaded and whose socket is bound, ready to serve.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    exporter: Arc<Exporter>,
+}
+
+impl Server {
+    /// Loads the configuration and binds the listen address. Nothing is probed yet.
+    pub async fn bind(options: RunOptions) -> Result<Server, Error> {
+        let exporter = Exporter::load(&options)?;
+        let address = listen_address(&options.listen_address);
+        let listener = tokio::net::TcpListener::bind(address.as_str())
+            .await
+            .map_err(|source| Error::Bind {
+                address: options.listen_address.clone(),
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            exporter: Arc::new(exporter),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    /// Starts the continuous probes and serves HTTP until `shutdown` completes, then stops
+    /// probing and waits for in-flight requests to finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let exporter = self.exporter;
+        exporter.start();
+        let hangup = reload::spawn_sighup_handler(exporter.clone());
+        if let Ok(addr) = self.listener.local_addr() {
+            tracing::info!(%addr, "exporter listening");
+        }
+        let app = web::router(exporter.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Some(task) = hangup {
+            task.abort();
+        }
+        exporter.stop();
+        tracing::info!("exporter stopped");
+        served.map_err(Error::Serve)
+    }
+}
+
+/// Loads the configuration, binds `options.listen_address`, probes the configured targets and
+/// serves the endpoints until `shutdown` completes.
+pub async fn run(
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    Server::bind(options).await?.serve(shutdown).await
+}
+
+/// Turns Prometheus-style `:9115` into a bindable `0.0.0.0:9115`.
+fn listen_address(address: &str) -> String {
+    if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    }
+}
+
+/// blackbox_exporter's default scrape timeout when Prometheus sends none.
+pub(crate) const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_only_listens_on_all_interfaces() {
+        assert_eq!(listen_address(":9115"), "0.0.0.0:9115");
+        assert_eq!(listen_address("127.0.0.1:1"), "127.0.0.1:1");
+    }
+}

@@ -1,0 +1,506 @@
+//! `/metrics`: the exporter's own metrics and the continuous targets' latest results, through
+//! `prometheus-client` (OpenMetrics text).
+//!
+//! Per-target series are produced at scrape time by a [`Collector`] that reads the
+//! scheduler's table, so the series of a removed target disappear with it on reload.
+//!
+//! | series | labels |
+//! |---|---|
+//! | `up` | `job`, `instance`, target labels (targets); `job="heartbeat"`, `instance` (heartbeats) |
+//! | `lookout_target_probe_duration_seconds`, `lookout_target_last_probe_timestamp_seconds`, `lookout_target_http_status_code`, `probe_ssl_earliest_cert_expiry` | `job`, `instance`, target labels |
+//! | `lookout_target_probe_failure_info` | the same plus `reason` |
+//! | `http_request_duration_seconds` (histogram) | `job`, `instance`, target labels |
+//! | `dns_resolution_duration_seconds` (histogram) | `instance`, `nameserver` |
+//! | `dns_answer_info` | `instance`, `domain`, `nameserver`, `answer` |
+//! | `lookout_heartbeat_last_seen_timestamp_seconds` | `name` |
+//! | `lookout_target_blocked` | `instance`, `blocked_by` (see [`crate::cascade`]) |
+//!
+//! `job` is the target's `job` label when it has one, else its module's name; `instance` is
+//! the target's name. A Prometheus job scraping `/metrics` needs `honor_labels: true` so these
+//! `job`/`instance` labels win over the scrape's own.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram as ClientHistogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::cascade::{self, Node};
+use crate::heartbeat::Heartbeats;
+use crate::prober::ProbeReport;
+use crate::scheduler::{SlotMap, TargetState};
+
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Prometheus' default histogram buckets (seconds).
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A plain (not shared) histogram over [`DEFAULT_BUCKETS`], kept per target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last one is `+Inf`.
+    counts: [u64; DEFAULT_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&mut self, value: f64) {
+        let index = DEFAULT_BUCKETS
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(DEFAULT_BUCKETS.len());
+        self.counts[index] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of observations.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// `(upper bound, non-cumulative count)` pairs, `+Inf` as `f64::MAX` (the form
+    /// `prometheus-client` encodes).
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        DEFAULT_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+}
+
+type ResultLabels = [(&'static str, &'static str); 1];
+
+fn duration_histogram() -> ClientHistogram {
+    ClientHistogram::new(DEFAULT_BUCKETS)
+}
+
+/// The exporter's own metrics.
+#[derive(Debug)]
+pub struct ExporterMetrics {
+    /// `lookout_exporter_probes_total{result}`.
+    pub probes: Family<ResultLabels, Counter>,
+    /// `lookout_exporter_probe_duration_seconds{prober}`.
+    pub probe_duration: Family<ResultLabels, ClientHistogram, fn() -> ClientHistogram>,
+    /// `lookout_exporter_probes_skipped_total`: ticks skipped because the previous probe of
+    /// the target still ran.
+    pub probes_skipped: Counter,
+    /// `lookout_exporter_probe_requests_rejected_total`: `/probe` requests answered 503.
+    pub probe_requests_rejected: Counter,
+    /// `lookout_exporter_config_last_reload_successful`.
+    pub reload_successful: Gauge,
+    /// `lookout_exporter_config_last_reload_success_timestamp_seconds`.
+    pub reload_success_timestamp: Gauge<f64, AtomicU64>,
+    /// `lookout_exporter_targets`: configured continuous targets.
+    pub targets: Gauge,
+}
+
+impl Default for ExporterMetrics {
+    fn default() -> Self {
+        ExporterMetrics {
+            probes: Family::default(),
+            probe_duration: Family::new_with_constructor(duration_histogram),
+            probes_skipped: Counter::default(),
+            probe_requests_rejected: Counter::default(),
+            reload_successful: Gauge::default(),
+            reload_success_timestamp: Gauge::default(),
+            targets: Gauge::default(),
+        }
+    }
+}
+
+impl ExporterMetrics {
+    /// Counts one finished probe (from `/probe` or a continuous target).
+    pub fn observe_probe(&self, prober: &'static str, report: &ProbeReport) {
+        let result = if report.success { "success" } else { "failure" };
+        self.probes.get_or_create(&[("result", result)]).inc();
+        self.probe_duration
+            .get_or_create(&[("prober", prober)])
+            .observe(report.duration.as_secs_f64());
+    }
+
+    /// Builds the registry served on `/metrics`.
+    pub fn registry(&self, collector: TargetsCollector) -> Registry {
+        let mut registry = Registry::default();
+        registry.register(
+            "lookout_exporter_probes",
+            "Probes run, by result",
+            self.probes.clone(),
+        );
+        registry.register(
+            "lookout_exporter_probe_duration_seconds",
+            "Wall time of probes, by prober",
+            self.probe_duration.clone(),
+        );
+        registry.register(
+            "lookout_exporter_probes_skipped",
+            "Scheduled probes skipped because the previous probe of the target was still running",
+            self.probes_skipped.clone(),
+        );
+        registry.register(
+            "lookout_exporter_probe_requests_rejected",
+            "/probe requests answered 503 because --web.max-concurrent-probes probes were running",
+            self.probe_requests_rejected.clone(),
+        );
+        registry.register(
+            "lookout_exporter_config_last_reload_successful",
+            "Whether the last configuration reload succeeded",
+            self.reload_successful.clone(),
+        );
+        registry.register(
+            "lookout_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload",
+            self.reload_success_timestamp.clone(),
+        );
+        registry.register(
+            "lookout_exporter_targets",
+            "Continuously probed targets configured",
+            self.targets.clone(),
+        );
+        registry.register(
+            "lookout_exporter_build",
+            "Build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(collector));
+        registry
+    }
+}
+
+/// Renders a registry as OpenMetrics text.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        // Writing to a String cannot fail; keep the partial output if it ever does.
+        tracing::error!("encoding /metrics failed");
+    }
+    out
+}
+
+/// A label value escaped for the text formats (`prometheus-client` 0.24 writes values as
+/// they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Value<'a>(&'a str);
+
+impl EncodeLabelValue for Value<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+type Labels<'a> = Vec<(&'a str, Value<'a>)>;
+
+/// One target at scrape time: its series labels, its name and a copy of its state.
+type Row<'a> = (&'a [(String, String)], &'a str, TargetState);
+
+fn labels<'a>(pairs: &'a [(String, String)]) -> Labels<'a> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), Value(v.as_str())))
+        .collect()
+}
+
+fn with<'a>(mut base: Labels<'a>, key: &'a str, value: &'a str) -> Labels<'a> {
+    base.push((key, Value(value)));
+    base
+}
+
+/// Produces the continuous targets' and heartbeats' series at scrape time.
+#[derive(Debug)]
+pub struct TargetsCollector {
+    slots: Arc<RwLock<Arc<SlotMap>>>,
+    heartbeats: Arc<Heartbeats>,
+}
+
+impl TargetsCollector {
+    /// A collector over the scheduler's table and the heartbeats.
+    pub fn new(slots: Arc<RwLock<Arc<SlotMap>>>, heartbeats: Arc<Heartbeats>) -> Self {
+        TargetsCollector { slots, heartbeats }
+    }
+}
+
+fn gauge<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl Iterator<Item = (Labels<'a>, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        metric.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+fn info<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl Iterator<Item = Labels<'a>>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Info)?;
+    for labels in samples {
+        metric.encode_info(&labels)?;
+    }
+    Ok(())
+}
+
+fn histogram<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, histogram) in samples {
+        metric
+            .encode_family(&labels)?
+            .encode_histogram::<Labels<'_>>(
+                histogram.sum(),
+                histogram.count(),
+                &histogram.buckets(),
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+impl Collector for TargetsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let states: Vec<Row<'_>> = slots
+            .values()
+            .map(|slot| {
+                (
+                    slot.labels.as_slice(),
+                    slot.target.name.as_str(),
+                    slot.state(),
+                )
+            })
+            .collect();
+        let heartbeats = self.heartbeats.statuses();
+        let probed = || {
+            states
+                .iter()
+                .filter_map(|(l, name, s)| s.last.as_ref().map(|last| (*l, *name, s, last)))
+        };
+
+        let target_up =
+            probed().map(|(l, _, _, last)| (labels(l), f64::from(u8::from(last.success))));
+        let heartbeat_up = heartbeats.iter().map(|h| {
+            (
+                vec![("job", Value("heartbeat")), ("instance", Value(&h.name))],
+                f64::from(u8::from(h.up)),
+            )
+        });
+        gauge(
+            &mut encoder,
+            "up",
+            "1 when the target's last probe succeeded (or the heartbeat was pushed within max_silence)",
+            target_up.chain(heartbeat_up),
+        )?;
+        gauge(
+            &mut encoder,
+            "lookout_target_probe_duration_seconds",
+            "Wall time of the target's last probe",
+            probed().map(|(l, _, _, last)| (labels(l), last.duration_seconds)),
+        )?;
+        gauge(
+            &mut encoder,
+            "lookout_target_last_probe_timestamp_seconds",
+            "Unix time at which the target's last probe finished",
+            probed().map(|(l, _, _, last)| (labels(l), last.timestamp)),
+        )?;
+        info(
+            &mut encoder,
+            "lookout_target_probe_failure",
+            "Why the target's last probe failed",
+            probed().filter_map(|(l, _, _, last)| {
+                last.failure_reason
+                    .as_deref()
+                    .map(|reason| with(labels(l), "reason", reason))
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "lookout_target_http_status_code",
+            "HTTP status of the target's last probe",
+            probed().filter_map(|(l, _, _, last)| {
+                last.http_status
+                    .map(|status| (labels(l), f64::from(status)))
+            }),
+        )?;
+        histogram(
+            &mut encoder,
+            "http_request_duration_seconds",
+            "Duration of the HTTP targets' requests (all phases, redirects included)",
+            states
+                .iter()
+                .filter_map(|(l, _, s)| s.http_durations.as_ref().map(|h| (labels(l), h))),
+        )?;
+        histogram(
+            &mut encoder,
+            "dns_resolution_duration_seconds",
+            "Time from query to answer, by nameserver",
+            states.iter().flat_map(|(_, name, s)| {
+                s.dns_durations.iter().map(move |(nameserver, h)| {
+                    (
+                        vec![("instance", Value(name)), ("nameserver", Value(nameserver))],
+                        h,
+                    )
+                })
+            }),
+        )?;
+        info(
+            &mut encoder,
+            "dns_answer",
+            "Answers of the DNS targets' last probe, one series per answer record",
+            probed().flat_map(|(_, name, _, last)| {
+                last.dns
+                    .iter()
+                    .flat_map(move |(nameserver, domain, answers)| {
+                        answers.iter().map(move |answer| {
+                            vec![
+                                ("instance", Value(name)),
+                                ("domain", Value(domain)),
+                                ("nameserver", Value(nameserver)),
+                                ("answer", Value(answer)),
+                            ]
+                        })
+                    })
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            "probe_ssl_earliest_cert_expiry",
+            "Unix time at which the earliest certificate the target presented expires",
+            probed().filter_map(|(l, _, _, last)| last.cert_expiry.map(|t| (labels(l), t))),
+        )?;
+        gauge(
+            &mut encoder,
+            "lookout_heartbeat_last_seen_timestamp_seconds",
+            "Unix time of the heartbeat's last push",
+            heartbeats
+                .iter()
+                .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
+        )?;
+        let nodes: Vec<Node<'_>> = slots
+            .values()
+            .zip(states.iter())
+            .map(|(slot, (_, name, state))| Node {
+                name,
+                depends_on: &slot.target.depends_on,
+                down: matches!(&state.last, Some(last) if !last.success),
+            })
+            .collect();
+        let blocked = cascade::blocked(&nodes);
+        gauge(
+            &mut encoder,
+            "lookout_target_blocked",
+            "1 when the target is down and a target in its depends_on is down too",
+            blocked.iter().map(|b| {
+                (
+                    vec![
+                        ("instance", Value(&b.instance)),
+                        ("blocked_by", Value(&b.blocked_by)),
+                    ],
+                    1.0,
+                )
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+// `EncodeLabelSet` is implemented for `Vec<(K, V)>`; this keeps the bound checked at compile
+// time where the alias is defined.
+const _: fn() = || {
+    fn assert_label_set<T: EncodeLabelSet>() {}
+    assert_label_set::<Labels<'static>>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_per_bucket_counts() {
+        let mut h = Histogram::default();
+        h.observe(0.003);
+        h.observe(0.2);
+        h.observe(60.0);
+        let buckets = h.buckets();
+        assert_eq!(buckets[0], (0.005, 1));
+        assert_eq!(buckets[5], (0.25, 1));
+        assert_eq!(buckets[11], (f64::MAX, 1));
+        assert_eq!(h.count(), 3);
+        assert!((h.sum() - 60.203).abs() < 1e-9);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let collector = TargetsCollector::new(Arc::default(), Arc::new(Heartbeats::default()));
+        let beats = Heartbeats::default();
+        beats.apply(&[crate::config::Heartbeat {
+            name: "a\"b".into(),
+            max_silence: std::time::Duration::from_secs(60),
+        }]);
+        let collector = TargetsCollector {
+            heartbeats: Arc::new(beats),
+            ..collector
+        };
+        let metrics = ExporterMetrics::default();
+        let text = render(&metrics.registry(collector));
+        assert!(
+            text.contains("up{job=\"heartbeat\",instance=\"a\\\"b\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lookout_exporter_build_info{version=\""),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

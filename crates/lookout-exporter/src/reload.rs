@@ -1,0 +1,150 @@
+//! The running exporter's state, and configuration reloads.
+//!
+//! The configuration lives behind an `RwLock<Arc<Config>>`: a request takes a snapshot (one
+//! `Arc` clone) and keeps using it even if a reload swaps in a new one meanwhile. A reload
+//! (`POST /-/reload` or SIGHUP) reads and validates the whole file first; a broken file
+//! changes nothing but `lookout_exporter_config_last_reload_successful`, which drops to 0,
+//! and the error is logged and returned (the endpoint answers 500 with it).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+use crate::RunOptions;
+use crate::config::{Config, ConfigError};
+use crate::heartbeat::{Heartbeats, unix_now};
+use crate::metrics::{ExporterMetrics, TargetsCollector};
+use crate::scheduler::Scheduler;
+
+/// Everything the endpoints and the scheduler share.
+#[derive(Debug)]
+pub struct Exporter {
+    config: RwLock<Arc<Config>>,
+    config_file: PathBuf,
+    /// The exporter's own metrics.
+    pub metrics: Arc<ExporterMetrics>,
+    /// The `/metrics` registry.
+    pub registry: Registry,
+    /// The continuous probes.
+    pub scheduler: Scheduler,
+    /// The push monitors.
+    pub heartbeats: Arc<Heartbeats>,
+    /// Permits for `/probe` requests.
+    pub probe_permits: Arc<Semaphore>,
+    /// `--timeout-offset` in seconds.
+    pub timeout_offset: f64,
+    /// When the process started (for `/health`).
+    pub started: Instant,
+    /// Wall-clock start (for `/health`).
+    pub started_at: SystemTime,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Exporter {
+    /// Loads the configuration file and prepares (but does not start) the probes.
+    pub fn load(options: &RunOptions) -> Result<Exporter, ConfigError> {
+        let config = Config::load(&options.config_file)?;
+        let metrics = Arc::new(ExporterMetrics::default());
+        let scheduler = Scheduler::new(options.target_probe_concurrency, metrics.clone());
+        let heartbeats = Arc::new(Heartbeats::default());
+        let registry =
+            metrics.registry(TargetsCollector::new(scheduler.slots(), heartbeats.clone()));
+        scheduler.apply(&config, false);
+        heartbeats.apply(&config.heartbeats);
+        metrics.reload_successful.set(1);
+        metrics.reload_success_timestamp.set(unix_now());
+        tracing::info!(
+            file = %options.config_file.display(),
+            modules = config.modules.len(),
+            targets = config.targets.len(),
+            heartbeats = config.heartbeats.len(),
+            "configuration loaded"
+        );
+        Ok(Exporter {
+            config: RwLock::new(Arc::new(config)),
+            config_file: options.config_file.clone(),
+            metrics,
+            registry,
+            scheduler,
+            heartbeats,
+            probe_permits: Arc::new(Semaphore::new(options.max_concurrent_probe_requests.max(1))),
+            timeout_offset: options.timeout_offset,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts probing the configured targets (needs a Tokio runtime).
+    pub fn start(&self) {
+        self.scheduler.start();
+    }
+
+    /// Stops probing.
+    pub fn stop(&self) {
+        self.scheduler.stop();
+    }
+
+    /// Re-reads the configuration file and swaps it in; on error the old one stays.
+    pub async fn reload(&self) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.config_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .unwrap_or_else(|join| {
+                Err(ConfigError::Invalid(format!("reload task failed: {join}")))
+            });
+        match loaded {
+            Ok(config) => {
+                self.scheduler.apply(&config, true);
+                self.heartbeats.apply(&config.heartbeats);
+                *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                self.metrics.reload_successful.set(1);
+                self.metrics.reload_success_timestamp.set(unix_now());
+                tracing::info!(file = %self.config_file.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(err) => {
+                self.metrics.reload_successful.set(0);
+                tracing::error!(error = %err, "configuration reload failed; keeping the previous configuration");
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Reloads the configuration on every SIGHUP (Unix only).
+pub fn spawn_sighup_handler(exporter: Arc<Exporter>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => Some(tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP received; reloading the configuration");
+                    let _ = exporter.reload().await;
+                }
+            })),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload with POST /-/reload");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = exporter;
+        None
+    }
+}

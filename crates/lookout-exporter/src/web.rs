@@ -1,0 +1,274 @@
+//! The HTTP endpoints (axum). Handlers are thin: they read the shared [`Exporter`] and call
+//! the prober, the metrics or the reload logic.
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style |
+//! | `GET /metrics` | own metrics and the continuous targets' latest results |
+//! | `POST /heartbeat/{name}` | records a push (404 unknown name, 405 other methods) |
+//! | `GET /health` | JSON: status, uptime, time, version |
+//! | `GET /-/healthy`, `GET /-/ready` | liveness and readiness |
+//! | `POST /-/reload` | re-reads the configuration (500 with the error when it is broken) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::config::Module;
+use crate::prober::{self, ProbeRequest};
+use crate::reload::Exporter;
+use crate::scheduler::prober_name;
+use crate::{DEFAULT_SCRAPE_TIMEOUT, exposition, metrics};
+
+/// The module `/probe` uses when the request names none (as blackbox_exporter does).
+pub const DEFAULT_MODULE: &str = "http_2xx";
+
+/// Builds the router over a shared exporter.
+pub fn router(exporter: Arc<Exporter>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/probe", get(probe))
+        .route("/metrics", get(metrics_page))
+        .route("/heartbeat/{name}", post(heartbeat))
+        .route("/health", get(health))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .with_state(exporter)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><head><title>Lookout exporter</title></head><body>\
+         <h1>Lookout exporter</h1>\
+         <p><a href=\"probe?target=http://127.0.0.1:9115/-/healthy&amp;module=http_2xx&amp;debug=true\">Debug probe</a></p>\
+         <p><a href=\"metrics\">Metrics</a></p>\
+         <p><a href=\"health\">Health</a></p>\
+         </body></html>",
+    )
+        .into_response()
+}
+
+/// blackbox_exporter's `getTimeout`: the scrape timeout from Prometheus' header (120 s when
+/// absent or 0) minus the offset, or the module's timeout when that is set and smaller (or
+/// when the offset leaves nothing).
+pub fn probe_timeout(
+    header: Option<&str>,
+    module: &Module,
+    offset: f64,
+) -> Result<Duration, String> {
+    let mut scrape = match header {
+        Some(value) => value
+            .trim()
+            .parse::<f64>()
+            .map_err(|err| format!("Failed to parse timeout from Prometheus header: {err}"))?,
+        None => 0.0,
+    };
+    if scrape == 0.0 || !scrape.is_finite() {
+        scrape = DEFAULT_SCRAPE_TIMEOUT.as_secs_f64();
+    }
+    let max = scrape - offset;
+    let module_timeout = module.timeout.as_secs_f64();
+    let chosen = if (module_timeout < max && module_timeout > 0.0) || max < 0.0 {
+        module_timeout
+    } else {
+        max
+    };
+    // blackbox would probe with an already expired deadline here; use the scrape timeout
+    // itself instead so the probe gets a chance.
+    let chosen = if chosen > 0.0 {
+        chosen
+    } else {
+        scrape.max(0.0)
+    };
+    Ok(Duration::from_secs_f64(chosen))
+}
+
+async fn probe(
+    State(exporter): State<Arc<Exporter>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(target) = params.get("target").filter(|t| !t.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Target parameter is missing");
+    };
+    let module_name = params
+        .get("module")
+        .filter(|m| !m.is_empty())
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_MODULE);
+    let config = exporter.config();
+    let Some(module) = config.modules.get(module_name) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Unknown module {module_name:?}"),
+        );
+    };
+    let header = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok());
+    let timeout = match probe_timeout(header, module, exporter.timeout_offset) {
+        Ok(timeout) => timeout,
+        Err(message) => return text(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
+    let Ok(_permit) = exporter.probe_permits.clone().try_acquire_owned() else {
+        exporter.metrics.probe_requests_rejected.inc();
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many concurrent probes; retry later or raise --web.max-concurrent-probes",
+        );
+    };
+    let request = ProbeRequest {
+        target,
+        module,
+        hostname: params
+            .get("hostname")
+            .map(String::as_str)
+            .filter(|h| !h.is_empty()),
+        timeout,
+    };
+    let report = prober::run(&request).await;
+    exporter
+        .metrics
+        .observe_probe(prober_name(module.prober), &report);
+    let body = exposition::render(&report.recorder.metrics);
+    let debug = params
+        .get("debug")
+        .is_some_and(|d| d.eq_ignore_ascii_case("true"));
+    if debug {
+        let mut out = String::from("Logs for the probe:\n");
+        for line in &report.recorder.log {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if let Some(failure) = &report.failure {
+            out.push_str(&format!(
+                "Probe failed: {} ({})\n",
+                failure.message, failure.reason
+            ));
+        } else {
+            out.push_str("Probe succeeded\n");
+        }
+        out.push_str("\n\n\nMetrics that would have been returned:\n");
+        out.push_str(&body);
+        out.push_str("\n\n\nModule configuration:\n");
+        out.push_str(&format!("{module_name}: {module:#?}\n"));
+        return text(StatusCode::OK, out);
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+async fn metrics_page(State(exporter): State<Arc<Exporter>>) -> Response {
+    let body = metrics::render(&exporter.registry);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+async fn heartbeat(State(exporter): State<Arc<Exporter>>, Path(name): Path<String>) -> Response {
+    if exporter.heartbeats.push(&name) {
+        text(StatusCode::OK, "OK\n")
+    } else {
+        text(
+            StatusCode::NOT_FOUND,
+            format!("Unknown heartbeat {name:?}: add it under heartbeats: in the configuration\n"),
+        )
+    }
+}
+
+async fn health(State(exporter): State<Arc<Exporter>>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let body = serde_json::json!({
+        "status": "ok",
+        "uptime_seconds": exporter.started.elapsed().as_secs_f64(),
+        "timestamp": now,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn healthy() -> Response {
+    text(StatusCode::OK, "Healthy\n")
+}
+
+async fn ready() -> Response {
+    text(StatusCode::OK, "Ready\n")
+}
+
+async fn reload(State(exporter): State<Arc<Exporter>>) -> Response {
+    match exporter.reload().await {
+        Ok(()) => text(StatusCode::OK, "OK\n"),
+        Err(err) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {err}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(timeout: f64) -> Module {
+        Module {
+            timeout: Duration::from_secs_f64(timeout),
+            ..Module::default()
+        }
+    }
+
+    #[test]
+    fn timeout_follows_blackbox() {
+        // No header: 120 s minus the offset, unless the module's is smaller.
+        assert_eq!(
+            probe_timeout(None, &module(0.0), 0.5),
+            Ok(Duration::from_secs_f64(119.5))
+        );
+        assert_eq!(
+            probe_timeout(None, &module(5.0), 0.5),
+            Ok(Duration::from_secs(5))
+        );
+        // Header smaller than the module's timeout.
+        assert_eq!(
+            probe_timeout(Some("3"), &module(5.0), 0.5),
+            Ok(Duration::from_secs_f64(2.5))
+        );
+        // Header larger.
+        assert_eq!(
+            probe_timeout(Some("10"), &module(5.0), 0.5),
+            Ok(Duration::from_secs(5))
+        );
+        assert!(probe_timeout(Some("soon"), &module(5.0), 0.5).is_err());
+    }
+}
