@@ -4,9 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
+pub mod exporter;
+
 /// All sub-commands of `lookout`.
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Probe targets (blackbox_exporter compatible) and serve the results as metrics.
+    Exporter(exporter::Args),
+}
 
 /// How logs are written.
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,5 +37,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
 
 /// Runs a sub-command and returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {}
+    match command {
+        Command::Exporter(args) => exporter::run(args),
+    }
 }
