@@ -12,7 +12,11 @@ use lookout_exporter::{DEFAULT_LISTEN_ADDRESS, RunOptions};
 #[derive(clap::Args)]
 pub struct Args {
     /// The configuration file: blackbox_exporter `modules:` plus `targets:` and `heartbeats:`.
-    #[arg(long = "config.file", value_name = "FILE", default_value = "exporter.yml")]
+    #[arg(
+        long = "config.file",
+        value_name = "FILE",
+        default_value = "exporter.yml"
+    )]
     config_file: PathBuf,
     /// Validate the configuration file, print the result and exit (0 valid, 1 not).
     #[arg(long = "config.check")]
@@ -24,7 +28,11 @@ pub struct Args {
     #[arg(long = "timeout-offset", value_name = "SECONDS", default_value_t = 0.5)]
     timeout_offset: f64,
     /// Most `/probe` requests probing at once; more are answered 503.
-    #[arg(long = "web.max-concurrent-probes", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long = "web.max-concurrent-probes",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     max_concurrent_probes: usize,
     /// Most continuous-target probes running at once.
     #[arg(long = "probe.concurrency", value_name = "N", default_value_t = 256)]
