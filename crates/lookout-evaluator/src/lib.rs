@@ -4,6 +4,8 @@
 pub mod alert;
 pub mod datasource;
 pub mod rules;
+pub mod scrape;
+pub mod scrape_config;
 
 pub use alert::{Alert, AlertState, Notify};
 pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};

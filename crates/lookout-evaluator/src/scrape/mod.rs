@@ -1,0 +1,219 @@
+//! The embedded datasource's scraper: one loop per target at its interval (spread over the
+//! interval with Prometheus's offset), samples stored in `lookout_promql::storage::Storage`,
+//! staleness markers for series that vanish and for targets that go away.
+//!
+//! [`ScrapeManager::apply`] takes the whole `scrape_configs` list on start and on every reload:
+//! unchanged targets keep running, changed ones are restarted without stale markers (their
+//! series carry over), removed ones are stopped and their series marked stale.
+
+pub mod relabel;
+pub mod target;
+pub mod textparse;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use lookout_promql::Labels;
+use lookout_promql::storage::Storage;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::scrape_config::{
+    ScrapeConfig, ScrapeConfigError, ScrapeDefaults, validate_scrape_configs,
+};
+pub use target::{Health, Target, TargetError, TargetStatus};
+use target::{LoopContext, LoopOptions, ScrapeLoop};
+
+type JobLabels = Vec<(String, String)>;
+
+/// Scrape metrics registered in the shared registry.
+#[derive(Clone, Default)]
+pub(crate) struct ScrapeMetrics {
+    pub(crate) scrapes: Family<JobLabels, Counter>,
+    pub(crate) scrape_failures: Family<JobLabels, Counter>,
+    pub(crate) exceeded_sample_limit: Counter,
+    pub(crate) out_of_order: Counter,
+    pub(crate) pool_targets: Family<JobLabels, Gauge>,
+}
+
+impl ScrapeMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "lookout_scrapes",
+            "Scrapes performed, by job.",
+            self.scrapes.clone(),
+        );
+        registry.register(
+            "lookout_scrape_failures",
+            "Scrapes that failed (target down, parse error, limits), by job.",
+            self.scrape_failures.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrapes_exceeded_sample_limit",
+            "Scrapes that hit the sample limit and were rejected.",
+            self.exceeded_sample_limit.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrapes_sample_out_of_order",
+            "Samples rejected because they were out of order or duplicated.",
+            self.out_of_order.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrape_pool_targets",
+            "Current number of targets in each scrape pool.",
+            self.pool_targets.clone(),
+        );
+    }
+}
+
+struct Running {
+    loops: HashMap<(String, Labels, String), (ScrapeLoop, LoopFingerprint)>,
+}
+
+#[derive(Clone, PartialEq)]
+struct LoopFingerprint(String);
+
+/// Starts, reloads and stops the scrape loops of all jobs.
+pub struct ScrapeManager {
+    ctx: Arc<LoopContext>,
+    running: AsyncMutex<Running>,
+    invalid: std::sync::Mutex<Vec<(String, Labels, TargetError)>>,
+}
+
+impl ScrapeManager {
+    /// A manager writing to `storage`, with its metrics in `registry`. `offset_seed` spreads
+    /// the targets of different evaluators differently (Prometheus hashes its external
+    /// labels); use 0 for one evaluator.
+    pub fn new(storage: Arc<Storage>, registry: &mut Registry, offset_seed: u64) -> ScrapeManager {
+        let metrics = ScrapeMetrics::default();
+        metrics.register(registry);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        ScrapeManager {
+            ctx: Arc::new(LoopContext {
+                storage,
+                client,
+                metrics,
+                offset_seed,
+            }),
+            running: AsyncMutex::new(Running {
+                loops: HashMap::new(),
+            }),
+            invalid: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Validates `configs` and makes the running loops match them. On a validation error
+    /// nothing changes.
+    pub async fn apply(
+        &self,
+        configs: &[ScrapeConfig],
+        defaults: &ScrapeDefaults,
+    ) -> Result<(), ScrapeConfigError> {
+        validate_scrape_configs(configs, defaults)?;
+        let mut wanted: HashMap<(String, Labels, String), (Target, LoopOptions, LoopFingerprint)> =
+            HashMap::new();
+        let mut invalid = Vec::new();
+        for cfg in configs {
+            let opts = LoopOptions::from_config(cfg);
+            let fp = LoopFingerprint(format!("{cfg:?}"));
+            let mut count = 0i64;
+            for t in target::targets_for(cfg, defaults) {
+                match t {
+                    Ok(t) => {
+                        let key = (t.job.clone(), t.labels.clone(), t.url.clone());
+                        if wanted.contains_key(&key) {
+                            continue; // duplicate target: scraped once, as Prometheus does
+                        }
+                        count += 1;
+                        wanted.insert(key, (t, opts.clone(), fp.clone()));
+                    }
+                    Err((labels, e)) => {
+                        tracing::warn!(job = %cfg.job_name, target = %labels, error = %e, "invalid target");
+                        invalid.push((cfg.job_name.clone(), labels, e));
+                    }
+                }
+            }
+            self.ctx
+                .metrics
+                .pool_targets
+                .get_or_create(&vec![("scrape_job".to_string(), cfg.job_name.clone())])
+                .set(count);
+        }
+        if let Ok(mut inv) = self.invalid.lock() {
+            *inv = invalid;
+        }
+        let jobs: HashSet<&str> = configs.iter().map(|c| c.job_name.as_str()).collect();
+        let mut running = self.running.lock().await;
+        let keys: Vec<_> = running.loops.keys().cloned().collect();
+        let mut carried = HashMap::new();
+        for key in keys {
+            let keep = match wanted.get(&key) {
+                Some((_, _, fp)) => running
+                    .loops
+                    .get(&key)
+                    .map(|(_, f)| f == fp)
+                    .unwrap_or(false),
+                None => false,
+            };
+            if keep {
+                wanted.remove(&key);
+                continue;
+            }
+            if let Some((lp, _)) = running.loops.remove(&key) {
+                let gone = !wanted.contains_key(&key);
+                let state = lp.stop(&self.ctx.storage, gone).await;
+                if !gone {
+                    carried.insert(key.clone(), state);
+                }
+            }
+            if !jobs.contains(key.0.as_str()) {
+                self.ctx
+                    .metrics
+                    .pool_targets
+                    .get_or_create(&vec![("scrape_job".to_string(), key.0.clone())])
+                    .set(0);
+            }
+        }
+        for (key, (t, opts, fp)) in wanted {
+            let carry = carried.remove(&key);
+            let lp = ScrapeLoop::start(t, opts, self.ctx.clone(), carry);
+            running.loops.insert(key, (lp, fp));
+        }
+        Ok(())
+    }
+
+    /// The status of every running target, sorted by job and labels.
+    pub async fn targets(&self) -> Vec<TargetStatus> {
+        let running = self.running.lock().await;
+        let mut out: Vec<TargetStatus> = running
+            .loops
+            .values()
+            .filter_map(|(lp, _)| lp.state.lock().ok().map(|s| s.status.clone()))
+            .collect();
+        out.sort_by(|a, b| {
+            (a.target.job.as_str(), &a.target.labels)
+                .cmp(&(b.target.job.as_str(), &b.target.labels))
+        });
+        out
+    }
+
+    /// Targets whose labels were invalid after relabelling at the last [`apply`](Self::apply).
+    pub fn invalid_targets(&self) -> Vec<(String, Labels, TargetError)> {
+        self.invalid.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Stops every loop and marks all their series stale (the evaluator is shutting down or
+    /// scraping is switched off).
+    pub async fn stop(&self) {
+        let mut running = self.running.lock().await;
+        for (_, (lp, _)) in running.loops.drain() {
+            lp.stop(&self.ctx.storage, true).await;
+        }
+    }
+}

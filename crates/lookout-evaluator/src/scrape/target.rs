@@ -1,0 +1,737 @@
+//! One scrape target: its labels (Prometheus's `PopulateLabels`), its URL, and the scrape
+//! loop that fetches, parses, relabels and stores its samples with staleness handling.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lookout_promql::Labels;
+use lookout_promql::labels::METRIC_NAME;
+use lookout_promql::storage::{AppendError, STALE_NAN, Storage};
+use tokio::sync::watch;
+
+use super::ScrapeMetrics;
+use super::relabel::{self, RelabelConfig};
+use super::textparse::{self, Format, ParsedSample};
+use crate::scrape_config::{HttpClientConfig, PromDuration, ScrapeConfig, ScrapeDefaults};
+
+/// The `Accept` header Prometheus sends.
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Body size cap when the job sets no `body_size_limit`.
+pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
+
+/// Why a target could not be built from its labels.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TargetError {
+    /// No `__address__` after relabelling.
+    #[error("no address")]
+    NoAddress,
+    /// The address contains a path or scheme.
+    #[error("{0:?} is not a valid hostname")]
+    InvalidAddress(String),
+    /// `__scrape_interval__` / `__scrape_timeout__` do not parse or are inconsistent.
+    #[error("{0}")]
+    InvalidInterval(String),
+}
+
+/// A target ready to scrape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// The job name.
+    pub job: String,
+    /// Labels attached to every scraped series (no `__`-prefixed labels).
+    pub labels: Labels,
+    /// The URL to fetch.
+    pub url: String,
+    /// Scrape interval.
+    pub interval: Duration,
+    /// Scrape timeout.
+    pub timeout: Duration,
+}
+
+/// Builds the targets of one job from its `static_configs` and `relabel_configs`; targets
+/// dropped by relabelling are left out, invalid ones come back as errors.
+pub fn targets_for(
+    cfg: &ScrapeConfig,
+    defaults: &ScrapeDefaults,
+) -> Vec<Result<Target, (Labels, TargetError)>> {
+    let mut out = Vec::new();
+    for group in &cfg.static_configs {
+        for address in &group.targets {
+            let mut pairs: Vec<(String, String)> = group
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            pairs.push(("__address__".into(), address.clone()));
+            let mut lb = Labels::new(pairs);
+            let defaults_pairs = [
+                ("job", cfg.job_name.clone()),
+                (
+                    "__scrape_interval__",
+                    PromDuration(cfg.interval(defaults)).to_string(),
+                ),
+                (
+                    "__scrape_timeout__",
+                    PromDuration(cfg.timeout(defaults)).to_string(),
+                ),
+                ("__metrics_path__", cfg.metrics_path.clone()),
+                ("__scheme__", cfg.scheme.clone()),
+            ];
+            for (k, v) in defaults_pairs {
+                if lb.get(k).is_none() {
+                    lb.set(k, &v);
+                }
+            }
+            for (name, values) in &cfg.params {
+                let key = format!("__param_{name}");
+                if lb.get(&key).is_none()
+                    && let Some(first) = values.first()
+                {
+                    lb.set(&key, first);
+                }
+            }
+            let discovered = lb.clone();
+            let Some(lb) = relabel::process(&lb, &cfg.relabel_configs) else {
+                continue;
+            };
+            out.push(build(cfg, lb).map_err(|e| (discovered, e)));
+        }
+    }
+    out
+}
+
+fn build(cfg: &ScrapeConfig, mut lb: Labels) -> Result<Target, TargetError> {
+    let address = lb.get("__address__").unwrap_or("").to_string();
+    if address.is_empty() {
+        return Err(TargetError::NoAddress);
+    }
+    if address.contains('/') || address.contains('?') {
+        return Err(TargetError::InvalidAddress(address));
+    }
+    let parse = |name: &str| -> Result<Duration, TargetError> {
+        let v = lb.get(name).unwrap_or("");
+        PromDuration::parse(v)
+            .map(|d| d.0)
+            .map_err(|e| TargetError::InvalidInterval(format!("{name}: {e}")))
+    };
+    let interval = parse("__scrape_interval__")?;
+    let timeout = parse("__scrape_timeout__")?;
+    if interval.is_zero() || timeout.is_zero() {
+        return Err(TargetError::InvalidInterval(
+            "scrape interval and timeout must be greater than 0".into(),
+        ));
+    }
+    if timeout > interval {
+        return Err(TargetError::InvalidInterval(format!(
+            "scrape timeout cannot be greater than scrape interval ({} > {})",
+            PromDuration(timeout),
+            PromDuration(interval)
+        )));
+    }
+    let scheme = lb.get("__scheme__").unwrap_or("http").to_string();
+    let path = lb.get("__metrics_path__").unwrap_or("/metrics").to_string();
+    // Query parameters: the job's params, overridden by __param_ labels.
+    let mut params: BTreeMap<String, Vec<String>> = cfg.params.clone();
+    for (k, v) in lb.iter() {
+        if let Some(name) = k.strip_prefix("__param_") {
+            let entry = params.entry(name.to_string()).or_default();
+            if entry.is_empty() {
+                entry.push(v.to_string());
+            } else {
+                entry[0] = v.to_string();
+            }
+        }
+    }
+    let mut url = format!("{scheme}://{address}{path}");
+    let query: Vec<String> = params
+        .iter()
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| format!("{}={}", encode(k), encode(v)))
+        })
+        .collect();
+    if !query.is_empty() {
+        url.push(if path.contains('?') { '&' } else { '?' });
+        url.push_str(&query.join("&"));
+    }
+    if lb.get("instance").is_none() {
+        lb.set("instance", &address);
+    }
+    let names: Vec<String> = lb
+        .iter()
+        .filter(|(k, _)| k.starts_with("__"))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    for n in names {
+        lb.remove(&n);
+    }
+    Ok(Target {
+        job: cfg.job_name.clone(),
+        labels: lb,
+        url,
+        interval,
+        timeout,
+    })
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters kept).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Target {
+    /// A stable hash of the target (labels and URL), FNV-1a, as Prometheus's `Target.hash`.
+    pub fn hash(&self) -> u64 {
+        let mut h = Fnv::new();
+        for (k, v) in self.labels.iter() {
+            h.write(k.as_bytes());
+            h.write(&[0xff]);
+            h.write(v.as_bytes());
+            h.write(&[0xff]);
+        }
+        h.write(self.url.as_bytes());
+        h.0
+    }
+
+    /// Prometheus's scrape offset: how long to wait before the first scrape so that targets
+    /// are spread over the interval but each target keeps a stable phase.
+    pub fn offset(&self, now: SystemTime, seed: u64) -> Duration {
+        let interval = self.interval.as_nanos().max(1);
+        let now_ns = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let base = interval - now_ns % interval;
+        let offset = u128::from(self.hash() ^ seed) % interval;
+        let mut next = base + offset;
+        if next > interval {
+            next -= interval;
+        }
+        Duration::from_nanos(next.min(u128::from(u64::MAX)) as u64)
+    }
+}
+
+/// FNV-1a, 64 bit.
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// The health of a target, as `/api/v1/targets` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Not scraped yet.
+    Unknown,
+    /// Last scrape succeeded.
+    Up,
+    /// Last scrape failed.
+    Down,
+}
+
+impl Health {
+    /// Prometheus's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// What the last scrape of a target did.
+#[derive(Clone, Debug)]
+pub struct TargetStatus {
+    /// The target.
+    pub target: Target,
+    /// Health after the last scrape.
+    pub health: Health,
+    /// Error of the last scrape, empty when it succeeded.
+    pub last_error: String,
+    /// Start of the last scrape.
+    pub last_scrape: Option<SystemTime>,
+    /// Duration of the last scrape.
+    pub last_duration: Duration,
+    /// Samples stored by the last scrape.
+    pub last_samples: usize,
+}
+
+/// Options of a scrape loop that come from its job.
+#[derive(Clone)]
+pub(crate) struct LoopOptions {
+    pub(crate) honor_labels: bool,
+    pub(crate) honor_timestamps: bool,
+    pub(crate) metric_relabel: Vec<RelabelConfig>,
+    pub(crate) sample_limit: usize,
+    pub(crate) label_limit: usize,
+    pub(crate) label_name_length_limit: usize,
+    pub(crate) label_value_length_limit: usize,
+    pub(crate) body_size_limit: u64,
+    pub(crate) http: HttpClientConfig,
+}
+
+impl LoopOptions {
+    pub(crate) fn from_config(cfg: &ScrapeConfig) -> LoopOptions {
+        LoopOptions {
+            honor_labels: cfg.honor_labels,
+            honor_timestamps: cfg.honor_timestamps,
+            metric_relabel: cfg.metric_relabel_configs.clone(),
+            sample_limit: cfg.sample_limit,
+            label_limit: cfg.label_limit,
+            label_name_length_limit: cfg.label_name_length_limit,
+            label_value_length_limit: cfg.label_value_length_limit,
+            body_size_limit: if cfg.body_size_limit.0 == 0 {
+                DEFAULT_BODY_SIZE_LIMIT
+            } else {
+                cfg.body_size_limit.0
+            },
+            http: cfg.http(),
+        }
+    }
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// Connection, timeout or protocol error.
+    #[error("{0}")]
+    Http(String),
+    /// The target answered with a non-2xx status.
+    #[error("server returned HTTP status {0}")]
+    Status(reqwest::StatusCode),
+    /// The body is larger than `body_size_limit`.
+    #[error("body size limit exceeded ({0} bytes)")]
+    BodyTooLarge(u64),
+    /// The body is not UTF-8.
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
+    /// The body does not parse.
+    #[error("parse error: {0}")]
+    Parse(#[from] textparse::ParseError),
+    /// More samples than `sample_limit`.
+    #[error("sample limit exceeded ({0} > {1})")]
+    SampleLimit(usize, usize),
+    /// A series has more labels or longer labels than allowed.
+    #[error("label limits exceeded: {0}")]
+    LabelLimit(String),
+    /// Credentials could not be read.
+    #[error("{0}")]
+    Credentials(#[from] crate::scrape_config::CredentialsError),
+}
+
+/// State shared between a scrape loop and its manager.
+pub(crate) struct LoopState {
+    pub(crate) status: TargetStatus,
+    /// Series written by the last scrape without explicit timestamps, report series included.
+    pub(crate) series: HashSet<Labels>,
+    /// Timestamp of the last append, to keep stale markers after it.
+    pub(crate) last_t_ms: i64,
+}
+
+/// A running scrape loop.
+pub(crate) struct ScrapeLoop {
+    pub(crate) state: Arc<Mutex<LoopState>>,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct LoopContext {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) metrics: ScrapeMetrics,
+    pub(crate) offset_seed: u64,
+}
+
+impl ScrapeLoop {
+    /// Starts scraping `target`; `series` carries over the series set of a previous loop for
+    /// the same target (on reload) so that no stale markers are written in between.
+    pub(crate) fn start(
+        target: Target,
+        opts: LoopOptions,
+        ctx: Arc<LoopContext>,
+        carried: Option<(HashSet<Labels>, i64)>,
+    ) -> ScrapeLoop {
+        let (series, last_t_ms) = carried.unwrap_or_default();
+        let state = Arc::new(Mutex::new(LoopState {
+            status: TargetStatus {
+                target: target.clone(),
+                health: Health::Unknown,
+                last_error: String::new(),
+                last_scrape: None,
+                last_duration: Duration::ZERO,
+                last_samples: 0,
+            },
+            series,
+            last_t_ms,
+        }));
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task_state = state.clone();
+        let task_target = target;
+        let handle = tokio::spawn(async move {
+            let offset = task_target.offset(SystemTime::now(), ctx.offset_seed);
+            tokio::select! {
+                _ = tokio::time::sleep(offset) => {}
+                _ = stop_rx.changed() => return,
+            }
+            let mut ticker = tokio::time::interval(task_target.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop_rx.changed() => return,
+                }
+                let scrape = scrape_once(&task_target, &opts, &ctx, &task_state);
+                tokio::select! {
+                    _ = scrape => {}
+                    _ = stop_rx.changed() => return,
+                }
+            }
+        });
+        ScrapeLoop {
+            state,
+            stop,
+            handle,
+        }
+    }
+
+    /// Stops the loop and waits for it. With `stale`, writes stale markers for every series
+    /// of the last scrape (the target went away); otherwise returns them for the next loop.
+    pub(crate) async fn stop(self, storage: &Storage, stale: bool) -> (HashSet<Labels>, i64) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+        let (series, last) = match self.state.lock() {
+            Ok(mut st) => (std::mem::take(&mut st.series), st.last_t_ms),
+            Err(_) => (HashSet::new(), 0),
+        };
+        if stale {
+            let t = now_ms().max(last + 1);
+            for s in &series {
+                let _ = storage.append(s, t, STALE_NAN);
+            }
+            (HashSet::new(), t)
+        } else {
+            (series, last)
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Fetches the body of one scrape.
+async fn fetch(
+    target: &Target,
+    opts: &LoopOptions,
+    client: &reqwest::Client,
+) -> Result<(String, Format), ScrapeError> {
+    let req = client
+        .get(&target.url)
+        .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", target.timeout.as_secs_f64()),
+        )
+        .timeout(target.timeout);
+    let req = opts.http.apply(req)?;
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| ScrapeError::Http(describe(&e)))?;
+    if !resp.status().is_success() {
+        return Err(ScrapeError::Status(resp.status()));
+    }
+    let format = Format::from_content_type(
+        resp.headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if let Some(len) = resp.content_length()
+        && len > opts.body_size_limit
+    {
+        return Err(ScrapeError::BodyTooLarge(opts.body_size_limit));
+    }
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ScrapeError::Http(describe(&e)))?
+    {
+        if (body.len() + chunk.len()) as u64 > opts.body_size_limit {
+            return Err(ScrapeError::BodyTooLarge(opts.body_size_limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+    Ok((text, format))
+}
+
+/// A reqwest error with its causes, which reqwest's `Display` leaves out.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Target labels merged into a scraped series (Prometheus's `mutateSampleLabels`).
+pub(crate) fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels {
+    let mut out = scraped.clone();
+    for (name, value) in target.iter() {
+        if honor {
+            if out.get(name).is_none() {
+                out.set(name, value);
+            }
+        } else {
+            if let Some(existing) = out.get(name).map(str::to_string) {
+                let mut exported = format!("exported_{name}");
+                while out.get(&exported).is_some() {
+                    exported = format!("exported_{exported}");
+                }
+                out.set(&exported, &existing);
+            }
+            out.set(name, value);
+        }
+    }
+    out
+}
+
+fn check_label_limits(l: &Labels, opts: &LoopOptions) -> Result<(), ScrapeError> {
+    if opts.label_limit > 0 && l.len() > opts.label_limit {
+        return Err(ScrapeError::LabelLimit(format!(
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            l.metric_name().unwrap_or(""),
+            l.len(),
+            opts.label_limit
+        )));
+    }
+    for (k, v) in l.iter() {
+        if opts.label_name_length_limit > 0 && k.len() > opts.label_name_length_limit {
+            return Err(ScrapeError::LabelLimit(format!(
+                "label_name_length_limit exceeded (label name: {k})"
+            )));
+        }
+        if opts.label_value_length_limit > 0 && v.len() > opts.label_value_length_limit {
+            return Err(ScrapeError::LabelLimit(format!(
+                "label_value_length_limit exceeded (label name: {k})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The samples of one scrape after label merging, relabelling and limits.
+fn prepare(
+    parsed: Vec<ParsedSample>,
+    target: &Target,
+    opts: &LoopOptions,
+) -> Result<Vec<ParsedSample>, ScrapeError> {
+    let mut out = Vec::with_capacity(parsed.len());
+    for mut s in parsed {
+        let merged = merge_target_labels(&s.labels, &target.labels, opts.honor_labels);
+        let Some(relabelled) = relabel::process(&merged, &opts.metric_relabel) else {
+            continue;
+        };
+        if relabelled.metric_name().is_none() {
+            continue;
+        }
+        check_label_limits(&relabelled, opts)?;
+        s.labels = relabelled;
+        if !opts.honor_timestamps {
+            s.timestamp_ms = None;
+        }
+        out.push(s);
+    }
+    if opts.sample_limit > 0 && out.len() > opts.sample_limit {
+        return Err(ScrapeError::SampleLimit(out.len(), opts.sample_limit));
+    }
+    Ok(out)
+}
+
+async fn scrape_once(
+    target: &Target,
+    opts: &LoopOptions,
+    ctx: &LoopContext,
+    state: &Mutex<LoopState>,
+) {
+    let start_wall = SystemTime::now();
+    let start = Instant::now();
+    let mut scraped = 0usize;
+    let result: Result<Vec<ParsedSample>, ScrapeError> = async {
+        let (body, format) = fetch(target, opts, &ctx.client).await?;
+        let parsed = textparse::parse(&body, format)?;
+        scraped = parsed.len();
+        prepare(parsed, target, opts)
+    }
+    .await;
+    let duration = start.elapsed();
+    let Ok(mut st) = state.lock() else {
+        return;
+    };
+    let t = to_ms(start_wall).max(st.last_t_ms + 1);
+    let (samples, err) = match result {
+        Ok(s) => (s, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    if matches!(err, Some(ScrapeError::SampleLimit(..))) {
+        ctx.metrics.exceeded_sample_limit.inc();
+    }
+    let post_relabel = samples.len();
+    let mut current: HashSet<Labels> = HashSet::with_capacity(samples.len() + 5);
+    let mut added = 0usize;
+    let mut stored = 0usize;
+    for s in samples {
+        let ts = s.timestamp_ms.unwrap_or(t);
+        match ctx.storage.append(&s.labels, ts, s.value) {
+            Ok(()) => stored += 1,
+            Err(
+                AppendError::OutOfOrder { .. }
+                | AppendError::DuplicateTimestamp { .. }
+                | AppendError::OutOfBounds { .. },
+            ) => {
+                ctx.metrics.out_of_order.inc();
+            }
+            Err(_) => {}
+        }
+        if s.timestamp_ms.is_none() {
+            if !st.series.contains(&s.labels) {
+                added += 1;
+            }
+            current.insert(s.labels);
+        }
+    }
+    let up = if err.is_none() { 1.0 } else { 0.0 };
+    let report = [
+        ("up", up),
+        ("scrape_duration_seconds", duration.as_secs_f64()),
+        ("scrape_samples_scraped", scraped as f64),
+        ("scrape_samples_post_metric_relabeling", post_relabel as f64),
+        ("scrape_series_added", added as f64),
+    ];
+    for (name, value) in report {
+        let mut l = target.labels.clone();
+        l.set(METRIC_NAME, name);
+        let _ = ctx.storage.append(&l, t, value);
+        current.insert(l);
+    }
+    // Staleness: series of the previous scrape that this one did not produce.
+    for gone in st.series.difference(&current) {
+        let _ = ctx.storage.append(gone, t, STALE_NAN);
+    }
+    st.series = current;
+    st.last_t_ms = t;
+    st.status.health = if err.is_none() {
+        Health::Up
+    } else {
+        Health::Down
+    };
+    st.status.last_error = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    st.status.last_scrape = Some(start_wall);
+    st.status.last_duration = duration;
+    st.status.last_samples = stored;
+    let job = target.job.clone();
+    ctx.metrics
+        .scrapes
+        .get_or_create(&vec![("scrape_job".to_string(), job.clone())])
+        .inc();
+    if let Some(e) = &err {
+        ctx.metrics
+            .scrape_failures
+            .get_or_create(&vec![("scrape_job".to_string(), job)])
+            .inc();
+        tracing::debug!(target = %target.url, error = %e, "scrape failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn honor_labels_off_renames_conflicts() {
+        let scraped = Labels::new([("__name__", "m"), ("job", "inner"), ("exported_job", "x")]);
+        let target = Labels::new([("job", "outer"), ("instance", "h:1")]);
+        let out = merge_target_labels(&scraped, &target, false);
+        assert_eq!(out.get("job"), Some("outer"));
+        assert_eq!(out.get("exported_exported_job"), Some("inner"));
+        let out = merge_target_labels(&scraped, &target, true);
+        assert_eq!(out.get("job"), Some("inner"));
+        assert_eq!(out.get("instance"), Some("h:1"));
+    }
+
+    #[test]
+    fn targets_from_blackbox_pattern() {
+        let y = r#"
+job_name: blackbox
+metrics_path: /probe
+params: {module: [http_2xx]}
+static_configs: [{targets: ["https://example.org/x?y=1"], labels: {team: web}}]
+relabel_configs:
+  - {source_labels: [__address__], target_label: __param_target}
+  - {source_labels: [__param_target], target_label: instance}
+  - {target_label: __address__, replacement: "127.0.0.1:9115"}
+"#;
+        let cfg: ScrapeConfig = serde_yaml_ng::from_str(y).unwrap();
+        let ts = targets_for(&cfg, &ScrapeDefaults::default());
+        let t = ts[0].as_ref().unwrap();
+        assert_eq!(
+            t.url,
+            "http://127.0.0.1:9115/probe?module=http_2xx&target=https%3A%2F%2Fexample.org%2Fx%3Fy%3D1"
+        );
+        assert_eq!(
+            t.labels,
+            Labels::new([
+                ("job", "blackbox"),
+                ("instance", "https://example.org/x?y=1"),
+                ("team", "web")
+            ])
+        );
+        assert_eq!(t.interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn offset_is_within_interval_and_stable() {
+        let t = Target {
+            job: "j".into(),
+            labels: Labels::new([("job", "j")]),
+            url: "http://127.0.0.1:1/metrics".into(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let o = t.offset(now, 7);
+        assert!(o <= Duration::from_secs(15));
+        let later = t.offset(now + Duration::from_secs(15), 7);
+        assert_eq!(o, later);
+    }
+}

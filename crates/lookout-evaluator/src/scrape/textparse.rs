@@ -1,0 +1,437 @@
+//! Parsers for the Prometheus text exposition format 0.0.4 and OpenMetrics 1.0 text.
+//!
+//! Written here rather than taken from a crate: the crates on crates.io
+//! (`prometheus-parse`, `openmetrics-parser`) either panic on malformed input, do not report
+//! line numbers, or do not accept both formats. This parser works line by line over an
+//! already size-bounded body, never panics, and returns the first error with its line and
+//! column (1-based). Metadata lines (`# HELP`, `# TYPE`, `# UNIT`) are checked for shape and
+//! otherwise ignored: the evaluator stores float samples only. OpenMetrics exemplars are
+//! skipped.
+
+use lookout_promql::Labels;
+use lookout_promql::labels::METRIC_NAME;
+
+/// Which exposition format a body is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: millisecond integer timestamps, no `# EOF`.
+    PrometheusText,
+    /// `application/openmetrics-text`: second float timestamps, ends with `# EOF`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a `Content-Type` header announces; anything that is not OpenMetrics is
+    /// read as Prometheus text, as Prometheus does.
+    pub fn from_content_type(content_type: Option<&str>) -> Format {
+        match content_type {
+            Some(ct)
+                if ct
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/openmetrics-text") =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::PrometheusText,
+        }
+    }
+}
+
+/// One parsed sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedSample {
+    /// The labels, with the metric name as `__name__`.
+    pub labels: Labels,
+    /// The value.
+    pub value: f64,
+    /// The explicit timestamp in milliseconds, if the line had one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A parse error with its position.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column (in bytes).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a whole body.
+pub fn parse(body: &str, format: Format) -> Result<Vec<ParsedSample>, ParseError> {
+    let mut out = Vec::new();
+    let mut seen_eof = false;
+    let lines: Vec<&str> = body.split('\n').collect();
+    let last = lines.len();
+    for (idx, raw_line) in lines.iter().enumerate() {
+        let line_no = idx + 1;
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        if seen_eof {
+            if line.is_empty() && idx + 1 == last {
+                continue;
+            }
+            return Err(err(line_no, 1, "unexpected data after # EOF"));
+        }
+        let trimmed = if format == Format::PrometheusText {
+            line.trim_start_matches([' ', '\t'])
+        } else {
+            line
+        };
+        if trimmed.is_empty() {
+            if format == Format::OpenMetrics && idx + 1 != last {
+                return Err(err(
+                    line_no,
+                    1,
+                    "empty lines are not allowed in OpenMetrics",
+                ));
+            }
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix('#') {
+            if format == Format::OpenMetrics && rest == " EOF" {
+                seen_eof = true;
+                continue;
+            }
+            check_comment(rest, format, line_no)?;
+            continue;
+        }
+        let offset = line.len() - trimmed.len();
+        let sample = Cursor::new(trimmed, line_no, offset).sample(format)?;
+        out.push(sample);
+    }
+    if format == Format::OpenMetrics && !seen_eof {
+        return Err(err(last, 1, "OpenMetrics body does not end with # EOF"));
+    }
+    Ok(out)
+}
+
+fn err(line: usize, column: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+fn check_comment(rest: &str, format: Format, line_no: usize) -> Result<(), ParseError> {
+    let mut words = rest.trim_start().splitn(3, [' ', '\t']);
+    let kind = words.next().unwrap_or("");
+    let is_meta =
+        matches!(kind, "HELP" | "TYPE") || (format == Format::OpenMetrics && kind == "UNIT");
+    if !is_meta {
+        if format == Format::OpenMetrics {
+            return Err(err(
+                line_no,
+                1,
+                format!("unknown comment {:?}", format!("#{rest}")),
+            ));
+        }
+        return Ok(());
+    }
+    let name = words.next().unwrap_or("");
+    if !is_metric_name(name) {
+        return Err(err(
+            line_no,
+            3 + kind.len(),
+            format!("invalid metric name {name:?} in {kind} line"),
+        ));
+    }
+    if kind == "TYPE" {
+        let typ = words.next().unwrap_or("").trim();
+        let ok = match format {
+            Format::PrometheusText => {
+                matches!(
+                    typ,
+                    "counter" | "gauge" | "histogram" | "summary" | "untyped"
+                )
+            }
+            Format::OpenMetrics => matches!(
+                typ,
+                "counter"
+                    | "gauge"
+                    | "histogram"
+                    | "gaugehistogram"
+                    | "summary"
+                    | "info"
+                    | "stateset"
+                    | "unknown"
+            ),
+        };
+        if !ok {
+            return Err(err(line_no, 1, format!("invalid metric type {typ:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    pos: usize,
+    line: usize,
+    offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(s: &'a str, line: usize, offset: usize) -> Self {
+        Cursor {
+            s,
+            pos: 0,
+            line,
+            offset,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> ParseError {
+        err(self.line, self.offset + self.pos + 1, message)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_blanks(&mut self) -> usize {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn ident(&mut self, metric: bool) -> &'a str {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            let ok = c.is_ascii_alphanumeric() || c == b'_' || (metric && c == b':');
+            let first_ok = !(self.pos == start && c.is_ascii_digit());
+            if ok && first_ok {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        &self.s[start..self.pos]
+    }
+
+    fn quoted(&mut self) -> Result<String, ParseError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected '\"'"));
+        }
+        self.pos += 1;
+        let mut out = String::new();
+        let rest = &self.s[self.pos..];
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.pos += i + 1;
+                    return Ok(out);
+                }
+                '\\' => match chars.next() {
+                    Some((_, '\\')) => out.push('\\'),
+                    Some((_, '"')) => out.push('"'),
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((j, other)) => {
+                        self.pos += j;
+                        return Err(self.error(format!("invalid escape sequence '\\{other}'")));
+                    }
+                    None => break,
+                },
+                other => out.push(other),
+            }
+        }
+        self.pos = self.s.len();
+        Err(self.error("unterminated label value"))
+    }
+
+    fn sample(mut self, format: Format) -> Result<ParsedSample, ParseError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let name = self.ident(true);
+        let mut name = name.to_string();
+        if self.peek() == Some(b'{') {
+            self.pos += 1;
+            loop {
+                self.skip_blanks();
+                match self.peek() {
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(b'"') if name.is_empty() && pairs.is_empty() => {
+                        // Quoted metric name inside the braces (UTF-8 names).
+                        name = self.quoted()?;
+                    }
+                    Some(_) => {
+                        let lname = if self.peek() == Some(b'"') {
+                            self.quoted()?
+                        } else {
+                            self.ident(false).to_string()
+                        };
+                        if lname.is_empty() {
+                            return Err(self.error("expected a label name"));
+                        }
+                        self.skip_blanks();
+                        if self.peek() != Some(b'=') {
+                            return Err(
+                                self.error(format!("expected '=' after label name {lname:?}"))
+                            );
+                        }
+                        self.pos += 1;
+                        self.skip_blanks();
+                        let value = self.quoted()?;
+                        if lname == METRIC_NAME || pairs.iter().any(|(k, _)| *k == lname) {
+                            return Err(self.error(format!("duplicate label name {lname:?}")));
+                        }
+                        pairs.push((lname, value));
+                    }
+                    None => return Err(self.error("unterminated label set")),
+                }
+                self.skip_blanks();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {}
+                    _ => return Err(self.error("expected ',' or '}' in label set")),
+                }
+            }
+        }
+        if name.is_empty() {
+            return Err(self.error("expected a metric name"));
+        }
+        if self.skip_blanks() == 0 {
+            return Err(self.error("expected a space before the value"));
+        }
+        let value_start = self.pos;
+        while matches!(self.peek(), Some(c) if c != b' ' && c != b'\t') {
+            self.pos += 1;
+        }
+        let vtext = &self.s[value_start..self.pos];
+        let value = parse_float(vtext).ok_or_else(|| {
+            err(
+                self.line,
+                self.offset + value_start + 1,
+                format!("invalid value {vtext:?}"),
+            )
+        })?;
+        self.skip_blanks();
+        let mut timestamp_ms = None;
+        if self.peek().is_some() && self.peek() != Some(b'#') {
+            let ts_start = self.pos;
+            while matches!(self.peek(), Some(c) if c != b' ' && c != b'\t') {
+                self.pos += 1;
+            }
+            let ttext = &self.s[ts_start..self.pos];
+            let parsed = match format {
+                Format::PrometheusText => ttext.parse::<i64>().ok(),
+                Format::OpenMetrics => parse_float(ttext)
+                    .filter(|f| f.is_finite())
+                    .map(|secs| (secs * 1000.0).round() as i64),
+            };
+            timestamp_ms = Some(parsed.ok_or_else(|| {
+                err(
+                    self.line,
+                    self.offset + ts_start + 1,
+                    format!("invalid timestamp {ttext:?}"),
+                )
+            })?);
+            self.skip_blanks();
+        }
+        match self.peek() {
+            None => {}
+            Some(b'#') if format == Format::OpenMetrics => {} // exemplar, ignored
+            Some(_) => return Err(self.error("unexpected data after the sample")),
+        }
+        pairs.push((METRIC_NAME.to_string(), name));
+        if pairs.iter().any(|(_, v)| v.is_empty()) {
+            pairs.retain(|(_, v)| !v.is_empty());
+        }
+        Ok(ParsedSample {
+            labels: Labels::new(pairs),
+            value,
+            timestamp_ms,
+        })
+    }
+}
+
+/// Go's `strconv.ParseFloat` spellings: decimal and exponent forms, `NaN`, `+Inf`, `-Inf`.
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "" => None,
+        _ if s.eq_ignore_ascii_case("nan") => Some(f64::NAN),
+        _ if s.eq_ignore_ascii_case("+inf") || s.eq_ignore_ascii_case("inf") => Some(f64::INFINITY),
+        _ if s.eq_ignore_ascii_case("-inf") => Some(f64::NEG_INFINITY),
+        _ => {
+            if s.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'))
+            {
+                s.replace('_', "").parse::<f64>().ok()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text() {
+        let body = "# HELP up Whether up.\n# TYPE up gauge\nup 1\n\
+                    http_requests_total{code=\"200\",path=\"/a\\\"b\"} 1027 1395066363000\n\
+                    weird{a=\"x\",} -Inf\n  # a comment\nspace_after{} 3  \n";
+        let s = parse(body, Format::PrometheusText).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].labels.to_string(), "up{}");
+        assert_eq!(s[1].labels.get("path"), Some("/a\"b"));
+        assert_eq!(s[1].timestamp_ms, Some(1395066363000));
+        assert_eq!(s[2].value, f64::NEG_INFINITY);
+        assert_eq!(s[3].value, 3.0);
+    }
+
+    #[test]
+    fn openmetrics() {
+        let body = "# TYPE foo counter\n# UNIT foo seconds\nfoo_total{a=\"b\"} 17.5 1520879607.789 # {id=\"x\"} 1.0\nfoo_created 1.5e9\n# EOF\n";
+        let s = parse(body, Format::OpenMetrics).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].timestamp_ms, Some(1520879607789));
+        assert!(parse("foo 1\n", Format::OpenMetrics).is_err());
+        assert!(parse("# EOF\nfoo 1\n", Format::OpenMetrics).is_err());
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse("ok 1\nbad{a=\"x} 1\n", Format::PrometheusText).unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = parse("ok 1\nbad{a=x} 1\n", Format::PrometheusText).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 7));
+        let e = parse("m abc\n", Format::PrometheusText).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 3));
+        assert!(parse("m{a=\"1\",a=\"2\"} 1\n", Format::PrometheusText).is_err());
+        assert!(parse("m 1 2 3\n", Format::PrometheusText).is_err());
+        assert!(parse("# TYPE m bogus\n", Format::PrometheusText).is_err());
+        assert!(parse("{\"\u{e9}\" 1\n", Format::PrometheusText).is_err());
+    }
+
+    #[test]
+    fn never_panics_on_truncated_input() {
+        let body = "a{b=\"c\\\\\",d=\"\u{e9}\"} 1 2\n";
+        for end in 0..=body.len() {
+            if let Some(prefix) = body.get(..end) {
+                let _ = parse(prefix, Format::PrometheusText);
+                let _ = parse(prefix, Format::OpenMetrics);
+            }
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! `scrape_configs` for the embedded datasource: a subset of Prometheus's schema, decoded
+//! strictly (unknown fields are errors) with Prometheus's defaults.
+//!
+//! The surrounding configuration file (with `global`, `rule_files`, `alerting`) is decoded
+//! by the evaluator's config module; it embeds `Vec<ScrapeConfig>` and calls
+//! [`validate_scrape_configs`] with the global defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::scrape::relabel::{RelabelConfig, is_valid_label_name};
+
+/// A Prometheus duration (`15s`, `1m30s`, `2h`, `1d`, `500ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct PromDuration(pub Duration);
+
+impl PromDuration {
+    /// Parses Prometheus's duration syntax (`model.ParseDuration`); `0` and `0s` are zero.
+    pub fn parse(s: &str) -> Result<PromDuration, String> {
+        let s = s.trim();
+        if s == "0" {
+            return Ok(PromDuration(Duration::ZERO));
+        }
+        if s.is_empty() || !s.as_bytes()[0].is_ascii_digit() {
+            return Err(format!("not a valid duration string: {s:?}"));
+        }
+        let mut total: u128 = 0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(format!("not a valid duration string: {s:?}"));
+            }
+            let n: u128 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("not a valid duration string: {s:?}"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+            let ms_per: u128 = match &rest[..unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "w" => 7 * 86_400_000,
+                "y" => 365 * 86_400_000,
+                _ => return Err(format!("not a valid duration string: {s:?}")),
+            };
+            rest = &rest[unit_len..];
+            total = total
+                .checked_add(n.saturating_mul(ms_per))
+                .filter(|t| *t <= u64::MAX as u128)
+                .ok_or_else(|| format!("duration out of range: {s:?}"))?;
+        }
+        Ok(PromDuration(Duration::from_millis(total as u64)))
+    }
+}
+
+impl fmt::Display for PromDuration {
+    /// Prometheus's notation (`1m30s`, `0s`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, per) in [
+            ("y", 365 * 86_400_000u128),
+            ("w", 7 * 86_400_000),
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
+            if ms >= per {
+                write!(f, "{}{unit}", ms / per)?;
+                ms %= per;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes a string through `parse` inside a visitor, so that YAML errors point at the
+/// offending scalar rather than at the enclosing mapping.
+pub(crate) fn deserialize_parsed<'de, D, T, F>(
+    d: D,
+    what: &'static str,
+    parse: F,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: Fn(&str) -> Result<T, String>,
+{
+    struct V<F>(F, &'static str);
+    impl<'de, T, F: Fn(&str) -> Result<T, String>> serde::de::Visitor<'de> for V<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            (self.0)(&v.to_string()).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            (self.0)(&v.to_string()).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V(parse, what))
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "a duration such as 15s or 1m", PromDuration::parse)
+    }
+}
+
+/// A byte size such as `10MB` or `512KiB` (Go's `units.Base2Bytes`: `KB` means 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `1024`, `10MB`, `512KiB`, ... (`KB` means 1024 as in Go's `units.Base2Bytes`).
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = t[..digits]
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}"))?;
+        let mult: u64 = match &t[digits..] {
+            "" | "B" => 1,
+            "KB" | "KiB" => 1 << 10,
+            "MB" | "MiB" => 1 << 20,
+            "GB" | "GiB" => 1 << 30,
+            "TB" | "TiB" => 1 << 40,
+            _ => return Err(format!("invalid size {s:?}")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size out of range {s:?}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "a size such as 10MB", ByteSize::parse)
+    }
+}
+
+/// HTTP basic authentication.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password given inline.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the password (read at request time; trailing newline removed).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// The `Authorization` header (`type` defaults to `Bearer`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// Scheme, `Bearer` by default.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The credentials given inline.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// File holding the credentials.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// The parts of Prometheus's `http_client_config` the evaluator supports.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpClientConfig {
+    /// Basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Authorization header.
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    /// Bearer token (older spelling of `authorization`).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Whether redirects are followed (default true).
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+}
+
+/// Why credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct CredentialsError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    pub source: std::io::Error,
+}
+
+fn read_secret(path: &PathBuf) -> Result<String, CredentialsError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|source| CredentialsError {
+            path: path.clone(),
+            source,
+        })
+}
+
+impl HttpClientConfig {
+    /// Checks that at most one authentication method is set.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = [
+            self.basic_auth.is_some(),
+            self.authorization.is_some(),
+            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n > 1 {
+            return Err("at most one of basic_auth, authorization and bearer_token & bearer_token_file must be configured".into());
+        }
+        if let Some(b) = &self.basic_auth
+            && b.password.is_some()
+            && b.password_file.is_some()
+        {
+            return Err(
+                "at most one of basic_auth password & password_file must be configured".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds the configured authentication to `req` (reading secret files now).
+    pub fn apply(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, CredentialsError> {
+        if let Some(b) = &self.basic_auth {
+            let password = match (&b.password, &b.password_file) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(f)) => Some(read_secret(f)?),
+                (None, None) => None,
+            };
+            req = req.basic_auth(&b.username, password);
+        }
+        if let Some(a) = &self.authorization {
+            let creds = match (&a.credentials, &a.credentials_file) {
+                (Some(c), _) => c.clone(),
+                (None, Some(f)) => read_secret(f)?,
+                (None, None) => String::new(),
+            };
+            let kind = a.kind.as_deref().unwrap_or("Bearer");
+            req = req.header(reqwest::header::AUTHORIZATION, format!("{kind} {creds}"));
+        }
+        if let Some(t) = &self.bearer_token {
+            req = req.bearer_auth(t);
+        } else if let Some(f) = &self.bearer_token_file {
+            req = req.bearer_auth(read_secret(f)?);
+        }
+        Ok(req)
+    }
+}
+
+/// One `static_configs` entry.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// `host:port` addresses (or anything relabelling turns into one).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Labels added to every target of the group.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One `scrape_configs` entry. Optional durations fall back to the global defaults in
+/// [`validate_scrape_configs`].
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// The `job` label of the targets.
+    pub job_name: String,
+    /// How often to scrape (global default when absent).
+    #[serde(default)]
+    pub scrape_interval: Option<PromDuration>,
+    /// Per-scrape time limit (global default when absent, capped at the interval).
+    #[serde(default)]
+    pub scrape_timeout: Option<PromDuration>,
+    /// HTTP path, `/metrics` by default.
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// `http` (default) or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// URL query parameters (overridden by `__param_<name>` target labels).
+    #[serde(default)]
+    pub params: BTreeMap<String, Vec<String>>,
+    /// Whether scraped labels win over target labels (default false: scraped ones are
+    /// renamed `exported_<name>`).
+    #[serde(default)]
+    pub honor_labels: bool,
+    /// Whether timestamps in the scraped body are kept (default true).
+    #[serde(default = "default_true")]
+    pub honor_timestamps: bool,
+    /// Targets.
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+    /// Target relabelling, applied before scraping.
+    #[serde(default)]
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// Series relabelling, applied to scraped samples before they are stored.
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Maximum number of samples per scrape after relabelling (0: no limit); more fails the
+    /// scrape.
+    #[serde(default)]
+    pub sample_limit: usize,
+    /// Maximum number of labels per series (0: no limit).
+    #[serde(default)]
+    pub label_limit: usize,
+    /// Maximum length of a label name (0: no limit).
+    #[serde(default)]
+    pub label_name_length_limit: usize,
+    /// Maximum length of a label value (0: no limit).
+    #[serde(default)]
+    pub label_value_length_limit: usize,
+    /// Maximum uncompressed body size (0: the evaluator's built-in cap).
+    #[serde(default)]
+    pub body_size_limit: ByteSize,
+    /// Basic authentication for the scrape requests.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Authorization header for the scrape requests.
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    /// Bearer token for the scrape requests.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_string()
+}
+fn default_scheme() -> String {
+    "http".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The global defaults a [`ScrapeConfig`] falls back to (Prometheus: 1m and 10s).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScrapeDefaults {
+    /// Default `scrape_interval`.
+    pub scrape_interval: Duration,
+    /// Default `scrape_timeout`.
+    pub scrape_timeout: Duration,
+}
+
+impl Default for ScrapeDefaults {
+    fn default() -> Self {
+        ScrapeDefaults {
+            scrape_interval: Duration::from_secs(60),
+            scrape_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a scrape configuration is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeConfigError {
+    /// A semantic error in one job.
+    #[error("scrape config for job {job:?}: {message}")]
+    Invalid {
+        /// The job name.
+        job: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two jobs share a name.
+    #[error("found multiple scrape configs with job name {0:?}")]
+    DuplicateJob(String),
+}
+
+impl ScrapeConfig {
+    /// The authentication settings as an [`HttpClientConfig`].
+    pub fn http(&self) -> HttpClientConfig {
+        HttpClientConfig {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            follow_redirects: None,
+        }
+    }
+
+    /// The effective interval.
+    pub fn interval(&self, d: &ScrapeDefaults) -> Duration {
+        self.scrape_interval
+            .map(|p| p.0)
+            .unwrap_or(d.scrape_interval)
+    }
+
+    /// The effective timeout: the configured one, else the global one capped at the interval.
+    pub fn timeout(&self, d: &ScrapeDefaults) -> Duration {
+        match self.scrape_timeout {
+            Some(t) => t.0,
+            None => d.scrape_timeout.min(self.interval(d)),
+        }
+    }
+}
+
+/// Checks job names, intervals, timeouts, schemes and labels like Prometheus's config loader.
+pub fn validate_scrape_configs(
+    configs: &[ScrapeConfig],
+    defaults: &ScrapeDefaults,
+) -> Result<(), ScrapeConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for c in configs {
+        let invalid = |message: String| ScrapeConfigError::Invalid {
+            job: c.job_name.clone(),
+            message,
+        };
+        if c.job_name.is_empty() {
+            return Err(invalid("job_name is empty".into()));
+        }
+        if !seen.insert(c.job_name.as_str()) {
+            return Err(ScrapeConfigError::DuplicateJob(c.job_name.clone()));
+        }
+        let (interval, timeout) = (c.interval(defaults), c.timeout(defaults));
+        if interval.is_zero() {
+            return Err(invalid("scrape_interval must be greater than 0".into()));
+        }
+        if timeout.is_zero() {
+            return Err(invalid("scrape_timeout must be greater than 0".into()));
+        }
+        if timeout > interval {
+            return Err(invalid(format!(
+                "scrape timeout greater than scrape interval ({} > {})",
+                PromDuration(timeout),
+                PromDuration(interval)
+            )));
+        }
+        if c.scheme != "http" && c.scheme != "https" {
+            return Err(invalid(format!("unsupported scheme {:?}", c.scheme)));
+        }
+        if !c.metrics_path.starts_with('/') {
+            return Err(invalid(format!(
+                "metrics_path {:?} must start with '/'",
+                c.metrics_path
+            )));
+        }
+        c.http().validate().map_err(invalid)?;
+        for sc in &c.static_configs {
+            for name in sc.labels.keys() {
+                if !is_valid_label_name(name) {
+                    return Err(invalid(format!("{name:?} is not a valid label name")));
+                }
+            }
+            for t in &sc.targets {
+                if t.contains('/') && c.relabel_configs.is_empty() {
+                    return Err(invalid(format!(
+                        "{t:?} is not a valid hostname (add relabel_configs to turn it into __param_target)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            PromDuration::parse("1m30s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            PromDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(PromDuration::parse("0").unwrap().0, Duration::ZERO);
+        assert!(PromDuration::parse("5").is_err());
+        assert!(PromDuration::parse("1x").is_err());
+        assert!(PromDuration::parse("").is_err());
+        assert_eq!(PromDuration(Duration::from_secs(90)).to_string(), "1m30s");
+    }
+
+    #[test]
+    fn strict_decoding_and_defaults() {
+        let y = "- job_name: a\n  static_configs: [{targets: ['127.0.0.1:1']}]\n  basic_auth: {username: u, password: p}\n";
+        let c: Vec<ScrapeConfig> = serde_yaml_ng::from_str(y).unwrap();
+        assert_eq!(c[0].metrics_path, "/metrics");
+        assert!(c[0].honor_timestamps);
+        let d = ScrapeDefaults::default();
+        assert_eq!(c[0].timeout(&d), Duration::from_secs(10));
+        validate_scrape_configs(&c, &d).unwrap();
+        let bad = "- job_name: a\n  scrape_intervall: 1s\n";
+        let e = serde_yaml_ng::from_str::<Vec<ScrapeConfig>>(bad).unwrap_err();
+        assert!(e.location().is_some(), "{e}");
+        let e =
+            serde_yaml_ng::from_str::<Vec<ScrapeConfig>>("- job_name: a\n  scrape_interval: 1q\n")
+                .unwrap_err();
+        assert_eq!(e.location().map(|l| l.line()), Some(2), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let d = ScrapeDefaults::default();
+        let c: Vec<ScrapeConfig> =
+            serde_yaml_ng::from_str("- {job_name: a, scrape_interval: 5s, scrape_timeout: 10s}")
+                .unwrap();
+        assert!(validate_scrape_configs(&c, &d).is_err());
+        let c: Vec<ScrapeConfig> =
+            serde_yaml_ng::from_str("- {job_name: a}\n- {job_name: a}").unwrap();
+        assert!(matches!(
+            validate_scrape_configs(&c, &d),
+            Err(ScrapeConfigError::DuplicateJob(_))
+        ));
+        let c: Vec<ScrapeConfig> =
+            serde_yaml_ng::from_str("- {job_name: a, scrape_interval: 5s}").unwrap();
+        assert_eq!(c[0].timeout(&d), Duration::from_secs(5));
+    }
+}
