@@ -6,6 +6,7 @@ pub mod datasource;
 pub mod rules;
 pub mod scrape;
 pub mod scrape_config;
+pub mod template;
 
 pub use alert::{Alert, AlertState, Notify};
 pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};

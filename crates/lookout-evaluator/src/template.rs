@@ -1,0 +1,830 @@
+//! Alert label and annotation templates: Go `text/template` (through the `gtmpl` crate) with
+//! Prometheus's variables (`$labels`, `$value`, `$externalLabels`, `$externalURL`) and
+//! template functions (`humanize`, `query`, `reReplaceAll`, ...), formatting numbers the way
+//! Go's `fmt` does so annotations read exactly as they would from Prometheus.
+//!
+//! `gtmpl` functions are plain `fn` pointers, so the per-expansion context (the external URL
+//! and the `query` callback) lives in a thread-local set for the duration of one expansion
+//! and restored afterwards.
+//!
+//! Known difference: a number printed without a function (`{{ $value }}`) uses Rust's float
+//! formatting (`1000000`), where Go prints `1e+06`; `humanize`, `printf` and the other
+//! functions match Go.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use gtmpl::{Context, Template, Value};
+use gtmpl_value::{Func, FuncError};
+use lookout_promql::Labels;
+
+use crate::datasource::QuerySample;
+
+/// The `query` function's backend: runs an instant query at the rule's evaluation time.
+pub type QueryFn = std::sync::Arc<dyn Fn(&str) -> Result<Vec<QuerySample>, String> + Send + Sync>;
+
+/// What an alert template sees.
+#[derive(Clone, Debug, Default)]
+pub struct TemplateData {
+    /// `$labels` / `.Labels`: the alert's series labels.
+    pub labels: Labels,
+    /// `$externalLabels`.
+    pub external_labels: Labels,
+    /// `$externalURL`.
+    pub external_url: String,
+    /// `$value` / `.Value`.
+    pub value: f64,
+}
+
+struct ExpandContext {
+    external_url: String,
+    query: Option<QueryFn>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<ExpandContext>> = const { RefCell::new(None) };
+}
+
+/// Prometheus's convenience variables, prepended to every alert template.
+const DEFS: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
+
+fn prometheus_funcs() -> Vec<(&'static str, Func)> {
+    vec![
+        ("query", f_query as Func),
+        ("first", f_first as Func),
+        ("label", f_label as Func),
+        ("value", f_value as Func),
+        ("strvalue", f_strvalue as Func),
+        ("args", f_args as Func),
+        ("reReplaceAll", f_re_replace_all as Func),
+        ("safeHtml", f_identity as Func),
+        ("match", f_match as Func),
+        ("title", f_title as Func),
+        ("toUpper", f_to_upper as Func),
+        ("toLower", f_to_lower as Func),
+        ("graphLink", f_graph_link as Func),
+        ("tableLink", f_table_link as Func),
+        ("sortByLabel", f_sort_by_label as Func),
+        ("stripPort", f_strip_port as Func),
+        ("stripDomain", f_strip_domain as Func),
+        ("humanize", f_humanize as Func),
+        ("humanize1024", f_humanize1024 as Func),
+        ("humanizeDuration", f_humanize_duration as Func),
+        ("humanizePercentage", f_humanize_percentage as Func),
+        ("humanizeTimestamp", f_humanize_timestamp as Func),
+        ("toTime", f_to_time as Func),
+        ("toDuration", f_to_duration as Func),
+        ("parseDuration", f_parse_duration as Func),
+        ("pathPrefix", f_path_prefix as Func),
+        ("externalURL", f_external_url as Func),
+    ]
+}
+
+fn new_template(name: &str) -> Template {
+    let mut t = Template::with_name(name);
+    t.add_funcs(&prometheus_funcs());
+    t
+}
+
+/// Parses `text` (with Prometheus's variable definitions prepended) without executing it, as
+/// `promtool check rules` does. The error reads like Go's (`template: NAME:1: ...`).
+pub fn check(name: &str, text: &str) -> Result<(), String> {
+    let mut t = new_template(name);
+    t.parse(format!("{DEFS}{text}")).map_err(|e| e.to_string())
+}
+
+fn labels_value(l: &Labels) -> Value {
+    Value::Map(
+        l.iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect(),
+    )
+}
+
+/// Expands an alert template. `query` backs the `query` function (None: `query` fails).
+pub fn expand(
+    name: &str,
+    text: &str,
+    data: &TemplateData,
+    query: Option<QueryFn>,
+) -> Result<String, String> {
+    // Fast path: no action at all.
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    let mut t = new_template(name);
+    t.parse(format!("{DEFS}{text}"))
+        .map_err(|e| e.to_string())?;
+    let mut obj = HashMap::new();
+    obj.insert("Labels".to_string(), labels_value(&data.labels));
+    obj.insert(
+        "ExternalLabels".to_string(),
+        labels_value(&data.external_labels),
+    );
+    obj.insert(
+        "ExternalURL".to_string(),
+        Value::String(data.external_url.clone()),
+    );
+    obj.insert("Value".to_string(), Value::from(data.value));
+    let ctx = Context::from(Value::Object(obj));
+    struct Guard(Option<ExpandContext>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            CONTEXT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let prev = CONTEXT.with(|c| {
+        c.borrow_mut().replace(ExpandContext {
+            external_url: data.external_url.clone(),
+            query,
+        })
+    });
+    let _guard = Guard(prev);
+    t.render(&ctx).map_err(|e| e.to_string())
+}
+
+fn err(msg: impl Into<String>) -> FuncError {
+    FuncError::Generic(msg.into())
+}
+
+fn arg<'a>(args: &'a [Value], i: usize, name: &str) -> Result<&'a Value, FuncError> {
+    args.get(i)
+        .ok_or_else(|| FuncError::AtLeastXArgs(name.to_string(), i + 1))
+}
+
+fn str_arg(args: &[Value], i: usize, name: &str) -> Result<String, FuncError> {
+    match arg(args, i, name)? {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(err(format!(
+            "{name}: expected a string, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::NoValue | Value::Nil => "nil",
+        Value::Bool(_) => "bool",
+        Value::String(_) => "string",
+        Value::Object(_) | Value::Map(_) => "map",
+        Value::Array(_) => "slice",
+        Value::Function(_) => "func",
+        Value::Number(_) => "float64",
+    }
+}
+
+/// Prometheus's `convertToFloat`: numbers, numeric strings.
+fn to_float(v: &Value) -> Result<f64, FuncError> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .or_else(|| n.as_i64().map(|i| i as f64))
+            .or_else(|| n.as_u64().map(|u| u as f64))
+            .ok_or_else(|| err("can't convert number to float")),
+        Value::String(s) => parse_go_float(s)
+            .ok_or_else(|| err(format!("strconv.ParseFloat: parsing {s:?}: invalid syntax"))),
+        other => Err(err(format!("can't convert {} to float", type_name(other)))),
+    }
+}
+
+fn parse_go_float(s: &str) -> Option<f64> {
+    match s {
+        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        _ => s.parse().ok(),
+    }
+}
+
+fn float_arg(args: &[Value], i: usize, name: &str) -> Result<f64, FuncError> {
+    to_float(arg(args, i, name)?)
+}
+
+fn sample_value(s: &QuerySample) -> Value {
+    let mut m = HashMap::new();
+    m.insert("Labels".to_string(), labels_value(&s.labels));
+    m.insert("Value".to_string(), Value::from(s.value));
+    Value::Object(m)
+}
+
+fn f_query(args: &[Value]) -> Result<Value, FuncError> {
+    let q = str_arg(args, 0, "query")?;
+    let res = CONTEXT.with(|c| {
+        let c = c.borrow();
+        match c.as_ref().and_then(|c| c.query.clone()) {
+            Some(f) => f(&q),
+            None => Err("query is not available here".to_string()),
+        }
+    });
+    let samples = res.map_err(err)?;
+    Ok(Value::Array(samples.iter().map(sample_value).collect()))
+}
+
+fn f_first(args: &[Value]) -> Result<Value, FuncError> {
+    match arg(args, 0, "first")? {
+        Value::Array(a) => a
+            .first()
+            .cloned()
+            .ok_or_else(|| err("first() called on vector with no elements")),
+        Value::NoValue | Value::Nil => Err(err("first() called on vector with no elements")),
+        other => Err(err(format!(
+            "first: expected a vector, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn sample_field<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) | Value::Map(m) => m.get(field),
+        _ => None,
+    }
+}
+
+fn f_label(args: &[Value]) -> Result<Value, FuncError> {
+    let name = str_arg(args, 0, "label")?;
+    let s = arg(args, 1, "label")?;
+    Ok(sample_field(s, "Labels")
+        .and_then(|l| sample_field(l, &name))
+        .cloned()
+        .unwrap_or(Value::String(String::new())))
+}
+
+fn f_value(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg(args, 0, "value")?;
+    sample_field(s, "Value")
+        .cloned()
+        .ok_or_else(|| err("value: expected a sample"))
+}
+
+fn f_strvalue(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg(args, 0, "strvalue")?;
+    Ok(sample_field(s, "Labels")
+        .and_then(|l| sample_field(l, "__value__"))
+        .cloned()
+        .unwrap_or(Value::String(String::new())))
+}
+
+fn f_args(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::Map(
+        args.iter()
+            .enumerate()
+            .map(|(i, v)| (format!("arg{i}"), v.clone()))
+            .collect(),
+    ))
+}
+
+fn f_identity(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(str_arg(args, 0, "safeHtml")?))
+}
+
+fn compile(pattern: &str) -> Result<regex::Regex, FuncError> {
+    regex::Regex::new(pattern).map_err(|e| err(format!("error parsing regexp: {e}")))
+}
+
+fn f_re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
+    let re = compile(&str_arg(args, 0, "reReplaceAll")?)?;
+    let repl = str_arg(args, 1, "reReplaceAll")?;
+    let text = str_arg(args, 2, "reReplaceAll")?;
+    Ok(Value::String(
+        re.replace_all(&text, repl.as_str()).into_owned(),
+    ))
+}
+
+fn f_match(args: &[Value]) -> Result<Value, FuncError> {
+    let re = compile(&str_arg(args, 0, "match")?)?;
+    Ok(Value::Bool(re.is_match(&str_arg(args, 1, "match")?)))
+}
+
+/// Go's deprecated `strings.Title`: upper-cases the first letter of every word.
+pub fn go_title(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev_letter = false;
+    for c in s.chars() {
+        if !prev_letter {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        prev_letter = c.is_alphanumeric() || c == '_' || c == '\'';
+    }
+    out
+}
+
+fn f_title(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(go_title(&str_arg(args, 0, "title")?)))
+}
+
+fn f_to_upper(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(str_arg(args, 0, "toUpper")?.to_uppercase()))
+}
+
+fn f_to_lower(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(str_arg(args, 0, "toLower")?.to_lowercase()))
+}
+
+/// Go's `url.QueryEscape`.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Prometheus's `strutil.TableLinkForExpression`.
+pub fn table_link(expr: &str) -> String {
+    format!("/graph?g0.expr={}&g0.tab=1", query_escape(expr))
+}
+
+/// Prometheus's `strutil.GraphLinkForExpression`.
+pub fn graph_link(expr: &str) -> String {
+    format!("/graph?g0.expr={}&g0.tab=0", query_escape(expr))
+}
+
+fn f_graph_link(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(graph_link(&str_arg(args, 0, "graphLink")?)))
+}
+
+fn f_table_link(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(table_link(&str_arg(args, 0, "tableLink")?)))
+}
+
+fn f_sort_by_label(args: &[Value]) -> Result<Value, FuncError> {
+    let name = str_arg(args, 0, "sortByLabel")?;
+    let mut v = match arg(args, 1, "sortByLabel")? {
+        Value::Array(a) => a.clone(),
+        other => {
+            return Err(err(format!(
+                "sortByLabel: expected a vector, got {}",
+                type_name(other)
+            )));
+        }
+    };
+    let key = |s: &Value| -> String {
+        sample_field(s, "Labels")
+            .and_then(|l| sample_field(l, &name))
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    v.sort_by_key(key);
+    Ok(Value::Array(v))
+}
+
+/// Go's `net.SplitHostPort` host part, or the input when it has no port.
+pub fn strip_port(host_port: &str) -> String {
+    split_host_port(host_port)
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_else(|| host_port.to_string())
+}
+
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..end];
+        let port = rest[end + 1..].strip_prefix(':')?;
+        if port.contains(':') {
+            return None;
+        }
+        return Some((host, port));
+    }
+    let i = s.rfind(':')?;
+    let (host, port) = (&s[..i], &s[i + 1..]);
+    if host.contains(':') {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Prometheus's `stripDomain`: keeps the first label of a host name (and the port); IP
+/// addresses are returned as they are.
+pub fn strip_domain(host_port: &str) -> String {
+    let (host, port) = match split_host_port(host_port) {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host_port.to_string();
+    }
+    let first = host.split('.').next().unwrap_or(host);
+    match port {
+        Some(p) => {
+            if first.contains(':') {
+                format!("[{first}]:{p}")
+            } else {
+                format!("{first}:{p}")
+            }
+        }
+        None => first.to_string(),
+    }
+}
+
+fn f_strip_port(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(strip_port(&str_arg(args, 0, "stripPort")?)))
+}
+
+fn f_strip_domain(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(strip_domain(&str_arg(
+        args,
+        0,
+        "stripDomain",
+    )?)))
+}
+
+/// Go's `fmt.Sprintf("%.<prec>g", v)`.
+pub fn go_fmt_g(v: f64, prec: usize) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    let prec = prec.max(1);
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    // Rust's `{:e}` rounds exactly, like Go's decimal conversion.
+    let s = format!("{:.*e}", prec - 1, v.abs());
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mut digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    let nd = digits.len() as i32;
+    let dp = exp + 1;
+    let mut eprec = prec as i32;
+    if eprec > nd && nd >= dp {
+        eprec = nd;
+    }
+    let sign = if v < 0.0 { "-" } else { "" };
+    if exp < -4 || exp >= eprec {
+        let mut m = digits[..1].to_string();
+        if nd > 1 {
+            m.push('.');
+            m.push_str(&digits[1..]);
+        }
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{m}e{esign}{:02}", exp.abs());
+    }
+    // %f with max(nd - dp, 0) decimals.
+    let out = if dp <= 0 {
+        format!("0.{}{}", "0".repeat((-dp) as usize), digits)
+    } else if dp >= nd {
+        format!("{}{}", digits, "0".repeat((dp - nd) as usize))
+    } else {
+        format!("{}.{}", &digits[..dp as usize], &digits[dp as usize..])
+    };
+    format!("{sign}{out}")
+}
+
+/// Prometheus's `humanize`.
+pub fn humanize(mut v: f64) -> String {
+    if v == 0.0 || v.is_nan() || v.is_infinite() {
+        return go_fmt_g(v, 4);
+    }
+    let mut prefix = "";
+    if v.abs() >= 1.0 {
+        for p in ["k", "M", "G", "T", "P", "E", "Z", "Y"] {
+            if v.abs() < 1000.0 {
+                break;
+            }
+            prefix = p;
+            v /= 1000.0;
+        }
+    } else {
+        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+            if v.abs() >= 1.0 {
+                break;
+            }
+            prefix = p;
+            v *= 1000.0;
+        }
+    }
+    format!("{}{prefix}", go_fmt_g(v, 4))
+}
+
+/// Prometheus's `humanize1024`.
+pub fn humanize1024(mut v: f64) -> String {
+    if v.abs() <= 1.0 || v.is_nan() || v.is_infinite() {
+        return go_fmt_g(v, 4);
+    }
+    let mut prefix = "";
+    for p in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
+        if v.abs() < 1024.0 {
+            break;
+        }
+        prefix = p;
+        v /= 1024.0;
+    }
+    format!("{}{prefix}", go_fmt_g(v, 4))
+}
+
+/// Prometheus's `humanizeDuration` (seconds in).
+pub fn humanize_duration(mut v: f64) -> String {
+    if v.is_nan() || v.is_infinite() {
+        return go_fmt_g(v, 4);
+    }
+    if v == 0.0 {
+        return format!("{}s", go_fmt_g(v, 4));
+    }
+    if v.abs() >= 1.0 {
+        let mut sign = "";
+        if v < 0.0 {
+            sign = "-";
+            v = -v;
+        }
+        let d = v as i64;
+        let seconds = d % 60;
+        let minutes = (d / 60) % 60;
+        let hours = (d / 3600) % 24;
+        let days = d / 86400;
+        if days != 0 {
+            return format!("{sign}{days}d {hours}h {minutes}m {seconds}s");
+        }
+        if hours != 0 {
+            return format!("{sign}{hours}h {minutes}m {seconds}s");
+        }
+        if minutes != 0 {
+            return format!("{sign}{minutes}m {seconds}s");
+        }
+        return format!("{sign}{}s", go_fmt_g(v, 4));
+    }
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    format!("{}{prefix}s", go_fmt_g(v, 4))
+}
+
+/// Go's `time.Time.String()` of a UTC time given in seconds since the epoch.
+pub fn go_time_string(v: f64) -> Option<String> {
+    if v.is_nan() || v.is_infinite() {
+        return None;
+    }
+    // Prometheus goes through model.Time: nanoseconds truncated to milliseconds.
+    let nanos_total = v * 1e9;
+    if nanos_total > i64::MAX as f64 || nanos_total < i64::MIN as f64 {
+        return None;
+    }
+    let ms = (nanos_total as i64) / 1_000_000;
+    let secs = ms.div_euclid(1000);
+    let nanos = (ms.rem_euclid(1000) * 1_000_000) as u32;
+    let t = chrono::DateTime::from_timestamp(secs, nanos)?;
+    let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push_str(" +0000 UTC");
+    Some(s)
+}
+
+fn f_humanize(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(humanize(float_arg(args, 0, "humanize")?)))
+}
+
+fn f_humanize1024(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(humanize1024(float_arg(
+        args,
+        0,
+        "humanize1024",
+    )?)))
+}
+
+fn f_humanize_duration(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(humanize_duration(float_arg(
+        args,
+        0,
+        "humanizeDuration",
+    )?)))
+}
+
+fn f_humanize_percentage(args: &[Value]) -> Result<Value, FuncError> {
+    let v = float_arg(args, 0, "humanizePercentage")?;
+    Ok(Value::String(format!("{}%", go_fmt_g(v * 100.0, 4))))
+}
+
+fn f_humanize_timestamp(args: &[Value]) -> Result<Value, FuncError> {
+    let v = float_arg(args, 0, "humanizeTimestamp")?;
+    Ok(Value::String(
+        go_time_string(v).unwrap_or_else(|| go_fmt_g(v, 4)),
+    ))
+}
+
+fn f_to_time(args: &[Value]) -> Result<Value, FuncError> {
+    let v = float_arg(args, 0, "toTime")?;
+    go_time_string(v)
+        .map(Value::String)
+        .ok_or_else(|| err("value is NaN or Inf"))
+}
+
+fn f_to_duration(args: &[Value]) -> Result<Value, FuncError> {
+    let v = float_arg(args, 0, "toDuration")?;
+    if v.is_nan() || v.is_infinite() {
+        return Err(err("value is NaN or Inf"));
+    }
+    Ok(Value::String(humanize_duration(v)))
+}
+
+fn f_parse_duration(args: &[Value]) -> Result<Value, FuncError> {
+    let s = str_arg(args, 0, "parseDuration")?;
+    let d = crate::rules::file::parse_duration(&s).map_err(err)?;
+    Ok(Value::from(d.as_secs_f64()))
+}
+
+fn external_url() -> String {
+    CONTEXT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|c| c.external_url.clone())
+            .unwrap_or_default()
+    })
+}
+
+fn f_path_prefix(_args: &[Value]) -> Result<Value, FuncError> {
+    let u = external_url();
+    let path = match u.find("://") {
+        Some(i) => u[i + 3..].find('/').map(|j| u[i + 3 + j..].to_string()),
+        None => Some(u),
+    }
+    .unwrap_or_default();
+    Ok(Value::String(path))
+}
+
+fn f_external_url(_args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(external_url()))
+}
+
+/// Expands a set of templates (labels or annotations) for one alert, Prometheus-style: an
+/// error becomes `<error expanding template: ...>` in the value and a warning in the log.
+pub fn expand_all(
+    name: &str,
+    templates: &BTreeMap<String, String>,
+    data: &TemplateData,
+    query: Option<QueryFn>,
+) -> BTreeMap<String, String> {
+    templates
+        .iter()
+        .map(|(k, text)| (k.clone(), expand_or_error(name, text, data, query.clone())))
+        .collect()
+}
+
+/// Expands one template; on failure returns Prometheus's error text and logs a warning.
+pub fn expand_or_error(
+    name: &str,
+    text: &str,
+    data: &TemplateData,
+    query: Option<QueryFn>,
+) -> String {
+    match expand(name, text, data, query) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(template = name, err = %e, labels = %data.labels, "Expanding alert template failed");
+            format!("<error expanding template: {e}>")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> TemplateData {
+        TemplateData {
+            labels: Labels::new([("instance", "web-1.example.com:9100"), ("job", "node")]),
+            external_labels: Labels::new([("region", "eu")]),
+            external_url: "http://lookout.example:9093/prefix".to_string(),
+            value: 0.25,
+        }
+    }
+
+    fn x(text: &str) -> String {
+        expand("__alert_T", text, &data(), None).unwrap()
+    }
+
+    #[test]
+    fn go_g_formatting() {
+        assert_eq!(go_fmt_g(1234.567, 4), "1235");
+        assert_eq!(go_fmt_g(12345.0, 4), "1.234e+04");
+        assert_eq!(go_fmt_g(1.5, 4), "1.5");
+        assert_eq!(go_fmt_g(0.0001234, 4), "0.0001234");
+        assert_eq!(go_fmt_g(0.00001234, 4), "1.234e-05");
+        assert_eq!(go_fmt_g(100.0, 4), "100");
+        assert_eq!(go_fmt_g(-2.0, 4), "-2");
+    }
+
+    #[test]
+    fn humanize_like_prometheus() {
+        // Expected strings from Prometheus's template_test.go.
+        assert_eq!(humanize(0.0), "0");
+        assert_eq!(humanize(1234567.0), "1.235M");
+        assert_eq!(humanize(12.0), "12");
+        assert_eq!(humanize(0.1), "100m");
+        assert_eq!(humanize(0.0001), "100u");
+        assert_eq!(humanize(1e12), "1T");
+        assert_eq!(humanize(f64::INFINITY), "+Inf");
+        assert_eq!(humanize1024(1024.0), "1ki");
+        assert_eq!(humanize1024(1048576.0), "1Mi");
+        assert_eq!(humanize1024(0.5), "0.5");
+        assert_eq!(humanize_duration(0.0), "0s");
+        assert_eq!(humanize_duration(1.0), "1s");
+        assert_eq!(humanize_duration(60.0), "1m 0s");
+        assert_eq!(humanize_duration(3600.0), "1h 0m 0s");
+        assert_eq!(humanize_duration(86400.0), "1d 0h 0m 0s");
+        assert_eq!(humanize_duration(86400.0 + 3661.0), "1d 1h 1m 1s");
+        assert_eq!(humanize_duration(0.1), "100ms");
+        assert_eq!(humanize_duration(0.0001), "100us");
+        assert_eq!(humanize_duration(-65.0), "-1m 5s");
+        assert_eq!(humanize_duration(1.2345), "1.234s");
+        assert_eq!(
+            go_time_string(1435065584.128).as_deref(),
+            Some("2015-06-23 13:19:44.128 +0000 UTC")
+        );
+        assert_eq!(
+            go_time_string(0.0).as_deref(),
+            Some("1970-01-01 00:00:00 +0000 UTC")
+        );
+    }
+
+    #[test]
+    fn variables_and_functions() {
+        assert_eq!(
+            x("{{ $labels.instance }} {{ .Labels.job }}"),
+            "web-1.example.com:9100 node"
+        );
+        assert_eq!(x("{{ $value | humanizePercentage }}"), "25%");
+        assert_eq!(
+            x("{{ $externalLabels.region }} {{ $externalURL }}"),
+            "eu http://lookout.example:9093/prefix"
+        );
+        assert_eq!(x("{{ $labels.instance | stripPort }}"), "web-1.example.com");
+        assert_eq!(x("{{ $labels.instance | stripDomain }}"), "web-1:9100");
+        assert_eq!(
+            x("{{ \"aa bb\" | title }} {{ \"Ab\" | toUpper }} {{ \"Ab\" | toLower }}"),
+            "Aa Bb AB ab"
+        );
+        assert_eq!(x("{{ reReplaceAll \"(a)b\" \"x$1\" \"abab\" }}"), "xaxa");
+        assert_eq!(
+            x("{{ if match \"^web\" $labels.instance }}yes{{ end }}"),
+            "yes"
+        );
+        assert_eq!(x("{{ printf \"%.2f\" $value }}"), "0.25");
+        assert_eq!(x("{{ pathPrefix }}"), "/prefix");
+        assert_eq!(x("{{ $labels.missing }}"), "<no value>");
+        assert_eq!(x("{{ with args 1 \"b\" }}{{ .arg1 }}{{ end }}"), "b");
+        assert_eq!(x("{{ 1234567 | humanize }}"), "1.235M");
+        assert_eq!(strip_domain("10.0.0.1:80"), "10.0.0.1:80");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(table_link("up == 0"), "/graph?g0.expr=up+%3D%3D+0&g0.tab=1");
+    }
+
+    #[test]
+    fn query_function_goes_through_the_callback() {
+        let q: QueryFn = std::sync::Arc::new(|e: &str| -> Result<Vec<QuerySample>, String> {
+            assert_eq!(e, "up");
+            Ok(vec![
+                QuerySample {
+                    labels: Labels::new([("instance", "b")]),
+                    value: 2.0,
+                },
+                QuerySample {
+                    labels: Labels::new([("instance", "a")]),
+                    value: 1.0,
+                },
+            ])
+        });
+        let out = expand(
+            "t",
+            "{{ range query \"up\" | sortByLabel \"instance\" }}{{ .Labels.instance }}={{ .Value }} {{ end }}{{ query \"up\" | first | value }} {{ with query \"up\" }}{{ . | first | label \"instance\" }}{{ end }}",
+            &data(),
+            Some(q),
+        )
+        .unwrap();
+        assert_eq!(out, "a=1 b=2 2 b");
+    }
+
+    #[test]
+    fn errors_read_like_go() {
+        assert!(check("__alert_X", "{{ $labels.x").is_err());
+        assert!(check("__alert_X", "{{ nosuch }}").is_err());
+        assert!(check("__alert_X", "{{ humanize $value }}").is_ok());
+        let out = expand_or_error("t", "{{ query \"up\" | first }}", &data(), None);
+        assert!(out.starts_with("<error expanding template: "), "{out}");
+    }
+}
