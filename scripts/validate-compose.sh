@@ -144,13 +144,17 @@ for name, service in (compose.get("services") or {}).items():
     environment = service.get("environment") or {}
     if isinstance(environment, list):
         environment = dict(item.split("=", 1) for item in environment if "=" in item)
+    image = str(service.get("image") or "")
     provisioning = environment.get("GF_PATHS_PROVISIONING")
+    if provisioning is None and "grafana" in image:
+        provisioning = "/etc/grafana/provisioning"
     if provisioning:
-        local = repo_path(provisioning)
-        if local is None:
-            errors.append(f"{where}.environment.GF_PATHS_PROVISIONING: {provisioning} is not on a bind mount")
+        provider_dir = repo_path(provisioning.rstrip("/") + "/dashboards")
+        datasource_dir = repo_path(provisioning.rstrip("/") + "/datasources")
+        if provider_dir is None or datasource_dir is None:
+            errors.append(f"{where}: Grafana's provisioning folders {provisioning}/dashboards and {provisioning}/datasources must be bind-mounted from the repository")
         else:
-            for provider_file in sorted(glob.glob(os.path.join(local, "dashboards", "*.y*ml"))):
+            for provider_file in sorted(glob.glob(os.path.join(provider_dir, "*.y*ml"))):
                 for provider in (load(provider_file) or {}).get("providers") or []:
                     path = (provider.get("options") or {}).get("path")
                     if path and not (repo_path(path) and os.path.isdir(repo_path(path))):
@@ -158,7 +162,7 @@ for name, service in (compose.get("services") or {}).items():
                     else:
                         checked += 1
             uids = set()
-            for source_file in sorted(glob.glob(os.path.join(local, "datasources", "*.y*ml"))):
+            for source_file in sorted(glob.glob(os.path.join(datasource_dir, "*.y*ml"))):
                 for datasource in (load(source_file) or {}).get("datasources") or []:
                     uids.add(datasource.get("uid"))
             # Dashboards must use a provisioned data source.
