@@ -1,11 +1,44 @@
 //! Exporter configuration: blackbox_exporter's `modules:` schema plus Lookout's continuously
 //! probed `targets:` and push `heartbeats:`.
 //!
-//! The shapes below are the contract between the probers and the server; fields may be added.
+//! Decoding is strict, like blackbox_exporter's `yaml.UnmarshalStrict`: unknown keys, bad
+//! durations, bad regular expressions (compiled here, once), unknown modules, duplicate names
+//! and dependency cycles are errors that name the file, line and column.
+//!
+//! Field names and defaults are blackbox_exporter's (`config/config.go`), with these Lookout
+//! choices:
+//!
+//! * `http.body_size_limit` is bounded by default: unset means [`DEFAULT_BODY_SIZE_LIMIT`]
+//!   (10 MiB); an explicit `0` means "no limit", as in blackbox_exporter.
+//! * A target's `interval` defaults to [`DEFAULT_TARGET_INTERVAL`] (15 s).
+//! * Probers Lookout does not have (`grpc`, `unix`, `websocket`) are an error at the
+//!   `prober:` line: "prober \"grpc\" is not supported by Lookout". Their sections
+//!   (`grpc:` …) are accepted and ignored so that the error names the real cause.
+//! * Settings of blackbox's HTTP client that Lookout does not implement (`proxy_url`,
+//!   `oauth2`, …) are errors at their line, never silently ignored.
+//! * `tls_config.min_version` `TLS10`/`TLS11` are accepted but mean TLS 1.2: rustls does not
+//!   speak older versions.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod duration;
+mod locate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny};
+
+pub use duration::parse_duration;
+use locate::{Seg, locate};
+
+/// Body size limit when a module does not set `body_size_limit` (10 MiB).
+pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
+
+/// Interval of a target that does not set `interval`.
+pub const DEFAULT_TARGET_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A whole exporter configuration file.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +65,70 @@ pub enum ProberKind {
     Icmp,
 }
 
+impl ProberKind {
+    /// The name used in configuration files (`http`, `tcp`, `dns`, `icmp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProberKind::Http => "http",
+            ProberKind::Tcp => "tcp",
+            ProberKind::Dns => "dns",
+            ProberKind::Icmp => "icmp",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProberKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "a prober name", parse_prober)
+    }
+}
+
+fn parse_prober(s: &str) -> Result<ProberKind, String> {
+    {
+        match s {
+            "http" => Ok(ProberKind::Http),
+            "tcp" => Ok(ProberKind::Tcp),
+            "dns" => Ok(ProberKind::Dns),
+            "icmp" => Ok(ProberKind::Icmp),
+            "grpc" | "unix" | "websocket" => Err(format!(
+                "prober {s:?} is not supported by Lookout (supported: http, tcp, dns, icmp); \
+                 remove this module or probe it with blackbox_exporter"
+            )),
+            _ => Err(format!(
+                "unknown prober {s:?} (supported: http, tcp, dns, icmp)"
+            )),
+        }
+    }
+}
+
+/// IP protocol preference (`preferred_ip_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpProtocol {
+    /// IPv4 (`ip4`).
+    Ip4,
+    /// IPv6 (`ip6`), blackbox_exporter's default.
+    #[default]
+    Ip6,
+}
+
+impl<'de> Deserialize<'de> for IpProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "ip4 or ip6", parse_ip_protocol)
+    }
+}
+
+fn parse_ip_protocol(s: &str) -> Result<IpProtocol, String> {
+    {
+        match s {
+            "ip4" | "ipv4" | "tcp4" | "udp4" => Ok(IpProtocol::Ip4),
+            "ip6" | "ipv6" | "tcp6" | "udp6" | "" => Ok(IpProtocol::Ip6),
+            _ => Err(format!(
+                "invalid preferred_ip_protocol {s:?}: use ip4 or ip6"
+            )),
+        }
+    }
+}
+
 /// One probe module.
 #[derive(Debug, Clone, Default)]
 pub struct Module {
@@ -39,6 +136,429 @@ pub struct Module {
     pub prober: ProberKind,
     /// The module's timeout; zero means "not set" (the scrape timeout decides).
     pub timeout: Duration,
+    /// Settings of the HTTP prober.
+    pub http: HttpProbe,
+    /// Settings of the TCP prober.
+    pub tcp: TcpProbe,
+    /// Settings of the DNS prober.
+    pub dns: DnsProbe,
+    /// Settings of the ICMP prober.
+    pub icmp: IcmpProbe,
+}
+
+/// `tls_config`, as in Prometheus' common HTTP client configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM CA certificates (inline).
+    pub ca: Option<String>,
+    /// File of PEM CA certificates that verify the server; the system roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (inline).
+    pub cert: Option<String>,
+    /// File of the PEM client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM client key (inline).
+    pub key: Option<String>,
+    /// File of the PEM client key.
+    pub key_file: Option<PathBuf>,
+    /// Server name for SNI and verification instead of the target's host.
+    pub server_name: Option<String>,
+    /// Skip certificate verification (expiry metrics are still recorded).
+    pub insecure_skip_verify: bool,
+    /// Oldest TLS version allowed.
+    pub min_version: Option<TlsVersion>,
+    /// Newest TLS version allowed.
+    pub max_version: Option<TlsVersion>,
+}
+
+/// A TLS protocol version as written in `min_version`/`max_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLS10`.
+    Tls10,
+    /// `TLS11`.
+    Tls11,
+    /// `TLS12`.
+    Tls12,
+    /// `TLS13`.
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "a TLS version", parse_tls_version)
+    }
+}
+
+fn parse_tls_version(s: &str) -> Result<TlsVersion, String> {
+    {
+        match s {
+            "TLS10" => Ok(TlsVersion::Tls10),
+            "TLS11" => Ok(TlsVersion::Tls11),
+            "TLS12" => Ok(TlsVersion::Tls12),
+            "TLS13" => Ok(TlsVersion::Tls13),
+            _ => Err(format!(
+                "unknown TLS version {s:?} (use TLS10, TLS11, TLS12 or TLS13)"
+            )),
+        }
+    }
+}
+
+/// `basic_auth`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// File holding the user name.
+    pub username_file: Option<PathBuf>,
+    /// Password.
+    pub password: String,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// `authorization`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Authorization {
+    /// Scheme (`Bearer` by default).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Credentials.
+    pub credentials: String,
+    /// File holding the credentials.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Default for Authorization {
+    fn default() -> Self {
+        Authorization {
+            kind: "Bearer".into(),
+            credentials: String::new(),
+            credentials_file: None,
+        }
+    }
+}
+
+/// `fail_if_header_matches` / `fail_if_header_not_matches` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name.
+    pub header: String,
+    /// Pattern matched against each of the header's values.
+    #[serde(deserialize_with = "de_regex")]
+    pub regexp: Regex,
+    /// Whether a missing header counts as passing.
+    #[serde(default)]
+    pub allow_missing: bool,
+}
+
+/// Response compression the HTTP prober asks for and decodes (`compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// None requested.
+    #[default]
+    None,
+    /// `gzip`.
+    Gzip,
+    /// `br`.
+    Br,
+    /// `deflate`.
+    Deflate,
+    /// `identity`.
+    Identity,
+}
+
+impl Compression {
+    /// The content-coding token (`gzip`, …; empty for none).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => "gzip",
+            Compression::Br => "br",
+            Compression::Deflate => "deflate",
+            Compression::Identity => "identity",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "a compression", parse_compression)
+    }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    {
+        match s.to_ascii_lowercase().as_str() {
+            "" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "br" => Ok(Compression::Br),
+            "deflate" => Ok(Compression::Deflate),
+            "identity" => Ok(Compression::Identity),
+            _ => Err(format!(
+                "invalid compression {s:?} (use gzip, br, deflate or identity)"
+            )),
+        }
+    }
+}
+
+/// Settings of the HTTP prober (`http:`).
+#[derive(Debug, Clone)]
+pub struct HttpProbe {
+    /// Accepted status codes; empty means any 2xx.
+    pub valid_status_codes: Vec<u16>,
+    /// Accepted versions (`HTTP/1.1`, `HTTP/2.0`); empty means any.
+    pub valid_http_versions: Vec<String>,
+    /// Preferred IP protocol for resolution.
+    pub preferred_ip_protocol: IpProtocol,
+    /// Whether to fall back to the other protocol.
+    pub ip_protocol_fallback: bool,
+    /// Skip the resolve phase when a proxy is used (accepted; Lookout has no proxies).
+    pub skip_resolve_phase_with_proxy: bool,
+    /// Follow redirects (up to 10).
+    pub follow_redirects: bool,
+    /// Allow HTTP/2 through ALPN on TLS connections.
+    pub enable_http2: bool,
+    /// Fail when the final response came over TLS.
+    pub fail_if_ssl: bool,
+    /// Fail when the final response did not come over TLS.
+    pub fail_if_not_ssl: bool,
+    /// Request method.
+    pub method: String,
+    /// Request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Fail when the body matches any of these.
+    pub fail_if_body_matches_regexp: Vec<Regex>,
+    /// Fail when the body does not match each of these.
+    pub fail_if_body_not_matches_regexp: Vec<Regex>,
+    /// Fail when a header matches.
+    pub fail_if_header_matches: Vec<HeaderMatch>,
+    /// Fail when a header does not match.
+    pub fail_if_header_not_matches: Vec<HeaderMatch>,
+    /// Request body.
+    pub body: String,
+    /// File whose content is the request body.
+    pub body_file: Option<PathBuf>,
+    /// Compression to ask for and decode.
+    pub compression: Compression,
+    /// Largest (uncompressed) body read; `None` means unlimited.
+    pub body_size_limit: Option<u64>,
+    /// TLS settings.
+    pub tls_config: TlsConfig,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token.
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `Authorization` header settings.
+    pub authorization: Option<Authorization>,
+}
+
+impl Default for HttpProbe {
+    fn default() -> Self {
+        HttpProbe {
+            valid_status_codes: Vec::new(),
+            valid_http_versions: Vec::new(),
+            preferred_ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+            skip_resolve_phase_with_proxy: false,
+            follow_redirects: true,
+            enable_http2: true,
+            fail_if_ssl: false,
+            fail_if_not_ssl: false,
+            method: "GET".into(),
+            headers: BTreeMap::new(),
+            fail_if_body_matches_regexp: Vec::new(),
+            fail_if_body_not_matches_regexp: Vec::new(),
+            fail_if_header_matches: Vec::new(),
+            fail_if_header_not_matches: Vec::new(),
+            body: String::new(),
+            body_file: None,
+            compression: Compression::None,
+            body_size_limit: Some(DEFAULT_BODY_SIZE_LIMIT),
+            tls_config: TlsConfig::default(),
+            basic_auth: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            authorization: None,
+        }
+    }
+}
+
+/// One step of a TCP dialogue (`query_response`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryResponse {
+    /// Wait for a line matching this; its capture groups may be used in `send` (`${1}`).
+    #[serde(deserialize_with = "de_opt_regex")]
+    pub expect: Option<Regex>,
+    /// Line to send (a newline is appended).
+    pub send: Option<String>,
+    /// Upgrade the connection to TLS after this step.
+    pub starttls: bool,
+}
+
+/// Settings of the TCP prober (`tcp:`).
+#[derive(Debug, Clone)]
+pub struct TcpProbe {
+    /// Preferred IP protocol for resolution.
+    pub preferred_ip_protocol: IpProtocol,
+    /// Whether to fall back to the other protocol.
+    pub ip_protocol_fallback: bool,
+    /// Local address to connect from.
+    pub source_ip_address: Option<IpAddr>,
+    /// Dialogue after connecting.
+    pub query_response: Vec<QueryResponse>,
+    /// Start TLS right after connecting.
+    pub tls: bool,
+    /// TLS settings.
+    pub tls_config: TlsConfig,
+}
+
+impl Default for TcpProbe {
+    fn default() -> Self {
+        TcpProbe {
+            preferred_ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+            source_ip_address: None,
+            query_response: Vec::new(),
+            tls: false,
+            tls_config: TlsConfig::default(),
+        }
+    }
+}
+
+/// Checks on one section of a DNS response (`validate_answer_rrs`, …).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RrValidator {
+    /// Fail if any record matches any of these.
+    #[serde(deserialize_with = "de_regexes")]
+    pub fail_if_matches_regexp: Vec<Regex>,
+    /// Fail if all records match one of these.
+    #[serde(deserialize_with = "de_regexes")]
+    pub fail_if_all_match_regexp: Vec<Regex>,
+    /// Fail if any record does not match one of these.
+    #[serde(deserialize_with = "de_regexes")]
+    pub fail_if_not_matches_regexp: Vec<Regex>,
+    /// Fail if no record matches one of these.
+    #[serde(deserialize_with = "de_regexes")]
+    pub fail_if_none_matches_regexp: Vec<Regex>,
+}
+
+/// DNS transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsTransport {
+    /// UDP (default).
+    #[default]
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl<'de> Deserialize<'de> for DnsTransport {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "udp or tcp", parse_transport)
+    }
+}
+
+fn parse_transport(s: &str) -> Result<DnsTransport, String> {
+    {
+        match s {
+            "" | "udp" => Ok(DnsTransport::Udp),
+            "tcp" => Ok(DnsTransport::Tcp),
+            _ => Err(format!("invalid transport_protocol {s:?} (use udp or tcp)")),
+        }
+    }
+}
+
+/// Settings of the DNS prober (`dns:`).
+#[derive(Debug, Clone)]
+pub struct DnsProbe {
+    /// Preferred IP protocol to reach the nameserver.
+    pub preferred_ip_protocol: IpProtocol,
+    /// Whether to fall back to the other protocol.
+    pub ip_protocol_fallback: bool,
+    /// Query over TLS (DNS over TLS, TCP only).
+    pub dns_over_tls: bool,
+    /// TLS settings for `dns_over_tls`.
+    pub tls_config: TlsConfig,
+    /// Local address to query from.
+    pub source_ip_address: Option<IpAddr>,
+    /// UDP or TCP.
+    pub transport_protocol: DnsTransport,
+    /// Query class (`IN`).
+    pub query_class: hickory_proto::rr::DNSClass,
+    /// Name to query.
+    pub query_name: String,
+    /// Query type (`ANY` by default, as in blackbox_exporter).
+    pub query_type: hickory_proto::rr::RecordType,
+    /// Set the RD bit.
+    pub recursion_desired: bool,
+    /// Accepted response codes (numeric); `NOERROR` by default.
+    pub valid_rcodes: Vec<u16>,
+    /// Checks on the answer section.
+    pub validate_answer_rrs: RrValidator,
+    /// Checks on the authority section.
+    pub validate_authority_rrs: RrValidator,
+    /// Checks on the additional section.
+    pub validate_additional_rrs: RrValidator,
+}
+
+impl Default for DnsProbe {
+    fn default() -> Self {
+        DnsProbe {
+            preferred_ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+            dns_over_tls: false,
+            tls_config: TlsConfig::default(),
+            source_ip_address: None,
+            transport_protocol: DnsTransport::Udp,
+            query_class: hickory_proto::rr::DNSClass::IN,
+            query_name: String::new(),
+            query_type: hickory_proto::rr::RecordType::ANY,
+            recursion_desired: true,
+            valid_rcodes: vec![0],
+            validate_answer_rrs: RrValidator::default(),
+            validate_authority_rrs: RrValidator::default(),
+            validate_additional_rrs: RrValidator::default(),
+        }
+    }
+}
+
+/// Settings of the ICMP prober (`icmp:`).
+#[derive(Debug, Clone)]
+pub struct IcmpProbe {
+    /// Preferred IP protocol.
+    pub preferred_ip_protocol: IpProtocol,
+    /// Whether to fall back to the other protocol.
+    pub ip_protocol_fallback: bool,
+    /// Local address to send from.
+    pub source_ip_address: Option<IpAddr>,
+    /// Bytes of payload in the echo request (blackbox's default payload when 0).
+    pub payload_size: usize,
+    /// Set the don't-fragment bit (IPv4 only).
+    pub dont_fragment: bool,
+    /// IP TTL / hop limit; 0 means the system default.
+    pub ttl: u8,
+}
+
+impl Default for IcmpProbe {
+    fn default() -> Self {
+        IcmpProbe {
+            preferred_ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+            source_ip_address: None,
+            payload_size: 0,
+            dont_fragment: false,
+            ttl: 0,
+        }
+    }
 }
 
 /// A target that the exporter probes on its own schedule.
@@ -94,9 +614,786 @@ impl Config {
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
-    pub fn parse(_text: &str, origin: &str) -> Result<Config, ConfigError> {
-        Err(ConfigError::Invalid(format!(
-            "{origin}: configuration decoding is not built yet"
-        )))
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| yaml_error(origin, &e))?
+        };
+        let at = |path: &[Seg<'_>], message: String| -> ConfigError {
+            match locate(text, path) {
+                Some((line, col)) => {
+                    ConfigError::Invalid(format!("{origin}:{line}:{col}: {message}"))
+                }
+                None => ConfigError::Invalid(format!("{origin}: {message}")),
+            }
+        };
+
+        let mut modules = BTreeMap::new();
+        for (name, raw_module) in raw.modules.unwrap_or_default() {
+            let module = raw_module.into_module().map_err(|(keys, msg)| {
+                let mut path = vec![Seg::Key("modules"), Seg::Key(&name)];
+                path.extend(keys.iter().map(|k| Seg::Key(k)));
+                at(&path, format!("module {name:?}: {msg}"))
+            })?;
+            modules.insert(name, module);
+        }
+
+        let mut targets = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, t) in raw.targets.unwrap_or_default().into_iter().enumerate() {
+            let key = |k| [Seg::Key("targets"), Seg::Index(i), Seg::Key(k)];
+            if t.name.is_empty() {
+                return Err(at(&key("name"), "target needs a non-empty name".into()));
+            }
+            if let Some(first) = seen.insert(t.name.clone(), i) {
+                let first_at = locate(text, &[Seg::Key("targets"), Seg::Index(first)])
+                    .map(|(l, _)| format!(" (first defined on line {l})"))
+                    .unwrap_or_default();
+                return Err(at(
+                    &key("name"),
+                    format!("duplicate target name {:?}{first_at}", t.name),
+                ));
+            }
+            if !modules.contains_key(&t.module) {
+                let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+                return Err(at(
+                    &key("module"),
+                    format!(
+                        "target {:?} uses unknown module {:?} (modules: {})",
+                        t.name,
+                        t.module,
+                        if known.is_empty() {
+                            "none defined".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            if t.target.is_empty() {
+                return Err(at(
+                    &key("target"),
+                    format!("target {:?} needs a non-empty target", t.name),
+                ));
+            }
+            if t.interval.is_zero() {
+                return Err(at(
+                    &key("interval"),
+                    format!("target {:?}: interval must be greater than 0", t.name),
+                ));
+            }
+            for label in t.labels.keys() {
+                if !valid_label_name(label) {
+                    return Err(at(
+                        &key("labels"),
+                        format!(
+                            "target {:?}: invalid label name {label:?} (use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+                            t.name
+                        ),
+                    ));
+                }
+            }
+            targets.push(Target {
+                name: t.name,
+                module: t.module,
+                target: t.target,
+                interval: t.interval,
+                labels: t.labels,
+                depends_on: t.depends_on,
+            });
+        }
+        check_dependencies(&targets, &at)?;
+
+        let mut heartbeats = Vec::new();
+        let mut seen_hb = BTreeSet::new();
+        for (i, h) in raw.heartbeats.unwrap_or_default().into_iter().enumerate() {
+            let key = |k| [Seg::Key("heartbeats"), Seg::Index(i), Seg::Key(k)];
+            if h.name.is_empty()
+                || !h
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(at(
+                    &key("name"),
+                    format!(
+                        "invalid heartbeat name {:?}: use letters, digits, '-', '_' and '.' (it is a URL path segment)",
+                        h.name
+                    ),
+                ));
+            }
+            if !seen_hb.insert(h.name.clone()) {
+                return Err(at(
+                    &key("name"),
+                    format!("duplicate heartbeat name {:?}", h.name),
+                ));
+            }
+            if h.max_silence.is_zero() {
+                return Err(at(
+                    &key("max_silence"),
+                    format!("heartbeat {:?}: max_silence must be greater than 0", h.name),
+                ));
+            }
+            heartbeats.push(Heartbeat {
+                name: h.name,
+                max_silence: h.max_silence,
+            });
+        }
+
+        Ok(Config {
+            modules,
+            targets,
+            heartbeats,
+        })
     }
+}
+
+fn yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> ConfigError {
+    let full = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            // The message ends with " at line L column C"; the location moves to the front.
+            let message = full
+                .rsplit_once(" at line ")
+                .map_or(full.as_str(), |(m, _)| m)
+                .to_string();
+            ConfigError::Invalid(format!(
+                "{origin}:{}:{}: {message}",
+                loc.line(),
+                loc.column()
+            ))
+        }
+        None => ConfigError::Invalid(format!("{origin}: {full}")),
+    }
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// Every `depends_on` names a known target other than itself, and there is no cycle.
+fn check_dependencies(
+    targets: &[Target],
+    at: &dyn Fn(&[Seg<'_>], String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let index: HashMap<&str, usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    for (i, t) in targets.iter().enumerate() {
+        for dep in &t.depends_on {
+            if dep == &t.name {
+                return Err(at(
+                    &[Seg::Key("targets"), Seg::Index(i), Seg::Key("depends_on")],
+                    format!("target {:?} depends on itself", t.name),
+                ));
+            }
+            if !index.contains_key(dep.as_str()) {
+                return Err(at(
+                    &[Seg::Key("targets"), Seg::Index(i), Seg::Key("depends_on")],
+                    format!("target {:?} depends on unknown target {dep:?}", t.name),
+                ));
+            }
+        }
+    }
+    // Depth-first search with colours; a grey node reached again closes a cycle.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Colour {
+        White,
+        Grey,
+        Black,
+    }
+    let mut colour = vec![Colour::White; targets.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(
+        n: usize,
+        targets: &[Target],
+        index: &HashMap<&str, usize>,
+        colour: &mut [Colour],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        colour[n] = Colour::Grey;
+        stack.push(n);
+        for dep in &targets[n].depends_on {
+            let Some(&m) = index.get(dep.as_str()) else {
+                continue;
+            };
+            match colour[m] {
+                Colour::Grey => {
+                    let start = stack.iter().position(|&x| x == m).unwrap_or(0);
+                    let mut cycle = stack[start..].to_vec();
+                    cycle.push(m);
+                    return Some(cycle);
+                }
+                Colour::White => {
+                    if let Some(c) = visit(m, targets, index, colour, stack) {
+                        return Some(c);
+                    }
+                }
+                Colour::Black => {}
+            }
+        }
+        stack.pop();
+        colour[n] = Colour::Black;
+        None
+    }
+    for n in 0..targets.len() {
+        if colour[n] == Colour::White {
+            if let Some(cycle) = visit(n, targets, &index, &mut colour, &mut stack) {
+                let names: Vec<&str> = cycle.iter().map(|&i| targets[i].name.as_str()).collect();
+                return Err(at(
+                    &[
+                        Seg::Key("targets"),
+                        Seg::Index(cycle[0]),
+                        Seg::Key("depends_on"),
+                    ],
+                    format!("depends_on forms a cycle: {}", names.join(" -> ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw, strictly decoded shapes.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename = "config")]
+struct RawConfig {
+    modules: Option<BTreeMap<String, RawModule>>,
+    targets: Option<Vec<RawTarget>>,
+    heartbeats: Option<Vec<RawHeartbeat>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "target")]
+struct RawTarget {
+    name: String,
+    module: String,
+    target: String,
+    #[serde(default = "default_interval", deserialize_with = "de_duration")]
+    interval: Duration,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+fn default_interval() -> Duration {
+    DEFAULT_TARGET_INTERVAL
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "heartbeat")]
+struct RawHeartbeat {
+    name: String,
+    #[serde(deserialize_with = "de_duration")]
+    max_silence: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "module")]
+struct RawModule {
+    prober: ProberKind,
+    #[serde(default, deserialize_with = "de_duration")]
+    timeout: Duration,
+    #[serde(default)]
+    http: Option<RawHttp>,
+    #[serde(default)]
+    tcp: Option<RawTcp>,
+    #[serde(default)]
+    dns: Option<RawDns>,
+    #[serde(default)]
+    icmp: Option<RawIcmp>,
+    // Sections of probers Lookout does not have: accepted so that `prober:` names the cause.
+    #[serde(default)]
+    grpc: Option<IgnoredAny>,
+    #[serde(default)]
+    unix: Option<IgnoredAny>,
+    #[serde(default)]
+    websocket: Option<IgnoredAny>,
+}
+
+/// A module-level problem: the key path inside the module, and the message.
+type ModuleError = (Vec<&'static str>, String);
+
+impl RawModule {
+    fn into_module(self) -> Result<Module, ModuleError> {
+        let _ = (self.grpc, self.unix, self.websocket);
+        let mut m = Module {
+            prober: self.prober,
+            timeout: self.timeout,
+            ..Module::default()
+        };
+        if let Some(h) = self.http {
+            m.http = h.into_probe()?;
+        }
+        if let Some(t) = self.tcp {
+            m.tcp = TcpProbe {
+                preferred_ip_protocol: t.preferred_ip_protocol.unwrap_or_default(),
+                ip_protocol_fallback: t.ip_protocol_fallback.unwrap_or(true),
+                source_ip_address: t.source_ip_address,
+                query_response: t.query_response,
+                tls: t.tls,
+                tls_config: t.tls_config,
+            };
+        }
+        if let Some(d) = self.dns {
+            m.dns = d.into_probe()?;
+        } else if m.prober == ProberKind::Dns {
+            return Err((
+                vec!["prober"],
+                "query name must be set for DNS module (dns: query_name:)".into(),
+            ));
+        }
+        if let Some(i) = self.icmp {
+            if i.ttl < 0 || i.ttl > 255 {
+                return Err((
+                    vec!["icmp", "ttl"],
+                    format!("\"ttl\" must be between 0 and 255, not {}", i.ttl),
+                ));
+            }
+            let ttl = u8::try_from(i.ttl).unwrap_or(0);
+            m.icmp = IcmpProbe {
+                preferred_ip_protocol: i.preferred_ip_protocol.unwrap_or_default(),
+                ip_protocol_fallback: i.ip_protocol_fallback.unwrap_or(true),
+                source_ip_address: i.source_ip_address,
+                payload_size: i.payload_size,
+                dont_fragment: i.dont_fragment,
+                ttl,
+            };
+        }
+        Ok(m)
+    }
+}
+
+/// A setting Lookout knows from blackbox_exporter but does not implement.
+#[derive(Debug)]
+struct Unsupported;
+
+impl<'de> Deserialize<'de> for Unsupported {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const MESSAGE: &str =
+            "this setting of blackbox_exporter is not supported by Lookout; remove it";
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Unsupported;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("nothing")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Unsupported, E> {
+                Err(E::custom(MESSAGE))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Unsupported, E> {
+                Err(E::custom(MESSAGE))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Unsupported, E> {
+                Err(E::custom(MESSAGE))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Unsupported, E> {
+                Err(E::custom(MESSAGE))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Unsupported, E> {
+                Err(E::custom(MESSAGE))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Unsupported, A::Error> {
+                Err(de::Error::custom(MESSAGE))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Unsupported, A::Error> {
+                Err(de::Error::custom(MESSAGE))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "http")]
+struct RawHttp {
+    valid_status_codes: Vec<u16>,
+    valid_http_versions: Vec<String>,
+    preferred_ip_protocol: Option<IpProtocol>,
+    ip_protocol_fallback: Option<bool>,
+    skip_resolve_phase_with_proxy: bool,
+    no_follow_redirects: Option<bool>,
+    follow_redirects: Option<bool>,
+    enable_http2: Option<bool>,
+    fail_if_ssl: bool,
+    fail_if_not_ssl: bool,
+    method: Option<String>,
+    headers: BTreeMap<String, String>,
+    #[serde(deserialize_with = "de_regexes")]
+    fail_if_body_matches_regexp: Vec<Regex>,
+    #[serde(deserialize_with = "de_regexes")]
+    fail_if_body_not_matches_regexp: Vec<Regex>,
+    fail_if_header_matches: Vec<HeaderMatch>,
+    fail_if_header_not_matches: Vec<HeaderMatch>,
+    body: String,
+    body_file: Option<PathBuf>,
+    compression: Compression,
+    #[serde(deserialize_with = "de_opt_size")]
+    body_size_limit: Option<u64>,
+    tls_config: TlsConfig,
+    basic_auth: Option<BasicAuth>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    authorization: Option<Authorization>,
+    // Prometheus common HTTP client settings Lookout does not implement.
+    oauth2: Option<Unsupported>,
+    proxy_url: Option<Unsupported>,
+    no_proxy: Option<Unsupported>,
+    proxy_from_environment: Option<Unsupported>,
+    proxy_connect_header: Option<Unsupported>,
+    http_headers: Option<Unsupported>,
+    enable_http3: Option<Unsupported>,
+    fail_if_body_json_matches_cel: Option<Unsupported>,
+    fail_if_body_json_not_matches_cel: Option<Unsupported>,
+}
+
+impl RawHttp {
+    fn into_probe(self) -> Result<HttpProbe, ModuleError> {
+        let _ = (
+            self.oauth2,
+            self.proxy_url,
+            self.no_proxy,
+            self.proxy_from_environment,
+            self.proxy_connect_header,
+            self.http_headers,
+            self.enable_http3,
+            self.fail_if_body_json_matches_cel,
+            self.fail_if_body_json_not_matches_cel,
+        );
+        if !self.body.is_empty() && self.body_file.is_some() {
+            return Err((
+                vec!["http", "body_file"],
+                "setting body and body_file both are not allowed".into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            if name.eq_ignore_ascii_case("accept-encoding")
+                && self.compression != Compression::None
+                && !value.split(',').any(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case(self.compression.as_str())
+                })
+            {
+                return Err((
+                    vec!["http", "compression"],
+                    format!(
+                        "invalid configuration \"Accept-Encoding: {value}\", \"compression: {}\"",
+                        self.compression.as_str()
+                    ),
+                ));
+            }
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err((
+                    vec!["http", "headers"],
+                    format!("invalid header {name:?}: {value:?}"),
+                ));
+            }
+        }
+        let method = self.method.unwrap_or_else(|| "GET".into());
+        if http::Method::from_bytes(method.as_bytes()).is_err() {
+            return Err((vec!["http", "method"], format!("invalid method {method:?}")));
+        }
+        for v in &self.valid_http_versions {
+            if !matches!(
+                v.as_str(),
+                "HTTP/1.0" | "HTTP/1.1" | "HTTP/2" | "HTTP/2.0" | "HTTP/3" | "HTTP/3.0"
+            ) {
+                return Err((
+                    vec!["http", "valid_http_versions"],
+                    format!("unknown HTTP version {v:?} (use HTTP/1.0, HTTP/1.1 or HTTP/2.0)"),
+                ));
+            }
+        }
+        let follow_redirects = match (self.no_follow_redirects, self.follow_redirects) {
+            (Some(no), _) => !no,
+            (None, Some(f)) => f,
+            (None, None) => true,
+        };
+        Ok(HttpProbe {
+            valid_status_codes: self.valid_status_codes,
+            valid_http_versions: self.valid_http_versions,
+            preferred_ip_protocol: self.preferred_ip_protocol.unwrap_or_default(),
+            ip_protocol_fallback: self.ip_protocol_fallback.unwrap_or(true),
+            skip_resolve_phase_with_proxy: self.skip_resolve_phase_with_proxy,
+            follow_redirects,
+            enable_http2: self.enable_http2.unwrap_or(true),
+            fail_if_ssl: self.fail_if_ssl,
+            fail_if_not_ssl: self.fail_if_not_ssl,
+            method,
+            headers: self.headers,
+            fail_if_body_matches_regexp: self.fail_if_body_matches_regexp,
+            fail_if_body_not_matches_regexp: self.fail_if_body_not_matches_regexp,
+            fail_if_header_matches: self.fail_if_header_matches,
+            fail_if_header_not_matches: self.fail_if_header_not_matches,
+            body: self.body,
+            body_file: self.body_file,
+            compression: self.compression,
+            body_size_limit: match self.body_size_limit {
+                None => Some(DEFAULT_BODY_SIZE_LIMIT),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
+            tls_config: self.tls_config,
+            basic_auth: self.basic_auth,
+            bearer_token: self.bearer_token,
+            bearer_token_file: self.bearer_token_file,
+            authorization: self.authorization,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "tcp")]
+struct RawTcp {
+    preferred_ip_protocol: Option<IpProtocol>,
+    ip_protocol_fallback: Option<bool>,
+    source_ip_address: Option<IpAddr>,
+    query_response: Vec<QueryResponse>,
+    tls: bool,
+    tls_config: TlsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "dns")]
+struct RawDns {
+    preferred_ip_protocol: Option<IpProtocol>,
+    ip_protocol_fallback: Option<bool>,
+    dns_over_tls: bool,
+    tls_config: TlsConfig,
+    source_ip_address: Option<IpAddr>,
+    transport_protocol: DnsTransport,
+    query_class: Option<String>,
+    query_name: String,
+    query_type: Option<String>,
+    recursion_desired: Option<bool>,
+    valid_rcodes: Option<Vec<String>>,
+    validate_answer_rrs: RrValidator,
+    validate_authority_rrs: RrValidator,
+    validate_additional_rrs: RrValidator,
+}
+
+impl RawDns {
+    fn into_probe(self) -> Result<DnsProbe, ModuleError> {
+        use std::str::FromStr;
+        if self.query_name.is_empty() {
+            return Err((
+                vec!["dns"],
+                "query name must be set for DNS module (dns: query_name:)".into(),
+            ));
+        }
+        if self.dns_over_tls && self.transport_protocol != DnsTransport::Tcp {
+            return Err((
+                vec!["dns", "dns_over_tls"],
+                "dns_over_tls needs transport_protocol: tcp".into(),
+            ));
+        }
+        let class_text = self.query_class.unwrap_or_else(|| "IN".into());
+        let query_class = hickory_proto::rr::DNSClass::from_str(&class_text.to_ascii_uppercase())
+            .map_err(|_| {
+            (
+                vec!["dns", "query_class"],
+                format!("query class {class_text:?} is not valid"),
+            )
+        })?;
+        let type_text = self.query_type.unwrap_or_else(|| "ANY".into());
+        let query_type = hickory_proto::rr::RecordType::from_str(&type_text.to_ascii_uppercase())
+            .ok()
+            .filter(|t| !matches!(t, hickory_proto::rr::RecordType::Unknown(_)))
+            .ok_or_else(|| {
+                (
+                    vec!["dns", "query_type"],
+                    format!("query type {type_text:?} is not valid"),
+                )
+            })?;
+        let mut valid_rcodes = Vec::new();
+        for name in self.valid_rcodes.unwrap_or_else(|| vec!["NOERROR".into()]) {
+            let code = rcode_from_name(&name).ok_or_else(|| {
+                (
+                    vec!["dns", "valid_rcodes"],
+                    format!("invalid rcode {name:?} (e.g. NOERROR, NXDOMAIN, SERVFAIL, REFUSED)"),
+                )
+            })?;
+            valid_rcodes.push(code);
+        }
+        Ok(DnsProbe {
+            preferred_ip_protocol: self.preferred_ip_protocol.unwrap_or_default(),
+            ip_protocol_fallback: self.ip_protocol_fallback.unwrap_or(true),
+            dns_over_tls: self.dns_over_tls,
+            tls_config: self.tls_config,
+            source_ip_address: self.source_ip_address,
+            transport_protocol: self.transport_protocol,
+            query_class,
+            query_name: self.query_name,
+            query_type,
+            recursion_desired: self.recursion_desired.unwrap_or(true),
+            valid_rcodes,
+            validate_answer_rrs: self.validate_answer_rrs,
+            validate_authority_rrs: self.validate_authority_rrs,
+            validate_additional_rrs: self.validate_additional_rrs,
+        })
+    }
+}
+
+/// DNS response code names and numbers (RFC 6895 registry, the names miekg/dns uses).
+pub const RCODES: &[(&str, u16)] = &[
+    ("NOERROR", 0),
+    ("FORMERR", 1),
+    ("SERVFAIL", 2),
+    ("NXDOMAIN", 3),
+    ("NOTIMP", 4),
+    ("REFUSED", 5),
+    ("YXDOMAIN", 6),
+    ("YXRRSET", 7),
+    ("NXRRSET", 8),
+    ("NOTAUTH", 9),
+    ("NOTZONE", 10),
+    ("BADSIG", 16),
+    ("BADKEY", 17),
+    ("BADTIME", 18),
+    ("BADMODE", 19),
+    ("BADNAME", 20),
+    ("BADALG", 21),
+    ("BADTRUNC", 22),
+    ("BADCOOKIE", 23),
+];
+
+/// The number of a response code name (`NXDOMAIN` → 3), case-insensitive.
+pub fn rcode_from_name(name: &str) -> Option<u16> {
+    RCODES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, c)| c)
+}
+
+/// The name of a response code (3 → `NXDOMAIN`), or `RCODE<n>` for unnamed ones.
+pub fn rcode_name(code: u16) -> String {
+    RCODES
+        .iter()
+        .find(|&&(_, c)| c == code)
+        .map_or_else(|| format!("RCODE{code}"), |(n, _)| (*n).to_string())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "icmp")]
+struct RawIcmp {
+    preferred_ip_protocol: Option<IpProtocol>,
+    ip_protocol_fallback: Option<bool>,
+    source_ip_address: Option<IpAddr>,
+    payload_size: usize,
+    dont_fragment: bool,
+    ttl: i64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Field decoders: errors raised here carry serde_yaml_ng's line and column.
+
+/// Decodes a scalar with `parse` inside the visitor, so that serde_yaml_ng puts the scalar's
+/// own line and column on the error (an error raised after decoding would get the line of
+/// the enclosing mapping).
+fn scalar<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct V<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<'de, T> de::Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { expecting, parse })
+}
+
+/// A regular expression, compiled while decoding.
+struct Pattern(Regex);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d, "a regular expression", compile).map(Pattern)
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    scalar(d, "a duration such as 15s", parse_duration)
+}
+
+fn compile(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
+}
+
+fn de_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Regex, D::Error> {
+    Pattern::deserialize(d).map(|p| p.0)
+}
+
+fn de_opt_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
+    Ok(Option::<Pattern>::deserialize(d)?
+        .map(|p| p.0)
+        .filter(|r| !r.as_str().is_empty()))
+}
+
+fn de_regexes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Regex>, D::Error> {
+    Ok(Vec::<Pattern>::deserialize(d)?
+        .into_iter()
+        .map(|p| p.0)
+        .collect())
+}
+
+/// A size: a number of bytes, or a number with a base-2 unit (`512KB`, `1MiB`, `2GB`), as
+/// blackbox_exporter's `units.Base2Bytes` reads it.
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Number(n)) => Ok(Some(n)),
+        Some(Size::Text(s)) => parse_size(&s).map(Some).map_err(de::Error::custom),
+    }
+}
+
+/// Parses a byte size with an optional base-2 unit (`B`, `KB`/`KiB`, `MB`/`MiB`, …).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let split = s
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(s.len(), |(i, _)| i);
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: write e.g. 1024, 512KB or 10MiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KB" | "KiB" => 10,
+        "M" | "MB" | "MiB" => 20,
+        "G" | "GB" | "GiB" => 30,
+        "T" | "TB" | "TiB" => 40,
+        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
