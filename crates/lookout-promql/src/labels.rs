@@ -75,6 +75,32 @@ impl Labels {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Keeps only the labels for which `keep(name, value)` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.0.retain(|(k, v)| keep(k, v));
+    }
+
+    /// Whether `name` is set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Prometheus's `labels.String()` notation: every label, `__name__` included, inside
+    /// braces (`{__name__="up", job="x"}`).
+    pub fn to_braced_string(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&format!("{v:?}"));
+        }
+        out.push('}');
+        out
+    }
 }
 
 impl fmt::Display for Labels {

@@ -2,7 +2,10 @@
 //! parsed by `promql-parser`, plus a runner for Prometheus's test-script language.
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod labels;
+pub mod promqltest;
 pub mod storage;
 
+pub use engine::{Engine, EngineOptions, QueryError, Value};
 pub use labels::Labels;

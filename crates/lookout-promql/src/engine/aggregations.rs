@@ -1,0 +1,401 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, …) with `by`/`without`.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::value::format_float;
+use super::{AnnotationLevel, Evaluator, QueryError, Sample, Value, Vector, kahan_sum_inc};
+use crate::labels::{Labels, METRIC_NAME};
+
+/// Accumulator of one output group.
+struct Group {
+    metric: Labels,
+    value: f64,
+    mean: f64,
+    kahan_c: f64,
+    count: f64,
+    incremental_mean: bool,
+    drop_name: bool,
+    values: Vec<f64>,
+    samples: Vec<Sample>,
+}
+
+impl Evaluator<'_> {
+    pub(crate) fn eval_aggregate(&self, a: &AggregateExpr, ts: i64) -> Result<Value, QueryError> {
+        let op = a.op.to_string().to_ascii_lowercase();
+        let (without, grouping): (bool, Vec<String>) = match &a.modifier {
+            Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
+            None => (false, vec![]),
+        };
+        if op == "count_values" {
+            let param = a
+                .param
+                .as_ref()
+                .ok_or_else(|| QueryError::eval("count_values needs a label name parameter"))?;
+            let label = self.eval_string(param, ts)?;
+            if label.is_empty() {
+                return Err(QueryError::eval(format!("invalid label name {label:?}")));
+            }
+            let vec = self.eval_vector(&a.expr, ts)?;
+            return Ok(Value::Vector(count_values(vec, &label, without, &grouping)));
+        }
+        let param = match &a.param {
+            Some(p) => Some(self.eval_scalar(p, ts)?),
+            None => None,
+        };
+        let vec = self.eval_vector(&a.expr, ts)?;
+        match op.as_str() {
+            "topk" | "bottomk" | "limitk" | "limit_ratio" => {
+                let p = param.unwrap_or(f64::NAN);
+                self.aggregate_k(&op, p, vec, without, &grouping)
+                    .map(Value::Vector)
+            }
+            _ => {
+                if op == "quantile"
+                    && let Some(q) = param
+                    && (q.is_nan() || !(0.0..=1.0).contains(&q))
+                {
+                    let anchor = a.param.as_ref().map(|p| p.to_string()).unwrap_or_default();
+                    self.annotate(
+                        AnnotationLevel::Warning,
+                        format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                        &anchor,
+                    );
+                }
+                aggregate(&op, param.unwrap_or(f64::NAN), vec, without, &grouping)
+                    .map(Value::Vector)
+            }
+        }
+    }
+
+    fn aggregate_k(
+        &self,
+        op: &str,
+        param: f64,
+        vec: Vector,
+        without: bool,
+        grouping: &[String],
+    ) -> Result<Vector, QueryError> {
+        if op == "limit_ratio" {
+            if param.is_nan() {
+                return Err(QueryError::eval("Ratio value is NaN"));
+            }
+        } else if param.is_nan() {
+            return Err(QueryError::eval("Parameter value is NaN"));
+        }
+        if op != "limit_ratio"
+            && !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&param)
+        {
+            return Err(QueryError::eval(format!(
+                "Scalar value {} overflows int64",
+                format_float(param)
+            )));
+        }
+        let k = (param as i64).min(vec.len() as i64);
+        if op != "limit_ratio" && k < 1 {
+            return Ok(Vec::new());
+        }
+        let ratio = param.clamp(-1.0, 1.0);
+        if op == "limit_ratio" && ratio == 0.0 {
+            return Ok(Vec::new());
+        }
+        let mut order: Vec<Vec<(String, String)>> = Vec::new();
+        let mut groups: HashMap<Vec<(String, String)>, Vec<Sample>> = HashMap::new();
+        for s in vec {
+            let key = group_key(&s.metric, without, grouping);
+            let g = groups.entry(key.clone()).or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            });
+            g.push(s);
+        }
+        let mut out = Vec::new();
+        for key in order {
+            let Some(mut samples) = groups.remove(&key) else {
+                continue;
+            };
+            match op {
+                "topk" => {
+                    samples.sort_by(|a, b| desc_nan_last(a.f, b.f));
+                    samples.truncate(k as usize);
+                }
+                "bottomk" => {
+                    samples.sort_by(|a, b| asc_nan_last(a.f, b.f));
+                    samples.truncate(k as usize);
+                }
+                "limitk" => samples.truncate(k as usize),
+                _ => samples.retain(|s| ratio_keep(ratio, &s.metric)),
+            }
+            out.extend(samples);
+        }
+        Ok(out)
+    }
+}
+
+/// Go's `%g` formatting of a float, close enough for annotation texts.
+pub(crate) fn go_g(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{f}")
+    }
+}
+
+fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+pub(crate) fn asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+pub(crate) fn desc_nan_last_pub(a: f64, b: f64) -> std::cmp::Ordering {
+    desc_nan_last(a, b)
+}
+
+/// Whether `limit_ratio` keeps a series: a stable hash of its labels mapped to [0, 1)
+/// compared with the ratio (negative ratios take the complementary slice).
+fn ratio_keep(ratio: f64, l: &Labels) -> bool {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    l.hash(&mut h);
+    let offset = h.finish() as f64 / u64::MAX as f64;
+    (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio)
+}
+
+/// The grouping key of a series.
+fn group_key(l: &Labels, without: bool, grouping: &[String]) -> Vec<(String, String)> {
+    l.iter()
+        .filter(|(k, _)| {
+            if without {
+                *k != METRIC_NAME && !grouping.iter().any(|g| g == k)
+            } else {
+                grouping.iter().any(|g| g == k)
+            }
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
+    let mut out = l.clone();
+    if without {
+        out.retain(|k, _| k != METRIC_NAME && !grouping.iter().any(|g| g == k));
+    } else {
+        out.retain(|k, _| grouping.iter().any(|g| g == k));
+    }
+    out
+}
+
+fn aggregate(
+    op: &str,
+    param: f64,
+    vec: Vector,
+    without: bool,
+    grouping: &[String],
+) -> Result<Vector, QueryError> {
+    let mut order: Vec<Vec<(String, String)>> = Vec::new();
+    let mut groups: HashMap<Vec<(String, String)>, Group> = HashMap::new();
+    for s in vec {
+        let f = s.f;
+        let key = group_key(&s.metric, without, grouping);
+        let Some(g) = groups.get_mut(&key) else {
+            let value = match op {
+                "stddev" | "stdvar" => {
+                    if f.is_nan() || f.is_infinite() {
+                        f64::NAN
+                    } else {
+                        0.0
+                    }
+                }
+                "group" => 1.0,
+                _ => f,
+            };
+            groups.insert(
+                key.clone(),
+                Group {
+                    metric: group_labels(&s.metric, without, grouping),
+                    value,
+                    mean: f,
+                    kahan_c: 0.0,
+                    count: 1.0,
+                    incremental_mean: false,
+                    drop_name: s.drop_name,
+                    values: if op == "quantile" { vec![f] } else { vec![] },
+                    samples: vec![],
+                },
+            );
+            order.push(key);
+            continue;
+        };
+        g.drop_name |= s.drop_name;
+        match op {
+            "sum" => {
+                let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);
+                g.value = v;
+                g.kahan_c = c;
+            }
+            "avg" => {
+                g.count += 1.0;
+                if !g.incremental_mean {
+                    let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);
+                    if !v.is_infinite() {
+                        g.value = v;
+                        g.kahan_c = c;
+                        continue;
+                    }
+                    g.incremental_mean = true;
+                    g.mean = g.value / (g.count - 1.0);
+                    g.kahan_c /= g.count - 1.0;
+                }
+                let q = (g.count - 1.0) / g.count;
+                let (m, c) = kahan_sum_inc(f / g.count, q * g.mean, q * g.kahan_c);
+                g.mean = m;
+                g.kahan_c = c;
+            }
+            "group" => {}
+            "max" => {
+                if g.value < f || g.value.is_nan() {
+                    g.value = f;
+                }
+            }
+            "min" => {
+                if g.value > f || g.value.is_nan() {
+                    g.value = f;
+                }
+            }
+            "count" => g.count += 1.0,
+            "stddev" | "stdvar" => {
+                g.count += 1.0;
+                let delta = f - g.mean;
+                g.mean += delta / g.count;
+                g.value += delta * (f - g.mean);
+            }
+            "quantile" => g.values.push(f),
+            other => {
+                return Err(QueryError::eval(format!(
+                    "unknown aggregation operator {other:?}"
+                )));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for key in order {
+        let Some(g) = groups.remove(&key) else {
+            continue;
+        };
+        let v = match op {
+            "avg" => {
+                if g.incremental_mean {
+                    g.mean + g.kahan_c
+                } else {
+                    g.value / g.count + g.kahan_c / g.count
+                }
+            }
+            "count" => g.count,
+            "stdvar" => g.value / g.count,
+            "stddev" => (g.value / g.count).sqrt(),
+            "quantile" => quantile(param, g.values),
+            "sum" => g.value + g.kahan_c,
+            _ => g.value,
+        };
+        let _ = &g.samples;
+        out.push(Sample {
+            metric: g.metric,
+            t: 0,
+            f: v,
+            drop_name: g.drop_name,
+        });
+    }
+    Ok(out)
+}
+
+/// Prometheus's `quantile` (linear interpolation between closest ranks; NaN sorts first).
+pub(crate) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) -> Vector {
+    let mut grouping: Vec<String> = grouping.to_vec();
+    if !without {
+        grouping.push(label.to_string());
+    }
+    let mut order: Vec<Labels> = Vec::new();
+    let mut counts: HashMap<Labels, f64> = HashMap::new();
+    for s in vec {
+        let mut metric = s.metric;
+        metric.set(label, &format_float_go(s.f));
+        let key = group_labels(&metric, without, &grouping);
+        let c = counts.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            0.0
+        });
+        *c += 1.0;
+    }
+    order
+        .into_iter()
+        .map(|m| {
+            let f = counts.get(&m).copied().unwrap_or(0.0);
+            Sample {
+                metric: m,
+                t: 0,
+                f,
+                drop_name: false,
+            }
+        })
+        .collect()
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: shortest representation, no exponent.
+pub(crate) fn format_float_go(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        // Rust's Display never uses an exponent and prints the shortest round-trip form.
+        format!("{f}")
+    }
+}

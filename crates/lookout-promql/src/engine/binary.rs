@@ -1,0 +1,396 @@
+//! Binary operators: arithmetic, comparisons (with and without `bool`), set operators, and
+//! vector matching (`on`/`ignoring`, `group_left`/`group_right`) with Prometheus's errors.
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::{Evaluator, QueryError, Sample, Value, Vector, drop_metric_name};
+use crate::labels::{Labels, METRIC_NAME};
+
+/// The binary operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    fn parse(s: &str) -> Option<BinOp> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "+" => BinOp::Add,
+            "-" => BinOp::Sub,
+            "*" => BinOp::Mul,
+            "/" => BinOp::Div,
+            "%" => BinOp::Mod,
+            "^" => BinOp::Pow,
+            "atan2" => BinOp::Atan2,
+            "==" => BinOp::Eq,
+            "!=" => BinOp::Ne,
+            ">" => BinOp::Gt,
+            "<" => BinOp::Lt,
+            ">=" => BinOp::Ge,
+            "<=" => BinOp::Le,
+            "and" => BinOp::And,
+            "or" => BinOp::Or,
+            "unless" => BinOp::Unless,
+            _ => return None,
+        })
+    }
+
+    fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
+        )
+    }
+
+    fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+
+    /// Arithmetic changes what the metric means, so its name goes.
+    fn changes_schema(self) -> bool {
+        matches!(
+            self,
+            BinOp::Add
+                | BinOp::Sub
+                | BinOp::Mul
+                | BinOp::Div
+                | BinOp::Mod
+                | BinOp::Pow
+                | BinOp::Atan2
+        )
+    }
+}
+
+/// Go's `math.Mod` (result has the sign of the dividend), which Rust's `%` matches.
+fn arith(op: BinOp, l: f64, r: f64) -> f64 {
+    match op {
+        BinOp::Add => l + r,
+        BinOp::Sub => l - r,
+        BinOp::Mul => l * r,
+        BinOp::Div => l / r,
+        BinOp::Mod => l % r,
+        BinOp::Pow => go_pow(l, r),
+        BinOp::Atan2 => l.atan2(r),
+        _ => f64::NAN,
+    }
+}
+
+/// Go's `math.Pow` special cases where Rust's `powf` differs.
+fn go_pow(x: f64, y: f64) -> f64 {
+    if y == 0.0 {
+        return 1.0;
+    }
+    if x == 1.0 {
+        return 1.0;
+    }
+    x.powf(y)
+}
+
+/// Applies `op` to two floats: the value and whether to keep it (comparisons filter).
+fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        BinOp::Eq => (l, l == r),
+        BinOp::Ne => (l, l != r),
+        BinOp::Gt => (l, l > r),
+        BinOp::Lt => (l, l < r),
+        BinOp::Ge => (l, l >= r),
+        BinOp::Le => (l, l <= r),
+        _ => (arith(op, l, r), true),
+    }
+}
+
+/// How two vectors are matched.
+struct Matching {
+    card: Card,
+    on: bool,
+    labels: Vec<String>,
+    include: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Card {
+    OneToOne,
+    ManyToOne,
+    OneToMany,
+    ManyToMany,
+}
+
+impl Matching {
+    fn from_expr(b: &BinaryExpr, op: BinOp) -> Matching {
+        let (mut card, on, labels, include) = match &b.modifier {
+            None => (Card::OneToOne, false, vec![], vec![]),
+            Some(m) => {
+                let (card, include) = match &m.card {
+                    VectorMatchCardinality::OneToOne => (Card::OneToOne, vec![]),
+                    VectorMatchCardinality::ManyToOne(l) => (Card::ManyToOne, l.labels.clone()),
+                    VectorMatchCardinality::OneToMany(l) => (Card::OneToMany, l.labels.clone()),
+                    VectorMatchCardinality::ManyToMany => (Card::ManyToMany, vec![]),
+                };
+                let (on, labels) = match &m.matching {
+                    Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                    Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                    None => (false, vec![]),
+                };
+                (card, on, labels, include)
+            }
+        };
+        if op.is_set() {
+            card = Card::ManyToMany;
+        }
+        Matching {
+            card,
+            on,
+            labels,
+            include,
+        }
+    }
+
+    /// The join key of a series.
+    fn signature(&self, l: &Labels) -> Vec<(String, String)> {
+        if self.on {
+            l.iter()
+                .filter(|(k, _)| self.labels.iter().any(|x| x == k))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        } else {
+            l.iter()
+                .filter(|(k, _)| *k != METRIC_NAME && !self.labels.iter().any(|x| x == k))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }
+    }
+
+    /// The labels a match group is shown with in errors.
+    fn match_labels(&self, l: &Labels) -> Labels {
+        let mut out = l.clone();
+        if self.on {
+            out.retain(|k, _| self.labels.iter().any(|x| x == k));
+        } else {
+            out.retain(|k, _| k != METRIC_NAME && !self.labels.iter().any(|x| x == k));
+        }
+        out
+    }
+}
+
+impl Evaluator<'_> {
+    pub(crate) fn eval_binary(&self, b: &BinaryExpr, ts: i64) -> Result<Value, QueryError> {
+        let op_text = b.op.to_string();
+        let op = BinOp::parse(&op_text)
+            .ok_or_else(|| QueryError::eval(format!("unknown binary operator {op_text:?}")))?;
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let lhs = self.eval(&b.lhs, ts)?;
+        let rhs = self.eval(&b.rhs, ts)?;
+        match (lhs, rhs) {
+            (Value::Scalar { v: l, .. }, Value::Scalar { v: r, .. }) => {
+                let v = if op.is_comparison() {
+                    let (_, keep) = elem(op, l, r);
+                    if keep { 1.0 } else { 0.0 }
+                } else {
+                    arith(op, l, r)
+                };
+                Ok(Value::Scalar { t: ts, v })
+            }
+            (Value::Vector(l), Value::Scalar { v: r, .. }) => {
+                Ok(Value::Vector(vector_scalar(op, l, r, false, return_bool)))
+            }
+            (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
+                Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
+            }
+            (Value::Vector(l), Value::Vector(r)) => {
+                let matching = Matching::from_expr(b, op);
+                let out = match op {
+                    BinOp::And => vector_and(l, r, &matching),
+                    BinOp::Or => vector_or(l, r, &matching),
+                    BinOp::Unless => vector_unless(l, r, &matching),
+                    _ => vector_binop(op, l, r, &matching, return_bool)?,
+                };
+                Ok(Value::Vector(out))
+            }
+            (l, r) => Err(QueryError::eval(format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+}
+
+fn vector_scalar(op: BinOp, vec: Vector, scalar: f64, swap: bool, return_bool: bool) -> Vector {
+    let mut out = Vec::with_capacity(vec.len());
+    for mut s in vec {
+        let (l, r) = if swap { (scalar, s.f) } else { (s.f, scalar) };
+        let (mut v, mut keep) = elem(op, l, r);
+        if op.is_comparison() && swap {
+            v = r;
+        }
+        if return_bool {
+            v = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            s.f = v;
+            if op.changes_schema() || return_bool {
+                s.drop_name = true;
+            }
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn vector_and(l: Vector, r: Vector, m: &Matching) -> Vector {
+    if l.is_empty() || r.is_empty() {
+        return Vec::new();
+    }
+    let right: HashSet<_> = r.iter().map(|s| m.signature(&s.metric)).collect();
+    l.into_iter()
+        .filter(|s| right.contains(&m.signature(&s.metric)))
+        .collect()
+}
+
+fn vector_or(l: Vector, r: Vector, m: &Matching) -> Vector {
+    if l.is_empty() {
+        return r;
+    }
+    if r.is_empty() {
+        return l;
+    }
+    let left: HashSet<_> = l.iter().map(|s| m.signature(&s.metric)).collect();
+    let mut out = l;
+    out.extend(
+        r.into_iter()
+            .filter(|s| !left.contains(&m.signature(&s.metric))),
+    );
+    out
+}
+
+fn vector_unless(l: Vector, r: Vector, m: &Matching) -> Vector {
+    if l.is_empty() || r.is_empty() {
+        return l;
+    }
+    let right: HashSet<_> = r.iter().map(|s| m.signature(&s.metric)).collect();
+    l.into_iter()
+        .filter(|s| !right.contains(&m.signature(&s.metric)))
+        .collect()
+}
+
+fn vector_binop(
+    op: BinOp,
+    lhs: Vector,
+    rhs: Vector,
+    m: &Matching,
+    return_bool: bool,
+) -> Result<Vector, QueryError> {
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (lhs, rhs) = if m.card == Card::OneToMany {
+        (rhs, lhs)
+    } else {
+        (lhs, rhs)
+    };
+    let mut right: HashMap<Vec<(String, String)>, &Sample> = HashMap::with_capacity(rhs.len());
+    for rs in &rhs {
+        let sig = m.signature(&rs.metric);
+        if let Some(dup) = right.get(&sig) {
+            let side = if m.card == Card::OneToMany {
+                "left"
+            } else {
+                "right"
+            };
+            return Err(QueryError::eval(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                m.match_labels(&rs.metric).to_braced_string(),
+                dup.metric.to_braced_string(),
+                rs.metric.to_braced_string(),
+            )));
+        }
+        right.insert(sig, rs);
+    }
+    let mut matched: HashMap<Vec<(String, String)>, HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in &lhs {
+        let sig = m.signature(&ls.metric);
+        let Some(rs) = right.get(&sig) else { continue };
+        let (fl, fr) = if m.card == Card::OneToMany {
+            (rs.f, ls.f)
+        } else {
+            (ls.f, rs.f)
+        };
+        let (mut v, keep) = elem(op, fl, fr);
+        if return_bool {
+            v = if keep { 1.0 } else { 0.0 };
+        }
+        let metric = result_metric(&ls.metric, &rs.metric, op, m);
+        match matched.get_mut(&sig) {
+            Some(inserted) => {
+                if m.card == Card::OneToOne {
+                    return Err(QueryError::eval(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+                if !inserted.insert(metric.clone()) {
+                    return Err(QueryError::eval(
+                        "multiple matches for labels: grouping labels must ensure unique matches",
+                    ));
+                }
+            }
+            None => {
+                let mut set = HashSet::new();
+                set.insert(metric.clone());
+                matched.insert(sig, set);
+            }
+        }
+        if !keep && !return_bool {
+            continue;
+        }
+        out.push(Sample {
+            metric,
+            t: ls.t,
+            f: v,
+            drop_name: return_bool || (!op.changes_schema() && ls.drop_name),
+        });
+    }
+    Ok(out)
+}
+
+fn result_metric(lhs: &Labels, rhs: &Labels, op: BinOp, m: &Matching) -> Labels {
+    let mut l = lhs.clone();
+    if op.changes_schema() {
+        drop_metric_name(&mut l);
+    }
+    if m.card == Card::OneToOne {
+        if m.on {
+            l.retain(|k, _| m.labels.iter().any(|x| x == k));
+        } else {
+            l.retain(|k, _| !m.labels.iter().any(|x| x == k));
+        }
+    }
+    for name in &m.include {
+        match rhs.get(name) {
+            Some(v) => {
+                let v = v.to_string();
+                l.set(name, &v);
+            }
+            None => l.remove(name),
+        }
+    }
+    l
+}

@@ -1,0 +1,1114 @@
+//! PromQL functions on floats, following Prometheus's `promql/functions.go` and
+//! `promql/quantile.go` (extrapolation of `rate`/`increase`/`delta`, Kahan summation,
+//! classic-bucket `histogram_quantile`/`histogram_fraction`, …).
+
+use std::collections::HashMap;
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr};
+use regex::Regex;
+
+use super::aggregations::{asc_nan_last, desc_nan_last_pub, go_g, quantile};
+use super::{
+    AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, Sample, Value, Vector, go_max,
+    go_min, kahan_sum_inc,
+};
+use crate::labels::{Labels, METRIC_NAME};
+
+/// Functions whose argument is a range vector.
+const RANGE_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "first_over_time",
+    "present_over_time",
+    "mad_over_time",
+    "absent_over_time",
+    "ts_of_first_over_time",
+    "ts_of_last_over_time",
+    "ts_of_min_over_time",
+    "ts_of_max_over_time",
+    "double_exponential_smoothing",
+];
+
+fn unwrap_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unwrap_parens(&p.expr),
+        other => other,
+    }
+}
+
+impl Evaluator<'_> {
+    pub(crate) fn eval_call(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
+        let name = c.func.name;
+        let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+        if RANGE_FUNCTIONS.contains(&name) {
+            return self.eval_range_function(name, &args, ts).map(Value::Vector);
+        }
+        let vec_out = |v: Vector| Ok(Value::Vector(v));
+        match name {
+            "time" => Ok(Value::Scalar {
+                t: ts,
+                v: ts as f64 / 1000.0,
+            }),
+            "pi" => Ok(Value::Scalar {
+                t: ts,
+                v: std::f64::consts::PI,
+            }),
+            "start" => Ok(Value::Scalar {
+                t: ts,
+                v: self.start as f64 / 1000.0,
+            }),
+            "end" => Ok(Value::Scalar {
+                t: ts,
+                v: self.end as f64 / 1000.0,
+            }),
+            "range" => Ok(Value::Scalar {
+                t: ts,
+                v: (self.end - self.start) as f64 / 1000.0,
+            }),
+            "scalar" => {
+                let v = self.eval_vector(args[0], ts)?;
+                let f = if v.len() == 1 { v[0].f } else { f64::NAN };
+                Ok(Value::Scalar { t: ts, v: f })
+            }
+            "vector" => {
+                let f = self.eval_scalar(args[0], ts)?;
+                vec_out(vec![Sample {
+                    metric: Labels::default(),
+                    t: ts,
+                    f,
+                    drop_name: false,
+                }])
+            }
+            "max_of" | "min_of" => {
+                let a = self.eval_scalar(args[0], ts)?;
+                let b = self.eval_scalar(args[1], ts)?;
+                let v = if name == "max_of" {
+                    go_max(a, b)
+                } else {
+                    go_min(a, b)
+                };
+                Ok(Value::Scalar { t: ts, v })
+            }
+            "timestamp" => {
+                let arg = unwrap_parens(args[0]);
+                let vec = match arg {
+                    Expr::VectorSelector(vs) => self.eval_vector_selector(vs, ts, true)?,
+                    other => self
+                        .eval_vector(other, ts)?
+                        .into_iter()
+                        .map(|mut s| {
+                            s.t = ts;
+                            s
+                        })
+                        .collect(),
+                };
+                vec_out(
+                    vec.into_iter()
+                        .map(|mut s| {
+                            s.f = s.t as f64 / 1000.0;
+                            s.t = ts;
+                            s.drop_name = true;
+                            s
+                        })
+                        .collect(),
+                )
+            }
+            "absent" => {
+                let v = self.eval_vector(args[0], ts)?;
+                if !v.is_empty() {
+                    return vec_out(Vec::new());
+                }
+                vec_out(vec![Sample {
+                    metric: absent_labels(args[0]),
+                    t: ts,
+                    f: 1.0,
+                    drop_name: false,
+                }])
+            }
+            "sort" | "sort_desc" => {
+                let mut v = self.eval_vector(args[0], ts)?;
+                if name == "sort" {
+                    v.sort_by(|a, b| asc_nan_last(a.f, b.f));
+                } else {
+                    v.sort_by(|a, b| desc_nan_last_pub(a.f, b.f));
+                }
+                vec_out(v)
+            }
+            "sort_by_label" | "sort_by_label_desc" => {
+                let mut v = self.eval_vector(args[0], ts)?;
+                let mut labels = Vec::new();
+                for a in &args[1..] {
+                    labels.push(self.eval_string(a, ts)?);
+                }
+                v.sort_by(|a, b| {
+                    for l in &labels {
+                        let ord = natural_cmp(
+                            a.metric.get(l).unwrap_or(""),
+                            b.metric.get(l).unwrap_or(""),
+                        );
+                        if ord != std::cmp::Ordering::Equal {
+                            return ord;
+                        }
+                    }
+                    a.metric.cmp(&b.metric)
+                });
+                if name == "sort_by_label_desc" {
+                    v.reverse();
+                }
+                vec_out(v)
+            }
+            "label_replace" => self.label_replace(&args, ts).map(Value::Vector),
+            "label_join" => self.label_join(&args, ts).map(Value::Vector),
+            "histogram_quantile" => {
+                let q = self.eval_scalar(args[0], ts)?;
+                let v = self.eval_vector(args[1], ts)?;
+                if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                    self.annotate(
+                        AnnotationLevel::Warning,
+                        format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                        &args[0].to_string(),
+                    );
+                }
+                let anchor = args[1].to_string();
+                let groups = self.classic_buckets(v, &anchor);
+                let mut out = Vec::new();
+                for (metric, mut buckets) in groups {
+                    let (res, forced) = bucket_quantile(q, &mut buckets);
+                    if forced {
+                        self.annotate(
+                            AnnotationLevel::Info,
+                            format!(
+                                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                                metric.metric_name().unwrap_or("")
+                            ),
+                            &anchor,
+                        );
+                    }
+                    out.push(Sample {
+                        metric,
+                        t: ts,
+                        f: res,
+                        drop_name: true,
+                    });
+                }
+                vec_out(out)
+            }
+            "histogram_fraction" => {
+                let lower = self.eval_scalar(args[0], ts)?;
+                let upper = self.eval_scalar(args[1], ts)?;
+                let v = self.eval_vector(args[2], ts)?;
+                let anchor = args[2].to_string();
+                let groups = self.classic_buckets(v, &anchor);
+                let mut out = Vec::new();
+                for (metric, mut buckets) in groups {
+                    out.push(Sample {
+                        metric,
+                        t: ts,
+                        f: bucket_fraction(lower, upper, &mut buckets),
+                        drop_name: true,
+                    });
+                }
+                vec_out(out)
+            }
+            // These read native histograms only; float samples are ignored.
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" => {
+                self.eval_vector(args[0], ts)?;
+                vec_out(Vec::new())
+            }
+            "clamp" => {
+                let mut v = self.eval_vector(args[0], ts)?;
+                let min = self.eval_scalar(args[1], ts)?;
+                let max = self.eval_scalar(args[2], ts)?;
+                if max < min {
+                    return vec_out(Vec::new());
+                }
+                for s in v.iter_mut() {
+                    s.f = go_max(min, go_min(max, s.f));
+                    s.drop_name = true;
+                }
+                vec_out(v)
+            }
+            "clamp_min" | "clamp_max" => {
+                let mut v = self.eval_vector(args[0], ts)?;
+                let bound = self.eval_scalar(args[1], ts)?;
+                for s in v.iter_mut() {
+                    s.f = if name == "clamp_min" {
+                        go_max(s.f, bound)
+                    } else {
+                        go_min(s.f, bound)
+                    };
+                    s.drop_name = true;
+                }
+                vec_out(v)
+            }
+            "round" => {
+                let mut v = self.eval_vector(args[0], ts)?;
+                let to_nearest = match args.get(1) {
+                    Some(a) => self.eval_scalar(a, ts)?,
+                    None => 1.0,
+                };
+                let inv = 1.0 / to_nearest;
+                for s in v.iter_mut() {
+                    s.f = (s.f * inv + 0.5).floor() / inv;
+                    s.drop_name = true;
+                }
+                vec_out(v)
+            }
+            "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour"
+            | "minute" | "month" | "year" => {
+                let f = date_fn(name);
+                if args.is_empty() {
+                    return vec_out(vec![Sample {
+                        metric: Labels::default(),
+                        t: ts,
+                        f: f(ts.div_euclid(1000)),
+                        drop_name: false,
+                    }]);
+                }
+                let mut v = self.eval_vector(args[0], ts)?;
+                for s in v.iter_mut() {
+                    s.f = f(go_f64_to_i64(s.f));
+                    s.drop_name = true;
+                }
+                vec_out(v)
+            }
+            "info" => Err(QueryError::eval("the info() function is not supported")),
+            "histogram_quantiles" | "start_timestamp" => Err(QueryError::eval(format!(
+                "the {name}() function needs native histograms or start timestamps, which are not supported"
+            ))),
+            _ => {
+                let f = math_fn(name).ok_or_else(|| {
+                    QueryError::eval(format!("function {name:?} is not supported"))
+                })?;
+                let mut v = self.eval_vector(args[0], ts)?;
+                for s in v.iter_mut() {
+                    s.f = f(s.f);
+                    s.drop_name = true;
+                }
+                vec_out(v)
+            }
+        }
+    }
+
+    /// Groups classic bucket series by their labels without `le`.
+    fn classic_buckets(&self, v: Vector, anchor: &str) -> Vec<(Labels, Vec<(f64, f64)>)> {
+        let mut order: Vec<Labels> = Vec::new();
+        let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
+        for s in v {
+            let le = s.metric.get("le").unwrap_or("");
+            let Some(upper) = parse_go_float(le) else {
+                self.annotate(
+                    AnnotationLevel::Warning,
+                    format!(
+                        "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                        le,
+                        s.metric.metric_name().unwrap_or("")
+                    ),
+                    anchor,
+                );
+                continue;
+            };
+            let mut metric = s.metric.clone();
+            metric.remove("le");
+            groups
+                .entry(metric.clone())
+                .or_insert_with(|| {
+                    order.push(metric);
+                    Vec::new()
+                })
+                .push((upper, s.f));
+        }
+        order
+            .into_iter()
+            .filter_map(|m| groups.remove(&m).map(|b| (m, b)))
+            .collect()
+    }
+
+    fn label_replace(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let dst = self.eval_string(args[1], ts)?;
+        let repl = self.eval_string(args[2], ts)?;
+        let src = self.eval_string(args[3], ts)?;
+        let re_str = self.eval_string(args[4], ts)?;
+        let re = Regex::new(&format!("^(?s:{re_str})$")).map_err(|_| {
+            QueryError::eval(format!(
+                "invalid regular expression in label_replace(): {re_str}"
+            ))
+        })?;
+        if dst.is_empty() {
+            return Err(QueryError::eval(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            )));
+        }
+        let mut v = self.eval_vector(args[0], ts)?;
+        for s in v.iter_mut() {
+            let src_val = s.metric.get(&src).unwrap_or("").to_string();
+            if let Some(caps) = re.captures(&src_val) {
+                let mut res = String::new();
+                caps.expand(&repl, &mut res);
+                s.metric.set(&dst, &res);
+                if dst == METRIC_NAME {
+                    s.drop_name = false;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn label_join(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let dst = self.eval_string(args[1], ts)?;
+        let sep = self.eval_string(args[2], ts)?;
+        let mut srcs = Vec::new();
+        for a in &args[3..] {
+            srcs.push(self.eval_string(a, ts)?);
+        }
+        if dst.is_empty() {
+            return Err(QueryError::eval(format!(
+                "invalid destination label name in label_join(): {dst}"
+            )));
+        }
+        if let Some(bad) = srcs.iter().find(|s| s.is_empty()) {
+            return Err(QueryError::eval(format!(
+                "invalid source label name in label_join(): {bad}"
+            )));
+        }
+        let mut v = self.eval_vector(args[0], ts)?;
+        for s in v.iter_mut() {
+            let joined = srcs
+                .iter()
+                .map(|l| s.metric.get(l).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(&sep);
+            s.metric.set(&dst, &joined);
+            if dst == METRIC_NAME {
+                s.drop_name = false;
+            }
+        }
+        Ok(v)
+    }
+
+    fn eval_range_function(
+        &self,
+        name: &str,
+        args: &[&Expr],
+        ts: i64,
+    ) -> Result<Vector, QueryError> {
+        // Find the range argument and evaluate the scalar ones.
+        let range_idx = if name == "quantile_over_time" { 1 } else { 0 };
+        let mut scalars = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if i != range_idx {
+                scalars.push(self.eval_scalar(a, ts)?);
+            }
+        }
+        let arg: RangeArg = self.eval_range_arg(args[range_idx], ts)?;
+        let anchor = args[range_idx].to_string();
+        let anchor = anchor
+            .split(['{', '['])
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&anchor)
+            .to_string();
+        if name == "absent_over_time" {
+            if !arg.series.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![Sample {
+                metric: absent_labels(args[range_idx]),
+                t: ts,
+                f: 1.0,
+                drop_name: false,
+            }]);
+        }
+        if name == "quantile_over_time" {
+            let q = scalars[0];
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                self.annotate(
+                    AnnotationLevel::Warning,
+                    format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                    &args[0].to_string(),
+                );
+            }
+        }
+        let mut out = Vec::with_capacity(arg.series.len());
+        for s in &arg.series {
+            let pts = &s.floats;
+            let value = match name {
+                "rate" | "increase" | "delta" => {
+                    extrapolated_rate(pts, &arg, name != "delta", name == "rate")
+                }
+                "irate" | "idelta" => instant_value(pts, name == "irate"),
+                "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
+                "predict_linear" => (pts.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(pts, ts);
+                    slope * scalars[0] + intercept
+                }),
+                "resets" => Some(pts.windows(2).filter(|w| w[1].f < w[0].f).count() as f64),
+                "changes" => Some(
+                    pts.windows(2)
+                        .filter(|w| !(w[1].f == w[0].f || (w[1].f.is_nan() && w[0].f.is_nan())))
+                        .count() as f64,
+                ),
+                "avg_over_time" => Some(avg_over_time(pts)),
+                "sum_over_time" => {
+                    let (mut sum, mut c) = (0.0, 0.0);
+                    for p in pts {
+                        (sum, c) = kahan_sum_inc(p.f, sum, c);
+                    }
+                    Some(if sum.is_infinite() { sum } else { sum + c })
+                }
+                "min_over_time" | "max_over_time" => {
+                    let mut v = pts[0].f;
+                    for p in &pts[1..] {
+                        let better = if name == "max_over_time" {
+                            p.f > v
+                        } else {
+                            p.f < v
+                        };
+                        if better || v.is_nan() {
+                            v = p.f;
+                        }
+                    }
+                    Some(v)
+                }
+                "count_over_time" => Some(pts.len() as f64),
+                "present_over_time" => Some(1.0),
+                "last_over_time" => pts.last().map(|p| p.f),
+                "first_over_time" => pts.first().map(|p| p.f),
+                "ts_of_last_over_time" => pts.last().map(|p| p.t as f64 / 1000.0),
+                "ts_of_first_over_time" => pts.first().map(|p| p.t as f64 / 1000.0),
+                "ts_of_min_over_time" | "ts_of_max_over_time" => {
+                    let mut best = pts[0];
+                    for p in &pts[1..] {
+                        let better = if name == "ts_of_max_over_time" {
+                            p.f >= best.f
+                        } else {
+                            p.f <= best.f
+                        };
+                        if better || best.f.is_nan() {
+                            best = *p;
+                        }
+                    }
+                    Some(best.t as f64 / 1000.0)
+                }
+                "quantile_over_time" => {
+                    Some(quantile(scalars[0], pts.iter().map(|p| p.f).collect()))
+                }
+                "stddev_over_time" | "stdvar_over_time" => {
+                    let var = variance(pts);
+                    Some(if name == "stddev_over_time" {
+                        var.sqrt()
+                    } else {
+                        var
+                    })
+                }
+                "mad_over_time" => {
+                    let values: Vec<f64> = pts.iter().map(|p| p.f).collect();
+                    let median = quantile(0.5, values.clone());
+                    Some(quantile(
+                        0.5,
+                        values.iter().map(|v| (v - median).abs()).collect(),
+                    ))
+                }
+                "double_exponential_smoothing" => {
+                    double_exponential_smoothing(pts, scalars[0], scalars[1])?
+                }
+                _ => {
+                    return Err(QueryError::eval(format!(
+                        "function {name:?} is not supported"
+                    )));
+                }
+            };
+            let Some(value) = value else { continue };
+            let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+            out.push(Sample {
+                metric: s.metric.clone(),
+                t: ts,
+                f: value,
+                drop_name: if keeps_name { s.drop_name } else { true },
+            });
+            if (name == "rate" || name == "increase")
+                && let Some(metric_name) = s.metric.metric_name()
+                && !(metric_name.ends_with("_total")
+                    || metric_name.ends_with("_sum")
+                    || metric_name.ends_with("_count")
+                    || metric_name.ends_with("_bucket"))
+            {
+                self.annotate(
+                    AnnotationLevel::Info,
+                    format!(
+                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric_name:?}"
+                    ),
+                    &anchor,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `rate`, `increase` and `delta` with Prometheus's extrapolation to the window edges.
+fn extrapolated_rate(
+    pts: &[FPoint],
+    arg: &RangeArg,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let n_minus_one = (pts.len() - 1) as f64;
+    let first = pts[0];
+    let last = pts[pts.len() - 1];
+    let mut result = last.f - first.f;
+    if is_counter {
+        let mut prev = first.f;
+        for p in &pts[1..] {
+            if p.f < prev {
+                result += prev;
+            }
+            prev = p.f;
+        }
+    }
+    let mut duration_to_start = (first.t - arg.range_start) as f64 / 1000.0;
+    let mut duration_to_end = (arg.range_end - last.t) as f64 / 1000.0;
+    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let avg_between = sampled_interval / n_minus_one;
+    let threshold = avg_between * 1.1;
+    if duration_to_start >= threshold {
+        duration_to_start = avg_between / 2.0;
+    }
+    if is_counter && result > 0.0 && first.f >= 0.0 {
+        let duration_to_zero = sampled_interval * (first.f / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    if duration_to_end >= threshold {
+        duration_to_end = avg_between / 2.0;
+    }
+    let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
+    let mut factor = extrapolate_to / sampled_interval;
+    if is_rate {
+        factor /= arg.range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate` / `idelta`: the last two samples.
+fn instant_value(pts: &[FPoint], is_rate: bool) -> Option<f64> {
+    if pts.len() < 2 {
+        return None;
+    }
+    let last = pts[pts.len() - 1];
+    let prev = pts[pts.len() - 2];
+    let mut v = if is_rate && last.f < prev.f {
+        last.f
+    } else {
+        last.f - prev.f
+    };
+    if is_rate {
+        let interval = last.t - prev.t;
+        if interval == 0 {
+            return None;
+        }
+        v /= interval as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Least-squares slope and intercept, x in seconds relative to `intercept_time`.
+fn linear_regression(pts: &[FPoint], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = pts[0].f;
+    let mut const_y = true;
+    for (i, p) in pts.iter().enumerate() {
+        if const_y && i > 0 && p.f != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.t - intercept_time) as f64 / 1e3;
+        (sum_x, c_x) = kahan_sum_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_sum_inc(p.f, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_sum_inc(x * p.f, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_sum_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sum_x += c_x;
+    sum_y += c_y;
+    sum_xy += c_xy;
+    sum_x2 += c_x2;
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+fn avg_over_time(pts: &[FPoint]) -> f64 {
+    let mut sum = pts[0].f;
+    let mut count = 1.0;
+    let (mut mean, mut kahan_c) = (0.0, 0.0);
+    let mut incremental = false;
+    for (i, p) in pts[1..].iter().enumerate() {
+        count = (i + 2) as f64;
+        if !incremental {
+            let (new_sum, new_c) = kahan_sum_inc(p.f, sum, kahan_c);
+            if !new_sum.is_infinite() {
+                sum = new_sum;
+                kahan_c = new_c;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            kahan_c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, kahan_c) = kahan_sum_inc(p.f / count, q * mean, q * kahan_c);
+    }
+    if incremental {
+        mean + kahan_c
+    } else {
+        sum / count + kahan_c / count
+    }
+}
+
+fn variance(pts: &[FPoint]) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for p in pts {
+        count += 1.0;
+        let delta = p.f - (mean + c_mean);
+        (mean, c_mean) = kahan_sum_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_sum_inc(delta * (p.f - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+fn double_exponential_smoothing(
+    pts: &[FPoint],
+    sf: f64,
+    tf: f64,
+) -> Result<Option<f64>, QueryError> {
+    if !(sf > 0.0 && sf < 1.0) {
+        return Err(QueryError::eval(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+            go_g(sf)
+        )));
+    }
+    if !(tf > 0.0 && tf < 1.0) {
+        return Err(QueryError::eval(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+            go_g(tf)
+        )));
+    }
+    if pts.len() < 2 {
+        return Ok(None);
+    }
+    let mut s0 = 0.0;
+    let mut s1 = pts[0].f;
+    let mut b = pts[1].f - pts[0].f;
+    for (i, p) in pts.iter().enumerate().skip(1) {
+        let x = sf * p.f;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Ok(Some(s1))
+}
+
+/// Labels `absent()` reports: the equality matchers of a selector argument (a label
+/// matched more than once is left out).
+fn absent_labels(e: &Expr) -> Labels {
+    let vs = match unwrap_parens(e) {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Labels::default(),
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut dup: Vec<String> = Vec::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if pairs.iter().any(|(k, _)| *k == m.name) {
+            dup.push(m.name.clone());
+            continue;
+        }
+        if matches!(m.op, MatchOp::Equal) {
+            pairs.push((m.name.clone(), m.value.clone()));
+        } else {
+            dup.push(m.name.clone());
+        }
+    }
+    // A name matched several times (any operator) is ambiguous.
+    let names_seen: Vec<&str> = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    pairs.retain(|(k, _)| names_seen.iter().filter(|n| **n == k.as_str()).count() == 1);
+    Labels::new(pairs)
+}
+
+/// Go's `strconv.ParseFloat` for bucket bounds (accepts `+Inf`, `Inf`, `NaN`, …).
+fn parse_go_float(s: &str) -> Option<f64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.parse::<f64>().ok()
+}
+
+/// Go's `int64(f)` conversion (saturating here; Go's result for out-of-range is undefined).
+fn go_f64_to_i64(f: f64) -> i64 {
+    if f.is_nan() { i64::MIN } else { f as i64 }
+}
+
+/// Prometheus's classic-bucket quantile; returns the value and whether monotonicity had
+/// to be forced.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return (f64::NAN, false);
+    }
+    coalesce(buckets);
+    let forced = ensure_monotonic(buckets, 1e-12);
+    if buckets.len() < 2 {
+        return (f64::NAN, false);
+    }
+    let observations = buckets[buckets.len() - 1].1;
+    if observations == 0.0 {
+        return (f64::NAN, false);
+    }
+    let mut rank = q * observations;
+    let n = buckets.len() - 1;
+    let b = buckets[..n].partition_point(|x| x.1 < rank);
+    if b == n {
+        return (buckets[n - 1].0, forced);
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return (buckets[0].0, forced);
+    }
+    let mut bucket_start = 0.0;
+    let bucket_end = buckets[b].0;
+    let mut count = buckets[b].1;
+    if b > 0 {
+        bucket_start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    (
+        bucket_start + (bucket_end - bucket_start) * (rank / count),
+        forced,
+    )
+}
+
+fn coalesce(buckets: &mut Vec<(f64, f64)>) {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match out.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => out.push((ub, c)),
+        }
+    }
+    *buckets = out;
+}
+
+fn ensure_monotonic(buckets: &mut [(f64, f64)], tolerance: f64) -> bool {
+    let mut forced = false;
+    let Some(first) = buckets.first() else {
+        return false;
+    };
+    let mut prev = first.1;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, tolerance) {
+            b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            b.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = curr;
+    }
+    forced
+}
+
+/// Prometheus's `almost.Equal`.
+pub(crate) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}
+
+/// Prometheus's classic-bucket `histogram_fraction`.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return f64::NAN;
+    }
+    coalesce(buckets);
+    let count = buckets[buckets.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for i in 0..buckets.len() {
+        let (ub, c) = buckets[i];
+        let mut lb = if i > 0 {
+            buckets[i - 1].0
+        } else {
+            f64::NEG_INFINITY
+        };
+        if i == 0 && ub > 0.0 {
+            lb = 0.0;
+        }
+        // No interpolation inside a bucket of infinite width: the (-Inf, x] bucket counts
+        // as wholly below the value, the (x, +Inf] bucket as wholly above it.
+        let interpolate = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                c
+            } else if ub == f64::INFINITY {
+                rank
+            } else {
+                rank + (c - rank) * (v - lb) / (ub - lb)
+            }
+        };
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = c;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+/// Compares strings the way `sort_by_label` does (numbers inside compare by value).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut ai, mut bi) = (a.chars().peekable(), b.chars().peekable());
+    loop {
+        match (ai.peek().copied(), bi.peek().copied()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let mut na = String::new();
+                while let Some(c) = ai.peek().copied().filter(|c| c.is_ascii_digit()) {
+                    na.push(c);
+                    ai.next();
+                }
+                let mut nb = String::new();
+                while let Some(c) = bi.peek().copied().filter(|c| c.is_ascii_digit()) {
+                    nb.push(c);
+                    bi.next();
+                }
+                let ta = na.trim_start_matches('0');
+                let tb = nb.trim_start_matches('0');
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                ai.next();
+                bi.next();
+            }
+        }
+    }
+}
+
+fn math_fn(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => |v| v * 180.0 / std::f64::consts::PI,
+        "rad" => |v| v * std::f64::consts::PI / 180.0,
+        "sgn" => |v: f64| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        },
+        _ => return None,
+    })
+}
+
+/// Civil date (year, month 1-12, day 1-31) of a day count since the epoch.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn date_fn(name: &str) -> fn(i64) -> f64 {
+    match name {
+        "days_in_month" => |secs| {
+            let (y, m, _) = civil_from_days(secs.div_euclid(86_400));
+            let days = match m {
+                1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+                4 | 6 | 9 | 11 => 30,
+                _ => {
+                    if is_leap(y) {
+                        29
+                    } else {
+                        28
+                    }
+                }
+            };
+            days as f64
+        },
+        "day_of_month" => |secs| civil_from_days(secs.div_euclid(86_400)).2 as f64,
+        "day_of_week" => |secs| (secs.div_euclid(86_400) + 4).rem_euclid(7) as f64,
+        "day_of_year" => |secs| {
+            let days = secs.div_euclid(86_400);
+            let (y, _, _) = civil_from_days(days);
+            let jan1 = days_from_civil(y, 1, 1);
+            (days - jan1 + 1) as f64
+        },
+        "hour" => |secs| (secs.rem_euclid(86_400) / 3600) as f64,
+        "minute" => |secs| (secs.rem_euclid(3600) / 60) as f64,
+        "month" => |secs| civil_from_days(secs.div_euclid(86_400)).1 as f64,
+        _ => |secs| civil_from_days(secs.div_euclid(86_400)).0 as f64,
+    }
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+    }
+
+    #[test]
+    fn natural_order_compares_numbers_by_value() {
+        assert_eq!(natural_cmp("a10", "a9"), std::cmp::Ordering::Greater);
+        assert_eq!(natural_cmp("a", "b"), std::cmp::Ordering::Less);
+    }
+}

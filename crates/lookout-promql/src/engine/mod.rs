@@ -1,0 +1,918 @@
+//! The PromQL evaluator.
+//!
+//! Written by hand because no embeddable Rust evaluator exists: `promql-parser` only parses,
+//! GreptimeDB's evaluator is bound to DataFusion and OpenObserve's is AGPL. The semantics
+//! follow Prometheus 3 (`promql/engine.go`, `functions.go`): 5 m lookback with left-open
+//! windows `(t - range, t]`, stale markers ending a series at once, `offset` (negative too),
+//! `@` with `start()`/`end()`, subqueries aligned to absolute multiples of their step, and
+//! delayed `__name__` removal (names to drop are only dropped when the query finishes, so
+//! `label_replace` can still read or keep them).
+//!
+//! Evaluation is step by step: a range query evaluates the expression at every step, which
+//! matches Prometheus's results (its step-invariant and range evaluation are optimisations of
+//! the same definition). Series data is fetched once per selector for the whole query and
+//! sliced per step.
+
+mod aggregations;
+mod binary;
+pub mod error;
+mod functions;
+pub mod value;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+
+pub use error::{Annotation, AnnotationLevel, QueryError};
+pub(crate) use functions::almost_equal as almost_equal_pub;
+pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
+
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::{Queryable, SeriesData, is_stale};
+
+/// Evaluation settings.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample (Prometheus: 5 m).
+    pub lookback_delta: Duration,
+    /// Upper bound of samples one selector or result may hold.
+    pub max_samples: usize,
+    /// Step of subqueries written without one (`x[1h:]`); Prometheus uses the global
+    /// evaluation interval, 1 m by default.
+    pub default_subquery_step: Duration,
+    /// Whether the `@` modifier is allowed.
+    pub enable_at_modifier: bool,
+    /// Whether negative offsets are allowed.
+    pub enable_negative_offset: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta: Duration::from_secs(300),
+            max_samples: 50_000_000,
+            default_subquery_step: Duration::from_secs(60),
+            enable_at_modifier: true,
+            enable_negative_offset: true,
+        }
+    }
+}
+
+/// A value plus the annotations (warnings, infos) the evaluation produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryOutput<T> {
+    /// The result.
+    pub value: T,
+    /// Warnings and infos, in the order they were raised, without duplicates.
+    pub annotations: Vec<Annotation>,
+}
+
+/// A PromQL engine: parse and evaluate expressions against a [`Queryable`].
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses `query`, wrapping promql-parser's terse messages with the query text and the
+/// position where the parser's message names one.
+pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query).map_err(|message| {
+        let position = error_position(query, &message);
+        QueryError::Parse {
+            query: query.to_string(),
+            message,
+            position,
+        }
+    })
+}
+
+/// Finds a position for a parse error: promql-parser reports some errors with a byte
+/// range (`… at 3..7`), or quotes the offending token.
+fn error_position(query: &str, message: &str) -> Option<(usize, usize)> {
+    let quoted = message
+        .split('\'')
+        .nth(1)
+        .or_else(|| message.split('"').nth(1))
+        .filter(|t| !t.is_empty());
+    let at = quoted.and_then(|t| query.find(t))?;
+    Some(line_col(query, at))
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+pub(crate) fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+impl Engine {
+    /// An engine with `opts`.
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine { opts }
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `t_ms` (milliseconds since the epoch).
+    pub fn instant_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<Value, QueryError> {
+        let expr = parse(query)?;
+        Ok(self.exec_instant(q, &expr, query, t_ms)?.value)
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms` (inclusive).
+    pub fn range_query(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Matrix, QueryError> {
+        let expr = parse(query)?;
+        Ok(self
+            .exec_range(q, &expr, query, start_ms, end_ms, step_ms)?
+            .value)
+    }
+
+    /// Evaluates a parsed expression at `t_ms`. `query_text` is the text the positions in
+    /// annotations refer to (the expression's own text when it was parsed from one).
+    pub fn exec_instant(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        query_text: &str,
+        t_ms: i64,
+    ) -> Result<QueryOutput<Value>, QueryError> {
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, t_ms, t_ms)?;
+        let value = ev.eval(expr, t_ms)?;
+        let value = match value {
+            Value::Vector(v) => Value::Vector(finish_vector(v)?),
+            Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
+            other => other,
+        };
+        Ok(QueryOutput {
+            value,
+            annotations: ev.take_annotations(),
+        })
+    }
+
+    /// Evaluates a parsed expression as a range query; see [`Engine::exec_instant`].
+    pub fn exec_range(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        query_text: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryOutput<Matrix>, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::eval(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::eval(
+                "end timestamp must not be before start time",
+            ));
+        }
+        match expr.value_type() {
+            parser::value::ValueType::Scalar | parser::value::ValueType::Vector => {}
+            other => {
+                let name = match other {
+                    parser::value::ValueType::Matrix => "range vector",
+                    parser::value::ValueType::String => "string",
+                    _ => "unknown",
+                };
+                return Err(QueryError::eval(format!(
+                    "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms)?;
+        ev.warn_sort_in_range(expr);
+        let mut series: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Matrix = Vec::new();
+        let mut t = start_ms;
+        let mut total = 0usize;
+        while t <= end_ms {
+            match ev.eval(expr, t)? {
+                Value::Scalar { v, .. } => {
+                    push_point(&mut series, &mut out, Labels::default(), t, v);
+                    total += 1;
+                }
+                Value::Vector(vec) => {
+                    let vec = finish_vector(vec)?;
+                    total += vec.len();
+                    for s in vec {
+                        push_point(&mut series, &mut out, s.metric, t, s.f);
+                    }
+                }
+                other => {
+                    return Err(QueryError::eval(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.type_name()
+                    )));
+                }
+            }
+            if total > self.opts.max_samples {
+                return Err(QueryError::TooManySamples("query execution".into()));
+            }
+            t += step_ms;
+        }
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(QueryOutput {
+            value: out,
+            annotations: ev.take_annotations(),
+        })
+    }
+}
+
+fn push_point(
+    index: &mut HashMap<Labels, usize>,
+    out: &mut Matrix,
+    metric: Labels,
+    t: i64,
+    f: f64,
+) {
+    match index.get(&metric) {
+        Some(&i) => out[i].floats.push(FPoint { t, f }),
+        None => {
+            index.insert(metric.clone(), out.len());
+            out.push(Series {
+                metric,
+                floats: vec![FPoint { t, f }],
+                drop_name: false,
+            });
+        }
+    }
+}
+
+/// Removes the labels a name-dropping operation discards: `__name__` and the metadata
+/// labels `__type__` and `__unit__`.
+pub(crate) fn drop_metric_name(l: &mut Labels) {
+    l.retain(|k, _| k != METRIC_NAME && k != "__type__" && k != "__unit__");
+}
+
+/// Applies delayed name removal to a final vector and rejects duplicate label sets.
+fn finish_vector(mut v: Vector) -> Result<Vector, QueryError> {
+    for s in v.iter_mut() {
+        if s.drop_name {
+            drop_metric_name(&mut s.metric);
+            s.drop_name = false;
+        }
+    }
+    if v.len() > 1 {
+        let mut seen = std::collections::HashSet::with_capacity(v.len());
+        for s in &v {
+            if !seen.insert(&s.metric) {
+                return Err(QueryError::eval(
+                    "vector cannot contain metrics with the same labelset",
+                ));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Applies delayed name removal to a final matrix, merging series that end up equal.
+fn finish_matrix(m: Matrix) -> Result<Matrix, QueryError> {
+    let mut out: Matrix = Vec::with_capacity(m.len());
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for mut s in m {
+        if s.drop_name {
+            drop_metric_name(&mut s.metric);
+            s.drop_name = false;
+        }
+        match index.get(&s.metric) {
+            Some(&i) => {
+                let base = &mut out[i];
+                base.floats.extend(s.floats);
+                base.floats.sort_by_key(|p| p.t);
+                if base.floats.windows(2).any(|w| w[0].t == w[1].t) {
+                    return Err(QueryError::eval(
+                        "vector cannot contain metrics with the same labelset",
+                    ));
+                }
+            }
+            None => {
+                index.insert(s.metric.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Milliseconds of a duration.
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Milliseconds since the epoch of a time that may lie before it.
+pub(crate) fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Per-query evaluation state.
+pub(crate) struct Evaluator<'a> {
+    q: &'a dyn Queryable,
+    opts: &'a EngineOptions,
+    query: &'a str,
+    start: i64,
+    end: i64,
+    lookback: i64,
+    annotations: RefCell<Vec<Annotation>>,
+    /// Selector data by selector address, fetched once for the whole query.
+    cache: RefCell<HashMap<usize, Rc<Vec<SeriesData>>>>,
+    /// The time hull each selector needs over the whole query.
+    hulls: HashMap<usize, (i64, i64)>,
+}
+
+/// A range-vector argument with the window it covers.
+pub(crate) struct RangeArg {
+    pub series: Matrix,
+    /// Window start (exclusive) in ms.
+    pub range_start: i64,
+    /// Window end (inclusive) in ms.
+    pub range_end: i64,
+    /// The range in ms.
+    pub range: i64,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(
+        q: &'a dyn Queryable,
+        opts: &'a EngineOptions,
+        query: &'a str,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+    ) -> Result<Evaluator<'a>, QueryError> {
+        let mut ev = Evaluator {
+            q,
+            opts,
+            query,
+            start,
+            end,
+            lookback: dur_ms(&opts.lookback_delta),
+            annotations: RefCell::new(Vec::new()),
+            cache: RefCell::new(HashMap::new()),
+            hulls: HashMap::new(),
+        };
+        let mut hulls = HashMap::new();
+        ev.collect_hulls(expr, start, end, &mut hulls)?;
+        ev.hulls = hulls;
+        Ok(ev)
+    }
+
+    fn take_annotations(&self) -> Vec<Annotation> {
+        std::mem::take(&mut *self.annotations.borrow_mut())
+    }
+
+    /// Records an annotation once. `anchor` is text of the expression the annotation is
+    /// about; its first occurrence in the query gives the `(line:col)` suffix.
+    pub(crate) fn annotate(&self, level: AnnotationLevel, text: String, anchor: &str) {
+        let pos = self
+            .query
+            .find(anchor)
+            .filter(|_| !anchor.is_empty())
+            .map(|at| line_col(self.query, at))
+            .unwrap_or((1, 1));
+        let prefix = match level {
+            AnnotationLevel::Warning => "PromQL warning",
+            AnnotationLevel::Info => "PromQL info",
+        };
+        let message = format!("{prefix}: {text} ({}:{})", pos.0, pos.1);
+        let mut annos = self.annotations.borrow_mut();
+        if !annos.iter().any(|a| a.message == message) {
+            annos.push(Annotation { level, message });
+        }
+    }
+
+    fn warn_sort_in_range(&self, expr: &Expr) {
+        let mut found: Vec<&'static str> = Vec::new();
+        visit(expr, &mut |e| {
+            if let Expr::Call(c) = e
+                && matches!(
+                    c.func.name,
+                    "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+                )
+            {
+                found.push(c.func.name);
+            }
+        });
+        for name in found {
+            self.annotate(
+                AnnotationLevel::Warning,
+                "sort is ineffective for range queries since results are always ordered by labels"
+                    .into(),
+                &format!("{name}("),
+            );
+        }
+    }
+
+    fn offset_ms(&self, o: &Option<Offset>) -> Result<i64, QueryError> {
+        Ok(match o {
+            None => 0,
+            Some(Offset::Pos(d)) => dur_ms(d),
+            Some(Offset::Neg(d)) => {
+                if !self.opts.enable_negative_offset {
+                    return Err(QueryError::eval(
+                        "negative offsets are not enabled (use the negative offset option)",
+                    ));
+                }
+                -dur_ms(d)
+            }
+        })
+    }
+
+    fn at_ms(&self, at: &Option<AtModifier>) -> Result<Option<i64>, QueryError> {
+        let Some(at) = at else { return Ok(None) };
+        if !self.opts.enable_at_modifier {
+            return Err(QueryError::eval("@ modifier is disabled"));
+        }
+        Ok(Some(match at {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(t) => system_time_ms(t),
+        }))
+    }
+
+    /// Walks the expression to find the time range each selector needs.
+    fn collect_hulls(
+        &self,
+        e: &Expr,
+        lo: i64,
+        hi: i64,
+        out: &mut HashMap<usize, (i64, i64)>,
+    ) -> Result<(), QueryError> {
+        let mut add = |key: usize, a: i64, b: i64| {
+            let entry = out.entry(key).or_insert((a, b));
+            entry.0 = entry.0.min(a);
+            entry.1 = entry.1.max(b);
+        };
+        match e {
+            Expr::Aggregate(a) => {
+                self.collect_hulls(&a.expr, lo, hi, out)?;
+                if let Some(p) = &a.param {
+                    self.collect_hulls(p, lo, hi, out)?;
+                }
+            }
+            Expr::Unary(u) => self.collect_hulls(&u.expr, lo, hi, out)?,
+            Expr::Binary(b) => {
+                self.collect_hulls(&b.lhs, lo, hi, out)?;
+                self.collect_hulls(&b.rhs, lo, hi, out)?;
+            }
+            Expr::Paren(p) => self.collect_hulls(&p.expr, lo, hi, out)?,
+            Expr::Subquery(s) => {
+                let (a, b) = match self.at_ms(&s.at)? {
+                    Some(t) => (t, t),
+                    None => (lo, hi),
+                };
+                let off = self.offset_ms(&s.offset)?;
+                let range = dur_ms(&s.range);
+                self.collect_hulls(&s.expr, a - off - range, b - off, out)?;
+            }
+            Expr::VectorSelector(vs) => {
+                let (a, b) = match self.at_ms(&vs.at)? {
+                    Some(t) => (t, t),
+                    None => (lo, hi),
+                };
+                let off = self.offset_ms(&vs.offset)?;
+                add(
+                    vs as *const VectorSelector as usize,
+                    a - off - self.lookback,
+                    b - off,
+                );
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let (a, b) = match self.at_ms(&vs.at)? {
+                    Some(t) => (t, t),
+                    None => (lo, hi),
+                };
+                let off = self.offset_ms(&vs.offset)?;
+                add(
+                    vs as *const VectorSelector as usize,
+                    a - off - dur_ms(&ms.range),
+                    b - off,
+                );
+            }
+            Expr::Call(c) => {
+                for arg in &c.args.args {
+                    self.collect_hulls(arg, lo, hi, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The matchers of a selector, one list per `or` alternative, with the metric name
+    /// added as a matcher.
+    fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+        let name = vs
+            .name
+            .as_ref()
+            .map(|n| Matcher::new(MatchOp::Equal, METRIC_NAME, n));
+        let mut sets: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+            vec![vs.matchers.matchers.clone()]
+        } else {
+            vs.matchers.or_matchers.clone()
+        };
+        if let Some(n) = name {
+            for s in sets.iter_mut() {
+                s.push(n.clone());
+            }
+        }
+        sets
+    }
+
+    /// All data of a selector over the query's hull.
+    fn fetch(&self, vs: &VectorSelector) -> Rc<Vec<SeriesData>> {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(d) = self.cache.borrow().get(&key) {
+            return d.clone();
+        }
+        let (mint, maxt) = self
+            .hulls
+            .get(&key)
+            .copied()
+            .unwrap_or((i64::MIN, i64::MAX));
+        let sets = Self::matcher_sets(vs);
+        let mut data = if sets.len() == 1 {
+            self.q.select(&sets[0], mint, maxt)
+        } else {
+            let mut all: Vec<SeriesData> = Vec::new();
+            for s in &sets {
+                for sd in self.q.select(s, mint, maxt) {
+                    if !all.iter().any(|x| x.labels == sd.labels) {
+                        all.push(sd);
+                    }
+                }
+            }
+            all
+        };
+        data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let data = Rc::new(data);
+        self.cache.borrow_mut().insert(key, data.clone());
+        data
+    }
+
+    /// The reference time of a selector evaluated at `ts`.
+    fn ref_time(&self, vs: &VectorSelector, ts: i64) -> Result<i64, QueryError> {
+        let base = self.at_ms(&vs.at)?.unwrap_or(ts);
+        Ok(base - self.offset_ms(&vs.offset)?)
+    }
+
+    /// Evaluates an instant vector selector; samples carry the evaluation time unless
+    /// `keep_sample_time` (for `timestamp()`).
+    fn eval_vector_selector(
+        &self,
+        vs: &VectorSelector,
+        ts: i64,
+        keep_sample_time: bool,
+    ) -> Result<Vector, QueryError> {
+        let t = self.ref_time(vs, ts)?;
+        let data = self.fetch(vs);
+        let mut out = Vec::new();
+        for sd in data.iter() {
+            let idx = sd.samples.partition_point(|s| s.t <= t);
+            if idx == 0 {
+                continue;
+            }
+            let s = sd.samples[idx - 1];
+            if s.t <= t - self.lookback || is_stale(s.v) {
+                continue;
+            }
+            out.push(Sample {
+                metric: sd.labels.clone(),
+                t: if keep_sample_time { s.t } else { ts },
+                f: s.v,
+                drop_name: false,
+            });
+        }
+        if out.len() > self.opts.max_samples {
+            return Err(QueryError::TooManySamples(format!("selector {vs}")));
+        }
+        Ok(out)
+    }
+
+    /// The points of a selector in `(t - range, t]`, stale markers left out.
+    fn matrix_points(&self, vs: &VectorSelector, t: i64, range: i64) -> Result<Matrix, QueryError> {
+        let data = self.fetch(vs);
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for sd in data.iter() {
+            let lo = sd.samples.partition_point(|s| s.t <= t - range);
+            let hi = sd.samples.partition_point(|s| s.t <= t);
+            let floats: Vec<FPoint> = sd.samples[lo..hi]
+                .iter()
+                .filter(|s| !is_stale(s.v))
+                .map(|s| FPoint { t: s.t, f: s.v })
+                .collect();
+            if floats.is_empty() {
+                continue;
+            }
+            total += floats.len();
+            out.push(Series {
+                metric: sd.labels.clone(),
+                floats,
+                drop_name: false,
+            });
+        }
+        if total > self.opts.max_samples {
+            return Err(QueryError::TooManySamples(format!("selector {vs}")));
+        }
+        Ok(out)
+    }
+
+    /// Evaluates a range-vector argument (matrix selector or subquery) at `ts`.
+    pub(crate) fn eval_range_arg(&self, e: &Expr, ts: i64) -> Result<RangeArg, QueryError> {
+        match e {
+            Expr::Paren(p) => self.eval_range_arg(&p.expr, ts),
+            Expr::MatrixSelector(ms) => {
+                let t = self.ref_time(&ms.vs, ts)?;
+                let range = dur_ms(&ms.range);
+                Ok(RangeArg {
+                    series: self.matrix_points(&ms.vs, t, range)?,
+                    range_start: t - range,
+                    range_end: t,
+                    range,
+                })
+            }
+            Expr::Subquery(sq) => {
+                let (series, t, range) = self.eval_subquery(sq, ts)?;
+                Ok(RangeArg {
+                    series,
+                    range_start: t - range,
+                    range_end: t,
+                    range,
+                })
+            }
+            other => Err(QueryError::eval(format!(
+                "expected type range vector, got {}",
+                type_word(other)
+            ))),
+        }
+    }
+
+    /// Evaluates a subquery at `ts`: the inner expression at every step in the window.
+    /// Returns the series, the window end and the range.
+    fn eval_subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<(Matrix, i64, i64), QueryError> {
+        let base = self.at_ms(&sq.at)?.unwrap_or(ts);
+        let t = base - self.offset_ms(&sq.offset)?;
+        let range = dur_ms(&sq.range);
+        let step = match &sq.step {
+            Some(s) if !s.is_zero() => dur_ms(s),
+            _ => dur_ms(&self.opts.default_subquery_step).max(1),
+        };
+        let mint = t - range;
+        // Go's integer division truncates toward zero.
+        let mut start = step * (mint / step);
+        if start <= mint {
+            start += step;
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Matrix = Vec::new();
+        let mut total = 0usize;
+        let mut st = start;
+        while st <= t {
+            match self.eval(&sq.expr, st)? {
+                Value::Scalar { v, .. } => {
+                    add_sub_point(&mut index, &mut out, Labels::default(), false, st, v);
+                    total += 1;
+                }
+                Value::Vector(vec) => {
+                    total += vec.len();
+                    for s in vec {
+                        add_sub_point(&mut index, &mut out, s.metric, s.drop_name, st, s.f);
+                    }
+                }
+                other => {
+                    return Err(QueryError::eval(format!(
+                        "subquery is only allowed on instant vector, got {} instead",
+                        other.type_name()
+                    )));
+                }
+            }
+            if total > self.opts.max_samples {
+                return Err(QueryError::TooManySamples(format!("subquery {sq}")));
+            }
+            st += step;
+        }
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok((out, t, range))
+    }
+
+    /// Evaluates `e` at time `ts`.
+    pub(crate) fn eval(&self, e: &Expr, ts: i64) -> Result<Value, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar { t: ts, v: n.val }),
+            Expr::StringLiteral(s) => Ok(Value::String {
+                t: ts,
+                s: s.val.clone(),
+            }),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::VectorSelector(vs) => {
+                Ok(Value::Vector(self.eval_vector_selector(vs, ts, false)?))
+            }
+            Expr::MatrixSelector(ms) => {
+                let t = self.ref_time(&ms.vs, ts)?;
+                Ok(Value::Matrix(self.matrix_points(
+                    &ms.vs,
+                    t,
+                    dur_ms(&ms.range),
+                )?))
+            }
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.eval_subquery(sq, ts)?.0)),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar { t, v } => Ok(Value::Scalar { t, v: -v }),
+                Value::Vector(mut vec) => {
+                    for s in vec.iter_mut() {
+                        s.f = -s.f;
+                        s.drop_name = true;
+                    }
+                    Ok(Value::Vector(vec))
+                }
+                other => Err(QueryError::eval(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::Binary(b) => self
+                .eval_binary(b, ts)
+                .map_err(|err| err.with_expr(|| e.to_string())),
+            Expr::Aggregate(a) => self
+                .eval_aggregate(a, ts)
+                .map_err(|err| err.with_expr(|| e.to_string())),
+            Expr::Call(c) => self
+                .eval_call(c, ts)
+                .map_err(|err| err.with_expr(|| e.to_string())),
+            Expr::Extension(_) => Err(QueryError::eval("extension expressions are not supported")),
+        }
+    }
+
+    /// Evaluates `e` and requires an instant vector.
+    pub(crate) fn eval_vector(&self, e: &Expr, ts: i64) -> Result<Vector, QueryError> {
+        match self.eval(e, ts)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(QueryError::eval(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a scalar.
+    pub(crate) fn eval_scalar(&self, e: &Expr, ts: i64) -> Result<f64, QueryError> {
+        match self.eval(e, ts)? {
+            Value::Scalar { v, .. } => Ok(v),
+            other => Err(QueryError::eval(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a string.
+    pub(crate) fn eval_string(&self, e: &Expr, ts: i64) -> Result<String, QueryError> {
+        match self.eval(e, ts)? {
+            Value::String { s, .. } => Ok(s),
+            other => Err(QueryError::eval(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+fn add_sub_point(
+    index: &mut HashMap<Labels, usize>,
+    out: &mut Matrix,
+    metric: Labels,
+    drop_name: bool,
+    t: i64,
+    f: f64,
+) {
+    match index.get(&metric) {
+        Some(&i) => {
+            out[i].floats.push(FPoint { t, f });
+            out[i].drop_name |= drop_name;
+        }
+        None => {
+            index.insert(metric.clone(), out.len());
+            out.push(Series {
+                metric,
+                floats: vec![FPoint { t, f }],
+                drop_name,
+            });
+        }
+    }
+}
+
+/// Prometheus's word for the type of an expression.
+pub(crate) fn type_word(e: &Expr) -> &'static str {
+    match e.value_type() {
+        parser::value::ValueType::Scalar => "scalar",
+        parser::value::ValueType::String => "string",
+        parser::value::ValueType::Vector => "instant vector",
+        parser::value::ValueType::Matrix => "range vector",
+    }
+}
+
+/// Calls `f` on every node of `e`, parents first.
+pub fn visit<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
+    f(e);
+    match e {
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                visit(p, f);
+            }
+            visit(&a.expr, f);
+        }
+        Expr::Unary(u) => visit(&u.expr, f),
+        Expr::Binary(b) => {
+            visit(&b.lhs, f);
+            visit(&b.rhs, f);
+        }
+        Expr::Paren(p) => visit(&p.expr, f),
+        Expr::Subquery(s) => visit(&s.expr, f),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                visit(a, f);
+            }
+        }
+        Expr::MatrixSelector(_)
+        | Expr::VectorSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
+/// Kahan–Neumaier summation step, as Prometheus's `kahanSumInc`.
+pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Go's `math.Max`: NaN wins, +0 beats -0.
+pub(crate) fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_infinite() && a > 0.0 || b.is_infinite() && b > 0.0 {
+        return f64::INFINITY;
+    }
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { b } else { a };
+    }
+    if a > b { a } else { b }
+}
+
+/// Go's `math.Min`: NaN wins, -0 beats +0.
+pub(crate) fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_infinite() && a < 0.0 || b.is_infinite() && b < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { a } else { b };
+    }
+    if a < b { a } else { b }
+}
+
+#[cfg(test)]
+mod tests;

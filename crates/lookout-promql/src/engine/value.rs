@@ -1,0 +1,122 @@
+//! Values an expression evaluates to: scalars, strings, instant vectors and range vectors.
+//!
+//! Samples hold floats only for now. Native histograms will arrive as an extra field on
+//! [`Sample`] and an extra point list on [`Series`] (the way Prometheus keeps `Floats` and
+//! `Histograms` side by side), so code that matches on these types keeps compiling.
+
+use std::fmt;
+
+use crate::labels::Labels;
+
+/// A float at a point in time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FPoint {
+    /// Milliseconds since the Unix epoch.
+    pub t: i64,
+    /// The value.
+    pub f: f64,
+}
+
+/// One element of an instant vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The series' labels.
+    pub metric: Labels,
+    /// Evaluation time in milliseconds.
+    pub t: i64,
+    /// The float value.
+    pub f: f64,
+    /// Delayed `__name__` removal: the name (and `__type__`/`__unit__`) is dropped when the
+    /// query finishes unless a later step (`label_replace` into `__name__`) keeps it.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector (or of a range query's result).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Series {
+    /// The series' labels.
+    pub metric: Labels,
+    /// Float points sorted by time.
+    pub floats: Vec<FPoint>,
+    /// See [`Sample::drop_name`].
+    pub drop_name: bool,
+}
+
+/// An instant vector.
+pub type Vector = Vec<Sample>;
+/// A range vector; also the result of a range query.
+pub type Matrix = Vec<Series>;
+
+/// The result of evaluating an expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A single number.
+    Scalar {
+        /// Evaluation time in milliseconds.
+        t: i64,
+        /// The number.
+        v: f64,
+    },
+    /// A string literal.
+    String {
+        /// Evaluation time in milliseconds.
+        t: i64,
+        /// The string.
+        s: String,
+    },
+    /// An instant vector.
+    Vector(Vector),
+    /// A range vector.
+    Matrix(Matrix),
+}
+
+impl Value {
+    /// Prometheus's name of the value's type: `scalar`, `string`, `vector` or `matrix`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar { .. } => "scalar",
+            Value::String { .. } => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+/// Formats a float the way Prometheus prints sample values (`+Inf`, `-Inf`, `NaN`, shortest
+/// round-trip decimal otherwise).
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_string()
+    } else if f == f64::INFINITY {
+        "+Inf".to_string()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{f}")
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Scalar { v, .. } => write!(f, "scalar: {}", format_float(*v)),
+            Value::String { s, .. } => write!(f, "string: {s:?}"),
+            Value::Vector(vec) => {
+                for s in vec {
+                    writeln!(f, "{} => {}", s.metric, format_float(s.f))?;
+                }
+                Ok(())
+            }
+            Value::Matrix(m) => {
+                for s in m {
+                    write!(f, "{} =>", s.metric)?;
+                    for p in &s.floats {
+                        write!(f, " {} @{}", format_float(p.f), p.t)?;
+                    }
+                    writeln!(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

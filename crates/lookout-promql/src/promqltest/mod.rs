@@ -1,0 +1,837 @@
+//! A runner for Prometheus's PromQL test scripts (`promql/promqltest/testdata/*.test`),
+//! doing what Prometheus's harness (`promqltest/test.go`) does: every instant eval is also
+//! run with `@ <t>` added to its selectors at several times and as a range query around
+//! `t`, results are compared with a relative tolerance of 1e-6, and `expect` lines check
+//! failures and annotations.
+//!
+//! Evals this engine cannot run are reported as skipped with the reason, never dropped:
+//! those that read or expect native histograms, and those that need experimental parser
+//! features (experimental functions, `limitk`/`limit_ratio`, duration expressions,
+//! `anchored`/`smoothed`, `fill*()` modifiers).
+
+pub mod script;
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use promql_parser::label::Matcher as LabelMatcher;
+use promql_parser::parser::{AtModifier, Expr};
+use regex::Regex;
+
+use crate::engine::{
+    self, AnnotationLevel, Engine, EngineOptions, QueryError, QueryOutput, Value, visit,
+};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::{Storage, StorageOptions};
+pub use script::{Command, Eval, Load, Matcher, ScriptError, SeqValue, parse_script};
+
+/// Result of one eval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Every check passed.
+    Passed,
+    /// A check failed; the text says what was expected and what came back.
+    Failed(String),
+    /// Not run; the text says why.
+    Skipped(String),
+}
+
+/// The outcome of one `eval` command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOutcome {
+    /// 1-based line of the eval in the script.
+    pub line: usize,
+    /// The query.
+    pub query: String,
+    /// What happened.
+    pub status: Status,
+}
+
+/// Outcomes of a whole script.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScriptReport {
+    /// One entry per eval, in script order.
+    pub evals: Vec<EvalOutcome>,
+    /// Problems outside evals (a `load` the storage rejected), with their lines.
+    pub errors: Vec<String>,
+}
+
+impl ScriptReport {
+    /// Number of passed evals.
+    pub fn passed(&self) -> usize {
+        self.evals
+            .iter()
+            .filter(|e| e.status == Status::Passed)
+            .count()
+    }
+
+    /// Number of failed evals plus script-level errors.
+    pub fn failed(&self) -> usize {
+        self.evals
+            .iter()
+            .filter(|e| matches!(e.status, Status::Failed(_)))
+            .count()
+            + self.errors.len()
+    }
+
+    /// Number of skipped evals.
+    pub fn skipped(&self) -> usize {
+        self.evals
+            .iter()
+            .filter(|e| matches!(e.status, Status::Skipped(_)))
+            .count()
+    }
+}
+
+/// Why a script file could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The script does not parse.
+    #[error("{path}:{}: {}", .source.line, .source.message)]
+    Script {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: ScriptError,
+    },
+}
+
+/// The engine options Prometheus's harness uses.
+pub fn harness_engine_options() -> EngineOptions {
+    EngineOptions {
+        lookback_delta: Duration::from_secs(300),
+        max_samples: 10_000,
+        default_subquery_step: Duration::from_secs(60),
+        enable_at_modifier: true,
+        enable_negative_offset: true,
+    }
+}
+
+/// Reads and runs a script file.
+pub fn run_file(path: &Path) -> Result<ScriptReport, RunError> {
+    let src = std::fs::read_to_string(path).map_err(|source| RunError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    run_script(&src).map_err(|source| RunError::Script {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Parses and runs a script.
+pub fn run_script(src: &str) -> Result<ScriptReport, ScriptError> {
+    let cmds = parse_script(src)?;
+    let mut runner = Runner::new();
+    let mut report = ScriptReport::default();
+    for cmd in &cmds {
+        match cmd {
+            Command::Clear => runner.clear(),
+            Command::Load(load) => {
+                if let Err(e) = runner.load(load) {
+                    report.errors.push(format!("line {}: {e}", load.line));
+                }
+            }
+            Command::Eval(ev) => {
+                let status = runner.eval(ev);
+                report.evals.push(EvalOutcome {
+                    line: ev.line,
+                    query: ev.expr.clone(),
+                    status,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Functions whose result depends on the evaluation time even with `@` everywhere.
+const AT_UNSAFE: &[&str] = &[
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "time",
+    "timestamp",
+    "start",
+    "end",
+    "step",
+    "range",
+];
+
+/// Functions promql-parser marks experimental (Prometheus gates them behind a flag).
+const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
+    "double_exponential_smoothing",
+    "end",
+    "histogram_quantiles",
+    "info",
+    "integral",
+    "mad_over_time",
+    "max_of",
+    "min_of",
+    "range",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "start",
+    "start_timestamp",
+    "step",
+    "ts_of_first_over_time",
+    "ts_of_last_over_time",
+    "ts_of_max_over_time",
+    "ts_of_min_over_time",
+];
+
+struct Runner {
+    storage: Storage,
+    engine: Engine,
+    /// Series loaded as native histograms (not stored; used to recognise evals needing them).
+    histogram_series: Vec<Labels>,
+    /// Series loaded with start timestamps.
+    start_timestamp_series: Vec<Labels>,
+}
+
+impl Runner {
+    fn new() -> Runner {
+        Runner {
+            storage: Storage::new(StorageOptions::default()),
+            engine: Engine::new(harness_engine_options()),
+            histogram_series: Vec::new(),
+            start_timestamp_series: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.storage.clear();
+        self.histogram_series.clear();
+        self.start_timestamp_series.clear();
+    }
+
+    fn load(&mut self, load: &Load) -> Result<(), String> {
+        self.start_timestamp_series
+            .extend(load.with_start_timestamps.iter().cloned());
+        for s in &load.series {
+            if s.values.contains(&SeqValue::Histogram) {
+                self.histogram_series.push(s.labels.clone());
+                continue;
+            }
+            for (i, v) in s.values.iter().enumerate() {
+                if let SeqValue::Float(f) = v {
+                    self.storage
+                        .append(&s.labels, i as i64 * load.step_ms, *f)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            if load.with_nhcb {
+                let name = s.labels.metric_name().unwrap_or("");
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    if let Some(base) = name.strip_suffix(suffix) {
+                        if suffix == "_bucket" && !s.labels.contains("le") {
+                            continue;
+                        }
+                        let mut l = s.labels.clone();
+                        l.remove("le");
+                        l.set(METRIC_NAME, base);
+                        if !self.histogram_series.contains(&l) {
+                            self.histogram_series.push(l);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Why an eval cannot run here, if it cannot.
+    fn skip_reason(&self, ev: &Eval, expr: Option<&Expr>) -> Option<String> {
+        if ev.expects_histogram {
+            return Some("native histograms: expected result holds a histogram".into());
+        }
+        if let Some(r) = experimental_syntax(&ev.expr) {
+            return Some(format!("experimental parser feature: {r}"));
+        }
+        let expr = expr?;
+        let mut reason = None;
+        visit(expr, &mut |e| {
+            if reason.is_some() {
+                return;
+            }
+            match e {
+                Expr::Call(c) if c.func.experimental => {
+                    reason = Some(format!(
+                        "experimental parser feature: function {}()",
+                        c.func.name
+                    ));
+                }
+                Expr::Aggregate(a) => {
+                    let op = a.op.to_string().to_ascii_lowercase();
+                    if op == "limitk" || op == "limit_ratio" {
+                        reason = Some(format!("experimental parser feature: {op}"));
+                    }
+                }
+                Expr::Binary(b) => {
+                    if let Some(m) = &b.modifier
+                        && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
+                    {
+                        reason = Some("experimental parser feature: fill modifiers".into());
+                    }
+                }
+                Expr::VectorSelector(vs) => {
+                    if self.selects(vs, &self.histogram_series) {
+                        reason = Some(format!(
+                            "native histograms: {vs} selects a histogram series"
+                        ));
+                    } else if self.selects(vs, &self.start_timestamp_series) {
+                        reason = Some(format!(
+                            "start timestamps: {vs} selects a series loaded with @st start timestamps"
+                        ));
+                    }
+                }
+                Expr::MatrixSelector(ms) => {
+                    if self.selects(&ms.vs, &self.histogram_series) {
+                        reason = Some(format!(
+                            "native histograms: {} selects a histogram series",
+                            ms.vs
+                        ));
+                    } else if self.selects(&ms.vs, &self.start_timestamp_series) {
+                        reason = Some(format!(
+                            "start timestamps: {} selects a series loaded with @st start timestamps",
+                            ms.vs
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        });
+        reason
+    }
+
+    /// Skip reasons for a query promql-parser rejects: judged from its text.
+    fn skip_reason_unparsed(&self, q: &str) -> Option<String> {
+        let words: Vec<&str> = q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        if let Some(f) = words.iter().find(|w| EXPERIMENTAL_FUNCTIONS.contains(w)) {
+            return Some(format!("experimental parser feature: function {f}()"));
+        }
+        if let Some(w) = words.iter().find(|w| {
+            self.histogram_series
+                .iter()
+                .any(|l| l.metric_name() == Some(**w))
+        }) {
+            return Some(format!(
+                "native histograms: the query reads histogram series {w}"
+            ));
+        }
+        None
+    }
+
+    fn selects(&self, vs: &promql_parser::parser::VectorSelector, set: &[Labels]) -> bool {
+        if set.is_empty() {
+            return false;
+        }
+        let mut groups: Vec<Vec<LabelMatcher>> = if vs.matchers.or_matchers.is_empty() {
+            vec![vs.matchers.matchers.clone()]
+        } else {
+            vs.matchers.or_matchers.clone()
+        };
+        if let Some(n) = &vs.name {
+            for g in groups.iter_mut() {
+                g.push(LabelMatcher::new(
+                    promql_parser::label::MatchOp::Equal,
+                    METRIC_NAME,
+                    n,
+                ));
+            }
+        }
+        set.iter().any(|l| {
+            groups
+                .iter()
+                .any(|g| g.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or(""))))
+        })
+    }
+
+    fn eval(&self, ev: &Eval) -> Status {
+        let parsed = engine::parse(&ev.expr);
+        if let Some(reason) = self.skip_reason(ev, parsed.as_ref().ok()) {
+            return Status::Skipped(reason);
+        }
+        let expr = match parsed {
+            Ok(e) => e,
+            Err(e) => {
+                if let Some(reason) = self.skip_reason_unparsed(&ev.expr) {
+                    return Status::Skipped(reason);
+                }
+                return match &ev.fail {
+                    Some(m) => check_failure(m, &e),
+                    None => Status::Failed(format!("query does not parse: {e}")),
+                };
+            }
+        };
+        let result = match (ev.instant_at, ev.range) {
+            (_, Some((start, end, step))) if !ev.expect_range_vector => {
+                self.range_eval(ev, &expr, start, end, step)
+            }
+            (Some(t), _) => self.instant_eval(ev, &expr, t),
+            _ => Err("eval has neither a time nor a range".into()),
+        };
+        match result {
+            Ok(()) => Status::Passed,
+            Err(msg) => Status::Failed(msg),
+        }
+    }
+
+    fn range_eval(
+        &self,
+        ev: &Eval,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(), String> {
+        let res = self
+            .engine
+            .exec_range(&self.storage, expr, &ev.expr, start, end, step);
+        match (res, &ev.fail) {
+            (Err(e), Some(m)) => as_result(check_failure(m, &e)),
+            (Err(e), None) => Err(format!("unexpected error: {}", e.message())),
+            (Ok(_), Some(_)) => Err("expected the query to fail, but it succeeded".into()),
+            (Ok(out), None) => {
+                check_annotations(ev, &out.annotations)?;
+                compare_matrix(ev, &out.value, start, step, end)
+            }
+        }
+    }
+
+    fn instant_eval(&self, ev: &Eval, expr: &Expr, t: i64) -> Result<(), String> {
+        let mut variants: Vec<(Expr, String, i64)> = vec![(expr.clone(), ev.expr.clone(), t)];
+        if let Some(at_expr) = with_at_everywhere(expr, t) {
+            let text = at_expr.to_string();
+            let times: Vec<i64> = if t == 0 {
+                vec![-1000, 0, 1000]
+            } else {
+                vec![-10 * t, 0, t / 5, t, 10 * t]
+            };
+            for et in times {
+                variants.push((at_expr.clone(), text.clone(), et));
+            }
+        }
+        for (i, (e, text, et)) in variants.iter().enumerate() {
+            let what = if i == 0 {
+                String::new()
+            } else {
+                format!(" [variant `{text}` at {et}ms]")
+            };
+            self.instant_variant(ev, e, text, *et)
+                .map_err(|m| format!("{m}{what}"))?;
+        }
+        Ok(())
+    }
+
+    fn instant_variant(&self, ev: &Eval, expr: &Expr, text: &str, t: i64) -> Result<(), String> {
+        let res = self.engine.exec_instant(&self.storage, expr, text, t);
+        let out: QueryOutput<Value> = match (res, &ev.fail) {
+            (Err(e), Some(m)) => return as_result(check_failure(m, &e)),
+            (Err(e), None) => return Err(format!("unexpected error: {}", e.message())),
+            (Ok(_), Some(_)) => return Err("expected the query to fail, but it succeeded".into()),
+            (Ok(out), None) => out,
+        };
+        check_annotations(ev, &out.annotations)?;
+        compare_value(ev, &out.value)?;
+        if ev.expect_range_vector || ev.expect_string.is_some() {
+            return Ok(());
+        }
+        if ["start()", "end()", "range()", "step()"]
+            .iter()
+            .any(|f| text.contains(f))
+        {
+            return Ok(());
+        }
+        let range = self
+            .engine
+            .exec_range(&self.storage, expr, text, t - 60_000, t + 60_000, 60_000)
+            .map_err(|e| format!("range-mode check: unexpected error: {}", e.message()))?;
+        if ev.ordered {
+            return Ok(());
+        }
+        check_sorted(&range.value).map_err(|m| format!("range-mode check: {m}"))?;
+        let vec: Vec<engine::Sample> = range
+            .value
+            .iter()
+            .filter_map(|s| {
+                s.floats.iter().find(|p| p.t == t).map(|p| engine::Sample {
+                    metric: s.metric.clone(),
+                    t,
+                    f: p.f,
+                    drop_name: false,
+                })
+            })
+            .collect();
+        let as_value = match out.value {
+            Value::Scalar { .. } => match vec.first() {
+                Some(s) => Value::Scalar { t, v: s.f },
+                None => return Err("range-mode check: no point at the middle step".into()),
+            },
+            _ => Value::Vector(vec),
+        };
+        compare_value(ev, &as_value).map_err(|m| format!("range-mode check: {m}"))
+    }
+}
+
+fn as_result(s: Status) -> Result<(), String> {
+    match s {
+        Status::Failed(m) => Err(m),
+        _ => Ok(()),
+    }
+}
+
+fn check_failure(m: &Matcher, e: &QueryError) -> Status {
+    let msg = e.message();
+    match m {
+        Matcher::Any => Status::Passed,
+        Matcher::Message(want) if *want == msg => Status::Passed,
+        Matcher::Regex(re) if Regex::new(re).is_ok_and(|r| r.is_match(&msg)) => Status::Passed,
+        Matcher::Message(want) => Status::Failed(format!("expected error {want:?}, got {msg:?}")),
+        Matcher::Regex(re) => {
+            Status::Failed(format!("expected error matching {re:?}, got {msg:?}"))
+        }
+    }
+}
+
+fn matcher_matches(m: &Matcher, s: &str) -> bool {
+    match m {
+        Matcher::Any => true,
+        Matcher::Message(want) => want == s,
+        Matcher::Regex(re) => Regex::new(re).is_ok_and(|r| r.is_match(s)),
+    }
+}
+
+fn check_annotations(ev: &Eval, annos: &[engine::Annotation]) -> Result<(), String> {
+    let warnings: Vec<&str> = annos
+        .iter()
+        .filter(|a| a.level == AnnotationLevel::Warning)
+        .map(|a| a.message.as_str())
+        .collect();
+    let infos: Vec<&str> = annos
+        .iter()
+        .filter(|a| a.level == AnnotationLevel::Info)
+        .map(|a| a.message.as_str())
+        .collect();
+    for (kind, expected, actual) in [("warn", &ev.warn, &warnings), ("info", &ev.info, &infos)] {
+        if expected.is_empty() {
+            continue;
+        }
+        if actual.is_empty() {
+            return Err(format!("expected {kind} annotations but none were found"));
+        }
+        for e in expected {
+            if !actual.iter().any(|a| matcher_matches(e, a)) {
+                return Err(format!(
+                    "expected {kind} annotation {e:?} but found {actual:?}"
+                ));
+            }
+        }
+        for a in actual.iter() {
+            if !expected.iter().any(|e| matcher_matches(e, a)) {
+                return Err(format!("unexpected {kind} annotation {a:?}"));
+            }
+        }
+    }
+    if ev.no_warn && !warnings.is_empty() {
+        return Err(format!("unexpected warnings: {warnings:?}"));
+    }
+    if ev.no_info && !infos.is_empty() {
+        return Err(format!("unexpected infos: {infos:?}"));
+    }
+    Ok(())
+}
+
+/// Prometheus's `almost.Equal` with the harness's tolerance.
+fn almost_equal(a: f64, b: f64) -> bool {
+    crate::engine::almost_equal_pub(a, b, 1e-6)
+}
+
+fn fmt_f(f: f64) -> String {
+    crate::engine::value::format_float(f)
+}
+
+fn check_sorted(m: &[engine::Series]) -> Result<(), String> {
+    for w in m.windows(2) {
+        if w[0].metric > w[1].metric {
+            return Err(format!(
+                "matrix results should always be sorted by labels: {} before {}",
+                w[0].metric, w[1].metric
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compare_value(ev: &Eval, v: &Value) -> Result<(), String> {
+    match v {
+        Value::Matrix(m) => {
+            let (start, end, step) = ev.range.unwrap_or((0, 0, 0));
+            compare_matrix(ev, m, start, step, end)
+        }
+        Value::Vector(vec) => {
+            if ev.expect_scalar.is_some() {
+                return Err(format!("expected scalar result, but got vector {v}"));
+            }
+            let mut seen = vec![false; ev.expected.len()];
+            for (pos, s) in vec.iter().enumerate() {
+                let Some(idx) = ev.expected.iter().position(|(l, _)| *l == s.metric) else {
+                    return Err(format!(
+                        "unexpected metric {} in result, has value {}",
+                        s.metric,
+                        fmt_f(s.f)
+                    ));
+                };
+                if ev.ordered && idx != pos {
+                    return Err(format!(
+                        "expected metric {} at position {} but was at {}",
+                        s.metric,
+                        idx + 1,
+                        pos + 1
+                    ));
+                }
+                let want = match ev.expected[idx].1.first() {
+                    Some(SeqValue::Float(f)) => *f,
+                    _ => return Err(format!("no expected value for {}", s.metric)),
+                };
+                if !almost_equal(want, s.f) {
+                    return Err(format!(
+                        "expected {} for {} but got {}",
+                        fmt_f(want),
+                        s.metric,
+                        fmt_f(s.f)
+                    ));
+                }
+                seen[idx] = true;
+            }
+            if let Some(i) = seen.iter().position(|s| !s) {
+                return Err(format!("expected metric {} not found", ev.expected[i].0));
+            }
+            Ok(())
+        }
+        Value::Scalar { v, .. } => {
+            let Some(want) = ev.expect_scalar else {
+                return Err(format!(
+                    "expected vector or matrix result, but got scalar {}",
+                    fmt_f(*v)
+                ));
+            };
+            if !almost_equal(want, *v) {
+                return Err(format!(
+                    "expected scalar {} but got {}",
+                    fmt_f(want),
+                    fmt_f(*v)
+                ));
+            }
+            Ok(())
+        }
+        Value::String { s, .. } => {
+            if ev.expect_string.as_deref() != Some(s.as_str()) {
+                return Err(format!(
+                    "expected string {:?} but got {s:?}",
+                    ev.expect_string.as_deref().unwrap_or("")
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn compare_matrix(
+    ev: &Eval,
+    m: &[engine::Series],
+    start: i64,
+    step: i64,
+    end: i64,
+) -> Result<(), String> {
+    if ev.ordered {
+        return Err("expected ordered result, but query returned a matrix".into());
+    }
+    if ev.expect_scalar.is_some() {
+        return Err("expected scalar result, but got a matrix".into());
+    }
+    check_sorted(m)?;
+    let mut seen = vec![false; ev.expected.len()];
+    for s in m {
+        let Some(idx) = ev.expected.iter().position(|(l, _)| *l == s.metric) else {
+            return Err(format!(
+                "unexpected metric {} in result, has {:?}",
+                s.metric,
+                s.floats
+                    .iter()
+                    .map(|p| (p.t, fmt_f(p.f)))
+                    .collect::<Vec<_>>()
+            ));
+        };
+        seen[idx] = true;
+        let mut expected = Vec::new();
+        for (i, v) in ev.expected[idx].1.iter().enumerate() {
+            let t = start + i as i64 * step;
+            if t > end {
+                return Err(format!(
+                    "expected {} points for {}, but query time range cannot return this many points",
+                    ev.expected[idx].1.len(),
+                    s.metric
+                ));
+            }
+            if let SeqValue::Float(f) = v {
+                expected.push((t, *f));
+            }
+        }
+        let got: Vec<(i64, String)> = s.floats.iter().map(|p| (p.t, fmt_f(p.f))).collect();
+        if expected.len() != s.floats.len() {
+            return Err(format!(
+                "expected {} points for {}, but got {got:?}",
+                expected.len(),
+                s.metric
+            ));
+        }
+        for ((t, f), p) in expected.iter().zip(&s.floats) {
+            if *t != p.t {
+                return Err(format!(
+                    "expected point for {} at {t}, got one at {} (result {got:?})",
+                    s.metric, p.t
+                ));
+            }
+            if !almost_equal(*f, p.f) {
+                return Err(format!(
+                    "expected {} for {} at {t} but got {} (result {got:?})",
+                    fmt_f(*f),
+                    s.metric,
+                    fmt_f(p.f)
+                ));
+            }
+        }
+    }
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(format!("expected metric {} not found", ev.expected[i].0));
+    }
+    Ok(())
+}
+
+/// Syntax promql-parser does not know: duration expressions, `anchored`/`smoothed`,
+/// `fill*()` modifiers.
+fn experimental_syntax(q: &str) -> Option<&'static str> {
+    let words: Vec<&str> = q
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    if words.contains(&"anchored") || words.contains(&"smoothed") {
+        return Some("anchored/smoothed range selectors");
+    }
+    if q.contains("fill(") || q.contains("fill_left(") || q.contains("fill_right(") {
+        return Some("fill modifiers");
+    }
+    // Duration expressions: arithmetic or calls inside [...] or after offset / @.
+    let b = q.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'[' {
+            let end = q[i..].find(']').map(|e| i + e).unwrap_or(b.len());
+            let inner = &q[i + 1..end];
+            if inner
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == ':' || c == ' '))
+            {
+                return Some("duration expressions");
+            }
+            i = end;
+        }
+        i += 1;
+    }
+    let lower = q.to_ascii_lowercase();
+    for kw in ["offset", "@"] {
+        let mut rest = lower.as_str();
+        while let Some(p) = rest.find(kw) {
+            let after = rest[p + kw.len()..].trim_start();
+            let after = after.strip_prefix('-').unwrap_or(after).trim_start();
+            if after.starts_with('(') || after.starts_with("step") || after.starts_with("range") {
+                return Some("duration expressions");
+            }
+            rest = &rest[p + kw.len()..];
+        }
+    }
+    None
+}
+
+/// The harness's `@` variant: `@ t` on every selector and subquery without one (not inside
+/// subqueries that have one). `None` when the query calls an `@`-unsafe function.
+fn with_at_everywhere(expr: &Expr, t: i64) -> Option<Expr> {
+    let mut unsafe_call = false;
+    visit(expr, &mut |e| {
+        if let Expr::Call(c) = e
+            && AT_UNSAFE.contains(&c.func.name)
+        {
+            unsafe_call = true;
+        }
+    });
+    if unsafe_call {
+        return None;
+    }
+    let mut e = expr.clone();
+    set_at(&mut e, t);
+    Some(e)
+}
+
+fn at_from_ms(t: i64) -> AtModifier {
+    let st = if t >= 0 {
+        UNIX_EPOCH + Duration::from_millis(t as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(t.unsigned_abs())
+    };
+    AtModifier::At(st)
+}
+
+fn set_at(e: &mut Expr, t: i64) {
+    match e {
+        Expr::VectorSelector(vs) => {
+            if vs.at.is_none() {
+                vs.at = Some(at_from_ms(t));
+            }
+        }
+        Expr::MatrixSelector(ms) => {
+            if ms.vs.at.is_none() {
+                ms.vs.at = Some(at_from_ms(t));
+            }
+        }
+        Expr::Subquery(sq) => {
+            if sq.at.is_none() {
+                sq.at = Some(at_from_ms(t));
+            }
+        }
+        Expr::Aggregate(a) => {
+            set_at(&mut a.expr, t);
+            if let Some(p) = a.param.as_mut() {
+                set_at(p, t);
+            }
+        }
+        Expr::Unary(u) => set_at(&mut u.expr, t),
+        Expr::Binary(b) => {
+            set_at(&mut b.lhs, t);
+            set_at(&mut b.rhs, t);
+        }
+        Expr::Paren(p) => set_at(&mut p.expr, t),
+        Expr::Call(c) => {
+            for a in c.args.args.iter_mut() {
+                set_at(a, t);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}

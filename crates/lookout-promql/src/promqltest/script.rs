@@ -1,0 +1,687 @@
+//! Parsing of Prometheus's test-script language (`load`, `clear`, `eval …`, `expect …`).
+
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::STALE_NAN;
+
+/// A parse error in a script, with its 1-based line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ScriptError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(line: usize, message: impl Into<String>) -> ScriptError {
+    ScriptError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// One value of a series description.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeqValue {
+    /// No sample at this step (`_`).
+    Omitted,
+    /// A float (stale markers are [`STALE_NAN`]).
+    Float(f64),
+    /// A native histogram (`{{…}}`), which this engine does not store.
+    Histogram,
+}
+
+/// A series line of a `load` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSeries {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Its values, one per step from time 0.
+    pub values: Vec<SeqValue>,
+}
+
+/// A `load` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// 1-based line of the `load` command.
+    pub line: usize,
+    /// Interval between values in ms.
+    pub step_ms: i64,
+    /// `load_with_nhcb`: classic histograms also become native custom-bucket histograms.
+    pub with_nhcb: bool,
+    /// The series lines.
+    pub series: Vec<LoadSeries>,
+    /// Series that had start-timestamp (`@st`) lines.
+    pub with_start_timestamps: Vec<Labels>,
+}
+
+/// What an `expect` line asks about annotations or failures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    /// Any message.
+    Any,
+    /// Exactly this message.
+    Message(String),
+    /// A message matching this regular expression.
+    Regex(String),
+}
+
+/// An `eval` command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eval {
+    /// 1-based line of the `eval` command.
+    pub line: usize,
+    /// The query.
+    pub expr: String,
+    /// Instant (`Some(t)`) or range query.
+    pub instant_at: Option<i64>,
+    /// Range start, end and step in ms (range queries, or `expect range vector`).
+    pub range: Option<(i64, i64, i64)>,
+    /// The instant query is expected to return a range vector.
+    pub expect_range_vector: bool,
+    /// Expected string result.
+    pub expect_string: Option<String>,
+    /// `eval_fail` or `expect fail`.
+    pub fail: Option<Matcher>,
+    /// Whether result order matters.
+    pub ordered: bool,
+    /// `expect warn` lines.
+    pub warn: Vec<Matcher>,
+    /// `expect info` lines.
+    pub info: Vec<Matcher>,
+    /// `expect no_warn`.
+    pub no_warn: bool,
+    /// `expect no_info`.
+    pub no_info: bool,
+    /// Expected scalar.
+    pub expect_scalar: Option<f64>,
+    /// Expected series (labels, values), in the order written.
+    pub expected: Vec<(Labels, Vec<SeqValue>)>,
+    /// An expected value is a native histogram.
+    pub expects_histogram: bool,
+}
+
+/// A script command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Load series.
+    Load(Load),
+    /// Wipe the storage.
+    Clear,
+    /// Evaluate and compare.
+    Eval(Box<Eval>),
+}
+
+/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`).
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total: i64 = 0;
+    if b.is_empty() {
+        return None;
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return None;
+        }
+        let n: i64 = s[start..i].parse().ok()?;
+        let ustart = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult = match &s[ustart..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(mult)?)?;
+    }
+    Some(total)
+}
+
+/// Parses a Go-syntax number (`1`, `-2.5e3`, `0x1F`, `Inf`, `NaN`).
+pub fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let lower = body.to_ascii_lowercase();
+    let v = if let Some(hex) = lower.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()? as f64
+    } else if lower == "inf" || lower == "infinity" {
+        f64::INFINITY
+    } else if lower == "nan" {
+        f64::NAN
+    } else {
+        if !body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-' | '_'))
+        {
+            return None;
+        }
+        body.replace('_', "").parse::<f64>().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Unquotes a Go string literal (`"…"`, `'…'` or `` `…` ``).
+pub fn unquote(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.len() < 2 {
+        return None;
+    }
+    let q = s.chars().next()?;
+    if !s.ends_with(q) || !matches!(q, '"' | '\'' | '`') {
+        return None;
+    }
+    let inner = &s[1..s.len() - 1];
+    if q == '`' {
+        return Some(inner.to_string());
+    }
+    let mut out = String::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut chars = inner.chars();
+    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
+        if !bytes.is_empty() {
+            out.push_str(&String::from_utf8_lossy(bytes));
+            bytes.clear();
+        }
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            flush(&mut bytes, &mut out);
+            out.push(c);
+            continue;
+        }
+        let e = chars.next()?;
+        match e {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            '\'' => out.push('\''),
+            'x' => {
+                let h: String = chars.by_ref().take(2).collect();
+                bytes.push(u8::from_str_radix(&h, 16).ok()?);
+                continue;
+            }
+            'u' => {
+                let h: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
+            }
+            other => {
+                out.push('\\');
+                out.push(other);
+            }
+        }
+        flush(&mut bytes, &mut out);
+    }
+    flush(&mut bytes, &mut out);
+    Some(out)
+}
+
+/// Splits a series description into its labels and the rest of the line.
+fn parse_metric(s: &str, line: usize) -> Result<(Labels, &str), ScriptError> {
+    let s = s.trim_start();
+    let name_end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(s.len());
+    let name = &s[..name_end];
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if !name.is_empty() {
+        pairs.push((METRIC_NAME.to_string(), name.to_string()));
+    }
+    let mut rest = &s[name_end..];
+    if let Some(body) = rest.strip_prefix('{') {
+        let b = body.as_bytes();
+        let mut i = 0;
+        loop {
+            while i < b.len() && (b[i] == b' ' || b[i] == b',' || b[i] == b'\t') {
+                i += 1;
+            }
+            if i >= b.len() {
+                return Err(err(line, "unterminated label set"));
+            }
+            if b[i] == b'}' {
+                i += 1;
+                break;
+            }
+            // Label name: identifier or quoted string.
+            let (lname, ni) = if b[i] == b'"' {
+                let end =
+                    find_quote_end(body, i).ok_or_else(|| err(line, "bad quoted label name"))?;
+                (
+                    unquote(&body[i..=end]).ok_or_else(|| err(line, "bad quoted label name"))?,
+                    end + 1,
+                )
+            } else {
+                let st = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                (body[st..i].to_string(), i)
+            };
+            i = ni;
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            if i < b.len() && b[i] == b'=' {
+                i += 1;
+                while i < b.len() && b[i] == b' ' {
+                    i += 1;
+                }
+                let end = find_quote_end(body, i).ok_or_else(|| err(line, "bad label value"))?;
+                let v = unquote(&body[i..=end]).ok_or_else(|| err(line, "bad label value"))?;
+                pairs.push((lname, v));
+                i = end + 1;
+            } else {
+                // A lone quoted string is the metric name.
+                pairs.push((METRIC_NAME.to_string(), lname));
+            }
+        }
+        rest = &body[i..];
+    } else if name.is_empty() {
+        return Err(err(line, format!("cannot parse series description {s:?}")));
+    }
+    Ok((Labels::new(pairs), rest))
+}
+
+fn find_quote_end(s: &str, start: usize) -> Option<usize> {
+    let b = s.as_bytes();
+    let q = *b.get(start)?;
+    if q != b'"' && q != b'\'' && q != b'`' {
+        return None;
+    }
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == b'\\' && q != b'`' {
+            i += 2;
+            continue;
+        }
+        if b[i] == q {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Parses the values of a series description.
+fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            // A histogram, possibly `{{…}}xN` or `{{…}}+{{…}}xN`.
+            let end = rest
+                .find("}}")
+                .ok_or_else(|| err(line, "unterminated histogram"))?;
+            let mut tail = &rest[end + 2..];
+            let mut count = 1usize;
+            if let Some(t) = tail.strip_prefix('+').or_else(|| tail.strip_prefix('-'))
+                && t.starts_with("{{")
+            {
+                let e2 = t
+                    .find("}}")
+                    .ok_or_else(|| err(line, "unterminated histogram"))?;
+                tail = &t[e2 + 2..];
+            }
+            if let Some(t) = tail.strip_prefix('x') {
+                let n_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                count = t[..n_end].parse::<usize>().unwrap_or(0) + 1;
+                tail = &t[n_end..];
+            }
+            out.extend(std::iter::repeat_n(SeqValue::Histogram, count));
+            rest = tail.trim_start();
+            continue;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let tok = &rest[..end];
+        rest = rest[end..].trim_start();
+        out.extend(parse_value_token(tok).ok_or_else(|| err(line, format!("bad value {tok:?}")))?);
+    }
+    Ok(out)
+}
+
+fn parse_value_token(tok: &str) -> Option<Vec<SeqValue>> {
+    if tok == "_" {
+        return Some(vec![SeqValue::Omitted]);
+    }
+    if tok == "stale" {
+        return Some(vec![SeqValue::Float(STALE_NAN)]);
+    }
+    if let Some(n) = tok.strip_prefix("_x") {
+        let n: usize = n.parse().ok()?;
+        return Some(vec![SeqValue::Omitted; n]);
+    }
+    let Some(xpos) = tok.rfind('x') else {
+        return parse_number(tok).map(|v| vec![SeqValue::Float(v)]);
+    };
+    let (head, n) = (&tok[..xpos], tok[xpos + 1..].parse::<usize>().ok()?);
+    if head == "stale" {
+        return Some(vec![SeqValue::Float(STALE_NAN); n + 1]);
+    }
+    if head == "_" {
+        return Some(vec![SeqValue::Omitted; n]);
+    }
+    if let Some(v) = parse_number(head) {
+        return Some(vec![SeqValue::Float(v); n + 1]);
+    }
+    // a+b or a-b: split at a sign that is not part of an exponent or a leading sign.
+    let hb = head.as_bytes();
+    let mut split = None;
+    for i in 1..hb.len() {
+        if (hb[i] == b'+' || hb[i] == b'-') && !matches!(hb[i - 1], b'e' | b'E') {
+            split = Some(i);
+        }
+    }
+    let i = split?;
+    let a = parse_number(&head[..i])?;
+    let mut b = parse_number(&head[i + 1..])?;
+    if hb[i] == b'-' {
+        b = -b;
+    }
+    let mut v = Vec::with_capacity(n + 1);
+    let mut cur = a;
+    for _ in 0..=n {
+        v.push(SeqValue::Float(cur));
+        cur += b;
+    }
+    Some(v)
+}
+
+/// Parses a series line (`metric{labels} values…`).
+pub fn parse_series(s: &str, line: usize) -> Result<LoadSeries, ScriptError> {
+    let (labels, rest) = parse_metric(s, line)?;
+    Ok(LoadSeries {
+        labels,
+        values: parse_values(rest, line)?,
+    })
+}
+
+fn parse_matcher(rest: Option<&str>) -> Matcher {
+    match rest {
+        None => Matcher::Any,
+        Some(r) => {
+            let r = r.trim_start();
+            if let Some(m) = r.strip_prefix("msg:") {
+                Matcher::Message(m.trim().to_string())
+            } else if let Some(m) = r.strip_prefix("regex:") {
+                Matcher::Regex(m.trim().to_string())
+            } else {
+                Matcher::Any
+            }
+        }
+    }
+}
+
+/// Parses a whole script.
+pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
+    let lines: Vec<String> = src
+        .lines()
+        .map(|l| {
+            let t = l.trim();
+            if t.starts_with('#') {
+                String::new()
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
+    let mut cmds = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = &lines[i];
+        if l.is_empty() {
+            i += 1;
+            continue;
+        }
+        let first = l
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if first == "clear" {
+            cmds.push(Command::Clear);
+            i += 1;
+        } else if first.starts_with("load") {
+            let with_nhcb = first == "load_with_nhcb";
+            let step = l.split_whitespace().nth(1).unwrap_or("");
+            let step_ms = parse_duration(step)
+                .ok_or_else(|| err(i + 1, format!("invalid step definition {step:?}")))?;
+            let mut load = Load {
+                line: i + 1,
+                step_ms,
+                with_nhcb,
+                series: Vec::new(),
+                with_start_timestamps: Vec::new(),
+            };
+            i += 1;
+            while i < lines.len() && !lines[i].is_empty() {
+                let def = &lines[i];
+                let ws = def.find(char::is_whitespace).unwrap_or(def.len());
+                if def[..ws].ends_with("@st") {
+                    let metric = def[..ws].trim_end_matches("@st");
+                    if !metric.is_empty() {
+                        let (labels, _) = parse_metric(metric, i + 1)?;
+                        load.with_start_timestamps.push(labels);
+                    }
+                    i += 1;
+                    continue;
+                }
+                let s = parse_series(def, i + 1)?;
+                if let Some(existing) = load.series.iter_mut().find(|x| x.labels == s.labels) {
+                    *existing = s;
+                } else {
+                    load.series.push(s);
+                }
+                i += 1;
+            }
+            cmds.push(Command::Load(load));
+        } else if first.starts_with("eval") {
+            let (ev, next) = parse_eval(&lines, i)?;
+            cmds.push(Command::Eval(Box::new(ev)));
+            i = next;
+        } else {
+            return Err(err(i + 1, format!("invalid command {l:?}")));
+        }
+    }
+    Ok(cmds)
+}
+
+fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> {
+    let l = &lines[i];
+    let line = i + 1;
+    let (head, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+    let modifier = head
+        .strip_prefix("eval")
+        .unwrap_or("")
+        .trim_start_matches('_');
+    let rest = rest.trim_start();
+    let mut ev = Eval {
+        line,
+        expr: String::new(),
+        instant_at: None,
+        range: None,
+        expect_range_vector: false,
+        expect_string: None,
+        fail: None,
+        ordered: modifier == "ordered",
+        warn: Vec::new(),
+        info: Vec::new(),
+        no_warn: false,
+        no_info: false,
+        expect_scalar: None,
+        expected: Vec::new(),
+        expects_histogram: false,
+    };
+    if modifier == "fail" {
+        ev.fail = Some(Matcher::Any);
+    }
+    if modifier == "warn" {
+        ev.warn.push(Matcher::Any);
+    }
+    if modifier == "info" {
+        ev.info.push(Matcher::Any);
+    }
+    if let Some(r) = rest.strip_prefix("instant") {
+        let r = r.trim_start();
+        let r = r
+            .strip_prefix("at")
+            .filter(|x| x.starts_with(char::is_whitespace))
+            .ok_or_else(|| err(line, "eval instant without `at` is not supported"))?
+            .trim_start();
+        let (t, expr) = r
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| err(line, "missing query"))?;
+        ev.instant_at = Some(
+            parse_duration(t)
+                .ok_or_else(|| err(line, format!("invalid timestamp definition {t:?}")))?,
+        );
+        ev.expr = expr.trim().to_string();
+    } else if let Some(r) = rest.strip_prefix("range") {
+        let words: Vec<&str> = r.split_whitespace().collect();
+        if words.len() < 7 || words[0] != "from" || words[2] != "to" || words[4] != "step" {
+            return Err(err(line, "invalid range evaluation command"));
+        }
+        let p =
+            |s: &str| parse_duration(s).ok_or_else(|| err(line, format!("invalid duration {s:?}")));
+        ev.range = Some((p(words[1])?, p(words[3])?, p(words[5])?));
+        // The query is everything after the step word.
+        let idx = nth_word_end(r, 6);
+        ev.expr = r[idx..].trim().to_string();
+    } else {
+        return Err(err(line, "invalid evaluation command"));
+    }
+    let mut j = i + 1;
+    while j < lines.len() && !lines[j].is_empty() {
+        let d = &lines[j];
+        let dl = j + 1;
+        if let Some(r) = d.strip_prefix("expect range vector") {
+            let w: Vec<&str> = r.split_whitespace().collect();
+            if w.len() != 6 {
+                return Err(err(dl, "invalid range vector definition"));
+            }
+            let p = |s: &str| {
+                parse_duration(s).ok_or_else(|| err(dl, format!("invalid duration {s:?}")))
+            };
+            ev.range = Some((p(w[1])?, p(w[3])?, p(w[5])?));
+            ev.instant_at = Some(p(w[3])?);
+            ev.expect_range_vector = true;
+        } else if let Some(r) = d.strip_prefix("expect string") {
+            ev.expect_string = Some(
+                unquote(r.trim()).ok_or_else(|| err(dl, "expected string literal not valid"))?,
+            );
+        } else if d.split(' ').next() == Some("expect") {
+            let body = d["expect".len()..].trim_start();
+            let (kind, tail) = match body.find(char::is_whitespace) {
+                Some(p) => (&body[..p], Some(&body[p..])),
+                None => (body, None),
+            };
+            let m = parse_matcher(tail);
+            match kind {
+                "fail" => ev.fail = Some(m),
+                "ordered" => ev.ordered = true,
+                "warn" => ev.warn.push(m),
+                "info" => ev.info.push(m),
+                "no_warn" => ev.no_warn = true,
+                "no_info" => ev.no_info = true,
+                other => return Err(err(dl, format!("invalid expect type {other:?}"))),
+            }
+        } else if let Some(f) = parse_number(d) {
+            ev.expect_scalar = Some(f);
+        } else {
+            let s = parse_series(d, dl)?;
+            if s.values.contains(&SeqValue::Histogram) {
+                ev.expects_histogram = true;
+            }
+            ev.expected.push((s.labels, s.values));
+        }
+        j += 1;
+    }
+    Ok((ev, j))
+}
+
+/// Byte index just after the n-th (0-based) whitespace-separated word of `s`.
+fn nth_word_end(s: &str, n: usize) -> usize {
+    let mut count = 0;
+    let mut in_word = false;
+    for (i, c) in s.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                count += 1;
+                if count == n {
+                    return i;
+                }
+            }
+            in_word = false;
+        } else {
+            in_word = true;
+        }
+    }
+    s.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_sequences_expand() {
+        let s = parse_series("m{a=\"b\"} 1+2x2 _ stale 5x1 -1-1x1 _x2", 1).unwrap();
+        assert_eq!(s.labels.get("a"), Some("b"));
+        let f: Vec<String> = s
+            .values
+            .iter()
+            .map(|v| match v {
+                SeqValue::Omitted => "_".to_string(),
+                SeqValue::Float(f) if crate::storage::is_stale(*f) => "stale".to_string(),
+                SeqValue::Float(f) => f.to_string(),
+                SeqValue::Histogram => "h".to_string(),
+            })
+            .collect();
+        assert_eq!(
+            f,
+            ["1", "3", "5", "_", "stale", "5", "5", "-1", "-2", "_", "_"]
+        );
+    }
+
+    #[test]
+    fn durations_and_numbers() {
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_number("0x10"), Some(16.0));
+        assert!(parse_number("-Inf").is_some_and(|v| v == f64::NEG_INFINITY));
+        assert_eq!(unquote("\"a\\\"b\""), Some("a\"b".to_string()));
+    }
+
+    #[test]
+    fn eval_blocks() {
+        let cmds = parse_script(
+            "load 5m\n  m 1 2\n\neval range from 0 to 10m step 5m sum(m)\n  expect no_warn\n  {} 1 2\n",
+        )
+        .unwrap();
+        assert_eq!(cmds.len(), 2);
+        let Command::Eval(ev) = &cmds[1] else {
+            panic!("not an eval")
+        };
+        assert_eq!(ev.expr, "sum(m)");
+        assert_eq!(ev.range, Some((0, 600_000, 300_000)));
+        assert!(ev.no_warn);
+    }
+}
