@@ -3,6 +3,8 @@
 
 pub mod alert;
 pub mod datasource;
+pub mod notifier;
+pub mod remote;
 pub mod rules;
 pub mod scrape;
 pub mod scrape_config;

@@ -1,0 +1,346 @@
+//! The remote datasource: evaluates rule expressions on any server that speaks the Prometheus
+//! HTTP API (`/api/v1/query`): Prometheus, Thanos, Mimir, VictoriaMetrics.
+//!
+//! Queries are sent as form-encoded POSTs (GET when configured; some proxies only allow GET)
+//! with `query`, `time` and `timeout`. Vector and scalar results are accepted; a string or a
+//! matrix is [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
+//! kept: `bad_data` and `execution` become [`DatasourceError::Query`], the rest
+//! [`DatasourceError::Unavailable`]. Rule outputs are not written anywhere (there is no
+//! remote write), so `append` does nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lookout_promql::Labels;
+use serde::Deserialize;
+
+use crate::datasource::{Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample};
+use crate::scrape_config::HttpClientConfig;
+
+/// Largest response accepted (bytes).
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// HTTP method for queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueryMethod {
+    /// Form-encoded POST (default: long expressions do not hit URL limits).
+    #[default]
+    Post,
+    /// Query string GET.
+    Get,
+}
+
+/// How to reach the server (`--datasource.url` and friends).
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9090` or `https://mimir/prometheus`;
+    /// `/api/v1/query` is appended.
+    pub url: String,
+    /// Basic auth or bearer token.
+    pub http: HttpClientConfig,
+    /// Per-query time limit (also sent as the `timeout` parameter).
+    pub timeout: Duration,
+    /// GET or POST.
+    pub method: QueryMethod,
+    /// Whether rule outputs reach the server by other means (e.g. a remote-write pipeline),
+    /// so `for` state can be restored from `ALERTS_FOR_STATE` there.
+    pub persists_rule_outputs: bool,
+}
+
+impl RemoteConfig {
+    /// A configuration for `url` with a 30 s timeout, POST, no authentication.
+    pub fn new(url: impl Into<String>) -> RemoteConfig {
+        RemoteConfig {
+            url: url.into(),
+            http: HttpClientConfig::default(),
+            timeout: Duration::from_secs(30),
+            method: QueryMethod::Post,
+            persists_rule_outputs: false,
+        }
+    }
+}
+
+/// A [`Datasource`] backed by a Prometheus-API server.
+pub struct RemoteDatasource {
+    cfg: RemoteConfig,
+    query_url: String,
+    client: reqwest::Client,
+}
+
+/// Why a remote datasource could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteConfigError {
+    /// The URL is not http(s).
+    #[error("--datasource.url {0:?} must start with http:// or https://")]
+    Url(String),
+    /// Authentication settings conflict.
+    #[error("--datasource.url authentication: {0}")]
+    Auth(String),
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct VectorElem {
+    metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct MatrixElem {
+    metric: std::collections::BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
+}
+
+fn parse_value(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|_| format!("invalid sample value {s:?}"))
+}
+
+fn unix_seconds(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:03}", d.as_secs(), d.subsec_millis()),
+        Err(e) => format!("-{:.3}", e.duration().as_secs_f64()),
+    }
+}
+
+enum Result2 {
+    Instant(Vec<QuerySample>),
+    Matrix(Vec<TimedSample>),
+}
+
+impl RemoteDatasource {
+    /// Checks `cfg` and builds the client.
+    pub fn new(cfg: RemoteConfig) -> Result<RemoteDatasource, RemoteConfigError> {
+        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+            return Err(RemoteConfigError::Url(cfg.url));
+        }
+        cfg.http.validate().map_err(RemoteConfigError::Auth)?;
+        let query_url = format!("{}/api/v1/query", cfg.url.trim_end_matches('/'));
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Ok(RemoteDatasource {
+            cfg,
+            query_url,
+            client,
+        })
+    }
+
+    async fn call(
+        &self,
+        expr: &str,
+        at: SystemTime,
+        want_matrix: bool,
+    ) -> Result<Result2, DatasourceError> {
+        let timeout_param = format!("{:.3}s", self.cfg.timeout.as_secs_f64());
+        let params = [
+            ("query", expr.to_string()),
+            ("time", unix_seconds(at)),
+            ("timeout", timeout_param),
+        ];
+        let req = match self.cfg.method {
+            QueryMethod::Post => self.client.post(&self.query_url).form(&params),
+            QueryMethod::Get => self.client.get(&self.query_url).query(&params),
+        }
+        .timeout(self.cfg.timeout);
+        let req = self
+            .cfg
+            .http
+            .apply(req)
+            .map_err(|e| DatasourceError::Unavailable(e.to_string()))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(expr, &e))?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(expr, &e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(DatasourceError::Unavailable(format!(
+                    "{}: response larger than {MAX_RESPONSE_BYTES} bytes",
+                    self.query_url
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let parsed: ApiResponse = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                return Err(DatasourceError::Unavailable(format!(
+                    "{}: HTTP {status}: cannot decode response ({e}): {snippet}",
+                    self.query_url
+                )));
+            }
+        };
+        if parsed.status != "success" {
+            let message = parsed.error.unwrap_or_else(|| format!("HTTP {status}"));
+            let kind = parsed.error_type.unwrap_or_default();
+            return Err(match kind.as_str() {
+                "bad_data" | "execution" => DatasourceError::Query {
+                    expr: expr.to_string(),
+                    message,
+                },
+                "timeout" => DatasourceError::Timeout {
+                    expr: expr.to_string(),
+                    timeout: self.cfg.timeout,
+                },
+                _ => DatasourceError::Unavailable(format!("{}: {kind}: {message}", self.query_url)),
+            });
+        }
+        let Some(data) = parsed.data else {
+            return Err(DatasourceError::Unavailable(format!(
+                "{}: success response without data",
+                self.query_url
+            )));
+        };
+        let malformed = |e: String| {
+            DatasourceError::Unavailable(format!("{}: malformed result: {e}", self.query_url))
+        };
+        match (data.result_type.as_str(), want_matrix) {
+            ("vector", false) => {
+                let elems: Vec<VectorElem> =
+                    serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
+                let mut out = Vec::with_capacity(elems.len());
+                for e in elems {
+                    out.push(QuerySample {
+                        labels: Labels::new(e.metric),
+                        value: parse_value(&e.value.1).map_err(malformed)?,
+                    });
+                }
+                Ok(Result2::Instant(out))
+            }
+            ("scalar", false) => {
+                let (_, v): (f64, String) =
+                    serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
+                Ok(Result2::Instant(vec![QuerySample {
+                    labels: Labels::default(),
+                    value: parse_value(&v).map_err(malformed)?,
+                }]))
+            }
+            ("matrix", true) => {
+                let elems: Vec<MatrixElem> =
+                    serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
+                let mut out = Vec::new();
+                for e in elems {
+                    if let Some((t, v)) = e.values.last() {
+                        let ts = if *t >= 0.0 {
+                            UNIX_EPOCH + Duration::from_secs_f64(*t)
+                        } else {
+                            UNIX_EPOCH
+                        };
+                        out.push(TimedSample {
+                            labels: Labels::new(e.metric),
+                            timestamp: ts,
+                            value: parse_value(v).map_err(malformed)?,
+                        });
+                    }
+                }
+                Ok(Result2::Matrix(out))
+            }
+            (other, _) => Err(DatasourceError::UnexpectedResult {
+                expr: expr.to_string(),
+                kind: other.to_string(),
+            }),
+        }
+    }
+
+    fn transport_error(&self, expr: &str, e: &reqwest::Error) -> DatasourceError {
+        if e.is_timeout() {
+            DatasourceError::Timeout {
+                expr: expr.to_string(),
+                timeout: self.cfg.timeout,
+            }
+        } else {
+            DatasourceError::Unavailable(format!(
+                "{}: {}",
+                self.query_url,
+                crate::scrape::target::describe(e)
+            ))
+        }
+    }
+}
+
+impl Datasource for RemoteDatasource {
+    fn query<'a>(
+        &'a self,
+        expr: &'a str,
+        at: SystemTime,
+    ) -> DatasourceFuture<'a, Vec<QuerySample>> {
+        Box::pin(async move {
+            match self.call(expr, at, false).await? {
+                Result2::Instant(v) => Ok(v),
+                Result2::Matrix(_) => Err(DatasourceError::UnexpectedResult {
+                    expr: expr.to_string(),
+                    kind: "matrix".into(),
+                }),
+            }
+        })
+    }
+
+    fn append(&self, _samples: &[QuerySample], _at: SystemTime) -> Result<(), DatasourceError> {
+        Ok(())
+    }
+
+    fn last_samples<'a>(
+        &'a self,
+        selector: &'a str,
+        lookback: Duration,
+        at: SystemTime,
+    ) -> DatasourceFuture<'a, Vec<TimedSample>> {
+        Box::pin(async move {
+            let ms = lookback.as_millis().max(1);
+            let expr = format!("{selector}[{ms}ms]");
+            match self.call(&expr, at, true).await {
+                Ok(Result2::Matrix(v)) => Ok(v),
+                Ok(Result2::Instant(_)) => Err(DatasourceError::UnexpectedResult {
+                    expr,
+                    kind: "vector".into(),
+                }),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn persists_rule_outputs(&self) -> bool {
+        self.cfg.persists_rule_outputs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_values() {
+        assert_eq!(
+            unix_seconds(UNIX_EPOCH + Duration::from_millis(1_500)),
+            "1.500"
+        );
+        assert_eq!(parse_value("+Inf").unwrap(), f64::INFINITY);
+        assert!(parse_value("NaN").unwrap().is_nan());
+        assert!(parse_value("x").is_err());
+        assert!(RemoteDatasource::new(RemoteConfig::new("ftp://x")).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the scrape, notifier, remote and web tests: free loopback ports, real
+//! Prometheus/Alertmanager processes killed on drop, polling with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// A child process killed when dropped.
+pub struct ProcessGuard(pub Child);
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program` with `args`, stdout/stderr to `log` in `dir`.
+pub fn spawn(program: &str, args: &[String], dir: &Path) -> ProcessGuard {
+    let log = std::fs::File::create(dir.join(format!("{program}.log"))).expect("create log file");
+    let log2 = log.try_clone().expect("clone log handle");
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} must be installed (Debian package): {e}"));
+    ProcessGuard(child)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    let ok = eventually(Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            match client.get(url).send().await {
+                Ok(r) if r.status().is_success() => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(ok.is_some(), "{url} did not become ready");
+}
+
+/// Starts Debian's `prometheus-alertmanager` on a loopback port with clustering off.
+pub async fn start_alertmanager(dir: &Path) -> (ProcessGuard, u16) {
+    let port = free_port();
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        "route:\n  receiver: blackhole\n  group_wait: 1h\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("write alertmanager config");
+    std::fs::create_dir_all(dir.join("am-data")).expect("create storage dir");
+    let args = vec![
+        "--config.file=alertmanager.yml".to_string(),
+        "--storage.path=am-data".to_string(),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--cluster.listen-address=".to_string(),
+    ];
+    let guard = spawn("prometheus-alertmanager", &args, dir);
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+    (guard, port)
+}
