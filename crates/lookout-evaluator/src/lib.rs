@@ -8,6 +8,7 @@ pub mod remote;
 pub mod rules;
 pub mod scrape;
 pub mod scrape_config;
+pub mod state;
 pub mod template;
 
 pub use alert::{Alert, AlertState, Notify};

@@ -1,0 +1,338 @@
+//! `for` state across restarts (Prometheus's `RestoreForState`).
+//!
+//! After a restart the `for` timers of alerts that were pending or firing are restored from
+//! the last `ALERTS_FOR_STATE` sample of each alert (its value is the alert's `active_at`):
+//!
+//! * only samples from the last `outage_tolerance` (1h) count;
+//! * rules whose `for` is shorter than `for_grace_period` (10m) are not restored;
+//! * an alert that had already fired fires again at the next evaluation;
+//! * an alert whose remaining pending time is shorter than the grace period gets the grace
+//!   period; otherwise its `active_at` moves forward by the downtime.
+//!
+//! In remote mode the samples come from the datasource (a Prometheus that stores the
+//! evaluator's `ALERTS_FOR_STATE`, e.g. through remote write). The embedded storage lives in
+//! memory, so in embedded mode the same information is kept in a small JSON state file
+//! written atomically (temporary file, fsync, rename, fsync of the directory).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lookout_promql::Labels;
+use lookout_promql::labels::METRIC_NAME;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::AlertState;
+use crate::datasource::{Datasource, is_stale_nan};
+use crate::rules::Rule;
+use crate::rules::alerting::{sub, unix_secs};
+use crate::rules::group::Group;
+
+/// Prometheus's default `--rules.alert.for-outage-tolerance`.
+pub const DEFAULT_OUTAGE_TOLERANCE: Duration = Duration::from_secs(3600);
+/// Prometheus's default `--rules.alert.for-grace-period`.
+pub const DEFAULT_FOR_GRACE_PERIOD: Duration = Duration::from_secs(600);
+
+/// The last `ALERTS_FOR_STATE` sample of one alert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForState {
+    /// When the sample was written (the last evaluation that saw the alert active).
+    pub timestamp: SystemTime,
+    /// Its value: the alert's `active_at` in Unix seconds (or a staleness marker).
+    pub value: f64,
+}
+
+/// Where restored `for` state comes from.
+#[derive(Clone)]
+pub enum RestoreSource {
+    /// `ALERTS_FOR_STATE` queried from the datasource.
+    Datasource(Arc<dyn Datasource>),
+    /// The state file read at start-up (alert labels → last sample).
+    Saved(Arc<HashMap<Labels, ForState>>),
+}
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// I/O on the state file.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not a state file.
+    #[error("state file {path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFileJson {
+    version: u32,
+    alerts: Vec<SavedAlert>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedAlert {
+    labels: BTreeMap<String, String>,
+    /// Time of the last `ALERTS_FOR_STATE` sample, Unix milliseconds.
+    timestamp_ms: i64,
+    /// `active_at`, Unix seconds (the sample value).
+    active_at: i64,
+}
+
+fn to_ms(t: SystemTime) -> i64 {
+    (sub(t, UNIX_EPOCH) / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// Reads a state file; a missing file is an empty state.
+pub fn read_state_file(path: &Path) -> Result<HashMap<Labels, ForState>, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let json: StateFileJson = serde_json::from_str(&text).map_err(|e| StateError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if json.version != 1 {
+        return Err(StateError::Format {
+            path: path.to_path_buf(),
+            message: format!("unsupported version {}", json.version),
+        });
+    }
+    Ok(json
+        .alerts
+        .into_iter()
+        .map(|a| {
+            (
+                Labels::new(a.labels),
+                ForState {
+                    timestamp: from_ms(a.timestamp_ms),
+                    value: a.active_at as f64,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Writes a state file atomically: a temporary file in the same directory, fsync, rename
+/// over the old one, fsync of the directory.
+pub fn write_state_file(path: &Path, state: &HashMap<Labels, ForState>) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut alerts: Vec<SavedAlert> = state
+        .iter()
+        .filter(|(_, s)| !is_stale_nan(s.value))
+        .map(|(l, s)| SavedAlert {
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            timestamp_ms: to_ms(s.timestamp),
+            active_at: s.value as i64,
+        })
+        .collect();
+    alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let json = serde_json::to_vec_pretty(&StateFileJson { version: 1, alerts }).map_err(|e| {
+        StateError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".to_string());
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&json).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Directory fsync makes the rename durable; not all platforms allow it.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The `ALERTS_FOR_STATE` state of every restored alerting rule of `groups`, as of each
+/// group's last evaluation: what the state file holds.
+pub fn collect_for_state(groups: &[Arc<Group>]) -> HashMap<Labels, ForState> {
+    let mut out = HashMap::new();
+    for g in groups {
+        let Some(ts) = g.last_eval_timestamp() else {
+            continue;
+        };
+        let at = ts - g.query_offset();
+        for rule in g.rules() {
+            let Rule::Alerting(r) = rule else { continue };
+            if !r.restored() {
+                continue;
+            }
+            for a in r.current_alerts() {
+                if a.state == AlertState::Inactive {
+                    continue;
+                }
+                out.insert(
+                    a.labels.clone(),
+                    ForState {
+                        timestamp: at,
+                        value: unix_secs(a.active_at) as f64,
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Restores the `for` state of `group`'s alerting rules at `now` (after its second
+/// evaluation), then marks every rule restored.
+pub async fn restore_for_state(
+    group: &Group,
+    source: &RestoreSource,
+    now: SystemTime,
+    outage_tolerance: Duration,
+    grace_period: Duration,
+) {
+    for rule in group.rules() {
+        let Rule::Alerting(r) = rule else { continue };
+        let hold = r.hold_duration();
+        if hold < grace_period {
+            // Restoring would only make it wait longer than `for`.
+            r.set_restored(true);
+            continue;
+        }
+        let series: HashMap<Labels, ForState> = match source {
+            RestoreSource::Datasource(ds) => {
+                match ds
+                    .last_samples(&r.for_state_selector(), outage_tolerance, now)
+                    .await
+                {
+                    Ok(samples) => samples
+                        .into_iter()
+                        .map(|s| {
+                            let mut l = s.labels;
+                            l.remove(METRIC_NAME);
+                            (
+                                l,
+                                ForState {
+                                    timestamp: s.timestamp,
+                                    value: s.value,
+                                },
+                            )
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(group = group.name(), alert = r.name(), err = %e, "Failed to restore 'for' state");
+                        continue;
+                    }
+                }
+            }
+            RestoreSource::Saved(saved) => {
+                let min = now - outage_tolerance;
+                saved
+                    .iter()
+                    .filter(|(l, s)| {
+                        l.get("alertname") == Some(r.name())
+                            && s.timestamp >= min
+                            && s.timestamp <= now
+                    })
+                    .map(|(l, s)| (l.clone(), *s))
+                    .collect()
+            }
+        };
+        r.for_each_alert_mut(|a| {
+            let Some(s) = series.get(&a.labels) else {
+                return;
+            };
+            if is_stale_nan(s.value) {
+                return;
+            }
+            let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(s.timestamp).max(0) as u64);
+            let mut restored_active_at = from_secs_f64(s.value);
+            let time_spent_pending = sub(down_at, restored_active_at);
+            let remaining = hold.as_nanos() as i128 - time_spent_pending;
+            if remaining <= 0 {
+                // It was firing: it fires again at the next evaluation if still active.
+            } else if remaining < grace_period.as_nanos() as i128 {
+                restored_active_at = now + grace_period - hold;
+            } else {
+                let down = sub(now, down_at).max(0) as u64;
+                restored_active_at += Duration::from_nanos(down);
+            }
+            a.active_at = restored_active_at;
+        });
+        r.set_restored(true);
+    }
+}
+
+fn from_secs_f64(v: f64) -> SystemTime {
+    let secs = v.trunc() as i64;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_file_round_trip_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let mut m = HashMap::new();
+        m.insert(
+            Labels::new([("alertname", "A"), ("instance", "x")]),
+            ForState {
+                timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                value: 1_699_999_000.0,
+            },
+        );
+        write_state_file(&path, &m).unwrap();
+        assert_eq!(read_state_file(&path).unwrap(), m);
+        assert!(!dir.path().join("sub/.state.json.tmp").exists());
+        assert!(
+            read_state_file(&dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(read_state_file(&path).is_err());
+    }
+}
