@@ -149,7 +149,7 @@ impl RemoteDatasource {
         at: SystemTime,
         want_matrix: bool,
     ) -> Result<Result2, DatasourceError> {
-        let timeout_param = format!("{:.3}s", self.cfg.timeout.as_secs_f64());
+        let timeout_param = format!("{}ms", self.cfg.timeout.as_millis().max(1));
         let params = [
             ("query", expr.to_string()),
             ("time", unix_seconds(at)),

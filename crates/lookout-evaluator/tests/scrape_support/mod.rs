@@ -91,3 +91,28 @@ pub async fn start_alertmanager(dir: &Path) -> (ProcessGuard, u16) {
     wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
     (guard, port)
 }
+
+/// Starts Debian's `prometheus` on a loopback port scraping `targets` every second.
+pub async fn start_prometheus(dir: &Path, targets: &[String]) -> (ProcessGuard, u16) {
+    let port = free_port();
+    let list = targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: target\n    static_configs: [{{targets: [{list}]}}]\n"
+        ),
+    )
+    .expect("write prometheus config");
+    let args = vec![
+        "--config.file=prometheus.yml".to_string(),
+        "--storage.tsdb.path=prom-data".to_string(),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let guard = spawn("prometheus", &args, dir);
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+    (guard, port)
+}
