@@ -34,7 +34,7 @@ async fn queries_a_real_prometheus() {
     ))
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_prom, port) = start_prometheus(dir.path(), &[target.clone()]).await;
+    let (_prom, port) = start_prometheus(dir.path(), std::slice::from_ref(&target)).await;
 
     for method in [QueryMethod::Post, QueryMethod::Get] {
         let mut cfg = RemoteConfig::new(format!("http://127.0.0.1:{port}/"));
