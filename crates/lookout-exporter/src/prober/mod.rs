@@ -3,11 +3,106 @@
 //! Every prober is `async fn(&ProbeRequest<'_>, &mut Recorder) -> Result<(), Failure>`: it
 //! records blackbox_exporter's metrics into the [`Recorder`] as it goes, so that a probe cut
 //! off at its deadline still reports what it measured. [`run`] enforces the deadline and adds
-//! `probe_success`, `probe_duration_seconds` and the failure-reason info metric.
+//! `probe_success`, `probe_duration_seconds` and the failure-reason info metric
+//! `probe_failure_info{reason="…"} 1`.
+//!
+//! # Failure reasons
+//!
+//! A failed probe carries one stable, label-safe reason (see [`reason`]):
+//!
+//! | reason | meaning |
+//! |---|---|
+//! | `timeout` | the probe's deadline passed |
+//! | `invalid_target` | the target cannot be parsed (URL, host:port) |
+//! | `dns_resolution` | the target's host name could not be resolved (for the preferred protocol and, if allowed, the other) |
+//! | `connection_refused` | TCP connection refused |
+//! | `connection_failed` | any other connect error (unreachable, reset, bind failed) |
+//! | `tls_config` | `tls_config` files could not be read or used |
+//! | `tls_handshake` | the TLS handshake failed (includes certificate verification) |
+//! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect |
+//! | `too_many_redirects` | more than 10 redirects |
+//! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default) |
+//! | `invalid_http_version` | version not in `valid_http_versions` |
+//! | `body_too_large` | the body exceeded `body_size_limit` |
+//! | `decompression` | the body could not be decompressed as `compression` asks |
+//! | `body_regex` | `fail_if_body_matches_regexp` / `fail_if_body_not_matches_regexp` |
+//! | `header_regex` | `fail_if_header_matches` / `fail_if_header_not_matches` |
+//! | `ssl_forbidden` | `fail_if_ssl` and the response came over TLS |
+//! | `ssl_required` | `fail_if_not_ssl` and it did not |
+//! | `expect_mismatch` | TCP: the connection ended before a line matched `expect` |
+//! | `network_error` | TCP/UDP read or write failed (e.g. ICMP port unreachable for DNS over UDP) |
+//! | `nxdomain`, `servfail`, `refused`, `rcode_<name>` | DNS: response code not in `valid_rcodes` |
+//! | `answer_validation`, `authority_validation`, `additional_validation` | DNS: a `validate_*_rrs` check failed |
+//! | `icmp_permission` | no raw or unprivileged ICMP socket may be opened; the message says what to grant |
+//! | `icmp_error` | an ICMP socket error other than permission |
 
-use std::time::Duration;
+mod dns;
+mod http;
+mod icmp;
+mod resolve;
+mod tcp;
+mod tls;
 
-use crate::config::Module;
+use std::time::{Duration, Instant};
+
+use crate::config::{Module, ProberKind};
+
+pub use dns::probe_dns;
+pub use http::probe_http;
+pub use icmp::probe_icmp;
+pub use tcp::probe_tcp;
+
+/// The stable failure reasons, as constants (see the module documentation).
+pub mod reason {
+    /// The probe's deadline passed.
+    pub const TIMEOUT: &str = "timeout";
+    /// The target cannot be parsed.
+    pub const INVALID_TARGET: &str = "invalid_target";
+    /// The target's host could not be resolved.
+    pub const DNS_RESOLUTION: &str = "dns_resolution";
+    /// TCP connection refused.
+    pub const CONNECTION_REFUSED: &str = "connection_refused";
+    /// Other connect errors.
+    pub const CONNECTION_FAILED: &str = "connection_failed";
+    /// TLS settings unusable.
+    pub const TLS_CONFIG: &str = "tls_config";
+    /// TLS handshake failed.
+    pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    /// HTTP protocol error.
+    pub const HTTP_REQUEST: &str = "http_request";
+    /// More than 10 redirects.
+    pub const TOO_MANY_REDIRECTS: &str = "too_many_redirects";
+    /// Status code not accepted.
+    pub const INVALID_STATUS_CODE: &str = "invalid_status_code";
+    /// HTTP version not accepted.
+    pub const INVALID_HTTP_VERSION: &str = "invalid_http_version";
+    /// Body larger than `body_size_limit`.
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// Body could not be decompressed.
+    pub const DECOMPRESSION: &str = "decompression";
+    /// A body regular expression failed the probe.
+    pub const BODY_REGEX: &str = "body_regex";
+    /// A header regular expression failed the probe.
+    pub const HEADER_REGEX: &str = "header_regex";
+    /// TLS seen with `fail_if_ssl`.
+    pub const SSL_FORBIDDEN: &str = "ssl_forbidden";
+    /// No TLS with `fail_if_not_ssl`.
+    pub const SSL_REQUIRED: &str = "ssl_required";
+    /// TCP dialogue: no line matched `expect`.
+    pub const EXPECT_MISMATCH: &str = "expect_mismatch";
+    /// Read or write failed.
+    pub const NETWORK_ERROR: &str = "network_error";
+    /// DNS answer section validation failed.
+    pub const ANSWER_VALIDATION: &str = "answer_validation";
+    /// DNS authority section validation failed.
+    pub const AUTHORITY_VALIDATION: &str = "authority_validation";
+    /// DNS additional section validation failed.
+    pub const ADDITIONAL_VALIDATION: &str = "additional_validation";
+    /// No permission for ICMP sockets.
+    pub const ICMP_PERMISSION: &str = "icmp_permission";
+    /// Other ICMP socket errors.
+    pub const ICMP_ERROR: &str = "icmp_error";
+}
 
 /// What to probe and how.
 #[derive(Debug, Clone)]
@@ -74,6 +169,70 @@ pub struct Recorder {
     pub cert_expiry: Option<f64>,
 }
 
+impl Recorder {
+    /// Sets an unlabelled gauge, replacing an earlier value of the same series.
+    pub fn set(&mut self, name: &str, help: &str, value: f64) {
+        self.set_labeled(name, help, &[], value);
+    }
+
+    /// Sets a labelled gauge, replacing an earlier value of the same series.
+    pub fn set_labeled(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let existing = self.metrics.iter_mut().find(|m| {
+            m.name == name
+                && m.labels.len() == labels.len()
+                && m.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+        });
+        match existing {
+            Some(m) => m.value = value,
+            None => self.metrics.push(ProbeMetric {
+                name: name.to_string(),
+                help: help.to_string(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                value,
+            }),
+        }
+    }
+
+    /// Adds `delta` to a labelled gauge (creating it at zero).
+    pub fn add_labeled(&mut self, name: &str, help: &str, labels: &[(&str, &str)], delta: f64) {
+        let current = self.value_labeled(name, labels).unwrap_or(0.0);
+        self.set_labeled(name, help, labels, current + delta);
+    }
+
+    /// The value of an unlabelled series, if recorded.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.value_labeled(name, &[])
+    }
+
+    /// The value of a labelled series, if recorded.
+    pub fn value_labeled(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|m| {
+                m.name == name
+                    && m.labels.len() == labels.len()
+                    && m.labels
+                        .iter()
+                        .zip(labels)
+                        .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+            })
+            .map(|m| m.value)
+    }
+
+    /// Appends a line to the probe's debug log (and traces it).
+    pub fn log(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::debug!(target: "lookout::probe", "{line}");
+        self.log.push(line);
+    }
+}
+
 /// Why a probe failed: a stable reason (a label value) and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -81,6 +240,22 @@ pub struct Failure {
     pub reason: String,
     /// What happened, for the debug log.
     pub message: String,
+}
+
+impl Failure {
+    /// A failure with the given reason and message.
+    pub fn new(reason: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
 }
 
 /// The result of [`run`].
@@ -96,15 +271,150 @@ pub struct ProbeReport {
     pub recorder: Recorder,
 }
 
+/// Deadline used when a request carries a zero timeout (never probe without one).
+pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs one probe with the module's prober under `req.timeout`, and adds `probe_success`,
 /// `probe_duration_seconds` and the failure-reason info metric to what the prober recorded.
+///
+/// A zero `req.timeout` falls back to the module's timeout, then to [`FALLBACK_TIMEOUT`].
 pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
-    let _ = req;
+    let timeout = [req.timeout, req.module.timeout, FALLBACK_TIMEOUT]
+        .into_iter()
+        .find(|t| !t.is_zero())
+        .unwrap_or(FALLBACK_TIMEOUT);
+    let mut rec = Recorder::default();
+    rec.log(format!(
+        "Beginning probe: prober={} target={} timeout={:.3}s",
+        req.module.prober.as_str(),
+        req.target,
+        timeout.as_secs_f64()
+    ));
+    let start = Instant::now();
+    let outcome = {
+        let probe = async {
+            match req.module.prober {
+                ProberKind::Http => probe_http(req, &mut rec).await,
+                ProberKind::Tcp => probe_tcp(req, &mut rec).await,
+                ProberKind::Dns => probe_dns(req, &mut rec).await,
+                ProberKind::Icmp => probe_icmp(req, &mut rec).await,
+            }
+        };
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::new(
+                reason::TIMEOUT,
+                format!(
+                    "probe did not finish within its timeout of {:.3}s",
+                    timeout.as_secs_f64()
+                ),
+            )),
+        }
+    };
+    let duration = start.elapsed();
+    rec.set(
+        "probe_duration_seconds",
+        "Returns how long the probe took to complete in seconds",
+        duration.as_secs_f64(),
+    );
+    let success = outcome.is_ok();
+    rec.set(
+        "probe_success",
+        "Displays whether or not the probe was a success",
+        if success { 1.0 } else { 0.0 },
+    );
+    let failure = outcome.err();
+    match &failure {
+        Some(f) => {
+            rec.set_labeled(
+                "probe_failure_info",
+                "Why the probe failed, as a stable reason label (1 when it failed)",
+                &[("reason", &f.reason)],
+                1.0,
+            );
+            rec.log(format!(
+                "Probe failed: reason={} message={:?} duration_seconds={:.6}",
+                f.reason,
+                f.message,
+                duration.as_secs_f64()
+            ));
+        }
+        None => rec.log(format!(
+            "Probe succeeded: duration_seconds={:.6}",
+            duration.as_secs_f64()
+        )),
+    }
     ProbeReport {
-        failure: Some(Failure {
-            reason: "not_built".into(),
-            message: "the probers are being built".into(),
-        }),
-        ..ProbeReport::default()
+        success,
+        failure,
+        duration,
+        recorder: rec,
+    }
+}
+
+/// Splits `host:port` (with `[v6]:port`), using `default_port` when there is no port.
+pub(crate) fn split_host_port(
+    target: &str,
+    default_port: Option<u16>,
+) -> Result<(String, u16), Failure> {
+    let bad = |why: &str| {
+        Failure::new(
+            reason::INVALID_TARGET,
+            format!("target {target:?} is not host:port ({why})"),
+        )
+    };
+    if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+            None if after.is_empty() => default_port.ok_or_else(|| bad("missing port"))?,
+            None => return Err(bad("junk after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match target.rsplit_once(':') {
+        // A bare IPv6 address (several colons) without brackets has no port.
+        Some((host, _)) if host.contains(':') => match default_port {
+            Some(p) if target.parse::<std::net::Ipv6Addr>().is_ok() => Ok((target.to_string(), p)),
+            _ => Err(bad("write IPv6 addresses as [addr]:port")),
+        },
+        Some((host, port)) => {
+            if host.is_empty() {
+                return Err(bad("missing host"));
+            }
+            Ok((host.to_string(), port.parse().map_err(|_| bad("bad port"))?))
+        }
+        None if target.is_empty() => Err(bad("empty")),
+        None => Ok((
+            target.to_string(),
+            default_port.ok_or_else(|| bad("missing port"))?,
+        )),
+    }
+}
+
+/// Classifies a connect error.
+pub(crate) fn connect_failure(addr: std::net::SocketAddr, e: &std::io::Error) -> Failure {
+    let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        reason::CONNECTION_REFUSED
+    } else {
+        reason::CONNECTION_FAILED
+    };
+    Failure::new(reason, format!("error dialing {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("a:1", None), Ok(("a".into(), 1)));
+        assert_eq!(split_host_port("[::1]:53", None), Ok(("::1".into(), 53)));
+        assert_eq!(split_host_port("::1", Some(53)), Ok(("::1".into(), 53)));
+        assert_eq!(split_host_port("[::1]", Some(53)), Ok(("::1".into(), 53)));
+        assert_eq!(split_host_port("ns", Some(53)), Ok(("ns".into(), 53)));
+        assert!(split_host_port("ns", None).is_err());
+        assert!(split_host_port("a:b", None).is_err());
+        assert!(split_host_port(":80", None).is_err());
     }
 }

@@ -1,0 +1,362 @@
+//! The DNS prober: one query to the nameserver named by the target (`host[:port]`, port 53
+//! by default), built with hickory-proto and sent over our own UDP or TCP socket (or TLS for
+//! `dns_over_tls`) so that the exchange is timed exactly.
+//!
+//! As in blackbox_exporter, any response counts as "the query succeeded"
+//! (`probe_dns_query_succeeded 1`); the probe then fails when the response code is not in
+//! `valid_rcodes` (reason `nxdomain`, `servfail`, `refused` or `rcode_<name>`) or a
+//! `validate_*_rrs` check fails. Records are matched in the text form miekg/dns prints,
+//! `name<TAB>ttl<TAB>class<TAB>type<TAB>data`, so blackbox regexes keep working.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::serialize::binary::BinEncodable;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+use super::resolve::resolve_target;
+use super::{DnsObservation, Failure, ProbeRequest, Recorder, reason, split_host_port, tls};
+use crate::config::{DnsTransport, RrValidator, rcode_name};
+
+const H_PHASE: &str = "Duration of DNS request by phase";
+const H_ANSWER: &str = "Returns number of entries in the answer resource record list";
+const H_AUTHORITY: &str = "Returns number of entries in the authority resource record list";
+const H_ADDITIONAL: &str = "Returns number of entries in the additional resource record list";
+const H_SUCCEEDED: &str = "Displays whether or not the query was executed successfully";
+
+/// Probes a nameserver with the module's query.
+pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(), Failure> {
+    let cfg = &req.module.dns;
+    for phase in ["resolve", "connect", "request"] {
+        rec.set_labeled(
+            "probe_dns_duration_seconds",
+            H_PHASE,
+            &[("phase", phase)],
+            0.0,
+        );
+    }
+    rec.set("probe_dns_answer_rrs", H_ANSWER, 0.0);
+    rec.set("probe_dns_authority_rrs", H_AUTHORITY, 0.0);
+    rec.set("probe_dns_additional_rrs", H_ADDITIONAL, 0.0);
+    rec.set("probe_dns_query_succeeded", H_SUCCEEDED, 0.0);
+    let mut observation = DnsObservation {
+        nameserver: req.target.to_string(),
+        query_name: cfg.query_name.clone(),
+        ..DnsObservation::default()
+    };
+    rec.dns = Some(observation.clone());
+
+    let default_port = if cfg.dns_over_tls { 853 } else { 53 };
+    let (host, port) = split_host_port(req.target, Some(default_port))?;
+    let (ip, resolve_time) = resolve_target(
+        rec,
+        &host,
+        cfg.preferred_ip_protocol,
+        cfg.ip_protocol_fallback,
+    )
+    .await?;
+    rec.set_labeled(
+        "probe_dns_duration_seconds",
+        H_PHASE,
+        &[("phase", "resolve")],
+        resolve_time.as_secs_f64(),
+    );
+    let server = SocketAddr::new(ip, port);
+
+    let id = random_u16();
+    let mut query_name = cfg.query_name.clone();
+    if !query_name.ends_with('.') {
+        query_name.push('.');
+    }
+    let name = Name::from_ascii(&query_name).map_err(|e| {
+        Failure::new(
+            reason::INVALID_TARGET,
+            format!("invalid query_name {:?}: {e}", cfg.query_name),
+        )
+    })?;
+    let mut query = Query::query(name, cfg.query_type);
+    query.set_query_class(cfg.query_class);
+    let mut message = Message::new();
+    message
+        .set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(cfg.recursion_desired)
+        .add_query(query);
+    let wire = message.to_bytes().map_err(|e| {
+        Failure::new(
+            reason::INVALID_TARGET,
+            format!("cannot encode the query: {e}"),
+        )
+    })?;
+    rec.log(format!(
+        "Making DNS query: target={server} query={} type={} class={} transport={:?}",
+        cfg.query_name, cfg.query_type, cfg.query_class, cfg.transport_protocol
+    ));
+
+    let network = |what: &str, e: std::io::Error| {
+        let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused
+            && cfg.transport_protocol == DnsTransport::Tcp
+        {
+            reason::CONNECTION_REFUSED
+        } else {
+            reason::NETWORK_ERROR
+        };
+        Failure::new(
+            reason,
+            format!("error while sending a DNS query to {server} ({what}): {e}"),
+        )
+    };
+
+    let connect_start = Instant::now();
+    let (raw, request_time) = match cfg.transport_protocol {
+        DnsTransport::Udp => {
+            let bind = match (cfg.source_ip_address, server.is_ipv6()) {
+                (Some(src), _) => SocketAddr::new(src, 0),
+                (None, true) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                (None, false) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            };
+            let socket = UdpSocket::bind(bind)
+                .await
+                .map_err(|e| network("bind", e))?;
+            socket
+                .connect(server)
+                .await
+                .map_err(|e| network("connect", e))?;
+            record_phase(rec, "connect", connect_start.elapsed());
+            let start = Instant::now();
+            socket.send(&wire).await.map_err(|e| network("send", e))?;
+            let mut buf = vec![0u8; 65_535];
+            let raw = loop {
+                let n = socket
+                    .recv(&mut buf)
+                    .await
+                    .map_err(|e| network("receive", e))?;
+                // Ignore stray datagrams that are not the answer to this query.
+                if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                    break buf[..n].to_vec();
+                }
+            };
+            (raw, start.elapsed())
+        }
+        DnsTransport::Tcp => {
+            let tcp = super::tcp::connect(server, cfg.source_ip_address).await?;
+            if cfg.dns_over_tls {
+                let config = tls::client_config(&cfg.tls_config, &[b"dot"])?;
+                let name = tls::server_name(&cfg.tls_config, req.hostname.unwrap_or(&host))?;
+                let mut stream = tls::handshake(tcp, config, name).await?;
+                tls::record_connection_state(rec, stream.get_ref().1);
+                record_phase(rec, "connect", connect_start.elapsed());
+                let start = Instant::now();
+                let raw = exchange_stream(&mut stream, &wire)
+                    .await
+                    .map_err(|e| network("exchange", e))?;
+                (raw, start.elapsed())
+            } else {
+                let mut tcp = tcp;
+                record_phase(rec, "connect", connect_start.elapsed());
+                let start = Instant::now();
+                let raw = exchange_stream(&mut tcp, &wire)
+                    .await
+                    .map_err(|e| network("exchange", e))?;
+                (raw, start.elapsed())
+            }
+        }
+    };
+    record_phase(rec, "request", request_time);
+    observation.duration = request_time;
+
+    let response = Message::from_vec(&raw).map_err(|e| {
+        Failure::new(
+            reason::NETWORK_ERROR,
+            format!("cannot parse the DNS response: {e}"),
+        )
+    })?;
+    let rcode = u16::from(response.response_code());
+    let rcode_text = rcode_name(rcode);
+    rec.log(format!(
+        "Got response: rcode={rcode_text} answers={} authority={} additional={}",
+        response.answers().len(),
+        response.name_servers().len(),
+        response.additionals().len()
+    ));
+    rec.set(
+        "probe_dns_answer_rrs",
+        H_ANSWER,
+        response.answers().len() as f64,
+    );
+    rec.set(
+        "probe_dns_authority_rrs",
+        H_AUTHORITY,
+        response.name_servers().len() as f64,
+    );
+    rec.set(
+        "probe_dns_additional_rrs",
+        H_ADDITIONAL,
+        response.additionals().len() as f64,
+    );
+    rec.set("probe_dns_query_succeeded", H_SUCCEEDED, 1.0);
+    if cfg.query_type == hickory_proto::rr::RecordType::SOA {
+        if let Some(serial) = response.answers().iter().find_map(|r| match r.data() {
+            RData::SOA(soa) => Some(soa.serial()),
+            _ => None,
+        }) {
+            rec.set(
+                "probe_dns_serial",
+                "Returns the serial number of the zone",
+                f64::from(serial),
+            );
+        }
+    }
+    observation.rcode = rcode_text.clone();
+    observation.answers = response
+        .answers()
+        .iter()
+        .map(|r| r.data().to_string())
+        .collect();
+    rec.dns = Some(observation);
+
+    if !cfg.valid_rcodes.contains(&rcode) {
+        let reason = match rcode_text.as_str() {
+            "NXDOMAIN" => "nxdomain".to_string(),
+            "SERVFAIL" => "servfail".to_string(),
+            "REFUSED" => "refused".to_string(),
+            other => format!("rcode_{}", other.to_ascii_lowercase()),
+        };
+        return Err(Failure::new(
+            &reason,
+            format!("rcode {rcode_text} is not one of the valid_rcodes"),
+        ));
+    }
+    for (section, records, validator, why) in [
+        (
+            "answer",
+            response.answers(),
+            &cfg.validate_answer_rrs,
+            reason::ANSWER_VALIDATION,
+        ),
+        (
+            "authority",
+            response.name_servers(),
+            &cfg.validate_authority_rrs,
+            reason::AUTHORITY_VALIDATION,
+        ),
+        (
+            "additional",
+            response.additionals(),
+            &cfg.validate_additional_rrs,
+            reason::ADDITIONAL_VALIDATION,
+        ),
+    ] {
+        if let Err(message) = validate(records, validator) {
+            return Err(Failure::new(
+                why,
+                format!("{section} RRs validation failed: {message}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn record_phase(rec: &mut Recorder, phase: &str, d: Duration) {
+    rec.set_labeled(
+        "probe_dns_duration_seconds",
+        H_PHASE,
+        &[("phase", phase)],
+        d.as_secs_f64(),
+    );
+}
+
+/// Sends a length-prefixed query on a stream and reads the length-prefixed answer.
+async fn exchange_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    wire: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let len = u16::try_from(wire.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "query too large"))?;
+    let mut framed = Vec::with_capacity(wire.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(wire);
+    stream.write_all(&framed).await?;
+    stream.flush().await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// A record as miekg/dns prints it: `name\tttl\tclass\ttype\tdata`.
+pub(crate) fn record_text(r: &Record) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}",
+        r.name(),
+        r.ttl(),
+        r.dns_class(),
+        r.record_type(),
+        r.data()
+    )
+}
+
+/// blackbox_exporter's `validRRs`.
+fn validate(records: &[Record], v: &RrValidator) -> Result<(), String> {
+    if records.is_empty() && !v.fail_if_not_matches_regexp.is_empty() {
+        return Err("fail_if_not_matches_regexp specified but no RRs returned".into());
+    }
+    if records.is_empty() && !v.fail_if_none_matches_regexp.is_empty() {
+        return Err("fail_if_none_matches_regexp specified but no RRs returned".into());
+    }
+    let mut any_match = false;
+    let mut all_match = true;
+    for r in records {
+        let text = record_text(r);
+        for re in &v.fail_if_matches_regexp {
+            if re.is_match(&text) {
+                return Err(format!(
+                    "{text:?} matched fail_if_matches_regexp {:?}",
+                    re.as_str()
+                ));
+            }
+        }
+        for re in &v.fail_if_all_match_regexp {
+            if !re.is_match(&text) {
+                all_match = false;
+            }
+        }
+        for re in &v.fail_if_not_matches_regexp {
+            if !re.is_match(&text) {
+                return Err(format!(
+                    "{text:?} did not match fail_if_not_matches_regexp {:?}",
+                    re.as_str()
+                ));
+            }
+        }
+        for re in &v.fail_if_none_matches_regexp {
+            if re.is_match(&text) {
+                any_match = true;
+            }
+        }
+    }
+    if !v.fail_if_all_match_regexp.is_empty() && all_match {
+        return Err("all RRs matched fail_if_all_match_regexp".into());
+    }
+    if !v.fail_if_none_matches_regexp.is_empty() && !any_match {
+        return Err("no RR matched fail_if_none_matches_regexp".into());
+    }
+    Ok(())
+}
+
+/// A query id that is hard to guess (std's randomly seeded hasher, plus the clock).
+pub(crate) fn random_u16() -> u16 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() & 0xffff) as u16
+}

@@ -1,0 +1,294 @@
+//! TLS for the probers: a rustls client (ring provider) built from a module's `tls_config`,
+//! and blackbox_exporter's certificate metrics read from the peer's chain with x509-parser.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Failure, Recorder, reason};
+use crate::config::{TlsConfig, TlsVersion};
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The system's trusted roots, read once.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut store = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("reading system CA certificates: {e}");
+            }
+            let (added, ignored) = store.add_parsable_certificates(found.certs);
+            tracing::debug!("loaded {added} system CA certificates ({ignored} ignored)");
+            Arc::new(store)
+        })
+        .clone()
+}
+
+fn config_error(message: String) -> Failure {
+    Failure::new(reason::TLS_CONFIG, message)
+}
+
+fn read_pem(
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, Failure> {
+    if let Some(text) = inline {
+        return Ok(Some(text.clone().into_bytes()));
+    }
+    match file {
+        Some(path) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display()))),
+        None => Ok(None),
+    }
+}
+
+/// Builds a client configuration from `tls_config`, offering `alpn` protocols.
+pub(crate) fn client_config(
+    cfg: &TlsConfig,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, Failure> {
+    let min = cfg.min_version.unwrap_or(TlsVersion::Tls12);
+    let max = cfg.max_version.unwrap_or(TlsVersion::Tls13);
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if min <= TlsVersion::Tls12 && max >= TlsVersion::Tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    if max >= TlsVersion::Tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if versions.is_empty() {
+        return Err(config_error(
+            "tls_config allows only TLS 1.0/1.1, which Lookout (rustls) does not speak".into(),
+        ));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions)
+        .map_err(|e| config_error(format!("TLS versions: {e}")))?;
+
+    let builder = if cfg.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+    } else {
+        let roots = match read_pem(&cfg.ca, &cfg.ca_file, "ca_file")? {
+            Some(pem) => {
+                let mut store = RootCertStore::empty();
+                let mut count = 0;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert =
+                        cert.map_err(|e| config_error(format!("bad CA certificate PEM: {e}")))?;
+                    store
+                        .add(cert)
+                        .map_err(|e| config_error(format!("bad CA certificate: {e}")))?;
+                    count += 1;
+                }
+                if count == 0 {
+                    return Err(config_error("the CA file holds no PEM certificate".into()));
+                }
+                Arc::new(store)
+            }
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+
+    let cert = read_pem(&cfg.cert, &cfg.cert_file, "cert_file")?;
+    let key = read_pem(&cfg.key, &cfg.key_file, "key_file")?;
+    let mut config = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| config_error(format!("bad client certificate PEM: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(&key)
+                .map_err(|e| config_error(format!("bad client key PEM: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| config_error(format!("client certificate: {e}")))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(config_error(
+                "tls_config needs both cert_file and key_file for a client certificate".into(),
+            ));
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The name to present (SNI) and verify: `server_name` if set, else `host`.
+pub(crate) fn server_name(cfg: &TlsConfig, host: &str) -> Result<ServerName<'static>, Failure> {
+    let name = cfg.server_name.as_deref().unwrap_or(host);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(name.to_string())
+        .map_err(|e| config_error(format!("invalid TLS server name {name:?}: {e}")))
+}
+
+/// Runs a TLS handshake over `io`.
+pub(crate) async fn handshake<IO>(
+    io: IO,
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+) -> Result<tokio_rustls::client::TlsStream<IO>, Failure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name.clone(), io)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                reason::TLS_HANDSHAKE,
+                format!("TLS handshake with {} failed: {e}", name.to_str()),
+            )
+        })
+}
+
+/// Records `probe_ssl_earliest_cert_expiry`, `probe_ssl_last_chain_expiry_timestamp_seconds`,
+/// `probe_ssl_last_chain_info` and `probe_tls_version_info`, and sets `rec.cert_expiry`.
+pub(crate) fn record_connection_state(rec: &mut Recorder, conn: &rustls::ClientConnection) {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
+        _ => "unknown",
+    };
+    rec.set_labeled(
+        "probe_tls_version_info",
+        "Returns the TLS version used or NaN when unknown",
+        &[("version", version)],
+        1.0,
+    );
+    let Some(chain) = conn.peer_certificates() else {
+        return;
+    };
+    let mut earliest: Option<i64> = None;
+    for (i, der) in chain.iter().enumerate() {
+        match x509_parser::parse_x509_certificate(der.as_ref()) {
+            Ok((_, cert)) => {
+                let not_after = cert.validity().not_after.timestamp();
+                earliest = Some(earliest.map_or(not_after, |e| e.min(not_after)));
+                if i == 0 {
+                    let fingerprint = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+                    let fingerprint: String = fingerprint
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let sans: Vec<String> = cert
+                        .subject_alternative_name()
+                        .ok()
+                        .flatten()
+                        .map(|ext| {
+                            ext.value
+                                .general_names
+                                .iter()
+                                .filter_map(|n| match n {
+                                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                                        Some(d.to_string())
+                                    }
+                                    _ => None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let serial: String = cert
+                        .raw_serial()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    rec.set_labeled(
+                        "probe_ssl_last_chain_info",
+                        "Contains SSL leaf certificate information",
+                        &[
+                            ("fingerprint_sha256", &fingerprint),
+                            ("subject", &cert.subject().to_string()),
+                            ("issuer", &cert.issuer().to_string()),
+                            ("subjectalternative", &sans.join(",")),
+                            ("serialnumber", &serial),
+                        ],
+                        1.0,
+                    );
+                }
+            }
+            Err(e) => rec.log(format!("cannot parse peer certificate {i}: {e}")),
+        }
+    }
+    if let Some(expiry) = earliest {
+        let expiry = expiry as f64;
+        rec.set(
+            "probe_ssl_earliest_cert_expiry",
+            "Returns last SSL chain expiry in unixtime",
+            expiry,
+        );
+        rec.set(
+            "probe_ssl_last_chain_expiry_timestamp_seconds",
+            "Returns last SSL chain expiry in timestamp",
+            expiry,
+        );
+        rec.cert_expiry = Some(rec.cert_expiry.map_or(expiry, |e: f64| e.min(expiry)));
+    }
+}
+
+/// `insecure_skip_verify`: accepts any certificate but still checks handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
