@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod datasource;
+pub mod embedded;
 pub mod notifier;
 pub mod remote;
 pub mod rules;

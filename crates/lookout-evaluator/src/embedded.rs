@@ -1,0 +1,236 @@
+//! The embedded datasource (the default): rule expressions are evaluated by
+//! `lookout_promql::Engine` over the in-process storage the scraper fills, and rule outputs
+//! (recording rules, `ALERTS`, `ALERTS_FOR_STATE`, staleness markers) are written to the same
+//! storage so later rules, `/api/v1/query` and Grafana see them.
+//!
+//! Queries run on tokio's blocking pool: evaluation is CPU-bound and must not stall the
+//! scrape loops and the notifier on the async workers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lookout_promql::engine::{self, Engine, QueryError, Value};
+use lookout_promql::storage::{Queryable, Storage};
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::Expr;
+
+use crate::datasource::{Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample};
+use crate::scrape::target::to_ms;
+
+/// A [`Datasource`] over the in-process storage.
+#[derive(Clone)]
+pub struct EmbeddedDatasource {
+    storage: Arc<Storage>,
+    engine: Engine,
+}
+
+fn query_error(expr: &str, e: QueryError) -> DatasourceError {
+    DatasourceError::Query {
+        expr: expr.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The label matchers of a plain vector selector such as `ALERTS_FOR_STATE{alertname="X"}`.
+pub fn selector_matchers(selector: &str) -> Result<Vec<Matcher>, String> {
+    let expr = engine::parse(selector).map_err(|e| e.to_string())?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{selector:?} is not a vector selector"));
+    };
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(format!(
+            "{selector:?}: 'or' matchers are not supported here"
+        ));
+    }
+    let mut out = vs.matchers.matchers.clone();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::new(MatchOp::Equal, "__name__", name));
+    }
+    Ok(out)
+}
+
+impl EmbeddedDatasource {
+    /// A datasource evaluating with `engine` over `storage`.
+    pub fn new(storage: Arc<Storage>, engine: Engine) -> EmbeddedDatasource {
+        EmbeddedDatasource { storage, engine }
+    }
+
+    /// The storage (shared with the scraper and the web API).
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Datasource for EmbeddedDatasource {
+    fn query<'a>(
+        &'a self,
+        expr: &'a str,
+        at: SystemTime,
+    ) -> DatasourceFuture<'a, Vec<QuerySample>> {
+        Box::pin(async move {
+            let storage = self.storage.clone();
+            let engine = self.engine.clone();
+            let text = expr.to_string();
+            let t_ms = to_ms(at);
+            let result = tokio::task::spawn_blocking(move || {
+                engine.instant_query(storage.as_ref() as &dyn Queryable, &text, t_ms)
+            })
+            .await
+            .map_err(|e| DatasourceError::Unavailable(format!("query task failed: {e}")))?;
+            match result.map_err(|e| query_error(expr, e))? {
+                Value::Vector(v) => Ok(v
+                    .into_iter()
+                    .map(|s| QuerySample {
+                        labels: s.metric,
+                        value: s.f,
+                    })
+                    .collect()),
+                Value::Scalar { v, .. } => Ok(vec![QuerySample {
+                    labels: lookout_promql::Labels::default(),
+                    value: v,
+                }]),
+                other => Err(DatasourceError::UnexpectedResult {
+                    expr: expr.to_string(),
+                    kind: other.type_name().to_string(),
+                }),
+            }
+        })
+    }
+
+    fn append(&self, samples: &[QuerySample], at: SystemTime) -> Result<(), DatasourceError> {
+        let t_ms = to_ms(at);
+        let mut failed = 0usize;
+        let mut first = None;
+        for s in samples {
+            if let Err(e) = self.storage.append(&s.labels, t_ms, s.value) {
+                failed += 1;
+                if first.is_none() {
+                    first = Some(e.to_string());
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(DatasourceError::Append(format!(
+                "{failed} of {} samples rejected; first: {e}",
+                samples.len()
+            ))),
+        }
+    }
+
+    fn last_samples<'a>(
+        &'a self,
+        selector: &'a str,
+        lookback: Duration,
+        at: SystemTime,
+    ) -> DatasourceFuture<'a, Vec<TimedSample>> {
+        Box::pin(async move {
+            let matchers =
+                selector_matchers(selector).map_err(|message| DatasourceError::Query {
+                    expr: selector.to_string(),
+                    message,
+                })?;
+            let maxt = to_ms(at);
+            let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+            let mint = maxt.saturating_sub(lookback_ms).saturating_add(1);
+            let series = self.storage.select(&matchers, mint, maxt);
+            Ok(series
+                .into_iter()
+                .filter_map(|s| {
+                    let last = s.samples.last()?;
+                    let ts = if last.t >= 0 {
+                        SystemTime::UNIX_EPOCH + Duration::from_millis(last.t as u64)
+                    } else {
+                        SystemTime::UNIX_EPOCH
+                    };
+                    Some(TimedSample {
+                        labels: s.labels,
+                        timestamp: ts,
+                        value: last.v,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn persists_rule_outputs(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_promql::Labels;
+    use lookout_promql::storage::{STALE_NAN, StorageOptions, is_stale};
+    use std::time::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[tokio::test]
+    async fn query_append_and_last_samples() {
+        let storage = Arc::new(Storage::new(StorageOptions::default()));
+        let ds = EmbeddedDatasource::new(storage.clone(), Engine::default());
+        let up = Labels::new([("__name__", "up"), ("job", "a")]);
+        ds.append(
+            &[QuerySample {
+                labels: up.clone(),
+                value: 0.0,
+            }],
+            at(1000),
+        )
+        .unwrap();
+        let r = ds.query("up == 0", at(1010)).await.unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].labels, up);
+        let r = ds.query("scalar(up) + 2", at(1010)).await.unwrap();
+        assert_eq!(r[0].value, 2.0);
+        assert!(r[0].labels.is_empty());
+        assert!(matches!(
+            ds.query("up[1m]", at(1010)).await,
+            Err(DatasourceError::UnexpectedResult { .. })
+        ));
+        assert!(matches!(
+            ds.query("sum(", at(1010)).await,
+            Err(DatasourceError::Query { .. })
+        ));
+        // An older sample is rejected and reported.
+        assert!(
+            ds.append(
+                &[QuerySample {
+                    labels: up.clone(),
+                    value: 1.0
+                }],
+                at(900)
+            )
+            .is_err()
+        );
+        ds.append(
+            &[QuerySample {
+                labels: up.clone(),
+                value: STALE_NAN,
+            }],
+            at(1020),
+        )
+        .unwrap();
+        let last = ds
+            .last_samples("up{job=\"a\"}", Duration::from_secs(60), at(1030))
+            .await
+            .unwrap();
+        assert_eq!(last.len(), 1);
+        assert!(is_stale(last[0].value));
+        assert_eq!(last[0].timestamp, at(1020));
+        assert!(
+            ds.last_samples("sum(up)", Duration::from_secs(60), at(1030))
+                .await
+                .is_err()
+        );
+    }
+}
