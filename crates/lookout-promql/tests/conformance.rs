@@ -68,6 +68,9 @@ fn prometheus_test_scripts() {
                 }
                 Status::Skipped(reason) => {
                     s += 1;
+                    if std::env::var_os("PROMQLTEST_SHOW_SKIPPED").is_some() {
+                        println!("SKIP {name}:{} {reason}", e.line);
+                    }
                     let kind = reason.split(':').next().unwrap_or(reason).to_string();
                     *skip_reasons.entry(kind).or_default() += 1;
                 }

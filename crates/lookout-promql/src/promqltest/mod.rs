@@ -199,8 +199,6 @@ struct Runner {
     engine: Engine,
     /// Series loaded as native histograms (not stored; used to recognise evals needing them).
     histogram_series: Vec<Labels>,
-    /// Series loaded with start timestamps.
-    start_timestamp_series: Vec<Labels>,
 }
 
 impl Runner {
@@ -209,19 +207,15 @@ impl Runner {
             storage: Storage::new(StorageOptions::default()),
             engine: Engine::new(harness_engine_options()),
             histogram_series: Vec::new(),
-            start_timestamp_series: Vec::new(),
         }
     }
 
     fn clear(&mut self) {
         self.storage.clear();
         self.histogram_series.clear();
-        self.start_timestamp_series.clear();
     }
 
     fn load(&mut self, load: &Load) -> Result<(), String> {
-        self.start_timestamp_series
-            .extend(load.with_start_timestamps.iter().cloned());
         for s in &load.series {
             if s.values.contains(&SeqValue::Histogram) {
                 self.histogram_series.push(s.labels.clone());
@@ -293,21 +287,12 @@ impl Runner {
                         reason = Some(format!(
                             "native histograms: {vs} selects a histogram series"
                         ));
-                    } else if self.selects(vs, &self.start_timestamp_series) {
-                        reason = Some(format!(
-                            "start timestamps: {vs} selects a series loaded with @st start timestamps"
-                        ));
                     }
                 }
                 Expr::MatrixSelector(ms) => {
                     if self.selects(&ms.vs, &self.histogram_series) {
                         reason = Some(format!(
                             "native histograms: {} selects a histogram series",
-                            ms.vs
-                        ));
-                    } else if self.selects(&ms.vs, &self.start_timestamp_series) {
-                        reason = Some(format!(
-                            "start timestamps: {} selects a series loaded with @st start timestamps",
                             ms.vs
                         ));
                     }
