@@ -11,6 +11,7 @@ pub mod scrape;
 pub mod scrape_config;
 pub mod state;
 pub mod template;
+pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};
 pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};

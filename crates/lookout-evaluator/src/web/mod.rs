@@ -1,0 +1,166 @@
+//! The evaluator's HTTP server: Prometheus's API shapes so Grafana and other Prometheus
+//! clients can read it (`/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`,
+//! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/rules`, `/api/v1/alerts`,
+//! `/api/v1/targets`, `/api/v1/status/buildinfo`), `/metrics`, and the lifecycle endpoints
+//! `/-/reload`, `/-/healthy`, `/-/ready`.
+//!
+//! Handlers are thin: the state is explicit in [`WebState`], built by the `lookout evaluator`
+//! entry point from the parts it started.
+
+pub mod api;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lookout_promql::Engine;
+use lookout_promql::storage::Storage;
+use prometheus_client::registry::Registry;
+
+use crate::rules::status::RulesStatus;
+use crate::scrape::ScrapeManager;
+
+/// The metrics registry every component registers into and `/metrics` encodes. Build a
+/// `Registry`, hand `&mut` to `ScrapeManager::new`, `NotifierManager::new` and the rule
+/// manager's metrics, then wrap it with [`shared_registry`].
+pub type SharedRegistry = Arc<RwLock<Registry>>;
+
+/// Wraps a registry for sharing with the web server.
+pub fn shared_registry(registry: Registry) -> SharedRegistry {
+    Arc::new(RwLock::new(registry))
+}
+
+/// What `/-/reload` calls: reloads configuration and rules, `Err(message)` when the new
+/// configuration is rejected (the old one stays in force).
+pub type ReloadFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Everything the handlers read.
+#[derive(Clone)]
+pub struct WebState {
+    /// The embedded storage; `None` in remote mode (query endpoints then answer
+    /// `unavailable`).
+    pub storage: Option<Arc<Storage>>,
+    /// The PromQL engine for the query endpoints.
+    pub engine: Engine,
+    /// The rule manager's view of groups and alerts.
+    pub rules: Option<Arc<dyn RulesStatus>>,
+    /// The scrape manager, for `/api/v1/targets`.
+    pub scrape: Option<Arc<ScrapeManager>>,
+    /// Metrics.
+    pub registry: SharedRegistry,
+    /// Reload hook.
+    pub reload: Option<ReloadFn>,
+    /// Set once rules and config are loaded; `/-/ready` answers 503 before.
+    pub ready: Arc<AtomicBool>,
+    /// Upper bound for one query's evaluation (Prometheus's `--query.timeout`, 2m).
+    pub query_timeout: Duration,
+    /// Limits concurrent queries (Prometheus's `--query.max-concurrency`).
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl WebState {
+    /// A state with the given registry and everything else empty: 2 minute query timeout,
+    /// 4 concurrent queries, not ready.
+    pub fn new(registry: SharedRegistry) -> WebState {
+        WebState {
+            storage: None,
+            engine: Engine::default(),
+            rules: None,
+            scrape: None,
+            registry,
+            reload: None,
+            ready: Arc::new(AtomicBool::new(false)),
+            query_timeout: Duration::from_secs(120),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+        }
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range).post(api::query_range),
+        )
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/targets", get(api::targets))
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/metrics", get(metrics))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/-/healthy", get(healthy).head(healthy))
+        .route("/-/ready", get(ready).head(ready))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(st): State<WebState>) -> Response {
+    let mut body = String::new();
+    let encoded = match st.registry.read() {
+        Ok(r) => prometheus_client::encoding::text::encode(&mut body, &r).is_ok(),
+        Err(_) => false,
+    };
+    if !encoded {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn reload(State(st): State<WebState>) -> Response {
+    let Some(f) = st.reload.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n").into_response();
+    };
+    match f().await {
+        Ok(()) => (StatusCode::OK, "").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthy() -> &'static str {
+    "Lookout Evaluator is Healthy.\n"
+}
+
+async fn ready(State(st): State<WebState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "Lookout Evaluator is Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
