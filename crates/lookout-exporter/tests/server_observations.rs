@@ -1,0 +1,165 @@
+//! What continuous DNS and HTTPS targets publish on `/metrics`: per-nameserver resolution
+//! histograms, the answers of resolvers that disagree, and certificate expiry.
+
+#[path = "common/mod.rs"]
+mod common;
+mod server_support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record};
+use tokio::net::UdpSocket;
+
+use server_support::{Exporter, eventually, sample};
+
+/// A loopback UDP nameserver answering every question with one A record for `answer`.
+async fn nameserver(answer: Ipv4Addr) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
+    let addr = socket.local_addr().expect("dns address");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_response_code(ResponseCode::NoError);
+            reply.add_queries(query.queries().to_vec());
+            for question in query.queries() {
+                reply.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    60,
+                    RData::A(A(answer)),
+                ));
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolvers_that_disagree_are_visible_side_by_side() {
+    let first = nameserver(Ipv4Addr::new(192, 0, 2, 1)).await;
+    let second = nameserver(Ipv4Addr::new(192, 0, 2, 2)).await;
+    let config = format!(
+        "modules:
+  dns_shop:
+    prober: dns
+    timeout: 2s
+    dns:
+      query_name: shop.example.test
+      query_type: A
+      transport_protocol: udp
+      preferred_ip_protocol: ip4
+targets:
+  - name: resolver-a
+    module: dns_shop
+    target: {first}
+    interval: 200ms
+  - name: resolver-b
+    module: dns_shop
+    target: {second}
+    interval: 200ms
+"
+    );
+    let exporter = Exporter::start(&config).await;
+    let first_ns = first.to_string();
+    let second_ns = second.to_string();
+    let metrics = eventually("both resolvers answered", 100, || async {
+        let m = exporter.metrics().await;
+        (sample(&m, "up", &[("instance", "resolver-a")]) == Some(1.0)
+            && sample(&m, "up", &[("instance", "resolver-b")]) == Some(1.0))
+        .then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "dns_answer_info",
+            &[
+                ("instance", "resolver-a"),
+                ("domain", "shop.example.test"),
+                ("nameserver", &first_ns),
+                ("answer", "192.0.2.1"),
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "dns_answer_info",
+            &[
+                ("instance", "resolver-b"),
+                ("nameserver", &second_ns),
+                ("answer", "192.0.2.2"),
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    for (instance, ns) in [("resolver-a", &first_ns), ("resolver-b", &second_ns)] {
+        assert!(
+            sample(
+                &metrics,
+                "dns_resolution_duration_seconds_count",
+                &[("instance", instance), ("nameserver", ns)]
+            )
+            .is_some_and(|c| c >= 1.0),
+            "{metrics}"
+        );
+    }
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_publish_their_certificate_expiry() {
+    let pki = common::pki(&[b"http/1.1"]);
+    let addr = common::serve_https(pki.server_config.clone()).await;
+    let config = format!(
+        "modules:
+  https_2xx:
+    prober: http
+    timeout: 2s
+    http:
+      preferred_ip_protocol: ip4
+      fail_if_not_ssl: true
+      tls_config:
+        ca_file: {ca}
+targets:
+  - name: secure
+    module: https_2xx
+    target: https://{addr}/
+    interval: 200ms
+",
+        ca = pki.ca_file.display(),
+    );
+    let exporter = Exporter::start(&config).await;
+    let metrics = eventually("the HTTPS target up", 100, || async {
+        let m = exporter.metrics().await;
+        (sample(&m, "up", &[("instance", "secure")]) == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "probe_ssl_earliest_cert_expiry",
+            &[("job", "https_2xx"), ("instance", "secure")]
+        ),
+        Some(pki.leaf_not_after as f64),
+        "{metrics}"
+    );
+    exporter.shutdown().await;
+}
