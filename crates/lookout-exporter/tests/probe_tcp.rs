@@ -1,0 +1,203 @@
+//! The TCP prober against loopback banner and dialogue servers, with TLS and STARTTLS.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Runs `handler` for every connection on a loopback port.
+async fn server<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    addr
+}
+
+async fn ssh_like() -> SocketAddr {
+    server(|mut s| async move {
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2 Lookout-test\r\n").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn plain_connect() {
+    let addr = ssh_like().await;
+    let r = probe(&addr.to_string(), &module("prober: tcp")).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(4.0));
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(0.0));
+    assert!(value(&r, "probe_dns_lookup_time_seconds").is_some());
+    assert!(value(&r, "probe_ssl_earliest_cert_expiry").is_none());
+}
+
+#[tokio::test]
+async fn banner_expectations() {
+    let addr = ssh_like().await;
+    let ok = module("prober: tcp\ntcp:\n  query_response:\n    - expect: '^SSH-2.0-'");
+    assert_success(&probe(&addr.to_string(), &ok).await);
+
+    // The server closes after its greeting: no line matches.
+    let closing = server(|mut s| async move {
+        let _ = s.write_all(b"220 smtp.example ESMTP\r\n").await;
+    })
+    .await;
+    let ssh = module("prober: tcp\ntcp:\n  query_response:\n    - expect: '^SSH-2.0-'");
+    let r = probe(&closing.to_string(), &ssh).await;
+    assert_failure(&r, "expect_mismatch");
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(1.0));
+
+    // A server that never speaks runs into the deadline.
+    let silent = server(|s| async move {
+        let _open = s;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let r = probe_with(&silent.to_string(), &ssh, None, Duration::from_millis(300)).await;
+    assert_failure(&r, "timeout");
+}
+
+#[tokio::test]
+async fn irc_dialogue_with_capture_substitution() {
+    let addr = server(|s| async move {
+        let (read, mut write) = s.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let nick = lines.next_line().await.ok().flatten().unwrap_or_default();
+        let user = lines.next_line().await.ok().flatten().unwrap_or_default();
+        if nick != "NICK prober" || !user.starts_with("USER prober") {
+            return;
+        }
+        let _ = write
+            .write_all(b":irc.example NOTICE * :hello\r\nPING :token-42\r\n")
+            .await;
+        if lines.next_line().await.ok().flatten().as_deref() == Some("PONG token-42") {
+            let _ = write
+                .write_all(b":irc.example 001 prober :Welcome\r\n")
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    // The irc_banner module of Debian's blackbox.yml.
+    let irc = module(
+        "prober: tcp\ntcp:\n  query_response:\n  - send: \"NICK prober\"\n  - send: \"USER prober prober prober :prober\"\n  - expect: \"PING :([^ ]+)\"\n    send: \"PONG ${1}\"\n  - expect: \"^:[^ ]+ 001\"",
+    );
+    let r = probe_with(&addr.to_string(), &irc, None, Duration::from_secs(3)).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(0.0));
+}
+
+#[tokio::test]
+async fn connection_refused_and_bad_target() {
+    let closed = closed_port().await;
+    let r = probe(&closed.to_string(), &module("prober: tcp")).await;
+    assert_failure(&r, "connection_refused");
+    let r = probe("127.0.0.1", &module("prober: tcp")).await;
+    assert_failure(&r, "invalid_target");
+}
+
+#[tokio::test]
+async fn source_ip_address_is_used() {
+    let addr = server(|mut s| async move {
+        let peer = s
+            .peer_addr()
+            .map(|p| p.ip().to_string())
+            .unwrap_or_default();
+        let _ = s.write_all(format!("from {peer}\n").as_bytes()).await;
+    })
+    .await;
+    let m = module(
+        "prober: tcp\ntcp:\n  source_ip_address: 127.0.0.2\n  query_response:\n    - expect: '^from 127\\.0\\.0\\.2$'",
+    );
+    assert_success(&probe(&addr.to_string(), &m).await);
+}
+
+#[tokio::test]
+async fn tls_and_certificate_expiry() {
+    let pki = pki(&[]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
+    let addr = server(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut tls) = acceptor.accept(s).await {
+                let _ = tls.write_all(b"+OK POP3 ready\r\n").await;
+                let _ = tls.flush().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    })
+    .await;
+    let ca = pki.ca_file.display().to_string();
+    // Like Debian's pop3s_banner module, with the test CA and IPv4 (the server is on
+    // 127.0.0.1). Debian's `^+OK` is `^` repeated then `OK` in RE2 and Rust alike, so it
+    // cannot match "+OK"; the escaped form does.
+    let pop3s = module(&format!(
+        "prober: tcp\ntcp:\n  preferred_ip_protocol: ip4\n  query_response:\n  - expect: '^\\+OK'\n  tls: true\n  tls_config:\n    insecure_skip_verify: false\n    ca_file: '{ca}'"
+    ));
+    let target = format!("localhost:{}", addr.port());
+    let r = probe_with(&target, &pop3s, None, Duration::from_secs(3)).await;
+    assert_success(&r);
+    let expiry = pki.leaf_not_after as f64;
+    assert_eq!(value(&r, "probe_ssl_earliest_cert_expiry"), Some(expiry));
+    assert_eq!(r.recorder.cert_expiry, Some(expiry));
+
+    let untrusted = module("prober: tcp\ntcp:\n  preferred_ip_protocol: ip4\n  tls: true");
+    let r = probe(&target, &untrusted).await;
+    assert_failure(&r, "tls_handshake");
+}
+
+#[tokio::test]
+async fn starttls_upgrade() {
+    let pki = pki(&[]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
+    let addr = server(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let mut s = BufReader::new(s);
+            let _ = s.get_mut().write_all(b"220 mail.example ESMTP\r\n").await;
+            let mut line = String::new();
+            if s.read_line(&mut line).await.is_err() || line.trim_end() != "STARTTLS" {
+                return;
+            }
+            let _ = s
+                .get_mut()
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await;
+            if let Ok(mut tls) = acceptor.accept(s.into_inner()).await {
+                let _ = tls.write_all(b"250 secured\r\n").await;
+                let _ = tls.flush().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    })
+    .await;
+    let ca = pki.ca_file.display().to_string();
+    let smtp = module(&format!(
+        "prober: tcp\ntcp:\n  query_response:\n  - expect: \"^220 \"\n  - send: STARTTLS\n  - expect: \"^220 \"\n    starttls: true\n  - expect: \"^250 secured\"\n  tls_config:\n    ca_file: '{ca}'\n    server_name: localhost"
+    ));
+    let r = probe_with(&addr.to_string(), &smtp, None, Duration::from_secs(3)).await;
+    assert_success(&r);
+    assert_eq!(
+        value(&r, "probe_ssl_earliest_cert_expiry"),
+        Some(pki.leaf_not_after as f64)
+    );
+    assert_eq!(
+        labeled(&r, "probe_tls_version_info", &[("version", "TLS 1.3")]),
+        Some(1.0)
+    );
+}
