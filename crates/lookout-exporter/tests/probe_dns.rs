@@ -237,6 +237,80 @@ async fn record_validation() {
     assert_success(&probe(&target, &m).await);
 }
 
+/// DNS over TLS: a TLS listener answering length-prefixed queries with one A record.
+async fn dot_server(config: std::sync::Arc<rustls::ServerConfig>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut len = [0u8; 2];
+                if tls.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if tls.read_exact(&mut buf).await.is_err() {
+                    return;
+                }
+                let Ok(query) = Message::from_vec(&buf) else {
+                    return;
+                };
+                let mut response = Message::new();
+                response
+                    .set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .add_queries(query.queries().to_vec())
+                    .add_answer(Record::from_rdata(
+                        name("dot.example.test."),
+                        60,
+                        RData::A(A::new(192, 0, 2, 53)),
+                    ));
+                let Ok(bytes) = response.to_bytes() else {
+                    return;
+                };
+                let Ok(n) = u16::try_from(bytes.len()) else {
+                    return;
+                };
+                let _ = tls.write_all(&n.to_be_bytes()).await;
+                let _ = tls.write_all(&bytes).await;
+                let _ = tls.flush().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn dns_over_tls() {
+    let pki = pki(&[]);
+    let server = dot_server(pki.server_config.clone()).await;
+    let ca = pki.ca_file.display().to_string();
+    let m = dns_module(&format!(
+        "  query_name: dot.example.test\n  query_type: A\n  transport_protocol: tcp\n  dns_over_tls: true\n  tls_config: {{ca_file: '{ca}', server_name: localhost}}\n  validate_answer_rrs: {{fail_if_none_matches_regexp: ['192\\.0\\.2\\.53']}}"
+    ));
+    let r = probe(&server.to_string(), &m).await;
+    assert_success(&r);
+    assert_eq!(
+        value(&r, "probe_ssl_earliest_cert_expiry"),
+        Some(pki.leaf_not_after as f64)
+    );
+    assert_eq!(value(&r, "probe_dns_answer_rrs"), Some(1.0));
+
+    let untrusted = dns_module(
+        "  query_name: dot.example.test\n  transport_protocol: tcp\n  dns_over_tls: true",
+    );
+    assert_failure(
+        &probe(&server.to_string(), &untrusted).await,
+        "tls_handshake",
+    );
+}
+
 #[tokio::test]
 async fn bad_targets() {
     let m = dns_module("  query_name: www.example.test");

@@ -184,6 +184,7 @@ async fn redirects_are_followed_and_counted() {
     let r = probe(&format!("http://{addr}/loop"), &module("prober: http")).await;
     assert_failure(&r, "too_many_redirects");
     assert_eq!(value(&r, "probe_http_redirects"), Some(10.0));
+    assert_eq!(value(&r, "probe_http_status_code"), Some(303.0));
 }
 
 #[tokio::test]
@@ -376,6 +377,12 @@ async fn tls_with_a_test_ca() {
         labeled(&r, "probe_tls_version_info", &[("version", "TLS 1.3")]),
         Some(1.0)
     );
+    assert!(
+        r.recorder
+            .metrics
+            .iter()
+            .any(|m| m.name == "probe_tls_cipher_info" && m.labels[0].1.starts_with("TLS_"))
+    );
     let info = r
         .recorder
         .metrics
@@ -415,6 +422,8 @@ async fn tls_with_a_test_ca() {
     let r = probe(&url, &module("prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  tls_config: {insecure_skip_verify: true}")).await;
     assert_success(&r);
     assert_eq!(value(&r, "probe_ssl_earliest_cert_expiry"), Some(expiry));
+    // Nothing was verified, so there is no verified chain expiry (as in blackbox).
+    assert!(value(&r, "probe_ssl_last_chain_expiry_timestamp_seconds").is_none());
 
     // A server name the certificate does not hold fails verification.
     let r = probe(

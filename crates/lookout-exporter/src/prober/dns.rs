@@ -149,7 +149,11 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
                 let config = tls::client_config(&cfg.tls_config, &[b"dot"])?;
                 let name = tls::server_name(&cfg.tls_config, req.hostname.unwrap_or(&host))?;
                 let mut stream = tls::handshake(tcp, config, name).await?;
-                tls::record_connection_state(rec, stream.get_ref().1);
+                tls::record_connection_state(
+                    rec,
+                    stream.get_ref().1,
+                    !cfg.tls_config.insecure_skip_verify,
+                );
                 record_phase(rec, "connect", connect_start.elapsed());
                 let start = Instant::now();
                 let raw = exchange_stream(&mut stream, &wire)

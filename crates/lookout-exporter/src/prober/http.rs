@@ -139,6 +139,11 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         if let Some(h) = rec.http.as_mut() {
             h.status = status.as_u16();
         }
+        rec.set(
+            "probe_http_status_code",
+            H_STATUS,
+            f64::from(status.as_u16()),
+        );
         let location = hop
             .response
             .headers()
@@ -560,7 +565,7 @@ async fn one_hop(
         phases.publish(rec);
         let stream = stream?;
         let (_, conn) = stream.get_ref();
-        tls::record_connection_state(rec, conn);
+        tls::record_connection_state(rec, conn, !cfg.tls_config.insecure_skip_verify);
         let h2 = conn.alpn_protocol() == Some(b"h2");
         let response = send(stream, h2, request, req.timeout, phases, rec).await?;
         Ok(Hop {

@@ -76,7 +76,7 @@ async fn start_tls(
     let config = tls::client_config(cfg, &[])?;
     let name = tls::server_name(cfg, host)?;
     let stream = tls::handshake(tcp, config, name).await?;
-    tls::record_connection_state(rec, stream.get_ref().1);
+    tls::record_connection_state(rec, stream.get_ref().1, !cfg.insecure_skip_verify);
     rec.log("TLS handshake done");
     Ok(Conn::Tls(Box::new(stream)))
 }

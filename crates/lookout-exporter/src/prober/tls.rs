@@ -161,7 +161,14 @@ where
 
 /// Records `probe_ssl_earliest_cert_expiry`, `probe_ssl_last_chain_expiry_timestamp_seconds`,
 /// `probe_ssl_last_chain_info` and `probe_tls_version_info`, and sets `rec.cert_expiry`.
-pub(crate) fn record_connection_state(rec: &mut Recorder, conn: &rustls::ClientConnection) {
+///
+/// As in blackbox_exporter, the last-chain expiry is only published when the chain was
+/// verified (not with `insecure_skip_verify`).
+pub(crate) fn record_connection_state(
+    rec: &mut Recorder,
+    conn: &rustls::ClientConnection,
+    verified: bool,
+) {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
@@ -173,6 +180,16 @@ pub(crate) fn record_connection_state(rec: &mut Recorder, conn: &rustls::ClientC
         &[("version", version)],
         1.0,
     );
+    if let Some(suite) = conn.negotiated_cipher_suite() {
+        // Go's names: TLS 1.3 suites are TLS_AES_…, rustls calls them TLS13_AES_….
+        let name = format!("{:?}", suite.suite()).replacen("TLS13_", "TLS_", 1);
+        rec.set_labeled(
+            "probe_tls_cipher_info",
+            "Returns the TLS cipher negotiated during handshake",
+            &[("cipher", &name)],
+            1.0,
+        );
+    }
     let Some(chain) = conn.peer_certificates() else {
         return;
     };
@@ -232,14 +249,16 @@ pub(crate) fn record_connection_state(rec: &mut Recorder, conn: &rustls::ClientC
         let expiry = expiry as f64;
         rec.set(
             "probe_ssl_earliest_cert_expiry",
-            "Returns last SSL chain expiry in unixtime",
+            "Returns the earliest expiry of any peer certificate returned by the server as an unix timestamp. This can include certificates that are not validated by TLS clients. In rare server configurations this might return a time in the past, even for valid TLS certificate chains.",
             expiry,
         );
-        rec.set(
-            "probe_ssl_last_chain_expiry_timestamp_seconds",
-            "Returns last SSL chain expiry in timestamp",
-            expiry,
-        );
+        if verified {
+            rec.set(
+                "probe_ssl_last_chain_expiry_timestamp_seconds",
+                "Returns the earliest expiry of any validated TLS certificate as an unix timestamp. This indicates the time when connections will start to fail, unless a certificate is renewed.",
+                expiry,
+            );
+        }
         rec.cert_expiry = Some(rec.cert_expiry.map_or(expiry, |e: f64| e.min(expiry)));
     }
 }
