@@ -6,6 +6,7 @@ pub mod datasource;
 pub mod embedded;
 pub mod notifier;
 pub mod remote;
+pub mod remote_write;
 pub mod rules;
 pub mod scrape;
 pub mod scrape_config;

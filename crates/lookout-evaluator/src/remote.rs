@@ -5,8 +5,9 @@
 //! with `query`, `time` and `timeout`. Vector and scalar results are accepted; a string or a
 //! matrix is [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
 //! kept: `bad_data` and `execution` become [`DatasourceError::Query`], the rest
-//! [`DatasourceError::Unavailable`]. Rule outputs are not written anywhere (there is no
-//! remote write), so `append` does nothing.
+//! [`DatasourceError::Unavailable`]. Rule outputs are dropped unless a
+//! [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]): then `append`
+//! queues them for Prometheus remote write to the server (or any other receiver).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use lookout_promql::Labels;
 use serde::Deserialize;
 
 use crate::datasource::{Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample};
+use crate::remote_write::RemoteWriter;
 use crate::scrape_config::HttpClientConfig;
 
 /// Largest response accepted (bytes).
@@ -64,6 +66,7 @@ pub struct RemoteDatasource {
     cfg: RemoteConfig,
     query_url: String,
     client: reqwest::Client,
+    writer: Option<RemoteWriter>,
 }
 
 /// Why a remote datasource could not be created.
@@ -140,7 +143,23 @@ impl RemoteDatasource {
             cfg,
             query_url,
             client,
+            writer: None,
         })
+    }
+
+    /// Sends rule outputs given to [`Datasource::append`] through `writer`; `for` state is
+    /// then restored from `ALERTS_FOR_STATE` on the server.
+    pub fn with_remote_write(mut self, writer: RemoteWriter) -> RemoteDatasource {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Sends queued rule outputs now (on shutdown); `Ok` without remote write.
+    pub async fn flush_writes(&self) -> Result<(), String> {
+        match &self.writer {
+            Some(w) => w.flush().await,
+            None => Ok(()),
+        }
     }
 
     async fn call(
@@ -299,7 +318,10 @@ impl Datasource for RemoteDatasource {
         })
     }
 
-    fn append(&self, _samples: &[QuerySample], _at: SystemTime) -> Result<(), DatasourceError> {
+    fn append(&self, samples: &[QuerySample], at: SystemTime) -> Result<(), DatasourceError> {
+        if let Some(w) = &self.writer {
+            w.enqueue(samples, crate::scrape::target::to_ms(at));
+        }
         Ok(())
     }
 
@@ -324,7 +346,7 @@ impl Datasource for RemoteDatasource {
     }
 
     fn persists_rule_outputs(&self) -> bool {
-        self.cfg.persists_rule_outputs
+        self.cfg.persists_rule_outputs || self.writer.is_some()
     }
 }
 

@@ -94,6 +94,15 @@ pub async fn start_alertmanager(dir: &Path) -> (ProcessGuard, u16) {
 
 /// Starts Debian's `prometheus` on a loopback port scraping `targets` every second.
 pub async fn start_prometheus(dir: &Path, targets: &[String]) -> (ProcessGuard, u16) {
+    start_prometheus_with(dir, targets, &[]).await
+}
+
+/// [`start_prometheus`] with extra flags (e.g. `--web.enable-remote-write-receiver`).
+pub async fn start_prometheus_with(
+    dir: &Path,
+    targets: &[String],
+    extra: &[&str],
+) -> (ProcessGuard, u16) {
     let port = free_port();
     let list = targets
         .iter()
@@ -112,6 +121,10 @@ pub async fn start_prometheus(dir: &Path, targets: &[String]) -> (ProcessGuard, 
         "--storage.tsdb.path=prom-data".to_string(),
         format!("--web.listen-address=127.0.0.1:{port}"),
     ];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect();
     let guard = spawn("prometheus", &args, dir);
     wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
     (guard, port)
