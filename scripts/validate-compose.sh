@@ -5,9 +5,9 @@
 #   2. every bind mount, the build context and Dockerfile exist in the repository, and every
 #      container path a service's command, environment or healthcheck names (and Grafana's
 #      dashboard provider path) lies on one of its bind mounts and exists there;
-#   3. deploy/prometheus.yml with `promtool check config` (which also checks the rule files
-#      it loads), deploy/alertmanager.yml with `amtool check-config`, the rule globs of
-#      deploy/evaluator.yml;
+#   3. deploy/prometheus.yml with `promtool check config`, deploy/alertmanager.yml with
+#      `amtool check-config`, the rule globs of deploy/evaluator.yml (the rules themselves:
+#      scripts/check-rules.sh);
 #   4. dashboards: valid JSON, every panel on the provisioned data source, every `expr`
 #      parsed by Prometheus's own parser (promtool check rules on a generated file);
 #   5. with LOOKOUT_BIN=path/to/lookout, deploy/exporter.yml with
@@ -222,7 +222,7 @@ if errors:
 print(f"  {checked} paths checked, {len(rules)} dashboard expressions collected")
 PY
 
-echo "== deploy/prometheus.yml (and the rule files it loads)"
+echo "== deploy/prometheus.yml"
 promtool check config deploy/prometheus.yml
 
 echo "== deploy/alertmanager.yml"
