@@ -5,12 +5,15 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 
 pub mod exporter;
+pub mod rules;
 
 /// All sub-commands of `lookout`.
 #[derive(Subcommand)]
 pub enum Command {
     /// Probe targets (blackbox_exporter compatible) and serve the results as metrics.
     Exporter(exporter::Args),
+    /// Check Prometheus rule files (`lookout rules check FILE...`).
+    Rules(rules::Args),
 }
 
 /// How logs are written.
@@ -39,5 +42,6 @@ pub fn init_logging(format: LogFormat, level: &str) {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Exporter(args) => exporter::run(args),
+        Command::Rules(args) => rules::run(args),
     }
 }

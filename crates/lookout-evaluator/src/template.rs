@@ -90,7 +90,21 @@ fn new_template(name: &str) -> Template {
 /// `promtool check rules` does. The error reads like Go's (`template: NAME:1: ...`).
 pub fn check(name: &str, text: &str) -> Result<(), String> {
     let mut t = new_template(name);
-    t.parse(format!("{DEFS}{text}")).map_err(|e| e.to_string())
+    t.parse(format!("{DEFS}{text}"))
+        .map_err(|e| parse_error_text(name, text, e))
+}
+
+/// Go's wording for parse errors: `template: NAME:LINE: message`. gtmpl's line counter is
+/// unreliable, so a single-line template always reports line 1 as Go does.
+fn parse_error_text(name: &str, text: &str, e: gtmpl::error::ParseError) -> String {
+    match e {
+        gtmpl::error::ParseError::WithContext(ctx, msg) => {
+            let lines = 1 + text.matches('\n').count();
+            let line = ctx.line.clamp(1, lines);
+            format!("template: {name}:{line}: {}", msg.trim_end())
+        }
+        other => format!("template: {name}: {other}"),
+    }
 }
 
 fn labels_value(l: &Labels) -> Value {
@@ -822,6 +836,10 @@ mod tests {
     #[test]
     fn errors_read_like_go() {
         assert!(check("__alert_X", "{{ $labels.x").is_err());
+        assert_eq!(
+            check("__alert_A", "{{ nosuch }}").unwrap_err(),
+            "template: __alert_A:1: function nosuch not defined"
+        );
         assert!(check("__alert_X", "{{ nosuch }}").is_err());
         assert!(check("__alert_X", "{{ humanize $value }}").is_ok());
         let out = expand_or_error("t", "{{ query \"up\" | first }}", &data(), None);
