@@ -397,10 +397,23 @@ pub struct QueryResponse {
     /// Wait for a line matching this; its capture groups may be used in `send` (`${1}`).
     #[serde(deserialize_with = "de_opt_regex")]
     pub expect: Option<Regex>,
+    /// Labels of a `probe_expect_info` series published when `expect` matches; values may
+    /// use the capture groups (`${1}`).
+    pub labels: Vec<ExpectLabel>,
     /// Line to send (a newline is appended).
     pub send: Option<String>,
     /// Upgrade the connection to TLS after this step.
     pub starttls: bool,
+}
+
+/// One label of `probe_expect_info` (`query_response[].labels`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectLabel {
+    /// Label name.
+    pub name: String,
+    /// Label value, with capture-group references expanded.
+    pub value: String,
 }
 
 /// Settings of the TCP prober (`tcp:`).
@@ -1077,14 +1090,7 @@ impl RawHttp {
         }
         for (name, value) in &self.headers {
             if name.eq_ignore_ascii_case("accept-encoding")
-                && self.compression != Compression::None
-                && !value.split(',').any(|v| {
-                    v.split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .eq_ignore_ascii_case(self.compression.as_str())
-                })
+                && !accept_encoding_allows(value, self.compression)
             {
                 return Err((
                     vec!["http", "compression"],
@@ -1246,6 +1252,31 @@ impl RawDns {
             validate_additional_rrs: self.validate_additional_rrs,
         })
     }
+}
+
+/// Whether an `Accept-Encoding` header admits `compression` (blackbox_exporter's
+/// `isCompressionAcceptEncodingValid`): the first entry, by quality, that names it or `*`
+/// must have a quality above zero.
+fn accept_encoding_allows(header: &str, compression: Compression) -> bool {
+    if compression == Compression::None || header.trim().is_empty() {
+        return true;
+    }
+    let mut entries: Vec<(String, f32)> = header
+        .split(',')
+        .map(|part| match part.rsplit_once(';') {
+            None => (part.trim().to_ascii_lowercase(), 1.0),
+            Some((coding, q)) => {
+                let q = q.trim();
+                let q = q.strip_prefix("q=").unwrap_or(q);
+                (coding.trim().to_ascii_lowercase(), q.parse().unwrap_or(0.0))
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| b.1.total_cmp(&a.1));
+    entries
+        .iter()
+        .find(|(coding, _)| coding == compression.as_str() || coding == "*")
+        .is_some_and(|(_, q)| *q > 0.0)
 }
 
 /// DNS response code names and numbers (RFC 6895 registry, the names miekg/dns uses).

@@ -307,6 +307,11 @@ fn errors_name_file_line_and_column() {
             "exporter.yml:1:1",
             "unknown field `scrape_configs`",
         ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      compression: gzip\n      headers: {Accept-Encoding: 'br, gzip;q=0'}\n",
+            "exporter.yml:5:7",
+            "invalid configuration \"Accept-Encoding: br, gzip;q=0\", \"compression: gzip\"",
+        ),
     ];
     for (text, location, message) in cases {
         let e = err(text);

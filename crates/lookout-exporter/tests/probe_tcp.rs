@@ -49,8 +49,15 @@ async fn plain_connect() {
 #[tokio::test]
 async fn banner_expectations() {
     let addr = ssh_like().await;
-    let ok = module("prober: tcp\ntcp:\n  query_response:\n    - expect: '^SSH-2.0-'");
-    assert_success(&probe(&addr.to_string(), &ok).await);
+    let ok = module(
+        "prober: tcp\ntcp:\n  query_response:\n    - expect: '^SSH-2.0-([^ ]+)'\n      labels: [{name: ssh_version, value: '${1}'}]",
+    );
+    let r = probe(&addr.to_string(), &ok).await;
+    assert_success(&r);
+    assert_eq!(
+        labeled(&r, "probe_expect_info", &[("ssh_version", "OpenSSH_9.2")]),
+        Some(1.0)
+    );
 
     // The server closes after its greeting: no line matches.
     let closing = server(|mut s| async move {

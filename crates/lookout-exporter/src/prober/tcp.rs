@@ -136,6 +136,27 @@ pub async fn probe_tcp(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
                     let mut expanded = String::new();
                     caps.expand(&send, &mut expanded);
                     send = expanded;
+                    if !qr.labels.is_empty() {
+                        let values: Vec<(String, String)> = qr
+                            .labels
+                            .iter()
+                            .map(|l| {
+                                let mut v = String::new();
+                                caps.expand(&l.value, &mut v);
+                                (l.name.clone(), v)
+                            })
+                            .collect();
+                        let labels: Vec<(&str, &str)> = values
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        rec.set_labeled(
+                            "probe_expect_info",
+                            "Explicit content matched",
+                            &labels,
+                            1.0,
+                        );
+                    }
                     break;
                 }
             }
