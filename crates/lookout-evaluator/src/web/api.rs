@@ -245,6 +245,17 @@ async fn query_inner(st: &WebState, p: &Params) -> Result<Response, ApiError> {
         engine.instant_query(storage.as_ref() as &dyn Queryable, &q, t)
     })
     .await?;
+    // Every sample of an instant query carries the evaluation time, as in Prometheus's API
+    // (the engine leaves the time of aggregated samples unset).
+    let value = match value {
+        Value::Vector(mut v) => {
+            for s in &mut v {
+                s.t = t;
+            }
+            Value::Vector(v)
+        }
+        other => other,
+    };
     Ok(success(value_json(&value)))
 }
 
