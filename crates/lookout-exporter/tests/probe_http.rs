@@ -436,3 +436,36 @@ async fn tls_with_a_test_ca() {
     let r = probe(&url, &module("prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  tls_config: {ca_file: /nonexistent/ca.pem}")).await;
     assert_failure(&r, "tls_config");
 }
+
+#[tokio::test]
+async fn ipv6_literal_and_preference() {
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind ::1");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let router = Router::new().route("/ok", get(|| async { "over ipv6" }));
+        let _ = axum::serve(listener, router).await;
+    });
+    let r = probe(
+        &format!("http://[::1]:{}/ok", addr.port()),
+        &module("prober: http"),
+    )
+    .await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
+
+    // `localhost` has both families; ip6 is blackbox's default preference.
+    let r = probe(
+        &format!("http://localhost:{}/ok", addr.port()),
+        &module("prober: http"),
+    )
+    .await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
+    let ip4_only =
+        module("prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  ip_protocol_fallback: false");
+    let r = probe(&format!("http://localhost:{}/ok", addr.port()), &ip4_only).await;
+    assert_failure(&r, "connection_refused");
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(4.0));
+}
