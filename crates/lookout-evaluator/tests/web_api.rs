@@ -225,6 +225,12 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(v["data"], json!(["a:1", "b:1"]));
     let (_, v) = s.get("/api/v1/status/buildinfo").await;
     assert_eq!(v["status"], "success");
+    let (_, v) = s.get("/api/v1/metadata").await;
+    assert_eq!(v, json!({"status": "success", "data": {}}));
+    let (_, v) = s
+        .get("/api/v1/query_exemplars?query=up&start=1000&end=1100")
+        .await;
+    assert_eq!(v, json!({"status": "success", "data": []}));
 }
 
 #[tokio::test]

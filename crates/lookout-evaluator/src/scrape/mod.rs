@@ -76,6 +76,20 @@ struct Running {
 #[derive(Clone, PartialEq)]
 struct LoopFingerprint(String);
 
+/// The offset seed for [`ScrapeManager::new`] from the external labels, as Prometheus seeds
+/// its scrape offsets, so that evaluators with different external labels scrape the same
+/// target at different phases.
+pub fn offset_seed(external_labels: &Labels) -> u64 {
+    let mut h = target::Fnv::new();
+    for (k, v) in external_labels.iter() {
+        h.write(k.as_bytes());
+        h.write(&[0xff]);
+        h.write(v.as_bytes());
+        h.write(&[0xff]);
+    }
+    h.0
+}
+
 /// Starts, reloads and stops the scrape loops of all jobs.
 pub struct ScrapeManager {
     ctx: Arc<LoopContext>,

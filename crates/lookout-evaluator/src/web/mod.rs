@@ -1,7 +1,8 @@
 //! The evaluator's HTTP server: Prometheus's API shapes so Grafana and other Prometheus
 //! clients can read it (`/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`,
 //! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/rules`, `/api/v1/alerts`,
-//! `/api/v1/targets`, `/api/v1/status/buildinfo`), `/metrics`, and the lifecycle endpoints
+//! `/api/v1/targets`, `/api/v1/status/buildinfo`, and empty `/api/v1/metadata` and
+//! `/api/v1/query_exemplars` answers that Grafana asks for), `/metrics`, and the lifecycle endpoints
 //! `/-/reload`, `/-/healthy`, `/-/ready`.
 //!
 //! Handlers are thin: the state is explicit in [`WebState`], built by the `lookout evaluator`
@@ -99,6 +100,11 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/targets", get(api::targets))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/metadata", get(api::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(api::query_exemplars).post(api::query_exemplars),
+        )
         .route("/metrics", get(metrics))
         .route("/-/reload", post(reload).put(reload))
         .route("/-/healthy", get(healthy).head(healthy))
