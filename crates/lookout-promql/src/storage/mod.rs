@@ -555,14 +555,17 @@ impl Queryable for Storage {
         };
         series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let mut out = Vec::with_capacity(series.len());
+        // Decoded into one reused buffer, then copied out at the exact size: one allocation
+        // per series instead of a growing vector's several.
+        let mut scratch = Vec::new();
         for s in series {
             debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
-            let mut samples = Vec::new();
-            s.lock().read(mint, maxt_ms, &mut samples);
-            if !samples.is_empty() {
+            scratch.clear();
+            s.lock().read(mint, maxt_ms, &mut scratch);
+            if !scratch.is_empty() {
                 out.push(SeriesData {
                     labels: s.labels.clone(),
-                    samples,
+                    samples: scratch.as_slice().to_vec(),
                 });
             }
         }

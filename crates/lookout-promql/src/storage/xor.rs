@@ -82,6 +82,21 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
+    /// The 64 bits starting at byte `i` (zeros past the end), most significant first.
+    #[inline]
+    fn word_at(&self, i: usize) -> u64 {
+        match self.buf.get(i..i + 8) {
+            Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => {
+                let mut b = [0u8; 8];
+                let tail = self.buf.get(i..).unwrap_or(&[]);
+                b[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(b)
+            }
+        }
+    }
+
+    #[inline]
     fn read_bit(&mut self) -> Option<bool> {
         let byte = *self.buf.get(self.pos / 8)?;
         let bit = (byte >> (7 - (self.pos % 8))) & 1;
@@ -89,18 +104,25 @@ impl<'a> BitReader<'a> {
         Some(bit == 1)
     }
 
-    fn read_bits(&mut self, mut n: u8) -> Option<u64> {
-        let mut out = 0u64;
-        while n > 0 {
-            let byte = *self.buf.get(self.pos / 8)?;
-            let avail = 8 - (self.pos % 8) as u8;
-            let take = n.min(avail);
-            let bits = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            out = (out << take) | bits as u64;
-            self.pos += take as usize;
-            n -= take;
+    /// Reads `n` bits (n ≤ 64); `None` past the end of the stream.
+    #[inline]
+    fn read_bits(&mut self, n: u8) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
         }
-        Some(out)
+        if n > 56 {
+            let hi = self.read_bits(n - 32)?;
+            let lo = self.read_bits(32)?;
+            return Some((hi << 32) | lo);
+        }
+        let end = self.pos + n as usize;
+        if end > self.buf.len() * 8 {
+            return None;
+        }
+        // With at most 7 bits skipped at the front, one 64-bit word holds all n ≤ 56 bits.
+        let word = self.word_at(self.pos / 8) << (self.pos % 8);
+        self.pos = end;
+        Some(word >> (64 - n as u32))
     }
 
     fn read_uvarint(&mut self) -> Option<u64> {

@@ -1,0 +1,350 @@
+//! The PromQL engine benchmark (issue 3): 10,000 series of 15 s samples over 6 hours,
+//! loaded into [`Storage`], and the engine timed on instant and range queries.
+//!
+//! The same binary writes the data set as OpenMetrics text, so Prometheus is loaded with
+//! exactly the same samples (`bench/promql/run.sh` drives both sides and prints ratios).
+//!
+//! ```text
+//! cargo bench -p lookout-promql --bench promql -- gen-openmetrics FILE
+//! cargo bench -p lookout-promql --bench promql -- run [REPS]
+//! ```
+//!
+//! `run` prints one JSON object per line: first the load and memory figures, then per
+//! query its median time and a fingerprint of the result (series count and sum of all
+//! values) that the script compares with Prometheus's answer.
+
+use std::io::{BufWriter, Write};
+use std::time::Instant;
+
+use lookout_promql::Labels;
+use lookout_promql::engine::{Engine, Value};
+use lookout_promql::storage::{Queryable, Storage, StorageOptions};
+use promql_parser::label::{MatchOp, Matcher};
+
+/// 2026-01-01T00:00:00Z: start of the data.
+const START_MS: i64 = 1_767_225_600_000;
+const STEP_MS: i64 = 15_000;
+/// Six hours of 15 s samples, 00:00:00 to 05:59:45, so Prometheus's importer cuts exactly
+/// three 2 h blocks.
+const POINTS: i64 = 6 * 240;
+/// Time of the last sample.
+const LAST_MS: i64 = START_MS + (POINTS - 1) * STEP_MS;
+/// Evaluation time of the instant queries and end of the range queries: 7.5 s after the
+/// last sample, between scrapes, so that no sample sits on a window boundary. Prometheus
+/// 2.42 closes range windows on the left (`[t-5m, t]`) where Prometheus 3, like Lookout,
+/// leaves them open (`(t-5m, t]`); off the sample grid both give the same answers and the
+/// results can be compared.
+const END_MS: i64 = LAST_MS + 7_500;
+
+const JOBS: usize = 10;
+/// `x` instances per job: 10 × 500 = 5,000 counters.
+const X_INSTANCES: usize = 500;
+/// `h_bucket` instances per job: 10 × 45 × 10 buckets = 4,500 series.
+const H_INSTANCES: usize = 45;
+const LES: [&str; 10] = [
+    "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
+];
+/// `x_info{instance, team}`: one per instance, 500 series.
+const TEAMS: usize = 20;
+
+/// The queries of the issue, each run as an instant query at the end of the data and as a
+/// range query over its last hour at a 1 m step.
+pub const QUERIES: [&str; 5] = [
+    "rate(x[5m])",
+    "sum by (job) (rate(x[5m]))",
+    "histogram_quantile(0.99, sum by (le, job) (rate(h_bucket[5m])))",
+    "topk(10, rate(x[5m]))",
+    "rate(x[5m]) * on(instance) group_left(team) x_info",
+];
+
+/// xorshift64: deterministic, so both sides see the same values.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// How one series' values evolve.
+enum Kind {
+    /// Counter with increments in 0..100.
+    Counter,
+    /// Cumulative histogram bucket: the increment of bucket `k` of a group is the group's
+    /// increment for bucket `k - 1` plus 0..5, so buckets stay monotonic in `le`.
+    Bucket { group: usize, k: usize },
+    /// Constant 1.
+    Info,
+}
+
+struct Gen {
+    series: Vec<(Labels, Kind, Rng, f64)>,
+    /// Per histogram group: the running increment while walking its buckets in `le` order.
+    group_inc: Vec<f64>,
+}
+
+impl Gen {
+    fn new() -> Gen {
+        let mut series = Vec::new();
+        let mut seed = 1u64;
+        let mut push = |labels: Labels, kind: Kind, series: &mut Vec<_>| {
+            let mut rng = Rng::new(seed);
+            seed += 1;
+            let start = match kind {
+                Kind::Counter => (rng.next() % 100_000) as f64,
+                Kind::Bucket { .. } => 0.0,
+                Kind::Info => 1.0,
+            };
+            series.push((labels, kind, rng, start));
+        };
+        for j in 0..JOBS {
+            for i in 0..X_INSTANCES {
+                let l = Labels::new([
+                    ("__name__", "x".to_string()),
+                    ("job", format!("job-{j}")),
+                    ("instance", format!("host-{i}:9100")),
+                ]);
+                push(l, Kind::Counter, &mut series);
+            }
+        }
+        let mut group = 0;
+        for j in 0..JOBS {
+            for i in 0..H_INSTANCES {
+                for (k, le) in LES.iter().enumerate() {
+                    let l = Labels::new([
+                        ("__name__", "h_bucket".to_string()),
+                        ("job", format!("job-{j}")),
+                        ("instance", format!("host-{i}:9100")),
+                        ("le", le.to_string()),
+                    ]);
+                    push(l, Kind::Bucket { group, k }, &mut series);
+                }
+                group += 1;
+            }
+        }
+        for i in 0..X_INSTANCES {
+            let l = Labels::new([
+                ("__name__", "x_info".to_string()),
+                ("instance", format!("host-{i}:9100")),
+                ("team", format!("team-{}", i % TEAMS)),
+            ]);
+            push(l, Kind::Info, &mut series);
+        }
+        Gen {
+            series,
+            group_inc: vec![0.0; group],
+        }
+    }
+
+    /// Advances every series by one step and calls `f` with each (series index, value).
+    /// Step 0 yields the start values.
+    fn step(&mut self, first: bool, mut f: impl FnMut(usize, f64)) {
+        for (idx, (_, kind, rng, v)) in self.series.iter_mut().enumerate() {
+            if !first {
+                match kind {
+                    Kind::Counter => *v += (rng.next() % 100) as f64,
+                    Kind::Bucket { group, k } => {
+                        let inc = &mut self.group_inc[*group];
+                        if *k == 0 {
+                            *inc = 0.0;
+                        }
+                        *inc += (rng.next() % 5) as f64;
+                        *v += *inc;
+                    }
+                    Kind::Info => {}
+                }
+            }
+            f(idx, *v);
+        }
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// OpenMetrics exposition of the whole data set, time step by time step.
+fn gen_openmetrics(path: &str) -> std::io::Result<()> {
+    let mut data = Gen::new();
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    // Render each series' label part once.
+    let heads: Vec<String> = data
+        .series
+        .iter()
+        .map(|(l, _, _, _)| {
+            let mut s = l.metric_name().unwrap_or_default().to_string();
+            s.push('{');
+            let pairs: Vec<String> = l
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            s.push_str(&pairs.join(","));
+            s.push('}');
+            s
+        })
+        .collect();
+    let mut err = Ok(());
+    for p in 0..POINTS {
+        let t = START_MS + p * STEP_MS;
+        data.step(p == 0, |idx, v| {
+            if err.is_ok() {
+                err = writeln!(out, "{} {} {}.{:03}", heads[idx], v, t / 1000, t % 1000);
+            }
+        });
+        err.as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+    }
+    writeln!(out, "# EOF")?;
+    out.flush()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Series count and sum of all values (NaN skipped) of a result.
+fn fingerprint(v: &Value) -> (usize, f64) {
+    let sum = |it: &mut dyn Iterator<Item = f64>| it.filter(|f| !f.is_nan()).sum::<f64>();
+    match v {
+        Value::Vector(vec) => (vec.len(), sum(&mut vec.iter().map(|s| s.f))),
+        Value::Matrix(m) => (
+            m.len(),
+            sum(&mut m.iter().flat_map(|s| s.floats.iter().map(|p| p.f))),
+        ),
+        Value::Scalar { v, .. } => (1, *v),
+        Value::String { .. } => (1, 0.0),
+    }
+}
+
+fn run(reps: usize) -> Result<(), String> {
+    let rss_before = rss_bytes();
+    let storage = Storage::new(StorageOptions::default());
+    let mut data = Gen::new();
+    let labels: Vec<Labels> = data.series.iter().map(|s| s.0.clone()).collect();
+    let load = Instant::now();
+    let mut samples = 0u64;
+    for p in 0..POINTS {
+        let t = START_MS + p * STEP_MS;
+        let mut failed = None;
+        data.step(p == 0, |idx, v| {
+            if let Err(e) = storage.append(&labels[idx], t, v) {
+                failed = Some(e.to_string());
+            }
+            samples += 1;
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    let load_s = load.elapsed().as_secs_f64();
+    drop(data);
+    let rss_after = rss_bytes();
+    let st = storage.stats();
+    println!(
+        "{{\"kind\":\"load\",\"series\":{},\"samples\":{},\"load_seconds\":{:.3},\"chunk_bytes\":{},\"index_bytes\":{},\"bytes_per_sample\":{:.4},\"bytes_per_series\":{:.1},\"rss_delta_bytes\":{}}}",
+        st.series,
+        samples,
+        load_s,
+        st.chunk_bytes,
+        st.index_bytes,
+        st.bytes_per_sample,
+        st.bytes_per_series,
+        rss_after.saturating_sub(rss_before),
+    );
+    // Storage alone: the selections the queries make (instant: 5 m; range: 1 h + 5 m).
+    for (name, sel) in [("x", "x"), ("h_bucket", "h_bucket")] {
+        let matchers = [Matcher::new(MatchOp::Equal, "__name__", sel)];
+        for window in [300_000, 3_900_000] {
+            let mut times = Vec::with_capacity(reps);
+            let mut n = 0;
+            for rep in 0..=reps {
+                let t0 = Instant::now();
+                let got = storage.select(&matchers, END_MS - window, END_MS);
+                let el = t0.elapsed().as_secs_f64() * 1e3;
+                if rep > 0 {
+                    times.push(el);
+                }
+                n = got.iter().map(|s| s.samples.len()).sum::<usize>();
+            }
+            println!(
+                "{{\"kind\":\"select\",\"selector\":\"{name}\",\"window_s\":{},\"median_ms\":{:.3},\"samples\":{n}}}",
+                window / 1000,
+                median(times)
+            );
+        }
+    }
+    let engine = Engine::default();
+    for q in QUERIES {
+        for range in [false, true] {
+            let mut times = Vec::with_capacity(reps);
+            let mut fp = (0, 0.0);
+            for rep in 0..=reps {
+                let t0 = Instant::now();
+                let v = if range {
+                    engine
+                        .range_query(&storage, q, END_MS - 3_600_000, END_MS, 60_000)
+                        .map(Value::Matrix)
+                } else {
+                    engine.instant_query(&storage, q, END_MS)
+                }
+                .map_err(|e| format!("{q}: {e}"))?;
+                let el = t0.elapsed().as_secs_f64() * 1e3;
+                // The first run warms up and is not timed.
+                if rep > 0 {
+                    times.push(el);
+                }
+                fp = fingerprint(&v);
+            }
+            println!(
+                "{{\"kind\":\"{}\",\"query\":{:?},\"median_ms\":{:.3},\"series\":{},\"sum\":{:e}}}",
+                if range { "range" } else { "instant" },
+                q,
+                median(times),
+                fp.0,
+                fp.1
+            );
+        }
+    }
+    println!(
+        "{{\"kind\":\"meta\",\"start_ms\":{START_MS},\"end_ms\":{END_MS},\"range_start_ms\":{},\"step_ms\":60000}}",
+        END_MS - 3_600_000
+    );
+    Ok(())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore flags.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let result = match args.first().map(String::as_str) {
+        Some("gen-openmetrics") => match args.get(1) {
+            Some(path) => gen_openmetrics(path).map_err(|e| format!("writing {path}: {e}")),
+            None => Err("usage: gen-openmetrics FILE".to_string()),
+        },
+        Some("run") | None => {
+            let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
+            run(reps)
+        }
+        Some(other) => Err(format!(
+            "unknown command {other:?}: use gen-openmetrics FILE or run [REPS]"
+        )),
+    };
+    if let Err(e) = result {
+        eprintln!("promql bench: {e}");
+        std::process::exit(1);
+    }
+}
