@@ -1,13 +1,16 @@
 //! Label sets: the identity of a series.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The reserved label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
 /// A set of labels, sorted by name, without empty values (an empty value means "absent").
+/// Cloning is cheap (the pairs are shared and copied on write), which matters because
+/// query evaluation hands the same label sets around at every step.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Arc<Vec<(String, String)>>);
 
 impl Labels {
     /// Builds a label set from pairs in any order; empty values are dropped and for a
@@ -28,7 +31,7 @@ impl Labels {
         }
         v.retain(|(_, val)| !val.is_empty());
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        Labels(v)
+        Labels(Arc::new(v))
     }
 
     /// The value of `name`, if set.
@@ -48,11 +51,15 @@ impl Labels {
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                Arc::make_mut(&mut self.0).remove(i);
             }
-            Ok(i) => self.0[i].1 = value.to_string(),
+            Ok(i) => {
+                if self.0[i].1 != value {
+                    Arc::make_mut(&mut self.0)[i].1 = value.to_string();
+                }
+            }
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+            Err(i) => Arc::make_mut(&mut self.0).insert(i, (name.to_string(), value.to_string())),
         }
     }
 
@@ -78,7 +85,10 @@ impl Labels {
 
     /// Keeps only the labels for which `keep(name, value)` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.0.retain(|(k, v)| keep(k, v));
+        if self.0.iter().all(|(k, v)| keep(k, v)) {
+            return;
+        }
+        Arc::make_mut(&mut self.0).retain(|(k, v)| keep(k, v));
     }
 
     /// Whether `name` is set.

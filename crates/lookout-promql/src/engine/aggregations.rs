@@ -1,12 +1,14 @@
 //! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, …) with `by`/`without`.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::value::format_float;
-use super::{AnnotationLevel, Evaluator, QueryError, Sample, Value, Vector, kahan_sum_inc};
+use super::{
+    AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Value, Vector, kahan_sum_inc,
+    label_hash,
+};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Accumulator of one output group.
@@ -19,7 +21,6 @@ struct Group {
     incremental_mean: bool,
     drop_name: bool,
     values: Vec<f64>,
-    samples: Vec<Sample>,
 }
 
 impl Evaluator<'_> {
@@ -102,11 +103,11 @@ impl Evaluator<'_> {
         if op == "limit_ratio" && ratio == 0.0 {
             return Ok(Vec::new());
         }
-        let mut order: Vec<Vec<(String, String)>> = Vec::new();
-        let mut groups: HashMap<Vec<(String, String)>, Vec<Sample>> = HashMap::new();
+        let mut order: Vec<u64> = Vec::new();
+        let mut groups: FastMap<u64, Vec<Sample>> = FastMap::default();
         for s in vec {
             let key = group_key(&s.metric, without, grouping);
-            let g = groups.entry(key.clone()).or_insert_with(|| {
+            let g = groups.entry(key).or_insert_with(|| {
                 order.push(key);
                 Vec::new()
             });
@@ -181,18 +182,13 @@ fn ratio_keep(ratio: f64, l: &Labels) -> bool {
     (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio)
 }
 
-/// The grouping key of a series.
-fn group_key(l: &Labels, without: bool, grouping: &[String]) -> Vec<(String, String)> {
-    l.iter()
-        .filter(|(k, _)| {
-            if without {
-                *k != METRIC_NAME && !grouping.iter().any(|g| g == k)
-            } else {
-                grouping.iter().any(|g| g == k)
-            }
-        })
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// The grouping key of a series (a hash, as in Prometheus).
+fn group_key(l: &Labels, without: bool, grouping: &[String]) -> u64 {
+    if without {
+        label_hash(l, |k| k != METRIC_NAME && !grouping.iter().any(|g| g == k))
+    } else {
+        label_hash(l, |k| grouping.iter().any(|g| g == k))
+    }
 }
 
 fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
@@ -212,8 +208,8 @@ fn aggregate(
     without: bool,
     grouping: &[String],
 ) -> Result<Vector, QueryError> {
-    let mut order: Vec<Vec<(String, String)>> = Vec::new();
-    let mut groups: HashMap<Vec<(String, String)>, Group> = HashMap::new();
+    let mut order: Vec<u64> = Vec::new();
+    let mut groups: FastMap<u64, Group> = FastMap::default();
     for s in vec {
         let f = s.f;
         let key = group_key(&s.metric, without, grouping);
@@ -230,7 +226,7 @@ fn aggregate(
                 _ => f,
             };
             groups.insert(
-                key.clone(),
+                key,
                 Group {
                     metric: group_labels(&s.metric, without, grouping),
                     value,
@@ -240,7 +236,6 @@ fn aggregate(
                     incremental_mean: false,
                     drop_name: s.drop_name,
                     values: if op == "quantile" { vec![f] } else { vec![] },
-                    samples: vec![],
                 },
             );
             order.push(key);
@@ -317,7 +312,6 @@ fn aggregate(
             "sum" => g.value + g.kahan_c,
             _ => g.value,
         };
-        let _ = &g.samples;
         out.push(Sample {
             metric: g.metric,
             t: 0,
@@ -359,7 +353,7 @@ fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) ->
         grouping.push(label.to_string());
     }
     let mut order: Vec<Labels> = Vec::new();
-    let mut counts: HashMap<Labels, f64> = HashMap::new();
+    let mut counts: FastMap<Labels, f64> = FastMap::default();
     for s in vec {
         let mut metric = s.metric;
         metric.set(label, &format_float_go(s.f));

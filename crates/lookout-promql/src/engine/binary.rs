@@ -1,11 +1,13 @@
 //! Binary operators: arithmetic, comparisons (with and without `bool`), set operators, and
 //! vector matching (`on`/`ignoring`, `group_left`/`group_right`) with Prometheus's errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::{Evaluator, QueryError, Sample, Value, Vector, drop_metric_name};
+use super::{
+    Evaluator, FastMap, FnvBuild, QueryError, Sample, Value, Vector, drop_metric_name, label_hash,
+};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// The binary operators.
@@ -162,18 +164,14 @@ impl Matching {
         }
     }
 
-    /// The join key of a series.
-    fn signature(&self, l: &Labels) -> Vec<(String, String)> {
+    /// The join key of a series (a hash of the matching labels, as in Prometheus).
+    fn signature(&self, l: &Labels) -> u64 {
         if self.on {
-            l.iter()
-                .filter(|(k, _)| self.labels.iter().any(|x| x == k))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+            label_hash(l, |k| self.labels.iter().any(|x| x == k))
         } else {
-            l.iter()
-                .filter(|(k, _)| *k != METRIC_NAME && !self.labels.iter().any(|x| x == k))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+            label_hash(l, |k| {
+                k != METRIC_NAME && !self.labels.iter().any(|x| x == k)
+            })
         }
     }
 
@@ -259,7 +257,7 @@ fn vector_and(l: Vector, r: Vector, m: &Matching) -> Vector {
     if l.is_empty() || r.is_empty() {
         return Vec::new();
     }
-    let right: HashSet<_> = r.iter().map(|s| m.signature(&s.metric)).collect();
+    let right: HashSet<u64, FnvBuild> = r.iter().map(|s| m.signature(&s.metric)).collect();
     l.into_iter()
         .filter(|s| right.contains(&m.signature(&s.metric)))
         .collect()
@@ -272,7 +270,7 @@ fn vector_or(l: Vector, r: Vector, m: &Matching) -> Vector {
     if r.is_empty() {
         return l;
     }
-    let left: HashSet<_> = l.iter().map(|s| m.signature(&s.metric)).collect();
+    let left: HashSet<u64, FnvBuild> = l.iter().map(|s| m.signature(&s.metric)).collect();
     let mut out = l;
     out.extend(
         r.into_iter()
@@ -285,7 +283,7 @@ fn vector_unless(l: Vector, r: Vector, m: &Matching) -> Vector {
     if l.is_empty() || r.is_empty() {
         return l;
     }
-    let right: HashSet<_> = r.iter().map(|s| m.signature(&s.metric)).collect();
+    let right: HashSet<u64, FnvBuild> = r.iter().map(|s| m.signature(&s.metric)).collect();
     l.into_iter()
         .filter(|s| !right.contains(&m.signature(&s.metric)))
         .collect()
@@ -306,7 +304,7 @@ fn vector_binop(
     } else {
         (lhs, rhs)
     };
-    let mut right: HashMap<Vec<(String, String)>, &Sample> = HashMap::with_capacity(rhs.len());
+    let mut right: FastMap<u64, &Sample> = FastMap::default();
     for rs in &rhs {
         let sig = m.signature(&rs.metric);
         if let Some(dup) = right.get(&sig) {
@@ -324,7 +322,7 @@ fn vector_binop(
         }
         right.insert(sig, rs);
     }
-    let mut matched: HashMap<Vec<(String, String)>, HashSet<Labels>> = HashMap::new();
+    let mut matched: FastMap<u64, HashSet<Labels, FnvBuild>> = FastMap::default();
     let mut out = Vec::new();
     for ls in &lhs {
         let sig = m.signature(&ls.metric);
@@ -353,7 +351,7 @@ fn vector_binop(
                 }
             }
             None => {
-                let mut set = HashSet::new();
+                let mut set = HashSet::with_hasher(FnvBuild);
                 set.insert(metric.clone());
                 matched.insert(sig, set);
             }

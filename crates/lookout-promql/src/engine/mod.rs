@@ -209,7 +209,7 @@ impl Engine {
         }
         let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms)?;
         ev.warn_sort_in_range(expr);
-        let mut series: HashMap<Labels, usize> = HashMap::new();
+        let mut series: FastMap<Labels, usize> = FastMap::default();
         let mut out: Matrix = Vec::new();
         let mut t = start_ms;
         let mut total = 0usize;
@@ -247,7 +247,7 @@ impl Engine {
 }
 
 fn push_point(
-    index: &mut HashMap<Labels, usize>,
+    index: &mut FastMap<Labels, usize>,
     out: &mut Matrix,
     metric: Labels,
     t: i64,
@@ -281,7 +281,7 @@ fn finish_vector(mut v: Vector) -> Result<Vector, QueryError> {
         }
     }
     if v.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(v.len());
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
         for s in &v {
             if !seen.insert(&s.metric) {
                 return Err(QueryError::eval(
@@ -296,7 +296,7 @@ fn finish_vector(mut v: Vector) -> Result<Vector, QueryError> {
 /// Applies delayed name removal to a final matrix, merging series that end up equal.
 fn finish_matrix(m: Matrix) -> Result<Matrix, QueryError> {
     let mut out: Matrix = Vec::with_capacity(m.len());
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: FastMap<Labels, usize> = FastMap::default();
     for mut s in m {
         if s.drop_name {
             drop_metric_name(&mut s.metric);
@@ -695,7 +695,7 @@ impl<'a> Evaluator<'a> {
         if start <= mint {
             start += step;
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: FastMap<Labels, usize> = FastMap::default();
         let mut out: Matrix = Vec::new();
         let mut total = 0usize;
         let mut st = start;
@@ -810,7 +810,7 @@ impl<'a> Evaluator<'a> {
 }
 
 fn add_sub_point(
-    index: &mut HashMap<Labels, usize>,
+    index: &mut FastMap<Labels, usize>,
     out: &mut Matrix,
     metric: Labels,
     drop_name: bool,
@@ -871,6 +871,50 @@ pub fn visit<'e>(e: &'e Expr, f: &mut dyn FnMut(&'e Expr)) {
         | Expr::StringLiteral(_)
         | Expr::Extension(_) => {}
     }
+}
+
+/// FNV-1a: a fast, deterministic hash for label sets (query-local maps need no DoS
+/// resistance).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FnvBuild;
+
+impl std::hash::BuildHasher for FnvBuild {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+/// See [`FnvBuild`].
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map with [`FnvBuild`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, FnvBuild>;
+
+/// Hash of the labels of `l` for which `include(name)` holds: Prometheus groups and
+/// matches series by such hashes too.
+pub(crate) fn label_hash(l: &Labels, include: impl Fn(&str) -> bool) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = FnvBuild.build_hasher();
+    for (k, v) in l.iter().filter(|(k, _)| include(k)) {
+        h.write(k.as_bytes());
+        h.write(&[0xff]);
+        h.write(v.as_bytes());
+        h.write(&[0xfe]);
+    }
+    h.finish()
 }
 
 /// Kahan–Neumaier summation step, as Prometheus's `kahanSumInc`.

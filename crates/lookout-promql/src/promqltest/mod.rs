@@ -282,20 +282,16 @@ impl Runner {
                         reason = Some("experimental parser feature: fill modifiers".into());
                     }
                 }
-                Expr::VectorSelector(vs) => {
-                    if self.selects(vs, &self.histogram_series) {
-                        reason = Some(format!(
-                            "native histograms: {vs} selects a histogram series"
-                        ));
-                    }
+                Expr::VectorSelector(vs) if self.selects(vs, &self.histogram_series) => {
+                    reason = Some(format!(
+                        "native histograms: {vs} selects a histogram series"
+                    ));
                 }
-                Expr::MatrixSelector(ms) => {
-                    if self.selects(&ms.vs, &self.histogram_series) {
-                        reason = Some(format!(
-                            "native histograms: {} selects a histogram series",
-                            ms.vs
-                        ));
-                    }
+                Expr::MatrixSelector(ms) if self.selects(&ms.vs, &self.histogram_series) => {
+                    reason = Some(format!(
+                        "native histograms: {} selects a histogram series",
+                        ms.vs
+                    ));
                 }
                 _ => {}
             }
