@@ -2,8 +2,8 @@
 //!
 //! It owns the connection so that blackbox_exporter's phases are measured exactly:
 //! `resolve` (timed lookup; literal addresses skip it), `connect` (TCP), `tls` (rustls
-//! handshake), `processing` (request sent → response head received) and `transfer`
-//! (response head → end of body). Redirects (301, 302, 303, 307, 308) are followed by hand,
+//! handshake), `processing` (connection ready → first byte of the response, seen by a
+//! wrapper around the socket) and `transfer` (first response byte → end of body). Redirects (301, 302, 303, 307, 308) are followed by hand,
 //! at most 10, each on a new connection, and every phase is summed over them. HTTP/2 is used
 //! when TLS ALPN negotiates it (and `enable_http2` is not false); cleartext is HTTP/1.1.
 //!
@@ -13,6 +13,10 @@
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,7 +24,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, V
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::resolve::resolve_target;
@@ -83,6 +87,8 @@ impl Phases {
 struct Hop {
     response: Response<Incoming>,
     tls: bool,
+    /// When the first byte of the response arrived (the end of `processing`).
+    first_byte: Instant,
 }
 
 /// Probes an HTTP(S) URL (`http://` is assumed when the target has no scheme).
@@ -228,8 +234,8 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
     };
     rec.set("probe_http_version", H_VERSION, version_number);
 
-    // Transfer: response head → end of body, bounded by the size limit.
-    let transfer_start = Instant::now();
+    // Transfer: first response byte → end of body, bounded by the size limit.
+    let transfer_start = hop.first_byte;
     let body_result = read_body(hop.response.into_body(), cfg).await;
     phases.transfer += transfer_start.elapsed();
     phases.publish(rec);
@@ -567,16 +573,18 @@ async fn one_hop(
         let (_, conn) = stream.get_ref();
         tls::record_connection_state(rec, conn, !cfg.tls_config.insecure_skip_verify);
         let h2 = conn.alpn_protocol() == Some(b"h2");
-        let response = send(stream, h2, request, req.timeout, phases, rec).await?;
+        let (response, first_byte) = send(stream, h2, request, req.timeout, phases, rec).await?;
         Ok(Hop {
             response,
             tls: true,
+            first_byte,
         })
     } else {
-        let response = send(tcp, false, request, req.timeout, phases, rec).await?;
+        let (response, first_byte) = send(tcp, false, request, req.timeout, phases, rec).await?;
         Ok(Hop {
             response,
             tls: false,
+            first_byte,
         })
     }
 }
@@ -703,7 +711,9 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Runs the HTTP exchange on `io`, timing `processing` (request sent → response head).
+/// Runs the HTTP exchange on `io`. `processing` runs from the connection being ready to
+/// the first byte of the response (Go's `GotConn` → `GotFirstResponseByte`, as
+/// blackbox_exporter measures it); returns the response and when that first byte came.
 async fn send<IO>(
     io: IO,
     h2: bool,
@@ -711,13 +721,17 @@ async fn send<IO>(
     deadline: Duration,
     phases: &mut Phases,
     rec: &mut Recorder,
-) -> Result<Response<Incoming>, Failure>
+) -> Result<(Response<Incoming>, Instant), Failure>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let protocol_error =
         |e: hyper::Error| Failure::new(reason::HTTP_REQUEST, format!("HTTP request failed: {e}"));
-    let io = TokioIo::new(io);
+    let first_byte = Arc::new(FirstByte::default());
+    let io = TokioIo::new(TimedIo {
+        inner: io,
+        first_byte: first_byte.clone(),
+    });
     let start = Instant::now();
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -732,6 +746,8 @@ where
                 request.headers_mut().insert(http::header::HOST, host);
             }
         }
+        // Bytes of the HTTP/2 handshake are not the response.
+        first_byte.arm();
         sender.send_request(request).await.map_err(protocol_error)
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
@@ -752,11 +768,85 @@ where
                 format!("invalid request path {path:?}: {e}"),
             )
         })?;
+        first_byte.arm();
         sender.send_request(request).await.map_err(protocol_error)
     };
-    phases.processing += start.elapsed();
+    let now = Instant::now();
+    let first = first_byte.get().unwrap_or(now).min(now);
+    phases.processing += first.saturating_duration_since(start);
     phases.publish(rec);
-    response
+    response.map(|r| (r, first))
+}
+
+/// Records when the first byte arrives after [`FirstByte::arm`].
+#[derive(Debug, Default)]
+struct FirstByte {
+    armed: AtomicBool,
+    at: OnceLock<Instant>,
+}
+
+impl FirstByte {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        self.at.get().copied()
+    }
+}
+
+/// A connection that notes the arrival of the response's first byte.
+struct TimedIo<IO> {
+    inner: IO,
+    first_byte: Arc<FirstByte>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for TimedIo<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && self.first_byte.armed.load(Ordering::Acquire)
+        {
+            let _ = self.first_byte.at.set(Instant::now());
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for TimedIo<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// Resolves a `Location` header against the URL it came from.
