@@ -3,9 +3,10 @@
 //! It owns the connection so that blackbox_exporter's phases are measured exactly:
 //! `resolve` (timed lookup; literal addresses skip it), `connect` (TCP), `tls` (rustls
 //! handshake), `processing` (connection ready → first byte of the response, seen by a
-//! wrapper around the socket) and `transfer` (first response byte → end of body). Redirects (301, 302, 303, 307, 308) are followed by hand,
-//! at most 10, each on a new connection, and every phase is summed over them. HTTP/2 is used
-//! when TLS ALPN negotiates it (and `enable_http2` is not false); cleartext is HTTP/1.1.
+//! wrapper around the socket) and `transfer` (first response byte → end of body).
+//! Redirects (301, 302, 303, 307, 308) are followed by hand, at most 10, each on a new
+//! connection, and every phase is summed over them. HTTP/2 is used when TLS ALPN
+//! negotiates it (and `enable_http2` is not false); cleartext is HTTP/1.1.
 //!
 //! The body is read up to `body_size_limit` (10 MiB unless set; `0` = unlimited); a larger
 //! body fails the probe with `body_too_large`. With `compression`, the body is decoded with
