@@ -28,6 +28,9 @@ RUN setcap cap_net_raw+ep /usr/local/bin/lookout \
 # copies over them.
 COPY deploy /etc/lookout/deploy
 COPY rules /etc/lookout/rules
+# Working directory and state (the evaluator's --rules.state-file) belong to the user.
+RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/lookout
+WORKDIR /var/lib/lookout
 USER 10001:10001
 EXPOSE 9115 9095
 ENTRYPOINT ["/usr/local/bin/lookout"]
