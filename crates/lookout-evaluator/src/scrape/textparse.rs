@@ -140,6 +140,16 @@ fn check_comment(rest: &str, format: Format, line_no: usize) -> Result<(), Parse
             format!("invalid metric name {name:?} in {kind} line"),
         ));
     }
+    if kind == "UNIT" {
+        let unit = words.next().unwrap_or("").trim();
+        if !unit.is_empty() && !name.ends_with(unit) {
+            return Err(err(
+                line_no,
+                1,
+                format!("unit {unit:?} not a suffix of metric {name:?}"),
+            ));
+        }
+    }
     if kind == "TYPE" {
         let typ = words.next().unwrap_or("").trim();
         let ok = match format {
@@ -402,12 +412,13 @@ mod tests {
 
     #[test]
     fn openmetrics() {
-        let body = "# TYPE foo counter\n# UNIT foo seconds\nfoo_total{a=\"b\"} 17.5 1520879607.789 # {id=\"x\"} 1.0\nfoo_created 1.5e9\n# EOF\n";
+        let body = "# TYPE foo_seconds counter\n# UNIT foo_seconds seconds\nfoo_total{a=\"b\"} 17.5 1520879607.789 # {id=\"x\"} 1.0\nfoo_created 1.5e9\n# EOF\n";
         let s = parse(body, Format::OpenMetrics).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].timestamp_ms, Some(1520879607789));
         assert!(parse("foo 1\n", Format::OpenMetrics).is_err());
         assert!(parse("# EOF\nfoo 1\n", Format::OpenMetrics).is_err());
+        assert!(parse("# UNIT temp celsius\n# EOF\n", Format::OpenMetrics).is_err());
     }
 
     #[test]
