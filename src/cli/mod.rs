@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 
 pub mod exporter;
+pub mod promqltest;
 pub mod rules;
 
 /// All sub-commands of `lookout`.
@@ -12,6 +13,8 @@ pub mod rules;
 pub enum Command {
     /// Probe targets (blackbox_exporter compatible) and serve the results as metrics.
     Exporter(exporter::Args),
+    /// Run Prometheus's PromQL test scripts (`*.test`) against Lookout's PromQL engine.
+    Promqltest(promqltest::Args),
     /// Check Prometheus rule files (`lookout rules check FILE...`).
     Rules(rules::Args),
 }
@@ -42,6 +45,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Exporter(args) => exporter::run(args),
+        Command::Promqltest(args) => promqltest::run(args),
         Command::Rules(args) => rules::run(args),
     }
 }
