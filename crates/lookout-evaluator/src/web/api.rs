@@ -589,6 +589,17 @@ pub async fn buildinfo() -> Response {
     success(json!(info))
 }
 
+/// `GET /api/v1/metadata`: the evaluator keeps no metric metadata; an empty map, which
+/// Grafana's metric browser accepts.
+pub async fn metadata() -> Response {
+    success(json!({}))
+}
+
+/// `GET|POST /api/v1/query_exemplars`: no exemplars are stored; an empty list.
+pub async fn query_exemplars() -> Response {
+    success(json!([]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,15 +620,4 @@ mod tests {
         assert_eq!(format_float_e(0.05), "5e-02");
         assert_eq!(format_float_e(f64::INFINITY), "+Inf");
     }
-}
-
-/// `GET /api/v1/metadata`: the evaluator keeps no metric metadata; an empty map, which
-/// Grafana's metric browser accepts.
-pub async fn metadata() -> Response {
-    success(json!({}))
-}
-
-/// `GET|POST /api/v1/query_exemplars`: no exemplars are stored; an empty list.
-pub async fn query_exemplars() -> Response {
-    success(json!([]))
 }
