@@ -42,6 +42,24 @@ async fn app() -> std::net::SocketAddr {
         )
         .route("/loop", get(|| async { Redirect::to("/loop") }))
         .route(
+            "/login",
+            get(|| async {
+                (
+                    [(header::SET_COOKIE, "session=s3cret; Path=/; HttpOnly")],
+                    Redirect::to("/private"),
+                )
+            }),
+        )
+        .route(
+            "/private",
+            get(|headers: HeaderMap| async move {
+                match headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+                    Some("session=s3cret") => (StatusCode::OK, "welcome"),
+                    _ => (StatusCode::FORBIDDEN, "no session"),
+                }
+            }),
+        )
+        .route(
             "/headers",
             get(|| async {
                 (
@@ -180,6 +198,11 @@ async fn redirects_are_followed_and_counted() {
     assert_failure(&r, "invalid_status_code");
     assert_eq!(value(&r, "probe_http_status_code"), Some(307.0));
     assert_eq!(value(&r, "probe_http_redirects"), Some(0.0));
+
+    // A cookie set on a redirect goes back with the next request, as with Go's jar.
+    let r = probe(&format!("http://{addr}/login"), &module("prober: http")).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_http_redirects"), Some(1.0));
 
     let r = probe(&format!("http://{addr}/loop"), &module("prober: http")).await;
     assert_failure(&r, "too_many_redirects");

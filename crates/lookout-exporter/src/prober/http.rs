@@ -129,20 +129,30 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         })?),
         None => Bytes::from(cfg.body.clone()),
     };
-    let mut method = Method::from_bytes(cfg.method.as_bytes()).map_err(|e| {
+    let method = Method::from_bytes(cfg.method.as_bytes()).map_err(|e| {
         Failure::new(
             reason::HTTP_REQUEST,
             format!("invalid method {:?}: {e}", cfg.method),
         )
     })?;
-    let mut body = body;
+    let mut out = Outgoing {
+        method,
+        body,
+        cookies: Vec::new(),
+    };
     let mut redirects = 0u32;
     let mut first = true;
 
     let hop = loop {
-        let hop = one_hop(req, rec, &uri, &method, &body, first, &mut phases).await?;
+        let hop = one_hop(req, rec, &uri, &out, first, &mut phases).await?;
         first = false;
         let status = hop.response.status();
+        let host = uri.host().unwrap_or("");
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        remember_cookies(&mut out.cookies, &host, hop.response.headers());
         if let Some(h) = rec.http.as_mut() {
             h.status = status.as_u16();
         }
@@ -178,11 +188,11 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
                 // As Go's client: 303, and 301/302 of anything but GET/HEAD, become GET.
                 if status == StatusCode::SEE_OTHER
                     || (matches!(status.as_u16(), 301 | 302)
-                        && method != Method::GET
-                        && method != Method::HEAD)
+                        && out.method != Method::GET
+                        && out.method != Method::HEAD)
                 {
-                    method = Method::GET;
-                    body = Bytes::new();
+                    out.method = Method::GET;
+                    out.body = Bytes::new();
                 }
                 uri = next;
             }
@@ -471,13 +481,36 @@ async fn read_body(mut body: Incoming, cfg: &HttpProbe) -> Result<Vec<u8>, (usiz
     Ok(out)
 }
 
+/// What each request of a redirect chain sends.
+struct Outgoing {
+    method: Method,
+    body: Bytes,
+    /// Cookies set along the redirect chain: (host, name, value). Like Go's cookie jar in
+    /// blackbox_exporter, they go back to the host that set them (path, expiry and domain
+    /// attributes are not interpreted).
+    cookies: Vec<(String, String, String)>,
+}
+
+/// Keeps the `Set-Cookie` name=value pairs of a response from `host`.
+fn remember_cookies(jar: &mut Vec<(String, String, String)>, host: &str, headers: &HeaderMap) {
+    for value in headers.get_all(http::header::SET_COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        let pair = value.split(';').next().unwrap_or("");
+        let Some((name, val)) = pair.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().to_string();
+        jar.retain(|(h, n, _)| !(h == host && *n == name));
+        jar.push((host.to_string(), name, val.trim().to_string()));
+    }
+}
+
 /// Connects, sends one request and waits for the response head, adding to the phases.
 async fn one_hop(
     req: &ProbeRequest<'_>,
     rec: &mut Recorder,
     uri: &Uri,
-    method: &Method,
-    body: &Bytes,
+    out: &Outgoing,
     first: bool,
     phases: &mut Phases,
 ) -> Result<Hop, Failure> {
@@ -551,7 +584,7 @@ async fn one_hop(
             .map_or_else(|| host.clone(), |a| a.as_str().to_string()),
     };
 
-    let request = build_request(cfg, uri, method, body, &host_header, rec)?;
+    let request = build_request(cfg, uri, out, &host, &host_header, rec)?;
     if https {
         // TLS server name: server_name, else the Host header (without port), else the host.
         let sni_default = if configured_host.is_some() || (first && req.hostname.is_some()) {
@@ -603,11 +636,12 @@ fn strip_port(host: &str) -> String {
 fn build_request(
     cfg: &HttpProbe,
     uri: &Uri,
-    method: &Method,
-    body: &Bytes,
+    out: &Outgoing,
+    host: &str,
     host_header: &str,
     rec: &mut Recorder,
 ) -> Result<Request<Full<Bytes>>, Failure> {
+    let (method, body) = (&out.method, &out.body);
     let bad = |e: String| Failure::new(reason::HTTP_REQUEST, e);
     let mut builder = Request::builder().method(method.clone()).uri(uri.clone());
     let headers = builder
@@ -626,6 +660,19 @@ fn build_request(
         headers.insert(
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static(cfg.compression.as_str()),
+        );
+    }
+    let cookies: Vec<String> = out
+        .cookies
+        .iter()
+        .filter(|(h, _, _)| h == host)
+        .map(|(_, n, v)| format!("{n}={v}"))
+        .collect();
+    if !cookies.is_empty() {
+        headers.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&cookies.join("; "))
+                .map_err(|e| bad(format!("invalid cookie: {e}")))?,
         );
     }
     if let Some(auth) = authorization(cfg)? {
