@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod config;
 pub mod datasource;
 pub mod embedded;
 pub mod notifier;
@@ -16,3 +17,279 @@ pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};
 pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::config::EvaluatorConfig;
+use crate::rules::manager::{ManagerOptions, RuleManager};
+use crate::rules::metrics::RuleMetrics;
+
+/// Settings of `lookout evaluator` that come from flags rather than the configuration file.
+#[derive(Clone, Debug)]
+pub struct EvaluatorOptions {
+    /// `--config.file`.
+    pub config_file: PathBuf,
+    /// `--web.listen-address`.
+    pub listen_address: String,
+    /// `--rules.file` globs, added to the configuration's `rule_files`.
+    pub extra_rule_files: Vec<String>,
+    /// `--web.external-url` (default `http://<hostname>:<port>`).
+    pub external_url: Option<String>,
+    /// `--datasource.url` and friends: remote mode. `None` is embedded mode.
+    pub datasource: Option<remote::RemoteConfig>,
+    /// `--remote-write.url`: rule outputs written to a remote server (remote mode).
+    pub remote_write: Option<remote_write::RemoteWriteConfig>,
+    /// `--rules.state-file`: `for` state kept across restarts when the datasource does not
+    /// store `ALERTS_FOR_STATE`.
+    pub state_file: Option<PathBuf>,
+    /// `--rules.alert.resend-delay` (1m).
+    pub resend_delay: Duration,
+    /// `--rules.alert.for-outage-tolerance` (1h).
+    pub outage_tolerance: Duration,
+    /// `--rules.alert.for-grace-period` (10m).
+    pub for_grace_period: Duration,
+    /// `--alertmanager.notification-queue-capacity` (10000).
+    pub notification_queue_capacity: usize,
+}
+
+impl EvaluatorOptions {
+    /// Defaults for `config_file`: embedded mode, `0.0.0.0:9095`, Prometheus's timings,
+    /// state in `data/alerts-state.json`.
+    pub fn new(config_file: impl Into<PathBuf>) -> EvaluatorOptions {
+        EvaluatorOptions {
+            config_file: config_file.into(),
+            listen_address: "0.0.0.0:9095".to_string(),
+            extra_rule_files: Vec::new(),
+            external_url: None,
+            datasource: None,
+            remote_write: None,
+            state_file: Some(PathBuf::from("data/alerts-state.json")),
+            resend_delay: Duration::from_secs(60),
+            outage_tolerance: state::DEFAULT_OUTAGE_TOLERANCE,
+            for_grace_period: state::DEFAULT_FOR_GRACE_PERIOD,
+            notification_queue_capacity: 10_000,
+        }
+    }
+}
+
+/// Why the evaluator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A rule file is invalid.
+    #[error("{0}")]
+    Rules(String),
+    /// Scrape configuration rejected.
+    #[error("{0}")]
+    Scrape(String),
+    /// `alerting` configuration rejected.
+    #[error(transparent)]
+    Notifier(#[from] notifier::NotifierConfigError),
+    /// The remote datasource settings are invalid.
+    #[error("remote datasource: {0}")]
+    Remote(String),
+    /// The web server could not listen or failed.
+    #[error("web server on {address}: {source}")]
+    Web {
+        /// The listen address.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn default_external_url(listen: &str) -> String {
+    let port = listen.rsplit(':').next().unwrap_or("9095");
+    format!("http://{}:{port}", hostname())
+}
+
+fn rule_patterns(cfg: &EvaluatorConfig, extra: &[String]) -> Vec<String> {
+    cfg.rule_files.iter().chain(extra).cloned().collect()
+}
+
+/// Runs the evaluator until `shutdown` completes: loads the configuration and rules, starts
+/// the datasource (embedded scraping and storage, or a remote Prometheus-API server), the
+/// notifiers, the rule manager and the web server. SIGHUP and `POST /-/reload` reload the
+/// configuration and rules; an invalid new configuration keeps the running one.
+pub async fn run<F>(opts: EvaluatorOptions, shutdown: F) -> Result<(), RunError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let cfg = EvaluatorConfig::load(&opts.config_file)?;
+    // Check the rules before starting anything.
+    RuleManager::load_files(&rule_patterns(&cfg, &opts.extra_rule_files))
+        .map_err(|e| RunError::Rules(e.to_string()))?;
+    let external_url = opts
+        .external_url
+        .clone()
+        .unwrap_or_else(|| default_external_url(&opts.listen_address));
+    let external_url = external_url.trim_end_matches('/').to_string();
+    let external_labels = cfg.external_labels();
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let rule_metrics = RuleMetrics::register(&mut registry);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // Datasource.
+    let engine = lookout_promql::Engine::default();
+    let mut storage = None;
+    let mut scrape = None;
+    let datasource: Arc<dyn Datasource> = match &opts.datasource {
+        Some(remote_cfg) => {
+            let mut ds = remote::RemoteDatasource::new(remote_cfg.clone())
+                .map_err(|e| RunError::Remote(e.to_string()))?;
+            if let Some(w) = &opts.remote_write {
+                let writer = remote_write::RemoteWriter::start(w.clone(), &mut registry)
+                    .map_err(|e| RunError::Remote(e.to_string()))?;
+                ds = ds.with_remote_write(writer);
+            }
+            Arc::new(ds)
+        }
+        None => {
+            let st = Arc::new(lookout_promql::storage::Storage::default());
+            let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), &mut registry, 0));
+            sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+                .await
+                .map_err(|e| RunError::Scrape(e.to_string()))?;
+            storage = Some(st.clone());
+            scrape = Some(sm);
+            Arc::new(embedded::EmbeddedDatasource::new(st, engine.clone()))
+        }
+    };
+
+    // Notifiers.
+    let notifier = Arc::new(notifier::NotifierManager::new(
+        notifier::NotifierOptions {
+            queue_capacity: opts.notification_queue_capacity,
+            external_url: external_url.clone(),
+        },
+        &mut registry,
+    ));
+    notifier.apply_config(&cfg.alerting, &external_labels)?;
+    let notifier_task = {
+        let n = notifier.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            n.run(async move {
+                let _ = rx.changed().await;
+            })
+            .await
+        })
+    };
+
+    // Rules.
+    let manager = RuleManager::new(ManagerOptions {
+        datasource: datasource.clone(),
+        notifier: notifier.clone(),
+        external_labels: external_labels.clone(),
+        external_url: external_url.clone(),
+        default_interval: cfg.evaluation_interval(),
+        resend_delay: opts.resend_delay,
+        outage_tolerance: opts.outage_tolerance,
+        for_grace_period: opts.for_grace_period,
+        state_file: opts.state_file.clone(),
+        metrics: rule_metrics,
+    });
+    let n = manager
+        .update(&rule_patterns(&cfg, &opts.extra_rule_files))
+        .map_err(|e| RunError::Rules(e.to_string()))?;
+    tracing::info!(rules = n, groups = manager.group_list().len(), external_url = %external_url, mode = if opts.datasource.is_some() { "remote" } else { "embedded" }, "Rules loaded");
+    let state_writer = tokio::spawn(manager.clone().run_state_writer(stop_rx.clone()));
+
+    // Reload: configuration file, scrape targets, notifiers, rules.
+    let reload: web::ReloadFn = {
+        let opts = opts.clone();
+        let manager = manager.clone();
+        let notifier = notifier.clone();
+        let scrape = scrape.clone();
+        Arc::new(move || {
+            let opts = opts.clone();
+            let manager = manager.clone();
+            let notifier = notifier.clone();
+            let scrape = scrape.clone();
+            Box::pin(async move {
+                let cfg = EvaluatorConfig::load(&opts.config_file).map_err(|e| e.to_string())?;
+                let patterns = rule_patterns(&cfg, &opts.extra_rule_files);
+                RuleManager::load_files(&patterns).map_err(|e| e.to_string())?;
+                if let Some(sm) = &scrape {
+                    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                notifier
+                    .apply_config(&cfg.alerting, &cfg.external_labels())
+                    .map_err(|e| e.to_string())?;
+                manager.set_defaults(cfg.external_labels(), cfg.evaluation_interval());
+                let n = manager.update(&patterns).map_err(|e| e.to_string())?;
+                tracing::info!(rules = n, "Configuration reloaded");
+                Ok(())
+            })
+        })
+    };
+    #[cfg(unix)]
+    {
+        let reload = reload.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        if let Err(e) = reload().await {
+                            tracing::error!(err = %e, "Reloading configuration failed; keeping the running one");
+                        }
+                    }
+                    _ = rx.changed() => return,
+                }
+            }
+        });
+    }
+
+    // Web.
+    let mut state = web::WebState::new(web::shared_registry(registry));
+    state.storage = storage;
+    state.engine = engine;
+    state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
+    state.scrape = scrape.clone();
+    state.reload = Some(reload);
+    state.ready.store(true, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind(&opts.listen_address)
+        .await
+        .map_err(|source| RunError::Web {
+            address: opts.listen_address.clone(),
+            source,
+        })?;
+    tracing::info!(address = %opts.listen_address, "Listening");
+    let web_result = web::serve(listener, web::router(state), shutdown).await;
+
+    // Shutdown: stop evaluating, persist state, drain notifications.
+    let _ = stop_tx.send(true);
+    manager.stop().await;
+    let _ = state_writer.await;
+    if let Some(sm) = &scrape {
+        sm.stop().await;
+    }
+    let _ = notifier_task.await;
+    web_result.map_err(|source| RunError::Web {
+        address: opts.listen_address.clone(),
+        source,
+    })
+}

@@ -68,6 +68,8 @@ pub struct RuleManager {
     /// State read at start-up, kept for rules that are not restored yet.
     saved: Arc<HashMap<Labels, ForState>>,
     state_dirty: Arc<tokio::sync::Notify>,
+    /// External labels and default interval, replaceable on reload.
+    defaults: Mutex<(Labels, Duration)>,
 }
 
 /// Why a reload failed (the previous rules stay in place).
@@ -107,7 +109,6 @@ impl RuleManager {
             RestoreSource::Saved(saved.clone())
         };
         Arc::new(RuleManager {
-            opts,
             ctx,
             inner: Mutex::new(Inner {
                 groups: BTreeMap::new(),
@@ -116,6 +117,8 @@ impl RuleManager {
             restore_source,
             saved,
             state_dirty,
+            defaults: Mutex::new((opts.external_labels.clone(), opts.default_interval)),
+            opts,
         })
     }
 
@@ -144,6 +147,11 @@ impl RuleManager {
     /// Builds groups from decoded files. `restored` is false on the first load, so alerting
     /// rules wait for state restoration before writing `ALERTS_FOR_STATE`.
     pub fn build_groups(&self, files: &[RuleFile], restored: bool) -> Vec<Group> {
+        let (external_labels, default_interval) = self
+            .defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut out = Vec::new();
         for f in files {
             let file_name = f.path.display().to_string();
@@ -152,7 +160,7 @@ impl RuleManager {
                     .interval
                     .map(|d| d.0)
                     .filter(|d| !d.is_zero())
-                    .unwrap_or(self.opts.default_interval);
+                    .unwrap_or(default_interval);
                 let query_offset = g.query_offset.map(|d| d.0).unwrap_or_default();
                 let mut rules = Vec::new();
                 for r in &g.rules {
@@ -176,7 +184,7 @@ impl RuleManager {
                                 .iter()
                                 .map(|(k, v)| (k.clone(), v.0.clone()))
                                 .collect(),
-                            self.opts.external_labels.clone(),
+                            external_labels.clone(),
                             &self.opts.external_url,
                             restored,
                         )));
@@ -185,7 +193,7 @@ impl RuleManager {
                     }
                 }
                 let fingerprint = format!(
-                    "{interval:?}|{query_offset:?}|{}|{:?}|{:?}",
+                    "{interval:?}|{query_offset:?}|{}|{:?}|{:?}|{external_labels}",
                     g.limit, g.labels, g.rules
                 );
                 out.push(Group::new(
@@ -278,6 +286,13 @@ impl RuleManager {
         };
         let task = tokio::spawn(group.clone().run(stop_rx, restore_fn));
         Running { group, stop, task }
+    }
+
+    /// Replaces the external labels and the default interval used by the next
+    /// [`update`](Self::update) (configuration reload).
+    pub fn set_defaults(&self, external_labels: Labels, default_interval: Duration) {
+        *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) =
+            (external_labels, default_interval);
     }
 
     /// The running groups, in file then name order.

@@ -44,57 +44,57 @@ impl RuleMetrics {
         let m = RuleMetrics::default();
         registry.register(
             "prometheus_rule_evaluations",
-            "The total number of rule evaluations.",
+            "The total number of rule evaluations",
             m.evaluations.clone(),
         );
         registry.register(
             "prometheus_rule_evaluation_failures",
-            "The total number of rule evaluation failures.",
+            "The total number of rule evaluation failures",
             m.evaluation_failures.clone(),
         );
         registry.register(
             "prometheus_rule_group_iterations",
-            "The total number of scheduled rule group evaluations, whether executed or missed.",
+            "The total number of scheduled rule group evaluations, whether executed or missed",
             m.iterations_scheduled.clone(),
         );
         registry.register(
             "prometheus_rule_group_iterations_missed",
-            "The total number of rule group evaluations missed due to slow rule group evaluation.",
+            "The total number of rule group evaluations missed due to slow rule group evaluation",
             m.iterations_missed.clone(),
         );
         registry.register(
             "prometheus_rule_group_last_duration_seconds",
-            "The duration of the last rule group evaluation.",
+            "The duration of the last rule group evaluation",
             m.last_duration.clone(),
         );
         registry.register(
             "prometheus_rule_group_last_evaluation_timestamp_seconds",
-            "The timestamp of the last rule group evaluation in seconds.",
+            "The timestamp of the last rule group evaluation in seconds",
             m.last_evaluation.clone(),
         );
         registry.register(
             "prometheus_rule_group_rules",
-            "The number of rules.",
+            "The number of rules",
             m.rules.clone(),
         );
         registry.register(
             "prometheus_rule_group_interval_seconds",
-            "The interval of a rule group.",
+            "The interval of a rule group",
             m.interval.clone(),
         );
         registry.register(
             "prometheus_rule_group_last_restore_duration_seconds",
-            "The duration of the last alert rules alerts restoration using the `ALERTS_FOR_STATE` series.",
+            "The duration of the last alert rules alerts restoration using the `ALERTS_FOR_STATE` series",
             m.last_restore_duration.clone(),
         );
         registry.register(
             "prometheus_rule_group_last_evaluation_samples",
-            "The number of samples returned during the last rule group evaluation.",
+            "The number of samples returned during the last rule group evaluation",
             m.last_samples.clone(),
         );
         registry.register(
             "prometheus_rule_config_last_reload_successful",
-            "Whether the last rule configuration reload attempt was successful.",
+            "Whether the last rule configuration reload attempt was successful",
             m.config_last_reload_successful.clone(),
         );
         m

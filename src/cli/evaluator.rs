@@ -1,0 +1,164 @@
+//! `lookout evaluator`: loads Prometheus rule files and fires alerts, evaluating on its own
+//! scraped storage (embedded mode, the default) or on a Prometheus-API server
+//! (`--datasource.url`). Flags are spelled the Prometheus way.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use lookout_evaluator::EvaluatorOptions;
+use lookout_evaluator::remote::RemoteConfig;
+use lookout_evaluator::remote_write::RemoteWriteConfig;
+use lookout_evaluator::rules::file::parse_duration;
+use lookout_evaluator::scrape_config::{Authorization, BasicAuth, HttpClientConfig};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// Flags of `lookout evaluator`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file in Prometheus's schema (`global`, `rule_files`, `scrape_configs`,
+    /// `alerting`).
+    #[arg(
+        long = "config.file",
+        value_name = "FILE",
+        default_value = "evaluator.yml"
+    )]
+    config_file: PathBuf,
+    /// Address of the web server (API, /metrics, /-/reload).
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9095"
+    )]
+    listen_address: String,
+    /// URL under which the evaluator is reached (generatorURL of alerts, $externalURL).
+    #[arg(long = "web.external-url", value_name = "URL")]
+    external_url: Option<String>,
+    /// More rule files (globs), added to the configuration's `rule_files`.
+    #[arg(long = "rules.file", value_name = "GLOB")]
+    rule_files: Vec<String>,
+    /// File keeping `for` timers across restarts (embedded mode, or remote mode without
+    /// remote write). Written atomically.
+    #[arg(
+        long = "rules.state-file",
+        value_name = "FILE",
+        default_value = "data/alerts-state.json"
+    )]
+    state_file: PathBuf,
+    /// Minimum time between two sends of a firing alert.
+    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", default_value = "1m", value_parser = duration)]
+    resend_delay: Duration,
+    /// Maximum downtime for which `for` state is restored.
+    #[arg(long = "rules.alert.for-outage-tolerance", value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    outage_tolerance: Duration,
+    /// Minimum time left to wait after a restart before an alert with a long `for` fires.
+    #[arg(long = "rules.alert.for-grace-period", value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    for_grace_period: Duration,
+    /// Alerts kept waiting for delivery; more are dropped (and counted).
+    #[arg(
+        long = "alertmanager.notification-queue-capacity",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    queue_capacity: usize,
+    /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
+    /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
+    #[arg(long = "datasource.url", value_name = "URL")]
+    datasource_url: Option<String>,
+    /// Basic-auth user for the datasource.
+    #[arg(long = "datasource.basic-auth.username", value_name = "USER")]
+    datasource_user: Option<String>,
+    /// File holding the basic-auth password for the datasource.
+    #[arg(long = "datasource.basic-auth.password-file", value_name = "FILE")]
+    datasource_password_file: Option<PathBuf>,
+    /// File holding a bearer token for the datasource.
+    #[arg(long = "datasource.bearer-token-file", value_name = "FILE")]
+    datasource_bearer_token_file: Option<PathBuf>,
+    /// Per-query time limit in remote mode.
+    #[arg(long = "datasource.timeout", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    datasource_timeout: Duration,
+    /// Remote mode: write rule outputs (recorded series, ALERTS, ALERTS_FOR_STATE) to this
+    /// remote-write URL, so later rules see them and `for` state is restored from there.
+    #[arg(long = "remote-write.url", value_name = "URL")]
+    remote_write_url: Option<String>,
+}
+
+fn http_config(args: &Args) -> HttpClientConfig {
+    HttpClientConfig {
+        basic_auth: args.datasource_user.as_ref().map(|u| BasicAuth {
+            username: u.clone(),
+            password: None,
+            password_file: args.datasource_password_file.clone(),
+        }),
+        authorization: args
+            .datasource_bearer_token_file
+            .as_ref()
+            .map(|f| Authorization {
+                kind: None,
+                credentials: None,
+                credentials_file: Some(f.clone()),
+            }),
+        ..HttpClientConfig::default()
+    }
+}
+
+/// Runs the evaluator until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut options = EvaluatorOptions::new(args.config_file.clone());
+    options.listen_address = args.listen_address.clone();
+    options.external_url = args.external_url.clone();
+    options.extra_rule_files = args.rule_files.clone();
+    options.state_file = Some(args.state_file.clone());
+    options.resend_delay = args.resend_delay;
+    options.outage_tolerance = args.outage_tolerance;
+    options.for_grace_period = args.for_grace_period;
+    options.notification_queue_capacity = args.queue_capacity;
+    if let Some(url) = &args.datasource_url {
+        let mut cfg = RemoteConfig::new(url.clone());
+        cfg.http = http_config(&args);
+        cfg.timeout = args.datasource_timeout;
+        options.datasource = Some(cfg);
+        if let Some(w) = &args.remote_write_url {
+            let mut wc = RemoteWriteConfig::new(w.clone());
+            wc.http = http_config(&args);
+            options.remote_write = Some(wc);
+        }
+    } else if args.remote_write_url.is_some() {
+        anyhow::bail!("--remote-write.url needs --datasource.url (remote mode)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(lookout_evaluator::run(options, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("interrupted; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
