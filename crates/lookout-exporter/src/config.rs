@@ -948,6 +948,7 @@ impl RawModule {
             m.http = h.into_probe()?;
         }
         if let Some(t) = self.tcp {
+            validate_tls(&t.tls_config).map_err(|(k, msg)| (prefix("tcp", k), msg))?;
             m.tcp = TcpProbe {
                 preferred_ip_protocol: t.preferred_ip_protocol.unwrap_or_default(),
                 ip_protocol_fallback: t.ip_protocol_fallback.unwrap_or(true),
@@ -1082,6 +1083,51 @@ impl RawHttp {
             self.fail_if_body_json_matches_cel,
             self.fail_if_body_json_not_matches_cel,
         );
+        validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("http", k), msg))?;
+        let auth_count = [
+            self.basic_auth.is_some(),
+            self.authorization.is_some(),
+            self.bearer_token.is_some(),
+            self.bearer_token_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if auth_count > 1 {
+            return Err((
+                vec!["http"],
+                "at most one of basic_auth, authorization, bearer_token & bearer_token_file must be configured".into(),
+            ));
+        }
+        if let Some(b) = &self.basic_auth {
+            if !b.username.is_empty() && b.username_file.is_some() {
+                return Err((
+                    vec!["http", "basic_auth"],
+                    "at most one of basic_auth username & username_file must be configured".into(),
+                ));
+            }
+            if !b.password.is_empty() && b.password_file.is_some() {
+                return Err((
+                    vec!["http", "basic_auth"],
+                    "at most one of basic_auth password & password_file must be configured".into(),
+                ));
+            }
+        }
+        if let Some(a) = &self.authorization {
+            if a.kind.eq_ignore_ascii_case("basic") {
+                return Err((
+                    vec!["http", "authorization"],
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        .into(),
+                ));
+            }
+            if !a.credentials.is_empty() && a.credentials_file.is_some() {
+                return Err((
+                    vec!["http", "authorization"],
+                    "at most one of authorization credentials & credentials_file must be configured".into(),
+                ));
+            }
+        }
         if !self.body.is_empty() && self.body_file.is_some() {
             return Err((
                 vec!["http", "body_file"],
@@ -1195,6 +1241,7 @@ struct RawDns {
 impl RawDns {
     fn into_probe(self) -> Result<DnsProbe, ModuleError> {
         use std::str::FromStr;
+        validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("dns", k), msg))?;
         if self.query_name.is_empty() {
             return Err((
                 vec!["dns"],
@@ -1252,6 +1299,44 @@ impl RawDns {
             validate_additional_rrs: self.validate_additional_rrs,
         })
     }
+}
+
+fn prefix(section: &'static str, mut keys: Vec<&'static str>) -> Vec<&'static str> {
+    keys.insert(0, section);
+    keys
+}
+
+/// Prometheus' `TLSConfig.Validate`: inline and file forms exclude each other, and a client
+/// certificate needs its key.
+fn validate_tls(t: &TlsConfig) -> Result<(), ModuleError> {
+    let err = |msg: &str| Err((vec!["tls_config"], msg.to_string()));
+    if t.ca.is_some() && t.ca_file.is_some() {
+        return err("at most one of ca and ca_file must be configured");
+    }
+    if t.cert.is_some() && t.cert_file.is_some() {
+        return err("at most one of cert and cert_file must be configured");
+    }
+    if t.key.is_some() && t.key_file.is_some() {
+        return err("at most one of key and key_file must be configured");
+    }
+    let has_cert = t.cert.is_some() || t.cert_file.is_some();
+    let has_key = t.key.is_some() || t.key_file.is_some();
+    if has_cert && !has_key {
+        return err(
+            "exactly one of key or key_file must be configured when a client certificate is configured",
+        );
+    }
+    if has_key && !has_cert {
+        return err(
+            "exactly one of cert or cert_file must be configured when a client key is configured",
+        );
+    }
+    if let (Some(min), Some(max)) = (t.min_version, t.max_version) {
+        if min > max {
+            return err("max_version must be greater than or equal to min_version");
+        }
+    }
+    Ok(())
 }
 
 /// Whether an `Accept-Encoding` header admits `compression` (blackbox_exporter's

@@ -308,6 +308,16 @@ fn errors_name_file_line_and_column() {
             "unknown field `scrape_configs`",
         ),
         (
+            "modules:\n  m:\n    prober: http\n    http:\n      bearer_token: x\n      basic_auth: {username: u}\n",
+            "exporter.yml:4:5",
+            "at most one of basic_auth, authorization, bearer_token & bearer_token_file",
+        ),
+        (
+            "modules:\n  m:\n    prober: tcp\n    tcp:\n      tls: true\n      tls_config:\n        cert_file: c.pem\n",
+            "exporter.yml:6:7",
+            "exactly one of key or key_file",
+        ),
+        (
             "modules:\n  m:\n    prober: http\n    http:\n      compression: gzip\n      headers: {Accept-Encoding: 'br, gzip;q=0'}\n",
             "exporter.yml:5:7",
             "invalid configuration \"Accept-Encoding: br, gzip;q=0\", \"compression: gzip\"",
