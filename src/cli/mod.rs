@@ -6,6 +6,7 @@ use clap::{Subcommand, ValueEnum};
 
 pub mod evaluator;
 pub mod exporter;
+pub mod promqltest;
 pub mod rules;
 
 /// All sub-commands of `lookout`.
@@ -13,6 +14,8 @@ pub mod rules;
 pub enum Command {
     /// Probe targets (blackbox_exporter compatible) and serve the results as metrics.
     Exporter(exporter::Args),
+    /// Run Prometheus's PromQL test scripts (`*.test`) against Lookout's PromQL engine.
+    Promqltest(promqltest::Args),
     /// Evaluate Prometheus alerting and recording rules and send alerts.
     Evaluator(Box<evaluator::Args>),
     /// Check Prometheus rule files (`lookout rules check FILE...`).
@@ -45,6 +48,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Exporter(args) => exporter::run(args),
+        Command::Promqltest(args) => promqltest::run(args),
         Command::Evaluator(args) => evaluator::run(*args),
         Command::Rules(args) => rules::run(args),
     }
