@@ -78,6 +78,10 @@ impl Evaluator<'_> {
                 t: ts,
                 v: self.end as f64 / 1000.0,
             }),
+            "step" => Ok(Value::Scalar {
+                t: ts,
+                v: self.step as f64 / 1000.0,
+            }),
             "range" => Ok(Value::Scalar {
                 t: ts,
                 v: (self.end - self.start) as f64 / 1000.0,
@@ -210,6 +214,49 @@ impl Evaluator<'_> {
                 }
                 vec_out(out)
             }
+            "histogram_quantiles" => {
+                let v = self.eval_vector(args[0], ts)?;
+                let label = self.eval_string(args[1], ts)?;
+                let mut qs = Vec::new();
+                for a in &args[2..] {
+                    let q = self.eval_scalar(a, ts)?;
+                    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                        self.annotate(
+                            AnnotationLevel::Warning,
+                            format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                            &a.to_string(),
+                        );
+                    }
+                    qs.push(q);
+                }
+                let anchor = args[0].to_string();
+                let groups = self.classic_buckets(v, &anchor);
+                let mut out = Vec::new();
+                for (metric, buckets) in groups {
+                    for q in &qs {
+                        let (res, forced) = bucket_quantile(*q, &mut buckets.clone());
+                        if forced {
+                            self.annotate(
+                                AnnotationLevel::Info,
+                                format!(
+                                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                                    metric.metric_name().unwrap_or("")
+                                ),
+                                &anchor,
+                            );
+                        }
+                        let mut m = metric.clone();
+                        m.set(&label, &quantile_label(*q));
+                        out.push(Sample {
+                            metric: m,
+                            t: ts,
+                            f: res,
+                            drop_name: true,
+                        });
+                    }
+                }
+                vec_out(out)
+            }
             "histogram_fraction" => {
                 let lower = self.eval_scalar(args[0], ts)?;
                 let upper = self.eval_scalar(args[1], ts)?;
@@ -291,7 +338,7 @@ impl Evaluator<'_> {
                 vec_out(v)
             }
             "info" => Err(QueryError::eval("the info() function is not supported")),
-            "histogram_quantiles" | "start_timestamp" => Err(QueryError::eval(format!(
+            "start_timestamp" => Err(QueryError::eval(format!(
                 "the {name}() function needs native histograms or start timestamps, which are not supported"
             ))),
             _ => {
@@ -519,6 +566,7 @@ impl Evaluator<'_> {
                         var
                     })
                 }
+                "mad_over_time" if pts.iter().any(|p| p.f.is_nan()) => Some(f64::NAN),
                 "mad_over_time" => {
                     let values: Vec<f64> = pts.iter().map(|p| p.f).collect();
                     let median = quantile(0.5, values.clone());
@@ -783,6 +831,22 @@ fn parse_go_float(s: &str) -> Option<f64> {
         return None;
     }
     s.parse::<f64>().ok()
+}
+
+/// The label value `histogram_quantiles` gives a quantile: always with a fraction
+/// (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    if q.is_nan() {
+        "NaN".into()
+    } else if q.is_infinite() {
+        if q > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{q:?}")
+    }
 }
 
 /// Go's `int64(f)` conversion (saturating here; Go's result for out-of-range is undefined).

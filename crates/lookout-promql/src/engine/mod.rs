@@ -161,7 +161,7 @@ impl Engine {
         query_text: &str,
         t_ms: i64,
     ) -> Result<QueryOutput<Value>, QueryError> {
-        let ev = Evaluator::new(q, &self.opts, query_text, expr, t_ms, t_ms)?;
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, t_ms, t_ms, 0)?;
         let value = ev.eval(expr, t_ms)?;
         let value = match value {
             Value::Vector(v) => Value::Vector(finish_vector(v)?),
@@ -207,7 +207,7 @@ impl Engine {
                 )));
             }
         }
-        let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms)?;
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms, step_ms)?;
         ev.warn_sort_in_range(expr);
         let mut series: FastMap<Labels, usize> = FastMap::default();
         let mut out: Matrix = Vec::new();
@@ -342,6 +342,8 @@ pub(crate) struct Evaluator<'a> {
     query: &'a str,
     start: i64,
     end: i64,
+    /// Query step in ms (0 for instant queries).
+    step: i64,
     lookback: i64,
     annotations: RefCell<Vec<Annotation>>,
     /// Selector data by selector address, fetched once for the whole query.
@@ -369,6 +371,7 @@ impl<'a> Evaluator<'a> {
         expr: &Expr,
         start: i64,
         end: i64,
+        step: i64,
     ) -> Result<Evaluator<'a>, QueryError> {
         let mut ev = Evaluator {
             q,
@@ -376,6 +379,7 @@ impl<'a> Evaluator<'a> {
             query,
             start,
             end,
+            step,
             lookback: dur_ms(&opts.lookback_delta),
             annotations: RefCell::new(Vec::new()),
             cache: RefCell::new(HashMap::new()),

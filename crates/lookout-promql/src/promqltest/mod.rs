@@ -6,8 +6,11 @@
 //!
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
 //! those that read or expect native histograms, and those that need experimental parser
-//! features (experimental functions, `limitk`/`limit_ratio`, duration expressions,
-//! `anchored`/`smoothed`, `fill*()` modifiers).
+//! features promql-parser or this engine lack (duration expressions, `anchored`/`smoothed`,
+//! `fill*()` modifiers, the `info()`, `start_timestamp()` and `integral()` functions).
+//! Experimental features that are implemented (`limitk`, `limit_ratio`, `sort_by_label`,
+//! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`, `histogram_quantiles`,
+//! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`) run like any other eval.
 
 pub mod script;
 
@@ -172,6 +175,10 @@ const AT_UNSAFE: &[&str] = &[
     "range",
 ];
 
+/// Experimental functions this engine does not implement (`info()` joins with info
+/// metrics, `start_timestamp()` needs stored start times, `integral()` is unspecified).
+const UNSUPPORTED_FUNCTIONS: &[&str] = &["info", "start_timestamp", "integral"];
+
 /// Functions promql-parser marks experimental (Prometheus gates them behind a flag).
 const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
     "double_exponential_smoothing",
@@ -263,17 +270,11 @@ impl Runner {
                 return;
             }
             match e {
-                Expr::Call(c) if c.func.experimental => {
+                Expr::Call(c) if UNSUPPORTED_FUNCTIONS.contains(&c.func.name) => {
                     reason = Some(format!(
-                        "experimental parser feature: function {}()",
+                        "experimental parser feature not implemented: function {}()",
                         c.func.name
                     ));
-                }
-                Expr::Aggregate(a) => {
-                    let op = a.op.to_string().to_ascii_lowercase();
-                    if op == "limitk" || op == "limit_ratio" {
-                        reason = Some(format!("experimental parser feature: {op}"));
-                    }
                 }
                 Expr::Binary(b) => {
                     if let Some(m) = &b.modifier
