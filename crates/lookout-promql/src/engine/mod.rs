@@ -690,7 +690,7 @@ impl<'a> Evaluator<'a> {
         let t = base - self.offset_ms(&sq.offset)?;
         let range = dur_ms(&sq.range);
         let step = match &sq.step {
-            Some(s) if !s.is_zero() => dur_ms(s),
+            Some(s) if dur_ms(s) > 0 => dur_ms(s),
             _ => dur_ms(&self.opts.default_subquery_step).max(1),
         };
         let mint = t - range;

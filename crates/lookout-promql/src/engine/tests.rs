@@ -94,3 +94,180 @@ fn parse_errors_name_the_query() {
         .expect_err("must fail");
     assert!(err.to_string().contains("sum("), "{err}");
 }
+
+fn vector(v: Value) -> Vec<(String, f64)> {
+    match v {
+        Value::Vector(v) => v.into_iter().map(|s| (s.metric.to_string(), s.f)).collect(),
+        other => panic!("expected a vector, got {other:?}"),
+    }
+}
+
+#[test]
+fn negative_offset_looks_ahead() {
+    let s = store(&[(&[("__name__", "m")], &[(0, 1.0), (60_000, 2.0)])]);
+    assert_eq!(one_value(instant(&s, "m offset -1m", 0)), 2.0);
+    let no_neg = Engine::new(EngineOptions {
+        enable_negative_offset: false,
+        ..EngineOptions::default()
+    });
+    assert!(no_neg.instant_query(&s, "m offset -1m", 0).is_err());
+}
+
+#[test]
+fn at_start_and_end_refer_to_the_range_query() {
+    let pts: Vec<(i64, f64)> = (0..=10).map(|i| (i * 60_000, i as f64)).collect();
+    let s = store(&[(&[("__name__", "m")], &pts)]);
+    let e = Engine::default();
+    let m = e
+        .range_query(&s, "m @ end()", 120_000, 300_000, 60_000)
+        .expect("query");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].floats.iter().all(|p| p.f == 5.0), "{m:?}");
+    let m = e
+        .range_query(&s, "m @ start()", 120_000, 300_000, 60_000)
+        .expect("query");
+    assert!(m[0].floats.iter().all(|p| p.f == 2.0), "{m:?}");
+}
+
+#[test]
+fn topk_orders_instant_results_and_keeps_labels() {
+    let s = store(&[
+        (&[("__name__", "m"), ("i", "a")], &[(0, 1.0)]),
+        (&[("__name__", "m"), ("i", "b")], &[(0, f64::NAN)]),
+        (&[("__name__", "m"), ("i", "c")], &[(0, 3.0)]),
+    ]);
+    let v = vector(instant(&s, "topk(3, m)", 0));
+    assert_eq!(v[0], ("m{i=\"c\"}".to_string(), 3.0));
+    assert_eq!(v[1], ("m{i=\"a\"}".to_string(), 1.0));
+    assert!(v[2].1.is_nan(), "NaN sorts last: {v:?}");
+}
+
+#[test]
+fn count_values_labels_by_value() {
+    let s = store(&[
+        (&[("__name__", "v"), ("i", "a")], &[(0, 1.5)]),
+        (&[("__name__", "v"), ("i", "b")], &[(0, 1.5)]),
+        (&[("__name__", "v"), ("i", "c")], &[(0, 2.0)]),
+    ]);
+    let mut v = vector(instant(&s, r#"count_values("value", v)"#, 0));
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        v,
+        vec![
+            ("{value=\"1.5\"}".to_string(), 2.0),
+            ("{value=\"2\"}".to_string(), 1.0)
+        ]
+    );
+}
+
+#[test]
+fn histogram_quantile_interpolates_and_reports_fixed_monotonicity() {
+    let s = store(&[
+        (&[("__name__", "h_bucket"), ("le", "1")], &[(0, 10.0)]),
+        (&[("__name__", "h_bucket"), ("le", "2")], &[(0, 5.0)]),
+        (&[("__name__", "h_bucket"), ("le", "+Inf")], &[(0, 20.0)]),
+    ]);
+    let expr = parse("histogram_quantile(0.25, h_bucket)").expect("parse");
+    let out = Engine::default()
+        .exec_instant(&s, &expr, "histogram_quantile(0.25, h_bucket)", 0)
+        .expect("query");
+    // Counts become 10, 10, 20: rank 5 falls in the first bucket [0, 1].
+    assert_eq!(vector(out.value), vec![("{}".to_string(), 0.5)]);
+    assert_eq!(out.annotations.len(), 1);
+    assert!(
+        out.annotations[0]
+            .message
+            .ends_with("for metric name \"h_bucket\" (1:26)"),
+        "{}",
+        out.annotations[0].message
+    );
+}
+
+#[test]
+fn rate_on_non_counter_name_gives_an_info_with_position() {
+    let s = store(&[(&[("__name__", "gauge")], &[(0, 1.0), (60_000, 2.0)])]);
+    let out = Engine::default()
+        .exec_instant(
+            &s,
+            &parse("rate(gauge[5m])").expect("parse"),
+            "rate(gauge[5m])",
+            60_000,
+        )
+        .expect("query");
+    assert_eq!(out.annotations.len(), 1);
+    assert_eq!(
+        out.annotations[0].message,
+        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"gauge\" (1:6)"
+    );
+    assert_eq!(out.annotations[0].level, AnnotationLevel::Info);
+}
+
+#[test]
+fn range_query_rejects_range_vectors_and_sorts_series() {
+    let s = store(&[
+        (&[("__name__", "m"), ("i", "b")], &[(0, 1.0)]),
+        (&[("__name__", "m"), ("i", "a")], &[(0, 2.0)]),
+    ]);
+    let e = Engine::default();
+    let err = e
+        .range_query(&s, "m[5m]", 0, 60_000, 60_000)
+        .expect_err("matrix");
+    assert!(err.message().contains("range vector"), "{err}");
+    let m = e.range_query(&s, "m", 0, 60_000, 60_000).expect("query");
+    assert_eq!(m[0].metric.get("i"), Some("a"));
+    assert_eq!(m[0].floats.len(), 2);
+}
+
+#[test]
+fn dropping_names_can_collide() {
+    let s = store(&[
+        (&[("__name__", "a"), ("x", "1")], &[(0, 1.0)]),
+        (&[("__name__", "b"), ("x", "1")], &[(0, 2.0)]),
+    ]);
+    let err = Engine::default()
+        .instant_query(&s, r#"ceil({x="1"})"#, 0)
+        .expect_err("duplicate labelset");
+    assert_eq!(
+        err.message(),
+        "vector cannot contain metrics with the same labelset"
+    );
+    // `or` matches without the name, so the right side is shadowed.
+    assert_eq!(
+        vector(instant(&s, "-a or -b", 0)),
+        vec![("{x=\"1\"}".to_string(), -1.0)]
+    );
+}
+
+#[test]
+fn group_left_copies_labels_from_the_one_side() {
+    let s = store(&[
+        (
+            &[("__name__", "req"), ("job", "j"), ("path", "/a")],
+            &[(0, 4.0)],
+        ),
+        (
+            &[("__name__", "req"), ("job", "j"), ("path", "/b")],
+            &[(0, 6.0)],
+        ),
+        (
+            &[("__name__", "info"), ("job", "j"), ("team", "t")],
+            &[(0, 2.0)],
+        ),
+    ]);
+    let mut v = vector(instant(&s, "req / on(job) group_left(team) info", 0));
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        v,
+        vec![
+            ("{job=\"j\", path=\"/a\", team=\"t\"}".to_string(), 2.0),
+            ("{job=\"j\", path=\"/b\", team=\"t\"}".to_string(), 3.0)
+        ]
+    );
+    let err = Engine::default()
+        .instant_query(&s, "req / on(job) info", 0)
+        .expect_err("needs group_left");
+    assert!(
+        err.message().starts_with("multiple matches for labels"),
+        "{err}"
+    );
+}
