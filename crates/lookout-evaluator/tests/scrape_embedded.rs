@@ -159,6 +159,14 @@ async fn scrapes_store_samples_and_mark_staleness() {
     let t = manager.targets().await;
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].health.as_str(), "down");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.contains(&format!(
+            "lookout_scrape_target_up{{scrape_job=\"app\",instance=\"{addr}\"}} 0"
+        )),
+        "{text}"
+    );
     assert!(t[0].last_error.contains("500"), "{}", t[0].last_error);
     let req = select(&storage, "requests_total");
     let req_last = req
@@ -262,5 +270,6 @@ async fn limits_parse_errors_and_metric_relabelling() {
     assert!(
         text.contains("lookout_scrape_failures_total{scrape_job=\"lim\"}"),
         "{text}"
-    );
+    ); // Stopped targets leave no health gauge behind.
+    assert!(!text.contains("lookout_scrape_target_up{"), "{text}");
 }

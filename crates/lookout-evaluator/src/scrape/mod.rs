@@ -37,6 +37,7 @@ pub(crate) struct ScrapeMetrics {
     pub(crate) exceeded_sample_limit: Counter,
     pub(crate) out_of_order: Counter,
     pub(crate) pool_targets: Family<JobLabels, Gauge>,
+    pub(crate) target_up: Family<JobLabels, Gauge>,
 }
 
 impl ScrapeMetrics {
@@ -65,6 +66,11 @@ impl ScrapeMetrics {
             "prometheus_target_scrape_pool_targets",
             "Current number of targets in each scrape pool.",
             self.pool_targets.clone(),
+        );
+        registry.register(
+            "lookout_scrape_target_up",
+            "Whether the last scrape of each target succeeded (1), failed (0).",
+            self.target_up.clone(),
         );
     }
 }
@@ -181,6 +187,12 @@ impl ScrapeManager {
             }
             if let Some((lp, _)) = running.loops.remove(&key) {
                 let gone = !wanted.contains_key(&key);
+                if gone {
+                    self.ctx
+                        .metrics
+                        .target_up
+                        .remove(&target::health_labels(&key.0, &key.1));
+                }
                 let state = lp.stop(&self.ctx.storage, gone).await;
                 if !gone {
                     carried.insert(key.clone(), state);
@@ -226,7 +238,11 @@ impl ScrapeManager {
     /// scraping is switched off).
     pub async fn stop(&self) {
         let mut running = self.running.lock().await;
-        for (_, (lp, _)) in running.loops.drain() {
+        for ((job, labels, _), (lp, _)) in running.loops.drain() {
+            self.ctx
+                .metrics
+                .target_up
+                .remove(&target::health_labels(&job, &labels));
             lp.stop(&self.ctx.storage, true).await;
         }
     }

@@ -504,6 +504,17 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     s
 }
 
+/// The labels of `lookout_scrape_target_up`: the job and the target's `instance`.
+pub(crate) fn health_labels(job: &str, labels: &Labels) -> Vec<(String, String)> {
+    vec![
+        ("scrape_job".to_string(), job.to_string()),
+        (
+            "instance".to_string(),
+            labels.get("instance").unwrap_or("").to_string(),
+        ),
+    ]
+}
+
 /// Target labels merged into a scraped series (Prometheus's `mutateSampleLabels`).
 pub(crate) fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels {
     let mut out = scraped.clone();
@@ -660,6 +671,10 @@ async fn scrape_once(
     st.status.last_duration = duration;
     st.status.last_samples = stored;
     let job = target.job.clone();
+    ctx.metrics
+        .target_up
+        .get_or_create(&health_labels(&job, &target.labels))
+        .set(i64::from(err.is_none()));
     ctx.metrics
         .scrapes
         .get_or_create(&vec![("scrape_job".to_string(), job.clone())])
