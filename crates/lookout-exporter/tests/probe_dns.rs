@@ -52,9 +52,19 @@ async fn authority() -> SocketAddr {
     let zone: Arc<dyn AuthorityObject> = Arc::new(zone);
     catalog.upsert(LowerName::from(&origin), vec![zone]);
     let mut server = ServerFuture::new(catalog);
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-    let addr = udp.local_addr().expect("addr");
-    let tcp = TcpListener::bind(addr).await.expect("tcp on the same port");
+    // The same port for UDP and TCP; another test may hold the TCP side, so retry.
+    let mut attempts = 0;
+    let (udp, tcp, addr) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, tcp, addr),
+            Err(e) => {
+                attempts += 1;
+                assert!(attempts < 50, "no port free for both UDP and TCP: {e}");
+            }
+        }
+    };
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5));
     tokio::spawn(async move {
