@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use promql_parser::label::MatchOp;
+use promql_parser::label::{MatchOp, Matcher as LabelMatcher};
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
@@ -337,7 +337,7 @@ impl Evaluator<'_> {
                 }
                 vec_out(v)
             }
-            "info" => Err(QueryError::eval("the info() function is not supported")),
+            "info" => self.info(&args, ts).map(Value::Vector),
             "start_timestamp" => Err(QueryError::eval(format!(
                 "the {name}() function needs native histograms or start timestamps, which are not supported"
             ))),
@@ -387,6 +387,204 @@ impl Evaluator<'_> {
             .into_iter()
             .filter_map(|m| groups.remove(&m).map(|b| (m, b)))
             .collect()
+    }
+
+    /// `info(v [, selector])`: adds the data labels of info series (`target_info` by
+    /// default) that share `instance` and `job` with each series of `v`.
+    fn info(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        const IDENTIFYING: [&str; 2] = ["instance", "job"];
+        let base = self.eval_vector(args[0], ts)?;
+        let mut data_matchers: Vec<LabelMatcher> = Vec::new();
+        if let Some(sel) = args.get(1) {
+            let Expr::VectorSelector(vs) = unwrap_parens(sel) else {
+                return Err(QueryError::eval(
+                    "the second argument of info() must be a label selector",
+                ));
+            };
+            if let Some(n) = &vs.name {
+                data_matchers.push(LabelMatcher::new(MatchOp::Equal, METRIC_NAME, n));
+            }
+            data_matchers.extend(vs.matchers.matchers.iter().cloned());
+        }
+        let mut name_matchers: Vec<LabelMatcher> = data_matchers
+            .iter()
+            .filter(|m| m.name == METRIC_NAME)
+            .cloned()
+            .collect();
+        if args.len() < 2 {
+            name_matchers.push(LabelMatcher::new(
+                MatchOp::Equal,
+                METRIC_NAME,
+                "target_info",
+            ));
+        }
+        // Only a positive name matcher says which series are info series themselves.
+        let positive = name_matchers
+            .iter()
+            .any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Re(_)));
+        let is_info = |l: &Labels| {
+            positive
+                && name_matchers
+                    .iter()
+                    .all(|m| m.is_match(l.metric_name().unwrap_or("")))
+        };
+        // Info series are looked at as of the first selector's time (@, offset), subqueries
+        // on the way shifting it too.
+        let info_time = self.reference_time(args[0], ts)?.unwrap_or(ts);
+        let mut id_values: Vec<(&str, Vec<String>)> = Vec::new();
+        for l in IDENTIFYING {
+            let mut vals: Vec<String> = base
+                .iter()
+                .filter(|s| !is_info(&s.metric))
+                .filter_map(|s| s.metric.get(l).map(str::to_string))
+                .collect();
+            vals.sort();
+            vals.dedup();
+            if !vals.is_empty() {
+                id_values.push((l, vals));
+            }
+        }
+        let label_data_matchers: Vec<&LabelMatcher> = data_matchers
+            .iter()
+            .filter(|m| m.name != METRIC_NAME)
+            .collect();
+        let mut info_samples: Vec<(Labels, i64)> = Vec::new();
+        if !id_values.is_empty() {
+            let mut matchers: Vec<LabelMatcher> = Vec::new();
+            for (l, vals) in &id_values {
+                let re = vals
+                    .iter()
+                    .map(|v| regex::escape(v))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let rx = Regex::new(&format!("^(?:{re})$"))
+                    .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
+                matchers.push(LabelMatcher::new(MatchOp::Re(rx), l, &re));
+            }
+            matchers.extend(data_matchers.iter().cloned());
+            if !data_matchers
+                .iter()
+                .any(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal | MatchOp::Re(_)))
+            {
+                matchers.push(LabelMatcher::new(
+                    MatchOp::Equal,
+                    METRIC_NAME,
+                    "target_info",
+                ));
+            }
+            for sd in self
+                .q
+                .select(&matchers, info_time - self.lookback + 1, info_time)
+            {
+                if let Some(last) = sd.samples.last()
+                    && !crate::storage::is_stale(last.v)
+                {
+                    info_samples.push((sd.labels, last.t));
+                }
+            }
+        }
+        // Per info metric name and identifying labels, the newest info series wins.
+        let sig = |name: &str, l: &Labels| {
+            let mut key = name.to_string();
+            for id in IDENTIFYING {
+                key.push('\u{ff}');
+                key.push_str(l.get(id).unwrap_or(""));
+            }
+            key
+        };
+        let mut by_sig: HashMap<String, (Labels, i64)> = HashMap::new();
+        let mut info_names: Vec<String> = Vec::new();
+        for (l, t) in info_samples {
+            let name = l.metric_name().unwrap_or("").to_string();
+            if !info_names.contains(&name) {
+                info_names.push(name.clone());
+            }
+            let key = sig(&name, &l);
+            match by_sig.get(&key) {
+                Some((existing, et)) if *et == t => {
+                    return Err(QueryError::eval(format!(
+                        "found duplicate series for info metric: existing {} @ {et}, new {} @ {t}",
+                        existing.to_braced_string(),
+                        l.to_braced_string()
+                    )));
+                }
+                Some((_, et)) if *et > t => {}
+                _ => {
+                    by_sig.insert(key, (l, t));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(base.len());
+        for bs in base {
+            if is_info(&bs.metric) {
+                out.push(bs);
+                continue;
+            }
+            let mut added: Vec<(String, String)> = Vec::new();
+            let mut seen = 0;
+            for name in &info_names {
+                let Some((il, _)) = by_sig.get(&sig(name, &bs.metric)) else {
+                    continue;
+                };
+                seen += 1;
+                for (k, v) in il.iter() {
+                    if k == METRIC_NAME
+                        || (!label_data_matchers.is_empty()
+                            && !label_data_matchers.iter().any(|m| m.name == k))
+                    {
+                        continue;
+                    }
+                    if let Some((_, prev)) = added.iter().find(|(n, _)| n == k)
+                        && prev != v
+                    {
+                        return Err(QueryError::eval(format!("conflicting label: {k}")));
+                    }
+                    if bs.metric.contains(k) || added.iter().any(|(n, _)| n == k) {
+                        continue;
+                    }
+                    added.push((k.to_string(), v.to_string()));
+                }
+            }
+            if seen == 0 && label_data_matchers.iter().any(|m| !m.is_match("")) {
+                continue;
+            }
+            let mut metric = bs.metric.clone();
+            for (k, v) in &added {
+                metric.set(k, v);
+            }
+            out.push(Sample { metric, ..bs });
+        }
+        Ok(out)
+    }
+
+    /// The time the first selector of `e` reads at when `e` is evaluated at `t`.
+    fn reference_time(&self, e: &Expr, t: i64) -> Result<Option<i64>, QueryError> {
+        Ok(match e {
+            Expr::VectorSelector(vs) => Some(self.ref_time(vs, t)?),
+            Expr::MatrixSelector(ms) => Some(self.ref_time(&ms.vs, t)?),
+            Expr::Subquery(sq) => {
+                let t = self.at_ms(&sq.at)?.unwrap_or(t) - self.offset_ms(&sq.offset)?;
+                self.reference_time(&sq.expr, t)?
+            }
+            Expr::Paren(p) => self.reference_time(&p.expr, t)?,
+            Expr::Unary(u) => self.reference_time(&u.expr, t)?,
+            Expr::Aggregate(a) => self.reference_time(&a.expr, t)?,
+            Expr::Binary(b) => match self.reference_time(&b.lhs, t)? {
+                Some(r) => Some(r),
+                None => self.reference_time(&b.rhs, t)?,
+            },
+            Expr::Call(c) => {
+                let mut found = None;
+                for a in &c.args.args {
+                    if let Some(r) = self.reference_time(a, t)? {
+                        found = Some(r);
+                        break;
+                    }
+                }
+                found
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => None,
+        })
     }
 
     fn label_replace(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {

@@ -7,10 +7,11 @@
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
 //! those that read or expect native histograms, and those that need experimental parser
 //! features promql-parser or this engine lack (duration expressions, `anchored`/`smoothed`,
-//! `fill*()` modifiers, the `info()`, `start_timestamp()` and `integral()` functions).
+//! `fill*()` modifiers, the `start_timestamp()` and `integral()` functions).
 //! Experimental features that are implemented (`limitk`, `limit_ratio`, `sort_by_label`,
 //! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`, `histogram_quantiles`,
-//! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`) run like any other eval.
+//! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`, `info()`) run like any other
+//! eval.
 
 pub mod script;
 
@@ -175,9 +176,9 @@ const AT_UNSAFE: &[&str] = &[
     "range",
 ];
 
-/// Experimental functions this engine does not implement (`info()` joins with info
-/// metrics, `start_timestamp()` needs stored start times, `integral()` is unspecified).
-const UNSUPPORTED_FUNCTIONS: &[&str] = &["info", "start_timestamp", "integral"];
+/// Experimental functions this engine does not implement (`start_timestamp()` needs
+/// stored start times, `integral()` is unspecified).
+const UNSUPPORTED_FUNCTIONS: &[&str] = &["start_timestamp", "integral"];
 
 /// Functions promql-parser marks experimental (Prometheus gates them behind a flag).
 const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
