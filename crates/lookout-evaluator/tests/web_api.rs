@@ -225,6 +225,14 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(v["data"], json!(["a:1", "b:1"]));
     let (_, v) = s.get("/api/v1/status/buildinfo").await;
     assert_eq!(v["status"], "success");
+    let (code, html) = s
+        .text(
+            reqwest::Method::GET,
+            "/graph?g0.expr=up%20%3D%3D%200&g0.tab=1",
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(html.contains("up == 0"), "{html}");
     let (_, v) = s.get("/api/v1/metadata").await;
     assert_eq!(v, json!({"status": "success", "data": {}}));
     let (_, v) = s

@@ -105,6 +105,7 @@ pub fn router(state: WebState) -> Router {
             "/api/v1/query_exemplars",
             get(api::query_exemplars).post(api::query_exemplars),
         )
+        .route("/graph", get(api::graph))
         .route("/metrics", get(metrics))
         .route("/-/reload", post(reload).put(reload))
         .route("/-/healthy", get(healthy).head(healthy))
