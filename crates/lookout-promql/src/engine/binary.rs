@@ -124,6 +124,10 @@ struct Matching {
     on: bool,
     labels: Vec<String>,
     include: Vec<String>,
+    /// `fill_left(v)`: value for a missing left-hand sample.
+    fill_lhs: Option<f64>,
+    /// `fill_right(v)`: value for a missing right-hand sample.
+    fill_rhs: Option<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -156,11 +160,17 @@ impl Matching {
         if op.is_set() {
             card = Card::ManyToMany;
         }
+        let (fill_lhs, fill_rhs) = match &b.modifier {
+            Some(m) => (m.fill_values.lhs, m.fill_values.rhs),
+            None => (None, None),
+        };
         Matching {
             card,
             on,
             labels,
             include,
+            fill_lhs,
+            fill_rhs,
         }
     }
 
@@ -296,23 +306,22 @@ fn vector_binop(
     m: &Matching,
     return_bool: bool,
 ) -> Result<Vector, QueryError> {
-    if lhs.is_empty() || rhs.is_empty() {
+    if (lhs.is_empty() && rhs.is_empty())
+        || ((lhs.is_empty() || rhs.is_empty()) && m.fill_lhs.is_none() && m.fill_rhs.is_none())
+    {
         return Ok(Vec::new());
     }
-    let (lhs, rhs) = if m.card == Card::OneToMany {
-        (rhs, lhs)
-    } else {
-        (lhs, rhs)
-    };
+    // One-to-many is many-to-one with the sides swapped; values are swapped back below.
+    let swapped = m.card == Card::OneToMany;
+    let (lhs, rhs) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    // As in Prometheus, the fill values apply to the sides after the swap.
+    let (fill_for_missing_rhs, fill_for_missing_lhs) = (m.fill_rhs, m.fill_lhs);
     let mut right: FastMap<u64, &Sample> = FastMap::default();
+    let mut right_order: Vec<u64> = Vec::with_capacity(rhs.len());
     for rs in &rhs {
         let sig = m.signature(&rs.metric);
         if let Some(dup) = right.get(&sig) {
-            let side = if m.card == Card::OneToMany {
-                "left"
-            } else {
-                "right"
-            };
+            let side = if swapped { "left" } else { "right" };
             return Err(QueryError::eval(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 m.match_labels(&rs.metric).to_braced_string(),
@@ -321,17 +330,69 @@ fn vector_binop(
             )));
         }
         right.insert(sig, rs);
+        right_order.push(sig);
     }
     let mut matched: FastMap<u64, HashSet<Labels, FnvBuild>> = FastMap::default();
     let mut out = Vec::new();
+    let ctx = OpCtx {
+        op,
+        m,
+        return_bool,
+        swapped,
+    };
     for ls in &lhs {
         let sig = m.signature(&ls.metric);
-        let Some(rs) = right.get(&sig) else { continue };
-        let (fl, fr) = if m.card == Card::OneToMany {
-            (rs.f, ls.f)
-        } else {
-            (ls.f, rs.f)
-        };
+        match right.get(&sig) {
+            Some(rs) => ctx.apply(ls, rs, sig, &mut matched, &mut out)?,
+            None => {
+                if let Some(fill) = fill_for_missing_rhs {
+                    let rs = Sample {
+                        metric: m.match_labels(&ls.metric),
+                        t: ls.t,
+                        f: fill,
+                        drop_name: false,
+                    };
+                    ctx.apply(ls, &rs, sig, &mut matched, &mut out)?;
+                }
+            }
+        }
+    }
+    if let Some(fill) = fill_for_missing_lhs {
+        for sig in right_order {
+            if matched.contains_key(&sig) {
+                continue;
+            }
+            let Some(rs) = right.get(&sig) else { continue };
+            let ls = Sample {
+                metric: m.match_labels(&rs.metric),
+                t: rs.t,
+                f: fill,
+                drop_name: false,
+            };
+            ctx.apply(&ls, rs, sig, &mut matched, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+struct OpCtx<'m> {
+    op: BinOp,
+    m: &'m Matching,
+    return_bool: bool,
+    swapped: bool,
+}
+
+impl OpCtx<'_> {
+    fn apply(
+        &self,
+        ls: &Sample,
+        rs: &Sample,
+        sig: u64,
+        matched: &mut FastMap<u64, HashSet<Labels, FnvBuild>>,
+        out: &mut Vector,
+    ) -> Result<(), QueryError> {
+        let (op, m, return_bool, swapped) = (self.op, self.m, self.return_bool, self.swapped);
+        let (fl, fr) = if swapped { (rs.f, ls.f) } else { (ls.f, rs.f) };
         let (mut v, keep) = elem(op, fl, fr);
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
@@ -356,17 +417,16 @@ fn vector_binop(
                 matched.insert(sig, set);
             }
         }
-        if !keep && !return_bool {
-            continue;
+        if keep || return_bool {
+            out.push(Sample {
+                metric,
+                t: ls.t,
+                f: v,
+                drop_name: return_bool || (!op.changes_schema() && ls.drop_name),
+            });
         }
-        out.push(Sample {
-            metric,
-            t: ls.t,
-            f: v,
-            drop_name: return_bool || (!op.changes_schema() && ls.drop_name),
-        });
+        Ok(())
     }
-    Ok(out)
 }
 
 fn result_metric(lhs: &Labels, rhs: &Labels, op: BinOp, m: &Matching) -> Labels {

@@ -7,7 +7,7 @@
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
 //! those that read or expect native histograms, and those that need experimental parser
 //! features promql-parser or this engine lack (duration expressions, `anchored`/`smoothed`,
-//! `fill*()` modifiers, the `start_timestamp()` and `integral()` functions).
+//! the `start_timestamp()` and `integral()` functions).
 //! Experimental features that are implemented (`limitk`, `limit_ratio`, `sort_by_label`,
 //! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`, `histogram_quantiles`,
 //! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`, `info()`) run like any other
@@ -276,13 +276,6 @@ impl Runner {
                         "experimental parser feature not implemented: function {}()",
                         c.func.name
                     ));
-                }
-                Expr::Binary(b) => {
-                    if let Some(m) = &b.modifier
-                        && (m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some())
-                    {
-                        reason = Some("experimental parser feature: fill modifiers".into());
-                    }
                 }
                 Expr::VectorSelector(vs) if self.selects(vs, &self.histogram_series) => {
                     reason = Some(format!(
@@ -709,17 +702,13 @@ fn compare_matrix(
     Ok(())
 }
 
-/// Syntax promql-parser does not know: duration expressions, `anchored`/`smoothed`,
-/// `fill*()` modifiers.
+/// Syntax promql-parser does not know: duration expressions, `anchored`/`smoothed`.
 fn experimental_syntax(q: &str) -> Option<&'static str> {
     let words: Vec<&str> = q
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .collect();
     if words.contains(&"anchored") || words.contains(&"smoothed") {
         return Some("anchored/smoothed range selectors");
-    }
-    if q.contains("fill(") || q.contains("fill_left(") || q.contains("fill_right(") {
-        return Some("fill modifiers");
     }
     // Duration expressions: arithmetic or calls inside [...] or after offset / @.
     let b = q.as_bytes();
