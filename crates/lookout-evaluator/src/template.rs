@@ -12,7 +12,7 @@
 //! functions match Go.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use gtmpl::{Context, Template, Value};
 use gtmpl_value::{Func, FuncError};
@@ -115,47 +115,102 @@ fn labels_value(l: &Labels) -> Value {
     )
 }
 
-/// Expands an alert template. `query` backs the `query` function (None: `query` fails).
+/// A template parsed once (with Prometheus's variable definitions) and expanded many times.
+pub struct CompiledTemplate {
+    text: String,
+    /// `None` when the text has no action and expands to itself.
+    parsed: Option<Result<Template, String>>,
+}
+
+impl std::fmt::Debug for CompiledTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CompiledTemplate").field(&self.text).finish()
+    }
+}
+
+impl CompiledTemplate {
+    /// Parses `text` under template name `name` (`__alert_<AlertName>` for alert rules).
+    pub fn new(name: &str, text: &str) -> CompiledTemplate {
+        let parsed = text.contains("{{").then(|| {
+            let mut t = new_template(name);
+            t.parse(format!("{DEFS}{text}"))
+                .map(|()| t)
+                .map_err(|e| parse_error_text(name, text, e))
+        });
+        CompiledTemplate {
+            text: text.to_string(),
+            parsed,
+        }
+    }
+
+    /// The template text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the template calls `query`.
+    pub fn uses_query(&self) -> bool {
+        self.parsed.is_some() && self.text.contains("query")
+    }
+
+    /// Expands the template for `data`; `query` backs the `query` function (`None`: calling
+    /// `query` is an error).
+    pub fn render(&self, data: &TemplateData, query: Option<QueryFn>) -> Result<String, String> {
+        let t = match &self.parsed {
+            None => return Ok(self.text.clone()),
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(t)) => t,
+        };
+        let mut obj = HashMap::new();
+        obj.insert("Labels".to_string(), labels_value(&data.labels));
+        obj.insert(
+            "ExternalLabels".to_string(),
+            labels_value(&data.external_labels),
+        );
+        obj.insert(
+            "ExternalURL".to_string(),
+            Value::String(data.external_url.clone()),
+        );
+        obj.insert("Value".to_string(), Value::from(data.value));
+        let ctx = Context::from(Value::Object(obj));
+        struct Guard(Option<ExpandContext>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                CONTEXT.with(|c| *c.borrow_mut() = prev);
+            }
+        }
+        let prev = CONTEXT.with(|c| {
+            c.borrow_mut().replace(ExpandContext {
+                external_url: data.external_url.clone(),
+                query,
+            })
+        });
+        let _guard = Guard(prev);
+        t.render(&ctx).map_err(|e| e.to_string())
+    }
+
+    /// Expands; on failure returns Prometheus's `<error expanding template: ...>` text and
+    /// logs a warning, as Prometheus does.
+    pub fn render_or_error(&self, data: &TemplateData, query: Option<QueryFn>) -> String {
+        match self.render(data, query) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(err = %e, labels = %data.labels, "Expanding alert template failed");
+                format!("<error expanding template: {e}>")
+            }
+        }
+    }
+}
+
+/// Expands an alert template once. `query` backs the `query` function (None: `query` fails).
 pub fn expand(
     name: &str,
     text: &str,
     data: &TemplateData,
     query: Option<QueryFn>,
 ) -> Result<String, String> {
-    // Fast path: no action at all.
-    if !text.contains("{{") {
-        return Ok(text.to_string());
-    }
-    let mut t = new_template(name);
-    t.parse(format!("{DEFS}{text}"))
-        .map_err(|e| e.to_string())?;
-    let mut obj = HashMap::new();
-    obj.insert("Labels".to_string(), labels_value(&data.labels));
-    obj.insert(
-        "ExternalLabels".to_string(),
-        labels_value(&data.external_labels),
-    );
-    obj.insert(
-        "ExternalURL".to_string(),
-        Value::String(data.external_url.clone()),
-    );
-    obj.insert("Value".to_string(), Value::from(data.value));
-    let ctx = Context::from(Value::Object(obj));
-    struct Guard(Option<ExpandContext>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            CONTEXT.with(|c| *c.borrow_mut() = prev);
-        }
-    }
-    let prev = CONTEXT.with(|c| {
-        c.borrow_mut().replace(ExpandContext {
-            external_url: data.external_url.clone(),
-            query,
-        })
-    });
-    let _guard = Guard(prev);
-    t.render(&ctx).map_err(|e| e.to_string())
+    CompiledTemplate::new(name, text).render(data, query)
 }
 
 fn err(msg: impl Into<String>) -> FuncError {
@@ -685,20 +740,6 @@ fn f_external_url(_args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(external_url()))
 }
 
-/// Expands a set of templates (labels or annotations) for one alert, Prometheus-style: an
-/// error becomes `<error expanding template: ...>` in the value and a warning in the log.
-pub fn expand_all(
-    name: &str,
-    templates: &BTreeMap<String, String>,
-    data: &TemplateData,
-    query: Option<QueryFn>,
-) -> BTreeMap<String, String> {
-    templates
-        .iter()
-        .map(|(k, text)| (k.clone(), expand_or_error(name, text, data, query.clone())))
-        .collect()
-}
-
 /// Expands one template; on failure returns Prometheus's error text and logs a warning.
 pub fn expand_or_error(
     name: &str,
@@ -706,13 +747,7 @@ pub fn expand_or_error(
     data: &TemplateData,
     query: Option<QueryFn>,
 ) -> String {
-    match expand(name, text, data, query) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(template = name, err = %e, labels = %data.labels, "Expanding alert template failed");
-            format!("<error expanding template: {e}>")
-        }
-    }
+    CompiledTemplate::new(name, text).render_or_error(data, query)
 }
 
 #[cfg(test)]

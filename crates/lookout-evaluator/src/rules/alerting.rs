@@ -21,7 +21,7 @@ use crate::alert::{Alert, AlertState};
 use crate::datasource::{Datasource, QuerySample};
 use crate::rules::status::{AlertSnapshot, AlertingRuleSnapshot, RuleCommon, RuleHealth};
 use crate::rules::{RuleEvalError, RuleInfo};
-use crate::template::{self, QueryFn, TemplateData};
+use crate::template::{self, CompiledTemplate, QueryFn, TemplateData};
 
 /// How long a resolved alert is kept and re-sent (Prometheus's `resolvedRetention`).
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -120,8 +120,31 @@ pub struct AlertingRule {
     annotations: BTreeMap<String, String>,
     external_labels: Labels,
     external_url: String,
-    uses_query: bool,
+    /// Parsed label and annotation templates, shared with template-expansion threads.
+    templates: Arc<Templates>,
     state: Mutex<AlertingState>,
+}
+
+#[derive(Debug)]
+struct Templates {
+    labels: Vec<(String, CompiledTemplate)>,
+    annotations: Vec<(String, CompiledTemplate)>,
+    uses_query: bool,
+}
+
+impl Templates {
+    fn expand(
+        &self,
+        data: &TemplateData,
+        query: Option<QueryFn>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let run = |v: &[(String, CompiledTemplate)]| {
+            v.iter()
+                .map(|(k, t)| (k.clone(), t.render_or_error(data, query.clone())))
+                .collect()
+        };
+        (run(&self.labels), run(&self.annotations))
+    }
 }
 
 impl AlertingRule {
@@ -139,10 +162,17 @@ impl AlertingRule {
         external_url: &str,
         restored: bool,
     ) -> AlertingRule {
-        let uses_query = labels
-            .values()
-            .chain(annotations.values())
-            .any(|t| t.contains("query"));
+        let tmpl_name = format!("__alert_{name}");
+        let compile = |m: &BTreeMap<String, String>| -> Vec<(String, CompiledTemplate)> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), CompiledTemplate::new(&tmpl_name, v)))
+                .collect()
+        };
+        let (label_templates, annotation_templates) = (compile(&labels), compile(&annotations));
+        let uses_query = label_templates
+            .iter()
+            .chain(&annotation_templates)
+            .any(|(_, t)| t.uses_query());
         AlertingRule {
             name: name.to_string(),
             expr: expr.to_string(),
@@ -152,7 +182,11 @@ impl AlertingRule {
             annotations,
             external_labels,
             external_url: external_url.to_string(),
-            uses_query,
+            templates: Arc::new(Templates {
+                labels: label_templates,
+                annotations: annotation_templates,
+                uses_query,
+            }),
             state: Mutex::new(AlertingState {
                 active: HashMap::new(),
                 restored,
@@ -302,41 +336,29 @@ impl AlertingRule {
             .await
             .map_err(RuleEvalError::Query)?;
 
-        // Expand templates per sample (in a blocking thread when they call `query`).
-        let expanded = if self.uses_query {
-            let ds = datasource.clone();
-            let handle = tokio::runtime::Handle::current();
-            let query: QueryFn = Arc::new(move |q: &str| {
-                handle.block_on(ds.query(q, at)).map_err(|e| e.to_string())
-            });
-            let labels = self.labels.clone();
-            let annotations = self.annotations.clone();
-            let data = self.template_data_list(&res);
-            let name = format!("__alert_{}", self.name);
-            tokio::task::spawn_blocking(move || {
-                data.iter()
-                    .map(|d| {
-                        (
-                            template::expand_all(&name, &labels, d, Some(query.clone())),
-                            template::expand_all(&name, &annotations, d, Some(query.clone())),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| RuleEvalError::Template(e.to_string()))?
-        } else {
-            let name = format!("__alert_{}", self.name);
-            self.template_data_list(&res)
-                .iter()
-                .map(|d| {
-                    (
-                        template::expand_all(&name, &self.labels, d, None),
-                        template::expand_all(&name, &self.annotations, d, None),
-                    )
+        // Expand templates per sample (in a blocking thread when they call `query`, which
+        // waits for the datasource).
+        let data = self.template_data_list(&res);
+        let expanded: Vec<(BTreeMap<String, String>, BTreeMap<String, String>)> =
+            if self.templates.uses_query {
+                let ds = datasource.clone();
+                let handle = tokio::runtime::Handle::current();
+                let query: QueryFn = Arc::new(move |q: &str| {
+                    handle.block_on(ds.query(q, at)).map_err(|e| e.to_string())
+                });
+                let templates = self.templates.clone();
+                tokio::task::spawn_blocking(move || {
+                    data.iter()
+                        .map(|d| templates.expand(d, Some(query.clone())))
+                        .collect()
                 })
-                .collect()
-        };
+                .await
+                .map_err(|e| RuleEvalError::Template(e.to_string()))?
+            } else {
+                data.iter()
+                    .map(|d| self.templates.expand(d, None))
+                    .collect()
+            };
 
         let mut alerts: HashMap<Labels, ActiveAlert> = HashMap::with_capacity(res.len());
         for (smpl, (labels, annotations)) in res.iter().zip(expanded) {
