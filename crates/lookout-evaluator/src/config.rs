@@ -44,6 +44,9 @@ pub struct GlobalConfig {
     /// Default rule group interval (1m).
     #[serde(default)]
     pub evaluation_interval: Option<PromDuration>,
+    /// Default `query_offset` of rule groups (0).
+    #[serde(default)]
+    pub rule_query_offset: Option<PromDuration>,
     /// Labels added to alerts sent out and available as `$externalLabels`.
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
@@ -146,6 +149,14 @@ impl EvaluatorConfig {
             .evaluation_interval
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// `global.rule_query_offset` or 0.
+    pub fn rule_query_offset(&self) -> Duration {
+        self.global
+            .rule_query_offset
+            .map(|d| d.0)
+            .unwrap_or_default()
     }
 
     /// External labels as a label set.

@@ -198,6 +198,7 @@ where
         external_labels: external_labels.clone(),
         external_url: external_url.clone(),
         default_interval: cfg.evaluation_interval(),
+        default_query_offset: cfg.rule_query_offset(),
         resend_delay: opts.resend_delay,
         outage_tolerance: opts.outage_tolerance,
         for_grace_period: opts.for_grace_period,
@@ -233,7 +234,11 @@ where
                 notifier
                     .apply_config(&cfg.alerting, &cfg.external_labels())
                     .map_err(|e| e.to_string())?;
-                manager.set_defaults(cfg.external_labels(), cfg.evaluation_interval());
+                manager.set_defaults(
+                    cfg.external_labels(),
+                    cfg.evaluation_interval(),
+                    cfg.rule_query_offset(),
+                );
                 let n = manager.update(&patterns).map_err(|e| e.to_string())?;
                 tracing::info!(rules = n, "Configuration reloaded");
                 Ok(())

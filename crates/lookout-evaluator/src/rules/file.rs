@@ -406,8 +406,14 @@ pub fn is_valid_label_name(name: &str) -> bool {
 pub fn validate(def: &RuleFileDef, pos: &[GroupPos]) -> Vec<RuleError> {
     let mut errors = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // Positions are only trusted when the scan found the same structure serde decoded.
+    let pos: &[GroupPos] = if pos.len() == def.groups.len() {
+        pos
+    } else {
+        &[]
+    };
     for (gi, g) in def.groups.iter().enumerate() {
-        let gpos = pos.get(gi);
+        let gpos = pos.get(gi).filter(|p| p.rules.len() == g.rules.len());
         let at = |p: Option<Pos>| p.into_iter().collect::<Vec<_>>();
         if g.name.is_empty() {
             errors.push(RuleError {
@@ -610,6 +616,8 @@ pub fn locate(text: &str) -> Vec<GroupPos> {
 fn scan_keys(text: &str) -> Vec<KeyLine> {
     let mut out = Vec::new();
     let mut block_indent: Option<usize> = None;
+    // A `-` alone on its line starts an item whose first key is on the next line.
+    let mut pending_dash = false;
     for (i, raw) in text.lines().enumerate() {
         let indent = raw.len() - raw.trim_start_matches(' ').len();
         let trimmed = raw.trim();
@@ -620,6 +628,10 @@ fn scan_keys(text: &str) -> Vec<KeyLine> {
             block_indent = None;
         }
         if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed == "-" || trimmed.starts_with("- #") {
+            pending_dash = true;
             continue;
         }
         // Skip sequence markers.
@@ -661,6 +673,7 @@ fn scan_keys(text: &str) -> Vec<KeyLine> {
         if value.starts_with('|') || value.starts_with('>') {
             block_indent = Some(p);
         }
+        let dashed = dashed || std::mem::take(&mut pending_dash);
         out.push(KeyLine {
             line: i + 1,
             key_col: p + 1,
@@ -701,6 +714,17 @@ mod tests {
         assert_eq!(pos[0].rules[0].expr, Some(Pos { line: 5, col: 15 }));
         assert_eq!(pos[0].rules[1].alert, Some(Pos { line: 7, col: 16 }));
         assert_eq!(pos[1].rules[0].expr, Some(Pos { line: 12, col: 13 }));
+    }
+
+    #[test]
+    fn positions_with_dash_on_its_own_line() {
+        let text = "groups:\n-\n  name: a\n  rules:\n  -\n    record: x\n    expr: up\n  -\n    alert: Y\n    expr: up == 0\n";
+        let pos = locate(text);
+        assert_eq!(pos.len(), 1);
+        assert_eq!(pos[0].rules.len(), 2);
+        assert_eq!(pos[0].rules[0].record, Some(Pos { line: 6, col: 13 }));
+        assert_eq!(pos[0].rules[1].alert, Some(Pos { line: 9, col: 12 }));
+        assert_eq!(pos[0].rules[1].expr, Some(Pos { line: 10, col: 11 }));
     }
 
     #[test]

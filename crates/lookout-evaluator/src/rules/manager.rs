@@ -34,6 +34,8 @@ pub struct ManagerOptions {
     pub external_url: String,
     /// Interval of groups that do not set one (`global.evaluation_interval`).
     pub default_interval: Duration,
+    /// Query offset of groups that do not set one (`global.rule_query_offset`).
+    pub default_query_offset: Duration,
     /// Minimum time between two sends of the same firing alert.
     pub resend_delay: Duration,
     /// Only `ALERTS_FOR_STATE` this recent is used for restoring.
@@ -68,8 +70,8 @@ pub struct RuleManager {
     /// State read at start-up, kept for rules that are not restored yet.
     saved: Arc<HashMap<Labels, ForState>>,
     state_dirty: Arc<tokio::sync::Notify>,
-    /// External labels and default interval, replaceable on reload.
-    defaults: Mutex<(Labels, Duration)>,
+    /// External labels, default interval and default query offset, replaceable on reload.
+    defaults: Mutex<(Labels, Duration, Duration)>,
 }
 
 /// Why a reload failed (the previous rules stay in place).
@@ -117,7 +119,11 @@ impl RuleManager {
             restore_source,
             saved,
             state_dirty,
-            defaults: Mutex::new((opts.external_labels.clone(), opts.default_interval)),
+            defaults: Mutex::new((
+                opts.external_labels.clone(),
+                opts.default_interval,
+                opts.default_query_offset,
+            )),
             opts,
         })
     }
@@ -147,7 +153,7 @@ impl RuleManager {
     /// Builds groups from decoded files. `restored` is false on the first load, so alerting
     /// rules wait for state restoration before writing `ALERTS_FOR_STATE`.
     pub fn build_groups(&self, files: &[RuleFile], restored: bool) -> Vec<Group> {
-        let (external_labels, default_interval) = self
+        let (external_labels, default_interval, default_query_offset) = self
             .defaults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -161,7 +167,7 @@ impl RuleManager {
                     .map(|d| d.0)
                     .filter(|d| !d.is_zero())
                     .unwrap_or(default_interval);
-                let query_offset = g.query_offset.map(|d| d.0).unwrap_or_default();
+                let query_offset = g.query_offset.map(|d| d.0).unwrap_or(default_query_offset);
                 let mut rules = Vec::new();
                 for r in &g.rules {
                     let mut labels: BTreeMap<String, String> = g
@@ -288,11 +294,16 @@ impl RuleManager {
         Running { group, stop, task }
     }
 
-    /// Replaces the external labels and the default interval used by the next
-    /// [`update`](Self::update) (configuration reload).
-    pub fn set_defaults(&self, external_labels: Labels, default_interval: Duration) {
+    /// Replaces the external labels, default interval and default query offset used by the
+    /// next [`update`](Self::update) (configuration reload).
+    pub fn set_defaults(
+        &self,
+        external_labels: Labels,
+        default_interval: Duration,
+        default_query_offset: Duration,
+    ) {
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) =
-            (external_labels, default_interval);
+            (external_labels, default_interval, default_query_offset);
     }
 
     /// The running groups, in file then name order.
