@@ -77,11 +77,31 @@ pub struct Engine {
     opts: EngineOptions,
 }
 
-/// Parses `query`, wrapping promql-parser's terse messages with the query text and the
-/// position where the parser's message names one.
+/// Parses `query`, wrapping promql-parser's terse messages with the query text and, where
+/// it can be found, the position of the offending token.
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
     parser::parse(query).map_err(|message| {
-        let position = error_position(query, &message);
+        let (message, position) = if message == "invalid promql query" {
+            match locate_syntax_error(query) {
+                Some(at) => {
+                    let token: String = query[at..]
+                        .split(char::is_whitespace)
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(20)
+                        .collect();
+                    (
+                        format!("syntax error near {token:?}"),
+                        Some(line_col(query, at)),
+                    )
+                }
+                None => ("syntax error".to_string(), None),
+            }
+        } else {
+            let position = quoted_position(query, &message);
+            (message, position)
+        };
         QueryError::Parse {
             query: query.to_string(),
             message,
@@ -90,13 +110,132 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
     })
 }
 
-/// Finds a position for a parse error: promql-parser reports some errors with a byte
-/// range (`… at 3..7`), or quotes the offending token.
-fn error_position(query: &str, message: &str) -> Option<(usize, usize)> {
+/// Byte offsets where tokens start (words, numbers, strings, operator characters).
+fn token_starts(q: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut prev: Option<char> = None;
+    let mut in_string: Option<char> = None;
+    for (i, c) in q.char_indices() {
+        if let Some(quote) = in_string {
+            if c == quote && prev != Some('\\') {
+                in_string = None;
+            }
+            prev = Some(c);
+            continue;
+        }
+        let word = |c: char| c.is_alphanumeric() || c == '_' || c == ':' || c == '.';
+        let starts = !c.is_whitespace()
+            && match prev {
+                None => true,
+                Some(p) => p.is_whitespace() || !word(c) || !word(p),
+            };
+        if starts {
+            out.push(i);
+        }
+        if c == '"' || c == '\'' || c == '`' {
+            in_string = Some(c);
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// The closing brackets that balance `prefix` (outside string literals).
+fn closers(prefix: &str) -> String {
+    let mut stack = Vec::new();
+    let mut in_string: Option<char> = None;
+    let mut prev = ' ';
+    for c in prefix.chars() {
+        if let Some(q) = in_string {
+            if c == q && prev != '\\' {
+                in_string = None;
+            }
+        } else {
+            match c {
+                '(' => stack.push(')'),
+                '{' => stack.push('}'),
+                '[' => stack.push(']'),
+                ')' | '}' | ']' => {
+                    stack.pop();
+                }
+                '"' | '\'' | '`' => in_string = Some(c),
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    stack.iter().rev().collect()
+}
+
+/// Tokens after which an expression is merely incomplete, not wrong.
+const INCOMPLETE_AFTER: &[&str] = &[
+    "(",
+    "{",
+    "[",
+    ",",
+    "=",
+    "=~",
+    "!=",
+    "!~",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "==",
+    ">",
+    "<",
+    ">=",
+    "<=",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "@",
+    "bool",
+    "atan2",
+    "~",
+    "!",
+    ">=",
+    ":",
+];
+
+/// The start of the token where promql-parser's "invalid promql query" first applies: the
+/// last token of the shortest prefix that, with its brackets closed, is rejected although it
+/// does not end in an operator or opening bracket.
+fn locate_syntax_error(q: &str) -> Option<usize> {
+    let starts = token_starts(q);
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(q.len());
+        let token = q[start..end].trim();
+        if INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        let prefix = &q[..end];
+        let candidate = format!("{prefix}{}", closers(prefix));
+        if let Err(m) = parser::parse(&candidate)
+            && m == "invalid promql query"
+        {
+            return Some(start);
+        }
+    }
+    None
+}
+
+/// Finds a position for a parse error whose message quotes the offending text.
+fn quoted_position(query: &str, message: &str) -> Option<(usize, usize)> {
     let quoted = message
         .split('\'')
         .nth(1)
         .or_else(|| message.split('"').nth(1))
+        .or_else(|| message.rsplit(": ").next())
         .filter(|t| !t.is_empty());
     let at = quoted.and_then(|t| query.find(t))?;
     Some(line_col(query, at))

@@ -271,3 +271,27 @@ fn group_left_copies_labels_from_the_one_side() {
         "{err}"
     );
 }
+
+#[test]
+fn syntax_errors_point_at_the_offending_token() {
+    let err = parse("foo bar").expect_err("invalid");
+    assert_eq!(
+        err,
+        QueryError::Parse {
+            query: "foo bar".into(),
+            message: "syntax error near \"bar\"".into(),
+            position: Some((1, 5)),
+        }
+    );
+    let err = parse(r#"sum(rate(x{job=}[5m]))"#).expect_err("invalid");
+    let QueryError::Parse { position, .. } = err else {
+        panic!("not a parse error")
+    };
+    assert_eq!(position, Some((1, 16)));
+    assert!(
+        parse("rate(x[5x])")
+            .expect_err("bad duration")
+            .to_string()
+            .contains("5x")
+    );
+}

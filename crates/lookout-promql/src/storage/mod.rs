@@ -26,7 +26,7 @@ mod xor;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -268,6 +268,9 @@ impl Chunks {
 struct MemSeries {
     id: SeriesId,
     labels: Labels,
+    /// Position of the series among all series sorted by labels, valid while
+    /// [`Storage::ranks_valid`] is set; lets a large selection sort by an integer.
+    rank: AtomicU32,
     chunks: Mutex<Chunks>,
 }
 
@@ -317,6 +320,9 @@ pub struct Storage {
     /// Where the last automatic truncation cut.
     last_cut: AtomicI64,
     truncating: AtomicBool,
+    /// Whether every series' `rank` reflects the current set of series (cleared when a
+    /// series is created, under the write lock; removals keep the order).
+    ranks_valid: AtomicBool,
     regex_cache: Mutex<HashMap<String, Option<Regex>>>,
 }
 
@@ -333,6 +339,7 @@ impl Storage {
             max_t: AtomicI64::new(i64::MIN),
             last_cut: AtomicI64::new(i64::MIN),
             truncating: AtomicBool::new(false),
+            ranks_valid: AtomicBool::new(false),
             regex_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -393,8 +400,10 @@ impl Storage {
         let series = Arc::new(MemSeries {
             id,
             labels: labels.clone(),
+            rank: AtomicU32::new(0),
             chunks: Mutex::new(Chunks::new()),
         });
+        self.ranks_valid.store(false, Ordering::Release);
         inner.index.add(id, labels);
         inner.by_id.insert(id, series.clone());
         inner.by_labels.insert(ByLabels(series.clone()));
@@ -503,7 +512,8 @@ impl Storage {
             st.samples += chunks.samples();
             st.chunk_bytes += chunks.heap_bytes();
             st.index_bytes += size_of::<MemSeries>()
-                + 2 * size_of::<usize>() // Arc counts
+                + 2 * size_of::<usize>() // Arc counts of the series
+                + 2 * size_of::<usize>() + size_of::<Vec<(String, String)>>() // shared labels
                 + s.labels.len() * size_of::<(String, String)>()
                 + s.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         }
@@ -544,16 +554,32 @@ impl Queryable for Storage {
         if mint > maxt_ms {
             return Vec::new();
         }
-        let mut series: Vec<Arc<MemSeries>> = {
+        let series: Vec<Arc<MemSeries>> = {
             let inner = self.read_inner();
-            inner
+            let mut series: Vec<Arc<MemSeries>> = inner
                 .index
                 .select(&prepared)
                 .into_iter()
                 .filter_map(|id| inner.by_id.get(&id).cloned())
-                .collect()
+                .collect();
+            // A large selection sorts by rank (recomputed once after new series appeared;
+            // no series can be created while the read lock is held); a small one compares
+            // label sets directly.
+            if series.len() >= 64 && series.len() * 8 >= inner.by_id.len() {
+                if !self.ranks_valid.load(Ordering::Acquire) {
+                    let mut all: Vec<&Arc<MemSeries>> = inner.by_id.values().collect();
+                    all.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+                    for (rank, s) in all.into_iter().enumerate() {
+                        s.rank.store(rank as u32, Ordering::Relaxed);
+                    }
+                    self.ranks_valid.store(true, Ordering::Release);
+                }
+                series.sort_unstable_by_key(|s| s.rank.load(Ordering::Relaxed));
+            } else {
+                series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+            }
+            series
         };
-        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let mut out = Vec::with_capacity(series.len());
         // Decoded into one reused buffer, then copied out at the exact size: one allocation
         // per series instead of a growing vector's several.
@@ -781,6 +807,32 @@ mod tests {
                 .collect();
             assert_eq!(names(&st, &sel), want, "case {i}: {sel}");
         }
+    }
+
+    #[test]
+    fn large_selections_stay_sorted_as_series_come_and_go() {
+        let st = Storage::default();
+        let add = |i: u32| {
+            let l = Labels::new([("__name__", "s"), ("i", &format!("{i:04}"))]);
+            st.append(&l, i as i64, 1.0).unwrap();
+        };
+        for i in (0..200).rev().filter(|i| i % 2 == 0) {
+            add(i);
+        }
+        let sorted = |v: Vec<String>| v.windows(2).all(|w| w[0] < w[1]);
+        let first = names(&st, "s");
+        assert_eq!(first.len(), 100);
+        assert!(sorted(first));
+        for i in (0..200).filter(|i| i % 2 == 1) {
+            add(i);
+        }
+        let second = names(&st, "s");
+        assert_eq!(second.len(), 200);
+        assert!(sorted(second));
+        st.truncate_before(150);
+        let third = names(&st, "s");
+        assert_eq!(third.len(), 50);
+        assert!(sorted(third));
     }
 
     #[test]
