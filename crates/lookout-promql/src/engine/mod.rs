@@ -15,6 +15,7 @@
 
 mod aggregations;
 mod binary;
+mod duration;
 pub mod error;
 mod functions;
 pub mod value;
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+pub use duration::parse_duration;
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
@@ -77,9 +79,35 @@ pub struct Engine {
     opts: EngineOptions,
 }
 
-/// Parses `query`, wrapping promql-parser's terse messages with the query text and, where
-/// it can be found, the position of the offending token.
+/// Parses `query` for an instant query; see [`parse_for_step`].
 pub fn parse(query: &str) -> Result<Expr, QueryError> {
+    parse_for_step(query, 0, 0)
+}
+
+/// Parses `query`, first replacing duration expressions (`[5m + 1m]`, `offset step()`,
+/// which promql-parser does not know) by literals computed with the query's step and range
+/// (`end - start`, both 0 for instant queries). promql-parser's terse messages are wrapped
+/// with the query text and, where it can be found, the position of the offending token.
+pub fn parse_for_step(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
+    let rewritten = duration::rewrite(query, step_ms, range_ms).map_err(|e| QueryError::Parse {
+        query: query.to_string(),
+        message: e.message(),
+        position: None,
+    })?;
+    if rewritten != query {
+        return parse_plain(&rewritten).map_err(|e| match e {
+            QueryError::Parse { message, .. } => QueryError::Parse {
+                query: query.to_string(),
+                message,
+                position: None,
+            },
+            other => other,
+        });
+    }
+    parse_plain(query)
+}
+
+fn parse_plain(query: &str) -> Result<Expr, QueryError> {
     parser::parse(query).map_err(|message| {
         let (message, position) = if message == "invalid promql query" {
             match locate_syntax_error(query) {
@@ -285,7 +313,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Matrix, QueryError> {
-        let expr = parse(query)?;
+        let expr = parse_for_step(query, step_ms, end_ms - start_ms)?;
         Ok(self
             .exec_range(q, &expr, query, start_ms, end_ms, step_ms)?
             .value)

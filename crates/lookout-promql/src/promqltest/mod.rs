@@ -6,8 +6,8 @@
 //!
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
 //! those that read or expect native histograms, and those that need experimental parser
-//! features promql-parser or this engine lack (duration expressions, `anchored`/`smoothed`,
-//! the `start_timestamp()` and `integral()` functions).
+//! features promql-parser or this engine lack (`anchored`/`smoothed` range selectors, the
+//! `start_timestamp()` and `integral()` functions).
 //! Experimental features that are implemented (`limitk`, `limit_ratio`, `sort_by_label`,
 //! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`, `histogram_quantiles`,
 //! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`, `info()`) run like any other
@@ -341,7 +341,12 @@ impl Runner {
     }
 
     fn eval(&self, ev: &Eval) -> Status {
-        let parsed = engine::parse(&ev.expr);
+        let parsed = match (ev.instant_at, ev.range) {
+            (_, Some((start, end, step))) if !ev.expect_range_vector => {
+                engine::parse_for_step(&ev.expr, step, end - start)
+            }
+            _ => engine::parse(&ev.expr),
+        };
         if let Some(reason) = self.skip_reason(ev, parsed.as_ref().ok()) {
             return Status::Skipped(reason);
         }
@@ -702,42 +707,13 @@ fn compare_matrix(
     Ok(())
 }
 
-/// Syntax promql-parser does not know: duration expressions, `anchored`/`smoothed`.
+/// Syntax promql-parser does not know: `anchored`/`smoothed` range selectors.
 fn experimental_syntax(q: &str) -> Option<&'static str> {
     let words: Vec<&str> = q
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .collect();
     if words.contains(&"anchored") || words.contains(&"smoothed") {
         return Some("anchored/smoothed range selectors");
-    }
-    // Duration expressions: arithmetic or calls inside [...] or after offset / @.
-    let b = q.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'[' {
-            let end = q[i..].find(']').map(|e| i + e).unwrap_or(b.len());
-            let inner = &q[i + 1..end];
-            if inner
-                .chars()
-                .any(|c| !(c.is_ascii_alphanumeric() || c == ':' || c == ' '))
-            {
-                return Some("duration expressions");
-            }
-            i = end;
-        }
-        i += 1;
-    }
-    let lower = q.to_ascii_lowercase();
-    for kw in ["offset", "@"] {
-        let mut rest = lower.as_str();
-        while let Some(p) = rest.find(kw) {
-            let after = rest[p + kw.len()..].trim_start();
-            let after = after.strip_prefix('-').unwrap_or(after).trim_start();
-            if after.starts_with('(') || after.starts_with("step") || after.starts_with("range") {
-                return Some("duration expressions");
-            }
-            rest = &rest[p + kw.len()..];
-        }
     }
     None
 }

@@ -112,45 +112,7 @@ pub enum Command {
     Eval(Box<Eval>),
 }
 
-/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`).
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    if b.is_empty() {
-        return None;
-    }
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return None;
-        }
-        let n: i64 = s[start..i].parse().ok()?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult = match &s[ustart..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(mult)?)?;
-    }
-    Some(total)
-}
+pub use crate::engine::parse_duration;
 
 /// Parses a Go-syntax number (`1`, `-2.5e3`, `0x1F`, `Inf`, `NaN`).
 pub fn parse_number(s: &str) -> Option<f64> {

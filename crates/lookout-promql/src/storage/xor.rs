@@ -96,12 +96,22 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    /// The next bits, most significant first: at least 57 of them are the stream's
+    /// (zeros past its end).
     #[inline]
-    fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.buf.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1;
-        self.pos += 1;
-        Some(bit == 1)
+    fn peek(&self) -> u64 {
+        self.word_at(self.pos / 8) << (self.pos % 8)
+    }
+
+    #[inline]
+    fn skip(&mut self, n: u32) {
+        self.pos += n as usize;
+    }
+
+    /// Whether reads went past the end of the stream.
+    #[inline]
+    fn past_end(&self) -> bool {
+        self.pos > self.buf.len() * 8
     }
 
     /// Reads `n` bits (n ≤ 64); `None` past the end of the stream.
@@ -336,31 +346,39 @@ impl<'a> XorIter<'a> {
         }
     }
 
+    /// Decodes a value. Prefix codes are read from one 64-bit look-ahead word instead of
+    /// bit by bit; a read past the end is caught by [`XorIter::step`]'s final check.
+    #[inline]
     fn read_value(&mut self) -> Option<()> {
-        if !self.r.read_bit()? {
+        let w = self.r.peek();
+        if w >> 63 == 0 {
+            self.r.skip(1);
             return Some(());
         }
-        if self.r.read_bit()? {
-            // Integer step: 8, 16 or 32 bits.
-            let n = if !self.r.read_bit()? {
-                8
-            } else if !self.r.read_bit()? {
-                16
-            } else {
-                32
+        if w >> 62 == 0b11 {
+            // Integer step: `110`+8, `1110`+16 or `1111`+32 bits.
+            let (head, n) = match (w >> 60) & 0b11 {
+                0b00 | 0b01 => (3, 8),
+                0b10 => (4, 16),
+                _ => (4, 32),
             };
-            let d = sign_extend(self.r.read_bits(n)?, n);
+            let d = sign_extend((w << head) >> (64 - n), n as u8);
+            self.r.skip(head + n);
             let prev = f64::from_bits(self.v) as i64;
             self.v = (prev.wrapping_add(d) as f64).to_bits();
             return Some(());
         }
-        if self.r.read_bit()? {
-            self.leading = self.r.read_bits(5)? as u8;
-            let mut sig = self.r.read_bits(6)? as u8;
+        if (w >> 61) & 1 == 1 {
+            // New window: 5 bits of leading zeros, 6 of meaningful-bit count.
+            self.leading = ((w >> 56) & 0x1f) as u8;
+            let mut sig = ((w >> 50) & 0x3f) as u8;
             if sig == 0 {
                 sig = 64;
             }
             self.trailing = 64 - self.leading - sig;
+            self.r.skip(14);
+        } else {
+            self.r.skip(3);
         }
         let sig = 64 - self.leading - self.trailing;
         let bits = self.r.read_bits(sig)?;
@@ -380,21 +398,36 @@ impl<'a> XorIter<'a> {
                 self.read_value()?;
             }
             _ => {
-                let dod = if !self.r.read_bit()? {
-                    0
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(14)?, 14)
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(17)?, 17)
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(20)?, 20)
-                } else {
-                    self.r.read_bits(64)? as i64
+                let w = self.r.peek();
+                let dod = match w.leading_ones() {
+                    0 => {
+                        self.r.skip(1);
+                        0
+                    }
+                    1 => {
+                        self.r.skip(16);
+                        sign_extend((w << 2) >> 50, 14)
+                    }
+                    2 => {
+                        self.r.skip(20);
+                        sign_extend((w << 3) >> 47, 17)
+                    }
+                    3 => {
+                        self.r.skip(24);
+                        sign_extend((w << 4) >> 44, 20)
+                    }
+                    _ => {
+                        self.r.skip(4);
+                        self.r.read_bits(64)? as i64
+                    }
                 };
                 self.delta = self.delta.wrapping_add(dod);
                 self.t = self.t.wrapping_add(self.delta);
                 self.read_value()?;
             }
+        }
+        if self.r.past_end() {
+            return None;
         }
         self.read += 1;
         Some((self.t, f64::from_bits(self.v)))

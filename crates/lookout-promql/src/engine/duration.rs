@@ -1,0 +1,434 @@
+//! Duration expressions (Prometheus's experimental `[5m + 1m]`, `[step() * 2]`,
+//! `offset min_of(range(), 1m)`), which promql-parser does not parse: they are evaluated
+//! and replaced by plain duration literals before parsing.
+//!
+//! Inside `[range]` and `[range:step]` the whole text is an expression; after `offset` only
+//! one operand is (a literal, a parenthesised expression or a function call, optionally
+//! signed), so `x offset 1m + 2` stays `(x offset 1m) + 2` as in Prometheus. Bare numbers are
+//! seconds; `step()` and `range()` are the query's step and `end - start` (0 for instant
+//! queries).
+
+use super::QueryError;
+
+/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`).
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total: i64 = 0;
+    if b.is_empty() {
+        return None;
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return None;
+        }
+        let n: i64 = s[start..i].parse().ok()?;
+        let ustart = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult = match &s[ustart..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(mult)?)?;
+    }
+    Some(total)
+}
+
+/// Rewrites the duration expressions of `query` into literals.
+pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String, QueryError> {
+    let ctx = Ctx { step_ms, range_ms };
+    let b = query.as_bytes();
+    let mut out = String::with_capacity(query.len());
+    let mut i = 0;
+    let mut brace_depth = 0usize;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                let end = string_end(query, i);
+                out.push_str(&query[i..end]);
+                i = end;
+            }
+            b'{' => {
+                brace_depth += 1;
+                out.push('{');
+                i += 1;
+            }
+            b'}' => {
+                brace_depth = brace_depth.saturating_sub(1);
+                out.push('}');
+                i += 1;
+            }
+            b'[' if brace_depth == 0 => {
+                let Some(close) = query[i..].find(']').map(|p| i + p) else {
+                    out.push_str(&query[i..]);
+                    break;
+                };
+                let inner = &query[i + 1..close];
+                out.push('[');
+                match split_top_colon(inner) {
+                    Some((range, step)) => {
+                        out.push_str(&ctx.literal(range)?);
+                        out.push(':');
+                        if !step.trim().is_empty() {
+                            out.push_str(&ctx.literal(step)?);
+                        }
+                    }
+                    None => out.push_str(&ctx.literal(inner)?),
+                }
+                out.push(']');
+                i = close + 1;
+            }
+            _ if brace_depth == 0 && is_keyword_at(query, i, "offset") => {
+                out.push_str(&query[i..i + 6]);
+                i += 6;
+                let (text, end) = offset_operand(query, i);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                out.push(' ');
+                out.push_str(&ctx.literal(text)?);
+                i = end;
+            }
+            _ => {
+                let ch = query[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `word` starts at byte `i` as a whole word.
+fn is_keyword_at(q: &str, i: usize, word: &str) -> bool {
+    let b = q.as_bytes();
+    let Some(s) = q.get(i..i + word.len()) else {
+        return false;
+    };
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    s.eq_ignore_ascii_case(word)
+        && (i == 0 || !ident(b[i - 1]))
+        && b.get(i + word.len()).is_none_or(|c| !ident(*c))
+}
+
+fn string_end(q: &str, start: usize) -> usize {
+    let b = q.as_bytes();
+    let quote = b[start];
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == b'\\' && quote != b'`' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+fn split_top_colon(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ':' if depth == 0 => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The operand of `offset` starting at `i`: optional sign, then a literal, a parenthesised
+/// expression or a function call. Returns its text and end.
+fn offset_operand(q: &str, i: usize) -> (&str, usize) {
+    let b = q.as_bytes();
+    let mut j = i;
+    while j < b.len() && b[j].is_ascii_whitespace() {
+        j += 1;
+    }
+    let start = j;
+    while j < b.len() && (b[j] == b'-' || b[j] == b'+' || b[j].is_ascii_whitespace()) {
+        j += 1;
+    }
+    if j < b.len() && b[j] == b'(' {
+        j = matching_paren(q, j);
+    } else {
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.') {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].is_ascii_whitespace() {
+            k += 1;
+        }
+        if k < b.len() && b[k] == b'(' {
+            j = matching_paren(q, k);
+        }
+    }
+    (&q[start..j], j)
+}
+
+fn matching_paren(q: &str, open: usize) -> usize {
+    let mut depth = 0i32;
+    for (i, c) in q[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    q.len()
+}
+
+struct Ctx {
+    step_ms: i64,
+    range_ms: i64,
+}
+
+impl Ctx {
+    /// The text as a duration literal: unchanged when it already is one.
+    fn literal(&self, text: &str) -> Result<String, QueryError> {
+        let t = text.trim();
+        if is_plain_duration(t) {
+            return Ok(t.to_string());
+        }
+        let mut p = Parser {
+            toks: tokenize(t)?,
+            pos: 0,
+            ctx: self,
+        };
+        let secs = p.expr()?;
+        if p.pos != p.toks.len() {
+            return Err(bad(t));
+        }
+        if !secs.is_finite() {
+            return Err(QueryError::eval(format!(
+                "duration expression {t:?} is not a finite duration"
+            )));
+        }
+        let ms = (secs * 1000.0).round() as i64;
+        Ok(if ms < 0 {
+            format!("-{}ms", -ms)
+        } else {
+            format!("{ms}ms")
+        })
+    }
+}
+
+fn is_plain_duration(t: &str) -> bool {
+    let body = t.strip_prefix('-').unwrap_or(t);
+    !body.is_empty()
+        && body.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && body.chars().any(|c| c.is_ascii_alphabetic())
+        && body.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn bad(t: &str) -> QueryError {
+    QueryError::eval(format!("invalid duration expression {t:?}"))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Ident(String),
+    Op(char),
+}
+
+fn tokenize(t: &str) -> Result<Vec<Tok>, QueryError> {
+    let b = t.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() || c == b'.' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            let word = &t[start..i];
+            let v = match word.parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => parse_duration(word)
+                    .map(|ms| ms as f64 / 1000.0)
+                    .ok_or_else(|| bad(t))?,
+            };
+            out.push(Tok::Num(v));
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push(Tok::Ident(t[start..i].to_ascii_lowercase()));
+        } else if b"+-*/%^(),".contains(&c) {
+            out.push(Tok::Op(c as char));
+            i += 1;
+        } else {
+            return Err(bad(t));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser<'c> {
+    toks: Vec<Tok>,
+    pos: usize,
+    ctx: &'c Ctx,
+}
+
+impl Parser<'_> {
+    fn peek_op(&self) -> Option<char> {
+        match self.toks.get(self.pos) {
+            Some(Tok::Op(c)) => Some(*c),
+            _ => None,
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), QueryError> {
+        if self.peek_op() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(QueryError::eval(format!(
+                "duration expression: expected {c:?}"
+            )))
+        }
+    }
+
+    /// sum := product (('+' | '-') product)*
+    fn expr(&mut self) -> Result<f64, QueryError> {
+        let mut v = self.product()?;
+        while let Some(op @ ('+' | '-')) = self.peek_op() {
+            self.pos += 1;
+            let r = self.product()?;
+            v = if op == '+' { v + r } else { v - r };
+        }
+        Ok(v)
+    }
+
+    /// product := unary (('*' | '/' | '%') unary)*
+    fn product(&mut self) -> Result<f64, QueryError> {
+        let mut v = self.unary()?;
+        while let Some(op @ ('*' | '/' | '%')) = self.peek_op() {
+            self.pos += 1;
+            let r = self.unary()?;
+            v = match op {
+                '*' => v * r,
+                '/' => v / r,
+                _ => v % r,
+            };
+        }
+        Ok(v)
+    }
+
+    /// unary := ('-' | '+') unary | power
+    fn unary(&mut self) -> Result<f64, QueryError> {
+        match self.peek_op() {
+            Some('-') => {
+                self.pos += 1;
+                Ok(-self.unary()?)
+            }
+            Some('+') => {
+                self.pos += 1;
+                self.unary()
+            }
+            _ => self.power(),
+        }
+    }
+
+    /// power := primary ('^' unary)?   (right-associative)
+    fn power(&mut self) -> Result<f64, QueryError> {
+        let base = self.primary()?;
+        if self.peek_op() == Some('^') {
+            self.pos += 1;
+            let exp = self.unary()?;
+            return Ok(base.powf(exp));
+        }
+        Ok(base)
+    }
+
+    fn primary(&mut self) -> Result<f64, QueryError> {
+        match self.toks.get(self.pos).cloned() {
+            Some(Tok::Num(v)) => {
+                self.pos += 1;
+                Ok(v)
+            }
+            Some(Tok::Op('(')) => {
+                self.pos += 1;
+                let v = self.expr()?;
+                self.expect(')')?;
+                Ok(v)
+            }
+            Some(Tok::Ident(name)) => {
+                self.pos += 1;
+                self.expect('(')?;
+                let v = match name.as_str() {
+                    "step" => self.ctx.step_ms as f64 / 1000.0,
+                    "range" => self.ctx.range_ms as f64 / 1000.0,
+                    "min_of" | "max_of" => {
+                        let a = self.expr()?;
+                        self.expect(',')?;
+                        let b = self.expr()?;
+                        if name == "min_of" { a.min(b) } else { a.max(b) }
+                    }
+                    other => {
+                        return Err(QueryError::eval(format!(
+                            "unknown function {other}() in duration expression"
+                        )));
+                    }
+                };
+                self.expect(')')?;
+                Ok(v)
+            }
+            _ => Err(QueryError::eval("duration expression: unexpected token")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_offsets_are_rewritten() {
+        let r = |q: &str| rewrite(q, 5_000, 10_000).expect("rewrite");
+        assert_eq!(r("changes(x[26m+4m])"), "changes(x[1800000ms])");
+        assert_eq!(r("x[5m]"), "x[5m]");
+        assert_eq!(r("x[step()*2:1m]"), "x[10000ms:1m]");
+        assert_eq!(r("x offset 100 + 2"), "x offset 100000ms + 2");
+        assert_eq!(
+            r("x offset -(min_of(step(), 2s)-5)+8000"),
+            "x offset 3000ms+8000"
+        );
+        assert_eq!(
+            r(r#"x{a=~"[0-9]"} offset 5m"#),
+            r#"x{a=~"[0-9]"} offset 5m"#
+        );
+        assert_eq!(r("x offset -2 ^ 2"), "x offset -2000ms ^ 2");
+    }
+}
