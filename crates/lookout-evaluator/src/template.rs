@@ -7,9 +7,12 @@
 //! and the `query` callback) lives in a thread-local set for the duration of one expansion
 //! and restored afterwards.
 //!
-//! Known difference: a number printed without a function (`{{ $value }}`) uses Rust's float
-//! formatting (`1000000`), where Go prints `1e+06`; `humanize`, `printf` and the other
-//! functions match Go.
+//! Output is checked against Prometheus's own Go templates (`promtool test rules`) in
+//! `tests/rules_templates_promtool.rs`. Known differences, from the `gtmpl` crate: a number
+//! printed without a function (`{{ $value }}`) uses Rust's float formatting (`1000000`)
+//! where Go prints `1e+06`; number literals written in a template that are negative
+//! fractions or beyond 2^64 are misread. `humanize`, `printf` and the other functions
+//! match Go.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -187,7 +190,11 @@ impl CompiledTemplate {
             })
         });
         let _guard = Guard(prev);
-        t.render(&ctx).map_err(|e| e.to_string())
+        // Prometheus's label maps are `map[string]string`: a missing label is "", where
+        // gtmpl prints Go's `<no value>` of untyped maps.
+        t.render(&ctx)
+            .map(|s| s.replace("<no value>", ""))
+            .map_err(|e| e.to_string())
     }
 
     /// Expands; on failure returns Prometheus's `<error expanding template: ...>` text and
@@ -227,6 +234,8 @@ fn str_arg(args: &[Value], i: usize, name: &str) -> Result<String, FuncError> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
+        // A missing label: "" as in Go's map[string]string.
+        Value::NoValue | Value::Nil => Ok(String::new()),
         other => Err(err(format!(
             "{name}: expected a string, got {}",
             type_name(other)
@@ -835,7 +844,8 @@ mod tests {
         );
         assert_eq!(x("{{ printf \"%.2f\" $value }}"), "0.25");
         assert_eq!(x("{{ pathPrefix }}"), "/prefix");
-        assert_eq!(x("{{ $labels.missing }}"), "<no value>");
+        assert_eq!(x("{{ $labels.missing }}"), "");
+        assert_eq!(x("{{ $labels.missing | toUpper }}"), "");
         assert_eq!(x("{{ with args 1 \"b\" }}{{ .arg1 }}{{ end }}"), "b");
         assert_eq!(x("{{ 1234567 | humanize }}"), "1.235M");
         assert_eq!(strip_domain("10.0.0.1:80"), "10.0.0.1:80");
