@@ -13,6 +13,7 @@ pub mod scrape;
 pub mod scrape_config;
 pub mod state;
 pub mod template;
+pub mod unittest;
 pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};
@@ -198,13 +199,17 @@ where
         external_labels: external_labels.clone(),
         external_url: external_url.clone(),
         default_interval: cfg.evaluation_interval(),
-        default_query_offset: cfg.rule_query_offset(),
         resend_delay: opts.resend_delay,
         outage_tolerance: opts.outage_tolerance,
         for_grace_period: opts.for_grace_period,
         state_file: opts.state_file.clone(),
         metrics: rule_metrics,
     });
+    manager.set_defaults(
+        external_labels.clone(),
+        cfg.evaluation_interval(),
+        cfg.rule_query_offset(),
+    );
     let n = manager
         .update(&rule_patterns(&cfg, &opts.extra_rule_files))
         .map_err(|e| RunError::Rules(e.to_string()))?;
@@ -272,6 +277,7 @@ where
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.storage = storage;
     state.engine = engine;
+    state.datasource = Some(datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
     state.scrape = scrape.clone();
     state.reload = Some(reload);

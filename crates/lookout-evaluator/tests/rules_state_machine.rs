@@ -682,3 +682,44 @@ async fn restore_skips_rules_shorter_than_the_grace_period() {
     let at = restored_active_at(5 * MIN, 0, 10 * MIN, now, false).await;
     assert_eq!(at, t(now - MIN));
 }
+
+#[tokio::test]
+async fn a_changed_group_takes_over_alerts_and_staleness_bookkeeping() {
+    let ds = Arc::new(FakeDatasource::default());
+    let down = Arc::new(Mutex::new(true));
+    scripted_down(&ds, down.clone());
+    let old = fixture(
+        vec![Rule::Alerting(alerting_rule("ServerDown", "up == 0", 0, 0))],
+        MIN,
+        0,
+        ds.clone(),
+    );
+    old.group.eval(t(0)).await;
+    let before = the_rule(&old.group).active_alerts();
+    assert_eq!(before[0].state, AlertState::Firing);
+
+    // Same rule, new interval: a different group definition.
+    let new = fixture(
+        vec![Rule::Alerting(alerting_rule("ServerDown", "up == 0", 0, 0))],
+        2 * MIN,
+        0,
+        ds.clone(),
+    );
+    new.group.copy_state(&old.group);
+    assert_eq!(the_rule(&new.group).active_alerts(), before);
+    assert_eq!(new.group.last_series(), old.group.last_series());
+
+    // The condition clears: the new group resolves the alert it inherited and marks the
+    // old group's ALERTS series stale.
+    *down.lock().unwrap() = false;
+    new.group.eval(t(2 * MIN)).await;
+    let a = &the_rule(&new.group).current_alerts()[0];
+    assert_eq!(a.state, AlertState::Inactive);
+    assert_eq!(a.resolved_at, Some(t(2 * MIN)));
+    let stale: Vec<_> = ds
+        .stored_named("ALERTS")
+        .into_iter()
+        .filter(|(_, ts, v)| *ts == t(2 * MIN) && is_stale_nan(*v))
+        .collect();
+    assert_eq!(stale.len(), 1);
+}

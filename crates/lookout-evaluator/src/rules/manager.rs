@@ -34,8 +34,6 @@ pub struct ManagerOptions {
     pub external_url: String,
     /// Interval of groups that do not set one (`global.evaluation_interval`).
     pub default_interval: Duration,
-    /// Query offset of groups that do not set one (`global.rule_query_offset`).
-    pub default_query_offset: Duration,
     /// Minimum time between two sends of the same firing alert.
     pub resend_delay: Duration,
     /// Only `ALERTS_FOR_STATE` this recent is used for restoring.
@@ -70,7 +68,8 @@ pub struct RuleManager {
     /// State read at start-up, kept for rules that are not restored yet.
     saved: Arc<HashMap<Labels, ForState>>,
     state_dirty: Arc<tokio::sync::Notify>,
-    /// External labels, default interval and default query offset, replaceable on reload.
+    /// External labels, default interval and default query offset (0 until
+    /// [`set_defaults`](Self::set_defaults)), replaceable on reload.
     defaults: Mutex<(Labels, Duration, Duration)>,
 }
 
@@ -122,7 +121,7 @@ impl RuleManager {
             defaults: Mutex::new((
                 opts.external_labels.clone(),
                 opts.default_interval,
-                opts.default_query_offset,
+                Duration::ZERO,
             )),
             opts,
         })
