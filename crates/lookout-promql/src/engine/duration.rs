@@ -95,6 +95,13 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
                 out.push(']');
                 i = close + 1;
             }
+            _ if brace_depth == 0
+                && (is_keyword_at(query, i, "anchored") || is_keyword_at(query, i, "smoothed")) =>
+            {
+                let word = &query[i..i + 8];
+                mark_selector(&mut out, &word.to_ascii_lowercase())?;
+                i += 8;
+            }
             _ if brace_depth == 0 && is_keyword_at(query, i, "offset") => {
                 out.push_str(&query[i..i + 6]);
                 i += 6;
@@ -114,6 +121,68 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
         }
     }
     Ok(out)
+}
+
+/// The label name of the matcher that carries `anchored`/`smoothed` through promql-parser,
+/// which does not parse these modifiers: `x[5m] anchored` becomes
+/// `x{__lookout_range_modifier__="anchored"}[5m]`. The engine removes the matcher before
+/// selecting.
+pub(crate) const MODIFIER_LABEL: &str = "__lookout_range_modifier__";
+
+/// Adds the modifier matcher to the selector that ends `out`.
+fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
+    let err = || QueryError::eval(format!("{modifier} must follow a selector"));
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    let b = out.as_bytes().to_vec();
+    let mut end = b.len();
+    // Skip trailing `offset <d>` / `@ <t>` modifiers (at most one of each).
+    for _ in 0..2 {
+        let tail = &out[..end];
+        let word_start = tail
+            .trim_end()
+            .rfind(|c: char| c.is_whitespace() || c == '@')
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        let before = tail[..word_start].trim_end();
+        let before = before.strip_suffix(['-', '+']).unwrap_or(before).trim_end();
+        if before.ends_with('@') {
+            end = before.len() - 1;
+        } else if before.len() >= 6 && before[before.len() - 6..].eq_ignore_ascii_case("offset") {
+            end = before.len() - 6;
+        } else {
+            break;
+        }
+        while end > 0 && b[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+    }
+    // Skip a range `[...]`.
+    if end > 0 && b[end - 1] == b']' {
+        let open = out[..end].rfind('[').ok_or_else(err)?;
+        end = open;
+        while end > 0 && b[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+    }
+    let matcher = format!("{MODIFIER_LABEL}=\"{modifier}\"");
+    if end > 0 && b[end - 1] == b'}' {
+        let open = out[..end].rfind('{').ok_or_else(err)?;
+        let empty = out[open + 1..end - 1].trim().is_empty();
+        let insert = if empty {
+            matcher
+        } else {
+            format!("{matcher},")
+        };
+        out.insert_str(open + 1, &insert);
+    } else if end > 0
+        && (b[end - 1].is_ascii_alphanumeric() || b[end - 1] == b'_' || b[end - 1] == b':')
+    {
+        out.insert_str(end, &format!("{{{matcher}}}"));
+    } else {
+        return Err(err());
+    }
+    Ok(())
 }
 
 /// Whether `word` starts at byte `i` as a whole word.
@@ -430,5 +499,13 @@ mod tests {
             r#"x{a=~"[0-9]"} offset 5m"#
         );
         assert_eq!(r("x offset -2 ^ 2"), "x offset -2000ms ^ 2");
+        assert_eq!(
+            r("m[1m] anchored"),
+            format!("m{{{MODIFIER_LABEL}=\"anchored\"}}[1m]")
+        );
+        assert_eq!(
+            r("m{a=\"b\"} @ 100 smoothed"),
+            format!("m{{{MODIFIER_LABEL}=\"smoothed\",a=\"b\"}} @ 100")
+        );
     }
 }

@@ -10,8 +10,8 @@ use regex::Regex;
 
 use super::aggregations::{asc_nan_last, desc_nan_last_pub, go_g, quantile};
 use super::{
-    AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, Sample, Value, Vector, go_max,
-    go_min, kahan_sum_inc,
+    AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
+    edge_indices, extend_floats, go_max, go_min, kahan_sum_inc, pick_left, pick_right,
 };
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -664,6 +664,21 @@ impl Evaluator<'_> {
             }
         }
         let arg: RangeArg = self.eval_range_arg(args[range_idx], ts)?;
+        match arg.mode {
+            RangeMode::Anchored
+                if !matches!(name, "changes" | "delta" | "increase" | "rate" | "resets") =>
+            {
+                return Err(QueryError::eval(format!(
+                    "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with {name}"
+                )));
+            }
+            RangeMode::Smoothed if !matches!(name, "delta" | "increase" | "rate") => {
+                return Err(QueryError::eval(format!(
+                    "smoothed modifier can only be used with: delta, increase, rate - not with {name}"
+                )));
+            }
+            _ => {}
+        }
         let anchor = args[range_idx].to_string();
         let anchor = anchor
             .split(['{', '['])
@@ -694,8 +709,20 @@ impl Evaluator<'_> {
         }
         let mut out = Vec::with_capacity(arg.series.len());
         for s in &arg.series {
-            let pts = &s.floats;
+            let extended;
+            let pts = if arg.mode == RangeMode::Anchored && matches!(name, "changes" | "resets") {
+                extended = extend_floats(&s.floats, arg.range_start, arg.range_end, false);
+                if extended.is_empty() {
+                    continue;
+                }
+                &extended
+            } else {
+                &s.floats
+            };
             let value = match name {
+                "rate" | "increase" | "delta" if arg.mode != RangeMode::Plain => {
+                    extended_rate(pts, &arg, name != "delta", name == "rate")
+                }
                 "rate" | "increase" | "delta" => {
                     extrapolated_rate(pts, &arg, name != "delta", name == "rate")
                 }
@@ -856,6 +883,45 @@ fn extrapolated_rate(
         factor /= arg.range as f64 / 1000.0;
     }
     Some(result * factor)
+}
+
+/// `rate`, `increase` and `delta` over an anchored or smoothed window: the difference of
+/// the (picked or interpolated) edge values, plus counter resets inside, no extrapolation.
+fn extended_rate(f: &[FPoint], arg: &RangeArg, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let smoothed = arg.mode == RangeMode::Smoothed;
+    let (mut first, mut last) = edge_indices(f, arg.range_start, arg.range_end, smoothed)?;
+    let left = pick_left(f, first, arg.range_start, smoothed, is_counter);
+    let right = pick_right(f, last, arg.range_end, smoothed, is_counter);
+    let mut result = right - left;
+    if is_counter {
+        if f[first].t <= arg.range_start {
+            first += 1;
+        }
+        if f[last].t >= arg.range_end {
+            last = last.wrapping_sub(1);
+        }
+        let inner: &[FPoint] = if last != usize::MAX && first <= last {
+            &f[first..=last]
+        } else {
+            &[]
+        };
+        let mut prev = left;
+        let mut correction = 0.0;
+        for p in inner {
+            if p.f < prev {
+                correction += prev;
+            }
+            prev = p.f;
+        }
+        if right < prev {
+            correction += prev;
+        }
+        result += correction;
+    }
+    if is_rate {
+        result /= arg.range as f64 / 1000.0;
+    }
+    Some(result)
 }
 
 /// `irate` / `idelta`: the last two samples.

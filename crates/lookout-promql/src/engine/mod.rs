@@ -502,6 +502,119 @@ pub(crate) fn system_time_ms(t: &SystemTime) -> i64 {
     }
 }
 
+/// The `anchored` / `smoothed` modifier of a selector (experimental in Prometheus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeMode {
+    /// A plain selector.
+    Plain,
+    /// `anchored`: the window's value at its start is the last sample before it.
+    Anchored,
+    /// `smoothed`: values at the window edges (or at the evaluation time) are interpolated.
+    Smoothed,
+}
+
+/// The modifier of a selector, carried by the marker matcher [`duration::MODIFIER_LABEL`].
+pub(crate) fn range_mode(vs: &VectorSelector) -> RangeMode {
+    match vs
+        .matchers
+        .matchers
+        .iter()
+        .find(|m| m.name == duration::MODIFIER_LABEL)
+        .map(|m| m.value.as_str())
+    {
+        Some("anchored") => RangeMode::Anchored,
+        Some("smoothed") => RangeMode::Smoothed,
+        _ => RangeMode::Plain,
+    }
+}
+
+/// Prometheus's `extendFloats`: the points of an anchored/smoothed window `(mint, maxt]`
+/// with synthetic points at both edges.
+pub(crate) fn extend_floats(
+    floats: &[FPoint],
+    mint: i64,
+    maxt: i64,
+    smoothed: bool,
+) -> Vec<FPoint> {
+    let Some((first, last)) = edge_indices(floats, mint, maxt, smoothed) else {
+        return Vec::new();
+    };
+    let left = pick_left(floats, first, mint, smoothed, false);
+    let right = pick_right(floats, last, maxt, smoothed, false);
+    let lo = if floats[first].t <= mint {
+        first + 1
+    } else {
+        first
+    };
+    let hi = if floats[last].t >= maxt {
+        last
+    } else {
+        last + 1
+    };
+    let mut out = Vec::with_capacity(hi.saturating_sub(lo) + 2);
+    out.push(FPoint { t: mint, f: left });
+    if lo < hi {
+        out.extend_from_slice(&floats[lo..hi]);
+    }
+    out.push(FPoint { t: maxt, f: right });
+    out
+}
+
+/// First and last sample indices an anchored/smoothed window uses, or `None` when the
+/// window holds nothing.
+pub(crate) fn edge_indices(
+    floats: &[FPoint],
+    mint: i64,
+    maxt: i64,
+    smoothed: bool,
+) -> Option<(usize, usize)> {
+    if floats.is_empty() {
+        return None;
+    }
+    let mut last = floats.len() - 1;
+    let first = floats[..last]
+        .partition_point(|p| p.t <= mint)
+        .saturating_sub(1);
+    if smoothed {
+        last = floats[..last].partition_point(|p| p.t < maxt);
+    }
+    if floats[last].t <= mint || (smoothed && floats[first].t > maxt) {
+        return None;
+    }
+    Some((first, last))
+}
+
+pub(crate) fn interpolate(p1: FPoint, p2: FPoint, t: i64, is_counter: bool) -> f64 {
+    let y1 = if is_counter && p2.f < p1.f { 0.0 } else { p1.f };
+    y1 + (p2.f - y1) * (t - p1.t) as f64 / (p2.t - p1.t) as f64
+}
+
+pub(crate) fn pick_left(
+    floats: &[FPoint],
+    first: usize,
+    start: i64,
+    smoothed: bool,
+    counter: bool,
+) -> f64 {
+    if smoothed && floats[first].t < start && first + 1 < floats.len() {
+        return interpolate(floats[first], floats[first + 1], start, counter);
+    }
+    floats[first].f
+}
+
+pub(crate) fn pick_right(
+    floats: &[FPoint],
+    last: usize,
+    end: i64,
+    smoothed: bool,
+    counter: bool,
+) -> f64 {
+    if smoothed && last > 0 && floats[last].t > end {
+        return interpolate(floats[last - 1], floats[last], end, counter);
+    }
+    floats[last].f
+}
+
 /// Per-query evaluation state.
 pub(crate) struct Evaluator<'a> {
     q: &'a dyn Queryable,
@@ -528,6 +641,8 @@ pub(crate) struct RangeArg {
     pub range_end: i64,
     /// The range in ms.
     pub range: i64,
+    /// The selector's `anchored`/`smoothed` modifier.
+    pub mode: RangeMode,
 }
 
 impl<'a> Evaluator<'a> {
@@ -672,10 +787,15 @@ impl<'a> Evaluator<'a> {
                     None => (lo, hi),
                 };
                 let off = self.offset_ms(&vs.offset)?;
+                let ahead = if range_mode(vs) == RangeMode::Smoothed {
+                    self.lookback
+                } else {
+                    0
+                };
                 add(
                     vs as *const VectorSelector as usize,
                     a - off - self.lookback,
-                    b - off,
+                    b - off + ahead,
                 );
             }
             Expr::MatrixSelector(ms) => {
@@ -685,10 +805,15 @@ impl<'a> Evaluator<'a> {
                     None => (lo, hi),
                 };
                 let off = self.offset_ms(&vs.offset)?;
+                let (behind, ahead) = match range_mode(vs) {
+                    RangeMode::Plain => (0, 0),
+                    RangeMode::Anchored => (self.lookback, 0),
+                    RangeMode::Smoothed => (self.lookback, self.lookback),
+                };
                 add(
                     vs as *const VectorSelector as usize,
-                    a - off - dur_ms(&ms.range),
-                    b - off,
+                    a - off - dur_ms(&ms.range) - behind,
+                    b - off + ahead,
                 );
             }
             Expr::Call(c) => {
@@ -713,6 +838,9 @@ impl<'a> Evaluator<'a> {
         } else {
             vs.matchers.or_matchers.clone()
         };
+        for s in sets.iter_mut() {
+            s.retain(|m| m.name != duration::MODIFIER_LABEL);
+        }
         if let Some(n) = name {
             for s in sets.iter_mut() {
                 s.push(n.clone());
@@ -769,8 +897,20 @@ impl<'a> Evaluator<'a> {
         let t = self.ref_time(vs, ts)?;
         let data = self.fetch(vs);
         let mut out = Vec::new();
+        let smoothed = range_mode(vs) == RangeMode::Smoothed;
         for sd in data.iter() {
             let idx = sd.samples.partition_point(|s| s.t <= t);
+            if smoothed {
+                if let Some(f) = self.smoothed_value(&sd.samples, idx, t) {
+                    out.push(Sample {
+                        metric: sd.labels.clone(),
+                        t: ts,
+                        f,
+                        drop_name: false,
+                    });
+                }
+                continue;
+            }
             if idx == 0 {
                 continue;
             }
@@ -791,14 +931,49 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// `x smoothed` at `t`: interpolated between the samples around `t` within the lookback
+    /// delta on either side; `idx` is the index of the first sample after `t`.
+    fn smoothed_value(
+        &self,
+        samples: &[crate::storage::Sample],
+        idx: usize,
+        t: i64,
+    ) -> Option<f64> {
+        let before = idx
+            .checked_sub(1)
+            .map(|i| samples[i])
+            .filter(|s| s.t > t - self.lookback && !is_stale(s.v));
+        let after = samples
+            .get(idx)
+            .copied()
+            .filter(|s| s.t < t + self.lookback && !is_stale(s.v));
+        match (before, after) {
+            (Some(b), _) if b.t == t => Some(b.v),
+            (Some(b), Some(a)) => Some(interpolate(
+                FPoint { t: b.t, f: b.v },
+                FPoint { t: a.t, f: a.v },
+                t,
+                false,
+            )),
+            (Some(b), None) => Some(b.v),
+            (None, Some(a)) => Some(a.v),
+            (None, None) => None,
+        }
+    }
+
     /// The points of a selector in `(t - range, t]`, stale markers left out.
     fn matrix_points(&self, vs: &VectorSelector, t: i64, range: i64) -> Result<Matrix, QueryError> {
         let data = self.fetch(vs);
         let mut out = Vec::new();
         let mut total = 0usize;
+        let (from, to) = match range_mode(vs) {
+            RangeMode::Plain => (t - range, t),
+            RangeMode::Anchored => (t - range - self.lookback, t),
+            RangeMode::Smoothed => (t - range - self.lookback, t + self.lookback),
+        };
         for sd in data.iter() {
-            let lo = sd.samples.partition_point(|s| s.t <= t - range);
-            let hi = sd.samples.partition_point(|s| s.t <= t);
+            let lo = sd.samples.partition_point(|s| s.t <= from);
+            let hi = sd.samples.partition_point(|s| s.t <= to);
             let floats: Vec<FPoint> = sd.samples[lo..hi]
                 .iter()
                 .filter(|s| !is_stale(s.v))
@@ -832,6 +1007,7 @@ impl<'a> Evaluator<'a> {
                     range_start: t - range,
                     range_end: t,
                     range,
+                    mode: range_mode(&ms.vs),
                 })
             }
             Expr::Subquery(sq) => {
@@ -841,6 +1017,7 @@ impl<'a> Evaluator<'a> {
                     range_start: t - range,
                     range_end: t,
                     range,
+                    mode: RangeMode::Plain,
                 })
             }
             other => Err(QueryError::eval(format!(
@@ -912,11 +1089,17 @@ impl<'a> Evaluator<'a> {
             }
             Expr::MatrixSelector(ms) => {
                 let t = self.ref_time(&ms.vs, ts)?;
-                Ok(Value::Matrix(self.matrix_points(
-                    &ms.vs,
-                    t,
-                    dur_ms(&ms.range),
-                )?))
+                let range = dur_ms(&ms.range);
+                let mut m = self.matrix_points(&ms.vs, t, range)?;
+                let mode = range_mode(&ms.vs);
+                if mode != RangeMode::Plain {
+                    for s in m.iter_mut() {
+                        s.floats =
+                            extend_floats(&s.floats, t - range, t, mode == RangeMode::Smoothed);
+                    }
+                    m.retain(|s| !s.floats.is_empty());
+                }
+                Ok(Value::Matrix(m))
             }
             Expr::Subquery(sq) => Ok(Value::Matrix(self.eval_subquery(sq, ts)?.0)),
             Expr::Unary(u) => match self.eval(&u.expr, ts)? {
