@@ -50,8 +50,63 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     Some(total)
 }
 
+/// Marks the label selector argument of `info()`: Prometheus accepts `{data=~".*"}` there,
+/// promql-parser rejects a selector whose matchers all match the empty string. The marker
+/// matcher is ignored by `info()`.
+pub(crate) const INFO_SELECTOR_LABEL: &str = "__lookout_info_selector__";
+
+fn mark_info_selectors(query: &str) -> String {
+    let mut out = query.to_string();
+    let mut search_from = 0;
+    while let Some(p) = out[search_from..].find("info(").map(|p| p + search_from) {
+        search_from = p + 5;
+        if p > 0 {
+            let prev = out.as_bytes()[p - 1];
+            if prev.is_ascii_alphanumeric() || prev == b'_' || prev == b':' {
+                continue;
+            }
+        }
+        let open = p + 4;
+        let close = matching_paren(&out, open);
+        // The top-level comma of the call.
+        let mut depth = 0i32;
+        let mut comma = None;
+        let mut i = open;
+        let bytes = out.as_bytes();
+        while i < close {
+            match bytes[i] {
+                b'(' | b'{' | b'[' => depth += 1,
+                b')' | b'}' | b']' => depth -= 1,
+                b'"' | b'\'' | b'`' => {
+                    i = string_end(&out, i);
+                    continue;
+                }
+                b',' if depth == 1 => {
+                    comma = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let Some(comma) = comma else { continue };
+        let arg_start = comma + 1 + (out[comma + 1..].len() - out[comma + 1..].trim_start().len());
+        if out.as_bytes().get(arg_start) == Some(&b'{') {
+            out.insert_str(arg_start + 1, &format!("{INFO_SELECTOR_LABEL}=\"1\","));
+        }
+    }
+    out
+}
+
 /// Rewrites the duration expressions of `query` into literals.
 pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String, QueryError> {
+    let marked;
+    let query = if query.contains("info(") {
+        marked = mark_info_selectors(query);
+        marked.as_str()
+    } else {
+        query
+    };
     let ctx = Ctx { step_ms, range_ms };
     let b = query.as_bytes();
     let mut out = String::with_capacity(query.len());
@@ -300,7 +355,10 @@ impl Ctx {
             )));
         }
         let ms = (secs * 1000.0).round() as i64;
-        Ok(if ms < 0 {
+        // promql-parser rejects `0s`/`0ms` but takes a bare `0`.
+        Ok(if ms == 0 {
+            "0".to_string()
+        } else if ms < 0 {
             format!("-{}ms", -ms)
         } else {
             format!("{ms}ms")

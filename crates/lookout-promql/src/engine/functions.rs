@@ -404,7 +404,13 @@ impl Evaluator<'_> {
             if let Some(n) = &vs.name {
                 data_matchers.push(LabelMatcher::new(MatchOp::Equal, METRIC_NAME, n));
             }
-            data_matchers.extend(vs.matchers.matchers.iter().cloned());
+            data_matchers.extend(
+                vs.matchers
+                    .matchers
+                    .iter()
+                    .filter(|m| !m.name.starts_with("__lookout_"))
+                    .cloned(),
+            );
         }
         let mut name_matchers: Vec<LabelMatcher> = data_matchers
             .iter()
@@ -462,15 +468,22 @@ impl Evaluator<'_> {
                 matchers.push(LabelMatcher::new(MatchOp::Re(rx), l, &re));
             }
             matchers.extend(data_matchers.iter().cloned());
-            if !data_matchers
+            let has_name = data_matchers.iter().any(|m| m.name == METRIC_NAME);
+            let has_positive_name = data_matchers
                 .iter()
-                .any(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal | MatchOp::Re(_)))
-            {
+                .any(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal | MatchOp::Re(_)));
+            if !has_name {
+                // No name given: the default info metric.
                 matchers.push(LabelMatcher::new(
                     MatchOp::Equal,
                     METRIC_NAME,
                     "target_info",
                 ));
+            } else if !has_positive_name {
+                // Only exclusions: they narrow down the info metrics (`*_info`).
+                let rx = Regex::new("^(?:.+_info)$")
+                    .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
+                matchers.push(LabelMatcher::new(MatchOp::Re(rx), METRIC_NAME, ".+_info"));
             }
             for sd in self
                 .q
