@@ -37,8 +37,11 @@ impl Evaluator<'_> {
                 .as_ref()
                 .ok_or_else(|| QueryError::eval("count_values needs a label name parameter"))?;
             let label = self.eval_string(param, ts)?;
-            if label.is_empty() {
-                return Err(QueryError::eval(format!("invalid label name {label:?}")));
+            if !super::duration::is_valid_label_name(&label) {
+                return Err(QueryError::eval(format!(
+                    "invalid label name \"{}\"",
+                    super::duration::shown_label_name(&label)
+                )));
             }
             let vec = self.eval_vector(&a.expr, ts)?;
             return Ok(Value::Vector(count_values(vec, &label, without, &grouping)));

@@ -117,7 +117,7 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
         match c {
             b'"' | b'\'' | b'`' => {
                 let end = string_end(query, i);
-                out.push_str(&query[i..end]);
+                out.push_str(&mark_invalid_utf8(&query[i..end]));
                 i = end;
             }
             b'{' => {
@@ -238,6 +238,58 @@ fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
         return Err(err());
     }
     Ok(())
+}
+
+/// Marks string literals whose Go-style `\\x` escapes decode to invalid UTF-8 (Prometheus
+/// keeps such bytes and rejects them as label names; promql-parser would decode each escape
+/// to a valid character instead): the literal becomes [`INVALID_UTF8_MARK`] followed by
+/// its escaped text.
+fn mark_invalid_utf8(lit: &str) -> String {
+    let quote = lit.as_bytes()[0];
+    if quote == b'`' || !lit.contains("\\x") || lit.len() < 2 {
+        return lit.to_string();
+    }
+    let inner = &lit[1..lit.len() - 1];
+    let mut bytes = Vec::new();
+    let b = inner.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            if b[i + 1] == b'x'
+                && let Some(v) = inner
+                    .get(i + 2..i + 4)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                bytes.push(v);
+                i += 4;
+                continue;
+            }
+            // Other escapes decode to valid UTF-8; keep a placeholder byte.
+            bytes.push(b'_');
+            i += 2;
+            continue;
+        }
+        bytes.push(b[i]);
+        i += 1;
+    }
+    if std::str::from_utf8(&bytes).is_ok() {
+        return lit.to_string();
+    }
+    let q = quote as char;
+    format!("{q}{INVALID_UTF8_MARK}{}{q}", inner.replace('\\', "\\\\"))
+}
+
+/// First character of a string literal that was not valid UTF-8 in the query.
+pub(crate) const INVALID_UTF8_MARK: char = '\u{e000}';
+
+/// Whether `name` can be a label name (Prometheus 3: any non-empty valid UTF-8).
+pub(crate) fn is_valid_label_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with(INVALID_UTF8_MARK)
+}
+
+/// How a label name is shown in errors (invalid ones as written in the query).
+pub(crate) fn shown_label_name(name: &str) -> &str {
+    name.strip_prefix(INVALID_UTF8_MARK).unwrap_or(name)
 }
 
 /// Whether `word` starts at byte `i` as a whole word.

@@ -9,6 +9,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use super::aggregations::{asc_nan_last, desc_nan_last_pub, go_g, quantile};
+use super::duration::{is_valid_label_name, shown_label_name};
 use super::{
     AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
     edge_indices, extend_floats, go_max, go_min, kahan_sum_inc, pick_left, pick_right,
@@ -610,9 +611,10 @@ impl Evaluator<'_> {
                 "invalid regular expression in label_replace(): {re_str}"
             ))
         })?;
-        if dst.is_empty() {
+        if !is_valid_label_name(&dst) {
             return Err(QueryError::eval(format!(
-                "invalid destination label name in label_replace(): {dst}"
+                "invalid destination label name in label_replace(): {}",
+                shown_label_name(&dst)
             )));
         }
         let mut v = self.eval_vector(args[0], ts)?;
@@ -637,14 +639,16 @@ impl Evaluator<'_> {
         for a in &args[3..] {
             srcs.push(self.eval_string(a, ts)?);
         }
-        if dst.is_empty() {
+        if !is_valid_label_name(&dst) {
             return Err(QueryError::eval(format!(
-                "invalid destination label name in label_join(): {dst}"
+                "invalid destination label name in label_join(): {}",
+                shown_label_name(&dst)
             )));
         }
-        if let Some(bad) = srcs.iter().find(|s| s.is_empty()) {
+        if let Some(bad) = srcs.iter().find(|s| !is_valid_label_name(s)) {
             return Err(QueryError::eval(format!(
-                "invalid source label name in label_join(): {bad}"
+                "invalid source label name in label_join(): {}",
+                shown_label_name(bad)
             )));
         }
         let mut v = self.eval_vector(args[0], ts)?;

@@ -295,3 +295,25 @@ fn syntax_errors_point_at_the_offending_token() {
             .contains("5x")
     );
 }
+
+#[test]
+fn invalid_utf8_label_names_are_rejected() {
+    let s = store(&[(&[("__name__", "m"), ("src", "a")], &[(0, 1.0)])]);
+    let err = Engine::default()
+        .instant_query(&s, r#"label_replace(m, "\xff", "", "src", "(.*)")"#, 0)
+        .expect_err("invalid label name");
+    assert_eq!(
+        err.message(),
+        r"invalid destination label name in label_replace(): \xff"
+    );
+    let err = Engine::default()
+        .instant_query(&s, r#"count_values("a\xc5z", m)"#, 0)
+        .expect_err("invalid label name");
+    assert_eq!(err.message(), r#"invalid label name "a\xc5z""#);
+    // Valid multi-byte UTF-8 written as escapes is fine.
+    assert!(
+        Engine::default()
+            .instant_query(&s, r#"count_values("\xc3\xa9", m)"#, 0)
+            .is_ok()
+    );
+}
