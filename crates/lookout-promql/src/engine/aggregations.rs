@@ -37,10 +37,10 @@ impl Evaluator<'_> {
                 .as_ref()
                 .ok_or_else(|| QueryError::eval("count_values needs a label name parameter"))?;
             let label = self.eval_string(param, ts)?;
-            if !super::duration::is_valid_label_name(&label) {
+            if !super::rewrite::is_valid_label_name(&label) {
                 return Err(QueryError::eval(format!(
                     "invalid label name \"{}\"",
-                    super::duration::shown_label_name(&label)
+                    super::rewrite::shown_label_name(&label)
                 )));
             }
             let vec = self.eval_vector(&a.expr, ts)?;

@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use super::aggregations::{asc_nan_last, desc_nan_last_pub, go_g, quantile};
-use super::duration::{is_valid_label_name, shown_label_name};
+use super::rewrite::{is_valid_label_name, shown_label_name};
 use super::{
     AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
     edge_indices, extend_floats, go_max, go_min, kahan_sum_inc, pick_left, pick_right,

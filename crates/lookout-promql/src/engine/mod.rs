@@ -12,12 +12,24 @@
 //! matches Prometheus's results (its step-invariant and range evaluation are optimisations of
 //! the same definition). Series data is fetched once per selector for the whole query and
 //! sliced per step.
+//!
+//! Beyond stable PromQL, the experimental features Prometheus puts behind flags are
+//! implemented too: `limitk`/`limit_ratio`, `fill*()` matching modifiers, duration
+//! expressions, `anchored`/`smoothed` selectors, `info()`, `sort_by_label`,
+//! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`,
+//! `histogram_quantiles`, `step()`/`range()`/`start()`/`end()`, `min_of`/`max_of`. Syntax
+//! promql-parser lacks is rewritten before parsing (see the `rewrite` module).
+//! Native histograms are not supported yet: [`Sample`] and [`Series`] will gain histogram
+//! fields beside the floats.
+//!
+//! `max_samples` bounds the samples one selector, subquery or range-query result holds
+//! (Prometheus counts the peak over the whole query; the bound here is per part).
 
 mod aggregations;
 mod binary;
-mod duration;
 pub mod error;
 mod functions;
+mod rewrite;
 pub mod value;
 
 use std::cell::RefCell;
@@ -28,9 +40,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
-pub use duration::parse_duration;
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
+pub use rewrite::parse_duration;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
 
 use crate::labels::{Labels, METRIC_NAME};
@@ -89,7 +101,7 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
 /// (`end - start`, both 0 for instant queries). promql-parser's terse messages are wrapped
 /// with the query text and, where it can be found, the position of the offending token.
 pub fn parse_for_step(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
-    let rewritten = duration::rewrite(query, step_ms, range_ms).map_err(|e| QueryError::Parse {
+    let rewritten = rewrite::rewrite(query, step_ms, range_ms).map_err(|e| QueryError::Parse {
         query: query.to_string(),
         message: e.message(),
         position: None,
@@ -513,13 +525,13 @@ pub(crate) enum RangeMode {
     Smoothed,
 }
 
-/// The modifier of a selector, carried by the marker matcher [`duration::MODIFIER_LABEL`].
+/// The modifier of a selector, carried by the marker matcher [`rewrite::MODIFIER_LABEL`].
 pub(crate) fn range_mode(vs: &VectorSelector) -> RangeMode {
     match vs
         .matchers
         .matchers
         .iter()
-        .find(|m| m.name == duration::MODIFIER_LABEL)
+        .find(|m| m.name == rewrite::MODIFIER_LABEL)
         .map(|m| m.value.as_str())
     {
         Some("anchored") => RangeMode::Anchored,
@@ -839,7 +851,7 @@ impl<'a> Evaluator<'a> {
             vs.matchers.or_matchers.clone()
         };
         for s in sets.iter_mut() {
-            s.retain(|m| m.name != duration::MODIFIER_LABEL);
+            s.retain(|m| m.name != rewrite::MODIFIER_LABEL);
         }
         if let Some(n) = name {
             for s in sets.iter_mut() {

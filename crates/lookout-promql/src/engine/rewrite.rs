@@ -1,16 +1,22 @@
-//! Duration expressions (Prometheus's experimental `[5m + 1m]`, `[step() * 2]`,
-//! `offset min_of(range(), 1m)`), which promql-parser does not parse: they are evaluated
-//! and replaced by plain duration literals before parsing.
+//! Query text rewriting before promql-parser sees it, for syntax Prometheus accepts and
+//! promql-parser does not:
 //!
-//! Inside `[range]` and `[range:step]` the whole text is an expression; after `offset` only
-//! one operand is (a literal, a parenthesised expression or a function call, optionally
-//! signed), so `x offset 1m + 2` stays `(x offset 1m) + 2` as in Prometheus. Bare numbers are
-//! seconds; `step()` and `range()` are the query's step and `end - start` (0 for instant
-//! queries).
+//! * duration expressions (experimental in Prometheus): `[5m + 1m]`, `[step() * 2]`,
+//!   `offset min_of(range(), 1m)` are evaluated and replaced by literals. Inside
+//!   `[range]`/`[range:step]` the whole text is an expression; after `offset` only one
+//!   operand is (a literal, a parenthesised expression or a call, optionally signed), so
+//!   `x offset 1m + 2` stays `(x offset 1m) + 2`. Bare numbers are seconds; `step()` and
+//!   `range()` are the query's step and `end - start` (0 for instant queries);
+//! * the `anchored`/`smoothed` selector modifiers, carried as a marker matcher
+//!   ([`MODIFIER_LABEL`]) the engine reads and removes;
+//! * `info()` label selectors whose matchers all match the empty string (marked with
+//!   [`INFO_SELECTOR_LABEL`]);
+//! * string literals whose `\x` escapes are invalid UTF-8 (marked so label-name checks
+//!   reject them as Prometheus does).
 
 use super::QueryError;
 
-/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`).
+/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`) into milliseconds.
 pub fn parse_duration(s: &str) -> Option<i64> {
     let s = s.trim();
     if s == "0" {
