@@ -13,6 +13,7 @@ pub mod scrape;
 pub mod scrape_config;
 pub mod state;
 pub mod template;
+pub mod unittest;
 pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};
@@ -276,6 +277,7 @@ where
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.storage = storage;
     state.engine = engine;
+    state.datasource = Some(datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
     state.scrape = scrape.clone();
     state.reload = Some(reload);

@@ -3,12 +3,13 @@
 //! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/rules`, `/api/v1/alerts`,
 //! `/api/v1/targets`, `/api/v1/status/buildinfo`, and empty `/api/v1/metadata` and
 //! `/api/v1/query_exemplars` answers that Grafana asks for), `/metrics`, and the lifecycle endpoints
-//! `/-/reload`, `/-/healthy`, `/-/ready`.
+//! `/-/reload`, `/-/healthy`, `/-/ready`, and the status page at `/` ([`status`]).
 //!
 //! Handlers are thin: the state is explicit in [`WebState`], built by the `lookout evaluator`
 //! entry point from the parts it started.
 
 pub mod api;
+pub mod status;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +52,9 @@ pub struct WebState {
     pub storage: Option<Arc<Storage>>,
     /// The PromQL engine for the query endpoints.
     pub engine: Engine,
+    /// Where the status page queries targets (the rule manager's datasource); `None` falls
+    /// back to the embedded storage.
+    pub datasource: Option<Arc<dyn crate::datasource::Datasource>>,
     /// The rule manager's view of groups and alerts.
     pub rules: Option<Arc<dyn RulesStatus>>,
     /// The scrape manager, for `/api/v1/targets`.
@@ -74,6 +78,7 @@ impl WebState {
         WebState {
             storage: None,
             engine: Engine::default(),
+            datasource: None,
             rules: None,
             scrape: None,
             registry,
@@ -88,6 +93,7 @@ impl WebState {
 /// The router with every endpoint.
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .route("/", get(status::page))
         .route("/api/v1/query", get(api::query).post(api::query))
         .route(
             "/api/v1/query_range",
