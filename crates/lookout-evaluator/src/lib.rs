@@ -13,7 +13,6 @@ pub mod scrape;
 pub mod scrape_config;
 pub mod state;
 pub mod template;
-pub mod unittest;
 pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};
