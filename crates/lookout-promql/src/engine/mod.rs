@@ -640,6 +640,9 @@ pub(crate) struct Evaluator<'a> {
     annotations: RefCell<Vec<Annotation>>,
     /// Selector data by selector address, fetched once for the whole query.
     cache: RefCell<HashMap<usize, Rc<Vec<SeriesData>>>>,
+    /// Per selector and series, where the last window ended: steps mostly move forward, so
+    /// the next window is found by a short forward scan instead of a binary search.
+    cursors: RefCell<HashMap<usize, Vec<usize>>>,
     /// The time hull each selector needs over the whole query.
     hulls: HashMap<usize, (i64, i64)>,
 }
@@ -677,6 +680,7 @@ impl<'a> Evaluator<'a> {
             lookback: dur_ms(&opts.lookback_delta),
             annotations: RefCell::new(Vec::new()),
             cache: RefCell::new(HashMap::new()),
+            cursors: RefCell::new(HashMap::new()),
             hulls: HashMap::new(),
         };
         let mut hulls = HashMap::new();
@@ -892,6 +896,37 @@ impl<'a> Evaluator<'a> {
         data
     }
 
+    /// For each series of selector `vs` (data `data`), the index of its first sample after
+    /// `t`, found from the previous position when time moved forward.
+    fn upper_bounds(&self, vs: &VectorSelector, data: &[SeriesData], t: i64) -> Vec<usize> {
+        let key = vs as *const VectorSelector as usize;
+        let mut cursors = self.cursors.borrow_mut();
+        let cur = cursors.entry(key).or_insert_with(|| vec![0; data.len()]);
+        if cur.len() != data.len() {
+            *cur = vec![0; data.len()];
+        }
+        for (c, sd) in cur.iter_mut().zip(data) {
+            let samples = &sd.samples;
+            let mut i = *c;
+            if i > samples.len() || (i > 0 && samples[i - 1].t > t) {
+                i = samples.partition_point(|s| s.t <= t);
+            } else {
+                let mut steps = 0;
+                while i < samples.len() && samples[i].t <= t {
+                    i += 1;
+                    steps += 1;
+                    if steps == 64 {
+                        // A long jump: finish with a binary search.
+                        i += samples[i..].partition_point(|s| s.t <= t);
+                        break;
+                    }
+                }
+            }
+            *c = i;
+        }
+        cur.clone()
+    }
+
     /// The reference time of a selector evaluated at `ts`.
     fn ref_time(&self, vs: &VectorSelector, ts: i64) -> Result<i64, QueryError> {
         let base = self.at_ms(&vs.at)?.unwrap_or(ts);
@@ -910,8 +945,8 @@ impl<'a> Evaluator<'a> {
         let data = self.fetch(vs);
         let mut out = Vec::new();
         let smoothed = range_mode(vs) == RangeMode::Smoothed;
-        for sd in data.iter() {
-            let idx = sd.samples.partition_point(|s| s.t <= t);
+        let bounds = self.upper_bounds(vs, &data, t);
+        for (sd, &idx) in data.iter().zip(&bounds) {
             if smoothed {
                 if let Some(f) = self.smoothed_value(&sd.samples, idx, t) {
                     out.push(Sample {
@@ -983,9 +1018,12 @@ impl<'a> Evaluator<'a> {
             RangeMode::Anchored => (t - range - self.lookback, t),
             RangeMode::Smoothed => (t - range - self.lookback, t + self.lookback),
         };
-        for sd in data.iter() {
-            let lo = sd.samples.partition_point(|s| s.t <= from);
-            let hi = sd.samples.partition_point(|s| s.t <= to);
+        let bounds = self.upper_bounds(vs, &data, to);
+        for (sd, &hi) in data.iter().zip(&bounds) {
+            let mut lo = hi;
+            while lo > 0 && sd.samples[lo - 1].t > from {
+                lo -= 1;
+            }
             let floats: Vec<FPoint> = sd.samples[lo..hi]
                 .iter()
                 .filter(|s| !is_stale(s.v))
