@@ -65,6 +65,9 @@ pub struct Args {
         default_value_t = 10_000
     )]
     queue_capacity: usize,
+    /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = duration)]
+    storage_retention: Duration,
     /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
     /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
     #[arg(long = "datasource.url", value_name = "URL")]
@@ -117,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.outage_tolerance = args.outage_tolerance;
     options.for_grace_period = args.for_grace_period;
     options.notification_queue_capacity = args.queue_capacity;
+    options.storage_retention = args.storage_retention;
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
         cfg.http = http_config(&args);

@@ -54,6 +54,8 @@ pub struct EvaluatorOptions {
     pub for_grace_period: Duration,
     /// `--alertmanager.notification-queue-capacity` (10000).
     pub notification_queue_capacity: usize,
+    /// `--storage.tsdb.retention.time`: how long the embedded storage keeps samples (1d).
+    pub storage_retention: Duration,
 }
 
 impl EvaluatorOptions {
@@ -72,6 +74,7 @@ impl EvaluatorOptions {
             outage_tolerance: state::DEFAULT_OUTAGE_TOLERANCE,
             for_grace_period: state::DEFAULT_FOR_GRACE_PERIOD,
             notification_queue_capacity: 10_000,
+            storage_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -160,7 +163,11 @@ where
             Arc::new(ds)
         }
         None => {
-            let st = Arc::new(lookout_promql::storage::Storage::default());
+            let st = Arc::new(lookout_promql::storage::Storage::new(
+                lookout_promql::storage::StorageOptions {
+                    retention: opts.storage_retention,
+                },
+            ));
             let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), &mut registry, 0));
             sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
                 .await
@@ -276,7 +283,6 @@ where
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.storage = storage;
     state.engine = engine;
-    state.datasource = Some(datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
     state.scrape = scrape.clone();
     state.reload = Some(reload);
