@@ -283,6 +283,7 @@ where
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.storage = storage;
     state.engine = engine;
+    state.datasource = Some(datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
     state.scrape = scrape.clone();
     state.reload = Some(reload);
