@@ -62,6 +62,9 @@ pub struct EngineOptions {
     pub enable_at_modifier: bool,
     /// Whether negative offsets are allowed.
     pub enable_negative_offset: bool,
+    /// How long one query may run (Prometheus's `--query.timeout`, 2 m by default);
+    /// `None` for no limit.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -72,6 +75,7 @@ impl Default for EngineOptions {
             default_subquery_step: Duration::from_secs(60),
             enable_at_modifier: true,
             enable_negative_offset: true,
+            timeout: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -393,6 +397,7 @@ impl Engine {
         let mut t = start_ms;
         let mut total = 0usize;
         while t <= end_ms {
+            ev.check_deadline()?;
             match ev.eval(expr, t)? {
                 Value::Scalar { v, .. } => {
                     push_point(&mut series, &mut out, Labels::default(), t, v);
@@ -640,6 +645,8 @@ pub(crate) struct Evaluator<'a> {
     annotations: RefCell<Vec<Annotation>>,
     /// Selector data by selector address, fetched once for the whole query.
     cache: RefCell<HashMap<usize, Rc<Vec<SeriesData>>>>,
+    /// When the query must give up.
+    deadline: Option<std::time::Instant>,
     /// Per selector and series, where the last window ended: steps mostly move forward, so
     /// the next window is found by a short forward scan instead of a binary search.
     cursors: RefCell<HashMap<usize, Vec<usize>>>,
@@ -681,12 +688,23 @@ impl<'a> Evaluator<'a> {
             annotations: RefCell::new(Vec::new()),
             cache: RefCell::new(HashMap::new()),
             cursors: RefCell::new(HashMap::new()),
+            deadline: opts.timeout.map(|t| std::time::Instant::now() + t),
             hulls: HashMap::new(),
         };
         let mut hulls = HashMap::new();
         ev.collect_hulls(expr, start, end, &mut hulls)?;
         ev.hulls = hulls;
         Ok(ev)
+    }
+
+    /// Fails once the query has run longer than its timeout.
+    fn check_deadline(&self) -> Result<(), QueryError> {
+        match self.deadline {
+            Some(d) if std::time::Instant::now() > d => {
+                Err(QueryError::eval("query timed out in expression evaluation"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn take_annotations(&self) -> Vec<Annotation> {
@@ -1098,6 +1116,7 @@ impl<'a> Evaluator<'a> {
         let mut total = 0usize;
         let mut st = start;
         while st <= t {
+            self.check_deadline()?;
             match self.eval(&sq.expr, st)? {
                 Value::Scalar { v, .. } => {
                     add_sub_point(&mut index, &mut out, Labels::default(), false, st, v);

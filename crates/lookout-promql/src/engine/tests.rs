@@ -317,3 +317,16 @@ fn invalid_utf8_label_names_are_rejected() {
             .is_ok()
     );
 }
+
+#[test]
+fn queries_stop_at_their_timeout() {
+    let s = store(&[(&[("__name__", "m")], &[(0, 1.0)])]);
+    let e = Engine::new(EngineOptions {
+        timeout: Some(std::time::Duration::ZERO),
+        ..EngineOptions::default()
+    });
+    let err = e
+        .range_query(&s, "m", 0, 3_600_000, 1_000)
+        .expect_err("times out");
+    assert_eq!(err.message(), "query timed out in expression evaluation");
+}

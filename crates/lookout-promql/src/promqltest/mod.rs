@@ -116,6 +116,7 @@ pub fn harness_engine_options() -> EngineOptions {
         default_subquery_step: Duration::from_secs(60),
         enable_at_modifier: true,
         enable_negative_offset: true,
+        timeout: Some(Duration::from_secs(100)),
     }
 }
 
