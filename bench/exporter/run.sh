@@ -12,7 +12,8 @@
 # so no extra software is needed; it runs on the same machine and its CPU is not counted.
 #
 # Usage: bench/exporter/run.sh            (env: DURATION=20s CONNECTIONS=32 THREADS=2
-#                                                 TARGETS=10000 SETTLE=45 WINDOW=30)
+#                                                 TARGETS=10000 SETTLE=45 WINDOW=30;
+#                                            LOOKOUT_BIN=path skips the release build)
 # Needs: cargo, wrk, curl, prometheus-blackbox-exporter (Debian package of that name).
 set -euo pipefail
 
@@ -26,7 +27,7 @@ BLACKBOX=${BLACKBOX:-$(command -v prometheus-blackbox-exporter || echo /usr/bin/
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LOOKOUT=$TARGET_DIR/release/lookout
+LOOKOUT=${LOOKOUT_BIN:-$TARGET_DIR/release/lookout}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -41,8 +42,10 @@ BB_PORT=19201
 LK_PORT=19202
 CONT_PORT=19203
 
-echo "building lookout (release)..." >&2
-(cd "$ROOT" && cargo build --release -p lookout --quiet)
+if [ -z "${LOOKOUT_BIN:-}" ]; then
+  echo "building lookout (release)..." >&2
+  (cd "$ROOT" && cargo build --release -p lookout --quiet)
+fi
 
 wait_up() { # url
   for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
