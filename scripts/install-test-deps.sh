@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the real peers Lookout's tests talk to, from Debian's packages: Prometheus and
+# promtool, Alertmanager and amtool, headless Chromium for the status-page test. Packages
+# already present are left alone, so a second run does nothing.
+set -euo pipefail
+
+declare -A provides=(
+  [promtool]=prometheus
+  [prometheus]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [amtool]=prometheus-alertmanager
+  [chromium]=chromium
+  [setpriv]=util-linux
+)
+need=()
+for cmd in "${!provides[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("${provides[$cmd]}")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"
