@@ -347,7 +347,13 @@ impl Engine {
         let ev = Evaluator::new(q, &self.opts, query_text, expr, t_ms, t_ms, 0)?;
         let value = ev.eval(expr, t_ms)?;
         let value = match value {
-            Value::Vector(v) => Value::Vector(finish_vector(v)?),
+            Value::Vector(v) => {
+                let mut v = finish_vector(v)?;
+                for s in v.iter_mut() {
+                    s.t = t_ms;
+                }
+                Value::Vector(v)
+            }
             Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
             other => other,
         };

@@ -772,3 +772,67 @@ fn set_at(e: &mut Expr, t: i64) {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statuses(src: &str) -> Vec<Status> {
+        run_script(src)
+            .expect("script parses")
+            .evals
+            .into_iter()
+            .map(|e| e.status)
+            .collect()
+    }
+
+    #[test]
+    fn wrong_expectations_fail_and_right_ones_pass() {
+        let st = statuses(
+            "load 1m\n  m{a=\"1\"} 1+1x5\n\neval instant at 2m m\n  m{a=\"1\"} 3\n\neval instant at 2m m\n  m{a=\"1\"} 4\n\neval range from 0 to 2m step 1m m * 2\n  {a=\"1\"} 2 4 6\n",
+        );
+        assert_eq!(st[0], Status::Passed);
+        assert!(
+            matches!(&st[1], Status::Failed(m) if m.contains("expected 4")),
+            "{st:?}"
+        );
+        assert_eq!(st[2], Status::Passed);
+    }
+
+    #[test]
+    fn expected_failures_and_annotations_are_checked() {
+        let st = statuses(
+            "load 1m\n  a{x=\"1\"} 1\n  b{x=\"1\",y=\"1\"} 1\n  b{x=\"1\",y=\"2\"} 1\n\neval instant at 0 a + on(x) b\n  expect fail msg: wrong message\n\neval instant at 0 a + on(x) b\n  expect fail\n\neval instant at 1m rate(a[5m])\n  expect no_info\n",
+        );
+        assert!(
+            matches!(&st[0], Status::Failed(m) if m.contains("wrong message")),
+            "{st:?}"
+        );
+        assert_eq!(st[1], Status::Passed);
+        // a has one sample: no rate result and so no annotation.
+        assert_eq!(st[2], Status::Passed);
+    }
+
+    #[test]
+    fn histogram_evals_are_skipped_with_a_reason() {
+        let st = statuses(
+            "load 1m\n  h {{schema:0 sum:1 count:1}}\n  f 1\n\neval instant at 0 h\n  {} 1\n\neval instant at 0 f\n  f 1\n",
+        );
+        assert!(
+            matches!(&st[0], Status::Skipped(r) if r.starts_with("native histograms")),
+            "{st:?}"
+        );
+        assert_eq!(st[1], Status::Passed);
+    }
+
+    #[test]
+    fn instant_evals_are_also_checked_in_range_mode_and_with_at() {
+        // `timestamp()` is @-unsafe, so only the plain and range-mode runs apply; a
+        // wrong expectation fails in the first of them.
+        let st = statuses(
+            "load 1m\n  m 1 2 3\n\neval instant at 2m timestamp(m)\n  {} 120\n\neval instant at 2m m\n  m 2\n",
+        );
+        assert_eq!(st[0], Status::Passed);
+        assert!(matches!(&st[1], Status::Failed(_)), "{st:?}");
+    }
+}

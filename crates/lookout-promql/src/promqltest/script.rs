@@ -233,6 +233,12 @@ fn parse_metric(s: &str, line: usize) -> Result<(Labels, &str), ScriptError> {
                 )
             } else {
                 let st = i;
+                if b[i].is_ascii_digit() || !(b[i].is_ascii_alphabetic() || b[i] == b'_') {
+                    return Err(err(
+                        line,
+                        format!("unexpected character inside braces: '{}'", b[i] as char),
+                    ));
+                }
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                     i += 1;
                 }
