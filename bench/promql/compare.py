@@ -1,59 +1,26 @@
 #!/usr/bin/env python3
-"""Times the benchmark queries on a running Prometheus and prints them beside Lookout's.
+"""Prints the benchmark's figures as Markdown tables: query times side by side, memory.
 
-Usage: compare.py LOOKOUT_JSONL PROM_URL EMPTY_PROM_RSS_BYTES BLOCK_DIR REPS
+Usage: compare.py BENCH_JSONL PROM_URL EMPTY_PROM_RSS_BYTES BLOCK_DIR
 
-LOOKOUT_JSONL is the output of `cargo bench -p lookout-promql --bench promql -- run`.
-For each query (instant at the end of the data, range over its last hour at 1 m) the
-median over REPS runs (after one warm-up) of Prometheus's own engine time
-(`stats=all` → `timings.execTotalTime`, which excludes HTTP and JSON encoding, like
-Lookout's in-process figure) and of the HTTP round trip are reported. Results are
-checked against Lookout's: same number of series, same sum of values (relative 1e-6).
+BENCH_JSONL is the output of `cargo bench -p lookout-promql --bench promql -- run REPS
+HOST:PORT`, which timed each query on Lookout and on Prometheus turn about: per query
+(instant at the end of the data, range over its last hour at 1 m) the median of Lookout's
+in-process time, of Prometheus's own engine time (`stats=all` → `timings.execTotalTime`,
+without HTTP and JSON encoding, so comparable with Lookout's in-process figure) and of
+Prometheus's HTTP round trip. Results are checked against each other: same number of
+series, same sum of values (relative 1e-6). Memory figures are read from the running
+Prometheus at PROM_URL after the queries.
 """
 import json
 import os
-import statistics
 import sys
-import time
-import urllib.parse
 import urllib.request
 
 
 def get(url):
     with urllib.request.urlopen(url, timeout=300) as r:
         return r.read()
-
-
-def prom_query(base, q, kind, meta):
-    if kind == "instant":
-        params = {"query": q, "time": f"{meta['end_ms'] / 1000:.3f}", "stats": "all"}
-        path = "/api/v1/query"
-    else:
-        params = {
-            "query": q,
-            "start": f"{meta['range_start_ms'] / 1000:.3f}",
-            "end": f"{meta['end_ms'] / 1000:.3f}",
-            "step": f"{meta['step_ms'] / 1000:.0f}",
-            "stats": "all",
-        }
-        path = "/api/v1/query_range"
-    t0 = time.perf_counter()
-    body = get(base + path + "?" + urllib.parse.urlencode(params))
-    wall = (time.perf_counter() - t0) * 1000
-    doc = json.loads(body)
-    if doc.get("status") != "success":
-        raise SystemExit(f"Prometheus failed {q}: {doc}")
-    data = doc["data"]
-    exec_ms = data["stats"]["timings"]["execTotalTime"] * 1000
-    total = 0.0
-    result = data["result"]
-    for s in result:
-        points = s["values"] if "values" in s else [s["value"]]
-        for _, v in points:
-            f = float(v)
-            if f == f:
-                total += f
-    return exec_ms, wall, len(result), total
 
 
 def metrics(base):
@@ -79,25 +46,16 @@ def mib(b):
 
 
 def main():
-    lookout_file, base, empty_rss, block_dir, reps = sys.argv[1:6]
-    reps = int(reps)
+    lookout_file, base, empty_rss, block_dir = sys.argv[1:5]
     rows = [json.loads(l) for l in open(lookout_file) if l.startswith("{")]
     load = next(r for r in rows if r["kind"] == "load")
-    meta = next(r for r in rows if r["kind"] == "meta")
     queries = [r for r in rows if r["kind"] in ("instant", "range")]
 
     print("| query | kind | Lookout median | Prometheus median (engine) | ratio | Prometheus HTTP round trip | result check |")
     print("|---|---|---:|---:|---:|---:|---|")
     ok_all = True
     for r in queries:
-        execs, walls = [], []
-        for i in range(reps + 1):
-            e, w, n, total = prom_query(base, r["query"], r["kind"], meta)
-            if i > 0:
-                execs.append(e)
-                walls.append(w)
-        pe = statistics.median(execs)
-        pw = statistics.median(walls)
+        pe, pw, n, total = r["prom_exec_ms"], r["prom_wall_ms"], r["prom_series"], r["prom_sum"]
         same = n == r["series"] and abs(total - r["sum"]) <= 1e-6 * max(1.0, abs(total))
         ok_all &= same
         check = "same" if same else f"DIFFERS: {r['series']} series sum {r['sum']:.6g} vs {n} series sum {total:.6g}"

@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! cargo bench -p lookout-promql --bench promql -- gen-openmetrics FILE
-//! cargo bench -p lookout-promql --bench promql -- run [REPS]
+//! cargo bench -p lookout-promql --bench promql -- run [REPS [PROMETHEUS_HOST:PORT]]
 //! ```
+//!
+//! With a Prometheus address, each query is also sent to that Prometheus, turn about with
+//! Lookout's run of it, so that both sides see the same load on a shared machine.
 //!
 //! `run` prints one JSON object per line: first the load and memory figures, then per
 //! query its median time and a fingerprint of the result (series count and sum of all
@@ -228,7 +231,98 @@ fn fingerprint(v: &Value) -> (usize, f64) {
     }
 }
 
-fn run(reps: usize) -> Result<(), String> {
+/// One query's answer from Prometheus.
+struct PromAnswer {
+    /// Prometheus's own engine time (`stats=all` → `timings.execTotalTime`): parsing,
+    /// preparation, evaluation and sorting, without HTTP and JSON encoding.
+    exec_ms: f64,
+    /// The HTTP round trip, JSON decoding here excluded.
+    wall_ms: f64,
+    series: usize,
+    sum: f64,
+}
+
+/// Percent-encodes a query-string value.
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs `q` on the Prometheus at `addr` (host:port) as an instant query at [`END_MS`] or a
+/// range query over its last hour, over plain HTTP/1.0 on loopback.
+fn prometheus_query(addr: &str, q: &str, range: bool) -> Result<PromAnswer, String> {
+    use std::io::Read;
+    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let path = if range {
+        format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=60&stats=all",
+            url_encode(q),
+            secs(END_MS - 3_600_000),
+            secs(END_MS)
+        )
+    } else {
+        format!(
+            "/api/v1/query?query={}&time={}&stats=all",
+            url_encode(q),
+            secs(END_MS)
+        )
+    };
+    let t0 = Instant::now();
+    let mut conn =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| format!("writing to {addr}: {e}"))?;
+    let mut resp = Vec::new();
+    conn.read_to_end(&mut resp)
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let body_at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP body from {addr}"))?;
+    let doc: serde_json::Value = serde_json::from_slice(&resp[body_at + 4..])
+        .map_err(|e| format!("Prometheus answer to {q}: {e}"))?;
+    if doc["status"] != "success" {
+        return Err(format!("Prometheus failed {q}: {doc}"));
+    }
+    let data = &doc["data"];
+    let exec_ms = data["stats"]["timings"]["execTotalTime"]
+        .as_f64()
+        .ok_or_else(|| format!("no stats in Prometheus's answer to {q}"))?
+        * 1e3;
+    let result = data["result"].as_array().cloned().unwrap_or_default();
+    let mut sum = 0.0;
+    for s in &result {
+        let points: Vec<&serde_json::Value> = match s.get("values").and_then(|v| v.as_array()) {
+            Some(vals) => vals.iter().collect(),
+            None => s.get("value").into_iter().collect(),
+        };
+        for p in points {
+            let f: f64 = p[1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            if !f.is_nan() {
+                sum += f;
+            }
+        }
+    }
+    Ok(PromAnswer {
+        exec_ms,
+        wall_ms,
+        series: result.len(),
+        sum,
+    })
+}
+
+fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
     let rss_before = rss_bytes();
     let storage = Storage::new(StorageOptions::default());
     let mut data = Gen::new();
@@ -289,7 +383,11 @@ fn run(reps: usize) -> Result<(), String> {
     for q in QUERIES {
         for range in [false, true] {
             let mut times = Vec::with_capacity(reps);
+            let mut prom_exec = Vec::with_capacity(reps);
+            let mut prom_wall = Vec::with_capacity(reps);
             let mut fp = (0, 0.0);
+            let mut prom_fp = (0, 0.0);
+            // Lookout and Prometheus take turns, so both see the same background load.
             for rep in 0..=reps {
                 let t0 = Instant::now();
                 let v = if range {
@@ -301,14 +399,37 @@ fn run(reps: usize) -> Result<(), String> {
                 }
                 .map_err(|e| format!("{q}: {e}"))?;
                 let el = t0.elapsed().as_secs_f64() * 1e3;
+                fp = fingerprint(&v);
+                drop(v);
+                let prom = match prom {
+                    Some(addr) => Some(prometheus_query(addr, q, range)?),
+                    None => None,
+                };
                 // The first run warms up and is not timed.
                 if rep > 0 {
                     times.push(el);
+                    if let Some(p) = &prom {
+                        prom_exec.push(p.exec_ms);
+                        prom_wall.push(p.wall_ms);
+                    }
                 }
-                fp = fingerprint(&v);
+                if let Some(p) = prom {
+                    prom_fp = (p.series, p.sum);
+                }
             }
+            let prom_part = if prom.is_some() {
+                format!(
+                    ",\"prom_exec_ms\":{:.3},\"prom_wall_ms\":{:.3},\"prom_series\":{},\"prom_sum\":{:e}",
+                    median(prom_exec),
+                    median(prom_wall),
+                    prom_fp.0,
+                    prom_fp.1
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{{\"kind\":\"{}\",\"query\":{:?},\"median_ms\":{:.3},\"series\":{},\"sum\":{:e}}}",
+                "{{\"kind\":\"{}\",\"query\":{:?},\"median_ms\":{:.3},\"series\":{},\"sum\":{:e}{prom_part}}}",
                 if range { "range" } else { "instant" },
                 q,
                 median(times),
@@ -337,10 +458,10 @@ fn main() {
         },
         Some("run") | None => {
             let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
-            run(reps)
+            run(reps, args.get(2).map(String::as_str))
         }
         Some(other) => Err(format!(
-            "unknown command {other:?}: use gen-openmetrics FILE or run [REPS]"
+            "unknown command {other:?}: use gen-openmetrics FILE or run [REPS [HOST:PORT]]"
         )),
     };
     if let Err(e) = result {
