@@ -184,7 +184,7 @@ pub type SlotMap = BTreeMap<String, Arc<TargetSlot>>;
 #[derive(Debug)]
 pub struct Scheduler {
     slots: Arc<RwLock<Arc<SlotMap>>>,
-    tasks: Mutex<HashMap<String, (String, AbortHandle)>>,
+    tasks: Mutex<HashMap<String, (u64, AbortHandle)>>,
     limit: Arc<Semaphore>,
     metrics: Arc<ExporterMetrics>,
 }
@@ -217,13 +217,19 @@ impl Scheduler {
         let old = self.snapshot();
         let mut next = SlotMap::new();
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stale: HashMap<String, (String, AbortHandle)> = std::mem::take(&mut *tasks);
+        let mut stale: HashMap<String, (u64, AbortHandle)> = std::mem::take(&mut *tasks);
+        // One shared copy of each module for all the targets that use it.
+        let mut modules: HashMap<&str, (Arc<Module>, u64)> = HashMap::new();
         for target in &config.targets {
             let Some(module) = config.modules.get(&target.module) else {
                 tracing::warn!(target = %target.name, module = %target.module, "unknown module; target not probed");
                 continue;
             };
-            let fingerprint = format!("{target:?}|{module:?}");
+            let (module, module_print) = modules
+                .entry(target.module.as_str())
+                .or_insert_with(|| (Arc::new(module.clone()), fingerprint(module)))
+                .clone();
+            let fingerprint = fingerprint(target) ^ module_print.rotate_left(1);
             if let Some(slot) = old.get(&target.name)
                 && stale
                     .get(&target.name)
@@ -234,7 +240,7 @@ impl Scheduler {
                 tasks.insert(target.name.clone(), task);
                 continue;
             }
-            let slot = Arc::new(TargetSlot::new(target.clone(), Arc::new(module.clone())));
+            let slot = Arc::new(TargetSlot::new(target.clone(), module));
             next.insert(target.name.clone(), slot.clone());
             if start {
                 let handle = tokio::spawn(tick(slot, self.limit.clone(), self.metrics.clone()));
@@ -256,7 +262,7 @@ impl Scheduler {
             if tasks.contains_key(name) {
                 continue;
             }
-            let fingerprint = format!("{:?}|{:?}", slot.target, slot.module);
+            let fingerprint = fingerprint(&slot.target) ^ fingerprint(&*slot.module).rotate_left(1);
             let handle = tokio::spawn(tick(slot.clone(), self.limit.clone(), self.metrics.clone()));
             tasks.insert(name.clone(), (fingerprint, handle.abort_handle()));
         }
@@ -269,6 +275,21 @@ impl Scheduler {
             handle.abort();
         }
     }
+}
+
+/// A hash of a value's full `Debug` form: changes whenever any setting changes (the config
+/// types have no `PartialEq`; compiled regexes show their source).
+fn fingerprint(value: &impl std::fmt::Debug) -> u64 {
+    struct HashWriter<H: Hasher>(H);
+    impl<H: Hasher> std::fmt::Write for HashWriter<H> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let _ = std::fmt::write(&mut writer, format_args!("{value:?}"));
+    writer.0.finish()
 }
 
 /// Where in its interval a target's first probe falls: a hash of its name.
