@@ -58,6 +58,20 @@ impl Evaluator<'_> {
     pub(crate) fn eval_call(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
         let name = c.func.name;
         let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+        // promql-parser checks arity; expressions built by hand are checked here so the
+        // code below can index its arguments.
+        let declared = c.func.arg_types.len();
+        let min = if c.func.variadic == 0 {
+            declared
+        } else {
+            declared.saturating_sub(1)
+        };
+        if args.len() < min || (c.func.variadic == 0 && args.len() > declared) {
+            return Err(QueryError::eval(format!(
+                "expected {declared} argument(s) in call to {name:?}, got {}",
+                args.len()
+            )));
+        }
         if RANGE_FUNCTIONS.contains(&name) {
             return self.eval_range_function(name, &args, ts).map(Value::Vector);
         }
