@@ -954,6 +954,47 @@ mod tests {
         assert!(got.iter().all(|s| s.samples.len() == 600));
     }
 
+    #[test]
+    fn retention_runs_while_a_writer_appends() {
+        let st = Arc::new(Storage::default());
+        let progress = Arc::new(AtomicI64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let truncator = {
+            let (st, progress, done) = (st.clone(), progress.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut cuts = 0;
+                while !done.load(Ordering::Acquire) {
+                    let p = progress.load(Ordering::Acquire);
+                    st.truncate_before((p - 100) * 1000);
+                    cuts += 1;
+                    std::thread::yield_now();
+                }
+                cuts
+            })
+        };
+        // Series k stops after step 300 * k (series 0 never stops).
+        for i in 0..2000i64 {
+            for k in 0..5i64 {
+                if k == 0 || i < 300 * k {
+                    let l = Labels::new([("__name__", "w"), ("k", &k.to_string())]);
+                    st.append(&l, i * 1000, i as f64).unwrap();
+                }
+            }
+            progress.store(i, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+        assert!(truncator.join().unwrap() > 0);
+        st.truncate_before(1899 * 1000);
+        // Only the series still written survives, with every sample after the cut.
+        let got = st.select(&matchers("w"), i64::MIN, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels.get("k"), Some("0"));
+        let ts: Vec<i64> = got[0].samples.iter().map(|s| s.t).collect();
+        assert_eq!(ts, (1899..2000).map(|i| i * 1000).collect::<Vec<_>>());
+        assert_eq!(st.stats().series, 1);
+        assert_eq!(st.label_values("k"), vec!["0"]);
+    }
+
     /// Six hours of 15 s samples of realistic series: counters with small increments,
     /// integer gauges, constant series and histogram buckets.
     #[test]
