@@ -21,11 +21,45 @@ pub enum RulesCommand {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Run `promtool test rules` unit-test files (exit 1 when a test fails).
+    Test {
+        /// Only run test groups whose name matches one of these regular expressions.
+        #[arg(long = "run")]
+        run: Vec<String>,
+        /// Ignore unknown fields in rule files.
+        #[arg(long = "ignore-unknown-fields")]
+        ignore_unknown_fields: bool,
+        /// Print per-group timings and a dump of all series to stderr.
+        #[arg(long)]
+        debug: bool,
+        /// Unit-test files.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
 }
 
 /// Runs `lookout rules ...`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        RulesCommand::Test {
+            run,
+            ignore_unknown_fields,
+            debug,
+            files,
+        } => {
+            let opts = lookout_evaluator::unittest::TestOptions {
+                run,
+                ignore_unknown_fields,
+                debug,
+            };
+            let summary = lookout_evaluator::unittest::run_files(
+                &files,
+                &opts,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )?;
+            Ok(ExitCode::from(summary.exit_code()))
+        }
         RulesCommand::Check { files } => {
             let ok = check_files(&files, &mut std::io::stdout(), &mut std::io::stderr());
             Ok(if ok {

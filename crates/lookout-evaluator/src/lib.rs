@@ -13,6 +13,7 @@ pub mod scrape;
 pub mod scrape_config;
 pub mod state;
 pub mod template;
+pub mod unittest;
 pub mod web;
 
 pub use alert::{Alert, AlertState, Notify};

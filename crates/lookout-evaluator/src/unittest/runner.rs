@@ -1,0 +1,566 @@
+//! One test group, run as promtool's `testGroup.test` does:
+//!
+//! * the input series are appended lazily: before the evaluation at `ts`, every sample up to
+//!   `ts` (so `offset -5m` and `@` cannot see the future, as with promtool's lazy loader);
+//! * every rule group is evaluated at `start, start + evaluation_interval, …` up to the
+//!   largest `eval_time` of the test group — with the evaluator's own [`Group::eval`] over an
+//!   [`EmbeddedDatasource`], so `for`, `keep_firing_for`, `ALERTS`, `ALERTS_FOR_STATE` and
+//!   staleness markers are exactly what `lookout evaluator` produces;
+//! * a rule that fails ends the test group with `rule: …, time: …, err: …`;
+//! * the firing alerts of each `alert_rule_test` are compared, order-insensitively, with the
+//!   evaluation at or just before its `eval_time`;
+//! * afterwards each `promql_expr_test` is an instant query over the same storage (input
+//!   series plus rule outputs), compared after sorting by labels.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lookout_promql::Labels;
+use lookout_promql::engine::{Engine, EngineOptions, Value};
+use lookout_promql::promqltest::script::{SeqValue, parse_series};
+use lookout_promql::storage::{Queryable, Storage, StorageOptions};
+
+use crate::alert::{Alert, AlertState, Notify};
+use crate::embedded::EmbeddedDatasource;
+use crate::rules::Rule;
+use crate::rules::file::RuleFile;
+use crate::rules::group::Group;
+use crate::rules::manager::{ManagerOptions, RuleManager};
+use crate::rules::metrics::RuleMetrics;
+use crate::rules::status::RuleSnapshot;
+use crate::unittest::format::{
+    ExpSample, ModelDuration, TestGroup, format_float_e, go_duration, go_quote, indent_lines,
+    labels_string, pairs_string, parse_start_timestamp,
+};
+
+/// What a test file shares with its test groups.
+pub(crate) struct FileContext<'a> {
+    /// Decoded rule files (or the errors loading them gave).
+    pub rule_files: &'a Result<Vec<RuleFile>, Vec<String>>,
+    /// `evaluation_interval` in ms.
+    pub eval_interval_ms: i64,
+    /// `group_eval_order` positions.
+    pub group_order: &'a HashMap<String, usize>,
+    /// `fuzzy_compare`.
+    pub fuzzy: bool,
+    /// `--debug`.
+    pub debug: bool,
+}
+
+/// How one test group ended.
+pub(crate) enum GroupOutcome {
+    /// Ran; the failures, promtool-formatted (empty: passed).
+    Ran(Vec<String>),
+    /// Not run, with the reason.
+    Skipped(String),
+}
+
+/// Alerts go nowhere in unit tests (promtool's `NotifyFunc` does nothing).
+struct NoNotify;
+
+impl Notify for NoNotify {
+    fn send(&self, _alerts: Vec<Alert>) {}
+}
+
+/// Why a test group cannot run here, if it cannot: native histograms are not stored by
+/// `lookout-promql`.
+fn skip_reason(tg: &TestGroup) -> Option<String> {
+    if let Some(s) = tg.input_series.iter().find(|s| s.values.0.contains("{{")) {
+        return Some(format!(
+            "input series {} has native-histogram values, which lookout's storage does not hold",
+            s.series.0
+        ));
+    }
+    if let Some(t) = tg
+        .promql_expr_test
+        .iter()
+        .find(|t| t.exp_samples.iter().any(|s| !s.histogram.0.is_empty()))
+    {
+        return Some(format!(
+            "promql_expr_test {:?} expects a native histogram, which lookout's engine does not produce",
+            t.expr.0
+        ));
+    }
+    None
+}
+
+fn system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// `model.Duration` → ms offset added to the start.
+fn max_eval_time(tg: &TestGroup) -> i64 {
+    tg.alert_rule_test
+        .iter()
+        .map(|a| a.eval_time.0)
+        .chain(tg.promql_expr_test.iter().map(|p| p.eval_time.0))
+        .max()
+        .unwrap_or(0)
+        .max(0)
+}
+
+type AlertView = (Labels, BTreeMap<String, String>);
+
+/// promtool's `labelsAndAnnotations.String()`.
+fn alerts_string(v: &[AlertView]) -> String {
+    if v.is_empty() {
+        return "[]".to_string();
+    }
+    let mut s = String::from("[");
+    for (i, (l, a)) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let one = format!(
+            "Labels:{}\nAnnotations:{}",
+            labels_string(l),
+            pairs_string(a.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        );
+        s.push_str(&format!(
+            "\n{i}:{}",
+            indent_lines(&format!("\n{one}"), "  ")
+        ));
+    }
+    s.push_str("\n]");
+    s
+}
+
+/// promtool's `parsedSamplesString`.
+fn samples_string(v: &[(Labels, f64)]) -> String {
+    if v.is_empty() {
+        return "nil".to_string();
+    }
+    v.iter()
+        .map(|(l, f)| format!("{} {}", labels_string(l), format_float_e(*f)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn floats_equal(a: f64, b: f64, fuzzy: bool) -> bool {
+    a == b
+        || (fuzzy && (next_after(a, f64::NEG_INFINITY) == b || next_after(a, f64::INFINITY) == b))
+}
+
+/// Go's `math.Nextafter`.
+fn next_after(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == y {
+        return x;
+    }
+    if x == 0.0 {
+        return f64::from_bits(1).copysign(y);
+    }
+    let bits = x.to_bits();
+    if (y > x) == (x > 0.0) {
+        f64::from_bits(bits + 1)
+    } else {
+        f64::from_bits(bits - 1)
+    }
+}
+
+/// Removes the `query "<expr>": ` prefix the datasource puts before the engine's message,
+/// so rule errors read like Prometheus's.
+fn rule_error_text(rule_expr: &str, e: &str) -> String {
+    let prefix = format!("query {rule_expr:?}: ");
+    e.strip_prefix(&prefix).unwrap_or(e).to_string()
+}
+
+/// Runs one test group. `name` is the group's name for messages (`unnamed#N` when empty).
+pub(crate) fn run_group(
+    ctx: &FileContext<'_>,
+    tg: &TestGroup,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    debug_out: &mut dyn std::io::Write,
+) -> GroupOutcome {
+    if let Some(reason) = skip_reason(tg) {
+        return GroupOutcome::Skipped(reason);
+    }
+    let started = std::time::Instant::now();
+    if ctx.debug {
+        let _ = writeln!(debug_out, "DEBUG: Starting test {name}");
+    }
+    let errors = run_inner(ctx, tg, rt, debug_out);
+    if ctx.debug {
+        let _ = writeln!(
+            debug_out,
+            "DEBUG: Test {name} finished, took {:?}",
+            started.elapsed()
+        );
+    }
+    GroupOutcome::Ran(errors)
+}
+
+fn run_inner(
+    ctx: &FileContext<'_>,
+    tg: &TestGroup,
+    rt: &tokio::runtime::Runtime,
+    debug_out: &mut dyn std::io::Write,
+) -> Vec<String> {
+    let interval_ms = tg
+        .interval
+        .map(|d| d.0)
+        .filter(|d| *d != 0)
+        .unwrap_or(ctx.eval_interval_ms);
+    let mint = match &tg.start_timestamp {
+        None => 0,
+        Some(s) => match parse_start_timestamp(&s.0) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        },
+    };
+
+    // Input series, in the `.test` load notation (the promqltest parser).
+    let mut inputs: Vec<(Labels, Vec<(i64, f64)>)> = Vec::with_capacity(tg.input_series.len());
+    for (i, s) in tg.input_series.iter().enumerate() {
+        let line = format!("{} {}", s.series.0, s.values.0);
+        let parsed = match parse_series(&line, i + 2) {
+            Ok(p) => p,
+            Err(e) => {
+                return vec![format!(
+                    "{}:{}: parse error: input series {:?}: {}",
+                    e.line, 1, s.series.0, e.message
+                )];
+            }
+        };
+        let samples = parsed
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(k, v)| match v {
+                SeqValue::Float(f) => Some((mint + k as i64 * interval_ms, *f)),
+                _ => None,
+            })
+            .collect();
+        inputs.push((parsed.labels, samples));
+    }
+
+    let files = match ctx.rule_files {
+        Ok(f) => f,
+        Err(errs) => return errs.clone(),
+    };
+
+    // Storage, engine and datasource as `lookout evaluator` builds them in embedded mode,
+    // with promtool's engine settings (@ and negative offsets on, 5m lookback, the
+    // evaluation interval as default subquery step).
+    let storage = Arc::new(Storage::new(StorageOptions::default()));
+    let engine = Engine::new(EngineOptions {
+        default_subquery_step: Duration::from_millis(ctx.eval_interval_ms.max(1) as u64),
+        enable_at_modifier: true,
+        enable_negative_offset: true,
+        ..EngineOptions::default()
+    });
+    let datasource = Arc::new(EmbeddedDatasource::new(storage.clone(), engine.clone()));
+    let external_labels = Labels::new(
+        tg.external_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0.as_str())),
+    );
+    let manager = RuleManager::new(ManagerOptions {
+        datasource,
+        notifier: Arc::new(NoNotify),
+        external_labels,
+        external_url: tg.external_url.0.clone(),
+        default_interval: Duration::from_millis(interval_ms.max(1) as u64),
+        resend_delay: Duration::from_secs(60),
+        outage_tolerance: Duration::from_secs(3600),
+        for_grace_period: Duration::from_secs(600),
+        state_file: None,
+        metrics: RuleMetrics::default(),
+    });
+    // `restored = true`: promtool marks every alerting rule restored so ALERTS is written.
+    let mut groups: Vec<Group> = manager.build_groups(files, true);
+    groups.sort_by_key(|g| ctx.group_order.get(g.name()).copied().unwrap_or(0));
+
+    // Alert checks by eval_time.
+    let mut alert_tests: BTreeMap<ModelDuration, Vec<usize>> = BTreeMap::new();
+    for (i, a) in tg.alert_rule_test.iter().enumerate() {
+        if a.alertname.0.is_empty() {
+            let in_group = if tg.name.0.is_empty() {
+                String::new()
+            } else {
+                format!(" (in TestGroup {})", tg.name.0)
+            };
+            return vec![format!(
+                "an item under alert_rule_test misses required attribute alertname at eval_time {}{in_group}",
+                a.eval_time
+            )];
+        }
+        alert_tests.entry(a.eval_time).or_default().push(i);
+    }
+    let alert_times: Vec<ModelDuration> = alert_tests.keys().copied().collect();
+    let mut curr = 0usize;
+
+    let maxt = mint.saturating_add(max_eval_time(tg));
+    let step = ctx.eval_interval_ms.max(1);
+    let mut cursors = vec![0usize; inputs.len()];
+    let mut errs: Vec<String> = Vec::new();
+    let mut ts = mint;
+    while ts <= maxt {
+        // Input samples up to ts.
+        for (k, (labels, samples)) in inputs.iter().enumerate() {
+            while let Some(&(t, v)) = samples.get(cursors[k]) {
+                if t > ts {
+                    break;
+                }
+                if let Err(e) = storage.append(labels, t, v) {
+                    errs.push(format!("{}: {e}", labels_string(labels)));
+                }
+                cursors[k] += 1;
+            }
+        }
+        let at = system_time(ts);
+        let mut eval_errs = Vec::new();
+        for g in &groups {
+            rt.block_on(g.eval(at));
+            for (rule, snap) in g.rules().iter().zip(g.snapshot().rules) {
+                let common = match &snap {
+                    RuleSnapshot::Alerting(a) => &a.common,
+                    RuleSnapshot::Recording(c) => c,
+                };
+                if let Some(e) = &common.last_error {
+                    let expr = match rule {
+                        Rule::Alerting(r) => r.expr(),
+                        Rule::Recording(r) => r.expr(),
+                    };
+                    eval_errs.push(format!(
+                        "    rule: {}, time: {}, err: {}",
+                        rule.name(),
+                        go_duration(ts),
+                        rule_error_text(expr, e)
+                    ));
+                }
+            }
+        }
+        if !eval_errs.is_empty() {
+            errs.extend(eval_errs);
+            return errs;
+        }
+
+        while curr < alert_times.len()
+            && ts - mint <= alert_times[curr].0
+            && alert_times[curr].0 < ts + step - mint
+        {
+            let t = alert_times[curr];
+            let cases = &alert_tests[&t];
+            let wanted: BTreeSet<&str> = cases
+                .iter()
+                .map(|&i| tg.alert_rule_test[i].alertname.0.as_str())
+                .collect();
+            let mut got: HashMap<&str, Vec<AlertView>> = HashMap::new();
+            for g in &groups {
+                for r in g.rules() {
+                    let Rule::Alerting(ar) = r else { continue };
+                    if !wanted.contains(ar.name()) {
+                        continue;
+                    }
+                    let entry = got.entry(ar.name()).or_default();
+                    for a in ar.active_alerts() {
+                        if a.state == AlertState::Firing {
+                            entry.push((a.labels, a.annotations));
+                        }
+                    }
+                }
+            }
+            for &i in cases {
+                let case = &tg.alert_rule_test[i];
+                let mut got_alerts = got
+                    .get(case.alertname.0.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                let mut exp_alerts: Vec<AlertView> = case
+                    .exp_alerts
+                    .iter()
+                    .map(|a| {
+                        let mut l: Vec<(&str, &str)> = a
+                            .exp_labels
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.0.as_str()))
+                            .collect();
+                        l.push(("alertname", case.alertname.0.as_str()));
+                        (
+                            Labels::new(l),
+                            a.exp_annotations
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.0.clone()))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                got_alerts.sort();
+                exp_alerts.sort();
+                if got_alerts != exp_alerts {
+                    let test_name = if tg.name.0.is_empty() {
+                        String::new()
+                    } else {
+                        format!("    name: {},\n", tg.name.0)
+                    };
+                    errs.push(format!(
+                        "{test_name}    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
+                        case.alertname.0,
+                        case.eval_time,
+                        indent_lines(&alerts_string(&exp_alerts), "            "),
+                        indent_lines(&alerts_string(&got_alerts), "            ")
+                    ));
+                }
+            }
+            curr += 1;
+        }
+        ts = match ts.checked_add(step) {
+            Some(t) => t,
+            None => break,
+        };
+    }
+
+    // PromQL checks.
+    'cases: for case in &tg.promql_expr_test {
+        let t = mint.saturating_add(case.eval_time.0);
+        let got = match engine.instant_query(storage.as_ref() as &dyn Queryable, &case.expr.0, t) {
+            Ok(Value::Vector(v)) => v.into_iter().map(|s| (s.metric, s.f)).collect::<Vec<_>>(),
+            Ok(Value::Scalar { v, .. }) => vec![(Labels::default(), v)],
+            Ok(_) => {
+                errs.push(format!(
+                    "    expr: {}, time: {}, err: rule result is not a vector or scalar",
+                    go_quote(&case.expr.0),
+                    case.eval_time
+                ));
+                continue;
+            }
+            Err(e) => {
+                errs.push(format!(
+                    "    expr: {}, time: {}, err: {}",
+                    go_quote(&case.expr.0),
+                    case.eval_time,
+                    e.message()
+                ));
+                continue;
+            }
+        };
+        let mut exp = Vec::with_capacity(case.exp_samples.len());
+        for s in &case.exp_samples {
+            match parse_labels(s) {
+                Ok(l) => exp.push((l, s.value)),
+                Err(e) => {
+                    errs.push(format!(
+                        "    expr: {}, time: {}, err: labels {}: {e}",
+                        go_quote(&case.expr.0),
+                        case.eval_time,
+                        go_quote(&s.labels.0)
+                    ));
+                    continue 'cases;
+                }
+            }
+        }
+        let mut got = got;
+        exp.sort_by(|a, b| a.0.cmp(&b.0));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let equal = exp.len() == got.len()
+            && exp
+                .iter()
+                .zip(&got)
+                .all(|(e, g)| e.0 == g.0 && floats_equal(e.1, g.1, ctx.fuzzy));
+        if !equal {
+            errs.push(format!(
+                "    expr: {}, time: {},\n        exp: {}\n        got: {}",
+                go_quote(&case.expr.0),
+                case.eval_time,
+                samples_string(&exp),
+                samples_string(&got)
+            ));
+        }
+    }
+
+    if ctx.debug {
+        dump(&engine, &storage, mint, max_eval_time(tg), debug_out);
+    }
+    errs
+}
+
+/// promtool `--debug`: every series (inputs and rule outputs) up to the last eval time.
+fn dump(
+    engine: &Engine,
+    storage: &Storage,
+    mint: i64,
+    max_eval: i64,
+    out: &mut dyn std::io::Write,
+) {
+    // Round up to whole seconds, as promtool does.
+    let secs = max_eval / 1000 + 1;
+    let expr = format!("{{__name__=~\".+\"}}[{secs}s]");
+    match engine.instant_query(storage as &dyn Queryable, &expr, mint + secs * 1000) {
+        Ok(Value::Matrix(m)) => {
+            let _ = writeln!(
+                out,
+                "DEBUG: Dump of all data (input_series and rules) at {}:",
+                go_duration(secs * 1000)
+            );
+            for s in m {
+                let points: Vec<String> = s
+                    .floats
+                    .iter()
+                    .map(|p| format!("{} @[{}]", p.f, p.t))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{} =>\n{}",
+                    labels_string(&s.metric),
+                    points.join("\n")
+                );
+            }
+        }
+        Ok(v) => {
+            let _ = writeln!(out, "DEBUG: Got unexpected type {}", v.type_name());
+        }
+        Err(e) => {
+            let _ = writeln!(out, "DEBUG: Failed querying, expr: {expr:?}, err: {e}");
+        }
+    }
+}
+
+/// `parser.ParseMetric` of an expected sample's labels (empty means no labels).
+fn parse_labels(s: &ExpSample) -> Result<Labels, String> {
+    let text = s.labels.0.trim();
+    if text.is_empty() {
+        return Ok(Labels::default());
+    }
+    let parsed = parse_series(text, 1).map_err(|e| e.message)?;
+    if !parsed.values.is_empty() {
+        return Err(format!("unexpected text after the label set in {text:?}"));
+    }
+    Ok(parsed.labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_after_like_go() {
+        assert_eq!(next_after(3.0, f64::INFINITY), 3.0000000000000004);
+        assert_eq!(next_after(3.0, f64::NEG_INFINITY), 2.9999999999999996);
+        assert!(floats_equal(3.0, 3.0000000000000004, true));
+        assert!(!floats_equal(3.0, 3.0000000000000004, false));
+        assert!(!floats_equal(3.0, 3.0000000000000013, true));
+        assert!(!floats_equal(f64::NAN, f64::NAN, true));
+    }
+
+    #[test]
+    fn alert_list_format() {
+        let a = vec![(
+            Labels::new([("alertname", "X"), ("job", "a")]),
+            BTreeMap::from([("summary".to_string(), "s".to_string())]),
+        )];
+        assert_eq!(
+            alerts_string(&a),
+            "[\n0:\n  Labels:{alertname=\"X\", job=\"a\"}\n  Annotations:{summary=\"s\"}\n]"
+        );
+        assert_eq!(alerts_string(&[]), "[]");
+    }
+}
