@@ -17,8 +17,9 @@ pub struct FPoint {
     pub f: f64,
 }
 
-/// One element of an instant vector.
+/// One element of an instant vector. Non-exhaustive: native histograms will add a field.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Sample {
     /// The series' labels.
     pub metric: Labels,
@@ -31,8 +32,10 @@ pub struct Sample {
     pub drop_name: bool,
 }
 
-/// One series of a range vector (or of a range query's result).
+/// One series of a range vector (or of a range query's result). Non-exhaustive: native
+/// histograms will add a point list beside `floats`.
 #[derive(Clone, Debug, PartialEq, Default)]
+#[non_exhaustive]
 pub struct Series {
     /// The series' labels.
     pub metric: Labels,
