@@ -160,7 +160,10 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
                 && (is_keyword_at(query, i, "anchored") || is_keyword_at(query, i, "smoothed")) =>
             {
                 let word = &query[i..i + 8];
-                mark_selector(&mut out, &word.to_ascii_lowercase())?;
+                if !mark_selector(&mut out, &word.to_ascii_lowercase()) {
+                    // Not after a selector (a label called `anchored`, say): keep it.
+                    out.push_str(word);
+                }
                 i += 8;
             }
             _ if brace_depth == 0 && is_keyword_at(query, i, "offset") => {
@@ -190,13 +193,11 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
 /// selecting.
 pub(crate) const MODIFIER_LABEL: &str = "__lookout_range_modifier__";
 
-/// Adds the modifier matcher to the selector that ends `out`.
-fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
-    let err = || QueryError::eval(format!("{modifier} must follow a selector"));
-    let trimmed = out.trim_end().len();
-    out.truncate(trimmed);
+/// Adds the modifier matcher to the selector that ends `out`; `false` (and `out`
+/// unchanged) when `out` does not end with a selector.
+fn mark_selector(out: &mut String, modifier: &str) -> bool {
     let b = out.as_bytes().to_vec();
-    let mut end = b.len();
+    let mut end = out.trim_end().len();
     // Skip trailing `offset <d>` / `@ <t>` modifiers (at most one of each).
     for _ in 0..2 {
         let tail = &out[..end];
@@ -220,7 +221,9 @@ fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
     }
     // Skip a range `[...]`.
     if end > 0 && b[end - 1] == b']' {
-        let open = out[..end].rfind('[').ok_or_else(err)?;
+        let Some(open) = out[..end].rfind('[') else {
+            return false;
+        };
         end = open;
         while end > 0 && b[end - 1].is_ascii_whitespace() {
             end -= 1;
@@ -228,7 +231,9 @@ fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
     }
     let matcher = format!("{MODIFIER_LABEL}=\"{modifier}\"");
     if end > 0 && b[end - 1] == b'}' {
-        let open = out[..end].rfind('{').ok_or_else(err)?;
+        let Some(open) = out[..end].rfind('{') else {
+            return false;
+        };
         let empty = out[open + 1..end - 1].trim().is_empty();
         let insert = if empty {
             matcher
@@ -241,9 +246,11 @@ fn mark_selector(out: &mut String, modifier: &str) -> Result<(), QueryError> {
     {
         out.insert_str(end, &format!("{{{matcher}}}"));
     } else {
-        return Err(err());
+        return false;
     }
-    Ok(())
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    true
 }
 
 /// Marks string literals whose Go-style `\\x` escapes decode to invalid UTF-8 (Prometheus
@@ -619,6 +626,8 @@ mod tests {
             r("m[1m] anchored"),
             format!("m{{{MODIFIER_LABEL}=\"anchored\"}}[1m]")
         );
+        assert_eq!(r("sum by (anchored) (m)"), "sum by (anchored) (m)");
+        assert_eq!(r("sum by (offset) (m)"), "sum by (offset) (m)");
         assert_eq!(
             r("m{a=\"b\"} @ 100 smoothed"),
             format!("m{{{MODIFIER_LABEL}=\"smoothed\",a=\"b\"}} @ 100")

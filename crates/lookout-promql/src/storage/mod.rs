@@ -236,17 +236,18 @@ impl Chunks {
             .sealed
             .range(first..)
             .map(|c| (&*c.data, CHUNK_SAMPLES));
-        let head = std::iter::once((self.head.bytes(), self.head.count()));
-        for (bytes, count) in sealed.chain(head) {
-            for (t, v) in XorIter::new(bytes, count) {
-                if t > maxt {
-                    return;
-                }
-                if t >= mint {
-                    out.push(Sample { t, v });
-                }
+        for (bytes, count) in sealed {
+            if !read_chunk(XorIter::new(bytes, count), mint, maxt, out) {
+                return;
             }
         }
+        // The open chunk: start at the last checkpoint before the window when there is one.
+        let (bytes, count) = (self.head.bytes(), self.head.count());
+        let iter = match self.head.checkpoint_before(mint) {
+            Some(cp) => XorIter::resume(bytes, count, cp),
+            None => XorIter::new(bytes, count),
+        };
+        read_chunk(iter, mint, maxt, out);
     }
 
     /// Frees the chunks whose samples are all before `cut`.
@@ -262,6 +263,19 @@ impl Chunks {
             self.head = XorEncoder::new();
         }
     }
+}
+
+/// Copies the samples of `iter` in `[mint, maxt]` to `out`; false once past `maxt`.
+fn read_chunk(iter: XorIter<'_>, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> bool {
+    for (t, v) in iter {
+        if t > maxt {
+            return false;
+        }
+        if t >= mint {
+            out.push(Sample { t, v });
+        }
+    }
+    true
 }
 
 /// One series: its labels and its chunks.

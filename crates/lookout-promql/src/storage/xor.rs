@@ -167,6 +167,29 @@ pub(crate) struct XorEncoder {
     v: u64,
     leading: u8,
     trailing: u8,
+    /// Decoder states every [`CHECKPOINT_EVERY`] samples, so that reading the newest
+    /// samples of the open chunk (what alert rules ask for) does not decode it all.
+    checkpoints: [Checkpoint; CHECKPOINTS],
+    n_checkpoints: u8,
+}
+
+/// Samples between two checkpoints of the open chunk.
+pub(crate) const CHECKPOINT_EVERY: u16 = 30;
+const CHECKPOINTS: usize = 3;
+
+/// The decoder's state before sample `read` of a chunk.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Checkpoint {
+    /// Bit position of sample `read`.
+    pos: u32,
+    read: u16,
+    leading: u8,
+    trailing: u8,
+    /// Timestamp of sample `read - 1`: every sample before the checkpoint is at or
+    /// before it.
+    t: i64,
+    delta: i64,
+    v: u64,
 }
 
 impl XorEncoder {
@@ -190,7 +213,18 @@ impl XorEncoder {
             // No leading/trailing-zero window yet.
             leading: 0xff,
             trailing: 0,
+            checkpoints: [Checkpoint::default(); CHECKPOINTS],
+            n_checkpoints: 0,
         }
+    }
+
+    /// The latest checkpoint whose samples before it are all older than `mint`.
+    pub(crate) fn checkpoint_before(&self, mint: i64) -> Option<Checkpoint> {
+        self.checkpoints[..self.n_checkpoints as usize]
+            .iter()
+            .rev()
+            .find(|c| c.t < mint)
+            .copied()
     }
 
     /// Number of samples written.
@@ -221,6 +255,21 @@ impl XorEncoder {
     /// Appends a sample; the caller guarantees `t` is greater than the previous timestamp.
     pub(crate) fn append(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
+        if self.count > 0
+            && self.count % CHECKPOINT_EVERY == 0
+            && (self.n_checkpoints as usize) < CHECKPOINTS
+        {
+            self.checkpoints[self.n_checkpoints as usize] = Checkpoint {
+                pos: (self.w.buf.len() * 8 - self.w.free as usize) as u32,
+                read: self.count,
+                leading: self.leading,
+                trailing: self.trailing,
+                t: self.t,
+                delta: self.delta,
+                v: self.v,
+            };
+            self.n_checkpoints += 1;
+        }
         match self.count {
             0 => {
                 self.w.write_varint(t);
@@ -343,6 +392,23 @@ impl<'a> XorIter<'a> {
             v: 0,
             leading: 0,
             trailing: 0,
+        }
+    }
+
+    /// Reads the samples of a `count`-sample chunk from `cp` on.
+    pub(crate) fn resume(bytes: &'a [u8], count: u16, cp: Checkpoint) -> XorIter<'a> {
+        XorIter {
+            r: BitReader {
+                buf: bytes,
+                pos: cp.pos as usize,
+            },
+            remaining: count.saturating_sub(cp.read),
+            read: cp.read,
+            t: cp.t,
+            delta: cp.delta,
+            v: cp.v,
+            leading: cp.leading,
+            trailing: cp.trailing,
         }
     }
 
@@ -545,6 +611,37 @@ mod tests {
             "{}",
             e.bytes().len()
         );
+    }
+
+    #[test]
+    fn checkpoints_resume_where_they_were_taken() {
+        let mut rng = Rng(99);
+        let mut e = XorEncoder::new();
+        let mut all = Vec::new();
+        let mut t = 0i64;
+        for i in 0..120u64 {
+            t += 1 + (rng.next() % 40_000) as i64;
+            let v = match i % 3 {
+                0 => (rng.next() % 50) as f64,
+                1 => f64::from_bits(rng.next()),
+                _ => 0.5,
+            };
+            e.append(t, v);
+            all.push((t, v.to_bits()));
+        }
+        assert_eq!(e.n_checkpoints as usize, CHECKPOINTS);
+        for k in 0..e.n_checkpoints as usize {
+            let cp = e.checkpoints[k];
+            let got: Vec<(i64, u64)> = XorIter::resume(e.bytes(), e.count(), cp)
+                .map(|(t, v)| (t, v.to_bits()))
+                .collect();
+            assert_eq!(got, all[cp.read as usize..], "checkpoint {k}");
+            assert_eq!(cp.t, all[cp.read as usize - 1].0);
+        }
+        let mint = all[70].0;
+        let cp = e.checkpoint_before(mint).unwrap();
+        assert_eq!(cp.read, 60);
+        assert!(e.checkpoint_before(all[10].0).is_none());
     }
 
     #[test]
