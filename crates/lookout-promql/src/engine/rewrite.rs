@@ -607,6 +607,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ordinary_queries_are_left_alone() {
+        for q in [
+            r#"sum by (job) (rate(http_requests_total{job=~"a|b", path="/x[1]"}[5m] offset 1h))"#,
+            "x @ start()",
+            "x @ 1609746000",
+            "histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))",
+            r#"label_replace(x, "a", "$1", "b", "(.*)")"#,
+            "max_over_time(x[5m:1m])",
+            "x offset -5m",
+            r#"{__name__=~"a.*"} offset 1d"#,
+            "a and on(b) c",
+            "rate(x[1h] offset 30m)",
+            "info(up)",
+            "count_values(\"v\", x)",
+        ] {
+            assert_eq!(rewrite(q, 60_000, 0).expect("rewrite"), q);
+        }
+    }
+
+    #[test]
     fn ranges_and_offsets_are_rewritten() {
         let r = |q: &str| rewrite(q, 5_000, 10_000).expect("rewrite");
         assert_eq!(r("changes(x[26m+4m])"), "changes(x[1800000ms])");
