@@ -154,7 +154,8 @@ pub(crate) fn go_g(f: f64) -> String {
     }
 }
 
-fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+/// Descending order with NaN last (`sort_desc`, `topk`).
+pub(crate) fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
         (true, false) => std::cmp::Ordering::Greater,
@@ -163,6 +164,7 @@ fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
     }
 }
 
+/// Ascending order with NaN last (`sort`, `bottomk`).
 pub(crate) fn asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
@@ -170,10 +172,6 @@ pub(crate) fn asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
         (false, true) => std::cmp::Ordering::Less,
         _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
     }
-}
-
-pub(crate) fn desc_nan_last_pub(a: f64, b: f64) -> std::cmp::Ordering {
-    desc_nan_last(a, b)
 }
 
 /// Whether `limit_ratio` keeps a series: a stable hash of its labels mapped to [0, 1)

@@ -8,7 +8,7 @@ use promql_parser::label::{MatchOp, Matcher as LabelMatcher};
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
-use super::aggregations::{asc_nan_last, desc_nan_last_pub, go_g, quantile};
+use super::aggregations::{asc_nan_last, desc_nan_last, go_g, quantile};
 use super::rewrite::{is_valid_label_name, shown_label_name};
 use super::{
     AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
@@ -166,7 +166,7 @@ impl Evaluator<'_> {
                 if name == "sort" {
                     v.sort_by(|a, b| asc_nan_last(a.f, b.f));
                 } else {
-                    v.sort_by(|a, b| desc_nan_last_pub(a.f, b.f));
+                    v.sort_by(|a, b| desc_nan_last(a.f, b.f));
                 }
                 vec_out(v)
             }
