@@ -76,6 +76,7 @@ fn cases() -> Vec<(&'static str, TestOptions, u8, Vec<&'static str>)> {
             1,
             vec![
                 "    rule: joined, time: 0s, err: found duplicate series for the match group {a=\"1\"}",
+                "many-to-many matching not allowed: matching labels must be unique on one side\n",
             ],
         ),
         (
@@ -333,4 +334,95 @@ fn failure_output_matches_promtool() {
     assert_eq!(ours.summary.exit_code(), 1);
     assert_eq!(ours.stdout, String::from_utf8_lossy(&theirs.stdout));
     assert_eq!(ours.stderr, String::from_utf8_lossy(&theirs.stderr));
+}
+
+const ORDER_RULES: &str = r#"groups:
+  - name: second
+    rules:
+      - record: doubled
+        expr: base_sum * 2
+  - name: first
+    rules:
+      - record: base_sum
+        expr: sum(x)
+      - alert: Flapping
+        expr: x > 5
+        keep_firing_for: 3m
+        labels:
+          env: '{{ $externalLabels.env }}'
+        annotations:
+          link: '{{ $externalURL }}/x/{{ $labels.i }}'
+          v: '{{ $value }}'
+"#;
+
+const ORDER_TEST: &str = r#"rule_files: [r2.yml]
+group_eval_order: [first, second]
+tests:
+  - name: order
+    interval: 1m
+    external_labels: {env: prod}
+    external_url: http://lookout.example
+    input_series:
+      - series: 'x{i="a"}'
+        values: 1 10 10 1 1 1 1 1 stale
+      - series: 'x{i="b"}'
+        values: 2x10
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: Flapping
+        exp_alerts:
+          - exp_labels: {i: a, env: prod}
+            exp_annotations: {link: "http://lookout.example/x/a", v: "10"}
+      - eval_time: 5m
+        alertname: Flapping
+        exp_alerts:
+          - exp_labels: {i: a, env: prod}
+            exp_annotations: {link: "http://lookout.example/x/a", v: "10"}
+      - eval_time: 6m
+        alertname: Flapping
+        exp_alerts: []
+    promql_expr_test:
+      - expr: doubled
+        eval_time: 1m
+        exp_samples:
+          - labels: doubled
+            value: 24
+      - expr: ALERTS
+        eval_time: 4m
+        exp_samples:
+          - labels: 'ALERTS{alertname="Flapping",alertstate="firing",env="prod",i="a"}'
+            value: 1
+      - expr: x
+        eval_time: 8m
+        exp_samples:
+          - labels: 'x{i="b"}'
+            value: 2
+"#;
+
+/// group_eval_order (a recording rule reading another group's output), external labels and
+/// URL in templates, keep_firing_for and stale inputs: same exit code and the same bytes on
+/// stdout and stderr as promtool, passing and failing.
+#[test]
+fn group_order_templates_and_keep_firing_match_promtool() {
+    let failing = ORDER_TEST.replace("value: 24", "value: 20").replacen(
+        "exp_alerts: []",
+        "exp_alerts: [{exp_labels: {i: a, env: prod}}]",
+        1,
+    );
+    for (test, want) in [(ORDER_TEST.to_string(), 0), (failing, 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("r2.yml"), ORDER_RULES).expect("write rules");
+        let path = dir.path().join("t.yml");
+        std::fs::write(&path, &test).expect("write test");
+        let ours = run(std::slice::from_ref(&path), TestOptions::default());
+        let theirs = Command::new("/usr/bin/promtool")
+            .args(["test", "rules"])
+            .arg(&path)
+            .output()
+            .expect("promtool runs");
+        assert_eq!(theirs.status.code(), Some(i32::from(want)));
+        assert_eq!(ours.summary.exit_code(), want, "{}", ours.stderr);
+        assert_eq!(ours.stdout, String::from_utf8_lossy(&theirs.stdout));
+        assert_eq!(ours.stderr, String::from_utf8_lossy(&theirs.stderr));
+    }
 }

@@ -169,7 +169,12 @@ fn next_after(x: f64, y: f64) -> f64 {
 /// so rule errors read like Prometheus's.
 fn rule_error_text(rule_expr: &str, e: &str) -> String {
     let prefix = format!("query {rule_expr:?}: ");
-    e.strip_prefix(&prefix).unwrap_or(e).to_string()
+    let e = e.strip_prefix(&prefix).unwrap_or(e);
+    // The engine names the failing sub-expression (`… (in `expr`)`); Prometheus does not.
+    match e.rfind(" (in `") {
+        Some(i) if e.ends_with("`)") => e[..i].to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// Runs one test group. `name` is the group's name for messages (`unnamed#N` when empty).
@@ -225,8 +230,8 @@ fn run_inner(
             Ok(p) => p,
             Err(e) => {
                 return vec![format!(
-                    "{}:{}: parse error: input series {:?}: {}",
-                    e.line, 1, s.series.0, e.message
+                    "parse error in input series {:?}: {}",
+                    s.series.0, e.message
                 )];
             }
         };
