@@ -2,15 +2,17 @@
 //! with millisecond timestamps in compressed chunks, selection by PromQL label matchers
 //! through an inverted index, and a retention window.
 //!
-//! * **Index** ([`index`]): label name → value → sorted posting list of series ids;
+//! * **Index** (`index.rs`): label name → value → sorted posting list of series ids;
 //!   matchers are answered by intersecting and subtracting postings, with fast paths for
 //!   `.*`, `.+`, literal sets `a|b|c` and literal prefixes `abc.*`. Regexes are anchored
-//!   and `.` matches a newline, as Prometheus compiles them (`^(?s:…)$`).
-//! * **Chunks** ([`xor`]): Gorilla/XOR compression as in Prometheus's XOR chunks, plus
+//!   and `.` matches a newline, as Prometheus compiles them (`^(?s:…)$`). Large
+//!   selections are put in label order through a cached rank of every series.
+//! * **Chunks** (`xor.rs`): Gorilla/XOR compression as in Prometheus's XOR chunks, plus
 //!   an integer-step mode for counters and integer gauges; [`CHUNK_SAMPLES`] samples per
 //!   chunk. Regular 15 s series of counters, gauges, histogram buckets and constants take
-//!   about 1.8 bytes per sample, chunk bookkeeping included. A series keeps its sealed chunks and one open
-//!   head chunk that queries read in place.
+//!   about 1.8 bytes per sample, chunk bookkeeping included. A series keeps its sealed
+//!   chunks and one open head chunk that queries read in place, starting from a
+//!   checkpoint when they want only its newest samples.
 //! * **Concurrency**: one `RwLock` guards the index and the series map, one `Mutex` each
 //!   series' chunks. Appending to a known series takes the index lock for reading only,
 //!   so readers and the writer block each other just for a map look-up; new series take
