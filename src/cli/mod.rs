@@ -8,6 +8,7 @@ pub mod evaluator;
 pub mod exporter;
 pub mod promqltest;
 pub mod rules;
+pub mod up;
 
 /// All sub-commands of `lookout`.
 #[derive(Subcommand)]
@@ -20,6 +21,9 @@ pub enum Command {
     Evaluator(Box<evaluator::Args>),
     /// Check Prometheus rule files (`lookout rules check FILE...`).
     Rules(rules::Args),
+    /// Exporter and evaluator in one process on loopback, with the built-in example
+    /// configuration and the shipped rules; prints the URLs to open.
+    Up(up::Args),
 }
 
 /// How logs are written.
@@ -51,5 +55,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Promqltest(args) => promqltest::run(args),
         Command::Evaluator(args) => evaluator::run(*args),
         Command::Rules(args) => rules::run(args),
+        Command::Up(args) => up::run(args),
     }
 }

@@ -695,9 +695,16 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         for g in &data.groups {
             let _ = write!(
                 o,
-                r#"<tr><td data-label="Group"><b>{}</b><div class="muted">{}</div></td><td data-label="Rules" class="num">{}</td><td data-label="Interval" class="num">{}</td><td data-label="Last evaluation" class="num">{}</td><td data-label="Duration" class="num">{}</td><td data-label="Health">"#,
+                r#"<tr><td data-label="Group"><b>{}</b><div class="muted" title="{}">{}</div></td><td data-label="Rules" class="num">{}</td><td data-label="Interval" class="num">{}</td><td data-label="Last evaluation" class="num">{}</td><td data-label="Duration" class="num">{}</td><td data-label="Health">"#,
                 escape_html(&g.name),
                 escape_html(&g.file),
+                escape_html(
+                    std::path::Path::new(&g.file)
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                        .as_ref()
+                ),
                 g.rules,
                 escape_html(&human_duration(g.interval)),
                 escape_html(

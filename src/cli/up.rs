@@ -1,0 +1,314 @@
+//! `lookout up`: the exporter and the evaluator in one process, on loopback, with the shipped
+//! example configuration (`examples/up/`) and rules (`rules/*.rules.yml`) built into the
+//! binary, so `cargo run --release -- up` needs nothing else, from any directory.
+//!
+//! The libraries read their configuration from files (and re-read them on SIGHUP), so the
+//! built-in files are written to a private temporary directory, laid out as in the
+//! repository (`examples/up/*.yml`, `rules/`), which is removed on exit. `--config.dir DIR`
+//! uses `DIR/exporter.yml` and `DIR/evaluator.yml` in place instead.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// The built-in exporter configuration.
+pub const EXPORTER_YML: &str = include_str!("../../examples/up/exporter.yml");
+/// The built-in evaluator configuration.
+pub const EVALUATOR_YML: &str = include_str!("../../examples/up/evaluator.yml");
+/// The shipped rule files, by file name.
+pub const RULE_FILES: &[(&str, &str)] = &[
+    (
+        "availability.rules.yml",
+        include_str!("../../rules/availability.rules.yml"),
+    ),
+    (
+        "certificates.rules.yml",
+        include_str!("../../rules/certificates.rules.yml"),
+    ),
+    ("dns.rules.yml", include_str!("../../rules/dns.rules.yml")),
+    (
+        "latency.rules.yml",
+        include_str!("../../rules/latency.rules.yml"),
+    ),
+];
+
+/// The exporter address written in the built-in configuration.
+pub const DEFAULT_EXPORTER_ADDRESS: &str = "127.0.0.1:9115";
+/// The evaluator address written in the built-in configuration.
+pub const DEFAULT_EVALUATOR_ADDRESS: &str = "127.0.0.1:9095";
+
+/// Flags of `lookout up`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address of the exporter (/metrics, /probe, /heartbeat/NAME).
+    #[arg(
+        long = "web.listen-address.exporter",
+        value_name = "ADDR",
+        default_value = DEFAULT_EXPORTER_ADDRESS
+    )]
+    exporter_address: SocketAddr,
+    /// Address of the evaluator (status page, /api/v1/*, /metrics).
+    #[arg(
+        long = "web.listen-address.evaluator",
+        value_name = "ADDR",
+        default_value = DEFAULT_EVALUATOR_ADDRESS
+    )]
+    evaluator_address: SocketAddr,
+    /// Use DIR/exporter.yml and DIR/evaluator.yml (e.g. a copy of examples/up/) instead of
+    /// the built-in configuration. The files are used as they are: their addresses must
+    /// match the --web.listen-address.* flags.
+    #[arg(long = "config.dir", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+/// A directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create() -> anyhow::Result<ScratchDir> {
+        let base = std::env::temp_dir();
+        for attempt in 0..100u32 {
+            let path = base.join(format!("lookout-up-{}-{attempt}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(ScratchDir(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating {}", path.display()));
+                }
+            }
+        }
+        anyhow::bail!("cannot create a scratch directory under {}", base.display())
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the scratch directory");
+        }
+    }
+}
+
+/// Replaces the default addresses in a built-in configuration by the chosen ones.
+pub fn with_addresses(text: &str, exporter: SocketAddr, evaluator: SocketAddr) -> String {
+    text.replace(DEFAULT_EXPORTER_ADDRESS, &exporter.to_string())
+        .replace(DEFAULT_EVALUATOR_ADDRESS, &evaluator.to_string())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the built-in configuration and rules under `dir`; returns the exporter and
+/// evaluator configuration paths.
+fn write_builtin(
+    dir: &Path,
+    exporter: SocketAddr,
+    evaluator: SocketAddr,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exporter_file = dir.join("examples/up/exporter.yml");
+    let evaluator_file = dir.join("examples/up/evaluator.yml");
+    write(
+        &exporter_file,
+        &with_addresses(EXPORTER_YML, exporter, evaluator),
+    )?;
+    write(
+        &evaluator_file,
+        &with_addresses(EVALUATOR_YML, exporter, evaluator),
+    )?;
+    for (name, text) in RULE_FILES {
+        write(&dir.join("rules").join(name), text)?;
+    }
+    Ok((exporter_file, evaluator_file))
+}
+
+/// Runs exporter and evaluator until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scratch;
+    let (exporter_file, evaluator_file) = match &args.config_dir {
+        Some(dir) => {
+            let files = (dir.join("exporter.yml"), dir.join("evaluator.yml"));
+            for f in [&files.0, &files.1] {
+                anyhow::ensure!(f.is_file(), "{}: no such file (--config.dir)", f.display());
+            }
+            files
+        }
+        None => {
+            scratch = ScratchDir::create()?;
+            write_builtin(&scratch.0, args.exporter_address, args.evaluator_address)?
+        }
+    };
+
+    let exporter_options = {
+        let mut o = lookout_exporter::RunOptions::new(exporter_file);
+        o.listen_address = args.exporter_address.to_string();
+        o
+    };
+    let evaluator_options = {
+        let mut o = lookout_evaluator::EvaluatorOptions::new(evaluator_file);
+        o.listen_address = args.evaluator_address.to_string();
+        o.external_url = Some(format!("http://{}", args.evaluator_address));
+        // Nothing is written outside the scratch directory: `for` timers start afresh.
+        o.state_file = None;
+        o
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(
+        exporter_options,
+        evaluator_options,
+        args.exporter_address,
+        args.evaluator_address,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    exporter_options: lookout_exporter::RunOptions,
+    evaluator_options: lookout_evaluator::EvaluatorOptions,
+    exporter_address: SocketAddr,
+    evaluator_address: SocketAddr,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // The exporter is bound before the evaluator starts, so the evaluator's first scrape of
+    // it finds it listening.
+    let exporter = lookout_exporter::Server::bind(exporter_options)
+        .await
+        .context("starting the exporter")?;
+    let exporter_task = {
+        let tx = stop_tx.clone();
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let r = exporter.serve(shutdown).await;
+            let _ = tx.send(true);
+            r
+        })
+    };
+    let evaluator_task = {
+        let tx = stop_tx.clone();
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let r = lookout_evaluator::run(evaluator_options, shutdown).await;
+            let _ = tx.send(true);
+            r
+        })
+    };
+    {
+        let tx = stop_tx.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown_signal() => { let _ = tx.send(true); }
+                _ = rx.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    // The evaluator listens once its configuration and rules are loaded.
+    let mut rx = stop_rx.clone();
+    let listening = loop {
+        if tokio::net::TcpStream::connect(evaluator_address)
+            .await
+            .is_ok()
+        {
+            break true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = rx.wait_for(|stop| *stop) => break false,
+        }
+    };
+    if listening {
+        println!(
+            "Lookout is up (exporter and evaluator, embedded storage). Open:\n  \
+             status page       http://{evaluator_address}/\n  \
+             evaluator API     http://{evaluator_address}/api/v1/alerts  (also /api/v1/rules, /api/v1/query, /metrics)\n  \
+             exporter metrics  http://{exporter_address}/metrics  (also /probe?target=...&module=..., /health)\n\
+             Press Ctrl-C to stop."
+        );
+    }
+
+    let exporter_result = exporter_task.await.context("exporter task")?;
+    let evaluator_result = evaluator_task.await.context("evaluator task")?;
+    evaluator_result.context("evaluator")?;
+    exporter_result.context("exporter")?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("interrupted; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_rule_file_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".rules.yml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        on_disk.sort();
+        let built_in: Vec<String> = RULE_FILES.iter().map(|(n, _)| n.to_string()).collect();
+        assert!(!on_disk.is_empty());
+        assert_eq!(built_in, on_disk, "add new rules/*.rules.yml to RULE_FILES");
+    }
+
+    #[test]
+    fn addresses_are_rewritten_in_the_built_in_configuration() {
+        let exp = SocketAddr::from(([127, 0, 0, 1], 19115));
+        let ev = SocketAddr::from(([127, 0, 0, 1], 19095));
+        let e = with_addresses(EXPORTER_YML, exp, ev);
+        assert!(e.contains("http://127.0.0.1:19095/-/healthy"));
+        assert!(e.contains("target: 127.0.0.1:19115"));
+        assert!(!e.contains(DEFAULT_EXPORTER_ADDRESS) && !e.contains(DEFAULT_EVALUATOR_ADDRESS));
+        let v = with_addresses(EVALUATOR_YML, exp, ev);
+        assert!(v.contains("[127.0.0.1:19115]") && v.contains("[127.0.0.1:19095]"));
+    }
+}

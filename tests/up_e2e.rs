@@ -1,0 +1,221 @@
+//! End to end: `lookout up` with its built-in configuration, started from an empty directory
+//! on free loopback ports. It must print the URLs, serve the exporter's /metrics (with its
+//! own and the evaluator's endpoints as targets) and the evaluator's API with every shipped
+//! rule group loaded, write nothing in the working directory, and exit 0 on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lookout");
+
+/// The `lookout up` process; killed if the test fails before stopping it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Status and body of one HTTP/1.0 GET, or `None` when the connection fails.
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `path` every 200 ms (at most `tries` times) until `check` accepts the body.
+async fn get_until(
+    addr: SocketAddr,
+    path: &str,
+    tries: usize,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = String::new();
+    for _ in 0..tries {
+        if let Some((200, body)) = get(addr, path).await {
+            if check(&body) {
+                return body;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("gave up waiting on {path}; last answer:\n{last}");
+}
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+async fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// Group names declared in the shipped rule files (`  - name: X` lines).
+fn shipped_groups() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("rules/") {
+        let path = entry.expect("entry").path();
+        if !path.to_string_lossy().ends_with(".rules.yml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("rule file");
+        names.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("  - name: "))
+                .map(|n| n.trim().trim_matches('"').to_string()),
+        );
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
+    let exporter = free_port().await;
+    let evaluator = free_port().await;
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(BIN)
+        .args(["up", "--web.listen-address.exporter"])
+        .arg(exporter.to_string())
+        .arg("--web.listen-address.evaluator")
+        .arg(evaluator.to_string())
+        .current_dir(cwd.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut process = Process(child);
+
+    // The URLs, printed once both halves listen.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no URLs printed; got {printed:?}"));
+        printed.push(line);
+    }
+    let text = printed.join("\n");
+    assert!(
+        text.contains(&format!("status page       http://{evaluator}/")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("http://{evaluator}/api/v1/alerts")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("http://{exporter}/metrics")),
+        "{text}"
+    );
+
+    // The exporter probes Lookout's own endpoints, the evaluator's included, on the chosen
+    // ports (the built-in configuration's addresses are rewritten).
+    get_until(exporter, "/metrics", 150, |m| {
+        let up = |job, instance| sample(m, "up", &[("job", job), ("instance", instance)]);
+        up("lookout-evaluator", "evaluator-health") == Some(1.0)
+            && up("lookout-exporter", "exporter-health") == Some(1.0)
+    })
+    .await;
+
+    // Every shipped rule group is loaded; the seed's alerts are among the rules.
+    let groups = shipped_groups();
+    assert!(groups.len() >= 4, "{groups:?}");
+    let rules = get_until(evaluator, "/api/v1/rules", 50, |_| true).await;
+    for g in &groups {
+        assert!(
+            rules.contains(&format!("\"name\":\"{g}\"")),
+            "{g} missing: {rules}"
+        );
+    }
+    for alert in ["ServerDown", "HighLatency"] {
+        assert!(rules.contains(&format!("\"name\":\"{alert}\"")), "{rules}");
+    }
+
+    // The evaluator scrapes the exporter (embedded storage, honor_labels): the exporter's
+    // targets are queryable with their own job and instance labels.
+    get_until(
+        evaluator,
+        "/api/v1/query?query=up%7Binstance%3D%22evaluator-health%22%7D",
+        150,
+        |b| b.contains(r#""job":"lookout-evaluator""#) && b.contains(r#""1"]"#),
+    )
+    .await;
+    let page = get_until(evaluator, "/", 10, |b| b.contains("Lookout status")).await;
+    assert!(page.contains("evaluator-health"), "{page}");
+
+    // SIGTERM stops both halves cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let mut exit = None;
+    for _ in 0..300 {
+        if let Some(s) = process.0.try_wait().expect("wait") {
+            exit = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exit = exit.expect("lookout up did not stop within 30s of SIGTERM");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    assert!(get(exporter, "/metrics").await.is_none());
+    assert!(get(evaluator, "/-/healthy").await.is_none());
+
+    // Nothing was written where it was started.
+    let left: Vec<_> = std::fs::read_dir(cwd.path())
+        .expect("read cwd")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "lookout up wrote {left:?}");
+}
+
+#[test]
+fn up_refuses_a_config_dir_without_its_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["up", "--config.dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run lookout up");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exporter.yml: no such file"), "{err}");
+}
