@@ -83,6 +83,12 @@ impl Labels {
         self.0.is_empty()
     }
 
+    /// An identity for this label set's shared storage: clones share it, equal sets built
+    /// separately do not. Only meaningful while the value (or a clone) is alive.
+    pub fn ptr_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// Keeps only the labels for which `keep(name, value)` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         if self.0.iter().all(|(k, v)| keep(k, v)) {

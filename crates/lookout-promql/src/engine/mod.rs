@@ -348,7 +348,7 @@ impl Engine {
         let value = ev.eval(expr, t_ms)?;
         let value = match value {
             Value::Vector(v) => {
-                let mut v = finish_vector(v)?;
+                let mut v = LabelMemo::default().finish_vector(v)?;
                 for s in v.iter_mut() {
                     s.t = t_ms;
                 }
@@ -398,7 +398,7 @@ impl Engine {
         }
         let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms, step_ms)?;
         ev.warn_sort_in_range(expr);
-        let mut series: FastMap<Labels, usize> = FastMap::default();
+        let mut memo = LabelMemo::default();
         let mut out: Matrix = Vec::new();
         let mut t = start_ms;
         let mut total = 0usize;
@@ -406,14 +406,14 @@ impl Engine {
             ev.check_deadline()?;
             match ev.eval(expr, t)? {
                 Value::Scalar { v, .. } => {
-                    push_point(&mut series, &mut out, Labels::default(), t, v);
+                    memo.push_point(&mut out, Labels::default(), t, v);
                     total += 1;
                 }
                 Value::Vector(vec) => {
-                    let vec = finish_vector(vec)?;
+                    let vec = memo.finish_vector(vec)?;
                     total += vec.len();
                     for s in vec {
-                        push_point(&mut series, &mut out, s.metric, t, s.f);
+                        memo.push_point(&mut out, s.metric, t, s.f);
                     }
                 }
                 other => {
@@ -436,23 +436,86 @@ impl Engine {
     }
 }
 
-fn push_point(
-    index: &mut FastMap<Labels, usize>,
-    out: &mut Matrix,
-    metric: Labels,
-    t: i64,
-    f: f64,
-) {
-    match index.get(&metric) {
-        Some(&i) => out[i].floats.push(FPoint { t, f }),
-        None => {
-            index.insert(metric.clone(), out.len());
-            out.push(Series {
-                metric,
-                floats: vec![FPoint { t, f }],
-                drop_name: false,
-            });
+/// Per-query memo of label-set work that would otherwise repeat at every step of a range
+/// query: the same series reach the end of every step with the same shared label sets.
+/// Entries keep their source label set alive, so a pointer cannot be reused by another set.
+#[derive(Default)]
+struct LabelMemo {
+    dropped: FastMap<usize, (Labels, Labels)>,
+    hashes: FastMap<usize, (Labels, u64)>,
+    series_by_ptr: FastMap<usize, (Labels, usize)>,
+    series_by_labels: FastMap<Labels, usize>,
+}
+
+impl LabelMemo {
+    fn drop_name(&mut self, l: &Labels) -> Labels {
+        let (_, dropped) = self.dropped.entry(l.ptr_id()).or_insert_with(|| {
+            let mut d = l.clone();
+            drop_metric_name(&mut d);
+            (l.clone(), d)
+        });
+        dropped.clone()
+    }
+
+    fn hash(&mut self, l: &Labels) -> u64 {
+        use std::hash::BuildHasher;
+        self.hashes
+            .entry(l.ptr_id())
+            .or_insert_with(|| (l.clone(), FnvBuild.hash_one(l)))
+            .1
+    }
+
+    /// Applies delayed name removal to a final vector and rejects duplicate label sets.
+    fn finish_vector(&mut self, mut v: Vector) -> Result<Vector, QueryError> {
+        for s in v.iter_mut() {
+            if s.drop_name {
+                s.metric = self.drop_name(&s.metric);
+                s.drop_name = false;
+            }
         }
+        if v.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
+            let mut collision = false;
+            for s in &v {
+                if !seen.insert(self.hash(&s.metric)) {
+                    collision = true;
+                    break;
+                }
+            }
+            if collision {
+                let mut exact = std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
+                for s in &v {
+                    if !exact.insert(&s.metric) {
+                        return Err(QueryError::eval(
+                            "vector cannot contain metrics with the same labelset",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Appends a point to the range-query result series with labels `metric`.
+    fn push_point(&mut self, out: &mut Matrix, metric: Labels, t: i64, f: f64) {
+        if let Some((_, i)) = self.series_by_ptr.get(&metric.ptr_id()) {
+            out[*i].floats.push(FPoint { t, f });
+            return;
+        }
+        let i = match self.series_by_labels.get(&metric) {
+            Some(&i) => i,
+            None => {
+                self.series_by_labels.insert(metric.clone(), out.len());
+                out.push(Series {
+                    metric: metric.clone(),
+                    floats: Vec::new(),
+                    drop_name: false,
+                });
+                out.len() - 1
+            }
+        };
+        out[i].floats.push(FPoint { t, f });
+        self.series_by_ptr.insert(metric.ptr_id(), (metric, i));
     }
 }
 
@@ -460,27 +523,6 @@ fn push_point(
 /// labels `__type__` and `__unit__`.
 pub(crate) fn drop_metric_name(l: &mut Labels) {
     l.retain(|k, _| k != METRIC_NAME && k != "__type__" && k != "__unit__");
-}
-
-/// Applies delayed name removal to a final vector and rejects duplicate label sets.
-fn finish_vector(mut v: Vector) -> Result<Vector, QueryError> {
-    for s in v.iter_mut() {
-        if s.drop_name {
-            drop_metric_name(&mut s.metric);
-            s.drop_name = false;
-        }
-    }
-    if v.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
-        for s in &v {
-            if !seen.insert(&s.metric) {
-                return Err(QueryError::eval(
-                    "vector cannot contain metrics with the same labelset",
-                ));
-            }
-        }
-    }
-    Ok(v)
 }
 
 /// Applies delayed name removal to a final matrix, merging series that end up equal.
