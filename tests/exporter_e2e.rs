@@ -238,7 +238,6 @@ async fn exporter_sees_an_outage_and_its_cascade() {
     let (status, body) = http(addr, "POST", "/-/reload").await.expect("reload");
     assert_eq!(status, 500);
     assert!(body.contains("exporter.yml:4:"), "{body}");
-    signal(&process, "HUP");
     let metrics = metrics_until(addr, "reload failure published", 50, |m| {
         sample(m, "lookout_exporter_config_last_reload_successful", &[]) == Some(0.0)
     })
@@ -253,6 +252,19 @@ async fn exporter_sees_an_outage_and_its_cascade() {
         Some(2.0),
         "{metrics}"
     );
+
+    // SIGHUP reloads a fixed file: one more target.
+    let extra = format!(
+        "{}  - name: extra\n    module: http_quick\n    target: http://{lb}/extra\n    interval: 200ms\n",
+        config(lb).replace("heartbeats:\n  - name: backup\n    max_silence: 1s\n", "")
+    );
+    std::fs::write(&path, extra).expect("write fixed config");
+    signal(&process, "HUP");
+    metrics_until(addr, "SIGHUP reload with three targets", 50, |m| {
+        sample(m, "lookout_exporter_config_last_reload_successful", &[]) == Some(1.0)
+            && sample(m, "lookout_exporter_targets", &[]) == Some(3.0)
+    })
+    .await;
 
     // SIGTERM stops it cleanly.
     signal(&process, "TERM");
