@@ -69,8 +69,19 @@ impl Evaluator<'_> {
                         &anchor,
                     );
                 }
-                aggregate(&op, param.unwrap_or(f64::NAN), vec, without, &grouping)
-                    .map(Value::Vector)
+                let node = a as *const AggregateExpr as usize;
+                let mut memo = self.group_memo.borrow_mut();
+                let mut grouper = |l: &Labels| {
+                    let (_, key, labels) = memo.entry((node, l.ptr_id())).or_insert_with(|| {
+                        (
+                            l.clone(),
+                            group_key(l, without, &grouping),
+                            group_labels(l, without, &grouping),
+                        )
+                    });
+                    (*key, labels.clone())
+                };
+                aggregate(&op, param.unwrap_or(f64::NAN), vec, &mut grouper).map(Value::Vector)
             }
         }
     }
@@ -206,14 +217,13 @@ fn aggregate(
     op: &str,
     param: f64,
     vec: Vector,
-    without: bool,
-    grouping: &[String],
+    grouper: &mut dyn FnMut(&Labels) -> (u64, Labels),
 ) -> Result<Vector, QueryError> {
     let mut order: Vec<u64> = Vec::new();
     let mut groups: FastMap<u64, Group> = FastMap::default();
     for s in vec {
         let f = s.f;
-        let key = group_key(&s.metric, without, grouping);
+        let (key, group_metric) = grouper(&s.metric);
         let Some(g) = groups.get_mut(&key) else {
             let value = match op {
                 "stddev" | "stdvar" => {
@@ -229,7 +239,7 @@ fn aggregate(
             groups.insert(
                 key,
                 Group {
-                    metric: group_labels(&s.metric, without, grouping),
+                    metric: group_metric,
                     value,
                     mean: f,
                     kahan_c: 0.0,

@@ -483,7 +483,8 @@ impl LabelMemo {
                 }
             }
             if collision {
-                let mut exact = std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
+                let mut exact =
+                    std::collections::HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
                 for s in &v {
                     if !exact.insert(&s.metric) {
                         return Err(QueryError::eval(
@@ -695,6 +696,9 @@ pub(crate) struct Evaluator<'a> {
     cache: RefCell<HashMap<usize, Rc<Vec<SeriesData>>>>,
     /// When the query must give up.
     deadline: Option<std::time::Instant>,
+    /// Grouping key and output labels per (aggregation node, input label set), kept with
+    /// the input label set so its identity stays valid.
+    pub(crate) group_memo: RefCell<GroupMemo>,
     /// Per selector and series, where the last window ended: steps mostly move forward, so
     /// the next window is found by a short forward scan instead of a binary search.
     cursors: RefCell<HashMap<usize, Vec<usize>>>,
@@ -737,6 +741,7 @@ impl<'a> Evaluator<'a> {
             cache: RefCell::new(HashMap::new()),
             cursors: RefCell::new(HashMap::new()),
             deadline: opts.timeout.map(|t| std::time::Instant::now() + t),
+            group_memo: RefCell::new(FastMap::default()),
             hulls: HashMap::new(),
         };
         let mut hulls = HashMap::new();
@@ -1373,6 +1378,9 @@ impl std::hash::Hasher for Fnv {
 
 /// A hash map with [`FnvBuild`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, FnvBuild>;
+
+/// See `Evaluator::group_memo`.
+pub(crate) type GroupMemo = FastMap<(usize, usize), (Labels, u64, Labels)>;
 
 /// Hash of the labels of `l` for which `include(name)` holds: Prometheus groups and
 /// matches series by such hashes too.
