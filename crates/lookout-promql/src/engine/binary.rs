@@ -10,6 +10,15 @@ use super::{
 };
 use crate::labels::{Labels, METRIC_NAME};
 
+/// Per-query memo of vector-matching work repeated at every step: join signatures and
+/// result label sets, keyed by node and by the identity of the label sets involved (which
+/// are kept alive in the entries).
+#[derive(Default)]
+pub(crate) struct BinaryMemo {
+    signatures: FastMap<(usize, usize), (Labels, u64)>,
+    results: FastMap<(usize, usize, usize), (Labels, Labels, Labels)>,
+}
+
 /// The binary operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BinOp {
@@ -119,7 +128,11 @@ fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
 }
 
 /// How two vectors are matched.
-struct Matching {
+struct Matching<'e> {
+    /// Memo of signatures and result label sets, per node of the query.
+    memo: &'e std::cell::RefCell<BinaryMemo>,
+    /// Identity of the binary expression node.
+    node: usize,
     card: Card,
     on: bool,
     labels: Vec<String>,
@@ -138,8 +151,12 @@ enum Card {
     ManyToMany,
 }
 
-impl Matching {
-    fn from_expr(b: &BinaryExpr, op: BinOp) -> Matching {
+impl Matching<'_> {
+    fn from_expr<'e>(
+        b: &BinaryExpr,
+        op: BinOp,
+        memo: &'e std::cell::RefCell<BinaryMemo>,
+    ) -> Matching<'e> {
         let (mut card, on, labels, include) = match &b.modifier {
             None => (Card::OneToOne, false, vec![], vec![]),
             Some(m) => {
@@ -165,6 +182,8 @@ impl Matching {
             None => (None, None),
         };
         Matching {
+            memo,
+            node: b as *const BinaryExpr as usize,
             card,
             on,
             labels,
@@ -176,6 +195,14 @@ impl Matching {
 
     /// The join key of a series (a hash of the matching labels, as in Prometheus).
     fn signature(&self, l: &Labels) -> u64 {
+        let mut memo = self.memo.borrow_mut();
+        memo.signatures
+            .entry((self.node, l.ptr_id()))
+            .or_insert_with(|| (l.clone(), self.compute_signature(l)))
+            .1
+    }
+
+    fn compute_signature(&self, l: &Labels) -> u64 {
         if self.on {
             label_hash(l, |k| self.labels.iter().any(|x| x == k))
         } else {
@@ -222,7 +249,7 @@ impl Evaluator<'_> {
                 Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
             }
             (Value::Vector(l), Value::Vector(r)) => {
-                let matching = Matching::from_expr(b, op);
+                let matching = Matching::from_expr(b, op, &self.binary_memo);
                 let out = match op {
                     BinOp::And => vector_and(l, r, &matching),
                     BinOp::Or => vector_or(l, r, &matching),
@@ -377,7 +404,7 @@ fn vector_binop(
 
 struct OpCtx<'m> {
     op: BinOp,
-    m: &'m Matching,
+    m: &'m Matching<'m>,
     return_bool: bool,
     swapped: bool,
 }
@@ -397,7 +424,20 @@ impl OpCtx<'_> {
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
         }
-        let metric = result_metric(&ls.metric, &rs.metric, op, m);
+        let metric = {
+            let mut memo = m.memo.borrow_mut();
+            memo.results
+                .entry((m.node, ls.metric.ptr_id(), rs.metric.ptr_id()))
+                .or_insert_with(|| {
+                    (
+                        ls.metric.clone(),
+                        rs.metric.clone(),
+                        result_metric(&ls.metric, &rs.metric, op, m),
+                    )
+                })
+                .2
+                .clone()
+        };
         match matched.get_mut(&sig) {
             Some(inserted) => {
                 if m.card == Card::OneToOne {

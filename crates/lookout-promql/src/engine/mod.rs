@@ -699,6 +699,8 @@ pub(crate) struct Evaluator<'a> {
     /// Grouping key and output labels per (aggregation node, input label set), kept with
     /// the input label set so its identity stays valid.
     pub(crate) group_memo: RefCell<GroupMemo>,
+    /// See [`binary::BinaryMemo`].
+    pub(crate) binary_memo: RefCell<binary::BinaryMemo>,
     /// Per selector and series, where the last window ended: steps mostly move forward, so
     /// the next window is found by a short forward scan instead of a binary search.
     cursors: RefCell<HashMap<usize, Vec<usize>>>,
@@ -742,6 +744,7 @@ impl<'a> Evaluator<'a> {
             cursors: RefCell::new(HashMap::new()),
             deadline: opts.timeout.map(|t| std::time::Instant::now() + t),
             group_memo: RefCell::new(FastMap::default()),
+            binary_memo: RefCell::new(binary::BinaryMemo::default()),
             hulls: HashMap::new(),
         };
         let mut hulls = HashMap::new();
