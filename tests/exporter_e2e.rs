@@ -3,7 +3,8 @@
 //! A load balancer and an app behind it are served by one loopback server; stopping it takes
 //! both down, and the exporter must show `up 0` for both and mark the app as blocked by the
 //! load balancer. A broken reload must keep the old configuration; a heartbeat must go down
-//! after its silence; SIGTERM must stop the process cleanly.
+//! after its silence; SIGTERM must stop the process cleanly. A real Prometheus (Debian's
+//! `prometheus` package) scrapes it with `honor_labels: true` and through `/probe`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -325,4 +326,135 @@ fn the_shipped_example_config_is_valid() {
         .output()
         .expect("run lookout");
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Queries Prometheus' HTTP API (instant query) and returns the raw JSON.
+async fn prometheus_query(prometheus: SocketAddr, encoded_query: &str) -> Option<String> {
+    let (status, body) = http(
+        prometheus,
+        "GET",
+        &format!("/api/v1/query?query={encoded_query}"),
+    )
+    .await?;
+    (status == 200).then_some(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_targets_with_honor_labels_and_probes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
+    let app_addr = listener.local_addr().expect("target address");
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exporter_config = dir.path().join("exporter.yml");
+    std::fs::write(
+        &exporter_config,
+        format!(
+            "modules:
+  http_2xx:
+    prober: http
+    timeout: 1s
+    http:
+      preferred_ip_protocol: ip4
+targets:
+  - name: app
+    module: http_2xx
+    target: http://{app_addr}/
+    interval: 200ms
+    labels:
+      job: shop
+"
+        ),
+    )
+    .expect("write exporter config");
+    let exporter = free_port().await;
+    let _exporter = start(&exporter_config, exporter);
+
+    let prometheus = free_port().await;
+    let prometheus_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prometheus_config,
+        format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: lookout
+    honor_labels: true
+    static_configs:
+      - targets: ['{exporter}']
+  - job_name: blackbox
+    metrics_path: /probe
+    params:
+      module: [http_2xx]
+    static_configs:
+      - targets: ['http://{app_addr}/']
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: '{exporter}'
+"
+        ),
+    )
+    .expect("write prometheus config");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", prometheus_config.display()))
+        .arg(format!("--web.listen-address={prometheus}"))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus is installed (apt-get install prometheus)");
+    let _prometheus = Process(child);
+
+    // The exporter's own job/instance labels survive the scrape (honor_labels).
+    let mut last = String::new();
+    let mut seen_up = false;
+    for _ in 0..300 {
+        if let Some(body) = prometheus_query(
+            prometheus,
+            "up%7Bjob%3D%22shop%22%2Cinstance%3D%22app%22%7D%20%3D%3D%201",
+        )
+        .await
+        {
+            if body.contains("\"instance\":\"app\"") {
+                seen_up = true;
+                break;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen_up,
+        "Prometheus never saw up{{job=\"shop\",instance=\"app\"}} 1: {last}"
+    );
+
+    // The blackbox-style /probe job works unchanged.
+    let mut seen_probe = false;
+    for _ in 0..100 {
+        if let Some(body) = prometheus_query(
+            prometheus,
+            "probe_success%7Bjob%3D%22blackbox%22%7D%20%3D%3D%201",
+        )
+        .await
+        {
+            if body.contains("\"job\":\"blackbox\"") {
+                seen_probe = true;
+                break;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_probe, "Prometheus never saw probe_success 1: {last}");
 }
