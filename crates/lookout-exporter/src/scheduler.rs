@@ -122,8 +122,9 @@ impl TargetSlot {
         matches!(&state.last, Some(last) if !last.success)
     }
 
-    /// Stores the result of a probe.
-    pub fn record(&self, report: &ProbeReport) {
+    /// Stores the result of a probe; returns whether the previous probe succeeded (`None`
+    /// before the first probe).
+    pub fn record(&self, report: &ProbeReport) -> Option<bool> {
         let rec = &report.recorder;
         let last = LastProbe {
             success: report.success,
@@ -159,7 +160,7 @@ impl TargetSlot {
                 .or_default()
                 .observe(dns.duration.as_secs_f64());
         }
-        state.last = Some(last);
+        state.last.replace(last).map(|previous| previous.success)
     }
 
     /// The timeout of one probe of this target.
@@ -337,14 +338,20 @@ async fn tick(slot: Arc<TargetSlot>, limit: Arc<Semaphore>, metrics: Arc<Exporte
             };
             let report = prober::run(&request).await;
             metrics.observe_probe(prober_name(slot.module.prober), &report);
-            if !report.success {
-                tracing::debug!(
-                    target = %slot.target.name,
-                    reason = report.failure.as_ref().map(|f| f.reason.as_str()).unwrap_or(""),
-                    "probe failed"
-                );
+            let previous = slot.record(&report);
+            let name = &slot.target.name;
+            match (previous, report.success) {
+                (Some(true) | None, false) => {
+                    let (reason, message) = report
+                        .failure
+                        .as_ref()
+                        .map(|f| (f.reason.as_str(), f.message.as_str()))
+                        .unwrap_or(("", ""));
+                    tracing::warn!(target = %name, reason, message, "target down");
+                }
+                (Some(false), true) => tracing::info!(target = %name, "target up again"),
+                _ => {}
             }
-            slot.record(&report);
         });
     }
 }
