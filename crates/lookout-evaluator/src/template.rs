@@ -8,11 +8,11 @@
 //! and restored afterwards.
 //!
 //! Output is checked against Prometheus's own Go templates (`promtool test rules`) in
-//! `tests/rules_templates_promtool.rs`. Known differences, from the `gtmpl` crate: a number
-//! printed without a function (`{{ $value }}`) uses Rust's float formatting (`1000000`)
-//! where Go prints `1e+06`; number literals written in a template that are negative
-//! fractions or beyond 2^64 are misread. `humanize`, `printf` and the other functions
-//! match Go.
+//! `tests/rules_templates_promtool.rs`. `{{ $value }}` and `{{ .Value }}` print as Go's `%v`
+//! does (`1.5e+09`). Known differences, from the `gtmpl` crate: other numbers printed
+//! without a function (`{{ . | first | value }}`) use Rust's float formatting
+//! (`1500000000`), and number literals written in a template that are negative fractions
+//! or beyond 2^64 are misread. `humanize`, `printf` and the other functions match Go.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -80,6 +80,7 @@ fn prometheus_funcs() -> Vec<(&'static str, Func)> {
         ("parseDuration", f_parse_duration as Func),
         ("pathPrefix", f_path_prefix as Func),
         ("externalURL", f_external_url as Func),
+        ("lookoutGoValue", f_go_value as Func),
     ]
 }
 
@@ -136,7 +137,7 @@ impl CompiledTemplate {
     pub fn new(name: &str, text: &str) -> CompiledTemplate {
         let parsed = text.contains("{{").then(|| {
             let mut t = new_template(name);
-            t.parse(format!("{DEFS}{text}"))
+            t.parse(format!("{DEFS}{}", print_value_like_go(text)))
                 .map(|()| t)
                 .map_err(|e| parse_error_text(name, text, e))
         });
@@ -519,6 +520,63 @@ fn f_strip_domain(args: &[Value]) -> Result<Value, FuncError> {
     )?)))
 }
 
+/// Rewrites actions that only print the alert value (`{{ $value }}`, `{{ .Value }}`) to
+/// print it the way Go's `%v` does (`1.5e+09`), which gtmpl's own number printing does not.
+fn print_value_like_go(text: &str) -> std::borrow::Cow<'_, str> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"\{\{(-?)(\s*)(\$value|\.Value)(\s*)(-?)\}\}")
+            .expect("constant pattern")
+    });
+    re.replace_all(text, "{{${1}${2}lookoutGoValue ${3}${4}${5}}}")
+}
+
+/// Go's `fmt.Sprint(v)` of a float64 (`%v`, i.e. `strconv.FormatFloat(v, 'g', -1, 64)`):
+/// shortest digits, exponent form when the decimal exponent is below -4 or at least 6.
+pub fn go_fmt_v(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    let s = format!("{:e}", v.abs());
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let nd = digits.len() as i32;
+    let dp = exp + 1;
+    let sign = if v < 0.0 { "-" } else { "" };
+    if !(-4..6).contains(&exp) {
+        let mut m = digits[..1].to_string();
+        if nd > 1 {
+            m.push('.');
+            m.push_str(&digits[1..]);
+        }
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{m}e{esign}{:02}", exp.abs());
+    }
+    let out = if dp <= 0 {
+        format!("0.{}{}", "0".repeat((-dp) as usize), digits)
+    } else if dp >= nd {
+        format!("{}{}", digits, "0".repeat((dp - nd) as usize))
+    } else {
+        format!("{}.{}", &digits[..dp as usize], &digits[dp as usize..])
+    };
+    format!("{sign}{out}")
+}
+
+fn f_go_value(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(go_fmt_v(float_arg(
+        args,
+        0,
+        "lookoutGoValue",
+    )?)))
+}
+
 /// Go's `fmt.Sprintf("%.<prec>g", v)`.
 pub fn go_fmt_g(v: f64, prec: usize) -> String {
     if v.is_nan() {
@@ -785,6 +843,12 @@ mod tests {
         assert_eq!(go_fmt_g(0.00001234, 4), "1.234e-05");
         assert_eq!(go_fmt_g(100.0, 4), "100");
         assert_eq!(go_fmt_g(-2.0, 4), "-2");
+        assert_eq!(go_fmt_v(1e6), "1e+06");
+        assert_eq!(go_fmt_v(123456.0), "123456");
+        assert_eq!(go_fmt_v(1234567.0), "1.234567e+06");
+        assert_eq!(go_fmt_v(0.0001), "0.0001");
+        assert_eq!(go_fmt_v(0.00001), "1e-05");
+        assert_eq!(go_fmt_v(0.25), "0.25");
     }
 
     #[test]
@@ -844,6 +908,7 @@ mod tests {
         );
         assert_eq!(x("{{ printf \"%.2f\" $value }}"), "0.25");
         assert_eq!(x("{{ pathPrefix }}"), "/prefix");
+        assert_eq!(x("{{$value}} {{- .Value -}} !"), "0.250.25!");
         assert_eq!(x("{{ $labels.missing }}"), "");
         assert_eq!(x("{{ $labels.missing | toUpper }}"), "");
         assert_eq!(x("{{ with args 1 \"b\" }}{{ .arg1 }}{{ end }}"), "b");

@@ -11,7 +11,7 @@ use lookout_evaluator::datasource::QuerySample;
 use lookout_evaluator::template::{QueryFn, TemplateData, expand};
 use lookout_promql::Labels;
 
-const VALUE: f64 = 1234.5678;
+const VALUE: f64 = 12345678.9;
 
 fn annotations() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
