@@ -420,7 +420,7 @@ fn group_row(g: &GroupSnapshot) -> GroupRow {
     }
 }
 
-/// "3m 12s", "2h 5m", "4d 1h": two units at most.
+/// "3m 12s", "2h 5m", "4d 1h": two units at most; "500ms" under a second.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     let (days, hours, minutes, seconds) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
@@ -430,6 +430,8 @@ pub fn human_duration(d: Duration) -> String {
         format!("{hours}h {minutes}m")
     } else if minutes > 0 {
         format!("{minutes}m {seconds}s")
+    } else if s == 0 && d.subsec_millis() > 0 {
+        format!("{}ms", d.subsec_millis())
     } else {
         format!("{seconds}s")
     }
@@ -512,6 +514,7 @@ a{color:var(--blue)}
  thead{display:none}
  tr{border-bottom:1px solid var(--line);padding:6px 0}
  td{border:0;padding:2px 0}
+ td[data-label]:empty{display:none}
  td[data-label]::before{content:attr(data-label) ": ";color:var(--muted);font-size:12px}
 }
 "#;
@@ -846,6 +849,8 @@ mod tests {
     #[test]
     fn durations_read_like_a_person_writes_them() {
         assert_eq!(human_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(human_duration(Duration::ZERO), "0s");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 120)), "3h 2m");
         assert_eq!(
             human_duration(Duration::from_secs(2 * 86_400 + 3600)),
