@@ -5,13 +5,15 @@
 //! failures and annotations.
 //!
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
-//! those that read or expect native histograms, and those that need experimental parser
-//! features promql-parser or this engine lack (`anchored`/`smoothed` range selectors, the
-//! `start_timestamp()` and `integral()` functions).
-//! Experimental features that are implemented (`limitk`, `limit_ratio`, `sort_by_label`,
-//! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`, `histogram_quantiles`,
-//! `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`, `info()`) run like any other
-//! eval.
+//! those that read or expect native histograms (the storage holds floats only), and those
+//! that call the experimental `start_timestamp()` or `integral()` functions. Every other
+//! experimental feature is implemented and runs like any other eval: duration expressions,
+//! `anchored`/`smoothed`, `fill*()`, `limitk`, `limit_ratio`, `info()`, `sort_by_label`,
+//! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`,
+//! `histogram_quantiles`, `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`.
+//!
+//! `@st` start-timestamp lines are parsed but not stored (the storage has no start times),
+//! so evals that depend on them fail; `testdata/known_failures.txt` lists them.
 
 pub mod script;
 
