@@ -1,0 +1,400 @@
+//! Helpers shared by the end-to-end tests of the `lookout` package: free loopback ports, the
+//! real `lookout` binary and Debian's `prometheus` / `prometheus-alertmanager` as child
+//! processes that are killed when dropped (their logs are printed when a test fails),
+//! bounded polling, and a loopback HTTP target that can be stopped and started again on the
+//! same port.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `lookout` binary cargo built for these tests.
+pub const LOOKOUT: &str = env!("CARGO_BIN_EXE_lookout");
+
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it; it is released at once,
+/// so the process under test can bind it).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr go to a
+/// log file, whose tail is printed when the test is failing.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, logging to `<log_dir>/<name>.log` (appended, so a
+    /// restarted process keeps the earlier log).
+    pub fn spawn(name: &str, program: &str, args: &[String], log_dir: &Path) -> Process {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the log file");
+        let err = file.try_clone().expect("clone the log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} ({name}): {e}"));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// Starts `lookout <args>`.
+    pub fn lookout(name: &str, args: &[String], log_dir: &Path) -> Process {
+        Process::spawn(name, LOOKOUT, args, log_dir)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last few kilobytes of the process's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(6000);
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- last lines of {}'s log ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+/// An HTTP client with a per-request timeout, so a hung server cannot hang a test.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("HTTP client")
+}
+
+/// GETs `url` and decodes JSON; `None` on any failure (connection refused while starting, …).
+pub async fn get_json(url: &str) -> Option<Value> {
+    let response = client().get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// GETs `url` with query parameters and decodes JSON, whatever the status (Prometheus API
+/// errors come with a JSON body).
+pub async fn get_json_with(url: &str, query: &[(&str, String)]) -> Result<Value, String> {
+    let response = client()
+        .get(url)
+        .query(query)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{status}: {e}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        )
+    })
+}
+
+/// Status of a request with an empty body (`method` is `GET` or `POST`).
+pub async fn status_of(method: &str, url: &str) -> Option<u16> {
+    let request = match method {
+        "POST" => client().post(url).body(""),
+        _ => client().get(url),
+    };
+    Some(request.send().await.ok()?.status().as_u16())
+}
+
+/// Calls `check` every `every` until it returns `Some`, at most `tries` times; panics naming
+/// `what` otherwise (with the `describe` of the last state, when given).
+pub async fn eventually<T, F, Fut>(what: &str, tries: usize, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..tries {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!(
+        "gave up waiting for {what} ({tries} tries, every {} ms)",
+        every.as_millis()
+    );
+}
+
+/// Waits until `GET url` answers 200 (for `/-/ready`), for at most two minutes.
+pub async fn wait_ready(what: &str, url: &str) {
+    eventually(
+        &format!("{what} to be ready at {url}"),
+        480,
+        Duration::from_millis(250),
+        || async { (status_of("GET", url).await == Some(200)).then_some(()) },
+    )
+    .await;
+}
+
+/// Time as the Prometheus APIs print it (RFC 3339), as seconds since the epoch.
+pub fn rfc3339_secs(value: &Value) -> f64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("not an RFC 3339 time {text:?}: {e}"));
+    time.timestamp() as f64 + f64::from(time.timestamp_subsec_nanos()) / 1e9
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Writes `text` to `dir/name` and returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path.display().to_string()
+}
+
+/// The repository root (where `rules/`, `dashboards/` and `deploy/` live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Debian's `prometheus` on 127.0.0.1 with temporary storage, the remote-write receiver
+/// enabled, and `config` as its configuration. Returns when it is ready.
+pub async fn start_prometheus(dir: &Path, config: &str) -> (Process, u16) {
+    let port = free_port();
+    let config_file = write_file(dir, "prometheus.yml", config);
+    let process = Process::spawn(
+        "prometheus",
+        "prometheus",
+        &[
+            format!("--config.file={config_file}"),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".to_string(),
+            "--log.level=warn".to_string(),
+        ],
+        dir,
+    );
+    wait_ready("prometheus", &format!("http://127.0.0.1:{port}/-/ready")).await;
+    (process, port)
+}
+
+/// Debian's `prometheus-alertmanager` on 127.0.0.1, without clustering, with temporary
+/// storage and a route to a receiver that notifies nobody (alerts are read from its API).
+/// Returns when it is ready.
+pub async fn start_alertmanager(dir: &Path) -> (Process, u16) {
+    let port = free_port();
+    let config_file = write_file(
+        dir,
+        "alertmanager.yml",
+        "route:
+  receiver: nobody
+  group_by: [alertname, instance]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: nobody
+",
+    );
+    let process = Process::spawn(
+        "alertmanager",
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={config_file}"),
+            format!("--storage.path={}", dir.join("alertmanager-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".to_string(),
+            "--log.level=warn".to_string(),
+        ],
+        dir,
+    );
+    wait_ready("alertmanager", &format!("http://127.0.0.1:{port}/-/ready")).await;
+    (process, port)
+}
+
+/// `lookout exporter` with `config` on 127.0.0.1. Returns when it is ready.
+pub async fn start_exporter(dir: &Path, config: &str) -> (Process, u16) {
+    let port = free_port();
+    let config_file = write_file(dir, "exporter.yml", config);
+    let process = Process::lookout(
+        "exporter",
+        &[
+            "exporter".to_string(),
+            "--config.file".to_string(),
+            config_file,
+            "--web.listen-address".to_string(),
+            format!("127.0.0.1:{port}"),
+        ],
+        dir,
+    );
+    wait_ready(
+        "lookout exporter",
+        &format!("http://127.0.0.1:{port}/-/ready"),
+    )
+    .await;
+    (process, port)
+}
+
+/// The alerts of `GET {base}/api/v1/alerts` (the evaluator's, in Prometheus's shape).
+pub async fn evaluator_alerts(base: &str) -> Option<Vec<Value>> {
+    let body = get_json(&format!("{base}/api/v1/alerts")).await?;
+    body["data"]["alerts"].as_array().cloned()
+}
+
+/// The alerts of Alertmanager's `GET /api/v2/alerts`.
+pub async fn alertmanager_alerts(port: u16) -> Option<Vec<Value>> {
+    get_json(&format!("http://127.0.0.1:{port}/api/v2/alerts"))
+        .await?
+        .as_array()
+        .cloned()
+}
+
+/// Whether `alert["labels"]` contains every pair of `labels`.
+pub fn has_labels(alert: &Value, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(k, v)| alert["labels"][*k].as_str() == Some(*v))
+}
+
+/// An instant query against a Prometheus-API server: the result vector, or the error.
+pub async fn instant_query(base: &str, expr: &str) -> Result<Vec<Value>, String> {
+    let body = get_json_with(
+        &format!("{base}/api/v1/query"),
+        &[("query", expr.to_string())],
+    )
+    .await?;
+    if body["status"] != "success" {
+        return Err(body.to_string());
+    }
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// A loopback HTTP target (axum, `GET /` answers 200) that can be stopped — the port then
+/// refuses connections — and started again on the same port.
+pub struct HttpTarget {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl HttpTarget {
+    /// Starts a target on a free port.
+    pub async fn start() -> HttpTarget {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the target");
+        let addr = listener.local_addr().expect("target address");
+        let mut target = HttpTarget {
+            addr,
+            running: None,
+        };
+        target.serve(listener);
+        target
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        self.running = Some((stop, task));
+    }
+
+    /// Stops serving: the listener is closed and open connections are shut down.
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Serves again on the same port (retrying while the port is still being released).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => {
+                    self.serve(listener);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot serve the target on {} again: {e}", self.addr),
+            }
+        }
+    }
+}
+
+impl Drop for HttpTarget {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+        }
+    }
+}
