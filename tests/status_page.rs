@@ -5,7 +5,8 @@
 //! target `lb` and an app behind it (`app`, `depends_on: [lb]`), and the shipped rules.
 //! The server is stopped; once ServerDown is active for `lb`, Chromium loads `/` and the test
 //! asserts what a person reads there: the target down, the alert and its summary, and `lb`
-//! as the root cause with `app` blocked by it. A label value that is an HTML injection must
+//! as the root cause with `app` blocked by it; a blackbox-style `/probe` job of the same
+//! target shows down although its scrape succeeds. A label value that is an HTML injection must
 //! show as text. A second evaluator in remote mode, querying the first one's Prometheus API,
 //! must show the same outage on its own page.
 //!
@@ -149,6 +150,13 @@ scrape_configs:
     honor_labels: true
     static_configs:
       - targets: ['{exporter}']
+  - job_name: blackbox-probe
+    metrics_path: /probe
+    params:
+      module: [http_quick]
+      target: ['http://{target}/']
+    static_configs:
+      - targets: ['{exporter}']
 ",
             rules.display()
         ),
@@ -281,6 +289,14 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     })
     .await;
 
+    get_until(
+        evaluator,
+        "/api/v1/query?query=probe_success%20%3D%3D%200",
+        240,
+        |b| b.contains(r#""job":"blackbox-probe""#),
+    )
+    .await;
+
     // What a person reads in the browser.
     let url = format!("http://{evaluator}/");
     let dom = chromium(
@@ -303,6 +319,12 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     );
     assert!(text.contains("active for"), "{text}");
     assert!(text.contains("lookout-availability"), "rule group: {text}");
+    // A blackbox-style /probe job: the exporter answers (up 1) but the probe fails.
+    assert!(
+        text.contains(&format!("down {exporter} blackbox-probe")),
+        "{text}"
+    );
+    assert!(text.contains("probe failed (probe_success 0)"), "{text}");
     // The hostile label value is shown as text, never parsed as markup.
     assert!(text.contains(&format!("team=\"{HOSTILE}\"")), "{text}");
     assert!(!dom.contains(HOSTILE), "label value became markup: {dom}");

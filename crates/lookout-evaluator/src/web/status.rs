@@ -10,7 +10,8 @@
 //!   heartbeats, and the evaluator's own scrape targets) with its state, the latency of the
 //!   last probe (`lookout_target_probe_duration_seconds`) or scrape
 //!   (`scrape_duration_seconds`) and why it failed (`lookout_target_probe_failure_info`, or
-//!   the scrape error).
+//!   the scrape error). A job scraping `/probe` the blackbox_exporter way is down when its
+//!   `probe_success` is 0, with `probe_duration_seconds` as latency.
 //! * **Rule groups**: last evaluation, its duration, and the errors of its rules.
 //!
 //! Everything comes from PromQL queries on the evaluator's datasource, so the page works the
@@ -223,9 +224,22 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
         )
         .await;
         let blocked = query(ds.as_ref(), "lookout_target_blocked == 1", now, problems).await;
+        // blackbox_exporter's pattern (a job scraping /probe?target=...): `up` only says the
+        // exporter answered; probe_success says whether the target did.
+        let probe_success = query(ds.as_ref(), "probe_success", now, problems).await;
+        let blackbox_latency = query(ds.as_ref(), "probe_duration_seconds", now, problems).await;
+        let failed_probes: BTreeSet<(String, String)> = probe_success
+            .iter()
+            .filter(|s| s.value == 0.0)
+            .map(|s| key(&s.labels))
+            .collect();
 
         let mut latency: HashMap<(String, String), f64> = HashMap::new();
-        for s in scrape_latency.iter().chain(&probe_latency) {
+        for s in scrape_latency
+            .iter()
+            .chain(&blackbox_latency)
+            .chain(&probe_latency)
+        {
             if s.value.is_finite() {
                 latency.insert(key(&s.labels), s.value);
             }
@@ -248,11 +262,16 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
                 continue;
             }
             let k = key(&s.labels);
-            let state = if s.value >= 1.0 {
+            let state = if s.value >= 1.0 && !failed_probes.contains(&k) {
                 TargetState::Up
             } else {
                 TargetState::Down
             };
+            if s.value >= 1.0 && failed_probes.contains(&k) {
+                reasons
+                    .entry(k.clone())
+                    .or_insert_with(|| "probe failed (probe_success 0)".to_string());
+            }
             data.targets.push(TargetRow {
                 latency: latency.get(&k).copied(),
                 reason: if state == TargetState::Down {
