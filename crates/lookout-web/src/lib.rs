@@ -1,0 +1,389 @@
+//! Who may talk to Lookout's HTTP servers: TLS, client certificates, basic authentication and
+//! security headers from a web configuration file in the format of Prometheus's
+//! exporter-toolkit (`--web.config.file`, see [`config`]), shared by the exporter and the
+//! evaluator.
+//!
+//! [`serve`] accepts connections itself (hyper-util, one task per connection) so that each
+//! new connection sees the current configuration:
+//!
+//! * The web configuration file and the certificate, key and CA files it names are checked
+//!   for changes (modification time, size, inode) on every new connection and request, and
+//!   re-read when they changed — certificates rotate and users change without a restart. A
+//!   changed file that is broken is logged and the previous configuration stays in force
+//!   (the start-up load, by contrast, refuses to start).
+//! * With TLS configured, a connection whose first byte is not a TLS handshake gets Go's
+//!   answer, `400 Bad Request` "Client sent an HTTP request to an HTTPS server.", and is
+//!   closed. A handshake that fails (say a required client certificate is missing) closes
+//!   the connection.
+//! * Every request passes [`guard`]: configured headers are added to every response; with
+//!   `basic_auth_users`, a request without the right user and password gets `401` with
+//!   `WWW-Authenticate: Basic` and nothing else; with lifecycle endpoints off
+//!   ([`ServeOptions::enable_lifecycle`]), `/-/reload` and `/-/quit` get `403`.
+//! * HTTP/2 is offered over TLS (ALPN `h2`) unless `http_server_config.http2: false`; plain
+//!   connections speak HTTP/1.1, as Go's server does.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod tls;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+pub use config::{WebConfig, WebConfigError};
+
+/// Paths that change the server's lifecycle, refused when lifecycle endpoints are off.
+pub const LIFECYCLE_PATHS: &[&str] = &["/-/reload", "/-/quit"];
+
+/// What Go's HTTP server writes to a plain-HTTP client on a TLS port.
+pub const PLAIN_HTTP_ON_TLS_PORT: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// How long a new connection may take to send its first byte and finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of one HTTP server (command-line flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `--web.config.file`: TLS and authentication; `None` serves plain HTTP to everyone.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.enable-lifecycle`: whether `/-/reload` (and `/-/quit`) are served. On by
+    /// default in Lookout (off in Prometheus).
+    pub enable_lifecycle: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            web_config_file: None,
+            enable_lifecycle: true,
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The web configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] WebConfigError),
+    /// Accepting connections failed.
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A file's identity and version, to notice changes.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, meta.len(), inode))
+}
+
+/// One loaded configuration and the files it came from.
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<WebConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The files looked at and their stamps when last read (successfully or not).
+    stamps: Vec<(PathBuf, Stamp)>,
+}
+
+fn load(path: &Path) -> Result<Loaded, WebConfigError> {
+    let mut stamps = vec![(path.to_path_buf(), stamp(path))];
+    let config = WebConfig::load(path)?;
+    let tls = if config.tls.is_enabled() {
+        let built = tls::server_config(&config).map_err(|e| {
+            WebConfigError::Invalid(format!("{}: tls_server_config: {e}", path.display()))
+        })?;
+        Some(built)
+    } else {
+        None
+    };
+    stamps.extend(config.tls.files().into_iter().map(|f| {
+        let s = stamp(&f);
+        (f, s)
+    }));
+    Ok(Loaded {
+        config: Arc::new(config),
+        tls,
+        stamps,
+    })
+}
+
+/// The web configuration in force, re-read when its files change.
+#[derive(Debug)]
+pub struct WebState {
+    path: Option<PathBuf>,
+    current: RwLock<Arc<Loaded>>,
+    reloading: Mutex<()>,
+}
+
+impl WebState {
+    /// Loads the web configuration (or none, for plain HTTP without authentication).
+    pub fn new(path: Option<PathBuf>) -> Result<WebState, WebConfigError> {
+        let loaded = match &path {
+            Some(p) => load(p)?,
+            None => Loaded {
+                config: Arc::new(WebConfig::default()),
+                tls: None,
+                stamps: Vec::new(),
+            },
+        };
+        if let Some(p) = &path {
+            tracing::info!(file = %p.display(), tls = loaded.tls.is_some(), basic_auth = !loaded.config.users.is_empty(), "web configuration loaded");
+        }
+        Ok(WebState {
+            path,
+            current: RwLock::new(Arc::new(loaded)),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// The configuration in force (re-read first if a file changed).
+    pub fn config(&self) -> Arc<WebConfig> {
+        self.current().config.clone()
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        let loaded = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(path) = &self.path else {
+            return loaded;
+        };
+        if loaded.stamps.iter().all(|(f, s)| stamp(f) == *s) {
+            return loaded;
+        }
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !Arc::ptr_eq(&latest, &loaded) {
+            return latest;
+        }
+        let next = match load(path) {
+            Ok(next) => {
+                tracing::info!(file = %path.display(), tls = next.tls.is_some(), basic_auth = !next.config.users.is_empty(), "web configuration reloaded");
+                next
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "web configuration reload failed; keeping the previous one");
+                // Remember the broken files' stamps so the error is logged once per change.
+                let mut stamps: Vec<(PathBuf, Stamp)> = vec![(path.clone(), stamp(path))];
+                stamps.extend(
+                    loaded
+                        .stamps
+                        .iter()
+                        .skip(1)
+                        .map(|(f, _)| (f.clone(), stamp(f))),
+                );
+                Loaded {
+                    config: loaded.config.clone(),
+                    tls: loaded.tls.clone(),
+                    stamps,
+                }
+            }
+        };
+        let next = Arc::new(next);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        next
+    }
+}
+
+/// What [`guard`] needs.
+#[derive(Debug)]
+pub struct Guard {
+    web: Arc<WebState>,
+    auth: auth::Authenticator,
+    enable_lifecycle: bool,
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The per-request checks: basic authentication, lifecycle endpoints, response headers.
+pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let config = guard.web.config();
+    let needs_auth = !config.users.is_empty()
+        && (config.auth_scope == config::AuthScope::All || is_write(request.method()));
+    let mut response = if needs_auth
+        && !guard
+            .auth
+            .check(&config.users, request.headers().get(header::AUTHORIZATION))
+            .await
+    {
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, "Basic"),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ],
+            "Unauthorized\n",
+        )
+            .into_response()
+    } else if !guard.enable_lifecycle && LIFECYCLE_PATHS.contains(&request.uri().path()) {
+        (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Lifecycle API is not enabled.\n",
+        )
+            .into_response()
+    } else {
+        next.run(request).await
+    };
+    for (name, value) in &config.http.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response
+}
+
+/// A server ready to serve: its web configuration is loaded and valid.
+#[derive(Debug)]
+pub struct WebServer {
+    guard: Arc<Guard>,
+}
+
+impl WebServer {
+    /// Loads the web configuration named by `options` (an error names file, line and column).
+    pub fn new(options: &ServeOptions) -> Result<WebServer, WebConfigError> {
+        let web = Arc::new(WebState::new(options.web_config_file.clone())?);
+        Ok(WebServer {
+            guard: Arc::new(Guard {
+                web,
+                auth: auth::Authenticator::default(),
+                enable_lifecycle: options.enable_lifecycle,
+            }),
+        })
+    }
+
+    /// Serves `router` on `listener` until `shutdown` completes, then lets open
+    /// connections finish their requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            self.guard.clone(),
+            guard,
+        ));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let web = self.guard.web.clone();
+            let router = router.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(connection(stream, web, router, watcher));
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Serves `router` on `listener` with the web configuration of `options` until `shutdown`
+/// completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    WebServer::new(options)?
+        .serve(listener, router, shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn connection(mut stream: TcpStream, web: Arc<WebState>, router: Router, watcher: Watcher) {
+    let service = TowerToHyperService::new(router);
+    let tls = web.current().tls.clone();
+    let Some(tls) = tls else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service);
+        if let Err(err) = watcher.watch(conn).await {
+            tracing::debug!(error = %err, "HTTP connection ended with an error");
+        }
+        return;
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    // A TLS connection starts with a handshake record (content type 22).
+    if first[0] != 0x16 {
+        let _ = stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(stream);
+    let result = if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        watcher.watch(conn).await
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        watcher.watch(conn).await
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "HTTPS connection ended with an error");
+    }
+}
