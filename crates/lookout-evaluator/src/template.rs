@@ -196,6 +196,7 @@ impl CompiledTemplate {
         t.render(&ctx)
             .map(|s| s.replace("<no value>", ""))
             .map_err(|e| e.to_string())
+            .and_then(crate::limits::check_template_output)
     }
 
     /// Expands; on failure returns Prometheus's `<error expanding template: ...>` text and
@@ -525,8 +526,7 @@ fn f_strip_domain(args: &[Value]) -> Result<Value, FuncError> {
 fn print_value_like_go(text: &str) -> std::borrow::Cow<'_, str> {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| {
-        regex::Regex::new(r"\{\{(-?)(\s*)(\$value|\.Value)(\s*)(-?)\}\}")
-            .expect("constant pattern")
+        regex::Regex::new(r"\{\{(-?)(\s*)(\$value|\.Value)(\s*)(-?)\}\}").expect("constant pattern")
     });
     re.replace_all(text, "{{${1}${2}lookoutGoValue ${3}${4}${5}}}")
 }
