@@ -49,6 +49,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Push monitors.
     pub heartbeats: Vec<Heartbeat>,
+    /// Which targets `/probe` may be asked to probe (see [`crate::probe_guard`]).
+    pub probe_policy: crate::probe_guard::ProbePolicy,
 }
 
 /// Which prober a module uses.
@@ -758,6 +760,7 @@ impl Config {
             modules,
             targets,
             heartbeats,
+            probe_policy: raw.probe_policy.unwrap_or_default(),
         })
     }
 }
@@ -882,6 +885,7 @@ struct RawConfig {
     modules: Option<BTreeMap<String, RawModule>>,
     targets: Option<Vec<RawTarget>>,
     heartbeats: Option<Vec<RawHeartbeat>>,
+    probe_policy: Option<crate::probe_guard::ProbePolicy>,
 }
 
 #[derive(Debug, Deserialize)]

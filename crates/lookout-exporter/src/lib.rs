@@ -10,6 +10,7 @@
 //! * [`scheduler`] — probes every configured target on its own schedule, bounded.
 //! * [`heartbeat`] — push monitors (`POST /heartbeat/{name}`).
 //! * [`cascade`] — which down targets are explained by a down dependency.
+//! * [`probe_guard`] — which targets `/probe` may probe (`probe_policy:`).
 //! * [`reload`] — loads the configuration and swaps it in atomically (`/-/reload`, SIGHUP).
 //! * [`web`] — the HTTP endpoints.
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod exposition;
 pub mod heartbeat;
 pub mod metrics;
+pub mod probe_guard;
 pub mod prober;
 pub mod reload;
 pub mod scheduler;
@@ -55,6 +57,9 @@ pub struct RunOptions {
     pub max_concurrent_probe_requests: usize,
     /// Most continuous-target probes running at once (`--probe.concurrency`).
     pub target_probe_concurrency: usize,
+    /// TLS, authentication and lifecycle endpoints (`--web.config.file`,
+    /// `--web.enable-lifecycle`).
+    pub web: lookout_web::ServeOptions,
 }
 
 impl RunOptions {
@@ -66,6 +71,7 @@ impl RunOptions {
             timeout_offset: 0.5,
             max_concurrent_probe_requests: 1000,
             target_probe_concurrency: 256,
+            web: lookout_web::ServeOptions::default(),
         }
     }
 }
@@ -87,17 +93,22 @@ pub enum Error {
     /// The HTTP server failed while running.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The web configuration (`--web.config.file`) is invalid.
+    #[error(transparent)]
+    Web(#[from] lookout_web::WebConfigError),
 }
 
 /// An exporter whose configuration is loaded and whose socket is bound, ready to serve.
 pub struct Server {
     listener: tokio::net::TcpListener,
     exporter: Arc<Exporter>,
+    web: lookout_web::WebServer,
 }
 
 impl Server {
     /// Loads the configuration and binds the listen address. Nothing is probed yet.
     pub async fn bind(options: RunOptions) -> Result<Server, Error> {
+        let web = lookout_web::WebServer::new(&options.web)?;
         let exporter = Exporter::load(&options)?;
         let address = listen_address(&options.listen_address);
         let listener = tokio::net::TcpListener::bind(address.as_str())
@@ -109,6 +120,7 @@ impl Server {
         Ok(Server {
             listener,
             exporter: Arc::new(exporter),
+            web,
         })
     }
 
@@ -130,9 +142,7 @@ impl Server {
             tracing::info!(%addr, "exporter listening");
         }
         let app = web::router(exporter.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = self.web.serve(self.listener, app, shutdown).await;
         if let Some(task) = hangup {
             task.abort();
         }

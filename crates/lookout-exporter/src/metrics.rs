@@ -109,6 +109,9 @@ pub struct ExporterMetrics {
     pub probes_skipped: Counter,
     /// `lookout_exporter_probe_requests_rejected_total`: `/probe` requests answered 503.
     pub probe_requests_rejected: Counter,
+    /// `lookout_exporter_probe_requests_refused_total{reason}`: `/probe` requests answered
+    /// 403 by `probe_policy` (`unconfigured`, `not_allowed`).
+    pub probe_requests_refused: Family<[(&'static str, &'static str); 1], Counter>,
     /// `lookout_exporter_config_last_reload_successful`.
     pub reload_successful: Gauge,
     /// `lookout_exporter_config_last_reload_success_timestamp_seconds`.
@@ -124,6 +127,7 @@ impl Default for ExporterMetrics {
             probe_duration: Family::new_with_constructor(duration_histogram),
             probes_skipped: Counter::default(),
             probe_requests_rejected: Counter::default(),
+            probe_requests_refused: Family::default(),
             reload_successful: Gauge::default(),
             reload_success_timestamp: Gauge::default(),
             targets: Gauge::default(),
@@ -163,6 +167,11 @@ impl ExporterMetrics {
             "lookout_exporter_probe_requests_rejected",
             "/probe requests answered 503 because --web.max-concurrent-probes probes were running",
             self.probe_requests_rejected.clone(),
+        );
+        registry.register(
+            "lookout_exporter_probe_requests_refused",
+            "/probe requests answered 403 because probe_policy refused the target, by reason",
+            self.probe_requests_refused.clone(),
         );
         registry.register(
             "lookout_exporter_config_last_reload_successful",

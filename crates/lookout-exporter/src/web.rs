@@ -3,7 +3,7 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style |
+//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target) |
 //! | `GET /metrics` | own metrics and the continuous targets' latest results |
 //! | `POST /heartbeat/{name}` | records a push (404 unknown name, 405 other methods) |
 //! | `GET /health` | JSON: status, uptime, time, version |
@@ -114,6 +114,18 @@ async fn probe(
         .map(String::as_str)
         .unwrap_or(DEFAULT_MODULE);
     let config = exporter.config();
+    if let Err(refusal) = config
+        .probe_policy
+        .check(target, config.targets.iter().map(|t| t.target.as_str()))
+        .await
+    {
+        exporter
+            .metrics
+            .probe_requests_refused
+            .get_or_create(&[("reason", refusal.reason())])
+            .inc();
+        return text(StatusCode::FORBIDDEN, refusal.message(target));
+    }
     let Some(module) = config.modules.get(module_name) else {
         return text(
             StatusCode::BAD_REQUEST,

@@ -128,9 +128,30 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    serve_with(
+        listener,
+        router,
+        &lookout_web::ServeOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, with the TLS, authentication
+/// and lifecycle settings of `options` (`--web.config.file`, `--web.enable-lifecycle`; see
+/// `lookout_web`).
+pub async fn serve_with<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    options: &lookout_web::ServeOptions,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    lookout_web::serve(listener, router, options, shutdown)
         .await
+        .map_err(std::io::Error::other)
 }
 
 async fn metrics(State(st): State<WebState>) -> Response {

@@ -1,0 +1,386 @@
+//! Who may be probed through `/probe`: an opt-in guard against using the exporter as an open
+//! proxy (the server-side request forgery discussed for blackbox_exporter, CVE-2020-16248).
+//!
+//! ```yaml
+//! probe_policy:
+//!   # Ad-hoc /probe targets must match one of these: host patterns (exact names, or
+//!   # `*.example.internal` for any name under that domain) and CIDRs (`10.0.0.0/8`,
+//!   # `127.0.0.1/32`, `::1/128`; a bare IP is a single address). Unset or empty: any.
+//!   allowed_targets: ["*.example.internal", "10.0.0.0/8", "127.0.0.1/32"]
+//!   # Refuse every /probe target that is not the `target:` of a configured target.
+//!   refuse_unconfigured: true
+//! ```
+//!
+//! Rules:
+//!
+//! * A `/probe` target written exactly as the `target:` of an entry under `targets:` is
+//!   always allowed: the operator configured it.
+//! * With `refuse_unconfigured: true`, every other target is refused (reason
+//!   `unconfigured`).
+//! * Otherwise, when `allowed_targets` is set, the target's host (taken from a URL, a
+//!   `host:port`, `[v6]:port` or a bare host) must match: a literal IP must lie in one of
+//!   the CIDRs; a name must match a host pattern, or else be resolved (system resolver) and
+//!   every address it resolves to must lie in one of the CIDRs. Anything else is refused
+//!   (reason `not_allowed`).
+//!
+//! A refused request gets `403` with the reason and counts in
+//! `lookout_exporter_probe_requests_refused_total{reason}`.
+//!
+//! Limits, by design: the check applies to the target the request names, not to where an
+//! HTTP probe is redirected (set `follow_redirects: false` in modules reachable by untrusted
+//! callers), and a name is resolved again by the prober, so a DNS answer that changes between
+//! the check and the probe (rebinding) is not caught — allow names by pattern only for
+//! domains you control, or refuse unconfigured targets.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+/// An IP network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::/n` or a bare address.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("invalid CIDR {text:?}: {addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("invalid CIDR {text:?}: prefix must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One `allowed_targets` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// A network; literal IPs and resolved addresses are checked against it.
+    Network(Cidr),
+    /// A host name, lower case; `*.domain` matches any name under `domain`.
+    Host(String),
+}
+
+impl Allowed {
+    fn parse(text: &str) -> Result<Allowed, String> {
+        let t = text.trim();
+        if t.contains('/') || t.parse::<IpAddr>().is_ok() {
+            return Cidr::parse(t).map(Allowed::Network);
+        }
+        let name = t.trim_end_matches('.').to_ascii_lowercase();
+        let body = name.strip_prefix("*.").unwrap_or(&name);
+        if body.is_empty()
+            || !body.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+        {
+            return Err(format!(
+                "invalid allowed target {text:?}: use a host name, *.domain, an IP address or a CIDR"
+            ));
+        }
+        Ok(Allowed::Host(name))
+    }
+
+    fn matches_name(&self, name: &str) -> bool {
+        match self {
+            Allowed::Host(pattern) => match pattern.strip_prefix("*.") {
+                Some(domain) => name
+                    .strip_suffix(domain)
+                    .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                None => pattern == name,
+            },
+            Allowed::Network(_) => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Allowed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Allowed::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// `probe_policy:` in the exporter configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbePolicy {
+    /// Host patterns and CIDRs ad-hoc `/probe` targets must match; empty allows any.
+    pub allowed_targets: Vec<Allowed>,
+    /// Refuse `/probe` targets that are not a configured target's `target:`.
+    pub refuse_unconfigured: bool,
+}
+
+/// Why a `/probe` target was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a configured target and `refuse_unconfigured` is on.
+    Unconfigured,
+    /// Outside `allowed_targets`; the message says why.
+    NotAllowed(String),
+}
+
+impl Refusal {
+    /// The `reason` label of the refusal counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Unconfigured => "unconfigured",
+            Refusal::NotAllowed(_) => "not_allowed",
+        }
+    }
+
+    /// The body of the `403` answer.
+    pub fn message(&self, target: &str) -> String {
+        match self {
+            Refusal::Unconfigured => format!(
+                "Target {target:?} refused: only configured targets may be probed (probe_policy.refuse_unconfigured)\n"
+            ),
+            Refusal::NotAllowed(why) => {
+                format!("Target {target:?} refused: {why} (probe_policy.allowed_targets)\n")
+            }
+        }
+    }
+}
+
+/// The host part of a probe target: a URL's host, `host:port`, `[v6]:port`, or a bare host.
+pub fn target_host(target: &str) -> &str {
+    let mut rest = target.trim();
+    if let Some((_, after)) = rest.split_once("://") {
+        rest = after;
+        rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        if let Some((_, host)) = rest.rsplit_once('@') {
+            rest = host;
+        }
+    }
+    if let Some(inner) = rest.strip_prefix('[') {
+        return inner.split(']').next().unwrap_or(inner);
+    }
+    if rest.matches(':').count() == 1 {
+        return rest.split(':').next().unwrap_or(rest);
+    }
+    rest
+}
+
+impl ProbePolicy {
+    /// Whether the policy restricts anything.
+    pub fn is_active(&self) -> bool {
+        self.refuse_unconfigured || !self.allowed_targets.is_empty()
+    }
+
+    /// Checks a `/probe` target; `configured` are the configured targets' `target:` values.
+    pub async fn check<'a>(
+        &self,
+        target: &str,
+        mut configured: impl Iterator<Item = &'a str>,
+    ) -> Result<(), Refusal> {
+        if !self.is_active() || configured.any(|c| c == target) {
+            return Ok(());
+        }
+        if self.refuse_unconfigured {
+            return Err(Refusal::Unconfigured);
+        }
+        let host = target_host(target);
+        let networks: Vec<&Cidr> = self
+            .allowed_targets
+            .iter()
+            .filter_map(|a| match a {
+                Allowed::Network(c) => Some(c),
+                Allowed::Host(_) => None,
+            })
+            .collect();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return if networks.iter().any(|n| n.contains(ip)) {
+                Ok(())
+            } else {
+                Err(Refusal::NotAllowed(format!(
+                    "{ip} is in no allowed network"
+                )))
+            };
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() {
+            return Err(Refusal::NotAllowed("no host in target".into()));
+        }
+        if self.allowed_targets.iter().any(|a| a.matches_name(&name)) {
+            return Ok(());
+        }
+        if networks.is_empty() {
+            return Err(Refusal::NotAllowed(format!(
+                "host {name:?} matches no allowed host pattern"
+            )));
+        }
+        let addresses: Vec<IpAddr> = match tokio::net::lookup_host((name.as_str(), 0)).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            Err(e) => {
+                return Err(Refusal::NotAllowed(format!(
+                    "host {name:?} could not be resolved to check it: {e}"
+                )));
+            }
+        };
+        if addresses.is_empty() {
+            return Err(Refusal::NotAllowed(format!(
+                "host {name:?} resolves to no address"
+            )));
+        }
+        match addresses
+            .iter()
+            .find(|ip| !networks.iter().any(|n| n.contains(**ip)))
+        {
+            Some(outside) => Err(Refusal::NotAllowed(format!(
+                "host {name:?} resolves to {outside}, which is in no allowed network"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str], refuse: bool) -> ProbePolicy {
+        ProbePolicy {
+            allowed_targets: allowed.iter().map(|a| Allowed::parse(a).unwrap()).collect(),
+            refuse_unconfigured: refuse,
+        }
+    }
+
+    #[test]
+    fn hosts_are_found_in_every_target_shape() {
+        assert_eq!(
+            target_host("http://user:pw@Web.example.com:8080/x?y#z"),
+            "Web.example.com"
+        );
+        assert_eq!(target_host("https://[::1]:443/"), "::1");
+        assert_eq!(target_host("10.1.2.3:53"), "10.1.2.3");
+        assert_eq!(target_host("[2001:db8::1]:53"), "2001:db8::1");
+        assert_eq!(target_host("2001:db8::1"), "2001:db8::1");
+        assert_eq!(target_host("db.internal"), "db.internal");
+    }
+
+    #[test]
+    fn cidrs_contain_what_they_should() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("127.0.0.1")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            !Cidr::parse("127.0.0.1")
+                .unwrap()
+                .contains("127.0.0.2".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Allowed::parse("bad host!").is_err());
+    }
+
+    #[tokio::test]
+    async fn allow_list_and_refusal_of_unconfigured_targets() {
+        let p = policy(&["*.example.internal", "10.0.0.0/8", "127.0.0.1/32"], false);
+        let none = std::iter::empty;
+        assert!(
+            p.check("http://api.example.internal/health", none())
+                .await
+                .is_ok()
+        );
+        assert!(
+            p.check("http://a.b.EXAMPLE.internal./", none())
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            p.check("http://example.internal/", none())
+                .await
+                .map_err(|r| r.reason()),
+            Err("not_allowed")
+        );
+        assert!(p.check("10.9.8.7:22", none()).await.is_ok());
+        assert!(
+            p.check("http://127.0.0.1:9115/metrics", none())
+                .await
+                .is_ok()
+        );
+        let refused = p
+            .check("http://169.254.169.254/latest/meta-data", none())
+            .await;
+        assert_eq!(refused.map_err(|r| r.reason()), Err("not_allowed"));
+        // A configured target is always allowed.
+        assert!(
+            p.check(
+                "http://169.254.169.254/",
+                ["http://169.254.169.254/"].into_iter()
+            )
+            .await
+            .is_ok()
+        );
+        let strict = policy(&[], true);
+        assert_eq!(
+            strict.check("http://127.0.0.1/", none()).await,
+            Err(Refusal::Unconfigured)
+        );
+        assert!(strict.check("x:1", ["x:1"].into_iter()).await.is_ok());
+        // No policy: anything goes.
+        assert!(
+            ProbePolicy::default()
+                .check("http://169.254.169.254/", none())
+                .await
+                .is_ok()
+        );
+    }
+}
