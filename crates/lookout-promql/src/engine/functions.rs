@@ -750,96 +750,7 @@ impl Evaluator<'_> {
             } else {
                 &s.floats
             };
-            let value = match name {
-                "rate" | "increase" | "delta" if arg.mode != RangeMode::Plain => {
-                    extended_rate(pts, &arg, name != "delta", name == "rate")
-                }
-                "rate" | "increase" | "delta" => {
-                    extrapolated_rate(pts, &arg, name != "delta", name == "rate")
-                }
-                "irate" | "idelta" => instant_value(pts, name == "irate"),
-                "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
-                "predict_linear" => (pts.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(pts, ts);
-                    slope * scalars[0] + intercept
-                }),
-                "resets" => Some(pts.windows(2).filter(|w| w[1].f < w[0].f).count() as f64),
-                "changes" => Some(
-                    pts.windows(2)
-                        .filter(|w| !(w[1].f == w[0].f || (w[1].f.is_nan() && w[0].f.is_nan())))
-                        .count() as f64,
-                ),
-                "avg_over_time" => Some(avg_over_time(pts)),
-                "sum_over_time" => {
-                    let (mut sum, mut c) = (0.0, 0.0);
-                    for p in pts {
-                        (sum, c) = kahan_sum_inc(p.f, sum, c);
-                    }
-                    Some(if sum.is_infinite() { sum } else { sum + c })
-                }
-                "min_over_time" | "max_over_time" => {
-                    let mut v = pts[0].f;
-                    for p in &pts[1..] {
-                        let better = if name == "max_over_time" {
-                            p.f > v
-                        } else {
-                            p.f < v
-                        };
-                        if better || v.is_nan() {
-                            v = p.f;
-                        }
-                    }
-                    Some(v)
-                }
-                "count_over_time" => Some(pts.len() as f64),
-                "present_over_time" => Some(1.0),
-                "last_over_time" => pts.last().map(|p| p.f),
-                "first_over_time" => pts.first().map(|p| p.f),
-                "ts_of_last_over_time" => pts.last().map(|p| p.t as f64 / 1000.0),
-                "ts_of_first_over_time" => pts.first().map(|p| p.t as f64 / 1000.0),
-                "ts_of_min_over_time" | "ts_of_max_over_time" => {
-                    let mut best = pts[0];
-                    for p in &pts[1..] {
-                        let better = if name == "ts_of_max_over_time" {
-                            p.f >= best.f
-                        } else {
-                            p.f <= best.f
-                        };
-                        if better || best.f.is_nan() {
-                            best = *p;
-                        }
-                    }
-                    Some(best.t as f64 / 1000.0)
-                }
-                "quantile_over_time" => {
-                    Some(quantile(scalars[0], pts.iter().map(|p| p.f).collect()))
-                }
-                "stddev_over_time" | "stdvar_over_time" => {
-                    let var = variance(pts);
-                    Some(if name == "stddev_over_time" {
-                        var.sqrt()
-                    } else {
-                        var
-                    })
-                }
-                "mad_over_time" if pts.iter().any(|p| p.f.is_nan()) => Some(f64::NAN),
-                "mad_over_time" => {
-                    let values: Vec<f64> = pts.iter().map(|p| p.f).collect();
-                    let median = quantile(0.5, values.clone());
-                    Some(quantile(
-                        0.5,
-                        values.iter().map(|v| (v - median).abs()).collect(),
-                    ))
-                }
-                "double_exponential_smoothing" => {
-                    double_exponential_smoothing(pts, scalars[0], scalars[1])?
-                }
-                _ => {
-                    return Err(QueryError::eval(format!(
-                        "function {name:?} is not supported"
-                    )));
-                }
-            };
+            let value = range_kernel(name, pts, &arg, &scalars, ts)?;
             let Some(value) = value else { continue };
             let keeps_name = matches!(name, "last_over_time" | "first_over_time");
             out.push(Sample {
@@ -849,23 +760,127 @@ impl Evaluator<'_> {
                 drop_name: if keeps_name { s.drop_name } else { true },
             });
             if (name == "rate" || name == "increase")
-                && let Some(metric_name) = s.metric.metric_name()
-                && !(metric_name.ends_with("_total")
-                    || metric_name.ends_with("_sum")
-                    || metric_name.ends_with("_count")
-                    || metric_name.ends_with("_bucket"))
+                && let Some(message) = counter_info(&s.metric)
             {
-                self.annotate(
-                    AnnotationLevel::Info,
-                    format!(
-                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric_name:?}"
-                    ),
-                    &anchor,
-                );
+                self.annotate(AnnotationLevel::Info, message, &anchor);
             }
         }
         Ok(out)
     }
+}
+
+/// The info `rate`/`increase` raise for a series whose name does not look like a counter's.
+pub(crate) fn counter_info(metric: &Labels) -> Option<String> {
+    let metric_name = metric.metric_name()?;
+    let counter_like = metric_name.ends_with("_total")
+        || metric_name.ends_with("_sum")
+        || metric_name.ends_with("_count")
+        || metric_name.ends_with("_bucket");
+    (!counter_like).then(|| {
+        format!(
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric_name:?}"
+        )
+    })
+}
+
+/// The value of range function `name` over the points `pts` of one series' window
+/// (`None`: no output sample for this series). `scalars` are the function's other
+/// arguments, `ts` the evaluation time.
+pub(crate) fn range_kernel(
+    name: &str,
+    pts: &[FPoint],
+    arg: &RangeArg,
+    scalars: &[f64],
+    ts: i64,
+) -> Result<Option<f64>, QueryError> {
+    Ok(match name {
+        "rate" | "increase" | "delta" if arg.mode != RangeMode::Plain => {
+            extended_rate(pts, arg, name != "delta", name == "rate")
+        }
+        "rate" | "increase" | "delta" => {
+            extrapolated_rate(pts, arg, name != "delta", name == "rate")
+        }
+        "irate" | "idelta" => instant_value(pts, name == "irate"),
+        "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
+        "predict_linear" => (pts.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(pts, ts);
+            slope * scalars[0] + intercept
+        }),
+        "resets" => Some(pts.windows(2).filter(|w| w[1].f < w[0].f).count() as f64),
+        "changes" => Some(
+            pts.windows(2)
+                .filter(|w| !(w[1].f == w[0].f || (w[1].f.is_nan() && w[0].f.is_nan())))
+                .count() as f64,
+        ),
+        "avg_over_time" => Some(avg_over_time(pts)),
+        "sum_over_time" => {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for p in pts {
+                (sum, c) = kahan_sum_inc(p.f, sum, c);
+            }
+            Some(if sum.is_infinite() { sum } else { sum + c })
+        }
+        "min_over_time" | "max_over_time" => {
+            let mut v = pts[0].f;
+            for p in &pts[1..] {
+                let better = if name == "max_over_time" {
+                    p.f > v
+                } else {
+                    p.f < v
+                };
+                if better || v.is_nan() {
+                    v = p.f;
+                }
+            }
+            Some(v)
+        }
+        "count_over_time" => Some(pts.len() as f64),
+        "present_over_time" => Some(1.0),
+        "last_over_time" => pts.last().map(|p| p.f),
+        "first_over_time" => pts.first().map(|p| p.f),
+        "ts_of_last_over_time" => pts.last().map(|p| p.t as f64 / 1000.0),
+        "ts_of_first_over_time" => pts.first().map(|p| p.t as f64 / 1000.0),
+        "ts_of_min_over_time" | "ts_of_max_over_time" => {
+            let mut best = pts[0];
+            for p in &pts[1..] {
+                let better = if name == "ts_of_max_over_time" {
+                    p.f >= best.f
+                } else {
+                    p.f <= best.f
+                };
+                if better || best.f.is_nan() {
+                    best = *p;
+                }
+            }
+            Some(best.t as f64 / 1000.0)
+        }
+        "quantile_over_time" => Some(quantile(scalars[0], pts.iter().map(|p| p.f).collect())),
+        "stddev_over_time" | "stdvar_over_time" => {
+            let var = variance(pts);
+            Some(if name == "stddev_over_time" {
+                var.sqrt()
+            } else {
+                var
+            })
+        }
+        "mad_over_time" if pts.iter().any(|p| p.f.is_nan()) => Some(f64::NAN),
+        "mad_over_time" => {
+            let values: Vec<f64> = pts.iter().map(|p| p.f).collect();
+            let median = quantile(0.5, values.clone());
+            Some(quantile(
+                0.5,
+                values.iter().map(|v| (v - median).abs()).collect(),
+            ))
+        }
+        "double_exponential_smoothing" => {
+            double_exponential_smoothing(pts, scalars[0], scalars[1])?
+        }
+        _ => {
+            return Err(QueryError::eval(format!(
+                "function {name:?} is not supported"
+            )));
+        }
+    })
 }
 
 /// `rate`, `increase` and `delta` with Prometheus's extrapolation to the window edges.

@@ -30,6 +30,7 @@ mod binary;
 pub mod error;
 mod functions;
 mod rewrite;
+mod steps;
 pub mod value;
 
 use std::cell::RefCell;
@@ -706,6 +707,10 @@ pub(crate) struct Evaluator<'a> {
     cursors: RefCell<HashMap<usize, Vec<usize>>>,
     /// The time hull each selector needs over the whole query.
     hulls: HashMap<usize, (i64, i64)>,
+    /// Calls evaluated for all steps of the query at once (see the `steps` module).
+    step_calls: steps::CallSet,
+    /// Their results, computed the first time one of their steps is needed.
+    step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
 }
 
 /// A range-vector argument with the window it covers.
@@ -746,7 +751,10 @@ impl<'a> Evaluator<'a> {
             group_memo: RefCell::new(FastMap::default()),
             binary_memo: RefCell::new(binary::BinaryMemo::default()),
             hulls: HashMap::new(),
+            step_calls: steps::CallSet::default(),
+            step_values: RefCell::new(FastMap::default()),
         };
+        steps::collect_step_calls(expr, &mut ev.step_calls);
         let mut hulls = HashMap::new();
         ev.collect_hulls(expr, start, end, &mut hulls)?;
         ev.hulls = hulls;
@@ -1248,7 +1256,7 @@ impl<'a> Evaluator<'a> {
                 .eval_aggregate(a, ts)
                 .map_err(|err| err.with_expr(|| e.to_string())),
             Expr::Call(c) => self
-                .eval_call(c, ts)
+                .eval_call_at_step(c, ts)
                 .map_err(|err| err.with_expr(|| e.to_string())),
             Expr::Extension(_) => Err(QueryError::eval("extension expressions are not supported")),
         }

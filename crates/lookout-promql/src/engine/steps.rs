@@ -1,0 +1,286 @@
+//! Range functions evaluated for every step of a query at once.
+//!
+//! A range query evaluates its expression step by step. For a range function over a plain
+//! matrix selector (`rate(x[5m])`, `max_over_time(x[1h])`, …) that would mean, at every
+//! step, finding each series' window again, copying its points out and allocating a result
+//! sample per series. Instead, the first time such a call is evaluated at a step of the
+//! query, it is computed for all steps in one pass: each series' points are copied once
+//! and its window slides forward with two moving indexes, the way Prometheus evaluates a
+//! matrix-selector function for one series across all steps. Later steps are served from
+//! the stored values.
+//!
+//! Results are exactly those of the step-by-step evaluation: the same per-window kernel
+//! ([`super::functions::range_kernel`]) computes each value; annotations are replayed at
+//! the step where the step-by-step evaluation would first raise them, and an error (too
+//! many samples in a window, timeout) is returned at the step where it would occur.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use promql_parser::parser::{Call, Expr, MatrixSelector};
+
+use super::functions::{counter_info, range_kernel};
+use super::{
+    AnnotationLevel, Evaluator, FPoint, FnvBuild, QueryError, RangeArg, RangeMode, Sample, Value,
+    Vector, dur_ms, range_mode,
+};
+use crate::labels::Labels;
+use crate::storage::is_stale;
+
+/// Range functions with one argument whose value depends on the window's points only.
+const STEP_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "first_over_time",
+    "present_over_time",
+    "mad_over_time",
+    "ts_of_first_over_time",
+    "ts_of_last_over_time",
+    "ts_of_min_over_time",
+    "ts_of_max_over_time",
+];
+
+/// Addresses of [`Call`] nodes.
+pub(crate) type CallSet = HashSet<usize, FnvBuild>;
+
+/// A range function's results at every step of the query.
+pub(crate) struct StepValues {
+    /// Labels of the selector's series.
+    labels: Vec<Labels>,
+    /// Whether results drop the metric name when the query finishes.
+    drop_name: bool,
+    /// Per step, the series (index into `labels`) with a value, in series order.
+    steps: Vec<Vec<(u32, f64)>>,
+    /// Per step, the info annotations the step-by-step evaluation raises there first.
+    annotations: Vec<Vec<String>>,
+    /// Text of the selector, where the annotations point.
+    anchor: String,
+    /// An error raised at a step; that step and later ones fail with it.
+    error: Option<(usize, QueryError)>,
+}
+
+/// The matrix selector of a call that can be evaluated for all steps at once.
+fn step_call_arg(c: &Call) -> Option<&MatrixSelector> {
+    if c.args.args.len() != 1 || !STEP_FUNCTIONS.contains(&c.func.name) {
+        return None;
+    }
+    let mut arg: &Expr = &c.args.args[0];
+    while let Expr::Paren(p) = arg {
+        arg = &p.expr;
+    }
+    match arg {
+        Expr::MatrixSelector(ms) if range_mode(&ms.vs) == RangeMode::Plain => Some(ms),
+        _ => None,
+    }
+}
+
+/// Collects the calls of `e` that are evaluated at the query's own steps (not inside a
+/// subquery, whose steps differ) and can be evaluated for all of them at once.
+pub(crate) fn collect_step_calls(e: &Expr, out: &mut CallSet) {
+    match e {
+        Expr::Subquery(_) => {}
+        Expr::Call(c) => {
+            if step_call_arg(c).is_some() {
+                out.insert(c as *const Call as usize);
+            }
+            for a in &c.args.args {
+                collect_step_calls(a, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                collect_step_calls(p, out);
+            }
+            collect_step_calls(&a.expr, out);
+        }
+        Expr::Unary(u) => collect_step_calls(&u.expr, out),
+        Expr::Binary(b) => {
+            collect_step_calls(&b.lhs, out);
+            collect_step_calls(&b.rhs, out);
+        }
+        Expr::Paren(p) => collect_step_calls(&p.expr, out),
+        Expr::MatrixSelector(_)
+        | Expr::VectorSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
+impl Evaluator<'_> {
+    /// The index of `ts` among the query's steps, if it is one.
+    fn step_index(&self, ts: i64) -> Option<usize> {
+        if ts < self.start || ts > self.end {
+            return None;
+        }
+        if self.step == 0 {
+            return (ts == self.start).then_some(0);
+        }
+        let d = ts - self.start;
+        (d % self.step == 0).then_some((d / self.step) as usize)
+    }
+
+    /// Evaluates a call at `ts`, from its all-steps evaluation when it has one.
+    pub(crate) fn eval_call_at_step(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
+        let key = c as *const Call as usize;
+        if !self.step_calls.contains(&key) {
+            return self.eval_call(c, ts);
+        }
+        let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
+            return self.eval_call(c, ts);
+        };
+        let cached = self.step_values.borrow().get(&key).cloned();
+        let sv = match cached {
+            Some(sv) => sv,
+            None => {
+                let sv = Rc::new(self.compute_steps(c.func.name, ms));
+                self.step_values.borrow_mut().insert(key, sv.clone());
+                sv
+            }
+        };
+        if let Some((at, err)) = &sv.error
+            && k >= *at
+        {
+            return Err(err.clone());
+        }
+        for message in &sv.annotations[k] {
+            self.annotate(AnnotationLevel::Info, message.clone(), &sv.anchor);
+        }
+        let row = &sv.steps[k];
+        let mut out: Vector = Vec::with_capacity(row.len());
+        for &(i, f) in row {
+            out.push(Sample {
+                metric: sv.labels[i as usize].clone(),
+                t: ts,
+                f,
+                drop_name: sv.drop_name,
+            });
+        }
+        Ok(Value::Vector(out))
+    }
+
+    /// Evaluates range function `name` over `ms` at every step of the query.
+    fn compute_steps(&self, name: &str, ms: &MatrixSelector) -> StepValues {
+        let data = self.fetch(&ms.vs);
+        let range = dur_ms(&ms.range);
+        let n_steps = if self.step == 0 {
+            1
+        } else {
+            ((self.end - self.start) / self.step + 1) as usize
+        };
+        let anchor = Expr::MatrixSelector(ms.clone()).to_string();
+        let anchor = anchor
+            .split(['{', '['])
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&anchor)
+            .to_string();
+        let mut sv = StepValues {
+            labels: data.iter().map(|sd| sd.labels.clone()).collect(),
+            drop_name: !matches!(name, "last_over_time" | "first_over_time"),
+            steps: Vec::with_capacity(n_steps),
+            annotations: Vec::with_capacity(n_steps),
+            anchor,
+            error: None,
+        };
+        let points: Vec<Vec<FPoint>> = data
+            .iter()
+            .map(|sd| {
+                sd.samples
+                    .iter()
+                    .filter(|s| !is_stale(s.v))
+                    .map(|s| FPoint { t: s.t, f: s.v })
+                    .collect()
+            })
+            .collect();
+        let counter_check = matches!(name, "rate" | "increase");
+        let mut announced = vec![false; points.len()];
+        let mut lo = vec![0usize; points.len()];
+        let mut hi = vec![0usize; points.len()];
+        let mut prev_t = i64::MIN;
+        for k in 0..n_steps {
+            let ts = self.start + k as i64 * self.step;
+            let t = match self
+                .check_deadline()
+                .and_then(|_| self.ref_time(&ms.vs, ts))
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    sv.error = Some((k, e));
+                    break;
+                }
+            };
+            if t < prev_t {
+                // Windows only move forward here; start over if one ever moves back.
+                lo.iter_mut().for_each(|i| *i = 0);
+                hi.iter_mut().for_each(|i| *i = 0);
+            }
+            prev_t = t;
+            let arg = RangeArg {
+                series: Vec::new(),
+                range_start: t - range,
+                range_end: t,
+                range,
+                mode: RangeMode::Plain,
+            };
+            let mut row = Vec::with_capacity(sv.steps.last().map_or(0, Vec::len));
+            let mut annos = Vec::new();
+            let mut total = 0usize;
+            let mut failed = None;
+            for (i, pts) in points.iter().enumerate() {
+                let (mut a, mut b) = (lo[i], hi[i]);
+                while b < pts.len() && pts[b].t <= t {
+                    b += 1;
+                }
+                while a < b && pts[a].t <= t - range {
+                    a += 1;
+                }
+                (lo[i], hi[i]) = (a, b);
+                if a == b {
+                    continue;
+                }
+                total += b - a;
+                match range_kernel(name, &pts[a..b], &arg, &[], ts) {
+                    Ok(Some(f)) => {
+                        row.push((i as u32, f));
+                        if counter_check && !announced[i] {
+                            announced[i] = true;
+                            if let Some(message) = counter_info(&sv.labels[i]) {
+                                annos.push(message);
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if total > self.opts.max_samples {
+                sv.error = Some((k, QueryError::TooManySamples(format!("selector {}", ms.vs))));
+                break;
+            }
+            if let Some(e) = failed {
+                sv.error = Some((k, e));
+                break;
+            }
+            sv.steps.push(row);
+            sv.annotations.push(annos);
+        }
+        sv
+    }
+}
