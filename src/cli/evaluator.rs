@@ -68,6 +68,17 @@ pub struct Args {
     /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
     #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = duration)]
     storage_retention: Duration,
+    /// Most samples one query (rule or API) may load into memory; a larger one fails with
+    /// "query processing would load too many samples into memory".
+    #[arg(
+        long = "query.max-samples",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    query_max_samples: usize,
+    /// Longest run of one query (rule or API); a longer one fails with "query timed out".
+    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = duration)]
+    query_timeout: Duration,
     /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
     /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
     #[arg(long = "datasource.url", value_name = "URL")]
@@ -121,6 +132,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.for_grace_period = args.for_grace_period;
     options.notification_queue_capacity = args.queue_capacity;
     options.storage_retention = args.storage_retention;
+    options.query_max_samples = args.query_max_samples;
+    options.query_timeout = args.query_timeout;
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
         cfg.http = http_config(&args);

@@ -85,7 +85,13 @@ impl EvaluatorConfig {
     /// Reads and checks a configuration file; relative `rule_files` become relative to its
     /// directory.
     pub fn load(path: &Path) -> Result<EvaluatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = crate::limits::read_capped(
+            path,
+            crate::limits::MAX_CONFIG_FILE_BYTES,
+            "configuration file",
+            "config_file_size",
+        )
+        .map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;

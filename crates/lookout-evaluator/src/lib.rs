@@ -5,6 +5,7 @@ pub mod alert;
 pub mod config;
 pub mod datasource;
 pub mod embedded;
+pub mod limits;
 pub mod notifier;
 pub mod remote;
 pub mod remote_write;
@@ -57,6 +58,10 @@ pub struct EvaluatorOptions {
     pub notification_queue_capacity: usize,
     /// `--storage.tsdb.retention.time`: how long the embedded storage keeps samples (1d).
     pub storage_retention: Duration,
+    /// `--query.max-samples`: most samples one query may hold in memory (50,000,000).
+    pub query_max_samples: usize,
+    /// `--query.timeout`: longest run of one query, rule or API (2m).
+    pub query_timeout: Duration,
 }
 
 impl EvaluatorOptions {
@@ -76,6 +81,8 @@ impl EvaluatorOptions {
             for_grace_period: state::DEFAULT_FOR_GRACE_PERIOD,
             notification_queue_capacity: 10_000,
             storage_retention: Duration::from_secs(24 * 3600),
+            query_max_samples: 50_000_000,
+            query_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -146,10 +153,15 @@ where
 
     let mut registry = prometheus_client::registry::Registry::default();
     let rule_metrics = RuleMetrics::register(&mut registry);
+    limits::register(&mut registry);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     // Datasource.
-    let engine = lookout_promql::Engine::default();
+    let engine = lookout_promql::Engine::new(lookout_promql::engine::EngineOptions {
+        max_samples: opts.query_max_samples,
+        timeout: Some(opts.query_timeout),
+        ..lookout_promql::engine::EngineOptions::default()
+    });
     let mut storage = None;
     let mut scrape = None;
     let datasource: Arc<dyn Datasource> = match &opts.datasource {
@@ -284,6 +296,7 @@ where
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.storage = storage;
     state.engine = engine;
+    state.query_timeout = opts.query_timeout;
     state.datasource = Some(datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
     state.scrape = scrape.clone();

@@ -320,7 +320,13 @@ impl RuleFile {
 
 /// Reads, decodes and validates one rule file.
 pub fn load_file(path: &Path) -> Result<RuleFile, RuleFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RuleFileError::Read {
+    let text = crate::limits::read_capped(
+        path,
+        crate::limits::MAX_RULE_FILE_BYTES,
+        "rule file",
+        "rule_file_size",
+    )
+    .map_err(|source| RuleFileError::Read {
         path: path.to_path_buf(),
         source,
     })?;

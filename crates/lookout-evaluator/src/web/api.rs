@@ -189,6 +189,7 @@ fn storage(st: &WebState) -> Result<Arc<Storage>, ApiError> {
 }
 
 fn engine_error(e: QueryError) -> ApiError {
+    crate::limits::count_query_error(&e);
     match e {
         QueryError::Parse { .. } => ApiError::bad_data(e.to_string()),
         other => ApiError::execution(other.to_string()),
@@ -216,9 +217,10 @@ where
         .map_err(|_| ApiError::unavailable("query engine is shutting down"))?;
     let task = tokio::task::spawn_blocking(f);
     match tokio::time::timeout(limit, task).await {
-        Err(_) => Err(ApiError::timeout(
-            "query timed out in expression evaluation",
-        )),
+        Err(_) => Err({
+            crate::limits::hit("query_timeout");
+            ApiError::timeout("query timed out in expression evaluation")
+        }),
         Ok(Err(e)) => Err(ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "internal",
