@@ -133,14 +133,8 @@ impl Evaluator<'_> {
                 continue;
             };
             match op {
-                "topk" => {
-                    samples.sort_by(|a, b| desc_nan_last(a.f, b.f));
-                    samples.truncate(k as usize);
-                }
-                "bottomk" => {
-                    samples.sort_by(|a, b| asc_nan_last(a.f, b.f));
-                    samples.truncate(k as usize);
-                }
+                "topk" => first_k(&mut samples, k as usize, desc_nan_last),
+                "bottomk" => first_k(&mut samples, k as usize, asc_nan_last),
                 "limitk" => samples.truncate(k as usize),
                 _ => samples.retain(|s| ratio_keep(ratio, &s.metric)),
             }
@@ -148,6 +142,24 @@ impl Evaluator<'_> {
         }
         Ok(out)
     }
+}
+
+/// Keeps the first `k` samples in the order `cmp`, sorted, ties in input order: what a
+/// stable sort followed by truncation keeps, found by selection when `k` is small.
+fn first_k(samples: &mut Vec<Sample>, k: usize, cmp: fn(f64, f64) -> std::cmp::Ordering) {
+    if k >= samples.len() {
+        samples.sort_by(|a, b| cmp(a.f, b.f));
+        return;
+    }
+    let mut keyed: Vec<(f64, usize)> = samples.iter().enumerate().map(|(i, s)| (s.f, i)).collect();
+    let order = |a: &(f64, usize), b: &(f64, usize)| cmp(a.0, b.0).then(a.1.cmp(&b.1));
+    if k > 0 {
+        keyed.select_nth_unstable_by(k - 1, order);
+    }
+    keyed.truncate(k);
+    keyed.sort_unstable_by(order);
+    let mut slots: Vec<Option<Sample>> = samples.drain(..).map(Some).collect();
+    samples.extend(keyed.iter().filter_map(|&(_, i)| slots[i].take()));
 }
 
 /// Go's `%g` formatting of a float, close enough for annotation texts.
@@ -402,5 +414,57 @@ pub(crate) fn format_float_go(f: f64) -> String {
     } else {
         // Rust's Display never uses an exponent and prints the shortest round-trip form.
         format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `first_k` keeps exactly what a stable sort and truncation keep: ties (equal values,
+    /// NaNs, signed zeros) in input order.
+    #[test]
+    fn first_k_matches_stable_sort() {
+        let values = [
+            3.0,
+            f64::NAN,
+            1.0,
+            3.0,
+            -0.0,
+            0.0,
+            f64::INFINITY,
+            1.0,
+            f64::NAN,
+            -2.0,
+            3.0,
+        ];
+        let samples: Vec<Sample> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| Sample {
+                metric: Labels::new([("i", i.to_string())]),
+                t: 0,
+                f,
+                drop_name: false,
+            })
+            .collect();
+        for cmp in [
+            desc_nan_last as fn(f64, f64) -> std::cmp::Ordering,
+            asc_nan_last,
+        ] {
+            for k in 1..=values.len() + 1 {
+                let mut expected = samples.clone();
+                expected.sort_by(|a, b| cmp(a.f, b.f));
+                expected.truncate(k);
+                let mut got = samples.clone();
+                first_k(&mut got, k, cmp);
+                let ids = |v: &[Sample]| -> Vec<String> {
+                    v.iter()
+                        .map(|s| s.metric.get("i").unwrap_or("").to_string())
+                        .collect()
+                };
+                assert_eq!(ids(&got), ids(&expected), "k = {k}");
+            }
+        }
     }
 }

@@ -399,6 +399,12 @@ impl Engine {
         }
         let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms, step_ms)?;
         ev.warn_sort_in_range(expr);
+        if let Some(result) = ev.steps_matrix(expr) {
+            return Ok(QueryOutput {
+                value: result?,
+                annotations: ev.take_annotations(),
+            });
+        }
         let mut memo = LabelMemo::default();
         let mut out: Matrix = Vec::new();
         let mut t = start_ms;
@@ -1381,6 +1387,16 @@ impl std::hash::Hasher for Fnv {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+    /// Integers (pointer identities, hashes, lengths) in one multiply-and-fold instead of
+    /// eight byte rounds; the fold brings the well-mixed high bits down to the low bits the
+    /// table indexes with (pointers differ little in their low bits).
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
     fn finish(&self) -> u64 {
         self.0

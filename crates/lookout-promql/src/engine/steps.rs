@@ -21,8 +21,8 @@ use promql_parser::parser::{Call, Expr, MatrixSelector};
 
 use super::functions::{counter_info, range_kernel};
 use super::{
-    AnnotationLevel, Evaluator, FPoint, FnvBuild, QueryError, RangeArg, RangeMode, Sample, Value,
-    Vector, dur_ms, range_mode,
+    AnnotationLevel, Evaluator, FPoint, FnvBuild, Matrix, QueryError, RangeArg, RangeMode, Sample,
+    Series, Value, Vector, drop_metric_name, dur_ms, range_mode,
 };
 use crate::labels::Labels;
 use crate::storage::is_stale;
@@ -143,15 +143,7 @@ impl Evaluator<'_> {
         let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
             return self.eval_call(c, ts);
         };
-        let cached = self.step_values.borrow().get(&key).cloned();
-        let sv = match cached {
-            Some(sv) => sv,
-            None => {
-                let sv = Rc::new(self.compute_steps(c.func.name, ms));
-                self.step_values.borrow_mut().insert(key, sv.clone());
-                sv
-            }
-        };
+        let sv = self.step_values_of(c, ms);
         if let Some((at, err)) = &sv.error
             && k >= *at
         {
@@ -171,6 +163,91 @@ impl Evaluator<'_> {
             });
         }
         Ok(Value::Vector(out))
+    }
+
+    /// The all-steps results of call `c` over `ms`, computed on first use.
+    fn step_values_of(&self, c: &Call, ms: &MatrixSelector) -> Rc<StepValues> {
+        let key = c as *const Call as usize;
+        let cached = self.step_values.borrow().get(&key).cloned();
+        match cached {
+            Some(sv) => sv,
+            None => {
+                let sv = Rc::new(self.compute_steps(c.func.name, ms));
+                self.step_values.borrow_mut().insert(key, sv.clone());
+                sv
+            }
+        }
+    }
+
+    /// The result of a range query whose whole expression is an all-steps call, built
+    /// directly as one series per input series instead of step by step. `None` when the
+    /// expression is not such a call, or when dropping metric names makes two series
+    /// equal (the step-by-step evaluation then reports or merges them).
+    pub(crate) fn steps_matrix(&self, e: &Expr) -> Option<Result<Matrix, QueryError>> {
+        let mut inner = e;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        let Expr::Call(c) = inner else { return None };
+        if !self.step_calls.contains(&(c as *const Call as usize)) {
+            return None;
+        }
+        let ms = step_call_arg(c)?;
+        let sv = self.step_values_of(c, ms);
+        let labels: Vec<Labels> = if sv.drop_name {
+            sv.labels
+                .iter()
+                .map(|l| {
+                    let mut l = l.clone();
+                    drop_metric_name(&mut l);
+                    l
+                })
+                .collect()
+        } else {
+            sv.labels.clone()
+        };
+        let mut seen = HashSet::with_capacity_and_hasher(labels.len(), FnvBuild);
+        if !labels.iter().all(|l| seen.insert(l)) {
+            return None;
+        }
+        let n_steps = if self.step == 0 {
+            1
+        } else {
+            ((self.end - self.start) / self.step + 1) as usize
+        };
+        let mut floats: Vec<Vec<FPoint>> = vec![Vec::new(); labels.len()];
+        let mut total = 0usize;
+        for k in 0..n_steps {
+            if let Some((at, err)) = &sv.error
+                && k >= *at
+            {
+                return Some(Err(err.clone().with_expr(|| inner.to_string())));
+            }
+            for message in &sv.annotations[k] {
+                self.annotate(AnnotationLevel::Info, message.clone(), &sv.anchor);
+            }
+            let t = self.start + k as i64 * self.step;
+            let row = &sv.steps[k];
+            for &(i, f) in row {
+                floats[i as usize].push(FPoint { t, f });
+            }
+            total += row.len();
+            if total > self.opts.max_samples {
+                return Some(Err(QueryError::TooManySamples("query execution".into())));
+            }
+        }
+        let mut out: Matrix = labels
+            .into_iter()
+            .zip(floats)
+            .filter(|(_, floats)| !floats.is_empty())
+            .map(|(metric, floats)| Series {
+                metric,
+                floats,
+                drop_name: false,
+            })
+            .collect();
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Some(Ok(out))
     }
 
     /// Evaluates range function `name` over `ms` at every step of the query.
