@@ -99,6 +99,8 @@ pub struct Args {
     /// remote-write URL, so later rules see them and `for` state is restored from there.
     #[arg(long = "remote-write.url", value_name = "URL")]
     remote_write_url: Option<String>,
+    #[command(flatten)]
+    web: super::WebArgs,
 }
 
 fn http_config(args: &Args) -> HttpClientConfig {
@@ -134,6 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.storage_retention = args.storage_retention;
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;
+    options.web = args.web.options();
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
         cfg.http = http_config(&args);

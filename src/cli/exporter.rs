@@ -37,6 +37,8 @@ pub struct Args {
     /// Most continuous-target probes running at once.
     #[arg(long = "probe.concurrency", value_name = "N", default_value_t = 256)]
     probe_concurrency: usize,
+    #[command(flatten)]
+    web: super::WebArgs,
 }
 
 /// Runs the exporter until Ctrl-C or SIGTERM, or checks its configuration.
@@ -50,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout_offset: args.timeout_offset,
         max_concurrent_probe_requests: args.max_concurrent_probes,
         target_probe_concurrency: args.probe_concurrency,
+        web: args.web.options(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,6 +26,37 @@ pub enum Command {
     Up(up::Args),
 }
 
+/// `--web.config.file` and `--web.enable-lifecycle`, shared by the servers' sub-commands.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebArgs {
+    /// Web configuration file in the format of Prometheus's exporter-toolkit: TLS
+    /// (`tls_server_config`), basic auth (`basic_auth_users`, bcrypt), response headers
+    /// (`http_server_config`). Re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// Serve `POST /-/reload`; `--web.enable-lifecycle=false` answers it 403. On by default
+    /// in Lookout (Prometheus has it off).
+    #[arg(
+        long = "web.enable-lifecycle",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub enable_lifecycle: bool,
+}
+
+impl WebArgs {
+    /// The serve options these flags describe.
+    pub fn options(&self) -> lookout_web::ServeOptions {
+        lookout_web::ServeOptions {
+            web_config_file: self.web_config_file.clone(),
+            enable_lifecycle: self.enable_lifecycle,
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {

@@ -62,6 +62,12 @@ pub struct Args {
     /// match the --web.listen-address.* flags.
     #[arg(long = "config.dir", value_name = "DIR")]
     config_dir: Option<PathBuf>,
+    /// TLS, basic auth and lifecycle settings, applied to both servers. The built-in
+    /// configuration scrapes and probes them over plain HTTP without a password, so with
+    /// TLS or `basic_auth_scope: all` use `--config.dir` with matching `scrape_configs`
+    /// (`scheme`, `tls_config`, `basic_auth`); `basic_auth_scope: write` works as it is.
+    #[command(flatten)]
+    web: super::WebArgs,
 }
 
 /// A directory removed when dropped.
@@ -149,12 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exporter_options = {
         let mut o = lookout_exporter::RunOptions::new(exporter_file);
         o.listen_address = args.exporter_address.to_string();
+        o.web = args.web.options();
         o
     };
     let evaluator_options = {
         let mut o = lookout_evaluator::EvaluatorOptions::new(evaluator_file);
         o.listen_address = args.evaluator_address.to_string();
         o.external_url = Some(format!("http://{}", args.evaluator_address));
+        o.web = args.web.options();
         // Nothing is written outside the scratch directory: `for` timers start afresh.
         o.state_file = None;
         o

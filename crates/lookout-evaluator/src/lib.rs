@@ -62,6 +62,8 @@ pub struct EvaluatorOptions {
     pub query_max_samples: usize,
     /// `--query.timeout`: longest run of one query, rule or API (2m).
     pub query_timeout: Duration,
+    /// `--web.config.file` (TLS, basic auth) and `--web.enable-lifecycle` (`/-/reload`).
+    pub web: lookout_web::ServeOptions,
 }
 
 impl EvaluatorOptions {
@@ -83,6 +85,7 @@ impl EvaluatorOptions {
             storage_retention: Duration::from_secs(24 * 3600),
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
+            web: lookout_web::ServeOptions::default(),
         }
     }
 }
@@ -141,6 +144,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let cfg = EvaluatorConfig::load(&opts.config_file)?;
+    let web_server = lookout_web::WebServer::new(&opts.web).map_err(|e| RunError::Web {
+        address: opts.listen_address.clone(),
+        source: std::io::Error::other(e),
+    })?;
     // Check the rules before starting anything.
     RuleManager::load_files(&rule_patterns(&cfg, &opts.extra_rule_files))
         .map_err(|e| RunError::Rules(e.to_string()))?;
@@ -309,7 +316,9 @@ where
             source,
         })?;
     tracing::info!(address = %opts.listen_address, "Listening");
-    let web_result = web::serve(listener, web::router(state), shutdown).await;
+    let web_result = web_server
+        .serve(listener, web::router(state), shutdown)
+        .await;
 
     // Shutdown: stop evaluating, persist state, drain notifications.
     let _ = stop_tx.send(true);
