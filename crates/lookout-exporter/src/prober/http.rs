@@ -759,6 +759,12 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// Largest response head (status line and headers) a probe accepts, in bytes; a larger one
+/// fails the probe with reason `headers_too_large`. Also the HTTP/2 header list limit.
+pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
+/// Most response header fields a probe accepts (hyper's default).
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 100;
+
 /// Runs the HTTP exchange on `io`. `processing` runs from the connection being ready to
 /// the first byte of the response (Go's `GotConn` → `GotFirstResponseByte`, as
 /// blackbox_exporter measures it); returns the response and when that first byte came.
@@ -773,8 +779,19 @@ async fn send<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let protocol_error =
-        |e: hyper::Error| Failure::new(reason::HTTP_REQUEST, format!("HTTP request failed: {e}"));
+    let protocol_error = |e: hyper::Error| {
+        if e.is_parse_too_large() {
+            Failure::new(
+                reason::HEADERS_TOO_LARGE,
+                format!(
+                    "HTTP request failed: response headers exceed the limit of \
+                     {MAX_RESPONSE_HEADER_BYTES} bytes or {MAX_RESPONSE_HEADERS} fields ({e})"
+                ),
+            )
+        } else {
+            Failure::new(reason::HTTP_REQUEST, format!("HTTP request failed: {e}"))
+        }
+    };
     let first_byte = Arc::new(FirstByte::default());
     let io = TokioIo::new(TimedIo {
         inner: io,
@@ -782,7 +799,9 @@ where
     });
     let start = Instant::now();
     let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(MAX_RESPONSE_HEADER_BYTES as u32)
+            .handshake(io)
             .await
             .map_err(protocol_error)?;
         tokio::spawn(async move {
@@ -798,7 +817,10 @@ where
         first_byte.arm();
         sender.send_request(request).await.map_err(protocol_error)
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_RESPONSE_HEADERS)
+            .max_header_size(MAX_RESPONSE_HEADER_BYTES)
+            .handshake(io)
             .await
             .map_err(protocol_error)?;
         tokio::spawn(async move {

@@ -21,6 +21,7 @@
 //! | `tls_handshake` | the TLS handshake failed (includes certificate verification) |
 //! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect |
 //! | `too_many_redirects` | more than 10 redirects |
+//! | `headers_too_large` | response headers over 64 KiB or 100 fields |
 //! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default) |
 //! | `invalid_http_version` | version not in `valid_http_versions` |
 //! | `body_too_large` | the body exceeded `body_size_limit` |
@@ -72,6 +73,8 @@ pub mod reason {
     pub const HTTP_REQUEST: &str = "http_request";
     /// More than 10 redirects.
     pub const TOO_MANY_REDIRECTS: &str = "too_many_redirects";
+    /// Response headers over the size or count limit (64 KiB, 100 fields).
+    pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
     /// Status code not accepted.
     pub const INVALID_STATUS_CODE: &str = "invalid_status_code";
     /// HTTP version not accepted.
