@@ -34,6 +34,10 @@ use serde::de::{self, Deserializer, IgnoredAny};
 pub use duration::parse_duration;
 use locate::{Seg, locate};
 
+/// Largest configuration file read (4 MiB); a larger one is refused (and a reload keeps the
+/// running configuration).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 4 << 20;
+
 /// Body size limit when a module does not set `body_size_limit` (10 MiB).
 pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
 
@@ -621,10 +625,23 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        use std::io::Read as _;
+        let io_error = |source| ConfigError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(io_error)?;
+        if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(io_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the file is larger than the {MAX_CONFIG_FILE_BYTES}-byte configuration file size limit"
+                ),
+            )));
+        }
         Config::parse(&text, &path.display().to_string())
     }
 

@@ -104,6 +104,10 @@ pub struct ExporterMetrics {
     pub probes: Family<ResultLabels, Counter>,
     /// `lookout_exporter_probe_duration_seconds{prober}`.
     pub probe_duration: Family<ResultLabels, ClientHistogram, fn() -> ClientHistogram>,
+    /// `lookout_exporter_probe_failures_total{reason}`: failed probes by failure reason
+    /// (`timeout`, `body_too_large`, `headers_too_large`, `too_many_redirects`, ...), so a
+    /// limit being hit shows as a rate.
+    pub probe_failures: Family<Vec<(&'static str, String)>, Counter>,
     /// `lookout_exporter_probes_skipped_total`: ticks skipped because the previous probe of
     /// the target still ran.
     pub probes_skipped: Counter,
@@ -125,6 +129,7 @@ impl Default for ExporterMetrics {
         ExporterMetrics {
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(duration_histogram),
+            probe_failures: Family::default(),
             probes_skipped: Counter::default(),
             probe_requests_rejected: Counter::default(),
             probe_requests_refused: Family::default(),
@@ -140,6 +145,11 @@ impl ExporterMetrics {
     pub fn observe_probe(&self, prober: &'static str, report: &ProbeReport) {
         let result = if report.success { "success" } else { "failure" };
         self.probes.get_or_create(&[("result", result)]).inc();
+        if let Some(f) = &report.failure {
+            self.probe_failures
+                .get_or_create(&vec![("reason", f.reason.clone())])
+                .inc();
+        }
         self.probe_duration
             .get_or_create(&[("prober", prober)])
             .observe(report.duration.as_secs_f64());
@@ -157,6 +167,11 @@ impl ExporterMetrics {
             "lookout_exporter_probe_duration_seconds",
             "Wall time of probes, by prober",
             self.probe_duration.clone(),
+        );
+        registry.register(
+            "lookout_exporter_probe_failures",
+            "Failed probes, by failure reason (limits hit included: body_too_large, headers_too_large, too_many_redirects, timeout)",
+            self.probe_failures.clone(),
         );
         registry.register(
             "lookout_exporter_probes_skipped",
@@ -473,6 +488,27 @@ const _: fn() = || {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_probes_are_counted_by_reason() {
+        let m = ExporterMetrics::default();
+        let failed = |reason: &str| ProbeReport {
+            success: false,
+            failure: Some(crate::prober::Failure::new(reason, "test")),
+            duration: std::time::Duration::from_millis(1),
+            recorder: crate::prober::Recorder::default(),
+        };
+        m.observe_probe("http", &failed("headers_too_large"));
+        m.observe_probe("http", &failed("headers_too_large"));
+        m.observe_probe("http", &failed("timeout"));
+        let count = |r: &str| {
+            m.probe_failures
+                .get_or_create(&vec![("reason", r.to_string())])
+                .get()
+        };
+        assert_eq!(count("headers_too_large"), 2);
+        assert_eq!(count("timeout"), 1);
+    }
 
     #[test]
     fn histogram_buckets_are_per_bucket_counts() {
