@@ -1,6 +1,7 @@
 //! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, …) with `by`/`without`.
 
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
@@ -50,6 +51,36 @@ impl Evaluator<'_> {
             Some(p) => Some(self.eval_scalar(p, ts)?),
             None => None,
         };
+        let is_k = matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
+        if !is_k && let Some((sv, k)) = self.step_row(&a.expr, ts)? {
+            // The input is a range function's step: group by per-series keys computed once.
+            self.warn_quantile_param(&op, param, a);
+            let node = a as *const AggregateExpr as usize;
+            let cached = self.step_groups.borrow().get(&node).cloned();
+            let groups = match cached {
+                Some(g) => g,
+                None => {
+                    let g: Rc<Vec<(u64, Labels)>> = Rc::new(
+                        sv.labels
+                            .iter()
+                            .map(|l| {
+                                (
+                                    group_key(l, without, &grouping),
+                                    group_labels(l, without, &grouping),
+                                )
+                            })
+                            .collect(),
+                    );
+                    self.step_groups.borrow_mut().insert(node, g.clone());
+                    g
+                }
+            };
+            let input = sv.steps[k].iter().map(|&(i, f)| {
+                let (key, labels) = &groups[i as usize];
+                (*key, labels.clone(), f, sv.drop_name)
+            });
+            return aggregate(&op, param.unwrap_or(f64::NAN), input).map(Value::Vector);
+        }
         let vec = self.eval_vector(&a.expr, ts)?;
         match op.as_str() {
             "topk" | "bottomk" | "limitk" | "limit_ratio" => {
@@ -58,17 +89,7 @@ impl Evaluator<'_> {
                     .map(Value::Vector)
             }
             _ => {
-                if op == "quantile"
-                    && let Some(q) = param
-                    && (q.is_nan() || !(0.0..=1.0).contains(&q))
-                {
-                    let anchor = a.param.as_ref().map(|p| p.to_string()).unwrap_or_default();
-                    self.annotate(
-                        AnnotationLevel::Warning,
-                        format!("quantile value should be between 0 and 1, got {}", go_g(q)),
-                        &anchor,
-                    );
-                }
+                self.warn_quantile_param(&op, param, a);
                 let node = a as *const AggregateExpr as usize;
                 let mut memo = self.group_memo.borrow_mut();
                 let mut grouper = |l: &Labels| {
@@ -81,8 +102,27 @@ impl Evaluator<'_> {
                     });
                     (*key, labels.clone())
                 };
-                aggregate(&op, param.unwrap_or(f64::NAN), vec, &mut grouper).map(Value::Vector)
+                let input = vec.into_iter().map(|s| {
+                    let (key, labels) = grouper(&s.metric);
+                    (key, labels, s.f, s.drop_name)
+                });
+                aggregate(&op, param.unwrap_or(f64::NAN), input).map(Value::Vector)
             }
+        }
+    }
+
+    /// The warning `quantile` raises for a parameter outside [0, 1].
+    fn warn_quantile_param(&self, op: &str, param: Option<f64>, a: &AggregateExpr) {
+        if op == "quantile"
+            && let Some(q) = param
+            && (q.is_nan() || !(0.0..=1.0).contains(&q))
+        {
+            let anchor = a.param.as_ref().map(|p| p.to_string()).unwrap_or_default();
+            self.annotate(
+                AnnotationLevel::Warning,
+                format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                &anchor,
+            );
         }
     }
 
@@ -225,17 +265,16 @@ fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
     out
 }
 
+/// Aggregates `input`: per sample its group key, its group's labels, its value and its
+/// delayed name removal flag.
 fn aggregate(
     op: &str,
     param: f64,
-    vec: Vector,
-    grouper: &mut dyn FnMut(&Labels) -> (u64, Labels),
+    input: impl Iterator<Item = (u64, Labels, f64, bool)>,
 ) -> Result<Vector, QueryError> {
     let mut order: Vec<u64> = Vec::new();
     let mut groups: FastMap<u64, Group> = FastMap::default();
-    for s in vec {
-        let f = s.f;
-        let (key, group_metric) = grouper(&s.metric);
+    for (key, group_metric, f, drop_name) in input {
         let Some(g) = groups.get_mut(&key) else {
             let value = match op {
                 "stddev" | "stdvar" => {
@@ -257,14 +296,14 @@ fn aggregate(
                     kahan_c: 0.0,
                     count: 1.0,
                     incremental_mean: false,
-                    drop_name: s.drop_name,
+                    drop_name,
                     values: if op == "quantile" { vec![f] } else { vec![] },
                 },
             );
             order.push(key);
             continue;
         };
-        g.drop_name |= s.drop_name;
+        g.drop_name |= drop_name;
         match op {
             "sum" => {
                 let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);

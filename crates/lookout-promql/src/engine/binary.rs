@@ -16,8 +16,22 @@ use crate::labels::{Labels, METRIC_NAME};
 #[derive(Default)]
 pub(crate) struct BinaryMemo {
     signatures: FastMap<(usize, usize), (Labels, u64)>,
-    results: FastMap<(usize, usize, usize), (Labels, Labels, Labels)>,
+    results: FastMap<(usize, usize, usize), (Labels, Labels, HashedLabels)>,
 }
+
+/// A label set with its hash computed once (kept in [`BinaryMemo`]), so the per-step
+/// check for duplicate results does not rehash every label.
+#[derive(Clone, PartialEq, Eq)]
+struct HashedLabels(u64, Labels);
+
+impl std::hash::Hash for HashedLabels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// Per match group, the result label sets produced so far.
+type MatchedSets = FastMap<u64, HashSet<HashedLabels, FnvBuild>>;
 
 /// The binary operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,7 +373,7 @@ fn vector_binop(
         right.insert(sig, rs);
         right_order.push(sig);
     }
-    let mut matched: FastMap<u64, HashSet<Labels, FnvBuild>> = FastMap::default();
+    let mut matched: MatchedSets = FastMap::default();
     let mut out = Vec::new();
     let ctx = OpCtx {
         op,
@@ -415,7 +429,7 @@ impl OpCtx<'_> {
         ls: &Sample,
         rs: &Sample,
         sig: u64,
-        matched: &mut FastMap<u64, HashSet<Labels, FnvBuild>>,
+        matched: &mut MatchedSets,
         out: &mut Vector,
     ) -> Result<(), QueryError> {
         let (op, m, return_bool, swapped) = (self.op, self.m, self.return_bool, self.swapped);
@@ -429,10 +443,12 @@ impl OpCtx<'_> {
             memo.results
                 .entry((m.node, ls.metric.ptr_id(), rs.metric.ptr_id()))
                 .or_insert_with(|| {
+                    use std::hash::BuildHasher;
+                    let metric = result_metric(&ls.metric, &rs.metric, op, m);
                     (
                         ls.metric.clone(),
                         rs.metric.clone(),
-                        result_metric(&ls.metric, &rs.metric, op, m),
+                        HashedLabels(FnvBuild.hash_one(&metric), metric),
                     )
                 })
                 .2
@@ -452,14 +468,17 @@ impl OpCtx<'_> {
                 }
             }
             None => {
+                // One-to-one matching only asks whether the group matched before.
                 let mut set = HashSet::with_hasher(FnvBuild);
-                set.insert(metric.clone());
+                if m.card != Card::OneToOne {
+                    set.insert(metric.clone());
+                }
                 matched.insert(sig, set);
             }
         }
         if keep || return_bool {
             out.push(Sample {
-                metric,
+                metric: metric.1,
                 t: ls.t,
                 f: v,
                 drop_name: return_bool || (!op.changes_schema() && ls.drop_name),

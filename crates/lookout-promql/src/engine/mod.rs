@@ -717,6 +717,8 @@ pub(crate) struct Evaluator<'a> {
     step_calls: steps::CallSet,
     /// Their results, computed the first time one of their steps is needed.
     step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
+    /// Per aggregation over an all-steps call, each input series' group key and labels.
+    pub(crate) step_groups: RefCell<FastMap<usize, Rc<Vec<(u64, Labels)>>>>,
 }
 
 /// A range-vector argument with the window it covers.
@@ -759,6 +761,7 @@ impl<'a> Evaluator<'a> {
             hulls: HashMap::new(),
             step_calls: steps::CallSet::default(),
             step_values: RefCell::new(FastMap::default()),
+            step_groups: RefCell::new(FastMap::default()),
         };
         steps::collect_step_calls(expr, &mut ev.step_calls);
         let mut hulls = HashMap::new();

@@ -60,11 +60,11 @@ pub(crate) type CallSet = HashSet<usize, FnvBuild>;
 /// A range function's results at every step of the query.
 pub(crate) struct StepValues {
     /// Labels of the selector's series.
-    labels: Vec<Labels>,
+    pub(crate) labels: Vec<Labels>,
     /// Whether results drop the metric name when the query finishes.
-    drop_name: bool,
+    pub(crate) drop_name: bool,
     /// Per step, the series (index into `labels`) with a value, in series order.
-    steps: Vec<Vec<(u32, f64)>>,
+    pub(crate) steps: Vec<Vec<(u32, f64)>>,
     /// Per step, the info annotations the step-by-step evaluation raises there first.
     annotations: Vec<Vec<String>>,
     /// Text of the selector, where the annotations point.
@@ -134,14 +134,36 @@ impl Evaluator<'_> {
         (d % self.step == 0).then_some((d / self.step) as usize)
     }
 
-    /// Evaluates a call at `ts`, from its all-steps evaluation when it has one.
-    pub(crate) fn eval_call_at_step(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
-        let key = c as *const Call as usize;
-        if !self.step_calls.contains(&key) {
-            return self.eval_call(c, ts);
+    /// When `e` is an all-steps call and `ts` one of the query's steps: its results and
+    /// the step's index, after raising the step's annotations or error as evaluating `e`
+    /// at `ts` would.
+    pub(crate) fn step_row(
+        &self,
+        e: &Expr,
+        ts: i64,
+    ) -> Result<Option<(Rc<StepValues>, usize)>, QueryError> {
+        let mut inner = e;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        let Expr::Call(c) = inner else {
+            return Ok(None);
+        };
+        self.step_row_of_call(c, ts)
+            .map_err(|err| err.with_expr(|| inner.to_string()))
+    }
+
+    /// [`Evaluator::step_row`] for a call node (errors are wrapped by the caller).
+    fn step_row_of_call(
+        &self,
+        c: &Call,
+        ts: i64,
+    ) -> Result<Option<(Rc<StepValues>, usize)>, QueryError> {
+        if !self.step_calls.contains(&(c as *const Call as usize)) {
+            return Ok(None);
         }
         let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
-            return self.eval_call(c, ts);
+            return Ok(None);
         };
         let sv = self.step_values_of(c, ms);
         if let Some((at, err)) = &sv.error
@@ -152,6 +174,14 @@ impl Evaluator<'_> {
         for message in &sv.annotations[k] {
             self.annotate(AnnotationLevel::Info, message.clone(), &sv.anchor);
         }
+        Ok(Some((sv, k)))
+    }
+
+    /// Evaluates a call at `ts`, from its all-steps evaluation when it has one.
+    pub(crate) fn eval_call_at_step(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
+        let Some((sv, k)) = self.step_row_of_call(c, ts)? else {
+            return self.eval_call(c, ts);
+        };
         let row = &sv.steps[k];
         let mut out: Vector = Vec::with_capacity(row.len());
         for &(i, f) in row {
