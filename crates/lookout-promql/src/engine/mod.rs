@@ -718,7 +718,7 @@ pub(crate) struct Evaluator<'a> {
     /// Their results, computed the first time one of their steps is needed.
     step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
     /// Per aggregation over an all-steps call, each input series' group key and labels.
-    pub(crate) step_groups: RefCell<FastMap<usize, Rc<Vec<(u64, Labels)>>>>,
+    pub(crate) step_groups: RefCell<FastMap<usize, StepGroups>>,
 }
 
 /// A range-vector argument with the window it covers.
@@ -1408,6 +1408,9 @@ impl std::hash::Hasher for Fnv {
 
 /// A hash map with [`FnvBuild`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, FnvBuild>;
+
+/// Group key and output labels of each input series of an aggregation.
+pub(crate) type StepGroups = Rc<Vec<(u64, Labels)>>;
 
 /// See `Evaluator::group_memo`.
 pub(crate) type GroupMemo = FastMap<(usize, usize), (Labels, u64, Labels)>;
