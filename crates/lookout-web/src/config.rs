@@ -211,7 +211,7 @@ impl WebConfig {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| yaml_error(origin, &e))?
+            serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, origin, &e))?
         };
         let invalid = |key: &str, message: String| {
             WebConfigError::Invalid(at_key(text, origin, key, &message))
@@ -378,21 +378,48 @@ fn at_key(text: &str, origin: &str, key: &str, message: &str) -> String {
     format!("{origin}: {message}")
 }
 
-fn yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> WebConfigError {
+fn yaml_error(text: &str, origin: &str, e: &serde_yaml_ng::Error) -> WebConfigError {
     let full = e.to_string();
     match e.location() {
         Some(loc) => {
             let message = full
                 .rsplit_once(" at line ")
                 .map_or(full.as_str(), |(m, _)| m);
-            WebConfigError::Invalid(format!(
-                "{origin}:{}:{}: {message}",
-                loc.line(),
-                loc.column()
-            ))
+            // A value refused by one of the parsers below is reported by serde at its
+            // mapping; point at the value itself when it can be found after that position.
+            let (line, column) = quoted_value(message)
+                .and_then(|v| find_value(text, loc.line(), v))
+                .unwrap_or((loc.line(), loc.column()));
+            WebConfigError::Invalid(format!("{origin}:{line}:{column}: {message}"))
         }
         None => WebConfigError::Invalid(format!("{origin}: {full}")),
     }
+}
+
+/// The first `"…"` in an error message (the refused value).
+fn quoted_value(message: &str) -> Option<&str> {
+    let start = message.find('"')? + 1;
+    let len = message[start..].find('"')?;
+    Some(&message[start..start + len])
+}
+
+/// 1-based line and column of `value` written as a mapping value (`key: value`, quoted or
+/// not), searching from line `from`.
+fn find_value(text: &str, from: usize, value: &str) -> Option<(usize, usize)> {
+    if value.is_empty() {
+        return None;
+    }
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let (_, after) = line.split_once(':')?;
+            let unquoted = after.trim().trim_matches(|c| c == '"' || c == '\'');
+            (unquoted == value).then(|| {
+                let leading = after.len() - after.trim_start().len();
+                (i + 1, line.len() - after.len() + leading + 1)
+            })
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -538,7 +565,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("web.yml:2:3: ") && e.contains("invalid client_auth_type \"Sometimes\""),
+            e.starts_with(
+                "web.yml:4:21: tls_server_config: invalid client_auth_type \"Sometimes\""
+            ),
             "{e}"
         );
         let e = parse("basic_auth_users:\n  bob: secret\n")
