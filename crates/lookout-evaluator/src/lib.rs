@@ -126,9 +126,10 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-fn default_external_url(listen: &str) -> String {
+fn default_external_url(listen: &str, tls: bool) -> String {
     let port = listen.rsplit(':').next().unwrap_or("9095");
-    format!("http://{}:{port}", hostname())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}:{port}", hostname())
 }
 
 fn rule_patterns(cfg: &EvaluatorConfig, extra: &[String]) -> Vec<String> {
@@ -154,7 +155,7 @@ where
     let external_url = opts
         .external_url
         .clone()
-        .unwrap_or_else(|| default_external_url(&opts.listen_address));
+        .unwrap_or_else(|| default_external_url(&opts.listen_address, web_server.tls_enabled()));
     let external_url = external_url.trim_end_matches('/').to_string();
     let external_labels = cfg.external_labels();
 

@@ -284,6 +284,11 @@ impl WebServer {
         })
     }
 
+    /// Whether the web configuration serves TLS now (for `https://` in external URLs).
+    pub fn tls_enabled(&self) -> bool {
+        self.guard.web.current().tls.is_some()
+    }
+
     /// Serves `router` on `listener` until `shutdown` completes, then lets open
     /// connections finish their requests.
     pub async fn serve(
