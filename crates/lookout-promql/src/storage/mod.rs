@@ -69,6 +69,9 @@ pub struct SeriesData {
     pub labels: Labels,
     /// Samples sorted by timestamp.
     pub samples: Vec<Sample>,
+    /// Start timestamps (ms; 0 = unknown, as in Prometheus) aligned with `samples`, or
+    /// `None` when no sample in the range has one (most series never do).
+    pub st: Option<Vec<i64>>,
 }
 
 /// Something PromQL can read series from.
@@ -171,6 +174,86 @@ struct Chunks {
     last: Option<(i64, u64)>,
     /// Set when the series has been removed from the index; appenders holding it retry.
     removed: bool,
+    /// Start timestamps, created when the series gets its first one (one pointer per
+    /// series otherwise).
+    st: Option<Box<StColumn>>,
+}
+
+/// The start timestamps of one series, one stream per chunk aligned with its samples.
+///
+/// Each stream holds one unsigned varint per sample: the zigzag-encoded difference to
+/// the previous sample's start timestamp (0 before the first, and 0 is "unknown"). A
+/// cumulative series keeps its start, so it costs one byte per sample; a delta series
+/// (start = previous timestamp) costs two or three. A stream shorter than its chunk
+/// reads as zeros: chunks sealed before the first start timestamp are empty.
+struct StColumn {
+    sealed: VecDeque<Box<[u8]>>,
+    head: Vec<u8>,
+    /// Start timestamp of the newest sample of the head chunk.
+    head_prev: i64,
+}
+
+impl StColumn {
+    fn push(&mut self, st: i64) {
+        let mut u = zigzag(st.wrapping_sub(self.head_prev));
+        self.head_prev = st;
+        while u >= 0x80 {
+            self.head.push((u as u8) | 0x80);
+            u >>= 7;
+        }
+        self.head.push(u as u8);
+    }
+
+    fn seal(&mut self) {
+        let full = std::mem::take(&mut self.head);
+        self.sealed.push_back(full.into_boxed_slice());
+        self.head_prev = 0;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        size_of::<StColumn>()
+            + self.sealed.capacity() * size_of::<Box<[u8]>>()
+            + self.sealed.iter().map(|c| c.len()).sum::<usize>()
+            + self.head.capacity()
+    }
+}
+
+fn zigzag(x: i64) -> u64 {
+    ((x << 1) ^ (x >> 63)) as u64
+}
+
+/// Decodes a start-timestamp stream (see [`StColumn`]); zeros once it runs out.
+struct StIter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    prev: i64,
+}
+
+impl<'a> StIter<'a> {
+    fn new(bytes: &'a [u8]) -> StIter<'a> {
+        StIter {
+            bytes,
+            pos: 0,
+            prev: 0,
+        }
+    }
+
+    fn next_st(&mut self) -> i64 {
+        let (mut u, mut shift) = (0u64, 0u32);
+        while let Some(&b) = self.bytes.get(self.pos) {
+            self.pos += 1;
+            if shift < 64 {
+                u |= u64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b < 0x80 {
+                let d = (u >> 1) as i64 ^ -((u & 1) as i64);
+                self.prev = self.prev.wrapping_add(d);
+                return self.prev;
+            }
+        }
+        0
+    }
 }
 
 impl Chunks {
@@ -180,6 +263,7 @@ impl Chunks {
             head: XorEncoder::new(),
             last: None,
             removed: false,
+            st: None,
         }
     }
 
@@ -195,9 +279,11 @@ impl Chunks {
         self.sealed.capacity() * size_of::<SealedChunk>()
             + self.sealed.iter().map(|c| c.data.len()).sum::<usize>()
             + self.head.heap_bytes()
+            + self.st.as_ref().map_or(0, |c| c.heap_bytes())
     }
 
-    fn push(&mut self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
+    /// Appends a sample with start timestamp `st` (0: unknown).
+    fn push(&mut self, labels: &Labels, st: i64, t: i64, v: f64) -> Result<(), AppendError> {
         if let Some((last_t, last_v)) = self.last {
             if t < last_t {
                 return Err(AppendError::OutOfOrder {
@@ -225,14 +311,38 @@ impl Chunks {
                 maxt,
                 data: full.finish(),
             });
+            if let Some(col) = &mut self.st {
+                col.seal();
+            }
+        }
+        if st != 0 && self.st.is_none() {
+            // The first start timestamp: earlier chunks read as unknown (empty streams),
+            // the head's earlier samples get explicit zeros to keep the alignment.
+            let mut col = StColumn {
+                sealed: self.sealed.iter().map(|_| Box::default()).collect(),
+                head: Vec::new(),
+                head_prev: 0,
+            };
+            for _ in 0..self.head.count() {
+                col.push(0);
+            }
+            self.st = Some(Box::new(col));
+        }
+        if let Some(col) = &mut self.st {
+            col.push(st);
         }
         self.head.append(t, v);
         self.last = Some((t, v.to_bits()));
         Ok(())
     }
 
-    /// Copies the samples in `[mint, maxt]` to `out`.
-    fn read(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
+    /// Copies the samples in `[mint, maxt]` to `out` and, for a series with start
+    /// timestamps, theirs to `st_out` (left empty otherwise).
+    fn read(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>, st_out: &mut Vec<i64>) {
+        if let Some(col) = &self.st {
+            self.read_with_st(col, mint, maxt, out, st_out);
+            return;
+        }
         let first = self.sealed.partition_point(|c| c.maxt < mint);
         let sealed = self
             .sealed
@@ -252,6 +362,38 @@ impl Chunks {
         read_chunk(iter, mint, maxt, out);
     }
 
+    /// [`Chunks::read`] for a series with start timestamps: every chunk read from its
+    /// start (such series are rare, the checkpoints are not worth it).
+    fn read_with_st(
+        &self,
+        col: &StColumn,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+        st_out: &mut Vec<i64>,
+    ) {
+        let first = self.sealed.partition_point(|c| c.maxt < mint);
+        let sealed = self
+            .sealed
+            .range(first..)
+            .zip(col.sealed.range(first..))
+            .map(|(c, st)| (&*c.data, CHUNK_SAMPLES, &**st));
+        let head = (self.head.bytes(), self.head.count(), col.head.as_slice());
+        for (bytes, count, st_bytes) in sealed.chain(std::iter::once(head)) {
+            let mut sts = StIter::new(st_bytes);
+            for (t, v) in XorIter::new(bytes, count) {
+                let st = sts.next_st();
+                if t > maxt {
+                    return;
+                }
+                if t >= mint {
+                    out.push(Sample { t, v });
+                    st_out.push(st);
+                }
+            }
+        }
+    }
+
     /// Frees the chunks whose samples are all before `cut`.
     fn truncate_before(&mut self, cut: i64) {
         let keep_from = self.sealed.partition_point(|c| c.maxt < cut);
@@ -260,9 +402,14 @@ impl Chunks {
             if self.sealed.capacity() > 2 * self.sealed.len() + 4 {
                 self.sealed.shrink_to_fit();
             }
+            if let Some(col) = &mut self.st {
+                col.sealed.drain(..keep_from);
+            }
         }
         if self.sealed.is_empty() && self.head.count() > 0 && self.head.last_t() < cut {
             self.head = XorEncoder::new();
+            // Nothing left that had a start timestamp.
+            self.st = None;
         }
     }
 }
@@ -376,6 +523,20 @@ impl Storage {
     /// Appends one sample. Timestamps must increase per series; a repeated timestamp is
     /// accepted (and ignored) only with a bit-identical value, as Prometheus does.
     pub fn append(&self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), AppendError> {
+        self.append_with_st(labels, 0, t_ms, v)
+    }
+
+    /// [`Storage::append`] with the sample's start timestamp `st_ms` (when the counter
+    /// started counting, as OpenTelemetry and Prometheus's created timestamps say; 0 means
+    /// unknown). Rate functions use it to see counter resets and where a counter started.
+    /// Series that never get one pay nothing for it beyond one pointer.
+    pub fn append_with_st(
+        &self,
+        labels: &Labels,
+        st_ms: i64,
+        t_ms: i64,
+        v: f64,
+    ) -> Result<(), AppendError> {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
@@ -398,7 +559,7 @@ impl Storage {
                 // Removed by retention between the look-up and the lock: look again.
                 continue;
             }
-            chunks.push(labels, t_ms, v)?;
+            chunks.push(labels, st_ms, t_ms, v)?;
             drop(chunks);
             self.after_append(t_ms);
             return Ok(());
@@ -600,14 +761,21 @@ impl Queryable for Storage {
         // Decoded into one reused buffer, then copied out at the exact size: one allocation
         // per series instead of a growing vector's several.
         let mut scratch = Vec::new();
+        let mut st_scratch = Vec::new();
         for s in series {
             debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
             scratch.clear();
-            s.lock().read(mint, maxt_ms, &mut scratch);
+            st_scratch.clear();
+            s.lock().read(mint, maxt_ms, &mut scratch, &mut st_scratch);
             if !scratch.is_empty() {
+                let st = st_scratch
+                    .iter()
+                    .any(|&st| st != 0)
+                    .then(|| st_scratch.as_slice().to_vec());
                 out.push(SeriesData {
                     labels: s.labels.clone(),
                     samples: scratch.as_slice().to_vec(),
+                    st,
                 });
             }
         }
@@ -886,6 +1054,47 @@ mod tests {
             assert_eq!(bits(&got[0].samples), bits(&part));
         }
         assert_eq!(st.stats().series, 20);
+    }
+
+    #[test]
+    fn start_timestamps_round_trip_and_cost_nothing_without_them() {
+        let st = Storage::default();
+        let plain = Labels::new([("__name__", "p")]);
+        let with = Labels::new([("__name__", "s")]);
+        let mut want = Vec::new();
+        for i in 0..400i64 {
+            let t = i * 15_000;
+            st.append(&plain, t, i as f64).unwrap();
+            // Start times appear only after the first two chunks and a bit: earlier samples
+            // read as unknown (0); then a cumulative start, a delta start, gaps.
+            let s = match i {
+                0..=250 => 0,
+                251..=300 => 3_000_000,
+                _ if i % 7 == 0 => 0,
+                _ => t - 15_000,
+            };
+            st.append_with_st(&with, s, t, i as f64).unwrap();
+            want.push(s);
+        }
+        let got = st.select(&matchers("p"), i64::MIN, i64::MAX);
+        assert_eq!(got[0].st, None);
+        let got = st.select(&matchers("s"), i64::MIN, i64::MAX);
+        assert_eq!(got[0].samples.len(), 400);
+        assert_eq!(got[0].st.as_deref(), Some(want.as_slice()));
+        // A window inside: still aligned.
+        let got = st.select(&matchers("s"), 3_700_000, 4_600_000);
+        let lo = (3_700_000 / 15_000 + 1) as usize;
+        let hi = (4_600_000 / 15_000) as usize;
+        assert_eq!(got[0].samples[0].t, lo as i64 * 15_000);
+        assert_eq!(got[0].st.as_deref(), Some(&want[lo..=hi]));
+        // A window before the first start time has none.
+        let got = st.select(&matchers("s"), 0, 1_000_000);
+        assert_eq!(got[0].st, None);
+        // Retention keeps the alignment.
+        st.truncate_before(2_000_000);
+        let got = st.select(&matchers("s"), i64::MIN, i64::MAX);
+        let first = (got[0].samples[0].t / 15_000) as usize;
+        assert_eq!(got[0].st.as_deref(), Some(&want[first..]));
     }
 
     #[test]
