@@ -22,10 +22,11 @@ use crate::scrape::target::to_ms;
 pub struct EmbeddedDatasource {
     storage: Arc<Storage>,
     engine: Engine,
+    /// Run queries on the calling task instead of the blocking pool.
+    inline: bool,
 }
 
 fn query_error(expr: &str, e: QueryError) -> DatasourceError {
-    crate::limits::count_query_error(&e);
     DatasourceError::Query {
         expr: expr.to_string(),
         message: e.to_string(),
@@ -53,7 +54,19 @@ pub fn selector_matchers(selector: &str) -> Result<Vec<Matcher>, String> {
 impl EmbeddedDatasource {
     /// A datasource evaluating with `engine` over `storage`.
     pub fn new(storage: Arc<Storage>, engine: Engine) -> EmbeddedDatasource {
-        EmbeddedDatasource { storage, engine }
+        EmbeddedDatasource {
+            storage,
+            engine,
+            inline: false,
+        }
+    }
+
+    /// Runs queries on the calling task instead of tokio's blocking pool: for callers that
+    /// evaluate nothing else concurrently (`lookout rules test`), where the hand-off to
+    /// another thread per query costs more than it saves.
+    pub fn with_inline_queries(mut self) -> EmbeddedDatasource {
+        self.inline = true;
+        self
     }
 
     /// The storage (shared with the scraper and the web API).
@@ -78,11 +91,15 @@ impl Datasource for EmbeddedDatasource {
             let engine = self.engine.clone();
             let text = expr.to_string();
             let t_ms = to_ms(at);
-            let result = tokio::task::spawn_blocking(move || {
+            let result = if self.inline {
                 engine.instant_query(storage.as_ref() as &dyn Queryable, &text, t_ms)
-            })
-            .await
-            .map_err(|e| DatasourceError::Unavailable(format!("query task failed: {e}")))?;
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    engine.instant_query(storage.as_ref() as &dyn Queryable, &text, t_ms)
+                })
+                .await
+                .map_err(|e| DatasourceError::Unavailable(format!("query task failed: {e}")))?
+            };
             match result.map_err(|e| query_error(expr, e))? {
                 Value::Vector(v) => Ok(v
                     .into_iter()

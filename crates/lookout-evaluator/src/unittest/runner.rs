@@ -262,7 +262,8 @@ fn run_inner(
         enable_negative_offset: true,
         ..EngineOptions::default()
     });
-    let datasource = Arc::new(EmbeddedDatasource::new(storage.clone(), engine.clone()));
+    let datasource =
+        Arc::new(EmbeddedDatasource::new(storage.clone(), engine.clone()).with_inline_queries());
     let external_labels = Labels::new(
         tg.external_labels
             .iter()
