@@ -27,6 +27,7 @@ pub struct EmbeddedDatasource {
 }
 
 fn query_error(expr: &str, e: QueryError) -> DatasourceError {
+    crate::limits::count_query_error(&e);
     DatasourceError::Query {
         expr: expr.to_string(),
         message: e.to_string(),
