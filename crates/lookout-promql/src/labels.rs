@@ -94,7 +94,14 @@ impl Labels {
         if self.0.iter().all(|(k, v)| keep(k, v)) {
             return;
         }
-        Arc::make_mut(&mut self.0).retain(|(k, v)| keep(k, v));
+        if let Some(pairs) = Arc::get_mut(&mut self.0) {
+            pairs.retain(|(k, v)| keep(k, v));
+            return;
+        }
+        // Shared: copy only the pairs that stay.
+        let kept: Vec<(String, String)> =
+            self.0.iter().filter(|(k, v)| keep(k, v)).cloned().collect();
+        self.0 = Arc::new(kept);
     }
 
     /// Whether `name` is set.

@@ -35,6 +35,8 @@ pub(crate) struct ScrapeMetrics {
     pub(crate) scrapes: Family<JobLabels, Counter>,
     pub(crate) scrape_failures: Family<JobLabels, Counter>,
     pub(crate) exceeded_sample_limit: Counter,
+    pub(crate) exceeded_body_size_limit: Counter,
+    pub(crate) exceeded_label_limits: Counter,
     pub(crate) out_of_order: Counter,
     pub(crate) pool_targets: Family<JobLabels, Gauge>,
     pub(crate) target_up: Family<JobLabels, Gauge>,
@@ -56,6 +58,16 @@ impl ScrapeMetrics {
             "prometheus_target_scrapes_exceeded_sample_limit",
             "Scrapes that hit the sample limit and were rejected.",
             self.exceeded_sample_limit.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrapes_exceeded_body_size_limit",
+            "Scrapes that hit the body size limit and were rejected.",
+            self.exceeded_body_size_limit.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrape_pool_exceeded_label_limits",
+            "Scrapes that hit the label limits (label_limit, label_name_length_limit, label_value_length_limit) and were rejected.",
+            self.exceeded_label_limits.clone(),
         );
         registry.register(
             "prometheus_target_scrapes_sample_out_of_order",

@@ -614,9 +614,12 @@ async fn scrape_once(
         Ok(s) => (s, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    if matches!(err, Some(ScrapeError::SampleLimit(..))) {
-        ctx.metrics.exceeded_sample_limit.inc();
-    }
+    match err {
+        Some(ScrapeError::SampleLimit(..)) => ctx.metrics.exceeded_sample_limit.inc(),
+        Some(ScrapeError::BodyTooLarge(..)) => ctx.metrics.exceeded_body_size_limit.inc(),
+        Some(ScrapeError::LabelLimit(..)) => ctx.metrics.exceeded_label_limits.inc(),
+        _ => 0,
+    };
     let post_relabel = samples.len();
     let mut current: HashSet<Labels> = HashSet::with_capacity(samples.len() + 5);
     let mut added = 0usize;

@@ -316,6 +316,7 @@ impl Evaluator<'_> {
             .collect();
         let counter_check = matches!(name, "rate" | "increase");
         let mut announced = vec![false; points.len()];
+        let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
         let mut lo = vec![0usize; points.len()];
         let mut hi = vec![0usize; points.len()];
         let mut prev_t = i64::MIN;
@@ -366,8 +367,14 @@ impl Evaluator<'_> {
                         row.push((i as u32, f));
                         if counter_check && !announced[i] {
                             announced[i] = true;
-                            if let Some(message) = counter_info(&sv.labels[i]) {
-                                annos.push(message);
+                            // The message depends on the name only: build it once per name.
+                            if let Some(name) = sv.labels[i].metric_name()
+                                && !names_seen.contains(name)
+                            {
+                                names_seen.insert(name.to_string());
+                                if let Some(message) = counter_info(&sv.labels[i]) {
+                                    annos.push(message);
+                                }
                             }
                         }
                     }
