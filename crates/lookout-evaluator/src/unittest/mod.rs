@@ -131,13 +131,9 @@ fn run_file(
         Ok(t) => t,
         Err(e) => return vec![format!("open {path}: {e}")],
     };
-    let utf: UnitTestFile = if text.trim().is_empty() {
-        UnitTestFile::default()
-    } else {
-        match serde_yaml_ng::from_str(&quote_number_like_values(&text)) {
-            Ok(u) => u,
-            Err(e) => return vec![format!("{path}: {e}")],
-        }
+    let utf = match parse_test_file(&text) {
+        Ok(u) => u,
+        Err(e) => return vec![format!("{path}: {e}")],
     };
     let rule_paths = match resolve_rule_files(Path::new(path), &utf.rule_files, err) {
         Ok(p) => p,
@@ -188,6 +184,16 @@ fn run_file(
         }
     }
     errors
+}
+
+/// Decodes the text of a test file (strictly: unknown keys are errors); empty text is an
+/// empty file.
+pub fn parse_test_file(text: &str) -> Result<UnitTestFile, serde_yaml_ng::Error> {
+    if text.trim().is_empty() {
+        Ok(UnitTestFile::default())
+    } else {
+        serde_yaml_ng::from_str(&quote_number_like_values(text))
+    }
 }
 
 /// Quotes `values:` scalars that YAML would read as hexadecimal or octal integers

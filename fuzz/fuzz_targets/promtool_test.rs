@@ -1,0 +1,32 @@
+//! `promtool test rules` files: strict YAML decoding, then every field the runner parses
+//! before evaluating (start timestamps, input series in the `.test` load notation, the
+//! expressions of `promql_expr_test`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lookout_evaluator::unittest::{self, format};
+use lookout_promql::promqltest::script::parse_series;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = unittest::parse_test_file(text) else {
+        return;
+    };
+    for tg in &file.tests {
+        if let Some(ts) = &tg.start_timestamp {
+            let _ = format::parse_start_timestamp(&ts.0);
+        }
+        for (i, s) in tg.input_series.iter().enumerate() {
+            let _ = parse_series(&format!("{} {}", s.series.0, s.values.0), i + 2);
+        }
+        for t in &tg.promql_expr_test {
+            let _ = lookout_promql::engine::parse(&t.expr.0);
+            for s in &t.exp_samples {
+                let _ = parse_series(&s.labels.0, 1);
+            }
+        }
+        let _ = format::go_duration(tg.interval.map_or(0, |d| d.0));
+    }
+});
