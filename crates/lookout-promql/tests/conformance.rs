@@ -68,11 +68,9 @@ fn prometheus_test_scripts() {
                 }
                 Status::Skipped(reason) => {
                     s += 1;
-                    // The only documented reasons: native histograms (not stored yet) and
-                    // start_timestamp(), which needs stored start times.
+                    // The only documented reason: native histograms (not stored yet).
                     assert!(
-                        reason.starts_with("native histograms")
-                            || reason.contains("function start_timestamp()"),
+                        reason.starts_with("native histograms"),
                         "{name}:{} skipped for an undocumented reason: {reason}",
                         e.line
                     );

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use promql_parser::label::{MatchOp, Matcher as LabelMatcher};
-use promql_parser::parser::{Call, Expr};
+use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
 use super::aggregations::{asc_nan_last, desc_nan_last, go_g, quantile};
@@ -15,6 +15,7 @@ use super::{
     edge_indices, extend_floats, go_max, go_min, kahan_sum_inc, pick_left, pick_right,
 };
 use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::is_stale;
 
 /// Functions whose argument is a range vector.
 const RANGE_FUNCTIONS: &[&str] = &[
@@ -125,6 +126,14 @@ impl Evaluator<'_> {
                 };
                 Ok(Value::Scalar { t: ts, v })
             }
+            "start_timestamp" => match unwrap_parens(args[0]) {
+                Expr::VectorSelector(vs) => vec_out(self.start_timestamps(vs, ts)?),
+                other => {
+                    // As in Prometheus, an expression carries no start timestamps.
+                    self.eval_vector(other, ts)?;
+                    vec_out(Vec::new())
+                }
+            },
             "timestamp" => {
                 let arg = unwrap_parens(args[0]);
                 let vec = match arg {
@@ -353,9 +362,6 @@ impl Evaluator<'_> {
                 vec_out(v)
             }
             "info" => self.info(&args, ts).map(Value::Vector),
-            "start_timestamp" => Err(QueryError::eval(format!(
-                "the {name}() function needs native histograms or start timestamps, which are not supported"
-            ))),
             _ => {
                 let f = math_fn(name).ok_or_else(|| {
                     QueryError::eval(format!("function {name:?} is not supported"))
@@ -680,6 +686,31 @@ impl Evaluator<'_> {
         Ok(v)
     }
 
+    /// `start_timestamp(vs)`: the start timestamp (in seconds; 0 when unknown) of the
+    /// sample each series of `vs` has at `ts`.
+    fn start_timestamps(&self, vs: &VectorSelector, ts: i64) -> Result<Vector, QueryError> {
+        let t = self.ref_time(vs, ts)?;
+        let data = self.fetch(vs);
+        let bounds = self.upper_bounds(vs, &data, t);
+        let mut out = Vec::new();
+        for (sd, &idx) in data.iter().zip(&bounds) {
+            let Some(s) = idx.checked_sub(1).map(|i| sd.samples[i]) else {
+                continue;
+            };
+            if s.t <= t - self.lookback || is_stale(s.v) {
+                continue;
+            }
+            let st = sd.st.as_ref().map_or(0, |st| st[idx - 1]);
+            out.push(Sample {
+                metric: sd.labels.clone(),
+                t: ts,
+                f: st as f64 / 1000.0,
+                drop_name: true,
+            });
+        }
+        Ok(out)
+    }
+
     fn eval_range_function(
         &self,
         name: &str,
@@ -741,16 +772,27 @@ impl Evaluator<'_> {
         let mut out = Vec::with_capacity(arg.series.len());
         for s in &arg.series {
             let extended;
-            let pts = if arg.mode == RangeMode::Anchored && matches!(name, "changes" | "resets") {
-                extended = extend_floats(&s.floats, arg.range_start, arg.range_end, false);
-                if extended.is_empty() {
-                    continue;
-                }
-                &extended
-            } else {
-                &s.floats
-            };
-            let value = range_kernel(name, pts, &arg, &scalars, ts)?;
+            let (pts, st) =
+                if arg.mode == RangeMode::Anchored && matches!(name, "changes" | "resets") {
+                    extended = extend_floats(&s.floats, arg.range_start, arg.range_end, false);
+                    if extended.is_empty() {
+                        continue;
+                    }
+                    (&extended, None)
+                } else {
+                    (&s.floats, s.st.as_deref())
+                };
+            if matches!(name, "rate" | "increase")
+                && arg.mode == RangeMode::Plain
+                && st_overlap(pts, st)
+            {
+                self.annotate(
+                    AnnotationLevel::Warning,
+                    st_overlap_warning(&s.metric),
+                    &anchor,
+                );
+            }
+            let value = range_kernel(name, pts, st, &arg, &scalars, ts)?;
             let Some(value) = value else { continue };
             let keeps_name = matches!(name, "last_over_time" | "first_over_time");
             out.push(Sample {
@@ -783,30 +825,76 @@ pub(crate) fn counter_info(metric: &Labels) -> Option<String> {
     })
 }
 
+/// The warning `rate`/`increase` raise for a series whose start timestamps overlap.
+pub(crate) fn st_overlap_warning(metric: &Labels) -> String {
+    format!(
+        "sample has start time that overlaps with previous sample timestamp for metric {:?}",
+        metric.metric_name().unwrap_or("")
+    )
+}
+
+/// Whether the start timestamps `sts` (aligned with `pts`) say that a counter was reset
+/// between sample `i - 1` and sample `i`, as Prometheus's `isStartTimestampReset` does: a
+/// start time after the previous sample, or at it when the previous sample's start time
+/// was known (a delta series; an unknown start repeated as the previous timestamp is not
+/// a reset). A start time of 0 is unknown; one at or after its own sample is ignored.
+fn st_reset(pts: &[FPoint], sts: &[i64], i: usize) -> bool {
+    if i == 0 || i >= sts.len() || i >= pts.len() {
+        return false;
+    }
+    let (prev_st, prev_t, cur_st, cur_t) = (sts[i - 1], pts[i - 1].t, sts[i], pts[i].t);
+    if cur_st == 0 || cur_st >= cur_t || cur_st < prev_t {
+        return false;
+    }
+    if cur_st > prev_t {
+        return true;
+    }
+    prev_st <= prev_t && prev_st != 0 && prev_st != prev_t
+}
+
+/// Whether a sample's start time reaches back before the previous sample without being
+/// the previous sample's start time (Prometheus's `checkStartTimeOverlap`): the two
+/// samples count an overlapping span.
+pub(crate) fn st_overlap(pts: &[FPoint], sts: Option<&[i64]>) -> bool {
+    let Some(sts) = sts else { return false };
+    (1..pts.len().min(sts.len()))
+        .any(|i| sts[i] != 0 && sts[i] < pts[i - 1].t && sts[i] != sts[i - 1])
+}
+
 /// The value of range function `name` over the points `pts` of one series' window
-/// (`None`: no output sample for this series). `scalars` are the function's other
-/// arguments, `ts` the evaluation time.
+/// (`None`: no output sample for this series). `sts` are the points' start timestamps
+/// when the series has them, `scalars` the function's other arguments, `ts` the
+/// evaluation time.
 pub(crate) fn range_kernel(
     name: &str,
     pts: &[FPoint],
+    sts: Option<&[i64]>,
     arg: &RangeArg,
     scalars: &[f64],
     ts: i64,
 ) -> Result<Option<f64>, QueryError> {
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    let sts = sts.filter(|s| s.len() == pts.len()).unwrap_or(&[]);
     Ok(match name {
         "rate" | "increase" | "delta" if arg.mode != RangeMode::Plain => {
             extended_rate(pts, arg, name != "delta", name == "rate")
         }
         "rate" | "increase" | "delta" => {
-            extrapolated_rate(pts, arg, name != "delta", name == "rate")
+            extrapolated_rate(pts, sts, arg, name != "delta", name == "rate")
         }
-        "irate" | "idelta" => instant_value(pts, name == "irate"),
+        "irate" | "idelta" => instant_value(pts, sts, name == "irate"),
         "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
         "predict_linear" => (pts.len() >= 2).then(|| {
             let (slope, intercept) = linear_regression(pts, ts);
             slope * scalars[0] + intercept
         }),
-        "resets" => Some(pts.windows(2).filter(|w| w[1].f < w[0].f).count() as f64),
+        "resets" => Some(
+            (1..pts.len())
+                .filter(|&i| pts[i].f < pts[i - 1].f || st_reset(pts, sts, i))
+                .count() as f64,
+        ),
         "changes" => Some(
             pts.windows(2)
                 .filter(|w| !(w[1].f == w[0].f || (w[1].f.is_nan() && w[0].f.is_nan())))
@@ -884,47 +972,67 @@ pub(crate) fn range_kernel(
 }
 
 /// `rate`, `increase` and `delta` with Prometheus's extrapolation to the window edges.
+///
+/// For counters, start timestamps `sts` (empty when unknown) add the resets they imply,
+/// and when the first sample's start time lies inside the window the counter is taken to
+/// have been 0 then: the increase runs from there instead of being extrapolated to the
+/// left (which also gives a value for a single sample).
 fn extrapolated_rate(
     pts: &[FPoint],
+    sts: &[i64],
     arg: &RangeArg,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
-    if pts.len() < 2 {
-        return None;
-    }
-    let n_minus_one = (pts.len() - 1) as f64;
+    let sts = if is_counter { sts } else { &[] };
+    let n_minus_one = pts.len() - 1;
     let first = pts[0];
-    let last = pts[pts.len() - 1];
+    let last = pts[n_minus_one];
     let mut result = last.f - first.f;
     if is_counter {
-        let mut prev = first.f;
-        for p in &pts[1..] {
-            if p.f < prev {
-                result += prev;
+        for i in 1..pts.len() {
+            if pts[i].f < pts[i - 1].f || st_reset(pts, sts, i) {
+                result += pts[i - 1].f;
             }
-            prev = p.f;
         }
     }
     let mut duration_to_start = (first.t - arg.range_start) as f64 / 1000.0;
     let mut duration_to_end = (arg.range_end - last.t) as f64 / 1000.0;
-    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
-    let avg_between = sampled_interval / n_minus_one;
+    let mut sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let avg_between = if n_minus_one > 0 {
+        sampled_interval / n_minus_one as f64
+    } else {
+        0.0
+    };
     let threshold = avg_between * 1.1;
-    if duration_to_start >= threshold {
-        duration_to_start = avg_between / 2.0;
-    }
-    if is_counter && result > 0.0 && first.f >= 0.0 {
-        let duration_to_zero = sampled_interval * (first.f / result);
-        if duration_to_zero < duration_to_start {
-            duration_to_start = duration_to_zero;
+    match sts.first() {
+        Some(&st) if st != 0 && st > arg.range_start && st < first.t => {
+            duration_to_start = 0.0;
+            sampled_interval = (last.t - st) as f64 / 1000.0;
+            result += first.f;
+        }
+        _ if n_minus_one == 0 => return None,
+        _ => {
+            if duration_to_start >= threshold {
+                duration_to_start = avg_between / 2.0;
+            }
+            if is_counter && result > 0.0 && first.f >= 0.0 {
+                let duration_to_zero = sampled_interval * (first.f / result);
+                if duration_to_zero < duration_to_start {
+                    duration_to_start = duration_to_zero;
+                }
+            }
         }
     }
     if duration_to_end >= threshold {
         duration_to_end = avg_between / 2.0;
     }
     let extrapolate_to = sampled_interval + duration_to_start + duration_to_end;
-    let mut factor = extrapolate_to / sampled_interval;
+    let mut factor = if sampled_interval != 0.0 {
+        extrapolate_to / sampled_interval
+    } else {
+        1.0
+    };
     if is_rate {
         factor /= arg.range as f64 / 1000.0;
     }
@@ -970,14 +1078,15 @@ fn extended_rate(f: &[FPoint], arg: &RangeArg, is_counter: bool, is_rate: bool) 
     Some(result)
 }
 
-/// `irate` / `idelta`: the last two samples.
-fn instant_value(pts: &[FPoint], is_rate: bool) -> Option<f64> {
+/// `irate` / `idelta`: the last two samples (for `irate`, a reset the start timestamps
+/// `sts` show counts like a drop in value).
+fn instant_value(pts: &[FPoint], sts: &[i64], is_rate: bool) -> Option<f64> {
     if pts.len() < 2 {
         return None;
     }
     let last = pts[pts.len() - 1];
     let prev = pts[pts.len() - 2];
-    let mut v = if is_rate && last.f < prev.f {
+    let mut v = if is_rate && (last.f < prev.f || st_reset(pts, sts, pts.len() - 1)) {
         last.f
     } else {
         last.f - prev.f

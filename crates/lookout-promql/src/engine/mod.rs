@@ -518,6 +518,7 @@ impl LabelMemo {
                     metric: metric.clone(),
                     floats: Vec::new(),
                     drop_name: false,
+                    st: None,
                 });
                 out.len() - 1
             }
@@ -1123,11 +1124,21 @@ impl<'a> Evaluator<'a> {
             if floats.is_empty() {
                 continue;
             }
+            // Start timestamps of the same points (stale markers left out alike).
+            let st = sd.st.as_ref().map(|st| {
+                sd.samples[lo..hi]
+                    .iter()
+                    .zip(&st[lo..hi])
+                    .filter(|(s, _)| !is_stale(s.v))
+                    .map(|(_, &st)| st)
+                    .collect()
+            });
             total += floats.len();
             out.push(Series {
                 metric: sd.labels.clone(),
                 floats,
                 drop_name: false,
+                st,
             });
         }
         if total > self.opts.max_samples {
@@ -1324,6 +1335,7 @@ fn add_sub_point(
                 metric,
                 floats: vec![FPoint { t, f }],
                 drop_name,
+                st: None,
             });
         }
     }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use promql_parser::parser::{Call, Expr, MatrixSelector};
 
-use super::functions::{counter_info, range_kernel};
+use super::functions::{counter_info, range_kernel, st_overlap, st_overlap_warning};
 use super::{
     AnnotationLevel, Evaluator, FPoint, FnvBuild, Matrix, QueryError, RangeArg, RangeMode, Sample,
     Series, Value, Vector, drop_metric_name, dur_ms, range_mode,
@@ -67,6 +67,8 @@ pub(crate) struct StepValues {
     pub(crate) steps: Vec<Vec<(u32, f64)>>,
     /// Per step, the info annotations the step-by-step evaluation raises there first.
     annotations: Vec<Vec<String>>,
+    /// Per step, the warnings raised there first (start times overlapping samples).
+    warnings: Vec<Vec<String>>,
     /// Text of the selector, where the annotations point.
     anchor: String,
     /// An error raised at a step; that step and later ones fail with it.
@@ -174,6 +176,9 @@ impl Evaluator<'_> {
         for message in &sv.annotations[k] {
             self.annotate(AnnotationLevel::Info, message.clone(), &sv.anchor);
         }
+        for message in &sv.warnings[k] {
+            self.annotate(AnnotationLevel::Warning, message.clone(), &sv.anchor);
+        }
         Ok(Some((sv, k)))
     }
 
@@ -256,6 +261,9 @@ impl Evaluator<'_> {
             for message in &sv.annotations[k] {
                 self.annotate(AnnotationLevel::Info, message.clone(), &sv.anchor);
             }
+            for message in &sv.warnings[k] {
+                self.annotate(AnnotationLevel::Warning, message.clone(), &sv.anchor);
+            }
             let t = self.start + k as i64 * self.step;
             let row = &sv.steps[k];
             for &(i, f) in row {
@@ -274,6 +282,7 @@ impl Evaluator<'_> {
                 metric,
                 floats,
                 drop_name: false,
+                st: None,
             })
             .collect();
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
@@ -301,6 +310,7 @@ impl Evaluator<'_> {
             drop_name: !matches!(name, "last_over_time" | "first_over_time"),
             steps: Vec::with_capacity(n_steps),
             annotations: Vec::with_capacity(n_steps),
+            warnings: Vec::with_capacity(n_steps),
             anchor,
             error: None,
         };
@@ -314,6 +324,21 @@ impl Evaluator<'_> {
                     .collect()
             })
             .collect();
+        // Start timestamps of the same points, for the series that have them.
+        let sts: Vec<Option<Vec<i64>>> = data
+            .iter()
+            .map(|sd| {
+                sd.st.as_ref().map(|st| {
+                    sd.samples
+                        .iter()
+                        .zip(st)
+                        .filter(|(s, _)| !is_stale(s.v))
+                        .map(|(_, &st)| st)
+                        .collect()
+                })
+            })
+            .collect();
+        let mut overlap_warned = vec![false; points.len()];
         let counter_check = matches!(name, "rate" | "increase");
         let mut announced = vec![false; points.len()];
         let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
@@ -347,6 +372,7 @@ impl Evaluator<'_> {
             };
             let mut row = Vec::with_capacity(sv.steps.last().map_or(0, Vec::len));
             let mut annos = Vec::new();
+            let mut warns = Vec::new();
             let mut total = 0usize;
             let mut failed = None;
             for (i, pts) in points.iter().enumerate() {
@@ -362,7 +388,12 @@ impl Evaluator<'_> {
                     continue;
                 }
                 total += b - a;
-                match range_kernel(name, &pts[a..b], &arg, &[], ts) {
+                let st = sts[i].as_deref().map(|st| &st[a..b]);
+                if counter_check && !overlap_warned[i] && st_overlap(&pts[a..b], st) {
+                    overlap_warned[i] = true;
+                    warns.push(st_overlap_warning(&sv.labels[i]));
+                }
+                match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
                     Ok(Some(f)) => {
                         row.push((i as u32, f));
                         if counter_check && !announced[i] {
@@ -394,6 +425,7 @@ impl Evaluator<'_> {
             }
             sv.steps.push(row);
             sv.annotations.push(annos);
+            sv.warnings.push(warns);
         }
         sv
     }

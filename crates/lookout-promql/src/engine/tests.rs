@@ -330,3 +330,47 @@ fn queries_stop_at_their_timeout() {
         .expect_err("times out");
     assert_eq!(err.message(), "query timed out in expression evaluation");
 }
+
+/// A series with start timestamps: a counter restarted between two scrapes to a higher
+/// value (only its start time shows the reset), then read by `start_timestamp()`,
+/// `resets`, `irate` and `increase`.
+#[test]
+fn start_timestamps_show_resets_and_feed_start_timestamp() {
+    let s = Storage::new(StorageOptions::default());
+    let l = Labels::new([("__name__", "c_total")]);
+    // Counting since 0 s: 10 at 60 s, 20 at 120 s; restarted at 150 s: 30 at 180 s.
+    for (st, t, v) in [
+        (1, 60_000, 10.0),
+        (1, 120_000, 20.0),
+        (150_000, 180_000, 30.0),
+    ] {
+        s.append_with_st(&l, st, t, v).expect("append");
+    }
+    let engine = Engine::default();
+    let at = |q: &str, t: i64| one_value(engine.instant_query(&s, q, t).expect(q));
+    assert_eq!(at("start_timestamp(c_total)", 120_000), 0.001);
+    assert_eq!(at("start_timestamp(c_total)", 200_000), 150.0);
+    // An expression carries no start timestamps.
+    assert_eq!(
+        engine
+            .instant_query(&s, "start_timestamp(c_total * 1)", 200_000)
+            .expect("query"),
+        Value::Vector(vec![])
+    );
+    assert_eq!(at("resets(c_total[5m])", 180_000), 1.0);
+    // The last two samples straddle the reset: 30 over 60 s.
+    assert_eq!(at("irate(c_total[5m])", 180_000), 0.5);
+    // Window (60 s, 180 s]: 20, then a restart to 30, is 30 gained over 60 s. The first
+    // sample's start (1 ms) is outside the window, so the usual extrapolation applies:
+    // left by 40 s (where the counter would reach zero), 30 * 100 / 60 = 50.
+    assert!((at("increase(c_total[2m])", 180_000) - 50.0).abs() < 1e-9);
+    // Without start timestamps the restart to a higher value is invisible.
+    let plain = store(&[(
+        &[("__name__", "c_total")],
+        &[(60_000, 10.0), (120_000, 20.0), (180_000, 30.0)],
+    )]);
+    assert_eq!(
+        one_value(instant(&plain, "resets(c_total[5m])", 180_000)),
+        0.0
+    );
+}

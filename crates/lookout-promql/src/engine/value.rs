@@ -43,6 +43,10 @@ pub struct Series {
     pub floats: Vec<FPoint>,
     /// See [`Sample::drop_name`].
     pub drop_name: bool,
+    /// Start timestamps aligned with `floats` (ms; 0 = unknown) when this is a range-vector
+    /// selector's series that has them; `None` otherwise: as in Prometheus, subqueries and
+    /// other expressions do not carry start timestamps.
+    pub st: Option<Vec<i64>>,
 }
 
 /// An instant vector.

@@ -6,14 +6,15 @@
 //!
 //! Evals this engine cannot run are reported as skipped with the reason, never dropped:
 //! those that read or expect native histograms (the storage holds floats only), and those
-//! that call the experimental `start_timestamp()` or `integral()` functions. Every other
-//! experimental feature is implemented and runs like any other eval: duration expressions,
+//! that call the experimental `integral()` function. Every other experimental feature is
+//! implemented and runs like any other eval: `start_timestamp()`, duration expressions,
 //! `anchored`/`smoothed`, `fill*()`, `limitk`, `limit_ratio`, `info()`, `sort_by_label`,
 //! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`,
 //! `histogram_quantiles`, `step()`, `range()`, `start()`, `end()`, `min_of`/`max_of`.
 //!
-//! `@st` start-timestamp lines are parsed but not stored (the storage has no start times),
-//! so evals that depend on them fail; `testdata/known_failures.txt` lists them.
+//! `@st` start-timestamp lines give the samples of the series line after them start times
+//! (offsets from each sample's time; a standalone `@st` line is the default of the block),
+//! stored with [`Storage::append_with_st`] as Prometheus's harness appends them.
 
 pub mod script;
 
@@ -179,9 +180,8 @@ const AT_UNSAFE: &[&str] = &[
     "range",
 ];
 
-/// Experimental functions this engine does not implement (`start_timestamp()` needs
-/// stored start times, `integral()` is unspecified).
-const UNSUPPORTED_FUNCTIONS: &[&str] = &["start_timestamp", "integral"];
+/// Experimental functions this engine does not implement (`integral()` is unspecified).
+const UNSUPPORTED_FUNCTIONS: &[&str] = &["integral"];
 
 /// Functions promql-parser marks experimental (Prometheus gates them behind a flag).
 const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
@@ -234,8 +234,11 @@ impl Runner {
             }
             for (i, v) in s.values.iter().enumerate() {
                 if let SeqValue::Float(f) = v {
+                    let t = i as i64 * load.step_ms;
+                    // A start time is an offset from the sample's time; 0 stays unknown.
+                    let st = s.st_offsets.get(i).copied().flatten().map_or(0, |o| t + o);
                     self.storage
-                        .append(&s.labels, i as i64 * load.step_ms, *f)
+                        .append_with_st(&s.labels, st, t, *f)
                         .map_err(|e| e.to_string())?;
                 }
             }

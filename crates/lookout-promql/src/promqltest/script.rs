@@ -38,6 +38,10 @@ pub struct LoadSeries {
     pub labels: Labels,
     /// Its values, one per step from time 0.
     pub values: Vec<SeqValue>,
+    /// Start-timestamp offsets from each sample's time in ms (`None`: no start time),
+    /// from the `metric@st` line before it or the block's standalone `@st` line (cycled);
+    /// empty when there is neither.
+    pub st_offsets: Vec<Option<i64>>,
 }
 
 /// A `load` block.
@@ -53,6 +57,79 @@ pub struct Load {
     pub series: Vec<LoadSeries>,
     /// Series that had start-timestamp (`@st`) lines.
     pub with_start_timestamps: Vec<Labels>,
+}
+
+/// Parses a start-timestamp offset sequence (the part after `metric@st`): `_`, `_xN`
+/// (N omitted), `<dur>`, `<dur>xN` (N+1 equal), `<dur>+<dur>xN` / `<dur>-<dur>xN` (N+1
+/// stepping), `*` / `*xN` (repeat the last offset), durations with an optional sign.
+pub fn parse_st_offsets(s: &str, line: usize) -> Result<Vec<Option<i64>>, ScriptError> {
+    let mut out: Vec<Option<i64>> = Vec::new();
+    for item in s.split_whitespace() {
+        let bad = |why: &str| err(line, format!("invalid ST item {item:?}: {why}"));
+        let count = |n: &str| -> Result<usize, ScriptError> {
+            n.parse::<usize>().map_err(|_| bad("invalid repeat count"))
+        };
+        if item == "_" {
+            out.push(None);
+            continue;
+        }
+        if let Some(n) = item.strip_prefix("_x") {
+            let n = count(n)?;
+            if n == 0 {
+                return Err(bad("invalid repeat count"));
+            }
+            out.extend(std::iter::repeat_n(None, n));
+            continue;
+        }
+        let last = out.iter().rev().find_map(|o| *o).unwrap_or(0);
+        if item == "*" {
+            out.push(Some(last));
+            continue;
+        }
+        if let Some(n) = item.strip_prefix("*x") {
+            out.extend(std::iter::repeat_n(Some(last), count(n)? + 1));
+            continue;
+        }
+        let (base, rest) = st_duration_prefix(item).ok_or_else(|| bad("invalid duration"))?;
+        if rest.is_empty() {
+            out.push(Some(base));
+        } else if let Some(n) = rest.strip_prefix('x') {
+            out.extend(std::iter::repeat_n(Some(base), count(n)? + 1));
+        } else if rest.starts_with(['+', '-']) {
+            let (delta, rest) = st_duration_prefix(rest).ok_or_else(|| bad("invalid step"))?;
+            let n = rest
+                .strip_prefix('x')
+                .ok_or_else(|| bad("expected 'x<count>' after the step"))?;
+            let mut off = base;
+            for _ in 0..=count(n)? {
+                out.push(Some(off));
+                off += delta;
+            }
+        } else {
+            return Err(bad("unexpected character after the duration"));
+        }
+    }
+    Ok(out)
+}
+
+/// A signed duration of one unit (`-1m`, `+30s`, `59999ms`) at the start of `s`, in ms,
+/// and the rest (an `x` ends the unit).
+fn st_duration_prefix(s: &str) -> Option<(i64, &str)> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let unit = body[digits..]
+        .bytes()
+        .take_while(|b| b.is_ascii_alphabetic() && *b != b'x')
+        .count();
+    let ms = parse_duration(&body[..digits + unit])?;
+    Some((if neg { -ms } else { ms }, &body[digits + unit..]))
 }
 
 /// What an `expect` line asks about annotations or failures.
@@ -379,6 +456,7 @@ pub fn parse_series(s: &str, line: usize) -> Result<LoadSeries, ScriptError> {
     Ok(LoadSeries {
         labels,
         values: parse_values(rest, line)?,
+        st_offsets: Vec::new(),
     })
 }
 
@@ -440,25 +518,66 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
                 with_start_timestamps: Vec::new(),
             };
             i += 1;
+            // Offsets of a `metric@st` line, waiting for the series line they belong to,
+            // and those of a standalone `@st` line, used (cycled) for later series.
+            let mut pending: Option<(Labels, Vec<Option<i64>>, usize)> = None;
+            let mut default_st: Vec<Option<i64>> = Vec::new();
             while i < lines.len() && !lines[i].is_empty() {
                 let def = &lines[i];
                 let ws = def.find(char::is_whitespace).unwrap_or(def.len());
                 if def[..ws].ends_with("@st") {
-                    let metric = def[..ws].trim_end_matches("@st");
-                    if !metric.is_empty() {
+                    if let Some((_, _, at)) = &pending {
+                        return Err(err(*at, "@st line has no following sample line"));
+                    }
+                    let metric = &def[..ws - 3];
+                    let offsets = parse_st_offsets(&def[ws..], i + 1)?;
+                    if metric.is_empty() {
+                        default_st = offsets;
+                    } else {
                         let (labels, _) = parse_metric(metric, i + 1)?;
-                        load.with_start_timestamps.push(labels);
+                        load.with_start_timestamps.push(labels.clone());
+                        pending = Some((labels, offsets, i + 1));
                     }
                     i += 1;
                     continue;
                 }
-                let s = parse_series(def, i + 1)?;
+                let mut s = parse_series(def, i + 1)?;
+                match pending.take() {
+                    Some((labels, offsets, at)) => {
+                        if labels != s.labels {
+                            return Err(err(
+                                at,
+                                "@st metric does not match the following sample line metric",
+                            ));
+                        }
+                        if offsets.len() != s.values.len() {
+                            return Err(err(
+                                at,
+                                format!(
+                                    "@st line has {} values but sample line has {}",
+                                    offsets.len(),
+                                    s.values.len()
+                                ),
+                            ));
+                        }
+                        s.st_offsets = offsets;
+                    }
+                    None if !default_st.is_empty() => {
+                        s.st_offsets = (0..s.values.len())
+                            .map(|k| default_st[k % default_st.len()])
+                            .collect();
+                    }
+                    None => {}
+                }
                 if let Some(existing) = load.series.iter_mut().find(|x| x.labels == s.labels) {
                     *existing = s;
                 } else {
                     load.series.push(s);
                 }
                 i += 1;
+            }
+            if let Some((_, _, at)) = pending {
+                return Err(err(at, "@st line has no following sample line"));
             }
             cmds.push(Command::Load(load));
         } else if first.starts_with("eval") {

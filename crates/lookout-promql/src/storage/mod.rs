@@ -1187,11 +1187,16 @@ mod tests {
         let truncator = {
             let (st, progress, done) = (st.clone(), progress.clone(), done.clone());
             std::thread::spawn(move || {
+                // At least one cut even when the writer finishes before this thread runs.
                 let mut cuts = 0;
-                while !done.load(Ordering::Acquire) {
+                loop {
+                    let finished = done.load(Ordering::Acquire);
                     let p = progress.load(Ordering::Acquire);
                     st.truncate_before((p - 100) * 1000);
                     cuts += 1;
+                    if finished {
+                        break;
+                    }
                     std::thread::yield_now();
                 }
                 cuts
