@@ -771,4 +771,51 @@ mod tests {
         assert_eq!(ev.range, Some((0, 600_000, 300_000)));
         assert!(ev.no_warn);
     }
+
+    #[test]
+    fn start_timestamp_lines() {
+        let ms = |v: &[Option<i64>]| v.to_vec();
+        assert_eq!(
+            parse_st_offsets("_ -30s-1mx2 +1m 0 -0ms 1ms-1mx1 -59999msx1 * _x2", 1).unwrap(),
+            ms(&[
+                None,
+                Some(-30_000),
+                Some(-90_000),
+                Some(-150_000),
+                Some(60_000),
+                Some(0),
+                Some(0),
+                Some(1),
+                Some(-59_999),
+                Some(-59_999),
+                Some(-59_999),
+                Some(-59_999),
+                None,
+                None,
+            ])
+        );
+        assert!(parse_st_offsets("1m+", 3).is_err());
+        assert!(parse_st_offsets("_x0", 3).is_err());
+
+        let cmds =
+            parse_script("load 1m\n  m@st _ -1m\n  m 1 2\n  @st 5s\n  n 1 2\n  o 3\n").unwrap();
+        let Command::Load(load) = &cmds[0] else {
+            panic!("not a load")
+        };
+        let offsets: Vec<Vec<Option<i64>>> =
+            load.series.iter().map(|s| s.st_offsets.clone()).collect();
+        assert_eq!(
+            offsets,
+            [
+                vec![None, Some(-60_000)],
+                vec![Some(5_000), Some(5_000)],
+                vec![Some(5_000)]
+            ]
+        );
+        // The @st line must match the series line after it, value for value.
+        let e = parse_script("load 1m\n  m@st 0\n  n 1\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(parse_script("load 1m\n  m@st 0 0\n  m 1\n").is_err());
+        assert!(parse_script("load 1m\n  m@st 0\n").is_err());
+    }
 }
