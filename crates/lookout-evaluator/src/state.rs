@@ -13,6 +13,33 @@
 //! evaluator's `ALERTS_FOR_STATE`, e.g. through remote write). The embedded storage lives in
 //! memory, so in embedded mode the same information is kept in a small JSON state file
 //! written atomically (temporary file, fsync, rename, fsync of the directory).
+//!
+//! # Deliberate difference from Prometheus: late alerts in embedded mode
+//!
+//! Prometheus restores once, after the group's second evaluation, and only the alerts
+//! active at that moment: its on-disk TSDB still holds the pre-restart samples, so the
+//! alerts are there. The embedded storage starts empty after a restart; when no scrape has
+//! landed by the second evaluation (a scrape interval longer than the evaluation interval,
+//! a slow target, an expression such as `rate()` that needs two samples) the alerts are
+//! not active yet and Prometheus's restore would find nothing, starting their `for` timers
+//! from zero later. So with the state file as source ([`RestoreSource::Saved`]) the saved
+//! entries that match no alert at restore time stay *pending* on their rule
+//! ([`PendingRestore`]) and are applied when the alert first appears, with the same
+//! computation ([`restored_active_at`]) evaluated at that evaluation's timestamp: the
+//! saved sample must be within the outage tolerance of it, an alert that had fired keeps
+//! its `active_at`, the time between the last save and the alert's appearance counts as
+//! downtime, and the grace period applies. Entries older than the outage tolerance are
+//! dropped; pending entries are written back to the state file, so a second restart before
+//! the alert appears keeps them. Consequence: an alert that cleared while the evaluator was
+//! down and comes back within the outage tolerance of its last save resumes its saved
+//! timer, where Prometheus (which would have seen it absent at restore time) starts it
+//! afresh.
+//!
+//! Waiting for every scrape target's first scrape before restoring was not chosen: it does
+//! not cover expressions that need more than one sample or targets whose data arrives
+//! later, and in remote mode the server already holds the data. Remote mode
+//! ([`RestoreSource::Datasource`]) keeps Prometheus's behaviour exactly: nothing is left
+//! pending.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -42,6 +69,67 @@ pub struct ForState {
     pub timestamp: SystemTime,
     /// Its value: the alert's `active_at` in Unix seconds (or a staleness marker).
     pub value: f64,
+}
+
+/// Saved `for` state not yet applied: the state-file entries that matched no alert when the
+/// rule was restored, applied when each alert first appears (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PendingRestore {
+    /// Alert labels → last saved sample.
+    pub entries: HashMap<Labels, ForState>,
+    /// Saved samples older than this before the evaluation are not applied.
+    pub outage_tolerance: Duration,
+    /// The grace period of [`restored_active_at`].
+    pub grace_period: Duration,
+}
+
+impl PendingRestore {
+    /// Drops the entries older than the outage tolerance at `now`.
+    pub fn expire(&mut self, now: SystemTime) {
+        let min = now.checked_sub(self.outage_tolerance);
+        self.entries
+            .retain(|_, s| min.is_none_or(|min| s.timestamp >= min));
+    }
+
+    /// Takes the entry of an alert that appears at `now` and returns its restored
+    /// `active_at`, if the entry is within the outage tolerance and not in the future.
+    pub fn take(&mut self, labels: &Labels, hold: Duration, now: SystemTime) -> Option<SystemTime> {
+        let s = self.entries.remove(labels)?;
+        let min = now.checked_sub(self.outage_tolerance);
+        if s.timestamp > now || min.is_some_and(|min| s.timestamp < min) {
+            return None;
+        }
+        restored_active_at(&s, hold, now, self.grace_period)
+    }
+}
+
+/// Prometheus's `RestoreForState` computation for one alert of a rule with `for` = `hold`,
+/// restored at `now` from its last saved sample `saved`: `None` for a staleness marker;
+/// otherwise the saved `active_at` when the alert had already fired, `now + grace_period -
+/// hold` when less than the grace period of `for` remained, else the saved `active_at`
+/// moved forward by the downtime (`now` minus the sample's time).
+pub fn restored_active_at(
+    saved: &ForState,
+    hold: Duration,
+    now: SystemTime,
+    grace_period: Duration,
+) -> Option<SystemTime> {
+    if is_stale_nan(saved.value) {
+        return None;
+    }
+    let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(saved.timestamp).max(0) as u64);
+    let mut restored_active_at = from_secs_f64(saved.value);
+    let time_spent_pending = sub(down_at, restored_active_at);
+    let remaining = hold.as_nanos() as i128 - time_spent_pending;
+    if remaining <= 0 {
+        // It was firing: it fires again at the next evaluation if still active.
+    } else if remaining < grace_period.as_nanos() as i128 {
+        restored_active_at = now + grace_period - hold;
+    } else {
+        let down = sub(now, down_at).max(0) as u64;
+        restored_active_at += Duration::from_nanos(down);
+    }
+    Some(restored_active_at)
 }
 
 /// Where restored `for` state comes from.
@@ -188,7 +276,7 @@ pub fn write_state_file(path: &Path, state: &HashMap<Labels, ForState>) -> Resul
 }
 
 /// The `ALERTS_FOR_STATE` state of every restored alerting rule of `groups`, as of each
-/// group's last evaluation: what the state file holds.
+/// group's last evaluation, plus the saved entries still pending: what the state file holds.
 pub fn collect_for_state(groups: &[Arc<Group>]) -> HashMap<Labels, ForState> {
     let mut out = HashMap::new();
     for g in groups {
@@ -213,13 +301,20 @@ pub fn collect_for_state(groups: &[Arc<Group>]) -> HashMap<Labels, ForState> {
                     },
                 );
             }
+            // Saved state still waiting for its alert to appear is kept as it was.
+            if let Some(p) = r.pending_restore() {
+                for (l, s) in p.entries {
+                    out.entry(l).or_insert(s);
+                }
+            }
         }
     }
     out
 }
 
 /// Restores the `for` state of `group`'s alerting rules at `now` (after its second
-/// evaluation), then marks every rule restored.
+/// evaluation), then marks every rule restored. With [`RestoreSource::Saved`], saved entries
+/// that match no alert yet are left pending on the rule (see the module doc).
 pub async fn restore_for_state(
     group: &Group,
     source: &RestoreSource,
@@ -274,27 +369,27 @@ pub async fn restore_for_state(
                     .collect()
             }
         };
+        let mut series = series;
         r.for_each_alert_mut(|a| {
-            let Some(s) = series.get(&a.labels) else {
+            let Some(s) = series.remove(&a.labels) else {
                 return;
             };
-            if is_stale_nan(s.value) {
-                return;
+            if let Some(at) = restored_active_at(&s, hold, now, grace_period) {
+                a.active_at = at;
             }
-            let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(s.timestamp).max(0) as u64);
-            let mut restored_active_at = from_secs_f64(s.value);
-            let time_spent_pending = sub(down_at, restored_active_at);
-            let remaining = hold.as_nanos() as i128 - time_spent_pending;
-            if remaining <= 0 {
-                // It was firing: it fires again at the next evaluation if still active.
-            } else if remaining < grace_period.as_nanos() as i128 {
-                restored_active_at = now + grace_period - hold;
-            } else {
-                let down = sub(now, down_at).max(0) as u64;
-                restored_active_at += Duration::from_nanos(down);
-            }
-            a.active_at = restored_active_at;
         });
+        if matches!(source, RestoreSource::Saved(_)) {
+            // Alerts that have not appeared yet (no data since the restart): keep their
+            // saved state until they do.
+            series.retain(|_, s| !is_stale_nan(s.value));
+            if !series.is_empty() {
+                r.set_pending_restore(Some(PendingRestore {
+                    entries: series,
+                    outage_tolerance,
+                    grace_period,
+                }));
+            }
+        }
         r.set_restored(true);
     }
 }

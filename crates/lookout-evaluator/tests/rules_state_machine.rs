@@ -683,6 +683,240 @@ async fn restore_skips_rules_shorter_than_the_grace_period() {
     assert_eq!(at, t(now - MIN));
 }
 
+/// Embedded mode after a restart: the storage is empty, so the evaluations around the
+/// restore (at `restart` and `restart + 1m`) see no data; the alert first appears at
+/// `appears`. The saved state (from the state file) says it became active at `active_at`
+/// and was last seen at `last_seen`. Returns the alert right after it appeared and the
+/// `ALERTS_FOR_STATE` value written at that evaluation.
+async fn late_alert(
+    hold: u64,
+    active_at: u64,
+    last_seen: u64,
+    restart: u64,
+    appears: u64,
+) -> (
+    Fixture,
+    lookout_evaluator::rules::alerting::ActiveAlert,
+    f64,
+) {
+    let ds = Arc::new(FakeDatasource::default());
+    let down = Arc::new(Mutex::new(false));
+    scripted_down(&ds, down.clone());
+    let labels = Labels::new([
+        ("alertname", "ServerDown"),
+        ("instance", "a"),
+        ("job", "node"),
+        ("severity", "critical"),
+    ]);
+    let rule = alerting_rule("ServerDown", "up == 0", hold, 0);
+    rule.set_restored(false);
+    let f = fixture(vec![Rule::Alerting(rule)], MIN, 0, ds.clone());
+    let saved = ForState {
+        timestamp: t(last_seen),
+        value: t(active_at).duration_since(UNIX_EPOCH).unwrap().as_secs() as f64,
+    };
+    let source = RestoreSource::Saved(Arc::new(HashMap::from([(labels.clone(), saved)])));
+    f.group.eval(t(restart)).await;
+    f.group.eval(t(restart + MIN)).await;
+    state::restore_for_state(
+        &f.group,
+        &source,
+        t(restart + MIN),
+        Duration::from_secs(3600),
+        Duration::from_secs(600),
+    )
+    .await;
+    let rule = the_rule(&f.group);
+    assert!(rule.restored());
+    assert!(rule.active_alerts().is_empty());
+    // Nothing to restore yet: the saved state waits for the alert.
+    let pending = rule.pending_restore().expect("saved state kept pending");
+    assert_eq!(pending.entries.get(&labels), Some(&saved));
+    // Evaluations without data leave it pending.
+    for m in (restart + 2 * MIN..appears).step_by(MIN as usize) {
+        f.group.eval(t(m)).await;
+        assert!(rule.active_alerts().is_empty());
+    }
+    *down.lock().unwrap() = true;
+    f.group.eval(t(appears)).await;
+    let alerts = rule.active_alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].labels, labels);
+    // Applied once: nothing left pending.
+    assert_eq!(rule.pending_restore(), None);
+    let written =
+        f.ds.stored_named("ALERTS_FOR_STATE")
+            .into_iter()
+            .find(|(_, at, _)| *at == t(appears))
+            .map(|(_, _, v)| v)
+            .expect("ALERTS_FOR_STATE written when the alert appears");
+    let alert = alerts[0].clone();
+    (f, alert, written)
+}
+
+fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap().as_secs() as f64
+}
+
+#[tokio::test]
+async fn saved_state_is_applied_when_the_alert_appears_after_the_restore() {
+    // for 30m; pending 5m when it went down at 10m; restarted at 19m with an empty storage;
+    // the first scrape lands at 25m. Downtime 10m..25m moves active_at to 20m: 25m remain.
+    let (f, alert, written) = late_alert(30 * MIN, 5 * MIN, 10 * MIN, 19 * MIN, 25 * MIN).await;
+    assert_eq!(alert.active_at, t(20 * MIN));
+    assert_eq!(alert.state, AlertState::Pending);
+    assert_eq!(written, unix(t(20 * MIN)));
+    let rule = the_rule(&f.group);
+    f.group.eval(t(49 * MIN)).await;
+    assert_eq!(rule.active_alerts()[0].state, AlertState::Pending);
+    f.group.eval(t(50 * MIN)).await;
+    assert_eq!(rule.active_alerts()[0].state, AlertState::Firing);
+    assert_eq!(rule.active_alerts()[0].active_at, t(20 * MIN));
+}
+
+#[tokio::test]
+async fn late_alert_that_had_fired_keeps_active_at_and_fires_again() {
+    let (f, alert, written) = late_alert(30 * MIN, 5 * MIN, 50 * MIN, 60 * MIN, 64 * MIN).await;
+    assert_eq!(alert.active_at, t(5 * MIN));
+    assert_eq!(alert.state, AlertState::Firing);
+    assert_eq!(written, unix(t(5 * MIN)));
+    let sent = f.notifier.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].starts_at, t(64 * MIN));
+}
+
+#[tokio::test]
+async fn late_alert_gets_the_grace_period() {
+    // for 30m; pending 25m when it went down at 30m: 5m remain < 10m grace, counted from
+    // the evaluation where it appears (42m): it fires at 52m.
+    let (f, alert, _) = late_alert(30 * MIN, 5 * MIN, 30 * MIN, 40 * MIN, 42 * MIN).await;
+    assert_eq!(alert.active_at, t(42 * MIN + 10 * MIN - 30 * MIN));
+    let rule = the_rule(&f.group);
+    f.group.eval(t(51 * MIN)).await;
+    assert_eq!(rule.active_alerts()[0].state, AlertState::Pending);
+    f.group.eval(t(52 * MIN)).await;
+    assert_eq!(rule.active_alerts()[0].state, AlertState::Firing);
+}
+
+#[tokio::test]
+async fn late_alert_beyond_the_outage_tolerance_starts_afresh() {
+    // Last saved at 10m; it appears at 71m, more than 1h later: a new alert.
+    let (_, alert, written) = late_alert(30 * MIN, 5 * MIN, 10 * MIN, 15 * MIN, 71 * MIN).await;
+    assert_eq!(alert.active_at, t(71 * MIN));
+    assert_eq!(written, unix(t(71 * MIN)));
+}
+
+#[tokio::test]
+async fn pending_saved_state_expires_after_the_outage_tolerance_and_survives_a_reload() {
+    let ds = Arc::new(FakeDatasource::default());
+    scripted_down(&ds, Arc::new(Mutex::new(false)));
+    let labels = Labels::new([
+        ("alertname", "ServerDown"),
+        ("instance", "a"),
+        ("job", "node"),
+        ("severity", "critical"),
+    ]);
+    let rule = alerting_rule("ServerDown", "up == 0", 30 * MIN, 0);
+    rule.set_restored(false);
+    let old = fixture(vec![Rule::Alerting(rule)], MIN, 0, ds.clone());
+    let saved = ForState {
+        timestamp: t(10 * MIN),
+        value: unix(t(5 * MIN)),
+    };
+    let source = RestoreSource::Saved(Arc::new(HashMap::from([(labels.clone(), saved)])));
+    old.group.eval(t(20 * MIN)).await;
+    old.group.eval(t(21 * MIN)).await;
+    state::restore_for_state(
+        &old.group,
+        &source,
+        t(21 * MIN),
+        Duration::from_secs(3600),
+        Duration::from_secs(600),
+    )
+    .await;
+    // The state file keeps it while it waits (a second restart would still restore it).
+    old.group.iterate(t(22 * MIN)).await;
+    let old_group = Arc::new(old.group);
+    assert_eq!(
+        state::collect_for_state(std::slice::from_ref(&old_group)).get(&labels),
+        Some(&saved)
+    );
+    // A reload carries it over to the new group.
+    let new = fixture(
+        vec![Rule::Alerting(alerting_rule(
+            "ServerDown",
+            "up == 0",
+            30 * MIN,
+            0,
+        ))],
+        MIN,
+        0,
+        ds.clone(),
+    );
+    new.group.copy_state(&old_group);
+    let rule = the_rule(&new.group);
+    assert_eq!(
+        rule.pending_restore().map(|p| p.entries),
+        Some(HashMap::from([(labels.clone(), saved)]))
+    );
+    // Still within the tolerance at 70m, gone at 70m + 1s.
+    rule.eval(
+        t(70 * MIN),
+        Duration::ZERO,
+        &(ds.clone() as Arc<dyn Datasource>),
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(rule.pending_restore().is_some());
+    rule.eval(
+        t(70 * MIN + 1),
+        Duration::ZERO,
+        &(ds.clone() as Arc<dyn Datasource>),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rule.pending_restore(), None);
+}
+
+#[tokio::test]
+async fn remote_restore_leaves_nothing_pending() {
+    let ds = Arc::new(FakeDatasource::default());
+    scripted_down(&ds, Arc::new(Mutex::new(false)));
+    let mut l = Labels::new([
+        ("__name__", "ALERTS_FOR_STATE"),
+        ("alertname", "ServerDown"),
+        ("instance", "a"),
+        ("job", "node"),
+        ("severity", "critical"),
+    ]);
+    ds.append(
+        &[QuerySample {
+            labels: l.clone(),
+            value: unix(t(5 * MIN)),
+        }],
+        t(10 * MIN),
+    )
+    .unwrap();
+    l.remove("__name__");
+    let rule = alerting_rule("ServerDown", "up == 0", 30 * MIN, 0);
+    rule.set_restored(false);
+    let f = fixture(vec![Rule::Alerting(rule)], MIN, 0, ds.clone());
+    f.group.eval(t(20 * MIN)).await;
+    f.group.eval(t(21 * MIN)).await;
+    state::restore_for_state(
+        &f.group,
+        &RestoreSource::Datasource(ds.clone()),
+        t(21 * MIN),
+        Duration::from_secs(3600),
+        Duration::from_secs(600),
+    )
+    .await;
+    assert!(the_rule(&f.group).restored());
+    assert_eq!(the_rule(&f.group).pending_restore(), None);
+}
+
 #[tokio::test]
 async fn a_changed_group_takes_over_alerts_and_staleness_bookkeeping() {
     let ds = Arc::new(FakeDatasource::default());

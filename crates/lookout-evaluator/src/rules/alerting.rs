@@ -21,6 +21,7 @@ use crate::alert::{Alert, AlertState};
 use crate::datasource::{Datasource, QuerySample};
 use crate::rules::status::{AlertSnapshot, AlertingRuleSnapshot, RuleCommon, RuleHealth};
 use crate::rules::{RuleEvalError, RuleInfo};
+use crate::state::PendingRestore;
 use crate::template::{self, CompiledTemplate, QueryFn, TemplateData};
 
 /// How long a resolved alert is kept and re-sent (Prometheus's `resolvedRetention`).
@@ -102,6 +103,8 @@ impl ActiveAlert {
 struct AlertingState {
     active: HashMap<Labels, ActiveAlert>,
     restored: bool,
+    /// Saved `for` state waiting for its alert to appear (embedded mode after a restart).
+    pending_restore: Option<Box<PendingRestore>>,
     health: RuleHealth,
     last_error: Option<String>,
     evaluation_duration: Duration,
@@ -190,6 +193,7 @@ impl AlertingRule {
             state: Mutex::new(AlertingState {
                 active: HashMap::new(),
                 restored,
+                pending_restore: None,
                 health: RuleHealth::Unknown,
                 last_error: None,
                 evaluation_duration: Duration::ZERO,
@@ -240,6 +244,17 @@ impl AlertingRule {
     /// Marks `for` state as restored: from now on `ALERTS`/`ALERTS_FOR_STATE` are written.
     pub fn set_restored(&self, restored: bool) {
         self.lock().restored = restored;
+    }
+
+    /// Saved `for` state not applied yet: applied to each alert when it first appears.
+    pub fn pending_restore(&self) -> Option<PendingRestore> {
+        self.lock().pending_restore.as_deref().cloned()
+    }
+
+    /// Sets the saved `for` state to apply to alerts when they first appear (state
+    /// restoration in embedded mode; carried over a reload).
+    pub fn set_pending_restore(&self, pending: Option<PendingRestore>) {
+        self.lock().pending_restore = pending.filter(|p| !p.entries.is_empty()).map(Box::new);
     }
 
     /// A copy of every alert instance, resolved ones included.
@@ -390,8 +405,11 @@ impl AlertingRule {
 
         let mut st = self.lock();
         let st = &mut *st;
+        if let Some(p) = st.pending_restore.as_mut() {
+            p.expire(ts);
+        }
         let result_keys: std::collections::HashSet<Labels> = alerts.keys().cloned().collect();
-        for (h, a) in alerts {
+        for (h, mut a) in alerts {
             if let Some(existing) = st.active.get_mut(&h)
                 && existing.state != AlertState::Inactive
             {
@@ -399,7 +417,20 @@ impl AlertingRule {
                 existing.annotations = a.annotations;
                 continue;
             }
+            // First appearance since a restart of an alert whose saved state was pending.
+            if let Some(p) = st.pending_restore.as_mut()
+                && let Some(at) = p.take(&h, self.hold, ts)
+            {
+                a.active_at = at;
+            }
             st.active.insert(h, a);
+        }
+        if st
+            .pending_restore
+            .as_ref()
+            .is_some_and(|p| p.entries.is_empty())
+        {
+            st.pending_restore = None;
         }
 
         let mut vec = Vec::new();

@@ -311,7 +311,8 @@ impl Group {
 
     /// Runs the group until `stop` fires: waits for its first slot, evaluates, and — when
     /// `restore` is given — restores `for` state after the second evaluation, as Prometheus
-    /// does (the first one may lack data).
+    /// does (the first one may lack data). Saved state of alerts that have not appeared by
+    /// then stays pending on the rule (see [`crate::state`]).
     pub async fn run(
         self: Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -392,6 +393,7 @@ impl Group {
             }
             if let (Rule::Alerting(to), Rule::Alerting(src)) = (rule, &from.rules[fi]) {
                 to.set_alerts(src.current_alerts());
+                to.set_pending_restore(src.pending_restore());
             }
         }
     }
