@@ -419,7 +419,15 @@ impl Ctx {
                 "duration expression {t:?} is not a finite duration"
             )));
         }
-        let ms = (secs * 1000.0).round() as i64;
+        let ms = (secs * 1000.0).round();
+        // Beyond i64 milliseconds the cast saturates and `-ms` overflows; Prometheus rejects
+        // such durations as well.
+        if ms.abs() >= i64::MAX as f64 {
+            return Err(QueryError::eval(format!(
+                "duration expression {t:?} is out of range"
+            )));
+        }
+        let ms = ms as i64;
         // promql-parser rejects `0s`/`0ms` but takes a bare `0`.
         Ok(if ms == 0 {
             "0".to_string()
@@ -605,6 +613,18 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_duration_expressions_are_errors() {
+        // Found by the promql_eval fuzz target: a huge negative duration overflowed `-ms`.
+        for q in [
+            "rate(x[1+(step()-4)*27777777777777777777777777777])",
+            "rate(x[1+(step()+4)*27777777777777777777777777777])",
+        ] {
+            let e = rewrite(q, 60_000, 0).expect_err("out of range");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+    }
 
     #[test]
     fn ordinary_queries_are_left_alone() {

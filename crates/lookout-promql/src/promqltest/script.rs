@@ -366,6 +366,31 @@ fn find_quote_end(s: &str, start: usize) -> Option<usize> {
     None
 }
 
+/// Most values one series line may expand to (`0+1x1000000` is a million and one): input
+/// is expanded in memory, so an unbounded repeat count would exhaust it.
+pub const MAX_SERIES_VALUES: usize = 2_000_000;
+
+/// Most values the series lines of one script may expand to, all together.
+pub const MAX_SCRIPT_VALUES: usize = 20_000_000;
+
+fn too_many_values(line: usize) -> ScriptError {
+    err(
+        line,
+        format!("series expands to more than {MAX_SERIES_VALUES} values"),
+    )
+}
+
+/// How many values a token expands to, when it repeats (`…xN`, `_xN`).
+fn repeat_count(tok: &str) -> Option<usize> {
+    let xpos = tok.rfind('x')?;
+    let n: usize = tok[xpos + 1..].parse().ok()?;
+    Some(if tok.starts_with('_') {
+        n
+    } else {
+        n.saturating_add(1)
+    })
+}
+
 /// Parses the values of a series description.
 fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
     let mut out = Vec::new();
@@ -388,8 +413,11 @@ fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
             }
             if let Some(t) = tail.strip_prefix('x') {
                 let n_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-                count = t[..n_end].parse::<usize>().unwrap_or(0) + 1;
+                count = t[..n_end].parse::<usize>().unwrap_or(0).saturating_add(1);
                 tail = &t[n_end..];
+            }
+            if out.len().saturating_add(count) > MAX_SERIES_VALUES {
+                return Err(too_many_values(line));
             }
             out.extend(std::iter::repeat_n(SeqValue::Histogram, count));
             rest = tail.trim_start();
@@ -398,6 +426,9 @@ fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let tok = &rest[..end];
         rest = rest[end..].trim_start();
+        if out.len().saturating_add(repeat_count(tok).unwrap_or(1)) > MAX_SERIES_VALUES {
+            return Err(too_many_values(line));
+        }
         out.extend(parse_value_token(tok).ok_or_else(|| err(line, format!("bad value {tok:?}")))?);
     }
     Ok(out)
@@ -478,6 +509,7 @@ fn parse_matcher(rest: Option<&str>) -> Matcher {
 
 /// Parses a whole script.
 pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
+    let mut total_values = 0usize;
     let lines: Vec<String> = src
         .lines()
         .map(|l| {
@@ -542,6 +574,7 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
                     continue;
                 }
                 let mut s = parse_series(def, i + 1)?;
+                total_values = add_values(total_values, s.values.len(), i + 1)?;
                 match pending.take() {
                     Some((labels, offsets, at)) => {
                         if labels != s.labels {
@@ -582,6 +615,8 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
             cmds.push(Command::Load(load));
         } else if first.starts_with("eval") {
             let (ev, next) = parse_eval(&lines, i)?;
+            let expected: usize = ev.expected.iter().map(|(_, v)| v.len()).sum();
+            total_values = add_values(total_values, expected, i + 1)?;
             cmds.push(Command::Eval(Box::new(ev)));
             i = next;
         } else {
@@ -591,7 +626,20 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
     Ok(cmds)
 }
 
+/// Adds `n` values to a script's running total, failing past [`MAX_SCRIPT_VALUES`].
+fn add_values(total: usize, n: usize, line: usize) -> Result<usize, ScriptError> {
+    let total = total.saturating_add(n);
+    if total > MAX_SCRIPT_VALUES {
+        return Err(err(
+            line,
+            format!("series in the script expand to more than {MAX_SCRIPT_VALUES} values"),
+        ));
+    }
+    Ok(total)
+}
+
 fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> {
+    let mut expected_values = 0usize;
     let l = &lines[i];
     let line = i + 1;
     let (head, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
@@ -697,6 +745,7 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
             if s.values.contains(&SeqValue::Histogram) {
                 ev.expects_histogram = true;
             }
+            expected_values = add_values(expected_values, s.values.len(), dl)?;
             ev.expected.push((s.labels, s.values));
         }
         j += 1;
@@ -727,6 +776,28 @@ fn nth_word_end(s: &str, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_repeat_counts_are_errors_not_allocations() {
+        // Found by the promqltest_script fuzz target: `1+1x…` allocated its count up front.
+        for line in [
+            "m 1+1x1391393939393939",
+            "m _x99999999999999",
+            "m 1x18446744073709551615",
+            "m {{schema:0}}x99999999999",
+        ] {
+            let e = parse_series(line, 3).expect_err("too many values");
+            assert_eq!(e.line, 3);
+            assert!(e.message.contains("more than"), "{}", e.message);
+        }
+        let many = format!("load 1m\n{}", "  m 0+1x1999999\n".repeat(11));
+        let e = parse_script(&many).expect_err("script total");
+        assert!(e.message.contains("in the script"), "{}", e.message);
+        assert_eq!(
+            parse_series("m 0+1x1999999", 1).map(|s| s.values.len()),
+            Ok(2_000_000)
+        );
+    }
 
     #[test]
     fn value_sequences_expand() {
