@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use promql_parser::parser::{Call, Expr, MatrixSelector};
+use promql_parser::parser::{Call, Expr, MatrixSelector, VectorSelector};
 
 use super::functions::{counter_info, range_kernel, st_overlap, st_overlap_warning};
 use super::{
@@ -250,7 +250,14 @@ impl Evaluator<'_> {
         } else {
             ((self.end - self.start) / self.step + 1) as usize
         };
-        let mut floats: Vec<Vec<FPoint>> = vec![Vec::new(); labels.len()];
+        // Each series' point count first, so its points are allocated once.
+        let mut counts = vec![0usize; labels.len()];
+        for row in &sv.steps {
+            for &(i, _) in row {
+                counts[i as usize] += 1;
+            }
+        }
+        let mut floats: Vec<Vec<FPoint>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
         let mut total = 0usize;
         for k in 0..n_steps {
             if let Some((at, err)) = &sv.error
@@ -314,16 +321,6 @@ impl Evaluator<'_> {
             anchor,
             error: None,
         };
-        let points: Vec<Vec<FPoint>> = data
-            .iter()
-            .map(|sd| {
-                sd.samples
-                    .iter()
-                    .filter(|s| !is_stale(s.v))
-                    .map(|s| FPoint { t: s.t, f: s.v })
-                    .collect()
-            })
-            .collect();
         // Start timestamps of the same points, for the series that have them.
         let sts: Vec<Option<Vec<i64>>> = data
             .iter()
@@ -336,6 +333,23 @@ impl Evaluator<'_> {
                         .map(|(_, &st)| st)
                         .collect()
                 })
+            })
+            .collect();
+        // This call is the selector's only user: take its data out of the cache and turn
+        // each series' samples into points in place (same layout, so `collect` reuses the
+        // buffer instead of allocating and faulting in a copy of every sample).
+        self.cache
+            .borrow_mut()
+            .remove(&(&ms.vs as *const VectorSelector as usize));
+        let data = Rc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone());
+        let points: Vec<Vec<FPoint>> = data
+            .into_iter()
+            .map(|sd| {
+                sd.samples
+                    .into_iter()
+                    .filter(|s| !is_stale(s.v))
+                    .map(|s| FPoint { t: s.t, f: s.v })
+                    .collect()
             })
             .collect();
         let mut overlap_warned = vec![false; points.len()];
