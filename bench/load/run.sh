@@ -15,7 +15,8 @@
 #
 # Usage: bench/load/run.sh   (env: DURATION=600 SAMPLE=10 TARGETS=10000 INTERVAL=15s
 #                              RULES=1000 SERIES=10000 EVAL_INTERVAL=15s OUT=dir
-#                              LOOKOUT_BIN=path skips the release build; ONLY=exporter|evaluator)
+#                              LOOKOUT_BIN=path skips the release build; ONLY=exporter|evaluator;
+#                              PORT_BASE=19300, four loopback ports from there)
 # Needs: cargo, curl, python3.
 set -euo pipefail
 
@@ -48,10 +49,11 @@ if [ -z "${LOOKOUT_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -p lookout --quiet)
 fi
 
-TARGET_PORT=19300
-EXPORTER_PORT=19301
-SERIES_PORT=19302
-EVALUATOR_PORT=19303
+PORT_BASE=${PORT_BASE:-19300}
+TARGET_PORT=$PORT_BASE
+EXPORTER_PORT=$((PORT_BASE + 1))
+SERIES_PORT=$((PORT_BASE + 2))
+EVALUATOR_PORT=$((PORT_BASE + 3))
 
 wait_up() { # url
   for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
