@@ -93,9 +93,24 @@ fn new_template(name: &str) -> Template {
 /// Parses `text` (with Prometheus's variable definitions prepended) without executing it, as
 /// `promtool check rules` does. The error reads like Go's (`template: NAME:1: ...`).
 pub fn check(name: &str, text: &str) -> Result<(), String> {
+    if let Some(e) = unclosed_action(name, text) {
+        return Err(e);
+    }
     let mut t = new_template(name);
     t.parse(format!("{DEFS}{text}"))
         .map_err(|e| parse_error_text(name, text, e))
+}
+
+/// Go's `unclosed action` error when the text ends inside an action (`{{` with no `}}`
+/// after it). Checked before gtmpl sees the text: its lexer never returns on some inputs
+/// that end inside an action (`{{ 1.`, `{{ a b.`), found by fuzzing.
+fn unclosed_action(name: &str, text: &str) -> Option<String> {
+    let open = text.rfind("{{")?;
+    if text[open + 2..].contains("}}") {
+        return None;
+    }
+    let line = 1 + text[..open].matches('\n').count();
+    Some(format!("template: {name}:{line}: unclosed action"))
 }
 
 /// Go's wording for parse errors: `template: NAME:LINE: message`. gtmpl's line counter is
@@ -136,6 +151,9 @@ impl CompiledTemplate {
     /// Parses `text` under template name `name` (`__alert_<AlertName>` for alert rules).
     pub fn new(name: &str, text: &str) -> CompiledTemplate {
         let parsed = text.contains("{{").then(|| {
+            if let Some(e) = unclosed_action(name, text) {
+                return Err(e);
+            }
             let mut t = new_template(name);
             t.parse(format!("{DEFS}{}", print_value_like_go(text)))
                 .map(|()| t)
@@ -820,6 +838,25 @@ pub fn expand_or_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_ending_inside_an_action_is_an_error_not_a_hang() {
+        // Found by the rule_file fuzz target: gtmpl's lexer spun forever on these.
+        for text in ["Probing {{ 1.", "{{ a b.", "x\n{{ $labels.a 1."] {
+            let e = check("__alert_A", text).expect_err("unclosed");
+            assert!(e.ends_with("unclosed action"), "{e}");
+            assert!(
+                CompiledTemplate::new("__alert_A", text)
+                    .parsed
+                    .is_some_and(|p| p.is_err())
+            );
+        }
+        assert_eq!(
+            check("n", "x\n{{ $labels.a 1.").unwrap_err(),
+            "template: n:2: unclosed action"
+        );
+        assert!(check("n", "{{ 1. }} and {{ $labels.a }}").is_ok());
+    }
 
     fn data() -> TemplateData {
         TemplateData {
