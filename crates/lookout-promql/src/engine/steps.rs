@@ -352,95 +352,131 @@ impl Evaluator<'_> {
                     .collect()
             })
             .collect();
-        let mut overlap_warned = vec![false; points.len()];
+        // Each series slides its window across all steps in one pass (series by series:
+        // its points stay in cache); what the step-by-step evaluation would raise at a
+        // step (annotations, too many samples, errors) is recorded per step and replayed
+        // in the same order.
         let counter_check = matches!(name, "rate" | "increase");
-        let mut announced = vec![false; points.len()];
-        let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
-        let mut lo = vec![0usize; points.len()];
-        let mut hi = vec![0usize; points.len()];
-        let mut prev_t = i64::MIN;
+        let mut times: Vec<(i64, i64)> = Vec::with_capacity(n_steps);
+        let mut error: Option<(usize, QueryError)> = None;
         for k in 0..n_steps {
             let ts = self.start + k as i64 * self.step;
-            let t = match self
-                .check_deadline()
-                .and_then(|_| self.ref_time(&ms.vs, ts))
-            {
-                Ok(t) => t,
+            match self.ref_time(&ms.vs, ts) {
+                Ok(t) => times.push((ts, t)),
                 Err(e) => {
-                    sv.error = Some((k, e));
+                    error = Some((k, e));
                     break;
                 }
-            };
-            if t < prev_t {
-                // Windows only move forward here; start over if one ever moves back.
-                lo.iter_mut().for_each(|i| *i = 0);
-                hi.iter_mut().for_each(|i| *i = 0);
             }
-            prev_t = t;
-            let arg = RangeArg {
-                series: Vec::new(),
-                range_start: t - range,
-                range_end: t,
-                range,
-                mode: RangeMode::Plain,
-            };
-            let mut row = Vec::with_capacity(sv.steps.last().map_or(0, Vec::len));
-            let mut annos = Vec::new();
-            let mut warns = Vec::new();
-            let mut total = 0usize;
-            let mut failed = None;
-            for (i, pts) in points.iter().enumerate() {
-                let (mut a, mut b) = (lo[i], hi[i]);
+        }
+        let mut rows: Vec<Vec<(u32, f64)>> = (0..times.len()).map(|_| Vec::new()).collect();
+        let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
+        let mut totals = vec![0usize; times.len()];
+        // Per series, the step of its first value (rate/increase name check).
+        let mut first_value: Vec<Option<usize>> = vec![None; points.len()];
+        let mut kernel_error: Option<(usize, QueryError)> = None;
+        for (i, pts) in points.iter().enumerate() {
+            if i % 256 == 0
+                && let Err(e) = self.check_deadline()
+            {
+                sv.error = Some((0, e));
+                return sv;
+            }
+            let st_all = sts[i].as_deref();
+            let (mut a, mut b) = (0usize, 0usize);
+            let mut prev_t = i64::MIN;
+            let mut overlap_warned = false;
+            for (k, &(ts, t)) in times.iter().enumerate() {
+                if t < prev_t {
+                    // Windows only move forward here; start over if one ever moves back.
+                    (a, b) = (0, 0);
+                }
+                prev_t = t;
                 while b < pts.len() && pts[b].t <= t {
                     b += 1;
                 }
                 while a < b && pts[a].t <= t - range {
                     a += 1;
                 }
-                (lo[i], hi[i]) = (a, b);
                 if a == b {
                     continue;
                 }
-                total += b - a;
-                let st = sts[i].as_deref().map(|st| &st[a..b]);
-                if counter_check && !overlap_warned[i] && st_overlap(&pts[a..b], st) {
-                    overlap_warned[i] = true;
-                    warns.push(st_overlap_warning(&sv.labels[i]));
+                totals[k] += b - a;
+                let st = st_all.map(|st| &st[a..b]);
+                if counter_check && !overlap_warned && st_overlap(&pts[a..b], st) {
+                    overlap_warned = true;
+                    warns[k].push(st_overlap_warning(&sv.labels[i]));
                 }
+                let arg = RangeArg {
+                    series: Vec::new(),
+                    range_start: t - range,
+                    range_end: t,
+                    range,
+                    mode: RangeMode::Plain,
+                };
                 match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
                     Ok(Some(f)) => {
-                        row.push((i as u32, f));
-                        if counter_check && !announced[i] {
-                            announced[i] = true;
-                            // The message depends on the name only: build it once per name.
-                            if let Some(name) = sv.labels[i].metric_name()
-                                && !names_seen.contains(name)
-                            {
-                                names_seen.insert(name.to_string());
-                                if let Some(message) = counter_info(&sv.labels[i]) {
-                                    annos.push(message);
-                                }
-                            }
+                        rows[k].push((i as u32, f));
+                        if first_value[i].is_none() {
+                            first_value[i] = Some(k);
                         }
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        failed.get_or_insert(e);
+                        if kernel_error.as_ref().is_none_or(|(at, _)| k < *at) {
+                            kernel_error = Some((k, e));
+                        }
+                        break;
                     }
                 }
             }
-            if total > self.opts.max_samples {
-                sv.error = Some((k, QueryError::TooManySamples(format!("selector {}", ms.vs))));
-                break;
-            }
-            if let Some(e) = failed {
-                sv.error = Some((k, e));
-                break;
-            }
-            sv.steps.push(row);
-            sv.annotations.push(annos);
-            sv.warnings.push(warns);
         }
+        // The first failing step: too many samples there wins over a function error, as
+        // the window is read before the function runs.
+        if let Some(k) = totals.iter().position(|&n| n > self.opts.max_samples)
+            && error.as_ref().is_none_or(|(at, _)| k < *at)
+        {
+            let e = QueryError::TooManySamples(format!("selector {}", ms.vs));
+            error = Some((k, e));
+        }
+        if let Some((k, e)) = kernel_error
+            && error.as_ref().is_none_or(|(at, _)| k < *at)
+        {
+            error = Some((k, e));
+        }
+        let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
+        rows.truncate(done);
+        warns.truncate(done);
+        // Infos in the order the step-by-step evaluation raises them: by step, then series.
+        let mut annos: Vec<Vec<String>> = (0..done).map(|_| Vec::new()).collect();
+        if counter_check {
+            let mut by_step: Vec<Vec<usize>> = (0..done).map(|_| Vec::new()).collect();
+            for (i, k) in first_value.iter().enumerate() {
+                if let Some(k) = *k
+                    && k < done
+                {
+                    by_step[k].push(i);
+                }
+            }
+            let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
+            for (k, series) in by_step.iter().enumerate() {
+                for &i in series {
+                    // The message depends on the name only: build it once per name.
+                    if let Some(name) = sv.labels[i].metric_name()
+                        && !names_seen.contains(name)
+                    {
+                        names_seen.insert(name.to_string());
+                        if let Some(message) = counter_info(&sv.labels[i]) {
+                            annos[k].push(message);
+                        }
+                    }
+                }
+            }
+        }
+        sv.steps = rows;
+        sv.annotations = annos;
+        sv.warnings = warns;
+        sv.error = error;
         sv
     }
 }
