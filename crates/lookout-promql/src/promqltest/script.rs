@@ -67,8 +67,15 @@ pub fn parse_st_offsets(s: &str, line: usize) -> Result<Vec<Option<i64>>, Script
     for item in s.split_whitespace() {
         let bad = |why: &str| err(line, format!("invalid ST item {item:?}: {why}"));
         let count = |n: &str| -> Result<usize, ScriptError> {
-            n.parse::<usize>().map_err(|_| bad("invalid repeat count"))
+            match n.parse::<usize>() {
+                Ok(n) if n < MAX_SERIES_VALUES => Ok(n),
+                Ok(_) => Err(too_many_values(line)),
+                Err(_) => Err(bad("invalid repeat count")),
+            }
         };
+        if out.len() > MAX_SERIES_VALUES {
+            return Err(too_many_values(line));
+        }
         if item == "_" {
             out.push(None);
             continue;
@@ -103,7 +110,9 @@ pub fn parse_st_offsets(s: &str, line: usize) -> Result<Vec<Option<i64>>, Script
             let mut off = base;
             for _ in 0..=count(n)? {
                 out.push(Some(off));
-                off += delta;
+                off = off
+                    .checked_add(delta)
+                    .ok_or_else(|| bad("offset out of range"))?;
             }
         } else {
             return Err(bad("unexpected character after the duration"));
@@ -790,6 +799,18 @@ mod tests {
             assert_eq!(e.line, 3);
             assert!(e.message.contains("more than"), "{}", e.message);
         }
+        // The same for start-timestamp offsets (`@st` lines).
+        for st in [
+            "_x55655555555555555",
+            "*x99999999999",
+            "1s+1sx9999999999",
+            "1m-1mx99999999",
+        ] {
+            let e = parse_st_offsets(st, 4).expect_err("too many offsets");
+            assert!(e.message.contains("more than"), "{}", e.message);
+        }
+        let script = "load 4s\n  s\n  @st _x55655555555555555\n  @st _x5565555555555\n";
+        assert!(parse_script(script).is_err());
         let many = format!("load 1m\n{}", "  m 0+1x1999999\n".repeat(11));
         let e = parse_script(&many).expect_err("script total");
         assert!(e.message.contains("in the script"), "{}", e.message);
