@@ -52,7 +52,10 @@ impl Evaluator<'_> {
             None => None,
         };
         let is_k = matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
-        if !is_k && let Some((sv, k)) = self.step_row(&a.expr, ts)? {
+        let fast_k = matches!(op.as_str(), "topk" | "bottomk");
+        if (!is_k || fast_k)
+            && let Some((sv, k)) = self.step_row(&a.expr, ts)?
+        {
             // The input is a range function's step: group by per-series keys computed once.
             self.warn_quantile_param(&op, param, a);
             let node = a as *const AggregateExpr as usize;
@@ -75,7 +78,45 @@ impl Evaluator<'_> {
                     g
                 }
             };
-            let input = sv.steps[k].iter().map(|&(i, f)| {
+            let row = &sv.steps[k];
+            if fast_k {
+                // topk/bottomk: select on values and positions, build only the kept samples.
+                let Some(keep) = k_of(param.unwrap_or(f64::NAN), row.len())? else {
+                    return Ok(Value::Vector(Vec::new()));
+                };
+                let cmp = if op == "topk" {
+                    desc_nan_last
+                } else {
+                    asc_nan_last
+                };
+                let mut order: Vec<u64> = Vec::new();
+                let mut by_group: FastMap<u64, Vec<(f64, usize)>> = FastMap::default();
+                for (pos, &(i, f)) in row.iter().enumerate() {
+                    let key = groups[i as usize].0;
+                    by_group
+                        .entry(key)
+                        .or_insert_with(|| {
+                            order.push(key);
+                            Vec::new()
+                        })
+                        .push((f, pos));
+                }
+                let mut out = Vec::new();
+                for key in order {
+                    let Some(mut items) = by_group.remove(&key) else {
+                        continue;
+                    };
+                    first_k_keyed(&mut items, keep, cmp);
+                    out.extend(items.iter().map(|&(f, pos)| Sample {
+                        metric: sv.labels[row[pos].0 as usize].clone(),
+                        t: ts,
+                        f,
+                        drop_name: sv.drop_name,
+                    }));
+                }
+                return Ok(Value::Vector(out));
+            }
+            let input = row.iter().map(|&(i, f)| {
                 let (key, labels) = &groups[i as usize];
                 (*key, labels.clone(), f, sv.drop_name)
             });
@@ -182,6 +223,32 @@ impl Evaluator<'_> {
         }
         Ok(out)
     }
+}
+
+/// `k` of `topk`/`bottomk` for an input of `len` samples: the same checks and errors as
+/// `aggregate_k`; `None` when nothing is kept.
+fn k_of(param: f64, len: usize) -> Result<Option<usize>, QueryError> {
+    if param.is_nan() {
+        return Err(QueryError::eval("Parameter value is NaN"));
+    }
+    if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&param) {
+        return Err(QueryError::eval(format!(
+            "Scalar value {} overflows int64",
+            format_float(param)
+        )));
+    }
+    let k = (param as i64).min(len as i64);
+    Ok((k >= 1).then_some(k as usize))
+}
+
+/// [`first_k`] on (value, input position) pairs.
+fn first_k_keyed(items: &mut Vec<(f64, usize)>, k: usize, cmp: fn(f64, f64) -> std::cmp::Ordering) {
+    let order = |a: &(f64, usize), b: &(f64, usize)| cmp(a.0, b.0).then(a.1.cmp(&b.1));
+    if k < items.len() {
+        items.select_nth_unstable_by(k - 1, order);
+        items.truncate(k);
+    }
+    items.sort_unstable_by(order);
 }
 
 /// Keeps the first `k` samples in the order `cmp`, sorted, ties in input order: what a
@@ -503,6 +570,11 @@ mod tests {
                         .collect()
                 };
                 assert_eq!(ids(&got), ids(&expected), "k = {k}");
+                let mut keyed: Vec<(f64, usize)> =
+                    values.iter().copied().zip(0..values.len()).collect();
+                first_k_keyed(&mut keyed, k, cmp);
+                let keyed_ids: Vec<String> = keyed.iter().map(|(_, i)| i.to_string()).collect();
+                assert_eq!(keyed_ids, ids(&expected), "keyed, k = {k}");
             }
         }
     }
