@@ -93,12 +93,88 @@ fn new_template(name: &str) -> Template {
 /// Parses `text` (with Prometheus's variable definitions prepended) without executing it, as
 /// `promtool check rules` does. The error reads like Go's (`template: NAME:1: ...`).
 pub fn check(name: &str, text: &str) -> Result<(), String> {
-    if let Some(e) = unclosed_action(name, text) {
+    if let Some(e) = lexer_guard(name, text) {
         return Err(e);
     }
     let mut t = new_template(name);
     t.parse(format!("{DEFS}{text}"))
         .map_err(|e| parse_error_text(name, text, e))
+}
+
+/// Errors gtmpl's lexer cannot report itself (it hangs or panics on them), found by fuzzing:
+/// see [`unclosed_action`] and [`unrecognized_character`].
+fn lexer_guard(name: &str, text: &str) -> Option<String> {
+    unclosed_action(name, text).or_else(|| unrecognized_character(name, text))
+}
+
+/// An error for a character outside ASCII where gtmpl's lexer would read it and step back:
+/// its `backup` moves one byte, not one character, and then panics on a char boundary. Inside
+/// an action (not in a string or comment) such a character is only accepted inside a word that
+/// starts with an ASCII letter or `_` (`$labels.café`); elsewhere (`{{ ؑ }}`, `$é`, `1é`) it is
+/// refused, with the message Go uses for characters it does not accept in actions.
+fn unrecognized_character(name: &str, text: &str) -> Option<String> {
+    let mut in_action = false;
+    let mut quote: Option<char> = None;
+    let mut in_comment = false;
+    // Inside a run of letters, digits and `_`: whether it started with an ASCII letter or `_`.
+    let mut word: Option<bool> = None;
+    let mut line = 1;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
+        if !in_action {
+            if text[i..].starts_with("{{") {
+                in_action = true;
+                word = None;
+                chars.next();
+            }
+            continue;
+        }
+        if in_comment {
+            if text[i..].starts_with("*/") {
+                in_comment = false;
+                chars.next();
+            }
+            continue;
+        }
+        if let Some(q) = quote {
+            if c == '\\' && q != '`' {
+                chars.next();
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.get_or_insert(c.is_ascii_alphabetic() || c == '_');
+            continue;
+        }
+        if !c.is_ascii() {
+            if word == Some(true) && c.is_alphanumeric() {
+                continue;
+            }
+            return Some(format!(
+                "template: {name}:{line}: unrecognized character in action: U+{:04X}",
+                c as u32
+            ));
+        }
+        word = None;
+        match c {
+            '"' | '`' | '\'' => quote = Some(c),
+            '/' if text[i..].starts_with("/*") => {
+                in_comment = true;
+                chars.next();
+            }
+            '}' if text[i..].starts_with("}}") => {
+                in_action = false;
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Go's `unclosed action` error when the text ends inside an action (`{{` with no `}}`
@@ -151,7 +227,7 @@ impl CompiledTemplate {
     /// Parses `text` under template name `name` (`__alert_<AlertName>` for alert rules).
     pub fn new(name: &str, text: &str) -> CompiledTemplate {
         let parsed = text.contains("{{").then(|| {
-            if let Some(e) = unclosed_action(name, text) {
+            if let Some(e) = lexer_guard(name, text) {
                 return Err(e);
             }
             let mut t = new_template(name);
@@ -838,6 +914,40 @@ pub fn expand_or_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_symbols_in_actions_are_errors_not_panics() {
+        // Found by the rule_file fuzz target: gtmpl's lexer panicked on a char boundary.
+        for text in [
+            "{{ $labels.\u{611}bl }}",
+            "{{ .\u{611} }}",
+            "{{ $\u{611} }}",
+            "{{ 1\u{611} }}",
+            "{{\u{a0}}}",
+        ] {
+            let e = check("n", text).expect_err("unrecognized");
+            assert!(e.contains("unrecognized character in action: U+"), "{e}");
+            assert!(
+                CompiledTemplate::new("n", text)
+                    .parsed
+                    .is_some_and(|p| p.is_err())
+            );
+        }
+        assert_eq!(
+            check("n", "ok\n{{ \u{611} }}").unwrap_err(),
+            "template: n:2: unrecognized character in action: U+0611"
+        );
+        for text in [
+            "\u{611} {{ $labels.a }} \u{611}",
+            "{{ \"\u{611}\" }}",
+            "{{ `\u{611}` }}",
+            "{{/* \u{611} */}}",
+            "{{ $labels.aé }}",
+            "{{ \"a\\\"\u{611}\" }}",
+        ] {
+            assert!(check("n", text).is_ok(), "{text}");
+        }
+    }
 
     #[test]
     fn text_ending_inside_an_action_is_an_error_not_a_hang() {
