@@ -349,7 +349,11 @@ impl Engine {
         let value = ev.eval(expr, t_ms)?;
         let value = match value {
             Value::Vector(v) => {
-                let mut v = LabelMemo::default().finish_vector(v)?;
+                let mut memo = LabelMemo {
+                    once: true,
+                    ..LabelMemo::default()
+                };
+                let mut v = memo.finish_vector(v)?;
                 for s in v.iter_mut() {
                     s.t = t_ms;
                 }
@@ -452,10 +456,17 @@ struct LabelMemo {
     hashes: FastMap<usize, (Labels, u64)>,
     series_by_ptr: FastMap<usize, (Labels, usize)>,
     series_by_labels: FastMap<Labels, usize>,
+    /// Used once (an instant query's result): compute directly, remember nothing.
+    once: bool,
 }
 
 impl LabelMemo {
     fn drop_name(&mut self, l: &Labels) -> Labels {
+        if self.once {
+            let mut d = l.clone();
+            drop_metric_name(&mut d);
+            return d;
+        }
         let (_, dropped) = self.dropped.entry(l.ptr_id()).or_insert_with(|| {
             let mut d = l.clone();
             drop_metric_name(&mut d);
@@ -466,6 +477,9 @@ impl LabelMemo {
 
     fn hash(&mut self, l: &Labels) -> u64 {
         use std::hash::BuildHasher;
+        if self.once {
+            return FnvBuild.hash_one(l);
+        }
         self.hashes
             .entry(l.ptr_id())
             .or_insert_with(|| (l.clone(), FnvBuild.hash_one(l)))
