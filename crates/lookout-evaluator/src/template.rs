@@ -119,6 +119,7 @@ fn unrecognized_character(name: &str, text: &str) -> Option<String> {
     // Inside a run of letters, digits and `_`: whether it started with an ASCII letter or `_`.
     let mut word: Option<bool> = None;
     let mut line = 1;
+    let mut action_line = 1;
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         if c == '\n' {
@@ -127,6 +128,7 @@ fn unrecognized_character(name: &str, text: &str) -> Option<String> {
         if !in_action {
             if text[i..].starts_with("{{") {
                 in_action = true;
+                action_line = line;
                 word = None;
                 chars.next();
             }
@@ -173,6 +175,11 @@ fn unrecognized_character(name: &str, text: &str) -> Option<String> {
             }
             _ => {}
         }
+    }
+    // The text ends inside an action: `}}` only inside a string or comment does not close
+    // it (`{{ 'a }}' b`), and gtmpl's lexer spins at the end of such text too.
+    if in_action {
+        return Some(format!("template: {name}:{action_line}: unclosed action"));
     }
     None
 }
@@ -952,7 +959,14 @@ mod tests {
     #[test]
     fn text_ending_inside_an_action_is_an_error_not_a_hang() {
         // Found by the rule_file fuzz target: gtmpl's lexer spun forever on these.
-        for text in ["Probing {{ 1.", "{{ a b.", "x\n{{ $labels.a 1."] {
+        for text in [
+            "Probing {{ 1.",
+            "{{ a b.",
+            "x\n{{ $labels.a 1.",
+            "{{ $labels.j + s 'ob }}) he 500ms threshold, 'or more than 5 mi",
+            "{{ \"}}\" x",
+            "{{/* }} */ x",
+        ] {
             let e = check("__alert_A", text).expect_err("unclosed");
             assert!(e.ends_with("unclosed action"), "{e}");
             assert!(
