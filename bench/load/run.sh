@@ -16,7 +16,8 @@
 # Usage: bench/load/run.sh   (env: DURATION=600 SAMPLE=10 TARGETS=10000 INTERVAL=15s
 #                              RULES=1000 SERIES=10000 EVAL_INTERVAL=15s OUT=dir
 #                              LOOKOUT_BIN=path skips the release build; ONLY=exporter|evaluator;
-#                              PORT_BASE=19300, four loopback ports from there)
+#                              PORT_BASE=19300, four loopback ports from there;
+#                              EVALUATOR_FLAGS="--storage.tsdb.retention.time=3m")
 # Needs: cargo, curl, python3.
 set -euo pipefail
 
@@ -28,6 +29,9 @@ RULES=${RULES:-1000}
 SERIES=${SERIES:-10000}
 EVAL_INTERVAL=${EVAL_INTERVAL:-15s}
 ONLY=${ONLY:-}
+# Extra evaluator flags, e.g. "--storage.tsdb.retention.time=3m" to see memory level off
+# once the embedded storage holds its whole window (it keeps 1 day by default).
+EVALUATOR_FLAGS=${EVALUATOR_FLAGS:-}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -160,7 +164,7 @@ scrape_configs:
     static_configs: [{targets: ['127.0.0.1:$SERIES_PORT']}]
 YML
   "$LOOKOUT" --log.level warn evaluator --config.file "$WORK/cfg/evaluator.yml" \
-    --web.listen-address "127.0.0.1:$EVALUATOR_PORT" --rules.state-file "$WORK/cfg/state.json" &
+    --web.listen-address "127.0.0.1:$EVALUATOR_PORT" --rules.state-file "$WORK/cfg/state.json" $EVALUATOR_FLAGS &
   EV_PID=$!; PIDS+=($EV_PID)
   wait_up "http://127.0.0.1:$EVALUATOR_PORT/-/ready"
   echo "== evaluator: $RULES rules over $SERIES series every $EVAL_INTERVAL for ${DURATION}s" >&2
