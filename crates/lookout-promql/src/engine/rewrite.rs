@@ -258,11 +258,17 @@ fn mark_selector(out: &mut String, modifier: &str) -> bool {
 /// to a valid character instead): the literal becomes [`INVALID_UTF8_MARK`] followed by
 /// its escaped text.
 fn mark_invalid_utf8(lit: &str) -> String {
-    let quote = lit.as_bytes()[0];
-    if quote == b'`' || !lit.contains("\\x") || lit.len() < 2 {
+    let Some(&quote) = lit.as_bytes().first() else {
+        return lit.to_string();
+    };
+    if quote == b'`' || !lit.contains("\\x") {
         return lit.to_string();
     }
-    let inner = &lit[1..lit.len() - 1];
+    // An unterminated literal (the query ends inside it) is left to the parser's error;
+    // cutting its last byte could split a character (found by fuzzing).
+    let Some(inner) = lit.get(1..).and_then(|r| r.strip_suffix(quote as char)) else {
+        return lit.to_string();
+    };
     let mut bytes = Vec::new();
     let b = inner.as_bytes();
     let mut i = 0;
@@ -613,6 +619,16 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unterminated_string_with_escape_before_a_wide_character() {
+        // Found by the promql_eval fuzz target: slicing off the closing quote split `И`.
+        for lit in ["\"c\\x}\u{418}", "\"", "'\\x4", "\"\\xff\""] {
+            let _ = mark_invalid_utf8(lit);
+        }
+        assert_eq!(mark_invalid_utf8("\"c\\x}\u{418}"), "\"c\\x}\u{418}");
+        assert!(crate::engine::parse("{a=\"                  c\\x}\u{418}").is_err());
+    }
 
     #[test]
     fn huge_duration_expressions_are_errors() {
