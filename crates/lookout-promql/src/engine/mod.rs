@@ -125,6 +125,13 @@ pub fn parse_for_step(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, 
 }
 
 fn parse_plain(query: &str) -> Result<Expr, QueryError> {
+    if let Some(at) = unrepresentable_number_duration(query) {
+        return Err(QueryError::Parse {
+            query: query.to_string(),
+            message: "duration out of range".to_string(),
+            position: Some(line_col(query, at)),
+        });
+    }
     parser::parse(query).map_err(|message| {
         let (message, position) = if message == "invalid promql query" {
             match locate_syntax_error(query) {
@@ -153,6 +160,72 @@ fn parse_plain(query: &str) -> Result<Expr, QueryError> {
             position,
         }
     })
+}
+
+/// The byte offset of a duration written as a plain number (`x[5e300]`, `x offset Inf`,
+/// `x[1m:NaN]`) that no `Duration` can hold. promql-parser converts these with
+/// `Duration::from_secs_f64`, which panics on them (found by fuzzing).
+fn unrepresentable_number_duration(q: &str) -> Option<usize> {
+    let b = q.as_bytes();
+    let mut in_string: Option<u8> = None;
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(quote) = in_string {
+            if c == b'\\' && quote != b'`' {
+                i += 1;
+            } else if c == quote {
+                in_string = None;
+            }
+            i += 1;
+            continue;
+        }
+        let mut duration_at = None;
+        match c {
+            b'"' | b'\'' | b'`' => in_string = Some(c),
+            b'[' => {
+                depth += 1;
+                duration_at = Some(i + 1);
+            }
+            b']' => depth = depth.saturating_sub(1),
+            b':' if depth > 0 => duration_at = Some(i + 1),
+            b'o' | b'O'
+                if q.get(i..i + 6)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("offset"))
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+                    && b.get(i + 6)
+                        .is_none_or(|n| !(n.is_ascii_alphanumeric() || *n == b'_')) =>
+            {
+                let mut j = i + 6;
+                while j < b.len() && (b[j].is_ascii_whitespace() || b[j] == b'+' || b[j] == b'-') {
+                    j += 1;
+                }
+                duration_at = Some(j);
+            }
+            _ => {}
+        }
+        if let Some(start) = duration_at {
+            let rest = &q[start..];
+            let tok = rest.trim_start();
+            let at = start + (rest.len() - tok.len());
+            let end = tok
+                .find(|ch: char| ch.is_whitespace() || matches!(ch, ']' | ':' | ')' | ','))
+                .unwrap_or(tok.len());
+            let tok = &tok[..end];
+            let value = if let Some(hex) = tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X"))
+            {
+                u64::from_str_radix(hex, 16).ok().map(|v| v as f64)
+            } else {
+                tok.parse::<f64>().ok()
+            };
+            if value.is_some_and(|v| !(0.0..=1e15).contains(&v)) {
+                return Some(at);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Byte offsets where tokens start (words, numbers, strings, operator characters).

@@ -374,3 +374,29 @@ fn start_timestamps_show_resets_and_feed_start_timestamp() {
         0.0
     );
 }
+
+#[test]
+fn numeric_durations_no_duration_can_hold_are_parse_errors() {
+    // Found by the promql_eval fuzz target: promql-parser panicked in
+    // `Duration::from_secs_f64` on these.
+    for q in [
+        "changes(x[5e111111111111111111111])",
+        "x[NaN]",
+        "x offset Inf",
+        "x offset - 1e300",
+        "rate(x[1m:1e20])",
+        "x[0xffffffffffffffff]",
+    ] {
+        // Some are caught earlier by the duration-expression rewrite; none may panic.
+        assert!(parse(q).is_err(), "{q}");
+    }
+    for q in [
+        "x[300]",
+        "x offset 60",
+        "rate(x[5m:30])",
+        r#"x{a="[1e400"}"#,
+        "1e400 + x",
+    ] {
+        assert!(parse(q).is_ok(), "{q}");
+    }
+}
