@@ -10,12 +10,8 @@ use anyhow::Context;
 use lookout_evaluator::EvaluatorOptions;
 use lookout_evaluator::remote::RemoteConfig;
 use lookout_evaluator::remote_write::RemoteWriteConfig;
-use lookout_evaluator::rules::file::parse_duration;
 use lookout_evaluator::scrape_config::{Authorization, BasicAuth, HttpClientConfig};
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
-}
+use lookout_promql::duration::parse_duration;
 
 /// Flags of `lookout evaluator`.
 #[derive(clap::Args)]
@@ -50,13 +46,13 @@ pub struct Args {
     )]
     state_file: PathBuf,
     /// Minimum time between two sends of a firing alert.
-    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", default_value = "1m", value_parser = duration)]
+    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
     resend_delay: Duration,
     /// Maximum downtime for which `for` state is restored.
-    #[arg(long = "rules.alert.for-outage-tolerance", value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    #[arg(long = "rules.alert.for-outage-tolerance", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     outage_tolerance: Duration,
     /// Minimum time left to wait after a restart before an alert with a long `for` fires.
-    #[arg(long = "rules.alert.for-grace-period", value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    #[arg(long = "rules.alert.for-grace-period", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     for_grace_period: Duration,
     /// Alerts kept waiting for delivery; more are dropped (and counted).
     #[arg(
@@ -66,7 +62,7 @@ pub struct Args {
     )]
     queue_capacity: usize,
     /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
-    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = duration)]
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     storage_retention: Duration,
     /// Most samples one query (rule or API) may load into memory; a larger one fails with
     /// "query processing would load too many samples into memory".
@@ -77,7 +73,7 @@ pub struct Args {
     )]
     query_max_samples: usize,
     /// Longest run of one query (rule or API); a longer one fails with "query timed out".
-    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = duration)]
+    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     query_timeout: Duration,
     /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
     /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
@@ -93,7 +89,7 @@ pub struct Args {
     #[arg(long = "datasource.bearer-token-file", value_name = "FILE")]
     datasource_bearer_token_file: Option<PathBuf>,
     /// Per-query time limit in remote mode.
-    #[arg(long = "datasource.timeout", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long = "datasource.timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     datasource_timeout: Duration,
     /// Remote mode: write rule outputs (recorded series, ALERTS, ALERTS_FOR_STATE) to this
     /// remote-write URL, so later rules see them and `for` state is restored from there.

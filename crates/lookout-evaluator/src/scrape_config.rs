@@ -21,67 +21,16 @@ pub struct PromDuration(pub Duration);
 impl PromDuration {
     /// Parses Prometheus's duration syntax (`model.ParseDuration`); `0` and `0s` are zero.
     pub fn parse(s: &str) -> Result<PromDuration, String> {
-        let s = s.trim();
-        if s == "0" {
-            return Ok(PromDuration(Duration::ZERO));
-        }
-        if s.is_empty() || !s.as_bytes()[0].is_ascii_digit() {
-            return Err(format!("not a valid duration string: {s:?}"));
-        }
-        let mut total: u128 = 0;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(format!("not a valid duration string: {s:?}"));
-            }
-            let n: u128 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("not a valid duration string: {s:?}"))?;
-            rest = &rest[digits..];
-            let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-            let ms_per: u128 = match &rest[..unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                "w" => 7 * 86_400_000,
-                "y" => 365 * 86_400_000,
-                _ => return Err(format!("not a valid duration string: {s:?}")),
-            };
-            rest = &rest[unit_len..];
-            total = total
-                .checked_add(n.saturating_mul(ms_per))
-                .filter(|t| *t <= u64::MAX as u128)
-                .ok_or_else(|| format!("duration out of range: {s:?}"))?;
-        }
-        Ok(PromDuration(Duration::from_millis(total as u64)))
+        lookout_promql::duration::parse_duration(s)
+            .map(PromDuration)
+            .map_err(|e| e.to_string())
     }
 }
 
 impl fmt::Display for PromDuration {
-    /// Prometheus's notation (`1m30s`, `0s`).
+    /// Prometheus's notation (`1m30s`, `0s`), as `model.Duration.String()` writes it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ms = self.0.as_millis();
-        if ms == 0 {
-            return f.write_str("0s");
-        }
-        for (unit, per) in [
-            ("y", 365 * 86_400_000u128),
-            ("w", 7 * 86_400_000),
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-            ("ms", 1),
-        ] {
-            if ms >= per {
-                write!(f, "{}{unit}", ms / per)?;
-                ms %= per;
-            }
-        }
-        Ok(())
+        f.write_str(&lookout_promql::duration::format_duration(self.0))
     }
 }
 

@@ -881,7 +881,7 @@ fn f_to_duration(args: &[Value]) -> Result<Value, FuncError> {
 
 fn f_parse_duration(args: &[Value]) -> Result<Value, FuncError> {
     let s = str_arg(args, 0, "parseDuration")?;
-    let d = crate::rules::file::parse_duration(&s).map_err(err)?;
+    let d = lookout_promql::duration::parse_duration(&s).map_err(|e| err(e.to_string()))?;
     Ok(Value::from(d.as_secs_f64()))
 }
 

@@ -2,6 +2,7 @@
 //! parsed by `promql-parser`, plus a runner for Prometheus's test-script language.
 #![warn(missing_docs)]
 
+pub mod duration;
 pub mod engine;
 pub mod labels;
 pub mod promqltest;

@@ -138,46 +138,16 @@ pub struct ModelDuration(pub i64);
 impl<'de> Deserialize<'de> for ModelDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Scalar::deserialize(d)?;
-        lookout_promql::promqltest::script::parse_duration(&s.0)
+        lookout_promql::duration::parse_duration_ms(&s.0)
             .map(ModelDuration)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("not a valid duration string: {:?}", s.0))
-            })
+            .map_err(serde::de::Error::custom)
     }
 }
 
 impl std::fmt::Display for ModelDuration {
     /// `model.Duration.String()`: years and weeks only when exact, `0s` for zero.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut ms = self.0;
-        if ms == 0 {
-            return f.write_str("0s");
-        }
-        let mut out = String::new();
-        if ms < 0 {
-            out.push('-');
-            ms = -ms;
-        }
-        const DAY: i64 = 24 * 3600 * 1000;
-        for (unit, mult, exact) in [
-            ("y", 365 * DAY, true),
-            ("w", 7 * DAY, true),
-            ("d", DAY, false),
-            ("h", 3600 * 1000, false),
-            ("m", 60 * 1000, false),
-            ("s", 1000, false),
-            ("ms", 1, false),
-        ] {
-            if exact && ms % mult != 0 {
-                continue;
-            }
-            let v = ms / mult;
-            if v > 0 {
-                let _ = write!(out, "{v}{unit}");
-                ms -= v * mult;
-            }
-        }
-        f.write_str(&out)
+        f.write_str(&lookout_promql::duration::format_duration_ms(self.0))
     }
 }
 

@@ -126,8 +126,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             "cannot parse {s:?} to a valid duration. It overflows int64"
         ));
     }
-    PromDuration::parse(s)
-        .map(|d| i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX))
+    lookout_promql::duration::parse_duration_ms(s)
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
@@ -602,21 +601,6 @@ pub async fn query_exemplars() -> Response {
     success(json!([]))
 }
 
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `GET /graph?g0.expr=...`: the page alerts link to (`generatorURL`). Shows the expression
 /// and, in embedded mode, its current result as a table.
 pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Response {
@@ -624,7 +608,7 @@ pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
     let mut body = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Lookout expression</title></head><body>\
          <h1>Expression</h1><pre>{}</pre>",
-        html_escape(&expr)
+        super::status::escape_html(&expr)
     );
     if !expr.is_empty() {
         let t = now_ms();
@@ -645,7 +629,7 @@ pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
                 for s in &v {
                     body.push_str(&format!(
                         "<tr><td>{}</td><td>{}</td></tr>",
-                        html_escape(&s.metric.to_string()),
+                        super::status::escape_html(&s.metric.to_string()),
                         format_float(s.f)
                     ));
                 }
@@ -654,8 +638,14 @@ pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
                     body.push_str("<p>Empty result.</p>");
                 }
             }
-            Ok(other) => body.push_str(&format!("<pre>{}</pre>", html_escape(&other.to_string()))),
-            Err(e) => body.push_str(&format!("<p>{}</p>", html_escape(&e.message))),
+            Ok(other) => body.push_str(&format!(
+                "<pre>{}</pre>",
+                super::status::escape_html(&other.to_string())
+            )),
+            Err(e) => body.push_str(&format!(
+                "<p>{}</p>",
+                super::status::escape_html(&e.message)
+            )),
         }
     }
     body.push_str("</body></html>\n");

@@ -43,7 +43,6 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, Vector
 
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
-pub use rewrite::parse_duration;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
 
 use crate::labels::{Labels, METRIC_NAME};

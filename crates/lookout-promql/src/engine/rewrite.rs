@@ -16,46 +16,6 @@
 
 use super::QueryError;
 
-/// Parses a Prometheus duration (`5m`, `1h30m`, `100ms`, `0`) into milliseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    if b.is_empty() {
-        return None;
-    }
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return None;
-        }
-        let n: i64 = s[start..i].parse().ok()?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult = match &s[ustart..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(mult)?)?;
-    }
-    Some(total)
-}
-
 /// Marks the label selector argument of `info()`: Prometheus accepts `{data=~".*"}` there,
 /// promql-parser rejects a selector whose matchers all match the empty string. The marker
 /// matcher is ignored by `info()`.
@@ -480,7 +440,8 @@ fn tokenize(t: &str) -> Result<Vec<Tok>, QueryError> {
             let word = &t[start..i];
             let v = match word.parse::<f64>() {
                 Ok(v) => v,
-                Err(_) => parse_duration(word)
+                Err(_) => crate::duration::parse_duration_ms(word)
+                    .ok()
                     .map(|ms| ms as f64 / 1000.0)
                     .ok_or_else(|| bad(t))?,
             };

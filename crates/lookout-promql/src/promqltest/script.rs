@@ -137,7 +137,7 @@ fn st_duration_prefix(s: &str) -> Option<(i64, &str)> {
         .bytes()
         .take_while(|b| b.is_ascii_alphabetic() && *b != b'x')
         .count();
-    let ms = parse_duration(&body[..digits + unit])?;
+    let ms = parse_duration_ms(&body[..digits + unit]).ok()?;
     Some((if neg { -ms } else { ms }, &body[digits + unit..]))
 }
 
@@ -198,7 +198,7 @@ pub enum Command {
     Eval(Box<Eval>),
 }
 
-pub use crate::engine::parse_duration;
+use crate::duration::parse_duration_ms;
 
 /// Parses a Go-syntax number (`1`, `-2.5e3`, `0x1F`, `Inf`, `NaN`).
 pub fn parse_number(s: &str) -> Option<f64> {
@@ -549,8 +549,8 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
         } else if first.starts_with("load") {
             let with_nhcb = first == "load_with_nhcb";
             let step = l.split_whitespace().nth(1).unwrap_or("");
-            let step_ms = parse_duration(step)
-                .ok_or_else(|| err(i + 1, format!("invalid step definition {step:?}")))?;
+            let step_ms = parse_duration_ms(step)
+                .map_err(|_| err(i + 1, format!("invalid step definition {step:?}")))?;
             let mut load = Load {
                 line: i + 1,
                 step_ms,
@@ -694,8 +694,8 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
             .split_once(char::is_whitespace)
             .ok_or_else(|| err(line, "missing query"))?;
         ev.instant_at = Some(
-            parse_duration(t)
-                .ok_or_else(|| err(line, format!("invalid timestamp definition {t:?}")))?,
+            parse_duration_ms(t)
+                .map_err(|_| err(line, format!("invalid timestamp definition {t:?}")))?,
         );
         ev.expr = expr.trim().to_string();
     } else if let Some(r) = rest.strip_prefix("range") {
@@ -703,8 +703,9 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
         if words.len() < 7 || words[0] != "from" || words[2] != "to" || words[4] != "step" {
             return Err(err(line, "invalid range evaluation command"));
         }
-        let p =
-            |s: &str| parse_duration(s).ok_or_else(|| err(line, format!("invalid duration {s:?}")));
+        let p = |s: &str| {
+            parse_duration_ms(s).map_err(|_| err(line, format!("invalid duration {s:?}")))
+        };
         ev.range = Some((p(words[1])?, p(words[3])?, p(words[5])?));
         // The query is everything after the step word.
         let idx = nth_word_end(r, 6);
@@ -722,7 +723,7 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
                 return Err(err(dl, "invalid range vector definition"));
             }
             let p = |s: &str| {
-                parse_duration(s).ok_or_else(|| err(dl, format!("invalid duration {s:?}")))
+                parse_duration_ms(s).map_err(|_| err(dl, format!("invalid duration {s:?}")))
             };
             ev.range = Some((p(w[1])?, p(w[3])?, p(w[5])?));
             ev.instant_at = Some(p(w[3])?);
@@ -842,8 +843,8 @@ mod tests {
 
     #[test]
     fn durations_and_numbers() {
-        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
-        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("0"), Ok(0));
         assert_eq!(parse_number("0x10"), Some(16.0));
         assert!(parse_number("-Inf").is_some_and(|v| v == f64::NEG_INFINITY));
         assert_eq!(unquote("\"a\\\"b\""), Some("a\"b".to_string()));
