@@ -12,19 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use lookout_promql::Labels;
 
-/// The bit pattern Prometheus uses for a staleness marker (`value.StaleNaN`).
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// A staleness marker: appended when a series a rule produced disappears.
-pub fn stale_nan() -> f64 {
-    f64::from_bits(STALE_NAN_BITS)
-}
-
-/// Whether `v` is a staleness marker (not any NaN: exactly Prometheus's bit pattern).
-pub fn is_stale_nan(v: f64) -> bool {
-    v.to_bits() == STALE_NAN_BITS
-}
-
 /// One element of an instant-query result. A scalar result is returned as a single sample
 /// with empty labels, as Prometheus's rule engine does.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,7 +29,7 @@ pub struct TimedSample {
     pub labels: Labels,
     /// When the sample was written.
     pub timestamp: SystemTime,
-    /// The value (may be a staleness marker, see [`is_stale_nan`]).
+    /// The value (may be a staleness marker, see [`lookout_promql::storage::is_stale`]).
     pub value: f64,
 }
 
@@ -96,7 +83,8 @@ pub trait Datasource: Send + Sync {
     -> DatasourceFuture<'a, Vec<QuerySample>>;
 
     /// Stores rule outputs (recording-rule results, `ALERTS`, `ALERTS_FOR_STATE`, staleness
-    /// markers as [`stale_nan`]) with timestamp `at`, so later rules and queries see them.
+    /// markers as [`lookout_promql::storage::STALE_NAN`]) with timestamp `at`, so later
+    /// rules and queries see them.
     /// A remote datasource that cannot store does nothing and returns `Ok`.
     fn append(&self, samples: &[QuerySample], at: SystemTime) -> Result<(), DatasourceError>;
 

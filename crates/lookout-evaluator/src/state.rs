@@ -52,10 +52,11 @@ use lookout_promql::labels::METRIC_NAME;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::AlertState;
-use crate::datasource::{Datasource, is_stale_nan};
+use crate::datasource::Datasource;
 use crate::rules::Rule;
 use crate::rules::alerting::{sub, unix_secs};
 use crate::rules::group::Group;
+use lookout_promql::storage::is_stale;
 
 /// Prometheus's default `--rules.alert.for-outage-tolerance`.
 pub const DEFAULT_OUTAGE_TOLERANCE: Duration = Duration::from_secs(3600);
@@ -114,7 +115,7 @@ pub fn restored_active_at(
     now: SystemTime,
     grace_period: Duration,
 ) -> Option<SystemTime> {
-    if is_stale_nan(saved.value) {
+    if is_stale(saved.value) {
         return None;
     }
     let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(saved.timestamp).max(0) as u64);
@@ -235,7 +236,7 @@ pub fn write_state_file(path: &Path, state: &HashMap<Labels, ForState>) -> Resul
     };
     let mut alerts: Vec<SavedAlert> = state
         .iter()
-        .filter(|(_, s)| !is_stale_nan(s.value))
+        .filter(|(_, s)| !is_stale(s.value))
         .map(|(l, s)| SavedAlert {
             labels: l
                 .iter()
@@ -381,7 +382,7 @@ pub async fn restore_for_state(
         if matches!(source, RestoreSource::Saved(_)) {
             // Alerts that have not appeared yet (no data since the restart): keep their
             // saved state until they do.
-            series.retain(|_, s| !is_stale_nan(s.value));
+            series.retain(|_, s| !is_stale(s.value));
             if !series.is_empty() {
                 r.set_pending_restore(Some(PendingRestore {
                     entries: series,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_evaluator::alert::{Alert, AlertState, Notify};
 use lookout_evaluator::datasource::{
-    Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample, is_stale_nan,
+    Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample,
 };
 use lookout_evaluator::rules::group::{Group, GroupContext};
 use lookout_evaluator::rules::metrics::RuleMetrics;
@@ -17,6 +17,7 @@ use lookout_evaluator::rules::status::RuleHealth;
 use lookout_evaluator::rules::{AlertingRule, RecordingRule, Rule, RuleEvalError};
 use lookout_evaluator::state::{self, ForState, RestoreSource};
 use lookout_promql::Labels;
+use lookout_promql::storage::is_stale;
 
 type Script =
     Box<dyn Fn(SystemTime, &[(Labels, SystemTime, f64)]) -> Vec<QuerySample> + Send + Sync>;
@@ -271,7 +272,7 @@ async fn pending_then_firing_after_for_then_resolved_and_kept_15_minutes() {
         f.ds.stored_named("ALERTS")
             .into_iter()
             .filter(|(l, ts, v)| {
-                *ts == t(5 * MIN) && is_stale_nan(*v) && l.get("alertstate") == Some("pending")
+                *ts == t(5 * MIN) && is_stale(*v) && l.get("alertstate") == Some("pending")
             })
             .collect();
     assert_eq!(stale.len(), 1);
@@ -466,7 +467,7 @@ async fn later_rules_see_earlier_results_and_vanished_series_go_stale() {
         stored
             .iter()
             .filter(|(l, ts, v)| {
-                l.metric_name() == Some("job:up:sum") && *ts == at && !is_stale_nan(*v)
+                l.metric_name() == Some("job:up:sum") && *ts == at && !is_stale(*v)
             })
             .map(|(l, _, v)| QuerySample {
                 labels: l.clone(),
@@ -507,13 +508,13 @@ async fn later_rules_see_earlier_results_and_vanished_series_go_stale() {
     let recorded = f.ds.stored_named("job:up:sum");
     assert_eq!(recorded.len(), 2);
     assert_eq!(recorded[1].1, t(MIN));
-    assert!(is_stale_nan(recorded[1].2));
+    assert!(is_stale(recorded[1].2));
     // The ALERTS series of the resolved alert went stale too.
     let alerts = f.ds.stored_named("ALERTS");
     assert!(
         alerts
             .iter()
-            .any(|(_, ts, v)| *ts == t(MIN) && is_stale_nan(*v))
+            .any(|(_, ts, v)| *ts == t(MIN) && is_stale(*v))
     );
     // A third evaluation adds no more stale markers.
     f.group.eval(t(2 * MIN)).await;
@@ -953,7 +954,7 @@ async fn a_changed_group_takes_over_alerts_and_staleness_bookkeeping() {
     let stale: Vec<_> = ds
         .stored_named("ALERTS")
         .into_iter()
-        .filter(|(_, ts, v)| *ts == t(2 * MIN) && is_stale_nan(*v))
+        .filter(|(_, ts, v)| *ts == t(2 * MIN) && is_stale(*v))
         .collect();
     assert_eq!(stale.len(), 1);
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lookout_promql::Labels;
 
 use crate::alert::Notify;
-use crate::datasource::{Datasource, QuerySample, stale_nan};
+use crate::datasource::{Datasource, QuerySample};
 use crate::rules::metrics::{GroupLabel, RuleMetrics};
 use crate::rules::status::{GroupSnapshot, RuleHealth, RuleSnapshot};
 use crate::rules::{Rule, RuleEvalError};
+use lookout_promql::storage::STALE_NAN;
 
 /// What every group of a manager shares.
 pub struct GroupContext {
@@ -239,7 +240,7 @@ impl Group {
             stale.sort();
             batch.extend(stale.into_iter().map(|l| QuerySample {
                 labels: l.clone(),
-                value: stale_nan(),
+                value: STALE_NAN,
             }));
         }
         if batch.is_empty() {

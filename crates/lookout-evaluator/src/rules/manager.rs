@@ -13,13 +13,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::alert::Notify;
-use crate::datasource::{Datasource, QuerySample, stale_nan};
+use crate::datasource::{Datasource, QuerySample};
 use crate::rules::file::{self, RuleFile, RuleFileError};
 use crate::rules::group::{Group, GroupContext, RestoreFuture};
 use crate::rules::metrics::RuleMetrics;
 use crate::rules::status::{GroupSnapshot, RulesStatus};
 use crate::rules::{AlertingRule, RecordingRule, Rule};
 use crate::state::{self, ForState, RestoreSource};
+use lookout_promql::storage::STALE_NAN;
 
 /// How the manager is set up.
 #[derive(Clone)]
@@ -261,7 +262,7 @@ impl RuleManager {
                     .into_iter()
                     .map(|labels| QuerySample {
                         labels,
-                        value: stale_nan(),
+                        value: STALE_NAN,
                     })
                     .collect();
                 if let Err(e) = self.opts.datasource.append(&samples, SystemTime::now()) {
