@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use lookout_evaluator::EvaluatorOptions;
 use lookout_evaluator::remote::RemoteConfig;
 use lookout_evaluator::remote_write::RemoteWriteConfig;
@@ -146,35 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else if args.remote_write_url.is_some() {
         anyhow::bail!("--remote-write.url needs --datasource.url (remote mode)");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(lookout_evaluator::run(options, shutdown_signal()))?;
+    let runtime = super::runtime()?;
+    runtime.block_on(lookout_evaluator::run(options, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on Ctrl-C or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("interrupted; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
 }

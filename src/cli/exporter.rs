@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use lookout_exporter::config::Config;
 use lookout_exporter::{DEFAULT_LISTEN_ADDRESS, RunOptions};
 
@@ -54,11 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         target_probe_concurrency: args.probe_concurrency,
         web: args.web.options(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(lookout_exporter::run(options, shutdown_signal()))?;
+    let runtime = super::runtime()?;
+    runtime.block_on(lookout_exporter::run(options, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,34 +74,5 @@ fn check(path: &std::path::Path) -> ExitCode {
             eprintln!("{err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on Ctrl-C or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("interrupted; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
     }
 }

@@ -168,10 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         o
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(serve(
         exporter_options,
         evaluator_options,
@@ -221,7 +218,7 @@ async fn serve(
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = shutdown_signal() => { let _ = tx.send(true); }
+                () = super::shutdown_signal() => { let _ = tx.send(true); }
                 _ = rx.wait_for(|stop| *stop) => {}
             }
         });
@@ -256,35 +253,6 @@ async fn serve(
     evaluator_result.context("evaluator")?;
     exporter_result.context("exporter")?;
     Ok(())
-}
-
-/// Completes on Ctrl-C or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("interrupted; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
 }
 
 #[cfg(test)]
