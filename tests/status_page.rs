@@ -13,93 +13,20 @@
 //! `docs/status-page.png` is made by `tests/browser/screenshot.sh` (a demo outage with
 //! realistic names), with the same browser flags.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use common::{
+    ChildGuard as Process, LOOKOUT as BIN, free_addr, get_until, stdout_lines, wait_for_line,
+};
+use tokio::net::TcpListener;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lookout");
 const HOSTILE: &str = "<script>alert(1)</script>";
-
-/// A child process; killed if the test fails before stopping it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Status and body of one HTTP/1.0 GET, or `None` when the connection fails.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// Polls `path` every 250 ms (at most `tries` times) until `check` accepts the body.
-async fn get_until(
-    addr: SocketAddr,
-    path: &str,
-    tries: usize,
-    check: impl Fn(&str) -> bool,
-) -> String {
-    let mut last = String::new();
-    for _ in 0..tries {
-        if let Some((200, body)) = get(addr, path).await {
-            if check(&body) {
-                return body;
-            }
-            last = body;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("gave up waiting on {path}; last answer:\n{last}");
-}
-
-async fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address")
-}
-
-/// Waits until the process has printed the line containing `marker`.
-fn wait_for_line(rx: &mpsc::Receiver<String>, marker: &str) {
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("never printed {marker:?}; got {seen:?}"));
-        if line.contains(marker) {
-            return;
-        }
-        seen.push(line);
-    }
-}
-
-fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn write_configs(dir: &Path, target: SocketAddr, exporter: SocketAddr, evaluator: SocketAddr) {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/*.rules.yml");
@@ -253,8 +180,8 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     let (stop_target, stopped) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(serve_target(target_listener, stopped));
 
-    let exporter = free_port().await;
-    let evaluator = free_port().await;
+    let exporter = free_addr();
+    let evaluator = free_addr();
     write_configs(tmp.path(), target, exporter, evaluator);
     let mut child = Command::new(BIN)
         .args(["up", "--config.dir"])
@@ -344,7 +271,7 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
 
     // Remote mode: a second evaluator queries the first one's Prometheus API and shows the
     // same outage from those queries.
-    let remote = free_port().await;
+    let remote = free_addr();
     let remote_cfg = tmp.path().join("remote.yml");
     std::fs::write(
         &remote_cfg,
@@ -379,18 +306,6 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     assert!(!page.contains(HOSTILE), "{page}");
 
     // SIGTERM: clean exit.
-    let status = Command::new("kill")
-        .args(["-TERM", &up.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let mut exit = None;
-    for _ in 0..300 {
-        if let Some(s) = up.0.try_wait().expect("wait") {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let exit = up.terminate().await;
     assert_eq!(exit.and_then(|s| s.code()), Some(0), "{exit:?}");
 }

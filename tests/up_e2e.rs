@@ -3,59 +3,13 @@
 //! own and the evaluator's endpoints as targets) and the evaluator's API with every shipped
 //! rule group loaded, write nothing in the working directory, and exit 0 on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lookout");
-
-/// The `lookout up` process; killed if the test fails before stopping it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Status and body of one HTTP/1.0 GET, or `None` when the connection fails.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// Polls `path` every 200 ms (at most `tries` times) until `check` accepts the body.
-async fn get_until(
-    addr: SocketAddr,
-    path: &str,
-    tries: usize,
-    check: impl Fn(&str) -> bool,
-) -> String {
-    let mut last = String::new();
-    for _ in 0..tries {
-        if let Some((200, body)) = get(addr, path).await {
-            if check(&body) {
-                return body;
-            }
-            last = body;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("gave up waiting on {path}; last answer:\n{last}");
-}
+use common::{
+    ChildGuard, LOOKOUT as BIN, free_addr, get_until, raw_get as get, stdout_lines, wait_for_line,
+};
 
 /// The value of the first sample of `name` whose labels include all of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -70,11 +24,6 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                     .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
         })
         .and_then(|(_, value)| value.parse().ok())
-}
-
-async fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("address")
 }
 
 /// Group names declared in the shipped rule files (`  - name: X` lines).
@@ -98,8 +47,8 @@ fn shipped_groups() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
-    let exporter = free_port().await;
-    let evaluator = free_port().await;
+    let exporter = free_addr();
+    let evaluator = free_addr();
     let cwd = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(BIN)
         .args(["up", "--web.listen-address.exporter"])
@@ -111,26 +60,11 @@ async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start lookout up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut process = Process(child);
+    let rx = stdout_lines(&mut child);
+    let mut process = ChildGuard(child);
 
     // The URLs, printed once both halves listen.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no URLs printed; got {printed:?}"));
-        printed.push(line);
-    }
-    let text = printed.join("\n");
+    let text = wait_for_line(&rx, "Ctrl-C").join("\n");
     assert!(
         text.contains(&format!("status page       http://{evaluator}/")),
         "{text}"
@@ -180,20 +114,10 @@ async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
     assert!(page.contains("evaluator-health"), "{page}");
 
     // SIGTERM stops both halves cleanly.
-    let status = Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let mut exit = None;
-    for _ in 0..300 {
-        if let Some(s) = process.0.try_wait().expect("wait") {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let exit = exit.expect("lookout up did not stop within 30s of SIGTERM");
+    let exit = process
+        .terminate()
+        .await
+        .expect("lookout up did not stop within 30s of SIGTERM");
     assert_eq!(exit.code(), Some(0), "{exit:?}");
     assert!(get(exporter, "/metrics").await.is_none());
     assert!(get(evaluator, "/-/healthy").await.is_none());

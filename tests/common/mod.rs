@@ -398,3 +398,106 @@ impl Drop for HttpTarget {
         }
     }
 }
+
+/// A child process started with its own `Command` (stdout piped, say); killed (SIGKILL) and
+/// reaped when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ChildGuard {
+    /// Sends SIGTERM and waits up to 30 s for the process to exit; `None` if it did not.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status:?}");
+        for _ in 0..300 {
+            if let Some(s) = self.0.try_wait().expect("wait") {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+/// A loopback address whose port was free a moment ago (see [`free_port`]).
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Status and body of one HTTP/1.0 GET, or `None` when the connection fails.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `path` every 250 ms (at most `tries` times) until it answers 200 with a body that
+/// `check` accepts; panics with the last answer otherwise.
+pub async fn get_until(
+    addr: SocketAddr,
+    path: &str,
+    tries: usize,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = String::new();
+    for _ in 0..tries {
+        if let Some((200, body)) = raw_get(addr, path).await {
+            if check(&body) {
+                return body;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("gave up waiting on {path}; last answer:\n{last}");
+}
+
+/// The lines a child prints on its (piped) stdout, read on a thread.
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most 60 s between lines) until a line containing `marker` is printed; returns
+/// every line read, that one included.
+pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, marker: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never printed {marker:?}; got {seen:?}"));
+        let done = line.contains(marker);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+}
