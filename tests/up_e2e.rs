@@ -8,23 +8,9 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{
-    ChildGuard, LOOKOUT as BIN, free_addr, get_until, raw_get as get, stdout_lines, wait_for_line,
+    ChildGuard, LOOKOUT as BIN, free_addr, get_until, raw_get as get, sample, stdout_lines,
+    wait_for_line,
 };
-
-/// The value of the first sample of `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
-            series_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|(_, value)| value.parse().ok())
-}
 
 /// Group names declared in the shipped rule files (`  - name: X` lines).
 fn shipped_groups() -> Vec<String> {

@@ -501,3 +501,19 @@ pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, marker: &str) -> Ve
         }
     }
 }
+
+/// The value of the first sample of `name` whose labels include all of `labels`, in a
+/// Prometheus text exposition.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
