@@ -648,26 +648,7 @@ pub fn go_fmt_v(v: f64) -> String {
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let nd = digits.len() as i32;
-    let dp = exp + 1;
-    let sign = if v < 0.0 { "-" } else { "" };
-    if !(-4..6).contains(&exp) {
-        let mut m = digits[..1].to_string();
-        if nd > 1 {
-            m.push('.');
-            m.push_str(&digits[1..]);
-        }
-        let esign = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{m}e{esign}{:02}", exp.abs());
-    }
-    let out = if dp <= 0 {
-        format!("0.{}{}", "0".repeat((-dp) as usize), digits)
-    } else if dp >= nd {
-        format!("{}{}", digits, "0".repeat((dp - nd) as usize))
-    } else {
-        format!("{}.{}", &digits[..dp as usize], &digits[dp as usize..])
-    };
-    format!("{sign}{out}")
+    go_float_text(v < 0.0, &digits, exp, !(-4..6).contains(&exp))
 }
 
 fn f_go_value(args: &[Value]) -> Result<Value, FuncError> {
@@ -704,8 +685,15 @@ pub fn go_fmt_g(v: f64, prec: usize) -> String {
     if eprec > nd && nd >= dp {
         eprec = nd;
     }
-    let sign = if v < 0.0 { "-" } else { "" };
-    if exp < -4 || exp >= eprec {
+    go_float_text(v < 0.0, &digits, exp, exp < -4 || exp >= eprec)
+}
+
+/// Writes the decimal `digits` (no leading zeros) with decimal exponent `exp` the way Go's
+/// `%g` does: `d.ddde±XX` when `scientific`, otherwise as `%f` with just the digits given.
+fn go_float_text(negative: bool, digits: &str, exp: i32, scientific: bool) -> String {
+    let sign = if negative { "-" } else { "" };
+    let nd = digits.len() as i32;
+    if scientific {
         let mut m = digits[..1].to_string();
         if nd > 1 {
             m.push('.');
@@ -714,7 +702,7 @@ pub fn go_fmt_g(v: f64, prec: usize) -> String {
         let esign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{m}e{esign}{:02}", exp.abs());
     }
-    // %f with max(nd - dp, 0) decimals.
+    let dp = exp + 1;
     let out = if dp <= 0 {
         format!("0.{}{}", "0".repeat((-dp) as usize), digits)
     } else if dp >= nd {
