@@ -82,6 +82,26 @@ pub trait Sink: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<usize, DeliveryError>> + Send + 'a>>;
 }
 
+/// POSTs a JSON `body` to `url` with the receiver's timeout and credentials, and checks the
+/// answer as [`send_checked`] does.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: std::time::Duration,
+    http: &HttpClientConfig,
+    body: Vec<u8>,
+) -> Result<(), DeliveryError> {
+    let req = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(timeout)
+        .body(body);
+    let req = http
+        .apply(req)
+        .map_err(|e| DeliveryError::Credentials(e.to_string()))?;
+    send_checked(req).await
+}
+
 /// Sends `req` and turns a non-2xx status into [`DeliveryError::Status`].
 pub(crate) async fn send_checked(req: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
     let resp = req

@@ -366,17 +366,7 @@ impl Sink for WebhookSink {
                 }
             }
             .map_err(|e| DeliveryError::Encode(e.to_string()))?;
-            let req = self
-                .client
-                .post(&self.url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .timeout(self.timeout)
-                .body(body);
-            let req = self
-                .http
-                .apply(req)
-                .map_err(|e| DeliveryError::Credentials(e.to_string()))?;
-            super::send_checked(req).await?;
+            super::post_json(&self.client, &self.url, self.timeout, &self.http, body).await?;
             self.record(&news, now);
             Ok(news.len())
         })
