@@ -9,7 +9,7 @@ use std::time::Duration;
 use lookout_evaluator::EvaluatorOptions;
 use lookout_evaluator::remote::RemoteConfig;
 use lookout_evaluator::remote_write::RemoteWriteConfig;
-use lookout_evaluator::scrape_config::{Authorization, BasicAuth, HttpClientConfig};
+use lookout_evaluator::scrape_config::{Authorization, BasicAuth, ByteSize, HttpClientConfig};
 use lookout_promql::duration::parse_duration;
 
 /// Flags of `lookout evaluator`.
@@ -74,6 +74,32 @@ pub struct Args {
     /// Longest run of one query (rule or API); a longer one fails with "query timed out".
     #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     query_timeout: Duration,
+    /// Most API queries (/api/v1/query, /api/v1/query_range) evaluated at once; more wait
+    /// for a slot within their timeout. At least 1.
+    #[arg(long = "query.max-concurrency", value_name = "N", default_value = "20", value_parser = parse_concurrency)]
+    query_max_concurrency: usize,
+    /// Embedded mode: most series kept in memory. A sample that would create one more
+    /// series is refused (existing series keep taking samples) and counted in
+    /// lookout_evaluator_limit_hits_total{limit="storage_max_series"}. 0 is unlimited.
+    #[arg(
+        long = "storage.max-series",
+        value_name = "N",
+        default_value_t = lookout_evaluator::limits::DEFAULT_STORAGE_MAX_SERIES
+    )]
+    storage_max_series: usize,
+    /// Largest configuration file read (base-2 units: 1MiB, 512KB = 512 KiB, or bytes); a
+    /// larger one is refused at start and on reload.
+    #[arg(long = "config.max-file-size", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    config_max_file_size: u64,
+    /// Largest rule file read (base-2 units: 10MiB, 512KB = 512 KiB, or bytes); a larger
+    /// one is refused at start, and a reload with one keeps the running rules.
+    #[arg(long = "rules.max-file-size", value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    rules_max_file_size: u64,
+    /// Longest expansion of one alert label or annotation template (base-2 units: 64KiB,
+    /// or bytes); expanding stops there and the text becomes
+    /// "<error expanding template: ...>".
+    #[arg(long = "rules.template.max-output-bytes", value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    template_max_output_bytes: u64,
     /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
     /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
     #[arg(long = "datasource.url", value_name = "URL")]
@@ -96,6 +122,29 @@ pub struct Args {
     remote_write_url: Option<String>,
     #[command(flatten)]
     web: super::WebArgs,
+}
+
+/// A size flag: `ByteSize` syntax (Go's base-2 units: `10MiB`, `512KB` = 512 KiB, plain
+/// bytes), greater than 0.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size = ByteSize::parse(s)
+        .map_err(|e| format!("{e}; expected a size such as 10MiB, 512KiB or 1048576"))?;
+    if size.0 == 0 {
+        return Err("must be greater than 0".to_string());
+    }
+    Ok(size.0)
+}
+
+/// `--query.max-concurrency`: an integer of at least 1.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if n == 0 {
+        return Err("must be at least 1".to_string());
+    }
+    Ok(n)
 }
 
 fn http_config(args: &Args) -> HttpClientConfig {
@@ -131,6 +180,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.storage_retention = args.storage_retention;
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;
+    options.query_max_concurrency = args.query_max_concurrency;
+    options.storage_max_series = args.storage_max_series;
+    options.config_max_file_bytes = args.config_max_file_size;
+    options.rules_max_file_bytes = args.rules_max_file_size;
+    options.template_max_output_bytes =
+        usize::try_from(args.template_max_output_bytes).unwrap_or(usize::MAX);
     options.web = args.web.options();
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());

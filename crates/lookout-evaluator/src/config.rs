@@ -82,19 +82,22 @@ pub enum ConfigError {
 }
 
 impl EvaluatorConfig {
-    /// Reads and checks a configuration file; relative `rule_files` become relative to its
-    /// directory.
+    /// Reads and checks a configuration file of at most the default 1 MiB; relative
+    /// `rule_files` become relative to its directory.
     pub fn load(path: &Path) -> Result<EvaluatorConfig, ConfigError> {
-        let text = crate::limits::read_capped(
-            path,
-            crate::limits::MAX_CONFIG_FILE_BYTES,
-            "configuration file",
-            "config_file_size",
-        )
-        .map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        EvaluatorConfig::load_with_limit(path, crate::limits::MAX_CONFIG_FILE_BYTES)
+    }
+
+    /// [`EvaluatorConfig::load`] with a file size limit of `max_bytes`
+    /// (`--config.max-file-size`): a larger file is refused unread, with an error naming
+    /// the limit.
+    pub fn load_with_limit(path: &Path, max_bytes: u64) -> Result<EvaluatorConfig, ConfigError> {
+        let text =
+            crate::limits::read_capped(path, crate::limits::FileLimit::config_file(max_bytes))
+                .map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         let mut cfg = EvaluatorConfig::parse(path, &text)?;
         let dir = path.parent().unwrap_or(Path::new(""));
         cfg.rule_files = cfg
@@ -237,5 +240,23 @@ mod tests {
             dir.path().join("rules/*.yml").display().to_string()
         );
         assert_eq!(cfg.rule_files[1], "/abs/x.yml");
+    }
+
+    #[test]
+    fn a_config_file_over_the_lowered_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yml");
+        std::fs::write(&path, "rule_files: ['rules/*.yml']\n").unwrap();
+        let before = crate::limits::hits("config_file_size");
+        let e = EvaluatorConfig::load_with_limit(&path, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains("10-byte configuration file size limit (--config.max-file-size)"),
+            "{e}"
+        );
+        assert_eq!(crate::limits::hits("config_file_size"), before + 1);
+        assert!(EvaluatorConfig::load_with_limit(&path, 1000).is_ok());
     }
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use lookout_promql::engine::{self, Engine, QueryError, Value};
 use lookout_promql::storage::{Queryable, Storage};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::Expr;
 
@@ -127,6 +131,7 @@ impl Datasource for EmbeddedDatasource {
         let mut first = None;
         for s in samples {
             if let Err(e) = self.storage.append(&s.labels, t_ms, s.value) {
+                crate::limits::count_append_error(&e);
                 failed += 1;
                 if first.is_none() {
                     first = Some(e.to_string());
@@ -180,6 +185,47 @@ impl Datasource for EmbeddedDatasource {
     fn persists_rule_outputs(&self) -> bool {
         false
     }
+}
+
+/// Gauges read from the storage when `/metrics` is scraped: Prometheus's
+/// `prometheus_tsdb_head_series` (series held now) and `lookout_storage_max_series` (the
+/// `--storage.max-series` limit, 0 when unlimited), so that an alert can warn before the
+/// limit is reached.
+struct StorageCollector(Arc<Storage>);
+
+impl Collector for StorageCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauges = [
+            (
+                "prometheus_tsdb_head_series",
+                "Total number of series in the head block.",
+                self.0.num_series(),
+            ),
+            (
+                "lookout_storage_max_series",
+                "Most series the storage holds (--storage.max-series); 0 is unlimited.",
+                self.0.options().max_series,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StorageCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageCollector")
+    }
+}
+
+/// Registers the storage's gauges (`prometheus_tsdb_head_series`,
+/// `lookout_storage_max_series`) in `registry`.
+pub fn register_storage_metrics(storage: &Arc<Storage>, registry: &mut Registry) {
+    registry.register_collector(Box::new(StorageCollector(storage.clone())));
 }
 
 #[cfg(test)]

@@ -62,6 +62,18 @@ pub struct EvaluatorOptions {
     pub query_max_samples: usize,
     /// `--query.timeout`: longest run of one query, rule or API (2m).
     pub query_timeout: Duration,
+    /// `--query.max-concurrency`: API queries evaluated at once (20, at least 1).
+    pub query_max_concurrency: usize,
+    /// `--storage.max-series`: most series the embedded storage holds (1,000,000; 0 is
+    /// unlimited).
+    pub storage_max_series: usize,
+    /// `--config.max-file-size`: largest configuration file read (1 MiB).
+    pub config_max_file_bytes: u64,
+    /// `--rules.max-file-size`: largest rule file read (10 MiB).
+    pub rules_max_file_bytes: u64,
+    /// `--rules.template.max-output-bytes`: longest expansion of one alert label or
+    /// annotation template (64 KiB).
+    pub template_max_output_bytes: usize,
     /// `--web.config.file` (TLS, basic auth) and `--web.enable-lifecycle` (`/-/reload`).
     pub web: lookout_web::ServeOptions,
 }
@@ -85,6 +97,11 @@ impl EvaluatorOptions {
             storage_retention: Duration::from_secs(24 * 3600),
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
+            query_max_concurrency: limits::DEFAULT_QUERY_MAX_CONCURRENCY,
+            storage_max_series: limits::DEFAULT_STORAGE_MAX_SERIES,
+            config_max_file_bytes: limits::MAX_CONFIG_FILE_BYTES,
+            rules_max_file_bytes: limits::MAX_RULE_FILE_BYTES,
+            template_max_output_bytes: limits::MAX_TEMPLATE_OUTPUT_BYTES,
             web: lookout_web::ServeOptions::default(),
         }
     }
@@ -144,14 +161,17 @@ pub async fn run<F>(opts: EvaluatorOptions, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let cfg = EvaluatorConfig::load(&opts.config_file)?;
+    let cfg = EvaluatorConfig::load_with_limit(&opts.config_file, opts.config_max_file_bytes)?;
     let web_server = lookout_web::WebServer::new(&opts.web).map_err(|e| RunError::Web {
         address: opts.listen_address.clone(),
         source: std::io::Error::other(e),
     })?;
     // Check the rules before starting anything.
-    RuleManager::load_files(&rule_patterns(&cfg, &opts.extra_rule_files))
-        .map_err(|e| RunError::Rules(e.to_string()))?;
+    RuleManager::load_files_with_limit(
+        &rule_patterns(&cfg, &opts.extra_rule_files),
+        opts.rules_max_file_bytes,
+    )
+    .map_err(|e| RunError::Rules(e.to_string()))?;
     let external_url = opts
         .external_url
         .clone()
@@ -187,8 +207,10 @@ where
             let st = Arc::new(lookout_promql::storage::Storage::new(
                 lookout_promql::storage::StorageOptions {
                     retention: opts.storage_retention,
+                    max_series: opts.storage_max_series,
                 },
             ));
+            embedded::register_storage_metrics(&st, &mut registry);
             let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), &mut registry, 0));
             sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
                 .await
@@ -231,6 +253,8 @@ where
         for_grace_period: opts.for_grace_period,
         state_file: opts.state_file.clone(),
         metrics: rule_metrics,
+        max_rule_file_bytes: opts.rules_max_file_bytes,
+        template_max_output_bytes: opts.template_max_output_bytes,
     });
     manager.set_defaults(
         external_labels.clone(),
@@ -255,9 +279,12 @@ where
             let notifier = notifier.clone();
             let scrape = scrape.clone();
             Box::pin(async move {
-                let cfg = EvaluatorConfig::load(&opts.config_file).map_err(|e| e.to_string())?;
+                let cfg =
+                    EvaluatorConfig::load_with_limit(&opts.config_file, opts.config_max_file_bytes)
+                        .map_err(|e| e.to_string())?;
                 let patterns = rule_patterns(&cfg, &opts.extra_rule_files);
-                RuleManager::load_files(&patterns).map_err(|e| e.to_string())?;
+                RuleManager::load_files_with_limit(&patterns, opts.rules_max_file_bytes)
+                    .map_err(|e| e.to_string())?;
                 if let Some(sm) = &scrape {
                     sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
                         .await
@@ -301,7 +328,10 @@ where
     }
 
     // Web.
+    let query_gate = web::QueryGate::new(opts.query_max_concurrency);
+    query_gate.register(&mut registry);
     let mut state = web::WebState::new(web::shared_registry(registry));
+    state.query_gate = query_gate;
     state.storage = storage;
     state.engine = engine;
     state.query_timeout = opts.query_timeout;

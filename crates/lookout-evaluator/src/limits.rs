@@ -1,43 +1,57 @@
 //! Bounds on what comes from outside the evaluator, and the counter of limits hit.
 //!
-//! | limit | default | where set |
+//! | limit | default | flag |
 //! |---|---|---|
-//! | configuration file size | [`MAX_CONFIG_FILE_BYTES`] | constant |
-//! | rule file size | [`MAX_RULE_FILE_BYTES`] | constant |
-//! | expanded label/annotation template | [`MAX_TEMPLATE_OUTPUT_BYTES`] | constant |
+//! | configuration file size | [`MAX_CONFIG_FILE_BYTES`] (1 MiB) | `--config.max-file-size` |
+//! | rule file size | [`MAX_RULE_FILE_BYTES`] (10 MiB) | `--rules.max-file-size` |
+//! | expanded label/annotation template | [`MAX_TEMPLATE_OUTPUT_BYTES`] (64 KiB) | `--rules.template.max-output-bytes` |
 //! | samples one query holds | 50,000,000 | `--query.max-samples` |
 //! | one query's run time | 2m | `--query.timeout` |
+//! | API queries at once | [`DEFAULT_QUERY_MAX_CONCURRENCY`] (20) | `--query.max-concurrency` |
+//! | series in the embedded storage | [`DEFAULT_STORAGE_MAX_SERIES`] (1,000,000) | `--storage.max-series` |
 //!
 //! Scrape limits (`body_size_limit`, `sample_limit`, `label_limit`, ...) are per job in the
 //! scrape configuration and counted by the `prometheus_target_scrapes_*` counters.
 //!
 //! Each limit hit is counted in `lookout_evaluator_limit_hits_total{limit}` (one of
-//! [`LIMIT_NAMES`]) and named in the error it causes.
+//! [`LIMIT_NAMES`]) and named, with its flag, in the error it causes.
 
 use std::io::Read as _;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use lookout_promql::engine::QueryError;
+use lookout_promql::storage::AppendError;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-/// Largest configuration file read (1 MiB): a longer one is refused, not read into memory.
+/// Default largest configuration file read (1 MiB, `--config.max-file-size`): a longer one
+/// is refused, not read into memory.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
-/// Largest rule file read (10 MiB).
+/// Default largest rule file read (10 MiB, `--rules.max-file-size`).
 pub const MAX_RULE_FILE_BYTES: u64 = 10 << 20;
-/// Longest expansion of one label or annotation template (64 KiB); a longer one is replaced by
-/// Prometheus's `<error expanding template: ...>` text naming this limit.
+/// Default longest expansion of one label or annotation template (64 KiB,
+/// `--rules.template.max-output-bytes`); expanding stops there and the text becomes
+/// Prometheus's `<error expanding template: ...>` naming this limit.
 pub const MAX_TEMPLATE_OUTPUT_BYTES: usize = 64 << 10;
+/// Default number of API queries evaluated at once (`--query.max-concurrency`, as
+/// Prometheus); more wait for a slot within their timeout.
+pub const DEFAULT_QUERY_MAX_CONCURRENCY: usize = 20;
+/// Default number of series the embedded storage holds (`--storage.max-series`; 0 is
+/// unlimited).
+pub const DEFAULT_STORAGE_MAX_SERIES: usize = 1_000_000;
 
 /// The `limit` label values of `lookout_evaluator_limit_hits_total`.
-pub const LIMIT_NAMES: [&str; 5] = [
+pub const LIMIT_NAMES: [&str; 7] = [
     "config_file_size",
     "rule_file_size",
     "template_output_size",
     "query_max_samples",
     "query_timeout",
+    "query_max_concurrency",
+    "storage_max_series",
 ];
 
 type LimitLabels = [(&'static str, &'static str); 1];
@@ -82,73 +96,201 @@ pub fn count_query_error(e: &QueryError) {
     }
 }
 
-/// Reads a UTF-8 file of at most `limit` bytes. A larger file is not read past the limit and
-/// gives an `InvalidData` error naming the limit (`what` says which: "rule file", ...), and
-/// the hit is counted under `counter`.
-pub fn read_capped(
-    path: &Path,
-    limit: u64,
-    what: &str,
-    counter: &'static str,
-) -> std::io::Result<String> {
+/// A bound on the size of a file read whole (rule files, the configuration file).
+#[derive(Clone, Copy, Debug)]
+pub struct FileLimit {
+    /// Most bytes read.
+    pub bytes: u64,
+    /// What the file is, for the message: "rule file", "configuration file".
+    pub what: &'static str,
+    /// The flag that sets the limit, for the message.
+    pub flag: &'static str,
+    /// The `limit` label counted when the file is refused.
+    pub counter: &'static str,
+}
+
+impl FileLimit {
+    /// The rule file limit of `bytes` (`--rules.max-file-size`).
+    pub fn rule_file(bytes: u64) -> FileLimit {
+        FileLimit {
+            bytes,
+            what: "rule file",
+            flag: "--rules.max-file-size",
+            counter: "rule_file_size",
+        }
+    }
+
+    /// The configuration file limit of `bytes` (`--config.max-file-size`).
+    pub fn config_file(bytes: u64) -> FileLimit {
+        FileLimit {
+            bytes,
+            what: "configuration file",
+            flag: "--config.max-file-size",
+            counter: "config_file_size",
+        }
+    }
+}
+
+/// Reads a UTF-8 file of at most `limit.bytes` bytes. A larger file is not read past the
+/// limit and gives an `InvalidData` error naming the limit and its flag, and the hit is
+/// counted.
+pub fn read_capped(path: &Path, limit: FileLimit) -> std::io::Result<String> {
     let file = std::fs::File::open(path)?;
     let mut text = String::new();
-    file.take(limit.saturating_add(1))
+    file.take(limit.bytes.saturating_add(1))
         .read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        hit(counter);
+    if text.len() as u64 > limit.bytes {
+        hit(limit.counter);
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("the file is larger than the {limit}-byte {what} size limit; split it"),
+            format!(
+                "the file is larger than the {}-byte {} size limit ({}); split it or raise the limit",
+                limit.bytes, limit.what, limit.flag
+            ),
         ));
     }
     Ok(text)
 }
 
-/// Refuses a template expansion longer than [`MAX_TEMPLATE_OUTPUT_BYTES`] (counted).
-pub fn check_template_output(s: String) -> Result<String, String> {
-    if s.len() > MAX_TEMPLATE_OUTPUT_BYTES {
-        hit("template_output_size");
-        return Err(format!(
-            "expanded template is {} bytes, more than the {MAX_TEMPLATE_OUTPUT_BYTES}-byte template output limit",
-            s.len()
-        ));
+/// The text an expansion stopped at the template output limit fails with.
+pub fn template_output_error(limit: usize) -> String {
+    format!(
+        "template output is larger than the {limit}-byte template output limit (--rules.template.max-output-bytes); expansion stopped"
+    )
+}
+
+/// An `io::Write` that collects a template's output and fails as soon as it grows past
+/// `limit` bytes, so an expansion ranging over a large query result stops there instead
+/// of building the whole text first. Writes of exactly `<no value>` (what gtmpl prints for
+/// a missing map key, removed afterwards as Prometheus's `map[string]string` prints "")
+/// are not counted.
+pub(crate) struct CappedWriter {
+    buf: Vec<u8>,
+    counted: usize,
+    limit: usize,
+    over: bool,
+}
+
+impl CappedWriter {
+    pub(crate) fn new(limit: usize) -> CappedWriter {
+        CappedWriter {
+            buf: Vec::new(),
+            counted: 0,
+            limit,
+            over: false,
+        }
     }
-    Ok(s)
+
+    /// Whether a write went past the limit (the hit is counted by the caller, once).
+    pub(crate) fn over(&self) -> bool {
+        self.over
+    }
+
+    pub(crate) fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if !self.over && b != b"<no value>" {
+            if self.counted.saturating_add(b.len()) > self.limit {
+                self.over = true;
+            } else {
+                self.counted += b.len();
+            }
+        }
+        if self.over {
+            return Err(std::io::Error::other(template_output_error(self.limit)));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How often a limit that can be hit once per sample is logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Samples refused by the series limit since the last log line, and when that was.
+static SERIES_LIMIT_LOG: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+
+/// Counts an append refused by the storage's series limit (`--storage.max-series`) in
+/// `lookout_evaluator_limit_hits_total{limit="storage_max_series"}`, one per refused sample,
+/// and logs it at most once a minute with the number refused since the last line. Other
+/// append errors are left to the caller. Returns whether `e` was the series limit.
+pub fn count_append_error(e: &AppendError) -> bool {
+    let AppendError::SeriesLimit { series, limit } = e else {
+        return false;
+    };
+    hit("storage_max_series");
+    let mut log = SERIES_LIMIT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    log.1 += 1;
+    let due = log.0.is_none_or(|at| at.elapsed() >= LOG_EVERY);
+    if due {
+        tracing::warn!(
+            limit = *limit,
+            refused_samples = log.1,
+            example = %series,
+            "Storage series limit reached (--storage.max-series): samples that would create a new series are refused, existing series keep taking samples"
+        );
+        *log = (Some(Instant::now()), 0);
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     #[test]
-    fn a_file_over_the_limit_is_refused_with_the_limit_named() {
-        let dir = std::env::temp_dir().join(format!("lookout-limits-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("big.yml");
+    fn a_file_over_the_limit_is_refused_with_the_limit_and_flag_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yml");
         std::fs::write(&path, "x".repeat(101)).unwrap();
         let before = hits("rule_file_size");
-        let err = read_capped(&path, 100, "rule file", "rule_file_size").unwrap_err();
+        let err = read_capped(&path, FileLimit::rule_file(100)).unwrap_err();
         assert!(
-            err.to_string().contains("100-byte rule file size limit"),
+            err.to_string()
+                .contains("100-byte rule file size limit (--rules.max-file-size)"),
             "{err}"
         );
         assert_eq!(hits("rule_file_size"), before + 1);
         std::fs::write(&path, "x".repeat(100)).unwrap();
         assert_eq!(
-            read_capped(&path, 100, "rule file", "rule_file_size")
-                .unwrap()
-                .len(),
+            read_capped(&path, FileLimit::rule_file(100)).unwrap().len(),
             100
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        let before = hits("config_file_size");
+        let err = read_capped(&path, FileLimit::config_file(99)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("99-byte configuration file size limit (--config.max-file-size)"),
+            "{err}"
+        );
+        assert_eq!(hits("config_file_size"), before + 1);
     }
 
     #[test]
-    fn template_output_over_the_limit_is_an_error() {
-        assert!(check_template_output("a".repeat(MAX_TEMPLATE_OUTPUT_BYTES)).is_ok());
-        let e = check_template_output("a".repeat(MAX_TEMPLATE_OUTPUT_BYTES + 1)).unwrap_err();
-        assert!(e.contains("template output limit"), "{e}");
+    fn the_capped_writer_stops_at_the_limit() {
+        let mut w = CappedWriter::new(10);
+        w.write_all(b"12345").unwrap();
+        w.write_all(b"<no value>").unwrap();
+        w.write_all(b"67890").unwrap();
+        assert!(!w.over());
+        let e = w.write_all(b"x").unwrap_err();
+        assert!(
+            e.to_string().contains("10-byte template output limit"),
+            "{e}"
+        );
+        assert!(w.over());
+        // Once over, every later write fails too.
+        assert!(w.write_all(b"<no value>").is_err());
+        assert_eq!(w.into_inner(), b"12345<no value>67890");
     }
 
     #[test]
@@ -157,5 +299,34 @@ mod tests {
         count_query_error(&QueryError::TooManySamples("selector x".into()));
         count_query_error(&QueryError::eval("some other failure"));
         assert_eq!(hits("query_max_samples"), before + 1);
+    }
+
+    #[test]
+    fn series_limit_refusals_are_counted_per_sample() {
+        let before = hits("storage_max_series");
+        let e = AppendError::SeriesLimit {
+            series: "m".into(),
+            limit: 1,
+        };
+        assert!(count_append_error(&e));
+        assert!(count_append_error(&e));
+        assert!(!count_append_error(&AppendError::EmptyLabels));
+        assert_eq!(hits("storage_max_series"), before + 2);
+    }
+
+    #[test]
+    fn every_limit_is_in_the_exposition_from_the_start() {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for name in LIMIT_NAMES {
+            assert!(
+                text.contains(&format!(
+                    "lookout_evaluator_limit_hits_total{{limit=\"{name}\"}}"
+                )),
+                "{name}: {text}"
+            );
+        }
     }
 }

@@ -259,9 +259,27 @@ impl CompiledTemplate {
     }
 
     /// Expands the template for `data`; `query` backs the `query` function (`None`: calling
-    /// `query` is an error).
+    /// `query` is an error). The output is bounded by the default
+    /// [`crate::limits::MAX_TEMPLATE_OUTPUT_BYTES`].
     pub fn render(&self, data: &TemplateData, query: Option<QueryFn>) -> Result<String, String> {
+        self.render_with_limit(data, query, crate::limits::MAX_TEMPLATE_OUTPUT_BYTES)
+    }
+
+    /// [`CompiledTemplate::render`] with an output limit of `max_bytes`
+    /// (`--rules.template.max-output-bytes`): the expansion is written into a bounded
+    /// buffer and stops as soon as it passes the limit, with an error naming it (counted in
+    /// `lookout_evaluator_limit_hits_total{limit="template_output_size"}`).
+    pub fn render_with_limit(
+        &self,
+        data: &TemplateData,
+        query: Option<QueryFn>,
+        max_bytes: usize,
+    ) -> Result<String, String> {
         let t = match &self.parsed {
+            None if self.text.len() > max_bytes => {
+                crate::limits::hit("template_output_size");
+                return Err(crate::limits::template_output_error(max_bytes));
+            }
             None => return Ok(self.text.clone()),
             Some(Err(e)) => return Err(e.clone()),
             Some(Ok(t)) => t,
@@ -292,18 +310,34 @@ impl CompiledTemplate {
             })
         });
         let _guard = Guard(prev);
+        let mut out = crate::limits::CappedWriter::new(max_bytes);
+        let result = t.execute(&mut out, &ctx);
+        if out.over() {
+            crate::limits::hit("template_output_size");
+            return Err(crate::limits::template_output_error(max_bytes));
+        }
+        result.map_err(|e| e.to_string())?;
         // Prometheus's label maps are `map[string]string`: a missing label is "", where
         // gtmpl prints Go's `<no value>` of untyped maps.
-        t.render(&ctx)
+        String::from_utf8(out.into_inner())
             .map(|s| s.replace("<no value>", ""))
-            .map_err(|e| e.to_string())
-            .and_then(crate::limits::check_template_output)
+            .map_err(|e| format!("template output is not UTF-8: {e}"))
     }
 
     /// Expands; on failure returns Prometheus's `<error expanding template: ...>` text and
     /// logs a warning, as Prometheus does.
     pub fn render_or_error(&self, data: &TemplateData, query: Option<QueryFn>) -> String {
-        match self.render(data, query) {
+        self.render_or_error_with_limit(data, query, crate::limits::MAX_TEMPLATE_OUTPUT_BYTES)
+    }
+
+    /// [`CompiledTemplate::render_or_error`] with an output limit of `max_bytes`.
+    pub fn render_or_error_with_limit(
+        &self,
+        data: &TemplateData,
+        query: Option<QueryFn>,
+        max_bytes: usize,
+    ) -> String {
+        match self.render_with_limit(data, query, max_bytes) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(err = %e, labels = %data.labels, "Expanding alert template failed");
@@ -1090,6 +1124,60 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "a=1 b=2 2 b");
+    }
+
+    #[test]
+    fn expansion_stops_as_soon_as_the_output_passes_the_limit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // `query "big"` returns 1000 samples; every iteration calls `query "tick"` (counted)
+        // and writes 100 bytes, so a 1000-byte limit must stop after about 10 iterations
+        // instead of building 100 kB first.
+        let ticks = std::sync::Arc::new(AtomicUsize::new(0));
+        let t = ticks.clone();
+        let q: QueryFn = std::sync::Arc::new(move |e: &str| -> Result<Vec<QuerySample>, String> {
+            if e == "tick" {
+                t.fetch_add(1, Ordering::Relaxed);
+                return Ok(Vec::new());
+            }
+            Ok((0..1000)
+                .map(|i| QuerySample {
+                    labels: Labels::new([("i", i.to_string().as_str())]),
+                    value: f64::from(i),
+                })
+                .collect())
+        });
+        let text = format!(
+            "{{{{ range query \"big\" }}}}{{{{ with query \"tick\" }}}}{{{{ end }}}}{}{{{{ end }}}}",
+            "x".repeat(100)
+        );
+        let tmpl = CompiledTemplate::new("__alert_Big", &text);
+        let before = crate::limits::hits("template_output_size");
+        let out = tmpl.render_or_error_with_limit(&data(), Some(q.clone()), 1000);
+        assert_eq!(
+            out,
+            "<error expanding template: template output is larger than the 1000-byte template output limit (--rules.template.max-output-bytes); expansion stopped>"
+        );
+        assert!(ticks.load(Ordering::Relaxed) <= 11, "{ticks:?}");
+        assert_eq!(crate::limits::hits("template_output_size"), before + 1);
+        // Exactly at the limit is fine; the default limit takes the whole expansion.
+        let small = CompiledTemplate::new("t", &"y".repeat(50));
+        assert_eq!(
+            small.render_with_limit(&data(), None, 50).unwrap().len(),
+            50
+        );
+        assert!(small.render_with_limit(&data(), None, 49).is_err());
+        let exact = CompiledTemplate::new("t", "{{ range query \"big\" }}ab{{ end }}");
+        assert_eq!(
+            exact
+                .render_with_limit(&data(), Some(q.clone()), 2000)
+                .unwrap()
+                .len(),
+            2000
+        );
+        assert!(exact.render_with_limit(&data(), Some(q), 1999).is_err());
+        // A missing label prints "" and does not count.
+        let missing = CompiledTemplate::new("t", "{{ $labels.nope }}{{ $labels.nope }}z");
+        assert_eq!(missing.render_with_limit(&data(), None, 1).unwrap(), "z");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct AlertingRule {
     external_url: String,
     /// Parsed label and annotation templates, shared with template-expansion threads.
     templates: Arc<Templates>,
+    /// Longest expansion of one template (`--rules.template.max-output-bytes`).
+    template_max_output_bytes: usize,
     state: Mutex<AlertingState>,
 }
 
@@ -140,10 +142,14 @@ impl Templates {
         &self,
         data: &TemplateData,
         query: Option<QueryFn>,
+        max_bytes: usize,
     ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let run = |v: &[(String, CompiledTemplate)]| {
             v.iter()
-                .map(|(k, t)| (k.clone(), t.render_or_error(data, query.clone())))
+                .map(|(k, t)| {
+                    let text = t.render_or_error_with_limit(data, query.clone(), max_bytes);
+                    (k.clone(), text)
+                })
                 .collect()
         };
         (run(&self.labels), run(&self.annotations))
@@ -190,6 +196,7 @@ impl AlertingRule {
                 annotations: annotation_templates,
                 uses_query,
             }),
+            template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
             state: Mutex::new(AlertingState {
                 active: HashMap::new(),
                 restored,
@@ -200,6 +207,14 @@ impl AlertingRule {
                 last_evaluation: None,
             }),
         }
+    }
+
+    /// Sets the longest expansion of one label or annotation template to `max_bytes`
+    /// (`--rules.template.max-output-bytes`; the default is
+    /// [`crate::limits::MAX_TEMPLATE_OUTPUT_BYTES`]).
+    pub fn with_template_output_limit(mut self, max_bytes: usize) -> AlertingRule {
+        self.template_max_output_bytes = max_bytes;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AlertingState> {
@@ -362,16 +377,20 @@ impl AlertingRule {
                     handle.block_on(ds.query(q, at)).map_err(|e| e.to_string())
                 });
                 let templates = self.templates.clone();
+                let max_bytes = self.template_max_output_bytes;
                 tokio::task::spawn_blocking(move || {
                     data.iter()
-                        .map(|d| templates.expand(d, Some(query.clone())))
+                        .map(|d| templates.expand(d, Some(query.clone()), max_bytes))
                         .collect()
                 })
                 .await
                 .map_err(|e| RuleEvalError::Template(e.to_string()))?
             } else {
                 data.iter()
-                    .map(|d| self.templates.expand(d, None))
+                    .map(|d| {
+                        self.templates
+                            .expand(d, None, self.template_max_output_bytes)
+                    })
                     .collect()
             };
 

@@ -249,18 +249,20 @@ impl RuleFile {
     }
 }
 
-/// Reads, decodes and validates one rule file.
+/// Reads, decodes and validates one rule file of at most the default 10 MiB (what
+/// `lookout rules check` and `lookout rules test` read through).
 pub fn load_file(path: &Path) -> Result<RuleFile, RuleFileError> {
-    let text = crate::limits::read_capped(
-        path,
-        crate::limits::MAX_RULE_FILE_BYTES,
-        "rule file",
-        "rule_file_size",
-    )
-    .map_err(|source| RuleFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    load_file_with_limit(path, crate::limits::MAX_RULE_FILE_BYTES)
+}
+
+/// [`load_file`] with a file size limit of `max_bytes` (`--rules.max-file-size`): a larger
+/// file is refused unread, with an error naming the limit.
+pub fn load_file_with_limit(path: &Path, max_bytes: u64) -> Result<RuleFile, RuleFileError> {
+    let text = crate::limits::read_capped(path, crate::limits::FileLimit::rule_file(max_bytes))
+        .map_err(|source| RuleFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse_str(path, &text)
 }
 

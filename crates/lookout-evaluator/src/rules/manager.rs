@@ -45,6 +45,13 @@ pub struct ManagerOptions {
     pub state_file: Option<PathBuf>,
     /// Evaluation metrics.
     pub metrics: RuleMetrics,
+    /// Largest rule file read (`--rules.max-file-size`; default
+    /// [`crate::limits::MAX_RULE_FILE_BYTES`]).
+    pub max_rule_file_bytes: u64,
+    /// Longest expansion of one alert label or annotation template
+    /// (`--rules.template.max-output-bytes`; default
+    /// [`crate::limits::MAX_TEMPLATE_OUTPUT_BYTES`]).
+    pub template_max_output_bytes: usize,
 }
 
 struct Running {
@@ -132,13 +139,23 @@ impl RuleManager {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads and validates every file matching `patterns`. Nothing changes on error.
+    /// Loads and validates every file matching `patterns`, each of at most the default
+    /// 10 MiB. Nothing changes on error.
     pub fn load_files(patterns: &[String]) -> Result<Vec<RuleFile>, ReloadError> {
+        Self::load_files_with_limit(patterns, crate::limits::MAX_RULE_FILE_BYTES)
+    }
+
+    /// [`RuleManager::load_files`] with a file size limit of `max_bytes`
+    /// (`--rules.max-file-size`).
+    pub fn load_files_with_limit(
+        patterns: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<RuleFile>, ReloadError> {
         let paths = file::expand_globs(patterns).map_err(|e| ReloadError::RuleFiles(vec![e]))?;
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for p in paths {
-            match file::load_file(&p) {
+            match file::load_file_with_limit(&p, max_bytes) {
                 Ok(f) => files.push(f),
                 Err(e) => errors.push(e),
             }
@@ -180,20 +197,23 @@ impl RuleManager {
                     }
                     let expr = r.expr.as_ref().map(|e| e.0.clone()).unwrap_or_default();
                     if r.is_alert() {
-                        rules.push(Rule::Alerting(AlertingRule::new(
-                            r.name(),
-                            &expr,
-                            r.for_.map(|d| d.0).unwrap_or_default(),
-                            r.keep_firing_for.map(|d| d.0).unwrap_or_default(),
-                            labels,
-                            r.annotations
-                                .iter()
-                                .map(|(k, v)| (k.clone(), v.0.clone()))
-                                .collect(),
-                            external_labels.clone(),
-                            &self.opts.external_url,
-                            restored,
-                        )));
+                        rules.push(Rule::Alerting(
+                            AlertingRule::new(
+                                r.name(),
+                                &expr,
+                                r.for_.map(|d| d.0).unwrap_or_default(),
+                                r.keep_firing_for.map(|d| d.0).unwrap_or_default(),
+                                labels,
+                                r.annotations
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                                    .collect(),
+                                external_labels.clone(),
+                                &self.opts.external_url,
+                                restored,
+                            )
+                            .with_template_output_limit(self.opts.template_max_output_bytes),
+                        ));
                     } else {
                         rules.push(Rule::Recording(RecordingRule::new(r.name(), &expr, labels)));
                     }
@@ -221,7 +241,7 @@ impl RuleManager {
     /// changed ones take over the old alert state, removed ones stop and their series are
     /// marked stale. On error the running rules stay as they are.
     pub fn update(self: &Arc<Self>, patterns: &[String]) -> Result<usize, ReloadError> {
-        let files = match Self::load_files(patterns) {
+        let files = match Self::load_files_with_limit(patterns, self.opts.max_rule_file_bytes) {
             Ok(f) => f,
             Err(e) => {
                 self.opts.metrics.config_last_reload_successful.set(0.0);

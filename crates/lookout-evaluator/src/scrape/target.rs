@@ -635,7 +635,9 @@ async fn scrape_once(
             ) => {
                 ctx.metrics.out_of_order.inc();
             }
-            Err(_) => {}
+            Err(e) => {
+                crate::limits::count_append_error(&e);
+            }
         }
         if s.timestamp_ms.is_none() {
             if !st.series.contains(&s.labels) {
@@ -655,7 +657,9 @@ async fn scrape_once(
     for (name, value) in report {
         let mut l = target.labels.clone();
         l.set(METRIC_NAME, name);
-        let _ = ctx.storage.append(&l, t, value);
+        if let Err(e) = ctx.storage.append(&l, t, value) {
+            crate::limits::count_append_error(&e);
+        }
         current.insert(l);
     }
     // Staleness: series of the previous scrape that this one did not produce.

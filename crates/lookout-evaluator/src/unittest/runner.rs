@@ -280,6 +280,8 @@ fn run_inner(
         for_grace_period: Duration::from_secs(600),
         state_file: None,
         metrics: RuleMetrics::default(),
+        max_rule_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
+        template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
     });
     // `restored = true`: promtool marks every alerting rule restored so ALERTS is written.
     let mut groups: Vec<Group> = manager.build_groups(files, true);

@@ -209,13 +209,27 @@ where
             limit = limit.min(Duration::from_millis(ms as u64));
         }
     }
-    let _permit = st
-        .query_slots
-        .acquire()
-        .await
-        .map_err(|_| ApiError::unavailable("query engine is shutting down"))?;
-    let task = tokio::task::spawn_blocking(f);
-    match tokio::time::timeout(limit, task).await {
+    // Waiting for a slot counts against the timeout, as in Prometheus; the slot is held
+    // until the evaluation itself ends, even when the caller gave up at the timeout.
+    let _in_flight = st.query_gate.enter();
+    let now = tokio::time::Instant::now();
+    // A timeout too long for the clock: about 30 years, as tokio's own `timeout` does.
+    let deadline = now
+        .checked_add(limit)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+    let permit = match tokio::time::timeout_at(deadline, st.query_gate.acquire()).await {
+        Err(_) => {
+            crate::limits::hit("query_timeout");
+            return Err(ApiError::timeout("query timed out in query queue"));
+        }
+        Ok(Err(_)) => return Err(ApiError::unavailable("query engine is shutting down")),
+        Ok(Ok(p)) => p,
+    };
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    });
+    match tokio::time::timeout_at(deadline, task).await {
         Err(_) => Err({
             crate::limits::hit("query_timeout");
             ApiError::timeout("query timed out in expression evaluation")

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lookout_promql::Engine;
 use lookout_promql::storage::Storage;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::rules::status::RulesStatus;
@@ -43,6 +44,15 @@ pub fn shared_registry(registry: Registry) -> SharedRegistry {
 /// configuration is rejected (the old one stays in force).
 pub type ReloadFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Keeps a query counted in `prometheus_engine_queries` while alive.
+pub(crate) struct QueryInFlight(Gauge);
+
+impl Drop for QueryInFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Everything the handlers read.
 #[derive(Clone)]
@@ -68,12 +78,85 @@ pub struct WebState {
     /// Upper bound for one query's evaluation (Prometheus's `--query.timeout`, 2m).
     pub query_timeout: Duration,
     /// Limits concurrent queries (Prometheus's `--query.max-concurrency`).
-    pub query_slots: Arc<tokio::sync::Semaphore>,
+    pub query_gate: QueryGate,
+}
+
+/// Admission of API queries: at most `max` evaluate at once (`--query.max-concurrency`);
+/// the others wait for a slot, and the wait counts against their timeout as in Prometheus
+/// ("query timed out in query queue"). Exposes Prometheus's `prometheus_engine_queries`
+/// (evaluating or waiting) and `prometheus_engine_queries_concurrent_max`; a query that
+/// has to wait counts one hit of `lookout_evaluator_limit_hits_total{limit="query_max_concurrency"}`.
+#[derive(Clone)]
+pub struct QueryGate {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    queries: Gauge,
+    concurrent_max: Gauge,
+}
+
+impl QueryGate {
+    /// A gate letting `max` queries (at least 1) evaluate at once.
+    pub fn new(max: usize) -> QueryGate {
+        let max = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let concurrent_max = Gauge::default();
+        concurrent_max.set(i64::try_from(max).unwrap_or(i64::MAX));
+        QueryGate {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            queries: Gauge::default(),
+            concurrent_max,
+        }
+    }
+
+    /// The number of queries evaluated at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Queries evaluating or waiting now (`prometheus_engine_queries`).
+    pub fn queries(&self) -> i64 {
+        self.queries.get()
+    }
+
+    /// Registers `prometheus_engine_queries` and `prometheus_engine_queries_concurrent_max`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "prometheus_engine_queries",
+            "The current number of queries being executed or waiting.",
+            self.queries.clone(),
+        );
+        registry.register(
+            "prometheus_engine_queries_concurrent_max",
+            "The max number of concurrent queries.",
+            self.concurrent_max.clone(),
+        );
+    }
+
+    /// Counts a query in `prometheus_engine_queries` until the guard is dropped.
+    pub(crate) fn enter(&self) -> QueryInFlight {
+        self.queries.inc();
+        QueryInFlight(self.queries.clone())
+    }
+
+    /// Waits for a slot; a query that finds none free counts one limit hit.
+    pub(crate) async fn acquire(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(p) => return Ok(p),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                crate::limits::hit("query_max_concurrency")
+            }
+            // Closed: the wait below fails at once.
+            Err(tokio::sync::TryAcquireError::Closed) => {}
+        }
+        self.slots.clone().acquire_owned().await
+    }
 }
 
 impl WebState {
     /// A state with the given registry and everything else empty: 2 minute query timeout,
-    /// 4 concurrent queries, not ready.
+    /// 20 concurrent queries (metrics of the gate not registered), not ready.
     pub fn new(registry: SharedRegistry) -> WebState {
         WebState {
             storage: None,
@@ -85,7 +168,7 @@ impl WebState {
             reload: None,
             ready: Arc::new(AtomicBool::new(false)),
             query_timeout: Duration::from_secs(120),
-            query_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            query_gate: QueryGate::new(crate::limits::DEFAULT_QUERY_MAX_CONCURRENCY),
         }
     }
 }

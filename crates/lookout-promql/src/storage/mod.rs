@@ -22,6 +22,10 @@
 //!   truncate the storage now and then ([`Storage::truncate_before`]): whole chunks older
 //!   than the cut are freed, samples before it are hidden from queries, and series left
 //!   without samples are removed from the index.
+//! * **Series limit**: with [`StorageOptions::max_series`] set, a sample that would create
+//!   a series beyond it is refused ([`AppendError::SeriesLimit`], decided under the read
+//!   lock, so a flood of new series does not queue on the write lock); series already held
+//!   keep taking samples, and series removed by retention free their place.
 
 mod index;
 mod xor;
@@ -108,6 +112,17 @@ pub enum AppendError {
     /// The label set is empty.
     #[error("a series needs at least one label")]
     EmptyLabels,
+    /// The sample would create a new series while the storage already holds
+    /// [`StorageOptions::max_series`] series. Samples of existing series are still taken.
+    #[error(
+        "new series {series} refused: the storage holds its limit of {limit} series (--storage.max-series)"
+    )]
+    SeriesLimit {
+        /// The refused series, in Prometheus notation.
+        series: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The timestamp is before the retention cut: the sample would never be visible.
     #[error(
         "sample for series {series} at timestamp {t_ms} is older than the retention cut at {min_ms}"
@@ -128,12 +143,17 @@ pub struct StorageOptions {
     /// How long samples are kept behind the newest appended timestamp; `Duration::ZERO`
     /// (the default) keeps everything.
     pub retention: Duration,
+    /// Most series held at once; a sample that would create one more is refused with
+    /// [`AppendError::SeriesLimit`]. Series removed by retention free their place. 0 (the
+    /// default) is unlimited.
+    pub max_series: usize,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             retention: Duration::ZERO,
+            max_series: 0,
         }
     }
 }
@@ -549,10 +569,21 @@ impl Storage {
             });
         }
         loop {
-            let known = self.read_inner().by_labels.get(labels).map(|s| s.0.clone());
+            let known = {
+                let inner = self.read_inner();
+                match inner.by_labels.get(labels) {
+                    Some(s) => Some(s.0.clone()),
+                    None => {
+                        // Refused under the read lock: at the limit, a flood of new series
+                        // does not take the write lock once per sample.
+                        self.check_series_limit(&inner, labels)?;
+                        None
+                    }
+                }
+            };
             let series = match known {
                 Some(s) => s,
-                None => self.create(labels),
+                None => self.create(labels)?,
             };
             let mut chunks = series.lock();
             if chunks.removed {
@@ -566,12 +597,25 @@ impl Storage {
         }
     }
 
-    /// The series with `labels`, created if missing.
-    fn create(&self, labels: &Labels) -> Arc<MemSeries> {
+    /// `Err(SeriesLimit)` when one more series would pass [`StorageOptions::max_series`].
+    fn check_series_limit(&self, inner: &Inner, labels: &Labels) -> Result<(), AppendError> {
+        let limit = self.opts.max_series;
+        if limit > 0 && inner.by_id.len() >= limit {
+            return Err(AppendError::SeriesLimit {
+                series: labels.to_string(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The series with `labels`, created if missing and the series limit allows.
+    fn create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
         let mut inner = self.write_inner();
         if let Some(s) = inner.by_labels.get(labels) {
-            return s.0.clone();
+            return Ok(s.0.clone());
         }
+        self.check_series_limit(&inner, labels)?;
         let id = inner.next_id;
         inner.next_id += 1;
         let series = Arc::new(MemSeries {
@@ -584,7 +628,12 @@ impl Storage {
         inner.index.add(id, labels);
         inner.by_id.insert(id, series.clone());
         inner.by_labels.insert(ByLabels(series.clone()));
-        series
+        Ok(series)
+    }
+
+    /// Number of series held now (Prometheus's `prometheus_tsdb_head_series`).
+    pub fn num_series(&self) -> usize {
+        self.read_inner().by_id.len()
     }
 
     /// Advances the newest timestamp and applies the retention window now and then
@@ -1101,6 +1150,7 @@ mod tests {
     fn retention_drops_old_chunks_and_dead_series() {
         let st = Storage::new(StorageOptions {
             retention: Duration::from_secs(3600),
+            ..StorageOptions::default()
         });
         let live = Labels::new([("__name__", "live")]);
         let dead = Labels::new([("__name__", "dead"), ("job", "gone")]);
@@ -1134,6 +1184,100 @@ mod tests {
         assert_eq!(names(&st, "dead").len(), 1);
         st.truncate_before(end + 1);
         assert_eq!(st.stats().series, 0);
+    }
+
+    #[test]
+    fn series_over_the_limit_are_refused_and_existing_ones_keep_taking_samples() {
+        let st = Storage::new(StorageOptions {
+            max_series: 3,
+            ..StorageOptions::default()
+        });
+        let series = |i: u32| Labels::new([("__name__", "m"), ("i", &i.to_string())]);
+        for i in 0..3 {
+            st.append(&series(i), 1000, 1.0).unwrap();
+        }
+        let err = st.append(&series(3), 1000, 1.0).unwrap_err();
+        assert_eq!(
+            err,
+            AppendError::SeriesLimit {
+                series: r#"m{i="3"}"#.to_string(),
+                limit: 3
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("limit of 3 series") && text.contains("--storage.max-series"),
+            "{text}"
+        );
+        // Known series still take samples; the refused one was not created.
+        for i in 0..3 {
+            st.append(&series(i), 2000, 2.0).unwrap();
+        }
+        assert_eq!(st.num_series(), 3);
+        assert_eq!(names(&st, "m").len(), 3);
+        assert_eq!(st.label_values("i"), vec!["0", "1", "2"]);
+        // Unlimited by default.
+        let free = Storage::default();
+        for i in 0..100 {
+            free.append(&series(i), 1000, 1.0).unwrap();
+        }
+        assert_eq!(free.num_series(), 100);
+    }
+
+    #[test]
+    fn series_removed_by_retention_free_their_place_under_the_limit() {
+        let st = Storage::new(StorageOptions {
+            retention: Duration::from_secs(600),
+            max_series: 2,
+        });
+        let live = Labels::new([("__name__", "live")]);
+        let gone = Labels::new([("__name__", "gone")]);
+        let late = Labels::new([("__name__", "late")]);
+        st.append(&gone, 0, 1.0).unwrap();
+        st.append(&live, 0, 1.0).unwrap();
+        assert!(matches!(
+            st.append(&late, 15_000, 1.0),
+            Err(AppendError::SeriesLimit { limit: 2, .. })
+        ));
+        // `live` goes on for an hour, `gone` stops: once its samples are all older than
+        // the retention window it leaves the index and the count goes down.
+        for i in 1..=240 {
+            st.append(&live, i * 15_000, 1.0).unwrap();
+        }
+        assert_eq!(st.num_series(), 1);
+        assert!(names(&st, "gone").is_empty());
+        st.append(&late, 240 * 15_000, 1.0).unwrap();
+        assert_eq!(st.num_series(), 2);
+        assert!(matches!(
+            st.append(&gone, 241 * 15_000, 1.0),
+            Err(AppendError::SeriesLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_never_pass_the_series_limit() {
+        let st = Arc::new(Storage::new(StorageOptions {
+            max_series: 50,
+            ..StorageOptions::default()
+        }));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for i in 0..40 {
+                        let l = Labels::new([("__name__", "c"), ("s", &format!("{w}-{i}"))]);
+                        if let Err(AppendError::SeriesLimit { .. }) = st.append(&l, 1000, 1.0) {
+                            refused += 1;
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let refused: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(st.num_series(), 50);
+        assert_eq!(refused, 4 * 40 - 50);
     }
 
     #[test]
