@@ -34,10 +34,6 @@ use serde::de::{self, Deserializer, IgnoredAny};
 pub use duration::parse_duration;
 use locate::{Seg, locate};
 
-/// Largest configuration file read (4 MiB); a larger one is refused (and a reload keeps the
-/// running configuration).
-pub const MAX_CONFIG_FILE_BYTES: u64 = 4 << 20;
-
 /// Body size limit when a module does not set `body_size_limit` (10 MiB).
 pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
 
@@ -325,7 +321,7 @@ pub struct HttpProbe {
     pub ip_protocol_fallback: bool,
     /// Skip the resolve phase when a proxy is used (accepted; Lookout has no proxies).
     pub skip_resolve_phase_with_proxy: bool,
-    /// Follow redirects (up to 10).
+    /// Follow redirects (up to `--probe.max-redirects`, 10 by default).
     pub follow_redirects: bool,
     /// Allow HTTP/2 through ALPN on TLS connections.
     pub enable_http2: bool,
@@ -617,31 +613,51 @@ pub enum ConfigError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The file is larger than `--config.max-file-size`; it was not read further.
+    #[error(
+        "{path}: the file is larger than the {limit}-byte configuration file size limit; \
+         raise --config.max-file-size or split the file"
+    )]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The file is not valid; the message names the file, line and column where known.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file of at most
+    /// [`DEFAULT_MAX_CONFIG_FILE_BYTES`](crate::limits::DEFAULT_MAX_CONFIG_FILE_BYTES).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_limited(path, crate::limits::DEFAULT_MAX_CONFIG_FILE_BYTES)
+    }
+
+    /// Reads and validates a configuration file of at most `max_bytes` bytes
+    /// (`--config.max-file-size`); a larger file is refused with [`ConfigError::TooLarge`]
+    /// without being read into memory.
+    pub fn load_limited(path: &Path, max_bytes: u64) -> Result<Config, ConfigError> {
         use std::io::Read as _;
         let io_error = |source| ConfigError::Io {
             path: path.display().to_string(),
             source,
         };
-        let mut text = String::new();
+        // Bytes first: a cut through a multi-byte character must still read as "too large".
+        let mut bytes = Vec::new();
         std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_CONFIG_FILE_BYTES + 1).read_to_string(&mut text))
+            .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
             .map_err(io_error)?;
-        if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
-            return Err(io_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the file is larger than the {MAX_CONFIG_FILE_BYTES}-byte configuration file size limit"
-                ),
-            )));
+        if bytes.len() as u64 > max_bytes {
+            return Err(ConfigError::TooLarge {
+                path: path.display().to_string(),
+                limit: max_bytes,
+            });
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Config::parse(&text, &path.display().to_string())
     }
 

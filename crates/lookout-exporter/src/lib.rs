@@ -11,6 +11,8 @@
 //! * [`heartbeat`] — push monitors (`POST /heartbeat/{name}`).
 //! * [`cascade`] — which down targets are explained by a down dependency.
 //! * [`probe_guard`] — which targets `/probe` may probe (`probe_policy:`).
+//! * [`limits`] — the exporter-wide limits set by flags (redirects, response head size,
+//!   configuration file size).
 //! * [`reload`] — loads the configuration and swaps it in atomically (`/-/reload`, SIGHUP).
 //! * [`web`] — the HTTP endpoints.
 //!
@@ -23,6 +25,7 @@ pub mod cascade;
 pub mod config;
 pub mod exposition;
 pub mod heartbeat;
+pub mod limits;
 pub mod metrics;
 pub mod probe_guard;
 pub mod prober;
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::limits::{LimitError, Limits};
 use crate::reload::Exporter;
 
 /// The address the exporter listens on when none is given (blackbox_exporter's port, loopback
@@ -57,6 +61,11 @@ pub struct RunOptions {
     pub max_concurrent_probe_requests: usize,
     /// Most continuous-target probes running at once (`--probe.concurrency`).
     pub target_probe_concurrency: usize,
+    /// Bounds on redirects, response heads and the configuration file
+    /// (`--probe.max-redirects`, `--probe.max-response-header-bytes`,
+    /// `--probe.max-response-header-fields`, `--config.max-file-size`); checked by
+    /// [`Server::bind`].
+    pub limits: Limits,
     /// TLS, authentication and lifecycle endpoints (`--web.config.file`,
     /// `--web.enable-lifecycle`).
     pub web: lookout_web::ServeOptions,
@@ -71,6 +80,7 @@ impl RunOptions {
             timeout_offset: 0.5,
             max_concurrent_probe_requests: 1000,
             target_probe_concurrency: 256,
+            limits: Limits::default(),
             web: lookout_web::ServeOptions::default(),
         }
     }
@@ -96,6 +106,9 @@ pub enum Error {
     /// The web configuration (`--web.config.file`) is invalid.
     #[error(transparent)]
     Web(#[from] lookout_web::WebConfigError),
+    /// A limit flag has a value the exporter cannot work with.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// An exporter whose configuration is loaded and whose socket is bound, ready to serve.
@@ -106,8 +119,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the configuration and binds the listen address. Nothing is probed yet.
+    /// Checks the limits, loads the configuration and binds the listen address. Nothing is
+    /// probed yet.
     pub async fn bind(options: RunOptions) -> Result<Server, Error> {
+        options.limits.validate()?;
         let web = lookout_web::WebServer::new(&options.web)?;
         let exporter = Exporter::load(&options)?;
         let address = listen_address(&options.listen_address);

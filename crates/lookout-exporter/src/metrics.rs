@@ -116,6 +116,11 @@ pub struct ExporterMetrics {
     /// `lookout_exporter_probe_requests_refused_total{reason}`: `/probe` requests answered
     /// 403 by `probe_policy` (`unconfigured`, `not_allowed`).
     pub probe_requests_refused: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `lookout_exporter_limit_hits_total{limit}`: inputs refused because they exceeded an
+    /// exporter limit other than the probes' own (those are counted by failure reason in
+    /// `probe_failures`); the labels are [`crate::limits::LIMIT_NAMES`], present from the
+    /// start at 0.
+    pub limit_hits: Family<[(&'static str, &'static str); 1], Counter>,
     /// `lookout_exporter_config_last_reload_successful`.
     pub reload_successful: Gauge,
     /// `lookout_exporter_config_last_reload_success_timestamp_seconds`.
@@ -126,7 +131,13 @@ pub struct ExporterMetrics {
 
 impl Default for ExporterMetrics {
     fn default() -> Self {
+        let limit_hits = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        // Present from the start so a rate() over them is defined before the first hit.
+        for limit in crate::limits::LIMIT_NAMES {
+            let _ = limit_hits.get_or_create(&[("limit", limit)]);
+        }
         ExporterMetrics {
+            limit_hits,
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(duration_histogram),
             probe_failures: Family::default(),
@@ -187,6 +198,11 @@ impl ExporterMetrics {
             "lookout_exporter_probe_requests_refused",
             "/probe requests answered 403 because probe_policy refused the target, by reason",
             self.probe_requests_refused.clone(),
+        );
+        registry.register(
+            "lookout_exporter_limit_hits",
+            "Inputs refused because they exceeded a limit, by limit (probe limits are counted in lookout_exporter_probe_failures_total by reason)",
+            self.limit_hits.clone(),
         );
         registry.register(
             "lookout_exporter_config_last_reload_successful",

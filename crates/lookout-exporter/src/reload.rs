@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::RunOptions;
 use crate::config::{Config, ConfigError};
 use crate::heartbeat::{Heartbeats, unix_now};
+use crate::limits::{self, Limits};
 use crate::metrics::{ExporterMetrics, TargetsCollector};
 use crate::scheduler::Scheduler;
 
@@ -36,6 +37,8 @@ pub struct Exporter {
     pub probe_permits: Arc<Semaphore>,
     /// `--timeout-offset` in seconds.
     pub timeout_offset: f64,
+    /// The limits flags (`--probe.max-redirects`, `--config.max-file-size`, ...).
+    pub limits: Limits,
     /// When the process started (for `/health`).
     pub started: Instant,
     /// Wall-clock start (for `/health`).
@@ -46,9 +49,13 @@ pub struct Exporter {
 impl Exporter {
     /// Loads the configuration file and prepares (but does not start) the probes.
     pub fn load(options: &RunOptions) -> Result<Exporter, ConfigError> {
-        let config = Config::load(&options.config_file)?;
         let metrics = Arc::new(ExporterMetrics::default());
-        let scheduler = Scheduler::new(options.target_probe_concurrency, metrics.clone());
+        let config = load_config(&options.config_file, &options.limits, &metrics)?;
+        let scheduler = Scheduler::new(
+            options.target_probe_concurrency,
+            options.limits,
+            metrics.clone(),
+        );
         let heartbeats = Arc::new(Heartbeats::default());
         let registry =
             metrics.registry(TargetsCollector::new(scheduler.slots(), heartbeats.clone()));
@@ -72,6 +79,7 @@ impl Exporter {
             heartbeats,
             probe_permits: Arc::new(Semaphore::new(options.max_concurrent_probe_requests.max(1))),
             timeout_offset: options.timeout_offset,
+            limits: options.limits,
             started: Instant::now(),
             started_at: SystemTime::now(),
             reloading: tokio::sync::Mutex::new(()),
@@ -100,7 +108,9 @@ impl Exporter {
     pub async fn reload(&self) -> Result<(), ConfigError> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.config_file.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+        let limits = self.limits;
+        let metrics = self.metrics.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_config(&path, &limits, &metrics))
             .await
             .unwrap_or_else(|join| {
                 Err(ConfigError::Invalid(format!("reload task failed: {join}")))
@@ -122,6 +132,23 @@ impl Exporter {
             }
         }
     }
+}
+
+/// Loads the configuration file under `--config.max-file-size`, counting a file over it in
+/// `lookout_exporter_limit_hits_total{limit="config_file_size"}`.
+fn load_config(
+    path: &std::path::Path,
+    limits: &Limits,
+    metrics: &ExporterMetrics,
+) -> Result<Config, ConfigError> {
+    let loaded = Config::load_limited(path, limits.max_config_file_bytes);
+    if let Err(ConfigError::TooLarge { .. }) = &loaded {
+        metrics
+            .limit_hits
+            .get_or_create(&[("limit", limits::CONFIG_FILE_SIZE)])
+            .inc();
+    }
+    loaded
 }
 
 /// Reloads the configuration on every SIGHUP (Unix only).

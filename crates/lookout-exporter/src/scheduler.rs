@@ -27,6 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, Module, ProberKind, Target};
 use crate::heartbeat::unix_now;
+use crate::limits::Limits;
 use crate::metrics::{ExporterMetrics, Histogram};
 use crate::prober::{self, ProbeReport, ProbeRequest};
 
@@ -186,19 +187,31 @@ pub type SlotMap = BTreeMap<String, Arc<TargetSlot>>;
 pub struct Scheduler {
     slots: Arc<RwLock<Arc<SlotMap>>>,
     tasks: Mutex<HashMap<String, (u64, AbortHandle)>>,
-    limit: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
+    limits: Limits,
     metrics: Arc<ExporterMetrics>,
 }
 
 impl Scheduler {
-    /// A scheduler running at most `concurrency` probes at once.
-    pub fn new(concurrency: usize, metrics: Arc<ExporterMetrics>) -> Scheduler {
+    /// A scheduler running at most `concurrency` probes at once, each under `limits`.
+    pub fn new(concurrency: usize, limits: Limits, metrics: Arc<ExporterMetrics>) -> Scheduler {
         Scheduler {
             slots: Arc::default(),
             tasks: Mutex::default(),
-            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            limits,
             metrics,
         }
+    }
+
+    /// Starts probing one target on its schedule.
+    fn spawn_tick(&self, slot: Arc<TargetSlot>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(tick(
+            slot,
+            self.permits.clone(),
+            self.limits,
+            self.metrics.clone(),
+        ))
     }
 
     /// The shared table of targets, for the `/metrics` collector.
@@ -244,7 +257,7 @@ impl Scheduler {
             let slot = Arc::new(TargetSlot::new(target.clone(), module));
             next.insert(target.name.clone(), slot.clone());
             if start {
-                let handle = tokio::spawn(tick(slot, self.limit.clone(), self.metrics.clone()));
+                let handle = self.spawn_tick(slot);
                 tasks.insert(target.name.clone(), (fingerprint, handle.abort_handle()));
             }
         }
@@ -264,7 +277,7 @@ impl Scheduler {
                 continue;
             }
             let fingerprint = fingerprint(&slot.target) ^ fingerprint(&*slot.module).rotate_left(1);
-            let handle = tokio::spawn(tick(slot.clone(), self.limit.clone(), self.metrics.clone()));
+            let handle = self.spawn_tick(slot.clone());
             tasks.insert(name.clone(), (fingerprint, handle.abort_handle()));
         }
     }
@@ -310,7 +323,12 @@ impl Drop for Running {
     }
 }
 
-async fn tick(slot: Arc<TargetSlot>, limit: Arc<Semaphore>, metrics: Arc<ExporterMetrics>) {
+async fn tick(
+    slot: Arc<TargetSlot>,
+    permits: Arc<Semaphore>,
+    limits: Limits,
+    metrics: Arc<ExporterMetrics>,
+) {
     let interval = slot.interval();
     let first = Instant::now() + start_offset(&slot.target.name, interval);
     let mut ticker = tokio::time::interval_at(first, interval);
@@ -323,10 +341,10 @@ async fn tick(slot: Arc<TargetSlot>, limit: Arc<Semaphore>, metrics: Arc<Exporte
             continue;
         }
         let running = Running(slot.clone());
-        let limit = limit.clone();
+        let permits = permits.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = limit.acquire_owned().await else {
+            let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
             let slot = &running.0;
@@ -335,6 +353,7 @@ async fn tick(slot: Arc<TargetSlot>, limit: Arc<Semaphore>, metrics: Arc<Exporte
                 module: &slot.module,
                 hostname: None,
                 timeout: slot.timeout(),
+                limits,
             };
             let report = prober::run(&request).await;
             metrics.observe_probe(prober_name(slot.module.prober), &report);

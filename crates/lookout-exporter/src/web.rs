@@ -154,6 +154,7 @@ async fn probe(
             .map(String::as_str)
             .filter(|h| !h.is_empty()),
         timeout,
+        limits: exporter.limits,
     };
     let report = prober::run(&request).await;
     exporter

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use lookout_exporter::limits::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -149,6 +150,86 @@ async fn a_huge_response_head_is_refused_as_headers_too_large() {
     )
     .await;
     assert_failure(&r, "headers_too_large");
+}
+
+/// A server answering 200 "ok" with `fields` extra header fields of `value_len` bytes each.
+async fn head_server(fields: usize, value_len: usize) -> SocketAddr {
+    raw_server(move |mut conn| async move {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..fields {
+            head.extend_from_slice(format!("X-H{i}: ").as_bytes());
+            head.extend(std::iter::repeat_n(b'a', value_len));
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Content-Length: 2\r\nConnection: close\r\n\r\nok");
+        let _ = conn.write_all(&head).await;
+    })
+    .await
+}
+
+fn failure_message(r: &lookout_exporter::prober::ProbeReport) -> &str {
+    r.failure.as_ref().map_or("", |f| f.message.as_str())
+}
+
+#[tokio::test]
+async fn the_head_limits_follow_the_flags() {
+    let m = module("prober: http");
+
+    // One 12 KiB header: fine under the 64 KiB default, refused under an 8 KiB limit.
+    let url = format!("http://{}/", head_server(1, 12 << 10).await);
+    assert_success(&probe_limited(&url, &m, Limits::default()).await);
+    let small = Limits {
+        max_response_header_bytes: 8 << 10,
+        ..Limits::default()
+    };
+    let r = probe_limited(&url, &m, small).await;
+    assert_failure(&r, "headers_too_large");
+    assert!(
+        failure_message(&r).contains("limit of 8192 bytes (--probe.max-response-header-bytes)"),
+        "{}",
+        failure_message(&r)
+    );
+
+    // A 1 MiB header: refused by default, accepted with the limit raised past hyper's own
+    // 400 KiB read buffer.
+    let url = format!("http://{}/", head_server(1, 1 << 20).await);
+    assert_failure(
+        &probe_limited(&url, &m, Limits::default()).await,
+        "headers_too_large",
+    );
+    let large = Limits {
+        max_response_header_bytes: 2 << 20,
+        ..Limits::default()
+    };
+    assert_success(&probe_limited(&url, &m, large).await);
+
+    // 30 small fields (32 with Content-Length and Connection): fine by default, refused
+    // under a 20-field limit.
+    let url = format!("http://{}/", head_server(30, 1).await);
+    assert_success(&probe_limited(&url, &m, Limits::default()).await);
+    let few = Limits {
+        max_response_header_fields: 20,
+        ..Limits::default()
+    };
+    let r = probe_limited(&url, &m, few).await;
+    assert_failure(&r, "headers_too_large");
+    assert!(
+        failure_message(&r).contains("20 header fields (--probe.max-response-header-fields)"),
+        "{}",
+        failure_message(&r)
+    );
+
+    // 150 fields: over the default 100, within a raised 200.
+    let url = format!("http://{}/", head_server(150, 1).await);
+    assert_failure(
+        &probe_limited(&url, &m, Limits::default()).await,
+        "headers_too_large",
+    );
+    let many = Limits {
+        max_response_header_fields: 200,
+        ..Limits::default()
+    };
+    assert_success(&probe_limited(&url, &m, many).await);
 }
 
 #[tokio::test]

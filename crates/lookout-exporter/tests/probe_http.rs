@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{any, get};
 use common::*;
+use lookout_exporter::limits::Limits;
 
 const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
 
@@ -208,6 +209,45 @@ async fn redirects_are_followed_and_counted() {
     assert_failure(&r, "too_many_redirects");
     assert_eq!(value(&r, "probe_http_redirects"), Some(10.0));
     assert_eq!(value(&r, "probe_http_status_code"), Some(303.0));
+}
+
+#[tokio::test]
+async fn the_redirect_limit_follows_the_flag() {
+    let addr = app().await;
+    let m = module("prober: http");
+    let three = Limits {
+        max_redirects: 3,
+        ..Limits::default()
+    };
+    // /r/2 takes three redirects: within the limit.
+    let r = probe_limited(&format!("http://{addr}/r/2"), &m, three).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_http_redirects"), Some(3.0));
+    // /r/3 takes four: one more than the limit.
+    let r = probe_limited(&format!("http://{addr}/r/3"), &m, three).await;
+    assert_failure(&r, "too_many_redirects");
+    assert_eq!(value(&r, "probe_http_redirects"), Some(3.0));
+    let message = &r.failure.as_ref().expect("failure").message;
+    assert!(
+        message.contains("limit of 3 redirects (--probe.max-redirects)"),
+        "{message}"
+    );
+
+    // 0 fails on the first redirect and still probes what needs none.
+    let zero = Limits {
+        max_redirects: 0,
+        ..Limits::default()
+    };
+    let r = probe_limited(&format!("http://{addr}/r/0"), &m, zero).await;
+    assert_failure(&r, "too_many_redirects");
+    assert_eq!(value(&r, "probe_http_redirects"), Some(0.0));
+    assert_success(&probe_limited(&format!("http://{addr}/ok"), &m, zero).await);
+
+    // follow_redirects: false follows none whatever the limit: the redirect is the answer.
+    let no_follow = module("prober: http\nhttp:\n  follow_redirects: false");
+    let r = probe_limited(&format!("http://{addr}/r/2"), &no_follow, three).await;
+    assert_failure(&r, "invalid_status_code");
+    assert_eq!(value(&r, "probe_http_status_code"), Some(307.0));
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 //! `resolve` (timed lookup; literal addresses skip it), `connect` (TCP), `tls` (rustls
 //! handshake), `processing` (connection ready → first byte of the response, seen by a
 //! wrapper around the socket) and `transfer` (first response byte → end of body).
-//! Redirects (301, 302, 303, 307, 308) are followed by hand, at most 10, each on a new
-//! connection, and every phase is summed over them. HTTP/2 is used when TLS ALPN
+//! Redirects (301, 302, 303, 307, 308) are followed by hand, at most `--probe.max-redirects`
+//! (10), each on a new connection, and every phase is summed over them. The response head is
+//! bounded by `--probe.max-response-header-bytes` (64 KiB; the header list size over HTTP/2)
+//! and `--probe.max-response-header-fields` (100, HTTP/1); see [`crate::limits`]. HTTP/2 is used when TLS ALPN
 //! negotiates it (and `enable_http2` is not false); cleartext is HTTP/1.1.
 //!
 //! The body is read up to `body_size_limit` (10 MiB unless set; `0` = unlimited); a larger
@@ -33,7 +35,6 @@ use super::{Failure, HttpObservation, ProbeRequest, Recorder, connect_failure, r
 use crate::config::{Compression, HttpProbe};
 
 const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
-const MAX_REDIRECTS: u32 = 10;
 const USER_AGENT: &str = concat!("Lookout/", env!("CARGO_PKG_VERSION"));
 
 const H_DURATION: &str = "Duration of http request by phase, summed over all redirects";
@@ -170,10 +171,14 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         let is_redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
         match location {
             Some(location) if cfg.follow_redirects && is_redirect => {
-                if redirects >= MAX_REDIRECTS {
+                let max = req.limits.max_redirects;
+                if redirects >= max {
                     return Err(Failure::new(
                         reason::TOO_MANY_REDIRECTS,
-                        format!("stopped after {MAX_REDIRECTS} redirects"),
+                        format!(
+                            "stopped after {max} redirects: the limit of {max} redirects \
+                             (--probe.max-redirects) was reached"
+                        ),
                     ));
                 }
                 redirects += 1;
@@ -607,14 +612,14 @@ async fn one_hop(
         let (_, conn) = stream.get_ref();
         tls::record_connection_state(rec, conn, !cfg.tls_config.insecure_skip_verify);
         let h2 = conn.alpn_protocol() == Some(b"h2");
-        let (response, first_byte) = send(stream, h2, request, req.timeout, phases, rec).await?;
+        let (response, first_byte) = send(stream, h2, request, req, phases, rec).await?;
         Ok(Hop {
             response,
             tls: true,
             first_byte,
         })
     } else {
-        let (response, first_byte) = send(tcp, false, request, req.timeout, phases, rec).await?;
+        let (response, first_byte) = send(tcp, false, request, req, phases, rec).await?;
         Ok(Hop {
             response,
             tls: false,
@@ -759,33 +764,32 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Largest response head (status line and headers) a probe accepts, in bytes; a larger one
-/// fails the probe with reason `headers_too_large`. Also the HTTP/2 header list limit.
-pub(crate) const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
-/// Most response header fields a probe accepts (hyper's default).
-pub(crate) const MAX_RESPONSE_HEADERS: usize = 100;
-
-/// Runs the HTTP exchange on `io`. `processing` runs from the connection being ready to
-/// the first byte of the response (Go's `GotConn` → `GotFirstResponseByte`, as
-/// blackbox_exporter measures it); returns the response and when that first byte came.
+/// Runs the HTTP exchange on `io` under the request's deadline and response head limits.
+/// `processing` runs from the connection being ready to the first byte of the response
+/// (Go's `GotConn` → `GotFirstResponseByte`, as blackbox_exporter measures it); returns the
+/// response and when that first byte came.
 async fn send<IO>(
     io: IO,
     h2: bool,
     mut request: Request<Full<Bytes>>,
-    deadline: Duration,
+    req: &ProbeRequest<'_>,
     phases: &mut Phases,
     rec: &mut Recorder,
 ) -> Result<(Response<Incoming>, Instant), Failure>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let deadline = req.timeout;
+    let max_bytes = req.limits.max_response_header_bytes;
+    let max_fields = req.limits.max_response_header_fields;
     let protocol_error = |e: hyper::Error| {
         if e.is_parse_too_large() {
             Failure::new(
                 reason::HEADERS_TOO_LARGE,
                 format!(
-                    "HTTP request failed: response headers exceed the limit of \
-                     {MAX_RESPONSE_HEADER_BYTES} bytes or {MAX_RESPONSE_HEADERS} fields ({e})"
+                    "HTTP request failed: the response head exceeds the limit of {max_bytes} \
+                     bytes (--probe.max-response-header-bytes) or {max_fields} header fields \
+                     (--probe.max-response-header-fields) ({e})"
                 ),
             )
         } else {
@@ -800,7 +804,8 @@ where
     let start = Instant::now();
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .max_header_list_size(MAX_RESPONSE_HEADER_BYTES as u32)
+            // Limits::validate keeps the limit within u32; saturate rather than wrap anyway.
+            .max_header_list_size(u32::try_from(max_bytes).unwrap_or(u32::MAX))
             .handshake(io)
             .await
             .map_err(protocol_error)?;
@@ -817,9 +822,13 @@ where
         first_byte.arm();
         sender.send_request(request).await.map_err(protocol_error)
     } else {
+        // The read buffer is capped at the head limit too, so a huge head is never buffered
+        // past it. hyper panics on a buffer under 8 KiB: Limits::validate refuses such a
+        // limit at start-up, and the `max` keeps this call safe for any caller.
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .max_headers(MAX_RESPONSE_HEADERS)
-            .max_header_size(MAX_RESPONSE_HEADER_BYTES)
+            .max_headers(max_fields)
+            .max_header_size(max_bytes)
+            .max_buf_size(max_bytes.max(crate::limits::MIN_RESPONSE_HEADER_BYTES))
             .handshake(io)
             .await
             .map_err(protocol_error)?;

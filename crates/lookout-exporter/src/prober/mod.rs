@@ -20,8 +20,8 @@
 //! | `tls_config` | `tls_config` files could not be read or used |
 //! | `tls_handshake` | the TLS handshake failed (includes certificate verification) |
 //! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect |
-//! | `too_many_redirects` | more than 10 redirects |
-//! | `headers_too_large` | response headers over 64 KiB or 100 fields |
+//! | `too_many_redirects` | more redirects than `--probe.max-redirects` (10) |
+//! | `headers_too_large` | response head over `--probe.max-response-header-bytes` (64 KiB) or `--probe.max-response-header-fields` (100) |
 //! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default) |
 //! | `invalid_http_version` | version not in `valid_http_versions` |
 //! | `body_too_large` | the body exceeded `body_size_limit` |
@@ -47,6 +47,7 @@ mod tls;
 use std::time::{Duration, Instant};
 
 use crate::config::{Module, ProberKind};
+use crate::limits::Limits;
 
 pub use dns::probe_dns;
 pub use http::probe_http;
@@ -71,9 +72,10 @@ pub mod reason {
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
     /// HTTP protocol error.
     pub const HTTP_REQUEST: &str = "http_request";
-    /// More than 10 redirects.
+    /// More redirects than `--probe.max-redirects`.
     pub const TOO_MANY_REDIRECTS: &str = "too_many_redirects";
-    /// Response headers over the size or count limit (64 KiB, 100 fields).
+    /// Response head over `--probe.max-response-header-bytes` or
+    /// `--probe.max-response-header-fields`.
     pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
     /// Status code not accepted.
     pub const INVALID_STATUS_CODE: &str = "invalid_status_code";
@@ -118,6 +120,8 @@ pub struct ProbeRequest<'a> {
     pub hostname: Option<&'a str>,
     /// Time the probe may take in all.
     pub timeout: Duration,
+    /// The exporter's limits on what a target may send (redirects, response head size).
+    pub limits: Limits,
 }
 
 /// One gauge sample of a probe, in blackbox_exporter's naming.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use lookout_exporter::config::{Config, Module};
+use lookout_exporter::limits::Limits;
 use lookout_exporter::prober::{ProbeReport, ProbeRequest, run};
 use tokio::net::TcpListener;
 
@@ -27,7 +28,7 @@ pub async fn probe(target: &str, module: &Module) -> ProbeReport {
     probe_with(target, module, None, Duration::from_secs(5)).await
 }
 
-/// Probes with a hostname and deadline.
+/// Probes with a hostname and deadline, under the default limits.
 pub async fn probe_with(
     target: &str,
     module: &Module,
@@ -39,6 +40,19 @@ pub async fn probe_with(
         module,
         hostname,
         timeout,
+        limits: Limits::default(),
+    })
+    .await
+}
+
+/// Probes under the given exporter limits (the `--probe.*` flags) with a generous deadline.
+pub async fn probe_limited(target: &str, module: &Module, limits: Limits) -> ProbeReport {
+    run(&ProbeRequest {
+        target,
+        module,
+        hostname: None,
+        timeout: Duration::from_secs(5),
+        limits,
     })
     .await
 }
