@@ -7,6 +7,7 @@
 //! ```text
 //! cargo bench -p lookout-promql --bench promql -- gen-openmetrics FILE
 //! cargo bench -p lookout-promql --bench promql -- run [REPS [PROMETHEUS_HOST:PORT]]
+//! cargo bench -p lookout-promql --bench promql -- profile QUERY instant|range N
 //! ```
 //!
 //! With a Prometheus address, each query is also sent to that Prometheus, turn about with
@@ -322,12 +323,11 @@ fn prometheus_query(addr: &str, q: &str, range: bool) -> Result<PromAnswer, Stri
     })
 }
 
-fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
-    let rss_before = rss_bytes();
+/// The whole data set in a new [`Storage`], and the number of samples appended.
+fn load_storage() -> Result<(Storage, u64), String> {
     let storage = Storage::new(StorageOptions::default());
     let mut data = Gen::new();
     let labels: Vec<Labels> = data.series.iter().map(|s| s.0.clone()).collect();
-    let load = Instant::now();
     let mut samples = 0u64;
     for p in 0..POINTS {
         let t = START_MS + p * STEP_MS;
@@ -342,8 +342,59 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
             return Err(e);
         }
     }
+    Ok((storage, samples))
+}
+
+/// Runs one query as an instant query at the end of the data or as the range query of
+/// `run`, as the same `Engine` call `run` times.
+fn query_once(engine: &Engine, storage: &Storage, q: &str, range: bool) -> Result<Value, String> {
+    if range {
+        engine
+            .range_query(storage, q, END_MS - 3_600_000, END_MS, 60_000)
+            .map(Value::Matrix)
+    } else {
+        engine.instant_query(storage, q, END_MS)
+    }
+    .map_err(|e| format!("{q}: {e}"))
+}
+
+/// `profile QUERY instant|range N`: loads the data, then runs one query `N` times and
+/// prints its median, so a profiler (`perf record`, callgrind) sees mostly that query.
+fn profile(q: &str, kind: &str, n: usize) -> Result<(), String> {
+    let range = match kind {
+        "instant" => false,
+        "range" => true,
+        other => {
+            return Err(format!(
+                "unknown query kind {other:?}: use instant or range"
+            ));
+        }
+    };
+    let (storage, _) = load_storage()?;
+    let engine = Engine::default();
+    let mut times = Vec::with_capacity(n);
+    let mut fp = (0, 0.0);
+    for _ in 0..n.max(1) {
+        let t0 = Instant::now();
+        let v = query_once(&engine, &storage, q, range)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+        fp = fingerprint(&v);
+    }
+    println!(
+        "{{\"kind\":\"profile\",\"query\":{q:?},\"range\":{range},\"runs\":{},\"median_ms\":{:.3},\"series\":{},\"sum\":{:e}}}",
+        times.len(),
+        median(times),
+        fp.0,
+        fp.1
+    );
+    Ok(())
+}
+
+fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
+    let rss_before = rss_bytes();
+    let load = Instant::now();
+    let (storage, samples) = load_storage()?;
     let load_s = load.elapsed().as_secs_f64();
-    drop(data);
     let rss_after = rss_bytes();
     let st = storage.stats();
     println!(
@@ -390,14 +441,7 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
             // Lookout and Prometheus take turns, so both see the same background load.
             for rep in 0..=reps {
                 let t0 = Instant::now();
-                let v = if range {
-                    engine
-                        .range_query(&storage, q, END_MS - 3_600_000, END_MS, 60_000)
-                        .map(Value::Matrix)
-                } else {
-                    engine.instant_query(&storage, q, END_MS)
-                }
-                .map_err(|e| format!("{q}: {e}"))?;
+                let v = query_once(&engine, &storage, q, range)?;
                 let el = t0.elapsed().as_secs_f64() * 1e3;
                 fp = fingerprint(&v);
                 drop(v);
@@ -460,8 +504,15 @@ fn main() {
             let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
             run(reps, args.get(2).map(String::as_str))
         }
+        Some("profile") => match (args.get(1), args.get(2), args.get(3)) {
+            (Some(q), Some(kind), Some(n)) => match n.parse() {
+                Ok(n) => profile(q, kind, n),
+                Err(_) => Err(format!("profile: {n:?} is not a number of runs")),
+            },
+            _ => Err("usage: profile QUERY instant|range N".to_string()),
+        },
         Some(other) => Err(format!(
-            "unknown command {other:?}: use gen-openmetrics FILE or run [REPS [HOST:PORT]]"
+            "unknown command {other:?}: use gen-openmetrics FILE, run [REPS [HOST:PORT]] or profile QUERY instant|range N"
         )),
     };
     if let Err(e) = result {
