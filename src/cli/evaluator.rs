@@ -166,8 +166,8 @@ fn http_config(args: &Args) -> HttpClientConfig {
     }
 }
 
-/// Runs the evaluator until Ctrl-C or SIGTERM.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// The evaluator's options from its flags.
+fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     let mut options = EvaluatorOptions::new(args.config_file.clone());
     options.listen_address = args.listen_address.clone();
     options.external_url = args.external_url.clone();
@@ -189,18 +189,97 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.web = args.web.options();
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
-        cfg.http = http_config(&args);
+        cfg.http = http_config(args);
         cfg.timeout = args.datasource_timeout;
         options.datasource = Some(cfg);
         if let Some(w) = &args.remote_write_url {
             let mut wc = RemoteWriteConfig::new(w.clone());
-            wc.http = http_config(&args);
+            wc.http = http_config(args);
             options.remote_write = Some(wc);
         }
     } else if args.remote_write_url.is_some() {
         anyhow::bail!("--remote-write.url needs --datasource.url (remote mode)");
     }
+    Ok(options)
+}
+
+/// Runs the evaluator until Ctrl-C or SIGTERM.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = options(&args)?;
     let runtime = super::runtime()?;
     runtime.block_on(lookout_evaluator::run(options, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Result<EvaluatorOptions, String> {
+        Cli::try_parse_from(std::iter::once("evaluator").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())
+            .and_then(|cli| options(&cli.args).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn limit_flags_default_to_the_built_in_limits() {
+        let o = parse(&[]).expect("defaults");
+        assert_eq!(o.config_max_file_bytes, 1 << 20);
+        assert_eq!(o.rules_max_file_bytes, 10 << 20);
+        assert_eq!(o.template_max_output_bytes, 64 << 10);
+        assert_eq!(o.query_max_concurrency, 20);
+        assert_eq!(o.storage_max_series, 1_000_000);
+    }
+
+    #[test]
+    fn limit_flags_take_base_2_units_and_plain_numbers() {
+        let o = parse(&[
+            "--config.max-file-size=512KB",
+            "--rules.max-file-size",
+            "2MiB",
+            "--rules.template.max-output-bytes=4096",
+            "--query.max-concurrency=1",
+            "--storage.max-series=0",
+        ])
+        .expect("valid flags");
+        assert_eq!(o.config_max_file_bytes, 512 << 10);
+        assert_eq!(o.rules_max_file_bytes, 2 << 20);
+        assert_eq!(o.template_max_output_bytes, 4096);
+        assert_eq!(o.query_max_concurrency, 1);
+        assert_eq!(o.storage_max_series, 0);
+    }
+
+    #[test]
+    fn bad_limit_values_are_refused_naming_the_flag() {
+        for (flag, expected) in [
+            ("--config.max-file-size=0", "must be greater than 0"),
+            ("--rules.max-file-size=lots", "invalid size \"lots\""),
+            (
+                "--rules.max-file-size=10XB",
+                "expected a size such as 10MiB",
+            ),
+            (
+                "--rules.template.max-output-bytes=0",
+                "must be greater than 0",
+            ),
+            ("--query.max-concurrency=0", "must be at least 1"),
+            ("--query.max-concurrency=-3", "--query.max-concurrency"),
+            ("--query.max-concurrency=many", "not a whole number"),
+            ("--storage.max-series=-1", "--storage.max-series"),
+            ("--storage.max-series=1e6", "--storage.max-series"),
+        ] {
+            let e = parse(&[flag]).expect_err(flag);
+            let name = flag.split('=').next().unwrap_or(flag);
+            assert!(e.contains(name), "{flag}: {e}");
+            assert!(e.contains(expected), "{flag}: {e}");
+        }
+    }
 }

@@ -134,7 +134,8 @@ async fn a_rule_file_over_the_size_limit_is_refused_with_the_limit_named() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     write_config(dir.path(), port);
-    let limit = lookout_evaluator::limits::MAX_RULE_FILE_BYTES;
+    // A lowered `--rules.max-file-size` keeps the test small.
+    let limit = 4096u64;
     // Valid YAML (a comment) just over the limit.
     let mut big = String::from(RULES);
     big.push('#');
@@ -144,9 +145,13 @@ async fn a_rule_file_over_the_size_limit_is_refused_with_the_limit_named() {
     let mut opts = EvaluatorOptions::new(dir.path().join("evaluator.yml"));
     opts.listen_address = format!("127.0.0.1:{port}");
     opts.state_file = None;
+    opts.rules_max_file_bytes = limit;
     let err = run(opts, async {}).await.unwrap_err().to_string();
     assert!(
-        err.contains("rules.yml") && err.contains(&format!("{limit}-byte rule file size limit")),
+        err.contains("rules.yml")
+            && err.contains(&format!(
+                "{limit}-byte rule file size limit (--rules.max-file-size)"
+            )),
         "{err}"
     );
     assert!(lookout_evaluator::limits::hits("rule_file_size") > before);

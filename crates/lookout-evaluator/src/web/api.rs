@@ -674,6 +674,42 @@ pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
 mod tests {
     use super::*;
 
+    /// With one slot taken, a query waits in the queue, counts a concurrency hit, and ends
+    /// at its timeout with Prometheus's "query timed out in query queue"; once the slot is
+    /// free it runs. `prometheus_engine_queries` counts it while it waits.
+    #[tokio::test]
+    async fn queries_beyond_max_concurrency_wait_within_their_timeout() {
+        let mut st = WebState::new(crate::web::shared_registry(
+            prometheus_client::registry::Registry::default(),
+        ));
+        st.query_gate = crate::web::QueryGate::new(1);
+        assert_eq!(st.query_gate.max(), 1);
+        let held = st.query_gate.acquire().await.unwrap();
+        let (waits, timeouts) = (
+            crate::limits::hits("query_max_concurrency"),
+            crate::limits::hits("query_timeout"),
+        );
+        let waiting = {
+            let st = st.clone();
+            tokio::spawn(async move { run_query(&st, Some("60s"), || Ok(1)).await })
+        };
+        // The waiting query shows in the gauge (it cannot finish while the slot is held).
+        while st.query_gate.queries() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let e = run_query(&st, Some("20ms"), || Ok(2)).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.message, "query timed out in query queue");
+        assert!(crate::limits::hits("query_max_concurrency") >= waits + 2);
+        assert!(crate::limits::hits("query_timeout") > timeouts);
+        drop(held);
+        assert_eq!(waiting.await.unwrap().ok(), Some(1));
+        assert_eq!(run_query(&st, None, || Ok(3)).await.ok(), Some(3));
+        assert_eq!(st.query_gate.queries(), 0);
+        // At least one slot, whatever is asked.
+        assert_eq!(crate::web::QueryGate::new(0).max(), 1);
+    }
+
     #[test]
     fn times_durations_and_floats() {
         assert_eq!(parse_time("1435781451.781").unwrap(), 1_435_781_451_781);

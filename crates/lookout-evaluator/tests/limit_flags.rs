@@ -1,0 +1,213 @@
+//! The evaluator's limits with lowered values, on loopback: the embedded storage's series
+//! cap against a real scrape of a target with more series than the cap (new series refused
+//! and counted, existing series keep their samples), and `lookout_evaluator::run` with a
+//! lowered series cap, query concurrency and rule/configuration file size limits: the
+//! gauges and counters in `/metrics`, and reloads refused with the limit and flag named
+//! while the running rules stay.
+
+mod scrape_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use lookout_evaluator::limits::hits;
+use lookout_evaluator::scrape::ScrapeManager;
+use lookout_evaluator::scrape_config::{ScrapeConfig, ScrapeDefaults};
+use lookout_evaluator::{EvaluatorOptions, run};
+use lookout_promql::storage::{Queryable, Storage, StorageOptions};
+use prometheus_client::registry::Registry;
+use promql_parser::label::{MatchOp, Matcher};
+use scrape_support::{eventually, free_port};
+
+/// Serves `body` at `/metrics` on a loopback port; returns `host:port`.
+async fn start_target(body: String) -> String {
+    let app = Router::new().route("/metrics", get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr.to_string()
+}
+
+fn name_is(name: &str) -> Vec<Matcher> {
+    vec![Matcher::new(MatchOp::Equal, "__name__", name)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_with_more_series_than_the_cap_stores_only_the_cap() {
+    // 30 series of `m` in one scrape, a cap of 10 series.
+    let body: String = (0..30)
+        .map(|i| format!("m{{i=\"{i:02}\"}} {i}\n"))
+        .collect();
+    let addr = start_target(body).await;
+    let storage = Arc::new(Storage::new(StorageOptions {
+        max_series: 10,
+        ..StorageOptions::default()
+    }));
+    let mut registry = Registry::default();
+    let manager = ScrapeManager::new(storage.clone(), &mut registry, 0);
+    let cfgs: Vec<ScrapeConfig> = serde_yaml_ng::from_str(&format!(
+        "- job_name: big\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  static_configs: [{{targets: ['{addr}']}}]\n"
+    ))
+    .expect("scrape config");
+    let before = hits("storage_max_series");
+    manager
+        .apply(&cfgs, &ScrapeDefaults::default())
+        .await
+        .expect("apply");
+
+    // Two scrapes at least: the series that got in take a second sample.
+    let series = eventually(Duration::from_secs(20), || {
+        let s = storage.select(&name_is("m"), 0, i64::MAX);
+        async move { (!s.is_empty() && s.iter().all(|s| s.samples.len() >= 2)).then_some(s) }
+    })
+    .await
+    .expect("a second scrape of the accepted series");
+    manager.stop().await;
+
+    // The first ten in exposition order got in; the other twenty were refused each
+    // scrape, and so were the report series (`up`, ...), which would have been new too.
+    assert_eq!(storage.num_series(), 10);
+    let got: Vec<&str> = series.iter().filter_map(|s| s.labels.get("i")).collect();
+    let want: Vec<String> = (0..10).map(|i| format!("{i:02}")).collect();
+    assert_eq!(got, want);
+    assert!(storage.select(&name_is("up"), 0, i64::MAX).is_empty());
+    // Per refused sample: 20 of `m` and 5 report series per scrape, two scrapes at least
+    // (other tests of this binary only add to the counter).
+    assert!(
+        hits("storage_max_series") >= before + 2 * 25,
+        "{} refused",
+        hits("storage_max_series") - before
+    );
+}
+
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+const RULES: &str = "groups:\n  - name: self\n    rules:\n      - record: job:up:sum\n        expr: sum by (job) (up)\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nrule_files:\n  - rules.yml\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    );
+    std::fs::write(dir.path().join("evaluator.yml"), &config).unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let mut opts = EvaluatorOptions::new(dir.path().join("evaluator.yml"));
+    opts.listen_address = format!("127.0.0.1:{port}");
+    opts.state_file = None;
+    opts.storage_max_series = 5;
+    opts.query_max_concurrency = 3;
+    opts.rules_max_file_bytes = 1024;
+    opts.config_max_file_bytes = 1024;
+    let before = hits("storage_max_series");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(opts, async move {
+        let _ = rx.await;
+    }));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    // The evaluator scrapes its own /metrics (far more than 5 series): the storage stops
+    // at 5 and the refusals are counted.
+    let metrics = eventually(Duration::from_secs(30), || {
+        let url = format!("{base}/metrics");
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            (metric_value(&text, "prometheus_tsdb_head_series") == Some(5.0)).then_some(text)
+        }
+    })
+    .await
+    .expect("the storage fills up to its cap");
+    assert_eq!(
+        metric_value(&metrics, "lookout_storage_max_series"),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "prometheus_engine_queries_concurrent_max"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "prometheus_engine_queries"),
+        Some(0.0)
+    );
+    for limit in lookout_evaluator::limits::LIMIT_NAMES {
+        let series = format!("lookout_evaluator_limit_hits_total{{limit=\"{limit}\"}}");
+        assert!(metric_value(&metrics, &series).is_some(), "{series}");
+    }
+    assert!(hits("storage_max_series") > before);
+
+    // A rule file over the 1 KiB limit: the reload is refused naming the limit and its
+    // flag, and the running rules stay.
+    let rule_hits = hits("rule_file_size");
+    let mut big = String::from(RULES);
+    big.push('#');
+    big.push_str(&"x".repeat(1024));
+    std::fs::write(dir.path().join("rules.yml"), &big).unwrap();
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("rules.yml")
+            && text.contains("1024-byte rule file size limit (--rules.max-file-size)"),
+        "{text}"
+    );
+    assert!(hits("rule_file_size") > rule_hits);
+    let rules = client
+        .get(format!("{base}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let rules: serde_json::Value = serde_json::from_slice(&rules).unwrap();
+    assert_eq!(rules["data"]["groups"][0]["name"], "self");
+
+    // The same for the configuration file.
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let config_hits = hits("config_file_size");
+    let mut big = config.clone();
+    big.push('#');
+    big.push_str(&"y".repeat(1024));
+    std::fs::write(dir.path().join("evaluator.yml"), big).unwrap();
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("evaluator.yml")
+            && text.contains("1024-byte configuration file size limit (--config.max-file-size)"),
+        "{text}"
+    );
+    assert!(hits("config_file_size") > config_hits);
+    // Back under the limits, the reload goes through.
+    std::fs::write(dir.path().join("evaluator.yml"), &config).unwrap();
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
