@@ -21,6 +21,7 @@
 
 mod duration;
 mod locate;
+mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;

@@ -3,7 +3,7 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target) |
+//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target); `debug=true` prints the probe's log, its metrics and the module as YAML |
 //! | `GET /metrics` | own metrics and the continuous targets' latest results |
 //! | `POST /heartbeat/{name}` | records a push (404 unknown name, 405 other methods) |
 //! | `GET /health` | JSON: status, uptime, time, version |
@@ -180,8 +180,9 @@ async fn probe(
         }
         out.push_str("\n\n\nMetrics that would have been returned:\n");
         out.push_str(&body);
+        // As blackbox_exporter: the module as YAML, in the schema of the file it came from.
         out.push_str("\n\n\nModule configuration:\n");
-        out.push_str(&format!("{module_name}: {module:#?}\n"));
+        out.push_str(&module.to_yaml());
         return text(StatusCode::OK, out);
     }
     (

@@ -123,7 +123,8 @@ async fn probe_rejects_bad_requests_with_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_probe_shows_log_metrics_and_module() {
     let target = Target::start(Duration::ZERO).await;
-    let exporter = Exporter::start(&config("")).await;
+    let config_text = config("");
+    let exporter = Exporter::start(&config_text).await;
     let reply = get(
         exporter.addr,
         &format!(
@@ -141,7 +142,24 @@ async fn debug_probe_shows_log_metrics_and_module() {
     let module = body.find("Module configuration:").expect("module section");
     assert!(logs < metrics && metrics < module, "{body}");
     assert!(body.contains("probe_success 1"), "{body}");
-    assert!(body[module..].contains("http_2xx"), "{body}");
+    // The module as YAML in the configuration's schema: it reads back as the same module.
+    let yaml = body[module..]
+        .strip_prefix("Module configuration:\n")
+        .expect("module section");
+    assert!(
+        yaml.starts_with("prober: http\ntimeout: 5s\nhttp:\n"),
+        "{body}"
+    );
+    let indented: String = yaml.lines().map(|l| format!("    {l}\n")).collect();
+    let pasted = format!("modules:\n  http_2xx:\n{indented}");
+    let config = lookout_exporter::config::Config::parse(&pasted, "pasted.yml")
+        .unwrap_or_else(|e| panic!("{e}\n{pasted}"));
+    let original = lookout_exporter::config::Config::parse(&config_text, "exporter.yml")
+        .expect("the exporter's own configuration");
+    assert_eq!(
+        format!("{:?}", config.modules["http_2xx"]),
+        format!("{:?}", original.modules["http_2xx"])
+    );
     exporter.shutdown().await;
 }
 
