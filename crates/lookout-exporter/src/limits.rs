@@ -3,7 +3,7 @@
 //! | limit | default | flag | when hit | counted in |
 //! |---|---|---|---|---|
 //! | redirects one HTTP probe follows | 10 | `--probe.max-redirects` | probe fails, reason `too_many_redirects` | `lookout_exporter_probe_failures_total{reason}` |
-//! | response head bytes (HTTP/1 status line and headers; HTTP/2 header list) | 64 KiB | `--probe.max-response-header-bytes` | probe fails, reason `headers_too_large` | the same |
+//! | response head bytes (HTTP/1 status line and headers; HTTP/2 header list) | 64 KiB | `--probe.max-response-header-bytes` | probe fails, reason `headers_too_large` (HTTP/2: `http_request`, as h2 reports it like any malformed response; the message names the flag) | the same |
 //! | response header fields (HTTP/1) | 100 | `--probe.max-response-header-fields` | probe fails, reason `headers_too_large` | the same |
 //! | configuration file size | 4 MiB | `--config.max-file-size` | start-up fails; a reload keeps the running configuration | `lookout_exporter_limit_hits_total{limit="config_file_size"}` |
 //!

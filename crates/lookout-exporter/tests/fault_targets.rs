@@ -1,7 +1,9 @@
 //! Hostile HTTP targets on loopback, served by hand-written TCP servers: one that accepts and
 //! never answers, one that answers a byte a second, one with a huge response head, one with
-//! too many header fields, and a gzip bomb. Each probe ends by its deadline (or at a limit)
-//! with a classified failure reason, never hangs and never buffers without bound.
+//! too many header fields, an HTTP/2 header list over the limit, and a gzip bomb. Each probe
+//! ends by its deadline (or at a limit) with a classified failure reason, never hangs and
+//! never buffers without bound. The head limits follow their flags
+//! (`--probe.max-response-header-bytes`, `--probe.max-response-header-fields`) both ways.
 //!
 //! Endless redirects are in `probe_http.rs` (`redirects_are_followed_and_counted`, reason
 //! `too_many_redirects`); a slow target not delaying the others' schedule is in
@@ -230,6 +232,68 @@ async fn the_head_limits_follow_the_flags() {
         ..Limits::default()
     };
     assert_success(&probe_limited(&url, &m, many).await);
+}
+
+/// An HTTPS server speaking only HTTP/2 whose answer carries one `header_len`-byte header.
+async fn h2_head_server(
+    config: std::sync::Arc<rustls::ServerConfig>,
+    header_len: usize,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| async move {
+                    let mut response = hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    ));
+                    let value = "a".repeat(header_len);
+                    if let Ok(value) = http::HeaderValue::from_str(&value) {
+                        response.headers_mut().insert("x-huge", value);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http2_header_list_over_the_byte_flag_is_refused() {
+    let pki = pki(&[b"h2"]);
+    let addr = h2_head_server(pki.server_config.clone(), 100_000).await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let m = module(&format!(
+        "prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  tls_config:\n    ca_file: {}",
+        pki.ca_file.display()
+    ));
+    // h2 refuses the list as a stream PROTOCOL_ERROR, which any malformed response also
+    // causes, so the reason stays http_request; the message points at the flag.
+    let r = probe_limited(&url, &m, Limits::default()).await;
+    assert_failure(&r, "http_request");
+    assert!(
+        failure_message(&r).contains("limit of 65536 bytes (--probe.max-response-header-bytes)"),
+        "{}",
+        failure_message(&r)
+    );
+    let raised = Limits {
+        max_response_header_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let r = probe_limited(&url, &m, raised).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_http_version"), Some(2.0));
 }
 
 #[tokio::test]

@@ -793,7 +793,22 @@ where
                 ),
             )
         } else {
-            Failure::new(reason::HTTP_REQUEST, format!("HTTP request failed: {e}"))
+            // hyper's own text for HTTP/2 is just "http2 error"; the cause is in its source.
+            let mut message = format!("HTTP request failed: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            // h2 answers a header list over the limit with a stream PROTOCOL_ERROR that looks
+            // like any other malformed response, so it cannot be told apart: say so.
+            if h2 && message.contains("protocol error") {
+                message.push_str(&format!(
+                    " (a response header list over the limit of {max_bytes} bytes \
+                     (--probe.max-response-header-bytes) also ends this way)"
+                ));
+            }
+            Failure::new(reason::HTTP_REQUEST, message)
         }
     };
     let first_byte = Arc::new(FirstByte::default());
