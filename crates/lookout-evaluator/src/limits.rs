@@ -215,8 +215,40 @@ impl std::io::Write for CappedWriter {
 /// How often a limit that can be hit once per sample is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Samples refused by the series limit since the last log line, and when that was.
-static SERIES_LIMIT_LOG: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+/// Decides when a limit hit many times a second is logged: the first hit, then at most one
+/// line per `every`, each line carrying the number of hits since the previous one.
+#[derive(Debug)]
+pub(crate) struct LogThrottle {
+    every: Duration,
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl LogThrottle {
+    pub(crate) const fn new(every: Duration) -> LogThrottle {
+        LogThrottle {
+            every,
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Notes one hit at `now`; `Some(n)` when a line is due, `n` the hits it reports.
+    pub(crate) fn note(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        let due = self
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+/// When the series limit was last logged.
+static SERIES_LIMIT_LOG: Mutex<LogThrottle> = Mutex::new(LogThrottle::new(LOG_EVERY));
 
 /// Counts an append refused by the storage's series limit (`--storage.max-series`) in
 /// `lookout_evaluator_limit_hits_total{limit="storage_max_series"}`, one per refused sample,
@@ -227,17 +259,17 @@ pub fn count_append_error(e: &AppendError) -> bool {
         return false;
     };
     hit("storage_max_series");
-    let mut log = SERIES_LIMIT_LOG.lock().unwrap_or_else(|e| e.into_inner());
-    log.1 += 1;
-    let due = log.0.is_none_or(|at| at.elapsed() >= LOG_EVERY);
-    if due {
+    let due = SERIES_LIMIT_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .note(Instant::now());
+    if let Some(refused) = due {
         tracing::warn!(
             limit = *limit,
-            refused_samples = log.1,
+            refused_samples = refused,
             example = %series,
             "Storage series limit reached (--storage.max-series): samples that would create a new series are refused, existing series keep taking samples"
         );
-        *log = (Some(Instant::now()), 0);
     }
     true
 }
@@ -312,6 +344,20 @@ mod tests {
         assert!(count_append_error(&e));
         assert!(!count_append_error(&AppendError::EmptyLabels));
         assert_eq!(hits("storage_max_series"), before + 2);
+    }
+
+    #[test]
+    fn a_limit_hit_every_sample_is_logged_once_a_minute() {
+        let mut log = LogThrottle::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(log.note(t0), Some(1));
+        let lines: Vec<u64> = (1..=1000)
+            .filter_map(|i| log.note(t0 + Duration::from_millis(i * 100)))
+            .collect();
+        // 100 s of hits every 100 ms: one more line at 60 s, reporting the 600 hits since
+        // the first line.
+        assert_eq!(lines, vec![600]);
+        assert_eq!(log.note(t0 + Duration::from_secs(121)), Some(401));
     }
 
     #[test]
