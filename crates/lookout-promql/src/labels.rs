@@ -173,25 +173,39 @@ impl Labels {
         if self.get(name).unwrap_or("") == value {
             return;
         }
-        let mut placed = value.is_empty();
-        let mut merged: Vec<(&str, &str)> = Vec::with_capacity(8);
-        for (k, v) in self.iter() {
-            match k.cmp(name) {
-                Ordering::Less => merged.push((k, v)),
-                Ordering::Equal => {}
-                Ordering::Greater => {
-                    if !placed {
-                        merged.push((name, value));
-                        placed = true;
-                    }
-                    merged.push((k, v));
+        *self = Labels::merged(self.iter(), std::iter::once((name, value)));
+    }
+
+    /// The pairs of `base` with those of `overrides` put in: an override replaces the pair
+    /// of the same name and an empty override value removes it. Both must be sorted by
+    /// name with distinct names. One allocation.
+    pub(crate) fn merged<'p>(
+        base: impl Iterator<Item = (&'p str, &'p str)>,
+        overrides: impl Iterator<Item = (&'p str, &'p str)>,
+    ) -> Labels {
+        let mut base = base.peekable();
+        let mut overrides = overrides.peekable();
+        Labels::from_sorted(std::iter::from_fn(move || {
+            loop {
+                let next = match (base.peek(), overrides.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => base.next(),
+                    (None, Some(_)) => overrides.next(),
+                    (Some(b), Some(o)) => match b.0.cmp(o.0) {
+                        Ordering::Less => base.next(),
+                        Ordering::Greater => overrides.next(),
+                        Ordering::Equal => {
+                            base.next();
+                            overrides.next()
+                        }
+                    },
+                };
+                match next {
+                    Some((_, "")) => continue,
+                    other => return other,
                 }
             }
-        }
-        if !placed {
-            merged.push((name, value));
-        }
-        *self = Labels::from_sorted(merged);
+        }))
     }
 
     /// Removes `name`.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::{
-    Evaluator, FastMap, FnvBuild, QueryError, Sample, Value, Vector, drop_metric_name, label_hash,
+    Evaluator, FastMap, FnvBuild, QueryError, Sample, Value, Vector, dropped_with_name, label_hash,
 };
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -24,14 +24,25 @@ pub(crate) struct BinaryMemo {
 #[derive(Clone, PartialEq, Eq)]
 struct HashedLabels(u64, Labels);
 
+impl HashedLabels {
+    fn new(metric: Labels) -> HashedLabels {
+        use std::hash::BuildHasher;
+        HashedLabels(FnvBuild.hash_one(&metric), metric)
+    }
+}
+
 impl std::hash::Hash for HashedLabels {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.0);
     }
 }
 
-/// Per match group, the result label sets produced so far.
-type MatchedSets = FastMap<u64, HashSet<HashedLabels, FnvBuild>>;
+/// The match groups that matched so far, and (unless matching is one-to-one) each
+/// group's result label sets, so a result produced twice in a group is an error.
+struct MatchedSets {
+    groups: HashSet<u64, FnvBuild>,
+    results: HashSet<(u64, HashedLabels), FnvBuild>,
+}
 
 /// The binary operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,9 +158,13 @@ struct Matching<'e> {
     memo: &'e std::cell::RefCell<BinaryMemo>,
     /// Identity of the binary expression node.
     node: usize,
+    /// Whether to keep signatures and result label sets in `memo`: only when the node is
+    /// evaluated at more than one time.
+    memoize: bool,
     card: Card,
     on: bool,
     labels: Vec<String>,
+    /// `group_left`/`group_right` labels, sorted, without repeats.
     include: Vec<String>,
     /// `fill_left(v)`: value for a missing left-hand sample.
     fill_lhs: Option<f64>,
@@ -170,8 +185,9 @@ impl Matching<'_> {
         b: &BinaryExpr,
         op: BinOp,
         memo: &'e std::cell::RefCell<BinaryMemo>,
+        memoize: bool,
     ) -> Matching<'e> {
-        let (mut card, on, labels, include) = match &b.modifier {
+        let (mut card, on, labels, mut include) = match &b.modifier {
             None => (Card::OneToOne, false, vec![], vec![]),
             Some(m) => {
                 let (card, include) = match &m.card {
@@ -191,6 +207,8 @@ impl Matching<'_> {
         if op.is_set() {
             card = Card::ManyToMany;
         }
+        include.sort();
+        include.dedup();
         let (fill_lhs, fill_rhs) = match &b.modifier {
             Some(m) => (m.fill_values.lhs, m.fill_values.rhs),
             None => (None, None),
@@ -198,6 +216,7 @@ impl Matching<'_> {
         Matching {
             memo,
             node: b as *const BinaryExpr as usize,
+            memoize,
             card,
             on,
             labels,
@@ -209,6 +228,9 @@ impl Matching<'_> {
 
     /// The join key of a series (a hash of the matching labels, as in Prometheus).
     fn signature(&self, l: &Labels) -> u64 {
+        if !self.memoize {
+            return self.compute_signature(l);
+        }
         let mut memo = self.memo.borrow_mut();
         memo.signatures
             .entry((self.node, l.ptr_id()))
@@ -263,7 +285,7 @@ impl Evaluator<'_> {
                 Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
             }
             (Value::Vector(l), Value::Vector(r)) => {
-                let matching = Matching::from_expr(b, op, &self.binary_memo);
+                let matching = Matching::from_expr(b, op, &self.binary_memo, !self.evaluates_once);
                 let out = match op {
                     BinOp::And => vector_and(l, r, &matching),
                     BinOp::Or => vector_or(l, r, &matching),
@@ -373,7 +395,17 @@ fn vector_binop(
         right.insert(sig, rs);
         right_order.push(sig);
     }
-    let mut matched: MatchedSets = FastMap::default();
+    let mut matched = MatchedSets {
+        groups: HashSet::with_capacity_and_hasher(rhs.len(), FnvBuild),
+        results: HashSet::with_capacity_and_hasher(
+            if m.card == Card::OneToOne {
+                0
+            } else {
+                lhs.len()
+            },
+            FnvBuild,
+        ),
+    };
     let mut out = Vec::new();
     let ctx = OpCtx {
         op,
@@ -400,7 +432,7 @@ fn vector_binop(
     }
     if let Some(fill) = fill_for_missing_lhs {
         for sig in right_order {
-            if matched.contains_key(&sig) {
+            if matched.groups.contains(&sig) {
                 continue;
             }
             let Some(rs) = right.get(&sig) else { continue };
@@ -438,43 +470,34 @@ impl OpCtx<'_> {
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
         }
-        let metric = {
+        let metric = if m.memoize {
             let mut memo = m.memo.borrow_mut();
             memo.results
                 .entry((m.node, ls.metric.ptr_id(), rs.metric.ptr_id()))
                 .or_insert_with(|| {
-                    use std::hash::BuildHasher;
                     let metric = result_metric(&ls.metric, &rs.metric, op, m);
                     (
                         ls.metric.clone(),
                         rs.metric.clone(),
-                        HashedLabels(FnvBuild.hash_one(&metric), metric),
+                        HashedLabels::new(metric),
                     )
                 })
                 .2
                 .clone()
+        } else {
+            HashedLabels::new(result_metric(&ls.metric, &rs.metric, op, m))
         };
-        match matched.get_mut(&sig) {
-            Some(inserted) => {
-                if m.card == Card::OneToOne {
-                    return Err(QueryError::eval(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    ));
-                }
-                if !inserted.insert(metric.clone()) {
-                    return Err(QueryError::eval(
-                        "multiple matches for labels: grouping labels must ensure unique matches",
-                    ));
-                }
-            }
-            None => {
-                // One-to-one matching only asks whether the group matched before.
-                let mut set = HashSet::with_hasher(FnvBuild);
-                if m.card != Card::OneToOne {
-                    set.insert(metric.clone());
-                }
-                matched.insert(sig, set);
-            }
+        let first_in_group = matched.groups.insert(sig);
+        if !first_in_group && m.card == Card::OneToOne {
+            return Err(QueryError::eval(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+            ));
+        }
+        // One-to-one matching only asks whether the group matched before.
+        if m.card != Card::OneToOne && !matched.results.insert((sig, metric.clone())) {
+            return Err(QueryError::eval(
+                "multiple matches for labels: grouping labels must ensure unique matches",
+            ));
         }
         if keep || return_bool {
             out.push(Sample {
@@ -488,26 +511,22 @@ impl OpCtx<'_> {
     }
 }
 
+/// The labels of a result: the left-hand side's, without the metric name when `op`
+/// changes what the metric means, only the matching labels for one-to-one `on` (without
+/// them for `ignoring`), and the `group_left`/`group_right` labels taken from the
+/// right-hand side (removed where it has none). Built in one pass and one allocation.
 fn result_metric(lhs: &Labels, rhs: &Labels, op: BinOp, m: &Matching) -> Labels {
-    let mut l = lhs.clone();
-    if op.changes_schema() {
-        drop_metric_name(&mut l);
-    }
-    if m.card == Card::OneToOne {
-        if m.on {
-            l.retain(|k, _| m.labels.iter().any(|x| x == k));
-        } else {
-            l.retain(|k, _| !m.labels.iter().any(|x| x == k));
+    let drop_name = op.changes_schema();
+    let one_to_one = m.card == Card::OneToOne;
+    let kept = lhs.iter().filter(|&(k, _)| {
+        if drop_name && dropped_with_name(k) {
+            return false;
         }
-    }
-    for name in &m.include {
-        match rhs.get(name) {
-            Some(v) => {
-                let v = v.to_string();
-                l.set(name, &v);
-            }
-            None => l.remove(name),
-        }
-    }
-    l
+        !one_to_one || m.on == m.labels.iter().any(|x| x == k)
+    });
+    let included = m
+        .include
+        .iter()
+        .map(|name| (name.as_str(), rhs.get(name).unwrap_or("")));
+    Labels::merged(kept, included)
 }

@@ -617,7 +617,12 @@ impl LabelMemo {
 /// Removes the labels a name-dropping operation discards: `__name__` and the metadata
 /// labels `__type__` and `__unit__`.
 pub(crate) fn drop_metric_name(l: &mut Labels) {
-    l.retain(|k, _| k != METRIC_NAME && k != "__type__" && k != "__unit__");
+    l.retain(|k, _| !dropped_with_name(k));
+}
+
+/// Whether label `name` goes when the metric name is dropped.
+pub(crate) fn dropped_with_name(name: &str) -> bool {
+    name == METRIC_NAME || name == "__type__" || name == "__unit__"
 }
 
 /// Applies delayed name removal to a final matrix, merging series that end up equal.
@@ -806,6 +811,9 @@ pub(crate) struct Evaluator<'a> {
     step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
     /// Per aggregation over an all-steps call, each input series' group key and labels.
     pub(crate) step_groups: RefCell<FastMap<usize, StepGroups>>,
+    /// Whether every node is evaluated at one time only (an instant query without
+    /// subqueries): per-query memos of label-set work would then never be read again.
+    pub(crate) evaluates_once: bool,
 }
 
 /// A range-vector argument with the window it covers.
@@ -849,7 +857,13 @@ impl<'a> Evaluator<'a> {
             step_calls: steps::CallSet::default(),
             step_values: RefCell::new(FastMap::default()),
             step_groups: RefCell::new(FastMap::default()),
+            evaluates_once: false,
         };
+        let mut has_subquery = false;
+        visit(expr, &mut |e| {
+            has_subquery |= matches!(e, Expr::Subquery(_))
+        });
+        ev.evaluates_once = start == end && !has_subquery;
         steps::collect_step_calls(expr, &mut ev.step_calls);
         let mut hulls = HashMap::new();
         ev.collect_hulls(expr, start, end, &mut hulls)?;
