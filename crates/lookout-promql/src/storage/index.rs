@@ -17,8 +17,10 @@ use regex::Regex;
 use crate::labels::Labels;
 
 /// Identifier of a series inside one storage; never reused, so appending a new series
-/// keeps every posting list sorted.
-pub(crate) type SeriesId = u32;
+/// keeps every posting list sorted. 64 bits so that no amount of series churn runs out
+/// of identifiers (a `u32` would wrap after about four billion creations and break the
+/// sorted order the postings rely on).
+pub(crate) type SeriesId = u64;
 
 /// A matcher ready to be evaluated: regexes compiled with Prometheus's flags.
 #[derive(Clone, Debug)]
@@ -403,12 +405,12 @@ mod tests {
     #[test]
     fn set_operations() {
         assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 5]), vec![3, 5]);
-        let big: Vec<u32> = (0..100).collect();
+        let big: Vec<SeriesId> = (0..100).collect();
         assert_eq!(intersect(&[5, 200], &big), vec![5]);
         assert_eq!(subtract(&[1, 2, 3, 4], &[2, 4, 9]), vec![1, 3]);
         assert_eq!(subtract(&big, &[0, 99]).len(), 98);
         assert_eq!(
-            &*union([&[1u32, 4][..], &[2, 4, 6][..]].into_iter()),
+            &*union([&[1 as SeriesId, 4][..], &[2, 4, 6][..]].into_iter()),
             &[1, 2, 4, 6]
         );
     }
