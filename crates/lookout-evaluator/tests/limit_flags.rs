@@ -68,19 +68,43 @@ async fn a_scrape_with_more_series_than_the_cap_stores_only_the_cap() {
     })
     .await
     .expect("a second scrape of the accepted series");
+    let targets = manager.targets().await;
     manager.stop().await;
 
     // The first ten in exposition order got in; the other twenty were refused each
-    // scrape, and so were the report series (`up`, ...), which would have been new too.
-    assert_eq!(storage.num_series(), 10);
+    // scrape. The report series (`up`, `scrape_duration_seconds`, ... five per target) are
+    // exempt, so a full storage still says whether the target is up.
+    assert_eq!(storage.num_series(), 15);
     let got: Vec<&str> = series.iter().filter_map(|s| s.labels.get("i")).collect();
     let want: Vec<String> = (0..10).map(|i| format!("{i:02}")).collect();
     assert_eq!(got, want);
-    assert!(storage.select(&name_is("up"), 0, i64::MAX).is_empty());
-    // Per refused sample: 20 of `m` and 5 report series per scrape, two scrapes at least
-    // (other tests of this binary only add to the counter).
+    let up = storage.select(&name_is("up"), 0, i64::MAX);
+    assert_eq!(up.len(), 1);
+    // 1 at every scrape (the stop leaves a stale marker after them).
+    let values: Vec<f64> = up[0]
+        .samples
+        .iter()
+        .map(|s| s.v)
+        .filter(|v| !v.is_nan())
+        .collect();
     assert!(
-        hits("storage_max_series") >= before + 2 * 25,
+        values.len() >= 2 && values.iter().all(|v| *v == 1.0),
+        "{values:?}"
+    );
+    // The targets page says what was not kept.
+    assert_eq!(targets.len(), 1);
+    assert!(
+        targets[0]
+            .last_error
+            .contains("20 samples of new series refused")
+            && targets[0].last_error.contains("--storage.max-series"),
+        "{}",
+        targets[0].last_error
+    );
+    // Per refused sample: 20 of `m` per scrape, two scrapes at least (other tests of this
+    // binary only add to the counter).
+    assert!(
+        hits("storage_max_series") >= before + 2 * 20,
         "{} refused",
         hits("storage_max_series") - before
     );
@@ -120,12 +144,13 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
     let client = reqwest::Client::new();
 
     // The evaluator scrapes its own /metrics (far more than 5 series): the storage stops
-    // at 5 and the refusals are counted.
+    // at 5 scraped series plus the 5 report series (`up`, ...), which are exempt, and the
+    // refusals are counted.
     let metrics = eventually(Duration::from_secs(30), || {
         let url = format!("{base}/metrics");
         async move {
             let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            (metric_value(&text, "prometheus_tsdb_head_series") == Some(5.0)).then_some(text)
+            (metric_value(&text, "prometheus_tsdb_head_series") == Some(10.0)).then_some(text)
         }
     })
     .await

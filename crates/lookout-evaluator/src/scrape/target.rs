@@ -265,7 +265,8 @@ pub struct TargetStatus {
     pub target: Target,
     /// Health after the last scrape.
     pub health: Health,
-    /// Error of the last scrape, empty when it succeeded.
+    /// Error of the last scrape, or (with health up) how many samples the storage's series
+    /// limit refused; empty when the scrape succeeded and everything was stored.
     pub last_error: String,
     /// Start of the last scrape.
     pub last_scrape: Option<SystemTime>,
@@ -624,6 +625,8 @@ async fn scrape_once(
     let mut current: HashSet<Labels> = HashSet::with_capacity(samples.len() + 5);
     let mut added = 0usize;
     let mut stored = 0usize;
+    let mut refused = 0usize;
+    let mut series_limit = 0usize;
     for s in samples {
         let ts = s.timestamp_ms.unwrap_or(t);
         match ctx.storage.append(&s.labels, ts, s.value) {
@@ -636,6 +639,10 @@ async fn scrape_once(
                 ctx.metrics.out_of_order.inc();
             }
             Err(e) => {
+                if let AppendError::SeriesLimit { limit, .. } = &e {
+                    refused += 1;
+                    series_limit = *limit;
+                }
                 crate::limits::count_append_error(&e);
             }
         }
@@ -657,7 +664,9 @@ async fn scrape_once(
     for (name, value) in report {
         let mut l = target.labels.clone();
         l.set(METRIC_NAME, name);
-        if let Err(e) = ctx.storage.append(&l, t, value) {
+        // Exempt from --storage.max-series: a full storage must not hide whether a target
+        // is up (a few series per configured target, bounded by the configuration).
+        if let Err(e) = ctx.storage.append_exempt_from_series_limit(&l, t, value) {
             crate::limits::count_append_error(&e);
         }
         current.insert(l);
@@ -673,7 +682,14 @@ async fn scrape_once(
     } else {
         Health::Down
     };
-    st.status.last_error = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    st.status.last_error = match &err {
+        Some(e) => e.to_string(),
+        // The scrape worked but part of it was not kept: say so on the targets page.
+        None if refused > 0 => format!(
+            "{refused} samples of new series refused: the storage holds its limit of {series_limit} series (--storage.max-series)"
+        ),
+        None => String::new(),
+    };
     st.status.last_scrape = Some(start_wall);
     st.status.last_duration = duration;
     st.status.last_samples = stored;

@@ -86,6 +86,13 @@ pub trait Queryable: Send + Sync {
     fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesData>;
 }
 
+/// Whether [`StorageOptions::max_series`] may refuse a sample that creates a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeriesLimit {
+    Applies,
+    Exempt,
+}
+
 /// Why a sample was not appended.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppendError {
@@ -557,6 +564,30 @@ impl Storage {
         t_ms: i64,
         v: f64,
     ) -> Result<(), AppendError> {
+        self.append_sample(labels, st_ms, t_ms, v, SeriesLimit::Applies)
+    }
+
+    /// [`Storage::append`] that the series limit never refuses: for series whose number is
+    /// bounded elsewhere, such as a scrape's own report series (`up`,
+    /// `scrape_duration_seconds`, …, a handful per configured target), so that a full
+    /// storage never hides whether a target is up.
+    pub fn append_exempt_from_series_limit(
+        &self,
+        labels: &Labels,
+        t_ms: i64,
+        v: f64,
+    ) -> Result<(), AppendError> {
+        self.append_sample(labels, 0, t_ms, v, SeriesLimit::Exempt)
+    }
+
+    fn append_sample(
+        &self,
+        labels: &Labels,
+        st_ms: i64,
+        t_ms: i64,
+        v: f64,
+        limit: SeriesLimit,
+    ) -> Result<(), AppendError> {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
@@ -576,14 +607,14 @@ impl Storage {
                     None => {
                         // Refused under the read lock: at the limit, a flood of new series
                         // does not take the write lock once per sample.
-                        self.check_series_limit(&inner, labels)?;
+                        self.check_series_limit(&inner, labels, limit)?;
                         None
                     }
                 }
             };
             let series = match known {
                 Some(s) => s,
-                None => self.create(labels)?,
+                None => self.create(labels, limit)?,
             };
             let mut chunks = series.lock();
             if chunks.removed {
@@ -598,9 +629,14 @@ impl Storage {
     }
 
     /// `Err(SeriesLimit)` when one more series would pass [`StorageOptions::max_series`].
-    fn check_series_limit(&self, inner: &Inner, labels: &Labels) -> Result<(), AppendError> {
+    fn check_series_limit(
+        &self,
+        inner: &Inner,
+        labels: &Labels,
+        applies: SeriesLimit,
+    ) -> Result<(), AppendError> {
         let limit = self.opts.max_series;
-        if limit > 0 && inner.by_id.len() >= limit {
+        if applies == SeriesLimit::Applies && limit > 0 && inner.by_id.len() >= limit {
             return Err(AppendError::SeriesLimit {
                 series: labels.to_string(),
                 limit,
@@ -610,12 +646,12 @@ impl Storage {
     }
 
     /// The series with `labels`, created if missing and the series limit allows.
-    fn create(&self, labels: &Labels) -> Result<Arc<MemSeries>, AppendError> {
+    fn create(&self, labels: &Labels, limit: SeriesLimit) -> Result<Arc<MemSeries>, AppendError> {
         let mut inner = self.write_inner();
         if let Some(s) = inner.by_labels.get(labels) {
             return Ok(s.0.clone());
         }
-        self.check_series_limit(&inner, labels)?;
+        self.check_series_limit(&inner, labels, limit)?;
         let id = inner.next_id;
         inner.next_id += 1;
         let series = Arc::new(MemSeries {
@@ -1222,6 +1258,36 @@ mod tests {
             free.append(&series(i), 1000, 1.0).unwrap();
         }
         assert_eq!(free.num_series(), 100);
+    }
+
+    #[test]
+    fn exempt_appends_pass_the_series_limit_and_still_count() {
+        let st = Storage::new(StorageOptions {
+            max_series: 1,
+            ..StorageOptions::default()
+        });
+        let first = Labels::new([("__name__", "m"), ("i", "1")]);
+        let up = Labels::new([("__name__", "up"), ("instance", "a")]);
+        let other = Labels::new([("__name__", "m"), ("i", "2")]);
+        st.append(&first, 1000, 1.0).unwrap();
+        assert!(matches!(
+            st.append(&up, 1000, 1.0),
+            Err(AppendError::SeriesLimit { limit: 1, .. })
+        ));
+        st.append_exempt_from_series_limit(&up, 1000, 1.0).unwrap();
+        st.append_exempt_from_series_limit(&up, 2000, 0.0).unwrap();
+        assert_eq!(st.num_series(), 2);
+        assert_eq!(names(&st, "up").len(), 1);
+        // The exempt series count towards the limit for everyone else.
+        assert!(matches!(
+            st.append(&other, 1000, 1.0),
+            Err(AppendError::SeriesLimit { .. })
+        ));
+        // Other errors are still errors.
+        assert!(matches!(
+            st.append_exempt_from_series_limit(&up, 1500, 1.0),
+            Err(AppendError::OutOfOrder { .. })
+        ));
     }
 
     #[test]
