@@ -78,7 +78,7 @@ impl Evaluator<'_> {
                     g
                 }
             };
-            let row = &sv.steps[k];
+            let row = sv.row(k);
             if fast_k {
                 // topk/bottomk: select on values and positions, build only the kept samples.
                 let Some(keep) = k_of(param.unwrap_or(f64::NAN), row.len())? else {

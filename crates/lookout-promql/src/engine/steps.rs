@@ -14,6 +14,7 @@
 //! the step where the step-by-step evaluation would first raise them, and an error (too
 //! many samples in a window, timeout) is returned at the step where it would occur.
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -22,7 +23,7 @@ use promql_parser::parser::{Call, Expr, MatrixSelector, VectorSelector};
 use super::functions::{counter_info, range_kernel, st_overlap, st_overlap_warning};
 use super::{
     AnnotationLevel, Evaluator, FPoint, FnvBuild, Matrix, QueryError, RangeArg, RangeMode, Sample,
-    Series, Value, Vector, drop_metric_name, dur_ms, range_mode,
+    Series, Value, Vector, drop_metric_name, dropped_with_name, dur_ms, range_mode,
 };
 use crate::labels::Labels;
 use crate::storage::is_stale;
@@ -54,6 +55,22 @@ const STEP_FUNCTIONS: &[&str] = &[
     "ts_of_max_over_time",
 ];
 
+/// Whether all of `labels` have the same values (or absence) for the labels dropped with
+/// the metric name.
+fn agree_on_name_labels(labels: &[Labels]) -> bool {
+    fn name_labels(l: &Labels) -> [Option<(&str, &str)>; 3] {
+        let mut dropped = l.iter().filter(|(k, _)| dropped_with_name(k));
+        [dropped.next(), dropped.next(), dropped.next()]
+    }
+    match labels.split_first() {
+        None => true,
+        Some((first, rest)) => {
+            let want = name_labels(first);
+            rest.iter().all(|l| name_labels(l) == want)
+        }
+    }
+}
+
 /// Addresses of [`Call`] nodes.
 pub(crate) type CallSet = HashSet<usize, FnvBuild>;
 
@@ -63,8 +80,20 @@ pub(crate) struct StepValues {
     pub(crate) labels: Vec<Labels>,
     /// Whether results drop the metric name when the query finishes.
     pub(crate) drop_name: bool,
-    /// Per step, the series (index into `labels`) with a value, in series order.
-    pub(crate) steps: Vec<Vec<(u32, f64)>>,
+    /// First step's time and the step (0 for an instant query), to find a value's step.
+    start: i64,
+    step: i64,
+    /// Every series' values, series after series, each in step order and at its step's
+    /// time: the layout of a range query's result, and the order they are computed in.
+    values: Vec<FPoint>,
+    /// Where each series' values start in `values`, plus the end of the last one.
+    starts: Vec<usize>,
+    /// Per step, how many series have a value there.
+    per_step: Vec<usize>,
+    /// Per step, the series (index into `labels`) with a value, in series order; built
+    /// from `values` when a step is first read on its own (by an aggregation, or an
+    /// expression around the call).
+    rows: OnceCell<Vec<Vec<(u32, f64)>>>,
     /// Per step, the info annotations the step-by-step evaluation raises there first.
     annotations: Vec<Vec<String>>,
     /// Per step, the warnings raised there first (start times overlapping samples).
@@ -73,6 +102,60 @@ pub(crate) struct StepValues {
     anchor: String,
     /// An error raised at a step; that step and later ones fail with it.
     error: Option<(usize, QueryError)>,
+}
+
+impl StepValues {
+    /// The values of series `i`, in step order.
+    fn series_values(&self, i: usize) -> &[FPoint] {
+        &self.values[self.starts[i]..self.starts[i + 1]]
+    }
+
+    /// The index of the step at time `t`.
+    fn step_of(&self, t: i64) -> usize {
+        if self.step == 0 {
+            0
+        } else {
+            ((t - self.start) / self.step) as usize
+        }
+    }
+
+    /// The series with a value at step `k` and their values, in series order.
+    pub(crate) fn row(&self, k: usize) -> &[(u32, f64)] {
+        let rows = self.rows.get_or_init(|| {
+            let mut rows: Vec<Vec<(u32, f64)>> = self
+                .per_step
+                .iter()
+                .map(|&n| Vec::with_capacity(n))
+                .collect();
+            for i in 0..self.labels.len() {
+                for p in self.series_values(i) {
+                    rows[self.step_of(p.t)].push((i as u32, p.f));
+                }
+            }
+            rows
+        });
+        rows.get(k).map_or(&[], Vec::as_slice)
+    }
+
+    /// Keeps only the values of the steps before `done` (the step of an error).
+    fn truncate_steps(&mut self, done: usize) {
+        self.per_step.truncate(done);
+        let mut kept = 0;
+        for i in 0..self.labels.len() {
+            let (from, to) = (self.starts[i], self.starts[i + 1]);
+            self.starts[i] = kept;
+            for j in from..to {
+                if self.step_of(self.values[j].t) < done {
+                    self.values[kept] = self.values[j];
+                    kept += 1;
+                }
+            }
+        }
+        self.values.truncate(kept);
+        if let Some(end) = self.starts.last_mut() {
+            *end = kept;
+        }
+    }
 }
 
 /// The matrix selector of a call that can be evaluated for all steps at once.
@@ -187,7 +270,7 @@ impl Evaluator<'_> {
         let Some((sv, k)) = self.step_row_of_call(c, ts)? else {
             return self.eval_call(c, ts);
         };
-        let row = &sv.steps[k];
+        let row = sv.row(k);
         let mut out: Vector = Vec::with_capacity(row.len());
         for &(i, f) in row {
             out.push(Sample {
@@ -241,23 +324,19 @@ impl Evaluator<'_> {
         } else {
             sv.labels.clone()
         };
-        let mut seen = HashSet::with_capacity_and_hasher(labels.len(), FnvBuild);
-        if !labels.iter().all(|l| seen.insert(l)) {
-            return None;
+        // The selector's series are distinct; dropping the name keeps them so when they all
+        // agree on the labels it removes (one metric name, as `x[5m]` selects).
+        if sv.drop_name && !agree_on_name_labels(&sv.labels) {
+            let mut seen = HashSet::with_capacity_and_hasher(labels.len(), FnvBuild);
+            if !labels.iter().all(|l| seen.insert(l)) {
+                return None;
+            }
         }
         let n_steps = if self.step == 0 {
             1
         } else {
             ((self.end - self.start) / self.step + 1) as usize
         };
-        // Each series' point count first, so its points are allocated once.
-        let mut counts = vec![0usize; labels.len()];
-        for row in &sv.steps {
-            for &(i, _) in row {
-                counts[i as usize] += 1;
-            }
-        }
-        let mut floats: Vec<Vec<FPoint>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
         let mut total = 0usize;
         for k in 0..n_steps {
             if let Some((at, err)) = &sv.error
@@ -271,25 +350,22 @@ impl Evaluator<'_> {
             for message in &sv.warnings[k] {
                 self.annotate(AnnotationLevel::Warning, message.clone(), &sv.anchor);
             }
-            let t = self.start + k as i64 * self.step;
-            let row = &sv.steps[k];
-            for &(i, f) in row {
-                floats[i as usize].push(FPoint { t, f });
-            }
-            total += row.len();
+            total += sv.per_step[k];
             if total > self.opts.max_samples {
                 return Some(Err(QueryError::TooManySamples("query execution".into())));
             }
         }
         let mut out: Matrix = labels
             .into_iter()
-            .zip(floats)
-            .filter(|(_, floats)| !floats.is_empty())
-            .map(|(metric, floats)| Series {
-                metric,
-                floats,
-                drop_name: false,
-                st: None,
+            .enumerate()
+            .filter_map(|(i, metric)| {
+                let floats = sv.series_values(i);
+                (!floats.is_empty()).then(|| Series {
+                    metric,
+                    floats: floats.to_vec(),
+                    drop_name: false,
+                    st: None,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
@@ -315,7 +391,12 @@ impl Evaluator<'_> {
         let mut sv = StepValues {
             labels: data.iter().map(|sd| sd.labels.clone()).collect(),
             drop_name: !matches!(name, "last_over_time" | "first_over_time"),
-            steps: Vec::with_capacity(n_steps),
+            start: self.start,
+            step: self.step,
+            values: Vec::new(),
+            starts: Vec::with_capacity(data.len() + 1),
+            per_step: vec![0; n_steps],
+            rows: OnceCell::new(),
             annotations: Vec::with_capacity(n_steps),
             warnings: Vec::with_capacity(n_steps),
             anchor,
@@ -369,16 +450,25 @@ impl Evaluator<'_> {
                 }
             }
         }
-        let mut rows: Vec<Vec<(u32, f64)>> = (0..times.len()).map(|_| Vec::new()).collect();
+        // A series has at most one value per step: reserve that (up to 16 MiB), so `values`
+        // mostly never regrows (pages of the reserve that stay unused are never touched).
+        const RESERVE_MAX: usize = 1 << 20;
+        sv.values
+            .reserve(points.len().saturating_mul(times.len()).min(RESERVE_MAX));
+        sv.per_step.truncate(times.len());
         let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
         let mut totals = vec![0usize; times.len()];
         // Per series, the step of its first value (rate/increase name check).
         let mut first_value: Vec<Option<usize>> = vec![None; points.len()];
         let mut kernel_error: Option<(usize, QueryError)> = None;
         for (i, pts) in points.iter().enumerate() {
+            sv.starts.push(sv.values.len());
             if i % 256 == 0
                 && let Err(e) = self.check_deadline()
             {
+                // Every step fails with it: no values are read.
+                sv.values.clear();
+                sv.starts = vec![0; points.len() + 1];
                 sv.error = Some((0, e));
                 return sv;
             }
@@ -416,7 +506,8 @@ impl Evaluator<'_> {
                 };
                 match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
                     Ok(Some(f)) => {
-                        rows[k].push((i as u32, f));
+                        sv.values.push(FPoint { t: ts, f });
+                        sv.per_step[k] += 1;
                         if first_value[i].is_none() {
                             first_value[i] = Some(k);
                         }
@@ -444,8 +535,11 @@ impl Evaluator<'_> {
         {
             error = Some((k, e));
         }
+        sv.starts.push(sv.values.len());
         let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
-        rows.truncate(done);
+        if done < sv.per_step.len() {
+            sv.truncate_steps(done);
+        }
         warns.truncate(done);
         // Infos in the order the step-by-step evaluation raises them: by step, then series.
         let mut annos: Vec<Vec<String>> = (0..done).map(|_| Vec::new()).collect();
@@ -473,7 +567,6 @@ impl Evaluator<'_> {
                 }
             }
         }
-        sv.steps = rows;
         sv.annotations = annos;
         sv.warnings = warns;
         sv.error = error;

@@ -400,3 +400,92 @@ fn numeric_durations_no_duration_can_hold_are_parse_errors() {
         assert!(parse(q).is_ok(), "{q}");
     }
 }
+
+/// Counters that start, stop (stale marker) and reset at different times, and the info
+/// series a join takes `team` from.
+fn gappy_counters() -> Storage {
+    let full: Vec<(i64, f64)> = (0..40).map(|i| (i * 15_000, i as f64 * 3.0)).collect();
+    let late: Vec<(i64, f64)> = (20..40).map(|i| (i * 15_000, i as f64)).collect();
+    let mut early: Vec<(i64, f64)> = (0..15).map(|i| (i * 15_000, (i % 6) as f64)).collect();
+    early.push((15 * 15_000, STALE_NAN));
+    store(&[
+        (&[("__name__", "c"), ("job", "a"), ("inst", "1")], &full),
+        (&[("__name__", "c"), ("job", "a"), ("inst", "2")], &late),
+        (&[("__name__", "c"), ("job", "b"), ("inst", "1")], &early),
+        (
+            &[("__name__", "c_info"), ("inst", "1"), ("team", "t1")],
+            &[(0, 1.0), (300_000, 1.0), (585_000, 1.0)],
+        ),
+        (
+            &[("__name__", "c_info"), ("inst", "2"), ("team", "t2")],
+            &[(0, 1.0), (300_000, 1.0), (585_000, 1.0)],
+        ),
+    ])
+}
+
+#[test]
+fn range_queries_of_range_functions_equal_instant_queries_at_each_step() {
+    // Range functions are computed for all steps at once (engine::steps); each step of the
+    // range query must still equal the instant query at that time, also where series
+    // start, end or reset inside the range.
+    let s = gappy_counters();
+    let e = Engine::default();
+    for q in [
+        "rate(c[1m])",
+        "increase(c[2m])",
+        "max_over_time(c[1m])",
+        "sum by (job) (rate(c[1m]))",
+        "topk(1, rate(c[1m]))",
+        "rate(c[1m]) * on(inst) group_left(team) c_info",
+        "rate(c[1m]) > 0.1",
+    ] {
+        let (start, end, step) = (20_000, 600_000, 35_000);
+        let m = e.range_query(&s, q, start, end, step).expect(q);
+        let mut t = start;
+        while t <= end {
+            let mut want = vector(instant(&s, q, t));
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut got: Vec<(String, f64)> = m
+                .iter()
+                .filter_map(|series| {
+                    let p = series.floats.iter().find(|p| p.t == t)?;
+                    Some((series.metric.to_string(), p.f))
+                })
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "{q} at {t}");
+            t += step;
+        }
+    }
+}
+
+#[test]
+fn range_function_sample_limit_fails_at_the_step_that_exceeds_it() {
+    let s = gappy_counters();
+    // At most three series have a value at a step: two steps stay within a limit of 20
+    // values in the result, 37 steps do not; and from 5 m on, the three series' 3 m
+    // windows hold 36 samples, over the limit for one selector, while the first windows
+    // hold fewer.
+    let opts = EngineOptions {
+        max_samples: 20,
+        ..EngineOptions::default()
+    };
+    let e = Engine::new(opts);
+    let m = e
+        .range_query(&s, "rate(c[1m])", 60_000, 120_000, 60_000)
+        .expect("within the limit");
+    assert_eq!(m.len(), 2);
+    let err = e
+        .range_query(&s, "rate(c[1m])", 60_000, 600_000, 15_000)
+        .expect_err("over the limit");
+    assert!(matches!(err, QueryError::TooManySamples(_)), "{err}");
+    for q in ["rate(c[3m])", "sum(rate(c[3m]))"] {
+        let err = e
+            .range_query(&s, q, 15_000, 600_000, 60_000)
+            .expect_err("a window over the limit");
+        assert!(err.message().ends_with("in selector c"), "{q}: {err}");
+        assert!(matches!(err, QueryError::TooManySamples(_)), "{q}: {err}");
+        let v = e.instant_query(&s, q, 45_000).expect("small windows");
+        assert!(matches!(v, Value::Vector(ref v) if !v.is_empty()), "{q}");
+    }
+}
