@@ -126,7 +126,7 @@ pub struct Args {
 
 /// A size flag: `ByteSize` syntax (Go's base-2 units: `10MiB`, `512KB` = 512 KiB, plain
 /// bytes), greater than 0.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let size = ByteSize::parse(s)
         .map_err(|e| format!("{e}; expected a size such as 10MiB, 512KiB or 1048576"))?;
     if size.0 == 0 {

@@ -17,6 +17,9 @@ pub struct Args {
 pub enum RulesCommand {
     /// Check rule files for errors, as `promtool check rules` does (exit 1 on any error).
     Check {
+        /// Largest rule file read (base-2 units: 10MiB, 512KB = 512 KiB, or bytes).
+        #[arg(long = "rules.max-file-size", value_name = "SIZE", default_value = "10MiB", value_parser = super::evaluator::parse_size)]
+        max_file_size: u64,
         /// Rule files to check.
         #[arg(required = true)]
         files: Vec<String>,
@@ -32,6 +35,10 @@ pub enum RulesCommand {
         /// Print per-group timings and a dump of all series to stderr.
         #[arg(long)]
         debug: bool,
+        /// Largest test file or rule file read (base-2 units: 10MiB, 512KB = 512 KiB, or
+        /// bytes).
+        #[arg(long = "rules.max-file-size", value_name = "SIZE", default_value = "10MiB", value_parser = super::evaluator::parse_size)]
+        max_file_size: u64,
         /// Unit-test files.
         #[arg(required = true)]
         files: Vec<String>,
@@ -45,12 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             run,
             ignore_unknown_fields,
             debug,
+            max_file_size,
             files,
         } => {
             let opts = lookout_evaluator::unittest::TestOptions {
                 run,
                 ignore_unknown_fields,
                 debug,
+                max_file_bytes: max_file_size,
             };
             let summary = lookout_evaluator::unittest::run_files(
                 &files,
@@ -60,8 +69,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::from(summary.exit_code()))
         }
-        RulesCommand::Check { files } => {
-            let ok = check_files(&files, &mut std::io::stdout(), &mut std::io::stderr());
+        RulesCommand::Check {
+            max_file_size,
+            files,
+        } => {
+            let ok = check_files(
+                &files,
+                max_file_size,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

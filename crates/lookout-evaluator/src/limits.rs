@@ -120,6 +120,17 @@ impl FileLimit {
         }
     }
 
+    /// The limit of `bytes` on a `promtool test rules` unit-test file, which
+    /// `--rules.max-file-size` bounds along with the rule files it names.
+    pub fn rule_test_file(bytes: u64) -> FileLimit {
+        FileLimit {
+            bytes,
+            what: "rule test file",
+            flag: "--rules.max-file-size",
+            counter: "rule_file_size",
+        }
+    }
+
     /// The configuration file limit of `bytes` (`--config.max-file-size`).
     pub fn config_file(bytes: u64) -> FileLimit {
         FileLimit {

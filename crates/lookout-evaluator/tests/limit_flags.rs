@@ -236,3 +236,84 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+const RULE_TEST: &str = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: up{job="a"}
+        values: 1 1
+    promql_expr_test:
+      - expr: job:up:sum
+        eval_time: 1m
+        exp_samples:
+          - labels: job:up:sum{job="a"}
+            value: 1
+"#;
+
+/// `rules check` and `rules test` read rule files, and `rules test` its test files, under
+/// `--rules.max-file-size`, naming the limit when a file is over it.
+#[test]
+fn rules_check_and_rules_test_refuse_files_over_the_limit() {
+    use lookout_evaluator::rules::check::check_files;
+    use lookout_evaluator::unittest::{TestOptions, run_files};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The rule file is padded past the test file's size, so one limit can sit between them.
+    let rules = format!("{RULES}#{}\n", "x".repeat(2 * RULE_TEST.len()));
+    std::fs::write(dir.path().join("rules.yml"), &rules).unwrap();
+    std::fs::write(dir.path().join("test.yml"), RULE_TEST).unwrap();
+    let rule_path = dir.path().join("rules.yml").display().to_string();
+    let test_path = dir.path().join("test.yml").display().to_string();
+
+    let check = |limit: u64| {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let ok = check_files(std::slice::from_ref(&rule_path), limit, &mut out, &mut err);
+        (ok, String::from_utf8_lossy(&err).into_owned())
+    };
+    assert!(check(rules.len() as u64).0);
+    let (ok, err) = check(rules.len() as u64 - 1);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "the file is larger than the {}-byte rule file size limit (--rules.max-file-size)",
+            rules.len() - 1
+        )),
+        "{err}"
+    );
+
+    let test = |limit: u64| {
+        let opts = TestOptions {
+            max_file_bytes: limit,
+            ..TestOptions::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let summary =
+            run_files(std::slice::from_ref(&test_path), &opts, &mut out, &mut err).unwrap();
+        (
+            summary.exit_code(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    };
+    assert_eq!(
+        test(rules.len() as u64).0,
+        0,
+        "{}",
+        test(rules.len() as u64).1
+    );
+    // Between the two sizes: the test file is read, its rule file is refused.
+    let (code, err) = test(RULE_TEST.len() as u64);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule file size limit (--rules.max-file-size)"),
+        "{err}"
+    );
+    // Below the test file's size: the test file itself is refused.
+    let (code, err) = test(RULE_TEST.len() as u64 - 1);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule test file size limit (--rules.max-file-size)"),
+        "{err}"
+    );
+}

@@ -130,7 +130,12 @@ fn promtool(dir: &Path, files: &[&str]) -> Outcome {
 
 fn lookout(dir: &Path, files: &[&str]) -> Outcome {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let ok = check_files(&paths(dir, files), &mut out, &mut err);
+    let ok = check_files(
+        &paths(dir, files),
+        lookout_evaluator::limits::MAX_RULE_FILE_BYTES,
+        &mut out,
+        &mut err,
+    );
     Outcome {
         ok,
         stdout: String::from_utf8_lossy(&out).into_owned(),

@@ -61,13 +61,19 @@ fn duplicates_message(d: &[Duplicate]) -> String {
 }
 
 /// Checks each file, writing promtool's report to `out` (progress, success) and `err`
-/// (failures). Returns whether every file is valid (duplicate rules are a warning only, as
-/// promtool's default lint).
-pub fn check_files(paths: &[String], out: &mut dyn Write, err: &mut dyn Write) -> bool {
+/// (failures). Files over `max_file_bytes` are refused (`--rules.max-file-size`). Returns
+/// whether every file is valid (duplicate rules are a warning only, as promtool's default
+/// lint).
+pub fn check_files(
+    paths: &[String],
+    max_file_bytes: u64,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> bool {
     let mut ok = true;
     for p in paths {
         let _ = writeln!(out, "Checking {p}");
-        match file::load_file(Path::new(p)) {
+        match file::load_file_with_limit(Path::new(p), max_file_bytes) {
             Ok(f) => {
                 let dups = find_duplicates(&f.def);
                 if dups.is_empty() {

@@ -28,7 +28,7 @@ use format::{TestGroup, UnitTestFile};
 use runner::{FileContext, GroupOutcome};
 
 /// Flags of `lookout rules test`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TestOptions {
     /// `--run` patterns (joined with `|`); empty runs every test group.
     pub run: Vec<String>,
@@ -36,6 +36,19 @@ pub struct TestOptions {
     pub ignore_unknown_fields: bool,
     /// `--debug`: timings and a dump of all series per test group on stderr.
     pub debug: bool,
+    /// `--rules.max-file-size`: the largest test file or rule file read, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            run: Vec::new(),
+            ignore_unknown_fields: false,
+            debug: false,
+            max_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
+        }
+    }
 }
 
 /// A test group that was not run.
@@ -127,7 +140,8 @@ fn run_file(
     err: &mut dyn Write,
     summary: &mut Summary,
 ) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
+    let limit = crate::limits::FileLimit::rule_test_file(opts.max_file_bytes);
+    let text = match crate::limits::read_capped(Path::new(path), limit) {
         Ok(t) => t,
         Err(e) => return vec![format!("open {path}: {e}")],
     };
@@ -152,7 +166,7 @@ fn run_file(
     }
     // Rule files are read once per test file (promtool re-reads them per test group, with
     // the same result).
-    let rule_files = load_rule_files(&rule_paths, opts.ignore_unknown_fields);
+    let rule_files = load_rule_files(&rule_paths, opts);
     let ctx = FileContext {
         rule_files: &rule_files,
         eval_interval_ms,
@@ -246,15 +260,12 @@ fn resolve_rule_files(
 }
 
 /// Loads the rule files; errors are formatted as `lookout rules check` prints them.
-fn load_rule_files(
-    paths: &[PathBuf],
-    ignore_unknown_fields: bool,
-) -> Result<Vec<RuleFile>, Vec<String>> {
+fn load_rule_files(paths: &[PathBuf], opts: &TestOptions) -> Result<Vec<RuleFile>, Vec<String>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
-        let loaded = if ignore_unknown_fields {
-            std::fs::read_to_string(p)
+        let loaded = if opts.ignore_unknown_fields {
+            crate::limits::read_capped(p, crate::limits::FileLimit::rule_file(opts.max_file_bytes))
                 .map_err(|e| format!("{}: {e}", p.display()))
                 .and_then(|text| {
                     let text =
@@ -262,7 +273,7 @@ fn load_rule_files(
                     file::parse_str(p, &text).map_err(|e| e.to_string())
                 })
         } else {
-            file::load_file(p).map_err(|e| e.to_string())
+            file::load_file_with_limit(p, opts.max_file_bytes).map_err(|e| e.to_string())
         };
         match loaded {
             Ok(f) => files.push(f),
