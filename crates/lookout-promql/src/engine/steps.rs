@@ -83,11 +83,9 @@ pub(crate) struct StepValues {
     /// First step's time and the step (0 for an instant query), to find a value's step.
     start: i64,
     step: i64,
-    /// Every series' values, series after series, each in step order and at its step's
-    /// time: the layout of a range query's result, and the order they are computed in.
-    values: Vec<FPoint>,
-    /// Where each series' values start in `values`, plus the end of the last one.
-    starts: Vec<usize>,
+    /// Per series, its values in step order, each at its step's time: the layout of a
+    /// range query's result (which takes them over), and the order they are computed in.
+    series: Vec<Vec<FPoint>>,
     /// Per step, how many series have a value there.
     per_step: Vec<usize>,
     /// Per step, the series (index into `labels`) with a value, in series order; built
@@ -107,16 +105,12 @@ pub(crate) struct StepValues {
 impl StepValues {
     /// The values of series `i`, in step order.
     fn series_values(&self, i: usize) -> &[FPoint] {
-        &self.values[self.starts[i]..self.starts[i + 1]]
+        self.series.get(i).map_or(&[], Vec::as_slice)
     }
 
     /// The index of the step at time `t`.
     fn step_of(&self, t: i64) -> usize {
-        if self.step == 0 {
-            0
-        } else {
-            ((t - self.start) / self.step) as usize
-        }
+        step_index_of(t, self.start, self.step)
     }
 
     /// The series with a value at step `k` and their values, in series order.
@@ -140,21 +134,20 @@ impl StepValues {
     /// Keeps only the values of the steps before `done` (the step of an error).
     fn truncate_steps(&mut self, done: usize) {
         self.per_step.truncate(done);
-        let mut kept = 0;
-        for i in 0..self.labels.len() {
-            let (from, to) = (self.starts[i], self.starts[i + 1]);
-            self.starts[i] = kept;
-            for j in from..to {
-                if self.step_of(self.values[j].t) < done {
-                    self.values[kept] = self.values[j];
-                    kept += 1;
-                }
-            }
+        let (start, step) = (self.start, self.step);
+        for values in &mut self.series {
+            values.retain(|p| step_index_of(p.t, start, step) < done);
         }
-        self.values.truncate(kept);
-        if let Some(end) = self.starts.last_mut() {
-            *end = kept;
-        }
+    }
+}
+
+/// The index of the step at time `t` among steps `step` apart from `start` (0 for an
+/// instant query, whose `step` is 0).
+fn step_index_of(t: i64, start: i64, step: i64) -> usize {
+    if step == 0 {
+        0
+    } else {
+        ((t - start) / step) as usize
     }
 }
 
@@ -312,6 +305,7 @@ impl Evaluator<'_> {
         }
         let ms = step_call_arg(c)?;
         let sv = self.step_values_of(c, ms);
+        let key = c as *const Call as usize;
         let labels: Vec<Labels> = if sv.drop_name {
             sv.labels
                 .iter()
@@ -355,17 +349,21 @@ impl Evaluator<'_> {
                 return Some(Err(QueryError::TooManySamples("query execution".into())));
             }
         }
+        // Nothing else reads this call's values now: take them over.
+        self.step_values.borrow_mut().remove(&key);
+        let series = match Rc::try_unwrap(sv) {
+            Ok(sv) => sv.series,
+            Err(shared) => shared.series.clone(),
+        };
         let mut out: Matrix = labels
             .into_iter()
-            .enumerate()
-            .filter_map(|(i, metric)| {
-                let floats = sv.series_values(i);
-                (!floats.is_empty()).then(|| Series {
-                    metric,
-                    floats: floats.to_vec(),
-                    drop_name: false,
-                    st: None,
-                })
+            .zip(series)
+            .filter(|(_, floats)| !floats.is_empty())
+            .map(|(metric, floats)| Series {
+                metric,
+                floats,
+                drop_name: false,
+                st: None,
             })
             .collect();
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
@@ -393,8 +391,7 @@ impl Evaluator<'_> {
             drop_name: !matches!(name, "last_over_time" | "first_over_time"),
             start: self.start,
             step: self.step,
-            values: Vec::new(),
-            starts: Vec::with_capacity(data.len() + 1),
+            series: Vec::with_capacity(data.len()),
             per_step: vec![0; n_steps],
             rows: OnceCell::new(),
             annotations: Vec::with_capacity(n_steps),
@@ -450,25 +447,19 @@ impl Evaluator<'_> {
                 }
             }
         }
-        // A series has at most one value per step: reserve that (up to 16 MiB), so `values`
-        // mostly never regrows (pages of the reserve that stay unused are never touched).
-        const RESERVE_MAX: usize = 1 << 20;
-        sv.values
-            .reserve(points.len().saturating_mul(times.len()).min(RESERVE_MAX));
         sv.per_step.truncate(times.len());
+        // One series' values, copied out at their exact size when the series is done.
+        let mut values: Vec<FPoint> = Vec::with_capacity(times.len());
         let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
         let mut totals = vec![0usize; times.len()];
         // Per series, the step of its first value (rate/increase name check).
         let mut first_value: Vec<Option<usize>> = vec![None; points.len()];
         let mut kernel_error: Option<(usize, QueryError)> = None;
         for (i, pts) in points.iter().enumerate() {
-            sv.starts.push(sv.values.len());
             if i % 256 == 0
                 && let Err(e) = self.check_deadline()
             {
                 // Every step fails with it: no values are read.
-                sv.values.clear();
-                sv.starts = vec![0; points.len() + 1];
                 sv.error = Some((0, e));
                 return sv;
             }
@@ -506,7 +497,7 @@ impl Evaluator<'_> {
                 };
                 match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
                     Ok(Some(f)) => {
-                        sv.values.push(FPoint { t: ts, f });
+                        values.push(FPoint { t: ts, f });
                         sv.per_step[k] += 1;
                         if first_value[i].is_none() {
                             first_value[i] = Some(k);
@@ -521,6 +512,8 @@ impl Evaluator<'_> {
                     }
                 }
             }
+            sv.series.push(values.as_slice().to_vec());
+            values.clear();
         }
         // The first failing step: too many samples there wins over a function error, as
         // the window is read before the function runs.
@@ -535,7 +528,6 @@ impl Evaluator<'_> {
         {
             error = Some((k, e));
         }
-        sv.starts.push(sv.values.len());
         let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
         if done < sv.per_step.len() {
             sv.truncate_steps(done);
