@@ -399,41 +399,17 @@ impl Evaluator<'_> {
             anchor,
             error: None,
         };
-        // Start timestamps of the same points, for the series that have them.
-        let sts: Vec<Option<Vec<i64>>> = data
-            .iter()
-            .map(|sd| {
-                sd.st.as_ref().map(|st| {
-                    sd.samples
-                        .iter()
-                        .zip(st)
-                        .filter(|(s, _)| !is_stale(s.v))
-                        .map(|(_, &st)| st)
-                        .collect()
-                })
-            })
-            .collect();
-        // This call is the selector's only user: take its data out of the cache and turn
-        // each series' samples into points in place (same layout, so `collect` reuses the
-        // buffer instead of allocating and faulting in a copy of every sample).
+        // This call is the selector's only user: take its data out of the cache, so each
+        // series' samples can be turned into points in place.
         self.cache
             .borrow_mut()
             .remove(&(&ms.vs as *const VectorSelector as usize));
         let data = Rc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone());
-        let points: Vec<Vec<FPoint>> = data
-            .into_iter()
-            .map(|sd| {
-                sd.samples
-                    .into_iter()
-                    .filter(|s| !is_stale(s.v))
-                    .map(|s| FPoint { t: s.t, f: s.v })
-                    .collect()
-            })
-            .collect();
+        let n_series = data.len();
         // Each series slides its window across all steps in one pass (series by series:
-        // its points stay in cache); what the step-by-step evaluation would raise at a
-        // step (annotations, too many samples, errors) is recorded per step and replayed
-        // in the same order.
+        // its points are made and then read while they are in cache); what the
+        // step-by-step evaluation would raise at a step (annotations, too many samples,
+        // errors) is recorded per step and replayed in the same order.
         let counter_check = matches!(name, "rate" | "increase");
         let mut times: Vec<(i64, i64)> = Vec::with_capacity(n_steps);
         let mut error: Option<(usize, QueryError)> = None;
@@ -453,9 +429,9 @@ impl Evaluator<'_> {
         let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
         let mut totals = vec![0usize; times.len()];
         // Per series, the step of its first value (rate/increase name check).
-        let mut first_value: Vec<Option<usize>> = vec![None; points.len()];
+        let mut first_value: Vec<Option<usize>> = vec![None; n_series];
         let mut kernel_error: Option<(usize, QueryError)> = None;
-        for (i, pts) in points.iter().enumerate() {
+        for (i, sd) in data.into_iter().enumerate() {
             if i % 256 == 0
                 && let Err(e) = self.check_deadline()
             {
@@ -463,7 +439,24 @@ impl Evaluator<'_> {
                 sv.error = Some((0, e));
                 return sv;
             }
-            let st_all = sts[i].as_deref();
+            // Start timestamps of the points, when the series has them.
+            let st_all: Option<Vec<i64>> = sd.st.as_ref().map(|st| {
+                sd.samples
+                    .iter()
+                    .zip(st)
+                    .filter(|(s, _)| !is_stale(s.v))
+                    .map(|(_, &st)| st)
+                    .collect()
+            });
+            let st_all = st_all.as_deref();
+            // Same layout: `collect` reuses the samples' buffer instead of allocating and
+            // faulting in a copy.
+            let pts: Vec<FPoint> = sd
+                .samples
+                .into_iter()
+                .filter(|s| !is_stale(s.v))
+                .map(|s| FPoint { t: s.t, f: s.v })
+                .collect();
             let (mut a, mut b) = (0usize, 0usize);
             let mut prev_t = i64::MIN;
             let mut overlap_warned = false;
