@@ -85,7 +85,11 @@ pub(crate) struct StepValues {
     step: i64,
     /// Per series, its values in step order, each at its step's time: the layout of a
     /// range query's result (which takes them over), and the order they are computed in.
+    /// Empty when the query has one step: its values are kept as that step's row only
+    /// (one allocation instead of one per series).
     series: Vec<Vec<FPoint>>,
+    /// Whether the query has one step (see `series`).
+    one_step: bool,
     /// Per step, how many series have a value there.
     per_step: Vec<usize>,
     /// Per step, the series (index into `labels`) with a value, in series order; built
@@ -131,9 +135,33 @@ impl StepValues {
         rows.get(k).map_or(&[], Vec::as_slice)
     }
 
+    /// Each series' values in step order, taken out (see `series`).
+    fn into_series(self) -> Vec<Vec<FPoint>> {
+        if self.one_step {
+            self.series_cloned()
+        } else {
+            self.series
+        }
+    }
+
+    /// Each series' values in step order, copied.
+    fn series_cloned(&self) -> Vec<Vec<FPoint>> {
+        if !self.one_step {
+            return self.series.clone();
+        }
+        let mut series: Vec<Vec<FPoint>> = vec![Vec::new(); self.labels.len()];
+        for &(i, f) in self.row(0) {
+            series[i as usize].push(FPoint { t: self.start, f });
+        }
+        series
+    }
+
     /// Keeps only the values of the steps before `done` (the step of an error).
     fn truncate_steps(&mut self, done: usize) {
         self.per_step.truncate(done);
+        if let Some(rows) = self.rows.get_mut() {
+            rows.truncate(done);
+        }
         let (start, step) = (self.start, self.step);
         for values in &mut self.series {
             values.retain(|p| step_index_of(p.t, start, step) < done);
@@ -352,8 +380,8 @@ impl Evaluator<'_> {
         // Nothing else reads this call's values now: take them over.
         self.step_values.borrow_mut().remove(&key);
         let series = match Rc::try_unwrap(sv) {
-            Ok(sv) => sv.series,
-            Err(shared) => shared.series.clone(),
+            Ok(sv) => sv.into_series(),
+            Err(shared) => shared.series_cloned(),
         };
         let mut out: Matrix = labels
             .into_iter()
@@ -391,7 +419,8 @@ impl Evaluator<'_> {
             drop_name: !matches!(name, "last_over_time" | "first_over_time"),
             start: self.start,
             step: self.step,
-            series: Vec::with_capacity(data.len()),
+            series: Vec::new(),
+            one_step: false,
             per_step: vec![0; n_steps],
             rows: OnceCell::new(),
             annotations: Vec::with_capacity(n_steps),
@@ -424,8 +453,17 @@ impl Evaluator<'_> {
             }
         }
         sv.per_step.truncate(times.len());
-        // One series' values, copied out at their exact size when the series is done.
+        // One series' values, copied out at their exact size when the series is done; or,
+        // for a query of one step, every series' value at that step.
+        sv.one_step = times.len() == 1;
+        if !sv.one_step {
+            sv.series.reserve(n_series);
+        }
         let mut values: Vec<FPoint> = Vec::with_capacity(times.len());
+        let mut only_row: Vec<(u32, f64)> = Vec::new();
+        if sv.one_step {
+            only_row.reserve(n_series);
+        }
         let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
         let mut totals = vec![0usize; times.len()];
         // Per series, the step of its first value (rate/increase name check).
@@ -490,7 +528,11 @@ impl Evaluator<'_> {
                 };
                 match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
                     Ok(Some(f)) => {
-                        values.push(FPoint { t: ts, f });
+                        if sv.one_step {
+                            only_row.push((i as u32, f));
+                        } else {
+                            values.push(FPoint { t: ts, f });
+                        }
                         sv.per_step[k] += 1;
                         if first_value[i].is_none() {
                             first_value[i] = Some(k);
@@ -505,8 +547,10 @@ impl Evaluator<'_> {
                     }
                 }
             }
-            sv.series.push(values.as_slice().to_vec());
-            values.clear();
+            if !sv.one_step {
+                sv.series.push(values.as_slice().to_vec());
+                values.clear();
+            }
         }
         // The first failing step: too many samples there wins over a function error, as
         // the window is read before the function runs.
@@ -520,6 +564,9 @@ impl Evaluator<'_> {
             && error.as_ref().is_none_or(|(at, _)| k < *at)
         {
             error = Some((k, e));
+        }
+        if sv.one_step {
+            sv.rows = OnceCell::from(vec![only_row]);
         }
         let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
         if done < sv.per_step.len() {

@@ -439,22 +439,24 @@ fn range_queries_of_range_functions_equal_instant_queries_at_each_step() {
         "rate(c[1m]) * on(inst) group_left(team) c_info",
         "rate(c[1m]) > 0.1",
     ] {
-        let (start, end, step) = (20_000, 600_000, 35_000);
-        let m = e.range_query(&s, q, start, end, step).expect(q);
-        let mut t = start;
-        while t <= end {
-            let mut want = vector(instant(&s, q, t));
-            want.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut got: Vec<(String, f64)> = m
-                .iter()
-                .filter_map(|series| {
-                    let p = series.floats.iter().find(|p| p.t == t)?;
-                    Some((series.metric.to_string(), p.f))
-                })
-                .collect();
-            got.sort_by(|a, b| a.0.cmp(&b.0));
-            assert_eq!(got, want, "{q} at {t}");
-            t += step;
+        // Many steps, and a range query of one step (kept as one row of values).
+        for (start, end, step) in [(20_000, 600_000, 35_000), (310_000, 310_000, 60_000)] {
+            let m = e.range_query(&s, q, start, end, step).expect(q);
+            let mut t = start;
+            while t <= end {
+                let mut want = vector(instant(&s, q, t));
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut got: Vec<(String, f64)> = m
+                    .iter()
+                    .filter_map(|series| {
+                        let p = series.floats.iter().find(|p| p.t == t)?;
+                        Some((series.metric.to_string(), p.f))
+                    })
+                    .collect();
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                assert_eq!(got, want, "{q} at {t}");
+                t += step;
+            }
         }
     }
 }
