@@ -882,7 +882,7 @@ pub(crate) fn range_kernel(
             extended_rate(pts, arg, name != "delta", name == "rate")
         }
         "rate" | "increase" | "delta" => {
-            extrapolated_rate(pts, sts, arg, name != "delta", name == "rate")
+            extrapolated_rate(pts, sts, arg, name != "delta", name == "rate", true)
         }
         "irate" | "idelta" => instant_value(pts, sts, name == "irate"),
         "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].t).0),
@@ -977,21 +977,24 @@ pub(crate) fn range_kernel(
 /// and when the first sample's start time lies inside the window the counter is taken to
 /// have been 0 then: the increase runs from there instead of being extrapolated to the
 /// left (which also gives a value for a single sample).
+/// `may_reset` false says that no point of the window is a counter reset, which spares
+/// scanning for them.
 fn extrapolated_rate(
     pts: &[FPoint],
     sts: &[i64],
     arg: &RangeArg,
     is_counter: bool,
     is_rate: bool,
+    may_reset: bool,
 ) -> Option<f64> {
     let sts = if is_counter { sts } else { &[] };
     let n_minus_one = pts.len() - 1;
     let first = pts[0];
     let last = pts[n_minus_one];
     let mut result = last.f - first.f;
-    if is_counter {
+    if is_counter && may_reset {
         for i in 1..pts.len() {
-            if pts[i].f < pts[i - 1].f || st_reset(pts, sts, i) {
+            if is_counter_reset(pts, sts, i) {
                 result += pts[i - 1].f;
             }
         }
@@ -1037,6 +1040,30 @@ fn extrapolated_rate(
         factor /= arg.range as f64 / 1000.0;
     }
     Some(result * factor)
+}
+
+/// Whether point `i` of `pts` (start times `sts`, aligned or empty) resets the counter
+/// that `rate` and `increase` follow: its value drops, or its start time says the series
+/// restarted after the previous point. The first point is not a reset.
+pub(crate) fn is_counter_reset(pts: &[FPoint], sts: &[i64], i: usize) -> bool {
+    i > 0 && i < pts.len() && (pts[i].f < pts[i - 1].f || st_reset(pts, sts, i))
+}
+
+/// `rate` (or `increase`) over a plain window, as [`range_kernel`] computes it, when the
+/// caller already knows whether a counter reset lies inside the window (`may_reset`;
+/// see [`is_counter_reset`]): an all-steps evaluation counts them as its windows slide.
+pub(crate) fn counter_rate(
+    pts: &[FPoint],
+    sts: Option<&[i64]>,
+    arg: &RangeArg,
+    is_rate: bool,
+    may_reset: bool,
+) -> Option<f64> {
+    if pts.is_empty() {
+        return None;
+    }
+    let sts = sts.filter(|s| s.len() == pts.len()).unwrap_or(&[]);
+    extrapolated_rate(pts, sts, arg, true, is_rate, may_reset)
 }
 
 /// `rate`, `increase` and `delta` over an anchored or smoothed window: the difference of

@@ -20,7 +20,9 @@ use std::rc::Rc;
 
 use promql_parser::parser::{Call, Expr, MatrixSelector, VectorSelector};
 
-use super::functions::{counter_info, range_kernel, st_overlap, st_overlap_warning};
+use super::functions::{
+    counter_info, counter_rate, is_counter_reset, range_kernel, st_overlap, st_overlap_warning,
+};
 use super::{
     AnnotationLevel, Evaluator, FPoint, FnvBuild, Matrix, QueryError, RangeArg, RangeMode, Sample,
     Series, Value, Vector, drop_metric_name, dropped_with_name, dur_ms, range_mode,
@@ -83,18 +85,17 @@ pub(crate) struct StepValues {
     /// First step's time and the step (0 for an instant query), to find a value's step.
     start: i64,
     step: i64,
-    /// Per series, its values in step order, each at its step's time: the layout of a
-    /// range query's result (which takes them over), and the order they are computed in.
-    /// Empty when the query has one step: its values are kept as that step's row only
-    /// (one allocation instead of one per series).
+    /// Whether the values are kept per series (`series`) rather than per step (`rows`):
+    /// for the call that is a range query's whole expression, whose result is one series
+    /// per input series, taking these vectors over. Other calls are read step by step (by
+    /// an aggregation or an operator), and so are one-step queries.
+    by_series: bool,
+    /// With `by_series`: per series, its values in step order, each at its step's time.
     series: Vec<Vec<FPoint>>,
-    /// Whether the query has one step (see `series`).
-    one_step: bool,
     /// Per step, how many series have a value there.
     per_step: Vec<usize>,
     /// Per step, the series (index into `labels`) with a value, in series order; built
-    /// from `values` when a step is first read on its own (by an aggregation, or an
-    /// expression around the call).
+    /// from `series` if a step is ever read when the values are kept by series.
     rows: OnceCell<Vec<Vec<(u32, f64)>>>,
     /// Per step, the info annotations the step-by-step evaluation raises there first.
     annotations: Vec<Vec<String>>,
@@ -107,11 +108,6 @@ pub(crate) struct StepValues {
 }
 
 impl StepValues {
-    /// The values of series `i`, in step order.
-    fn series_values(&self, i: usize) -> &[FPoint] {
-        self.series.get(i).map_or(&[], Vec::as_slice)
-    }
-
     /// The index of the step at time `t`.
     fn step_of(&self, t: i64) -> usize {
         step_index_of(t, self.start, self.step)
@@ -125,8 +121,8 @@ impl StepValues {
                 .iter()
                 .map(|&n| Vec::with_capacity(n))
                 .collect();
-            for i in 0..self.labels.len() {
-                for p in self.series_values(i) {
+            for (i, values) in self.series.iter().enumerate() {
+                for p in values {
                     rows[self.step_of(p.t)].push((i as u32, p.f));
                 }
             }
@@ -135,23 +131,26 @@ impl StepValues {
         rows.get(k).map_or(&[], Vec::as_slice)
     }
 
-    /// Each series' values in step order, taken out (see `series`).
+    /// Each series' values in step order, taken out.
     fn into_series(self) -> Vec<Vec<FPoint>> {
-        if self.one_step {
-            self.series_cloned()
-        } else {
+        if self.by_series {
             self.series
+        } else {
+            self.series_cloned()
         }
     }
 
     /// Each series' values in step order, copied.
     fn series_cloned(&self) -> Vec<Vec<FPoint>> {
-        if !self.one_step {
+        if self.by_series {
             return self.series.clone();
         }
         let mut series: Vec<Vec<FPoint>> = vec![Vec::new(); self.labels.len()];
-        for &(i, f) in self.row(0) {
-            series[i as usize].push(FPoint { t: self.start, f });
+        for k in 0..self.per_step.len() {
+            let t = self.start + k as i64 * self.step;
+            for &(i, f) in self.row(k) {
+                series[i as usize].push(FPoint { t, f });
+            }
         }
         series
     }
@@ -271,7 +270,7 @@ impl Evaluator<'_> {
         let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
             return Ok(None);
         };
-        let sv = self.step_values_of(c, ms);
+        let sv = self.step_values_of(c, ms, false);
         if let Some((at, err)) = &sv.error
             && k >= *at
         {
@@ -304,14 +303,15 @@ impl Evaluator<'_> {
         Ok(Value::Vector(out))
     }
 
-    /// The all-steps results of call `c` over `ms`, computed on first use.
-    fn step_values_of(&self, c: &Call, ms: &MatrixSelector) -> Rc<StepValues> {
+    /// The all-steps results of call `c` over `ms`, computed on first use, kept by series
+    /// (see [`StepValues::by_series`]) if `by_series` and the query has several steps.
+    fn step_values_of(&self, c: &Call, ms: &MatrixSelector, by_series: bool) -> Rc<StepValues> {
         let key = c as *const Call as usize;
         let cached = self.step_values.borrow().get(&key).cloned();
         match cached {
             Some(sv) => sv,
             None => {
-                let sv = Rc::new(self.compute_steps(c.func.name, ms));
+                let sv = Rc::new(self.compute_steps(c.func.name, ms, by_series));
                 self.step_values.borrow_mut().insert(key, sv.clone());
                 sv
             }
@@ -332,7 +332,7 @@ impl Evaluator<'_> {
             return None;
         }
         let ms = step_call_arg(c)?;
-        let sv = self.step_values_of(c, ms);
+        let sv = self.step_values_of(c, ms, true);
         let key = c as *const Call as usize;
         let labels: Vec<Labels> = if sv.drop_name {
             sv.labels
@@ -399,7 +399,7 @@ impl Evaluator<'_> {
     }
 
     /// Evaluates range function `name` over `ms` at every step of the query.
-    fn compute_steps(&self, name: &str, ms: &MatrixSelector) -> StepValues {
+    fn compute_steps(&self, name: &str, ms: &MatrixSelector, by_series: bool) -> StepValues {
         let data = self.fetch(&ms.vs);
         let range = dur_ms(&ms.range);
         let n_steps = if self.step == 0 {
@@ -420,7 +420,7 @@ impl Evaluator<'_> {
             start: self.start,
             step: self.step,
             series: Vec::new(),
-            one_step: false,
+            by_series: false,
             per_step: vec![0; n_steps],
             rows: OnceCell::new(),
             annotations: Vec::with_capacity(n_steps),
@@ -453,16 +453,16 @@ impl Evaluator<'_> {
             }
         }
         sv.per_step.truncate(times.len());
-        // One series' values, copied out at their exact size when the series is done; or,
-        // for a query of one step, every series' value at that step.
-        sv.one_step = times.len() == 1;
-        if !sv.one_step {
+        // By series: one series' values, copied out at their exact size when the series is
+        // done. By step: every step's row.
+        sv.by_series = by_series && times.len() > 1;
+        let mut values: Vec<FPoint> = Vec::new();
+        let mut rows: Vec<Vec<(u32, f64)>> = Vec::new();
+        if sv.by_series {
             sv.series.reserve(n_series);
-        }
-        let mut values: Vec<FPoint> = Vec::with_capacity(times.len());
-        let mut only_row: Vec<(u32, f64)> = Vec::new();
-        if sv.one_step {
-            only_row.reserve(n_series);
+            values.reserve(times.len());
+        } else {
+            rows = (0..times.len()).map(|_| Vec::new()).collect();
         }
         let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
         let mut totals = vec![0usize; times.len()];
@@ -496,19 +496,30 @@ impl Evaluator<'_> {
                 .map(|s| FPoint { t: s.t, f: s.v })
                 .collect();
             let (mut a, mut b) = (0usize, 0usize);
+            // rate/increase: how many points of the window after its first are counter
+            // resets, kept as the window slides, so windows without one skip the scan.
+            let sts_all = st_all.unwrap_or(&[]);
+            let is_reset = |j: usize| counter_check && is_counter_reset(&pts, sts_all, j);
+            let mut resets = 0usize;
             let mut prev_t = i64::MIN;
             let mut overlap_warned = false;
             for (k, &(ts, t)) in times.iter().enumerate() {
                 if t < prev_t {
                     // Windows only move forward here; start over if one ever moves back.
-                    (a, b) = (0, 0);
+                    (a, b, resets) = (0, 0, 0);
                 }
                 prev_t = t;
                 while b < pts.len() && pts[b].t <= t {
+                    if b > a && is_reset(b) {
+                        resets += 1;
+                    }
                     b += 1;
                 }
                 while a < b && pts[a].t <= t - range {
                     a += 1;
+                    if a < b && is_reset(a) {
+                        resets -= 1;
+                    }
                 }
                 if a == b {
                     continue;
@@ -526,12 +537,18 @@ impl Evaluator<'_> {
                     range,
                     mode: RangeMode::Plain,
                 };
-                match range_kernel(name, &pts[a..b], st, &arg, &[], ts) {
+                let value = if counter_check {
+                    let is_rate = name == "rate";
+                    Ok(counter_rate(&pts[a..b], st, &arg, is_rate, resets > 0))
+                } else {
+                    range_kernel(name, &pts[a..b], st, &arg, &[], ts)
+                };
+                match value {
                     Ok(Some(f)) => {
-                        if sv.one_step {
-                            only_row.push((i as u32, f));
-                        } else {
+                        if sv.by_series {
                             values.push(FPoint { t: ts, f });
+                        } else {
+                            rows[k].push((i as u32, f));
                         }
                         sv.per_step[k] += 1;
                         if first_value[i].is_none() {
@@ -547,7 +564,7 @@ impl Evaluator<'_> {
                     }
                 }
             }
-            if !sv.one_step {
+            if sv.by_series {
                 sv.series.push(values.as_slice().to_vec());
                 values.clear();
             }
@@ -565,8 +582,8 @@ impl Evaluator<'_> {
         {
             error = Some((k, e));
         }
-        if sv.one_step {
-            sv.rows = OnceCell::from(vec![only_row]);
+        if !sv.by_series {
+            sv.rows = OnceCell::from(rows);
         }
         let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
         if done < sv.per_step.len() {

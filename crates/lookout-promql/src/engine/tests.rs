@@ -491,3 +491,66 @@ fn range_function_sample_limit_fails_at_the_step_that_exceeds_it() {
         assert!(matches!(v, Value::Vector(ref v) if !v.is_empty()), "{q}");
     }
 }
+
+#[test]
+fn all_steps_rate_counts_resets_as_the_window_slides() {
+    // Inside a subquery a range function is evaluated window by window, scanning each
+    // window for counter resets; outside, windows slide and count resets as they go.
+    // Both must agree, here on counters that reset every six samples.
+    let s = gappy_counters();
+    for f in ["rate", "increase"] {
+        for range in ["1m", "2m", "75s"] {
+            let plain = format!("{f}(c[{range}])");
+            let windowed = format!("max_over_time({f}(c[{range}])[15s:15s])");
+            let m = Engine::default()
+                .range_query(&s, &plain, 0, 600_000, 15_000)
+                .expect("range");
+            for t in (0..=600_000).step_by(15_000) {
+                let mut want = vector(instant(&s, &windowed, t));
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut got = vector(instant(&s, &plain, t));
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                assert_eq!(got, want, "{plain} at {t}");
+                let in_range: Vec<(String, f64)> = m
+                    .iter()
+                    .filter_map(|series| {
+                        let p = series.floats.iter().find(|p| p.t == t)?;
+                        Some((series.metric.to_string(), p.f))
+                    })
+                    .collect();
+                assert_eq!(in_range, want, "{plain} in a range query at {t}");
+            }
+        }
+    }
+}
+
+#[test]
+fn range_rate_over_two_names_merges_or_rejects_series_equal_without_them() {
+    // Without their names the two series are one label set: where they never overlap in
+    // time the range query merges them, where they do it fails, as in Prometheus.
+    let first: Vec<(i64, f64)> = (0..20).map(|i| (i * 15_000, i as f64)).collect();
+    let later: Vec<(i64, f64)> = (40..60).map(|i| (i * 15_000, i as f64)).collect();
+    let s = store(&[
+        (&[("__name__", "a"), ("x", "1")], &first),
+        (&[("__name__", "b"), ("x", "1")], &later),
+    ]);
+    let e = Engine::default();
+    let q = r#"rate({x="1"}[1m])"#;
+    let m = e.range_query(&s, q, 0, 900_000, 60_000).expect("merged");
+    assert_eq!(m.len(), 1);
+    for p in &m[0].floats {
+        assert_eq!(
+            vector(instant(&s, q, p.t)),
+            vec![("{x=\"1\"}".to_string(), p.f)]
+        );
+    }
+    assert_eq!(m[0].floats.len(), 10, "{:?}", m[0].floats);
+    let overlapping = store(&[
+        (&[("__name__", "a"), ("x", "1")], &first),
+        (&[("__name__", "b"), ("x", "1")], &first),
+    ]);
+    let err = e
+        .range_query(&overlapping, q, 0, 900_000, 60_000)
+        .expect_err("same label set twice");
+    assert!(err.message().contains("same labelset"), "{err}");
+}
