@@ -122,12 +122,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         )
     })?;
     let body = match &cfg.body_file {
-        Some(path) => Bytes::from(std::fs::read(path).map_err(|e| {
-            Failure::new(
-                reason::HTTP_REQUEST,
-                format!("cannot read body_file {}: {e}", path.display()),
-            )
-        })?),
+        Some(path) => read_body_file(path).await?,
         None => Bytes::from(cfg.body.clone()),
     };
     let method = Method::from_bytes(cfg.method.as_bytes()).map_err(|e| {
@@ -704,25 +699,49 @@ fn build_request(
         .map_err(|e| bad(format!("invalid request: {e}")))
 }
 
-fn read_secret(path: &std::path::Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
+/// Largest `body_file` read (16 MiB); it is read at every probe.
+const MAX_BODY_FILE_BYTES: u64 = 16 << 20;
+/// Largest `username_file`, `password_file`, `credentials_file` or `bearer_token_file`
+/// read (64 KiB).
+const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// Reads `body_file` (at most [`MAX_BODY_FILE_BYTES`]) on a blocking thread, so a slow
+/// disk does not hold up the other probes on the runtime.
+async fn read_body_file(path: &std::path::Path) -> Result<Bytes, Failure> {
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        tls::read_setting_file(&owned, "body_file", MAX_BODY_FILE_BYTES)
+    })
+    .await
+    .map_err(|e| format!("cannot read body_file {}: {e}", path.display()))
+    .and_then(|r| r);
+    read.map(Bytes::from)
+        .map_err(|message| Failure::new(reason::HTTP_REQUEST, message))
+}
+
+/// Reads a secret file that `setting` names (at most [`MAX_SECRET_FILE_BYTES`]), without
+/// surrounding white space.
+fn read_secret(path: &std::path::Path, setting: &str) -> Result<String, Failure> {
+    let fail = |message| Failure::new(reason::HTTP_REQUEST, message);
+    let bytes = tls::read_setting_file(path, setting, MAX_SECRET_FILE_BYTES).map_err(fail)?;
+    String::from_utf8(bytes)
         .map(|s| s.trim().to_string())
         .map_err(|e| {
-            Failure::new(
-                reason::HTTP_REQUEST,
-                format!("cannot read {}: {e}", path.display()),
-            )
+            fail(format!(
+                "cannot read {setting} {}: not UTF-8 text: {e}",
+                path.display()
+            ))
         })
 }
 
 fn authorization(cfg: &HttpProbe) -> Result<Option<String>, Failure> {
     if let Some(b) = &cfg.basic_auth {
         let user = match &b.username_file {
-            Some(p) => read_secret(p)?,
+            Some(p) => read_secret(p, "username_file")?,
             None => b.username.clone(),
         };
         let password = match &b.password_file {
-            Some(p) => read_secret(p)?,
+            Some(p) => read_secret(p, "password_file")?,
             None => b.password.clone(),
         };
         return Ok(Some(format!(
@@ -732,13 +751,16 @@ fn authorization(cfg: &HttpProbe) -> Result<Option<String>, Failure> {
     }
     if let Some(a) = &cfg.authorization {
         let credentials = match &a.credentials_file {
-            Some(p) => read_secret(p)?,
+            Some(p) => read_secret(p, "credentials_file")?,
             None => a.credentials.clone(),
         };
         return Ok(Some(format!("{} {credentials}", a.kind)));
     }
     if let Some(p) = &cfg.bearer_token_file {
-        return Ok(Some(format!("Bearer {}", read_secret(p)?)));
+        return Ok(Some(format!(
+            "Bearer {}",
+            read_secret(p, "bearer_token_file")?
+        )));
     }
     Ok(cfg.bearer_token.as_ref().map(|t| format!("Bearer {t}")))
 }
@@ -1029,5 +1051,94 @@ mod tests {
         assert_eq!(j("https://o/p"), "https://o/p");
         assert_eq!(j("//o/p"), "http://o/p");
         assert_eq!(j("?y=2"), "http://h:8080/a/b?y=2");
+    }
+
+    /// A file of `len` bytes that takes no disk space (its content is never read).
+    fn sparse_file(dir: &std::path::Path, name: &str, len: u64) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(len))
+            .expect("sparse file");
+        path
+    }
+
+    #[test]
+    fn secret_files_over_64_kib_are_refused_naming_setting_file_and_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = sparse_file(dir.path(), "huge.log", MAX_SECRET_FILE_BYTES + 1);
+        let cfg = HttpProbe {
+            basic_auth: Some(crate::config::BasicAuth {
+                username: "u".into(),
+                password_file: Some(big.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = authorization(&cfg).expect_err("over the limit");
+        assert_eq!(err.reason, reason::HTTP_REQUEST);
+        assert!(
+            err.message.contains(&format!(
+                "cannot read password_file {}: the file is larger than the 65536-byte limit on password_file",
+                big.display()
+            )),
+            "{err}"
+        );
+
+        let cfg = HttpProbe {
+            bearer_token_file: Some(big.clone()),
+            ..Default::default()
+        };
+        let err = authorization(&cfg).expect_err("over the limit");
+        assert!(
+            err.message.contains("bearer_token_file") && err.message.contains("65536-byte"),
+            "{err}"
+        );
+
+        let cfg = HttpProbe {
+            bearer_token_file: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = authorization(&cfg).expect_err("a directory");
+        assert!(err.message.ends_with("is not a regular file"), "{err}");
+
+        // A secret of exactly the limit is read, without its trailing newline.
+        let token = dir.path().join("token");
+        let mut text = "t".repeat(MAX_SECRET_FILE_BYTES as usize - 1);
+        text.push('\n');
+        std::fs::write(&token, &text).expect("write");
+        let cfg = HttpProbe {
+            authorization: Some(crate::config::Authorization {
+                credentials_file: Some(token),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let header = authorization(&cfg).expect("read").expect("header");
+        assert_eq!(header, format!("Bearer {}", text.trim_end()));
+    }
+
+    #[tokio::test]
+    async fn body_files_over_16_mib_are_refused_and_smaller_ones_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = sparse_file(dir.path(), "huge.bin", MAX_BODY_FILE_BYTES + 1);
+        let err = read_body_file(&big).await.expect_err("over the limit");
+        assert_eq!(err.reason, reason::HTTP_REQUEST);
+        assert!(
+            err.message.contains(&format!(
+                "cannot read body_file {}: the file is larger than the 16777216-byte limit on body_file",
+                big.display()
+            )),
+            "{err}"
+        );
+        let small = dir.path().join("body.json");
+        std::fs::write(&small, b"{\"ping\":1}").expect("write");
+        assert_eq!(
+            read_body_file(&small).await.expect("read"),
+            Bytes::from_static(b"{\"ping\":1}")
+        );
+        let err = read_body_file(&dir.path().join("missing"))
+            .await
+            .expect_err("missing");
+        assert!(err.message.starts_with("cannot read body_file "), "{err}");
     }
 }

@@ -41,6 +41,48 @@ fn config_error(message: String) -> Failure {
     Failure::new(reason::TLS_CONFIG, message)
 }
 
+/// Largest `ca_file`, `cert_file` or `key_file` read (1 MiB): a PEM bundle of every public
+/// CA is about 200 KiB, so a larger file is a wrong path (a log file, a device).
+pub(super) const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads the file that the configuration setting `setting` names, at most `limit` bytes.
+///
+/// Only regular files are read (a FIFO would block the probe, a device could be endless),
+/// and a file larger than `limit` is refused without being read into memory. The message
+/// names the setting, the file and the limit; the caller wraps it in its failure reason.
+pub(super) fn read_setting_file(
+    path: &std::path::Path,
+    setting: &str,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let cannot = |why: String| format!("cannot read {setting} {}: {why}", path.display());
+    let too_large = || {
+        cannot(format!(
+            "the file is larger than the {limit}-byte limit on {setting}; check that \
+             {setting} names the right file"
+        ))
+    };
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot("is not a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+    // The file may have grown since: the read stops one byte past the limit either way.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 fn read_pem(
     inline: &Option<String>,
     file: &Option<std::path::PathBuf>,
@@ -50,9 +92,9 @@ fn read_pem(
         return Ok(Some(text.clone().into_bytes()));
     }
     match file {
-        Some(path) => std::fs::read(path)
+        Some(path) => read_setting_file(path, what, MAX_TLS_FILE_BYTES)
             .map(Some)
-            .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display()))),
+            .map_err(config_error),
         None => Ok(None),
     }
 }
@@ -309,5 +351,100 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_over_1_mib_are_refused_naming_setting_file_and_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("syslog");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(MAX_TLS_FILE_BYTES + 1))
+            .expect("sparse file");
+        for (setting, cfg) in [
+            (
+                "ca_file",
+                TlsConfig {
+                    ca_file: Some(big.clone()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cert_file",
+                TlsConfig {
+                    insecure_skip_verify: true,
+                    cert_file: Some(big.clone()),
+                    key: Some(String::new()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "key_file",
+                TlsConfig {
+                    insecure_skip_verify: true,
+                    cert: Some(String::new()),
+                    key_file: Some(big.clone()),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let err = client_config(&cfg, &[]).expect_err("over the limit");
+            assert_eq!(err.reason, reason::TLS_CONFIG);
+            assert_eq!(
+                err.message,
+                format!(
+                    "cannot read {setting} {}: the file is larger than the 1048576-byte limit \
+                     on {setting}; check that {setting} names the right file",
+                    big.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_tls_file_within_the_limit_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(&ca, cert.pem()).expect("write");
+        let cfg = TlsConfig {
+            ca_file: Some(ca),
+            ..Default::default()
+        };
+        assert!(client_config(&cfg, &[]).is_ok());
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = read_setting_file(dir.path(), "ca_file", MAX_TLS_FILE_BYTES).expect_err("dir");
+        assert_eq!(
+            err,
+            format!(
+                "cannot read ca_file {}: is not a regular file",
+                dir.path().display()
+            )
+        );
+    }
+
+    /// Files under /proc are regular but report a length of 0: the read itself stops past
+    /// the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_reported_length_is_still_bounded() {
+        let path = std::path::Path::new("/proc/self/status");
+        let err = read_setting_file(path, "key_file", 16).expect_err("over the limit");
+        assert!(
+            err.contains("larger than the 16-byte limit on key_file"),
+            "{err}"
+        );
     }
 }
