@@ -445,8 +445,14 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
                 let el = t0.elapsed().as_secs_f64() * 1e3;
                 fp = fingerprint(&v);
                 drop(v);
+                // On a thread of its own: its HTTP buffers and JSON tree are allocated in
+                // another allocator arena, so they do not reshape the heap Lookout's next
+                // run allocates from (Prometheus's side runs in a process of its own).
                 let prom = match prom {
-                    Some(addr) => Some(prometheus_query(addr, q, range)?),
+                    Some(addr) => Some(
+                        std::thread::scope(|s| s.spawn(|| prometheus_query(addr, q, range)).join())
+                            .map_err(|_| format!("{q}: the Prometheus query thread panicked"))??,
+                    ),
                     None => None,
                 };
                 // The first run warms up and is not timed.
