@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | configuration file size | [`MAX_CONFIG_FILE_BYTES`] (1 MiB) | `--config.max-file-size` |
 //! | rule file size | [`MAX_RULE_FILE_BYTES`] (10 MiB) | `--rules.max-file-size` |
+//! | secret file (`password_file`, `credentials_file`, `bearer_token_file`) | [`MAX_SECRET_FILE_BYTES`] (64 KiB) | none |
+//! | alert state file read at start | [`MAX_STATE_FILE_BYTES`] (64 MiB) | none |
 //! | expanded label/annotation template | [`MAX_TEMPLATE_OUTPUT_BYTES`] (64 KiB) | `--rules.template.max-output-bytes` |
 //! | samples one query holds | 50,000,000 | `--query.max-samples` |
 //! | one query's run time | 2m | `--query.timeout` |
@@ -13,7 +15,12 @@
 //! Scrape limits (`body_size_limit`, `sample_limit`, `label_limit`, ...) are per job in the
 //! scrape configuration and counted by the `prometheus_target_scrapes_*` counters.
 //!
-//! Each limit hit is counted in `lookout_evaluator_limit_hits_total{limit}` (one of
+//! Files are read only when they are regular files (a FIFO would block, a device could be
+//! endless). A refused secret file fails the scrape (or notification, or remote request)
+//! with an error naming the setting, the file and the limit; a refused state file is
+//! logged and ignored like a corrupt one; neither is counted below.
+//!
+//! Each other limit hit is counted in `lookout_evaluator_limit_hits_total{limit}` (one of
 //! [`LIMIT_NAMES`]) and named, with its flag, in the error it causes.
 
 use std::io::Read as _;
@@ -96,17 +103,26 @@ pub fn count_query_error(e: &QueryError) {
     }
 }
 
-/// A bound on the size of a file read whole (rule files, the configuration file).
+/// Largest secret file read (`password_file`, `credentials_file`, `bearer_token_file` of a
+/// scrape job): 64 KiB.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+/// Largest alert state file read at start (`--rules.state-file`): 64 MiB, room for about
+/// 200,000 saved alerts with a dozen labels each.
+pub const MAX_STATE_FILE_BYTES: u64 = 64 << 20;
+
+/// A bound on the size of a file read whole (rule files, the configuration file, secret
+/// files, the alert state file).
 #[derive(Clone, Copy, Debug)]
 pub struct FileLimit {
     /// Most bytes read.
     pub bytes: u64,
     /// What the file is, for the message: "rule file", "configuration file".
     pub what: &'static str,
-    /// The flag that sets the limit, for the message.
-    pub flag: &'static str,
-    /// The `limit` label counted when the file is refused.
-    pub counter: &'static str,
+    /// The flag that sets the limit, for the message; `None` for a fixed limit.
+    pub flag: Option<&'static str>,
+    /// The `limit` label counted when the file is refused; `None` when it is not counted
+    /// here (the caller reports it another way).
+    pub counter: Option<&'static str>,
 }
 
 impl FileLimit {
@@ -115,8 +131,8 @@ impl FileLimit {
         FileLimit {
             bytes,
             what: "rule file",
-            flag: "--rules.max-file-size",
-            counter: "rule_file_size",
+            flag: Some("--rules.max-file-size"),
+            counter: Some("rule_file_size"),
         }
     }
 
@@ -126,8 +142,8 @@ impl FileLimit {
         FileLimit {
             bytes,
             what: "rule test file",
-            flag: "--rules.max-file-size",
-            counter: "rule_file_size",
+            flag: Some("--rules.max-file-size"),
+            counter: Some("rule_file_size"),
         }
     }
 
@@ -136,31 +152,88 @@ impl FileLimit {
         FileLimit {
             bytes,
             what: "configuration file",
-            flag: "--config.max-file-size",
-            counter: "config_file_size",
+            flag: Some("--config.max-file-size"),
+            counter: Some("config_file_size"),
         }
+    }
+
+    /// The [`MAX_SECRET_FILE_BYTES`] limit on the secret file that the setting `setting`
+    /// (`password_file`, ...) names; a refusal is a scrape error, not counted here.
+    pub fn secret_file(setting: &'static str) -> FileLimit {
+        FileLimit {
+            bytes: MAX_SECRET_FILE_BYTES,
+            what: setting,
+            flag: None,
+            counter: None,
+        }
+    }
+
+    /// The [`MAX_STATE_FILE_BYTES`] limit on the alert state file (`--rules.state-file`),
+    /// read once at start; a refused file is ignored like a corrupt one.
+    pub fn state_file() -> FileLimit {
+        FileLimit {
+            bytes: MAX_STATE_FILE_BYTES,
+            what: "alert state file",
+            flag: None,
+            counter: None,
+        }
+    }
+
+    fn refusal(&self) -> std::io::Error {
+        if let Some(counter) = self.counter {
+            hit(counter);
+        }
+        let message = match self.flag {
+            Some(flag) => format!(
+                "the file is larger than the {}-byte {} size limit ({flag}); split it or raise the limit",
+                self.bytes, self.what
+            ),
+            None => format!(
+                "the file is larger than the {}-byte {} size limit; check that it is the right file",
+                self.bytes, self.what
+            ),
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidData, message)
     }
 }
 
-/// Reads a UTF-8 file of at most `limit.bytes` bytes. A larger file is not read past the
-/// limit and gives an `InvalidData` error naming the limit and its flag, and the hit is
-/// counted.
-pub fn read_capped(path: &Path, limit: FileLimit) -> std::io::Result<String> {
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(limit.bytes.saturating_add(1))
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > limit.bytes {
-        hit(limit.counter);
+/// Reads a file of at most `limit.bytes` bytes. A larger file is not read past the limit
+/// and gives an `InvalidData` error naming the limit (and its flag), and the hit is
+/// counted. Only regular files are read: anything else (a FIFO, which would block, a
+/// device, a directory) gives an `InvalidInput` error "is not a regular file".
+pub fn read_capped_bytes(path: &Path, limit: FileLimit) -> std::io::Result<Vec<u8>> {
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
         return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "the file is larger than the {}-byte {} size limit ({}); split it or raise the limit",
-                limit.bytes, limit.what, limit.flag
-            ),
+            std::io::ErrorKind::InvalidInput,
+            "is not a regular file",
         ));
     }
-    Ok(text)
+    if meta.len() > limit.bytes {
+        return Err(limit.refusal());
+    }
+    let file = std::fs::File::open(path)?;
+    // The file may have grown since, or report no length (/proc): the read itself stops
+    // one byte past the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit.bytes {
+        return Err(limit.refusal());
+    }
+    Ok(bytes)
+}
+
+/// [`read_capped_bytes`] for a UTF-8 file; other bytes give an `InvalidData` error.
+pub fn read_capped(path: &Path, limit: FileLimit) -> std::io::Result<String> {
+    let bytes = read_capped_bytes(path, limit)?;
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is not UTF-8 text: {}", e.utf8_error()),
+        )
+    })
 }
 
 /// The text an expansion stopped at the template output limit fails with.
@@ -316,6 +389,85 @@ mod tests {
             "{err}"
         );
         assert_eq!(hits("config_file_size"), before + 1);
+    }
+
+    #[test]
+    fn a_big_sparse_file_is_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yml");
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(MAX_RULE_FILE_BYTES + 1))
+            .unwrap();
+        let err = read_capped(&path, FileLimit::rule_file(MAX_RULE_FILE_BYTES)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string()
+                .contains("10485760-byte rule file size limit (--rules.max-file-size)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_without_a_flag_say_to_check_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(MAX_SECRET_FILE_BYTES + 1))
+            .unwrap();
+        let err = read_capped(&path, FileLimit::secret_file("password_file")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the file is larger than the 65536-byte password_file size limit; check that it is the right file"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_capped(dir.path(), FileLimit::config_file(100)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "is not a regular file");
+        let err =
+            read_capped(&dir.path().join("missing"), FileLimit::config_file(100)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// Files under /proc are regular but report a length of 0: the read itself stops past
+    /// the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_reported_length_is_still_bounded() {
+        let err = read_capped_bytes(
+            Path::new("/proc/self/status"),
+            FileLimit {
+                bytes: 16,
+                ..FileLimit::secret_file("credentials_file")
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("16-byte credentials_file size limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_too_large_before_it_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yml");
+        std::fs::write(&path, "ééé").unwrap(); // 6 bytes
+        let err = read_capped(&path, FileLimit::rule_file(3)).unwrap_err();
+        assert!(
+            err.to_string().contains("3-byte rule file size limit"),
+            "{err}"
+        );
+        std::fs::write(&path, b"ok\xff").unwrap();
+        let err = read_capped(&path, FileLimit::rule_file(3)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("the file is not UTF-8 text"),
+            "{err}"
+        );
     }
 
     #[test]

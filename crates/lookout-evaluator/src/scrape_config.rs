@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -154,19 +154,28 @@ pub struct HttpClientConfig {
 
 /// Why credentials could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {source}")]
+#[error("cannot read {setting} {path}: {source}")]
 pub struct CredentialsError {
+    /// The setting that names the file (`password_file`, `credentials_file`,
+    /// `bearer_token_file`).
+    pub setting: &'static str,
     /// The file.
     pub path: PathBuf,
-    /// The I/O error.
+    /// The I/O error; a file larger than
+    /// [`MAX_SECRET_FILE_BYTES`](crate::limits::MAX_SECRET_FILE_BYTES) or not a regular
+    /// file is refused with a message saying so.
     pub source: std::io::Error,
 }
 
-fn read_secret(path: &PathBuf) -> Result<String, CredentialsError> {
-    std::fs::read_to_string(path)
+/// Reads the secret file that `setting` names, bounded by
+/// [`FileLimit::secret_file`](crate::limits::FileLimit::secret_file), without its
+/// trailing line ends.
+fn read_secret(path: &Path, setting: &'static str) -> Result<String, CredentialsError> {
+    crate::limits::read_capped(path, crate::limits::FileLimit::secret_file(setting))
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
         .map_err(|source| CredentialsError {
-            path: path.clone(),
+            setting,
+            path: path.to_path_buf(),
             source,
         })
 }
@@ -204,7 +213,7 @@ impl HttpClientConfig {
         if let Some(b) = &self.basic_auth {
             let password = match (&b.password, &b.password_file) {
                 (Some(p), _) => Some(p.clone()),
-                (None, Some(f)) => Some(read_secret(f)?),
+                (None, Some(f)) => Some(read_secret(f, "password_file")?),
                 (None, None) => None,
             };
             req = req.basic_auth(&b.username, password);
@@ -212,7 +221,7 @@ impl HttpClientConfig {
         if let Some(a) = &self.authorization {
             let creds = match (&a.credentials, &a.credentials_file) {
                 (Some(c), _) => c.clone(),
-                (None, Some(f)) => read_secret(f)?,
+                (None, Some(f)) => read_secret(f, "credentials_file")?,
                 (None, None) => String::new(),
             };
             let kind = a.kind.as_deref().unwrap_or("Bearer");
@@ -221,7 +230,7 @@ impl HttpClientConfig {
         if let Some(t) = &self.bearer_token {
             req = req.bearer_auth(t);
         } else if let Some(f) = &self.bearer_token_file {
-            req = req.bearer_auth(read_secret(f)?);
+            req = req.bearer_auth(read_secret(f, "bearer_token_file")?);
         }
         Ok(req)
     }
@@ -441,6 +450,58 @@ pub fn validate_scrape_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_over_64_kib_fail_the_request_naming_setting_file_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("app.log");
+        // Sparse: never read, only its length is looked at.
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(crate::limits::MAX_SECRET_FILE_BYTES + 1))
+            .unwrap();
+        let client = reqwest::Client::new();
+        let cfg = HttpClientConfig {
+            bearer_token_file: Some(big.clone()),
+            ..Default::default()
+        };
+        let err = cfg
+            .apply(client.get("http://127.0.0.1:9/metrics"))
+            .unwrap_err();
+        assert_eq!(err.setting, "bearer_token_file");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read bearer_token_file {}: the file is larger than the 65536-byte \
+                 bearer_token_file size limit; check that it is the right file",
+                big.display()
+            )
+        );
+        let err = read_secret(&big, "password_file").unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read password_file")
+                && err.contains("65536-byte password_file size limit"),
+            "{err}"
+        );
+
+        // A secret of exactly the limit is read, without its line end.
+        let token = dir.path().join("token");
+        let mut text = "t".repeat(crate::limits::MAX_SECRET_FILE_BYTES as usize - 1);
+        text.push('\n');
+        std::fs::write(&token, &text).unwrap();
+        let cfg = HttpClientConfig {
+            bearer_token_file: Some(token),
+            ..Default::default()
+        };
+        let req = cfg
+            .apply(client.get("http://127.0.0.1:9/metrics"))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(
+            req.headers()[reqwest::header::AUTHORIZATION],
+            format!("Bearer {}", text.trim_end())
+        );
+    }
 
     #[test]
     fn durations() {

@@ -145,8 +145,8 @@ pub enum RestoreSource {
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// I/O on the state file.
-    #[error("state file {path}: {source}")]
+    /// I/O on the state file, or a file refused by the size limit.
+    #[error("state file {path} (--rules.state-file): {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -154,7 +154,7 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// The file is not a state file.
-    #[error("state file {path}: {message}")]
+    #[error("state file {path} (--rules.state-file): {message}")]
     Format {
         /// The file.
         path: PathBuf,
@@ -190,9 +190,13 @@ fn from_ms(ms: i64) -> SystemTime {
     }
 }
 
-/// Reads a state file; a missing file is an empty state.
+/// Reads a state file; a missing file is an empty state. A file larger than
+/// [`MAX_STATE_FILE_BYTES`](crate::limits::MAX_STATE_FILE_BYTES) or not a regular file is
+/// an [`StateError::Io`] naming the limit, which the rule manager treats as it treats a
+/// corrupt file: logged, ignored, and replaced at the next save.
 pub fn read_state_file(path: &Path) -> Result<HashMap<Labels, ForState>, StateError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::limits::read_capped_bytes(path, crate::limits::FileLimit::state_file())
+    {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(source) => {
@@ -202,7 +206,7 @@ pub fn read_state_file(path: &Path) -> Result<HashMap<Labels, ForState>, StateEr
             });
         }
     };
-    let json: StateFileJson = serde_json::from_str(&text).map_err(|e| StateError::Format {
+    let json: StateFileJson = serde_json::from_slice(&text).map_err(|e| StateError::Format {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -430,5 +434,41 @@ mod tests {
         );
         std::fs::write(&path, "{").unwrap();
         assert!(read_state_file(&path).is_err());
+    }
+
+    #[test]
+    fn a_state_file_over_the_limit_is_refused_like_a_corrupt_one_and_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // Sparse: 64 MiB and one byte that take no disk space and are never read.
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(crate::limits::MAX_STATE_FILE_BYTES + 1))
+            .unwrap();
+        let err = read_state_file(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "state file {} (--rules.state-file): the file is larger than the 67108864-byte \
+                 alert state file size limit; check that it is the right file",
+                path.display()
+            )
+        );
+        // The next save replaces it with a valid file.
+        let m = HashMap::from([(
+            Labels::new([("alertname", "A")]),
+            ForState {
+                timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                value: 1_699_999_000.0,
+            },
+        )]);
+        write_state_file(&path, &m).unwrap();
+        assert_eq!(read_state_file(&path).unwrap(), m);
+    }
+
+    #[test]
+    fn a_state_path_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_state_file(dir.path()).unwrap_err().to_string();
+        assert!(err.ends_with("is not a regular file"), "{err}");
     }
 }
