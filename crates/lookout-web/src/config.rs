@@ -29,6 +29,47 @@ pub const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
     ("Content-Security-Policy", &[]),
 ];
 
+/// Largest web configuration file read (1 MiB); a larger one is refused unread.
+pub const MAX_WEB_CONFIG_FILE_BYTES: u64 = 1 << 20;
+/// Largest `cert_file`, `key_file` or `client_ca_file` read (1 MiB).
+pub const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads the file that `setting` names (`--web.config.file`, `cert_file`, ...), at most
+/// `limit` bytes. Only regular files are read (a FIFO would block the start or a reload, a
+/// device could be endless): anything else is an `InvalidInput` error "is not a regular
+/// file". A larger file is not read past the limit and is an `InvalidData` error naming
+/// the limit and the setting.
+pub(crate) fn read_capped(path: &Path, setting: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file is larger than the {limit}-byte limit on {setting}; check that it is the right file"
+            ),
+        )
+    };
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is not a regular file",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path)?;
+    // The file may have grown since: the read itself stops one byte past the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// A web configuration that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
@@ -182,12 +223,21 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
-    /// Reads and validates a web configuration file, including that the certificate, key
-    /// and CA files it names load.
+    /// Reads and validates a web configuration file of at most
+    /// [`MAX_WEB_CONFIG_FILE_BYTES`], including that the certificate, key and CA files it
+    /// names load.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Io {
+        let io_error = |source| WebConfigError::Io {
             path: path.display().to_string(),
             source,
+        };
+        let bytes =
+            read_capped(path, "--web.config.file", MAX_WEB_CONFIG_FILE_BYTES).map_err(io_error)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the file is not UTF-8 text: {}", e.utf8_error()),
+            ))
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let config = WebConfig::parse(&text, &path.display().to_string(), base)?;
@@ -522,6 +572,69 @@ mod tests {
 
     fn parse(text: &str) -> Result<WebConfig, WebConfigError> {
         WebConfig::parse(text, "web.yml", Path::new("/etc/lookout"))
+    }
+
+    /// A file of `len` bytes that takes no disk space (its content is never read).
+    fn sparse_file(path: &Path, len: u64) {
+        std::fs::File::create(path)
+            .and_then(|f| f.set_len(len))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_config_file_over_1_mib_is_refused_naming_file_flag_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        sparse_file(&path, MAX_WEB_CONFIG_FILE_BYTES + 1);
+        let e = WebConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: the file is larger than the 1048576-byte limit on --web.config.file; check that it is the right file",
+                path.display()
+            )
+        );
+        let e = WebConfig::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}: is not a regular file", dir.path().display())
+        );
+        std::fs::write(&path, "basic_auth_scope: write\n").unwrap();
+        assert_eq!(WebConfig::load(&path).unwrap().auth_scope, AuthScope::Write);
+    }
+
+    #[test]
+    fn tls_files_over_1_mib_are_refused_naming_file_setting_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pem");
+        sparse_file(&big, MAX_TLS_FILE_BYTES + 1);
+        for setting in ["cert_file", "key_file", "client_ca_file"] {
+            let mut yaml = String::from("tls_server_config:\n");
+            for key in ["cert_file", "key_file", "client_ca_file"] {
+                let file = if key == setting { "big.pem" } else { "ok.pem" };
+                yaml.push_str(&format!("  {key}: {file}\n"));
+            }
+            yaml.push_str("  client_auth_type: RequireAndVerifyClientCert\n");
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            std::fs::write(
+                dir.path().join("ok.pem"),
+                format!("{}{}", cert.cert.pem(), cert.key_pair.serialize_pem()),
+            )
+            .unwrap();
+            let path = dir.path().join("web.yml");
+            std::fs::write(&path, &yaml).unwrap();
+            let e = WebConfig::load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "failed to read {setting} ({}): the file is larger than the 1048576-byte limit on {setting}",
+                    big.display()
+                )),
+                "{setting}: {e}"
+            );
+            // The same file within the limit loads.
+            std::fs::write(&path, yaml.replace("big.pem", "ok.pem")).unwrap();
+            assert!(WebConfig::load(&path).is_ok(), "{setting}");
+        }
     }
 
     #[test]

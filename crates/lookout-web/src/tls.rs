@@ -17,8 +17,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::config::{ClientAuth, TlsVersion, WebConfig};
 
+/// Reads the certificate, key or CA file that the setting `what` names, at most
+/// [`MAX_TLS_FILE_BYTES`](crate::config::MAX_TLS_FILE_BYTES), regular files only.
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("failed to read {what} ({}): {e}", path.display()))
+    crate::config::read_capped(path, what, crate::config::MAX_TLS_FILE_BYTES)
+        .map_err(|e| format!("failed to read {what} ({}): {e}", path.display()))
 }
 
 fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
