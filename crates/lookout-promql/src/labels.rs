@@ -223,6 +223,12 @@ impl Labels {
         self.iter().count()
     }
 
+    /// Heap bytes of the shared encoding (the `Arc`'s two counters and the encoded pairs),
+    /// for memory estimates.
+    pub fn heap_bytes(&self) -> usize {
+        2 * size_of::<usize>() + self.0.len()
+    }
+
     /// Whether there are no labels.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -775,9 +775,7 @@ impl Storage {
             st.chunk_bytes += chunks.heap_bytes();
             st.index_bytes += size_of::<MemSeries>()
                 + 2 * size_of::<usize>() // Arc counts of the series
-                + 2 * size_of::<usize>() + size_of::<Vec<(String, String)>>() // shared labels
-                + s.labels.len() * size_of::<(String, String)>()
-                + s.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                + s.labels.heap_bytes();
         }
         st.index_bytes += inner.by_labels.capacity() * (size_of::<ByLabels>() + 1)
             + inner.by_id.capacity() * (size_of::<(SeriesId, Arc<MemSeries>)>() + 1)
