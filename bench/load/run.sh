@@ -121,7 +121,7 @@ if [ "$ONLY" != evaluator ]; then
   EXP_PROBES=$(metric_sum "$M" lookout_exporter_probes_total)
   EXP_SKIPPED=$(metric_sum "$M" lookout_exporter_probes_skipped_total)
   EXP_UP=$(curl -fsS "$M" | grep -c '^up{.*} 1' || true)
-  kill "$EXP_PID"
+  kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true  # before its target goes
   echo "exporter: $TARGETS targets every $INTERVAL, ${DURATION}s"
   summarise "$OUT/exporter.tsv"
   echo "  probes run $EXP_PROBES, ticks skipped (lookout_exporter_probes_skipped_total) $EXP_SKIPPED, targets up at the end $EXP_UP"
@@ -174,7 +174,7 @@ YML
   EV_MISSED=$(metric_sum "$M" prometheus_rule_group_iterations_missed_total)
   EV_FAILED=$(metric_sum "$M" prometheus_rule_evaluation_failures_total)
   EV_SERIES=$(curl -fsS "http://127.0.0.1:$EVALUATOR_PORT/api/v1/query?query=count(load_value)" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
-  kill "$EV_PID"
+  kill "$EV_PID"; wait "$EV_PID" 2>/dev/null || true
   echo "evaluator: $RULES rules in $(( (RULES + 99) / 100 )) groups over $EV_SERIES series every $EVAL_INTERVAL, ${DURATION}s"
   summarise "$OUT/evaluator.tsv"
   echo "  group iterations $EV_ITER, missed (prometheus_rule_group_iterations_missed_total) $EV_MISSED, rule evaluation failures $EV_FAILED"

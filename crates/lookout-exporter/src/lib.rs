@@ -144,8 +144,9 @@ impl Server {
         self.listener.local_addr().map_err(Error::Serve)
     }
 
-    /// Starts the continuous probes and serves HTTP until `shutdown` completes, then stops
-    /// probing and waits for in-flight requests to finish.
+    /// Starts the continuous probes and serves HTTP until `shutdown` completes; then stops
+    /// probing at once (so no target is reported down while the process winds down) and
+    /// waits for in-flight requests to finish.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -157,6 +158,11 @@ impl Server {
             tracing::info!(%addr, "exporter listening");
         }
         let app = web::router(exporter.clone());
+        let stopping = exporter.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.stop();
+        };
         let served = self.web.serve(self.listener, app, shutdown).await;
         if let Some(task) = hangup {
             task.abort();
