@@ -170,7 +170,12 @@ fn mark_selector(out: &mut String, modifier: &str) -> bool {
         let before = before.strip_suffix(['-', '+']).unwrap_or(before).trim_end();
         if before.ends_with('@') {
             end = before.len() - 1;
-        } else if before.len() >= 6 && before[before.len() - 6..].eq_ignore_ascii_case("offset") {
+        } else if before
+            .len()
+            .checked_sub(6)
+            .and_then(|at| before.get(at..))
+            .is_some_and(|w| w.eq_ignore_ascii_case("offset"))
+        {
             end = before.len() - 6;
         } else {
             break;

@@ -554,3 +554,23 @@ fn range_rate_over_two_names_merges_or_rejects_series_equal_without_them() {
         .expect_err("same label set twice");
     assert!(err.message().contains("same labelset"), "{err}");
 }
+
+/// Found by fuzzing: with a multi-byte character a few bytes before `anchored`, the
+/// rewrite that carries the modifier sliced inside the character while looking for a
+/// preceding `offset`.
+#[test]
+fn range_modifier_after_a_multibyte_character_is_not_a_panic() {
+    let fuzzed = format!(
+        "chgafs\u{c}\0z\0nloats[0m] {}@{}\u{2}\u{29a};{}{}{}anchored)",
+        "\0".repeat(8),
+        "\0".repeat(7),
+        "\0".repeat(4),
+        "\n".repeat(61),
+        "\0".repeat(6),
+    );
+    assert!(parse(&fuzzed).is_err());
+    for q in ["x[5m] @ \u{29a}; anchored", "\u{29a}x[5m] anchored"] {
+        let _ = parse(q);
+    }
+    assert!(parse("rate(x[5m] anchored)").is_ok());
+}
