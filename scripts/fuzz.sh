@@ -4,6 +4,9 @@
 #
 #   FUZZ_SECONDS=30 scripts/fuzz.sh            # every target, 30 s each (the default)
 #   FUZZ_SECONDS=300 scripts/fuzz.sh promql_eval
+#   FUZZ_RUNS=100000 scripts/fuzz.sh           # a fixed number of inputs per target from a
+#                                              # fixed seed (FUZZ_SEED, 1): the same inputs
+#                                              # on every machine, as CI runs it
 #
 # Only the stable toolchain is needed: cargo-fuzz asks for nightly flags, which
 # RUSTC_BOOTSTRAP=1 unlocks. Targets run without a sanitizer (safe Rust; the checks that
@@ -15,6 +18,8 @@ set -euo pipefail
 
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+FUZZ_RUNS="${FUZZ_RUNS:-}"
+FUZZ_SEED="${FUZZ_SEED:-1}"
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}"
 # A single input taking longer than this (seconds) is reported as a hang.
 FUZZ_TIMEOUT="${FUZZ_TIMEOUT:-10}"
@@ -38,17 +43,29 @@ fi
 # One build of every target (a build per target would relink the libraries six times).
 cargo fuzz build -s "$FUZZ_SANITIZER" --debug-assertions
 
+# Either a time budget (exploring: new inputs each run) or a fixed number of inputs from a
+# fixed seed (a gate: a run passes or fails the same way wherever it runs, so CI does not
+# go red on a finding that depends on the machine's speed).
+if [ -n "$FUZZ_RUNS" ]; then
+    budget=(-runs="$FUZZ_RUNS" -seed="$FUZZ_SEED")
+    what="$FUZZ_RUNS inputs from seed $FUZZ_SEED"
+else
+    budget=(-max_total_time="$FUZZ_SECONDS")
+    what="${FUZZ_SECONDS}s"
+fi
+
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t"
-    echo "== $t: ${FUZZ_SECONDS}s"
+    echo "== $t: $what"
     if ! cargo fuzz run -s "$FUZZ_SANITIZER" --debug-assertions "$t" \
         "$scratch/$t" "corpus/$t" -- \
-        -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
+        "${budget[@]}" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
         -max_len=8192 -print_final_stats=1 2>"$scratch/$t.log"; then
         failed+=("$t")
+        grep -a -A3 'panicked at' "$scratch/$t.log" || true
         tail -n 60 "$scratch/$t.log"
     fi
     grep -E '^stat::number_of_executed_units|^Done [0-9]+ runs' "$scratch/$t.log" || true
@@ -58,4 +75,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzzing found failures in: ${failed[*]} (reproducers under fuzz/artifacts/)" >&2
     exit 1
 fi
-echo "all fuzz targets ran ${FUZZ_SECONDS}s each without a failure"
+echo "all fuzz targets ran $what each without a failure"
