@@ -19,19 +19,11 @@ use lookout_evaluator::{EvaluatorOptions, run};
 use lookout_promql::storage::{Queryable, Storage, StorageOptions};
 use prometheus_client::registry::Registry;
 use promql_parser::label::{MatchOp, Matcher};
-use scrape_support::{eventually, free_port};
+use scrape_support::{eventually, free_port, serve_loopback};
 
 /// Serves `body` at `/metrics` on a loopback port; returns `host:port`.
 async fn start_target(body: String) -> String {
-    let app = Router::new().route("/metrics", get(move || async move { body }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr.to_string()
+    serve_loopback(Router::new().route("/metrics", get(move || async move { body }))).await
 }
 
 fn name_is(name: &str) -> Vec<Matcher> {
@@ -175,24 +167,15 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
 
     // A rule file over the 1 KiB limit: the reload is refused naming the limit and its
     // flag, and the running rules stay.
-    let rule_hits = hits("rule_file_size");
-    let mut big = String::from(RULES);
-    big.push('#');
-    big.push_str(&"x".repeat(1024));
-    std::fs::write(dir.path().join("rules.yml"), &big).unwrap();
-    let resp = client
-        .post(format!("{base}/-/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-    let text = resp.text().await.unwrap();
-    assert!(
-        text.contains("rules.yml")
-            && text.contains("1024-byte rule file size limit (--rules.max-file-size)"),
-        "{text}"
-    );
-    assert!(hits("rule_file_size") > rule_hits);
+    reload_over_the_limit(
+        &client,
+        &base,
+        &dir.path().join("rules.yml"),
+        RULES,
+        "rule_file_size",
+        "1024-byte rule file size limit (--rules.max-file-size)",
+    )
+    .await;
     let rules = client
         .get(format!("{base}/api/v1/rules"))
         .send()
@@ -206,24 +189,15 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
 
     // The same for the configuration file.
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
-    let config_hits = hits("config_file_size");
-    let mut big = config.clone();
-    big.push('#');
-    big.push_str(&"y".repeat(1024));
-    std::fs::write(dir.path().join("evaluator.yml"), big).unwrap();
-    let resp = client
-        .post(format!("{base}/-/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-    let text = resp.text().await.unwrap();
-    assert!(
-        text.contains("evaluator.yml")
-            && text.contains("1024-byte configuration file size limit (--config.max-file-size)"),
-        "{text}"
-    );
-    assert!(hits("config_file_size") > config_hits);
+    reload_over_the_limit(
+        &client,
+        &base,
+        &dir.path().join("evaluator.yml"),
+        &config,
+        "config_file_size",
+        "1024-byte configuration file size limit (--config.max-file-size)",
+    )
+    .await;
     // Back under the limits, the reload goes through.
     std::fs::write(dir.path().join("evaluator.yml"), &config).unwrap();
     let resp = client
@@ -235,6 +209,30 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+/// Writes `file` as `text` padded past 1 KiB and asks for a reload: it must be refused with
+/// a 500 naming the file and `message`, and the `limit` counter must rise.
+async fn reload_over_the_limit(
+    client: &reqwest::Client,
+    base: &str,
+    file: &std::path::Path,
+    text: &str,
+    limit: &'static str,
+    message: &str,
+) {
+    let before = hits(limit);
+    std::fs::write(file, format!("{text}#{}", "x".repeat(1024))).unwrap();
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let body = resp.text().await.unwrap();
+    let name = file.file_name().unwrap().to_string_lossy();
+    assert!(body.contains(&*name) && body.contains(message), "{body}");
+    assert!(hits(limit) > before);
 }
 
 const RULE_TEST: &str = r#"rule_files: [rules.yml]

@@ -52,14 +52,7 @@ async fn start_target(body: &str) -> (String, Shared) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr.to_string(), state)
+    (scrape_support::serve_loopback(app).await, state)
 }
 
 fn select(storage: &Storage, name: &str) -> Vec<SeriesData> {
