@@ -81,7 +81,94 @@ fn prometheus_funcs() -> Vec<(&'static str, Func)> {
         ("pathPrefix", f_path_prefix as Func),
         ("externalURL", f_external_url as Func),
         ("lookoutGoValue", f_go_value as Func),
+        ("printf", f_printf as Func),
     ]
+}
+
+/// Largest printf width or precision: Rust's formatter, which gtmpl formats with, panics
+/// beyond `u16::MAX` (Go's own bound, `fmt`'s `tooLarge`, is 1,000,000).
+const MAX_PRINTF_WIDTH: u64 = u16::MAX as u64;
+
+/// `printf`, as gtmpl implements it, after checking what gtmpl does not: a width or
+/// precision (written, or taken from an argument with `*`, so possibly from a query
+/// result) beyond [`MAX_PRINTF_WIDTH`] panics in the formatter, or overflows, and an
+/// argument index `%[0]` underflows gtmpl's index arithmetic. Both are errors here.
+fn f_printf(args: &[Value]) -> Result<Value, FuncError> {
+    if let Some(Value::String(format)) = args.first() {
+        check_printf_format(format, &args[1..]).map_err(err)?;
+    }
+    gtmpl::funcs::printf(args)
+}
+
+/// Walks `format` the way gtmpl's `sprintf` does (verbs, flags, `[n]` indexes, `*`) and
+/// checks every width, precision and index against `args`.
+fn check_printf_format(format: &str, args: &[Value]) -> Result<(), String> {
+    const VERBS: &str = "vVtTbcdoqxXUeEfFgGsp";
+    let bad = |what: &str, n: &dyn std::fmt::Display| {
+        Err(format!(
+            "printf: {what} {n} in {format:?} is out of range (at most {MAX_PRINTF_WIDTH})"
+        ))
+    };
+    let mut index = 0usize;
+    let mut rest = format;
+    while let Some(at) = rest.find('%') {
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('%') {
+            rest = after;
+            continue;
+        }
+        let Some(end) = rest.find(|c: char| VERBS.contains(c)) else {
+            return Ok(()); // gtmpl reports the unterminated verb itself
+        };
+        let mut spec = rest[..end].trim_start_matches(['#', '0', '+', '-', ' ']);
+        rest = &rest[end + 1..];
+        // `[n]`: 1-based argument index.
+        let take_index = |spec: &mut &str, index: &mut usize| -> Result<(), String> {
+            if let Some(inner) = spec.strip_prefix('[') {
+                let close = inner.find(']').unwrap_or(inner.len());
+                match inner[..close].parse::<u64>() {
+                    Ok(0) => return bad("argument index", &0),
+                    Ok(n) => *index = usize::try_from(n - 1).unwrap_or(usize::MAX),
+                    Err(_) => {} // gtmpl reports it
+                }
+                *spec = inner.get(close + 1..).unwrap_or("");
+            }
+            Ok(())
+        };
+        // Width, then precision: digits, or `*` taking the next argument.
+        for what in ["width", "precision"] {
+            if what == "precision" {
+                match spec.strip_prefix('.') {
+                    Some(after) => spec = after,
+                    None => break,
+                }
+            }
+            take_index(&mut spec, &mut index)?;
+            if let Some(after) = spec.strip_prefix('*') {
+                spec = after;
+                let arg = args.get(index);
+                index = index.saturating_add(1);
+                if let Some(n) = arg.and_then(gtmpl::from_value::<i64>) {
+                    if n.unsigned_abs() > MAX_PRINTF_WIDTH {
+                        return bad(what, &n);
+                    }
+                }
+            } else {
+                let digits =
+                    spec.len() - spec.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                if digits > 0 {
+                    match spec[..digits].parse::<u64>() {
+                        Ok(n) if n <= MAX_PRINTF_WIDTH => {}
+                        _ => return bad(what, &&spec[..digits]),
+                    }
+                    spec = &spec[digits..];
+                }
+            }
+        }
+        take_index(&mut spec, &mut index)?;
+        index = index.saturating_add(1);
+    }
+    Ok(())
 }
 
 fn new_template(name: &str) -> Template {
@@ -311,12 +398,17 @@ impl CompiledTemplate {
         });
         let _guard = Guard(prev);
         let mut out = crate::limits::CappedWriter::new(max_bytes);
-        let result = t.execute(&mut out, &ctx);
+        // gtmpl is third-party code running on query results: a panic in it (a bug like the
+        // printf ones `f_printf` guards against) fails this expansion, not the evaluator.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.execute(&mut out, &ctx).map_err(|e| e.to_string())
+        }))
+        .map_err(|_| "template expansion failed: the template engine panicked".to_string())?;
         if out.over() {
             crate::limits::hit("template_output_size");
             return Err(crate::limits::template_output_error(max_bytes));
         }
-        result.map_err(|e| e.to_string())?;
+        result?;
         // Prometheus's label maps are `map[string]string`: a missing label is "", where
         // gtmpl prints Go's `<no value>` of untyped maps.
         String::from_utf8(out.into_inner())
@@ -1124,6 +1216,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "a=1 b=2 2 b");
+    }
+
+    #[test]
+    fn printf_refuses_widths_the_formatter_cannot_take() {
+        let x = |text: &str| CompiledTemplate::new("t", text).render(&data(), None);
+        assert_eq!(
+            x("{{ printf \"%5d|%-4s|%.2f\" 42 \"ab\" 1.5 }}").unwrap(),
+            "   42|ab  |1.50"
+        );
+        assert_eq!(x("{{ printf \"%*d\" 3 7 }}").unwrap(), "  7");
+        for bad in [
+            "{{ printf \"%999999999999d\" 1 }}",
+            "{{ printf \"%.2000000f\" 1.5 }}",
+            "{{ printf \"%*d\" 99999999999 1 }}",
+            "{{ printf \"%.*f\" -9223372036854775808 1.5 }}",
+            "{{ printf \"%[0]d\" 1 }}",
+        ] {
+            let e = x(bad).unwrap_err();
+            assert!(e.contains("out of range"), "{bad}: {e}");
+        }
+        // At the bound it still works, one past it is refused.
+        assert_eq!(x("{{ printf \"%65535d\" 1 }}").unwrap().len(), 65_535);
+        assert!(x("{{ printf \"%65536d\" 1 }}").is_err());
+        assert!(x("{{ printf \"%.*f\" 65536 1.5 }}").is_err());
     }
 
     #[test]
