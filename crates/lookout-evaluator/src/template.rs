@@ -89,60 +89,159 @@ fn prometheus_funcs() -> Vec<(&'static str, Func)> {
 /// beyond `u16::MAX` (Go's own bound, `fmt`'s `tooLarge`, is 1,000,000).
 const MAX_PRINTF_WIDTH: u64 = u16::MAX as u64;
 
-/// `printf`, as gtmpl implements it, after checking what gtmpl does not: a width or
-/// precision (written, or taken from an argument with `*`, so possibly from a query
-/// result) beyond [`MAX_PRINTF_WIDTH`] panics in the formatter, or overflows, and an
-/// argument index `%[0]` underflows gtmpl's index arithmetic. Both are errors here.
+/// `printf`, as gtmpl implements it, after doing what gtmpl does not:
+///
+/// * a width or precision (written, or taken from an argument with `*`, so possibly from a
+///   query result) beyond [`MAX_PRINTF_WIDTH`] panics in the formatter, or overflows, and an
+///   argument index `%[0]` underflows gtmpl's index arithmetic: both are errors here;
+/// * gtmpl has no `%v`, `%g` or `%G` for floats (every sample value is one): those verbs
+///   are formatted here as Go does and handed to gtmpl as strings;
+/// * gtmpl copies `%%` through as two characters where Go writes one `%` (Prometheus
+///   alerts commonly end `printf "%.0f%%" $value`): each `%%` stands in for a private-use
+///   placeholder while gtmpl formats, and becomes `%` after.
 fn f_printf(args: &[Value]) -> Result<Value, FuncError> {
-    if let Some(Value::String(format)) = args.first() {
-        check_printf_format(format, &args[1..]).map_err(err)?;
-    }
-    gtmpl::funcs::printf(args)
-}
-
-/// Walks `format` the way gtmpl's `sprintf` does (verbs, flags, `[n]` indexes, `*`) and
-/// checks every width, precision and index against `args`.
-fn check_printf_format(format: &str, args: &[Value]) -> Result<(), String> {
-    const VERBS: &str = "vVtTbcdoqxXUeEfFgGsp";
-    let bad = |what: &str, n: &dyn std::fmt::Display| {
-        Err(format!(
-            "printf: {what} {n} in {format:?} is out of range (at most {MAX_PRINTF_WIDTH})"
-        ))
+    const PERCENT: &str = "\u{e000}lookout-percent\u{e000}";
+    let Some(Value::String(format)) = args.first() else {
+        return gtmpl::funcs::printf(args);
     };
-    let mut index = 0usize;
-    let mut rest = format;
-    while let Some(at) = rest.find('%') {
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('%') {
-            rest = after;
+    let verbs = printf_verbs(format, &args[1..]).map_err(err)?;
+    let mut args = args.to_vec();
+    let mut rewritten = String::with_capacity(format.len());
+    let mut copied = 0;
+    // Explicit `[n]` indexes may print one argument twice: those formats go to gtmpl as
+    // they are.
+    let sequential = !format.contains('[');
+    for v in verbs.iter().filter(|_| sequential) {
+        let Some(Value::Number(n)) = args.get(v.arg + 1) else {
+            continue;
+        };
+        // Floats only: gtmpl prints integers itself.
+        if n.as_u64().is_some() || n.as_i64().is_some() {
             continue;
         }
-        let Some(end) = rest.find(|c: char| VERBS.contains(c)) else {
-            return Ok(()); // gtmpl reports the unterminated verb itself
+        let (Some(f), 'v' | 'g' | 'G', false) = (n.as_f64(), v.verb, v.star_precision) else {
+            continue;
         };
-        let mut spec = rest[..end].trim_start_matches(['#', '0', '+', '-', ' ']);
-        rest = &rest[end + 1..];
-        // `[n]`: 1-based argument index.
-        let take_index = |spec: &mut &str, index: &mut usize| -> Result<(), String> {
-            if let Some(inner) = spec.strip_prefix('[') {
-                let close = inner.find(']').unwrap_or(inner.len());
-                match inner[..close].parse::<u64>() {
-                    Ok(0) => return bad("argument index", &0),
-                    Ok(n) => *index = usize::try_from(n - 1).unwrap_or(usize::MAX),
-                    Err(_) => {} // gtmpl reports it
-                }
-                *spec = inner.get(close + 1..).unwrap_or("");
+        let mut text = match (v.verb, v.precision) {
+            ('v' | 'g', None) => go_fmt_v(f),
+            (_, None) => go_fmt_v(f).to_uppercase(),
+            ('G', Some(p)) => go_fmt_g(f, p).to_uppercase(),
+            (_, Some(p)) => go_fmt_g(f, p),
+        };
+        if !text.starts_with(['-', '+']) && !f.is_nan() {
+            if v.plus {
+                text.insert(0, '+');
+            } else if v.space {
+                text.insert(0, ' ');
             }
-            Ok(())
+        }
+        // Padded here: gtmpl pads strings on the wrong side (Rust's default for text).
+        let width: usize = v.width.parse().unwrap_or(0);
+        let pad = " ".repeat(width.saturating_sub(text.chars().count()));
+        if v.minus {
+            text.push_str(&pad);
+        } else {
+            text.insert_str(0, &pad);
+        }
+        rewritten.push_str(&format[copied..v.start]);
+        rewritten.push('%');
+        if v.width == "*" {
+            rewritten.push_str(if v.minus { "-*" } else { "*" });
+        }
+        rewritten.push('s');
+        copied = v.end;
+        args[v.arg + 1] = Value::String(text);
+    }
+    rewritten.push_str(&format[copied..]);
+    args[0] = Value::String(rewritten.replace("%%", PERCENT));
+    match gtmpl::funcs::printf(&args)? {
+        Value::String(out) => Ok(Value::String(out.replace(PERCENT, "%"))),
+        other => Ok(other),
+    }
+}
+
+/// One verb of a printf format, as gtmpl's `sprintf` reads it.
+struct PrintfVerb {
+    /// Byte range of `%...verb` in the format.
+    start: usize,
+    end: usize,
+    /// The verb character.
+    verb: char,
+    /// Index (0-based, after the format) of the argument the verb prints.
+    arg: usize,
+    plus: bool,
+    minus: bool,
+    space: bool,
+    /// The width as written: digits, `*`, or empty.
+    width: String,
+    /// A written precision.
+    precision: Option<usize>,
+    /// The precision is `*` (taken from an argument).
+    star_precision: bool,
+}
+
+/// Walks `format` the way gtmpl's `sprintf` does (verbs, flags, `[n]` indexes, `*`),
+/// checking every width, precision and index against `args`.
+fn printf_verbs(format: &str, args: &[Value]) -> Result<Vec<PrintfVerb>, String> {
+    const VERBS: &str = "vVtTbcdoqxXUeEfFgGsp";
+    let bad = |what: &str, n: &dyn std::fmt::Display| {
+        format!("printf: {what} {n} in {format:?} is out of range (at most {MAX_PRINTF_WIDTH})")
+    };
+    // `[n]`: a 1-based argument index.
+    let take_index = |spec: &mut &str, index: &mut usize| -> Result<(), String> {
+        if let Some(inner) = spec.strip_prefix('[') {
+            let close = inner.find(']').unwrap_or(inner.len());
+            match inner[..close].parse::<u64>() {
+                Ok(0) => return Err(bad("argument index", &0)),
+                Ok(n) => *index = usize::try_from(n - 1).unwrap_or(usize::MAX),
+                Err(_) => {} // gtmpl reports it
+            }
+            *spec = inner.get(close + 1..).unwrap_or("");
+        }
+        Ok(())
+    };
+    let mut verbs = Vec::new();
+    let mut index = 0usize;
+    let mut pos = 0;
+    while let Some(at) = format[pos..].find('%') {
+        let start = pos + at;
+        let body = &format[start + 1..];
+        if body.starts_with('%') {
+            pos = start + 2;
+            continue;
+        }
+        let Some(len) = body.find(|c: char| VERBS.contains(c)) else {
+            break; // gtmpl reports the unterminated verb itself
+        };
+        let verb = body[len..].chars().next().unwrap_or('v');
+        pos = start + 1 + len + verb.len_utf8();
+        let flags_len = body[..len].len()
+            - body[..len]
+                .trim_start_matches(['#', '0', '+', '-', ' '])
+                .len();
+        let flags = &body[..flags_len];
+        let mut spec = &body[flags_len..len];
+        let mut v = PrintfVerb {
+            start,
+            end: pos,
+            verb,
+            arg: 0,
+            plus: flags.contains('+'),
+            minus: flags.contains('-'),
+            space: flags.contains(' '),
+            width: String::new(),
+            precision: None,
+            star_precision: false,
         };
         // Width, then precision: digits, or `*` taking the next argument.
-        for what in ["width", "precision"] {
-            if what == "precision" {
+        for precision in [false, true] {
+            if precision {
                 match spec.strip_prefix('.') {
                     Some(after) => spec = after,
                     None => break,
                 }
             }
+            let what = if precision { "precision" } else { "width" };
             take_index(&mut spec, &mut index)?;
             if let Some(after) = spec.strip_prefix('*') {
                 spec = after;
@@ -150,25 +249,39 @@ fn check_printf_format(format: &str, args: &[Value]) -> Result<(), String> {
                 index = index.saturating_add(1);
                 if let Some(n) = arg.and_then(gtmpl::from_value::<i64>) {
                     if n.unsigned_abs() > MAX_PRINTF_WIDTH {
-                        return bad(what, &n);
+                        return Err(bad(what, &n));
                     }
+                }
+                if precision {
+                    v.star_precision = true;
+                } else {
+                    v.width = "*".to_string();
                 }
             } else {
                 let digits =
                     spec.len() - spec.trim_start_matches(|c: char| c.is_ascii_digit()).len();
                 if digits > 0 {
-                    match spec[..digits].parse::<u64>() {
-                        Ok(n) if n <= MAX_PRINTF_WIDTH => {}
-                        _ => return bad(what, &&spec[..digits]),
+                    let n = match spec[..digits].parse::<u64>() {
+                        Ok(n) if n <= MAX_PRINTF_WIDTH => n,
+                        _ => return Err(bad(what, &&spec[..digits])),
+                    };
+                    if precision {
+                        v.precision = usize::try_from(n).ok();
+                    } else {
+                        v.width = spec[..digits].to_string();
                     }
                     spec = &spec[digits..];
+                } else if precision {
+                    v.precision = Some(0);
                 }
             }
         }
         take_index(&mut spec, &mut index)?;
+        v.arg = index;
         index = index.saturating_add(1);
+        verbs.push(v);
     }
-    Ok(())
+    Ok(verbs)
 }
 
 fn new_template(name: &str) -> Template {
@@ -1226,6 +1339,55 @@ mod tests {
             "   42|ab  |1.50"
         );
         assert_eq!(x("{{ printf \"%*d\" 3 7 }}").unwrap(), "  7");
+        // `%%` is one `%`, as in Go.
+        assert_eq!(
+            x("{{ printf \"%.1f%% of %d%%\" 95.4 100 }}").unwrap(),
+            "95.4% of 100%"
+        );
+        assert_eq!(x("{{ printf \"100%%\" }}").unwrap(), "100%");
+        // Sample values print as Go prints a float64: whole, negative and fractional
+        // values, %v and %g (which gtmpl cannot do for floats), %f on whole numbers.
+        let with_value = |text: &str, value: f64| {
+            let mut d = data();
+            d.value = value;
+            CompiledTemplate::new("t", text).render(&d, None).unwrap()
+        };
+        assert_eq!(with_value("{{ printf \"%.2f\" $value }}", 95.0), "95.00");
+        assert_eq!(with_value("{{ printf \"%.0f%%\" $value }}", 95.4), "95%");
+        assert_eq!(
+            with_value("{{ $value }} {{ humanize $value }}", -0.5),
+            "-0.5 -500m"
+        );
+        for (value, want) in [(-0.5, "-0.5"), (95.0, "95"), (1.5e9, "1.5e+09")] {
+            assert_eq!(with_value("{{ printf \"%v\" $value }}", value), want);
+        }
+        assert_eq!(
+            with_value(
+                "{{ printf \"%.3g|%+v|%v %s\" $value $value $value \"x\" }}",
+                1.23456
+            ),
+            "1.23|+1.23456|1.23456 x"
+        );
+        assert_eq!(
+            with_value("{{ printf \"%6v|%-6v|%G\" $value $value $value }}", 1.5e-7),
+            "1.5e-07|1.5e-07|1.5E-07"
+        );
+        assert_eq!(
+            with_value("{{ printf \"%6v|%-6v|\" $value $value }}", 1.5),
+            "   1.5|1.5   |"
+        );
+        assert_eq!(
+            with_value("{{ if lt $value -0.1 }}negative{{ end }}", -0.5),
+            "negative"
+        );
+        // A sample value compares with whole literals, which gtmpl reads as integers.
+        assert_eq!(
+            with_value(
+                "{{ if gt $value 90.0 }}a{{ end }}{{ if lt $value 100 }}b{{ end }}{{ if eq $value 95.0 }}c{{ end }}",
+                95.0
+            ),
+            "abc"
+        );
         for bad in [
             "{{ printf \"%999999999999d\" 1 }}",
             "{{ printf \"%.2000000f\" 1.5 }}",
