@@ -1,6 +1,8 @@
 //! Webhooks against an axum receiver on loopback: Alertmanager-shaped payloads, Slack bodies,
 //! and no repeated posts for alerts the rule manager merely re-sends.
 
+mod scrape_support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -33,13 +35,7 @@ async fn receiver() -> (String, Received) {
     let app = Router::new()
         .route("/{name}", post(hook))
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = scrape_support::serve_loopback(app).await;
     (format!("http://{addr}"), received)
 }
 

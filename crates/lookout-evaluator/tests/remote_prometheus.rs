@@ -13,18 +13,7 @@ use axum::routing::{get, post};
 use lookout_evaluator::datasource::{Datasource, DatasourceError};
 use lookout_evaluator::remote::{QueryMethod, RemoteConfig, RemoteDatasource};
 use lookout_evaluator::scrape_config::HttpClientConfig;
-use scrape_support::{eventually, start_prometheus};
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr.to_string()
-}
+use scrape_support::{eventually, serve_loopback as serve, start_prometheus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_a_real_prometheus() {
