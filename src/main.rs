@@ -24,7 +24,20 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format, &cli.log_level);
-    match cli::run(cli.command) {
+    // Parsing and evaluating PromQL recurses as deep as the expression (up to
+    // `--query.max-depth`): run every sub-command on a thread with the stack that needs
+    // (`rules check` and `rules test` parse and evaluate here).
+    let run = std::thread::Builder::new()
+        .name("lookout-main".into())
+        .stack_size(lookout_promql::engine::depth::EVAL_STACK_BYTES)
+        .spawn(move || cli::run(cli.command));
+    let result = match run {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the main thread panicked"))),
+        Err(e) => Err(anyhow::anyhow!("cannot start the main thread: {e}")),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -78,6 +78,12 @@ pub struct Args {
     /// for a slot within their timeout. At least 1.
     #[arg(long = "query.max-concurrency", value_name = "N", default_value = "20", value_parser = parse_concurrency)]
     query_max_concurrency: usize,
+    /// Deepest expression tree a query or rule may parse to (operators in one chain count
+    /// one level each, as do brackets, calls and unary signs); a deeper one is refused
+    /// before parsing with "expression nested deeper than the N-level limit". 1 to 256:
+    /// evaluation recurses as deep, and the threads' stacks are sized for 256.
+    #[arg(long = "query.max-depth", value_name = "N", default_value = "256", value_parser = parse_max_depth)]
+    query_max_depth: usize,
     /// Embedded mode: most series kept in memory. A sample that would create one more
     /// series is refused (existing series keep taking samples) and counted in
     /// lookout_evaluator_limit_hits_total{limit="storage_max_series"}. 0 is unlimited.
@@ -147,6 +153,19 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `--query.max-depth`: an integer from 1 to the default (the most the stacks hold).
+fn parse_max_depth(s: &str) -> Result<usize, String> {
+    let most = lookout_promql::engine::depth::DEFAULT_MAX_DEPTH;
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if n == 0 || n > most {
+        return Err(format!("must be from 1 to {most}"));
+    }
+    Ok(n)
+}
+
 fn http_config(args: &Args) -> HttpClientConfig {
     HttpClientConfig {
         basic_auth: args.datasource_user.as_ref().map(|u| BasicAuth {
@@ -181,6 +200,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;
     options.query_max_concurrency = args.query_max_concurrency;
+    options.query_max_depth = args.query_max_depth;
     options.storage_max_series = args.storage_max_series;
     options.config_max_file_bytes = args.config_max_file_size;
     options.rules_max_file_bytes = args.rules_max_file_size;

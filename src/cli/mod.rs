@@ -80,9 +80,12 @@ pub fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-/// The multi-threaded async runtime the servers' sub-commands run on.
+/// The multi-threaded async runtime the servers' sub-commands run on. Its threads (the
+/// async workers and the blocking pool, where queries are evaluated and rule files parsed)
+/// get the stack PromQL's recursion needs up to `--query.max-depth`.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(lookout_promql::engine::depth::EVAL_STACK_BYTES)
         .enable_all()
         .build()
         .context("starting the async runtime")

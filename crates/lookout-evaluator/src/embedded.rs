@@ -4,12 +4,14 @@
 //! storage so later rules, `/api/v1/query` and Grafana see them.
 //!
 //! Queries run on tokio's blocking pool: evaluation is CPU-bound and must not stall the
-//! scrape loops and the notifier on the async workers.
+//! scrape loops and the notifier on the async workers. The runtime's threads need
+//! `lookout_promql::engine::depth::EVAL_STACK_BYTES` of stack (evaluation recurses up to
+//! `--query.max-depth` levels); a query whose waiter is dropped is cancelled.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lookout_promql::engine::{self, Engine, QueryError, Value};
+use lookout_promql::engine::{self, Engine, QueryControl, QueryError, Value};
 use lookout_promql::storage::{Queryable, Storage};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -96,11 +98,17 @@ impl Datasource for EmbeddedDatasource {
             let engine = self.engine.clone();
             let text = expr.to_string();
             let t_ms = to_ms(at);
+            // The engine's `--query.timeout` bounds the evaluation; the guard stops it too
+            // when this future is dropped (a rule group stopped by a reload or shutdown).
+            let control = QueryControl::new();
+            let _cancel = control.cancel_on_drop();
             let result = if self.inline {
-                engine.instant_query(storage.as_ref() as &dyn Queryable, &text, t_ms)
+                let storage = storage.as_ref() as &dyn Queryable;
+                engine.instant_query_controlled(storage, &text, t_ms, &control)
             } else {
                 tokio::task::spawn_blocking(move || {
-                    engine.instant_query(storage.as_ref() as &dyn Queryable, &text, t_ms)
+                    let storage = storage.as_ref() as &dyn Queryable;
+                    engine.instant_query_controlled(storage, &text, t_ms, &control)
                 })
                 .await
                 .map_err(|e| DatasourceError::Unavailable(format!("query task failed: {e}")))?

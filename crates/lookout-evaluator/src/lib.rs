@@ -64,6 +64,9 @@ pub struct EvaluatorOptions {
     pub query_timeout: Duration,
     /// `--query.max-concurrency`: API queries evaluated at once (20, at least 1).
     pub query_max_concurrency: usize,
+    /// `--query.max-depth`: deepest expression tree a query may parse to (256, also the
+    /// most accepted; see `lookout_promql::engine::depth`).
+    pub query_max_depth: usize,
     /// `--storage.max-series`: most series the embedded storage holds (1,000,000; 0 is
     /// unlimited).
     pub storage_max_series: usize,
@@ -98,6 +101,7 @@ impl EvaluatorOptions {
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
             query_max_concurrency: limits::DEFAULT_QUERY_MAX_CONCURRENCY,
+            query_max_depth: lookout_promql::engine::depth::DEFAULT_MAX_DEPTH,
             storage_max_series: limits::DEFAULT_STORAGE_MAX_SERIES,
             config_max_file_bytes: limits::MAX_CONFIG_FILE_BYTES,
             rules_max_file_bytes: limits::MAX_RULE_FILE_BYTES,
@@ -188,6 +192,7 @@ where
     let engine = lookout_promql::Engine::new(lookout_promql::engine::EngineOptions {
         max_samples: opts.query_max_samples,
         timeout: Some(opts.query_timeout),
+        max_depth: opts.query_max_depth,
         ..lookout_promql::engine::EngineOptions::default()
     });
     let mut storage = None;
@@ -347,6 +352,13 @@ where
             source,
         })?;
     tracing::info!(address = %opts.listen_address, "Listening");
+    // At shutdown, cancel the API queries still evaluating: the server's graceful stop
+    // waits for their requests.
+    let gate = state.query_gate.clone();
+    let shutdown = async move {
+        shutdown.await;
+        gate.close();
+    };
     let web_result = web_server
         .serve(listener, web::router(state), shutdown)
         .await;

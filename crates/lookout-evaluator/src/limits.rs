@@ -51,12 +51,13 @@ pub const DEFAULT_QUERY_MAX_CONCURRENCY: usize = 20;
 pub const DEFAULT_STORAGE_MAX_SERIES: usize = 1_000_000;
 
 /// The `limit` label values of `lookout_evaluator_limit_hits_total`.
-pub const LIMIT_NAMES: [&str; 7] = [
+pub const LIMIT_NAMES: [&str; 8] = [
     "config_file_size",
     "rule_file_size",
     "template_output_size",
     "query_max_samples",
     "query_timeout",
+    "query_max_depth",
     "query_max_concurrency",
     "storage_max_series",
 ];
@@ -98,6 +99,9 @@ pub fn count_query_error(e: &QueryError) {
         QueryError::TooManySamples(_) => hit("query_max_samples"),
         QueryError::Eval { message, .. } if message.contains("query timed out") => {
             hit("query_timeout")
+        }
+        QueryError::Parse { message, .. } if message.contains("(--query.max-depth)") => {
+            hit("query_max_depth")
         }
         _ => {}
     }

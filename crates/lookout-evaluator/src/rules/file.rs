@@ -396,6 +396,17 @@ pub fn validate(def: &RuleFileDef, pos: &[GroupPos]) -> Vec<RuleError> {
     errors
 }
 
+/// promql-parser's verdict on a rule expression, after the depth check every query passes
+/// (`--query.max-depth` at its default, which is also its highest value): a rule too deep
+/// to evaluate never loads.
+fn checked_parse(expr: &str) -> Result<(), String> {
+    let limit = lookout_promql::engine::depth::DEFAULT_MAX_DEPTH;
+    if let Err(too_deep) = lookout_promql::engine::depth::check_depth(expr, limit) {
+        return Err(too_deep.message());
+    }
+    promql_parser::parser::parse(expr).map(|_| ())
+}
+
 fn validate_rule(r: &RuleDef, pos: &RulePos) -> Vec<(Vec<Pos>, String)> {
     let mut out = Vec::new();
     let at = |p: Option<Pos>| p.into_iter().collect::<Vec<_>>();
@@ -419,7 +430,7 @@ fn validate_rule(r: &RuleDef, pos: &RulePos) -> Vec<(Vec<Pos>, String)> {
             vec![pos.expr.unwrap_or(Pos { line: 0, col: 0 })],
             "field 'expr' must be set in rule".to_string(),
         ));
-    } else if let Err(e) = promql_parser::parser::parse(expr) {
+    } else if let Err(e) = checked_parse(expr) {
         out.push((
             at(pos.expr),
             format!("could not parse expression: {}", e.trim_end()),

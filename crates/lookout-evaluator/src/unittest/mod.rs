@@ -108,6 +108,7 @@ pub fn run_files(
     // is enough, evaluation is sequential.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_stack_size(lookout_promql::engine::depth::EVAL_STACK_BYTES)
         .build()?;
     let mut summary = Summary::default();
     for f in files {

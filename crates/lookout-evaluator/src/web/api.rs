@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lookout_promql::Labels;
 use lookout_promql::engine::value::format_float;
-use lookout_promql::engine::{QueryError, Value};
+use lookout_promql::engine::{QueryControl, QueryError, Value};
 use lookout_promql::storage::{Queryable, Storage};
 use promql_parser::label::{MatchOp, Matcher};
 use serde_json::{Value as Json, json};
@@ -191,15 +191,23 @@ fn engine_error(e: QueryError) -> ApiError {
     crate::limits::count_query_error(&e);
     match e {
         QueryError::Parse { .. } => ApiError::bad_data(e.to_string()),
+        // The evaluation reached the query's deadline before the waiter did: the same 503.
+        QueryError::Eval { ref message, .. } if message.contains("query timed out") => {
+            ApiError::timeout(e.to_string())
+        }
         other => ApiError::execution(other.to_string()),
     }
 }
 
-/// Runs `f` on the blocking pool within the query timeout and concurrency limit.
+/// Runs `f` on the blocking pool within the query timeout and concurrency limit. `f` gets
+/// the query's [`QueryControl`]: its deadline is the query's own (`timeout=`, the wait for
+/// a slot included), and it is cancelled as soon as this future ends without the result —
+/// at the timeout, or when the client goes away and the server drops the request — so the
+/// evaluation stops and frees its slot instead of running on unseen.
 async fn run_query<T, F>(st: &WebState, timeout_param: Option<&str>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, QueryError> + Send + 'static,
+    F: FnOnce(&QueryControl) -> Result<T, QueryError> + Send + 'static,
 {
     let mut limit = st.query_timeout;
     if let Some(t) = timeout_param.filter(|t| !t.is_empty()) {
@@ -210,7 +218,7 @@ where
         }
     }
     // Waiting for a slot counts against the timeout, as in Prometheus; the slot is held
-    // until the evaluation itself ends, even when the caller gave up at the timeout.
+    // until the evaluation itself ends, which the cancellation below makes prompt.
     let _in_flight = st.query_gate.enter();
     let now = tokio::time::Instant::now();
     // A timeout too long for the clock: about 30 years, as tokio's own `timeout` does.
@@ -225,11 +233,19 @@ where
         Ok(Err(_)) => return Err(ApiError::unavailable("query engine is shutting down")),
         Ok(Ok(p)) => p,
     };
+    let control = QueryControl::with_deadline(deadline.into_std());
+    let _cancel = control.cancel_on_drop();
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f()
+        f(&control)
     });
-    match tokio::time::timeout_at(deadline, task).await {
+    let finished = tokio::select! {
+        finished = tokio::time::timeout_at(deadline, task) => finished,
+        () = st.query_gate.closed() => {
+            return Err(ApiError::unavailable("query engine is shutting down"));
+        }
+    };
+    match finished {
         Err(_) => Err({
             crate::limits::hit("query_timeout");
             ApiError::timeout("query timed out in expression evaluation")
@@ -256,8 +272,8 @@ async fn query_inner(st: &WebState, p: &Params) -> Result<Response, ApiError> {
     let q = param(p, "query").unwrap_or("").to_string();
     let t = time_param(p, "time", now_ms())?;
     let engine = st.engine.clone();
-    let value = run_query(st, param(p, "timeout"), move || {
-        engine.instant_query(storage.as_ref() as &dyn Queryable, &q, t)
+    let value = run_query(st, param(p, "timeout"), move |control| {
+        engine.instant_query_controlled(storage.as_ref() as &dyn Queryable, &q, t, control)
     })
     .await?;
     // Every sample of an instant query carries the evaluation time, as in Prometheus's API
@@ -312,8 +328,9 @@ async fn query_range_inner(st: &WebState, p: &Params) -> Result<Response, ApiErr
     }
     let q = param(p, "query").unwrap_or("").to_string();
     let engine = st.engine.clone();
-    let matrix = run_query(st, param(p, "timeout"), move || {
-        engine.range_query(storage.as_ref() as &dyn Queryable, &q, start, end, step)
+    let matrix = run_query(st, param(p, "timeout"), move |control| {
+        let storage = storage.as_ref() as &dyn Queryable;
+        engine.range_query_controlled(storage, &q, (start, end, step), control)
     })
     .await?;
     Ok(success(value_json(&Value::Matrix(matrix))))
@@ -630,8 +647,9 @@ pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
         let result = match storage(&st) {
             Ok(storage) => {
                 let engine = st.engine.clone();
-                run_query(&st, None, move || {
-                    engine.instant_query(storage.as_ref() as &dyn Queryable, &q, t)
+                run_query(&st, None, move |control| {
+                    let storage = storage.as_ref() as &dyn Queryable;
+                    engine.instant_query_controlled(storage, &q, t, control)
                 })
                 .await
             }
@@ -691,20 +709,20 @@ mod tests {
         );
         let waiting = {
             let st = st.clone();
-            tokio::spawn(async move { run_query(&st, Some("60s"), || Ok(1)).await })
+            tokio::spawn(async move { run_query(&st, Some("60s"), |_| Ok(1)).await })
         };
         // The waiting query shows in the gauge (it cannot finish while the slot is held).
         while st.query_gate.queries() < 1 {
             tokio::task::yield_now().await;
         }
-        let e = run_query(&st, Some("20ms"), || Ok(2)).await.unwrap_err();
+        let e = run_query(&st, Some("20ms"), |_| Ok(2)).await.unwrap_err();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.message, "query timed out in query queue");
         assert!(crate::limits::hits("query_max_concurrency") >= waits + 2);
         assert!(crate::limits::hits("query_timeout") > timeouts);
         drop(held);
         assert_eq!(waiting.await.unwrap().ok(), Some(1));
-        assert_eq!(run_query(&st, None, || Ok(3)).await.ok(), Some(3));
+        assert_eq!(run_query(&st, None, |_| Ok(3)).await.ok(), Some(3));
         assert_eq!(st.query_gate.queries(), 0);
         // At least one slot, whatever is asked.
         assert_eq!(crate::web::QueryGate::new(0).max(), 1);

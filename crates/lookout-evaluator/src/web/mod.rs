@@ -89,6 +89,8 @@ pub struct WebState {
 #[derive(Clone)]
 pub struct QueryGate {
     slots: Arc<tokio::sync::Semaphore>,
+    /// Set when the server shuts down: queries still evaluating are cancelled.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
     max: usize,
     queries: Gauge,
     concurrent_max: Gauge,
@@ -102,6 +104,7 @@ impl QueryGate {
         concurrent_max.set(i64::try_from(max).unwrap_or(i64::MAX));
         QueryGate {
             slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            closed: Arc::new(tokio::sync::watch::Sender::new(false)),
             max,
             queries: Gauge::default(),
             concurrent_max,
@@ -130,6 +133,19 @@ impl QueryGate {
             "The max number of concurrent queries.",
             self.concurrent_max.clone(),
         );
+    }
+
+    /// Refuses new queries and cancels the running ones (at shutdown, so that the server's
+    /// graceful stop does not wait for them).
+    pub fn close(&self) {
+        self.slots.close();
+        self.closed.send_replace(true);
+    }
+
+    /// Completes once [`close`](Self::close) was called.
+    pub(crate) async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
     }
 
     /// Counts a query in `prometheus_engine_queries` until the guard is dropped.

@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
+use super::cancel::Stop;
 use super::value::format_float;
 use super::{
     AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Value, Vector, kahan_sum_inc,
@@ -45,7 +46,8 @@ impl Evaluator<'_> {
                 )));
             }
             let vec = self.eval_vector(&a.expr, ts)?;
-            return Ok(Value::Vector(count_values(vec, &label, without, &grouping)));
+            let stop = self.stop();
+            return count_values(vec, &label, without, &grouping, stop).map(Value::Vector);
         }
         let param = match &a.param {
             Some(p) => Some(self.eval_scalar(p, ts)?),
@@ -120,7 +122,8 @@ impl Evaluator<'_> {
                 let (key, labels) = &groups[i as usize];
                 (*key, labels.clone(), f, sv.drop_name)
             });
-            return aggregate(&op, param.unwrap_or(f64::NAN), input).map(Value::Vector);
+            let stop = self.stop();
+            return aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector);
         }
         let vec = self.eval_vector(&a.expr, ts)?;
         match op.as_str() {
@@ -147,7 +150,8 @@ impl Evaluator<'_> {
                     let (key, labels) = grouper(&s.metric);
                     (key, labels, s.f, s.drop_name)
                 });
-                aggregate(&op, param.unwrap_or(f64::NAN), input).map(Value::Vector)
+                let stop = self.stop();
+                aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector)
             }
         }
     }
@@ -201,6 +205,7 @@ impl Evaluator<'_> {
         let mut order: Vec<u64> = Vec::new();
         let mut groups: FastMap<u64, Vec<Sample>> = FastMap::default();
         for s in vec {
+            self.poll()?;
             let key = group_key(&s.metric, without, grouping);
             let g = groups.entry(key).or_insert_with(|| {
                 order.push(key);
@@ -338,10 +343,12 @@ fn aggregate(
     op: &str,
     param: f64,
     input: impl Iterator<Item = (u64, Labels, f64, bool)>,
+    stop: &Stop,
 ) -> Result<Vector, QueryError> {
     let mut order: Vec<u64> = Vec::new();
     let mut groups: FastMap<u64, Group> = FastMap::default();
     for (key, group_metric, f, drop_name) in input {
+        stop.check()?;
         let Some(g) = groups.get_mut(&key) else {
             let value = match op {
                 "stddev" | "stdvar" => {
@@ -476,7 +483,13 @@ pub(crate) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) -> Vector {
+fn count_values(
+    vec: Vector,
+    label: &str,
+    without: bool,
+    grouping: &[String],
+    stop: &Stop,
+) -> Result<Vector, QueryError> {
     let mut grouping: Vec<String> = grouping.to_vec();
     if !without {
         grouping.push(label.to_string());
@@ -484,6 +497,7 @@ fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) ->
     let mut order: Vec<Labels> = Vec::new();
     let mut counts: FastMap<Labels, f64> = FastMap::default();
     for s in vec {
+        stop.check()?;
         let mut metric = s.metric;
         metric.set(label, &format_float_go(s.f));
         let key = group_labels(&metric, without, &grouping);
@@ -493,7 +507,7 @@ fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) ->
         });
         *c += 1.0;
     }
-    order
+    Ok(order
         .into_iter()
         .map(|m| {
             let f = counts.get(&m).copied().unwrap_or(0.0);
@@ -504,7 +518,7 @@ fn count_values(vec: Vector, label: &str, without: bool, grouping: &[String]) ->
                 drop_name: false,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: shortest representation, no exponent.

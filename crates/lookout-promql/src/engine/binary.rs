@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use super::cancel::Stop;
 use super::{
     Evaluator, FastMap, FnvBuild, QueryError, Sample, Value, Vector, dropped_with_name, label_hash,
 };
@@ -290,7 +291,7 @@ impl Evaluator<'_> {
                     BinOp::And => vector_and(l, r, &matching),
                     BinOp::Or => vector_or(l, r, &matching),
                     BinOp::Unless => vector_unless(l, r, &matching),
-                    _ => vector_binop(op, l, r, &matching, return_bool)?,
+                    _ => vector_binop(op, l, r, &matching, (return_bool, self.stop()))?,
                 };
                 Ok(Value::Vector(out))
             }
@@ -367,7 +368,7 @@ fn vector_binop(
     lhs: Vector,
     rhs: Vector,
     m: &Matching,
-    return_bool: bool,
+    (return_bool, stop): (bool, &Stop),
 ) -> Result<Vector, QueryError> {
     if (lhs.is_empty() && rhs.is_empty())
         || ((lhs.is_empty() || rhs.is_empty()) && m.fill_lhs.is_none() && m.fill_rhs.is_none())
@@ -382,6 +383,7 @@ fn vector_binop(
     let mut right: FastMap<u64, &Sample> = FastMap::default();
     let mut right_order: Vec<u64> = Vec::with_capacity(rhs.len());
     for rs in &rhs {
+        stop.check()?;
         let sig = m.signature(&rs.metric);
         if let Some(dup) = right.get(&sig) {
             let side = if swapped { "left" } else { "right" };
@@ -414,6 +416,7 @@ fn vector_binop(
         swapped,
     };
     for ls in &lhs {
+        stop.check()?;
         let sig = m.signature(&ls.metric);
         match right.get(&sig) {
             Some(rs) => ctx.apply(ls, rs, sig, &mut matched, &mut out)?,

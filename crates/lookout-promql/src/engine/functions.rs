@@ -690,7 +690,7 @@ impl Evaluator<'_> {
     /// sample each series of `vs` has at `ts`.
     fn start_timestamps(&self, vs: &VectorSelector, ts: i64) -> Result<Vector, QueryError> {
         let t = self.ref_time(vs, ts)?;
-        let data = self.fetch(vs);
+        let data = self.fetch(vs)?;
         let bounds = self.upper_bounds(vs, &data, t);
         let mut out = Vec::new();
         for (sd, &idx) in data.iter().zip(&bounds) {

@@ -27,6 +27,8 @@
 
 mod aggregations;
 mod binary;
+pub mod cancel;
+pub mod depth;
 pub mod error;
 mod functions;
 mod rewrite;
@@ -41,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+pub use cancel::{CancelOnDrop, QueryControl};
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
@@ -65,6 +68,9 @@ pub struct EngineOptions {
     /// How long one query may run (Prometheus's `--query.timeout`, 2 m by default);
     /// `None` for no limit.
     pub timeout: Option<Duration>,
+    /// How deep a query's expression tree may nest (`--query.max-depth`); see the
+    /// [`depth`] module.
+    pub max_depth: usize,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +82,7 @@ impl Default for EngineOptions {
             enable_at_modifier: true,
             enable_negative_offset: true,
             timeout: Some(Duration::from_secs(120)),
+            max_depth: depth::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -100,11 +107,35 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
     parse_for_step(query, 0, 0)
 }
 
+/// Parses `query` for an instant query, refusing trees deeper than `max_depth`.
+pub fn parse_with_depth(query: &str, max_depth: usize) -> Result<Expr, QueryError> {
+    parse_limited(query, 0, 0, max_depth)
+}
+
+/// [`parse_for_step`] with the default depth limit ([`depth::DEFAULT_MAX_DEPTH`]).
+pub fn parse_for_step(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
+    parse_limited(query, step_ms, range_ms, depth::DEFAULT_MAX_DEPTH)
+}
+
 /// Parses `query`, first replacing duration expressions (`[5m + 1m]`, `offset step()`,
 /// which promql-parser does not know) by literals computed with the query's step and range
 /// (`end - start`, both 0 for instant queries). promql-parser's terse messages are wrapped
 /// with the query text and, where it can be found, the position of the offending token.
-pub fn parse_for_step(query: &str, step_ms: i64, range_ms: i64) -> Result<Expr, QueryError> {
+/// Before anything else, a query that could parse to a tree deeper than `max_depth` is
+/// refused (see the [`depth`] module): everything after this point recurses over it.
+pub fn parse_limited(
+    query: &str,
+    step_ms: i64,
+    range_ms: i64,
+    max_depth: usize,
+) -> Result<Expr, QueryError> {
+    if let Err(too_deep) = depth::check_depth(query, max_depth) {
+        return Err(QueryError::Parse {
+            query: query.to_string(),
+            message: too_deep.message(),
+            position: Some(line_col(query, too_deep.at)),
+        });
+    }
     let rewritten = rewrite::rewrite(query, step_ms, range_ms).map_err(|e| QueryError::Parse {
         query: query.to_string(),
         message: e.message(),
@@ -389,8 +420,21 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<Value, QueryError> {
-        let expr = parse(query)?;
-        Ok(self.exec_instant(q, &expr, query, t_ms)?.value)
+        self.instant_query_controlled(q, query, t_ms, &QueryControl::new())
+    }
+
+    /// [`instant_query`](Self::instant_query) that `control` can stop.
+    pub fn instant_query_controlled(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+        control: &QueryControl,
+    ) -> Result<Value, QueryError> {
+        let expr = parse_with_depth(query, self.opts.max_depth)?;
+        Ok(self
+            .exec_instant_with(q, &expr, query, t_ms, control)?
+            .value)
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms` (inclusive).
@@ -402,10 +446,21 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Matrix, QueryError> {
-        let expr = parse_for_step(query, step_ms, end_ms - start_ms)?;
-        Ok(self
-            .exec_range(q, &expr, query, start_ms, end_ms, step_ms)?
-            .value)
+        let control = QueryControl::new();
+        self.range_query_controlled(q, query, (start_ms, end_ms, step_ms), &control)
+    }
+
+    /// [`range_query`](Self::range_query) over `(start, end, step)` that `control` can stop.
+    pub fn range_query_controlled(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        (start_ms, end_ms, step_ms): (i64, i64, i64),
+        control: &QueryControl,
+    ) -> Result<Matrix, QueryError> {
+        let expr = parse_limited(query, step_ms, end_ms - start_ms, self.opts.max_depth)?;
+        let range = (start_ms, end_ms, step_ms);
+        Ok(self.exec_range_with(q, &expr, query, range, control)?.value)
     }
 
     /// Evaluates a parsed expression at `t_ms`. `query_text` is the text the positions in
@@ -417,7 +472,20 @@ impl Engine {
         query_text: &str,
         t_ms: i64,
     ) -> Result<QueryOutput<Value>, QueryError> {
-        let ev = Evaluator::new(q, &self.opts, query_text, expr, t_ms, t_ms, 0)?;
+        self.exec_instant_with(q, expr, query_text, t_ms, &QueryControl::new())
+    }
+
+    /// [`exec_instant`](Self::exec_instant) that `control` can stop.
+    pub fn exec_instant_with(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        query_text: &str,
+        t_ms: i64,
+        control: &QueryControl,
+    ) -> Result<QueryOutput<Value>, QueryError> {
+        let span = (t_ms, t_ms, 0);
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, span, control)?;
         let value = ev.eval(expr, t_ms)?;
         let value = match value {
             Value::Vector(v) => {
@@ -450,6 +518,19 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryOutput<Matrix>, QueryError> {
+        let range = (start_ms, end_ms, step_ms);
+        self.exec_range_with(q, expr, query_text, range, &QueryControl::new())
+    }
+
+    /// [`exec_range`](Self::exec_range) over `(start, end, step)` that `control` can stop.
+    pub fn exec_range_with(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        query_text: &str,
+        (start_ms, end_ms, step_ms): (i64, i64, i64),
+        control: &QueryControl,
+    ) -> Result<QueryOutput<Matrix>, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::eval(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -473,7 +554,8 @@ impl Engine {
                 )));
             }
         }
-        let ev = Evaluator::new(q, &self.opts, query_text, expr, start_ms, end_ms, step_ms)?;
+        let span = (start_ms, end_ms, step_ms);
+        let ev = Evaluator::new(q, &self.opts, query_text, expr, span, control)?;
         ev.warn_sort_in_range(expr);
         if let Some(result) = ev.steps_matrix(expr) {
             return Ok(QueryOutput {
@@ -793,8 +875,8 @@ pub(crate) struct Evaluator<'a> {
     annotations: RefCell<Vec<Annotation>>,
     /// Selector data by selector address, fetched once for the whole query.
     cache: RefCell<HashMap<usize, Rc<Vec<SeriesData>>>>,
-    /// When the query must give up.
-    deadline: Option<std::time::Instant>,
+    /// When the query must give up: its deadline and cancellation flag.
+    stop: cancel::Stop,
     /// Grouping key and output labels per (aggregation node, input label set), kept with
     /// the input label set so its identity stays valid.
     pub(crate) group_memo: RefCell<GroupMemo>,
@@ -835,9 +917,8 @@ impl<'a> Evaluator<'a> {
         opts: &'a EngineOptions,
         query: &'a str,
         expr: &Expr,
-        start: i64,
-        end: i64,
-        step: i64,
+        (start, end, step): (i64, i64, i64),
+        control: &QueryControl,
     ) -> Result<Evaluator<'a>, QueryError> {
         let mut ev = Evaluator {
             q,
@@ -850,7 +931,7 @@ impl<'a> Evaluator<'a> {
             annotations: RefCell::new(Vec::new()),
             cache: RefCell::new(HashMap::new()),
             cursors: RefCell::new(HashMap::new()),
-            deadline: opts.timeout.map(|t| std::time::Instant::now() + t),
+            stop: cancel::Stop::new(opts.timeout, control),
             group_memo: RefCell::new(FastMap::default()),
             binary_memo: RefCell::new(binary::BinaryMemo::default()),
             hulls: HashMap::new(),
@@ -871,14 +952,21 @@ impl<'a> Evaluator<'a> {
         Ok(ev)
     }
 
-    /// Fails once the query has run longer than its timeout.
+    /// Fails once the query has run longer than its timeout or was cancelled (reads the
+    /// clock: for loops with one iteration per step).
     fn check_deadline(&self) -> Result<(), QueryError> {
-        match self.deadline {
-            Some(d) if std::time::Instant::now() > d => {
-                Err(QueryError::eval("query timed out in expression evaluation"))
-            }
-            _ => Ok(()),
-        }
+        self.stop.check_now()
+    }
+
+    /// Fails once the query was cancelled or is past its deadline; cheap enough for the
+    /// per-series and per-sample loops.
+    pub(crate) fn poll(&self) -> Result<(), QueryError> {
+        self.stop.check()
+    }
+
+    /// The same check for helpers that do not hold the evaluator.
+    pub(crate) fn stop(&self) -> &cancel::Stop {
+        &self.stop
     }
 
     fn take_annotations(&self) -> Vec<Annotation> {
@@ -1058,10 +1146,10 @@ impl<'a> Evaluator<'a> {
     }
 
     /// All data of a selector over the query's hull.
-    fn fetch(&self, vs: &VectorSelector) -> Rc<Vec<SeriesData>> {
+    fn fetch(&self, vs: &VectorSelector) -> Result<Rc<Vec<SeriesData>>, QueryError> {
         let key = vs as *const VectorSelector as usize;
         if let Some(d) = self.cache.borrow().get(&key) {
-            return d.clone();
+            return Ok(d.clone());
         }
         let (mint, maxt) = self
             .hulls
@@ -1073,19 +1161,22 @@ impl<'a> Evaluator<'a> {
             self.q.select(&sets[0], mint, maxt)
         } else {
             let mut all: Vec<SeriesData> = Vec::new();
+            let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
             for s in &sets {
                 for sd in self.q.select(s, mint, maxt) {
-                    if !all.iter().any(|x| x.labels == sd.labels) {
+                    self.poll()?;
+                    if seen.insert(sd.labels.clone()) {
                         all.push(sd);
                     }
                 }
             }
             all
         };
+        self.check_deadline()?;
         data.sort_by(|a, b| a.labels.cmp(&b.labels));
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, data.clone());
-        data
+        Ok(data)
     }
 
     /// For each series of selector `vs` (data `data`), the index of its first sample after
@@ -1134,11 +1225,12 @@ impl<'a> Evaluator<'a> {
         keep_sample_time: bool,
     ) -> Result<Vector, QueryError> {
         let t = self.ref_time(vs, ts)?;
-        let data = self.fetch(vs);
+        let data = self.fetch(vs)?;
         let mut out = Vec::new();
         let smoothed = range_mode(vs) == RangeMode::Smoothed;
         let bounds = self.upper_bounds(vs, &data, t);
         for (sd, &idx) in data.iter().zip(&bounds) {
+            self.poll()?;
             if smoothed {
                 if let Some(f) = self.smoothed_value(&sd.samples, idx, t) {
                     out.push(Sample {
@@ -1202,7 +1294,7 @@ impl<'a> Evaluator<'a> {
 
     /// The points of a selector in `(t - range, t]`, stale markers left out.
     fn matrix_points(&self, vs: &VectorSelector, t: i64, range: i64) -> Result<Matrix, QueryError> {
-        let data = self.fetch(vs);
+        let data = self.fetch(vs)?;
         let mut out = Vec::new();
         let mut total = 0usize;
         let (from, to) = match range_mode(vs) {
@@ -1212,6 +1304,7 @@ impl<'a> Evaluator<'a> {
         };
         let bounds = self.upper_bounds(vs, &data, to);
         for (sd, &hi) in data.iter().zip(&bounds) {
+            self.poll()?;
             let mut lo = hi;
             while lo > 0 && sd.samples[lo - 1].t > from {
                 lo -= 1;
@@ -1309,6 +1402,7 @@ impl<'a> Evaluator<'a> {
                 Value::Vector(vec) => {
                     total += vec.len();
                     for s in vec {
+                        self.poll()?;
                         add_sub_point(&mut index, &mut out, s.metric, s.drop_name, st, s.f);
                     }
                 }

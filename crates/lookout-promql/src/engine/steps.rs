@@ -270,7 +270,7 @@ impl Evaluator<'_> {
         let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
             return Ok(None);
         };
-        let sv = self.step_values_of(c, ms, false);
+        let sv = self.step_values_of(c, ms, false)?;
         if let Some((at, err)) = &sv.error
             && k >= *at
         {
@@ -305,17 +305,22 @@ impl Evaluator<'_> {
 
     /// The all-steps results of call `c` over `ms`, computed on first use, kept by series
     /// (see [`StepValues::by_series`]) if `by_series` and the query has several steps.
-    fn step_values_of(&self, c: &Call, ms: &MatrixSelector, by_series: bool) -> Rc<StepValues> {
+    fn step_values_of(
+        &self,
+        c: &Call,
+        ms: &MatrixSelector,
+        by_series: bool,
+    ) -> Result<Rc<StepValues>, QueryError> {
         let key = c as *const Call as usize;
         let cached = self.step_values.borrow().get(&key).cloned();
-        match cached {
+        Ok(match cached {
             Some(sv) => sv,
             None => {
-                let sv = Rc::new(self.compute_steps(c.func.name, ms, by_series));
+                let sv = Rc::new(self.compute_steps(c.func.name, ms, by_series)?);
                 self.step_values.borrow_mut().insert(key, sv.clone());
                 sv
             }
-        }
+        })
     }
 
     /// The result of a range query whose whole expression is an all-steps call, built
@@ -332,7 +337,10 @@ impl Evaluator<'_> {
             return None;
         }
         let ms = step_call_arg(c)?;
-        let sv = self.step_values_of(c, ms, true);
+        let sv = match self.step_values_of(c, ms, true) {
+            Ok(sv) => sv,
+            Err(e) => return Some(Err(e)),
+        };
         let key = c as *const Call as usize;
         let labels: Vec<Labels> = if sv.drop_name {
             sv.labels
@@ -399,8 +407,13 @@ impl Evaluator<'_> {
     }
 
     /// Evaluates range function `name` over `ms` at every step of the query.
-    fn compute_steps(&self, name: &str, ms: &MatrixSelector, by_series: bool) -> StepValues {
-        let data = self.fetch(&ms.vs);
+    fn compute_steps(
+        &self,
+        name: &str,
+        ms: &MatrixSelector,
+        by_series: bool,
+    ) -> Result<StepValues, QueryError> {
+        let data = self.fetch(&ms.vs)?;
         let range = dur_ms(&ms.range);
         let n_steps = if self.step == 0 {
             1
@@ -470,13 +483,8 @@ impl Evaluator<'_> {
         let mut first_value: Vec<Option<usize>> = vec![None; n_series];
         let mut kernel_error: Option<(usize, QueryError)> = None;
         for (i, sd) in data.into_iter().enumerate() {
-            if i % 256 == 0
-                && let Err(e) = self.check_deadline()
-            {
-                // Every step fails with it: no values are read.
-                sv.error = Some((0, e));
-                return sv;
-            }
+            // A stopped query fails at every step: no values are read.
+            self.poll()?;
             // Start timestamps of the points, when the series has them.
             let st_all: Option<Vec<i64>> = sd.st.as_ref().map(|st| {
                 sd.samples
@@ -619,6 +627,6 @@ impl Evaluator<'_> {
         sv.annotations = annos;
         sv.warnings = warns;
         sv.error = error;
-        sv
+        Ok(sv)
     }
 }

@@ -120,6 +120,7 @@ pub fn harness_engine_options() -> EngineOptions {
         enable_at_modifier: true,
         enable_negative_offset: true,
         timeout: Some(Duration::from_secs(100)),
+        max_depth: crate::engine::depth::DEFAULT_MAX_DEPTH,
     }
 }
 
