@@ -105,8 +105,10 @@ class Target(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return None
         if path == "/headers":
-            # Echoes the request headers as the body, one per line.
-            lines = "".join(f"{k}: {v}\n" for k, v in self.headers.items())
+            # Echoes the request headers as the body, one per line (not User-Agent: each
+            # program names itself).
+            lines = "".join(f"{k}: {v}\n" for k, v in self.headers.items()
+                            if k.lower() != "user-agent")
             return self.send(200, lines.encode())
         if path == "/json":
             return self.send(200, b'{"status":"ok","items":[1,2,3]}',
