@@ -158,6 +158,31 @@ def serve_banner(banner, expect_reply=None):
     return listener.getsockname()[1]
 
 
+def serve_dns(folder):
+    """dnsmasq on a loopback port, answering for example.test from fixed records only."""
+    port = free_port()
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    args = [dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", "--no-poll",
+            "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
+            f"--pid-file={os.path.join(folder, 'dnsmasq.pid')}", "--local=/example.test/",
+            "--user=" + ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
+            "--host-record=a.example.test,192.0.2.1,2001:db8::1",
+            "--host-record=b.example.test,192.0.2.2",
+            "--txt-record=txt.example.test,\"v=spf1 -all\"",
+            "--txt-record=multi.example.test,\"hello\",\"world\"",
+            "--mx-host=example.test,mail.example.test,10",
+            "--srv-host=_http._tcp.example.test,a.example.test,80,0,5",
+            "--cname=alias.example.test,a.example.test"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit("dnsmasq did not start")
+
+
 def make_cert(folder):
     key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
     subprocess.run(
@@ -287,7 +312,9 @@ def main():
     cert, key = make_cert(work)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
+    dns_proc, dns_port = serve_dns(work)
     ports = {
+        "dns": dns_port,
         "http": serve_http(),
         "https": serve_http(tls),
         "banner": serve_banner(b"SSH-2.0-OpenSSH_9.2 loopback\r\n"),
@@ -320,7 +347,7 @@ def main():
                 print(f"--- {name} log\n" + log.read()[-3000:])
         raise
     finally:
-        for p in (bb, lo):
+        for p in (bb, lo, dns_proc):
             p.terminate()
             try:
                 p.wait(10)
