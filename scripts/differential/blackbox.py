@@ -170,6 +170,7 @@ def serve_dns(folder):
             "--host-record=b.example.test,192.0.2.2",
             "--txt-record=txt.example.test,\"v=spf1 -all\"",
             "--txt-record=multi.example.test,\"hello\",\"world\"",
+            "--txt-record=spf.example.test,v=spf1 -all",
             "--mx-host=example.test,mail.example.test,10",
             "--srv-host=_http._tcp.example.test,a.example.test,80,0,5",
             "--cname=alias.example.test,a.example.test"]
