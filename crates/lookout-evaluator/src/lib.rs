@@ -16,6 +16,7 @@ pub mod state;
 pub mod template;
 pub mod unittest;
 pub mod web;
+pub mod yaml;
 
 pub use alert::{Alert, AlertState, Notify};
 pub use datasource::{Datasource, DatasourceError, QuerySample, TimedSample};

@@ -82,6 +82,7 @@ fn prometheus_funcs() -> Vec<(&'static str, Func)> {
         ("externalURL", f_external_url as Func),
         ("lookoutGoValue", f_go_value as Func),
         ("printf", f_printf as Func),
+        ("urlquery", f_urlquery as Func),
     ]
 }
 
@@ -703,7 +704,7 @@ fn f_identity(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn compile(pattern: &str) -> Result<regex::Regex, FuncError> {
-    regex::Regex::new(pattern).map_err(|e| err(format!("error parsing regexp: {e}")))
+    lookout_promql::re2::compile(pattern).map_err(|e| err(format!("error parsing regexp: {e}")))
 }
 
 fn f_re_replace_all(args: &[Value]) -> Result<Value, FuncError> {
@@ -760,6 +761,34 @@ pub fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Go's `urlquery`: its arguments as `fmt.Sprint` prints them, through `url.QueryEscape`
+/// (`+` for a space, `%2F` for a slash); gtmpl's own escapes a space as `%20` and keeps `/`.
+fn f_urlquery(args: &[Value]) -> Result<Value, FuncError> {
+    let mut text = String::new();
+    let mut prev_string = true;
+    for (i, a) in args.iter().enumerate() {
+        let is_string = matches!(a, Value::String(_));
+        // Sprint puts a space between operands when neither is a string.
+        if i > 0 && !is_string && !prev_string {
+            text.push(' ');
+        }
+        match a {
+            Value::String(s) => text.push_str(s),
+            Value::Number(_) => text.push_str(&go_fmt_v(to_float(a)?)),
+            Value::Bool(b) => text.push_str(&b.to_string()),
+            Value::NoValue | Value::Nil => text.push_str("<nil>"),
+            other => {
+                return Err(err(format!(
+                    "urlquery: cannot print a {}",
+                    type_name(other)
+                )));
+            }
+        }
+        prev_string = is_string;
+    }
+    Ok(Value::String(query_escape(&text)))
 }
 
 /// Prometheus's `strutil.TableLinkForExpression`.

@@ -69,6 +69,14 @@ fn annotations() -> BTreeMap<&'static str, &'static str> {
             "{{ $value }} {{ .Value }} [{{ $labels.missing }}] [{{ $labels.missing | toUpper }}]",
         ),
         ("a15", "{{ safeHtml \"<b>x</b>\" }} {{ \"a b\" | title }}"),
+        (
+            "a16",
+            "{{ urlquery \"a b/c?d=e&f\" }} {{ \"x y\" | urlquery }} {{ urlquery 1.5 }} {{ urlquery \"é~\" }}",
+        ),
+        (
+            "a17",
+            "{{ reReplaceAll \" {.*}$\" \"\" \"up {job=x}\" }} {{ if match \"^a{,2}$\" \"a{,2}\" }}lit{{ end }} {{ reReplaceAll \"\\\\Q.*\\\\E\" \"!\" \"a.*b\" }}",
+        ),
     ])
 }
 

@@ -1493,7 +1493,8 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 fn compile(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
+    lookout_promql::re2::compile(pattern)
+        .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
 }
 
 fn de_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Regex, D::Error> {

@@ -485,8 +485,12 @@ async fn tls_with_a_test_ca() {
     let r = probe(&url, &module("prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  tls_config: {insecure_skip_verify: true}")).await;
     assert_success(&r);
     assert_eq!(value(&r, "probe_ssl_earliest_cert_expiry"), Some(expiry));
-    // Nothing was verified, so there is no verified chain expiry (as in blackbox).
-    assert!(value(&r, "probe_ssl_last_chain_expiry_timestamp_seconds").is_none());
+    // Nothing was verified: blackbox_exporter publishes Go's zero time as the verified
+    // chain's expiry, and so does Lookout.
+    assert_eq!(
+        value(&r, "probe_ssl_last_chain_expiry_timestamp_seconds"),
+        Some(-62_135_596_800.0)
+    );
 
     // A server name the certificate does not hold fails verification.
     let r = probe(
@@ -518,17 +522,20 @@ async fn ipv6_literal_and_preference() {
     assert_success(&r);
     assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
 
-    // `localhost` has both families; ip6 is blackbox's default preference.
-    let r = probe(
-        &format!("http://localhost:{}/ok", addr.port()),
-        &module("prober: http"),
-    )
-    .await;
-    assert_success(&r);
-    assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
+    // A literal of the other family is refused without fallback, as blackbox_exporter
+    // does (Go's resolver finds no address of the asked family): the lookup fails and
+    // the address metrics read 0. (Names follow the hosts file before DNS, as in Go;
+    // scripts/differential/blackbox.py checks `localhost` against blackbox_exporter.)
     let ip4_only =
         module("prober: http\nhttp:\n  preferred_ip_protocol: ip4\n  ip_protocol_fallback: false");
-    let r = probe(&format!("http://localhost:{}/ok", addr.port()), &ip4_only).await;
-    assert_failure(&r, "connection_refused");
-    assert_eq!(value(&r, "probe_ip_protocol"), Some(4.0));
+    let r = probe(&format!("http://[::1]:{}/ok", addr.port()), &ip4_only).await;
+    assert_failure(&r, "dns_resolution");
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(0.0));
+    assert_eq!(value(&r, "probe_ip_addr_hash"), Some(0.0));
+    let ip4_fallback = module("prober: http\nhttp:\n  preferred_ip_protocol: ip4");
+    let r = probe(&format!("http://[::1]:{}/ok", addr.port()), &ip4_fallback).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
+    // The hash is FNV-1a over the 16 address bytes, as blackbox_exporter computes it.
+    assert_eq!(value(&r, "probe_ip_addr_hash"), Some(1_751_717_746.0));
 }

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod engine;
 pub mod labels;
 pub mod promqltest;
+pub mod re2;
 pub mod storage;
 
 pub use engine::{Engine, EngineOptions, QueryError, Value};

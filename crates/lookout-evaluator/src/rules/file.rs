@@ -92,8 +92,9 @@ impl RuleDef {
     }
 }
 
-/// A YAML scalar read as text, as Go's YAML decoder does for `string` fields (`expr: 1` is
-/// the expression `1`, `severity: 2` the label value `2`).
+/// A YAML scalar read as its source text, as Go's YAML decoders do for `string` fields:
+/// `expr: 1` is the expression `1`, `bucket: 1.0` the label value `1.0` (not `1`),
+/// `enabled: yes` the text `yes`, and a null (`~`, `null`, nothing) the empty string.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scalar(pub String);
 
@@ -106,7 +107,12 @@ impl<'de> Deserialize<'de> for Scalar {
                 f.write_str("a string")
             }
             fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+                // The YAML deserializer hands the source text of any scalar to a string
+                // visitor; the null forms read as the empty string, as in Go.
+                match v {
+                    "~" | "null" | "Null" | "NULL" => Ok(Scalar(String::new())),
+                    _ => Ok(Scalar(v.to_string())),
+                }
             }
             fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))
@@ -124,7 +130,9 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar(String::new()))
             }
         }
-        d.deserialize_any(V)
+        // `deserialize_str` keeps a scalar's text (`1.0`, `0x10`, `yes`); the other
+        // visits serve deserializers that only have typed values.
+        d.deserialize_str(V)
     }
 }
 
@@ -271,9 +279,9 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
     let def: RuleFileDef = if text.trim().is_empty() {
         RuleFileDef::default()
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| RuleFileError::Decode {
+        crate::yaml::from_str(text).map_err(|message| RuleFileError::Decode {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
         })?
     };
     let errors = validate(&def, &locate(text));

@@ -52,7 +52,7 @@ pub struct RelabelRegex {
 impl RelabelRegex {
     /// Compiles `source` anchored at both ends.
     pub fn new(source: &str) -> Result<RelabelRegex, regex::Error> {
-        let regex = Regex::new(&format!("^(?s:{source})$"))?;
+        let regex = lookout_promql::re2::compile_anchored(source)?;
         Ok(RelabelRegex {
             source: source.to_string(),
             regex,

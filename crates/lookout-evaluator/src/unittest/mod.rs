@@ -203,11 +203,11 @@ fn run_file(
 
 /// Decodes the text of a test file (strictly: unknown keys are errors); empty text is an
 /// empty file.
-pub fn parse_test_file(text: &str) -> Result<UnitTestFile, serde_yaml_ng::Error> {
+pub fn parse_test_file(text: &str) -> Result<UnitTestFile, String> {
     if text.trim().is_empty() {
         Ok(UnitTestFile::default())
     } else {
-        serde_yaml_ng::from_str(&quote_number_like_values(text))
+        crate::yaml::from_str(&quote_number_like_values(text))
     }
 }
 
@@ -315,6 +315,8 @@ fn strip_unknown_fields(text: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    doc.apply_merge()
+        .map_err(|e| format!("YAML merge key: {e}"))?;
     fn retain(v: &mut Value, keys: &[&str]) {
         if let Value::Mapping(m) = v {
             m.retain(|k, _| k.as_str().is_some_and(|k| keys.contains(&k)));

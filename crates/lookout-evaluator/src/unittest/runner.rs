@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
 use lookout_promql::engine::{Engine, EngineOptions, Value};
-use lookout_promql::promqltest::script::{SeqValue, parse_series};
+use lookout_promql::promqltest::script::{SeqValue, parse_series, parse_series_upto};
 use lookout_promql::storage::{Queryable, Storage, StorageOptions};
 
 use crate::alert::{Alert, AlertState, Notify};
@@ -222,11 +222,18 @@ fn run_inner(
         },
     };
 
-    // Input series, in the `.test` load notation (the promqltest parser).
+    // Input series, in the `.test` load notation (the promqltest parser). Only the values up
+    // to the last evaluation are expanded: `0x10000000` over a ten-minute test is read as the
+    // eleven values the test can see. A series listed twice keeps its last definition, as
+    // in promtool.
+    let keep = usize::try_from(max_eval_time(tg) / interval_ms.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
     let mut inputs: Vec<(Labels, Vec<(i64, f64)>)> = Vec::with_capacity(tg.input_series.len());
+    let mut seen: HashMap<Labels, usize> = HashMap::new();
     for (i, s) in tg.input_series.iter().enumerate() {
         let line = format!("{} {}", s.series.0, s.values.0);
-        let parsed = match parse_series(&line, i + 2) {
+        let parsed = match parse_series_upto(&line, i + 2, Some(keep)) {
             Ok(p) => p,
             Err(e) => {
                 return vec![format!(
@@ -244,7 +251,13 @@ fn run_inner(
                 _ => None,
             })
             .collect();
-        inputs.push((parsed.labels, samples));
+        match seen.get(&parsed.labels) {
+            Some(&at) => inputs[at].1 = samples,
+            None => {
+                seen.insert(parsed.labels.clone(), inputs.len());
+                inputs.push((parsed.labels, samples));
+            }
+        }
     }
 
     let files = match ctx.rule_files {

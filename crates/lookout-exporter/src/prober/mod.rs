@@ -43,6 +43,7 @@ mod icmp;
 mod resolve;
 mod tcp;
 mod tls;
+mod tls_verify;
 
 use std::time::{Duration, Instant};
 

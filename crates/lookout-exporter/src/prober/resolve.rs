@@ -42,6 +42,12 @@ fn resolver() -> &'static TokioResolver {
 
 /// Resolves `host` (a name or a literal address) honouring the preferred protocol and
 /// fallback, and records the lookup metrics. Returns the address and the lookup time.
+///
+/// As blackbox_exporter (Go's resolver with `hosts: files dns`): a name listed in the hosts
+/// file resolves to the addresses listed there only, so `localhost` is `127.0.0.1` where the
+/// file says so, not `::1`; a literal address of the other family is refused when
+/// `ip_protocol_fallback` is false. A failed lookup still publishes `probe_ip_protocol` and
+/// `probe_ip_addr_hash` as 0.
 pub(crate) async fn resolve_target(
     rec: &mut Recorder,
     host: &str,
@@ -49,69 +55,125 @@ pub(crate) async fn resolve_target(
     fallback: bool,
 ) -> Result<(IpAddr, Duration), Failure> {
     let start = Instant::now();
+    let result = choose_address(rec, host, preferred, fallback).await;
+    let elapsed = start.elapsed();
+    record_lookup(rec, elapsed);
+    let ip = match result {
+        Ok(ip) => ip,
+        Err(failure) => {
+            record_address(rec, None);
+            return Err(failure);
+        }
+    };
+    record_address(rec, Some(ip));
+    rec.log(format!("Resolved target address: target={host} ip={ip}"));
+    Ok((ip, elapsed))
+}
+
+/// The address to probe for `host`: a literal, else the hosts file, else DNS.
+async fn choose_address(
+    rec: &mut Recorder,
+    host: &str,
+    preferred: IpProtocol,
+    fallback: bool,
+) -> Result<IpAddr, Failure> {
+    let want6 = preferred == IpProtocol::Ip6;
     let literal = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
         .ok();
-    let ip = match literal {
-        Some(ip) => ip,
+    let ips: Vec<IpAddr> = match literal {
+        Some(ip) => vec![ip],
         None => {
             rec.log(format!(
                 "Resolving target address: target={host} ip_protocol={preferred:?}"
             ));
-            let lookup = resolver().lookup_ip(host).await;
-            let ips: Vec<IpAddr> = match lookup {
-                Ok(l) => l.iter().collect(),
-                Err(e) if e.is_no_records_found() => Vec::new(),
-                Err(e) => {
-                    record_lookup(rec, start.elapsed());
-                    return Err(Failure::new(
-                        reason::DNS_RESOLUTION,
-                        format!("error resolving address {host:?}: {e}"),
-                    ));
-                }
-            };
-            let want6 = preferred == IpProtocol::Ip6;
-            let preferred_ip = ips.iter().find(|ip| ip.is_ipv6() == want6).copied();
-            let other_ip = ips.iter().find(|ip| ip.is_ipv6() != want6).copied();
-            match (preferred_ip, other_ip) {
-                (Some(ip), _) => ip,
-                (None, Some(ip)) if fallback => {
-                    rec.log(format!(
-                        "No {preferred:?} address for {host}, falling back to {ip}"
-                    ));
-                    ip
-                }
-                _ => {
-                    record_lookup(rec, start.elapsed());
-                    let family = if want6 { "IPv6" } else { "IPv4" };
-                    let why = if ips.is_empty() || !fallback {
-                        format!("no {family} address found for {host:?}")
-                    } else {
-                        format!(
-                            "no {family} address found for {host:?} and ip_protocol_fallback is false"
-                        )
-                    };
-                    return Err(Failure::new(reason::DNS_RESOLUTION, why));
-                }
+            match hosts_file_addresses(host) {
+                Some(ips) => ips,
+                None => match resolver().lookup_ip(host).await {
+                    Ok(l) => l.iter().collect(),
+                    Err(e) if e.is_no_records_found() => Vec::new(),
+                    Err(e) => {
+                        return Err(Failure::new(
+                            reason::DNS_RESOLUTION,
+                            format!("error resolving address {host:?}: {e}"),
+                        ));
+                    }
+                },
             }
         }
     };
-    let elapsed = start.elapsed();
-    record_lookup(rec, elapsed);
+    let preferred_ip = ips.iter().find(|ip| ip.is_ipv6() == want6).copied();
+    let other_ip = ips.iter().find(|ip| ip.is_ipv6() != want6).copied();
+    match (preferred_ip, other_ip) {
+        (Some(ip), _) => Ok(ip),
+        (None, Some(ip)) if fallback => {
+            rec.log(format!(
+                "No {preferred:?} address for {host}, falling back to {ip}"
+            ));
+            Ok(ip)
+        }
+        _ => {
+            let family = if want6 { "IPv6" } else { "IPv4" };
+            let why = if ips.is_empty() || !fallback {
+                format!("no {family} address found for {host:?}")
+            } else {
+                format!("no {family} address found for {host:?} and ip_protocol_fallback is false")
+            };
+            Err(Failure::new(reason::DNS_RESOLUTION, why))
+        }
+    }
+}
+
+/// `probe_ip_protocol` and `probe_ip_addr_hash` (both 0 when nothing was resolved). The
+/// hash is FNV-1a over the address bytes as Go holds them: 4 bytes for IPv4, 16 for IPv6.
+fn record_address(rec: &mut Recorder, ip: Option<IpAddr>) {
+    let (protocol, hash) = match ip {
+        None => (0.0, 0.0),
+        Some(IpAddr::V4(v4)) => (4.0, f64::from(fnv32a(&v4.octets()))),
+        Some(IpAddr::V6(v6)) => (6.0, f64::from(fnv32a(&v6.octets()))),
+    };
     rec.set(
         "probe_ip_protocol",
         "Specifies whether probe ip protocol is IP4 or IP6",
-        if ip.is_ipv6() { 6.0 } else { 4.0 },
+        protocol,
     );
     rec.set(
         "probe_ip_addr_hash",
         "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
-        f64::from(fnv32a(ip.to_string().as_bytes())),
+        hash,
     );
-    rec.log(format!("Resolved target address: target={host} ip={ip}"));
-    Ok((ip, elapsed))
+}
+
+/// Largest hosts file read; a larger one is ignored (names then go to DNS).
+const MAX_HOSTS_FILE_BYTES: u64 = 1 << 20;
+
+/// The addresses the hosts file lists for `host` (case-insensitively), or `None` when it
+/// lists none, as Go's resolver reads `/etc/hosts` before asking DNS.
+fn hosts_file_addresses(host: &str) -> Option<Vec<IpAddr>> {
+    use std::io::Read;
+    let file = std::fs::File::open("/etc/hosts").ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_HOSTS_FILE_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    let host = host.trim_end_matches('.');
+    let ips: Vec<IpAddr> = text
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("");
+            let mut fields = line.split_whitespace();
+            let ip: IpAddr = fields.next()?.split('%').next()?.parse().ok()?;
+            fields
+                .any(|name| name.trim_end_matches('.').eq_ignore_ascii_case(host))
+                .then_some(ip)
+        })
+        .collect();
+    (!ips.is_empty()).then_some(ips)
 }
 
 fn record_lookup(rec: &mut Recorder, elapsed: Duration) {

@@ -127,26 +127,30 @@ pub(crate) fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
     } else {
+        let mut anchors = Vec::new();
         let roots = match read_pem(&cfg.ca, &cfg.ca_file, "ca_file")? {
             Some(pem) => {
                 let mut store = RootCertStore::empty();
-                let mut count = 0;
                 for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert =
                         cert.map_err(|e| config_error(format!("bad CA certificate PEM: {e}")))?;
                     store
-                        .add(cert)
+                        .add(cert.clone())
                         .map_err(|e| config_error(format!("bad CA certificate: {e}")))?;
-                    count += 1;
+                    anchors.push(cert);
                 }
-                if count == 0 {
+                if anchors.is_empty() {
                     return Err(config_error("the CA file holds no PEM certificate".into()));
                 }
                 Arc::new(store)
             }
             None => system_roots(),
         };
-        builder.with_root_certificates(roots)
+        let verifier =
+            super::tls_verify::GoVerifier::new(roots, anchors, provider()).map_err(config_error)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
     };
 
     let cert = read_pem(&cfg.cert, &cfg.cert_file, "cert_file")?;
@@ -204,8 +208,8 @@ where
 /// Records `probe_ssl_earliest_cert_expiry`, `probe_ssl_last_chain_expiry_timestamp_seconds`,
 /// `probe_ssl_last_chain_info` and `probe_tls_version_info`, and sets `rec.cert_expiry`.
 ///
-/// As in blackbox_exporter, the last-chain expiry is only published when the chain was
-/// verified (not with `insecure_skip_verify`).
+/// The last-chain expiry is that of the verified chain, or Go's zero time when nothing was
+/// verified (`insecure_skip_verify`), as blackbox_exporter publishes it.
 pub(crate) fn record_connection_state(
     rec: &mut Recorder,
     conn: &rustls::ClientConnection,
@@ -265,20 +269,14 @@ pub(crate) fn record_connection_state(
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let serial: String = cert
-                        .raw_serial()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
                     rec.set_labeled(
                         "probe_ssl_last_chain_info",
                         "Contains SSL leaf certificate information",
                         &[
                             ("fingerprint_sha256", &fingerprint),
-                            ("subject", &cert.subject().to_string()),
-                            ("issuer", &cert.issuer().to_string()),
+                            ("subject", &go_name_string(cert.subject())),
+                            ("issuer", &go_name_string(cert.issuer())),
                             ("subjectalternative", &sans.join(",")),
-                            ("serialnumber", &serial),
                         ],
                         1.0,
                     );
@@ -294,13 +292,14 @@ pub(crate) fn record_connection_state(
             "Returns the earliest expiry of any peer certificate returned by the server as an unix timestamp. This can include certificates that are not validated by TLS clients. In rare server configurations this might return a time in the past, even for valid TLS certificate chains.",
             expiry,
         );
-        if verified {
-            rec.set(
-                "probe_ssl_last_chain_expiry_timestamp_seconds",
-                "Returns the earliest expiry of any validated TLS certificate as an unix timestamp. This indicates the time when connections will start to fail, unless a certificate is renewed.",
-                expiry,
-            );
-        }
+        // Without verification there is no verified chain: blackbox_exporter then
+        // publishes the Unix time of Go's zero time (year 1), and so does Lookout, so that
+        // side-by-side alerts read the same.
+        rec.set(
+            "probe_ssl_last_chain_expiry_timestamp_seconds",
+            "Returns the earliest expiry of any validated TLS certificate as an unix timestamp. This indicates the time when connections will start to fail, unless a certificate is renewed.",
+            if verified { expiry } else { GO_ZERO_TIME_UNIX },
+        );
         rec.cert_expiry = Some(rec.cert_expiry.map_or(expiry, |e: f64| e.min(expiry)));
     }
 }
@@ -352,6 +351,116 @@ impl ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// `time.Time{}.Unix()` in Go: what blackbox_exporter publishes as the last verified
+/// chain's expiry when nothing was verified (`insecure_skip_verify`).
+const GO_ZERO_TIME_UNIX: f64 = -62_135_596_800.0;
+
+/// The attributes Go's `pkix.Name` parses into named fields, in the order its
+/// `ToRDNSequence` writes them (the printed form is reversed: `CN=…,O=…,C=…`).
+const GO_NAME_FIELDS: [(&str, &str); 9] = [
+    ("2.5.4.6", "C"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.9", "STREET"),
+    ("2.5.4.17", "POSTALCODE"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.3", "CN"),
+    ("2.5.4.5", "SERIALNUMBER"),
+];
+
+/// A certificate name as Go's `pkix.Name.String()` prints it, which is what
+/// blackbox_exporter puts in `probe_ssl_last_chain_info`'s `subject` and `issuer`: the
+/// known attributes from the most specific (`CN`) to the least (`C`), several values of
+/// one attribute joined by `+`, then any other attribute as `OID=#hex` of its DER value;
+/// values escaped as RFC 2253 asks.
+pub(crate) fn go_name_string(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut rdns: Vec<String> = Vec::new();
+    // Attributes Go keeps only in `Names`: printed last, in reverse order of appearance.
+    for atv in name.iter_attributes() {
+        let oid = atv.attr_type().to_id_string();
+        if !GO_NAME_FIELDS.iter().any(|(o, _)| *o == oid) {
+            rdns.push(format!("{oid}=#{}", hex(&go_der_value(atv))));
+        }
+    }
+    for (oid, short) in GO_NAME_FIELDS {
+        let mut values: Vec<&str> = name
+            .iter_attributes()
+            .filter(|a| a.attr_type().to_id_string() == oid)
+            .filter_map(|a| a.as_str().ok())
+            .collect();
+        // CN and SERIALNUMBER are single strings in Go: the last one read wins.
+        if matches!(short, "CN" | "SERIALNUMBER") && values.len() > 1 {
+            values = values.split_off(values.len() - 1);
+        }
+        if values.is_empty() {
+            continue;
+        }
+        let joined: Vec<String> = values
+            .iter()
+            .map(|v| format!("{short}={}", rfc2253_escape(v)))
+            .collect();
+        rdns.push(joined.join("+"));
+    }
+    rdns.reverse();
+    rdns.join(",")
+}
+
+fn rfc2253_escape(value: &str) -> String {
+    let count = value.chars().count();
+    let mut out = String::with_capacity(value.len());
+    for (k, c) in value.chars().enumerate() {
+        let escape = match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => true,
+            ' ' => k == 0 || k + 1 == count,
+            '#' => k == 0,
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The DER Go writes for an attribute value it re-encodes: a string as PrintableString
+/// when every character allows it, else UTF8String; anything else as it was read.
+fn go_der_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Vec<u8> {
+    let Ok(text) = atv.as_str() else {
+        let any = atv.attr_value();
+        let mut der = vec![any.tag().0 as u8];
+        der_length(any.data.len(), &mut der);
+        der.extend_from_slice(any.data);
+        return der;
+    };
+    let printable = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?*".contains(&b));
+    let mut der = vec![if printable { 0x13 } else { 0x0c }];
+    der_length(text.len(), &mut der);
+    der.extend_from_slice(text.as_bytes());
+    der
+}
+
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+        return;
+    }
+    let bytes: Vec<u8> = len
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|&b| b == 0)
+        .collect();
+    out.push(0x80 | bytes.len() as u8);
+    out.extend(bytes);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -626,7 +626,7 @@ impl Evaluator<'_> {
         let repl = self.eval_string(args[2], ts)?;
         let src = self.eval_string(args[3], ts)?;
         let re_str = self.eval_string(args[4], ts)?;
-        let re = Regex::new(&format!("^(?s:{re_str})$")).map_err(|_| {
+        let re = crate::re2::compile_anchored(&re_str).map_err(|_| {
             QueryError::eval(format!(
                 "invalid regular expression in label_replace(): {re_str}"
             ))

@@ -400,10 +400,18 @@ fn repeat_count(tok: &str) -> Option<usize> {
     })
 }
 
-/// Parses the values of a series description.
-fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
+/// Parses the values of a series description; with `keep`, only the first `keep` values
+/// are expanded (the rest is still checked), so a repeat count far past what is read (a
+/// unit test's `0x10000000` over a ten-minute test) costs nothing, and the
+/// [`MAX_SERIES_VALUES`] limit applies only to the values kept.
+fn parse_values_upto(
+    s: &str,
+    line: usize,
+    keep: Option<usize>,
+) -> Result<Vec<SeqValue>, ScriptError> {
     let mut out = Vec::new();
     let mut rest = s.trim();
+    let room = |out: &Vec<SeqValue>| keep.map_or(usize::MAX, |k| k.saturating_sub(out.len()));
     while !rest.is_empty() {
         if rest.starts_with("{{") {
             // A histogram, possibly `{{…}}xN` or `{{…}}+{{…}}xN`.
@@ -425,6 +433,7 @@ fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
                 count = t[..n_end].parse::<usize>().unwrap_or(0).saturating_add(1);
                 tail = &t[n_end..];
             }
+            let count = count.min(room(&out));
             if out.len().saturating_add(count) > MAX_SERIES_VALUES {
                 return Err(too_many_values(line));
             }
@@ -435,37 +444,46 @@ fn parse_values(s: &str, line: usize) -> Result<Vec<SeqValue>, ScriptError> {
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let tok = &rest[..end];
         rest = rest[end..].trim_start();
-        if out.len().saturating_add(repeat_count(tok).unwrap_or(1)) > MAX_SERIES_VALUES {
+        let room = room(&out);
+        if out
+            .len()
+            .saturating_add(repeat_count(tok).unwrap_or(1).min(room))
+            > MAX_SERIES_VALUES
+        {
             return Err(too_many_values(line));
         }
-        out.extend(parse_value_token(tok).ok_or_else(|| err(line, format!("bad value {tok:?}")))?);
+        out.extend(
+            parse_value_token(tok, room).ok_or_else(|| err(line, format!("bad value {tok:?}")))?,
+        );
     }
     Ok(out)
 }
 
-fn parse_value_token(tok: &str) -> Option<Vec<SeqValue>> {
+/// The values of one token, at most `room` of them.
+fn parse_value_token(tok: &str, room: usize) -> Option<Vec<SeqValue>> {
+    let repeat = |v: SeqValue, n: usize| vec![v; n.min(room)];
     if tok == "_" {
-        return Some(vec![SeqValue::Omitted]);
+        return Some(repeat(SeqValue::Omitted, 1));
     }
     if tok == "stale" {
-        return Some(vec![SeqValue::Float(STALE_NAN)]);
+        return Some(repeat(SeqValue::Float(STALE_NAN), 1));
     }
     if let Some(n) = tok.strip_prefix("_x") {
         let n: usize = n.parse().ok()?;
-        return Some(vec![SeqValue::Omitted; n]);
+        return Some(repeat(SeqValue::Omitted, n));
     }
     let Some(xpos) = tok.rfind('x') else {
-        return parse_number(tok).map(|v| vec![SeqValue::Float(v)]);
+        return parse_number(tok).map(|v| repeat(SeqValue::Float(v), 1));
     };
     let (head, n) = (&tok[..xpos], tok[xpos + 1..].parse::<usize>().ok()?);
     if head == "stale" {
-        return Some(vec![SeqValue::Float(STALE_NAN); n + 1]);
+        return Some(repeat(SeqValue::Float(STALE_NAN), n.saturating_add(1)));
     }
     if head == "_" {
-        return Some(vec![SeqValue::Omitted; n]);
+        return Some(repeat(SeqValue::Omitted, n));
     }
     if let Some(v) = parse_number(head) {
-        return Some(vec![SeqValue::Float(v); n + 1]);
+        return Some(repeat(SeqValue::Float(v), n.saturating_add(1)));
     }
     // a+b or a-b: split at a sign that is not part of an exponent or a leading sign.
     let hb = head.as_bytes();
@@ -481,9 +499,10 @@ fn parse_value_token(tok: &str) -> Option<Vec<SeqValue>> {
     if hb[i] == b'-' {
         b = -b;
     }
-    let mut v = Vec::with_capacity(n + 1);
+    let count = n.saturating_add(1).min(room);
+    let mut v = Vec::with_capacity(count);
     let mut cur = a;
-    for _ in 0..=n {
+    for _ in 0..count {
         v.push(SeqValue::Float(cur));
         cur += b;
     }
@@ -492,10 +511,20 @@ fn parse_value_token(tok: &str) -> Option<Vec<SeqValue>> {
 
 /// Parses a series line (`metric{labels} values…`).
 pub fn parse_series(s: &str, line: usize) -> Result<LoadSeries, ScriptError> {
+    parse_series_upto(s, line, None)
+}
+
+/// [`parse_series`] keeping only the first `keep` values (all when `None`): what a reader
+/// that looks at a bounded time range needs.
+pub fn parse_series_upto(
+    s: &str,
+    line: usize,
+    keep: Option<usize>,
+) -> Result<LoadSeries, ScriptError> {
     let (labels, rest) = parse_metric(s, line)?;
     Ok(LoadSeries {
         labels,
-        values: parse_values(rest, line)?,
+        values: parse_values_upto(rest, line, keep)?,
         st_offsets: Vec::new(),
     })
 }

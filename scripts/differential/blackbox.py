@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""blackbox_exporter and `lookout exporter` side by side on the same loopback targets.
+
+Starts Debian's blackbox_exporter (the oracle) and `lookout exporter` with one configuration
+(the modules of `tests/differential/blackbox-modules.yml`), serves loopback targets (HTTP with
+redirects, compression, status codes and headers; HTTPS with a self-signed certificate; a TCP
+banner server), probes every case of `tests/differential/blackbox-cases.tsv` on both, and
+compares the answers metric by metric: families, types, label sets and values. Timings
+(`*duration*` metrics) are compared by presence and label set only, and must be >= 0.
+
+A difference fails the run unless `tests/differential/blackbox.expected` lists it (case,
+metric, and why: a deliberate difference of the README's Differences table).
+
+    scripts/differential/blackbox.py --lookout target/release/lookout [--only REGEX] [-v]
+"""
+import argparse
+import gzip
+import http.server
+import os
+import re
+import shutil
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "tests", "differential")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- loopback targets
+
+BODY = b"hello world, this is the loopback target\n"
+
+
+class Target(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body=b"", headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if status not in (204, 304) and not any(k.lower() == "content-length" for k, _ in headers):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and status not in (204, 304):
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        path = urllib.parse.urlparse(self.path).path
+        if path == "/echo":
+            return self.send(200, data, [("Content-Type", "text/plain")])
+        self.do_GET()
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        q = urllib.parse.parse_qs(url.query)
+        path = url.path
+        if path == "/ok":
+            return self.send(200, BODY, [("Content-Type", "text/plain"),
+                                         ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                                         ("X-Test", "present")])
+        if path.startswith("/status/"):
+            return self.send(int(path.rsplit("/", 1)[1]), BODY)
+        if path == "/redirect":
+            code = int(q.get("code", ["302"])[0])
+            to = q.get("to", ["/ok"])[0]
+            return self.send(code, b"", [("Location", to)])
+        if path == "/loop":
+            return self.send(302, b"", [("Location", "/loop")])
+        if path == "/gzip":
+            body = gzip.compress(BODY * 10)
+            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                return self.send(200, body, [("Content-Encoding", "gzip")])
+            return self.send(200, BODY * 10)
+        if path == "/size":
+            n = int(q.get("n", ["100"])[0])
+            return self.send(200, b"x" * n)
+        if path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return None
+        if path == "/headers":
+            # Echoes the request headers as the body, one per line (not User-Agent: each
+            # program names itself).
+            lines = "".join(f"{k}: {v}\n" for k, v in self.headers.items()
+                            if k.lower() != "user-agent")
+            return self.send(200, lines.encode())
+        if path == "/json":
+            return self.send(200, b'{"status":"ok","items":[1,2,3]}',
+                             [("Content-Type", "application/json")])
+        return self.send(404, b"not found\n")
+
+
+class ThreadingHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve_http(tls_context=None):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    if tls_context:
+        server.socket = tls_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def serve_banner(banner, expect_reply=None):
+    """A TCP server that writes `banner`, then answers a line with `expect_reply`."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def handle(conn):
+        with conn:
+            try:
+                conn.sendall(banner)
+                if expect_reply is not None:
+                    conn.settimeout(2)
+                    data = conn.recv(4096)
+                    if data:
+                        conn.sendall(expect_reply)
+                time.sleep(0.05)
+            except OSError:
+                pass
+
+    def loop():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def serve_dns(folder):
+    """dnsmasq on a loopback port, answering for example.test from fixed records only."""
+    port = free_port()
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    args = [dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", "--no-poll",
+            "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
+            f"--pid-file={os.path.join(folder, 'dnsmasq.pid')}", "--local=/example.test/",
+            "--user=" + ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
+            "--host-record=a.example.test,192.0.2.1,2001:db8::1",
+            "--host-record=b.example.test,192.0.2.2",
+            "--txt-record=txt.example.test,\"v=spf1 -all\"",
+            "--txt-record=multi.example.test,\"hello\",\"world\"",
+            "--txt-record=spf.example.test,v=spf1 -all",
+            "--mx-host=example.test,mail.example.test,10",
+            "--srv-host=_http._tcp.example.test,a.example.test,80,0,5",
+            "--cname=alias.example.test,a.example.test"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit("dnsmasq did not start")
+
+
+def make_cert(folder):
+    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+         "-days", "30", "-subj", "/O=example/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
+
+
+# ---------------------------------------------------------------- exposition parsing
+
+LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text):
+    """{(name, frozenset(labels)): value}, {family: type}."""
+    samples, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(None, 3)
+            types[name] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = LINE.match(line)
+        if not m:
+            samples[("__unparsable__", frozenset())] = line
+            continue
+        labels = frozenset(LABEL.findall(m.group(2) or ""))
+        samples[(m.group(1), labels)] = m.group(3)
+    return samples, types
+
+
+def is_timing(name):
+    return "duration" in name or name == "probe_dns_lookup_time_seconds"
+
+
+def same_value(a, b):
+    try:
+        fa, fb = float(a), float(b)
+    except ValueError:
+        return a == b
+    if fa != fa and fb != fb:
+        return True
+    return fa == fb
+
+
+def compare(bb_text, lo_text):
+    bb, bb_types = parse(bb_text)
+    lo, lo_types = parse(lo_text)
+    diffs = []
+    for fam in sorted(set(bb_types) | set(lo_types)):
+        if bb_types.get(fam) != lo_types.get(fam):
+            diffs.append((fam, f"type: blackbox {bb_types.get(fam)}, lookout {lo_types.get(fam)}"))
+    for key in sorted(set(bb) | set(lo), key=lambda k: (k[0], sorted(k[1]))):
+        name, labels = key
+        shown = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels)) + "}" if labels else "")
+        if key not in lo:
+            diffs.append((name, f"missing in lookout: {shown} {bb[key]}"))
+        elif key not in bb:
+            diffs.append((name, f"only in lookout: {shown} {lo[key]}"))
+        elif is_timing(name):
+            for side, v in (("blackbox", bb[key]), ("lookout", lo[key])):
+                if float(v) < 0:
+                    diffs.append((name, f"negative timing from {side}: {shown} {v}"))
+        elif not same_value(bb[key], lo[key]):
+            diffs.append((name, f"value: {shown} blackbox {bb[key]}, lookout {lo[key]}"))
+    return diffs
+
+
+# ---------------------------------------------------------------- running
+
+def wait_ready(url, proc, name):
+    for _ in range(200):
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited: {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:
+            time.sleep(0.05)
+    sys.exit(f"{name} did not get ready at {url}")
+
+
+def probe(port, module, target, extra=""):
+    q = urllib.parse.urlencode({"module": module, "target": target})
+    url = f"http://127.0.0.1:{port}/probe?{q}{extra}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def substitute(text, ports):
+    for k, v in ports.items():
+        text = text.replace("{" + k + "}", str(v))
+    return text
+
+
+def read_expected():
+    out = {}
+    path = os.path.join(HERE, "blackbox.expected")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                sys.exit(f"{path}:{n}: want three tab-separated fields: case, metric, reason")
+            out[(parts[0], parts[1])] = parts[2]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lookout", required=True)
+    ap.add_argument("--blackbox", default=shutil.which("prometheus-blackbox-exporter") or "blackbox_exporter")
+    ap.add_argument("--only", help="regex on case names")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="lookout-bbdiff-")
+    cert, key = make_cert(work)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    dns_proc, dns_port = serve_dns(work)
+    ports = {
+        "dns": dns_port,
+        "http": serve_http(),
+        "https": serve_http(tls),
+        "banner": serve_banner(b"SSH-2.0-OpenSSH_9.2 loopback\r\n"),
+        "echo": serve_banner(b"220 hello\r\n", b"250 ok\r\n"),
+        "closed": free_port(),
+        "ca": cert,
+    }
+    with open(os.path.join(HERE, "blackbox-modules.yml"), encoding="utf-8") as f:
+        config = substitute(f.read(), ports)
+    config_path = os.path.join(work, "blackbox.yml")
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(config)
+
+    bb_port, lo_port = free_port(), free_port()
+    logs = {n: open(os.path.join(work, f"{n}.log"), "w") for n in ("blackbox", "lookout")}
+    bb = subprocess.Popen([args.blackbox, f"--config.file={config_path}",
+                           f"--web.listen-address=127.0.0.1:{bb_port}"],
+                          stdout=logs["blackbox"], stderr=subprocess.STDOUT)
+    lo = subprocess.Popen([args.lookout, "exporter", "--config.file", config_path,
+                           "--web.listen-address", f"127.0.0.1:{lo_port}"],
+                          stdout=logs["lookout"], stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{bb_port}/-/healthy", bb, "blackbox_exporter")
+        wait_ready(f"http://127.0.0.1:{lo_port}/-/healthy", lo, "lookout exporter")
+        return run_cases(args, ports, bb_port, lo_port)
+    except SystemExit:
+        for name, f in logs.items():
+            f.flush()
+            with open(f.name, encoding="utf-8", errors="replace") as log:
+                print(f"--- {name} log\n" + log.read()[-3000:])
+        raise
+    finally:
+        for p in (bb, lo, dns_proc):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_cases(args, ports, bb_port, lo_port):
+    expected = read_expected()
+    seen_expected = set()
+    cases = []
+    with open(os.path.join(HERE, "blackbox-cases.tsv"), encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, module, target, *extra = line.rstrip("\n").split("\t")
+            cases.append((name, module, substitute(target, ports), extra[0] if extra else ""))
+    if args.only:
+        cases = [c for c in cases if re.search(args.only, c[0])]
+    failures, identical = 0, 0
+    for name, module, target, extra in cases:
+        bb_status, bb_text = probe(bb_port, module, target, extra)
+        lo_status, lo_text = probe(lo_port, module, target, extra)
+        diffs = []
+        if bb_status != lo_status:
+            diffs.append(("__status__", f"HTTP status: blackbox {bb_status}, lookout {lo_status}"))
+        if bb_status == 200 and lo_status == 200:
+            diffs += compare(bb_text, lo_text)
+        unexpected = []
+        for metric, what in diffs:
+            if (name, metric) in expected or (name, "*") in expected or ("*", metric) in expected:
+                seen_expected.add((name, metric) if (name, metric) in expected else
+                                  (name, "*") if (name, "*") in expected else ("*", metric))
+                continue
+            unexpected.append(what)
+        if unexpected:
+            failures += 1
+            print(f"DIFFERENT {name} (module {module}, target {target}):")
+            for what in unexpected:
+                print(f"  {what}")
+            if args.verbose:
+                print("  --- blackbox\n" + bb_text + "  --- lookout\n" + lo_text)
+        elif not diffs:
+            identical += 1
+    stale = [k for k in expected if k not in seen_expected and k[0] != "*"
+             and (not args.only or re.search(args.only, k[0]))]
+    for case, metric in stale:
+        print(f"NO LONGER DIFFERENT (remove from blackbox.expected): {case}\t{metric}")
+    print(f"blackbox: {len(cases)} cases, {identical} identical, "
+          f"{len(cases) - identical - failures} with listed differences only, {failures} unexpected")
+    failed = failures + len(stale)
+    print(f"blackbox: {len(cases) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
