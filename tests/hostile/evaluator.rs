@@ -156,3 +156,125 @@ async fn three_targets_of_200000_labels_neither_freeze_nor_outlive_their_timeout
             .join("; ")
     );
 }
+
+/// A rule file with one alerting rule per `(name, annotation)`, on `vector(1)`, evaluated
+/// every second.
+fn template_rules(rules: &[(&str, &str)]) -> String {
+    let mut text = String::from("groups:\n  - name: hostile\n    interval: 1s\n    rules:\n");
+    for (name, annotation) in rules {
+        text.push_str(&format!(
+            "      - alert: {name}\n        expr: vector(1)\n        annotations:\n          text: '{}'\n",
+            annotation.replace('\'', "''")
+        ));
+    }
+    text
+}
+
+/// Templates `a0` … `a{levels}`, each calling the next twice: 2^levels calls, no output.
+fn exponential_template(levels: usize) -> String {
+    let mut text = String::new();
+    for i in 0..levels {
+        let next = i + 1;
+        text.push_str(&format!(
+            "{{{{ define \"a{i}\" }}}}{{{{ template \"a{next}\" . }}}}{{{{ template \"a{next}\" . }}}}{{{{ end }}}}"
+        ));
+    }
+    text.push_str(&format!(
+        "{{{{ define \"a{levels}\" }}}}{{{{ end }}}}{{{{ template \"a0\" . }}}}"
+    ));
+    text
+}
+
+/// The `text` annotation of the alert `name` in `/api/v1/alerts`.
+async fn annotation(base: &str, name: &str) -> Option<String> {
+    let alerts = common::evaluator_alerts(base).await?;
+    alerts
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .and_then(|a| a["annotations"]["text"].as_str().map(str::to_string))
+}
+
+/// Finding 5: a template that calls itself (conditionally, so that no checker can know)
+/// overflowed the stack and aborted the evaluator; one that calls itself twice per level
+/// for 40 levels ran for ever on a runtime worker, and two of them froze the evaluator,
+/// SIGTERM included. Now the first fails at the depth limit, the others at
+/// `--rules.template.timeout`, `/-/healthy` answers throughout, and SIGTERM in the middle
+/// of an expansion ends the program promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_and_exponential_templates_fail_alone_and_never_hold_the_evaluator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exponential = exponential_template(40);
+    let rules = template_rules(&[
+        (
+            "Recursive",
+            r#"{{ define "x" }}{{ if . }}{{ template "x" . }}{{ end }}{{ end }}{{ template "x" 1 }}"#,
+        ),
+        ("ExponentialA", &exponential),
+        ("ExponentialB", &exponential),
+    ]);
+    let rule_file = write_file(dir.path(), "hostile.rules.yml", &rules);
+    let config = format!("global: {{evaluation_interval: 1s}}\nrule_files: ['{rule_file}']\n");
+    let (mut child, base) =
+        start_evaluator(dir.path(), &config, &["--rules.template.timeout=2s"]).await;
+    let watchdog = Watchdog::start(&format!("{base}/-/healthy"), None);
+    let began = Instant::now();
+    let depth = common::eventually(
+        "the recursive template's error",
+        60,
+        Duration::from_millis(250),
+        || {
+            let base = base.clone();
+            async move {
+                annotation(&base, "Recursive")
+                    .await
+                    .filter(|t| !t.is_empty())
+            }
+        },
+    )
+    .await;
+    assert!(
+        depth.contains("exceeded maximum template depth"),
+        "recursive template: {depth}"
+    );
+    for name in ["ExponentialA", "ExponentialB"] {
+        let text = common::eventually("the timeout error", 60, Duration::from_millis(250), || {
+            let base = base.clone();
+            async move { annotation(&base, name).await.filter(|t| !t.is_empty()) }
+        })
+        .await;
+        assert!(text.contains("--rules.template.timeout"), "{name}: {text}");
+    }
+    let stopped_after = began.elapsed();
+    // The next evaluations are expanding again: SIGTERM now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = watchdog.finish("pathological templates");
+    let took = terminate_within(&mut child, Duration::from_secs(5), "templates").await;
+    eprintln!(
+        "templates: depth error {depth:?}; both timeouts seen after {stopped_after:?}; \
+         slowest /-/healthy {:?}; SIGTERM took {took:?}",
+        report.slowest
+    );
+}
+
+/// `rules check` refuses a template that always calls itself (Go's templates, and so
+/// promtool, accept it and fail only when it runs), in milliseconds.
+#[tokio::test]
+async fn rules_check_refuses_a_template_that_always_calls_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = template_rules(&[(
+        "SelfCall",
+        r#"{{ define "x" }}{{ template "x" . }}{{ end }}{{ template "x" . }}"#,
+    )]);
+    let file = write_file(dir.path(), "self.rules.yml", &rules);
+    let began = Instant::now();
+    let out = std::process::Command::new(LOOKOUT)
+        .args(["rules", "check", &file])
+        .output()
+        .expect("run lookout rules check");
+    let took = began.elapsed();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rules check accepted it: {text}");
+    assert!(text.contains("always calls itself"), "{text}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
