@@ -278,3 +278,115 @@ async fn rules_check_refuses_a_template_that_always_calls_itself() {
     assert!(text.contains("always calls itself"), "{text}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+/// `[` nested `depth` deep under `key`, closed again: 2 bytes a level.
+fn deep_yaml(key: &str, depth: usize) -> String {
+    format!("{key}: {}{}\n", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Finding 10: YAML nested 100,000 deep (200 KB) took libyaml's scanner 30–37 s of CPU to
+/// reject (its simple-key stack is walked at every token: O(depth²)). Every YAML entry
+/// point now refuses it in milliseconds, naming the file, the line and the limit.
+#[tokio::test]
+async fn yaml_nested_100000_deep_is_refused_in_milliseconds_everywhere() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |name: &str, text: String| write_file(dir.path(), name, &text);
+    let rules = p("deep.rules.yml", deep_yaml("groups", 100_000));
+    let tests = p("deep.test.yml", deep_yaml("tests", 100_000));
+    let config = p("evaluator.yml", deep_yaml("rule_files", 100_000));
+    let exporter = p("exporter.yml", deep_yaml("modules", 100_000));
+    let web = p("web.yml", deep_yaml("tls_server_config", 100_000));
+    let with_rules = p("with-rules.yml", format!("rule_files: ['{rules}']\n"));
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "rules check",
+            vec!["rules", "check", &rules],
+            "deep.rules.yml",
+        ),
+        ("rules test", vec!["rules", "test", &tests], "deep.test.yml"),
+        (
+            "evaluator --config.file",
+            vec![
+                "evaluator",
+                "--config.file",
+                &config,
+                "--web.listen-address",
+                &listen,
+            ],
+            "evaluator.yml",
+        ),
+        (
+            "evaluator rule_files",
+            vec![
+                "evaluator",
+                "--config.file",
+                &with_rules,
+                "--web.listen-address",
+                &listen,
+            ],
+            "deep.rules.yml",
+        ),
+        (
+            "exporter --config.file",
+            vec![
+                "exporter",
+                "--config.file",
+                &exporter,
+                "--web.listen-address",
+                &listen,
+            ],
+            "exporter.yml",
+        ),
+        (
+            "exporter --web.config.file",
+            vec![
+                "exporter",
+                "--web.config.file",
+                &web,
+                "--web.listen-address",
+                &listen,
+            ],
+            "web.yml",
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (what, args, file) in cases {
+        let began = Instant::now();
+        let mut child = ChildGuard(
+            std::process::Command::new(LOOKOUT)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run lookout"),
+        );
+        let status = loop {
+            if let Some(s) = child.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "{what}: still running after 5s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = began.elapsed();
+        let mut text = String::new();
+        if let Some(mut out) = child.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+        }
+        if let Some(mut err) = child.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        }
+        assert!(!status.success(), "{what}: accepted: {text}");
+        assert!(
+            text.contains(file) && text.contains("line 1") && text.contains("more than 256 levels"),
+            "{what}: the error does not name the file, line and limit: {text}"
+        );
+        figures.push(format!("{what} {took:?}"));
+    }
+    eprintln!("100,000-deep YAML refused: {}", figures.join(", "));
+}

@@ -271,6 +271,11 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
     let def: RuleFileDef = if text.trim().is_empty() {
         RuleFileDef::default()
     } else {
+        // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+        lookout_web::yaml_depth::check(text).map_err(|e| RuleFileError::Decode {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         serde_yaml_ng::from_str(text).map_err(|e| RuleFileError::Decode {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -206,6 +206,9 @@ pub fn parse_test_file(text: &str) -> Result<UnitTestFile, serde_yaml_ng::Error>
     if text.trim().is_empty() {
         Ok(UnitTestFile::default())
     } else {
+        // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+        lookout_web::yaml_depth::check(text)
+            .map_err(<serde_yaml_ng::Error as serde::de::Error>::custom)?;
         serde_yaml_ng::from_str(&quote_number_like_values(text))
     }
 }
@@ -313,6 +316,7 @@ fn strip_unknown_fields(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Ok(String::new());
     }
+    lookout_web::yaml_depth::check(text).map_err(|e| e.to_string())?;
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     fn retain(v: &mut Value, keys: &[&str]) {
         if let Value::Mapping(m) = v {
