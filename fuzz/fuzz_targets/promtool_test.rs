@@ -1,6 +1,6 @@
 //! `promtool test rules` files: strict YAML decoding, then every field the runner parses
 //! before evaluating (start timestamps, input series in the `.test` load notation, the
-//! expressions of `promql_expr_test`).
+//! expressions of `promql_expr_test`), and deeply nested YAML built from a marked input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +8,19 @@ use lookout_evaluator::unittest::{self, format};
 use lookout_promql::promqltest::script::parse_series;
 
 fuzz_target!(|data: &[u8]| {
+    // 0xFF: the input's length times 64 levels of nested flow sequences, which the depth
+    // pre-scan must refuse at once (libyaml alone takes O(depth²)).
+    if let Some((0xFF, rest)) = data.split_first() {
+        let depth = rest.len() * 64;
+        let text = format!("tests: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let began = std::time::Instant::now();
+        let _ = unittest::parse_test_file(&text);
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(2),
+            "{depth} deep"
+        );
+        return;
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -106,6 +106,11 @@ pub struct Args {
     /// "<error expanding template: ...>".
     #[arg(long = "rules.template.max-output-bytes", value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
     template_max_output_bytes: u64,
+    /// Time the label and annotation templates of one rule evaluation may take together;
+    /// past it, expanding stops and the texts become "<error expanding template: ...>"
+    /// (0: no limit).
+    #[arg(long = "rules.template.timeout", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    template_timeout: std::time::Duration,
     /// Remote mode: base URL of a Prometheus-API server (Prometheus, Thanos, Mimir,
     /// VictoriaMetrics) to evaluate rules on, e.g. `http://prometheus:9090`.
     #[arg(long = "datasource.url", value_name = "URL")]
@@ -206,6 +211,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.rules_max_file_bytes = args.rules_max_file_size;
     options.template_max_output_bytes =
         usize::try_from(args.template_max_output_bytes).unwrap_or(usize::MAX);
+    options.template_timeout = args.template_timeout;
     options.web = args.web.options();
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());

@@ -119,6 +119,11 @@ impl EvaluatorConfig {
         let cfg: EvaluatorConfig = if text.trim().is_empty() {
             EvaluatorConfig::default()
         } else {
+            // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+            lookout_web::yaml_depth::check(text).map_err(|e| ConfigError::Decode {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
             serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Decode {
                 path: path.to_path_buf(),
                 message: e.to_string(),

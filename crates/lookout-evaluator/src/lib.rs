@@ -78,6 +78,9 @@ pub struct EvaluatorOptions {
     /// `--rules.template.max-output-bytes`: longest expansion of one alert label or
     /// annotation template (64 KiB).
     pub template_max_output_bytes: usize,
+    /// `--rules.template.timeout`: time the label and annotation templates of one rule
+    /// evaluation may take together (10s).
+    pub template_timeout: std::time::Duration,
     /// `--web.config.file` (TLS, basic auth) and `--web.enable-lifecycle` (`/-/reload`).
     pub web: lookout_web::ServeOptions,
 }
@@ -107,6 +110,7 @@ impl EvaluatorOptions {
             config_max_file_bytes: limits::MAX_CONFIG_FILE_BYTES,
             rules_max_file_bytes: limits::MAX_RULE_FILE_BYTES,
             template_max_output_bytes: limits::MAX_TEMPLATE_OUTPUT_BYTES,
+            template_timeout: limits::DEFAULT_TEMPLATE_TIMEOUT,
             web: lookout_web::ServeOptions::default(),
         }
     }
@@ -261,6 +265,7 @@ where
         metrics: rule_metrics,
         max_rule_file_bytes: opts.rules_max_file_bytes,
         template_max_output_bytes: opts.template_max_output_bytes,
+        template_timeout: opts.template_timeout,
     });
     manager.set_defaults(
         external_labels.clone(),

@@ -43,6 +43,15 @@ pub const MAX_RULE_FILE_BYTES: u64 = 10 << 20;
 /// `--rules.template.max-output-bytes`); expanding stops there and the text becomes
 /// Prometheus's `<error expanding template: ...>` naming this limit.
 pub const MAX_TEMPLATE_OUTPUT_BYTES: usize = 64 << 10;
+/// Most nested `template` calls in one expansion (Go allows 100,000, far more than a
+/// thread's stack holds here: about 10 KB a level in a debug build); fixed.
+pub const MAX_TEMPLATE_DEPTH: usize = 100;
+/// Most stack one template expansion may use (1 MiB, half of a runtime thread's 2 MiB):
+/// nested `if`, `with` and `range` cost stack too, so the call count alone is not enough.
+pub const TEMPLATE_STACK_BUDGET: usize = 1 << 20;
+/// Default time the label and annotation templates of one rule evaluation may take
+/// together (`--rules.template.timeout`).
+pub const DEFAULT_TEMPLATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Default number of API queries evaluated at once (`--query.max-concurrency`, as
 /// Prometheus); more wait for a slot within their timeout.
 pub const DEFAULT_QUERY_MAX_CONCURRENCY: usize = 20;
@@ -51,10 +60,12 @@ pub const DEFAULT_QUERY_MAX_CONCURRENCY: usize = 20;
 pub const DEFAULT_STORAGE_MAX_SERIES: usize = 1_000_000;
 
 /// The `limit` label values of `lookout_evaluator_limit_hits_total`.
-pub const LIMIT_NAMES: [&str; 8] = [
+pub const LIMIT_NAMES: [&str; 10] = [
     "config_file_size",
     "rule_file_size",
     "template_output_size",
+    "template_depth",
+    "template_timeout",
     "query_max_samples",
     "query_timeout",
     "query_max_depth",
@@ -244,6 +255,14 @@ pub fn read_capped(path: &Path, limit: FileLimit) -> std::io::Result<String> {
 pub fn template_output_error(limit: usize) -> String {
     format!(
         "template output is larger than the {limit}-byte template output limit (--rules.template.max-output-bytes); expansion stopped"
+    )
+}
+
+/// The error of an expansion stopped by `--rules.template.timeout`.
+pub fn template_timeout_error(timeout: std::time::Duration) -> String {
+    format!(
+        "template expansion took longer than the {}s template time limit (--rules.template.timeout); expansion stopped",
+        timeout.as_secs_f64()
     )
 }
 

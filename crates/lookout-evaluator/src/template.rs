@@ -299,7 +299,16 @@ pub fn check(name: &str, text: &str) -> Result<(), String> {
     }
     let mut t = new_template(name);
     t.parse(format!("{DEFS}{text}"))
-        .map_err(|e| parse_error_text(name, text, e))
+        .map_err(|e| parse_error_text(name, text, e))?;
+    // Go (and promtool) accept such a template and fail only when it runs, at the depth
+    // limit: refusing it here says so before it is deployed.
+    match t.unconditional_recursion() {
+        Some(callee) => Err(format!(
+            "template: {name}: template {callee:?} always calls itself again, so expanding it can only fail at the depth limit ({})",
+            crate::limits::MAX_TEMPLATE_DEPTH
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Errors gtmpl's lexer cannot report itself (it hangs or panics on them), found by fuzzing:
@@ -476,6 +485,25 @@ impl CompiledTemplate {
         query: Option<QueryFn>,
         max_bytes: usize,
     ) -> Result<String, String> {
+        let bounds = Bounds {
+            max_bytes,
+            ..Bounds::default()
+        };
+        self.render_bounded(data, query, &bounds)
+    }
+
+    /// [`CompiledTemplate::render`] within `bounds`: besides the output limit, at most
+    /// [`crate::limits::MAX_TEMPLATE_DEPTH`] nested `template` calls and
+    /// [`crate::limits::TEMPLATE_STACK_BUDGET`] bytes of stack (`exceeded maximum template
+    /// depth`, counted as `template_depth`), and no longer than the deadline or past the
+    /// stop flag (counted as `template_timeout`), even when the template writes nothing.
+    pub fn render_bounded(
+        &self,
+        data: &TemplateData,
+        query: Option<QueryFn>,
+        bounds: &Bounds<'_>,
+    ) -> Result<String, String> {
+        let max_bytes = bounds.max_bytes;
         let t = match &self.parsed {
             None if self.text.len() > max_bytes => {
                 crate::limits::hit("template_output_size");
@@ -514,8 +542,15 @@ impl CompiledTemplate {
         let mut out = crate::limits::CappedWriter::new(max_bytes);
         // gtmpl is third-party code running on query results: a panic in it (a bug like the
         // printf ones `f_printf` guards against) fails this expansion, not the evaluator.
+        let limits = gtmpl::Limits {
+            max_depth: crate::limits::MAX_TEMPLATE_DEPTH,
+            deadline: bounds.deadline,
+            stop: bounds.stop,
+            max_stack: Some(crate::limits::TEMPLATE_STACK_BUDGET),
+        };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            t.execute(&mut out, &ctx).map_err(|e| e.to_string())
+            t.execute_with_limits(&mut out, &ctx, limits)
+                .map_err(|e| exec_error_text(e, bounds))
         }))
         .map_err(|_| "template expansion failed: the template engine panicked".to_string())?;
         if out.over() {
@@ -543,13 +578,71 @@ impl CompiledTemplate {
         query: Option<QueryFn>,
         max_bytes: usize,
     ) -> String {
-        match self.render_with_limit(data, query, max_bytes) {
+        let bounds = Bounds {
+            max_bytes,
+            ..Bounds::default()
+        };
+        self.render_or_error_bounded(data, query, &bounds)
+    }
+
+    /// [`CompiledTemplate::render_or_error`] within `bounds`.
+    pub fn render_or_error_bounded(
+        &self,
+        data: &TemplateData,
+        query: Option<QueryFn>,
+        bounds: &Bounds<'_>,
+    ) -> String {
+        match self.render_bounded(data, query, bounds) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(err = %e, labels = %data.labels, "Expanding alert template failed");
                 format!("<error expanding template: {e}>")
             }
         }
+    }
+}
+
+/// Bounds on one expansion besides the fixed depth and stack limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds<'s> {
+    /// Longest output (`--rules.template.max-output-bytes`).
+    pub max_bytes: usize,
+    /// When the expansion must have ended (`--rules.template.timeout` after the rule's
+    /// expansions started).
+    pub deadline: Option<std::time::Instant>,
+    /// The time limit the deadline stands for, for the error.
+    pub timeout: std::time::Duration,
+    /// Set when the expansion is no longer wanted (the evaluator stops).
+    pub stop: Option<&'s std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Bounds<'_> {
+    fn default() -> Self {
+        Bounds {
+            max_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
+            deadline: None,
+            timeout: crate::limits::DEFAULT_TEMPLATE_TIMEOUT,
+            stop: None,
+        }
+    }
+}
+
+/// gtmpl's execution error as the expansion's error, counting the limits it stands for.
+fn exec_error_text(e: gtmpl::error::ExecError, bounds: &Bounds<'_>) -> String {
+    use gtmpl::error::ExecError;
+    match e {
+        ExecError::MaxTemplateDepth(_) | ExecError::StackBudget(_) => {
+            crate::limits::hit("template_depth");
+            format!("{e} (a fixed limit)")
+        }
+        ExecError::DeadlineExceeded => {
+            crate::limits::hit("template_timeout");
+            crate::limits::template_timeout_error(bounds.timeout)
+        }
+        ExecError::Stopped => {
+            "template expansion stopped: the rule evaluation was cancelled".into()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -1498,5 +1591,92 @@ mod tests {
         assert!(check("__alert_X", "{{ humanize $value }}").is_ok());
         let out = expand_or_error("t", "{{ query \"up\" | first }}", &data(), None);
         assert!(out.starts_with("<error expanding template: "), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod execution_limits {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    fn exponential(levels: usize) -> String {
+        let mut text = String::new();
+        for i in 0..levels {
+            let n = i + 1;
+            text.push_str(&format!(
+                "{{{{define \"a{i}\"}}}}{{{{template \"a{n}\" .}}}}{{{{template \"a{n}\" .}}}}{{{{end}}}}"
+            ));
+        }
+        text + &format!("{{{{define \"a{levels}\"}}}}{{{{end}}}}{{{{template \"a0\" .}}}}")
+    }
+
+    #[test]
+    fn recursion_stops_at_the_depth_limit_on_a_small_stack() {
+        // A spawn_blocking thread's stack (2 MiB), in whatever build runs the tests.
+        let text = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let t = CompiledTemplate::new(
+                    "t",
+                    r#"{{define "x"}}{{if .}}{{with .}}{{template "x" .}}{{end}}{{end}}{{end}}{{template "x" 1}}"#,
+                );
+                t.render(&TemplateData::default(), None)
+            })
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        let e = text.unwrap_err();
+        assert!(e.contains("exceeded maximum template depth"), "{e}");
+        // Calls that end within the limit still work.
+        let t = CompiledTemplate::new("t", r#"{{define "y"}}y{{end}}{{template "y"}}"#);
+        assert_eq!(t.render(&TemplateData::default(), None).unwrap(), "y");
+    }
+
+    #[test]
+    fn an_expansion_that_writes_nothing_stops_at_the_deadline_and_the_stop_flag() {
+        let t = CompiledTemplate::new("t", &exponential(40));
+        let bounds = Bounds {
+            deadline: Some(Instant::now() + Duration::from_millis(200)),
+            timeout: Duration::from_millis(200),
+            ..Bounds::default()
+        };
+        let began = Instant::now();
+        let e = t
+            .render_bounded(&TemplateData::default(), None, &bounds)
+            .unwrap_err();
+        assert!(e.contains("--rules.template.timeout"), "{e}");
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        let stop = AtomicBool::new(true);
+        let bounds = Bounds {
+            stop: Some(&stop),
+            ..Bounds::default()
+        };
+        let e = t
+            .render_bounded(&TemplateData::default(), None, &bounds)
+            .unwrap_err();
+        assert!(e.contains("stopped"), "{e}");
+    }
+
+    #[test]
+    fn check_refuses_templates_that_always_call_themselves() {
+        for text in [
+            r#"{{define "x"}}{{template "x" .}}{{end}}{{template "x" .}}"#,
+            r#"{{define "a"}}{{template "b"}}{{end}}{{define "b"}}x{{template "a"}}{{end}}{{template "a"}}"#,
+        ] {
+            let e = check("t", text).unwrap_err();
+            assert!(e.contains("always calls itself"), "{text}: {e}");
+        }
+        for text in [
+            r#"{{define "x"}}{{if .}}{{template "x" .}}{{end}}{{end}}{{template "x" 1}}"#,
+            r#"{{define "x"}}{{template "x" .}}{{end}}no call"#,
+            &exponential(5),
+        ] {
+            assert!(check("t", text).is_ok(), "{text}");
+        }
     }
 }

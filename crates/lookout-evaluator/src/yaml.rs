@@ -9,12 +9,15 @@
 
 use serde::de::DeserializeOwned;
 
-/// Decodes `text` strictly, after applying YAML merge keys.
+/// Decodes `text` strictly, after applying YAML merge keys; nesting deeper than
+/// [`lookout_web::yaml_depth`] allows is refused before any parsing.
 ///
 /// Texts without merge keys are decoded directly, so their error positions are those of the
 /// file. A text with merge keys is decoded from its merged form; an error found only there
 /// says so, since its position refers to the merged document.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+    lookout_web::yaml_depth::check(text).map_err(|e| e.to_string())?;
     if !text.contains("<<") {
         return serde_yaml_ng::from_str(text).map_err(|e| e.to_string());
     }

@@ -667,6 +667,9 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
+            // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+            lookout_web::yaml_depth::check(text)
+                .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
             serde_yaml_ng::from_str(text).map_err(|e| yaml_error(origin, &e))?
         };
         let at = |path: &[Seg<'_>], message: String| -> ConfigError {

@@ -116,17 +116,23 @@ impl Labels {
         N: Into<String>,
         V: Into<String>,
     {
-        let mut v: Vec<(String, String)> = Vec::new();
-        for (n, val) in pairs {
-            let (n, val) = (n.into(), val.into());
-            match v.iter_mut().find(|(k, _)| *k == n) {
-                Some(slot) => slot.1 = val,
-                None => v.push((n, val)),
+        let mut v: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(n, val)| (n.into(), val.into()))
+            .collect();
+        // A stable sort keeps repeated names in their given order, so the last of each run
+        // is the value that wins; O(N log N) where a search per pair would be O(N²) (a
+        // scraped series can have hundreds of thousands of labels).
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(&str, &str)> = Vec::with_capacity(v.len());
+        for (k, val) in &v {
+            match kept.last_mut() {
+                Some(last) if last.0 == k => last.1 = val,
+                _ => kept.push((k, val)),
             }
         }
-        v.retain(|(_, val)| !val.is_empty());
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        Labels::from_sorted(v.iter().map(|(k, val)| (k.as_str(), val.as_str())))
+        kept.retain(|(_, val)| !val.is_empty());
+        Labels::from_sorted(kept)
     }
 
     /// Encodes pairs already sorted by name, with distinct names and no empty values, in

@@ -261,6 +261,9 @@ impl WebConfig {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
+            // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
+            crate::yaml_depth::check(text)
+                .map_err(|e| WebConfigError::Invalid(format!("{origin}: {e}")))?;
             serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, origin, &e))?
         };
         let invalid = |key: &str, message: String| {

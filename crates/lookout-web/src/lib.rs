@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod config;
 pub mod tls;
+pub mod yaml_depth;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,9 @@
 //!   are produced for every pending/firing alert once `for` state has been restored.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
 use lookout_promql::labels::METRIC_NAME;
@@ -22,7 +23,10 @@ use crate::datasource::{Datasource, QuerySample};
 use crate::rules::status::{AlertSnapshot, AlertingRuleSnapshot, RuleCommon, RuleHealth};
 use crate::rules::{RuleEvalError, RuleInfo};
 use crate::state::PendingRestore;
-use crate::template::{self, CompiledTemplate, QueryFn, TemplateData};
+use crate::template::{self, Bounds, CompiledTemplate, QueryFn, TemplateData};
+
+/// The expanded labels and annotations of one alert.
+type Expanded = (BTreeMap<String, String>, BTreeMap<String, String>);
 
 /// How long a resolved alert is kept and re-sent (Prometheus's `resolvedRetention`).
 pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -127,6 +131,11 @@ pub struct AlertingRule {
     templates: Arc<Templates>,
     /// Longest expansion of one template (`--rules.template.max-output-bytes`).
     template_max_output_bytes: usize,
+    /// Time the templates of one evaluation may take (`--rules.template.timeout`).
+    template_timeout: Duration,
+    /// Set when the evaluator stops: running expansions end at once (SIGTERM must not
+    /// wait for a template to use up its time).
+    cancel: Arc<AtomicBool>,
     state: Mutex<AlertingState>,
 }
 
@@ -142,17 +151,32 @@ impl Templates {
         &self,
         data: &TemplateData,
         query: Option<QueryFn>,
-        max_bytes: usize,
+        bounds: &Bounds<'_>,
     ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let run = |v: &[(String, CompiledTemplate)]| {
             v.iter()
                 .map(|(k, t)| {
-                    let text = t.render_or_error_with_limit(data, query.clone(), max_bytes);
+                    let text = t.render_or_error_bounded(data, query.clone(), bounds);
                     (k.clone(), text)
                 })
                 .collect()
         };
         (run(&self.labels), run(&self.annotations))
+    }
+}
+
+/// Sets the rule's cancel flag if dropped while armed: expansions running on a blocking
+/// thread stop soon after the evaluation that started them is dropped.
+struct CancelIfDropped {
+    flag: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Drop for CancelIfDropped {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -197,6 +221,8 @@ impl AlertingRule {
                 uses_query,
             }),
             template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
+            template_timeout: crate::limits::DEFAULT_TEMPLATE_TIMEOUT,
+            cancel: Arc::new(AtomicBool::new(false)),
             state: Mutex::new(AlertingState {
                 active: HashMap::new(),
                 restored,
@@ -207,6 +233,20 @@ impl AlertingRule {
                 last_evaluation: None,
             }),
         }
+    }
+
+    /// Sets the time the templates of one evaluation may take together to `timeout`
+    /// (`--rules.template.timeout`; the default is
+    /// [`crate::limits::DEFAULT_TEMPLATE_TIMEOUT`]).
+    pub fn with_template_timeout(mut self, timeout: Duration) -> AlertingRule {
+        self.template_timeout = timeout;
+        self
+    }
+
+    /// Stops the rule's running template expansions and every later one (the rule is
+    /// going away: the evaluator stops).
+    pub fn cancel_expansions(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
     }
 
     /// Sets the longest expansion of one label or annotation template to `max_bytes`
@@ -366,33 +406,7 @@ impl AlertingRule {
             .await
             .map_err(RuleEvalError::Query)?;
 
-        // Expand templates per sample (in a blocking thread when they call `query`, which
-        // waits for the datasource).
-        let data = self.template_data_list(&res);
-        let expanded: Vec<(BTreeMap<String, String>, BTreeMap<String, String>)> =
-            if self.templates.uses_query {
-                let ds = datasource.clone();
-                let handle = tokio::runtime::Handle::current();
-                let query: QueryFn = Arc::new(move |q: &str| {
-                    handle.block_on(ds.query(q, at)).map_err(|e| e.to_string())
-                });
-                let templates = self.templates.clone();
-                let max_bytes = self.template_max_output_bytes;
-                tokio::task::spawn_blocking(move || {
-                    data.iter()
-                        .map(|d| templates.expand(d, Some(query.clone()), max_bytes))
-                        .collect()
-                })
-                .await
-                .map_err(|e| RuleEvalError::Template(e.to_string()))?
-            } else {
-                data.iter()
-                    .map(|d| {
-                        self.templates
-                            .expand(d, None, self.template_max_output_bytes)
-                    })
-                    .collect()
-            };
+        let expanded = self.expand_all(&res, at, datasource).await?;
 
         let mut alerts: HashMap<Labels, ActiveAlert> = HashMap::with_capacity(res.len());
         for (smpl, (labels, annotations)) in res.iter().zip(expanded) {
@@ -508,6 +522,50 @@ impl AlertingRule {
             )));
         }
         Ok(vec)
+    }
+
+    /// Expands the templates for every sample on a blocking thread (a template may run up
+    /// to `--rules.template.timeout`, and `query` waits for the datasource), all of them
+    /// within one deadline; dropping the returned future stops them.
+    async fn expand_all(
+        &self,
+        res: &[QuerySample],
+        at: SystemTime,
+        datasource: &Arc<dyn Datasource>,
+    ) -> Result<Vec<Expanded>, RuleEvalError> {
+        let data = self.template_data_list(res);
+        let query: Option<QueryFn> = self.templates.uses_query.then(|| {
+            let ds = datasource.clone();
+            let handle = tokio::runtime::Handle::current();
+            let query: QueryFn = Arc::new(move |q: &str| {
+                handle.block_on(ds.query(q, at)).map_err(|e| e.to_string())
+            });
+            query
+        });
+        let templates = self.templates.clone();
+        let (max_bytes, timeout) = (self.template_max_output_bytes, self.template_timeout);
+        let mut guard = CancelIfDropped {
+            flag: self.cancel.clone(),
+            armed: true,
+        };
+        let flag = self.cancel.clone();
+        let expanded = tokio::task::spawn_blocking(move || {
+            let bounds = Bounds {
+                max_bytes,
+                deadline: (!timeout.is_zero())
+                    .then(|| Instant::now().checked_add(timeout))
+                    .flatten(),
+                timeout,
+                stop: Some(&flag),
+            };
+            data.iter()
+                .map(|d| templates.expand(d, query.clone(), &bounds))
+                .collect()
+        })
+        .await
+        .map_err(|e| RuleEvalError::Template(e.to_string()));
+        guard.armed = false;
+        expanded
     }
 
     fn template_data_list(&self, res: &[QuerySample]) -> Vec<TemplateData> {

@@ -130,6 +130,16 @@ impl Group {
         }
     }
 
+    /// Stops the template expansions of its alerting rules, running and to come (the
+    /// evaluator stops and must not wait for them).
+    pub fn cancel_expansions(&self) {
+        for rule in &self.rules {
+            if let Rule::Alerting(r) = rule {
+                r.cancel_expansions();
+            }
+        }
+    }
+
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name

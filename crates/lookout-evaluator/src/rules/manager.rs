@@ -52,6 +52,9 @@ pub struct ManagerOptions {
     /// (`--rules.template.max-output-bytes`; default
     /// [`crate::limits::MAX_TEMPLATE_OUTPUT_BYTES`]).
     pub template_max_output_bytes: usize,
+    /// Time the templates of one rule evaluation may take together
+    /// (`--rules.template.timeout`).
+    pub template_timeout: std::time::Duration,
 }
 
 struct Running {
@@ -212,7 +215,8 @@ impl RuleManager {
                                 &self.opts.external_url,
                                 restored,
                             )
-                            .with_template_output_limit(self.opts.template_max_output_bytes),
+                            .with_template_output_limit(self.opts.template_max_output_bytes)
+                            .with_template_timeout(self.opts.template_timeout),
                         ));
                     } else {
                         rules.push(Rule::Recording(RecordingRule::new(r.name(), &expr, labels)));
@@ -400,6 +404,7 @@ impl RuleManager {
         let groups = std::mem::take(&mut self.lock().groups);
         for r in groups.values() {
             let _ = r.stop.send(true);
+            r.group.cancel_expansions();
         }
         let mut list = Vec::new();
         for (_, r) in groups {

@@ -2,6 +2,7 @@
 //! loop that fetches, parses, relabels and stores its samples with staleness handling.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -334,6 +335,12 @@ pub enum ScrapeError {
     /// A series has more labels or longer labels than allowed.
     #[error("label limits exceeded: {0}")]
     LabelLimit(String),
+    /// Parsing, relabelling and checking the body outlived the scrape timeout.
+    #[error(
+        "scrape timed out after {}: the body could not be parsed within scrape_timeout",
+        PromDuration(*.0)
+    )]
+    ParseTimeout(Duration),
     /// Credentials could not be read.
     #[error("{0}")]
     Credentials(#[from] crate::scrape_config::CredentialsError),
@@ -590,6 +597,41 @@ fn prepare(
     Ok(out)
 }
 
+/// Sets its flag when dropped: a parse running on a blocking thread stops soon after the
+/// scrape that started it ends, whether it timed out or its loop was stopped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Parses, relabels and checks the limits of a body on a blocking thread (a body can take
+/// far longer than a runtime worker may be held: one series of 200,000 labels is 2.3 MB),
+/// under what is left of the scrape timeout. Returns the samples and how many were parsed.
+async fn parse_off_the_runtime(
+    body: String,
+    format: Format,
+    target: &Target,
+    opts: &LoopOptions,
+    deadline: tokio::time::Instant,
+) -> Result<(Vec<ParsedSample>, usize), ScrapeError> {
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = stop.0.clone();
+    let (task_target, task_opts) = (target.clone(), opts.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let parsed = textparse::parse_until_stopped(&body, format, &flag)?;
+        let count = parsed.len();
+        Ok((prepare(parsed, &task_target, &task_opts)?, count))
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(ScrapeError::Http(format!("parsing the body failed: {e}"))),
+        Err(_) => Err(ScrapeError::ParseTimeout(target.timeout)),
+    }
+}
+
 async fn scrape_once(
     target: &Target,
     opts: &LoopOptions,
@@ -601,9 +643,10 @@ async fn scrape_once(
     let mut scraped = 0usize;
     let result: Result<Vec<ParsedSample>, ScrapeError> = async {
         let (body, format) = fetch(target, opts, &ctx.client).await?;
-        let parsed = textparse::parse(&body, format)?;
-        scraped = parsed.len();
-        prepare(parsed, target, opts)
+        let deadline = tokio::time::Instant::from_std(start + target.timeout);
+        let (parsed, count) = parse_off_the_runtime(body, format, target, opts, deadline).await?;
+        scraped = count;
+        Ok(parsed)
     }
     .await;
     let duration = start.elapsed();

@@ -7,6 +7,15 @@
 //! column (1-based). Metadata lines (`# HELP`, `# TYPE`, `# UNIT`) are checked for shape and
 //! otherwise ignored: the evaluator stores float samples only. OpenMetrics exemplars are
 //! skipped.
+//!
+//! Parsing is linear in the body: a series with many labels checks its names for
+//! duplicates through a hash set once it has more than a few (a scrape target can send one
+//! series with hundreds of thousands of labels), and [`parse_until_stopped`] checks a stop
+//! flag every few thousand lines and labels, so that the scrape loop can end a parse that
+//! outlives its `scrape_timeout`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lookout_promql::Labels;
 use lookout_promql::labels::METRIC_NAME;
@@ -61,14 +70,38 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Below this many labels a series checks its names for duplicates by a linear scan; from
+/// it on, through a hash set (so a series of N labels costs O(N), not O(N²)).
+const LINEAR_DUPLICATE_CHECK: usize = 16;
+
+/// How many lines, or labels of one series, are parsed between two looks at the stop flag.
+const STOP_CHECK_EVERY: usize = 1024;
+
+/// The message of the error a stopped parse returns.
+pub const STOPPED: &str = "parsing stopped before the end of the body";
+
 /// Parses a whole body.
 pub fn parse(body: &str, format: Format) -> Result<Vec<ParsedSample>, ParseError> {
+    parse_until_stopped(body, format, &AtomicBool::new(false))
+}
+
+/// [`parse`] that gives up with an error ([`STOPPED`]) soon after `stop` is set: it looks
+/// at the flag every [`STOP_CHECK_EVERY`] lines and every [`STOP_CHECK_EVERY`] labels of a
+/// series.
+pub fn parse_until_stopped(
+    body: &str,
+    format: Format,
+    stop: &AtomicBool,
+) -> Result<Vec<ParsedSample>, ParseError> {
     let mut out = Vec::new();
     let mut seen_eof = false;
     let lines: Vec<&str> = body.split('\n').collect();
     let last = lines.len();
     for (idx, raw_line) in lines.iter().enumerate() {
         let line_no = idx + 1;
+        if idx % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
+            return Err(err(line_no, 1, STOPPED));
+        }
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
         if seen_eof {
             if line.is_empty() && idx + 1 == last {
@@ -100,7 +133,7 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<ParsedSample>, ParseError
             continue;
         }
         let offset = line.len() - trimmed.len();
-        let sample = Cursor::new(trimmed, line_no, offset).sample(format)?;
+        let sample = Cursor::new(trimmed, line_no, offset, stop).sample(format)?;
         out.push(sample);
     }
     if format == Format::OpenMetrics && !seen_eof {
@@ -192,15 +225,44 @@ struct Cursor<'a> {
     pos: usize,
     line: usize,
     offset: usize,
+    stop: &'a AtomicBool,
+}
+
+/// The label names of one series seen so far: a linear scan while there are few, a hash
+/// set from [`LINEAR_DUPLICATE_CHECK`] names on.
+#[derive(Default)]
+struct SeenNames {
+    set: Option<HashSet<String>>,
+}
+
+impl SeenNames {
+    /// Whether `name` is already among `pairs` (whose names this has seen, in order).
+    fn contains(&mut self, pairs: &[(String, String)], name: &str) -> bool {
+        if pairs.len() < LINEAR_DUPLICATE_CHECK {
+            return pairs.iter().any(|(k, _)| k == name);
+        }
+        let set = self
+            .set
+            .get_or_insert_with(|| pairs.iter().map(|(k, _)| k.clone()).collect());
+        set.contains(name)
+    }
+
+    /// Records `name`, which `pairs` gets next.
+    fn add(&mut self, name: &str) {
+        if let Some(set) = self.set.as_mut() {
+            set.insert(name.to_string());
+        }
+    }
 }
 
 impl<'a> Cursor<'a> {
-    fn new(s: &'a str, line: usize, offset: usize) -> Self {
+    fn new(s: &'a str, line: usize, offset: usize, stop: &'a AtomicBool) -> Self {
         Cursor {
             s,
             pos: 0,
             line,
             offset,
+            stop,
         }
     }
 
@@ -265,56 +327,64 @@ impl<'a> Cursor<'a> {
         Err(self.error("unterminated label value"))
     }
 
-    fn sample(mut self, format: Format) -> Result<ParsedSample, ParseError> {
+    /// The label set after the metric name, `{...}` (if there is one); a quoted name inside
+    /// the braces (UTF-8 metric names) is put into `name`.
+    fn label_set(&mut self, name: &mut String) -> Result<Vec<(String, String)>, ParseError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
-        let name = self.ident(true);
-        let mut name = name.to_string();
-        if self.peek() == Some(b'{') {
-            self.pos += 1;
-            loop {
-                self.skip_blanks();
-                match self.peek() {
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    Some(b'"') if name.is_empty() && pairs.is_empty() => {
-                        // Quoted metric name inside the braces (UTF-8 names).
-                        name = self.quoted()?;
-                    }
-                    Some(_) => {
-                        let lname = if self.peek() == Some(b'"') {
-                            self.quoted()?
-                        } else {
-                            self.ident(false).to_string()
-                        };
-                        if lname.is_empty() {
-                            return Err(self.error("expected a label name"));
-                        }
-                        self.skip_blanks();
-                        if self.peek() != Some(b'=') {
-                            return Err(
-                                self.error(format!("expected '=' after label name {lname:?}"))
-                            );
-                        }
-                        self.pos += 1;
-                        self.skip_blanks();
-                        let value = self.quoted()?;
-                        if lname == METRIC_NAME || pairs.iter().any(|(k, _)| *k == lname) {
-                            return Err(self.error(format!("duplicate label name {lname:?}")));
-                        }
-                        pairs.push((lname, value));
-                    }
-                    None => return Err(self.error("unterminated label set")),
+        if self.peek() != Some(b'{') {
+            return Ok(pairs);
+        }
+        let mut seen = SeenNames::default();
+        self.pos += 1;
+        loop {
+            self.skip_blanks();
+            match self.peek() {
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(pairs);
                 }
-                self.skip_blanks();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {}
-                    _ => return Err(self.error("expected ',' or '}' in label set")),
+                Some(b'"') if name.is_empty() && pairs.is_empty() => {
+                    *name = self.quoted()?;
                 }
+                Some(_) => {
+                    let lname = if self.peek() == Some(b'"') {
+                        self.quoted()?
+                    } else {
+                        self.ident(false).to_string()
+                    };
+                    if lname.is_empty() {
+                        return Err(self.error("expected a label name"));
+                    }
+                    self.skip_blanks();
+                    if self.peek() != Some(b'=') {
+                        return Err(self.error(format!("expected '=' after label name {lname:?}")));
+                    }
+                    self.pos += 1;
+                    self.skip_blanks();
+                    let value = self.quoted()?;
+                    if lname == METRIC_NAME || seen.contains(&pairs, &lname) {
+                        return Err(self.error(format!("duplicate label name {lname:?}")));
+                    }
+                    seen.add(&lname);
+                    pairs.push((lname, value));
+                    if pairs.len() % STOP_CHECK_EVERY == 0 && self.stop.load(Ordering::Relaxed) {
+                        return Err(self.error(STOPPED));
+                    }
+                }
+                None => return Err(self.error("unterminated label set")),
+            }
+            self.skip_blanks();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {}
+                _ => return Err(self.error("expected ',' or '}' in label set")),
             }
         }
+    }
+
+    fn sample(mut self, format: Format) -> Result<ParsedSample, ParseError> {
+        let mut name = self.ident(true).to_string();
+        let mut pairs = self.label_set(&mut name)?;
         if name.is_empty() {
             return Err(self.error("expected a metric name"));
         }
@@ -444,5 +514,47 @@ mod tests {
                 let _ = parse(prefix, Format::OpenMetrics);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wide_series {
+    use super::*;
+
+    fn wide(labels: usize) -> String {
+        let mut body = String::from("wide{");
+        for i in 0..labels {
+            body.push_str(&format!("l{i}=\"v\","));
+        }
+        body.push_str("} 1\n");
+        body
+    }
+
+    /// A target sent one series of 200,000 labels: the duplicate check was a linear search
+    /// per label (O(N²)), so it took minutes; now the time grows with N.
+    #[test]
+    fn parse_time_grows_linearly_with_the_labels_of_a_series() {
+        for n in [10_000, 40_000, 200_000] {
+            let body = wide(n);
+            let began = std::time::Instant::now();
+            let parsed = parse(&body, Format::PrometheusText).unwrap();
+            let took = began.elapsed();
+            eprintln!("{n} labels: {took:?}");
+            assert_eq!(parsed[0].labels.len(), n + 1);
+            assert!(
+                took < std::time::Duration::from_secs(20),
+                "{n} labels took {took:?}"
+            );
+        }
+        let dup = wide(100).replace("l99=", "l3=");
+        let e = parse(&dup, Format::PrometheusText).unwrap_err();
+        assert!(e.message.contains("duplicate label name \"l3\""), "{e}");
+    }
+
+    #[test]
+    fn a_set_stop_flag_ends_the_parse() {
+        let stop = AtomicBool::new(true);
+        let e = parse_until_stopped(&wide(5000), Format::PrometheusText, &stop).unwrap_err();
+        assert_eq!(e.message, STOPPED);
     }
 }

@@ -314,6 +314,7 @@ fn strip_unknown_fields(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Ok(String::new());
     }
+    lookout_web::yaml_depth::check(text).map_err(|e| e.to_string())?;
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     doc.apply_merge()
         .map_err(|e| format!("YAML merge key: {e}"))?;

@@ -295,6 +295,7 @@ fn run_inner(
         metrics: RuleMetrics::default(),
         max_rule_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
         template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
+        template_timeout: crate::limits::DEFAULT_TEMPLATE_TIMEOUT,
     });
     // `restored = true`: promtool marks every alerting rule restored so ALERTS is written.
     let mut groups: Vec<Group> = manager.build_groups(files, true);
