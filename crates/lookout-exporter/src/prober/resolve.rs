@@ -1,6 +1,9 @@
 //! Resolving a target's host the way blackbox_exporter's `chooseProtocol` does: a timed
 //! lookup that prefers one IP family and may fall back to the other. Literal addresses skip
-//! the lookup. Records `probe_dns_lookup_time_seconds`, `probe_ip_protocol` and
+//! the lookup. The address chosen is the one the prober connects to, so this is where a
+//! `/probe` request's `probe_policy.allowed_targets` is enforced (reason `not_allowed`):
+//! for the target, every redirect hop and every retry, whatever the text of the target
+//! said and whatever the name resolved to when the request came in. Records `probe_dns_lookup_time_seconds`, `probe_ip_protocol` and
 //! `probe_ip_addr_hash`.
 
 use std::net::IpAddr;
@@ -13,6 +16,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 
 use super::{Failure, Recorder, reason};
 use crate::config::IpProtocol;
+use crate::probe_guard::ProbePolicy;
 
 /// The process-wide resolver: the system's configuration (`/etc/resolv.conf`, `/etc/hosts`)
 /// asking for both families at once, so that one lookup serves preference and fallback.
@@ -41,12 +45,14 @@ fn resolver() -> &'static TokioResolver {
 }
 
 /// Resolves `host` (a name or a literal address) honouring the preferred protocol and
-/// fallback, and records the lookup metrics. Returns the address and the lookup time.
+/// fallback, and records the lookup metrics. Returns the address and the lookup time, or
+/// `not_allowed` when `policy` does not allow connecting to that address.
 pub(crate) async fn resolve_target(
     rec: &mut Recorder,
     host: &str,
     preferred: IpProtocol,
     fallback: bool,
+    policy: Option<&ProbePolicy>,
 ) -> Result<(IpAddr, Duration), Failure> {
     let start = Instant::now();
     let literal = host
@@ -100,6 +106,11 @@ pub(crate) async fn resolve_target(
     };
     let elapsed = start.elapsed();
     record_lookup(rec, elapsed);
+    if let Some(policy) = policy {
+        policy
+            .check_address(host, ip)
+            .map_err(|why| Failure::new(reason::NOT_ALLOWED, why))?;
+    }
     rec.set(
         "probe_ip_protocol",
         "Specifies whether probe ip protocol is IP4 or IP6",
