@@ -52,8 +52,23 @@ pub fn http_url(target: &str) -> Result<Uri, TargetError> {
     if userinfo.contains(['[', ']']) {
         return Err(bad(target, "has '[' or ']' in its userinfo (before '@')"));
     }
-    if url_host(&uri).is_empty() {
+    let raw = uri.host().unwrap_or("");
+    let host = url_host(&uri);
+    if host.is_empty() {
         return Err(bad(target, "has no host"));
+    }
+    // Brackets only around a whole IPv6 literal (with an optional zone): the URL parser
+    // takes `a...[::1]80` as the host `a...[`.
+    let bracketed = raw.starts_with('[') && raw.ends_with(']');
+    let v6 = host.split('%').next().unwrap_or("");
+    if host.contains(['[', ']'])
+        || (raw.contains(['[', ']']) && !bracketed)
+        || (bracketed && v6.parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return Err(bad(
+            target,
+            "has a host with '[' or ']' that is not an [IPv6 address]",
+        ));
     }
     Ok(uri)
 }
@@ -167,6 +182,9 @@ mod tests {
         assert!(host("[127.0.0.1]@127.0.0.2:18999").is_err());
         assert!(host("http://[evil.allowed.test]@127.0.0.2:18999/").is_err());
         assert!(host("http:///x").is_err());
+        // Found by fuzzing: the URL parser's host was `6553665536...[`.
+        assert!(host("6553665536...[::ffff:127.0.0.1]80-180").is_err());
+        assert!(host("http://[not-v6]/").is_err());
     }
 
     #[test]
