@@ -46,6 +46,15 @@ pub struct WebArgs {
         default_missing_value = "true"
     )]
     pub enable_lifecycle: bool,
+    /// Password checks (bcrypt) that may wait or run at once; past it, requests needing a
+    /// new check get 429 at once. Logins already verified are cached and never wait.
+    #[arg(
+        long = "web.auth.max-pending-checks",
+        value_name = "N",
+        default_value_t = lookout_web::auth::DEFAULT_MAX_PENDING,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    pub max_pending_auth_checks: usize,
 }
 
 impl WebArgs {
@@ -54,6 +63,7 @@ impl WebArgs {
         lookout_web::ServeOptions {
             web_config_file: self.web_config_file.clone(),
             enable_lifecycle: self.enable_lifecycle,
+            max_pending_auth_checks: self.max_pending_auth_checks,
         }
     }
 }

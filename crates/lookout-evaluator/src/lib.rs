@@ -191,6 +191,7 @@ where
     let mut registry = prometheus_client::registry::Registry::default();
     let rule_metrics = RuleMetrics::register(&mut registry);
     limits::register(&mut registry);
+    lookout_web::metrics::register(&mut registry);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     // Datasource.

@@ -217,21 +217,14 @@ impl FileLimit {
 /// counted. Only regular files are read: anything else (a FIFO, which would block, a
 /// device, a directory) gives an `InvalidInput` error "is not a regular file".
 pub fn read_capped_bytes(path: &Path, limit: FileLimit) -> std::io::Result<Vec<u8>> {
-    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "is not a regular file",
-        ));
-    }
-    if meta.len() > limit.bytes {
+    // Never blocks: a FIFO or a device is refused before and after opening.
+    let (file, len) = lookout_web::files::open_regular(path)?;
+    if len > limit.bytes {
         return Err(limit.refusal());
     }
-    let file = std::fs::File::open(path)?;
     // The file may have grown since, or report no length (/proc): the read itself stops
     // one byte past the limit.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(limit.bytes.saturating_add(1))
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit.bytes {

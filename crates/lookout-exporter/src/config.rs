@@ -647,9 +647,11 @@ impl Config {
             source,
         };
         // Bytes first: a cut through a multi-byte character must still read as "too large".
+        // Only a regular file, opened without blocking: a FIFO would hang start-up, a
+        // reload and the shutdown behind it.
         let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
+        lookout_web::files::open_regular(path)
+            .and_then(|(f, _)| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
             .map_err(io_error)?;
         if bytes.len() as u64 > max_bytes {
             return Err(ConfigError::TooLarge {

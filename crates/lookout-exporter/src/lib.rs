@@ -11,6 +11,7 @@
 //! * [`heartbeat`] — push monitors (`POST /heartbeat/{name}`).
 //! * [`cascade`] — which down targets are explained by a down dependency.
 //! * [`probe_guard`] — which targets `/probe` may probe (`probe_policy:`).
+//! * [`target`] — the one parser of probe targets, shared by the policy and the probers.
 //! * [`limits`] — the exporter-wide limits set by flags (redirects, response head size,
 //!   configuration file size).
 //! * [`reload`] — loads the configuration and swaps it in atomically (`/-/reload`, SIGHUP).
@@ -31,6 +32,7 @@ pub mod probe_guard;
 pub mod prober;
 pub mod reload;
 pub mod scheduler;
+pub mod target;
 pub mod web;
 
 use std::future::Future;

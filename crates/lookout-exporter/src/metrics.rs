@@ -169,6 +169,7 @@ impl ExporterMetrics {
     /// Builds the registry served on `/metrics`.
     pub fn registry(&self, collector: TargetsCollector) -> Registry {
         let mut registry = Registry::default();
+        lookout_web::metrics::register(&mut registry);
         registry.register(
             "lookout_exporter_probes",
             "Probes run, by result",

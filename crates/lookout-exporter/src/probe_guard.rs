@@ -17,25 +17,30 @@
 //!   always allowed: the operator configured it.
 //! * With `refuse_unconfigured: true`, every other target is refused (reason
 //!   `unconfigured`).
-//! * Otherwise, when `allowed_targets` is set, the target's host (taken from a URL, a
-//!   `host:port`, `[v6]:port` or a bare host) must match: a literal IP must lie in one of
-//!   the CIDRs; a name must match a host pattern, or else be resolved (system resolver) and
-//!   every address it resolves to must lie in one of the CIDRs. Anything else is refused
-//!   (reason `not_allowed`).
+//! * Otherwise, when `allowed_targets` is set, the target's host — parsed by
+//!   [`crate::target`], the parser the module's prober uses, so both read the same host —
+//!   must match on arrival: a literal IP must lie in one of the CIDRs; a name must match a
+//!   host pattern, or else every address it resolves to must lie in one of the CIDRs
+//!   (reason `not_allowed`, 403 before any probe).
+//! * Then, where the connection is made ([`ProbePolicy::check_address`], called by the
+//!   probers' resolver for the target, every HTTP redirect hop and every address they
+//!   connect to): the name connected to must match a host pattern, or the address itself
+//!   must lie in a CIDR. A redirect to a disallowed host, or a name whose answer changed
+//!   since the check on arrival (DNS rebinding), ends the probe with reason `not_allowed`
+//!   and the request gets 403 too.
 //!
 //! A refused request gets `403` with the reason and counts in
 //! `lookout_exporter_probe_requests_refused_total{reason}`.
 //!
-//! Limits, by design: the check applies to the target the request names, not to where an
-//! HTTP probe is redirected (set `follow_redirects: false` in modules reachable by untrusted
-//! callers), and a name is resolved again by the prober, so a DNS answer that changes between
-//! the check and the probe (rebinding) is not caught — allow names by pattern only for
-//! domains you control, or refuse unconfigured targets.
+//! What remains trusted: a name that matches a host pattern is allowed whatever it resolves
+//! to — allow names by pattern only for domains whose DNS you control.
 
 use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
+
+use crate::config::ProberKind;
 
 /// An IP network (`10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,60 +189,30 @@ impl Refusal {
     }
 }
 
-/// The host part of a probe target: a URL's host, `host:port`, `[v6]:port`, or a bare host.
-pub fn target_host(target: &str) -> &str {
-    let mut rest = target.trim();
-    if let Some((_, after)) = rest.split_once("://") {
-        rest = after;
-        rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-        if let Some((_, host)) = rest.rsplit_once('@') {
-            rest = host;
-        }
-    }
-    if let Some(inner) = rest.strip_prefix('[') {
-        return inner.split(']').next().unwrap_or(inner);
-    }
-    if rest.matches(':').count() == 1 {
-        return rest.split(':').next().unwrap_or(rest);
-    }
-    rest
-}
-
 impl ProbePolicy {
     /// Whether the policy restricts anything.
     pub fn is_active(&self) -> bool {
         self.refuse_unconfigured || !self.allowed_targets.is_empty()
     }
 
-    /// Checks a `/probe` target; `configured` are the configured targets' `target:` values.
-    pub async fn check<'a>(
+    /// Checks a `/probe` target on arrival, read as the prober of `kind` reads it;
+    /// `configured` says whether it is exactly a configured target's `target:`.
+    pub async fn check(
         &self,
         target: &str,
-        mut configured: impl Iterator<Item = &'a str>,
+        kind: ProberKind,
+        configured: bool,
     ) -> Result<(), Refusal> {
-        if !self.is_active() || configured.any(|c| c == target) {
+        if !self.is_active() || configured {
             return Ok(());
         }
         if self.refuse_unconfigured {
             return Err(Refusal::Unconfigured);
         }
-        let host = target_host(target);
-        let networks: Vec<&Cidr> = self
-            .allowed_targets
-            .iter()
-            .filter_map(|a| match a {
-                Allowed::Network(c) => Some(c),
-                Allowed::Host(_) => None,
-            })
-            .collect();
+        let host = crate::target::host(kind, target)
+            .map_err(|e| Refusal::NotAllowed(format!("no host in target: {e}")))?;
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return if networks.iter().any(|n| n.contains(ip)) {
-                Ok(())
-            } else {
-                Err(Refusal::NotAllowed(format!(
-                    "{ip} is in no allowed network"
-                )))
-            };
+            return self.check_address(&host, ip).map_err(Refusal::NotAllowed);
         }
         let name = host.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() {
@@ -246,7 +221,7 @@ impl ProbePolicy {
         if self.allowed_targets.iter().any(|a| a.matches_name(&name)) {
             return Ok(());
         }
-        if networks.is_empty() {
+        if !self.has_networks() {
             return Err(Refusal::NotAllowed(format!(
                 "host {name:?} matches no allowed host pattern"
             )));
@@ -264,14 +239,40 @@ impl ProbePolicy {
                 "host {name:?} resolves to no address"
             )));
         }
-        match addresses
+        addresses
             .iter()
-            .find(|ip| !networks.iter().any(|n| n.contains(**ip)))
-        {
-            Some(outside) => Err(Refusal::NotAllowed(format!(
-                "host {name:?} resolves to {outside}, which is in no allowed network"
-            ))),
-            None => Ok(()),
+            .try_for_each(|ip| self.check_address(&name, *ip))
+            .map_err(Refusal::NotAllowed)
+    }
+
+    fn has_networks(&self) -> bool {
+        self.allowed_targets
+            .iter()
+            .any(|a| matches!(a, Allowed::Network(_)))
+    }
+
+    /// Whether a probe may connect to `ip`, which it found for `host` (a name or the
+    /// literal address): the name matches a host pattern, or the address lies in an
+    /// allowed network. An empty `allowed_targets` allows any. The error says why not.
+    pub fn check_address(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+        if self.allowed_targets.is_empty() {
+            return Ok(());
+        }
+        let literal = host.parse::<IpAddr>().is_ok();
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if !literal && self.allowed_targets.iter().any(|a| a.matches_name(&name)) {
+            return Ok(());
+        }
+        let in_network = self.allowed_targets.iter().any(|a| match a {
+            Allowed::Network(n) => n.contains(ip),
+            Allowed::Host(_) => false,
+        });
+        match (in_network, literal) {
+            (true, _) => Ok(()),
+            (false, true) => Err(format!("{ip} is in no allowed network")),
+            (false, false) => Err(format!(
+                "host {name:?} resolves to {ip}, which is in no allowed network"
+            )),
         }
     }
 }
@@ -285,19 +286,6 @@ mod tests {
             allowed_targets: allowed.iter().map(|a| Allowed::parse(a).unwrap()).collect(),
             refuse_unconfigured: refuse,
         }
-    }
-
-    #[test]
-    fn hosts_are_found_in_every_target_shape() {
-        assert_eq!(
-            target_host("http://user:pw@Web.example.com:8080/x?y#z"),
-            "Web.example.com"
-        );
-        assert_eq!(target_host("https://[::1]:443/"), "::1");
-        assert_eq!(target_host("10.1.2.3:53"), "10.1.2.3");
-        assert_eq!(target_host("[2001:db8::1]:53"), "2001:db8::1");
-        assert_eq!(target_host("2001:db8::1"), "2001:db8::1");
-        assert_eq!(target_host("db.internal"), "db.internal");
     }
 
     #[test]
@@ -333,54 +321,68 @@ mod tests {
     #[tokio::test]
     async fn allow_list_and_refusal_of_unconfigured_targets() {
         let p = policy(&["*.example.internal", "10.0.0.0/8", "127.0.0.1/32"], false);
-        let none = std::iter::empty;
-        assert!(
-            p.check("http://api.example.internal/health", none())
-                .await
-                .is_ok()
-        );
-        assert!(
-            p.check("http://a.b.EXAMPLE.internal./", none())
-                .await
-                .is_ok()
-        );
+        let http = |t: &'static str| p.check(t, ProberKind::Http, false);
+        assert!(http("http://api.example.internal/health").await.is_ok());
+        assert!(http("http://a.b.EXAMPLE.internal./").await.is_ok());
         assert_eq!(
-            p.check("http://example.internal/", none())
+            http("http://example.internal/")
                 .await
                 .map_err(|r| r.reason()),
             Err("not_allowed")
         );
-        assert!(p.check("10.9.8.7:22", none()).await.is_ok());
-        assert!(
-            p.check("http://127.0.0.1:9115/metrics", none())
-                .await
-                .is_ok()
-        );
-        let refused = p
-            .check("http://169.254.169.254/latest/meta-data", none())
-            .await;
+        assert!(p.check("10.9.8.7:22", ProberKind::Tcp, false).await.is_ok());
+        assert!(http("http://127.0.0.1:9115/metrics").await.is_ok());
+        let refused = http("http://169.254.169.254/latest/meta-data").await;
         assert_eq!(refused.map_err(|r| r.reason()), Err("not_allowed"));
+        // The host is the one the prober connects to, not the bracketed text.
+        for sneaky in [
+            "[127.0.0.1]@127.0.0.2:18999",
+            "[api.example.internal]@127.0.0.2:18999",
+            "127.0.0.1@127.0.0.2:18999",
+            "api.example.internal@127.0.0.2:18999",
+        ] {
+            assert!(http(sneaky).await.is_err(), "{sneaky}");
+        }
+        assert!(
+            p.check("[127.0.0.1]@127.0.0.2:1", ProberKind::Tcp, false)
+                .await
+                .is_err()
+        );
         // A configured target is always allowed.
         assert!(
-            p.check(
-                "http://169.254.169.254/",
-                ["http://169.254.169.254/"].into_iter()
-            )
-            .await
-            .is_ok()
+            p.check("http://169.254.169.254/", ProberKind::Http, true)
+                .await
+                .is_ok()
         );
         let strict = policy(&[], true);
         assert_eq!(
-            strict.check("http://127.0.0.1/", none()).await,
+            strict
+                .check("http://127.0.0.1/", ProberKind::Http, false)
+                .await,
             Err(Refusal::Unconfigured)
         );
-        assert!(strict.check("x:1", ["x:1"].into_iter()).await.is_ok());
+        assert!(strict.check("x:1", ProberKind::Tcp, true).await.is_ok());
         // No policy: anything goes.
         assert!(
             ProbePolicy::default()
-                .check("http://169.254.169.254/", none())
+                .check("http://169.254.169.254/", ProberKind::Http, false)
                 .await
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn addresses_are_checked_with_the_name_they_came_from() {
+        let p = policy(&["*.example.internal", "127.0.0.1/32"], false);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p.check_address("127.0.0.1", ip("127.0.0.1")).is_ok());
+        assert!(p.check_address("127.0.0.2", ip("127.0.0.2")).is_err());
+        assert!(
+            p.check_address("a.example.internal", ip("127.0.0.2"))
+                .is_ok()
+        );
+        let err = p.check_address("localhost", ip("::1")).unwrap_err();
+        assert!(err.contains("resolves to ::1"), "{err}");
+        assert!(ProbePolicy::default().check_address("x", ip("::1")).is_ok());
     }
 }

@@ -354,6 +354,7 @@ async fn tick(
                 hostname: None,
                 timeout: slot.timeout(),
                 limits,
+                policy: None,
             };
             let report = prober::run(&request).await;
             metrics.observe_probe(prober_name(slot.module.prober), &report);

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::config::Module;
+use crate::probe_guard::Refusal;
 use crate::prober::{self, ProbeRequest};
 use crate::reload::Exporter;
 use crate::scheduler::prober_name;
@@ -114,24 +115,20 @@ async fn probe(
         .map(String::as_str)
         .unwrap_or(DEFAULT_MODULE);
     let config = exporter.config();
-    if let Err(refusal) = config
-        .probe_policy
-        .check(target, config.targets.iter().map(|t| t.target.as_str()))
-        .await
-    {
-        exporter
-            .metrics
-            .probe_requests_refused
-            .get_or_create(&[("reason", refusal.reason())])
-            .inc();
-        return text(StatusCode::FORBIDDEN, refusal.message(target));
-    }
     let Some(module) = config.modules.get(module_name) else {
         return text(
             StatusCode::BAD_REQUEST,
             format!("Unknown module {module_name:?}"),
         );
     };
+    let configured = config.targets.iter().any(|t| t.target == *target);
+    if let Err(refusal) = config
+        .probe_policy
+        .check(target, module.prober, configured)
+        .await
+    {
+        return refuse(&exporter, &refusal, target);
+    }
     let header = headers
         .get("X-Prometheus-Scrape-Timeout-Seconds")
         .and_then(|v| v.to_str().ok());
@@ -155,11 +152,24 @@ async fn probe(
             .filter(|h| !h.is_empty()),
         timeout,
         limits: exporter.limits,
+        // Checked at every connect, redirects included; configured targets are exempt.
+        policy: (config.probe_policy.is_active() && !configured).then_some(&config.probe_policy),
     };
     let report = prober::run(&request).await;
     exporter
         .metrics
         .observe_probe(prober_name(module.prober), &report);
+    if let Some(failure) = report
+        .failure
+        .as_ref()
+        .filter(|f| f.reason == prober::reason::NOT_ALLOWED)
+    {
+        return refuse(
+            &exporter,
+            &Refusal::NotAllowed(failure.message.clone()),
+            target,
+        );
+    }
     let body = exposition::render(&report.recorder.metrics);
     let debug = params
         .get("debug")
@@ -191,6 +201,16 @@ async fn probe(
         body,
     )
         .into_response()
+}
+
+/// Answers 403 for a refused target and counts the refusal by reason.
+fn refuse(exporter: &Exporter, refusal: &Refusal, target: &str) -> Response {
+    exporter
+        .metrics
+        .probe_requests_refused
+        .get_or_create(&[("reason", refusal.reason())])
+        .inc();
+    text(StatusCode::FORBIDDEN, refusal.message(target))
 }
 
 async fn metrics_page(State(exporter): State<Arc<Exporter>>) -> Response {

@@ -49,20 +49,13 @@ pub(crate) fn read_capped(path: &Path, setting: &str, limit: u64) -> std::io::Re
             ),
         )
     };
-    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "is not a regular file",
-        ));
-    }
-    if meta.len() > limit {
+    // Never blocks: a FIFO or a device is refused before and after opening.
+    let (file, len) = crate::files::open_regular(path)?;
+    if len > limit {
         return Err(too_large());
     }
-    let file = std::fs::File::open(path)?;
     // The file may have grown since: the read itself stops one byte past the limit.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(too_large());

@@ -19,12 +19,16 @@
 //!   `basic_auth_users`, a request without the right user and password gets `401` with
 //!   `WWW-Authenticate: Basic` and nothing else; with lifecycle endpoints off
 //!   ([`ServeOptions::enable_lifecycle`]), `/-/reload` and `/-/quit` get `403`.
+//! * A `HEAD` request's response never carries a body, whatever answered it (a route, the
+//!   fallback, the 401 or 429 above): over HTTP/2 body bytes would reset the stream.
 //! * HTTP/2 is offered over TLS (ALPN `h2`) unless `http_server_config.http2: false`; plain
 //!   connections speak HTTP/1.1, as Go's server does.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod files;
+pub mod metrics;
 pub mod tls;
 pub mod yaml_depth;
 
@@ -64,6 +68,9 @@ pub struct ServeOptions {
     /// `--web.enable-lifecycle`: whether `/-/reload` (and `/-/quit`) are served. On by
     /// default in Lookout (off in Prometheus).
     pub enable_lifecycle: bool,
+    /// `--web.auth.max-pending-checks`: password checks that may wait for or run bcrypt at
+    /// once; past it, `429` (see [`auth`]).
+    pub max_pending_auth_checks: usize,
 }
 
 impl Default for ServeOptions {
@@ -71,6 +78,7 @@ impl Default for ServeOptions {
         ServeOptions {
             web_config_file: None,
             enable_lifecycle: true,
+            max_pending_auth_checks: auth::DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -105,6 +113,55 @@ struct Loaded {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The files looked at and their stamps when last read (successfully or not).
     stamps: Vec<(PathBuf, Stamp)>,
+    /// The stamp of the web configuration file last refused, so that a refusal is logged
+    /// and counted once per change of the file.
+    refused: Stamp,
+}
+
+/// How long a web configuration file must have been left alone before a change that turns
+/// basic authentication or TLS off is taken: a file being rewritten in place reads empty
+/// or cut short for a moment, and that moment must not open the server.
+pub const LAPSE_SETTLE: Duration = Duration::from_secs(1);
+
+/// Why `next` may not replace `previous` yet: it turns authentication or TLS off while the
+/// file is empty (never taken) or changed less than [`LAPSE_SETTLE`] ago (taken once it
+/// has settled: the `bool` says to look again).
+fn lapse(previous: &Loaded, next: &Loaded, path: &Path) -> Option<(String, bool)> {
+    let auth_off = !previous.config.users.is_empty() && next.config.users.is_empty();
+    let tls_off = previous.tls.is_some() && next.tls.is_none();
+    if !auth_off && !tls_off {
+        return None;
+    }
+    let what = match (auth_off, tls_off) {
+        (true, true) => "basic authentication and TLS",
+        (true, false) => "basic authentication",
+        _ => "TLS",
+    };
+    let meta = std::fs::metadata(path).ok();
+    if meta.as_ref().is_none_or(|m| m.len() == 0) {
+        return Some((
+            format!(
+                "{}: the file is empty, which would turn {what} off; keeping the previous web configuration (restart to serve without {what})",
+                path.display()
+            ),
+            false,
+        ));
+    }
+    let age = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    if age < LAPSE_SETTLE {
+        return Some((
+            format!(
+                "{}: the new file turns {what} off; it is taken once it has not changed for {}s (it may still be being written)",
+                path.display(),
+                LAPSE_SETTLE.as_secs()
+            ),
+            true,
+        ));
+    }
+    None
 }
 
 fn load(path: &Path) -> Result<Loaded, WebConfigError> {
@@ -126,6 +183,7 @@ fn load(path: &Path) -> Result<Loaded, WebConfigError> {
         config: Arc::new(config),
         tls,
         stamps,
+        refused: None,
     })
 }
 
@@ -146,6 +204,7 @@ impl WebState {
                 config: Arc::new(WebConfig::default()),
                 tls: None,
                 stamps: Vec::new(),
+                refused: None,
             },
         };
         if let Some(p) = &path {
@@ -185,31 +244,45 @@ impl WebState {
             return latest;
         }
         let next = match load(path) {
-            Ok(next) => {
-                tracing::info!(file = %path.display(), tls = next.tls.is_some(), basic_auth = !next.config.users.is_empty(), "web configuration reloaded");
-                next
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "web configuration reload failed; keeping the previous one");
-                // Remember the broken files' stamps so the error is logged once per change.
-                let mut stamps: Vec<(PathBuf, Stamp)> = vec![(path.clone(), stamp(path))];
-                stamps.extend(
-                    loaded
-                        .stamps
-                        .iter()
-                        .skip(1)
-                        .map(|(f, _)| (f.clone(), stamp(f))),
-                );
-                Loaded {
-                    config: loaded.config.clone(),
-                    tls: loaded.tls.clone(),
-                    stamps,
+            Ok(next) => match lapse(&loaded, &next, path) {
+                None => {
+                    tracing::info!(file = %path.display(), tls = next.tls.is_some(), basic_auth = !next.config.users.is_empty(), "web configuration reloaded");
+                    next
                 }
-            }
+                Some((why, again)) => keep_previous(&loaded, path, &why, again),
+            },
+            Err(err) => keep_previous(&loaded, path, &err.to_string(), false),
         };
         let next = Arc::new(next);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
         next
+    }
+}
+
+/// The configuration in force after a refused reload: the previous one, with the stamps of
+/// the files now (so the refusal is not repeated until they change again), or with no
+/// stamp for the configuration file when it must be looked at again (`again`). Logged and
+/// counted once per change of the file.
+fn keep_previous(loaded: &Loaded, path: &Path, why: &str, again: bool) -> Loaded {
+    let now = stamp(path);
+    if now != loaded.refused {
+        tracing::error!(error = %why, "web configuration reload failed; keeping the previous one");
+        metrics::RELOAD_FAILURES.inc();
+    }
+    let mut stamps: Vec<(PathBuf, Stamp)> =
+        vec![(path.to_path_buf(), if again { None } else { now })];
+    stamps.extend(
+        loaded
+            .stamps
+            .iter()
+            .skip(1)
+            .map(|(f, _)| (f.clone(), stamp(f))),
+    );
+    Loaded {
+        config: loaded.config.clone(),
+        tls: loaded.tls.clone(),
+        stamps,
+        refused: now,
     }
 }
 
@@ -228,14 +301,18 @@ fn is_write(method: &Method) -> bool {
 /// The per-request checks: basic authentication, lifecycle endpoints, response headers.
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let config = guard.web.config();
+    let head = request.method() == Method::HEAD;
     let needs_auth = !config.users.is_empty()
         && (config.auth_scope == config::AuthScope::All || is_write(request.method()));
-    let mut response = if needs_auth
-        && !guard
+    let verdict = if needs_auth {
+        guard
             .auth
             .check(&config.users, request.headers().get(header::AUTHORIZATION))
             .await
-    {
+    } else {
+        auth::Verdict::Allowed
+    };
+    let mut response = if verdict == auth::Verdict::Denied {
         (
             StatusCode::UNAUTHORIZED,
             [
@@ -243,6 +320,20 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             ],
             "Unauthorized\n",
+        )
+            .into_response()
+    } else if verdict == auth::Verdict::Busy {
+        metrics::AUTH_CHECKS_REJECTED.inc();
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::RETRY_AFTER, "1"),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ],
+            format!(
+                "Too many password checks pending: the limit of {} (--web.auth.max-pending-checks) is reached; retry later\n",
+                guard.auth.max_pending()
+            ),
         )
             .into_response()
     } else if !guard.enable_lifecycle && LIFECYCLE_PATHS.contains(&request.uri().path()) {
@@ -263,6 +354,21 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
             response.headers_mut().insert(n, v);
         }
     }
+    if head {
+        // A HEAD response has no body, whoever built it: axum strips it for the routes it
+        // matches, not for the fallback or the answers above. Over HTTP/2, body bytes on a
+        // HEAD response make h2 reset the stream (PROTOCOL_ERROR) instead of answering;
+        // HTTP/1 just drops them. The headers, Content-Length included, stay as GET's.
+        use axum::body::HttpBody as _;
+        let (mut parts, body) = response.into_parts();
+        if let Some(len) = body.size_hint().exact() {
+            parts
+                .headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(len));
+        }
+        response = Response::from_parts(parts, axum::body::Body::empty());
+    }
     response
 }
 
@@ -279,7 +385,7 @@ impl WebServer {
         Ok(WebServer {
             guard: Arc::new(Guard {
                 web,
-                auth: auth::Authenticator::default(),
+                auth: auth::Authenticator::new(options.max_pending_auth_checks),
                 enable_lifecycle: options.enable_lifecycle,
             }),
         })

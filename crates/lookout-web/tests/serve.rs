@@ -94,6 +94,7 @@ async fn start(web_file: &Path, enable_lifecycle: bool) -> SocketAddr {
     let options = lookout_web::ServeOptions {
         web_config_file: Some(web_file.to_path_buf()),
         enable_lifecycle,
+        ..Default::default()
     };
     let server = lookout_web::WebServer::new(&options).expect("web configuration");
     tokio::spawn(server.serve(listener, router(), std::future::pending()));

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 use super::resolve::resolve_target;
-use super::{DnsObservation, Failure, ProbeRequest, Recorder, reason, split_host_port, tls};
+use super::{DnsObservation, Failure, ProbeRequest, Recorder, reason, tls};
 use crate::config::{DnsTransport, RrValidator, rcode_name};
 
 const H_PHASE: &str = "Duration of DNS request by phase";
@@ -51,12 +51,13 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
     rec.dns = Some(observation.clone());
 
     let default_port = if cfg.dns_over_tls { 853 } else { 53 };
-    let (host, port) = split_host_port(req.target, Some(default_port))?;
+    let (host, port) = crate::target::host_port(req.target, Some(default_port))?;
     let (ip, resolve_time) = resolve_target(
         rec,
         &host,
         cfg.preferred_ip_protocol,
         cfg.ip_protocol_fallback,
+        req.policy,
     )
     .await?;
     rec.set_labeled(

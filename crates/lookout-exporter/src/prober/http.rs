@@ -110,17 +110,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         rec.set(name, help, 0.0);
     }
 
-    let target = if req.target.contains("://") {
-        req.target.to_string()
-    } else {
-        format!("http://{}", req.target)
-    };
-    let mut uri: Uri = target.parse().map_err(|e| {
-        Failure::new(
-            reason::INVALID_TARGET,
-            format!("could not parse target URL {target:?}: {e}"),
-        )
-    })?;
+    let mut uri: Uri = crate::target::http_url(req.target)?;
     let body = match &cfg.body_file {
         Some(path) => read_body_file(path).await?,
         None => Bytes::from(cfg.body.clone()),
@@ -525,13 +515,13 @@ async fn one_hop(
             ));
         }
     };
-    let host = uri
-        .host()
-        .ok_or_else(|| Failure::new(reason::INVALID_TARGET, format!("URL {uri} has no host")))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = crate::target::url_host(uri).to_string();
+    if host.is_empty() {
+        return Err(Failure::new(
+            reason::INVALID_TARGET,
+            format!("URL {uri} has no host"),
+        ));
+    }
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
 
     // Resolve: the first hop's lookup is the probe's (recorded); later hops only add time.
@@ -541,6 +531,7 @@ async fn one_hop(
             &host,
             cfg.preferred_ip_protocol,
             cfg.ip_protocol_fallback,
+            req.policy,
         )
         .await?;
         phases.resolve += took;
@@ -552,6 +543,7 @@ async fn one_hop(
             &host,
             cfg.preferred_ip_protocol,
             cfg.ip_protocol_fallback,
+            req.policy,
         )
         .await?;
         phases.resolve += took;

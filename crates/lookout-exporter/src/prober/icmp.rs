@@ -48,12 +48,14 @@ pub async fn probe_icmp(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
     for phase in ["resolve", "setup", "rtt"] {
         record_phase(rec, phase, Duration::ZERO);
     }
-    let host = req.target.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::target::icmp_host(req.target)?;
+    let host = host.as_str();
     let (ip, resolve_time) = resolve_target(
         rec,
         host,
         cfg.preferred_ip_protocol,
         cfg.ip_protocol_fallback,
+        req.policy,
     )
     .await?;
     record_phase(rec, "resolve", resolve_time);

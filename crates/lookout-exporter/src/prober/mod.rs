@@ -36,6 +36,7 @@
 //! | `answer_validation`, `authority_validation`, `additional_validation` | DNS: a `validate_*_rrs` check failed |
 //! | `icmp_permission` | no raw or unprivileged ICMP socket may be opened; the message says what to grant |
 //! | `icmp_error` | an ICMP socket error other than permission |
+//! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets`; `/probe` answers 403 |
 
 mod dns;
 mod http;
@@ -108,6 +109,8 @@ pub mod reason {
     pub const ICMP_PERMISSION: &str = "icmp_permission";
     /// Other ICMP socket errors.
     pub const ICMP_ERROR: &str = "icmp_error";
+    /// An address outside `probe_policy.allowed_targets` (checked at connect time).
+    pub const NOT_ALLOWED: &str = "not_allowed";
 }
 
 /// What to probe and how.
@@ -123,6 +126,9 @@ pub struct ProbeRequest<'a> {
     pub timeout: Duration,
     /// The exporter's limits on what a target may send (redirects, response head size).
     pub limits: Limits,
+    /// The `/probe` allow-list, checked against every address the probe connects to;
+    /// `None` for configured targets (the operator named them).
+    pub policy: Option<&'a crate::probe_guard::ProbePolicy>,
 }
 
 /// One gauge sample of a probe, in blackbox_exporter's naming.
@@ -360,43 +366,9 @@ pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
     }
 }
 
-/// Splits `host:port` (with `[v6]:port`), using `default_port` when there is no port.
-pub(crate) fn split_host_port(
-    target: &str,
-    default_port: Option<u16>,
-) -> Result<(String, u16), Failure> {
-    let bad = |why: &str| {
-        Failure::new(
-            reason::INVALID_TARGET,
-            format!("target {target:?} is not host:port ({why})"),
-        )
-    };
-    if let Some(rest) = target.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-            None if after.is_empty() => default_port.ok_or_else(|| bad("missing port"))?,
-            None => return Err(bad("junk after ']'")),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match target.rsplit_once(':') {
-        // A bare IPv6 address (several colons) without brackets has no port.
-        Some((host, _)) if host.contains(':') => match default_port {
-            Some(p) if target.parse::<std::net::Ipv6Addr>().is_ok() => Ok((target.to_string(), p)),
-            _ => Err(bad("write IPv6 addresses as [addr]:port")),
-        },
-        Some((host, port)) => {
-            if host.is_empty() {
-                return Err(bad("missing host"));
-            }
-            Ok((host.to_string(), port.parse().map_err(|_| bad("bad port"))?))
-        }
-        None if target.is_empty() => Err(bad("empty")),
-        None => Ok((
-            target.to_string(),
-            default_port.ok_or_else(|| bad("missing port"))?,
-        )),
+impl From<crate::target::TargetError> for Failure {
+    fn from(e: crate::target::TargetError) -> Failure {
+        Failure::new(reason::INVALID_TARGET, e.to_string())
     }
 }
 
@@ -408,21 +380,4 @@ pub(crate) fn connect_failure(addr: std::net::SocketAddr, e: &std::io::Error) ->
         reason::CONNECTION_FAILED
     };
     Failure::new(reason, format!("error dialing {addr}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(split_host_port("a:1", None), Ok(("a".into(), 1)));
-        assert_eq!(split_host_port("[::1]:53", None), Ok(("::1".into(), 53)));
-        assert_eq!(split_host_port("::1", Some(53)), Ok(("::1".into(), 53)));
-        assert_eq!(split_host_port("[::1]", Some(53)), Ok(("::1".into(), 53)));
-        assert_eq!(split_host_port("ns", Some(53)), Ok(("ns".into(), 53)));
-        assert!(split_host_port("ns", None).is_err());
-        assert!(split_host_port("a:b", None).is_err());
-        assert!(split_host_port(":80", None).is_err());
-    }
 }

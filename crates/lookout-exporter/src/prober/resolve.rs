@@ -1,6 +1,9 @@
 //! Resolving a target's host the way blackbox_exporter's `chooseProtocol` does: a timed
 //! lookup that prefers one IP family and may fall back to the other. Literal addresses skip
-//! the lookup. Records `probe_dns_lookup_time_seconds`, `probe_ip_protocol` and
+//! the lookup. The address chosen is the one the prober connects to, so this is where a
+//! `/probe` request's `probe_policy.allowed_targets` is enforced (reason `not_allowed`):
+//! for the target, every redirect hop and every retry, whatever the text of the target
+//! said and whatever the name resolved to when the request came in. Records `probe_dns_lookup_time_seconds`, `probe_ip_protocol` and
 //! `probe_ip_addr_hash`.
 
 use std::net::IpAddr;
@@ -13,6 +16,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 
 use super::{Failure, Recorder, reason};
 use crate::config::IpProtocol;
+use crate::probe_guard::ProbePolicy;
 
 /// The process-wide resolver: the system's configuration (`/etc/resolv.conf`, `/etc/hosts`)
 /// asking for both families at once, so that one lookup serves preference and fallback.
@@ -41,7 +45,8 @@ fn resolver() -> &'static TokioResolver {
 }
 
 /// Resolves `host` (a name or a literal address) honouring the preferred protocol and
-/// fallback, and records the lookup metrics. Returns the address and the lookup time.
+/// fallback, and records the lookup metrics. Returns the address and the lookup time, or
+/// `not_allowed` when `policy` does not allow connecting to that address.
 ///
 /// As blackbox_exporter (Go's resolver with `hosts: files dns`): a name listed in the hosts
 /// file resolves to the addresses listed there only, so `localhost` is `127.0.0.1` where the
@@ -53,12 +58,19 @@ pub(crate) async fn resolve_target(
     host: &str,
     preferred: IpProtocol,
     fallback: bool,
+    policy: Option<&ProbePolicy>,
 ) -> Result<(IpAddr, Duration), Failure> {
     let start = Instant::now();
     let result = choose_address(rec, host, preferred, fallback).await;
     let elapsed = start.elapsed();
     record_lookup(rec, elapsed);
-    let ip = match result {
+    let ip = match result.and_then(|ip| match policy {
+        Some(policy) => policy
+            .check_address(host, ip)
+            .map(|()| ip)
+            .map_err(|why| Failure::new(reason::NOT_ALLOWED, why)),
+        None => Ok(ip),
+    }) {
         Ok(ip) => ip,
         Err(failure) => {
             record_address(rec, None);

@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 
 use super::resolve::resolve_target;
-use super::{Failure, ProbeRequest, Recorder, connect_failure, reason, split_host_port, tls};
+use super::{Failure, ProbeRequest, Recorder, connect_failure, reason, tls};
 use crate::config::TlsConfig;
 
 const H_REGEX: &str = "Indicates if probe failed due to regex";
@@ -85,12 +85,13 @@ async fn start_tls(
 pub async fn probe_tcp(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(), Failure> {
     let cfg = &req.module.tcp;
     rec.set("probe_failed_due_to_regex", H_REGEX, 0.0);
-    let (host, port) = split_host_port(req.target, None)?;
+    let (host, port) = crate::target::host_port(req.target, None)?;
     let (ip, _) = resolve_target(
         rec,
         &host,
         cfg.preferred_ip_protocol,
         cfg.ip_protocol_fallback,
+        req.policy,
     )
     .await?;
     let addr = SocketAddr::new(ip, port);

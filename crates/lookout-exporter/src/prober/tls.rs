@@ -63,17 +63,13 @@ pub(super) fn read_setting_file(
              {setting} names the right file"
         ))
     };
-    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
-    let meta = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(cannot("is not a regular file".into()));
-    }
-    if meta.len() > limit {
+    // Never blocks: a FIFO or a device is refused before and after opening.
+    let (file, len) = lookout_web::files::open_regular(path).map_err(|e| cannot(e.to_string()))?;
+    if len > limit {
         return Err(too_large());
     }
-    let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
     // The file may have grown since: the read stops one byte past the limit either way.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| cannot(e.to_string()))?;

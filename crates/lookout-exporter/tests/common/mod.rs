@@ -41,6 +41,7 @@ pub async fn probe_with(
         hostname,
         timeout,
         limits: Limits::default(),
+        policy: None,
     })
     .await
 }
@@ -53,6 +54,7 @@ pub async fn probe_limited(target: &str, module: &Module, limits: Limits) -> Pro
         hostname: None,
         timeout: Duration::from_secs(5),
         limits,
+        policy: None,
     })
     .await
 }
