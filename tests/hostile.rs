@@ -7,6 +7,9 @@
 //! `hostile/exporter.rs` (the probe policy, the web configuration, authentication, files).
 //! The figures these tests stand for are in RELIABILITY.md.
 
+// Each test holds `support::serial()` for its whole run, across awaits: on purpose.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 #[path = "hostile/evaluator.rs"]

@@ -96,6 +96,7 @@ async fn terminate_within(child: &mut ChildGuard, grace: Duration, what: &str) -
 /// SIGTERM ends the program promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_targets_of_200000_labels_neither_freeze_nor_outlive_their_timeout() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let body = wide_series(200_000);
     let mut addrs = Vec::new();
@@ -202,6 +203,7 @@ async fn annotation(base: &str, name: &str) -> Option<String> {
 /// of an expansion ends the program promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recursive_and_exponential_templates_fail_alone_and_never_hold_the_evaluator() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let exponential = exponential_template(40);
     let rules = template_rules(&[
@@ -260,6 +262,7 @@ async fn recursive_and_exponential_templates_fail_alone_and_never_hold_the_evalu
 /// promtool, accept it and fail only when it runs), in milliseconds.
 #[tokio::test]
 async fn rules_check_refuses_a_template_that_always_calls_itself() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = template_rules(&[(
         "SelfCall",
@@ -289,6 +292,7 @@ fn deep_yaml(key: &str, depth: usize) -> String {
 /// point now refuses it in milliseconds, naming the file, the line and the limit.
 #[tokio::test]
 async fn yaml_nested_100000_deep_is_refused_in_milliseconds_everywhere() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |name: &str, text: String| write_file(dir.path(), name, &text);
     let rules = p("deep.rules.yml", deep_yaml("groups", 100_000));

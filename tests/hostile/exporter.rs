@@ -93,6 +93,7 @@ async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
 
 #[tokio::test]
 async fn the_probe_policy_holds_where_the_probe_connects() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let (outside, outside_hits) = counting_server("127.0.0.2", None).await;
     let (redirect, _) =
@@ -200,6 +201,7 @@ async fn hammer(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> 
 
 #[tokio::test]
 async fn rewriting_the_web_config_in_place_never_lets_a_request_through() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let web = format!("basic_auth_users:\n  alice: '{}'\n", hash("right", 4));
     let web_file = write_file(dir.path(), "web.yml", &web);
@@ -267,6 +269,7 @@ fn self_signed(dir: &Path) -> (String, String) {
 
 #[tokio::test]
 async fn with_tls_plain_http_never_answers_while_the_file_is_rewritten() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(dir.path());
     let web = format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n");
@@ -354,6 +357,7 @@ async fn median_checks(url: &str, users: &[&str], rounds: usize) -> Vec<Duration
 
 #[tokio::test]
 async fn password_checks_take_the_same_time_for_every_user_and_a_flood_waits_its_turn() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     // Costs 4 and 7: one check of cost 7 is 8 checks of cost 4.
     let web = format!(
@@ -443,6 +447,7 @@ async fn password_checks_take_the_same_time_for_every_user_and_a_flood_waits_its
 
 #[tokio::test]
 async fn a_fifo_as_the_exporter_config_is_refused_without_hanging() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let fifo = dir.path().join("fifo.yml");
     let made = std::process::Command::new("mkfifo")
@@ -520,6 +525,7 @@ async fn a_fifo_as_the_exporter_config_is_refused_without_hanging() {
 
 #[tokio::test]
 async fn http2_head_without_credentials_gets_401_like_get() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(dir.path());
     let web = format!(

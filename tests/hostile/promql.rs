@@ -84,6 +84,7 @@ async fn get(url: &str, query: &[(&str, &str)]) -> (u16, String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_queries_are_refused_before_they_reach_the_stack() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let ev = start_evaluator(dir.path(), GOOD_RULES, &[]).await;
     let watchdog = Watchdog::start(&format!("{}/-/healthy", ev.base), None);
@@ -135,6 +136,7 @@ fn deep_rules() -> String {
 
 #[test]
 fn rules_check_and_rules_test_refuse_a_deep_rule_with_file_and_line() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = write_file(dir.path(), "deep.yml", &deep_rules());
     let began = Instant::now();
@@ -176,6 +178,7 @@ fn rules_check_and_rules_test_refuse_a_deep_rule_with_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_a_deep_rule_is_refused_and_the_old_rules_stay() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let ev = start_evaluator(dir.path(), GOOD_RULES, &[]).await;
     let watchdog = Watchdog::start(&format!("{}/-/healthy", ev.base), None);
@@ -250,6 +253,7 @@ async fn cpu_settles(pid: u32, within: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_or_abandoned_query_stops_and_frees_its_slot() {
+    let _serial = crate::support::serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut ev = start_evaluator(dir.path(), GOOD_RULES, &["--query.max-concurrency=1"]).await;
     let pid = ev.process.id();

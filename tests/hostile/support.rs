@@ -5,6 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Runs the hostile tests one at a time: each puts a program under a CPU-heavy attack and
+/// then asks it to answer within a second, which two attacks at once on a two-core machine
+/// would turn into a measure of the machine instead.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Asks `url` (a `/-/healthy` endpoint) every 200 ms on a thread of its own until stopped,
 /// and remembers the slowest answer and every failure (no answer within a second counts as
 /// one).
