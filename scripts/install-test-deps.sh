@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers Lookout's tests talk to, from Debian's packages: Prometheus and
-# promtool, Alertmanager and amtool, headless Chromium for the status-page test. Packages
+# promtool, Alertmanager and amtool, headless Chromium for the status-page test,
+# blackbox_exporter (the oracle of the exporter's differential test) with dnsmasq and
+# openssl for its loopback DNS server and test certificate. Packages
 # already present are left alone, so a second run does nothing.
 set -euo pipefail
 
@@ -11,6 +13,9 @@ declare -A provides=(
   [amtool]=prometheus-alertmanager
   [chromium]=chromium
   [setpriv]=util-linux
+  [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [dnsmasq]=dnsmasq-base
+  [openssl]=openssl
 )
 need=()
 for cmd in "${!provides[@]}"; do

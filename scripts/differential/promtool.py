@@ -11,7 +11,7 @@ Any difference fails the run unless `tests/differential/promtool-ecosystem.expec
 the file with the reason (a deliberate difference, named in the README's Differences table).
 An expected difference that no longer occurs fails too, so the list stays true.
 
-    scripts/ecosystem-promtool.py --lookout target/release/lookout [--jobs 2] [--only REGEX]
+    scripts/differential/promtool.py --lookout target/release/lookout [--jobs 2] [--only REGEX]
 
 The corpus is found at $LOOKOUT_ECOSYSTEM, or at ../shared/ecosystem beside the checkout.
 """
@@ -23,8 +23,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED = os.path.join(ROOT, "tests", "differential", "promtool-ecosystem.expected")
+# Per-folder arguments for lookout: the promtool generation a repository's tests are written
+# for (its own CI's), e.g. Prometheus 2 window semantics.
+ARGS = os.path.join(ROOT, "tests", "differential", "promtool-ecosystem.args")
 
 
 def corpus_dir():
@@ -61,6 +64,30 @@ def read_expected():
     return out
 
 
+def read_args():
+    """[(path prefix, [arguments])], longest prefix first."""
+    out = []
+    if not os.path.exists(ARGS):
+        return out
+    with open(ARGS, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                sys.exit(f"{ARGS}:{n}: want three tab-separated fields: path prefix, arguments, why")
+            out.append((parts[0], parts[1].split()))
+    return sorted(out, key=lambda p: -len(p[0]))
+
+
+def lookout_args(path, table):
+    for prefix, extra in table:
+        if path.startswith(prefix):
+            return extra
+    return []
+
+
 def run(cmd, cwd, timeout):
     started = time.monotonic()
     try:
@@ -76,7 +103,8 @@ def compare(kind, path, args, base):
     name = os.path.basename(path)
     verb = "check" if kind == "check" else "test"
     prom = run(["promtool", verb, "rules", name], folder, args.timeout)
-    look = run([args.lookout, "rules", verb, name], folder, args.timeout)
+    extra = lookout_args(path, args.extra_args) if verb == "test" else []
+    look = run([args.lookout, "rules", verb, *extra, name], folder, args.timeout)
     diffs = []
     if prom[0] != look[0]:
         diffs.append("exit")
@@ -106,6 +134,7 @@ def main():
     if args.only:
         items = [i for i in items if re.search(args.only, i[1])]
     expected = read_expected()
+    args.extra_args = read_args()
     unexpected, resolved, listed = [], [], 0
     totals = {"promtool": 0.0, "lookout": 0.0}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
