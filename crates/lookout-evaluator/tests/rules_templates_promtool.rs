@@ -69,6 +69,20 @@ fn annotations() -> BTreeMap<&'static str, &'static str> {
             "{{ $value }} {{ .Value }} [{{ $labels.missing }}] [{{ $labels.missing | toUpper }}]",
         ),
         ("a15", "{{ safeHtml \"<b>x</b>\" }} {{ \"a b\" | title }}"),
+        // Assignment (Go 1.11+): to a variable in scope, from inside if/with/range bodies.
+        ("a16", "{{ $s := \"a\" }}{{ $s = \"b\" }}{{ $s }}"),
+        (
+            "a17",
+            "{{ $n := 0 }}{{ range query \"vector(3)\" }}{{ $n = .Value }}{{ end }}{{ $t := \"a\" }}{{ with 1 }}{{ $t = \"w\" }}{{ end }}{{ if true }}{{ $t = printf \"%s!\" $t }}{{ end }}{{ $n }} {{ $t }}",
+        ),
+        (
+            "a18",
+            "{{ $s := \"outer\" }}{{ if true }}{{ $s := \"inner\" }}{{ $s = \"changed\" }}{{ $s }} {{ end }}{{ $s }}",
+        ),
+        (
+            "a19",
+            "{{ $x := \"o\" }}{{ range $x := query \"vector(3)\" }}{{ end }}{{ with $x := 5 }}{{ end }}{{ $x }} {{ range query \"vector(3)\" }}x{{ else }}empty{{ end }} {{ range $labels }}x{{ else }}none{{ end }}",
+        ),
     ])
 }
 

@@ -39,6 +39,7 @@ pub enum ItemType {
     ItemCharConstant, // character constant
     ItemComplex,      // complex constant (1+2i); imaginary is just a number
     ItemColonEquals,  // colon-equals (':=') introducing a declaration
+    ItemAssign,       // equals ('=') introducing an assignment (Go 1.11)
     ItemEOF,
     ItemField,      // alphanumeric identifier starting with '.'
     ItemIdentifier, // alphanumeric identifier not starting with '.'
@@ -423,6 +424,10 @@ impl LexerStateMachine {
                             return self.errorf(&format!("unexpected right paren {}", c));
                         }
                         self.paren_depth -= 1;
+                        State::LexInsideAction
+                    }
+                    '=' => {
+                        self.emit(ItemType::ItemAssign);
                         State::LexInsideAction
                     }
                     ':' => match self.next() {

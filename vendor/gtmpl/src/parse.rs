@@ -537,6 +537,9 @@ impl Parser {
 
     fn pipeline(&mut self, context: &str) -> Result<PipeNode, ParseError> {
         let mut decl = vec![];
+        // `$x = …` (Go 1.11): assigns to a variable declared before; like Go, the parser
+        // does not look the variable up, execution fails when no such variable is in scope.
+        let mut is_assign = false;
         let mut token = self.next_non_space_must("pipeline")?;
         let pos = token.pos;
         // TODO: test this hard!
@@ -546,6 +549,7 @@ impl Parser {
                 let next = if token_after_var.typ == ItemType::ItemSpace {
                     let next = self.next_non_space_must("variable")?;
                     if next.typ != ItemType::ItemColonEquals
+                        && next.typ != ItemType::ItemAssign
                         && !(next.typ == ItemType::ItemChar && next.val == ",")
                     {
                         self.backup3(token, token_after_var, next);
@@ -556,8 +560,10 @@ impl Parser {
                     token_after_var
                 };
                 if next.typ == ItemType::ItemColonEquals
+                    || next.typ == ItemType::ItemAssign
                     || (next.typ == ItemType::ItemChar && next.val == ",")
                 {
+                    is_assign = next.typ == ItemType::ItemAssign;
                     let variable = VariableNode::new(self.tree_id, token.pos, &token.val);
                     self.add_var(token.val.clone())?;
                     decl.push(variable);
@@ -576,7 +582,11 @@ impl Parser {
         } else {
             self.backup(token);
         }
+        if is_assign && context == "range" {
+            return self.error("range can only declare its variables (:=), not assign them");
+        }
         let mut pipe = PipeNode::new(self.tree_id, pos, decl);
+        pipe.is_assign = is_assign;
         let mut token = self.next_non_space_must("pipeline")?;
         loop {
             match token.typ {
