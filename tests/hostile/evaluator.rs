@@ -394,3 +394,122 @@ async fn yaml_nested_100000_deep_is_refused_in_milliseconds_everywhere() {
     }
     eprintln!("100,000-deep YAML refused: {}", figures.join(", "));
 }
+
+/// A rule file whose alert `Deep` carries `annotation` (written as a YAML literal block, so
+/// the template text needs no quoting).
+fn deep_template_rules(annotation: &str) -> String {
+    format!(
+        "groups:\n  - name: deep\n    rules:\n      - alert: Deep\n        expr: vector(1)\n        annotations:\n          summary: |-\n            {annotation}\n"
+    )
+}
+
+/// The names of the alerting rules the evaluator has loaded.
+async fn rule_names(base: &str) -> Option<Vec<String>> {
+    let v = get_json(&format!("{base}/api/v1/rules")).await?;
+    let mut names = Vec::new();
+    for g in v["data"]["groups"].as_array()? {
+        for r in g["rules"].as_array()? {
+            names.push(r["name"].as_str()?.to_string());
+        }
+    }
+    Some(names)
+}
+
+/// Finding: gtmpl's parser recursed once per nested `{{if}}`, `{{with}}`, `{{range}}`,
+/// `{{else if}}` and `(`, so an annotation of 100,000 nested `{{if 1}}` overflowed the
+/// stack and aborted `rules check`, the start and a reload. Now text nested deeper than 50
+/// levels is refused before the parser recurses further, naming the file, the group, the
+/// rule, the annotation and the limit: `rules check` fails, a reload is refused with the
+/// old rules kept, and `/-/healthy` answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_nested_100000_deep_are_refused_at_check_and_reload() {
+    let _serial = crate::support::serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = 100_000;
+    let deep_ifs = "{{ if 1 }}".repeat(n) + "x" + &"{{ end }}".repeat(n);
+    let deep_parens = format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n));
+    let rule_file = write_file(
+        dir.path(),
+        "deep.rules.yml",
+        &deep_template_rules("{{ $labels.instance }} is fine"),
+    );
+    let config = format!("global: {{evaluation_interval: 1s}}\nrule_files: ['{rule_file}']\n");
+    let (mut child, base) = start_evaluator(dir.path(), &config, &[]).await;
+    let watchdog = Watchdog::start(&format!("{base}/-/healthy"), None);
+    let mut figures = Vec::new();
+    for (what, text) in [("ifs", &deep_ifs), ("parentheses", &deep_parens)] {
+        let file = write_file(
+            dir.path(),
+            "candidate.rules.yml",
+            &deep_template_rules(text),
+        );
+        let began = Instant::now();
+        let out = std::process::Command::new(LOOKOUT)
+            .args(["rules", "check", &file])
+            .output()
+            .expect("run lookout rules check");
+        let took = began.elapsed();
+        let report = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: rules check accepted it");
+        assert!(
+            report.contains("candidate.rules.yml")
+                && report.contains("\"Deep\"")
+                && report.contains("annotation \"summary\"")
+                && report.contains("template nesting deeper than 50 levels"),
+            "{what}: rules check does not name the file, rule, annotation and limit: {report}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{what}: rules check took {took:?}"
+        );
+        figures.push(format!("rules check ({what}) {took:?}"));
+
+        // The same text in the running evaluator's rule file, then a reload.
+        std::fs::copy(&file, &rule_file).expect("replace the rule file");
+        let began = Instant::now();
+        let response = common::client()
+            .post(format!("{base}/-/reload"))
+            .send()
+            .await
+            .expect("reload answers");
+        let took = began.elapsed();
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_server_error(),
+            "{what}: reload accepted: {status} {body}"
+        );
+        assert!(
+            body.contains("template nesting deeper than 50 levels"),
+            "{what}: {body}"
+        );
+        figures.push(format!("reload ({what}) {took:?}"));
+        let names = rule_names(&base).await.expect("rules API");
+        assert_eq!(names, ["Deep"], "{what}: the old rule is gone");
+    }
+    // The old template still expands.
+    let text = common::eventually(
+        "the old rule's annotation",
+        60,
+        Duration::from_millis(250),
+        || {
+            let base = base.clone();
+            async move {
+                let alerts = common::evaluator_alerts(&base).await?;
+                alerts
+                    .iter()
+                    .find_map(|a| a["annotations"]["summary"].as_str().map(str::to_string))
+            }
+        },
+    )
+    .await;
+    assert_eq!(text, " is fine");
+    let report = watchdog.finish("deep templates");
+    terminate_within(&mut child, Duration::from_secs(5), "deep templates").await;
+    eprintln!(
+        "100,000-deep templates refused: {}; slowest /-/healthy {:?}",
+        figures.join(", "),
+        report.slowest
+    );
+}

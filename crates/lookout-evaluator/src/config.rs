@@ -111,6 +111,13 @@ impl EvaluatorConfig {
                 }
             })
             .collect();
+        for tls in cfg
+            .scrape_configs
+            .iter_mut()
+            .filter_map(|c| c.tls_config.as_mut())
+        {
+            tls.resolve_paths(dir);
+        }
         Ok(cfg)
     }
 

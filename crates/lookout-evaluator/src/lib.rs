@@ -12,6 +12,7 @@ pub mod remote_write;
 pub mod rules;
 pub mod scrape;
 pub mod scrape_config;
+pub mod scrape_tls;
 pub mod state;
 pub mod template;
 pub mod unittest;

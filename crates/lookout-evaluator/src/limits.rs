@@ -46,6 +46,13 @@ pub const MAX_TEMPLATE_OUTPUT_BYTES: usize = 64 << 10;
 /// Most nested `template` calls in one expansion (Go allows 100,000, far more than a
 /// thread's stack holds here: about 10 KB a level in a debug build); fixed.
 pub const MAX_TEMPLATE_DEPTH: usize = 100;
+/// Most nested control structures (`if`, `else if`, `with`, `range`, `block`, `define`) and
+/// parenthesized pipelines in one template text: gtmpl's parser recurses on each (Go's
+/// stacks grow; a thread's do not), so deeper text is refused before it can overflow the
+/// stack at `rules check`, load or reload. 50 keeps a debug build's parser well inside a
+/// 2 MiB runtime thread (a parenthesized level costs it about 24 KB); real templates nest a
+/// handful of levels. Fixed.
+pub const MAX_TEMPLATE_NESTING: usize = 50;
 /// Most stack one template expansion may use (1 MiB, half of a runtime thread's 2 MiB):
 /// nested `if`, `with` and `range` cost stack too, so the call count alone is not enough.
 pub const TEMPLATE_STACK_BUDGET: usize = 1 << 20;

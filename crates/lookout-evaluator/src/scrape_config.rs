@@ -314,6 +314,9 @@ pub struct ScrapeConfig {
     /// File holding the bearer token.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// TLS settings for `https` scrapes (CA, client certificate, server name).
+    #[serde(default)]
+    pub tls_config: Option<crate::scrape_tls::TlsConfig>,
 }
 
 fn default_metrics_path() -> String {
@@ -429,6 +432,9 @@ pub fn validate_scrape_configs(
             )));
         }
         c.http().validate().map_err(invalid)?;
+        if let Some(tls) = &c.tls_config {
+            tls.check().map_err(invalid)?;
+        }
         for sc in &c.static_configs {
             for name in sc.labels.keys() {
                 if !is_valid_label_name(name) {

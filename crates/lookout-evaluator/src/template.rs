@@ -288,6 +288,7 @@ fn printf_verbs(format: &str, args: &[Value]) -> Result<Vec<PrintfVerb>, String>
 fn new_template(name: &str) -> Template {
     let mut t = Template::with_name(name);
     t.add_funcs(&prometheus_funcs());
+    t.max_parse_depth = crate::limits::MAX_TEMPLATE_NESTING;
     t
 }
 
@@ -1677,6 +1678,81 @@ mod execution_limits {
             &exponential(5),
         ] {
             assert!(check("t", text).is_ok(), "{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod nesting_limit {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn nested_ifs(levels: usize) -> String {
+        "{{if 1}}".repeat(levels) + "x" + &"{{end}}".repeat(levels)
+    }
+
+    fn nested_parens(levels: usize) -> String {
+        format!("{{{{{}1{}}}}}", "(".repeat(levels), ")".repeat(levels))
+    }
+
+    /// On a 2 MiB thread (a runtime worker's), in whatever build runs the tests.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("thread")
+            .join()
+            .expect("no stack overflow")
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_parses_and_expands_on_a_small_stack() {
+        let limit = crate::limits::MAX_TEMPLATE_NESTING;
+        let out = on_small_stack(move || {
+            let ifs = CompiledTemplate::new("t", &nested_ifs(limit));
+            let parens = CompiledTemplate::new("t", &nested_parens(limit));
+            (
+                ifs.render(&TemplateData::default(), None),
+                parens.render(&TemplateData::default(), None),
+            )
+        });
+        assert_eq!(out.0.as_deref(), Ok("x"));
+        assert_eq!(out.1.as_deref(), Ok("1"));
+    }
+
+    #[test]
+    fn deeper_text_is_refused_in_linear_time_naming_the_limit() {
+        let chain = "{{if 0}}".to_string() + &"{{else if 0}}".repeat(100_000) + "{{end}}";
+        let texts = [
+            nested_ifs(crate::limits::MAX_TEMPLATE_NESTING + 1),
+            nested_ifs(100_000),
+            "{{with 1}}{{range .}}".repeat(50_000),
+            nested_parens(100_000),
+            chain,
+            "{{block \"b\" 1}}".repeat(100_000),
+        ];
+        for text in texts {
+            let began = Instant::now();
+            let (checked, compiled) = on_small_stack(move || {
+                let checked = check("__alert_Deep", &text);
+                let compiled = CompiledTemplate::new("__alert_Deep", &text)
+                    .render(&TemplateData::default(), None);
+                (checked, compiled)
+            });
+            for e in [checked.unwrap_err(), compiled.unwrap_err()] {
+                assert!(
+                    e.starts_with(
+                        "template: __alert_Deep:1: template nesting deeper than 50 levels"
+                    ),
+                    "{e}"
+                );
+            }
+            eprintln!("took {:?}", began.elapsed());
+            assert!(
+                began.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                began.elapsed()
+            );
         }
     }
 }

@@ -69,12 +69,26 @@ fn annotations() -> BTreeMap<&'static str, &'static str> {
             "{{ $value }} {{ .Value }} [{{ $labels.missing }}] [{{ $labels.missing | toUpper }}]",
         ),
         ("a15", "{{ safeHtml \"<b>x</b>\" }} {{ \"a b\" | title }}"),
+        // Assignment (Go 1.11+): to a variable in scope, from inside if/with/range bodies.
+        ("a16", "{{ $s := \"a\" }}{{ $s = \"b\" }}{{ $s }}"),
         (
-            "a16",
+            "a17",
+            "{{ $n := 0 }}{{ range query \"vector(3)\" }}{{ $n = .Value }}{{ end }}{{ $t := \"a\" }}{{ with 1 }}{{ $t = \"w\" }}{{ end }}{{ if true }}{{ $t = printf \"%s!\" $t }}{{ end }}{{ $n }} {{ $t }}",
+        ),
+        (
+            "a18",
+            "{{ $s := \"outer\" }}{{ if true }}{{ $s := \"inner\" }}{{ $s = \"changed\" }}{{ $s }} {{ end }}{{ $s }}",
+        ),
+        (
+            "a19",
+            "{{ $x := \"o\" }}{{ range $x := query \"vector(3)\" }}{{ end }}{{ with $x := 5 }}{{ end }}{{ $x }} {{ range query \"vector(3)\" }}x{{ else }}empty{{ end }} {{ range $labels }}x{{ else }}none{{ end }}",
+        ),
+        (
+            "a20",
             "{{ urlquery \"a b/c?d=e&f\" }} {{ \"x y\" | urlquery }} {{ urlquery 1.5 }} {{ urlquery \"é~\" }}",
         ),
         (
-            "a17",
+            "a21",
             "{{ reReplaceAll \" {.*}$\" \"\" \"up {job=x}\" }} {{ if match \"^a{,2}$\" \"a{,2}\" }}lit{{ end }} {{ reReplaceAll \"\\\\Q.*\\\\E\" \"!\" \"a.*b\" }}",
         ),
     ])

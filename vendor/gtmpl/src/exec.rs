@@ -179,6 +179,33 @@ impl<'a, 'b, 'c, T: Write> State<'a, 'b, 'c, T> {
         Err(ExecError::EmptyStack)
     }
 
+    /// `$name = value`: changes the innermost variable of that name in scope (Go's
+    /// `setVar`), so an assignment inside an `if`, `with` or `range` body changes the
+    /// variable declared outside it.
+    fn set_var(&mut self, name: &str, value: Value) -> Result<(), ExecError> {
+        for context in self.vars.iter_mut().rev() {
+            if let Some(var) = context.iter_mut().rev().find(|v| v.name == name) {
+                var.value = value;
+                return Ok(());
+            }
+        }
+        Err(ExecError::VariableNotFound(name.to_string()))
+    }
+
+    /// How many variables the innermost scope holds: what [`State::pop_to`] returns to.
+    fn mark(&self) -> usize {
+        self.vars.back().map_or(0, VecDeque::len)
+    }
+
+    /// Forgets the variables declared since `mark` (Go pops them at the end of an `if`,
+    /// `with` or `range`), so that a declaration inside the body no longer shadows an outer
+    /// variable afterwards, for reads and for assignments.
+    fn pop_to(&mut self, mark: usize) {
+        if let Some(vars) = self.vars.back_mut() {
+            vars.truncate(mark);
+        }
+    }
+
     fn var_value(&self, key: &str) -> Result<Value, ExecError> {
         for context in self.vars.iter().rev() {
             for var in context.iter().rev() {
@@ -269,6 +296,12 @@ impl<'a, 'b, 'c, T: Write> State<'a, 'b, 'c, T> {
             // TODO
         }
         let val = val.ok_or_else(|| ExecError::ErrorEvaluatingPipe(pipe.clone()))?;
+        if pipe.is_assign {
+            for var in &pipe.decl {
+                self.set_var(&var.ident[0], val.clone())?;
+            }
+            return Ok(val);
+        }
         for var in &pipe.decl {
             self.vars
                 .back_mut()
@@ -453,6 +486,13 @@ impl<'a, 'b, 'c, T: Write> State<'a, 'b, 'c, T> {
 
     // Walks an `if` or `with` node. They behave the same, except that `with` sets dot.
     fn walk_if_or_with(&mut self, node: &'a Nodes, ctx: &Context) -> Result<(), ExecError> {
+        let mark = self.mark();
+        self.walk_if_or_with_scoped(node, ctx)?;
+        self.pop_to(mark);
+        Ok(())
+    }
+
+    fn walk_if_or_with_scoped(&mut self, node: &'a Nodes, ctx: &Context) -> Result<(), ExecError> {
         let pipe = match *node {
             Nodes::If(ref n) | Nodes::With(ref n) => &n.pipe,
             _ => return Err(ExecError::ExpectedIfOrWith(node.clone())),
@@ -502,21 +542,32 @@ impl<'a, 'b, 'c, T: Write> State<'a, 'b, 'c, T> {
     }
 
     fn walk_range(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
+        let mark = self.mark();
+        self.walk_range_scoped(ctx, range)?;
+        self.pop_to(mark);
+        Ok(())
+    }
+
+    fn walk_range_scoped(&mut self, ctx: &Context, range: &'a RangeNode) -> Result<(), ExecError> {
         let val = self.eval_pipeline(ctx, &range.pipe)?;
-        match val {
+        let empty = match val {
             Value::Object(ref map) | Value::Map(ref map) => {
                 for (k, v) in map.clone() {
                     self.one_iteration(Value::from(k), v, range)?;
                 }
+                map.is_empty()
             }
             Value::Array(ref vec) => {
                 for (k, v) in vec.iter().enumerate() {
                     self.one_iteration(Value::from(k), v.clone(), range)?;
                 }
+                vec.is_empty()
             }
             _ => return Err(ExecError::InvalidRange(val)),
-        }
-        if let Some(ref else_list) = range.else_list {
+        };
+        // Lookout: as in Go, `else` runs only when there was nothing to range over (upstream
+        // ran it after every range).
+        if let Some(ref else_list) = range.else_list.as_ref().filter(|_| empty) {
             self.walk_list(ctx, else_list)?;
         }
         Ok(())

@@ -39,6 +39,7 @@ pub enum ItemType {
     ItemCharConstant, // character constant
     ItemComplex,      // complex constant (1+2i); imaginary is just a number
     ItemColonEquals,  // colon-equals (':=') introducing a declaration
+    ItemAssign,       // equals ('=') introducing an assignment (Go 1.11)
     ItemEOF,
     ItemField,      // alphanumeric identifier starting with '.'
     ItemIdentifier, // alphanumeric identifier not starting with '.'
@@ -111,6 +112,7 @@ struct LexerStateMachine {
     items_sender: Sender<Item>, // channel of scanned items
     paren_depth: usize,         // nesting depth of ( ) exprs
     line: usize,                // 1+number of newlines seen
+    closed: bool,               // the parser is gone: stop lexing
 }
 
 #[derive(Debug)]
@@ -166,6 +168,7 @@ impl Lexer {
             items_sender: tx,
             paren_depth: 0,
             line: 1,
+            closed: false,
         };
         thread::spawn(move || l.run());
         Lexer {
@@ -174,17 +177,11 @@ impl Lexer {
             finished: false,
         }
     }
-
-    pub fn drain(&mut self) {
-        for _ in self.items_receiver.iter() {}
-    }
 }
 
-impl Drop for Lexer {
-    fn drop(&mut self) {
-        self.drain();
-    }
-}
+// Lookout: no `Drop` that drains the channel. Draining waited for the whole text to be
+// lexed even when the parser had stopped at the first error (a template nested too deep:
+// seconds for a large one); the lexing thread now stops at its next item instead.
 
 impl Iterator for LexerStateMachine {
     type Item = char;
@@ -209,6 +206,9 @@ impl Iterator for LexerStateMachine {
 impl LexerStateMachine {
     fn run(&mut self) {
         loop {
+            if self.closed {
+                return;
+            }
             self.state = match self.state {
                 State::LexText => self.lex_text(),
                 State::LexComment => self.lex_comment(),
@@ -258,9 +258,13 @@ impl LexerStateMachine {
             | ItemType::ItemRightDelim => 1,
             _ => s.chars().filter(|c| *c == '\n').count(),
         };
-        self.items_sender
+        if self
+            .items_sender
             .send(Item::new(t, self.start, s, self.line))
-            .unwrap();
+            .is_err()
+        {
+            self.closed = true;
+        }
         self.line += lines;
         self.start = self.pos;
     }
@@ -282,9 +286,10 @@ impl LexerStateMachine {
     }
 
     fn errorf(&mut self, msg: &str) -> State {
-        self.items_sender
-            .send(Item::new(ItemType::ItemError, self.start, msg, self.line))
-            .unwrap();
+        // The parser may be gone already; the lexing ends here either way.
+        let _ = self
+            .items_sender
+            .send(Item::new(ItemType::ItemError, self.start, msg, self.line));
         State::End
     }
 
@@ -419,6 +424,10 @@ impl LexerStateMachine {
                             return self.errorf(&format!("unexpected right paren {}", c));
                         }
                         self.paren_depth -= 1;
+                        State::LexInsideAction
+                    }
+                    '=' => {
+                        self.emit(ItemType::ItemAssign);
                         State::LexInsideAction
                     }
                     ':' => match self.next() {

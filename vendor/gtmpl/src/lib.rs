@@ -25,6 +25,9 @@ pub use crate::template::Template;
 pub use crate::exec::{Context, Limits, MAX_TEMPLATE_DEPTH};
 
 #[doc(inline)]
+pub use crate::parse::MAX_PARSE_DEPTH;
+
+#[doc(inline)]
 pub use gtmpl_value::Func;
 
 pub use gtmpl_value::FuncError;

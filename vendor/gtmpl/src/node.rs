@@ -206,7 +206,8 @@ impl Display for TextNode {
 node!(
     PipeNode {
         decl: Vec<VariableNode>,
-        cmds: Vec<CommandNode>
+        cmds: Vec<CommandNode>,
+        is_assign: bool
     }
 );
 
@@ -218,6 +219,7 @@ impl PipeNode {
             pos,
             decl,
             cmds: vec![],
+            is_assign: false,
         }
     }
 
@@ -233,12 +235,13 @@ impl Display for PipeNode {
         } else {
             write!(
                 f,
-                "{} := ",
+                "{} {} ",
                 self.decl
                     .iter()
                     .map(|n| n.to_string())
                     .collect::<Vec<String>>()
-                    .join(", ")
+                    .join(", "),
+                if self.is_assign { "=" } else { ":=" }
             )
         };
         decl.and_then(|_| {

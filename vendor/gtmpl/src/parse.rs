@@ -17,7 +17,16 @@ pub struct Parser {
     tree: Option<Tree>,
     tree_stack: VecDeque<Tree>,
     max_tree_id: TreeId,
+    /// Nesting the parser is in now: control structures (`if`, `else if`, `with`, `range`,
+    /// `block`, `define`) and parenthesized pipelines, each a level of recursion here.
+    depth: usize,
+    /// Most nesting accepted ([`MAX_PARSE_DEPTH`] unless set): deeper text is refused
+    /// before it can exhaust the stack (Go's goroutine stacks grow; a thread's do not).
+    pub max_depth: usize,
 }
+
+/// Default most nested control structures and parenthesized pipelines in a template.
+pub const MAX_PARSE_DEPTH: usize = 100;
 
 pub struct Tree {
     name: String,
@@ -40,6 +49,8 @@ impl Parser {
             tree: None,
             tree_stack: VecDeque::new(),
             max_tree_id: 0,
+            depth: 0,
+            max_depth: MAX_PARSE_DEPTH,
         }
     }
 }
@@ -59,13 +70,17 @@ impl Tree {
     }
 }
 
-pub fn parse(
+/// Parses `text` into its trees, refusing text nested deeper than `max_depth` (control structures and
+/// parenthesized pipelines), with `nesting deeper than N levels`.
+pub fn parse_with_max_depth(
     name: String,
     text: String,
     funcs: HashSet<String>,
+    max_depth: usize,
 ) -> Result<HashMap<String, Tree>, ParseError> {
     let mut p = Parser::new(name);
     p.funcs = funcs;
+    p.max_depth = max_depth;
     p.lex = Some(Lexer::new(text));
     p.parse_tree()?;
     Ok(p.tree_set)
@@ -160,6 +175,29 @@ impl Parser {
         Ok(())
     }
 
+    /// Enters one level of nesting, refusing to go past `max_depth`.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        if self.depth >= self.max_depth {
+            return self.error(&format!(
+                "template nesting deeper than {} levels (if, else if, with, range, block, define and parentheses together)",
+                self.max_depth
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Runs `f` one level deeper.
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        self.enter()?;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
     fn add_tree(&mut self, name: String, t: Tree) {
         self.tree_set.insert(name, t);
     }
@@ -240,7 +278,7 @@ impl Parser {
                 let nns = self.next_non_space();
                 match nns {
                     Some(ref item) if item.typ == ItemType::ItemDefine => {
-                        self.parse_definition()?;
+                        self.nested(Self::parse_definition)?;
                         t = match self.next() {
                             None => return self.error(&format!("unable to peek for tree {}", id)),
                             Some(t) => t,
@@ -331,7 +369,7 @@ impl Parser {
     fn action(&mut self) -> Result<Nodes, ParseError> {
         let token = self.next_non_space_must("action")?;
         match token.typ {
-            ItemType::ItemBlock => return self.block_control(),
+            ItemType::ItemBlock => return self.nested(Self::block_control),
             ItemType::ItemElse => return self.else_control(),
             ItemType::ItemEnd => return self.end_control(),
             ItemType::ItemIf => return self.if_control(),
@@ -350,6 +388,14 @@ impl Parser {
     }
 
     fn parse_control(
+        &mut self,
+        allow_else_if: bool,
+        context: &str,
+    ) -> Result<(Pos, PipeNode, ListNode, Option<ListNode>), ParseError> {
+        self.nested(|p| p.parse_control_body(allow_else_if, context))
+    }
+
+    fn parse_control_body(
         &mut self,
         allow_else_if: bool,
         context: &str,
@@ -491,6 +537,9 @@ impl Parser {
 
     fn pipeline(&mut self, context: &str) -> Result<PipeNode, ParseError> {
         let mut decl = vec![];
+        // `$x = …` (Go 1.11): assigns to a variable declared before; like Go, the parser
+        // does not look the variable up, execution fails when no such variable is in scope.
+        let mut is_assign = false;
         let mut token = self.next_non_space_must("pipeline")?;
         let pos = token.pos;
         // TODO: test this hard!
@@ -500,6 +549,7 @@ impl Parser {
                 let next = if token_after_var.typ == ItemType::ItemSpace {
                     let next = self.next_non_space_must("variable")?;
                     if next.typ != ItemType::ItemColonEquals
+                        && next.typ != ItemType::ItemAssign
                         && !(next.typ == ItemType::ItemChar && next.val == ",")
                     {
                         self.backup3(token, token_after_var, next);
@@ -510,8 +560,10 @@ impl Parser {
                     token_after_var
                 };
                 if next.typ == ItemType::ItemColonEquals
+                    || next.typ == ItemType::ItemAssign
                     || (next.typ == ItemType::ItemChar && next.val == ",")
                 {
+                    is_assign = next.typ == ItemType::ItemAssign;
                     let variable = VariableNode::new(self.tree_id, token.pos, &token.val);
                     self.add_var(token.val.clone())?;
                     decl.push(variable);
@@ -530,7 +582,11 @@ impl Parser {
         } else {
             self.backup(token);
         }
+        if is_assign && context == "range" {
+            return self.error("range can only declare its variables (:=), not assign them");
+        }
         let mut pipe = PipeNode::new(self.tree_id, pos, decl);
+        pipe.is_assign = is_assign;
         let mut token = self.next_non_space_must("pipeline")?;
         loop {
             match token.typ {
@@ -696,7 +752,7 @@ impl Parser {
                 }
             }
             ItemType::ItemLeftParen => {
-                let pipe = self.pipeline("parenthesized pipeline")?;
+                let pipe = self.nested(|p| p.pipeline("parenthesized pipeline"))?;
                 let next = self.next_must("parenthesized pipeline")?;
                 if next.typ != ItemType::ItemRightParen {
                     return self.error(&format!("unclosed right paren: unexpected {}", next));
@@ -876,7 +932,13 @@ mod tests_mocked {
     #[test]
     fn test_display() {
         let raw = r#"{{if .}}2000{{else}} 3000 {{end}}"#;
-        let mut ts = parse(String::default(), String::from(raw), HashSet::default()).unwrap();
+        let mut ts = parse_with_max_depth(
+            String::default(),
+            String::from(raw),
+            HashSet::default(),
+            MAX_PARSE_DEPTH,
+        )
+        .unwrap();
         let tree = ts.get_mut("").unwrap();
         if let Some(ref root) = tree.root {
             assert_eq!(raw, format!("{}", root))

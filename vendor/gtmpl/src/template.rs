@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use crate::error::{ParseError, TemplateError};
 use crate::funcs::BUILTINS;
 use crate::node::{Nodes, PipeOrString};
-use crate::parse::{parse, Tree};
+use crate::parse::{parse_with_max_depth, Tree};
 
 use gtmpl_value::Func;
 
@@ -13,6 +13,9 @@ pub struct Template {
     pub text: String,
     pub funcs: HashMap<String, Func>,
     pub tree_set: HashMap<String, Tree>,
+    /// Most nested control structures and parenthesized pipelines `parse` accepts
+    /// ([`crate::parse::MAX_PARSE_DEPTH`] by default).
+    pub max_parse_depth: usize,
 }
 
 impl Default for Template {
@@ -22,6 +25,7 @@ impl Default for Template {
             text: String::from(""),
             funcs: BUILTINS.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
             tree_set: HashMap::default(),
+            max_parse_depth: crate::parse::MAX_PARSE_DEPTH,
         }
     }
 }
@@ -90,10 +94,11 @@ impl Template {
     /// tmpl.parse("Hello World!").unwrap();
     /// ```
     pub fn parse<T: Into<String>>(&mut self, text: T) -> Result<(), ParseError> {
-        let tree_set = parse(
+        let tree_set = parse_with_max_depth(
             self.name.clone(),
             text.into(),
             self.funcs.keys().cloned().collect(),
+            self.max_parse_depth,
         )?;
         self.tree_set.extend(tree_set);
         Ok(())
@@ -117,10 +122,11 @@ impl Template {
         name: N,
         text: T,
     ) -> Result<(), TemplateError> {
-        let tree_set = parse(
+        let tree_set = parse_with_max_depth(
             name.into(),
             text.into(),
             self.funcs.keys().cloned().collect(),
+            self.max_parse_depth,
         )?;
         self.tree_set.extend(tree_set);
         Ok(())

@@ -108,6 +108,12 @@ pub fn offset_seed(external_labels: &Labels) -> u64 {
     h.0
 }
 
+/// The scrape HTTP client's settings, shared by the default client and the clients of
+/// jobs with a `tls_config`.
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Starts, reloads and stops the scrape loops of all jobs.
 pub struct ScrapeManager {
     ctx: Arc<LoopContext>,
@@ -122,8 +128,7 @@ impl ScrapeManager {
     pub fn new(storage: Arc<Storage>, registry: &mut Registry, offset_seed: u64) -> ScrapeManager {
         let metrics = ScrapeMetrics::default();
         metrics.register(registry);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+        let client = client_builder()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         ScrapeManager {

@@ -289,6 +289,8 @@ pub(crate) struct LoopOptions {
     pub(crate) label_value_length_limit: usize,
     pub(crate) body_size_limit: u64,
     pub(crate) http: HttpClientConfig,
+    /// The job's own client when it sets `tls_config`.
+    pub(crate) tls: Option<Arc<crate::scrape_tls::ScrapeTls>>,
 }
 
 impl LoopOptions {
@@ -307,6 +309,10 @@ impl LoopOptions {
                 cfg.body_size_limit.0
             },
             http: cfg.http(),
+            tls: cfg
+                .tls_config
+                .clone()
+                .map(|t| Arc::new(crate::scrape_tls::ScrapeTls::new(t))),
         }
     }
 }
@@ -344,6 +350,9 @@ pub enum ScrapeError {
     /// Credentials could not be read.
     #[error("{0}")]
     Credentials(#[from] crate::scrape_config::CredentialsError),
+    /// A `tls_config` file could not be read or used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// State shared between a scrape loop and its manager.
@@ -459,6 +468,16 @@ async fn fetch(
     opts: &LoopOptions,
     client: &reqwest::Client,
 ) -> Result<(String, Format), ScrapeError> {
+    let own;
+    let client = match &opts.tls {
+        Some(tls) => {
+            own = tls
+                .client(super::client_builder)
+                .map_err(ScrapeError::Tls)?;
+            &own
+        }
+        None => client,
+    };
     let req = client
         .get(&target.url)
         .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
