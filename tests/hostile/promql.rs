@@ -330,3 +330,44 @@ async fn a_timed_out_or_abandoned_query_stops_and_frees_its_slot() {
     attack.abort();
     ev.process.kill();
 }
+
+/// A rule whose expression runs for hours: `/-/healthy` answers while it runs, and SIGTERM
+/// ends the evaluator within its grace instead of waiting for the evaluation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_evaluator_while_a_rule_runs_for_hours() {
+    let _serial = crate::support::serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = format!(
+        "groups:\n  - name: heavy\n    rules:\n      - record: heavy\n        expr: {EXPENSIVE}\n"
+    );
+    let ev = start_evaluator(dir.path(), &rules, &[]).await;
+    let pid = ev.process.id();
+    let watchdog = Watchdog::start(&format!("{}/-/healthy", ev.base), None);
+    // Let the group start its evaluation and keep a core busy with it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cpu_time(pid).saturating_sub(before) > Duration::from_millis(100),
+        "the heavy rule is not running"
+    );
+    watchdog.finish("a rule running for hours");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let began = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM with a rule evaluating"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("ended {:?} after SIGTERM", began.elapsed());
+}
