@@ -454,7 +454,8 @@ pub struct RrValidator {
     /// Fail if any record matches any of these.
     #[serde(deserialize_with = "de_regexes")]
     pub fail_if_matches_regexp: Vec<Regex>,
-    /// Fail if all records match one of these.
+    /// blackbox_exporter's code (despite the name): fail if some record does not match
+    /// one of these; no records pass.
     #[serde(deserialize_with = "de_regexes")]
     pub fail_if_all_match_regexp: Vec<Regex>,
     /// Fail if any record does not match one of these.
