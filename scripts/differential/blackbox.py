@@ -110,6 +110,8 @@ class Target(http.server.BaseHTTPRequestHandler):
             lines = "".join(f"{k}: {v}\n" for k, v in self.headers.items()
                             if k.lower() != "user-agent")
             return self.send(200, lines.encode())
+        if path == "/multi":
+            return self.send(200, BODY, [("X-Multi", "one"), ("X-Multi", "two")])
         if path == "/json":
             return self.send(200, b'{"status":"ok","items":[1,2,3]}',
                              [("Content-Type", "application/json")])
