@@ -110,6 +110,8 @@ class Target(http.server.BaseHTTPRequestHandler):
             lines = "".join(f"{k}: {v}\n" for k, v in self.headers.items()
                             if k.lower() != "user-agent")
             return self.send(200, lines.encode())
+        if path == "/multi":
+            return self.send(200, BODY, [("X-Multi", "one"), ("X-Multi", "two")])
         if path == "/json":
             return self.send(200, b'{"status":"ok","items":[1,2,3]}',
                              [("Content-Type", "application/json")])
@@ -270,11 +272,21 @@ def wait_ready(url, proc, name):
     sys.exit(f"{name} did not get ready at {url}")
 
 
-def probe(port, module, target, extra=""):
+def probe(port, module, target, extra="", options=""):
+    """`options`: space-separated `POST` (the method) and `Header-Name=value` request headers."""
     q = urllib.parse.urlencode({"module": module, "target": target})
     url = f"http://127.0.0.1:{port}/probe?{q}{extra}"
+    method, headers = "GET", {}
+    for option in options.split():
+        if option == "POST":
+            method = "POST"
+        else:
+            name, _, value = option.partition("=")
+            headers[name] = value
+    request = urllib.request.Request(url, method=method, headers=headers,
+                                     data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -366,13 +378,14 @@ def run_cases(args, ports, bb_port, lo_port):
             if not line.strip() or line.startswith("#"):
                 continue
             name, module, target, *extra = line.rstrip("\n").split("\t")
-            cases.append((name, module, substitute(target, ports), extra[0] if extra else ""))
+            extra += ["", ""]
+            cases.append((name, module, substitute(target, ports), extra[0], extra[1]))
     if args.only:
         cases = [c for c in cases if re.search(args.only, c[0])]
     failures, identical = 0, 0
-    for name, module, target, extra in cases:
-        bb_status, bb_text = probe(bb_port, module, target, extra)
-        lo_status, lo_text = probe(lo_port, module, target, extra)
+    for name, module, target, extra, options in cases:
+        bb_status, bb_text = probe(bb_port, module, target, extra, options)
+        lo_status, lo_text = probe(lo_port, module, target, extra, options)
         diffs = []
         if bb_status != lo_status:
             diffs.append(("__status__", f"HTTP status: blackbox {bb_status}, lookout {lo_status}"))

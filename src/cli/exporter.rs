@@ -73,6 +73,16 @@ pub struct Args {
         value_parser = response_header_fields
     )]
     probe_max_response_header_fields: usize,
+    /// Largest response body kept in memory for a module's `fail_if_body_*` regexps when the
+    /// module sets no `body_size_limit`, else `body_too_large` (other bodies are counted, not
+    /// kept, and unlimited as in blackbox_exporter): bytes or a base-2 unit (`10MiB`).
+    #[arg(
+        long = "probe.max-regexp-body-bytes",
+        value_name = "SIZE",
+        default_value = "10MiB",
+        value_parser = regexp_body_bytes
+    )]
+    probe_max_regexp_body_bytes: u64,
     #[command(flatten)]
     web: super::WebArgs,
 }
@@ -104,6 +114,7 @@ impl Args {
             max_redirects: self.probe_max_redirects,
             max_response_header_bytes: self.probe_max_response_header_bytes,
             max_response_header_fields: self.probe_max_response_header_fields,
+            max_regexp_body_bytes: self.probe_max_regexp_body_bytes,
             max_config_file_bytes: self.config_max_file_size,
         }
     }
@@ -120,6 +131,11 @@ fn response_header_bytes(text: &str) -> Result<usize, String> {
     let bytes = parse_size(text)?;
     let bytes = usize::try_from(bytes).map_err(|_| format!("size {text:?} is too large"))?;
     limits::check_response_header_bytes(bytes).map_err(|e| e.why)
+}
+
+/// `--probe.max-regexp-body-bytes`: a size with an optional base-2 unit, at least 1 byte.
+fn regexp_body_bytes(text: &str) -> Result<u64, String> {
+    limits::check_regexp_body_bytes(parse_size(text)?).map_err(|e| e.why)
 }
 
 /// `--probe.max-response-header-fields`: a count in the range the prober allows.
@@ -181,6 +197,7 @@ mod tests {
             "--probe.max-response-header-fields",
             "20",
             "--config.max-file-size=512KiB",
+            "--probe.max-regexp-body-bytes=1MiB",
         ])
         .expect("valid flags");
         assert_eq!(
@@ -189,6 +206,7 @@ mod tests {
                 max_redirects: 3,
                 max_response_header_bytes: 1 << 20,
                 max_response_header_fields: 20,
+                max_regexp_body_bytes: 1 << 20,
                 max_config_file_bytes: 512 << 10,
             }
         );

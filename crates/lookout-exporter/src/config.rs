@@ -8,8 +8,9 @@
 //! Field names and defaults are blackbox_exporter's (`config/config.go`), with these Lookout
 //! choices:
 //!
-//! * `http.body_size_limit` is bounded by default: unset means [`DEFAULT_BODY_SIZE_LIMIT`]
-//!   (10 MiB); an explicit `0` means "no limit", as in blackbox_exporter.
+//! * `http.body_size_limit` unset or `0` means "no limit", as in blackbox_exporter: the
+//!   prober counts such a body without keeping it, unless a `fail_if_body_*` regexp needs
+//!   it (then `--probe.max-regexp-body-bytes` bounds it; see [`crate::limits`]).
 //! * A target's `interval` defaults to [`DEFAULT_TARGET_INTERVAL`] (15 s).
 //! * Probers Lookout does not have (`grpc`, `unix`, `websocket`) are an error at the
 //!   `prober:` line: "prober \"grpc\" is not supported by Lookout". Their sections
@@ -34,9 +35,6 @@ use serde::de::{self, Deserializer, IgnoredAny};
 
 pub use duration::parse_duration;
 use locate::{Seg, locate};
-
-/// Body size limit when a module does not set `body_size_limit` (10 MiB).
-pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
 
 /// Interval of a target that does not set `interval`.
 pub const DEFAULT_TARGET_INTERVAL: Duration = Duration::from_secs(15);
@@ -346,7 +344,7 @@ pub struct HttpProbe {
     pub body: String,
     /// File whose content is the request body.
     pub body_file: Option<PathBuf>,
-    /// Compression to ask for and decode.
+    /// Compression to decode the body with (no `Accept-Encoding` is added for it).
     pub compression: Compression,
     /// Largest (uncompressed) body read; `None` means unlimited.
     pub body_size_limit: Option<u64>,
@@ -383,7 +381,7 @@ impl Default for HttpProbe {
             body: String::new(),
             body_file: None,
             compression: Compression::None,
-            body_size_limit: Some(DEFAULT_BODY_SIZE_LIMIT),
+            body_size_limit: None,
             tls_config: TlsConfig::default(),
             basic_auth: None,
             bearer_token: None,
@@ -456,7 +454,8 @@ pub struct RrValidator {
     /// Fail if any record matches any of these.
     #[serde(deserialize_with = "de_regexes")]
     pub fail_if_matches_regexp: Vec<Regex>,
-    /// Fail if all records match one of these.
+    /// blackbox_exporter's code (despite the name): fail if some record does not match
+    /// one of these; no records pass.
     #[serde(deserialize_with = "de_regexes")]
     pub fail_if_all_match_regexp: Vec<Regex>,
     /// Fail if any record does not match one of these.
@@ -1237,11 +1236,7 @@ impl RawHttp {
             body: self.body,
             body_file: self.body_file,
             compression: self.compression,
-            body_size_limit: match self.body_size_limit {
-                None => Some(DEFAULT_BODY_SIZE_LIMIT),
-                Some(0) => None,
-                Some(n) => Some(n),
-            },
+            body_size_limit: self.body_size_limit.filter(|&n| n > 0),
             tls_config: self.tls_config,
             basic_auth: self.basic_auth,
             bearer_token: self.bearer_token,

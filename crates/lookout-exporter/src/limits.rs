@@ -5,6 +5,7 @@
 //! | redirects one HTTP probe follows | 10 | `--probe.max-redirects` | probe fails, reason `too_many_redirects` | `lookout_exporter_probe_failures_total{reason}` |
 //! | response head bytes (HTTP/1 status line and headers; HTTP/2 header list) | 64 KiB | `--probe.max-response-header-bytes` | probe fails, reason `headers_too_large` (HTTP/2: `http_request`, as h2 reports it like any malformed response; the message names the flag) | the same |
 //! | response header fields (HTTP/1) | 100 | `--probe.max-response-header-fields` | probe fails, reason `headers_too_large` | the same |
+//! | body kept for `fail_if_body_*` regexps when a module sets no `body_size_limit` | 10 MiB | `--probe.max-regexp-body-bytes` | probe fails, reason `body_too_large` (blackbox_exporter reads such a body whole, unbounded) | `lookout_exporter_probe_failures_total{reason}` |
 //! | configuration file size | 4 MiB | `--config.max-file-size` | start-up fails; a reload keeps the running configuration | `lookout_exporter_limit_hits_total{limit="config_file_size"}` |
 //!
 //! Per-module limits (`http.body_size_limit`, `timeout`) live in the configuration file;
@@ -19,6 +20,8 @@ pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
 /// `--probe.max-response-header-fields` default (hyper's own default).
 pub const DEFAULT_MAX_RESPONSE_HEADER_FIELDS: usize = 100;
+/// `--probe.max-regexp-body-bytes` default (10 MiB).
+pub const DEFAULT_MAX_REGEXP_BODY_BYTES: u64 = 10 << 20;
 /// `--config.max-file-size` default (4 MiB).
 pub const DEFAULT_MAX_CONFIG_FILE_BYTES: u64 = 4 << 20;
 
@@ -52,6 +55,10 @@ pub struct Limits {
     /// Most response header fields over HTTP/1 (`--probe.max-response-header-fields`);
     /// HTTP/2 heads are bounded by the byte limit only.
     pub max_response_header_fields: usize,
+    /// Largest body kept in memory for a module's `fail_if_body_*` regexps when the module
+    /// sets no `body_size_limit` (`--probe.max-regexp-body-bytes`); bodies no regexp needs
+    /// are counted, not kept, and are unlimited as in blackbox_exporter.
+    pub max_regexp_body_bytes: u64,
     /// Largest configuration file read, at start-up and on every reload
     /// (`--config.max-file-size`).
     pub max_config_file_bytes: u64,
@@ -63,6 +70,7 @@ impl Default for Limits {
             max_redirects: DEFAULT_MAX_REDIRECTS,
             max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
             max_response_header_fields: DEFAULT_MAX_RESPONSE_HEADER_FIELDS,
+            max_regexp_body_bytes: DEFAULT_MAX_REGEXP_BODY_BYTES,
             max_config_file_bytes: DEFAULT_MAX_CONFIG_FILE_BYTES,
         }
     }
@@ -86,6 +94,7 @@ impl Limits {
         check_response_header_bytes(self.max_response_header_bytes)?;
         check_response_header_fields(self.max_response_header_fields)?;
         check_config_file_bytes(self.max_config_file_bytes)?;
+        check_regexp_body_bytes(self.max_regexp_body_bytes)?;
         Ok(())
     }
 }
@@ -121,6 +130,18 @@ pub fn check_response_header_fields(fields: usize) -> Result<usize, LimitError> 
             ),
         })
     }
+}
+
+/// Checks a `--probe.max-regexp-body-bytes` value.
+pub fn check_regexp_body_bytes(bytes: u64) -> Result<u64, LimitError> {
+    if bytes == 0 {
+        return Err(LimitError {
+            flag: "probe.max-regexp-body-bytes",
+            value: bytes.to_string(),
+            why: "must be at least 1 byte (0 would fail every probe with a body regexp)".into(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Checks a `--config.max-file-size` value.
@@ -183,6 +204,7 @@ mod tests {
             max_redirects: 0,
             max_response_header_bytes: MIN_RESPONSE_HEADER_BYTES,
             max_response_header_fields: MAX_RESPONSE_HEADER_FIELDS,
+            max_regexp_body_bytes: 1,
             max_config_file_bytes: 1,
         };
         assert_eq!(edges.validate(), Ok(()));

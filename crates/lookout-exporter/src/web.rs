@@ -3,7 +3,7 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target); `debug=true` prints the probe's log, its metrics and the module as YAML |
+//! | `GET`/`POST /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target); `debug=true` prints the probe's log, its metrics and the module as YAML |
 //! | `GET /metrics` | own metrics and the continuous targets' latest results |
 //! | `POST /heartbeat/{name}` | records a push (404 unknown name, 405 other methods) |
 //! | `GET /health` | JSON: status, uptime, time, version |
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::config::Module;
+use crate::config::{Module, ProberKind};
 use crate::probe_guard::Refusal;
 use crate::prober::{self, ProbeRequest};
 use crate::reload::Exporter;
@@ -34,7 +34,8 @@ pub const DEFAULT_MODULE: &str = "http_2xx";
 pub fn router(exporter: Arc<Exporter>) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/probe", get(probe))
+        // Any method, as blackbox_exporter (parameters come from the query string only).
+        .route("/probe", get(probe).post(probe))
         .route("/metrics", get(metrics_page))
         .route("/heartbeat/{name}", post(heartbeat))
         .route("/health", get(health))
@@ -67,8 +68,9 @@ async fn index() -> Response {
 }
 
 /// blackbox_exporter's `getTimeout`: the scrape timeout from Prometheus' header (120 s when
-/// absent or 0) minus the offset, or the module's timeout when that is set and smaller (or
-/// when the offset leaves nothing).
+/// absent or 0) minus the offset, or the module's timeout when that is set and smaller, or
+/// when the offset leaves less than nothing. A header equal to the offset, or smaller with no
+/// module timeout, gives zero: the probe fails at once, as blackbox's does.
 pub fn probe_timeout(
     header: Option<&str>,
     module: &Module,
@@ -91,14 +93,24 @@ pub fn probe_timeout(
     } else {
         max
     };
-    // blackbox would probe with an already expired deadline here; use the scrape timeout
-    // itself instead so the probe gets a chance.
-    let chosen = if chosen > 0.0 {
-        chosen
-    } else {
-        scrape.max(0.0)
-    };
-    Ok(Duration::from_secs_f64(chosen))
+    // A header too large for a Duration waits as long as one can.
+    Ok(Duration::try_from_secs_f64(chosen.max(0.0)).unwrap_or(Duration::MAX))
+}
+
+/// blackbox_exporter's `setHTTPHost`: `?hostname=` may not contradict a `Host` header the
+/// module sets.
+fn hostname_conflict(module: &Module, hostname: &str) -> Option<String> {
+    module
+        .http
+        .headers
+        .iter()
+        .find(|(name, value)| name.eq_ignore_ascii_case("host") && value.as_str() != hostname)
+        .map(|(_, value)| {
+            format!(
+                "host header defined both in module configuration ({value}) and with \
+                 URL-parameter 'hostname' ({hostname})"
+            )
+        })
 }
 
 async fn probe(
@@ -106,9 +118,7 @@ async fn probe(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(target) = params.get("target").filter(|t| !t.is_empty()) else {
-        return text(StatusCode::BAD_REQUEST, "Target parameter is missing");
-    };
+    // blackbox_exporter's order of checks: module, timeout header, target, hostname.
     let module_name = params
         .get("module")
         .filter(|m| !m.is_empty())
@@ -121,6 +131,26 @@ async fn probe(
             format!("Unknown module {module_name:?}"),
         );
     };
+    let header = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok());
+    let timeout = match probe_timeout(header, module, exporter.timeout_offset) {
+        Ok(timeout) => timeout,
+        Err(message) => return text(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
+    let Some(target) = params.get("target").filter(|t| !t.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Target parameter is missing");
+    };
+    let hostname = params
+        .get("hostname")
+        .map(String::as_str)
+        .filter(|h| !h.is_empty());
+    if let Some(conflict) = hostname
+        .filter(|_| module.prober == ProberKind::Http)
+        .and_then(|h| hostname_conflict(module, h))
+    {
+        return text(StatusCode::BAD_REQUEST, conflict);
+    }
     let configured = config.targets.iter().any(|t| t.target == *target);
     if let Err(refusal) = config
         .probe_policy
@@ -129,13 +159,6 @@ async fn probe(
     {
         return refuse(&exporter, &refusal, target);
     }
-    let header = headers
-        .get("X-Prometheus-Scrape-Timeout-Seconds")
-        .and_then(|v| v.to_str().ok());
-    let timeout = match probe_timeout(header, module, exporter.timeout_offset) {
-        Ok(timeout) => timeout,
-        Err(message) => return text(StatusCode::INTERNAL_SERVER_ERROR, message),
-    };
     let Ok(_permit) = exporter.probe_permits.clone().try_acquire_owned() else {
         exporter.metrics.probe_requests_rejected.inc();
         return text(
@@ -146,10 +169,7 @@ async fn probe(
     let request = ProbeRequest {
         target,
         module,
-        hostname: params
-            .get("hostname")
-            .map(String::as_str)
-            .filter(|h| !h.is_empty()),
+        hostname,
         timeout,
         limits: exporter.limits,
         // Checked at every connect, redirects included; configured targets are exempt.
@@ -171,9 +191,7 @@ async fn probe(
         );
     }
     let body = exposition::render(&report.recorder.metrics);
-    let debug = params
-        .get("debug")
-        .is_some_and(|d| d.eq_ignore_ascii_case("true"));
+    let debug = params.get("debug").is_some_and(|d| d == "true");
     if debug {
         let mut out = String::from("Logs for the probe:\n");
         for line in &report.recorder.log {
@@ -304,5 +322,37 @@ mod tests {
             Ok(Duration::from_secs(5))
         );
         assert!(probe_timeout(Some("soon"), &module(5.0), 0.5).is_err());
+        // A header the offset eats: the module's timeout, or nothing (fail at once).
+        assert_eq!(
+            probe_timeout(Some("0.3"), &module(0.0), 0.5),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            probe_timeout(Some("0.3"), &module(5.0), 0.5),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(
+            probe_timeout(Some("0.5"), &module(5.0), 0.5),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            probe_timeout(Some("1e300"), &module(0.0), 0.5),
+            Ok(Duration::MAX)
+        );
+    }
+
+    #[test]
+    fn hostname_may_not_contradict_the_modules_host_header() {
+        let mut m = module(0.0);
+        assert_eq!(hostname_conflict(&m, "a.example"), None);
+        m.http.headers.insert("host".into(), "a.example".into());
+        assert_eq!(hostname_conflict(&m, "a.example"), None);
+        assert_eq!(
+            hostname_conflict(&m, "b.example").as_deref(),
+            Some(
+                "host header defined both in module configuration (a.example) and with \
+                 URL-parameter 'hostname' (b.example)"
+            )
+        );
     }
 }

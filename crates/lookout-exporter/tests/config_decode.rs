@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lookout_exporter::config::{
-    Compression, Config, DEFAULT_BODY_SIZE_LIMIT, DEFAULT_TARGET_INTERVAL, DnsTransport,
-    IpProtocol, ProberKind, TlsVersion,
+    Compression, Config, DEFAULT_TARGET_INTERVAL, DnsTransport, IpProtocol, ProberKind, TlsVersion,
 };
 
 fn data(name: &str) -> std::path::PathBuf {
@@ -80,7 +79,7 @@ fn defaults_match_blackbox_exporter() {
     assert!(h.http.ip_protocol_fallback);
     assert_eq!(h.http.preferred_ip_protocol, IpProtocol::Ip6);
     assert!(h.http.valid_status_codes.is_empty());
-    assert_eq!(h.http.body_size_limit, Some(DEFAULT_BODY_SIZE_LIMIT));
+    assert_eq!(h.http.body_size_limit, None);
     assert_eq!(h.tcp.preferred_ip_protocol, IpProtocol::Ip6);
     assert!(h.icmp.ip_protocol_fallback);
     let d = &c.modules["d"].dns;

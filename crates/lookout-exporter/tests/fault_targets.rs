@@ -298,7 +298,8 @@ async fn an_http2_header_list_over_the_byte_flag_is_refused() {
 
 #[tokio::test]
 async fn a_gzip_bomb_stops_at_the_body_size_limit() {
-    // 64 MiB of zeros compress to about 64 KiB; decoded, they exceed the 10 MiB default.
+    // 64 MiB of zeros compress to about 64 KiB; decoded, they exceed the 10 MiB bound on a
+    // body kept for a regexp.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let zeros = vec![0u8; 1 << 20];
     for _ in 0..64 {
@@ -319,26 +320,34 @@ async fn a_gzip_bomb_stops_at_the_body_size_limit() {
     })
     .await;
     let url = format!("http://{addr}/");
-    let r = probe(&url, &module("prober: http\nhttp:\n  compression: gzip")).await;
+    // A body regexp needs the decoded body: it is kept up to --probe.max-regexp-body-bytes.
+    let r = probe(
+        &url,
+        &module("prober: http\nhttp:\n  compression: gzip\n  fail_if_body_matches_regexp: [x]"),
+    )
+    .await;
     assert_failure(&r, "body_too_large");
-    // A smaller explicit limit is honoured the same way.
+    // An explicit limit is honoured the same way.
     let r = probe(
         &url,
         &module("prober: http\nhttp:\n  compression: gzip\n  body_size_limit: 1MB"),
     )
     .await;
     assert_failure(&r, "body_too_large");
-    // With the limit off (0 = unlimited, as in blackbox_exporter) it decodes in full.
-    let r = probe_with(
-        &url,
-        &module("prober: http\nhttp:\n  compression: gzip\n  body_size_limit: 0"),
-        None,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_success(&r);
-    assert_eq!(
-        value(&r, "probe_http_uncompressed_body_length"),
-        Some(f64::from(64u32 << 20))
-    );
+    // With no limit (unset or 0, as in blackbox_exporter) it is decoded in full and
+    // counted, never held in memory.
+    for m in ["", "\n  body_size_limit: 0"] {
+        let r = probe_with(
+            &url,
+            &module(&format!("prober: http\nhttp:\n  compression: gzip{m}")),
+            None,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_success(&r);
+        assert_eq!(
+            value(&r, "probe_http_uncompressed_body_length"),
+            Some(f64::from(64u32 << 20))
+        );
+    }
 }

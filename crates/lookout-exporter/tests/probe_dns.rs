@@ -198,7 +198,7 @@ async fn record_validation() {
     let server = authority().await;
     let target = server.to_string();
     let base = "  query_name: www.example.test\n  query_type: A\n";
-    let cases: [(&str, Option<&str>); 8] = [
+    let cases: [(&str, Option<&str>); 9] = [
         (
             "validate_answer_rrs: {fail_if_matches_regexp: ['192\\.0\\.2\\.2']}",
             Some("answer_validation"),
@@ -215,8 +215,13 @@ async fn record_validation() {
             "validate_answer_rrs: {fail_if_not_matches_regexp: ['^www\\.example\\.test\\.\\t300\\tIN\\tA\\t192\\.0\\.2\\.[12]$']}",
             None,
         ),
+        // As blackbox_exporter's code: fails only when some record does not match.
         (
             "validate_answer_rrs: {fail_if_all_match_regexp: ['192\\.0\\.2\\.']}",
+            None,
+        ),
+        (
+            "validate_answer_rrs: {fail_if_all_match_regexp: ['192\\.0\\.2\\.1']}",
             Some("answer_validation"),
         ),
         (

@@ -42,6 +42,7 @@ async fn app() -> std::net::SocketAddr {
             ),
         )
         .route("/loop", get(|| async { Redirect::to("/loop") }))
+        .route("/nocontent", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/login",
             get(|| async {
@@ -194,21 +195,35 @@ async fn redirects_are_followed_and_counted() {
     assert_eq!(value(&r, "probe_http_status_code"), Some(200.0));
     assert_eq!(value(&r, "probe_http_content_length"), Some(14.0));
 
+    // As blackbox_exporter (Go's client): the redirect not followed counts, its body unread.
     let no_follow = module("prober: http\nhttp:\n  follow_redirects: false");
     let r = probe(&format!("http://{addr}/r/3"), &no_follow).await;
     assert_failure(&r, "invalid_status_code");
     assert_eq!(value(&r, "probe_http_status_code"), Some(307.0));
-    assert_eq!(value(&r, "probe_http_redirects"), Some(0.0));
+    assert_eq!(value(&r, "probe_http_redirects"), Some(1.0));
+    assert_eq!(value(&r, "probe_http_uncompressed_body_length"), Some(0.0));
+    let accept =
+        module("prober: http\nhttp:\n  follow_redirects: false\n  valid_status_codes: [307]");
+    assert_success(&probe(&format!("http://{addr}/r/3"), &accept).await);
+    // A body regexp cannot match the unread body of a redirect not followed.
+    let accept_regexp = module(
+        "prober: http\nhttp:\n  follow_redirects: false\n  valid_status_codes: [307]\n  fail_if_body_matches_regexp: [nothing]",
+    );
+    let r = probe(&format!("http://{addr}/r/3"), &accept_regexp).await;
+    assert_failure(&r, "body_regex");
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(1.0));
 
     // A cookie set on a redirect goes back with the next request, as with Go's jar.
     let r = probe(&format!("http://{addr}/login"), &module("prober: http")).await;
     assert_success(&r);
     assert_eq!(value(&r, "probe_http_redirects"), Some(1.0));
 
+    // A loop: Go's client stops at the 11th redirect and that response is the answer.
     let r = probe(&format!("http://{addr}/loop"), &module("prober: http")).await;
     assert_failure(&r, "too_many_redirects");
-    assert_eq!(value(&r, "probe_http_redirects"), Some(10.0));
+    assert_eq!(value(&r, "probe_http_redirects"), Some(11.0));
     assert_eq!(value(&r, "probe_http_status_code"), Some(303.0));
+    assert_eq!(value(&r, "probe_http_version"), Some(1.1));
 }
 
 #[tokio::test]
@@ -226,7 +241,7 @@ async fn the_redirect_limit_follows_the_flag() {
     // /r/3 takes four: one more than the limit.
     let r = probe_limited(&format!("http://{addr}/r/3"), &m, three).await;
     assert_failure(&r, "too_many_redirects");
-    assert_eq!(value(&r, "probe_http_redirects"), Some(3.0));
+    assert_eq!(value(&r, "probe_http_redirects"), Some(4.0));
     let message = &r.failure.as_ref().expect("failure").message;
     assert!(
         message.contains("limit of 3 redirects (--probe.max-redirects)"),
@@ -240,7 +255,7 @@ async fn the_redirect_limit_follows_the_flag() {
     };
     let r = probe_limited(&format!("http://{addr}/r/0"), &m, zero).await;
     assert_failure(&r, "too_many_redirects");
-    assert_eq!(value(&r, "probe_http_redirects"), Some(0.0));
+    assert_eq!(value(&r, "probe_http_redirects"), Some(1.0));
     assert_success(&probe_limited(&format!("http://{addr}/ok"), &m, zero).await);
 
     // follow_redirects: false follows none whatever the limit: the redirect is the answer.
@@ -332,13 +347,35 @@ async fn body_size_limit() {
     let url = format!("http://{addr}/big");
     let r = probe(&url, &module("prober: http\nhttp:\n  body_size_limit: 1KB")).await;
     assert_failure(&r, "body_too_large");
-    // The default limit (10 MiB) lets 64 KiB through.
+    // As Go's MaxBytesReader: the length read is the limit itself.
+    assert_eq!(
+        value(&r, "probe_http_uncompressed_body_length"),
+        Some(1024.0)
+    );
+    // No limit by default, as blackbox_exporter.
     let r = probe(&url, &module("prober: http")).await;
     assert_success(&r);
     assert_eq!(
         value(&r, "probe_http_uncompressed_body_length"),
         Some(65_536.0)
     );
+    // A body a regexp needs is kept up to --probe.max-regexp-body-bytes.
+    let regexp = module("prober: http\nhttp:\n  fail_if_body_not_matches_regexp: ['^x+$']");
+    assert_success(&probe(&url, &regexp).await);
+    let small = Limits {
+        max_regexp_body_bytes: 1000,
+        ..Limits::default()
+    };
+    let r = probe_limited(&url, &regexp, small).await;
+    assert_failure(&r, "body_too_large");
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(1.0));
+    let message = &r.failure.as_ref().expect("failure").message;
+    assert!(
+        message.contains("--probe.max-regexp-body-bytes"),
+        "{message}"
+    );
+    // Without a regexp the same flag does not bound the body.
+    assert_success(&probe_limited(&url, &module("prober: http"), small).await);
 }
 
 #[tokio::test]
@@ -538,4 +575,83 @@ async fn ipv6_literal_and_preference() {
     assert_eq!(value(&r, "probe_ip_protocol"), Some(6.0));
     // The hash is FNV-1a over the 16 address bytes, as blackbox_exporter computes it.
     assert_eq!(value(&r, "probe_ip_addr_hash"), Some(1_751_717_746.0));
+}
+
+/// A server that answers every request with its own request head as the body.
+async fn head_echo() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len());
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(&head).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn request_head_is_what_go_sends() {
+    let addr = head_echo().await;
+    // Connection: close (blackbox disables keep-alive), canonical header names, and no
+    // Accept-Encoding for `compression` (blackbox sends none, so a server answers plainly).
+    let m = module(
+        "prober: http\nhttp:\n  headers: {x-custom-thing: v}\n  fail_if_body_not_matches_regexp:\n    - '(?m)^Connection: close\\r$'\n    - '(?m)^X-Custom-Thing: v\\r$'\n    - '(?m)^Host: 127\\.0\\.0\\.1:[0-9]+\\r$'\n  fail_if_body_matches_regexp: ['(?i)accept-encoding']",
+    );
+    assert_success(&probe(&format!("http://{addr}/"), &m).await);
+    let gzip = module(
+        "prober: http\nhttp:\n  compression: gzip\n  fail_if_body_matches_regexp: ['(?i)accept-encoding']",
+    );
+    // The plain answer cannot be decoded as gzip: the probe fails as blackbox's does.
+    let r = probe(&format!("http://{addr}/"), &gzip).await;
+    assert_failure(&r, "decompression");
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(0.0));
+    assert_eq!(value(&r, "probe_http_uncompressed_body_length"), Some(0.0));
+}
+
+#[tokio::test]
+async fn metrics_without_a_final_response_follow_blackbox() {
+    let addr = app().await;
+    // 204: Go's ContentLength is 0 for a status without a body.
+    let r = probe(&format!("http://{addr}/nocontent"), &module("prober: http")).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_http_content_length"), Some(0.0));
+
+    // A redirect to a port that refuses: no response, so status 0, the redirect counted.
+    let closed = closed_port().await;
+    let router = Router::new().route(
+        "/away",
+        get(move || async move { Redirect::to(&format!("http://{closed}/")) }),
+    );
+    let away = serve(router).await;
+    let r = probe(&format!("http://{away}/away"), &module("prober: http")).await;
+    assert_failure(&r, "connection_refused");
+    assert_eq!(value(&r, "probe_http_status_code"), Some(0.0));
+    assert_eq!(value(&r, "probe_http_redirects"), Some(1.0));
+    assert_eq!(r.recorder.http.as_ref().map(|h| h.status), Some(0));
+
+    // A name that does not resolve: only the resolve phase is published.
+    let r = probe("http://nonexistent.invalid/", &module("prober: http")).await;
+    assert_failure(&r, "dns_resolution");
+    assert!(labeled(&r, "probe_http_duration_seconds", &[("phase", "resolve")]).is_some());
+    for phase in &PHASES[1..] {
+        assert!(
+            labeled(&r, "probe_http_duration_seconds", &[("phase", phase)]).is_none(),
+            "phase {phase}"
+        );
+    }
 }

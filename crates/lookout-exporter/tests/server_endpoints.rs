@@ -86,7 +86,10 @@ async fn probe_reports_blackbox_metrics_for_a_loopback_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_rejects_bad_requests_with_400() {
-    let exporter = Exporter::start(&config("")).await;
+    let exporter = Exporter::start(&config(
+        "  with_host:\n    prober: http\n    http:\n      headers: {Host: a.example}\n",
+    ))
+    .await;
 
     let missing = get(exporter.addr, "/probe?module=http_2xx").await;
     assert_eq!(missing.status, 400);
@@ -116,6 +119,47 @@ async fn probe_rejects_bad_requests_with_400() {
         bad_header.body.contains("Failed to parse timeout"),
         "{}",
         bad_header.body
+    );
+
+    // As blackbox_exporter: ?hostname= contradicting the module's Host header is refused.
+    let conflict = get(
+        exporter.addr,
+        "/probe?module=with_host&target=http://127.0.0.1:1/&hostname=b.example",
+    )
+    .await;
+    assert_eq!(conflict.status, 400);
+    assert!(
+        conflict
+            .body
+            .contains("host header defined both in module configuration (a.example)"),
+        "{}",
+        conflict.body
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_answers_post_and_fails_at_once_when_the_offset_eats_the_scrape_timeout() {
+    let target = Target::start(Duration::ZERO).await;
+    let exporter = Exporter::start(&config("  no_timeout:\n    prober: http\n")).await;
+    let path = format!("/probe?module=no_timeout&target=http://{}/", target.addr);
+    let posted = post(exporter.addr, &path).await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(sample(&posted.body, "probe_success", &[]), Some(1.0));
+
+    // 0.3 s of scrape timeout minus the 0.5 s offset, and no module timeout: no time at all.
+    let eaten = request(
+        exporter.addr,
+        "GET",
+        &path,
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "0.3")],
+    )
+    .await;
+    assert_eq!(eaten.status, 200);
+    assert_eq!(sample(&eaten.body, "probe_success", &[]), Some(0.0));
+    assert_eq!(
+        sample(&eaten.body, "probe_http_status_code", &[]),
+        Some(0.0)
     );
     exporter.shutdown().await;
 }

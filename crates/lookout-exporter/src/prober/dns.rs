@@ -297,14 +297,41 @@ async fn exchange_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// A record as miekg/dns prints it: `name\tttl\tclass\ttype\tdata`.
 pub(crate) fn record_text(r: &Record) -> String {
+    let data = match r.data() {
+        RData::TXT(txt) => txt_text(txt.txt_data()),
+        other => other.to_string(),
+    };
     format!(
-        "{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{data}",
         r.name(),
         r.ttl(),
         r.dns_class(),
         r.record_type(),
-        r.data()
     )
+}
+
+/// TXT data as miekg/dns prints it: each string in double quotes, separated by a space,
+/// with `"` and `\` escaped by a backslash and bytes outside printable ASCII as `\DDD`.
+fn txt_text(strings: &[Box<[u8]>]) -> String {
+    let mut out = String::new();
+    for (i, s) in strings.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push('"');
+        for &b in s.iter() {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                b' '..=b'~' => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+    }
+    out
 }
 
 /// blackbox_exporter's `validRRs`.
@@ -346,8 +373,10 @@ fn validate(records: &[Record], v: &RrValidator) -> Result<(), String> {
             }
         }
     }
-    if !v.fail_if_all_match_regexp.is_empty() && all_match {
-        return Err("all RRs matched fail_if_all_match_regexp".into());
+    // As blackbox_exporter's code (whatever the option's name suggests): the probe fails
+    // when some RR does not match; no RRs at all pass.
+    if !v.fail_if_all_match_regexp.is_empty() && !all_match {
+        return Err("not all RRs matched fail_if_all_match_regexp".into());
     }
     if !v.fail_if_none_matches_regexp.is_empty() && !any_match {
         return Err("no RR matched fail_if_none_matches_regexp".into());
@@ -364,4 +393,56 @@ pub(crate) fn random_u16() -> u16 {
             .map_or(0, |d| d.as_nanos()),
     );
     (h.finish() & 0xffff) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::TXT;
+
+    fn txt(strings: &[&[u8]]) -> String {
+        let record = Record::from_rdata(
+            Name::from_ascii("t.example.").expect("name"),
+            60,
+            RData::TXT(TXT::from_bytes(strings.to_vec())),
+        );
+        record_text(&record)
+    }
+
+    #[test]
+    fn txt_records_print_as_miekg_dns() {
+        assert_eq!(
+            txt(&[b"v=spf1 -all"]),
+            "t.example.\t60\tIN\tTXT\t\"v=spf1 -all\""
+        );
+        assert_eq!(
+            txt(&[b"hello", b"world"]),
+            "t.example.\t60\tIN\tTXT\t\"hello\" \"world\""
+        );
+        assert_eq!(
+            txt(&[b"say \"hi\" \\o/", b"\x01\xff"]),
+            "t.example.\t60\tIN\tTXT\t\"say \\\"hi\\\" \\\\o/\" \"\\001\\255\""
+        );
+    }
+
+    #[test]
+    fn fail_if_all_match_fails_when_some_rr_does_not_match_as_blackbox() {
+        let v = |re: &str| RrValidator {
+            fail_if_all_match_regexp: vec![regex::Regex::new(re).expect("regex")],
+            ..RrValidator::default()
+        };
+        let a = Record::from_rdata(
+            Name::from_ascii("a.example.").expect("name"),
+            0,
+            RData::A("192.0.2.1".parse().expect("ip")),
+        );
+        let aaaa = Record::from_rdata(
+            Name::from_ascii("a.example.").expect("name"),
+            0,
+            RData::AAAA("2001:db8::1".parse().expect("ip")),
+        );
+        assert!(validate(&[a.clone(), aaaa], &v(r"192\.0\.2\.1")).is_err());
+        assert!(validate(std::slice::from_ref(&a), &v(r"192\.0\.2\.1")).is_ok());
+        assert!(validate(&[], &v(".*")).is_ok());
+    }
 }

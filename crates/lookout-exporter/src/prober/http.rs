@@ -5,17 +5,23 @@
 //! handshake), `processing` (connection ready → first byte of the response, seen by a
 //! wrapper around the socket) and `transfer` (first response byte → end of body).
 //! Redirects (301, 302, 303, 307, 308) are followed by hand, at most `--probe.max-redirects`
-//! (10), each on a new connection, and every phase is summed over them. The response head is
-//! bounded by `--probe.max-response-header-bytes` (64 KiB; the header list size over HTTP/2)
-//! and `--probe.max-response-header-fields` (100, HTTP/1); see [`crate::limits`]. HTTP/2 is used when TLS ALPN
-//! negotiates it (and `enable_http2` is not false); cleartext is HTTP/1.1.
+//! (10), each on a new connection, and every phase is summed over them. As Go's client in
+//! blackbox_exporter, the redirect not followed (`follow_redirects: false`, or one past the
+//! limit) counts in `probe_http_redirects` and is the response judged, its body unread.
+//! The response head is bounded by `--probe.max-response-header-bytes` (64 KiB; the header
+//! list size over HTTP/2) and `--probe.max-response-header-fields` (100, HTTP/1); see
+//! [`crate::limits`]. HTTP/2 is used when TLS ALPN negotiates it (and `enable_http2` is not
+//! false); cleartext is HTTP/1.1, sent as Go's client sends it: `Connection: close` (keep-alive
+//! is off in blackbox_exporter) and header names in canonical `Title-Case`.
 //!
-//! The body is read up to `body_size_limit` (10 MiB unless set; `0` = unlimited); a larger
-//! body fails the probe with `body_too_large`. With `compression`, the body is decoded with
-//! that algorithm, as blackbox_exporter does, and the limit applies to the decoded size.
+//! The body is counted and discarded as it arrives, decoded per `compression` (which sends
+//! no `Accept-Encoding` of its own, as blackbox_exporter); it is kept only for the
+//! `fail_if_body_*` regexps. See [`body`] for `body_size_limit` (unlimited unless set, as in
+//! blackbox_exporter) and the bound on a body a regexp needs.
 
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+mod body;
+
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,7 +38,7 @@ use tokio::net::TcpStream;
 
 use super::resolve::resolve_target;
 use super::{Failure, HttpObservation, ProbeRequest, Recorder, connect_failure, reason, tls};
-use crate::config::{Compression, HttpProbe};
+use crate::config::HttpProbe;
 
 const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
 const USER_AGENT: &str = concat!("Lookout/", env!("CARGO_PKG_VERSION"));
@@ -50,6 +56,9 @@ const H_LAST_MODIFIED: &str = "Returns the Last-Modified HTTP response header in
 /// Phase times summed over redirects.
 #[derive(Debug, Default, Clone, Copy)]
 struct Phases {
+    /// Whether the target was resolved: blackbox_exporter publishes the phases other than
+    /// `resolve` only from then on.
+    resolved: bool,
     resolve: Duration,
     connect: Duration,
     tls: Duration,
@@ -63,7 +72,8 @@ impl Phases {
     }
 
     fn publish(&self, rec: &mut Recorder) {
-        for (phase, d) in PHASES.iter().zip([
+        let shown = if self.resolved { PHASES.len() } else { 1 };
+        for (phase, d) in PHASES.iter().take(shown).zip([
             self.resolve,
             self.connect,
             self.tls,
@@ -88,16 +98,21 @@ impl Phases {
 /// One response with what the probe needs to judge it.
 struct Hop {
     response: Response<Incoming>,
+    /// The method of the request it answers.
+    method: Method,
     tls: bool,
     /// When the first byte of the response arrived (the end of `processing`).
     first_byte: Instant,
 }
 
 /// Probes an HTTP(S) URL (`http://` is assumed when the target has no scheme).
+///
+/// The metrics are those of blackbox_exporter's `ProbeHTTP`: the duration phases other than
+/// `resolve` appear once the target is resolved, and a request that ends without a response
+/// (refused, TLS error, timeout; also after redirects) reports status code 0.
 pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(), Failure> {
     let cfg = &req.module.http;
-    let mut phases = Phases::default();
-    phases.publish(rec);
+    rec.http = Some(HttpObservation::default());
     for (name, help) in [
         ("probe_http_content_length", H_CONTENT_LENGTH),
         ("probe_http_uncompressed_body_length", H_UNCOMPRESSED),
@@ -110,7 +125,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         rec.set(name, help, 0.0);
     }
 
-    let mut uri: Uri = crate::target::http_url(req.target)?;
+    let uri: Uri = crate::target::http_url(req.target)?;
     let body = match &cfg.body_file {
         Some(path) => read_body_file(path).await?,
         None => Bytes::from(cfg.body.clone()),
@@ -121,32 +136,45 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
             format!("invalid method {:?}: {e}", cfg.method),
         )
     })?;
-    let mut out = Outgoing {
+    let out = Outgoing {
         method,
         body,
         cookies: Vec::new(),
     };
+    let mut phases = Phases::default();
+    let (hop, unfollowed) = follow_redirects(req, rec, uri, out, &mut phases).await?;
+    judge(req, rec, hop, unfollowed, &mut phases).await
+}
+
+/// Why the last response of a chain is a redirect that was not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unfollowed {
+    /// `follow_redirects: false`.
+    Disabled,
+    /// One more than `--probe.max-redirects`.
+    Limit(u32),
+}
+
+/// Sends the request and follows redirects as Go's client in blackbox_exporter does: every
+/// redirect response counts in `probe_http_redirects`, the one it does not follow too (so
+/// `follow_redirects: false` on a 302 reports 1, and a loop reports the limit + 1 with the
+/// last redirect as the response).
+async fn follow_redirects(
+    req: &ProbeRequest<'_>,
+    rec: &mut Recorder,
+    mut uri: Uri,
+    mut out: Outgoing,
+    phases: &mut Phases,
+) -> Result<(Hop, Option<Unfollowed>), Failure> {
+    let cfg = &req.module.http;
     let mut redirects = 0u32;
     let mut first = true;
-
-    let hop = loop {
-        let hop = one_hop(req, rec, &uri, &out, first, &mut phases).await?;
+    loop {
+        let hop = one_hop(req, rec, &uri, &out, first, phases).await?;
         first = false;
         let status = hop.response.status();
-        let host = uri.host().unwrap_or("");
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = crate::target::url_host(&uri).to_string();
         remember_cookies(&mut out.cookies, &host, hop.response.headers());
-        if let Some(h) = rec.http.as_mut() {
-            h.status = status.as_u16();
-        }
-        rec.set(
-            "probe_http_status_code",
-            H_STATUS,
-            f64::from(status.as_u16()),
-        );
         let location = hop
             .response
             .headers()
@@ -154,141 +182,117 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let is_redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
-        match location {
-            Some(location) if cfg.follow_redirects && is_redirect => {
-                let max = req.limits.max_redirects;
-                if redirects >= max {
-                    return Err(Failure::new(
-                        reason::TOO_MANY_REDIRECTS,
-                        format!(
-                            "stopped after {max} redirects: the limit of {max} redirects \
-                             (--probe.max-redirects) was reached"
-                        ),
-                    ));
-                }
-                redirects += 1;
-                rec.set("probe_http_redirects", H_REDIRECTS, f64::from(redirects));
-                let next = join_location(&uri, &location).map_err(|e| {
-                    Failure::new(
-                        reason::HTTP_REQUEST,
-                        format!("bad redirect Location {location:?}: {e}"),
-                    )
-                })?;
-                rec.log(format!("Received redirect: location={next}"));
-                // As Go's client: 303, and 301/302 of anything but GET/HEAD, become GET.
-                if status == StatusCode::SEE_OTHER
-                    || (matches!(status.as_u16(), 301 | 302)
-                        && out.method != Method::GET
-                        && out.method != Method::HEAD)
-                {
-                    out.method = Method::GET;
-                    out.body = Bytes::new();
-                }
-                uri = next;
-            }
-            _ => break hop,
+        let Some(location) = location.filter(|_| is_redirect) else {
+            return Ok((hop, None));
+        };
+        redirects = redirects.saturating_add(1);
+        rec.set("probe_http_redirects", H_REDIRECTS, f64::from(redirects));
+        rec.log(format!("Received redirect: location={location}"));
+        if !cfg.follow_redirects {
+            rec.log("Not following redirect: follow_redirects is false");
+            return Ok((hop, Some(Unfollowed::Disabled)));
         }
-    };
+        let max = req.limits.max_redirects;
+        if redirects > max {
+            rec.log(format!(
+                "Not following redirect: the limit of {max} redirects (--probe.max-redirects) was reached"
+            ));
+            return Ok((hop, Some(Unfollowed::Limit(max))));
+        }
+        let next = join_location(&uri, &location).map_err(|e| {
+            Failure::new(
+                reason::HTTP_REQUEST,
+                format!("bad redirect Location {location:?}: {e}"),
+            )
+        })?;
+        // As Go's client: 303, and 301/302 of anything but GET/HEAD, become GET.
+        if status == StatusCode::SEE_OTHER
+            || (matches!(status.as_u16(), 301 | 302)
+                && out.method != Method::GET
+                && out.method != Method::HEAD)
+        {
+            out.method = Method::GET;
+            out.body = Bytes::new();
+        }
+        uri = next;
+    }
+}
 
-    // The final response.
+/// Records the final response and judges it in blackbox_exporter's order: status code,
+/// header regexps, body regexps, body read errors, HTTP version, SSL.
+async fn judge(
+    req: &ProbeRequest<'_>,
+    rec: &mut Recorder,
+    hop: Hop,
+    unfollowed: Option<Unfollowed>,
+    phases: &mut Phases,
+) -> Result<(), Failure> {
+    let cfg = &req.module.http;
     let status = hop.response.status();
     let version = hop.response.version();
     let headers = hop.response.headers().clone();
-    rec.set(
-        "probe_http_status_code",
-        H_STATUS,
-        f64::from(status.as_u16()),
-    );
-    rec.log(format!(
-        "Received HTTP response: status_code={}",
-        status.as_u16()
-    ));
-    let content_length = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(-1.0);
-    rec.set(
-        "probe_http_content_length",
-        H_CONTENT_LENGTH,
-        content_length,
-    );
-    rec.set("probe_http_ssl", H_SSL, if hop.tls { 1.0 } else { 0.0 });
-    if let Some(ts) = headers
-        .get(http::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date)
-    {
-        rec.set(
-            "probe_http_last_modified_timestamp_seconds",
-            H_LAST_MODIFIED,
-            ts as f64,
-        );
-    }
-    let version_number = match version {
-        Version::HTTP_09 => 0.9,
-        Version::HTTP_10 => 1.0,
-        Version::HTTP_11 => 1.1,
-        Version::HTTP_2 => 2.0,
-        Version::HTTP_3 => 3.0,
-        _ => 0.0,
-    };
-    rec.set("probe_http_version", H_VERSION, version_number);
+    record_response(rec, &hop);
 
-    // Transfer: first response byte → end of body, bounded by the size limit.
-    let transfer_start = hop.first_byte;
-    let body_result = read_body(hop.response.into_body(), cfg).await;
-    phases.transfer += transfer_start.elapsed();
-    phases.publish(rec);
-    let body = match body_result {
-        Ok(b) => {
-            rec.set(
-                "probe_http_uncompressed_body_length",
-                H_UNCOMPRESSED,
-                b.len() as f64,
-            );
-            Some(b)
+    // A redirect that is not followed ends Go's request with an error: blackbox_exporter
+    // does not read its body (length 0), and a body regexp cannot match it.
+    let needs_body = !cfg.fail_if_body_matches_regexp.is_empty()
+        || !cfg.fail_if_body_not_matches_regexp.is_empty();
+    let body = if unfollowed.is_some() {
+        drop(hop.response);
+        body::Body {
+            error: Some(Failure::new(
+                reason::BODY_REGEX,
+                "the body of a redirect that is not followed is not read",
+            )),
+            ..body::Body::default()
         }
-        Err((read, failure)) => {
-            rec.set(
-                "probe_http_uncompressed_body_length",
-                H_UNCOMPRESSED,
-                read as f64,
-            );
-            // Blackbox judges the status before the body; keep that order.
-            if !status_ok(cfg, status) {
-                return Err(invalid_status(status));
-            }
-            return Err(failure);
-        }
+    } else {
+        let body = body::read(
+            hop.response.into_body(),
+            cfg,
+            needs_body,
+            req.limits.max_regexp_body_bytes,
+        )
+        .await;
+        phases.transfer += hop.first_byte.elapsed();
+        body
     };
+    phases.publish(rec);
+    rec.set(
+        "probe_http_uncompressed_body_length",
+        H_UNCOMPRESSED,
+        body.len as f64,
+    );
 
     if !status_ok(cfg, status) {
-        return Err(invalid_status(status));
-    }
-    if let Some(body) = &body {
-        check_body(cfg, body, rec)?;
+        return Err(match unfollowed {
+            Some(Unfollowed::Limit(max)) => Failure::new(
+                reason::TOO_MANY_REDIRECTS,
+                format!(
+                    "stopped after {max} redirects: the limit of {max} redirects \
+                     (--probe.max-redirects) was reached"
+                ),
+            ),
+            _ => invalid_status(status),
+        });
     }
     check_headers(cfg, &headers, rec)?;
-    if !cfg.valid_http_versions.is_empty() {
-        let proto = match version {
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_11 => "HTTP/1.1",
-            Version::HTTP_2 => "HTTP/2.0",
-            Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/0.9",
-        };
-        let ok = cfg
-            .valid_http_versions
-            .iter()
-            .any(|v| v == proto || format!("{v}.0") == proto);
-        if !ok {
-            return Err(Failure::new(
-                reason::INVALID_HTTP_VERSION,
-                format!("invalid HTTP version number: {proto}"),
-            ));
+    // blackbox_exporter fails before its body regexps when the decoder cannot start (a bad
+    // gzip header: nothing decoded); a body that breaks later fails the regexp check.
+    let undecodable = body
+        .error
+        .as_ref()
+        .is_some_and(|f| f.reason == reason::DECOMPRESSION && body.len == 0);
+    if needs_body && !undecodable {
+        match &body.text {
+            Some(text) if body.error.is_none() => check_body(cfg, text, rec)?,
+            _ => rec.set("probe_failed_due_to_regex", H_REGEX, 1.0),
         }
     }
+    if let Some(failure) = body.error.filter(|_| unfollowed.is_none() || needs_body) {
+        return Err(failure);
+    }
+    check_version(cfg, version)?;
     if hop.tls && cfg.fail_if_ssl {
         return Err(Failure::new(
             reason::SSL_FORBIDDEN,
@@ -302,6 +306,105 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Records what the final response says of itself: status code, content length, SSL,
+/// Last-Modified and HTTP version.
+fn record_response(rec: &mut Recorder, hop: &Hop) {
+    let status = hop.response.status();
+    let headers = hop.response.headers();
+    if let Some(h) = rec.http.as_mut() {
+        h.status = status.as_u16();
+    }
+    rec.set(
+        "probe_http_status_code",
+        H_STATUS,
+        f64::from(status.as_u16()),
+    );
+    rec.log(format!(
+        "Received HTTP response: status_code={}",
+        status.as_u16()
+    ));
+    rec.set(
+        "probe_http_content_length",
+        H_CONTENT_LENGTH,
+        content_length(&hop.method, status, hop.response.version(), headers),
+    );
+    rec.set("probe_http_ssl", H_SSL, if hop.tls { 1.0 } else { 0.0 });
+    if let Some(ts) = headers
+        .get(http::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+    {
+        rec.set(
+            "probe_http_last_modified_timestamp_seconds",
+            H_LAST_MODIFIED,
+            ts as f64,
+        );
+    }
+    let version_number = match hop.response.version() {
+        Version::HTTP_09 => 0.9,
+        Version::HTTP_10 => 1.0,
+        Version::HTTP_11 => 1.1,
+        Version::HTTP_2 => 2.0,
+        Version::HTTP_3 => 3.0,
+        _ => 0.0,
+    };
+    rec.set("probe_http_version", H_VERSION, version_number);
+}
+
+/// `probe_http_content_length` as Go's client sets `Response.ContentLength`: the
+/// Content-Length of a HEAD response (-1 without one); 0 for an HTTP/1 status that has no
+/// body (1xx, 204, 304); -1 for a chunked or unsized body.
+fn content_length(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> f64 {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(-1.0, |n| n as f64);
+    if *method == Method::HEAD || version == Version::HTTP_2 {
+        return declared;
+    }
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return 0.0;
+    }
+    if version != Version::HTTP_10 && headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return -1.0;
+    }
+    declared
+}
+
+fn check_version(cfg: &HttpProbe, version: Version) -> Result<(), Failure> {
+    if cfg.valid_http_versions.is_empty() {
+        return Ok(());
+    }
+    let proto = match version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/0.9",
+    };
+    let ok = cfg
+        .valid_http_versions
+        .iter()
+        .any(|v| v == proto || format!("{v}.0") == proto);
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            reason::INVALID_HTTP_VERSION,
+            format!("invalid HTTP version number: {proto}"),
+        ))
+    }
 }
 
 fn status_ok(cfg: &HttpProbe, status: StatusCode) -> bool {
@@ -394,83 +497,6 @@ fn check_headers(cfg: &HttpProbe, headers: &HeaderMap, rec: &mut Recorder) -> Re
     Ok(())
 }
 
-/// Reads the whole body, decoded per `compression`, up to the size limit. On error returns
-/// the number of (decoded) bytes read so far with the failure.
-async fn read_body(mut body: Incoming, cfg: &HttpProbe) -> Result<Vec<u8>, (usize, Failure)> {
-    let limit = cfg.body_size_limit;
-    let too_large = |n: usize| {
-        (
-            n,
-            Failure::new(
-                reason::BODY_TOO_LARGE,
-                format!(
-                    "response body is larger than body_size_limit ({} bytes)",
-                    limit.unwrap_or(0)
-                ),
-            ),
-        )
-    };
-    let decode = !matches!(cfg.compression, Compression::None | Compression::Identity);
-    let mut raw = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            (
-                raw.len(),
-                Failure::new(
-                    reason::HTTP_REQUEST,
-                    format!("error reading response body: {e}"),
-                ),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            raw.extend_from_slice(&data);
-            // Undecoded bodies are bounded as they arrive; compressed ones also bounded at
-            // the limit (compression never makes a body larger than a few bytes).
-            if let Some(limit) = limit {
-                if !decode && raw.len() as u64 > limit {
-                    return Err(too_large(raw.len()));
-                }
-                if decode && raw.len() as u64 > limit.saturating_mul(2).saturating_add(1024) {
-                    return Err(too_large(raw.len()));
-                }
-            }
-        }
-    }
-    if !decode {
-        return Ok(raw);
-    }
-    let cap = limit.map_or(u64::MAX, |l| l.saturating_add(1));
-    let mut out = Vec::new();
-    let result = match cfg.compression {
-        Compression::Gzip => flate2::read::GzDecoder::new(raw.as_slice())
-            .take(cap)
-            .read_to_end(&mut out),
-        Compression::Deflate => flate2::read::ZlibDecoder::new(raw.as_slice())
-            .take(cap)
-            .read_to_end(&mut out),
-        Compression::Br => brotli_decompressor::Decompressor::new(raw.as_slice(), 4096)
-            .take(cap)
-            .read_to_end(&mut out),
-        Compression::None | Compression::Identity => Ok(0),
-    };
-    if let Err(e) = result {
-        return Err((
-            out.len(),
-            Failure::new(
-                reason::DECOMPRESSION,
-                format!(
-                    "failed to decompress the body as {}: {e}",
-                    cfg.compression.as_str()
-                ),
-            ),
-        ));
-    }
-    if limit.is_some_and(|l| out.len() as u64 > l) {
-        return Err(too_large(out.len()));
-    }
-    Ok(out)
-}
-
 /// What each request of a redirect chain sends.
 struct Outgoing {
     method: Method,
@@ -525,31 +551,21 @@ async fn one_hop(
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
 
     // Resolve: the first hop's lookup is the probe's (recorded); later hops only add time.
-    let ip: IpAddr = if first {
-        let (ip, took) = resolve_target(
-            rec,
-            &host,
-            cfg.preferred_ip_protocol,
-            cfg.ip_protocol_fallback,
-            req.policy,
-        )
-        .await?;
-        phases.resolve += took;
-        ip
-    } else {
-        let mut scratch = Recorder::default();
-        let (ip, took) = resolve_target(
-            &mut scratch,
-            &host,
-            cfg.preferred_ip_protocol,
-            cfg.ip_protocol_fallback,
-            req.policy,
-        )
-        .await?;
-        phases.resolve += took;
-        ip
-    };
+    // The time counts even when the lookup fails, as blackbox_exporter's does.
+    let mut scratch = Recorder::default();
+    let start = Instant::now();
+    let resolved = resolve_target(
+        if first { &mut *rec } else { &mut scratch },
+        &host,
+        cfg.preferred_ip_protocol,
+        cfg.ip_protocol_fallback,
+        req.policy,
+    )
+    .await;
+    phases.resolve += start.elapsed();
+    phases.resolved |= resolved.is_ok();
     phases.publish(rec);
+    let (ip, _) = resolved?;
 
     let addr = SocketAddr::new(ip, port);
     let start = Instant::now();
@@ -602,6 +618,7 @@ async fn one_hop(
         let (response, first_byte) = send(stream, h2, request, req, phases, rec).await?;
         Ok(Hop {
             response,
+            method: out.method.clone(),
             tls: true,
             first_byte,
         })
@@ -609,6 +626,7 @@ async fn one_hop(
         let (response, first_byte) = send(tcp, false, request, req, phases, rec).await?;
         Ok(Hop {
             response,
+            method: out.method.clone(),
             tls: false,
             first_byte,
         })
@@ -648,12 +666,6 @@ fn build_request(
         http::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),
     );
-    if cfg.compression != Compression::None {
-        headers.insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static(cfg.compression.as_str()),
-        );
-    }
     let cookies: Vec<String> = out
         .cookies
         .iter()
@@ -683,6 +695,9 @@ fn build_request(
             .map_err(|e| bad(format!("invalid header value {value:?}: {e}")))?;
         headers.insert(name, value);
     }
+    // blackbox_exporter's client disables keep-alive, so Go sends this on HTTP/1 (it is
+    // dropped for HTTP/2, which has no such header).
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     rec.log(format!(
         "Making HTTP request: method={method} url={uri} host={host_header}"
     ));
@@ -841,6 +856,8 @@ where
         tokio::spawn(async move {
             let _ = tokio::time::timeout(deadline, conn).await;
         });
+        // HTTP/2 has no connection-specific headers.
+        request.headers_mut().remove(http::header::CONNECTION);
         // HTTP/2 carries the authority in :authority, not Host.
         if let Some(host) = request.headers_mut().remove(http::header::HOST) {
             if request.uri().authority().is_none() {
@@ -855,6 +872,8 @@ where
         // past it. hyper panics on a buffer under 8 KiB: Limits::validate refuses such a
         // limit at start-up, and the `max` keeps this call safe for any caller.
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            // Go writes canonical header names (`X-Custom`); some servers care.
+            .title_case_headers(true)
             .max_headers(max_fields)
             .max_header_size(max_bytes)
             .max_buf_size(max_bytes.max(crate::limits::MIN_RESPONSE_HEADER_BYTES))

@@ -46,6 +46,8 @@ mod tcp;
 mod tls;
 mod tls_verify;
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::config::{Module, ProberKind};
@@ -285,18 +287,13 @@ pub struct ProbeReport {
     pub recorder: Recorder,
 }
 
-/// Deadline used when a request carries a zero timeout (never probe without one).
-pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs one probe with the module's prober under `req.timeout`, and adds `probe_success`,
 /// `probe_duration_seconds` and the failure-reason info metric to what the prober recorded.
 ///
-/// A zero `req.timeout` falls back to the module's timeout, then to [`FALLBACK_TIMEOUT`].
+/// A zero `req.timeout` is a deadline already passed (blackbox_exporter's answer to a scrape
+/// timeout that the offset eats): the prober runs until it first waits, then times out.
 pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
-    let timeout = [req.timeout, req.module.timeout, FALLBACK_TIMEOUT]
-        .into_iter()
-        .find(|t| !t.is_zero())
-        .unwrap_or(FALLBACK_TIMEOUT);
+    let timeout = req.timeout;
     let mut rec = Recorder::default();
     rec.log(format!(
         "Beginning probe: prober={} target={} timeout={:.3}s",
@@ -314,9 +311,20 @@ pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
                 ProberKind::Icmp => probe_icmp(req, &mut rec).await,
             }
         };
-        match tokio::time::timeout(timeout, probe).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::new(
+        let finished = if timeout.is_zero() {
+            // Polled once, so what needs no waiting (a literal address) is still recorded,
+            // then cut off: a zero-length timer would let a fast target answer first.
+            let mut probe = std::pin::pin!(probe);
+            match std::future::poll_fn(|cx| Poll::Ready(probe.as_mut().poll(cx))).await {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => None,
+            }
+        } else {
+            tokio::time::timeout(timeout, probe).await.ok()
+        };
+        match finished {
+            Some(result) => result,
+            None => Err(Failure::new(
                 reason::TIMEOUT,
                 format!(
                     "probe did not finish within its timeout of {:.3}s",
