@@ -333,13 +333,17 @@ impl Group {
         if !sleep_until(eval_ts, &mut stop).await {
             return;
         }
-        self.iterate(eval_ts).await;
+        if !self.iterate_or_stop(eval_ts, &mut stop).await {
+            return;
+        }
         if let Some(restore) = restore {
             if !sleep_until(eval_ts + self.interval, &mut stop).await {
                 return;
             }
             eval_ts = self.next_slot(eval_ts);
-            self.iterate(eval_ts).await;
+            if !self.iterate_or_stop(eval_ts, &mut stop).await {
+                return;
+            }
             let started = Instant::now();
             restore(self.clone()).await;
             self.ctx
@@ -354,7 +358,26 @@ impl Group {
                 return;
             }
             eval_ts = self.next_slot(eval_ts);
-            self.iterate(eval_ts).await;
+            if !self.iterate_or_stop(eval_ts, &mut stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Runs one iteration unless `stop` fires first; then the iteration is dropped, which
+    /// cancels its running query and template expansions, so a shutdown never waits for an
+    /// evaluation that may run until its query timeout. False when stopped.
+    async fn iterate_or_stop(
+        &self,
+        ts: SystemTime,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = self.iterate(ts) => true,
+            _ = stop.changed() => false,
         }
     }
 

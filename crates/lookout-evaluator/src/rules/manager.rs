@@ -398,7 +398,7 @@ impl RuleManager {
         }
     }
 
-    /// Stops every group (waiting for running evaluations to end) and writes the state
+    /// Stops every group (a running evaluation is dropped, cancelling its query) and writes the state
     /// file one last time.
     pub async fn stop(&self) {
         let groups = std::mem::take(&mut self.lock().groups);
