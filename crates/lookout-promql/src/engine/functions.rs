@@ -506,10 +506,11 @@ impl Evaluator<'_> {
                     .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
                 matchers.push(LabelMatcher::new(MatchOp::Re(rx), METRIC_NAME, ".+_info"));
             }
-            for sd in self
-                .q
-                .select(&matchers, info_time - self.lookback + 1, info_time)
-            {
+            for sd in self.q.select(
+                &matchers,
+                self.window_open(info_time, self.lookback).saturating_add(1),
+                info_time,
+            ) {
                 if let Some(last) = sd.samples.last()
                     && !crate::storage::is_stale(last.v)
                 {
@@ -697,7 +698,7 @@ impl Evaluator<'_> {
             let Some(s) = idx.checked_sub(1).map(|i| sd.samples[i]) else {
                 continue;
             };
-            if s.t <= t - self.lookback || is_stale(s.v) {
+            if s.t <= self.window_open(t, self.lookback) || is_stale(s.v) {
                 continue;
             }
             let st = sd.st.as_ref().map_or(0, |st| st[idx - 1]);
