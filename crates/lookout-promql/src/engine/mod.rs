@@ -32,6 +32,7 @@ pub mod cancel;
 pub mod depth;
 pub mod error;
 mod functions;
+pub mod parse_cache;
 mod rewrite;
 mod steps;
 pub mod value;
@@ -47,6 +48,7 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, Vector
 
 pub use cancel::{CancelOnDrop, QueryControl};
 pub use error::{Annotation, AnnotationLevel, QueryError};
+pub use parse_cache::ParseCache;
 pub(crate) use functions::almost_equal as almost_equal_pub;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
 pub use windows::WindowSemantics;
