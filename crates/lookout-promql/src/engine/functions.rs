@@ -640,6 +640,7 @@ impl Evaluator<'_> {
         }
         let mut v = self.eval_vector(args[0], ts)?;
         for s in v.iter_mut() {
+            self.poll()?;
             let src_val = s.metric.get(&src).unwrap_or("").to_string();
             if let Some(caps) = re.captures(&src_val) {
                 let mut res = String::new();
@@ -674,6 +675,7 @@ impl Evaluator<'_> {
         }
         let mut v = self.eval_vector(args[0], ts)?;
         for s in v.iter_mut() {
+            self.poll()?;
             let joined = srcs
                 .iter()
                 .map(|l| s.metric.get(l).unwrap_or(""))

@@ -48,8 +48,8 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, Vector
 
 pub use cancel::{CancelOnDrop, QueryControl};
 pub use error::{Annotation, AnnotationLevel, QueryError};
-pub use parse_cache::ParseCache;
 pub(crate) use functions::almost_equal as almost_equal_pub;
+pub use parse_cache::ParseCache;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
 pub use windows::WindowSemantics;
 
@@ -364,26 +364,47 @@ const INCOMPLETE_AFTER: &[&str] = &[
     ":",
 ];
 
+/// Token counts up to which [`locate_syntax_error`] tries every prefix in turn; a longer
+/// query is bisected instead, so that an invalid 1 MB query costs a few dozen parses
+/// rather than one per token (quadratic).
+const LOCATE_LINEAR_TOKENS: usize = 256;
+
 /// The start of the token where promql-parser's "invalid promql query" first applies: the
 /// last token of the shortest prefix that, with its brackets closed, is rejected although it
-/// does not end in an operator or opening bracket.
+/// does not end in an operator or opening bracket. Past [`LOCATE_LINEAR_TOKENS`] candidate
+/// tokens the prefixes are bisected, which assumes that a rejected prefix stays rejected
+/// when it grows (true of syntax errors; at worst the position is less precise).
 fn locate_syntax_error(q: &str) -> Option<usize> {
     let starts = token_starts(q);
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(q.len());
-        let token = q[start..end].trim();
-        if INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()) {
-            continue;
-        }
+    // (token start, end of the prefix it closes) of the tokens worth trying.
+    let candidates: Vec<(usize, usize)> = starts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(q.len());
+            let token = q[start..end].trim();
+            (!INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()))
+                .then_some((start, end))
+        })
+        .collect();
+    let rejected = |&(_, end): &(usize, usize)| {
         let prefix = &q[..end];
         let candidate = format!("{prefix}{}", closers(prefix));
-        if let Err(m) = parser::parse(&candidate)
-            && m == "invalid promql query"
-        {
-            return Some(start);
+        matches!(parser::parse(&candidate), Err(m) if m == "invalid promql query")
+    };
+    if candidates.len() <= LOCATE_LINEAR_TOKENS {
+        return candidates.iter().find(|c| rejected(c)).map(|c| c.0);
+    }
+    let (mut lo, mut hi) = (0, candidates.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if rejected(&candidates[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
         }
     }
-    None
+    candidates.get(lo).map(|c| c.0)
 }
 
 /// Finds a position for a parse error whose message quotes the offending text.
