@@ -84,6 +84,8 @@ pub struct Args {
     /// evaluation recurses as deep, and the threads' stacks are sized for 256.
     #[arg(long = "query.max-depth", value_name = "N", default_value = "256", value_parser = parse_max_depth)]
     query_max_depth: usize,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     /// Embedded mode: most series kept in memory. A sample that would create one more
     /// series is refused (existing series keep taking samples) and counted in
     /// lookout_evaluator_limit_hits_total{limit="storage_max_series"}. 0 is unlimited.
@@ -206,6 +208,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.query_timeout = args.query_timeout;
     options.query_max_concurrency = args.query_max_concurrency;
     options.query_max_depth = args.query_max_depth;
+    options.query_windows = args.windows.semantics();
     options.storage_max_series = args.storage_max_series;
     options.config_max_file_bytes = args.config_max_file_size;
     options.rules_max_file_bytes = args.rules_max_file_size;
@@ -281,6 +284,15 @@ mod tests {
         assert_eq!(o.template_max_output_bytes, 4096);
         assert_eq!(o.query_max_concurrency, 1);
         assert_eq!(o.storage_max_series, 0);
+    }
+
+    #[test]
+    fn windows_are_prometheus_3_unless_switched() {
+        use lookout_promql::engine::WindowSemantics;
+        let o = parse(&[]).expect("defaults");
+        assert_eq!(o.query_windows, WindowSemantics::Prometheus3);
+        let o = parse(&["--query.prometheus2-windows"]).expect("switch");
+        assert_eq!(o.query_windows, WindowSemantics::Prometheus2);
     }
 
     #[test]

@@ -68,6 +68,28 @@ impl WebArgs {
     }
 }
 
+/// `--query.prometheus2-windows`, shared by the sub-commands that evaluate PromQL.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct WindowArgs {
+    /// Cut windows as Prometheus 2 and promtool 2.x do: left-closed, `[t - range, t]` for
+    /// range selectors and subqueries and `[t - 5m, t]` for the instant lookback, so a
+    /// sample exactly on a window's left edge counts. Without it windows are left-open, as
+    /// in Prometheus 3. For rules and unit tests written for Prometheus 2.
+    #[arg(long = "query.prometheus2-windows")]
+    pub prometheus2_windows: bool,
+}
+
+impl WindowArgs {
+    /// The window semantics these flags select.
+    pub fn semantics(self) -> lookout_promql::engine::WindowSemantics {
+        if self.prometheus2_windows {
+            lookout_promql::engine::WindowSemantics::Prometheus2
+        } else {
+            lookout_promql::engine::WindowSemantics::Prometheus3
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use lookout_promql::promqltest::{Status, run_file};
+use lookout_promql::promqltest::{Status, harness_engine_options, run_file_with};
 
 /// Flags of `lookout promqltest`.
 #[derive(clap::Args)]
@@ -15,14 +15,20 @@ pub struct Args {
     /// Also list every skipped eval with its reason.
     #[arg(long)]
     pub show_skipped: bool,
+    #[command(flatten)]
+    pub windows: super::WindowArgs,
 }
 
 /// Runs the scripts; exit code 1 when anything failed.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let opts = lookout_promql::engine::EngineOptions {
+        windows: args.windows.semantics(),
+        ..harness_engine_options()
+    };
     for file in &args.files {
         let name = file.display();
-        let report = match run_file(file) {
+        let report = match run_file_with(file, opts.clone()) {
             Ok(r) => r,
             Err(e) => {
                 println!("{e}");

@@ -39,6 +39,8 @@ pub enum RulesCommand {
         /// bytes).
         #[arg(long = "rules.max-file-size", value_name = "SIZE", default_value = "10MiB", value_parser = super::evaluator::parse_size)]
         max_file_size: u64,
+        #[command(flatten)]
+        windows: super::WindowArgs,
         /// Unit-test files.
         #[arg(required = true)]
         files: Vec<String>,
@@ -53,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ignore_unknown_fields,
             debug,
             max_file_size,
+            windows,
             files,
         } => {
             let opts = lookout_evaluator::unittest::TestOptions {
@@ -60,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ignore_unknown_fields,
                 debug,
                 max_file_bytes: max_file_size,
+                windows: windows.semantics(),
             };
             let summary = lookout_evaluator::unittest::run_files(
                 &files,

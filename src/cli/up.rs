@@ -62,6 +62,8 @@ pub struct Args {
     /// match the --web.listen-address.* flags.
     #[arg(long = "config.dir", value_name = "DIR")]
     config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     /// TLS, basic auth and lifecycle settings, applied to both servers. The built-in
     /// configuration scrapes and probes them over plain HTTP without a password, so with
     /// TLS or `basic_auth_scope: all` use `--config.dir` with matching `scrape_configs`
@@ -163,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         o.listen_address = args.evaluator_address.to_string();
         o.external_url = Some(format!("http://{}", args.evaluator_address));
         o.web = args.web.options();
+        o.query_windows = args.windows.semantics();
         // Nothing is written outside the scratch directory: `for` timers start afresh.
         o.state_file = None;
         o

@@ -3,6 +3,10 @@
 //! (recording rules, `ALERTS`, `ALERTS_FOR_STATE`, staleness markers) are written to the same
 //! storage so later rules, `/api/v1/query` and Grafana see them.
 //!
+//! Each distinct expression text is parsed once (a bounded [`ParseCache`]): rules evaluate
+//! the same texts at every interval, and parsing (promql-parser compiles every regex
+//! matcher) cost more than evaluating many of them.
+//!
 //! Queries run on tokio's blocking pool: evaluation is CPU-bound and must not stall the
 //! scrape loops and the notifier on the async workers. The runtime's threads need
 //! `lookout_promql::engine::depth::EVAL_STACK_BYTES` of stack (evaluation recurses up to
@@ -11,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lookout_promql::engine::{self, Engine, QueryControl, QueryError, Value};
+use lookout_promql::engine::{self, Engine, ParseCache, QueryControl, QueryError, Value};
 use lookout_promql::storage::{Queryable, Storage};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -28,8 +32,26 @@ use crate::scrape::target::to_ms;
 pub struct EmbeddedDatasource {
     storage: Arc<Storage>,
     engine: Engine,
+    /// Parsed expressions by text, shared by the clones of this datasource.
+    parsed: Arc<ParseCache>,
     /// Run queries on the calling task instead of the blocking pool.
     inline: bool,
+}
+
+/// Parses `text` (or takes it from `parsed`) and evaluates it at `t_ms`.
+fn run_query(
+    engine: &Engine,
+    parsed: &ParseCache,
+    storage: &Storage,
+    text: &str,
+    t_ms: i64,
+    control: &QueryControl,
+) -> Result<Value, QueryError> {
+    let expr = parsed.parse(text)?;
+    let storage = storage as &dyn Queryable;
+    Ok(engine
+        .exec_instant_with(storage, &expr, text, t_ms, control)?
+        .value)
 }
 
 fn query_error(expr: &str, e: QueryError) -> DatasourceError {
@@ -61,9 +83,11 @@ pub fn selector_matchers(selector: &str) -> Result<Vec<Matcher>, String> {
 impl EmbeddedDatasource {
     /// A datasource evaluating with `engine` over `storage`.
     pub fn new(storage: Arc<Storage>, engine: Engine) -> EmbeddedDatasource {
+        let parsed = Arc::new(ParseCache::new(engine.options().max_depth));
         EmbeddedDatasource {
             storage,
             engine,
+            parsed,
             inline: false,
         }
     }
@@ -94,21 +118,25 @@ impl Datasource for EmbeddedDatasource {
         at: SystemTime,
     ) -> DatasourceFuture<'a, Vec<QuerySample>> {
         Box::pin(async move {
-            let storage = self.storage.clone();
-            let engine = self.engine.clone();
-            let text = expr.to_string();
             let t_ms = to_ms(at);
             // The engine's `--query.timeout` bounds the evaluation; the guard stops it too
             // when this future is dropped (a rule group stopped by a reload or shutdown).
             let control = QueryControl::new();
             let _cancel = control.cancel_on_drop();
             let result = if self.inline {
-                let storage = storage.as_ref() as &dyn Queryable;
-                engine.instant_query_controlled(storage, &text, t_ms, &control)
+                run_query(
+                    &self.engine,
+                    &self.parsed,
+                    &self.storage,
+                    expr,
+                    t_ms,
+                    &control,
+                )
             } else {
+                let (storage, engine) = (self.storage.clone(), self.engine.clone());
+                let (parsed, text) = (self.parsed.clone(), expr.to_string());
                 tokio::task::spawn_blocking(move || {
-                    let storage = storage.as_ref() as &dyn Queryable;
-                    engine.instant_query_controlled(storage, &text, t_ms, &control)
+                    run_query(&engine, &parsed, &storage, &text, t_ms, &control)
                 })
                 .await
                 .map_err(|e| DatasourceError::Unavailable(format!("query task failed: {e}")))?

@@ -69,6 +69,9 @@ pub struct EvaluatorOptions {
     /// `--query.max-depth`: deepest expression tree a query may parse to (256, also the
     /// most accepted; see `lookout_promql::engine::depth`).
     pub query_max_depth: usize,
+    /// `--query.prometheus2-windows`: Prometheus 2's left-closed windows instead of
+    /// Prometheus 3's left-open ones (embedded mode and the query API; off).
+    pub query_windows: lookout_promql::engine::WindowSemantics,
     /// `--storage.max-series`: most series the embedded storage holds (1,000,000; 0 is
     /// unlimited).
     pub storage_max_series: usize,
@@ -107,6 +110,7 @@ impl EvaluatorOptions {
             query_timeout: Duration::from_secs(120),
             query_max_concurrency: limits::DEFAULT_QUERY_MAX_CONCURRENCY,
             query_max_depth: lookout_promql::engine::depth::DEFAULT_MAX_DEPTH,
+            query_windows: lookout_promql::engine::WindowSemantics::Prometheus3,
             storage_max_series: limits::DEFAULT_STORAGE_MAX_SERIES,
             config_max_file_bytes: limits::MAX_CONFIG_FILE_BYTES,
             rules_max_file_bytes: limits::MAX_RULE_FILE_BYTES,
@@ -200,6 +204,7 @@ where
         max_samples: opts.query_max_samples,
         timeout: Some(opts.query_timeout),
         max_depth: opts.query_max_depth,
+        windows: opts.query_windows,
         ..lookout_promql::engine::EngineOptions::default()
     });
     let mut storage = None;

@@ -38,6 +38,9 @@ pub struct TestOptions {
     pub debug: bool,
     /// `--rules.max-file-size`: the largest test file or rule file read, in bytes.
     pub max_file_bytes: u64,
+    /// `--query.prometheus2-windows`: evaluate with Prometheus 2's left-closed windows, as
+    /// `promtool test rules` 2.x does.
+    pub windows: lookout_promql::engine::WindowSemantics,
 }
 
 impl Default for TestOptions {
@@ -47,6 +50,7 @@ impl Default for TestOptions {
             ignore_unknown_fields: false,
             debug: false,
             max_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
+            windows: lookout_promql::engine::WindowSemantics::Prometheus3,
         }
     }
 }
@@ -174,6 +178,7 @@ fn run_file(
         group_order: &group_order,
         fuzzy: utf.fuzzy_compare,
         debug: opts.debug,
+        windows: opts.windows,
     };
     let mut errors = Vec::new();
     for (i, tg) in utf.tests.iter().enumerate() {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
-use lookout_promql::engine::{Engine, EngineOptions, Value};
+use lookout_promql::engine::{Engine, EngineOptions, Value, WindowSemantics};
 use lookout_promql::promqltest::script::{SeqValue, parse_series, parse_series_upto};
 use lookout_promql::storage::{Queryable, Storage, StorageOptions};
 
@@ -46,6 +46,8 @@ pub(crate) struct FileContext<'a> {
     pub fuzzy: bool,
     /// `--debug`.
     pub debug: bool,
+    /// `--query.prometheus2-windows`.
+    pub windows: WindowSemantics,
 }
 
 /// How one test group ended.
@@ -273,6 +275,7 @@ fn run_inner(
         default_subquery_step: Duration::from_millis(ctx.eval_interval_ms.max(1) as u64),
         enable_at_modifier: true,
         enable_negative_offset: true,
+        windows: ctx.windows,
         ..EngineOptions::default()
     });
     let datasource =

@@ -279,18 +279,27 @@ impl Evaluator<'_> {
                 };
                 Ok(Value::Scalar { t: ts, v })
             }
-            (Value::Vector(l), Value::Scalar { v: r, .. }) => {
-                Ok(Value::Vector(vector_scalar(op, l, r, false, return_bool)))
-            }
-            (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
-                Ok(Value::Vector(vector_scalar(op, r, l, true, return_bool)))
-            }
+            (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(
+                op,
+                l,
+                (r, false),
+                return_bool,
+                self.stop(),
+            )?)),
+            (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(
+                op,
+                r,
+                (l, true),
+                return_bool,
+                self.stop(),
+            )?)),
             (Value::Vector(l), Value::Vector(r)) => {
                 let matching = Matching::from_expr(b, op, &self.binary_memo, !self.evaluates_once);
+                let stop = self.stop();
                 let out = match op {
-                    BinOp::And => vector_and(l, r, &matching),
-                    BinOp::Or => vector_or(l, r, &matching),
-                    BinOp::Unless => vector_unless(l, r, &matching),
+                    BinOp::And => vector_set(l, r, &matching, SetOp::And, stop)?,
+                    BinOp::Or => vector_or(l, r, &matching, stop)?,
+                    BinOp::Unless => vector_set(l, r, &matching, SetOp::Unless, stop)?,
                     _ => vector_binop(op, l, r, &matching, (return_bool, self.stop()))?,
                 };
                 Ok(Value::Vector(out))
@@ -304,9 +313,17 @@ impl Evaluator<'_> {
     }
 }
 
-fn vector_scalar(op: BinOp, vec: Vector, scalar: f64, swap: bool, return_bool: bool) -> Vector {
+/// `vector op scalar` (`scalar op vector` when `swap`).
+fn vector_scalar(
+    op: BinOp,
+    vec: Vector,
+    (scalar, swap): (f64, bool),
+    return_bool: bool,
+    stop: &Stop,
+) -> Result<Vector, QueryError> {
     let mut out = Vec::with_capacity(vec.len());
     for mut s in vec {
+        stop.check()?;
         let (l, r) = if swap { (scalar, s.f) } else { (s.f, scalar) };
         let (mut v, mut keep) = elem(op, l, r);
         if op.is_comparison() && swap {
@@ -324,43 +341,63 @@ fn vector_scalar(op: BinOp, vec: Vector, scalar: f64, swap: bool, return_bool: b
             out.push(s);
         }
     }
-    out
+    Ok(out)
 }
 
-fn vector_and(l: Vector, r: Vector, m: &Matching) -> Vector {
-    if l.is_empty() || r.is_empty() {
-        return Vec::new();
+/// `and` or `unless`: the samples of `l` whose match group is (not) on the right.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetOp {
+    And,
+    Unless,
+}
+
+/// The match-group signatures of `v`, polling `stop` per sample.
+fn signatures(v: &Vector, m: &Matching, stop: &Stop) -> Result<HashSet<u64, FnvBuild>, QueryError> {
+    let mut out = HashSet::with_capacity_and_hasher(v.len(), FnvBuild);
+    for s in v {
+        stop.check()?;
+        out.insert(m.signature(&s.metric));
     }
-    let right: HashSet<u64, FnvBuild> = r.iter().map(|s| m.signature(&s.metric)).collect();
-    l.into_iter()
-        .filter(|s| right.contains(&m.signature(&s.metric)))
-        .collect()
+    Ok(out)
 }
 
-fn vector_or(l: Vector, r: Vector, m: &Matching) -> Vector {
+fn vector_set(
+    l: Vector,
+    r: Vector,
+    m: &Matching,
+    op: SetOp,
+    stop: &Stop,
+) -> Result<Vector, QueryError> {
+    if l.is_empty() || r.is_empty() {
+        return Ok(if op == SetOp::And { Vec::new() } else { l });
+    }
+    let right = signatures(&r, m, stop)?;
+    let mut out = Vec::with_capacity(l.len());
+    for s in l {
+        stop.check()?;
+        if right.contains(&m.signature(&s.metric)) == (op == SetOp::And) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn vector_or(l: Vector, r: Vector, m: &Matching, stop: &Stop) -> Result<Vector, QueryError> {
     if l.is_empty() {
-        return r;
+        return Ok(r);
     }
     if r.is_empty() {
-        return l;
+        return Ok(l);
     }
-    let left: HashSet<u64, FnvBuild> = l.iter().map(|s| m.signature(&s.metric)).collect();
+    let left = signatures(&l, m, stop)?;
     let mut out = l;
-    out.extend(
-        r.into_iter()
-            .filter(|s| !left.contains(&m.signature(&s.metric))),
-    );
-    out
-}
-
-fn vector_unless(l: Vector, r: Vector, m: &Matching) -> Vector {
-    if l.is_empty() || r.is_empty() {
-        return l;
+    for s in r {
+        stop.check()?;
+        if !left.contains(&m.signature(&s.metric)) {
+            out.push(s);
+        }
     }
-    let right: HashSet<u64, FnvBuild> = r.iter().map(|s| m.signature(&s.metric)).collect();
-    l.into_iter()
-        .filter(|s| !right.contains(&m.signature(&s.metric)))
-        .collect()
+    Ok(out)
 }
 
 fn vector_binop(

@@ -2,6 +2,12 @@
 
 use std::fmt;
 
+/// Most characters of a query or sub-expression an error message repeats. Prometheus
+/// repeats none of the query (it names the position only); Lookout shows the text for
+/// context, but never a whole 1 MB query: a longer text is cut to this many characters
+/// around the error's position, with `…` where text was left out.
+pub const MAX_ECHOED_CHARS: usize = 256;
+
 /// Why a query failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
@@ -29,6 +35,8 @@ pub enum QueryError {
 }
 
 fn parse_display(query: &str, message: &str, position: &Option<(usize, usize)>) -> String {
+    let at = position.map(|(l, c)| char_index(query, l, c)).unwrap_or(0);
+    let query = echoed(query, at);
     match position {
         Some((l, c)) => format!("parse error at line {l}, column {c} in `{query}`: {message}"),
         None => format!("parse error in `{query}`: {message}"),
@@ -37,9 +45,44 @@ fn parse_display(query: &str, message: &str, position: &Option<(usize, usize)>) 
 
 fn context_suffix(expr: &Option<String>) -> String {
     match expr {
-        Some(e) => format!(" (in `{e}`)"),
+        Some(e) => format!(" (in `{}`)", echoed(e, 0)),
         None => String::new(),
     }
+}
+
+/// The index (in characters) of 1-based line `line`, column `col` of `text`.
+fn char_index(text: &str, line: usize, col: usize) -> usize {
+    let mut index = 0;
+    for (i, l) in text.split('\n').enumerate() {
+        if i + 1 == line {
+            return index + col.saturating_sub(1);
+        }
+        index += l.chars().count() + 1;
+    }
+    index
+}
+
+/// `text`, or at most [`MAX_ECHOED_CHARS`] of it around character `at` with `…` for what
+/// is left out.
+pub(crate) fn echoed(text: &str, at: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ECHOED_CHARS {
+        return text.into();
+    }
+    let total = text.chars().count();
+    if total <= MAX_ECHOED_CHARS {
+        return text.into();
+    }
+    let start = at
+        .saturating_sub(MAX_ECHOED_CHARS / 4)
+        .min(total - MAX_ECHOED_CHARS);
+    let kept: String = text.chars().skip(start).take(MAX_ECHOED_CHARS).collect();
+    let before = if start > 0 { "…" } else { "" };
+    let after = if start + MAX_ECHOED_CHARS < total {
+        "…"
+    } else {
+        ""
+    };
+    format!("{before}{kept}{after}").into()
 }
 
 impl QueryError {
@@ -74,6 +117,39 @@ impl QueryError {
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_query_is_echoed_in_part_around_the_error() {
+        let query = format!("sum({} +)", "a + ".repeat(250_000));
+        let e = QueryError::Parse {
+            query: query.clone(),
+            message: "unexpected \")\"".into(),
+            position: Some((1, query.chars().count())),
+        };
+        let shown = e.to_string();
+        assert!(shown.len() < MAX_ECHOED_CHARS * 2, "{} bytes", shown.len());
+        assert!(shown.contains("a + a +  +)`"), "{shown}");
+        assert!(shown.starts_with("parse error at line 1, column 1000007 in `…"));
+        let e = QueryError::Eval {
+            message: "boom".into(),
+            expr: Some(query),
+        };
+        assert!(e.to_string().len() < MAX_ECHOED_CHARS * 2);
+        let short = QueryError::Parse {
+            query: "sum(".into(),
+            message: "m".into(),
+            position: Some((1, 5)),
+        };
+        assert_eq!(
+            short.to_string(),
+            "parse error at line 1, column 5 in `sum(`: m"
+        );
     }
 }
 

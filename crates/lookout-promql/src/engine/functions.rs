@@ -506,10 +506,11 @@ impl Evaluator<'_> {
                     .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
                 matchers.push(LabelMatcher::new(MatchOp::Re(rx), METRIC_NAME, ".+_info"));
             }
-            for sd in self
-                .q
-                .select(&matchers, info_time - self.lookback + 1, info_time)
-            {
+            for sd in self.q.select(
+                &matchers,
+                self.window_open(info_time, self.lookback).saturating_add(1),
+                info_time,
+            ) {
                 if let Some(last) = sd.samples.last()
                     && !crate::storage::is_stale(last.v)
                 {
@@ -639,6 +640,7 @@ impl Evaluator<'_> {
         }
         let mut v = self.eval_vector(args[0], ts)?;
         for s in v.iter_mut() {
+            self.poll()?;
             let src_val = s.metric.get(&src).unwrap_or("").to_string();
             if let Some(caps) = re.captures(&src_val) {
                 let mut res = String::new();
@@ -673,6 +675,7 @@ impl Evaluator<'_> {
         }
         let mut v = self.eval_vector(args[0], ts)?;
         for s in v.iter_mut() {
+            self.poll()?;
             let joined = srcs
                 .iter()
                 .map(|l| s.metric.get(l).unwrap_or(""))
@@ -697,7 +700,7 @@ impl Evaluator<'_> {
             let Some(s) = idx.checked_sub(1).map(|i| sd.samples[i]) else {
                 continue;
             };
-            if s.t <= t - self.lookback || is_stale(s.v) {
+            if s.t <= self.window_open(t, self.lookback) || is_stale(s.v) {
                 continue;
             }
             let st = sd.st.as_ref().map_or(0, |st| st[idx - 1]);

@@ -3,7 +3,8 @@
 //! Written by hand because no embeddable Rust evaluator exists: `promql-parser` only parses,
 //! GreptimeDB's evaluator is bound to DataFusion and OpenObserve's is AGPL. The semantics
 //! follow Prometheus 3 (`promql/engine.go`, `functions.go`): 5 m lookback with left-open
-//! windows `(t - range, t]`, stale markers ending a series at once, `offset` (negative too),
+//! windows `(t - range, t]` (Prometheus 2's left-closed windows on request, see the
+//! [`windows`] module), stale markers ending a series at once, `offset` (negative too),
 //! `@` with `start()`/`end()`, subqueries aligned to absolute multiples of their step, and
 //! delayed `__name__` removal (names to drop are only dropped when the query finishes, so
 //! `label_replace` can still read or keep them).
@@ -31,9 +32,11 @@ pub mod cancel;
 pub mod depth;
 pub mod error;
 mod functions;
+pub mod parse_cache;
 mod rewrite;
 mod steps;
 pub mod value;
+pub mod windows;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,7 +49,9 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, SubqueryExpr, Vector
 pub use cancel::{CancelOnDrop, QueryControl};
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
+pub use parse_cache::ParseCache;
 pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
+pub use windows::WindowSemantics;
 
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{Queryable, SeriesData, is_stale};
@@ -71,6 +76,9 @@ pub struct EngineOptions {
     /// How deep a query's expression tree may nest (`--query.max-depth`); see the
     /// [`depth`] module.
     pub max_depth: usize,
+    /// Whether windows are left-open (Prometheus 3, the default) or left-closed
+    /// (Prometheus 2); see the [`windows`] module.
+    pub windows: WindowSemantics,
 }
 
 impl Default for EngineOptions {
@@ -83,6 +91,7 @@ impl Default for EngineOptions {
             enable_negative_offset: true,
             timeout: Some(Duration::from_secs(120)),
             max_depth: depth::DEFAULT_MAX_DEPTH,
+            windows: WindowSemantics::Prometheus3,
         }
     }
 }
@@ -355,26 +364,47 @@ const INCOMPLETE_AFTER: &[&str] = &[
     ":",
 ];
 
+/// Token counts up to which [`locate_syntax_error`] tries every prefix in turn; a longer
+/// query is bisected instead, so that an invalid 1 MB query costs a few dozen parses
+/// rather than one per token (quadratic).
+const LOCATE_LINEAR_TOKENS: usize = 256;
+
 /// The start of the token where promql-parser's "invalid promql query" first applies: the
 /// last token of the shortest prefix that, with its brackets closed, is rejected although it
-/// does not end in an operator or opening bracket.
+/// does not end in an operator or opening bracket. Past [`LOCATE_LINEAR_TOKENS`] candidate
+/// tokens the prefixes are bisected, which assumes that a rejected prefix stays rejected
+/// when it grows (true of syntax errors; at worst the position is less precise).
 fn locate_syntax_error(q: &str) -> Option<usize> {
     let starts = token_starts(q);
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(q.len());
-        let token = q[start..end].trim();
-        if INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()) {
-            continue;
-        }
+    // (token start, end of the prefix it closes) of the tokens worth trying.
+    let candidates: Vec<(usize, usize)> = starts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(q.len());
+            let token = q[start..end].trim();
+            (!INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()))
+                .then_some((start, end))
+        })
+        .collect();
+    let rejected = |&(_, end): &(usize, usize)| {
         let prefix = &q[..end];
         let candidate = format!("{prefix}{}", closers(prefix));
-        if let Err(m) = parser::parse(&candidate)
-            && m == "invalid promql query"
-        {
-            return Some(start);
+        matches!(parser::parse(&candidate), Err(m) if m == "invalid promql query")
+    };
+    if candidates.len() <= LOCATE_LINEAR_TOKENS {
+        return candidates.iter().find(|c| rejected(c)).map(|c| c.0);
+    }
+    let (mut lo, mut hi) = (0, candidates.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if rejected(&candidates[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
         }
     }
-    None
+    candidates.get(lo).map(|c| c.0)
 }
 
 /// Finds a position for a parse error whose message quotes the offending text.
@@ -952,6 +982,12 @@ impl<'a> Evaluator<'a> {
         Ok(ev)
     }
 
+    /// The exclusive lower bound of the window of `range` ms ending at `t`, under the
+    /// engine's [`WindowSemantics`].
+    pub(crate) fn window_open(&self, t: i64, range: i64) -> i64 {
+        self.opts.windows.open_start(t, range)
+    }
+
     /// Fails once the query has run longer than its timeout or was cancelled (reads the
     /// clock: for loops with one iteration per step).
     fn check_deadline(&self) -> Result<(), QueryError> {
@@ -1246,7 +1282,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let s = sd.samples[idx - 1];
-            if s.t <= t - self.lookback || is_stale(s.v) {
+            if s.t <= self.window_open(t, self.lookback) || is_stale(s.v) {
                 continue;
             }
             out.push(Sample {
@@ -1273,7 +1309,7 @@ impl<'a> Evaluator<'a> {
         let before = idx
             .checked_sub(1)
             .map(|i| samples[i])
-            .filter(|s| s.t > t - self.lookback && !is_stale(s.v));
+            .filter(|s| s.t > self.window_open(t, self.lookback) && !is_stale(s.v));
         let after = samples
             .get(idx)
             .copied()
@@ -1292,15 +1328,19 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The points of a selector in `(t - range, t]`, stale markers left out.
+    /// The points of a selector in `(t - range, t]` (`[t - range, t]` with Prometheus 2
+    /// windows), stale markers left out.
     fn matrix_points(&self, vs: &VectorSelector, t: i64, range: i64) -> Result<Matrix, QueryError> {
         let data = self.fetch(vs)?;
         let mut out = Vec::new();
         let mut total = 0usize;
         let (from, to) = match range_mode(vs) {
-            RangeMode::Plain => (t - range, t),
-            RangeMode::Anchored => (t - range - self.lookback, t),
-            RangeMode::Smoothed => (t - range - self.lookback, t + self.lookback),
+            RangeMode::Plain => (self.window_open(t, range), t),
+            RangeMode::Anchored => (self.window_open(t - range, self.lookback), t),
+            RangeMode::Smoothed => (
+                self.window_open(t - range, self.lookback),
+                t + self.lookback,
+            ),
         };
         let bounds = self.upper_bounds(vs, &data, to);
         for (sd, &hi) in data.iter().zip(&bounds) {
@@ -1382,7 +1422,8 @@ impl<'a> Evaluator<'a> {
             Some(s) if dur_ms(s) > 0 => dur_ms(s),
             _ => dur_ms(&self.opts.default_subquery_step).max(1),
         };
-        let mint = t - range;
+        // The first step is the first multiple of `step` after the window's open edge.
+        let mint = self.window_open(t, range);
         // Go's integer division truncates toward zero.
         let mut start = step * (mint / step);
         if start <= mint {

@@ -523,7 +523,8 @@ impl Evaluator<'_> {
                     }
                     b += 1;
                 }
-                while a < b && pts[a].t <= t - range {
+                let open = self.window_open(t, range);
+                while a < b && pts[a].t <= open {
                     a += 1;
                     if a < b && is_reset(a) {
                         resets -= 1;

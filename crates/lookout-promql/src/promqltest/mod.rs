@@ -26,7 +26,8 @@ use promql_parser::parser::{AtModifier, Expr};
 use regex::Regex;
 
 use crate::engine::{
-    self, AnnotationLevel, Engine, EngineOptions, QueryError, QueryOutput, Value, visit,
+    self, AnnotationLevel, Engine, EngineOptions, QueryError, QueryOutput, Value, WindowSemantics,
+    visit,
 };
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::{Storage, StorageOptions};
@@ -121,25 +122,37 @@ pub fn harness_engine_options() -> EngineOptions {
         enable_negative_offset: true,
         timeout: Some(Duration::from_secs(100)),
         max_depth: crate::engine::depth::DEFAULT_MAX_DEPTH,
+        windows: WindowSemantics::Prometheus3,
     }
 }
 
-/// Reads and runs a script file.
+/// Reads and runs a script file with the harness's engine options.
 pub fn run_file(path: &Path) -> Result<ScriptReport, RunError> {
+    run_file_with(path, harness_engine_options())
+}
+
+/// Reads and runs a script file with engine options `opts` (the harness's, with Prometheus
+/// 2 windows, for scripts written for Prometheus 2).
+pub fn run_file_with(path: &Path, opts: EngineOptions) -> Result<ScriptReport, RunError> {
     let src = std::fs::read_to_string(path).map_err(|source| RunError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    run_script(&src).map_err(|source| RunError::Script {
+    run_script_with(&src, opts).map_err(|source| RunError::Script {
         path: path.display().to_string(),
         source,
     })
 }
 
-/// Parses and runs a script.
+/// Parses and runs a script with the harness's engine options.
 pub fn run_script(src: &str) -> Result<ScriptReport, ScriptError> {
+    run_script_with(src, harness_engine_options())
+}
+
+/// Parses and runs a script with engine options `opts`.
+pub fn run_script_with(src: &str, opts: EngineOptions) -> Result<ScriptReport, ScriptError> {
     let cmds = parse_script(src)?;
-    let mut runner = Runner::new();
+    let mut runner = Runner::new(opts);
     let mut report = ScriptReport::default();
     for cmd in &cmds {
         match cmd {
@@ -214,10 +227,10 @@ struct Runner {
 }
 
 impl Runner {
-    fn new() -> Runner {
+    fn new(opts: EngineOptions) -> Runner {
         Runner {
             storage: Storage::new(StorageOptions::default()),
-            engine: Engine::new(harness_engine_options()),
+            engine: Engine::new(opts),
             histogram_series: Vec::new(),
         }
     }
