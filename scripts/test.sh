@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README "Test"): installs the real peers the tests need, runs the
-# Rust test suite, then checks the shipped rules with both promtool and lookout, validates
-# the compose stack and runs its topology natively.
+# Rust test suite, compares lookout side by side with blackbox_exporter and promtool (the
+# differential harnesses in scripts/differential), checks the shipped rules with both
+# promtool and lookout, validates the compose stack and runs its topology natively.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,12 @@ bash scripts/install-test-deps.sh
 cargo test --workspace --locked
 
 export LOOKOUT_BIN=target/debug/lookout
+# The peers as oracles: blackbox_exporter and lookout exporter side by side.
+python3 scripts/differential/blackbox.py --lookout "$LOOKOUT_BIN"
+# promtool and lookout rules check|test on the real-world corpus (../shared/ecosystem): a
+# release build, as users run it (the corpus takes minutes in a debug build).
+cargo build --release --locked --bin lookout
+python3 scripts/differential/promtool.py --lookout target/release/lookout
 bash scripts/check-rules.sh
 bash scripts/validate-compose.sh
 python3 scripts/e2e-stack-native.py
