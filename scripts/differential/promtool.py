@@ -127,6 +127,7 @@ def main():
     ap.add_argument("--only", help="regex on the corpus path")
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
+    args.lookout = os.path.abspath(args.lookout)
     base = corpus_dir()
     if not os.path.isdir(base):
         sys.exit(f"ecosystem corpus not found at {base} (set LOOKOUT_ECOSYSTEM)")
