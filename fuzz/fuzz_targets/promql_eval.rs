@@ -1,7 +1,18 @@
 //! PromQL: parse any text, then evaluate it as an instant query and as a short range query
 //! over a small fixed storage (counters, gauges, histogram buckets, a stale marker, a gap),
 //! with the sample limit and the timeout bounded as a server would.
+//!
+//! An input that starts with the byte 0xFF (never the start of UTF-8 text) is not a query
+//! but decisions for the structure-aware generator (`gen/promql.rs`), which expands a few
+//! bytes into deep nestings, long operator and unary chains and long label values; every
+//! other input is the query text itself. Parsing and evaluation run on a thread with the
+//! stack Lookout's evaluating threads have.
 #![no_main]
+
+#[path = "gen/promql.rs"]
+mod promql_gen;
+#[path = "gen/stack.rs"]
+mod stack;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -90,10 +101,10 @@ fn engine() -> &'static Engine {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(query) = std::str::from_utf8(data) else {
-        return;
-    };
+/// The first byte of an input for the generator.
+const GENERATE: u8 = 0xFF;
+
+fn evaluate(query: &str) {
     let s = storage();
     let e = engine();
     if let Ok(expr) = engine::parse(query) {
@@ -103,4 +114,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(expr) = engine::parse_for_step(query, step, end - start) {
         let _ = e.exec_range(s, &expr, query, start, end, step);
     }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let query = match data.split_first() {
+        Some((&GENERATE, decisions)) => promql_gen::expression(decisions),
+        _ => match std::str::from_utf8(data) {
+            Ok(text) => text.to_string(),
+            Err(_) => return,
+        },
+    };
+    stack::on_eval_stack(move || evaluate(&query));
 });
