@@ -57,7 +57,8 @@ impl Watchdog {
                     slowest: Duration::ZERO,
                     failures: Vec::new(),
                 };
-                while !flag.load(Ordering::Relaxed) {
+                // Ask at least once, however short the attack: then check the flag.
+                loop {
                     let sent = Instant::now();
                     let mut request = client.get(&url);
                     if let Some((u, p)) = &auth {
@@ -78,7 +79,13 @@ impl Watchdog {
                             .failures
                             .push(format!("{:.1}s: {e}", began.elapsed().as_secs_f64())),
                     }
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 report
             })
