@@ -308,25 +308,8 @@ async fn a_timed_out_or_abandoned_query_stops_and_frees_its_slot() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let began = Instant::now();
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let gone = state.is_empty() || state.split(' ').nth(2) == Some("Z");
-        if gone {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(3),
-            "still running 3 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!("ended {:?} after SIGTERM", began.elapsed());
+    let took = sigterm_and_wait(pid, Duration::from_secs(3), "an expensive query").await;
+    eprintln!("ended {took:?} after SIGTERM");
     attack.abort();
     ev.process.kill();
 }
@@ -352,6 +335,13 @@ async fn sigterm_ends_the_evaluator_while_a_rule_runs_for_hours() {
         "the heavy rule is not running"
     );
     watchdog.finish("a rule running for hours");
+    let took = sigterm_and_wait(pid, Duration::from_secs(5), "a rule evaluating").await;
+    eprintln!("ended {took:?} after SIGTERM");
+}
+
+/// Sends SIGTERM to `pid` and waits until it has exited (gone, or a zombie awaiting its
+/// reaper); fails naming `what` if that takes longer than `within`.
+async fn sigterm_and_wait(pid: u32, within: Duration, what: &str) -> Duration {
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -361,13 +351,12 @@ async fn sigterm_ends_the_evaluator_while_a_rule_runs_for_hours() {
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
-            break;
+            return began.elapsed();
         }
         assert!(
-            began.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM with a rule evaluating"
+            began.elapsed() < within,
+            "still running {within:?} after SIGTERM with {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("ended {:?} after SIGTERM", began.elapsed());
 }
