@@ -75,6 +75,99 @@ fn has_merge_key(value: &serde_yaml_ng::Value) -> bool {
     false
 }
 
+/// The schema of a document as Go's YAML decoder sees it, for naming unknown fields the way
+/// it does (see [`unknown_fields`]).
+#[derive(Debug)]
+pub enum Shape {
+    /// Anything: not looked into.
+    Any,
+    /// A sequence of one shape.
+    List(&'static Shape),
+    /// A struct: its Go type name (`rulefmt.RuleGroup`) and its YAML keys.
+    Struct {
+        /// The type name Go's decoder prints.
+        go_type: &'static str,
+        /// The keys and their shapes.
+        fields: &'static [(&'static str, Shape)],
+    },
+}
+
+/// Go's message for a document with unknown keys, every one of them in document order:
+///
+/// ```text
+/// yaml: unmarshal errors:
+///   line 3: field partial_response_strategy not found in type rulefmt.RuleGroup
+///   line 7: field partial_response_strategy not found in type rulefmt.RuleNode
+/// ```
+///
+/// serde stops at the first unknown key; Go's strict decoding lists them all, and tools that
+/// read promtool's output expect its wording. `None` when `text` has no unknown key of
+/// `shape` (the error is another one) or does not parse. Lines come from the block-style
+/// scanner [`lookout_web::yaml_locate`]; the walk is iterative, so deep documents are fine.
+pub fn unknown_fields(text: &str, shape: &'static Shape) -> Option<String> {
+    use lookout_web::yaml_locate::{Seg, locate};
+    use serde_yaml_ng::Value;
+    let value: Value = serde_yaml_ng::from_str(text).ok()?;
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut stack: Vec<(Vec<usize>, &Value, &Shape)> = vec![(Vec::new(), &value, shape)];
+    // Paths are kept as indexes into `steps` to avoid cloning strings per node.
+    let mut steps: Vec<Step> = Vec::new();
+    while let Some((path, v, shape)) = stack.pop() {
+        let mut children = Vec::new();
+        match (shape, v) {
+            (Shape::List(item), Value::Sequence(seq)) => {
+                for (i, child) in seq.iter().enumerate() {
+                    steps.push(Step::Index(i));
+                    let mut p = path.clone();
+                    p.push(steps.len() - 1);
+                    children.push((p, child, *item));
+                }
+            }
+            (Shape::Struct { go_type, fields }, Value::Mapping(map)) => {
+                for (k, child) in map {
+                    // Merge keys are applied by Go's decoder, not fields.
+                    let Some(key) = k.as_str().filter(|k| *k != "<<") else {
+                        continue;
+                    };
+                    steps.push(Step::Key(key.to_string()));
+                    let mut p = path.clone();
+                    p.push(steps.len() - 1);
+                    match fields.iter().find(|(name, _)| *name == key) {
+                        Some((_, field)) => children.push((p, child, field)),
+                        None => {
+                            let segs: Vec<Seg<'_>> = p
+                                .iter()
+                                .map(|&i| match &steps[i] {
+                                    Step::Key(k) => Seg::Key(k),
+                                    Step::Index(i) => Seg::Index(*i),
+                                })
+                                .collect();
+                            let line = locate(text, &segs).map_or(0, |(line, _)| line);
+                            found.push((line, format!("field {key} not found in type {go_type}")));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    if found.is_empty() {
+        return None;
+    }
+    // Go reports while decoding, in document order.
+    found.sort_by_key(|(line, _)| *line);
+    let mut out = String::from("yaml: unmarshal errors:");
+    for (line, message) in found {
+        out.push_str(&format!("\n  line {line}: {message}"));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

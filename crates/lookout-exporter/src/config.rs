@@ -21,7 +21,6 @@
 //!   speak older versions.
 
 mod duration;
-mod locate;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +33,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 
 pub use duration::parse_duration;
-use locate::{Seg, locate};
+use lookout_web::yaml_locate::{Seg, locate};
 
 /// Interval of a target that does not set `interval`.
 pub const DEFAULT_TARGET_INTERVAL: Duration = Duration::from_secs(15);

@@ -31,6 +31,7 @@ pub mod files;
 pub mod metrics;
 pub mod tls;
 pub mod yaml_depth;
+pub mod yaml_locate;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::template;
+use crate::yaml::Shape;
 
 /// A rule file as written.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -24,6 +25,36 @@ pub struct RuleFileDef {
     #[serde(default)]
     pub groups: Vec<GroupDef>,
 }
+
+/// The keys of a rule file as Go's decoder names them in errors (promtool 2.42's
+/// `rulefmt` types; `query_offset` and group `labels` are Prometheus 3's).
+static RULE_GROUPS: Shape = Shape::Struct {
+    go_type: "rulefmt.RuleGroups",
+    fields: &[("groups", Shape::List(&RULE_GROUP))],
+};
+static RULE_GROUP: Shape = Shape::Struct {
+    go_type: "rulefmt.RuleGroup",
+    fields: &[
+        ("name", Shape::Any),
+        ("interval", Shape::Any),
+        ("query_offset", Shape::Any),
+        ("limit", Shape::Any),
+        ("labels", Shape::Any),
+        ("rules", Shape::List(&RULE_NODE)),
+    ],
+};
+static RULE_NODE: Shape = Shape::Struct {
+    go_type: "rulefmt.RuleNode",
+    fields: &[
+        ("record", Shape::Any),
+        ("alert", Shape::Any),
+        ("expr", Shape::Any),
+        ("for", Shape::Any),
+        ("keep_firing_for", Shape::Any),
+        ("labels", Shape::Any),
+        ("annotations", Shape::Any),
+    ],
+};
 
 /// One `groups:` entry.
 #[derive(Clone, Debug, Deserialize)]
@@ -281,7 +312,11 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
     } else {
         crate::yaml::from_str(text).map_err(|message| RuleFileError::Decode {
             path: path.to_path_buf(),
-            message,
+            // Unknown keys as promtool lists them: every one, by line.
+            message: match message.contains("unknown field") {
+                true => crate::yaml::unknown_fields(text, &RULE_GROUPS).unwrap_or(message),
+                false => message,
+            },
         })?
     };
     let errors = validate(&def, &locate(text));
@@ -694,8 +729,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("unknown field `foo`"), "{msg}");
-        assert!(msg.contains("line 6"), "{msg}");
+        assert!(
+            msg.contains("line 6: field foo not found in type rulefmt.RuleNode"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -713,6 +750,32 @@ mod tests {
         assert!(
             msg.contains("f.yml: 6:15: group \"g\", rule 1, \"y\": could not parse expression"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_listed_by_line_as_go_does() {
+        let text = "\
+groups:
+  - name: a
+    rules:
+      - alert: A
+        expr: up
+        severity: page
+    partial_response_strategy: warn
+  - name: b
+    <<: {interval: 1m}
+    bogus: 1
+top: 1
+";
+        let err = parse_str(Path::new("f.yml"), text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.yml: yaml: unmarshal errors:\n  \
+             line 6: field severity not found in type rulefmt.RuleNode\n  \
+             line 7: field partial_response_strategy not found in type rulefmt.RuleGroup\n  \
+             line 10: field bogus not found in type rulefmt.RuleGroup\n  \
+             line 11: field top not found in type rulefmt.RuleGroups"
         );
     }
 }
