@@ -163,6 +163,68 @@ fn default_external_url(listen: &str, tls: bool) -> String {
     format!("{scheme}://{}:{port}", hostname())
 }
 
+/// `POST /-/reload` and SIGHUP: configuration file, scrape targets, notifiers, rules, all
+/// checked before any is applied. A failure keeps the running configuration and is made
+/// visible: logged, `prometheus_rule_config_last_reload_successful` 0, a banner on the
+/// status page (see [`RuleManager::reload_failed`]).
+fn reload_fn(
+    opts: &EvaluatorOptions,
+    manager: &Arc<RuleManager>,
+    notifier: &Arc<notifier::NotifierManager>,
+    scrape: &Option<Arc<scrape::ScrapeManager>>,
+) -> web::ReloadFn {
+    let (opts, manager, notifier, scrape) = (
+        opts.clone(),
+        manager.clone(),
+        notifier.clone(),
+        scrape.clone(),
+    );
+    Arc::new(move || {
+        let (opts, manager, notifier, scrape) = (
+            opts.clone(),
+            manager.clone(),
+            notifier.clone(),
+            scrape.clone(),
+        );
+        Box::pin(async move {
+            let result = async {
+                let cfg =
+                    EvaluatorConfig::load_with_limit(&opts.config_file, opts.config_max_file_bytes)
+                        .map_err(|e| e.to_string())?;
+                let patterns = rule_patterns(&cfg, &opts.extra_rule_files);
+                RuleManager::load_files_with_limit(&patterns, opts.rules_max_file_bytes)
+                    .map_err(|e| e.to_string())?;
+                if let Some(sm) = &scrape {
+                    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                notifier
+                    .apply_config(&cfg.alerting, &cfg.external_labels())
+                    .map_err(|e| e.to_string())?;
+                manager.set_defaults(
+                    cfg.external_labels(),
+                    cfg.evaluation_interval(),
+                    cfg.rule_query_offset(),
+                );
+                manager.update(&patterns).map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok(n) => {
+                    tracing::info!(rules = n, "Configuration reloaded");
+                    Ok(())
+                }
+                Err(e) => {
+                    manager.reload_failed(&e);
+                    tracing::error!(err = %e, "Reloading the configuration failed; keeping the running one");
+                    Err(e)
+                }
+            }
+        })
+    })
+}
+
 fn rule_patterns(cfg: &EvaluatorConfig, extra: &[String]) -> Vec<String> {
     cfg.rule_files.iter().chain(extra).cloned().collect()
 }
@@ -286,42 +348,7 @@ where
     let state_writer = tokio::spawn(manager.clone().run_state_writer(stop_rx.clone()));
 
     // Reload: configuration file, scrape targets, notifiers, rules.
-    let reload: web::ReloadFn = {
-        let opts = opts.clone();
-        let manager = manager.clone();
-        let notifier = notifier.clone();
-        let scrape = scrape.clone();
-        Arc::new(move || {
-            let opts = opts.clone();
-            let manager = manager.clone();
-            let notifier = notifier.clone();
-            let scrape = scrape.clone();
-            Box::pin(async move {
-                let cfg =
-                    EvaluatorConfig::load_with_limit(&opts.config_file, opts.config_max_file_bytes)
-                        .map_err(|e| e.to_string())?;
-                let patterns = rule_patterns(&cfg, &opts.extra_rule_files);
-                RuleManager::load_files_with_limit(&patterns, opts.rules_max_file_bytes)
-                    .map_err(|e| e.to_string())?;
-                if let Some(sm) = &scrape {
-                    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                notifier
-                    .apply_config(&cfg.alerting, &cfg.external_labels())
-                    .map_err(|e| e.to_string())?;
-                manager.set_defaults(
-                    cfg.external_labels(),
-                    cfg.evaluation_interval(),
-                    cfg.rule_query_offset(),
-                );
-                let n = manager.update(&patterns).map_err(|e| e.to_string())?;
-                tracing::info!(rules = n, "Configuration reloaded");
-                Ok(())
-            })
-        })
-    };
+    let reload = reload_fn(&opts, &manager, &notifier, &scrape);
     #[cfg(unix)]
     {
         let reload = reload.clone();
@@ -335,9 +362,8 @@ where
             loop {
                 tokio::select! {
                     _ = hup.recv() => {
-                        if let Err(e) = reload().await {
-                            tracing::error!(err = %e, "Reloading configuration failed; keeping the running one");
-                        }
+                        // A failure is logged, counted and shown by the reload itself.
+                        let _ = reload().await;
                     }
                     _ = rx.changed() => return,
                 }

@@ -63,6 +63,20 @@ fn start(dir: &Path, port: u16) -> Running {
     }
 }
 
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The value of `prometheus_rule_config_last_reload_successful` on `/metrics`.
+async fn reload_metric(base: &str) -> f64 {
+    let text = get_text(&format!("{base}/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("prometheus_rule_config_last_reload_successful "))
+        .unwrap_or_else(|| panic!("no reload metric in {text}"))
+        .parse()
+        .unwrap()
+}
+
 async fn get_json(url: &str) -> Option<serde_json::Value> {
     let resp = reqwest::get(url).await.ok()?;
     let body = resp.bytes().await.ok()?;
@@ -145,6 +159,13 @@ async fn alert_fires_and_its_timer_survives_a_restart() {
         .await
         .unwrap();
     assert!(!resp.status().is_success());
+    // ... and says so where an operator looks: the metric and a banner on the page.
+    assert_eq!(reload_metric(&second.base).await, 0.0);
+    let page = get_text(&format!("{}/", second.base)).await;
+    assert!(
+        page.contains("Reloading the configuration failed at") && page.contains("rules.yml: 4:17"),
+        "{page}"
+    );
     let rules = get_json(&format!("{}/api/v1/rules", second.base))
         .await
         .unwrap();
@@ -173,6 +194,12 @@ async fn alert_fires_and_its_timer_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(rules["data"]["groups"][0]["name"], "renamed");
+    assert_eq!(reload_metric(&second.base).await, 1.0);
+    let page = get_text(&format!("{}/", second.base)).await;
+    assert!(
+        !page.contains("Reloading the configuration failed"),
+        "{page}"
+    );
 
     second.stop.send(()).unwrap();
     second.task.await.unwrap().unwrap();
@@ -193,4 +220,30 @@ async fn invalid_rules_stop_start_up_with_file_and_position() {
         err.contains("rules.yml: 5:15: group \"g\", rule 1, \"X\": could not parse expression"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn rule_patterns_matching_nothing_are_shown_on_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, RULES);
+    let cfg = std::fs::read_to_string(dir.path().join("evaluator.yml")).unwrap();
+    std::fs::write(
+        dir.path().join("evaluator.yml"),
+        cfg.replace("  - rules.yml\n", "  - ../../rules/*.rules.yml\n"),
+    )
+    .unwrap();
+    let r = start(dir.path(), port);
+    let mut page = String::new();
+    for _ in 0..100 {
+        if let Ok(resp) = reqwest::get(format!("{}/", r.base)).await {
+            page = resp.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(page.contains("rules/*.rules.yml matches no file"), "{page}");
+    assert!(page.contains("No rule groups are loaded"), "{page}");
+    r.stop.send(()).unwrap();
+    r.task.await.unwrap().unwrap();
 }

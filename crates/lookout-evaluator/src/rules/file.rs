@@ -332,6 +332,20 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
     })
 }
 
+/// The glob patterns of `patterns` that match no file (a pattern without glob characters
+/// names one file, whose absence is an error of its own in [`expand_globs`]).
+pub fn unmatched_patterns(patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .filter(|p| p.contains(['*', '?', '[']))
+        .filter(|p| match glob::glob(p) {
+            Ok(mut paths) => !paths.any(|p| p.is_ok_and(|p| p.is_file())),
+            Err(_) => false,
+        })
+        .cloned()
+        .collect()
+}
+
 /// Expands glob patterns into a sorted, de-duplicated list of files. A pattern without glob
 /// characters names one file, which must exist.
 pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, RuleFileError> {

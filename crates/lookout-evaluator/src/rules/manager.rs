@@ -68,6 +68,10 @@ struct Inner {
     groups: BTreeMap<(String, String), Running>,
     /// Whether the first load happened (later loads do not restore).
     loaded_once: bool,
+    /// The last failed reload, cleared by a successful one.
+    reload_error: Option<(SystemTime, String)>,
+    /// Patterns of the last successful load that matched no file.
+    unmatched: Vec<String>,
 }
 
 /// Runs rule groups.
@@ -125,6 +129,8 @@ impl RuleManager {
             inner: Mutex::new(Inner {
                 groups: BTreeMap::new(),
                 loaded_once: false,
+                reload_error: None,
+                unmatched: Vec::new(),
             }),
             restore_source,
             saved,
@@ -241,6 +247,14 @@ impl RuleManager {
         out
     }
 
+    /// Records a failed reload (of the configuration or the rules): the metric
+    /// `prometheus_rule_config_last_reload_successful` drops to 0 and the status page shows
+    /// `message` until a reload succeeds. The running configuration stays.
+    pub fn reload_failed(&self, message: &str) {
+        self.opts.metrics.config_last_reload_successful.set(0.0);
+        self.lock().reload_error = Some((SystemTime::now(), message.to_string()));
+    }
+
     /// Loads the rule files and swaps in the new groups: unchanged groups keep running,
     /// changed ones take over the old alert state, removed ones stop and their series are
     /// marked stale. On error the running rules stay as they are.
@@ -248,11 +262,17 @@ impl RuleManager {
         let files = match Self::load_files_with_limit(patterns, self.opts.max_rule_file_bytes) {
             Ok(f) => f,
             Err(e) => {
-                self.opts.metrics.config_last_reload_successful.set(0.0);
+                self.reload_failed(&e.to_string());
                 return Err(e);
             }
         };
+        let unmatched = file::unmatched_patterns(patterns);
+        for pattern in &unmatched {
+            tracing::warn!(pattern = %pattern, "rule_files pattern matches no file");
+        }
         let mut inner = self.lock();
+        inner.unmatched = unmatched;
+        inner.reload_error = None;
         let first_load = !inner.loaded_once;
         let new_groups = self.build_groups(&files, !first_load);
         let mut old = std::mem::take(&mut inner.groups);
@@ -420,5 +440,13 @@ impl RuleManager {
 impl RulesStatus for RuleManager {
     fn groups(&self) -> Vec<GroupSnapshot> {
         self.group_list().iter().map(|g| g.snapshot()).collect()
+    }
+
+    fn last_reload_error(&self) -> Option<(SystemTime, String)> {
+        self.lock().reload_error.clone()
+    }
+
+    fn unmatched_patterns(&self) -> Vec<String> {
+        self.lock().unmatched.clone()
     }
 }

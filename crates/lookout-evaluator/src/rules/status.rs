@@ -118,4 +118,13 @@ pub struct AlertSnapshot {
 pub trait RulesStatus: Send + Sync {
     /// All groups, sorted by file then name as Prometheus lists them.
     fn groups(&self) -> Vec<GroupSnapshot>;
+    /// When the last reload failed and why, until a reload succeeds (the previous
+    /// configuration keeps running meanwhile).
+    fn last_reload_error(&self) -> Option<(SystemTime, String)> {
+        None
+    }
+    /// `rule_files` patterns that matched no file at the last successful load.
+    fn unmatched_patterns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

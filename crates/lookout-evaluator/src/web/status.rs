@@ -37,7 +37,7 @@ use super::WebState;
 use crate::alert::AlertState;
 use crate::datasource::{Datasource, QuerySample};
 use crate::embedded::EmbeddedDatasource;
-use crate::rules::status::{GroupSnapshot, RuleHealth, RuleSnapshot};
+use crate::rules::status::{GroupSnapshot, RuleHealth, RuleSnapshot, RulesStatus};
 
 /// Seconds between two automatic reloads of the page.
 pub const REFRESH_SECONDS: u32 = 15;
@@ -313,8 +313,35 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
         let groups = rules.groups();
         data.alerts = alert_rows(&groups);
         data.groups = groups.iter().map(group_row).collect();
+        data.problems.extend(rule_problems(rules.as_ref()));
     }
     data
+}
+
+/// Banners about the rules: a failed reload, patterns that match nothing, no rules at all.
+fn rule_problems(rules: &dyn RulesStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((at, message)) = rules.last_reload_error() {
+        out.push(format!(
+            "Reloading the configuration failed at {}; the previous configuration is still \
+             running. {message}",
+            utc(at)
+        ));
+    }
+    for pattern in rules.unmatched_patterns() {
+        out.push(format!(
+            "rule_files pattern {pattern} matches no file (relative patterns are resolved \
+             from the evaluator configuration file's directory)."
+        ));
+    }
+    if rules.groups().is_empty() {
+        out.push(
+            "No rule groups are loaded: no alert can fire. Check rule_files in the evaluator \
+             configuration."
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// The cascade: `down` instances that are not blocked are root causes; `blocked` holds
