@@ -86,6 +86,15 @@ async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
     for alert in ["ServerDown", "HighLatency"] {
         assert!(rules.contains(&format!("\"name\":\"{alert}\"")), "{rules}");
     }
+    // Rule files sit at the same path at every start on this port (their path is part of
+    // the `rule_group` label and of the alert state's keys).
+    assert!(
+        rules.contains(&format!(
+            "-{}/rules/availability.rules.yml",
+            evaluator.port()
+        )),
+        "{rules}"
+    );
 
     // The evaluator scrapes the exporter (embedded storage, honor_labels): the exporter's
     // targets are queryable with their own job and instance labels.
@@ -128,4 +137,94 @@ fn up_refuses_a_config_dir_without_its_files() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exporter.yml: no such file"), "{err}");
+}
+
+#[test]
+fn up_refuses_a_port_in_use_naming_its_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let out = Command::new(BIN)
+        .args(["up", "--web.listen-address.exporter"])
+        .arg(free_addr().to_string())
+        .arg("--web.listen-address.evaluator")
+        .arg(addr.to_string())
+        .output()
+        .expect("run lookout up");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{addr} is in use"))
+            && err.contains("--web.listen-address.evaluator"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+    // No banner pointing at whoever holds the port.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `lookout init DIR` writes an example that runs from wherever DIR is: its rules load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_an_example_that_runs_where_it_is_put() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("some/where/my-lookout");
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&dir)
+        .output()
+        .expect("run lookout init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lookout up --config.dir"));
+    // Written again: refused, nothing overwritten.
+    let again = Command::new(BIN)
+        .arg("init")
+        .arg(&dir)
+        .output()
+        .expect("init");
+    assert!(!again.status.success());
+
+    // The files name the default ports; move them to free ones as a user would edit them.
+    let exporter = free_addr();
+    let evaluator = free_addr();
+    for name in ["exporter.yml", "evaluator.yml"] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("127.0.0.1:9115", &exporter.to_string())
+            .replace("127.0.0.1:9095", &evaluator.to_string());
+        std::fs::write(&path, text).expect("write");
+    }
+    let child = Command::new(BIN)
+        .args(["up", "--web.listen-address.exporter"])
+        .arg(exporter.to_string())
+        .arg("--web.listen-address.evaluator")
+        .arg(evaluator.to_string())
+        .arg("--config.dir")
+        .arg(&dir)
+        .current_dir(base.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout up");
+    let mut process = ChildGuard(child);
+    let rules = get_until(evaluator, "/api/v1/rules", 100, |b| {
+        b.contains("\"groups\"")
+    })
+    .await;
+    for g in shipped_groups() {
+        assert!(
+            rules.contains(&format!("\"name\":\"{g}\"")),
+            "{g} missing: {rules}"
+        );
+    }
+    let page = get_until(evaluator, "/", 10, |b| b.contains("Lookout status")).await;
+    assert!(!page.contains("No rule groups are loaded"), "{page}");
+    let _ = process.terminate().await;
 }

@@ -7,6 +7,7 @@ use clap::{Subcommand, ValueEnum};
 
 pub mod evaluator;
 pub mod exporter;
+pub mod init;
 pub mod promqltest;
 pub mod rules;
 pub mod up;
@@ -25,6 +26,9 @@ pub enum Command {
     /// Exporter and evaluator in one process on loopback, with the built-in example
     /// configuration and the shipped rules; prints the URLs to open.
     Up(up::Args),
+    /// Write the example `lookout up` runs (exporter.yml, evaluator.yml, rules/) into a new
+    /// directory, to edit and run with `lookout up --config.dir DIR`.
+    Init(init::Args),
 }
 
 /// `--web.config.file` and `--web.enable-lifecycle`, shared by the servers' sub-commands.
@@ -166,5 +170,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Evaluator(args) => evaluator::run(*args),
         Command::Rules(args) => rules::run(args),
         Command::Up(args) => up::run(args),
+        Command::Init(args) => init::run(args),
     }
 }

@@ -3,9 +3,12 @@
 //! binary, so `cargo run --release -- up` needs nothing else, from any directory.
 //!
 //! The libraries read their configuration from files (and re-read them on SIGHUP), so the
-//! built-in files are written to a private temporary directory, laid out as in the
-//! repository (`examples/up/*.yml`, `rules/`), which is removed on exit. `--config.dir DIR`
-//! uses `DIR/exporter.yml` and `DIR/evaluator.yml` in place instead.
+//! built-in files are written to a temporary directory named after the user and the
+//! evaluator's port (the same at every start, so rule file paths stay stable), laid out as
+//! `lookout init` writes it, and removed on exit. `--config.dir DIR` uses
+//! `DIR/exporter.yml` and `DIR/evaluator.yml` in place instead. Both listen addresses are
+//! checked before anything starts, so a port held by another program is an error naming
+//! the flag, never a banner pointing at someone else's server.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,19 +79,33 @@ pub struct Args {
 struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn create() -> anyhow::Result<ScratchDir> {
-        let base = std::env::temp_dir();
-        for attempt in 0..100u32 {
-            let path = base.join(format!("lookout-up-{}-{attempt}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(ScratchDir(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating {}", path.display()));
-                }
-            }
+    /// The built-in configuration's directory for one evaluator address: the same path at
+    /// every start, so rule file paths (and the `rule_group` labels and state keys made
+    /// from them) do not change between restarts. Whatever an earlier run left there is
+    /// replaced; the caller has made sure no other `lookout up` owns the address.
+    fn create(evaluator: SocketAddr) -> anyhow::Result<ScratchDir> {
+        let uid = user_id();
+        let name = format!("lookout-up-{uid}-{}", evaluator.port());
+        let path = std::env::temp_dir().join(name);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the old {}", path.display()))?;
         }
-        anyhow::bail!("cannot create a scratch directory under {}", base.display())
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+}
+
+/// The user's id (from the owner of `/proc/self`), so that users do not share a directory.
+fn user_id() -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        0
     }
 }
 
@@ -96,6 +113,30 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_dir_all(&self.0) {
             tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the scratch directory");
+        }
+    }
+}
+
+/// Fails with the flag's name when `address` cannot be bound (another program, or another
+/// `lookout up`, listens there), before anything is written or started.
+fn check_free(address: SocketAddr, flag: &str) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(address) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "is in use by another program (another `lookout up`?)".to_string()
+                }
+                std::io::ErrorKind::PermissionDenied => "may not be bound by this user".to_string(),
+                _ => {
+                    let text = e.to_string();
+                    match text.find(" (os error") {
+                        Some(at) => text[..at].to_string(),
+                        None => text,
+                    }
+                }
+            };
+            anyhow::bail!("{address} {why}: choose another with {flag}")
         }
     }
 }
@@ -114,22 +155,30 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes the built-in configuration and rules under `dir`; returns the exporter and
-/// evaluator configuration paths.
-fn write_builtin(
+/// The built-in evaluator configuration as it reads in a directory of its own
+/// (`lookout init`): `rule_files` point at the `rules/` beside it instead of the
+/// repository's `../../rules/`.
+pub fn evaluator_yml_standalone() -> String {
+    EVALUATOR_YML.replace("  - ../../rules/*.rules.yml\n", "  - rules/*.rules.yml\n")
+}
+
+/// Writes the example under `dir` as a self-contained directory: `exporter.yml`,
+/// `evaluator.yml` and `rules/*.rules.yml`, with the two addresses; returns the exporter
+/// and evaluator configuration paths.
+pub fn write_example(
     dir: &Path,
     exporter: SocketAddr,
     evaluator: SocketAddr,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let exporter_file = dir.join("examples/up/exporter.yml");
-    let evaluator_file = dir.join("examples/up/evaluator.yml");
+    let exporter_file = dir.join("exporter.yml");
+    let evaluator_file = dir.join("evaluator.yml");
     write(
         &exporter_file,
         &with_addresses(EXPORTER_YML, exporter, evaluator),
     )?;
     write(
         &evaluator_file,
-        &with_addresses(EVALUATOR_YML, exporter, evaluator),
+        &with_addresses(&evaluator_yml_standalone(), exporter, evaluator),
     )?;
     for (name, text) in RULE_FILES {
         write(&dir.join("rules").join(name), text)?;
@@ -139,6 +188,8 @@ fn write_builtin(
 
 /// Runs exporter and evaluator until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    check_free(args.exporter_address, "--web.listen-address.exporter")?;
+    check_free(args.evaluator_address, "--web.listen-address.evaluator")?;
     let scratch;
     let (exporter_file, evaluator_file) = match &args.config_dir {
         Some(dir) => {
@@ -149,8 +200,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             files
         }
         None => {
-            scratch = ScratchDir::create()?;
-            write_builtin(&scratch.0, args.exporter_address, args.evaluator_address)?
+            scratch = ScratchDir::create(args.evaluator_address)?;
+            write_example(&scratch.0, args.exporter_address, args.evaluator_address)?
         }
     };
 
