@@ -178,6 +178,15 @@ async fn ipv6_literal_targets_are_reached() {
 }
 
 #[tokio::test]
+async fn without_a_grpc_section_there_is_no_fallback_to_ipv4() {
+    let (ports, _pki) = servers().await;
+    let target = format!("localhost:{}", ports.plain.port());
+    let r = probe(&target, &module("prober: grpc")).await;
+    assert_failure(&r, "dns_resolution");
+    assert_success(&probe(&target, &module("prober: grpc\ngrpc: {}")).await);
+}
+
+#[tokio::test]
 async fn the_deadline_ends_a_slow_call_as_deadline_exceeded() {
     let (ports, _pki) = servers().await;
     let started = std::time::Instant::now();
@@ -197,7 +206,7 @@ async fn the_deadline_ends_a_slow_call_as_deadline_exceeded() {
 async fn the_probe_policy_is_checked_at_connect_time() {
     let (ports, _pki) = servers().await;
     let config = lookout_exporter::config::Config::parse(
-        "modules:\n  g: {prober: grpc}\nprobe_policy:\n  allowed_targets: ['10.0.0.0/8']\n",
+        "modules:\n  g: {prober: grpc, grpc: {}}\nprobe_policy:\n  allowed_targets: ['10.0.0.0/8']\n",
         "p.yml",
     )
     .expect("config");

@@ -2,6 +2,11 @@
 //! `tls_config`, `preferred_ip_protocol`, `ip_protocol_fallback`, and `metadata` of later
 //! releases), decoded strictly.
 //!
+//! As in blackbox_exporter, `ip_protocol_fallback` defaults to true only when the module has
+//! a `grpc:` section: its defaults are applied when the section is decoded, and its module
+//! defaults have none for gRPC, so a bare `prober: grpc` module does not fall back from IPv6
+//! to IPv4 (a name with only IPv4 addresses then fails to resolve, as in blackbox_exporter).
+//!
 //! `metadata` is a map from key to a list of values, sent as request headers. gRPC accepts
 //! only keys of lowercase letters, digits, `-`, `_` and `.`, and values of printable ASCII
 //! unless the key ends in `-bin` (then any text, sent base64-encoded); keys that the
@@ -25,12 +30,14 @@ pub struct GrpcProbe {
     pub tls_config: TlsConfig,
     /// Preferred IP protocol for resolution.
     pub preferred_ip_protocol: IpProtocol,
-    /// Whether to fall back to the other protocol.
+    /// Whether to fall back to the other protocol (true unless set, when the module has a
+    /// `grpc:` section; false without one).
     pub ip_protocol_fallback: bool,
     /// Request metadata: key → values, each value sent as one header.
     pub metadata: BTreeMap<String, Vec<String>>,
 }
 
+/// A module without a `grpc:` section: no fallback to IPv4, as in blackbox_exporter.
 impl Default for GrpcProbe {
     fn default() -> Self {
         GrpcProbe {
@@ -38,7 +45,7 @@ impl Default for GrpcProbe {
             tls: false,
             tls_config: TlsConfig::default(),
             preferred_ip_protocol: IpProtocol::Ip6,
-            ip_protocol_fallback: true,
+            ip_protocol_fallback: false,
             metadata: BTreeMap::new(),
         }
     }
