@@ -82,12 +82,15 @@ fn same_host(t: &str) {
         ProberKind::Tcp,
         ProberKind::Dns,
         ProberKind::Icmp,
+        ProberKind::Grpc,
     ] {
         let Ok(host) = target::host(kind, t) else {
             continue;
         };
         let prober_host = match kind {
-            ProberKind::Http => target::http_url(t).map(|u| target::url_host(&u).to_string()),
+            ProberKind::Http | ProberKind::Grpc => {
+                target::http_url(t).map(|u| target::url_host(&u).to_string())
+            }
             ProberKind::Tcp => target::host_port(t, None).map(|(h, _)| h),
             ProberKind::Dns => target::host_port(t, Some(53)).map(|(h, _)| h),
             ProberKind::Icmp => target::icmp_host(t),

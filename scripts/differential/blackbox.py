@@ -4,16 +4,23 @@
 Starts Debian's blackbox_exporter (the oracle) and `lookout exporter` with one configuration
 (the modules of `tests/differential/blackbox-modules.yml`), serves loopback targets (HTTP with
 redirects, compression, status codes and headers; HTTPS with a self-signed certificate; a TCP
-banner server), probes every case of `tests/differential/blackbox-cases.tsv` on both, and
+banner server; a gRPC health server, `examples/grpc_health_server.rs`, over h2c and TLS),
+probes every case of `tests/differential/blackbox-cases.tsv` on both, and
 compares the answers metric by metric: families, types, label sets and values. Timings
 (`*duration*` metrics) are compared by presence and label set only, and must be >= 0.
 
-A difference fails the run unless `tests/differential/blackbox.expected` lists it (case,
-metric, and why: a deliberate difference of the README's Differences table).
+A difference fails the run unless `tests/differential/blackbox.expected` lists it (case, or a
+pattern such as `grpc_*`; metric; and why: a deliberate difference of the README's
+Differences table).
 
     scripts/differential/blackbox.py --lookout target/release/lookout [--only REGEX] [-v]
+        [--grpc-server target/debug/examples/grpc_health_server]
+
+Without --grpc-server the gRPC server is built with `cargo build --example
+grpc_health_server -p lookout-exporter` (then target/debug/examples/grpc_health_server).
 """
 import argparse
+import fnmatch
 import gzip
 import http.server
 import os
@@ -196,6 +203,24 @@ def make_cert(folder):
     return cert, key
 
 
+def serve_grpc(program, cert, key):
+    """The gRPC health server: its process and its ports (grpc, grpc6, grpcbare, grpctls)."""
+    if program is None:
+        subprocess.run(["cargo", "build", "--quiet", "--example", "grpc_health_server",
+                        "-p", "lookout-exporter"], cwd=ROOT, check=True)
+        program = os.path.join(ROOT, "target", "debug", "examples", "grpc_health_server")
+    # It serves until its standard input closes, so it never outlives this script.
+    proc = subprocess.Popen([program, "--tls-cert", cert, "--tls-key", key],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    fields = dict(f.split("=", 1) for f in line.split())
+    if set(fields) != {"plain", "plain6", "bare", "tls"}:
+        proc.kill()
+        sys.exit(f"grpc_health_server did not print its ports: {line!r}")
+    return proc, {"grpc": fields["plain"], "grpc6": fields["plain6"],
+                  "grpcbare": fields["bare"], "grpctls": fields["tls"]}
+
+
 # ---------------------------------------------------------------- exposition parsing
 
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$')
@@ -298,6 +323,18 @@ def substitute(text, ports):
     return text
 
 
+def listed(expected, name, metric):
+    """The row of `expected` that allows `metric` to differ in case `name`, if any: the case
+    field may be a shell-style pattern (`grpc_*`), `*` for every case."""
+    for key in ((name, metric), (name, "*"), ("*", metric)):
+        if key in expected:
+            return key
+    for case, m in expected:
+        if "*" in case and case != "*" and m in (metric, "*") and fnmatch.fnmatchcase(name, case):
+            return (case, m)
+    return None
+
+
 def read_expected():
     out = {}
     path = os.path.join(HERE, "blackbox.expected")
@@ -317,6 +354,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lookout", required=True)
     ap.add_argument("--blackbox", default=shutil.which("prometheus-blackbox-exporter") or "blackbox_exporter")
+    ap.add_argument("--grpc-server", help="the grpc_health_server example (built when not given)")
     ap.add_argument("--only", help="regex on case names")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -326,6 +364,7 @@ def main():
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     dns_proc, dns_port = serve_dns(work)
+    grpc_proc, grpc_ports = serve_grpc(args.grpc_server, cert, key)
     ports = {
         "dns": dns_port,
         "http": serve_http(),
@@ -334,6 +373,7 @@ def main():
         "echo": serve_banner(b"220 hello\r\n", b"250 ok\r\n"),
         "closed": free_port(),
         "ca": cert,
+        **grpc_ports,
     }
     with open(os.path.join(HERE, "blackbox-modules.yml"), encoding="utf-8") as f:
         config = substitute(f.read(), ports)
@@ -360,7 +400,7 @@ def main():
                 print(f"--- {name} log\n" + log.read()[-3000:])
         raise
     finally:
-        for p in (bb, lo, dns_proc):
+        for p in (bb, lo, dns_proc, grpc_proc):
             p.terminate()
             try:
                 p.wait(10)
@@ -393,9 +433,9 @@ def run_cases(args, ports, bb_port, lo_port):
             diffs += compare(bb_text, lo_text)
         unexpected = []
         for metric, what in diffs:
-            if (name, metric) in expected or (name, "*") in expected or ("*", metric) in expected:
-                seen_expected.add((name, metric) if (name, metric) in expected else
-                                  (name, "*") if (name, "*") in expected else ("*", metric))
+            row = listed(expected, name, metric)
+            if row:
+                seen_expected.add(row)
                 continue
             unexpected.append(what)
         if unexpected:
@@ -407,8 +447,10 @@ def run_cases(args, ports, bb_port, lo_port):
                 print("  --- blackbox\n" + bb_text + "  --- lookout\n" + lo_text)
         elif not diffs:
             identical += 1
+    run = [c[0] for c in cases]
     stale = [k for k in expected if k not in seen_expected and k[0] != "*"
-             and (not args.only or re.search(args.only, k[0]))]
+             and (any(fnmatch.fnmatchcase(n, k[0]) for n in run)
+                  or (not args.only and "*" not in k[0]))]
     for case, metric in stale:
         print(f"NO LONGER DIFFERENT (remove from blackbox.expected): {case}\t{metric}")
     print(f"blackbox: {len(cases)} cases, {identical} identical, "

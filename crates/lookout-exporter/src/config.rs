@@ -12,15 +12,18 @@
 //!   prober counts such a body without keeping it, unless a `fail_if_body_*` regexp needs
 //!   it (then `--probe.max-regexp-body-bytes` bounds it; see [`crate::limits`]).
 //! * A target's `interval` defaults to [`DEFAULT_TARGET_INTERVAL`] (15 s).
-//! * Probers Lookout does not have (`grpc`, `unix`, `websocket`) are an error at the
-//!   `prober:` line: "prober \"grpc\" is not supported by Lookout". Their sections
-//!   (`grpc:` …) are accepted and ignored so that the error names the real cause.
+//! * Probers Lookout does not have (`unix`, `websocket`) are an error at the `prober:`
+//!   line: "prober \"unix\" is not supported by Lookout". Their sections (`unix:` …) are
+//!   accepted and ignored so that the error names the real cause.
+//! * `grpc:` takes all of blackbox_exporter's settings, `metadata` included (see
+//!   [`GrpcProbe`]); metadata gRPC would refuse on every probe is an error at load time.
 //! * Settings of blackbox's HTTP client that Lookout does not implement (`proxy_url`,
 //!   `oauth2`, …) are errors at their line, never silently ignored.
 //! * `tls_config.min_version` `TLS10`/`TLS11` are accepted but mean TLS 1.2: rustls does not
 //!   speak older versions.
 
 mod duration;
+mod grpc;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,6 +36,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 
 pub use duration::parse_duration;
+pub use grpc::GrpcProbe;
 use lookout_web::yaml_locate::{Seg, locate};
 
 /// Interval of a target that does not set `interval`.
@@ -63,16 +67,19 @@ pub enum ProberKind {
     Dns,
     /// ICMP echo.
     Icmp,
+    /// gRPC health check (`grpc.health.v1.Health/Check`) over HTTP/2.
+    Grpc,
 }
 
 impl ProberKind {
-    /// The name used in configuration files (`http`, `tcp`, `dns`, `icmp`).
+    /// The name used in configuration files (`http`, `tcp`, `dns`, `icmp`, `grpc`).
     pub fn as_str(self) -> &'static str {
         match self {
             ProberKind::Http => "http",
             ProberKind::Tcp => "tcp",
             ProberKind::Dns => "dns",
             ProberKind::Icmp => "icmp",
+            ProberKind::Grpc => "grpc",
         }
     }
 }
@@ -90,12 +97,13 @@ fn parse_prober(s: &str) -> Result<ProberKind, String> {
             "tcp" => Ok(ProberKind::Tcp),
             "dns" => Ok(ProberKind::Dns),
             "icmp" => Ok(ProberKind::Icmp),
-            "grpc" | "unix" | "websocket" => Err(format!(
-                "prober {s:?} is not supported by Lookout (supported: http, tcp, dns, icmp); \
-                 remove this module or probe it with blackbox_exporter"
+            "grpc" => Ok(ProberKind::Grpc),
+            "unix" | "websocket" => Err(format!(
+                "prober {s:?} is not supported by Lookout (supported: http, tcp, dns, icmp, \
+                 grpc); remove this module or probe it with blackbox_exporter"
             )),
             _ => Err(format!(
-                "unknown prober {s:?} (supported: http, tcp, dns, icmp)"
+                "unknown prober {s:?} (supported: http, tcp, dns, icmp, grpc)"
             )),
         }
     }
@@ -144,6 +152,8 @@ pub struct Module {
     pub dns: DnsProbe,
     /// Settings of the ICMP prober.
     pub icmp: IcmpProbe,
+    /// Settings of the gRPC prober.
+    pub grpc: GrpcProbe,
 }
 
 /// `tls_config`, as in Prometheus' common HTTP client configuration.
@@ -965,9 +975,9 @@ struct RawModule {
     dns: Option<RawDns>,
     #[serde(default)]
     icmp: Option<RawIcmp>,
-    // Sections of probers Lookout does not have: accepted so that `prober:` names the cause.
     #[serde(default)]
-    grpc: Option<IgnoredAny>,
+    grpc: Option<grpc::RawGrpc>,
+    // Sections of probers Lookout does not have: accepted so that `prober:` names the cause.
     #[serde(default)]
     unix: Option<IgnoredAny>,
     #[serde(default)]
@@ -979,7 +989,7 @@ type ModuleError = (Vec<&'static str>, String);
 
 impl RawModule {
     fn into_module(self) -> Result<Module, ModuleError> {
-        let _ = (self.grpc, self.unix, self.websocket);
+        let _ = (self.unix, self.websocket);
         let mut m = Module {
             prober: self.prober,
             timeout: self.timeout,
@@ -998,6 +1008,9 @@ impl RawModule {
                 tls: t.tls,
                 tls_config: t.tls_config,
             };
+        }
+        if let Some(g) = self.grpc {
+            m.grpc = g.into_probe()?;
         }
         if let Some(d) = self.dns {
             m.dns = d.into_probe()?;

@@ -383,6 +383,7 @@ pub fn prober_name(kind: ProberKind) -> &'static str {
         ProberKind::Tcp => "tcp",
         ProberKind::Dns => "dns",
         ProberKind::Icmp => "icmp",
+        ProberKind::Grpc => "grpc",
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `tcp` | `host:port`, `[v6]:port` | `host` |
 //! | `dns` | `host[:port]`, `[v6][:port]`, a bare IPv6 address (port 53, or 853 over TLS) | `host` |
 //! | `icmp` | a host name or address, `[v6]` | the host |
+//! | `grpc` | `host[:port]` or a URL as for `http` (scheme and path ignored; port 80, or 443 with `tls`) | the URL's host |
 //!
 //! Userinfo with `[` or `]` in a URL is refused, as Go's `net/url` does
 //! (`[127.0.0.1]@127.0.0.2` is the host 127.0.0.2, a trap for anyone reading the text).
@@ -144,7 +145,7 @@ pub fn icmp_host(target: &str) -> Result<String, TargetError> {
 /// is irrelevant here).
 pub fn host(kind: ProberKind, target: &str) -> Result<String, TargetError> {
     match kind {
-        ProberKind::Http => http_url(target).map(|u| url_host(&u).to_string()),
+        ProberKind::Http | ProberKind::Grpc => http_url(target).map(|u| url_host(&u).to_string()),
         ProberKind::Tcp => host_port(target, None).map(|(h, _)| h),
         ProberKind::Dns => host_port(target, Some(53)).map(|(h, _)| h),
         ProberKind::Icmp => icmp_host(target),

@@ -54,13 +54,24 @@ fn debian_blackbox_yml_loads_unchanged() {
 }
 
 #[test]
-fn debian_file_with_grpc_names_the_unsupported_prober() {
-    let e = Config::load(&data("blackbox-debian-full.yml"))
-        .expect_err("grpc is not a Lookout prober")
-        .to_string();
-    assert!(e.contains("blackbox-debian-full.yml:19:13: "), "{e}");
+fn debian_file_with_grpc_loads_unchanged() {
+    let config = Config::load(&data("blackbox-debian-full.yml")).expect("Debian's file loads");
+    let grpc = &config.modules["grpc"];
+    assert_eq!(grpc.prober, ProberKind::Grpc);
+    assert!(grpc.grpc.tls);
+    assert_eq!(grpc.grpc.preferred_ip_protocol, IpProtocol::Ip4);
+    let plain = &config.modules["grpc_plain"].grpc;
+    assert!(!plain.tls);
+    assert_eq!(plain.service, "service1");
+    assert!(plain.ip_protocol_fallback);
+}
+
+#[test]
+fn probers_lookout_lacks_are_named_at_their_line() {
+    let e = err("modules:\n  u:\n    prober: unix\n    unix: {}\n");
+    assert!(e.contains("exporter.yml:3:13: "), "{e}");
     assert!(
-        e.contains("prober \"grpc\" is not supported by Lookout"),
+        e.contains("prober \"unix\" is not supported by Lookout"),
         "{e}"
     );
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    Authorization, BasicAuth, DnsProbe, DnsTransport, HeaderMatch, HttpProbe, IcmpProbe,
+    Authorization, BasicAuth, DnsProbe, DnsTransport, GrpcProbe, HeaderMatch, HttpProbe, IcmpProbe,
     IpProtocol, Module, ProberKind, QueryResponse, RrValidator, TcpProbe, TlsConfig, TlsVersion,
     rcode_name,
 };
@@ -58,6 +58,12 @@ impl Module {
                 "icmp",
                 icmp(&self.icmp),
                 icmp(&IcmpProbe::default()),
+            ),
+            (
+                ProberKind::Grpc,
+                "grpc",
+                grpc(&self.grpc),
+                grpc(&GrpcProbe::default()),
             ),
         ];
         for (kind, name, section, default) in sections {
@@ -391,6 +397,24 @@ fn dns(d: &DnsProbe) -> Value {
     m.into()
 }
 
+fn grpc(g: &GrpcProbe) -> Value {
+    let mut m = Fields::default();
+    m.put_some("service", Some(g.service.as_str()));
+    m.put("tls", g.tls);
+    m.put("tls_config", tls(&g.tls_config));
+    m.put(
+        "preferred_ip_protocol",
+        ip_protocol(g.preferred_ip_protocol),
+    );
+    m.put("ip_protocol_fallback", g.ip_protocol_fallback);
+    let mut metadata = Fields::default();
+    for (key, values) in &g.metadata {
+        metadata.put(key, strings(values.iter().map(String::as_str)));
+    }
+    m.put_some("metadata", Some(metadata));
+    m.into()
+}
+
 fn icmp(i: &IcmpProbe) -> Value {
     let mut m = Fields::default();
     m.put(
@@ -502,6 +526,27 @@ http:
         assert!(unlimited.contains("body_size_limit: 0"), "{unlimited}");
         // Defaults alone.
         round_trip("prober: http\n");
+    }
+
+    #[test]
+    fn a_grpc_module_reads_back_the_same() {
+        let printed = round_trip(
+            "prober: grpc
+grpc:
+  service: service1
+  tls: true
+  tls_config:
+    insecure_skip_verify: true
+  preferred_ip_protocol: ip4
+  ip_protocol_fallback: false
+  metadata:
+    authorization: ['Bearer t']
+    x-tag: [a, b]
+",
+        );
+        assert!(printed.contains("x-tag:\n    - a\n    - b"), "{printed}");
+        // An HTTP module leaves out the untouched grpc section.
+        assert!(!round_trip("prober: http").contains("grpc"));
     }
 
     #[test]

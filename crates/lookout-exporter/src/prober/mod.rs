@@ -34,11 +34,15 @@
 //! | `network_error` | TCP/UDP read or write failed (e.g. ICMP port unreachable for DNS over UDP) |
 //! | `nxdomain`, `servfail`, `refused`, `rcode_<name>` | DNS: response code not in `valid_rcodes` |
 //! | `answer_validation`, `authority_validation`, `additional_validation` | DNS: a `validate_*_rrs` check failed |
+//! | `grpc_status` | gRPC: the call ended with a status other than OK (the server's `grpc-status`, e.g. `NOT_FOUND` for an unknown service, `UNIMPLEMENTED` without a health service; or an answer that is not gRPC, by its HTTP status); `probe_grpc_status_code` has the code |
+//! | `grpc_not_serving` | gRPC: the health service answered a status other than `SERVING` |
+//! | `grpc_response` | gRPC: a malformed answer (no message or `grpc-status`, a message that does not decode, compressed or over 64 KiB) |
 //! | `icmp_permission` | no raw or unprivileged ICMP socket may be opened; the message says what to grant |
 //! | `icmp_error` | an ICMP socket error other than permission |
 //! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets`; `/probe` answers 403 |
 
 mod dns;
+mod grpc;
 mod http;
 mod icmp;
 mod resolve;
@@ -54,6 +58,7 @@ use crate::config::{Module, ProberKind};
 use crate::limits::Limits;
 
 pub use dns::probe_dns;
+pub use grpc::{MAX_MESSAGE_BYTES as GRPC_MAX_MESSAGE_BYTES, probe_grpc};
 pub use http::probe_http;
 pub use icmp::probe_icmp;
 pub use tcp::probe_tcp;
@@ -107,6 +112,12 @@ pub mod reason {
     pub const AUTHORITY_VALIDATION: &str = "authority_validation";
     /// DNS additional section validation failed.
     pub const ADDITIONAL_VALIDATION: &str = "additional_validation";
+    /// gRPC: the call's status was not OK.
+    pub const GRPC_STATUS: &str = "grpc_status";
+    /// gRPC: the health service did not answer `SERVING`.
+    pub const GRPC_NOT_SERVING: &str = "grpc_not_serving";
+    /// gRPC: a malformed or oversized answer.
+    pub const GRPC_RESPONSE: &str = "grpc_response";
     /// No permission for ICMP sockets.
     pub const ICMP_PERMISSION: &str = "icmp_permission";
     /// Other ICMP socket errors.
@@ -309,6 +320,7 @@ pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
                 ProberKind::Tcp => probe_tcp(req, &mut rec).await,
                 ProberKind::Dns => probe_dns(req, &mut rec).await,
                 ProberKind::Icmp => probe_icmp(req, &mut rec).await,
+                ProberKind::Grpc => probe_grpc(req, &mut rec).await,
             }
         };
         let finished = if timeout.is_zero() {
