@@ -150,6 +150,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         method,
         body,
         cookies: Vec::new(),
+        referer: None,
     };
     let mut phases = Phases::default();
     let (hop, unfollowed) = follow_redirects(req, rec, uri, out, &mut phases).await?;
@@ -224,6 +225,9 @@ async fn follow_redirects(
             out.method = Method::GET;
             out.body = Bytes::new();
         }
+        // As Go's client: the URL redirected from is the Referer, unless HTTPS → HTTP.
+        out.referer = (uri.scheme_str() != Some("https") || next.scheme_str() != Some("http"))
+            .then(|| uri.to_string());
         uri = next;
     }
 }
@@ -515,6 +519,8 @@ struct Outgoing {
     /// blackbox_exporter, they go back to the host that set them (path, expiry and domain
     /// attributes are not interpreted).
     cookies: Vec<(String, String, String)>,
+    /// The URL of the redirect followed to this request.
+    referer: Option<String>,
 }
 
 /// Keeps the `Set-Cookie` name=value pairs of a response from `host`.
@@ -682,6 +688,13 @@ fn build_request(
             HeaderValue::from_str(&cookies.join("; "))
                 .map_err(|e| bad(format!("invalid cookie: {e}")))?,
         );
+    }
+    if let Some(referer) = out
+        .referer
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        headers.insert(http::header::REFERER, referer);
     }
     if let Some(auth) = auth {
         headers.insert(
