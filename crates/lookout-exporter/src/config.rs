@@ -39,6 +39,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 
 pub use duration::parse_duration;
+pub(crate) use http_client::unescape;
 pub use http_client::{HeaderValues, OAuth2, ProxySettings, ProxyUrl};
 use locate::{Seg, locate};
 

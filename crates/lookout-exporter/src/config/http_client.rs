@@ -123,18 +123,27 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
 }
 
 fn percent_decode(text: &str) -> Option<String> {
+    unescape(text, false)
+}
+
+/// Undoes `%XX` escapes (and `+` as a space when `plus_is_space`, as in forms); `None` for
+/// a bad escape or text that is not UTF-8.
+pub(crate) fn unescape(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+                continue;
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
         }
+        i += 1;
     }
     String::from_utf8(out).ok()
 }

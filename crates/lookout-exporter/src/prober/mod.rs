@@ -38,7 +38,7 @@
 //! | `answer_validation`, `authority_validation`, `additional_validation` | DNS: a `validate_*_rrs` check failed |
 //! | `icmp_permission` | no raw or unprivileged ICMP socket may be opened; the message says what to grant |
 //! | `icmp_error` | an ICMP socket error other than permission |
-//! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets`; `/probe` answers 403 |
+//! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets` (through an HTTP proxy the target is checked, not the proxy; with `skip_resolve_phase_with_proxy` a target name must match a host pattern); `/probe` answers 403 |
 
 mod dns;
 mod http;

@@ -394,30 +394,9 @@ fn parse_token(content_type: &str, body: &[u8]) -> Result<Token, String> {
     })
 }
 
-/// Undoes form encoding (`+` is a space); bad escapes are kept as written.
+/// Undoes form encoding (`+` is a space); a bad escape leaves the text as written.
 fn form_unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                if let Some(b) = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::config::unescape(s, true).unwrap_or_else(|| s.to_string())
 }
 
 #[cfg(test)]
