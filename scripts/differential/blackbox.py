@@ -4,7 +4,8 @@
 Starts Debian's blackbox_exporter (the oracle) and `lookout exporter` with one configuration
 (the modules of `tests/differential/blackbox-modules.yml`), serves loopback targets (HTTP with
 redirects, compression, status codes and headers; HTTPS with a self-signed certificate; a TCP
-banner server; a gRPC health server, `examples/grpc_health_server.rs`, over h2c and TLS),
+banner server; a gRPC health server, `examples/grpc_health_server.rs`, over h2c and TLS;
+an OAuth 2.0 token endpoint; forward/CONNECT proxies, one asking for basic authentication),
 probes every case of `tests/differential/blackbox-cases.tsv` on both, and
 compares the answers metric by metric: families, types, label sets and values. Timings
 (`*duration*` metrics) are compared by presence and label set only, and must be >= 0.
@@ -20,8 +21,11 @@ Without --grpc-server the gRPC server is built with `cargo build --example
 grpc_health_server -p lookout-exporter` (then target/debug/examples/grpc_health_server).
 """
 import argparse
+import base64
 import fnmatch
 import gzip
+import http.client
+import json
 import http.server
 import os
 import re
@@ -77,7 +81,27 @@ class Target(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.urlparse(self.path).path
         if path == "/echo":
             return self.send(200, data, [("Content-Type", "text/plain")])
+        if path.startswith("/token"):
+            return self.token(path, data)
         self.do_GET()
+
+    def token(self, path, data):
+        """An OAuth 2.0 token endpoint (client credentials): /token takes the credentials
+        either way, /token-params only as form parameters (401 to basic authentication),
+        /token-fail always fails. The token names the client, so the probed page can check it."""
+        form = urllib.parse.parse_qs(data.decode())
+        client = (form.get("client_id") or [""])[0]
+        auth = self.headers.get("Authorization") or ""
+        if auth.startswith("Basic "):
+            if path == "/token-params":
+                return self.send(401, b'{"error":"invalid_client"}', [("Content-Type", "application/json")])
+            client = urllib.parse.unquote_plus(base64.b64decode(auth[6:]).decode().split(":")[0])
+        if path == "/token-fail" or form.get("grant_type") != ["client_credentials"] or not client:
+            return self.send(400, b'{"error":"invalid_request"}', [("Content-Type", "application/json")])
+        scope = (form.get("scope") or [""])[0].replace(" ", "_")
+        body = json.dumps({"access_token": f"tok-{client}-{scope}", "token_type": "bearer",
+                           "expires_in": 3600}).encode()
+        return self.send(200, body, [("Content-Type", "application/json")])
 
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
@@ -134,6 +158,102 @@ def serve_http(tls_context=None):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Target)
     if tls_context:
         server.socket = tls_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy: absolute-form requests are relayed (adding `X-Proxied: yes` to the
+    answer), CONNECT opens a tunnel. Hosts under `.test` are the loopback targets. With
+    `need_auth`, requests without `Proxy-Authorization: Basic user:pass` get 407."""
+    protocol_version = "HTTP/1.1"
+    need_auth = False
+
+    def log_message(self, *args):
+        pass
+
+    def refuse(self):
+        if not self.need_auth:
+            return False
+        if self.headers.get("Proxy-Authorization") == "Basic " + base64.b64encode(b"user:pass").decode():
+            return False
+        self.send_response(407)
+        self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    @staticmethod
+    def address(host, port):
+        return ("127.0.0.1" if host.endswith(".test") else host.strip("[]"), int(port))
+
+    def do_CONNECT(self):
+        if self.refuse():
+            return
+        host, _, port = self.path.rpartition(":")
+        try:
+            upstream = socket.create_connection(self.address(host, port), timeout=5)
+        except OSError:
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        pipe(self.connection, upstream)
+
+    def relay(self):
+        if self.refuse():
+            return
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("proxy-authorization", "connection")}
+        conn = http.client.HTTPConnection(*self.address(url.hostname, url.port or 80), timeout=5)
+        conn.request(self.command, url.path + ("?" + url.query if url.query else ""), data, headers)
+        answer = conn.getresponse()
+        body = answer.read()
+        self.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("X-Proxied", "yes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        conn.close()
+
+    do_GET = do_POST = do_HEAD = relay
+
+
+def pipe(a, b):
+    def one_way(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    t = threading.Thread(target=one_way, args=(b, a), daemon=True)
+    t.start()
+    one_way(a, b)
+    t.join(10)
+    b.close()
+
+
+def serve_proxy(need_auth=False):
+    handler = type("AuthProxy" if need_auth else "OpenProxy", (Proxy,), {"need_auth": need_auth})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
 
@@ -372,6 +492,8 @@ def main():
         "banner": serve_banner(b"SSH-2.0-OpenSSH_9.2 loopback\r\n"),
         "echo": serve_banner(b"220 hello\r\n", b"250 ok\r\n"),
         "closed": free_port(),
+        "proxy": serve_proxy(),
+        "authproxy": serve_proxy(need_auth=True),
         "ca": cert,
         **grpc_ports,
     }

@@ -17,13 +17,18 @@
 //!   accepted and ignored so that the error names the real cause.
 //! * `grpc:` takes all of blackbox_exporter's settings, `metadata` included (see
 //!   [`GrpcProbe`]); metadata gRPC would refuse on every probe is an error at load time.
-//! * Settings of blackbox's HTTP client that Lookout does not implement (`proxy_url`,
-//!   `oauth2`, …) are errors at their line, never silently ignored.
+//! * Settings of blackbox's HTTP client that Lookout does not implement are errors at their
+//!   line, never silently ignored: `enable_http3: true` (HTTP/3 over QUIC; `false` is
+//!   accepted), `https://` and `socks5://` proxies, the `oauth2` JWT bearer grant and the
+//!   secret-manager `*_ref` settings. Proxies (`proxy_url`, `no_proxy`,
+//!   `proxy_from_environment`, `proxy_connect_header`), `oauth2` (client credentials) and
+//!   `http_headers` are supported; see [`http_client`].
 //! * `tls_config.min_version` `TLS10`/`TLS11` are accepted but mean TLS 1.2: rustls does not
 //!   speak older versions.
 
 mod duration;
 mod grpc;
+mod http_client;
 mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -37,6 +42,8 @@ use serde::de::{self, Deserializer, IgnoredAny};
 
 pub use duration::parse_duration;
 pub use grpc::GrpcProbe;
+pub(crate) use http_client::unescape;
+pub use http_client::{HeaderValues, OAuth2, ProxySettings, ProxyUrl};
 use lookout_web::yaml_locate::{Seg, locate};
 
 /// Interval of a target that does not set `interval`.
@@ -327,7 +334,8 @@ pub struct HttpProbe {
     pub preferred_ip_protocol: IpProtocol,
     /// Whether to fall back to the other protocol.
     pub ip_protocol_fallback: bool,
-    /// Skip the resolve phase when a proxy is used (accepted; Lookout has no proxies).
+    /// With a proxy, do not resolve the target (the proxy does): no resolve phase and no
+    /// `probe_ip_*` metrics, as blackbox_exporter.
     pub skip_resolve_phase_with_proxy: bool,
     /// Follow redirects (up to `--probe.max-redirects`, 10 by default).
     pub follow_redirects: bool,
@@ -367,6 +375,12 @@ pub struct HttpProbe {
     pub bearer_token_file: Option<PathBuf>,
     /// `Authorization` header settings.
     pub authorization: Option<Authorization>,
+    /// OAuth 2.0 client credentials: the token is sent as the `Authorization`.
+    pub oauth2: Option<OAuth2>,
+    /// Proxy settings.
+    pub proxy: ProxySettings,
+    /// `http_headers`: more request headers, with secret and file values.
+    pub http_headers: BTreeMap<String, HeaderValues>,
 }
 
 impl Default for HttpProbe {
@@ -396,6 +410,9 @@ impl Default for HttpProbe {
             bearer_token: None,
             bearer_token_file: None,
             authorization: None,
+            oauth2: None,
+            proxy: ProxySettings::default(),
+            http_headers: BTreeMap::new(),
         }
     }
 }
@@ -1112,14 +1129,15 @@ struct RawHttp {
     bearer_token: Option<String>,
     bearer_token_file: Option<PathBuf>,
     authorization: Option<Authorization>,
-    // Prometheus common HTTP client settings Lookout does not implement.
-    oauth2: Option<Unsupported>,
-    proxy_url: Option<Unsupported>,
-    no_proxy: Option<Unsupported>,
-    proxy_from_environment: Option<Unsupported>,
-    proxy_connect_header: Option<Unsupported>,
-    http_headers: Option<Unsupported>,
-    enable_http3: Option<Unsupported>,
+    oauth2: Option<http_client::RawOAuth2>,
+    proxy_url: Option<ProxyUrl>,
+    no_proxy: String,
+    proxy_from_environment: bool,
+    proxy_connect_header: BTreeMap<String, Vec<String>>,
+    http_headers: BTreeMap<String, HeaderValues>,
+    #[serde(deserialize_with = "de_no_http3")]
+    enable_http3: bool,
+    // Settings Lookout does not implement.
     fail_if_body_json_matches_cel: Option<Unsupported>,
     fail_if_body_json_not_matches_cel: Option<Unsupported>,
 }
@@ -1127,12 +1145,6 @@ struct RawHttp {
 impl RawHttp {
     fn into_probe(self) -> Result<HttpProbe, ModuleError> {
         let _ = (
-            self.oauth2,
-            self.proxy_url,
-            self.no_proxy,
-            self.proxy_from_environment,
-            self.proxy_connect_header,
-            self.http_headers,
             self.enable_http3,
             self.fail_if_body_json_matches_cel,
             self.fail_if_body_json_not_matches_cel,
@@ -1140,6 +1152,7 @@ impl RawHttp {
         validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("http", k), msg))?;
         let auth_count = [
             self.basic_auth.is_some(),
+            self.oauth2.is_some(),
             self.authorization.is_some(),
             self.bearer_token.is_some(),
             self.bearer_token_file.is_some(),
@@ -1150,7 +1163,7 @@ impl RawHttp {
         if auth_count > 1 {
             return Err((
                 vec!["http"],
-                "at most one of basic_auth, authorization, bearer_token & bearer_token_file must be configured".into(),
+                "at most one of basic_auth, oauth2, authorization, bearer_token & bearer_token_file must be configured".into(),
             ));
         }
         if let Some(b) = &self.basic_auth {
@@ -1224,6 +1237,17 @@ impl RawHttp {
                 ));
             }
         }
+        http_client::check_http_headers(&self.http_headers)?;
+        let proxy = http_client::proxy_settings(
+            &["http"],
+            self.proxy_url,
+            http_client::RawProxy {
+                no_proxy: self.no_proxy,
+                proxy_from_environment: self.proxy_from_environment,
+                proxy_connect_header: self.proxy_connect_header,
+            },
+        )?;
+        let oauth2 = self.oauth2.map(|o| o.into_oauth2()).transpose()?;
         let follow_redirects = match (self.no_follow_redirects, self.follow_redirects) {
             (Some(no), _) => !no,
             (None, Some(f)) => f,
@@ -1254,6 +1278,9 @@ impl RawHttp {
             bearer_token: self.bearer_token,
             bearer_token_file: self.bearer_token_file,
             authorization: self.authorization,
+            oauth2,
+            proxy,
+            http_headers: self.http_headers,
         })
     }
 }
@@ -1498,6 +1525,27 @@ impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         scalar(d, "a regular expression", compile).map(Pattern)
     }
+}
+
+/// `enable_http3`: `false` is accepted; `true` (HTTP/3 over QUIC) is refused at its line.
+fn de_no_http3<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("false")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            if v {
+                Err(E::custom(
+                    "enable_http3: true is not supported by Lookout (no HTTP/3 over QUIC); remove it or set it to false",
+                ))
+            } else {
+                Ok(false)
+            }
+        }
+    }
+    d.deserialize_bool(V)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

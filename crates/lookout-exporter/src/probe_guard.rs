@@ -251,6 +251,27 @@ impl ProbePolicy {
             .any(|a| matches!(a, Allowed::Network(_)))
     }
 
+    /// Checks a host that is not resolved here (an HTTP probe through a proxy with
+    /// `skip_resolve_phase_with_proxy`: the proxy resolves it): a literal address must lie in
+    /// an allowed network; a name must match an allowed host pattern, since the networks it
+    /// would resolve to cannot be checked.
+    pub fn check_unresolved(&self, host: &str) -> Result<(), String> {
+        if self.allowed_targets.is_empty() {
+            return Ok(());
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return self.check_address(bare, ip);
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if self.allowed_targets.iter().any(|a| a.matches_name(&name)) {
+            return Ok(());
+        }
+        Err(format!(
+            "host {name:?} matches no allowed host pattern, and it is not resolved here to be checked against the allowed networks (skip_resolve_phase_with_proxy: the proxy resolves it)"
+        ))
+    }
+
     /// Whether a probe may connect to `ip`, which it found for `host` (a name or the
     /// literal address): the name matches a host pattern, or the address lies in an
     /// allowed network. An empty `allowed_targets` allows any. The error says why not.

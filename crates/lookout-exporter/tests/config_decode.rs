@@ -247,9 +247,44 @@ fn errors_name_file_line_and_column() {
             "invalid regular expression",
         ),
         (
-            "modules:\n  m:\n    prober: http\n    http:\n      proxy_url: http://proxy:3128\n",
+            "modules:\n  m:\n    prober: http\n    http:\n      proxy_url: socks5://proxy:1080\n",
             "exporter.yml:5:18",
+            "proxy URL scheme \"socks5\" is not supported by Lookout",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      enable_http3: true\n",
+            "exporter.yml:5:21",
+            "enable_http3: true is not supported by Lookout",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      no_proxy: example.com\n",
+            "exporter.yml:5:7",
+            "if no_proxy is configured, proxy_url must also be configured",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      proxy_url: http://p:3128\n      proxy_from_environment: true\n",
+            "exporter.yml:6:7",
+            "if proxy_from_environment is configured, proxy_url must not be configured",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      http_headers:\n        authorization: {values: [x]}\n",
+            "exporter.yml:5:7",
+            "setting header \"Authorization\" is not allowed",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      oauth2:\n        client_id: c\n        token_url: http://t/token\n        grant_type: urn:ietf:params:oauth:grant-type:jwt-bearer\n",
+            "exporter.yml:8:9",
+            "grant_type",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      oauth2:\n        client_id: c\n        claims: {a: b}\n",
+            "exporter.yml:7:17",
             "not supported by Lookout",
+        ),
+        (
+            "modules:\n  m:\n    prober: http\n    http:\n      oauth2: {client_id: c}\n",
+            "exporter.yml:5:7",
+            "oauth2 token_url must be configured",
         ),
         (
             "modules:\n  m:\n    prober: dns\n",
@@ -320,7 +355,7 @@ fn errors_name_file_line_and_column() {
         (
             "modules:\n  m:\n    prober: http\n    http:\n      bearer_token: x\n      basic_auth: {username: u}\n",
             "exporter.yml:4:5",
-            "at most one of basic_auth, authorization, bearer_token & bearer_token_file",
+            "at most one of basic_auth, oauth2, authorization, bearer_token & bearer_token_file",
         ),
         (
             "modules:\n  m:\n    prober: tcp\n    tcp:\n      tls: true\n      tls_config:\n        cert_file: c.pem\n",

@@ -20,8 +20,11 @@
 //! blackbox_exporter) and the bound on a body a regexp needs.
 
 mod body;
+mod dial;
+mod headers;
+mod oauth2;
+mod proxy;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,10 +37,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-use super::resolve::resolve_target;
-use super::{Failure, HttpObservation, ProbeRequest, Recorder, connect_failure, reason, tls};
+use super::{Failure, HttpObservation, ProbeRequest, Recorder, reason, tls};
 use crate::config::HttpProbe;
 
 const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
@@ -59,6 +60,9 @@ struct Phases {
     /// Whether the target was resolved: blackbox_exporter publishes the phases other than
     /// `resolve` only from then on.
     resolved: bool,
+    /// With `skip_resolve_phase_with_proxy` blackbox_exporter has no `resolve` phase until
+    /// a redirect (whose lookup it adds).
+    hide_resolve: bool,
     resolve: Duration,
     connect: Duration,
     tls: Duration,
@@ -73,13 +77,19 @@ impl Phases {
 
     fn publish(&self, rec: &mut Recorder) {
         let shown = if self.resolved { PHASES.len() } else { 1 };
-        for (phase, d) in PHASES.iter().take(shown).zip([
-            self.resolve,
-            self.connect,
-            self.tls,
-            self.processing,
-            self.transfer,
-        ]) {
+        let hidden = usize::from(self.hide_resolve);
+        for (phase, d) in PHASES
+            .iter()
+            .take(shown)
+            .zip([
+                self.resolve,
+                self.connect,
+                self.tls,
+                self.processing,
+                self.transfer,
+            ])
+            .skip(hidden)
+        {
             rec.set_labeled(
                 "probe_http_duration_seconds",
                 H_DURATION,
@@ -140,6 +150,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
         method,
         body,
         cookies: Vec::new(),
+        referer: None,
     };
     let mut phases = Phases::default();
     let (hop, unfollowed) = follow_redirects(req, rec, uri, out, &mut phases).await?;
@@ -214,6 +225,9 @@ async fn follow_redirects(
             out.method = Method::GET;
             out.body = Bytes::new();
         }
+        // As Go's client: the URL redirected from is the Referer, unless HTTPS → HTTP.
+        out.referer = (uri.scheme_str() != Some("https") || next.scheme_str() != Some("http"))
+            .then(|| uri.to_string());
         uri = next;
     }
 }
@@ -505,6 +519,8 @@ struct Outgoing {
     /// blackbox_exporter, they go back to the host that set them (path, expiry and domain
     /// attributes are not interpreted).
     cookies: Vec<(String, String, String)>,
+    /// The URL of the redirect followed to this request.
+    referer: Option<String>,
 }
 
 /// Keeps the `Set-Cookie` name=value pairs of a response from `host`.
@@ -550,33 +566,12 @@ async fn one_hop(
     }
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
 
-    // Resolve: the first hop's lookup is the probe's (recorded); later hops only add time.
-    // The time counts even when the lookup fails, as blackbox_exporter's does.
-    let mut scratch = Recorder::default();
-    let start = Instant::now();
-    let resolved = resolve_target(
-        if first { &mut *rec } else { &mut scratch },
-        &host,
-        cfg.preferred_ip_protocol,
-        cfg.ip_protocol_fallback,
-        req.policy,
-    )
-    .await;
-    phases.resolve += start.elapsed();
-    phases.resolved |= resolved.is_ok();
-    phases.publish(rec);
-    let (ip, _) = resolved?;
-
-    let addr = SocketAddr::new(ip, port);
-    let start = Instant::now();
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| connect_failure(addr, &e));
-    phases.connect += start.elapsed();
-    phases.publish(rec);
-    let tcp = tcp?;
-    let _ = tcp.set_nodelay(true);
-    rec.log(format!("Connected: address={addr}"));
+    let dialed = dial::dial(req, rec, uri, https, &host, port, first, phases).await?;
+    let tcp = dialed.tcp;
+    let auth = match &cfg.oauth2 {
+        Some(o) => Some(oauth2::authorization(o, req.timeout, req.limits).await?),
+        None => authorization(cfg)?,
+    };
 
     // Host header: ?hostname= (first hop), a configured Host header, or the URL's authority.
     let configured_host = cfg
@@ -592,7 +587,8 @@ async fn one_hop(
             .map_or_else(|| host.clone(), |a| a.as_str().to_string()),
     };
 
-    let request = build_request(cfg, uri, out, &host, &host_header, rec)?;
+    let mut request = build_request(cfg, uri, out, &host, &host_header, auth, rec)?;
+    headers::add_http_headers(cfg, request.headers_mut())?;
     if https {
         // TLS server name: server_name, else the Host header (without port), else the host.
         let sni_default = if configured_host.is_some() || (first && req.hostname.is_some()) {
@@ -615,7 +611,7 @@ async fn one_hop(
         let (_, conn) = stream.get_ref();
         tls::record_connection_state(rec, conn, !cfg.tls_config.insecure_skip_verify);
         let h2 = conn.alpn_protocol() == Some(b"h2");
-        let (response, first_byte) = send(stream, h2, request, req, phases, rec).await?;
+        let (response, first_byte) = send(stream, h2, false, request, req, phases, rec).await?;
         Ok(Hop {
             response,
             method: out.method.clone(),
@@ -623,7 +619,20 @@ async fn one_hop(
             first_byte,
         })
     } else {
-        let (response, first_byte) = send(tcp, false, request, req, phases, rec).await?;
+        let absolute = dialed.forward.is_some();
+        if let Some((wire, proxy_auth)) = dialed.forward {
+            // Through a proxy: the request line carries the absolute URL.
+            *request.uri_mut() = wire;
+            if let Some(a) = proxy_auth {
+                let value = HeaderValue::from_str(&a).map_err(|e| {
+                    Failure::new(reason::PROXY, format!("invalid proxy credentials: {e}"))
+                })?;
+                request
+                    .headers_mut()
+                    .insert(http::header::PROXY_AUTHORIZATION, value);
+            }
+        }
+        let (response, first_byte) = send(tcp, false, absolute, request, req, phases, rec).await?;
         Ok(Hop {
             response,
             method: out.method.clone(),
@@ -649,6 +658,7 @@ fn build_request(
     out: &Outgoing,
     host: &str,
     host_header: &str,
+    auth: Option<String>,
     rec: &mut Recorder,
 ) -> Result<Request<Full<Bytes>>, Failure> {
     let (method, body) = (&out.method, &out.body);
@@ -679,7 +689,14 @@ fn build_request(
                 .map_err(|e| bad(format!("invalid cookie: {e}")))?,
         );
     }
-    if let Some(auth) = authorization(cfg)? {
+    if let Some(referer) = out
+        .referer
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        headers.insert(http::header::REFERER, referer);
+    }
+    if let Some(auth) = auth {
         headers.insert(
             http::header::AUTHORIZATION,
             HeaderValue::from_str(&auth).map_err(|e| bad(format!("invalid credentials: {e}")))?,
@@ -772,7 +789,8 @@ fn authorization(cfg: &HttpProbe) -> Result<Option<String>, Failure> {
     Ok(cfg.bearer_token.as_ref().map(|t| format!("Bearer {t}")))
 }
 
-fn base64(input: &[u8]) -> String {
+/// Standard base64 with padding (basic authentication).
+pub(crate) fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
@@ -793,13 +811,15 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Runs the HTTP exchange on `io` under the request's deadline and response head limits.
+/// Runs the HTTP exchange on `io` under the request's deadline and response head limits;
+/// `absolute` keeps the absolute URL in the HTTP/1 request line (to a proxy).
 /// `processing` runs from the connection being ready to the first byte of the response
 /// (Go's `GotConn` → `GotFirstResponseByte`, as blackbox_exporter measures it); returns the
 /// response and when that first byte came.
 async fn send<IO>(
     io: IO,
     h2: bool,
+    absolute: bool,
     mut request: Request<Full<Bytes>>,
     req: &ProbeRequest<'_>,
     phases: &mut Phases,
@@ -883,18 +903,20 @@ where
         tokio::spawn(async move {
             let _ = tokio::time::timeout(deadline, conn).await;
         });
-        // HTTP/1.1 request line in origin form.
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        *request.uri_mut() = path.parse().map_err(|e| {
-            Failure::new(
-                reason::INVALID_TARGET,
-                format!("invalid request path {path:?}: {e}"),
-            )
-        })?;
+        // HTTP/1.1 request line in origin form, but in absolute form to a proxy.
+        if !absolute {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            *request.uri_mut() = path.parse().map_err(|e| {
+                Failure::new(
+                    reason::INVALID_TARGET,
+                    format!("invalid request path {path:?}: {e}"),
+                )
+            })?;
+        }
         first_byte.arm();
         sender.send_request(request).await.map_err(protocol_error)
     };

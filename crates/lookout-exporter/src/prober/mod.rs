@@ -19,7 +19,9 @@
 //! | `connection_failed` | any other connect error (unreachable, reset, bind failed) |
 //! | `tls_config` | `tls_config` files could not be read or used |
 //! | `tls_handshake` | the TLS handshake failed (includes certificate verification) |
-//! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect |
+//! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect, an `http_headers` file that cannot be read |
+//! | `proxy` | the HTTP proxy refused the `CONNECT` tunnel (not `200`), answered it malformed or with a head over `--probe.max-response-header-bytes`, or `proxy_from_environment` found an unusable proxy URL (refused or failed connections to the proxy are `connection_refused`/`connection_failed`) |
+//! | `oauth2` | no OAuth 2.0 token: the token endpoint failed (for both ways of sending the client credentials), answered non-2xx, without `access_token` or with a body over 1 MiB, or `client_secret_file` could not be read |
 //! | `too_many_redirects` | more redirects than `--probe.max-redirects` (10) |
 //! | `headers_too_large` | response head over `--probe.max-response-header-bytes` (64 KiB) or `--probe.max-response-header-fields` (100) |
 //! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default) |
@@ -39,7 +41,7 @@
 //! | `grpc_response` | gRPC: a malformed answer (no message or `grpc-status`, a message that does not decode, compressed or over 64 KiB) |
 //! | `icmp_permission` | no raw or unprivileged ICMP socket may be opened; the message says what to grant |
 //! | `icmp_error` | an ICMP socket error other than permission |
-//! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets`; `/probe` answers 403 |
+//! | `not_allowed` | `/probe` only: an address the probe would connect to (a resolved target, a redirect's host) is outside `probe_policy.allowed_targets` (through an HTTP proxy the target is checked, not the proxy; with `skip_resolve_phase_with_proxy` a target name must match a host pattern); `/probe` answers 403 |
 
 mod dns;
 mod grpc;
@@ -59,6 +61,7 @@ use crate::limits::Limits;
 
 pub use dns::probe_dns;
 pub use grpc::{MAX_MESSAGE_BYTES as GRPC_MAX_MESSAGE_BYTES, probe_grpc};
+pub(crate) use http::base64;
 pub use http::probe_http;
 pub use icmp::probe_icmp;
 pub use tcp::probe_tcp;
@@ -81,6 +84,10 @@ pub mod reason {
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
     /// HTTP protocol error.
     pub const HTTP_REQUEST: &str = "http_request";
+    /// The HTTP proxy refused or broke the `CONNECT` tunnel.
+    pub const PROXY: &str = "proxy";
+    /// No OAuth 2.0 token could be had.
+    pub const OAUTH2: &str = "oauth2";
     /// More redirects than `--probe.max-redirects`.
     pub const TOO_MANY_REDIRECTS: &str = "too_many_redirects";
     /// Response head over `--probe.max-response-header-bytes` or
