@@ -383,6 +383,8 @@ pub fn prober_name(kind: ProberKind) -> &'static str {
         ProberKind::Tcp => "tcp",
         ProberKind::Dns => "dns",
         ProberKind::Icmp => "icmp",
+        ProberKind::Unix => "unix",
+        ProberKind::Websocket => "websocket",
     }
 }
 
