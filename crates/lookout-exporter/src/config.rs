@@ -12,11 +12,17 @@
 //!   prober counts such a body without keeping it, unless a `fail_if_body_*` regexp needs
 //!   it (then `--probe.max-regexp-body-bytes` bounds it; see [`crate::limits`]).
 //! * A target's `interval` defaults to [`DEFAULT_TARGET_INTERVAL`] (15 s).
-//! * Probers Lookout does not have (`unix`, `websocket`) are an error at the `prober:`
-//!   line: "prober \"unix\" is not supported by Lookout". Their sections (`unix:` …) are
-//!   accepted and ignored so that the error names the real cause.
 //! * `grpc:` takes all of blackbox_exporter's settings, `metadata` included (see
 //!   [`GrpcProbe`]); metadata gRPC would refuse on every probe is an error at load time.
+//! * `unix` and `websocket` (blackbox_exporter 0.28 and later) are decoded strictly like the
+//!   others. In a `tcp` or `unix` `query_response` step, `send` and `expect_bytes` may be
+//!   `!!binary <base64>` (see `config/binary.rs`); a binary `send` goes out as it is, with no
+//!   newline added (blackbox_exporter adds one, which breaks its own PostgreSQL example:
+//!   prometheus/blackbox_exporter#1657). `expect` and `expect_bytes` exclude each other. A
+//!   websocket step takes `expect` and `send` only (blackbox_exporter ignores the others
+//!   there; Lookout refuses them). The websocket `http_config` takes `basic_auth`,
+//!   `authorization` and `tls_config`, the settings blackbox_exporter's websocket prober
+//!   uses; its `headers` take a value or `values`/`secrets`/`files` per header.
 //! * Settings of blackbox's HTTP client that Lookout does not implement are errors at their
 //!   line, never silently ignored: `enable_http3: true` (HTTP/3 over QUIC; `false` is
 //!   accepted), `https://` and `socks5://` proxies, the `oauth2` JWT bearer grant and the
@@ -26,10 +32,12 @@
 //! * `tls_config.min_version` `TLS10`/`TLS11` are accepted but mean TLS 1.2: rustls does not
 //!   speak older versions.
 
+mod binary;
 mod duration;
 mod grpc;
 mod http_client;
 mod render;
+mod websocket;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -38,13 +46,14 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny};
+use serde::de::{self, Deserializer};
 
 pub use duration::parse_duration;
 pub use grpc::GrpcProbe;
 pub(crate) use http_client::unescape;
 pub use http_client::{HeaderValues, OAuth2, ProxySettings, ProxyUrl};
 use lookout_web::yaml_locate::{Seg, locate};
+pub use websocket::{HeaderSource, WebsocketProbe};
 
 /// Interval of a target that does not set `interval`.
 pub const DEFAULT_TARGET_INTERVAL: Duration = Duration::from_secs(15);
@@ -76,10 +85,15 @@ pub enum ProberKind {
     Icmp,
     /// gRPC health check (`grpc.health.v1.Health/Check`) over HTTP/2.
     Grpc,
+    /// Unix domain socket connect, optional dialogue and TLS.
+    Unix,
+    /// WebSocket upgrade and message dialogue.
+    Websocket,
 }
 
 impl ProberKind {
-    /// The name used in configuration files (`http`, `tcp`, `dns`, `icmp`, `grpc`).
+    /// The name used in configuration files (`http`, `tcp`, `dns`, `icmp`, `grpc`, `unix`,
+    /// `websocket`).
     pub fn as_str(self) -> &'static str {
         match self {
             ProberKind::Http => "http",
@@ -87,6 +101,8 @@ impl ProberKind {
             ProberKind::Dns => "dns",
             ProberKind::Icmp => "icmp",
             ProberKind::Grpc => "grpc",
+            ProberKind::Unix => "unix",
+            ProberKind::Websocket => "websocket",
         }
     }
 }
@@ -105,12 +121,10 @@ fn parse_prober(s: &str) -> Result<ProberKind, String> {
             "dns" => Ok(ProberKind::Dns),
             "icmp" => Ok(ProberKind::Icmp),
             "grpc" => Ok(ProberKind::Grpc),
-            "unix" | "websocket" => Err(format!(
-                "prober {s:?} is not supported by Lookout (supported: http, tcp, dns, icmp, \
-                 grpc); remove this module or probe it with blackbox_exporter"
-            )),
+            "unix" => Ok(ProberKind::Unix),
+            "websocket" => Ok(ProberKind::Websocket),
             _ => Err(format!(
-                "unknown prober {s:?} (supported: http, tcp, dns, icmp, grpc)"
+                "unknown prober {s:?} (supported: http, tcp, dns, icmp, grpc, unix, websocket)"
             )),
         }
     }
@@ -161,6 +175,10 @@ pub struct Module {
     pub icmp: IcmpProbe,
     /// Settings of the gRPC prober.
     pub grpc: GrpcProbe,
+    /// Settings of the unix socket prober.
+    pub unix: UnixProbe,
+    /// Settings of the WebSocket prober.
+    pub websocket: WebsocketProbe,
 }
 
 /// `tls_config`, as in Prometheus' common HTTP client configuration.
@@ -417,18 +435,26 @@ impl Default for HttpProbe {
     }
 }
 
-/// One step of a TCP dialogue (`query_response`).
+/// One step of a TCP or unix socket dialogue, or of a WebSocket one (`query_response`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryResponse {
-    /// Wait for a line matching this; its capture groups may be used in `send` (`${1}`).
+    /// Wait for a line (a message, over WebSocket) matching this; its capture groups may be
+    /// used in `send` (`${1}`).
     #[serde(deserialize_with = "de_opt_regex")]
     pub expect: Option<Regex>,
+    /// Read exactly these bytes next and fail unless they are equal (`expect_bytes`; text,
+    /// or `!!binary` base64). Excludes `expect`.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub expect_bytes: Option<Vec<u8>>,
     /// Labels of a `probe_expect_info` series published when `expect` matches; values may
     /// use the capture groups (`${1}`).
     pub labels: Vec<ExpectLabel>,
-    /// Line to send (a newline is appended).
+    /// Line to send (a newline is appended; a WebSocket message as it is).
     pub send: Option<String>,
+    /// `send: !!binary <base64>`: bytes sent as they are, with no newline added.
+    #[serde(skip)]
+    pub send_bytes: Option<Vec<u8>>,
     /// Upgrade the connection to TLS after this step.
     pub starttls: bool,
 }
@@ -471,6 +497,18 @@ impl Default for TcpProbe {
             tls_config: TlsConfig::default(),
         }
     }
+}
+
+/// Settings of the unix socket prober (`unix:`): the target is the socket's path.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "unix")]
+pub struct UnixProbe {
+    /// Dialogue after connecting, as for TCP.
+    pub query_response: Vec<QueryResponse>,
+    /// Start TLS right after connecting.
+    pub tls: bool,
+    /// TLS settings; `server_name` is needed to verify the certificate (a path is no name).
+    pub tls_config: TlsConfig,
 }
 
 /// Checks on one section of a DNS response (`validate_answer_rrs`, …).
@@ -709,13 +747,21 @@ impl Config {
         };
 
         let mut modules = BTreeMap::new();
+        let mut binary_tags = Vec::new();
         for (name, raw_module) in raw.modules.unwrap_or_default() {
-            let module = raw_module.into_module().map_err(|(keys, msg)| {
+            let mut module = raw_module.into_module().map_err(|(keys, msg)| {
                 let mut path = vec![Seg::Key("modules"), Seg::Key(&name)];
                 path.extend(keys.iter().map(|k| Seg::Key(k)));
                 at(&path, format!("module {name:?}: {msg}"))
             })?;
+            binary_tags.extend(binary::apply(text, &name, &mut module, &at)?);
             modules.insert(name, module);
+        }
+        if let Some(&unused) = binary::tag_positions(text)
+            .iter()
+            .find(|p| !binary_tags.contains(p))
+        {
+            return Err(binary::unused_tag_error(origin, unused));
         }
 
         let mut targets = Vec::new();
@@ -994,11 +1040,10 @@ struct RawModule {
     icmp: Option<RawIcmp>,
     #[serde(default)]
     grpc: Option<grpc::RawGrpc>,
-    // Sections of probers Lookout does not have: accepted so that `prober:` names the cause.
     #[serde(default)]
-    unix: Option<IgnoredAny>,
+    unix: Option<UnixProbe>,
     #[serde(default)]
-    websocket: Option<IgnoredAny>,
+    websocket: Option<websocket::RawWebsocket>,
 }
 
 /// A module-level problem: the key path inside the module, and the message.
@@ -1006,7 +1051,6 @@ type ModuleError = (Vec<&'static str>, String);
 
 impl RawModule {
     fn into_module(self) -> Result<Module, ModuleError> {
-        let _ = (self.unix, self.websocket);
         let mut m = Module {
             prober: self.prober,
             timeout: self.timeout,
@@ -1017,6 +1061,7 @@ impl RawModule {
         }
         if let Some(t) = self.tcp {
             validate_tls(&t.tls_config).map_err(|(k, msg)| (prefix("tcp", k), msg))?;
+            validate_steps("tcp", &t.query_response)?;
             m.tcp = TcpProbe {
                 preferred_ip_protocol: t.preferred_ip_protocol.unwrap_or_default(),
                 ip_protocol_fallback: t.ip_protocol_fallback.unwrap_or(true),
@@ -1028,6 +1073,14 @@ impl RawModule {
         }
         if let Some(g) = self.grpc {
             m.grpc = g.into_probe()?;
+        }
+        if let Some(u) = self.unix {
+            validate_tls(&u.tls_config).map_err(|(k, msg)| (prefix("unix", k), msg))?;
+            validate_steps("unix", &u.query_response)?;
+            m.unix = u;
+        }
+        if let Some(w) = self.websocket {
+            m.websocket = w.into_probe()?;
         }
         if let Some(d) = self.dns {
             m.dns = d.into_probe()?;
@@ -1056,6 +1109,59 @@ impl RawModule {
         }
         Ok(m)
     }
+}
+
+/// Checks `basic_auth` and `authorization` of the HTTP client settings at `section`
+/// (`http`, or `websocket`, `http_config`): each secret comes from the text or a file.
+fn validate_auth(
+    section: &[&'static str],
+    basic: Option<&BasicAuth>,
+    authorization: Option<&Authorization>,
+) -> Result<(), ModuleError> {
+    let at = |key: &'static str| [section, &[key]].concat();
+    if let Some(b) = basic {
+        if !b.username.is_empty() && b.username_file.is_some() {
+            return Err((
+                at("basic_auth"),
+                "at most one of basic_auth username & username_file must be configured".into(),
+            ));
+        }
+        if !b.password.is_empty() && b.password_file.is_some() {
+            return Err((
+                at("basic_auth"),
+                "at most one of basic_auth password & password_file must be configured".into(),
+            ));
+        }
+    }
+    if let Some(a) = authorization {
+        if a.kind.eq_ignore_ascii_case("basic") {
+            return Err((
+                at("authorization"),
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
+            ));
+        }
+        if !a.credentials.is_empty() && a.credentials_file.is_some() {
+            return Err((
+                at("authorization"),
+                "at most one of authorization credentials & credentials_file must be configured"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `tcp` or `unix` dialogue: `expect` and `expect_bytes` exclude each other.
+fn validate_steps(section: &'static str, steps: &[QueryResponse]) -> Result<(), ModuleError> {
+    for (i, step) in steps.iter().enumerate() {
+        if step.expect.is_some() && step.expect_bytes.is_some() {
+            return Err((
+                vec![section, "query_response"],
+                format!("step {i}: expect and expect_bytes are mutually exclusive"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A setting Lookout knows from blackbox_exporter but does not implement.
@@ -1166,35 +1272,11 @@ impl RawHttp {
                 "at most one of basic_auth, oauth2, authorization, bearer_token & bearer_token_file must be configured".into(),
             ));
         }
-        if let Some(b) = &self.basic_auth {
-            if !b.username.is_empty() && b.username_file.is_some() {
-                return Err((
-                    vec!["http", "basic_auth"],
-                    "at most one of basic_auth username & username_file must be configured".into(),
-                ));
-            }
-            if !b.password.is_empty() && b.password_file.is_some() {
-                return Err((
-                    vec!["http", "basic_auth"],
-                    "at most one of basic_auth password & password_file must be configured".into(),
-                ));
-            }
-        }
-        if let Some(a) = &self.authorization {
-            if a.kind.eq_ignore_ascii_case("basic") {
-                return Err((
-                    vec!["http", "authorization"],
-                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
-                        .into(),
-                ));
-            }
-            if !a.credentials.is_empty() && a.credentials_file.is_some() {
-                return Err((
-                    vec!["http", "authorization"],
-                    "at most one of authorization credentials & credentials_file must be configured".into(),
-                ));
-            }
-        }
+        validate_auth(
+            &["http"],
+            self.basic_auth.as_ref(),
+            self.authorization.as_ref(),
+        )?;
         if !self.body.is_empty() && self.body_file.is_some() {
             return Err((
                 vec!["http", "body_file"],
@@ -1565,6 +1647,13 @@ fn de_opt_regex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Err
     Ok(Option::<Pattern>::deserialize(d)?
         .map(|p| p.0)
         .filter(|r| !r.as_str().is_empty()))
+}
+
+/// Text read as its UTF-8 bytes; empty means unset (as blackbox_exporter's `!= ""`).
+fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes))
 }
 
 fn de_regexes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Regex>, D::Error> {

@@ -114,7 +114,7 @@ pub struct ExporterMetrics {
     /// `lookout_exporter_probe_requests_rejected_total`: `/probe` requests answered 503.
     pub probe_requests_rejected: Counter,
     /// `lookout_exporter_probe_requests_refused_total{reason}`: `/probe` requests answered
-    /// 403 by `probe_policy` (`unconfigured`, `not_allowed`).
+    /// 403 by `probe_policy` (`unconfigured`, `not_allowed`, `unix_socket`).
     pub probe_requests_refused: Family<[(&'static str, &'static str); 1], Counter>,
     /// `lookout_exporter_limit_hits_total{limit}`: inputs refused because they exceeded an
     /// exporter limit other than the probes' own (those are counted by failure reason in

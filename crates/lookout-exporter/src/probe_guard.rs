@@ -9,6 +9,9 @@
 //!   allowed_targets: ["*.example.internal", "10.0.0.0/8", "127.0.0.1/32"]
 //!   # Refuse every /probe target that is not the `target:` of a configured target.
 //!   refuse_unconfigured: true
+//!   # Unix socket paths that /probe may be asked to probe with a `unix` module (exact
+//!   # paths, as written in ?target=). Unset or empty: none.
+//!   allowed_unix_sockets: ["/run/app/health.sock"]
 //! ```
 //!
 //! Rules:
@@ -17,6 +20,12 @@
 //!   always allowed: the operator configured it.
 //! * With `refuse_unconfigured: true`, every other target is refused (reason
 //!   `unconfigured`).
+//! * A unix socket path (a module with `prober: unix`) is refused unless it is written
+//!   exactly as one of `allowed_unix_sockets` (reason `unix_socket`), **even with no
+//!   policy at all**: a path reaches what the network cannot (the docker or containerd
+//!   socket, a database's local socket, the exporter's own), so `/probe` may not name one
+//!   by default. The comparison is on the text, so `/run/../run/x.sock` does not pass for
+//!   `/run/x.sock`; list the paths as the targets will write them.
 //! * Otherwise, when `allowed_targets` is set, the target's host — parsed by
 //!   [`crate::target`], the parser the module's prober uses, so both read the same host —
 //!   must match on arrival: a literal IP must lie in one of the CIDRs; a name must match a
@@ -156,6 +165,22 @@ pub struct ProbePolicy {
     pub allowed_targets: Vec<Allowed>,
     /// Refuse `/probe` targets that are not a configured target's `target:`.
     pub refuse_unconfigured: bool,
+    /// Unix socket paths `/probe` may probe (exact text); none by default.
+    #[serde(deserialize_with = "socket_paths")]
+    pub allowed_unix_sockets: Vec<String>,
+}
+
+fn socket_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let paths = Vec::<String>::deserialize(d)?;
+    match paths
+        .iter()
+        .find(|p| crate::target::unix_path(p).is_err() || !p.starts_with('/'))
+    {
+        Some(p) => Err(de::Error::custom(format!(
+            "invalid allowed unix socket {p:?}: use an absolute path of at most 107 bytes"
+        ))),
+        None => Ok(paths),
+    }
 }
 
 /// Why a `/probe` target was refused.
@@ -165,6 +190,8 @@ pub enum Refusal {
     Unconfigured,
     /// Outside `allowed_targets`; the message says why.
     NotAllowed(String),
+    /// A unix socket path not in `allowed_unix_sockets`.
+    UnixSocket,
 }
 
 impl Refusal {
@@ -173,6 +200,7 @@ impl Refusal {
         match self {
             Refusal::Unconfigured => "unconfigured",
             Refusal::NotAllowed(_) => "not_allowed",
+            Refusal::UnixSocket => "unix_socket",
         }
     }
 
@@ -185,6 +213,10 @@ impl Refusal {
             Refusal::NotAllowed(why) => {
                 format!("Target {target:?} refused: {why} (probe_policy.allowed_targets)\n")
             }
+            Refusal::UnixSocket => format!(
+                "Target {target:?} refused: a unix socket may be probed only when it is a \
+                 configured target or listed in probe_policy.allowed_unix_sockets\n"
+            ),
         }
     }
 }
@@ -203,11 +235,20 @@ impl ProbePolicy {
         kind: ProberKind,
         configured: bool,
     ) -> Result<(), Refusal> {
-        if !self.is_active() || configured {
+        if configured {
             return Ok(());
         }
         if self.refuse_unconfigured {
             return Err(Refusal::Unconfigured);
+        }
+        if kind == ProberKind::Unix {
+            return match self.allowed_unix_sockets.iter().any(|p| p == target) {
+                true => Ok(()),
+                false => Err(Refusal::UnixSocket),
+            };
+        }
+        if !self.is_active() {
+            return Ok(());
         }
         let host = crate::target::host(kind, target)
             .map_err(|e| Refusal::NotAllowed(format!("no host in target: {e}")))?;
@@ -306,6 +347,7 @@ mod tests {
         ProbePolicy {
             allowed_targets: allowed.iter().map(|a| Allowed::parse(a).unwrap()).collect(),
             refuse_unconfigured: refuse,
+            allowed_unix_sockets: Vec::new(),
         }
     }
 
@@ -375,6 +417,25 @@ mod tests {
                 .await
                 .is_ok()
         );
+        // Unix sockets: only configured or listed paths, with or without a policy.
+        let none = ProbePolicy::default();
+        let docker = "/var/run/docker.sock";
+        assert_eq!(
+            none.check(docker, ProberKind::Unix, false).await,
+            Err(Refusal::UnixSocket)
+        );
+        assert!(none.check(docker, ProberKind::Unix, true).await.is_ok());
+        let open = ProbePolicy {
+            allowed_unix_sockets: vec!["/run/ok.sock".into()],
+            ..ProbePolicy::default()
+        };
+        assert!(
+            open.check("/run/ok.sock", ProberKind::Unix, false)
+                .await
+                .is_ok()
+        );
+        let sneaky = open.check("/run/../run/ok.sock", ProberKind::Unix, false);
+        assert_eq!(sneaky.await, Err(Refusal::UnixSocket));
         let strict = policy(&[], true);
         assert_eq!(
             strict

@@ -384,6 +384,8 @@ pub fn prober_name(kind: ProberKind) -> &'static str {
         ProberKind::Dns => "dns",
         ProberKind::Icmp => "icmp",
         ProberKind::Grpc => "grpc",
+        ProberKind::Unix => "unix",
+        ProberKind::Websocket => "websocket",
     }
 }
 

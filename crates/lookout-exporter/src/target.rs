@@ -8,6 +8,8 @@
 //! | `dns` | `host[:port]`, `[v6][:port]`, a bare IPv6 address (port 53, or 853 over TLS) | `host` |
 //! | `icmp` | a host name or address, `[v6]` | the host |
 //! | `grpc` | `host[:port]` or a URL as for `http` (scheme and path ignored; port 80, or 443 with `tls`) | the URL's host |
+//! | `websocket` | a `ws://` or `wss://` URL | the URL's host |
+//! | `unix` | the path of a unix socket | none: the policy has its own rule for paths |
 //!
 //! Userinfo with `[` or `]` in a URL is refused, as Go's `net/url` does
 //! (`[127.0.0.1]@127.0.0.2` is the host 127.0.0.2, a trap for anyone reading the text).
@@ -141,14 +143,40 @@ pub fn icmp_host(target: &str) -> Result<String, TargetError> {
     Ok(host.to_string())
 }
 
+/// The URL a WebSocket probe opens: `ws://` or `wss://`, with a host as [`http_url`] reads
+/// it.
+pub fn websocket_url(target: &str) -> Result<Uri, TargetError> {
+    if !(target.starts_with("ws://") || target.starts_with("wss://")) {
+        return Err(bad(target, "is not a ws:// or wss:// URL"));
+    }
+    http_url(target)
+}
+
+/// The socket path a unix probe connects to: not empty, no NUL byte, at most 107 bytes (the
+/// room in `sockaddr_un`).
+pub fn unix_path(target: &str) -> Result<&str, TargetError> {
+    if target.is_empty() || target.contains('\0') {
+        return Err(bad(target, "is not a unix socket path"));
+    }
+    if target.len() > 107 {
+        return Err(bad(
+            target,
+            "is longer than a unix socket path may be (107 bytes)",
+        ));
+    }
+    Ok(target)
+}
+
 /// The host the prober of `kind` connects to first (for the DNS prober, its default port
-/// is irrelevant here).
+/// is irrelevant here). A unix socket has none.
 pub fn host(kind: ProberKind, target: &str) -> Result<String, TargetError> {
     match kind {
         ProberKind::Http | ProberKind::Grpc => http_url(target).map(|u| url_host(&u).to_string()),
         ProberKind::Tcp => host_port(target, None).map(|(h, _)| h),
         ProberKind::Dns => host_port(target, Some(53)).map(|(h, _)| h),
         ProberKind::Icmp => icmp_host(target),
+        ProberKind::Websocket => websocket_url(target).map(|u| url_host(&u).to_string()),
+        ProberKind::Unix => Err(bad(target, "is a unix socket path, which has no host")),
     }
 }
 
@@ -186,6 +214,23 @@ mod tests {
         // Found by fuzzing: the URL parser's host was `6553665536...[`.
         assert!(host("6553665536...[::ffff:127.0.0.1]80-180").is_err());
         assert!(host("http://[not-v6]/").is_err());
+    }
+
+    #[test]
+    fn websocket_urls_and_unix_paths() {
+        let host = |t| host(ProberKind::Websocket, t);
+        assert_eq!(
+            host("wss://Ws.example:8443/chat").as_deref(),
+            Ok("Ws.example")
+        );
+        assert_eq!(host("ws://[::1]/").as_deref(), Ok("::1"));
+        assert!(host("http://example/").is_err());
+        assert!(host("example:80").is_err());
+        assert!(host("ws://[a]@127.0.0.2/").is_err());
+        assert_eq!(unix_path("/run/app.sock"), Ok("/run/app.sock"));
+        assert!(unix_path("").is_err());
+        assert!(unix_path("/a\0b").is_err());
+        assert!(unix_path(&"x".repeat(108)).is_err());
     }
 
     #[test]

@@ -388,3 +388,151 @@ fn missing_file_names_the_path() {
         .to_string();
     assert!(e.starts_with("/nonexistent/exporter.yml: "), "{e}");
 }
+
+/// The `unix_socket_ping`, `postgresql` and `websocket_example_*` modules of
+/// blackbox_exporter's example.yml (after 0.27), as written there.
+const NEWER_BLACKBOX_MODULES: &str = r#"modules:
+  unix_socket_ping:
+    prober: unix
+    timeout: 5s
+    unix:
+      query_response:
+        - send: "PING"
+        - expect: "PONG"
+  postgresql:
+    prober: tcp
+    tcp:
+      query_response:
+      - send: !!binary AAAACATSFi8= # 0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F - PostgreSQL SSLRequest
+      - expect_bytes: S # 0x53 - Reply will be 'S' if SSL is enabled, and 'N' if it is not.
+      - starttls: true
+  websocket_example_basic_auth:
+    prober: websocket
+    websocket:
+      http_config:
+        basic_auth:
+          username: "user"
+          password: "password"
+        tls_config:
+          insecure_skip_verify: true
+      headers:
+        X-Some-Header: "my_header"
+      query_response:
+        - expect: ^Hello,\s(.+)"
+          send: "Hello server, i'am ${1}"
+        - expect: ^Welcome
+  websocket_example_bearer_token:
+    prober: websocket
+    websocket:
+      http_config:
+        authorization:
+          credentials: "secret_token"
+        tls_config:
+          insecure_skip_verify: true
+      headers:
+        X-Some-Header: "my_header"
+      query_response:
+        - expect: ^Hello,\s(.+)"
+          send: "Hello server, i'am ${1}"
+        - expect: ^Welcome
+"#;
+
+#[test]
+fn newer_blackbox_unix_tcp_bytes_and_websocket_modules_load() {
+    use lookout_exporter::config::HeaderSource;
+    let c = Config::parse(NEWER_BLACKBOX_MODULES, "example.yml").expect("valid");
+    let unix = &c.modules["unix_socket_ping"];
+    assert_eq!(unix.prober, ProberKind::Unix);
+    assert_eq!(unix.unix.query_response[0].send.as_deref(), Some("PING"));
+    let pg = &c.modules["postgresql"].tcp.query_response;
+    assert_eq!(pg[0].send, None);
+    assert_eq!(
+        pg[0].send_bytes.as_deref(),
+        Some(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f][..])
+    );
+    assert_eq!(pg[1].expect_bytes.as_deref(), Some(&b"S"[..]));
+    assert!(pg[2].starttls);
+    let ws = &c.modules["websocket_example_basic_auth"].websocket;
+    assert_eq!(
+        ws.basic_auth.as_ref().map(|b| b.username.as_str()),
+        Some("user")
+    );
+    assert!(ws.tls_config.insecure_skip_verify);
+    assert_eq!(
+        ws.headers,
+        [(
+            "X-Some-Header".to_string(),
+            HeaderSource::Value("my_header".into())
+        )]
+    );
+    assert_eq!(ws.query_response.len(), 2);
+    let bearer = &c.modules["websocket_example_bearer_token"].websocket;
+    let auth = bearer.authorization.as_ref().expect("authorization");
+    assert_eq!(
+        (auth.kind.as_str(), auth.credentials.as_str()),
+        ("Bearer", "secret_token")
+    );
+}
+
+#[test]
+fn bad_unix_websocket_and_binary_settings_name_their_line() {
+    let module = |body: &str| format!("modules:\n  m:\n{body}");
+    let cases = [
+        (
+            "    prober: tcp\n    tcp:\n      query_response:\n        - expect: x\n          expect_bytes: y\n",
+            "exporter.yml:5:7",
+            "expect and expect_bytes are mutually exclusive",
+        ),
+        (
+            "    prober: tcp\n    tcp:\n      query_response:\n        - send: !!binary 'not*base64'\n",
+            "exporter.yml:6:11",
+            "not valid base64",
+        ),
+        (
+            "    prober: tcp\n    tcp:\n      query_response:\n        - expect: !!binary QQ==\n",
+            "exporter.yml:6:19",
+            "!!binary is supported only",
+        ),
+        (
+            "    prober: tcp\n    tcp:\n      query_response: [{send: !!binary QQ==}]\n",
+            "exporter.yml:5:31",
+            "written in block style",
+        ),
+        (
+            "    prober: unix\n    unix:\n      source_ip_address: 127.0.0.1\n",
+            "exporter.yml:5:7",
+            "unknown field `source_ip_address`",
+        ),
+        (
+            "    prober: websocket\n    websocket:\n      query_response:\n        - expect: x\n          starttls: true\n",
+            "exporter.yml:5:7",
+            "starttls is not used by the websocket prober",
+        ),
+        (
+            "    prober: websocket\n    websocket:\n      http_config:\n        proxy_url: http://proxy:3128\n",
+            "exporter.yml:6:20",
+            "not supported by Lookout",
+        ),
+        (
+            "    prober: websocket\n    websocket:\n      headers:\n        Upgrade: h2c\n",
+            "exporter.yml:5:7",
+            "set by the WebSocket handshake",
+        ),
+        (
+            "    prober: websocket\n    websocket:\n      http_config:\n        basic_auth: {username: u}\n        authorization: {credentials: c}\n",
+            "exporter.yml:5:7",
+            "at most one of basic_auth & authorization",
+        ),
+        (
+            "    prober: websocket\n    websocket:\n      headers:\n        X-A: {value: x}\n",
+            "exporter.yml:6:15",
+            "unknown field `value`",
+        ),
+    ];
+    for (body, at, message) in cases {
+        let e = err(&module(body));
+        assert!(e.starts_with(at) && e.contains(message), "{body}\n{e}");
+    }
+    let e = err("probe_policy:\n  allowed_unix_sockets: [relative.sock]\n");
+    assert!(e.contains("use an absolute path"), "{e}");
+}

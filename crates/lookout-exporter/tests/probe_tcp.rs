@@ -3,29 +3,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Runs `handler` for every connection on a loopback port.
-async fn server<F, Fut>(handler: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let handler = Arc::new(handler);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handler(stream));
-        }
-    });
-    addr
-}
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 async fn ssh_like() -> SocketAddr {
     server(|mut s| async move {
@@ -207,4 +188,100 @@ async fn starttls_upgrade() {
         labeled(&r, "probe_tls_version_info", &[("version", "TLS 1.3")]),
         Some(1.0)
     );
+}
+
+/// PostgreSQL's SSLRequest, as the `postgresql` module of blackbox_exporter's example.yml
+/// sends it with `!!binary AAAACATSFi8=`.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f];
+
+const POSTGRESQL: &str = "prober: tcp\ntcp:\n  query_response:\n  - send: !!binary AAAACATSFi8=\n  - expect_bytes: S\n  - starttls: true\n  tls_config:\n    insecure_skip_verify: true";
+
+/// A PostgreSQL-like server: reads the 8-byte SSLRequest, answers `reply`, and starts TLS
+/// when it said 'S'. As PostgreSQL does, any byte after the request and before the TLS
+/// ClientHello (blackbox_exporter's newline) breaks the handshake.
+async fn postgres_like(reply: &'static [u8]) -> SocketAddr {
+    let pki = pki(&[]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
+    server(move |mut s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let mut request = [0u8; 8];
+            if s.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+                return;
+            }
+            let _ = s.write_all(reply).await;
+            if reply == b"S" {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let _ = tls.flush().await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn postgresql_ssl_request_then_tls() {
+    let addr = postgres_like(b"S").await;
+    let r = probe_with(
+        &addr.to_string(),
+        &module(POSTGRESQL),
+        None,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_failed_due_to_bytes"), Some(0.0));
+    assert_eq!(value(&r, "probe_failed_due_to_regex"), Some(0.0));
+    assert!(value(&r, "probe_ssl_earliest_cert_expiry").is_some());
+
+    // 'N': the server does not do TLS.
+    let addr = postgres_like(b"N").await;
+    let r = probe(&addr.to_string(), &module(POSTGRESQL)).await;
+    assert_failure(&r, "expect_mismatch");
+    assert_eq!(value(&r, "probe_failed_due_to_bytes"), Some(1.0));
+}
+
+#[tokio::test]
+async fn expect_bytes_waits_for_all_and_fails_on_a_short_stream() {
+    let m = module("prober: tcp\ntcp:\n  query_response:\n  - expect_bytes: not-a-line");
+    // The bytes come in two pieces: Lookout waits for the rest.
+    let split = server(|mut s| async move {
+        let _ = s.write_all(b"not-").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = s.write_all(b"a-line").await;
+    })
+    .await;
+    let r = probe(&split.to_string(), &m).await;
+    assert_success(&r);
+    assert_eq!(value(&r, "probe_failed_due_to_bytes"), Some(0.0));
+
+    // Other bytes: failed due to bytes.
+    let other = server(|mut s| async move {
+        let _ = s.write_all(b"something-else").await;
+    })
+    .await;
+    let r = probe(&other.to_string(), &m).await;
+    assert_failure(&r, "expect_mismatch");
+    assert_eq!(value(&r, "probe_failed_due_to_bytes"), Some(1.0));
+
+    // Closed after 3 of 10 bytes: a mismatch, but not "due to bytes" (as blackbox's short read).
+    let short = server(|mut s| async move {
+        let _ = s.write_all(b"not").await;
+    })
+    .await;
+    let r = probe(&short.to_string(), &m).await;
+    assert_failure(&r, "expect_mismatch");
+    assert_eq!(value(&r, "probe_failed_due_to_bytes"), Some(0.0));
+
+    // Bytes after a line read for `expect` are not lost.
+    let both = server(|mut s| async move {
+        let _ = s.write_all(b"220 ready\r\n\x00\x01rest").await;
+    })
+    .await;
+    let m = module(
+        "prober: tcp\ntcp:\n  query_response:\n  - expect: '^220'\n  - expect_bytes: !!binary AAE=",
+    );
+    assert_success(&probe(&both.to_string(), &m).await);
 }

@@ -28,6 +28,16 @@ struct Node {
 
 /// Returns the 1-based (line, column) of the deepest node of `path` found in `text`.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
+    walk(text, path, false)
+}
+
+/// Returns the 1-based (line, column) of the node of `path` only when every step of it was
+/// found (block style); `None` otherwise.
+pub fn locate_exact(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
+    walk(text, path, true)
+}
+
+fn walk(text: &str, path: &[Seg<'_>], exact: bool) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut node: Option<Node> = None;
     for seg in path {
@@ -37,6 +47,7 @@ pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
         };
         match next {
             Some(n) => node = Some(n),
+            None if exact => return None,
             None => break,
         }
     }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    Authorization, BasicAuth, DnsProbe, DnsTransport, GrpcProbe, HeaderMatch, HttpProbe, IcmpProbe,
-    IpProtocol, Module, ProberKind, QueryResponse, RrValidator, TcpProbe, TlsConfig, TlsVersion,
-    rcode_name,
+    Authorization, BasicAuth, DnsProbe, DnsTransport, GrpcProbe, HeaderMatch, HeaderSource,
+    HttpProbe, IcmpProbe, IpProtocol, Module, ProberKind, QueryResponse, RrValidator, TcpProbe,
+    TlsConfig, TlsVersion, UnixProbe, WebsocketProbe, rcode_name,
 };
 
 /// What a secret is written as.
@@ -65,6 +65,18 @@ impl Module {
                 grpc(&self.grpc),
                 grpc(&GrpcProbe::default()),
             ),
+            (
+                ProberKind::Unix,
+                "unix",
+                unix(&self.unix),
+                unix(&UnixProbe::default()),
+            ),
+            (
+                ProberKind::Websocket,
+                "websocket",
+                websocket(&self.websocket),
+                websocket(&WebsocketProbe::default()),
+            ),
         ];
         for (kind, name, section, default) in sections {
             if kind == self.prober || section != default {
@@ -72,6 +84,7 @@ impl Module {
             }
         }
         serde_yaml_ng::to_string(&Value::Mapping(m.0))
+            .map(|text| text.replace(BINARY_MARKER, "!!binary "))
             .unwrap_or_else(|e| format!("# the module could not be written as YAML: {e}\n"))
     }
 }
@@ -301,8 +314,91 @@ fn query_response(q: &QueryResponse) -> Value {
                 .collect(),
         )),
     );
+    if let Some(bytes) = &q.expect_bytes {
+        let text = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| !t.chars().any(char::is_control));
+        m.put(
+            "expect_bytes",
+            text.map_or_else(|| binary(bytes), Value::from),
+        );
+    }
     m.put_some("send", q.send.as_deref());
+    if let Some(bytes) = &q.send_bytes {
+        m.put("send", binary(bytes));
+    }
     m.put("starttls", q.starttls);
+    m.into()
+}
+
+/// The local tag [`binary`] writes, turned into `!!binary` in the finished text:
+/// serde_yaml_ng writes any tag it is given as a local one (`!binary`).
+const BINARY_MARKER: &str = "!lookout-binary-bytes ";
+
+/// Bytes as a `!!binary` scalar (see [`BINARY_MARKER`]), which the loader decodes back.
+fn binary(bytes: &[u8]) -> Value {
+    use base64::Engine as _;
+    Value::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+        tag: serde_yaml_ng::value::Tag::new(BINARY_MARKER.trim()),
+        value: Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }))
+}
+
+fn query_responses(steps: &[QueryResponse]) -> Option<Value> {
+    Some(Value::Sequence(steps.iter().map(query_response).collect()))
+}
+
+fn unix(u: &UnixProbe) -> Value {
+    let mut m = Fields::default();
+    m.put_some("query_response", query_responses(&u.query_response));
+    m.put("tls", u.tls);
+    m.put("tls_config", tls(&u.tls_config));
+    m.into()
+}
+
+fn websocket(w: &WebsocketProbe) -> Value {
+    let mut client = Fields::default();
+    if let Some(b) = &w.basic_auth {
+        client.put("basic_auth", basic_auth(b));
+    }
+    if let Some(a) = &w.authorization {
+        client.put("authorization", authorization(a));
+    }
+    client.put("tls_config", tls(&w.tls_config));
+    let mut headers: Vec<(&str, Fields)> = Vec::new();
+    for (name, source) in &w.headers {
+        if headers.last().is_none_or(|(n, _)| n != name) {
+            headers.push((name, Fields::default()));
+        }
+        let Some((_, lists)) = headers.last_mut() else {
+            continue;
+        };
+        let (key, value) = match source {
+            HeaderSource::Value(v) => ("values", v.clone()),
+            HeaderSource::Secret(_) => ("secrets", SECRET.to_string()),
+            HeaderSource::File(p) => ("files", p.display().to_string()),
+        };
+        let list = lists
+            .0
+            .entry(Value::from(key))
+            .or_insert_with(|| Value::Sequence(Vec::new()));
+        if let Value::Sequence(items) = list {
+            items.push(Value::from(value));
+        }
+    }
+    let mut m = Fields::default();
+    m.put("http_config", client);
+    let mut by_name = Fields::default();
+    for (name, lists) in headers {
+        by_name.put(name, lists);
+    }
+    m.put_some("headers", Some(by_name));
+    m.put_some("query_response", query_responses(&w.query_response));
+    m.put(
+        "preferred_ip_protocol",
+        ip_protocol(w.preferred_ip_protocol),
+    );
+    m.put("ip_protocol_fallback", w.ip_protocol_fallback);
     m.into()
 }
 
@@ -317,12 +413,7 @@ fn tcp(t: &TcpProbe) -> Value {
         "source_ip_address",
         t.source_ip_address.map(|a| a.to_string()),
     );
-    m.put_some(
-        "query_response",
-        Some(Value::Sequence(
-            t.query_response.iter().map(query_response).collect(),
-        )),
-    );
+    m.put_some("query_response", query_responses(&t.query_response));
     m.put("tls", t.tls);
     m.put("tls_config", tls(&t.tls_config));
     m.into()
@@ -593,6 +684,58 @@ icmp:
   dont_fragment: true
   ttl: 64
 ",
+        );
+        let printed = round_trip(
+            "prober: tcp
+tcp:
+  query_response:
+    - send: !!binary AAAACATSFi8=
+    - expect_bytes: S
+    - expect_bytes: !!binary AAE=
+    - starttls: true
+",
+        );
+        assert!(printed.contains("send: !!binary AAAACATSFi8="), "{printed}");
+        assert!(printed.contains("expect_bytes: !!binary AAE="), "{printed}");
+        round_trip(
+            "prober: unix
+unix:
+  query_response:
+    - send: PING
+    - expect: PONG
+  tls: true
+  tls_config:
+    server_name: sock.internal
+",
+        );
+        let printed = round_trip(
+            "prober: websocket
+websocket:
+  http_config:
+    basic_auth:
+      username: user
+    tls_config:
+      insecure_skip_verify: true
+  headers:
+    X-Some-Header: my_header
+    X-Other:
+      values: [a, b]
+      files: [/etc/hostname]
+  query_response:
+    - expect: ^Hello,\\s(.+)
+      send: Hello server, i'am ${1}
+    - expect: ^Welcome
+  preferred_ip_protocol: ip4
+",
+        );
+        assert!(printed.contains("X-Some-Header:\n      values:\n      - my_header"));
+        let printed = parse_module(
+            "prober: websocket\nwebsocket:\n  http_config:\n    authorization:\n      credentials: t0ken\n  headers:\n    X-Key:\n      secrets: [s3cret]\n",
+        )
+        .to_yaml();
+        assert!(
+            !printed.contains("t0ken") && !printed.contains("s3cret"),
+            "{printed}"
         );
         // A section of another prober is kept when it is set.
         let printed = round_trip("prober: http\ntcp:\n  tls: true\n");

@@ -745,7 +745,7 @@ async fn read_body_file(path: &std::path::Path) -> Result<Bytes, Failure> {
 
 /// Reads a secret file that `setting` names (at most [`MAX_SECRET_FILE_BYTES`]), without
 /// surrounding white space.
-fn read_secret(path: &std::path::Path, setting: &str) -> Result<String, Failure> {
+pub(super) fn read_secret(path: &std::path::Path, setting: &str) -> Result<String, Failure> {
     let fail = |message| Failure::new(reason::HTTP_REQUEST, message);
     let bytes = tls::read_setting_file(path, setting, MAX_SECRET_FILE_BYTES).map_err(fail)?;
     String::from_utf8(bytes)
@@ -759,7 +759,26 @@ fn read_secret(path: &std::path::Path, setting: &str) -> Result<String, Failure>
 }
 
 fn authorization(cfg: &HttpProbe) -> Result<Option<String>, Failure> {
-    if let Some(b) = &cfg.basic_auth {
+    if let Some(header) = client_authorization(cfg.basic_auth.as_ref(), cfg.authorization.as_ref())?
+    {
+        return Ok(Some(header));
+    }
+    if let Some(p) = &cfg.bearer_token_file {
+        return Ok(Some(format!(
+            "Bearer {}",
+            read_secret(p, "bearer_token_file")?
+        )));
+    }
+    Ok(cfg.bearer_token.as_ref().map(|t| format!("Bearer {t}")))
+}
+
+/// The `Authorization` header of `basic_auth` or `authorization` (secret files read now),
+/// shared with the WebSocket prober's `http_config`.
+pub(super) fn client_authorization(
+    basic_auth: Option<&crate::config::BasicAuth>,
+    authorization: Option<&crate::config::Authorization>,
+) -> Result<Option<String>, Failure> {
+    if let Some(b) = basic_auth {
         let user = match &b.username_file {
             Some(p) => read_secret(p, "username_file")?,
             None => b.username.clone(),
@@ -773,20 +792,14 @@ fn authorization(cfg: &HttpProbe) -> Result<Option<String>, Failure> {
             base64(format!("{user}:{password}").as_bytes())
         )));
     }
-    if let Some(a) = &cfg.authorization {
+    if let Some(a) = authorization {
         let credentials = match &a.credentials_file {
             Some(p) => read_secret(p, "credentials_file")?,
             None => a.credentials.clone(),
         };
         return Ok(Some(format!("{} {credentials}", a.kind)));
     }
-    if let Some(p) = &cfg.bearer_token_file {
-        return Ok(Some(format!(
-            "Bearer {}",
-            read_secret(p, "bearer_token_file")?
-        )));
-    }
-    Ok(cfg.bearer_token.as_ref().map(|t| format!("Bearer {t}")))
+    Ok(None)
 }
 
 /// Standard base64 with padding (basic authentication).

@@ -15,8 +15,8 @@
 //! | `timeout` | the probe's deadline passed |
 //! | `invalid_target` | the target cannot be parsed (URL, host:port) |
 //! | `dns_resolution` | the target's host name could not be resolved (for the preferred protocol and, if allowed, the other) |
-//! | `connection_refused` | TCP connection refused |
-//! | `connection_failed` | any other connect error (unreachable, reset, bind failed) |
+//! | `connection_refused` | TCP (or unix socket) connection refused |
+//! | `connection_failed` | any other connect error (unreachable, reset, bind failed; for a unix socket: no such file, permission denied) |
 //! | `tls_config` | `tls_config` files could not be read or used |
 //! | `tls_handshake` | the TLS handshake failed (includes certificate verification) |
 //! | `http_request` | HTTP protocol error, connection closed mid-request, bad redirect, an `http_headers` file that cannot be read |
@@ -24,7 +24,7 @@
 //! | `oauth2` | no OAuth 2.0 token: the token endpoint failed (for both ways of sending the client credentials), answered non-2xx, without `access_token` or with a body over 1 MiB, or `client_secret_file` could not be read |
 //! | `too_many_redirects` | more redirects than `--probe.max-redirects` (10) |
 //! | `headers_too_large` | response head over `--probe.max-response-header-bytes` (64 KiB) or `--probe.max-response-header-fields` (100) |
-//! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default) |
+//! | `invalid_status_code` | status not in `valid_status_codes` (2xx by default); WebSocket: the upgrade was answered with another status than 101 |
 //! | `invalid_http_version` | version not in `valid_http_versions` |
 //! | `body_too_large` | the body exceeded `body_size_limit` |
 //! | `decompression` | the body could not be decompressed as `compression` asks |
@@ -32,8 +32,9 @@
 //! | `header_regex` | `fail_if_header_matches` / `fail_if_header_not_matches` |
 //! | `ssl_forbidden` | `fail_if_ssl` and the response came over TLS |
 //! | `ssl_required` | `fail_if_not_ssl` and it did not |
-//! | `expect_mismatch` | TCP: the connection ended before a line matched `expect` |
-//! | `network_error` | TCP/UDP read or write failed (e.g. ICMP port unreachable for DNS over UDP) |
+//! | `expect_mismatch` | TCP, unix: the connection ended before a line matched `expect`, or `expect_bytes` read other bytes or too few; WebSocket: the message read for `expect` did not match, or the connection closed first |
+//! | `message_too_large` | WebSocket: a message or frame over `--probe.max-regexp-body-bytes` |
+//! | `network_error` | TCP/UDP/unix/WebSocket read or write failed (e.g. ICMP port unreachable for DNS over UDP) |
 //! | `nxdomain`, `servfail`, `refused`, `rcode_<name>` | DNS: response code not in `valid_rcodes` |
 //! | `answer_validation`, `authority_validation`, `additional_validation` | DNS: a `validate_*_rrs` check failed |
 //! | `grpc_status` | gRPC: the call ended with a status other than OK (the server's `grpc-status`, e.g. `NOT_FOUND` for an unknown service, `UNIMPLEMENTED` without a health service; or an answer that is not gRPC, by its HTTP status); `probe_grpc_status_code` has the code |
@@ -47,10 +48,13 @@ mod dns;
 mod grpc;
 mod http;
 mod icmp;
+mod query_response;
 mod resolve;
 mod tcp;
 mod tls;
 mod tls_verify;
+mod unix;
+mod websocket;
 
 use std::future::Future;
 use std::task::Poll;
@@ -65,6 +69,8 @@ pub(crate) use http::base64;
 pub use http::probe_http;
 pub use icmp::probe_icmp;
 pub use tcp::probe_tcp;
+pub use unix::probe_unix;
+pub use websocket::probe_websocket;
 
 /// The stable failure reasons, as constants (see the module documentation).
 pub mod reason {
@@ -109,8 +115,10 @@ pub mod reason {
     pub const SSL_FORBIDDEN: &str = "ssl_forbidden";
     /// No TLS with `fail_if_not_ssl`.
     pub const SSL_REQUIRED: &str = "ssl_required";
-    /// TCP dialogue: no line matched `expect`.
+    /// Dialogue: no line (message) matched `expect`, or `expect_bytes` did not come.
     pub const EXPECT_MISMATCH: &str = "expect_mismatch";
+    /// A WebSocket message over `--probe.max-regexp-body-bytes`.
+    pub const MESSAGE_TOO_LARGE: &str = "message_too_large";
     /// Read or write failed.
     pub const NETWORK_ERROR: &str = "network_error";
     /// DNS answer section validation failed.
@@ -328,6 +336,8 @@ pub async fn run(req: &ProbeRequest<'_>) -> ProbeReport {
                 ProberKind::Dns => probe_dns(req, &mut rec).await,
                 ProberKind::Icmp => probe_icmp(req, &mut rec).await,
                 ProberKind::Grpc => probe_grpc(req, &mut rec).await,
+                ProberKind::Unix => probe_unix(req, &mut rec).await,
+                ProberKind::Websocket => probe_websocket(req, &mut rec).await,
             }
         };
         let finished = if timeout.is_zero() {
