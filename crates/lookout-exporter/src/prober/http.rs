@@ -563,9 +563,17 @@ async fn one_hop(
     )
     .await;
     phases.resolve += start.elapsed();
-    phases.resolved |= resolved.is_ok();
+    // blackbox_exporter builds its HTTP client, reading the TLS files, after resolving the
+    // target and before connecting, whatever the scheme: an unreadable ca_file, cert_file or
+    // key_file fails even an http:// probe there, with only the resolve phase published.
+    let client = match (&resolved, first) {
+        (Ok(_), true) => tls::client_config(&cfg.tls_config, &[]).map(drop),
+        _ => Ok(()),
+    };
+    phases.resolved |= resolved.is_ok() && client.is_ok();
     phases.publish(rec);
     let (ip, _) = resolved?;
+    client?;
 
     let addr = SocketAddr::new(ip, port);
     let start = Instant::now();
