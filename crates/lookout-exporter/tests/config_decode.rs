@@ -342,3 +342,34 @@ fn missing_file_names_the_path() {
         .to_string();
     assert!(e.starts_with("/nonexistent/exporter.yml: "), "{e}");
 }
+
+/// Found by the blackbox differential harness (tests/differential/blackbox-configs.yml):
+/// blackbox_exporter refuses a module name given twice, lower-case DNS names and takes
+/// any preferred_ip_protocol but "ip6" as IPv4.
+#[test]
+fn blackbox_config_strictness() {
+    let twice = "modules:\n  m:\n    prober: http\n  m:\n    prober: tcp\n";
+    assert!(
+        err(twice).contains("\"m\" is defined more than once"),
+        "{}",
+        err(twice)
+    );
+    for (key, value) in [
+        ("query_type", "mx"),
+        ("query_class", "ch"),
+        ("valid_rcodes", "[nxdomain]"),
+    ] {
+        let text = format!(
+            "modules:\n  d:\n    prober: dns\n    dns:\n      query_name: example.test\n      {key}: {value}\n"
+        );
+        assert!(err(&text).contains("not valid") || err(&text).contains("invalid rcode"));
+    }
+    let upper = "modules:\n  d:\n    prober: dns\n    dns:\n      query_name: example.test\n      query_type: MX\n      query_class: CH\n      valid_rcodes: [NXDOMAIN]\n";
+    assert!(Config::parse(upper, "exporter.yml").is_ok());
+    for value in ["ipv6", "tcp4", "anything"] {
+        let text = format!(
+            "modules:\n  h:\n    prober: http\n    http:\n      preferred_ip_protocol: {value}\n"
+        );
+        assert!(err(&text).contains("use ip4 or ip6"), "{}", err(&text));
+    }
+}
