@@ -149,10 +149,12 @@ impl<'de> Deserialize<'de> for IpProtocol {
 fn parse_ip_protocol(s: &str) -> Result<IpProtocol, String> {
     {
         match s {
-            "ip4" | "ipv4" | "tcp4" | "udp4" => Ok(IpProtocol::Ip4),
-            "ip6" | "ipv6" | "tcp6" | "udp6" | "" => Ok(IpProtocol::Ip6),
+            // blackbox_exporter takes "ip6" and "" as IPv6 and anything else, even "ipv6", as
+            // IPv4: rather than probe differently without a word, other values are refused.
+            "ip4" => Ok(IpProtocol::Ip4),
+            "ip6" | "" => Ok(IpProtocol::Ip6),
             _ => Err(format!(
-                "invalid preferred_ip_protocol {s:?}: use ip4 or ip6"
+                "invalid preferred_ip_protocol {s:?}: use ip4 or ip6 (blackbox_exporter would take it as ip4)"
             )),
         }
     }
@@ -992,6 +994,7 @@ fn check_dependencies(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename = "config")]
 struct RawConfig {
+    #[serde(default, deserialize_with = "de_unique_modules")]
     modules: Option<BTreeMap<String, RawModule>>,
     targets: Option<Vec<RawTarget>>,
     heartbeats: Option<Vec<RawHeartbeat>>,
@@ -1413,17 +1416,24 @@ impl RawDns {
                 "dns_over_tls needs transport_protocol: tcp".into(),
             ));
         }
+        // Names in upper case only, as blackbox_exporter (miekg/dns' tables) takes them.
         let class_text = self.query_class.unwrap_or_else(|| "IN".into());
-        let query_class = hickory_proto::rr::DNSClass::from_str(&class_text.to_ascii_uppercase())
+        // (hickory's from_str also wants upper case: it asserts it.)
+        let upper = |t: &str| !t.chars().any(|c| c.is_ascii_lowercase());
+        let query_class = Some(&class_text)
+            .filter(|t| upper(t))
+            .ok_or(())
+            .and_then(|t| hickory_proto::rr::DNSClass::from_str(t).map_err(drop))
             .map_err(|_| {
-            (
-                vec!["dns", "query_class"],
-                format!("query class {class_text:?} is not valid"),
-            )
-        })?;
+                (
+                    vec!["dns", "query_class"],
+                    format!("query class {class_text:?} is not valid"),
+                )
+            })?;
         let type_text = self.query_type.unwrap_or_else(|| "ANY".into());
-        let query_type = hickory_proto::rr::RecordType::from_str(&type_text.to_ascii_uppercase())
-            .ok()
+        let query_type = Some(&type_text)
+            .filter(|t| upper(t))
+            .and_then(|t| hickory_proto::rr::RecordType::from_str(t).ok())
             .filter(|t| !matches!(t, hickory_proto::rr::RecordType::Unknown(_)))
             .ok_or_else(|| {
                 (
@@ -1546,12 +1556,10 @@ pub const RCODES: &[(&str, u16)] = &[
     ("BADCOOKIE", 23),
 ];
 
-/// The number of a response code name (`NXDOMAIN` → 3), case-insensitive.
+/// The number of a response code name (`NXDOMAIN` → 3). Upper case only: blackbox_exporter
+/// (miekg/dns' table) knows no `nxdomain`.
 pub fn rcode_from_name(name: &str) -> Option<u16> {
-    RCODES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|&(_, c)| c)
+    RCODES.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
 }
 
 /// The name of a response code (3 → `NXDOMAIN`), or `RCODE<n>` for unnamed ones.
@@ -1628,6 +1636,43 @@ fn de_no_http3<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         }
     }
     d.deserialize_bool(V)
+}
+
+/// `modules:` where a name given twice is an error (as in blackbox_exporter's YAML decoder),
+/// not a module silently replaced by the later one.
+fn de_unique_modules<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, RawModule>>, D::Error> {
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Option<BTreeMap<String, RawModule>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping of module names to modules")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(V)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut modules = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if modules.contains_key(&name) {
+                    return Err(de::Error::custom(format!(
+                        "module {name:?} is defined more than once"
+                    )));
+                }
+                let module: RawModule = map.next_value()?;
+                modules.insert(name, module);
+            }
+            Ok(Some(modules))
+        }
+    }
+    d.deserialize_option(V)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -535,4 +535,33 @@ fn bad_unix_websocket_and_binary_settings_name_their_line() {
     }
     let e = err("probe_policy:\n  allowed_unix_sockets: [relative.sock]\n");
     assert!(e.contains("use an absolute path"), "{e}");
+/// Found by the blackbox differential harness (tests/differential/blackbox-configs.yml):
+/// blackbox_exporter refuses a module name given twice, lower-case DNS names and takes
+/// any preferred_ip_protocol but "ip6" as IPv4.
+#[test]
+fn blackbox_config_strictness() {
+    let twice = "modules:\n  m:\n    prober: http\n  m:\n    prober: tcp\n";
+    assert!(
+        err(twice).contains("\"m\" is defined more than once"),
+        "{}",
+        err(twice)
+    );
+    for (key, value) in [
+        ("query_type", "mx"),
+        ("query_class", "ch"),
+        ("valid_rcodes", "[nxdomain]"),
+    ] {
+        let text = format!(
+            "modules:\n  d:\n    prober: dns\n    dns:\n      query_name: example.test\n      {key}: {value}\n"
+        );
+        assert!(err(&text).contains("not valid") || err(&text).contains("invalid rcode"));
+    }
+    let upper = "modules:\n  d:\n    prober: dns\n    dns:\n      query_name: example.test\n      query_type: MX\n      query_class: CH\n      valid_rcodes: [NXDOMAIN]\n";
+    assert!(Config::parse(upper, "exporter.yml").is_ok());
+    for value in ["ipv6", "tcp4", "anything"] {
+        let text = format!(
+            "modules:\n  h:\n    prober: http\n    http:\n      preferred_ip_protocol: {value}\n"
+        );
+        assert!(err(&text).contains("use ip4 or ip6"), "{}", err(&text));
+    }
 }

@@ -184,6 +184,14 @@ fn open_socket(ip: IpAddr, cfg: &IcmpProbe) -> Result<(Socket, bool), Failure> {
     };
     setup("non-blocking mode", socket.set_nonblocking(true))?;
     if let Some(src) = cfg.source_ip_address {
+        // Linux binds an IPv4 raw socket to an IPv6 address without complaint (reading the
+        // wrong bytes): refuse it, as Go's ListenPacket in blackbox_exporter does.
+        if src.is_ipv6() != ip.is_ipv6() {
+            return Err(Failure::new(
+                reason::ICMP_ERROR,
+                format!("source_ip_address {src} is not of the target {ip}'s IP version"),
+            ));
+        }
         setup(
             "source_ip_address",
             socket.bind(&SockAddr::from(SocketAddr::new(src, 0))),

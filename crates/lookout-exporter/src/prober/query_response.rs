@@ -280,7 +280,12 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         }
         let mut chunk = [0u8; 4096];
-        let n = conn.read(&mut chunk).await?;
+        // A peer closing a TLS connection without close_notify ends the stream, as in Go's
+        // crypto/tls that blackbox_exporter reads with (a server answering HTTP/1.0 does).
+        let n = match conn.read(&mut chunk).await {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            r => r?,
+        };
         if n == 0 {
             if buffer.is_empty() {
                 return Ok(None);

@@ -23,6 +23,7 @@ use http::Uri;
 use tokio::net::TcpStream;
 
 use super::super::resolve::resolve_target;
+use super::super::tls;
 use super::super::{Failure, ProbeRequest, Recorder, connect_failure, reason};
 use super::{Phases, proxy};
 
@@ -115,9 +116,18 @@ async fn resolve(
     )
     .await;
     phases.resolve += start.elapsed();
-    phases.resolved |= resolved.is_ok();
+    // blackbox_exporter builds its HTTP client, reading the TLS files, after resolving the
+    // target and before connecting, whatever the scheme: an unreadable ca_file, cert_file or
+    // key_file fails even an http:// probe there, with only the resolve phase published.
+    let client = match (&resolved, first) {
+        (Ok(_), true) => tls::client_config(&cfg.tls_config, &[]).map(drop),
+        _ => Ok(()),
+    };
+    phases.resolved |= resolved.is_ok() && client.is_ok();
     phases.publish(rec);
-    resolved.map(|(ip, _)| ip)
+    let (ip, _) = resolved?;
+    client?;
+    Ok(ip)
 }
 
 async fn direct(addr: SocketAddr) -> Result<Dialed, Failure> {
