@@ -67,11 +67,13 @@ fn debian_file_with_grpc_loads_unchanged() {
 }
 
 #[test]
-fn probers_lookout_lacks_are_named_at_their_line() {
-    let e = err("modules:\n  u:\n    prober: unix\n    unix: {}\n");
+fn unknown_probers_are_named_at_their_line() {
+    let e = err("modules:\n  u:\n    prober: smtp\n");
     assert!(e.contains("exporter.yml:3:13: "), "{e}");
     assert!(
-        e.contains("prober \"unix\" is not supported by Lookout"),
+        e.contains(
+            "unknown prober \"smtp\" (supported: http, tcp, dns, icmp, grpc, unix, websocket)"
+        ),
         "{e}"
     );
 }
@@ -535,6 +537,8 @@ fn bad_unix_websocket_and_binary_settings_name_their_line() {
     }
     let e = err("probe_policy:\n  allowed_unix_sockets: [relative.sock]\n");
     assert!(e.contains("use an absolute path"), "{e}");
+}
+
 /// Found by the blackbox differential harness (tests/differential/blackbox-configs.yml):
 /// blackbox_exporter refuses a module name given twice, lower-case DNS names and takes
 /// any preferred_ip_protocol but "ip6" as IPv4.

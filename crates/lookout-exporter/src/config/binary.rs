@@ -11,8 +11,8 @@
 
 use base64::Engine as _;
 
-use lookout_web::yaml_locate::{Seg, locate_exact};
 use super::{ConfigError, Module, QueryResponse};
+use lookout_web::yaml_locate::{Seg, locate_exact};
 
 /// The ways YAML writes the binary tag.
 const TAGS: [&str; 2] = ["!!binary", "!<tag:yaml.org,2002:binary>"];
