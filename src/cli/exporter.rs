@@ -167,15 +167,9 @@ fn response_header_fields(text: &str) -> Result<usize, String> {
 }
 
 fn check(path: &std::path::Path, limits: &Limits) -> ExitCode {
-    match Config::load_limited(path, limits.max_config_file_bytes) {
-        Ok(config) => {
-            println!(
-                "{}: OK ({} modules, {} targets, {} heartbeats)",
-                path.display(),
-                config.modules.len(),
-                config.targets.len(),
-                config.heartbeats.len()
-            );
+    match check_file(path, limits) {
+        Ok(summary) => {
+            println!("{}: OK ({summary})", path.display());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -183,6 +177,19 @@ fn check(path: &std::path::Path, limits: &Limits) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the configuration file as the exporter does at start: a summary of what it
+/// holds, or the error (naming file, line and column).
+pub(super) fn check_file(path: &std::path::Path, limits: &Limits) -> Result<String, String> {
+    let config =
+        Config::load_limited(path, limits.max_config_file_bytes).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} modules, {} targets, {} heartbeats",
+        config.modules.len(),
+        config.targets.len(),
+        config.heartbeats.len()
+    ))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod init;
 pub mod promqltest;
 pub mod rules;
 pub mod up;
+mod up_check;
 
 /// All sub-commands of `lookout`.
 #[derive(Subcommand)]

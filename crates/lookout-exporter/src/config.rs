@@ -670,7 +670,8 @@ pub struct Target {
     pub depends_on: Vec<String>,
 }
 
-/// A push monitor: something must POST `/heartbeat/{name}` at least every `max_silence`.
+/// A push monitor: something must push `/heartbeat/{name}` (POST, GET or HEAD) at least
+/// every `max_silence`.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
     /// Unique name, the path segment of `/heartbeat/{name}`.

@@ -10,8 +10,8 @@
 //! | `lookout_target_probe_duration_seconds`, `lookout_target_last_probe_timestamp_seconds`, `lookout_target_http_status_code`, `probe_ssl_earliest_cert_expiry` | `job`, `instance`, target labels |
 //! | `lookout_target_probe_failure_info` | the same plus `reason` |
 //! | `http_request_duration_seconds` (histogram) | `job`, `instance`, target labels |
-//! | `dns_resolution_duration_seconds` (histogram) | `instance`, `nameserver` |
-//! | `dns_answer_info` | `instance`, `domain`, `nameserver`, `answer` |
+//! | `dns_resolution_duration_seconds` (histogram) | `job`, `instance`, target labels, `nameserver` |
+//! | `dns_answer_info` | `job`, `instance`, target labels, `domain`, `nameserver`, `answer` |
 //! | `lookout_heartbeat_last_seen_timestamp_seconds` | `name` |
 //! | `lookout_target_blocked` | `instance`, `blocked_by` (see [`crate::cascade`]) |
 //!
@@ -276,6 +276,18 @@ fn with<'a>(mut base: Labels<'a>, key: &'a str, value: &'a str) -> Labels<'a> {
     base
 }
 
+/// A target's labels (`job`, `instance`, its own) followed by a series' own `extra` labels,
+/// which win over a target label of the same name (a series never repeats a label).
+fn target_and<'a>(pairs: &'a [(String, String)], extra: Labels<'a>) -> Labels<'a> {
+    let mut out: Labels<'a> = pairs
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| *e == k.as_str()))
+        .map(|(k, v)| (k.as_str(), Value(v.as_str())))
+        .collect();
+    out.extend(extra);
+    out
+}
+
 /// Produces the continuous targets' and heartbeats' series at scrape time.
 #[derive(Debug)]
 pub struct TargetsCollector {
@@ -425,12 +437,9 @@ impl Collector for TargetsCollector {
             &mut encoder,
             "dns_resolution_duration_seconds",
             "Time from query to answer, by nameserver",
-            states.iter().flat_map(|(_, name, s)| {
+            states.iter().flat_map(|(l, _, s)| {
                 s.dns_durations.iter().map(move |(nameserver, h)| {
-                    (
-                        vec![("instance", Value(name)), ("nameserver", Value(nameserver))],
-                        h,
-                    )
+                    (target_and(l, vec![("nameserver", Value(nameserver))]), h)
                 })
             }),
         )?;
@@ -438,17 +447,19 @@ impl Collector for TargetsCollector {
             &mut encoder,
             "dns_answer",
             "Answers of the DNS targets' last probe, one series per answer record",
-            probed().flat_map(|(_, name, _, last)| {
+            probed().flat_map(|(l, _, _, last)| {
                 last.dns
                     .iter()
                     .flat_map(move |(nameserver, domain, answers)| {
                         answers.iter().map(move |answer| {
-                            vec![
-                                ("instance", Value(name)),
-                                ("domain", Value(domain)),
-                                ("nameserver", Value(nameserver)),
-                                ("answer", Value(answer)),
-                            ]
+                            target_and(
+                                l,
+                                vec![
+                                    ("domain", Value(domain)),
+                                    ("nameserver", Value(nameserver)),
+                                    ("answer", Value(answer)),
+                                ],
+                            )
                         })
                     })
             }),

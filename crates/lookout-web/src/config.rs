@@ -11,7 +11,9 @@
 //! * `min_version: TLS10`/`TLS11` are refused: rustls speaks TLS 1.2 and 1.3 only.
 //! * Lookout extension: `basic_auth_scope: all | write` (default `all`). With `write`, only
 //!   requests that change something (any method but `GET`, `HEAD` and `OPTIONS`:
-//!   `POST /-/reload`, `POST /heartbeat/NAME`) need a password; reads stay open.
+//!   `POST /-/reload`, `POST /heartbeat/NAME`), and every method on the paths a server
+//!   declares as writes (the exporter's `/heartbeat/NAME`, which takes GET and HEAD too),
+//!   need a password; reads stay open.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +87,8 @@ pub enum AuthScope {
     /// Every request (exporter-toolkit's behaviour).
     #[default]
     All,
-    /// Only requests whose method is not `GET`, `HEAD` or `OPTIONS`.
+    /// Only requests whose method is not `GET`, `HEAD` or `OPTIONS`, and every request to
+    /// a path the server declares a write (`WebServer::with_write_paths`).
     Write,
 }
 
