@@ -38,6 +38,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The error's message, as the API's `error` field says it.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad_data(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -204,7 +209,11 @@ fn engine_error(e: QueryError) -> ApiError {
 /// a slot included), and it is cancelled as soon as this future ends without the result —
 /// at the timeout, or when the client goes away and the server drops the request — so the
 /// evaluation stops and frees its slot instead of running on unseen.
-async fn run_query<T, F>(st: &WebState, timeout_param: Option<&str>, f: F) -> Result<T, ApiError>
+pub(crate) async fn run_query<T, F>(
+    st: &WebState,
+    timeout_param: Option<&str>,
+    f: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&QueryControl) -> Result<T, QueryError> + Send + 'static,

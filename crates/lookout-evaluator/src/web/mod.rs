@@ -9,6 +9,7 @@
 //! entry point from the parts it started.
 
 pub mod api;
+pub mod chart;
 pub mod status;
 
 use std::future::Future;
