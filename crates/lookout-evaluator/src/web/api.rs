@@ -641,62 +641,6 @@ pub async fn query_exemplars() -> Response {
     success(json!([]))
 }
 
-/// `GET /graph?g0.expr=...`: the page alerts link to (`generatorURL`). Shows the expression
-/// and, in embedded mode, its current result as a table.
-pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Response {
-    let expr = param(&p, "g0.expr").unwrap_or("").to_string();
-    let mut body = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Lookout expression</title></head><body>\
-         <h1>Expression</h1><pre>{}</pre>",
-        super::status::escape_html(&expr)
-    );
-    if !expr.is_empty() {
-        let t = now_ms();
-        let q = expr.clone();
-        let result = match storage(&st) {
-            Ok(storage) => {
-                let engine = st.engine.clone();
-                run_query(&st, None, move |control| {
-                    let storage = storage.as_ref() as &dyn Queryable;
-                    engine.instant_query_controlled(storage, &q, t, control)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Value::Vector(v)) => {
-                body.push_str("<table border=\"1\"><tr><th>Series</th><th>Value</th></tr>");
-                for s in &v {
-                    body.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td></tr>",
-                        super::status::escape_html(&s.metric.to_string()),
-                        format_float(s.f)
-                    ));
-                }
-                body.push_str("</table>");
-                if v.is_empty() {
-                    body.push_str("<p>Empty result.</p>");
-                }
-            }
-            Ok(other) => body.push_str(&format!(
-                "<pre>{}</pre>",
-                super::status::escape_html(&other.to_string())
-            )),
-            Err(e) => body.push_str(&format!(
-                "<p>{}</p>",
-                super::status::escape_html(&e.message)
-            )),
-        }
-    }
-    body.push_str("</body></html>\n");
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -567,9 +567,14 @@ pub fn notification_failures(exposition: &str) -> Vec<String> {
     }
     if dropped > 0.0 {
         out.push(format!(
-            "Notifications dropped: {} alerts were dropped (queue full or delivery failed) \
-             since the evaluator started.",
-            format_count(dropped)
+            "Notifications dropped: {} {} dropped (queue full or delivery failed) since the \
+             evaluator started.",
+            format_count(dropped),
+            if dropped == 1.0 {
+                "alert was"
+            } else {
+                "alerts were"
+            }
         ));
     }
     out
