@@ -12,8 +12,9 @@
 //! | `http_request_duration_seconds` (histogram) | `job`, `instance`, target labels |
 //! | `dns_resolution_duration_seconds` (histogram) | `job`, `instance`, target labels, `nameserver` |
 //! | `dns_answer_info` | `job`, `instance`, target labels, `domain`, `nameserver`, `answer` |
-//! | `lookout_heartbeat_last_seen_timestamp_seconds` | `name` |
+//! | `lookout_heartbeat_last_seen_timestamp_seconds`, `lookout_heartbeat_max_silence_seconds` | `name` |
 //! | `lookout_target_blocked` | `instance`, `blocked_by` (see [`crate::cascade`]) |
+//! | `lookout_target_dependency_info` | `instance`, `depends_on`: one per `depends_on` entry, up or down |
 //!
 //! `job` is the target's `job` label when it has one, else its module's name; `instance` is
 //! the target's name. A Prometheus job scraping `/metrics` needs `honor_labels: true` so these
@@ -478,6 +479,30 @@ impl Collector for TargetsCollector {
                 .iter()
                 .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
         )?;
+        gauge(
+            &mut encoder,
+            "lookout_heartbeat_max_silence_seconds",
+            "The heartbeat's max_silence: up turns 0 when it is silent longer",
+            heartbeats
+                .iter()
+                .map(|h| (vec![("name", Value(&h.name))], h.max_silence.as_secs_f64())),
+        )?;
+        // The dependency graph itself, so a status page can draw it while everything is up
+        // (`lookout_target_blocked` only exists during an outage).
+        info(
+            &mut encoder,
+            "lookout_target_dependency",
+            "One series per entry of a target's depends_on",
+            slots
+                .values()
+                .zip(states.iter())
+                .flat_map(|(slot, (_, name, _))| {
+                    slot.target
+                        .depends_on
+                        .iter()
+                        .map(move |dep| vec![("instance", Value(name)), ("depends_on", Value(dep))])
+                }),
+        )?;
         let nodes: Vec<Node<'_>> = slots
             .values()
             .zip(states.iter())
@@ -568,6 +593,11 @@ mod tests {
         let text = render(&metrics.registry(collector));
         assert!(
             text.contains("up{job=\"heartbeat\",instance=\"a\\\"b\"} 1"),
+            "{text}"
+        );
+        // The status page compares the last push with max_silence.
+        assert!(
+            text.contains("lookout_heartbeat_max_silence_seconds{name=\"a\\\"b\"} 60"),
             "{text}"
         );
         assert!(
