@@ -28,7 +28,7 @@ use promql_parser::parser::{self, Expr};
 const INVALID: &str = "invalid promql query";
 
 /// Past this many tokens the failing one is found by bisection rather than token by token.
-const LINEAR_TOKENS: usize = 256;
+const LINEAR_TOKENS: usize = 64;
 
 /// A parse error with Prometheus's position and wording.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,8 @@ impl fmt::Display for ParseError {
 }
 
 /// Parses `query` with promql-parser; an error comes with Prometheus's position and words.
+/// promql-parser recurses as deep as the expression: bound that first
+/// ([`crate::engine::depth::check_depth`]), as the engine and the rules check do.
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
     parser::parse(query).map_err(|raw| explain(query, &raw))
 }
@@ -412,7 +414,7 @@ fn lexer_error(query: &str, raw: &str) -> (usize, String) {
     let at = query
         .char_indices()
         .map(|(i, c)| (i, i + c.len_utf8()))
-        .take(4096)
+        .take(1024)
         .find(|&(_, e)| matches!(parser::lex::lexer(&query[..e]), Err(m) if m == raw))
         .map_or(0, |(i, _)| i);
     (at, raw.to_string())
@@ -422,7 +424,8 @@ fn lexer_error(query: &str, raw: &str) -> (usize, String) {
 fn find_token(query: &str, token: &str) -> Option<usize> {
     let b = query.as_bytes();
     match scan(query, |i, _| {
-        query[i..].starts_with(token)
+        query.is_char_boundary(i)
+            && query[i..].starts_with(token)
             && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
     }) {
         Some(Ok(at)) => Some(at),
@@ -620,6 +623,32 @@ mod tests {
             err("x offset"),
             "1:9: parse error: unexpected end of input in offset, expected duration"
         );
+    }
+
+    #[test]
+    fn long_and_odd_queries_are_handled_quickly() {
+        let started = std::time::Instant::now();
+        // As deep as the engine's depth check lets through, and long.
+        let long_term = format!("x{{a=\"{}\"}}", "v".repeat(4000));
+        let big = format!("{} )", vec![long_term.as_str(); 200].join(" + "));
+        assert!(parse(&big).is_err());
+        let big = format!("{} 5", vec![long_term.as_str(); 200].join(" + "));
+        assert_eq!(parse(&big).unwrap_err().offset, big.len() - 1);
+        let big = format!("{} $", "x + ".repeat(200));
+        assert!(parse(&big).is_err());
+        for q in [
+            "é[5é]",
+            "x offset 5é",
+            "\"é",
+            "é{",
+            "up{a=~\"é(\"}",
+            "sum(é",
+            "x[5m] @",
+            "é $",
+        ] {
+            let _ = parse(q);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]
