@@ -23,6 +23,10 @@ pub struct Args {
         default_value = "evaluator.yml"
     )]
     config_file: PathBuf,
+    /// Validate the configuration file and the rule files it names (and `--rules.file`),
+    /// print the result and exit (0 valid, 1 not); nothing is started.
+    #[arg(long = "config.check")]
+    config_check: bool,
     /// Address of the web server (API, /metrics, /-/reload).
     #[arg(
         long = "web.listen-address",
@@ -234,10 +238,34 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
 
 /// Runs the evaluator until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.config_check {
+        return Ok(check(&args));
+    }
     let options = options(&args)?;
     let runtime = super::runtime()?;
     runtime.block_on(lookout_evaluator::run(options, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--config.check`: `FILE: OK (...)` on stdout, or the errors on stderr.
+fn check(args: &Args) -> ExitCode {
+    match lookout_evaluator::check::check_config(
+        &args.config_file,
+        &args.rule_files,
+        args.config_max_file_size,
+        args.rules_max_file_size,
+    ) {
+        Ok(summary) => {
+            println!("{}: {summary}", args.config_file.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod check;
 pub mod config;
 pub mod datasource;
 pub mod embedded;

@@ -428,20 +428,16 @@ fn at_key(text: &str, origin: &str, key: &str, message: &str) -> String {
 }
 
 fn yaml_error(text: &str, origin: &str, e: &serde_yaml_ng::Error) -> WebConfigError {
-    let full = e.to_string();
-    match e.location() {
-        Some(loc) => {
-            let message = full
-                .rsplit_once(" at line ")
-                .map_or(full.as_str(), |(m, _)| m);
+    match crate::yaml_locate::decode_error_parts(e) {
+        (Some(at), message) => {
             // A value refused by one of the parsers below is reported by serde at its
             // mapping; point at the value itself when it can be found after that position.
-            let (line, column) = quoted_value(message)
-                .and_then(|v| find_value(text, loc.line(), v))
-                .unwrap_or((loc.line(), loc.column()));
+            let (line, column) = quoted_value(&message)
+                .and_then(|v| find_value(text, at.0, v))
+                .unwrap_or(at);
             WebConfigError::Invalid(format!("{origin}:{line}:{column}: {message}"))
         }
-        None => WebConfigError::Invalid(format!("{origin}: {full}")),
+        (None, message) => WebConfigError::Invalid(format!("{origin}: {message}")),
     }
 }
 
