@@ -63,26 +63,24 @@ pub(super) fn check(
     })
 }
 
-/// The evaluator's configuration file and its rule files, loaded as
-/// `lookout_evaluator::run` loads them at start (configuration, scrape configurations,
-/// rule files): a summary, or the errors. Kept to these calls so that it can give way to
-/// the evaluator's own configuration check.
+/// The evaluator's configuration file and its rule files, checked as
+/// `lookout evaluator --config.check` checks them: the summary inside its `OK (…)`, or
+/// every error, one a line.
 fn check_evaluator(path: &Path) -> Result<String, String> {
-    use lookout_evaluator::config::EvaluatorConfig;
-    use lookout_evaluator::rules::RuleManager;
-    let cfg = EvaluatorConfig::load(path).map_err(|e| e.to_string())?;
-    lookout_evaluator::scrape_config::validate_scrape_configs(
-        &cfg.scrape_configs,
-        &cfg.scrape_defaults(),
+    use lookout_evaluator::limits::{MAX_CONFIG_FILE_BYTES, MAX_RULE_FILE_BYTES};
+    let summary = lookout_evaluator::check::check_config(
+        path,
+        &[],
+        MAX_CONFIG_FILE_BYTES,
+        MAX_RULE_FILE_BYTES,
     )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    let files = RuleManager::load_files(&cfg.rule_files).map_err(|e| e.to_string())?;
-    let rules: usize = files.iter().map(|f| f.rule_count()).sum();
-    Ok(format!(
-        "{} rule files, {rules} rules, {} scrape configs",
-        files.len(),
-        cfg.scrape_configs.len()
-    ))
+    .map_err(|errors| errors.join("\n"))?
+    .to_string();
+    Ok(summary
+        .strip_prefix("OK (")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(&summary)
+        .to_string())
 }
 
 /// One of Lookout's two servers as the configuration files may name it.
