@@ -212,3 +212,57 @@ fn unsafe_sigterm(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Figures, not a check: WAL bytes per sample for a scrape-like load and the replay time.
+/// `WAL_FIGURES_SERIES` series (default 10,000) × 100 samples at 15 s.
+#[test]
+#[ignore = "figures: cargo test --test wal_interop -- --ignored --nocapture"]
+fn wal_figures() {
+    let n: usize = std::env::var("WAL_FIGURES_SERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).unwrap();
+    let labels: Vec<Labels> = (0..n)
+        .map(|i| {
+            Labels::new([
+                ("__name__", format!("node_metric_{}", i % 50)),
+                ("instance", format!("host-{}:9100", i / 500)),
+                ("job", "node".to_string()),
+                ("cpu", (i % 8).to_string()),
+                ("series", i.to_string()),
+            ])
+        })
+        .collect();
+    let t0 = 1_700_000_000_000i64;
+    let start = std::time::Instant::now();
+    for k in 0..100i64 {
+        for (i, l) in labels.iter().enumerate() {
+            // Counters, gauges with decimals and constants, as a node exporter gives.
+            let v = match i % 3 {
+                0 => (k * (i as i64 % 97 + 1)) as f64,
+                1 => 0.5 + ((k * 7919 + i as i64) % 1000) as f64 / 1000.0,
+                _ => 1.0,
+            };
+            st.append(l, t0 + k * 15_000, v).unwrap();
+        }
+    }
+    st.close_wal();
+    let ingest = start.elapsed();
+    let stats = st.wal_stats().unwrap();
+    drop(st);
+    let samples = (n * 100) as f64;
+    let start = std::time::Instant::now();
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).unwrap();
+    let replay = start.elapsed();
+    assert_eq!(st.wal_stats().unwrap().replayed_samples, (n * 100) as u64);
+    eprintln!(
+        "{n} series x 100 samples: WAL {} bytes, {:.2} bytes/sample (series records included); ingest {:?}; replay {:?} ({:.0} samples/s)",
+        stats.bytes_written,
+        stats.bytes_written as f64 / samples,
+        ingest,
+        replay,
+        samples / replay.as_secs_f64()
+    );
+}
