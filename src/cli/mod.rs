@@ -174,3 +174,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
     }
 }
+
+/// A path flag that may be empty (clap's own path parser refuses `--flag=`): for
+/// `--storage.tsdb.path=""`, memory only.
+fn any_path(s: &str) -> Result<std::path::PathBuf, std::convert::Infallible> {
+    Ok(std::path::PathBuf::from(s))
+}

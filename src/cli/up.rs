@@ -87,6 +87,30 @@ pub struct Args {
     /// (`scheme`, `tls_config`, `basic_auth`); `basic_auth_scope: write` works as it is.
     #[command(flatten)]
     web: super::WebArgs,
+    /// The evaluator's data directory, whose write-ahead log keeps history across
+    /// restarts; `auto` is a directory per user and evaluator port that does not depend
+    /// on where `lookout up` is started ($XDG_DATA_HOME/lookout/up-PORT, or
+    /// ~/.local/share/lookout/up-PORT). Empty (the default for now): memory only.
+    #[arg(long = "storage.tsdb.path", value_name = "DIR", value_parser = super::any_path)]
+    storage_path: Option<PathBuf>,
+}
+
+/// `--storage.tsdb.path` of `lookout up`: empty is memory only, `auto` the per-user data
+/// directory (memory only without a home directory), anything else as given.
+fn up_storage_path(flag: Option<&PathBuf>, port: u16) -> Option<PathBuf> {
+    let flag = flag.filter(|f| !f.as_os_str().is_empty())?;
+    if flag.as_os_str() != "auto" {
+        return Some(flag.to_path_buf());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })?;
+    Some(base.join("lookout").join(format!("up-{port}")))
 }
 
 /// A directory removed when dropped.
@@ -269,6 +293,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Without --rules.state-file nothing is written outside the scratch directory, and
         // `for` timers start afresh.
         o.state_file = args.state_file.clone();
+        o.storage_path = up_storage_path(args.storage_path.as_ref(), args.evaluator_address.port());
         o
     };
 
