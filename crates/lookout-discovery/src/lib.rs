@@ -415,6 +415,15 @@ impl Discovery {
     }
 }
 
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Discovery {
     fn drop(&mut self) {
         self.stop();
