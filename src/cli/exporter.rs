@@ -46,6 +46,11 @@ pub struct Args {
     /// Most continuous-target probes running at once.
     #[arg(long = "probe.concurrency", value_name = "N", default_value_t = 256)]
     probe_concurrency: usize,
+    /// Probe only this share of the continuous targets (static and discovered): `i/N`
+    /// probes the targets whose name hashes to i modulo N, so N exporters with the same
+    /// configuration and shards 0/N..N-1/N probe every target exactly once.
+    #[arg(long = "targets.shard", value_name = "i/N")]
+    targets_shard: Option<lookout_exporter::discovered::Shard>,
     /// Most redirects an HTTP probe follows; one more fails it with `too_many_redirects`
     /// (`0` fails on the first redirect; a module's `follow_redirects: false` follows none).
     #[arg(
@@ -100,6 +105,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout_offset: args.timeout_offset,
         max_concurrent_probe_requests: args.max_concurrent_probes,
         target_probe_concurrency: args.probe_concurrency,
+        shard: args.targets_shard,
+        discovery: Default::default(),
         limits,
         web: args.web.options(),
     };

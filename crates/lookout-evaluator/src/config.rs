@@ -279,6 +279,13 @@ impl EvaluatorConfig {
         {
             tls.resolve_paths(dir);
         }
+        for f in cfg
+            .scrape_configs
+            .iter_mut()
+            .flat_map(|c| c.file_sd_configs.iter_mut())
+        {
+            f.set_directory(dir);
+        }
         Ok(cfg)
     }
 

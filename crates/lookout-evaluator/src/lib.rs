@@ -317,6 +317,7 @@ where
             sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
                 .await
                 .map_err(|e| RunError::Scrape(e.to_string()))?;
+            sm.watch_discovery();
             storage = Some(st.clone());
             scrape = Some(sm);
             Arc::new(embedded::EmbeddedDatasource::new(st, engine.clone()))

@@ -34,35 +34,7 @@ impl fmt::Display for PromDuration {
     }
 }
 
-/// Deserializes a string through `parse` inside a visitor, so that YAML errors point at the
-/// offending scalar rather than at the enclosing mapping.
-pub(crate) fn deserialize_parsed<'de, D, T, F>(
-    d: D,
-    what: &'static str,
-    parse: F,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    F: Fn(&str) -> Result<T, String>,
-{
-    struct V<F>(F, &'static str);
-    impl<'de, T, F: Fn(&str) -> Result<T, String>> serde::de::Visitor<'de> for V<F> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.1)
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-            (self.0)(v).map_err(E::custom)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
-            (self.0)(&v.to_string()).map_err(E::custom)
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
-            (self.0)(&v.to_string()).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(V(parse, what))
-}
+pub(crate) use lookout_discovery::deserialize_parsed;
 
 impl<'de> Deserialize<'de> for PromDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -280,6 +252,15 @@ pub struct ScrapeConfig {
     /// Targets.
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Targets from files (JSON or YAML, globbed), re-read on change.
+    #[serde(default)]
+    pub file_sd_configs: Vec<lookout_discovery::FileSdConfig>,
+    /// Targets from an HTTP endpoint.
+    #[serde(default)]
+    pub http_sd_configs: Vec<lookout_discovery::HttpSdConfig>,
+    /// Targets from DNS SRV, A or AAAA records.
+    #[serde(default)]
+    pub dns_sd_configs: Vec<lookout_discovery::DnsSdConfig>,
     /// Target relabelling, applied before scraping.
     #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -379,6 +360,15 @@ impl ScrapeConfigError {
 }
 
 impl ScrapeConfig {
+    /// The job's service discovery settings.
+    pub fn sd_configs(&self) -> lookout_discovery::SdConfigs {
+        lookout_discovery::SdConfigs {
+            file: self.file_sd_configs.clone(),
+            http: self.http_sd_configs.clone(),
+            dns: self.dns_sd_configs.clone(),
+        }
+    }
+
     /// The authentication settings as an [`HttpClientConfig`].
     pub fn http(&self) -> HttpClientConfig {
         HttpClientConfig {
@@ -462,6 +452,15 @@ pub fn validate_scrape_configs(
             ));
         }
         c.http().validate().map_err(invalid)?;
+        for f in &c.file_sd_configs {
+            f.validate().map_err(|m| at("file_sd_configs", m))?;
+        }
+        for h in &c.http_sd_configs {
+            h.validate().map_err(|m| at("http_sd_configs", m))?;
+        }
+        for d in &c.dns_sd_configs {
+            d.validate().map_err(|m| at("dns_sd_configs", m))?;
+        }
         if let Some(tls) = &c.tls_config {
             tls.check().map_err(|m| at("tls_config", m))?;
         }

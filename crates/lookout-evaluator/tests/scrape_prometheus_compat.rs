@@ -14,10 +14,10 @@ use axum::http::header;
 use axum::routing::get;
 use lookout_evaluator::scrape::ScrapeManager;
 use lookout_evaluator::scrape_config::{ScrapeConfig, ScrapeDefaults};
-use lookout_evaluator::web::{self, WebState, shared_registry};
+use lookout_evaluator::web::{WebState, shared_registry};
 use lookout_promql::storage::{Storage, StorageOptions};
 use prometheus_client::registry::Registry;
-use scrape_support::{eventually, spawn, wait_ready};
+use scrape_support::eventually;
 use serde_json::Value;
 
 const TEXT_BODY: &str = "# HELP probe_success Whether the probe worked.\n\
@@ -157,20 +157,9 @@ async fn scraper_stores_what_prometheus_stores() {
 
     // Prometheus.
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = scrape_support::free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("scrape_configs:{cfg_text}"),
-    )
-    .expect("write config");
-    let args = vec![
-        "--config.file=prometheus.yml".to_string(),
-        "--storage.tsdb.path=prom-data".to_string(),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-    ];
-    let _prom = spawn("prometheus", &args, dir.path());
-    let theirs = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{theirs}/-/ready")).await;
+    let (_prom, theirs) =
+        scrape_support::start_prometheus_config(dir.path(), &format!("scrape_configs:{cfg_text}"))
+            .await;
 
     // Lookout.
     let storage = Arc::new(Storage::new(StorageOptions::default()));
@@ -183,14 +172,7 @@ async fn scraper_stores_what_prometheus_stores() {
         .expect("apply");
     let mut state = WebState::new(shared_registry(registry));
     state.storage = Some(storage);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ours = format!("http://{}", listener.local_addr().expect("address"));
-    let router = web::router(state);
-    tokio::spawn(async move {
-        let _ = web::serve(listener, router, std::future::pending()).await;
-    });
+    let ours = scrape_support::serve_api(state).await;
 
     // Both have scraped every target at least twice.
     let client = reqwest::Client::new();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use lookout_evaluator::datasource::QuerySample;
 use lookout_evaluator::remote_write::{RemoteWriteConfig, RemoteWriter};
-use lookout_evaluator::web::{self, WebState, shared_registry};
+use lookout_evaluator::web::{WebState, shared_registry};
 use lookout_promql::Labels;
 use lookout_promql::storage::{Storage, StorageOptions};
 use prometheus_client::registry::Registry;
@@ -131,14 +131,7 @@ async fn query_api_matches_prometheus() {
 
     let mut state = WebState::new(shared_registry(Registry::default()));
     state.storage = Some(storage);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ours = format!("http://{}", listener.local_addr().expect("address"));
-    let router = web::router(state);
-    tokio::spawn(async move {
-        let _ = web::serve(listener, router, std::future::pending()).await;
-    });
+    let ours = scrape_support::serve_api(state).await;
     let theirs = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let get = |base: String, path: String| {

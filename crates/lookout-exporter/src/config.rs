@@ -70,6 +70,8 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
     /// Continuously probed targets.
     pub targets: Vec<Target>,
+    /// Continuously probed targets found by service discovery (see [`crate::discovered`]).
+    pub target_groups: Vec<crate::discovered::TargetGroupConfig>,
     /// Push monitors.
     pub heartbeats: Vec<Heartbeat>,
     /// Which targets `/probe` may be asked to probe (see [`crate::probe_guard`]).
@@ -738,7 +740,17 @@ impl Config {
         }
         let text = String::from_utf8(bytes)
             .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        // Target files are relative to the configuration file, as in Prometheus.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for f in config
+            .target_groups
+            .iter_mut()
+            .flat_map(|g| g.sd.file.iter_mut())
+        {
+            f.set_directory(dir);
+        }
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
@@ -844,6 +856,58 @@ impl Config {
         }
         check_dependencies(&targets, &at)?;
 
+        let mut target_groups = Vec::new();
+        let mut seen_groups = BTreeSet::new();
+        for (i, g) in raw
+            .target_groups
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = |k| [Seg::Key("target_groups"), Seg::Index(i), Seg::Key(k)];
+            if g.name.is_empty() || !seen_groups.insert(g.name.clone()) {
+                return Err(at(
+                    &key("name"),
+                    format!(
+                        "target group needs a unique, non-empty name (got {:?})",
+                        g.name
+                    ),
+                ));
+            }
+            if let Some(m) = &g.module
+                && !modules.contains_key(m)
+            {
+                return Err(at(
+                    &key("module"),
+                    format!("target group {:?} uses unknown module {m:?}", g.name),
+                ));
+            }
+            if g.interval.is_zero() {
+                return Err(at(
+                    &key("interval"),
+                    format!("target group {:?}: interval must be greater than 0", g.name),
+                ));
+            }
+            let sd = lookout_discovery::SdConfigs {
+                file: g.file_sd_configs,
+                http: g.http_sd_configs,
+                dns: g.dns_sd_configs,
+            };
+            sd.validate().map_err(|m| {
+                at(
+                    &[Seg::Key("target_groups"), Seg::Index(i)],
+                    format!("target group {:?}: {m}", g.name),
+                )
+            })?;
+            target_groups.push(crate::discovered::TargetGroupConfig {
+                name: g.name,
+                module: g.module,
+                interval: g.interval,
+                sd,
+                relabel_configs: g.relabel_configs,
+            });
+        }
+
         let mut heartbeats = Vec::new();
         let mut seen_hb = BTreeSet::new();
         for (i, h) in raw.heartbeats.unwrap_or_default().into_iter().enumerate() {
@@ -883,6 +947,7 @@ impl Config {
         Ok(Config {
             modules,
             targets,
+            target_groups,
             heartbeats,
             probe_policy: raw.probe_policy.unwrap_or_default(),
         })
@@ -1009,6 +1074,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "de_unique_modules")]
     modules: Option<BTreeMap<String, RawModule>>,
     targets: Option<Vec<RawTarget>>,
+    target_groups: Option<Vec<RawTargetGroup>>,
     heartbeats: Option<Vec<RawHeartbeat>>,
     probe_policy: Option<crate::probe_guard::ProbePolicy>,
 }
@@ -1025,6 +1091,24 @@ struct RawTarget {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     depends_on: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "target group")]
+struct RawTargetGroup {
+    name: String,
+    #[serde(default)]
+    module: Option<String>,
+    #[serde(default = "default_interval", deserialize_with = "de_duration")]
+    interval: Duration,
+    #[serde(default)]
+    file_sd_configs: Vec<lookout_discovery::FileSdConfig>,
+    #[serde(default)]
+    http_sd_configs: Vec<lookout_discovery::HttpSdConfig>,
+    #[serde(default)]
+    dns_sd_configs: Vec<lookout_discovery::DnsSdConfig>,
+    #[serde(default)]
+    relabel_configs: Vec<lookout_discovery::relabel::RelabelConfig>,
 }
 
 fn default_interval() -> Duration {

@@ -24,6 +24,7 @@
 
 pub mod cascade;
 pub mod config;
+pub mod discovered;
 pub mod exposition;
 pub mod heartbeat;
 pub mod limits;
@@ -63,6 +64,11 @@ pub struct RunOptions {
     pub max_concurrent_probe_requests: usize,
     /// Most continuous-target probes running at once (`--probe.concurrency`).
     pub target_probe_concurrency: usize,
+    /// The share of the targets this exporter probes (`--targets.shard=i/N`); all when
+    /// `None`.
+    pub shard: Option<discovered::Shard>,
+    /// Bounds and settings of service discovery (`target_groups:`).
+    pub discovery: lookout_discovery::DiscoveryOptions,
     /// Bounds on redirects, response heads and the configuration file
     /// (`--probe.max-redirects`, `--probe.max-response-header-bytes`,
     /// `--probe.max-response-header-fields`, `--config.max-file-size`); checked by
@@ -82,6 +88,8 @@ impl RunOptions {
             timeout_offset: 0.5,
             max_concurrent_probe_requests: 1000,
             target_probe_concurrency: 256,
+            shard: None,
+            discovery: lookout_discovery::DiscoveryOptions::default(),
             limits: Limits::default(),
             web: lookout_web::ServeOptions::default(),
         }
@@ -157,6 +165,7 @@ impl Server {
         let exporter = self.exporter;
         exporter.start();
         let hangup = reload::spawn_sighup_handler(exporter.clone());
+        let discovery = reload::spawn_discovery_watcher(exporter.clone());
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(%addr, "exporter listening");
         }
@@ -170,6 +179,7 @@ impl Server {
         if let Some(task) = hangup {
             task.abort();
         }
+        discovery.abort();
         exporter.stop();
         tracing::info!("exporter stopped");
         served.map_err(Error::Serve)

@@ -44,6 +44,10 @@ pub struct Exporter {
     /// Wall-clock start (for `/health`).
     pub started_at: SystemTime,
     reloading: tokio::sync::Mutex<()>,
+    /// The `target_groups:` discovery providers.
+    discovery: lookout_discovery::Discovery,
+    /// `--targets.shard`.
+    shard: Option<crate::discovered::Shard>,
 }
 
 impl Exporter {
@@ -57,9 +61,13 @@ impl Exporter {
             metrics.clone(),
         );
         let heartbeats = Arc::new(Heartbeats::default());
-        let registry =
+        let mut registry =
             metrics.registry(TargetsCollector::new(scheduler.slots(), heartbeats.clone()));
-        scheduler.apply(&config, false);
+        let sd_metrics = lookout_discovery::DiscoveryMetrics::default();
+        sd_metrics.register(&mut registry);
+        let discovery =
+            lookout_discovery::Discovery::new(options.discovery.clone(), sd_metrics, "exporter");
+        scheduler.apply(&effective(&config, &discovery, options.shard), false);
         heartbeats.apply(&config.heartbeats);
         metrics.reload_successful.set(1);
         metrics.reload_success_timestamp.set(unix_now());
@@ -83,6 +91,8 @@ impl Exporter {
             started: Instant::now(),
             started_at: SystemTime::now(),
             reloading: tokio::sync::Mutex::new(()),
+            discovery,
+            shard: options.shard,
         })
     }
 
@@ -97,11 +107,21 @@ impl Exporter {
     /// Starts probing the configured targets (needs a Tokio runtime).
     pub fn start(&self) {
         self.scheduler.start();
+        self.discovery.apply(&discovery_sets(&self.config()));
     }
 
     /// Stops probing.
     pub fn stop(&self) {
+        self.discovery.stop();
         self.scheduler.stop();
+    }
+
+    /// Makes the probed targets match the configuration and what discovery found now:
+    /// unchanged targets keep their schedules.
+    pub fn sync_targets(&self) {
+        let config = self.config();
+        self.scheduler
+            .apply(&effective(&config, &self.discovery, self.shard), true);
     }
 
     /// Re-reads the configuration file and swaps it in; on error the old one stays.
@@ -117,7 +137,9 @@ impl Exporter {
             });
         match loaded {
             Ok(config) => {
-                self.scheduler.apply(&config, true);
+                self.discovery.apply(&discovery_sets(&config));
+                self.scheduler
+                    .apply(&effective(&config, &self.discovery, self.shard), true);
                 self.heartbeats.apply(&config.heartbeats);
                 *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
                 self.metrics.reload_successful.set(1);
@@ -132,6 +154,36 @@ impl Exporter {
             }
         }
     }
+}
+
+/// The configuration with the targets this exporter probes: its own and the discovered
+/// ones, in its shard.
+fn effective(
+    config: &Config,
+    discovery: &lookout_discovery::Discovery,
+    shard: Option<crate::discovered::Shard>,
+) -> Config {
+    let mut c = config.clone();
+    c.targets = crate::discovered::effective_targets(config, |g| discovery.groups(g), shard);
+    c
+}
+
+fn discovery_sets(config: &Config) -> Vec<(String, lookout_discovery::SdConfigs)> {
+    config
+        .target_groups
+        .iter()
+        .map(|g| (g.name.clone(), g.sd.clone()))
+        .collect()
+}
+
+/// Re-applies the targets whenever discovery finds a change.
+pub fn spawn_discovery_watcher(exporter: Arc<Exporter>) -> tokio::task::JoinHandle<()> {
+    let mut rx = exporter.discovery.subscribe();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            exporter.sync_targets();
+        }
+    })
 }
 
 /// Loads the configuration file under `--config.max-file-size`, counting a file over it in

@@ -6,7 +6,7 @@
 //! unchanged targets keep running, changed ones are restarted without stale markers (their
 //! series carry over), removed ones are stopped and their series marked stale.
 
-pub mod relabel;
+pub use lookout_discovery::relabel;
 pub mod target;
 pub mod textparse;
 
@@ -119,6 +119,10 @@ pub struct ScrapeManager {
     ctx: Arc<LoopContext>,
     running: AsyncMutex<Running>,
     invalid: std::sync::Mutex<Vec<(String, Labels, TargetError)>>,
+    /// The jobs' `file_sd_configs`, `http_sd_configs` and `dns_sd_configs`.
+    discovery: lookout_discovery::Discovery,
+    /// The configuration last applied, re-used when discovery changes the targets.
+    applied: AsyncMutex<Option<(Vec<ScrapeConfig>, ScrapeDefaults)>>,
 }
 
 impl ScrapeManager {
@@ -128,6 +132,8 @@ impl ScrapeManager {
     pub fn new(storage: Arc<Storage>, registry: &mut Registry, offset_seed: u64) -> ScrapeManager {
         let metrics = ScrapeMetrics::default();
         metrics.register(registry);
+        let sd_metrics = lookout_discovery::DiscoveryMetrics::default();
+        sd_metrics.register(registry);
         let client = client_builder()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
@@ -142,17 +148,59 @@ impl ScrapeManager {
                 loops: HashMap::new(),
             }),
             invalid: std::sync::Mutex::new(Vec::new()),
+            discovery: lookout_discovery::Discovery::new(
+                lookout_discovery::DiscoveryOptions::default(),
+                sd_metrics,
+                "scrape",
+            ),
+            applied: AsyncMutex::new(None),
         }
     }
 
-    /// Validates `configs` and makes the running loops match them. On a validation error
-    /// nothing changes.
+    /// Re-computes the targets whenever service discovery finds a change, until the manager
+    /// is dropped. Call once, after the first [`apply`](Self::apply).
+    pub fn watch_discovery(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let mut rx = self.discovery.subscribe();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(sm) = weak.upgrade() else { return };
+                let applied = sm.applied.lock().await.clone();
+                if let Some((configs, defaults)) = applied {
+                    sm.sync(&configs, &defaults).await;
+                }
+            }
+        })
+    }
+
+    /// The current target groups service discovery found for `job`.
+    pub fn discovered_groups(&self, job: &str) -> Vec<lookout_discovery::TargetGroup> {
+        self.discovery.groups(job)
+    }
+
+    /// Validates `configs` and makes the running loops and discovery providers match them.
+    /// On a validation error nothing changes. Unchanged discovery providers keep their
+    /// targets; new ones add theirs when they first answer (see
+    /// [`watch_discovery`](Self::watch_discovery)).
     pub async fn apply(
         &self,
         configs: &[ScrapeConfig],
         defaults: &ScrapeDefaults,
     ) -> Result<(), ScrapeConfigError> {
         validate_scrape_configs(configs, defaults)?;
+        let mut applied = self.applied.lock().await;
+        let sets: Vec<(String, lookout_discovery::SdConfigs)> = configs
+            .iter()
+            .map(|c| (c.job_name.clone(), c.sd_configs()))
+            .collect();
+        self.discovery.apply(&sets);
+        *applied = Some((configs.to_vec(), *defaults));
+        self.sync(configs, defaults).await;
+        Ok(())
+    }
+
+    /// Makes the running loops match `configs` and the discovered groups.
+    async fn sync(&self, configs: &[ScrapeConfig], defaults: &ScrapeDefaults) {
         let mut wanted: HashMap<(String, Labels, String), (Target, LoopOptions, LoopFingerprint)> =
             HashMap::new();
         let mut invalid = Vec::new();
@@ -160,7 +208,8 @@ impl ScrapeManager {
             let opts = LoopOptions::from_config(cfg);
             let fp = LoopFingerprint(format!("{cfg:?}"));
             let mut count = 0i64;
-            for t in target::targets_for(cfg, defaults) {
+            let discovered = self.discovery.groups(&cfg.job_name);
+            for t in target::targets_for(cfg, defaults, &discovered) {
                 match t {
                     Ok(t) => {
                         let key = (t.job.clone(), t.labels.clone(), t.url.clone());
@@ -228,7 +277,6 @@ impl ScrapeManager {
             let lp = ScrapeLoop::start(t, opts, self.ctx.clone(), carry);
             running.loops.insert(key, (lp, fp));
         }
-        Ok(())
     }
 
     /// The status of every running target, sorted by job and labels.
@@ -254,6 +302,7 @@ impl ScrapeManager {
     /// Stops every loop and marks all their series stale (the evaluator is shutting down or
     /// scraping is switched off).
     pub async fn stop(&self) {
+        self.discovery.stop();
         let mut running = self.running.lock().await;
         for ((job, labels, _), (lp, _)) in running.loops.drain() {
             self.ctx

@@ -43,6 +43,8 @@ pub struct Target {
     pub job: String,
     /// Labels attached to every scraped series (no `__`-prefixed labels).
     pub labels: Labels,
+    /// The labels before relabelling (`discoveredLabels` in `/api/v1/targets`).
+    pub discovered: Labels,
     /// The URL to fetch.
     pub url: String,
     /// Scrape interval.
@@ -51,21 +53,30 @@ pub struct Target {
     pub timeout: Duration,
 }
 
-/// Builds the targets of one job from its `static_configs` and `relabel_configs`; targets
-/// dropped by relabelling are left out, invalid ones come back as errors.
+/// Builds the targets of one job from its `static_configs`, the groups its service
+/// discovery found (`discovered`) and its `relabel_configs`; targets dropped by relabelling
+/// are left out, invalid ones come back as errors.
 pub fn targets_for(
     cfg: &ScrapeConfig,
     defaults: &ScrapeDefaults,
+    discovered: &[lookout_discovery::TargetGroup],
 ) -> Vec<Result<Target, (Labels, TargetError)>> {
     let mut out = Vec::new();
-    for group in &cfg.static_configs {
-        for address in &group.targets {
-            let mut pairs: Vec<(String, String)> = group
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            pairs.push(("__address__".into(), address.clone()));
+    let statics =
+        cfg.static_configs
+            .iter()
+            .enumerate()
+            .map(|(i, g)| lookout_discovery::TargetGroup {
+                source: i.to_string(),
+                targets: g
+                    .targets
+                    .iter()
+                    .map(|a| BTreeMap::from([("__address__".to_string(), a.clone())]))
+                    .collect(),
+                labels: g.labels.clone(),
+            });
+    for group in statics.chain(discovered.iter().cloned()) {
+        for pairs in group.merged() {
             let mut lb = Labels::new(pairs);
             let defaults_pairs = [
                 ("job", cfg.job_name.clone()),
@@ -97,13 +108,13 @@ pub fn targets_for(
             let Some(lb) = relabel::process(&lb, &cfg.relabel_configs) else {
                 continue;
             };
-            out.push(build(cfg, lb).map_err(|e| (discovered, e)));
+            out.push(build(cfg, lb, discovered.clone()).map_err(|e| (discovered, e)));
         }
     }
     out
 }
 
-fn build(cfg: &ScrapeConfig, mut lb: Labels) -> Result<Target, TargetError> {
+fn build(cfg: &ScrapeConfig, mut lb: Labels, discovered: Labels) -> Result<Target, TargetError> {
     let address = lb.get("__address__").unwrap_or("").to_string();
     if address.is_empty() {
         return Err(TargetError::NoAddress);
@@ -170,6 +181,7 @@ fn build(cfg: &ScrapeConfig, mut lb: Labels) -> Result<Target, TargetError> {
     }
     Ok(Target {
         job: cfg.job_name.clone(),
+        discovered,
         labels: lb,
         url,
         interval,
@@ -802,7 +814,7 @@ relabel_configs:
   - {target_label: __address__, replacement: "127.0.0.1:9115"}
 "#;
         let cfg: ScrapeConfig = serde_yaml_ng::from_str(y).unwrap();
-        let ts = targets_for(&cfg, &ScrapeDefaults::default());
+        let ts = targets_for(&cfg, &ScrapeDefaults::default(), &[]);
         let t = ts[0].as_ref().unwrap();
         assert_eq!(
             t.url,
@@ -824,6 +836,7 @@ relabel_configs:
         let t = Target {
             job: "j".into(),
             labels: Labels::new([("job", "j")]),
+            discovered: Labels::new([("job", "j")]),
             url: "http://127.0.0.1:1/metrics".into(),
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(10),

@@ -596,7 +596,7 @@ pub async fn targets(State(st): State<WebState>) -> Response {
         .iter()
         .map(|t| {
             json!({
-                "discoveredLabels": {},
+                "discoveredLabels": labels_json(&t.target.discovered),
                 "labels": labels_json(&t.target.labels),
                 "scrapePool": t.target.job,
                 "scrapeUrl": t.target.url,

@@ -141,3 +141,32 @@ pub async fn start_prometheus_with(
     wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
     (guard, port)
 }
+
+/// Serves the evaluator's web API for `state` on a fresh loopback port; returns its base URL.
+pub async fn serve_api(state: lookout_evaluator::web::WebState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let router = lookout_evaluator::web::router(state);
+    tokio::spawn(async move {
+        let _ = lookout_evaluator::web::serve(listener, router, std::future::pending()).await;
+    });
+    base
+}
+
+/// Starts Debian's `prometheus` with `config` as its configuration file in `dir`; returns it
+/// and its base URL once ready.
+pub async fn start_prometheus_config(dir: &Path, config: &str) -> (ProcessGuard, String) {
+    let port = free_port();
+    std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+    let args = vec![
+        "--config.file=prometheus.yml".to_string(),
+        "--storage.tsdb.path=prom-data".to_string(),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let guard = spawn("prometheus", &args, dir);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/-/ready")).await;
+    (guard, base)
+}

@@ -94,7 +94,7 @@ impl PartialEq for RelabelRegex {
 
 impl<'de> Deserialize<'de> for RelabelRegex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::scrape_config::deserialize_parsed(d, "a regular expression", |s| {
+        crate::deserialize_parsed(d, "a regular expression", |s| {
             RelabelRegex::new(s).map_err(|e| format!("invalid regex {s:?}: {e}"))
         })
     }
