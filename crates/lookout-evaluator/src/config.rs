@@ -161,6 +161,7 @@ impl EvaluatorConfig {
                 "global.scrape_interval must be greater than 0".to_string(),
             ));
         }
+        crate::notifier::check_alerting(&cfg.alerting, text).map_err(invalid)?;
         Ok(cfg)
     }
 

@@ -437,4 +437,47 @@ fn config_errors_have_positions_or_paths() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("route.routes[0]") && e.contains("nope"), "{e}");
+    for (yaml, want) in [
+        ("receivers: [{name: r}]\n", "no route"),
+        (
+            "route: {receiver: r}\nreceivers: [{name: r}, {name: r}]\n",
+            "defined twice",
+        ),
+        (
+            "webhooks: [{url: 'http://x/', send_resolved: false}]\n",
+            "send_resolved",
+        ),
+        (
+            "route: {receiver: r}\nreceivers: [{name: r, webhook_configs: [{url: 'http://x/', repeat_interval: 1h}]}]\n",
+            "repeat_interval",
+        ),
+    ] {
+        let cfg: AlertingConfig = serde_yaml_ng::from_str(yaml).expect("decodes");
+        let e = notifier
+            .apply_config(&cfg, &Labels::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn semantic_errors_in_the_file_name_line_and_column() {
+    let text = "global:\n  evaluation_interval: 15s\nalerting:\n  route:\n    receiver: r\n    routes:\n      - receiver: r\n      - receiver: nope\n  receivers:\n    - name: r\n";
+    let e = lookout_evaluator::config::EvaluatorConfig::parse(std::path::Path::new("e.yml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("e.yml: alerting.route.routes[1]: receiver \"nope\""),
+        "{e}"
+    );
+    assert!(e.ends_with("at line 8 column 9"), "{e}");
+    let text = "alerting:\n  route: {receiver: r}\n  receivers:\n    - name: r\n      email_configs:\n        - {to: a@x, from: b@x, smarthost: nohost}\n";
+    let e = lookout_evaluator::config::EvaluatorConfig::parse(std::path::Path::new("e.yml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("smarthost") && e.ends_with("at line 6 column 11"),
+        "{e}"
+    );
 }

@@ -211,6 +211,78 @@ pub struct AlertingConfig {
     pub dependency_inhibition: Option<bool>,
 }
 
+/// Checks what decoding cannot: receivers named by routes exist, receivers are unique, email
+/// and webhook settings hold together. `text` is the whole configuration file; the error
+/// names the offending entry and, when it can be found, its line and column, the way
+/// serde_yaml positions decoding errors.
+pub fn check_alerting(cfg: &AlertingConfig, text: &str) -> Result<(), String> {
+    if *cfg == AlertingConfig::default() {
+        return Ok(());
+    }
+    let mut registry = Registry::default();
+    let manager = NotifierManager::new(NotifierOptions::default(), &mut registry);
+    match manager.apply_config(cfg, &Labels::default()) {
+        Ok(()) => Ok(()),
+        Err(NotifierConfigError(message)) => {
+            let segs = error_path(&message);
+            let mut path = vec![lookout_web::yaml_locate::Seg::Key("alerting")];
+            path.extend(segs.iter().map(|s| match s {
+                PathSeg::Key(k) => lookout_web::yaml_locate::Seg::Key(k),
+                PathSeg::Index(i) => lookout_web::yaml_locate::Seg::Index(*i),
+            }));
+            match lookout_web::yaml_locate::locate(text, &path) {
+                Some((line, col)) if !segs.is_empty() => {
+                    Err(format!("alerting.{message} at line {line} column {col}"))
+                }
+                _ => Err(format!("alerting: {message}")),
+            }
+        }
+    }
+}
+
+enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+/// The path an error message starts with (`route.routes[0]: ...`,
+/// `receivers[1] ("ops").email_configs[0]: ...`).
+fn error_path(message: &str) -> Vec<PathSeg> {
+    let Some((head, _)) = message.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut head = head.to_string();
+    // Leave out the quoted receiver names.
+    while let (Some(i), Some(j)) = (head.find(" ("), head.find(')')) {
+        if j < i {
+            break;
+        }
+        head.replace_range(i..=j, "");
+    }
+    let mut out = Vec::new();
+    for part in head.split('.') {
+        let mut rest = part;
+        let key_end = rest.find('[').unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Vec::new();
+        }
+        out.push(PathSeg::Key(key.to_string()));
+        rest = &rest[key_end..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some((n, tail)) = r.split_once(']') else {
+                return Vec::new();
+            };
+            let Ok(i) = n.parse() else {
+                return Vec::new();
+            };
+            out.push(PathSeg::Index(i));
+            rest = tail;
+        }
+    }
+    out
+}
+
 /// Why an `alerting` section is invalid.
 #[derive(Debug, thiserror::Error)]
 #[error("alerting configuration: {0}")]
@@ -416,6 +488,12 @@ impl NotifierManager {
         }
         let discovered = sinks.len();
         for wh in &cfg.webhooks {
+            if wh.send_resolved.is_some() {
+                return Err(NotifierConfigError(format!(
+                    "webhook {:?}: send_resolved belongs to a receiver's webhook_configs; the webhooks list always posts resolutions",
+                    wh.url
+                )));
+            }
             if !(wh.url.starts_with("http://") || wh.url.starts_with("https://")) {
                 return Err(NotifierConfigError(format!(
                     "webhook url {:?} must start with http:// or https://",
