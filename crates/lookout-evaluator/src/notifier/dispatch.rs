@@ -333,7 +333,7 @@ impl Dispatcher {
             return vec![false; alerts.len()];
         };
         let now = SystemTime::now();
-        let idx = FiringIndex::new(st.alerts.values().filter(|a| is_firing(a, now)));
+        let idx = FiringIndex::new(st.alerts.values(), now);
         alerts
             .iter()
             .map(|a| is_firing(a, now) && self.inhibitor.mutes(&idx, &a.labels))
@@ -362,13 +362,8 @@ impl Dispatcher {
         if due.is_empty() {
             return 0;
         }
-        let firing_alerts: Vec<Alert> = st
-            .alerts
-            .values()
-            .filter(|a| is_firing(a, wall))
-            .cloned()
-            .collect();
-        let idx = FiringIndex::new(firing_alerts.iter());
+        let known: Vec<Alert> = st.alerts.values().cloned().collect();
+        let idx = FiringIndex::new(known.iter(), wall);
         let mut jobs = Vec::new();
         for key in &due {
             let Some(g) = st.groups.get_mut(key) else {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lookout_promql::Labels;
 use serde::{Deserialize, Deserializer};
@@ -278,8 +278,8 @@ pub struct Route {
 }
 
 impl Route {
-    /// Resolves a root `route` (its matchers are ignored: the root matches every alert, as
-    /// in Alertmanager). `receivers` are the known receiver names.
+    /// Resolves a root `route` (which takes every alert, so it has no matchers, as in
+    /// Alertmanager). `receivers` are the known receiver names.
     pub fn build(cfg: &RouteConfig, receivers: &HashSet<String>) -> Result<Route, String> {
         let Some(receiver) = cfg.receiver.clone() else {
             return Err("route: the root route must name a receiver".to_string());
@@ -291,9 +291,15 @@ impl Route {
             group_interval: DEFAULT_GROUP_INTERVAL,
             repeat_interval: DEFAULT_REPEAT_INTERVAL,
         };
-        let mut root = Route::build_child(cfg, &root_opts, "", receivers, "route", 0)?;
-        root.matchers.clear();
-        Ok(root)
+        if !(cfg.matchers.is_empty() && cfg.match_.is_empty() && cfg.match_re.is_empty()) {
+            return Err(
+                "route: the root route must not have matchers (it takes every alert)".into(),
+            );
+        }
+        if cfg.continue_ {
+            return Err("route: the root route cannot have continue set".into());
+        }
+        Route::build_child(cfg, &root_opts, "", receivers, "route", 0)
     }
 
     fn build_child(
@@ -494,29 +500,43 @@ pub struct Inhibitor {
     dependencies: bool,
 }
 
-/// The firing alerts an [`Inhibitor`] looks at, indexed once per flush.
+/// How long after its last alert resolved a target still counts as failing for
+/// dependency inhibition. When a chain `shop → lb → api` recovers, api's alert resolves
+/// first while lb is still down for a probe interval or two (no longer blocked, its own
+/// ServerDown pending for its `for`), and shop is still blocked by lb: without this hold,
+/// shop's blocked alert would page in that gap. A blocked alert resolves as soon as the
+/// target it is blocked by is up, so the hold never mutes a real root cause.
+pub const DEPENDENCY_HOLD: Duration = Duration::from_secs(120);
+
+/// The alerts an [`Inhibitor`] looks at, indexed once per flush.
 pub struct FiringIndex<'a> {
     firing: Vec<&'a Labels>,
     /// instance → instances it is blocked by (from firing alerts with both labels).
     blocked_by: HashMap<&'a str, Vec<&'a str>>,
-    /// instances having a firing alert.
-    instances: HashSet<&'a str>,
+    /// instances with a firing alert, or one that resolved within [`DEPENDENCY_HOLD`].
+    failing: HashSet<&'a str>,
 }
 
 impl<'a> FiringIndex<'a> {
-    /// Indexes `firing` (the alerts that are firing now).
-    pub fn new(firing: impl IntoIterator<Item = &'a Alert>) -> FiringIndex<'a> {
+    /// Indexes `alerts` (firing and resolved ones) as of `now`.
+    pub fn new(alerts: impl IntoIterator<Item = &'a Alert>, now: SystemTime) -> FiringIndex<'a> {
         let mut idx = FiringIndex {
             firing: Vec::new(),
             blocked_by: HashMap::new(),
-            instances: HashSet::new(),
+            failing: HashSet::new(),
         };
-        for a in firing {
+        for a in alerts {
             let l = &a.labels;
-            idx.firing.push(l);
+            let firing = a.ends_at.is_none_or(|e| e > now);
+            let recent = a.ends_at.is_some_and(|e| e + DEPENDENCY_HOLD > now);
+            if firing {
+                idx.firing.push(l);
+            }
             if let Some(i) = l.get("instance") {
-                idx.instances.insert(i);
-                if let Some(b) = l.get("blocked_by") {
+                if firing || recent {
+                    idx.failing.insert(i);
+                }
+                if firing && let Some(b) = l.get("blocked_by") {
                     idx.blocked_by.entry(i).or_default().push(b);
                 }
             }
@@ -541,7 +561,7 @@ impl Inhibitor {
             && let Some(deps) = idx.blocked_by.get(instance)
             && deps
                 .iter()
-                .any(|d| *d != instance && idx.instances.contains(d))
+                .any(|d| *d != instance && idx.failing.contains(d))
         {
             return true;
         }
@@ -644,6 +664,9 @@ mod tests {
         let names: HashSet<String> = ["a".to_string()].into();
         let e = Route::build(&cfg, &names).unwrap_err();
         assert!(e.contains("route.routes[0]") && e.contains("\"zz\""), "{e}");
+        let cfg: RouteConfig = serde_yaml_ng::from_str("receiver: a\nmatch: {x: y}\n").unwrap();
+        let e = Route::build(&cfg, &names).unwrap_err();
+        assert!(e.contains("must not have matchers"), "{e}");
         let e = serde_yaml_ng::from_str::<RouteConfig>("receiver: a\nmatchers: ['x=~\"(\"']\n")
             .unwrap_err()
             .to_string();
@@ -662,6 +685,7 @@ mod tests {
 
     #[test]
     fn dependency_inhibition_follows_blocked_by() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let firing = [
             alert(&[("alertname", "ServerDown"), ("instance", "api")]),
             alert(&[
@@ -676,15 +700,25 @@ mod tests {
             ]),
             alert(&[("alertname", "HighLatency"), ("instance", "shop")]),
         ];
-        let idx = FiringIndex::new(firing.iter());
+        let idx = FiringIndex::new(firing.iter(), now);
         let on = Inhibitor::new(Vec::new(), true);
         let muted: Vec<bool> = firing.iter().map(|a| on.mutes(&idx, &a.labels)).collect();
         assert_eq!(muted, [false, true, true, true]);
         let off = Inhibitor::new(Vec::new(), false);
         assert!(firing.iter().all(|a| !off.mutes(&idx, &a.labels)));
         // Without the root cause's alert firing, the blocked alert pages.
-        let idx = FiringIndex::new(firing[1..2].iter());
+        let idx = FiringIndex::new(firing[1..2].iter(), now);
         assert!(!on.mutes(&idx, &firing[1].labels));
+        // Recovery: api's alert resolved a moment ago, lb is still down but no longer
+        // blocked (its own alert pending), shop is still blocked by lb: shop stays muted
+        // for the hold, not after it.
+        let mut lb_resolved = firing[1].clone();
+        lb_resolved.ends_at = Some(now - Duration::from_secs(5));
+        let recovering = [lb_resolved, firing[2].clone()];
+        let idx = FiringIndex::new(recovering.iter(), now);
+        assert!(on.mutes(&idx, &firing[2].labels));
+        let idx = FiringIndex::new(recovering.iter(), now + DEPENDENCY_HOLD);
+        assert!(!on.mutes(&idx, &firing[2].labels));
     }
 
     #[test]
@@ -698,7 +732,7 @@ mod tests {
             false,
         );
         let crit = alert(&[("severity", "critical"), ("cluster", "x")]);
-        let idx = FiringIndex::new([&crit]);
+        let idx = FiringIndex::new([&crit], std::time::SystemTime::now());
         assert!(ih.mutes(&idx, &l(&[("severity", "warning"), ("cluster", "x")])));
         assert!(!ih.mutes(&idx, &l(&[("severity", "warning"), ("cluster", "y")])));
         // The critical alert matches both sides: it does not mute itself.
