@@ -28,6 +28,8 @@ use crate::scrape_config::HttpClientConfig;
 pub const MAX_GROUPS: usize = 10_000;
 /// Most distinct alerts remembered (for inhibition and grouping).
 pub const MAX_ALERTS: usize = 100_000;
+/// How long a notification log entry is kept (Alertmanager's `--data.retention` default).
+const NFLOG_RETENTION: Duration = Duration::from_secs(120 * 3600);
 /// How long a resolved alert is remembered after it resolved.
 const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 
@@ -272,6 +274,7 @@ impl Dispatcher {
         st.alerts.retain(|_, a| {
             is_firing(a, now) || a.ends_at.is_some_and(|e| e + RESOLVED_RETENTION > now)
         });
+        st.nflog.retain(|_, s| s.at + NFLOG_RETENTION > now);
         for a in alerts {
             if st.alerts.len() >= MAX_ALERTS && !st.alerts.contains_key(&a.labels) {
                 tracing::warn!("more than {MAX_ALERTS} alerts; not routing new ones");
@@ -515,6 +518,9 @@ impl Dispatcher {
                         });
                         if g.alerts.is_empty() {
                             st.groups.remove(&key);
+                            // What this receiver was told about the group goes with it.
+                            st.nflog
+                                .retain(|(gk, r, _), _| !(*gk == group_key && *r == receiver.name));
                         }
                     }
                 }
@@ -528,6 +534,82 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notifier::route::RouteConfig;
+
+    /// Counts deliveries.
+    struct Counting(Arc<Mutex<usize>>);
+
+    impl Integration for Counting {
+        fn kind(&self) -> &'static str {
+            "counting"
+        }
+        fn send_resolved(&self) -> bool {
+            true
+        }
+        fn notify<'a>(
+            &'a self,
+            _n: &'a Notification,
+        ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
+            Box::pin(async move {
+                *self.0.lock().expect("lock") += 1;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_group_leaves_nothing_behind() {
+        let cfg: RouteConfig = serde_yaml_ng::from_str(
+            "receiver: r\ngroup_by: ['...']\ngroup_wait: 0s\ngroup_interval: 10ms\n",
+        )
+        .unwrap();
+        let route = Route::build(&cfg, &["r".to_string()].into()).unwrap();
+        let count = Arc::new(Mutex::new(0));
+        let receiver = Receiver {
+            name: "r".into(),
+            integrations: vec![Arc::new(Counting(count.clone()))],
+        };
+        let d = Arc::new(
+            Dispatcher {
+                roots: vec![route],
+                receivers: HashMap::from([("r".to_string(), Arc::new(receiver))]),
+                inhibitor: Inhibitor::new(Vec::new(), true),
+                external_url: String::new(),
+                state: Arc::default(),
+                wake: Arc::default(),
+                metrics: NotifierMetrics::new(
+                    &mut prometheus_client::registry::Registry::default(),
+                    1,
+                ),
+            }
+            .start(),
+        );
+        let now = SystemTime::now();
+        let mut a = Alert {
+            labels: Labels::new([("alertname", "A"), ("instance", "x")]),
+            annotations: Default::default(),
+            starts_at: now,
+            ends_at: Some(now + Duration::from_secs(600)),
+            generator_url: String::new(),
+        };
+        let settle = || async {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                d.flush_due();
+            }
+        };
+        d.ingest(std::slice::from_ref(&a));
+        settle().await;
+        assert_eq!(*count.lock().unwrap(), 1);
+        assert_eq!(d.state.lock().unwrap().nflog.len(), 1);
+        a.ends_at = Some(SystemTime::now() - Duration::from_millis(1));
+        d.ingest(std::slice::from_ref(&a));
+        settle().await;
+        assert_eq!(*count.lock().unwrap(), 2, "the resolved notification");
+        let st = d.state.lock().unwrap();
+        assert!(st.groups.is_empty());
+        assert!(st.nflog.is_empty(), "{:?}", st.nflog);
+    }
 
     fn set(names: &[&str]) -> HashSet<Labels> {
         names
