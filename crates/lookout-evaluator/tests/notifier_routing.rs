@@ -70,8 +70,9 @@ fn run(notifier: &NotifierManager) -> tokio::sync::oneshot::Sender<()> {
     tx
 }
 
-/// The story's alerts: `api` is down (root cause), `lb` and `shop` behind it are blocked,
-/// a DNS target fails (the specific alert inhibits the generic one), a latency warning.
+/// The story's alerts: `api` is down (root cause), `lb` and `shop` behind it are blocked
+/// (all three of team shop, whose route continues), a DNS target fails (the specific alert
+/// inhibits the generic one), a latency warning.
 fn outage(firing: bool) -> Vec<Alert> {
     vec![
         alert(
@@ -79,6 +80,7 @@ fn outage(firing: bool) -> Vec<Alert> {
                 ("alertname", "ServerDown"),
                 ("instance", "api"),
                 ("severity", "critical"),
+                ("team", "shop"),
             ],
             firing,
         ),
@@ -88,6 +90,7 @@ fn outage(firing: bool) -> Vec<Alert> {
                 ("instance", "lb"),
                 ("blocked_by", "api"),
                 ("severity", "warning"),
+                ("team", "shop"),
             ],
             firing,
         ),
@@ -97,6 +100,7 @@ fn outage(firing: bool) -> Vec<Alert> {
                 ("instance", "shop"),
                 ("blocked_by", "lb"),
                 ("severity", "warning"),
+                ("team", "shop"),
             ],
             firing,
         ),
@@ -135,14 +139,24 @@ const TREE: &str = "route:
   group_interval: 2s
   repeat_interval: 1h
   routes:
+    - match: {team: shop}
+      receiver: shop-team
+      group_by: ['...']
+      continue: true
     - matchers: ['severity=\"critical\"']
       receiver: critical
       group_by: [alertname, instance]
+    - match_re: {instance: 'web|db-.*'}
+      receiver: web
 receivers:
   - name: critical
     webhook_configs: [{url: 'BASE/critical', send_resolved: true}]
   - name: rest
     webhook_configs: [{url: 'BASE/rest', send_resolved: true}]
+  - name: shop-team
+    webhook_configs: [{url: 'BASE/shop-team'}]
+  - name: web
+    webhook_configs: [{url: 'BASE/web', send_resolved: true}]
 inhibit_rules:
   - source_matchers: ['alertname=\"ServerDown\"']
     target_matchers: ['alertname=\"ServerBlocked\"']
@@ -233,7 +247,7 @@ async fn same_notifications_as_alertmanager() {
                 .any(|x| x.contains("ServerDown") && x.contains("api"))),
         "{all}"
     );
-    assert_eq!(lookout.len(), 3, "one notification per group: {all}");
+    assert_eq!(lookout.len(), 4, "one notification per group: {all}");
     let counts = |prefix: &str| {
         received
             .lock()
@@ -255,7 +269,7 @@ async fn same_notifications_as_alertmanager() {
             .iter()
             .filter(|(_, _, s, _)| s == "\"resolved\"")
             .count(),
-        3,
+        4,
         "{lookout:?}"
     );
     assert_eq!(counts("lookout/"), counts("am/"));
