@@ -9,10 +9,14 @@
 //! scraping the exporter's `/metrics` (`honor_labels`) and its `/probe` (the blackbox
 //! multi-target pattern, for the HTTP phases), with the shipped `rules/`, so that an alert
 //! fires (HeartbeatMissing for the silent heartbeat). Each expression is then queried
-//! through the evaluator's Prometheus API the way Grafana does: an instant query for
-//! `instant` targets, a range query otherwise.
+//! through the evaluator's Prometheus API the way Grafana does with the embedded mode's
+//! data source (`dashboards/provisioning/datasources/lookout-evaluator.yml`, form POSTs):
+//! an instant query for `instant` targets, a range query otherwise.
 //!
-//! No panel is allowed to stay empty: each one shows data in this run.
+//! No panel is allowed to stay empty: each one shows data in this run. And `lookout up`
+//! with its built-in configuration, at the address that data source names, answers every
+//! panel's query without an error. The dashboards query whichever data source their
+//! `datasource` variable picks, so both provisioned data sources serve them.
 
 mod common;
 
@@ -26,8 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use common::{
-    HttpTarget, Process, free_port, get_json_with, nameserver, now_secs, repo_root, start_exporter,
-    status_of, wait_ready, write_file,
+    ChildGuard, HttpTarget, Process, free_addr, free_port, get_json_with, nameserver, now_secs,
+    post_json_with, repo_root, start_exporter, status_of, wait_ready, write_file,
 };
 
 /// One query of one panel.
@@ -319,19 +323,23 @@ fn with_fallback_removed(expr: &str) -> Vec<String> {
 async fn evaluate(base: &str, expr: &str, instant: bool) -> Result<bool, String> {
     let expr = grafana_expand(expr);
     let now = now_secs();
-    let body = if instant {
-        get_json_with(&format!("{base}/api/v1/query"), &[("query", expr)]).await?
+    let (path, params) = if instant {
+        ("query", vec![("query", expr)])
     } else {
-        get_json_with(
-            &format!("{base}/api/v1/query_range"),
-            &[
+        (
+            "query_range",
+            vec![
                 ("query", expr),
                 ("start", format!("{:.3}", now - 60.0)),
                 ("end", format!("{now:.3}")),
                 ("step", "1".to_string()),
             ],
         )
-        .await?
+    };
+    let url = format!("{base}/api/v1/{path}");
+    let body = match embedded_data_source()["jsonData"]["httpMethod"].as_str() {
+        Some("POST") => post_json_with(&url, &params).await?,
+        _ => get_json_with(&url, &params).await?,
     };
     if body["status"] != "success" {
         return Err(body.to_string());
@@ -355,12 +363,83 @@ async fn evaluate(base: &str, expr: &str, instant: bool) -> Result<bool, String>
     })
 }
 
-#[test]
-fn every_dashboard_expression_parses() {
-    let queries: Vec<PanelQuery> = dashboard_files()
+/// Every panel query of every dashboard.
+fn all_queries() -> Vec<PanelQuery> {
+    dashboard_files()
         .iter()
         .flat_map(|f| panel_queries(f))
+        .collect()
+}
+
+/// The provisioned Grafana data sources (`dashboards/provisioning/datasources/*.yml`).
+fn data_sources() -> Vec<Value> {
+    let dir = repo_root().join("dashboards/provisioning/datasources");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("datasources/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
         .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("read");
+            let doc: Value =
+                serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            doc["datasources"].as_array().cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The data source for embedded mode: the evaluator's own API.
+fn embedded_data_source() -> Value {
+    data_sources()
+        .into_iter()
+        .find(|d| d["uid"] == "lookout-evaluator")
+        .expect("a data source with uid lookout-evaluator")
+}
+
+#[test]
+fn the_dashboards_query_the_data_source_their_variable_picks() {
+    let sources = data_sources();
+    let mut uids: Vec<&str> = sources.iter().filter_map(|d| d["uid"].as_str()).collect();
+    uids.sort_unstable();
+    assert_eq!(uids, ["lookout-evaluator", "prometheus"]);
+    for d in &sources {
+        assert_eq!(d["type"], "prometheus", "{d}");
+    }
+    // Embedded mode: the evaluator at the address `lookout up` listens on by default.
+    assert_eq!(
+        embedded_data_source()["url"],
+        "http://127.0.0.1:9095",
+        "lookout up's --web.listen-address.evaluator default"
+    );
+    for file in dashboard_files() {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+        let variables = doc["templating"]["list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            variables.iter().any(|v| v["name"] == "datasource"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "{}: no datasource variable of type prometheus",
+            file.display()
+        );
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(
+            !text.contains("\"uid\": \"prometheus\""),
+            "{}: a panel names a data source instead of ${{datasource}}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn every_dashboard_expression_parses() {
+    let queries = all_queries();
     assert!(
         !queries.is_empty(),
         "no PromQL expression found in dashboards/"
@@ -382,10 +461,7 @@ fn every_dashboard_expression_parses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_shows_data_from_a_real_run() {
-    let queries: Vec<PanelQuery> = dashboard_files()
-        .iter()
-        .flat_map(|f| panel_queries(f))
-        .collect();
+    let queries = all_queries();
     assert!(
         !queries.is_empty(),
         "no PromQL expression found in dashboards/"
@@ -463,4 +539,50 @@ async fn every_dashboard_panel_shows_data_from_a_real_run() {
         "panels without data after two minutes:\n{}",
         missing.join("\n")
     );
+}
+
+/// `lookout up` (embedded mode, built-in configuration) answers every panel's query, sent
+/// as the embedded mode's data source sends it, without an error; the panels on Lookout's
+/// own targets show data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_runs_on_lookout_up() {
+    let queries = all_queries();
+    let exporter = free_addr();
+    let evaluator = free_addr();
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let _up = ChildGuard(
+        std::process::Command::new(common::LOOKOUT)
+            .args(["up", "--web.listen-address.exporter"])
+            .arg(exporter.to_string())
+            .arg("--web.listen-address.evaluator")
+            .arg(evaluator.to_string())
+            .current_dir(cwd.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start lookout up"),
+    );
+    let base = format!("http://{evaluator}");
+    wait_ready("lookout up", &format!("{base}/-/ready")).await;
+    // The first scrapes of the exporter land within a scrape interval (15s).
+    let targets_up = r#"count(up{job!="heartbeat"} == 1)"#;
+    let mut shown = false;
+    for _ in 0..120 {
+        if evaluate(&base, targets_up, true).await == Ok(true) {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(shown, "no target up in lookout up after a minute");
+    for query in &queries {
+        for expr in with_fallback_removed(&query.expr) {
+            if let Err(e) = evaluate(&base, &expr, query.instant).await {
+                panic!(
+                    "{} failed on lookout up: {e}\nexpression: {expr}",
+                    query.name()
+                );
+            }
+        }
+    }
 }

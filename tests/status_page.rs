@@ -10,8 +10,20 @@
 //! show as text. A second evaluator in remote mode, querying the first one's Prometheus API,
 //! must show the same outage on its own page.
 //!
+//! Before the outage the page draws the dependency tree (`lb` with `app` under it), the
+//! uptime and a response-time sparkline of each target. During it, besides the cascade:
+//! critical alerts of root causes before the warning of the blocked `app`; `checkout`
+//! answering 503 shows `invalid_status_code (HTTP 503)`; the heartbeat that stopped pushing
+//! is silent, with its last push and max_silence; two resolvers answering `shop.example.`
+//! differently (a fixture's `dns_answer_info`, the exporter's series) are listed side by
+//! side; alerts that cannot reach the (closed) alertmanager and a rule file broken before a
+//! SIGHUP become banners. `/graph` plots `up` as an inline SVG with its instant table, and
+//! shows a parse error with its column.
+//!
 //! `docs/status-page.png` is made by `tests/browser/screenshot.sh` (a demo outage with
-//! realistic names), with the same browser flags.
+//! realistic names), with the same browser flags. With `LOOKOUT_SCREENSHOTS=<dir>` this
+//! test also keeps its screenshots there: `status-all-up.png`, `status-outage.png`,
+//! `graph.png`.
 
 mod common;
 
@@ -21,6 +33,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use common::{
     ChildGuard as Process, LOOKOUT as BIN, free_addr, get_until, stdout_lines, wait_for_line,
 };
@@ -28,8 +43,27 @@ use tokio::net::TcpListener;
 
 const HOSTILE: &str = "<script>alert(1)</script>";
 
-fn write_configs(dir: &Path, target: SocketAddr, exporter: SocketAddr, evaluator: SocketAddr) {
+struct Addrs {
+    target: SocketAddr,
+    fixture: SocketAddr,
+    exporter: SocketAddr,
+    evaluator: SocketAddr,
+    alertmanager: SocketAddr,
+}
+
+const EXTRA_RULES: &str = "groups:\n  - name: extra\n    rules: []\n";
+
+fn write_configs(dir: &Path, a: &Addrs) {
+    let Addrs {
+        target,
+        fixture,
+        exporter,
+        evaluator,
+        alertmanager,
+    } = a;
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/*.rules.yml");
+    std::fs::create_dir_all(dir.join("extra")).expect("extra rules dir");
+    std::fs::write(dir.join("extra/extra.rules.yml"), EXTRA_RULES).expect("extra rules");
     std::fs::write(
         dir.join("exporter.yml"),
         format!(
@@ -60,6 +94,15 @@ targets:
     interval: 500ms
     labels:
       job: lookout-evaluator
+  - name: checkout
+    module: http_quick
+    target: http://{fixture}/checkout
+    interval: 500ms
+    labels:
+      job: shop
+heartbeats:
+  - name: nightly-backup
+    max_silence: 30s
 "
         ),
     )
@@ -72,7 +115,16 @@ targets:
   evaluation_interval: 500ms
 rule_files:
   - '{}'
+  - extra/*.rules.yml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{alertmanager}']
 scrape_configs:
+  - job_name: dns-fixture
+    honor_labels: true
+    static_configs:
+      - targets: ['{fixture}']
   - job_name: lookout-exporter-metrics
     honor_labels: true
     static_configs:
@@ -161,6 +213,62 @@ fn visible_text(html: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Always up: `/checkout` answers 200 until `broken` is set, then 503; `/metrics` has the
+/// exporter's `dns_answer_info` series of two resolvers that disagree.
+async fn serve_fixture(listener: TcpListener, broken: Arc<AtomicBool>) {
+    let app = axum::Router::new()
+        .route(
+            "/checkout",
+            axum::routing::get(move || {
+                let broken = broken.clone();
+                async move {
+                    if broken.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "maintenance")
+                    } else {
+                        (axum::http::StatusCode::OK, "checkout")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                "# TYPE dns_answer_info gauge
+dns_answer_info{instance=\"resolver-a\",domain=\"shop.example.\",nameserver=\"192.0.2.53\",answer=\"192.0.2.10\"} 1
+dns_answer_info{instance=\"resolver-b\",domain=\"shop.example.\",nameserver=\"198.51.100.53\",answer=\"203.0.113.99\"} 1
+"
+            }),
+        );
+    let _ = axum::serve(listener, app).await;
+}
+
+/// A full-page screenshot of `url`, kept in `$LOOKOUT_SCREENSHOTS/<name>` when set.
+fn screenshot(tmp: &Path, url: &str, name: &str, height: u32) {
+    let shot = tmp.join(name);
+    chromium(
+        &tmp.join(format!("profile-{name}")),
+        &[
+            format!("--screenshot={}", shot.display()),
+            format!("--window-size=1280,{height}"),
+            url.to_string(),
+        ],
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    if let Some(dir) = std::env::var_os("LOOKOUT_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&dir).join(name)).expect("keep screenshot");
+    }
+}
+
+/// The part of `text` from `from` to `to` (exclusive), or all of it from `from`.
+fn between<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let start = text
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} in {text}"));
+    let rest = &text[start..];
+    rest.find(to).map(|end| &rest[..end]).unwrap_or(rest)
+}
+
 async fn serve_target(listener: TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "load balancer" }))
@@ -180,9 +288,25 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     let (stop_target, stopped) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(serve_target(target_listener, stopped));
 
+    let fixture_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let fixture = fixture_listener.local_addr().expect("address");
+    let broken = Arc::new(AtomicBool::new(false));
+    tokio::spawn(serve_fixture(fixture_listener, broken.clone()));
+
     let exporter = free_addr();
     let evaluator = free_addr();
-    write_configs(tmp.path(), target, exporter, evaluator);
+    // Nothing listens there: every notification fails.
+    let alertmanager = free_addr();
+    write_configs(
+        tmp.path(),
+        &Addrs {
+            target,
+            fixture,
+            exporter,
+            evaluator,
+            alertmanager,
+        },
+    );
     let mut child = Command::new(BIN)
         .args(["up", "--config.dir"])
         .arg(tmp.path())
@@ -199,14 +323,55 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     let mut up = Process(child);
     wait_for_line(&lines, "status page");
 
-    // Healthy first: the page says so.
-    let query_up = "/api/v1/query?query=up%7Binstance%3D~%22lb%7Capp%22%7D%20%3D%3D%201";
+    let pushed = common::client()
+        .post(format!("http://{exporter}/heartbeat/nightly-backup"))
+        .send()
+        .await
+        .expect("push the heartbeat");
+    assert!(pushed.status().is_success(), "{pushed:?}");
+
+    // Healthy first: the page says so, and draws the dependency tree and the pictures.
+    let query_up = "/api/v1/query?query=up%7Binstance%3D~%22lb%7Capp%7Ccheckout%22%7D%20%3D%3D%201";
     get_until(evaluator, query_up, 200, |b| {
-        b.contains(r#""instance":"lb""#) && b.contains(r#""instance":"app""#)
+        b.contains(r#""instance":"lb""#)
+            && b.contains(r#""instance":"app""#)
+            && b.contains(r#""instance":"checkout""#)
     })
     .await;
+    get_until(evaluator, "/", 200, |b| {
+        b.contains("<svg class=\"spark\"") && b.contains("<ul class=\"tree\">")
+    })
+    .await;
+    let url = format!("http://{evaluator}/");
+    let dom = chromium(
+        &tmp.path().join("profile-up"),
+        &["--dump-dom".to_string(), url.clone()],
+    );
+    let text = visible_text(&dom);
+    let tree = between(&text, "Dependencies", "Heartbeats");
+    assert!(tree.contains("up lb up app"), "dependency tree: {tree}");
+    // (The blackbox-style /probe job fails from the start: the exporter refuses loopback
+    // targets on /probe.)
+    assert!(!text.contains("Root cause: lb"), "{text}");
+    assert!(text.contains("up lb shop"), "{text}");
+    assert!(text.contains("100% · 100%"), "uptime: {text}");
+    assert!(dom.contains("<svg class=\"spark\""), "sparkline: {dom}");
+    assert!(text.contains("up nightly-backup"), "heartbeat: {text}");
+    screenshot(tmp.path(), &url, "status-all-up.png", 1500);
 
-    // The outage: the server behind lb and app stops.
+    // The outage: the server behind lb and app stops, checkout answers 503, the heartbeat
+    // is not pushed again, and a rule file breaks before a reload.
+    broken.store(true, Ordering::SeqCst);
+    std::fs::write(
+        tmp.path().join("extra/extra.rules.yml"),
+        "groups:\n  - name: extra\n    rules:\n      - alert: Broken\n        expr: up ==\n",
+    )
+    .expect("break the extra rules");
+    let hup = Command::new("kill")
+        .args(["-HUP", &up.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
     let _ = stop_target.send(());
     server.await.expect("target server");
     get_until(evaluator, "/api/v1/alerts", 240, |b| {
@@ -224,8 +389,15 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     )
     .await;
 
+    get_until(evaluator, "/", 240, |b| {
+        b.contains("Notifications failed")
+            && b.contains("Reloading the configuration failed")
+            && b.contains("invalid_status_code (HTTP 503)")
+            && b.contains("silent")
+    })
+    .await;
+
     // What a person reads in the browser.
-    let url = format!("http://{evaluator}/");
     let dom = chromium(
         &tmp.path().join("profile-dom"),
         &["--dump-dom".to_string(), url.clone()],
@@ -256,18 +428,59 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
     assert!(text.contains(&format!("team=\"{HOSTILE}\"")), "{text}");
     assert!(!dom.contains(HOSTILE), "label value became markup: {dom}");
 
-    // A screenshot of the same page.
-    let shot = tmp.path().join("status.png");
-    chromium(
-        &tmp.path().join("profile-shot"),
+    // Critical alerts of root causes first, the warning of the blocked app after them.
+    let alerts = between(&text, "Alerts", "Dependencies");
+    let blocked_at = alerts.find("ServerBlocked").expect("ServerBlocked listed");
+    assert!(
+        alerts.rfind("ServerDown").expect("ServerDown listed") < blocked_at,
+        "{alerts}"
+    );
+    let tree = between(&text, "Dependencies", "Heartbeats");
+    assert!(tree.contains("down lb blocked app"), "{tree}");
+    assert!(text.contains("invalid_status_code (HTTP 503)"), "{text}");
+    let beats = between(&text, "Heartbeats", "Targets");
+    assert!(beats.contains("silent nightly-backup"), "{beats}");
+    assert!(
+        beats.contains("ago 30s"),
+        "last push, then max_silence: {beats}"
+    );
+    let dns = between(&text, "DNS resolvers disagree", "Targets");
+    assert!(
+        dns.contains("shop.example. Resolver Target Answers 192.0.2.53 resolver-a 192.0.2.10 198.51.100.53 resolver-b 203.0.113.99"),
+        "{dns}"
+    );
+    assert!(
+        text.contains("Notifications failed: alerts could not be delivered ("),
+        "{text}"
+    );
+    assert!(text.contains(&alertmanager.to_string()), "{text}");
+    assert!(
+        text.contains("Reloading the configuration failed"),
+        "{text}"
+    );
+    screenshot(tmp.path(), &url, "status-outage.png", 2400);
+
+    // /graph: a plotted expression, its instant result, and a parse error's position.
+    let graph = format!("http://{evaluator}/graph?g0.expr=up&g0.range_input=5m");
+    let dom = chromium(
+        &tmp.path().join("profile-graph"),
+        &["--dump-dom".to_string(), graph.clone()],
+    );
+    assert!(dom.contains("<svg class=\"chart\""), "{dom}");
+    assert!(dom.contains("<path d=\"M"), "a plotted line: {dom}");
+    let text = visible_text(&dom);
+    assert!(text.contains("Instant result"), "{text}");
+    assert!(text.contains("up{instance=\"lb\", job=\"shop\""), "{text}");
+    screenshot(tmp.path(), &graph, "graph.png", 1100);
+    let dom = chromium(
+        &tmp.path().join("profile-graph-error"),
         &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,1200".to_string(),
-            url.clone(),
+            "--dump-dom".to_string(),
+            format!("http://{evaluator}/graph?g0.expr=sum(up%20%2B)"),
         ],
     );
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let text = visible_text(&dom);
+    assert!(text.contains("Parse error at line 1, column"), "{text}");
 
     // Remote mode: a second evaluator queries the first one's Prometheus API and shows the
     // same outage from those queries.

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::{
@@ -29,6 +30,33 @@ fn shipped_groups() -> Vec<String> {
         );
     }
     names
+}
+
+/// `lookout init DIR`, which must succeed; its output.
+fn init(dir: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(dir)
+        .output()
+        .expect("run lookout init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `lookout up` on these addresses, with `--config.dir DIR`.
+fn up_in(dir: &std::path::Path, exporter: SocketAddr, evaluator: SocketAddr) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up", "--web.listen-address.exporter"])
+        .arg(exporter.to_string())
+        .arg("--web.listen-address.evaluator")
+        .arg(evaluator.to_string())
+        .arg("--config.dir")
+        .arg(dir);
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,17 +199,7 @@ fn up_refuses_a_port_in_use_naming_its_flag() {
 async fn init_writes_an_example_that_runs_where_it_is_put() {
     let base = tempfile::tempdir().expect("tempdir");
     let dir = base.path().join("some/where/my-lookout");
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg(&dir)
-        .output()
-        .expect("run lookout init");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("lookout up --config.dir"));
+    assert!(init(&dir).contains("lookout up --config.dir"));
     // Written again: refused, nothing overwritten.
     let again = Command::new(BIN)
         .arg("init")
@@ -201,16 +219,11 @@ async fn init_writes_an_example_that_runs_where_it_is_put() {
             .replace("127.0.0.1:9095", &evaluator.to_string());
         std::fs::write(&path, text).expect("write");
     }
-    let child = Command::new(BIN)
-        .args(["up", "--web.listen-address.exporter"])
-        .arg(exporter.to_string())
-        .arg("--web.listen-address.evaluator")
-        .arg(evaluator.to_string())
-        .arg("--config.dir")
-        .arg(&dir)
+    let log = base.path().join("up.log");
+    let child = up_in(&dir, exporter, evaluator)
         .current_dir(base.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start lookout up");
     let mut process = ChildGuard(child);
@@ -218,6 +231,9 @@ async fn init_writes_an_example_that_runs_where_it_is_put() {
         b.contains("\"groups\"")
     })
     .await;
+    // The files match the flags: no address warning.
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    assert!(!stderr.contains("warning:"), "{stderr}");
     for g in shipped_groups() {
         assert!(
             rules.contains(&format!("\"name\":\"{g}\"")),
@@ -227,4 +243,205 @@ async fn init_writes_an_example_that_runs_where_it_is_put() {
     let page = get_until(evaluator, "/", 10, |b| b.contains("Lookout status")).await;
     assert!(!page.contains("No rule groups are loaded"), "{page}");
     let _ = process.terminate().await;
+}
+
+/// `lookout init DIR`, then `lookout up --config.dir DIR` on other ports than the files
+/// name: the places that point at Lookout's default addresses are warned about, each
+/// with its file:line:col and the flag, before the servers start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_warns_when_the_config_dir_watches_other_addresses_than_the_flags() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("lookout");
+    init(&dir);
+    let exporter = free_addr();
+    let evaluator = free_addr();
+    let log = base.path().join("up.log");
+    let mut child = up_in(&dir, exporter, evaluator)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start lookout up");
+    let rx = stdout_lines(&mut child);
+    let mut process = ChildGuard(child);
+    wait_for_line(&rx, "Ctrl-C");
+    let _ = process.terminate().await;
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    let exporter_yml = dir.join("exporter.yml").display().to_string();
+    let evaluator_yml = dir.join("evaluator.yml").display().to_string();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    // The four exporter targets and the two scrape targets of the example.
+    assert_eq!(warnings.len(), 6, "{stderr}");
+    let expect = [
+        (
+            format!("{exporter_yml}:27:13: target 127.0.0.1:9115 "),
+            "--web.listen-address.exporter",
+            exporter,
+        ),
+        (
+            format!("{evaluator_yml}:20:19: scrape target 127.0.0.1:9115 "),
+            "--web.listen-address.exporter",
+            exporter,
+        ),
+        (
+            format!("{evaluator_yml}:23:19: scrape target 127.0.0.1:9095 "),
+            "--web.listen-address.evaluator",
+            evaluator,
+        ),
+    ];
+    for (place, flag, listen) in expect {
+        assert!(
+            warnings.iter().any(|w| w.contains(&place)
+                && w.contains(&format!("({flag} {listen})"))
+                && w.contains(&format!("Write {listen} there"))),
+            "{place}: {stderr}"
+        );
+    }
+    // --config.check says the same and starts nothing.
+    let out = up_in(&dir, exporter, evaluator)
+        .arg("--config.check")
+        .output()
+        .expect("check");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("warning: ").count(), 6, "{err}");
+}
+
+/// `lookout up --config.check`: the built-in configuration and a directory's are checked
+/// (configuration files and rule files), printed OK or with the error's place, exit 0 or
+/// 1; nothing is started, even on ports in use.
+#[test]
+fn up_config_check_checks_both_files_and_the_rules() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr").to_string();
+    let check = |dir: Option<&std::path::Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "up",
+            "--config.check",
+            "--web.listen-address.evaluator",
+            &busy,
+        ]);
+        if let Some(d) = dir {
+            cmd.arg("--config.dir").arg(d);
+        }
+        let out = cmd.output().expect("run lookout up --config.check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = check(None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("built-in exporter.yml: OK (")
+            && out.contains("built-in evaluator.yml: OK (4 rule files"),
+        "{out}"
+    );
+
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("d");
+    init(&dir);
+    let (code, out, err) = check(Some(&dir));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("evaluator.yml: OK ("), "{out}");
+
+    // A broken rule file: named with its line, exit 1.
+    std::fs::write(
+        dir.join("rules/broken.rules.yml"),
+        "groups:\n  - name: x\n    rules:\n      - record: bad name\n        expr: up\n",
+    )
+    .expect("write");
+    let (code, out, err) = check(Some(&dir));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("broken.rules.yml: 4:"), "{err}");
+    assert!(out.contains("exporter.yml: OK ("), "{out}");
+    std::fs::remove_file(dir.join("rules/broken.rules.yml")).expect("rm");
+
+    // A broken exporter configuration: file:line:col.
+    let exporter_yml = dir.join("exporter.yml");
+    let text = std::fs::read_to_string(&exporter_yml).expect("read");
+    std::fs::write(
+        &exporter_yml,
+        text.replace("module: tcp_connect", "module: nope"),
+    )
+    .expect("write");
+    let (code, out, err) = check(Some(&dir));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("{}:", exporter_yml.display())),
+        "{err}"
+    );
+    assert!(err.contains("nope"), "{err}");
+    assert!(out.contains("evaluator.yml: OK ("), "{out}");
+    drop(taken);
+}
+
+/// `lookout up --rules.state-file FILE` keeps the `for` timers of alerts across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_keeps_for_timers_in_the_state_file_across_restarts() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path();
+    std::fs::write(
+        dir.join("exporter.yml"),
+        "heartbeats:\n  - name: job\n    max_silence: 1h\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("evaluator.yml"),
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - always.rules.yml\n",
+    )
+    .expect("write");
+    // `for` longer than the 10m grace period, so the timer is restored.
+    std::fs::write(
+        dir.join("always.rules.yml"),
+        "groups:\n  - name: always\n    rules:\n      - alert: Always\n        expr: vector(1)\n        for: 1h\n",
+    )
+    .expect("write");
+    let state = dir.join("state/alerts.json");
+    std::fs::create_dir(dir.join("state")).expect("mkdir");
+    let exporter = free_addr();
+    let evaluator = free_addr();
+    let start = || {
+        ChildGuard(
+            up_in(dir, exporter, evaluator)
+                .arg("--rules.state-file")
+                .arg(&state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start lookout up"),
+        )
+    };
+    let active_at = |body: &str| -> Option<i64> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let a = v["data"]["alerts"].as_array()?.first()?.clone();
+        let t = chrono::DateTime::parse_from_rfc3339(a["activeAt"].as_str()?).ok()?;
+        Some(t.timestamp())
+    };
+    let mut first = start();
+    let body = get_until(evaluator, "/api/v1/alerts", 120, |b| active_at(b).is_some()).await;
+    let before = active_at(&body).expect("activeAt");
+    // Pending for a while before the restart, so that a timer started afresh would show.
+    while chrono::Utc::now().timestamp() < before + 8 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let exit = first.terminate().await.expect("stopped");
+    assert_eq!(exit.code(), Some(0));
+    let saved = std::fs::read_to_string(&state).expect("state file written");
+    assert!(saved.contains("Always"), "{saved}");
+
+    let restarted_at = chrono::Utc::now().timestamp();
+    let mut second = start();
+    // The first evaluation makes a fresh pending alert; the next ones show the restored
+    // timer: the original one moved forward by the downtime (Prometheus's rule), so it
+    // started before this process did, where a fresh timer starts after.
+    get_until(evaluator, "/api/v1/alerts", 120, |b| {
+        active_at(b).is_some_and(|t| t < restarted_at - 2)
+    })
+    .await;
+    let _ = second.terminate().await;
 }

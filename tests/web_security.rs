@@ -8,7 +8,8 @@
 //! * `probe_policy` on `/probe`: targets outside the allow-list and ad-hoc targets get 403
 //!   and count in `lookout_exporter_probe_requests_refused_total{reason}`.
 //! * Write paths: `--web.enable-lifecycle=false` refuses `/-/reload`; `basic_auth_scope:
-//!   write` leaves reads open and asks a password for `/-/reload` and heartbeats.
+//!   write` leaves reads open and asks a password for `/-/reload` and heartbeats (with
+//!   any method: GET and HEAD push too).
 //!
 //! Nothing leaves 127.0.0.1: refused targets are never contacted.
 
@@ -472,6 +473,17 @@ async fn write_paths_can_be_restricted() {
         "{}",
         process.log_tail()
     );
+    // A heartbeat pushed with GET or HEAD (`curl URL`) is a write all the same.
+    let url = format!("{base}/heartbeat/nightly");
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        for (password, expected) in [(None, 401), (Some("wrong"), 401), (Some("tick"), 200)] {
+            let mut request = client.request(method.clone(), &url);
+            if let Some(p) = password {
+                request = request.basic_auth("cron", Some(p));
+            }
+            assert_eq!(status(request).await, expected, "{method} {password:?}");
+        }
+    }
     assert_eq!(status(client.post(format!("{base}/-/reload"))).await, 401);
     let reload = client
         .post(format!("{base}/-/reload"))

@@ -13,7 +13,8 @@
 #
 # Usage: bench/exporter/run.sh            (env: DURATION=20s CONNECTIONS=32 THREADS=2
 #                                                 TARGETS=10000 SETTLE=45 WINDOW=30;
-#                                            LOOKOUT_BIN=path skips the release build)
+#                                            LOOKOUT_BIN=path skips the release build;
+#                                            CONTINUOUS=0 runs part 1 only)
 # Needs: cargo, wrk, curl, prometheus-blackbox-exporter (Debian package of that name).
 set -euo pipefail
 
@@ -23,6 +24,7 @@ THREADS=${THREADS:-2}
 TARGETS=${TARGETS:-10000}
 SETTLE=${SETTLE:-45}
 WINDOW=${WINDOW:-30}
+CONTINUOUS=${CONTINUOUS:-1}
 BLACKBOX=${BLACKBOX:-$(command -v prometheus-blackbox-exporter || echo /usr/bin/prometheus-blackbox-exporter)}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -110,6 +112,21 @@ BB_HWM=$(hwm_kb $BB_PID)
 LK_HWM=$(hwm_kb $LK_PID)
 kill "$BB_PID" "$LK_PID"
 
+report_probe() {
+  awk -v bb="$BB_RPS" -v lk="$LK_RPS" -v bbm="$BB_HWM" -v lkm="$LK_HWM" \
+      -v c="$CONNECTIONS" -v d="$DURATION" 'BEGIN {
+    printf "\n/probe throughput (wrk, %s connections, %s, same loopback target and module)\n", c, d
+    printf "  %-22s %12s %14s\n", "", "probes/s", "peak RSS (MiB)"
+    printf "  %-22s %12.0f %14.1f\n", "blackbox_exporter", bb, bbm / 1024
+    printf "  %-22s %12.0f %14.1f\n", "lookout exporter", lk, lkm / 1024
+    printf "  ratio lookout/blackbox: probes/s %.2fx, memory %.2fx (goal: >= 2x, <= 0.5x)\n", lk / bb, lkm / bbm
+  }'
+}
+if [ "$CONTINUOUS" = 0 ]; then
+  report_probe
+  exit 0
+fi
+
 # --- continuous probing of many targets -------------------------------------------------
 {
   cat "$WORK/modules.yml"
@@ -142,14 +159,9 @@ METRICS_BYTES=$(wc -c < "$WORK/metrics.txt")
 SKIPPED=$(grep '^lookout_exporter_probes_skipped_total' "$WORK/metrics.txt" | awk '{print $2}')
 
 # --- report -----------------------------------------------------------------------------
-awk -v bb="$BB_RPS" -v lk="$LK_RPS" -v bbm="$BB_HWM" -v lkm="$LK_HWM" \
-    -v cpu="$CPU" -v rss="$CONT_RSS" -v hwm="$CONT_HWM" -v ms="$RENDER_MS" -v bytes="$METRICS_BYTES" \
-    -v up="$UP" -v n="$TARGETS" -v skipped="$SKIPPED" -v c="$CONNECTIONS" -v d="$DURATION" 'BEGIN {
-  printf "\n/probe throughput (wrk, %s connections, %s, same loopback target and module)\n", c, d
-  printf "  %-22s %12s %14s\n", "", "probes/s", "peak RSS (MiB)"
-  printf "  %-22s %12.0f %14.1f\n", "blackbox_exporter", bb, bbm / 1024
-  printf "  %-22s %12.0f %14.1f\n", "lookout exporter", lk, lkm / 1024
-  printf "  ratio lookout/blackbox: probes/s %.2fx, memory %.2fx (goal: >= 2x, <= 0.5x)\n", lk / bb, lkm / bbm
+report_probe
+awk -v cpu="$CPU" -v rss="$CONT_RSS" -v hwm="$CONT_HWM" -v ms="$RENDER_MS" -v bytes="$METRICS_BYTES" \
+    -v up="$UP" -v n="$TARGETS" -v skipped="$SKIPPED" 'BEGIN {
   printf "\ncontinuous probing: %d targets at 15s\n", n
   printf "  CPU %s%% of one core, RSS %.1f MiB (peak %.1f MiB), targets up %d, skipped ticks %s\n", cpu, rss / 1024, hwm / 1024, up, skipped
   printf "  /metrics render: %s ms (median of 5), %.1f MiB\n", ms, bytes / 1048576

@@ -684,6 +684,8 @@ def main():
         seen = set()
         failed = run_cases(args, ports, bb_port, lo_port, expected, seen)
         failed += run_config_checks(args, ports, work, expected, seen)
+        if not args.only:
+            failed += run_upstream_examples(args)
         # A row no case needs any more: its case is gone or no longer differs.
         stale = [k for k in expected if k not in seen and k[0] != "*"
                  and (not args.only or re.search(args.only, k[0].replace("*", "")))]
@@ -828,6 +830,35 @@ def run_config_checks(args, ports, work, expected, seen):
             print(f"  {who}: {out[-1] if out else ''}")
     print(f"blackbox: {len(cases)} configurations, {agreed} judged alike, "
           f"{len(cases) - agreed - failures} with listed differences only, {failures} unexpected")
+    return failures
+
+
+def run_upstream_examples(args):
+    """Upstream's example configurations, as published, must load: blackbox_exporter's
+    example.yml at v0.23.0 and at HEAD (../shared/conformance/blackbox, beside the
+    checkout, or $LOOKOUT_CONFORMANCE) and Debian's own /etc/prometheus/blackbox.yml. Where
+    blackbox 0.23 is the oracle (the v0.23.0 file, Debian's file) it must accept them too;
+    the HEAD file uses settings of later releases, so Lookout alone checks it."""
+    base = os.environ.get("LOOKOUT_CONFORMANCE") or os.path.join(
+        os.path.dirname(ROOT), "shared", "conformance")
+    files = [(os.path.join(base, "blackbox", "example-v0.23.0.yml"), True),
+             (os.path.join(base, "blackbox", "example-head.yml"), False),
+             ("/etc/prometheus/blackbox.yml", True)]
+    failures = 0
+    for path, oracle in files:
+        if not os.path.exists(path):
+            print(f"MISSING upstream example {path}")
+            failures += 1
+            continue
+        runs = [("lookout", [args.lookout, "exporter", "--config.file", path, "--config.check"])]
+        if oracle:
+            runs.append(("blackbox", [args.blackbox, f"--config.file={path}", "--config.check"]))
+        for who, cmd in runs:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                failures += 1
+                print(f"REFUSED by {who}: {path}\n  {(r.stdout + r.stderr).strip()}")
+    print(f"blackbox: {len(files)} upstream example files, {failures} failures")
     return failures
 
 

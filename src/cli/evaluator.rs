@@ -23,6 +23,10 @@ pub struct Args {
         default_value = "evaluator.yml"
     )]
     config_file: PathBuf,
+    /// Validate the configuration file and the rule files it names (and `--rules.file`),
+    /// print the result and exit (0 valid, 1 not); nothing is started.
+    #[arg(long = "config.check")]
+    config_check: bool,
     /// Address of the web server (API, /metrics, /-/reload).
     #[arg(
         long = "web.listen-address",
@@ -63,6 +67,11 @@ pub struct Args {
     /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
     #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     storage_retention: Duration,
+    /// Embedded mode: data directory; its write-ahead log (Prometheus's format, in
+    /// DIR/wal) keeps scraped samples and rule outputs across restarts. An empty string
+    /// (the default for now) keeps them in memory only; Prometheus's default is `data`.
+    #[arg(long = "storage.tsdb.path", value_name = "DIR", value_parser = super::any_path)]
+    storage_path: Option<PathBuf>,
     /// Most samples one query (rule or API) may load into memory; a larger one fails with
     /// "query processing would load too many samples into memory".
     #[arg(
@@ -204,6 +213,10 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.for_grace_period = args.for_grace_period;
     options.notification_queue_capacity = args.queue_capacity;
     options.storage_retention = args.storage_retention;
+    options.storage_path = args
+        .storage_path
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;
     options.query_max_concurrency = args.query_max_concurrency;
@@ -234,10 +247,34 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
 
 /// Runs the evaluator until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.config_check {
+        return Ok(check(&args));
+    }
     let options = options(&args)?;
     let runtime = super::runtime()?;
     runtime.block_on(lookout_evaluator::run(options, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--config.check`: `FILE: OK (...)` on stdout, or the errors on stderr.
+fn check(args: &Args) -> ExitCode {
+    match lookout_evaluator::check::check_config(
+        &args.config_file,
+        &args.rule_files,
+        args.config_max_file_size,
+        args.rules_max_file_size,
+    ) {
+        Ok(summary) => {
+            println!("{}: {summary}", args.config_file.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +321,16 @@ mod tests {
         assert_eq!(o.template_max_output_bytes, 4096);
         assert_eq!(o.query_max_concurrency, 1);
         assert_eq!(o.storage_max_series, 0);
+    }
+
+    #[test]
+    fn storage_path_is_memory_only_unless_given() {
+        assert_eq!(parse(&[]).unwrap().storage_path, None);
+        assert_eq!(parse(&["--storage.tsdb.path="]).unwrap().storage_path, None);
+        assert_eq!(
+            parse(&["--storage.tsdb.path=data"]).unwrap().storage_path,
+            Some(PathBuf::from("data"))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod init;
 pub mod promqltest;
 pub mod rules;
 pub mod up;
+mod up_check;
 
 /// All sub-commands of `lookout`.
 #[derive(Subcommand)]
@@ -172,4 +173,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(args),
         Command::Init(args) => init::run(args),
     }
+}
+
+/// A path flag that may be empty (clap's own path parser refuses `--flag=`): for
+/// `--storage.tsdb.path=""`, memory only.
+fn any_path(s: &str) -> Result<std::path::PathBuf, std::convert::Infallible> {
+    Ok(std::path::PathBuf::from(s))
 }

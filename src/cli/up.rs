@@ -8,7 +8,10 @@
 //! `lookout init` writes it, and removed on exit. `--config.dir DIR` uses
 //! `DIR/exporter.yml` and `DIR/evaluator.yml` in place instead. Both listen addresses are
 //! checked before anything starts, so a port held by another program is an error naming
-//! the flag, never a banner pointing at someone else's server.
+//! the flag, never a banner pointing at someone else's server; and the files of
+//! `--config.dir` are compared with the address flags, so a target left at another
+//! address is a warning naming its file:line:col (see `up_check`, which also serves
+//! `--config.check`). `--rules.state-file` keeps `for` timers across restarts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,9 +65,20 @@ pub struct Args {
     evaluator_address: SocketAddr,
     /// Use DIR/exporter.yml and DIR/evaluator.yml (e.g. a copy of examples/up/) instead of
     /// the built-in configuration. The files are used as they are: their addresses must
-    /// match the --web.listen-address.* flags.
+    /// match the --web.listen-address.* flags (a target or scrape target at another
+    /// Lookout address is reported with its file:line:col at start).
     #[arg(long = "config.dir", value_name = "DIR")]
     config_dir: Option<PathBuf>,
+    /// Check the two configuration files (of --config.dir, or the built-in ones) and the
+    /// rule files, print OK or the errors, and exit (0 valid, 1 not) without starting
+    /// anything.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    /// File keeping the alerts' `for` timers across restarts (written atomically), as
+    /// `lookout evaluator --rules.state-file`. Without it nothing is written outside the
+    /// scratch directory and `for` timers start afresh at every start.
+    #[arg(long = "rules.state-file", value_name = "FILE")]
+    state_file: Option<PathBuf>,
     #[command(flatten)]
     windows: super::WindowArgs,
     /// TLS, basic auth and lifecycle settings, applied to both servers. The built-in
@@ -73,10 +87,34 @@ pub struct Args {
     /// (`scheme`, `tls_config`, `basic_auth`); `basic_auth_scope: write` works as it is.
     #[command(flatten)]
     web: super::WebArgs,
+    /// The evaluator's data directory, whose write-ahead log keeps history across
+    /// restarts; `auto` is a directory per user and evaluator port that does not depend
+    /// on where `lookout up` is started ($XDG_DATA_HOME/lookout/up-PORT, or
+    /// ~/.local/share/lookout/up-PORT). Empty (the default for now): memory only.
+    #[arg(long = "storage.tsdb.path", value_name = "DIR", value_parser = super::any_path)]
+    storage_path: Option<PathBuf>,
+}
+
+/// `--storage.tsdb.path` of `lookout up`: empty is memory only, `auto` the per-user data
+/// directory (memory only without a home directory), anything else as given.
+fn up_storage_path(flag: Option<&PathBuf>, port: u16) -> Option<PathBuf> {
+    let flag = flag.filter(|f| !f.as_os_str().is_empty())?;
+    if flag.as_os_str() != "auto" {
+        return Some(flag.to_path_buf());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })?;
+    Some(base.join("lookout").join(format!("up-{port}")))
 }
 
 /// A directory removed when dropped.
-struct ScratchDir(PathBuf);
+pub(super) struct ScratchDir(pub(super) PathBuf);
 
 impl ScratchDir {
     /// The built-in configuration's directory for one evaluator address: the same path at
@@ -85,7 +123,21 @@ impl ScratchDir {
     /// replaced; the caller has made sure no other `lookout up` owns the address.
     fn create(evaluator: SocketAddr) -> anyhow::Result<ScratchDir> {
         let uid = user_id();
-        let name = format!("lookout-up-{uid}-{}", evaluator.port());
+        ScratchDir::fresh(format!("lookout-up-{uid}-{}", evaluator.port()))
+    }
+
+    /// A directory of this process's own, for `--config.check` to write the built-in
+    /// configuration into without touching the one a running `lookout up` uses.
+    pub(super) fn private() -> anyhow::Result<ScratchDir> {
+        ScratchDir::fresh(format!(
+            "lookout-up-check-{}-{}",
+            user_id(),
+            std::process::id()
+        ))
+    }
+
+    /// An empty directory `name` in the temporary directory (whatever was there is removed).
+    fn fresh(name: String) -> anyhow::Result<ScratchDir> {
         let path = std::env::temp_dir().join(name);
         if path.exists() {
             std::fs::remove_dir_all(&path)
@@ -186,16 +238,37 @@ pub fn write_example(
     Ok((exporter_file, evaluator_file))
 }
 
-/// Runs exporter and evaluator until Ctrl-C or SIGTERM.
+/// `DIR/exporter.yml` and `DIR/evaluator.yml`, which must exist.
+pub(super) fn config_dir_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let files = (dir.join("exporter.yml"), dir.join("evaluator.yml"));
+    for f in [&files.0, &files.1] {
+        anyhow::ensure!(f.is_file(), "{}: no such file (--config.dir)", f.display());
+    }
+    Ok(files)
+}
+
+/// Runs exporter and evaluator until Ctrl-C or SIGTERM, or checks the configuration.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.config_check {
+        return super::up_check::check(
+            args.config_dir.as_deref(),
+            args.exporter_address,
+            args.evaluator_address,
+        );
+    }
     check_free(args.exporter_address, "--web.listen-address.exporter")?;
     check_free(args.evaluator_address, "--web.listen-address.evaluator")?;
     let scratch;
     let (exporter_file, evaluator_file) = match &args.config_dir {
         Some(dir) => {
-            let files = (dir.join("exporter.yml"), dir.join("evaluator.yml"));
-            for f in [&files.0, &files.1] {
-                anyhow::ensure!(f.is_file(), "{}: no such file (--config.dir)", f.display());
+            let files = config_dir_files(dir)?;
+            for warning in super::up_check::address_mismatches(
+                &files.0,
+                &files.1,
+                args.exporter_address,
+                args.evaluator_address,
+            ) {
+                eprintln!("warning: {warning}");
             }
             files
         }
@@ -217,8 +290,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         o.external_url = Some(format!("http://{}", args.evaluator_address));
         o.web = args.web.options();
         o.query_windows = args.windows.semantics();
-        // Nothing is written outside the scratch directory: `for` timers start afresh.
-        o.state_file = None;
+        // Without --rules.state-file nothing is written outside the scratch directory, and
+        // `for` timers start afresh.
+        o.state_file = args.state_file.clone();
+        o.storage_path = up_storage_path(args.storage_path.as_ref(), args.evaluator_address.port());
         o
     };
 

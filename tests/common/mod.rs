@@ -115,12 +115,17 @@ pub async fn get_json(url: &str) -> Option<Value> {
 /// GETs `url` with query parameters and decodes JSON, whatever the status (Prometheus API
 /// errors come with a JSON body).
 pub async fn get_json_with(url: &str, query: &[(&str, String)]) -> Result<Value, String> {
-    let response = client()
-        .get(url)
-        .query(query)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    json_of(client().get(url).query(query)).await
+}
+
+/// POSTs the parameters form-encoded (as Grafana's `httpMethod: POST` data sources query the
+/// Prometheus API) and decodes JSON, whatever the status.
+pub async fn post_json_with(url: &str, form: &[(&str, String)]) -> Result<Value, String> {
+    json_of(client().post(url).form(form)).await
+}
+
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| e.to_string())?;
     serde_json::from_slice(&body).map_err(|e| {

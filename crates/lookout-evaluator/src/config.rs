@@ -12,6 +12,167 @@ use serde::Deserialize;
 use crate::notifier::AlertingConfig;
 use crate::rules::file::{PromDuration, is_valid_label_name};
 use crate::scrape_config::{ScrapeConfig, ScrapeDefaults};
+use lookout_web::yaml_locate::{self, Seg};
+
+/// Appended to a refused duration: what a valid one looks like.
+const DURATION_HINT: &str = " (a duration is a number and a unit, combined from the largest unit down: 1m30s, 500ms, 2h; units ms, s, m, h, d, w, y)";
+
+/// One step of a path to a key of the file (owned, for errors found after decoding).
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Checks the `alerting` section as far as it can be checked without connecting:
+/// authentication settings, schemes, timeouts, static Alertmanager addresses (`host:port`,
+/// unless `relabel_configs` may rewrite them) and webhook URLs. Errors come with the path to
+/// the offending key.
+fn check_alerting(cfg: &AlertingConfig) -> Result<(), (Vec<Step>, String)> {
+    use Step::{Index, Key};
+    for (i, am) in cfg.alertmanagers.iter().enumerate() {
+        let here = |key: &'static str| vec![Key("alertmanagers"), Index(i), Key(key)];
+        let http = crate::scrape_config::HttpClientConfig {
+            basic_auth: am.basic_auth.clone(),
+            authorization: am.authorization.clone(),
+            bearer_token: am.bearer_token.clone(),
+            bearer_token_file: am.bearer_token_file.clone(),
+            follow_redirects: None,
+        };
+        http.validate()
+            .map_err(|m| (vec![Key("alertmanagers"), Index(i)], m))?;
+        if let Some(scheme) = am.scheme.as_deref()
+            && scheme != "http"
+            && scheme != "https"
+        {
+            return Err((
+                here("scheme"),
+                format!("unsupported scheme {scheme:?} for an Alertmanager (use http or https)"),
+            ));
+        }
+        if am.timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err((here("timeout"), "timeout must be greater than 0".into()));
+        }
+        if let Some(prefix) = am.path_prefix.as_deref()
+            && !prefix.is_empty()
+            && !prefix.starts_with('/')
+        {
+            return Err((
+                here("path_prefix"),
+                format!("path_prefix {prefix:?} must start with '/'"),
+            ));
+        }
+        if !am.relabel_configs.is_empty() {
+            continue;
+        }
+        for (j, sc) in am.static_configs.iter().enumerate() {
+            for (k, address) in sc.targets.iter().enumerate() {
+                if let Err(why) = check_host_port(address) {
+                    return Err((
+                        vec![
+                            Key("alertmanagers"),
+                            Index(i),
+                            Key("static_configs"),
+                            Index(j),
+                            Key("targets"),
+                            Index(k),
+                        ],
+                        format!("invalid Alertmanager address {address:?}: {why}"),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, wh) in cfg.webhooks.iter().enumerate() {
+        if let Err(why) = check_webhook_url(&wh.url) {
+            return Err((
+                vec![Key("webhooks"), Index(i), Key("url")],
+                format!("invalid webhook url {:?}: {why}", wh.url),
+            ));
+        }
+        if wh.timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err((
+                vec![Key("webhooks"), Index(i), Key("timeout")],
+                "timeout must be greater than 0".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `address` is not a `host:port` (or `host`) an Alertmanager can be reached at.
+fn check_host_port(address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err("it is empty; write host:port, e.g. alertmanager:9093".into());
+    }
+    if let Some((scheme, _)) = address.split_once("://") {
+        return Err(format!(
+            "write host:port without the scheme; set `scheme: {scheme}` on the Alertmanager entry instead"
+        ));
+    }
+    if address.contains('/') {
+        return Err(
+            "write host:port without a path; set `path_prefix` on the Alertmanager entry instead"
+                .into(),
+        );
+    }
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        // [IPv6]:port
+        let Some((ip, after)) = rest.split_once(']') else {
+            return Err("unclosed '[' around an IPv6 address".into());
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{ip:?} is not an IPv6 address"));
+        }
+        match after {
+            "" => (ip, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (ip, Some(port)),
+                None => return Err(format!("unexpected {after:?} after the IPv6 address")),
+            },
+        }
+    } else {
+        match address.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err("an IPv6 address must be written in brackets: [::1]:9093".into());
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')))
+    {
+        return Err(format!("the host contains {c:?}"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(p) if (1..=65535).contains(&p) => {}
+            Ok(_) => return Err(format!("port {port} is out of range (1 to 65535)")),
+            Err(_) => return Err(format!("port {port:?} is not a number")),
+        }
+    }
+    Ok(())
+}
+
+/// Why `url` is not an absolute http(s) URL a webhook can be posted to.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err("missing scheme; write http://host[:port]/path or https://…".into());
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the host is empty".into());
+    }
+    Ok(())
+}
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -63,20 +224,20 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Syntax error, unknown key, wrong type (serde names line and column).
-    #[error("{path}: {message}")]
+    /// Syntax error, unknown key, wrong type: `file:line:col: message` (serde's position).
+    #[error("{message}")]
     Decode {
         /// The file.
         path: PathBuf,
-        /// What is wrong, with its position.
+        /// What is wrong, led by the file and the position.
         message: String,
     },
-    /// A value is out of range.
-    #[error("{path}: {message}")]
+    /// A value is out of range: `file:line:col: message` (the offending key's position).
+    #[error("{message}")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong, led by the file and the position.
         message: String,
     },
 }
@@ -121,47 +282,81 @@ impl EvaluatorConfig {
         Ok(cfg)
     }
 
-    /// Decodes and checks configuration text (`path` is for messages only).
+    /// Decodes and checks configuration text (`path` is for messages only). Errors name
+    /// the file, line and column: serde's position for decoding errors, the offending key's
+    /// for the checks made after decoding.
     pub fn parse(path: &Path, text: &str) -> Result<EvaluatorConfig, ConfigError> {
+        let origin = path.display().to_string();
+        let decode = |message: String| ConfigError::Decode {
+            path: path.to_path_buf(),
+            message,
+        };
         let cfg: EvaluatorConfig = if text.trim().is_empty() {
             EvaluatorConfig::default()
         } else {
             // Bounded before libyaml sees it: deep nesting costs its scanner O(depth²).
-            lookout_web::yaml_depth::check(text).map_err(|e| ConfigError::Decode {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Decode {
-                path: path.to_path_buf(),
-                message: e.to_string(),
+            lookout_web::yaml_depth::check(text).map_err(|e| decode(format!("{origin}: {e}")))?;
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let mut message = yaml_locate::decode_error(&origin, &e);
+                if message.contains("not a valid duration string") {
+                    message.push_str(DURATION_HINT);
+                }
+                decode(message)
             })?
         };
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |segs: &[Seg<'_>], message: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            message: yaml_locate::at(text, &origin, segs, message),
         };
         for k in cfg.global.external_labels.keys() {
             if !is_valid_label_name(k) {
-                return Err(invalid(format!(
-                    "global.external_labels: {k:?} is not a valid label name"
-                )));
+                return Err(invalid(
+                    &[Seg::Key("global"), Seg::Key("external_labels"), Seg::Key(k)],
+                    &format!(
+                        "global.external_labels: {k:?} is not a valid label name (use [a-zA-Z_][a-zA-Z0-9_]*)"
+                    ),
+                ));
             }
         }
-        if cfg
-            .global
-            .evaluation_interval
-            .is_some_and(|d| d.0.is_zero())
-        {
-            return Err(invalid(
-                "global.evaluation_interval must be greater than 0".to_string(),
-            ));
+        for (key, value) in [
+            ("evaluation_interval", cfg.global.evaluation_interval),
+            ("scrape_interval", cfg.global.scrape_interval),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(invalid(
+                    &[Seg::Key("global"), Seg::Key(key)],
+                    &format!("global.{key} must be greater than 0"),
+                ));
+            }
         }
-        if cfg.global.scrape_interval.is_some_and(|d| d.0.is_zero()) {
-            return Err(invalid(
-                "global.scrape_interval must be greater than 0".to_string(),
-            ));
-        }
-        crate::notifier::check_alerting(&cfg.alerting, text).map_err(invalid)?;
+        crate::scrape_config::validate_scrape_configs(&cfg.scrape_configs, &cfg.scrape_defaults())
+            .map_err(|e| {
+                let (index, key) = e.place();
+                let mut segs = vec![Seg::Key("scrape_configs"), Seg::Index(index)];
+                segs.extend((!key.is_empty()).then_some(Seg::Key(key)));
+                invalid(&segs, &e.to_string())
+            })?;
+        check_alerting(&cfg.alerting).map_err(|(segs, message)| {
+            let segs: Vec<Seg<'_>> = std::iter::once(&Step::Key("alerting"))
+                .chain(&segs)
+                .map(|s| match s {
+                    Step::Key(k) => Seg::Key(k),
+                    Step::Index(i) => Seg::Index(*i),
+                })
+                .collect();
+            invalid(&segs, &format!("alerting: {message}"))
+        })?;
+        // Routes, receivers and inhibit rules: what decoding cannot check (an unknown
+        // receiver, an invalid email address), placed at the offending entry.
+        crate::notifier::check_routing(&cfg.alerting).map_err(|(steps, message)| {
+            let segs: Vec<Seg<'_>> = std::iter::once(Seg::Key("alerting"))
+                .chain(steps.iter().map(|s| match s {
+                    crate::notifier::PathStep::Key(k) => Seg::Key(k),
+                    crate::notifier::PathStep::Index(i) => Seg::Index(*i),
+                }))
+                .collect();
+            invalid(&segs, &format!("alerting.{message}"))
+        })?;
         Ok(cfg)
     }
 
@@ -231,8 +426,7 @@ mod tests {
         let e = EvaluatorConfig::parse(Path::new("e.yml"), "global:\n  evaluation_intervl: 15s\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("e.yml: "), "{e}");
-        assert!(e.contains("line 2"), "{e}");
+        assert!(e.starts_with("e.yml:2:3: global: unknown field"), "{e}");
         let e = EvaluatorConfig::parse(
             Path::new("e.yml"),
             "global:\n  external_labels:\n    bad-name: x\n",
@@ -240,6 +434,104 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bad-name"), "{e}");
+    }
+
+    /// The message for `text`, which must be refused.
+    fn error(text: &str) -> String {
+        EvaluatorConfig::parse(Path::new("e.yml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        for (text, expected) in [
+            (
+                "global:\n  evaluation_interval: 15x\n",
+                "e.yml:2:3: global: not a valid duration string: \"15x\" (a duration is a number and a unit",
+            ),
+            (
+                "global:\n  external_labels:\n    ok: a\n    bad-name: x\n",
+                "e.yml:4:5: global.external_labels: \"bad-name\" is not a valid label name",
+            ),
+            (
+                "global:\n  scrape_interval: 0s\n",
+                "e.yml:2:3: global.scrape_interval must be greater than 0",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['x:1']}]\n  - job_name: b\n    scrape_interval: 10s\n    scrape_timeout: 20s\n",
+                "e.yml:6:5: scrape config for job \"b\": scrape timeout greater than scrape interval (20s > 10s)",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n  - job_name: a\n",
+                "e.yml:3:5: found multiple scrape configs with job name \"a\"",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    scheme: ftp\n",
+                "e.yml:3:5: scrape config for job \"a\": unsupported scheme \"ftp\" (use http or https)",
+            ),
+            (
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets:\n            - am:9093\n            - http://am:9093\n",
+                "e.yml:6:15: alerting: invalid Alertmanager address \"http://am:9093\": write host:port without the scheme; set `scheme: http`",
+            ),
+            (
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets:\n            - am:99999\n",
+                "e.yml:5:15: alerting: invalid Alertmanager address \"am:99999\": port 99999 is out of range (1 to 65535)",
+            ),
+            (
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets:\n            - am:9093/alerts\n",
+                "e.yml:5:15: alerting: invalid Alertmanager address \"am:9093/alerts\": write host:port without a path; set `path_prefix`",
+            ),
+            (
+                "alerting:\n  alertmanagers:\n    - scheme: ftp\n",
+                "e.yml:3:7: alerting: unsupported scheme \"ftp\" for an Alertmanager (use http or https)",
+            ),
+            (
+                "alerting:\n  webhooks:\n    - url: https://ok.example/x\n    - url: hooks.example.com/x\n",
+                "e.yml:4:7: alerting: invalid webhook url \"hooks.example.com/x\": missing scheme",
+            ),
+            (
+                "alerting:\n  webhooks:\n    - url: http://h:99999/x\n",
+                "e.yml:3:7: alerting: invalid webhook url \"http://h:99999/x\": invalid port number",
+            ),
+        ] {
+            let e = error(text);
+            assert!(
+                e.starts_with(expected),
+                "{text}\n got: {e}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_and_urls_that_are_fine() {
+        for a in [
+            "am:9093",
+            "am",
+            "10.0.0.1:9093",
+            "[::1]:9093",
+            "[::1]",
+            "a-b_c.d:1",
+        ] {
+            assert_eq!(check_host_port(a), Ok(()), "{a}");
+        }
+        for (a, why) in [
+            ("::1:9093", "in brackets"),
+            (":9093", "the host is empty"),
+            ("am:x", "\"x\" is not a number"),
+            ("am:0", "out of range"),
+            ("a m:1", "contains ' '"),
+            ("", "it is empty"),
+        ] {
+            let e = check_host_port(a).unwrap_err();
+            assert!(e.contains(why), "{a}: {e}");
+        }
+        assert!(check_webhook_url("https://h/x").is_ok());
+        assert!(
+            check_webhook_url("ftp://h/x")
+                .unwrap_err()
+                .contains("unsupported scheme")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use lookout_promql::engine::{self, Engine, ParseCache, QueryControl, QueryError,
 use lookout_promql::storage::{Queryable, Storage};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use promql_parser::label::{MatchOp, Matcher};
@@ -248,6 +249,57 @@ impl Collector for StorageCollector {
             let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric)?;
         }
+        let Some(wal) = self.0.wal_stats() else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "prometheus_tsdb_wal_corruptions",
+                "Total number of WAL corruptions.",
+                wal.corruptions,
+            ),
+            (
+                "prometheus_tsdb_wal_truncations",
+                "Total number of completed WAL truncations.",
+                wal.truncations,
+            ),
+            (
+                "prometheus_tsdb_wal_writes_failed",
+                "Total number of WAL writes that failed.",
+                wal.write_failures,
+            ),
+            (
+                "lookout_tsdb_wal_bytes_written",
+                "Bytes written to WAL segments since start.",
+                wal.bytes_written,
+            ),
+            (
+                "lookout_tsdb_wal_samples_written",
+                "Samples written to the WAL since start.",
+                wal.samples_written,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(metric)?;
+        }
+        let seg = ConstGauge::new(i64::from(wal.segment_current));
+        let metric = encoder.encode_descriptor(
+            "prometheus_tsdb_wal_segment_current",
+            "WAL segment index that TSDB is currently writing to.",
+            None,
+            seg.metric_type(),
+        )?;
+        seg.encode(metric)?;
+        let replay = ConstGauge::new(wal.replay_duration.as_secs_f64());
+        let metric = encoder.encode_descriptor(
+            "lookout_tsdb_wal_replay_duration_seconds",
+            "Time the WAL replay took at start.",
+            None,
+            replay.metric_type(),
+        )?;
+        replay.encode(metric)?;
         Ok(())
     }
 }
@@ -273,6 +325,38 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn metrics_text(storage: &Arc<Storage>) -> String {
+        let mut registry = Registry::default();
+        register_storage_metrics(storage, &mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn wal_figures_are_exposed_only_for_a_durable_storage() {
+        let memory = Arc::new(Storage::new(StorageOptions::default()));
+        assert!(!metrics_text(&memory).contains("wal"));
+        let dir = tempfile::tempdir().unwrap();
+        let durable = Arc::new(
+            Storage::open(
+                StorageOptions::default(),
+                dir.path(),
+                lookout_promql::storage::wal::WalOptions::default(),
+            )
+            .unwrap(),
+        );
+        let text = metrics_text(&durable);
+        for name in [
+            "prometheus_tsdb_wal_corruptions_total 0",
+            "prometheus_tsdb_wal_segment_current 0",
+            "lookout_tsdb_wal_replay_duration_seconds ",
+            "prometheus_tsdb_wal_truncations_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
     }
 
     #[tokio::test]

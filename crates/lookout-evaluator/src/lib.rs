@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod check;
 pub mod config;
 pub mod datasource;
 pub mod embedded;
@@ -60,6 +61,10 @@ pub struct EvaluatorOptions {
     pub notification_queue_capacity: usize,
     /// `--storage.tsdb.retention.time`: how long the embedded storage keeps samples (1d).
     pub storage_retention: Duration,
+    /// `--storage.tsdb.path`: data directory of the embedded storage, whose write-ahead
+    /// log keeps its history across restarts; `None` (the default here; the command
+    /// line's is `data`) keeps it in memory only.
+    pub storage_path: Option<PathBuf>,
     /// `--query.max-samples`: most samples one query may hold in memory (50,000,000).
     pub query_max_samples: usize,
     /// `--query.timeout`: longest run of one query, rule or API (2m).
@@ -106,6 +111,7 @@ impl EvaluatorOptions {
             for_grace_period: state::DEFAULT_FOR_GRACE_PERIOD,
             notification_queue_capacity: 10_000,
             storage_retention: Duration::from_secs(24 * 3600),
+            storage_path: None,
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
             query_max_concurrency: limits::DEFAULT_QUERY_MAX_CONCURRENCY,
@@ -139,6 +145,9 @@ pub enum RunError {
     /// The remote datasource settings are invalid.
     #[error("remote datasource: {0}")]
     Remote(String),
+    /// The storage's data directory could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] lookout_promql::storage::wal::WalError),
     /// The web server could not listen or failed.
     #[error("web server on {address}: {source}")]
     Web {
@@ -283,12 +292,26 @@ where
             Arc::new(ds)
         }
         None => {
-            let st = Arc::new(lookout_promql::storage::Storage::new(
-                lookout_promql::storage::StorageOptions {
-                    retention: opts.storage_retention,
-                    max_series: opts.storage_max_series,
-                },
-            ));
+            let storage_opts = lookout_promql::storage::StorageOptions {
+                retention: opts.storage_retention,
+                max_series: opts.storage_max_series,
+            };
+            let st = Arc::new(match &opts.storage_path {
+                Some(dir) => {
+                    // Replaying the WAL reads the whole directory: off the async workers.
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        lookout_promql::storage::Storage::open(
+                            storage_opts,
+                            &dir,
+                            lookout_promql::storage::wal::WalOptions::default(),
+                        )
+                    })
+                    .await
+                    .map_err(|e| RunError::Remote(format!("storage replay: {e}")))??
+                }
+                None => lookout_promql::storage::Storage::new(storage_opts),
+            });
             embedded::register_storage_metrics(&st, &mut registry);
             let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), &mut registry, 0));
             sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
@@ -376,6 +399,7 @@ where
     query_gate.register(&mut registry);
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.query_gate = query_gate;
+    let storage_handle = storage.clone();
     state.storage = storage;
     state.engine = engine;
     state.query_timeout = opts.query_timeout;
@@ -408,6 +432,11 @@ where
     let _ = state_writer.await;
     if let Some(sm) = &scrape {
         sm.stop().await;
+    }
+    if let Some(st) = &storage_handle {
+        // Everything appended reaches the disk, fsynced.
+        let st = st.clone();
+        let _ = tokio::task::spawn_blocking(move || st.close_wal()).await;
     }
     let _ = notifier_task.await;
     web_result.map_err(|source| RunError::Web {

@@ -357,10 +357,25 @@ pub enum ScrapeConfigError {
         job: String,
         /// What is wrong.
         message: String,
+        /// Index of the job in `scrape_configs`.
+        index: usize,
+        /// The key of the job the error is about (`""`: the job itself).
+        key: &'static str,
     },
     /// Two jobs share a name.
     #[error("found multiple scrape configs with job name {0:?}")]
-    DuplicateJob(String),
+    DuplicateJob(String, usize),
+}
+
+impl ScrapeConfigError {
+    /// Where in the configuration file the error is: the job's index in `scrape_configs`
+    /// and the key it is about (`""`: the job itself).
+    pub fn place(&self) -> (usize, &'static str) {
+        match self {
+            ScrapeConfigError::Invalid { index, key, .. } => (*index, key),
+            ScrapeConfigError::DuplicateJob(_, index) => (*index, "job_name"),
+        }
+    }
 }
 
 impl ScrapeConfig {
@@ -397,55 +412,76 @@ pub fn validate_scrape_configs(
     defaults: &ScrapeDefaults,
 ) -> Result<(), ScrapeConfigError> {
     let mut seen = std::collections::HashSet::new();
-    for c in configs {
-        let invalid = |message: String| ScrapeConfigError::Invalid {
+    for (index, c) in configs.iter().enumerate() {
+        let at = |key: &'static str, message: String| ScrapeConfigError::Invalid {
             job: c.job_name.clone(),
             message,
+            index,
+            key,
         };
+        let invalid = |message: String| at("", message);
         if c.job_name.is_empty() {
-            return Err(invalid("job_name is empty".into()));
+            return Err(at("job_name", "job_name is empty".into()));
         }
         if !seen.insert(c.job_name.as_str()) {
-            return Err(ScrapeConfigError::DuplicateJob(c.job_name.clone()));
+            return Err(ScrapeConfigError::DuplicateJob(c.job_name.clone(), index));
         }
         let (interval, timeout) = (c.interval(defaults), c.timeout(defaults));
         if interval.is_zero() {
-            return Err(invalid("scrape_interval must be greater than 0".into()));
+            return Err(at(
+                "scrape_interval",
+                "scrape_interval must be greater than 0".into(),
+            ));
         }
         if timeout.is_zero() {
-            return Err(invalid("scrape_timeout must be greater than 0".into()));
+            return Err(at(
+                "scrape_timeout",
+                "scrape_timeout must be greater than 0".into(),
+            ));
         }
         if timeout > interval {
-            return Err(invalid(format!(
-                "scrape timeout greater than scrape interval ({} > {})",
-                PromDuration(timeout),
-                PromDuration(interval)
-            )));
+            return Err(at(
+                "scrape_timeout",
+                format!(
+                    "scrape timeout greater than scrape interval ({} > {})",
+                    PromDuration(timeout),
+                    PromDuration(interval)
+                ),
+            ));
         }
         if c.scheme != "http" && c.scheme != "https" {
-            return Err(invalid(format!("unsupported scheme {:?}", c.scheme)));
+            return Err(at(
+                "scheme",
+                format!("unsupported scheme {:?} (use http or https)", c.scheme),
+            ));
         }
         if !c.metrics_path.starts_with('/') {
-            return Err(invalid(format!(
-                "metrics_path {:?} must start with '/'",
-                c.metrics_path
-            )));
+            return Err(at(
+                "metrics_path",
+                format!("metrics_path {:?} must start with '/'", c.metrics_path),
+            ));
         }
         c.http().validate().map_err(invalid)?;
         if let Some(tls) = &c.tls_config {
-            tls.check().map_err(invalid)?;
+            tls.check().map_err(|m| at("tls_config", m))?;
         }
         for sc in &c.static_configs {
             for name in sc.labels.keys() {
                 if !is_valid_label_name(name) {
-                    return Err(invalid(format!("{name:?} is not a valid label name")));
+                    return Err(at(
+                        "static_configs",
+                        format!("{name:?} is not a valid label name"),
+                    ));
                 }
             }
             for t in &sc.targets {
                 if t.contains('/') && c.relabel_configs.is_empty() {
-                    return Err(invalid(format!(
-                        "{t:?} is not a valid hostname (add relabel_configs to turn it into __param_target)"
-                    )));
+                    return Err(at(
+                        "static_configs",
+                        format!(
+                            "{t:?} is not a valid hostname (add relabel_configs to turn it into __param_target)"
+                        ),
+                    ));
                 }
             }
         }
@@ -555,7 +591,7 @@ mod tests {
             serde_yaml_ng::from_str("- {job_name: a}\n- {job_name: a}").unwrap();
         assert!(matches!(
             validate_scrape_configs(&c, &d),
-            Err(ScrapeConfigError::DuplicateJob(_))
+            Err(ScrapeConfigError::DuplicateJob(..))
         ));
         let c: Vec<ScrapeConfig> =
             serde_yaml_ng::from_str("- {job_name: a, scrape_interval: 5s}").unwrap();

@@ -482,16 +482,15 @@ fn semantic_errors_in_the_file_name_line_and_column() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with("e.yml: alerting.route.routes[1]: receiver \"nope\""),
+        e.starts_with("e.yml:8:9: alerting.route.routes[1]: receiver \"nope\""),
         "{e}"
     );
-    assert!(e.ends_with("at line 8 column 9"), "{e}");
     let text = "alerting:\n  route: {receiver: r}\n  receivers:\n    - name: r\n      email_configs:\n        - {to: a@x, from: b@x, smarthost: nohost}\n";
     let e = lookout_evaluator::config::EvaluatorConfig::parse(std::path::Path::new("e.yml"), text)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("smarthost") && e.ends_with("at line 6 column 11"),
+        e.starts_with("e.yml:6:11: alerting.receivers[0]") && e.contains("smarthost"),
         "{e}"
     );
 }

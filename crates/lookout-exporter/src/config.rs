@@ -11,6 +11,9 @@
 //! * `http.body_size_limit` unset or `0` means "no limit", as in blackbox_exporter: the
 //!   prober counts such a body without keeping it, unless a `fail_if_body_*` regexp needs
 //!   it (then `--probe.max-regexp-body-bytes` bounds it; see [`crate::limits`]).
+//! * `fail_if_body_json_matches_cel` / `fail_if_body_json_not_matches_cel` are compiled
+//!   here, with bounds on their length and nesting (see [`cel`]); the body they need is
+//!   bounded as a regexp's is.
 //! * A target's `interval` defaults to [`DEFAULT_TARGET_INTERVAL`] (15 s).
 //! * `grpc:` takes all of blackbox_exporter's settings, `metadata` included (see
 //!   [`GrpcProbe`]); metadata gRPC would refuse on every probe is an error at load time.
@@ -33,6 +36,7 @@
 //!   speak older versions.
 
 mod binary;
+pub(crate) mod cel;
 mod duration;
 mod grpc;
 mod http_client;
@@ -48,6 +52,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub use cel::CelProgram;
 pub use duration::parse_duration;
 pub use grpc::GrpcProbe;
 pub(crate) use http_client::unescape;
@@ -373,6 +378,10 @@ pub struct HttpProbe {
     pub fail_if_body_matches_regexp: Vec<Regex>,
     /// Fail when the body does not match each of these.
     pub fail_if_body_not_matches_regexp: Vec<Regex>,
+    /// Fail when this CEL expression, given the body parsed as JSON as `body`, is true.
+    pub fail_if_body_json_matches_cel: Option<CelProgram>,
+    /// Fail when this CEL expression, given the body parsed as JSON as `body`, is false.
+    pub fail_if_body_json_not_matches_cel: Option<CelProgram>,
     /// Fail when a header matches.
     pub fail_if_header_matches: Vec<HeaderMatch>,
     /// Fail when a header does not match.
@@ -419,6 +428,8 @@ impl Default for HttpProbe {
             headers: BTreeMap::new(),
             fail_if_body_matches_regexp: Vec::new(),
             fail_if_body_not_matches_regexp: Vec::new(),
+            fail_if_body_json_matches_cel: None,
+            fail_if_body_json_not_matches_cel: None,
             fail_if_header_matches: Vec::new(),
             fail_if_header_not_matches: Vec::new(),
             body: String::new(),
@@ -659,7 +670,8 @@ pub struct Target {
     pub depends_on: Vec<String>,
 }
 
-/// A push monitor: something must POST `/heartbeat/{name}` at least every `max_silence`.
+/// A push monitor: something must push `/heartbeat/{name}` (POST, GET or HEAD) at least
+/// every `max_silence`.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
     /// Unique name, the path segment of `/heartbeat/{name}`.
@@ -1246,18 +1258,15 @@ struct RawHttp {
     http_headers: BTreeMap<String, HeaderValues>,
     #[serde(deserialize_with = "de_no_http3")]
     enable_http3: bool,
-    // Settings Lookout does not implement.
-    fail_if_body_json_matches_cel: Option<Unsupported>,
-    fail_if_body_json_not_matches_cel: Option<Unsupported>,
+    #[serde(deserialize_with = "de_opt_cel")]
+    fail_if_body_json_matches_cel: Option<CelProgram>,
+    #[serde(deserialize_with = "de_opt_cel")]
+    fail_if_body_json_not_matches_cel: Option<CelProgram>,
 }
 
 impl RawHttp {
     fn into_probe(self) -> Result<HttpProbe, ModuleError> {
-        let _ = (
-            self.enable_http3,
-            self.fail_if_body_json_matches_cel,
-            self.fail_if_body_json_not_matches_cel,
-        );
+        let _ = (self.enable_http3,);
         validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("http", k), msg))?;
         let auth_count = [
             self.basic_auth.is_some(),
@@ -1352,6 +1361,8 @@ impl RawHttp {
             headers: self.headers,
             fail_if_body_matches_regexp: self.fail_if_body_matches_regexp,
             fail_if_body_not_matches_regexp: self.fail_if_body_not_matches_regexp,
+            fail_if_body_json_matches_cel: self.fail_if_body_json_matches_cel,
+            fail_if_body_json_not_matches_cel: self.fail_if_body_json_not_matches_cel,
             fail_if_header_matches: self.fail_if_header_matches,
             fail_if_header_not_matches: self.fail_if_header_not_matches,
             body: self.body,
@@ -1706,6 +1717,17 @@ fn de_regexes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Regex>, D::Error> {
         .into_iter()
         .map(|p| p.0)
         .collect())
+}
+
+/// A CEL expression, compiled (and bounded) while decoding.
+fn de_opt_cel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CelProgram>, D::Error> {
+    struct Cel(CelProgram);
+    impl<'de> Deserialize<'de> for Cel {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            scalar(d, "a CEL expression", CelProgram::compile).map(Cel)
+        }
+    }
+    Ok(Option::<Cel>::deserialize(d)?.map(|c| c.0))
 }
 
 /// A size: a number of bytes, or a number with a base-2 unit (`512KB`, `1MiB`, `2GB`), as

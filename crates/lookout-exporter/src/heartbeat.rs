@@ -30,6 +30,8 @@ pub struct HeartbeatStatus {
     pub last_seen: Option<f64>,
     /// Whether the heartbeat has been silent no longer than its `max_silence`.
     pub up: bool,
+    /// Its configured `max_silence`.
+    pub max_silence: Duration,
 }
 
 /// All configured heartbeats.
@@ -86,6 +88,7 @@ impl Heartbeats {
                     name: name.clone(),
                     last_seen: entry.last_seen.map(|(_, wall)| wall),
                     up: now.saturating_duration_since(reference) <= entry.max_silence,
+                    max_silence: entry.max_silence,
                 }
             })
             .collect()

@@ -8,7 +8,7 @@
 //! * [`metrics`] — the exporter's own metrics and the continuous targets' latest results
 //!   (`/metrics`).
 //! * [`scheduler`] — probes every configured target on its own schedule, bounded.
-//! * [`heartbeat`] — push monitors (`POST /heartbeat/{name}`).
+//! * [`heartbeat`] — push monitors (`POST`, `GET` or `HEAD /heartbeat/{name}`).
 //! * [`cascade`] — which down targets are explained by a down dependency.
 //! * [`probe_guard`] — which targets `/probe` may probe (`probe_policy:`).
 //! * [`target`] — the one parser of probe targets, shared by the policy and the probers.
@@ -125,7 +125,8 @@ impl Server {
     /// probed yet.
     pub async fn bind(options: RunOptions) -> Result<Server, Error> {
         options.limits.validate()?;
-        let web = lookout_web::WebServer::new(&options.web)?;
+        // Heartbeats are pushed with GET and HEAD too (`curl URL`): still writes.
+        let web = lookout_web::WebServer::new(&options.web)?.with_write_paths(&["/heartbeat/"]);
         let exporter = Exporter::load(&options)?;
         let address = listen_address(&options.listen_address);
         let listener = tokio::net::TcpListener::bind(address.as_str())

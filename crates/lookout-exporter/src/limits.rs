@@ -5,7 +5,7 @@
 //! | redirects one HTTP probe follows | 10 | `--probe.max-redirects` | probe fails, reason `too_many_redirects` | `lookout_exporter_probe_failures_total{reason}` |
 //! | response head bytes (HTTP/1 status line and headers; HTTP/2 header list) | 64 KiB | `--probe.max-response-header-bytes` | probe fails, reason `headers_too_large` (HTTP/2: `http_request`, as h2 reports it like any malformed response; the message names the flag) | the same |
 //! | response header fields (HTTP/1) | 100 | `--probe.max-response-header-fields` | probe fails, reason `headers_too_large` | the same |
-//! | body kept for `fail_if_body_*` regexps when a module sets no `body_size_limit` | 10 MiB | `--probe.max-regexp-body-bytes` | probe fails, reason `body_too_large` (blackbox_exporter reads such a body whole, unbounded) | `lookout_exporter_probe_failures_total{reason}` |
+//! | body kept for `fail_if_body_*` regexps and CEL expressions when a module sets no `body_size_limit` | 10 MiB | `--probe.max-regexp-body-bytes` | probe fails, reason `body_too_large` (blackbox_exporter reads such a body whole, unbounded) | `lookout_exporter_probe_failures_total{reason}` |
 //! | gRPC response message (a health answer is 2 bytes) | 64 KiB | fixed ([`crate::prober::GRPC_MAX_MESSAGE_BYTES`]) | probe fails, reason `grpc_response`, `probe_grpc_status_code` 8 (`RESOURCE_EXHAUSTED`, as a gRPC client over its receive limit) | `lookout_exporter_probe_failures_total{reason}` |
 //! | configuration file size | 4 MiB | `--config.max-file-size` | start-up fails; a reload keeps the running configuration | `lookout_exporter_limit_hits_total{limit="config_file_size"}` |
 //!
@@ -56,9 +56,10 @@ pub struct Limits {
     /// Most response header fields over HTTP/1 (`--probe.max-response-header-fields`);
     /// HTTP/2 heads are bounded by the byte limit only.
     pub max_response_header_fields: usize,
-    /// Largest body kept in memory for a module's `fail_if_body_*` regexps when the module
-    /// sets no `body_size_limit` (`--probe.max-regexp-body-bytes`); bodies no regexp needs
-    /// are counted, not kept, and are unlimited as in blackbox_exporter.
+    /// Largest body kept in memory for a module's `fail_if_body_*` regexps and CEL
+    /// expressions when the module sets no `body_size_limit`
+    /// (`--probe.max-regexp-body-bytes`); bodies neither needs are counted, not kept, and
+    /// are unlimited as in blackbox_exporter.
     pub max_regexp_body_bytes: u64,
     /// Largest configuration file read, at start-up and on every reload
     /// (`--config.max-file-size`).

@@ -10,10 +10,11 @@
 //! | `lookout_target_probe_duration_seconds`, `lookout_target_last_probe_timestamp_seconds`, `lookout_target_http_status_code`, `probe_ssl_earliest_cert_expiry` | `job`, `instance`, target labels |
 //! | `lookout_target_probe_failure_info` | the same plus `reason` |
 //! | `http_request_duration_seconds` (histogram) | `job`, `instance`, target labels |
-//! | `dns_resolution_duration_seconds` (histogram) | `instance`, `nameserver` |
-//! | `dns_answer_info` | `instance`, `domain`, `nameserver`, `answer` |
-//! | `lookout_heartbeat_last_seen_timestamp_seconds` | `name` |
+//! | `dns_resolution_duration_seconds` (histogram) | `job`, `instance`, target labels, `nameserver` |
+//! | `dns_answer_info` | `job`, `instance`, target labels, `domain`, `nameserver`, `answer` |
+//! | `lookout_heartbeat_last_seen_timestamp_seconds`, `lookout_heartbeat_max_silence_seconds` | `name` |
 //! | `lookout_target_blocked` | `instance`, `blocked_by` (see [`crate::cascade`]) |
+//! | `lookout_target_dependency_info` | `instance`, `depends_on`: one per `depends_on` entry, up or down |
 //!
 //! `job` is the target's `job` label when it has one, else its module's name; `instance` is
 //! the target's name. A Prometheus job scraping `/metrics` needs `honor_labels: true` so these
@@ -276,6 +277,18 @@ fn with<'a>(mut base: Labels<'a>, key: &'a str, value: &'a str) -> Labels<'a> {
     base
 }
 
+/// A target's labels (`job`, `instance`, its own) followed by a series' own `extra` labels,
+/// which win over a target label of the same name (a series never repeats a label).
+fn target_and<'a>(pairs: &'a [(String, String)], extra: Labels<'a>) -> Labels<'a> {
+    let mut out: Labels<'a> = pairs
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| *e == k.as_str()))
+        .map(|(k, v)| (k.as_str(), Value(v.as_str())))
+        .collect();
+    out.extend(extra);
+    out
+}
+
 /// Produces the continuous targets' and heartbeats' series at scrape time.
 #[derive(Debug)]
 pub struct TargetsCollector {
@@ -425,12 +438,9 @@ impl Collector for TargetsCollector {
             &mut encoder,
             "dns_resolution_duration_seconds",
             "Time from query to answer, by nameserver",
-            states.iter().flat_map(|(_, name, s)| {
+            states.iter().flat_map(|(l, _, s)| {
                 s.dns_durations.iter().map(move |(nameserver, h)| {
-                    (
-                        vec![("instance", Value(name)), ("nameserver", Value(nameserver))],
-                        h,
-                    )
+                    (target_and(l, vec![("nameserver", Value(nameserver))]), h)
                 })
             }),
         )?;
@@ -438,17 +448,19 @@ impl Collector for TargetsCollector {
             &mut encoder,
             "dns_answer",
             "Answers of the DNS targets' last probe, one series per answer record",
-            probed().flat_map(|(_, name, _, last)| {
+            probed().flat_map(|(l, _, _, last)| {
                 last.dns
                     .iter()
                     .flat_map(move |(nameserver, domain, answers)| {
                         answers.iter().map(move |answer| {
-                            vec![
-                                ("instance", Value(name)),
-                                ("domain", Value(domain)),
-                                ("nameserver", Value(nameserver)),
-                                ("answer", Value(answer)),
-                            ]
+                            target_and(
+                                l,
+                                vec![
+                                    ("domain", Value(domain)),
+                                    ("nameserver", Value(nameserver)),
+                                    ("answer", Value(answer)),
+                                ],
+                            )
                         })
                     })
             }),
@@ -466,6 +478,30 @@ impl Collector for TargetsCollector {
             heartbeats
                 .iter()
                 .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
+        )?;
+        gauge(
+            &mut encoder,
+            "lookout_heartbeat_max_silence_seconds",
+            "The heartbeat's max_silence: up turns 0 when it is silent longer",
+            heartbeats
+                .iter()
+                .map(|h| (vec![("name", Value(&h.name))], h.max_silence.as_secs_f64())),
+        )?;
+        // The dependency graph itself, so a status page can draw it while everything is up
+        // (`lookout_target_blocked` only exists during an outage).
+        info(
+            &mut encoder,
+            "lookout_target_dependency",
+            "One series per entry of a target's depends_on",
+            slots
+                .values()
+                .zip(states.iter())
+                .flat_map(|(slot, (_, name, _))| {
+                    slot.target
+                        .depends_on
+                        .iter()
+                        .map(move |dep| vec![("instance", Value(name)), ("depends_on", Value(dep))])
+                }),
         )?;
         let nodes: Vec<Node<'_>> = slots
             .values()
@@ -557,6 +593,11 @@ mod tests {
         let text = render(&metrics.registry(collector));
         assert!(
             text.contains("up{job=\"heartbeat\",instance=\"a\\\"b\"} 1"),
+            "{text}"
+        );
+        // The status page compares the last push with max_silence.
+        assert!(
+            text.contains("lookout_heartbeat_max_silence_seconds{name=\"a\\\"b\"} 60"),
             "{text}"
         );
         assert!(

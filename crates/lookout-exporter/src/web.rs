@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET`/`POST /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target); `debug=true` prints the probe's log, its metrics and the module as YAML |
 //! | `GET /metrics` | own metrics and the continuous targets' latest results |
-//! | `POST /heartbeat/{name}` | records a push (404 unknown name, 405 other methods) |
+//! | `POST`/`GET`/`HEAD /heartbeat/{name}` | records a push (404 unknown name, 405 other methods); any method is a write for `basic_auth_scope: write` |
 //! | `GET /health` | JSON: status, uptime, time, version |
 //! | `GET /-/healthy`, `GET /-/ready` | liveness and readiness |
 //! | `POST /-/reload` | re-reads the configuration (500 with the error when it is broken) |
@@ -37,7 +37,8 @@ pub fn router(exporter: Arc<Exporter>) -> Router {
         // Any method, as blackbox_exporter (parameters come from the query string only).
         .route("/probe", get(probe).post(probe))
         .route("/metrics", get(metrics_page))
-        .route("/heartbeat/{name}", post(heartbeat))
+        // GET and HEAD too: a cron job's `curl URL` (or `wget -q URL`) pushes with a GET.
+        .route("/heartbeat/{name}", get(heartbeat).post(heartbeat))
         .route("/health", get(health))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))

@@ -289,7 +289,13 @@ async fn heartbeats_record_pushes_and_refuse_unknown_names() {
     ))
     .await;
     assert_eq!(post(exporter.addr, "/heartbeat/nightly").await.status, 404);
-    assert_eq!(get(exporter.addr, "/heartbeat/backup").await.status, 405);
+    assert_eq!(get(exporter.addr, "/heartbeat/nightly").await.status, 404);
+    assert_eq!(
+        request(exporter.addr, "PUT", "/heartbeat/backup", &[])
+            .await
+            .status,
+        405
+    );
     let metrics = exporter.metrics().await;
     assert_eq!(
         sample(
@@ -301,6 +307,23 @@ async fn heartbeats_record_pushes_and_refuse_unknown_names() {
         "{metrics}"
     );
     assert_eq!(post(exporter.addr, "/heartbeat/backup").await.status, 200);
+    let seen = |metrics: &str| {
+        sample(
+            metrics,
+            "lookout_heartbeat_last_seen_timestamp_seconds",
+            &[("name", "backup")],
+        )
+        .unwrap_or(0.0)
+    };
+    // `curl URL` in a cron job pushes with a GET; `curl -I URL` with a HEAD.
+    for method in ["GET", "HEAD"] {
+        let before = seen(&exporter.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let reply = request(exporter.addr, method, "/heartbeat/backup", &[]).await;
+        assert_eq!(reply.status, 200, "{method}");
+        let after = seen(&exporter.metrics().await);
+        assert!(after > before, "{method}: {before} -> {after}");
+    }
     let metrics = exporter.metrics().await;
     assert!(
         sample(

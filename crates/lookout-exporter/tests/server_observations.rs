@@ -67,6 +67,10 @@ targets:
     module: dns_shop
     target: {first}
     interval: 200ms
+    labels:
+      job: dns-watch
+      team: edge
+      domain: clashes-with-the-series-own
   - name: resolver-b
     module: dns_shop
     target: {second}
@@ -88,7 +92,9 @@ targets:
             &metrics,
             "dns_answer_info",
             &[
+                ("job", "dns-watch"),
                 ("instance", "resolver-a"),
+                ("team", "edge"),
                 ("domain", "shop.example.test"),
                 ("nameserver", &first_ns),
                 ("answer", "192.0.2.1"),
@@ -102,6 +108,8 @@ targets:
             &metrics,
             "dns_answer_info",
             &[
+                // No `job` label: the module's name, as on up{job,instance}.
+                ("job", "dns_shop"),
                 ("instance", "resolver-b"),
                 ("nameserver", &second_ns),
                 ("answer", "192.0.2.2"),
@@ -110,12 +118,24 @@ targets:
         Some(1.0),
         "{metrics}"
     );
-    for (instance, ns) in [("resolver-a", &first_ns), ("resolver-b", &second_ns)] {
+    // A target label named like one of the series' own labels gives way to it (and is kept
+    // on the series that have no label of that name).
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("dns_answer_info{"))
+    {
+        assert!(!line.contains("clashes-with"), "{line}");
+        assert_eq!(line.matches("domain=").count(), 1, "{line}");
+    }
+    for (job, instance, ns) in [
+        ("dns-watch", "resolver-a", &first_ns),
+        ("dns_shop", "resolver-b", &second_ns),
+    ] {
         assert!(
             sample(
                 &metrics,
                 "dns_resolution_duration_seconds_count",
-                &[("instance", instance), ("nameserver", ns)]
+                &[("job", job), ("instance", instance), ("nameserver", ns)]
             )
             .is_some_and(|c| c >= 1.0),
             "{metrics}"

@@ -8,6 +8,7 @@ pub mod labels;
 pub mod promqltest;
 pub mod re2;
 pub mod storage;
+pub mod syntax;
 
 pub use engine::{Engine, EngineOptions, QueryError, Value};
 pub use labels::Labels;

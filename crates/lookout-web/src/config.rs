@@ -11,7 +11,9 @@
 //! * `min_version: TLS10`/`TLS11` are refused: rustls speaks TLS 1.2 and 1.3 only.
 //! * Lookout extension: `basic_auth_scope: all | write` (default `all`). With `write`, only
 //!   requests that change something (any method but `GET`, `HEAD` and `OPTIONS`:
-//!   `POST /-/reload`, `POST /heartbeat/NAME`) need a password; reads stay open.
+//!   `POST /-/reload`, `POST /heartbeat/NAME`), and every method on the paths a server
+//!   declares as writes (the exporter's `/heartbeat/NAME`, which takes GET and HEAD too),
+//!   need a password; reads stay open.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +87,8 @@ pub enum AuthScope {
     /// Every request (exporter-toolkit's behaviour).
     #[default]
     All,
-    /// Only requests whose method is not `GET`, `HEAD` or `OPTIONS`.
+    /// Only requests whose method is not `GET`, `HEAD` or `OPTIONS`, and every request to
+    /// a path the server declares a write (`WebServer::with_write_paths`).
     Write,
 }
 
@@ -425,20 +428,16 @@ fn at_key(text: &str, origin: &str, key: &str, message: &str) -> String {
 }
 
 fn yaml_error(text: &str, origin: &str, e: &serde_yaml_ng::Error) -> WebConfigError {
-    let full = e.to_string();
-    match e.location() {
-        Some(loc) => {
-            let message = full
-                .rsplit_once(" at line ")
-                .map_or(full.as_str(), |(m, _)| m);
+    match crate::yaml_locate::decode_error_parts(e) {
+        (Some(at), message) => {
             // A value refused by one of the parsers below is reported by serde at its
             // mapping; point at the value itself when it can be found after that position.
-            let (line, column) = quoted_value(message)
-                .and_then(|v| find_value(text, loc.line(), v))
-                .unwrap_or((loc.line(), loc.column()));
+            let (line, column) = quoted_value(&message)
+                .and_then(|v| find_value(text, at.0, v))
+                .unwrap_or(at);
             WebConfigError::Invalid(format!("{origin}:{line}:{column}: {message}"))
         }
-        None => WebConfigError::Invalid(format!("{origin}: {full}")),
+        (None, message) => WebConfigError::Invalid(format!("{origin}: {message}")),
     }
 }
 

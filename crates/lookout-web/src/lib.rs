@@ -293,10 +293,16 @@ pub struct Guard {
     web: Arc<WebState>,
     auth: auth::Authenticator,
     enable_lifecycle: bool,
+    /// Path prefixes whose every method changes something (see
+    /// [`WebServer::with_write_paths`]).
+    write_paths: &'static [&'static str],
 }
 
-fn is_write(method: &Method) -> bool {
+/// Whether `basic_auth_scope: write` asks a password for this request: any method but
+/// `GET`, `HEAD` and `OPTIONS`, and every method under one of `write_paths`.
+fn is_write(method: &Method, path: &str, write_paths: &[&str]) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || write_paths.iter().any(|p| path.starts_with(p))
 }
 
 /// The per-request checks: basic authentication, lifecycle endpoints, response headers.
@@ -304,7 +310,8 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     let config = guard.web.config();
     let head = request.method() == Method::HEAD;
     let needs_auth = !config.users.is_empty()
-        && (config.auth_scope == config::AuthScope::All || is_write(request.method()));
+        && (config.auth_scope == config::AuthScope::All
+            || is_write(request.method(), request.uri().path(), guard.write_paths));
     let verdict = if needs_auth {
         guard
             .auth
@@ -376,7 +383,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
 /// A server ready to serve: its web configuration is loaded and valid.
 #[derive(Debug)]
 pub struct WebServer {
-    guard: Arc<Guard>,
+    guard: Guard,
 }
 
 impl WebServer {
@@ -384,12 +391,22 @@ impl WebServer {
     pub fn new(options: &ServeOptions) -> Result<WebServer, WebConfigError> {
         let web = Arc::new(WebState::new(options.web_config_file.clone())?);
         Ok(WebServer {
-            guard: Arc::new(Guard {
+            guard: Guard {
                 web,
                 auth: auth::Authenticator::new(options.max_pending_auth_checks),
                 enable_lifecycle: options.enable_lifecycle,
-            }),
+                write_paths: &[],
+            },
         })
+    }
+
+    /// Path prefixes under which even `GET` and `HEAD` change something (the exporter's
+    /// `/heartbeat/`, which `curl URL` in a cron job pushes with a GET): with
+    /// `basic_auth_scope: write` they need the password whatever their method.
+    #[must_use]
+    pub fn with_write_paths(mut self, prefixes: &'static [&'static str]) -> WebServer {
+        self.guard.write_paths = prefixes;
+        self
     }
 
     /// Whether the web configuration serves TLS now (for `https://` in external URLs).
@@ -405,8 +422,9 @@ impl WebServer {
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let guard_state = Arc::new(self.guard);
         let router = router.layer(axum::middleware::from_fn_with_state(
-            self.guard.clone(),
+            guard_state.clone(),
             guard,
         ));
         let graceful = GracefulShutdown::new();
@@ -426,7 +444,7 @@ impl WebServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let web = self.guard.web.clone();
+            let web = guard_state.web.clone();
             let router = router.clone();
             let watcher = graceful.watcher();
             tokio::spawn(connection(stream, web, router, watcher));

@@ -16,6 +16,40 @@ pub enum Seg<'a> {
     Index(usize),
 }
 
+/// A serde_yaml_ng error split into its 1-based (line, column), when it has one, and its
+/// message without the trailing " at line L column C".
+pub fn decode_error_parts(e: &serde_yaml_ng::Error) -> (Option<(usize, usize)>, String) {
+    let full = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            let message = full
+                .rsplit_once(" at line ")
+                .map_or(full.as_str(), |(m, _)| m);
+            (Some((loc.line(), loc.column())), message.to_string())
+        }
+        None => (None, full),
+    }
+}
+
+/// A serde_yaml_ng error as `origin:line:col: message` (the position moved from the end of
+/// serde's message to the front, the way compilers print it), or `origin: message` when
+/// the error has no position.
+pub fn decode_error(origin: &str, e: &serde_yaml_ng::Error) -> String {
+    match decode_error_parts(e) {
+        (Some((line, col)), message) => format!("{origin}:{line}:{col}: {message}"),
+        (None, message) => format!("{origin}: {message}"),
+    }
+}
+
+/// `origin:line:col: message` at the node of `path` (or the deepest part of it found), or
+/// `origin: message` when not even its first key is found.
+pub fn at(text: &str, origin: &str, path: &[Seg<'_>], message: &str) -> String {
+    match locate(text, path) {
+        Some((line, col)) => format!("{origin}:{line}:{col}: {message}"),
+        None => format!("{origin}: {message}"),
+    }
+}
+
 /// A node found so far: where its content starts and how far its children reach.
 #[derive(Debug, Clone, Copy)]
 struct Node {
@@ -185,6 +219,19 @@ heartbeats:
   - name: cron
     max_silence: 1h
 ";
+
+    #[test]
+    fn decode_errors_lead_with_their_position() {
+        let e = serde_yaml_ng::from_str::<Vec<u32>>("- 1\n- x\n").unwrap_err();
+        let m = decode_error("f.yml", &e);
+        assert!(m.starts_with("f.yml:2:3: "), "{m}");
+        assert!(!m.contains(" at line "), "{m}");
+        assert_eq!(
+            at(TEXT, "f.yml", &[Seg::Key("heartbeats"), Seg::Index(0)], "m"),
+            "f.yml:14:5: m"
+        );
+        assert_eq!(at(TEXT, "f.yml", &[Seg::Key("nope")], "m"), "f.yml: m");
+    }
 
     #[test]
     fn finds_keys_and_items() {

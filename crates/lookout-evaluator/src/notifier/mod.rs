@@ -211,43 +211,37 @@ pub struct AlertingConfig {
     pub dependency_inhibition: Option<bool>,
 }
 
-/// Checks what decoding cannot: receivers named by routes exist, receivers are unique, email
-/// and webhook settings hold together. `text` is the whole configuration file; the error
-/// names the offending entry and, when it can be found, its line and column, the way
-/// serde_yaml positions decoding errors.
-pub fn check_alerting(cfg: &AlertingConfig, text: &str) -> Result<(), String> {
-    if *cfg == AlertingConfig::default() {
+/// Checks what decoding cannot in `route`, `receivers` and `inhibit_rules`: receivers
+/// named by routes exist, receivers are unique, email and webhook settings hold together.
+/// An error comes with the path to the offending entry under `alerting` (empty when the
+/// message names none).
+pub fn check_routing(cfg: &AlertingConfig) -> Result<(), (Vec<PathStep>, String)> {
+    if cfg.route.is_none()
+        && cfg.receivers.is_empty()
+        && cfg.inhibit_rules.is_empty()
+        && cfg.webhooks.iter().all(|w| w.send_resolved.is_none())
+    {
         return Ok(());
     }
     let mut registry = Registry::default();
     let manager = NotifierManager::new(NotifierOptions::default(), &mut registry);
-    match manager.apply_config(cfg, &Labels::default()) {
-        Ok(()) => Ok(()),
-        Err(NotifierConfigError(message)) => {
-            let segs = error_path(&message);
-            let mut path = vec![lookout_web::yaml_locate::Seg::Key("alerting")];
-            path.extend(segs.iter().map(|s| match s {
-                PathSeg::Key(k) => lookout_web::yaml_locate::Seg::Key(k),
-                PathSeg::Index(i) => lookout_web::yaml_locate::Seg::Index(*i),
-            }));
-            match lookout_web::yaml_locate::locate(text, &path) {
-                Some((line, col)) if !segs.is_empty() => {
-                    Err(format!("alerting.{message} at line {line} column {col}"))
-                }
-                _ => Err(format!("alerting: {message}")),
-            }
-        }
-    }
+    manager
+        .apply_config(cfg, &Labels::default())
+        .map_err(|NotifierConfigError(message)| (error_path(&message), message))
 }
 
-enum PathSeg {
+/// One step of the path to a configuration entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PathStep {
+    /// A mapping key.
     Key(String),
+    /// A sequence index.
     Index(usize),
 }
 
 /// The path an error message starts with (`route.routes[0]: ...`,
 /// `receivers[1] ("ops").email_configs[0]: ...`).
-fn error_path(message: &str) -> Vec<PathSeg> {
+fn error_path(message: &str) -> Vec<PathStep> {
     let Some((head, _)) = message.split_once(": ") else {
         return Vec::new();
     };
@@ -267,7 +261,7 @@ fn error_path(message: &str) -> Vec<PathSeg> {
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Vec::new();
         }
-        out.push(PathSeg::Key(key.to_string()));
+        out.push(PathStep::Key(key.to_string()));
         rest = &rest[key_end..];
         while let Some(r) = rest.strip_prefix('[') {
             let Some((n, tail)) = r.split_once(']') else {
@@ -276,7 +270,7 @@ fn error_path(message: &str) -> Vec<PathSeg> {
             let Ok(i) = n.parse() else {
                 return Vec::new();
             };
-            out.push(PathSeg::Index(i));
+            out.push(PathStep::Index(i));
             rest = tail;
         }
     }

@@ -455,13 +455,16 @@ pub fn validate(def: &RuleFileDef, pos: &[GroupPos]) -> Vec<RuleError> {
 
 /// promql-parser's verdict on a rule expression, after the depth check every query passes
 /// (`--query.max-depth` at its default, which is also its highest value): a rule too deep
-/// to evaluate never loads.
+/// to evaluate never loads. Errors read like Prometheus's (`1:9: parse error: unexpected
+/// end of input inside braces`).
 fn checked_parse(expr: &str) -> Result<(), String> {
     let limit = lookout_promql::engine::depth::DEFAULT_MAX_DEPTH;
     if let Err(too_deep) = lookout_promql::engine::depth::check_depth(expr, limit) {
         return Err(too_deep.message());
     }
-    promql_parser::parser::parse(expr).map(|_| ())
+    lookout_promql::syntax::parse(expr)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn validate_rule(r: &RuleDef, pos: &RulePos) -> Vec<(Vec<Pos>, String)> {

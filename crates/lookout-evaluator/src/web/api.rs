@@ -38,6 +38,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The error's message, as the API's `error` field says it.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad_data(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -204,7 +209,11 @@ fn engine_error(e: QueryError) -> ApiError {
 /// a slot included), and it is cancelled as soon as this future ends without the result —
 /// at the timeout, or when the client goes away and the server drops the request — so the
 /// evaluation stops and frees its slot instead of running on unseen.
-async fn run_query<T, F>(st: &WebState, timeout_param: Option<&str>, f: F) -> Result<T, ApiError>
+pub(crate) async fn run_query<T, F>(
+    st: &WebState,
+    timeout_param: Option<&str>,
+    f: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&QueryControl) -> Result<T, QueryError> + Send + 'static,
@@ -630,62 +639,6 @@ pub async fn metadata() -> Response {
 /// `GET|POST /api/v1/query_exemplars`: no exemplars are stored; an empty list.
 pub async fn query_exemplars() -> Response {
     success(json!([]))
-}
-
-/// `GET /graph?g0.expr=...`: the page alerts link to (`generatorURL`). Shows the expression
-/// and, in embedded mode, its current result as a table.
-pub async fn graph(State(st): State<WebState>, Form(p): Form<Params>) -> Response {
-    let expr = param(&p, "g0.expr").unwrap_or("").to_string();
-    let mut body = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Lookout expression</title></head><body>\
-         <h1>Expression</h1><pre>{}</pre>",
-        super::status::escape_html(&expr)
-    );
-    if !expr.is_empty() {
-        let t = now_ms();
-        let q = expr.clone();
-        let result = match storage(&st) {
-            Ok(storage) => {
-                let engine = st.engine.clone();
-                run_query(&st, None, move |control| {
-                    let storage = storage.as_ref() as &dyn Queryable;
-                    engine.instant_query_controlled(storage, &q, t, control)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Value::Vector(v)) => {
-                body.push_str("<table border=\"1\"><tr><th>Series</th><th>Value</th></tr>");
-                for s in &v {
-                    body.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td></tr>",
-                        super::status::escape_html(&s.metric.to_string()),
-                        format_float(s.f)
-                    ));
-                }
-                body.push_str("</table>");
-                if v.is_empty() {
-                    body.push_str("<p>Empty result.</p>");
-                }
-            }
-            Ok(other) => body.push_str(&format!(
-                "<pre>{}</pre>",
-                super::status::escape_html(&other.to_string())
-            )),
-            Err(e) => body.push_str(&format!(
-                "<p>{}</p>",
-                super::status::escape_html(&e.message)
-            )),
-        }
-    }
-    body.push_str("</body></html>\n");
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

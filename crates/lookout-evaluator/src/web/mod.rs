@@ -3,12 +3,15 @@
 //! `/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/rules`, `/api/v1/alerts`,
 //! `/api/v1/targets`, `/api/v1/status/buildinfo`, and empty `/api/v1/metadata` and
 //! `/api/v1/query_exemplars` answers that Grafana asks for), `/metrics`, and the lifecycle endpoints
-//! `/-/reload`, `/-/healthy`, `/-/ready`, and the status page at `/` ([`status`]).
+//! `/-/reload`, `/-/healthy`, `/-/ready`, the status page at `/` ([`status`]) and the
+//! expression page at `/graph` ([`graph`]).
 //!
 //! Handlers are thin: the state is explicit in [`WebState`], built by the `lookout evaluator`
 //! entry point from the parts it started.
 
 pub mod api;
+pub mod chart;
+pub mod graph;
 pub mod status;
 
 use std::future::Future;
@@ -210,7 +213,7 @@ pub fn router(state: WebState) -> Router {
             "/api/v1/query_exemplars",
             get(api::query_exemplars).post(api::query_exemplars),
         )
-        .route("/graph", get(api::graph))
+        .route("/graph", get(graph::page))
         .route("/metrics", get(metrics))
         .route("/-/reload", post(reload).put(reload))
         .route("/-/healthy", get(healthy).head(healthy))

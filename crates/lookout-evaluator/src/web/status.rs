@@ -83,6 +83,37 @@ pub struct TargetRow {
     pub reason: Option<String>,
     /// The other labels of the `up` series (team, env, ...).
     pub labels: Vec<(String, String)>,
+    /// HTTP status of the last probe (`lookout_target_http_status_code`, or blackbox's
+    /// `probe_http_status_code`), when known and not 0.
+    pub http_status: Option<u16>,
+    /// Share of the last 24 hours the target was up (0 to 1), when known.
+    pub uptime_24h: Option<f64>,
+    /// Share of the last 7 days the target was up, when known.
+    pub uptime_7d: Option<f64>,
+    /// Probe or scrape duration over the last hour: `(milliseconds, seconds)`.
+    pub response: Vec<(i64, f64)>,
+}
+
+/// One heartbeat: `up{job="heartbeat"}` with the exporter's last push and `max_silence`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeartbeatRow {
+    /// The heartbeat's name.
+    pub name: String,
+    /// Pushed within `max_silence`.
+    pub up: bool,
+    /// Unix seconds of the last push, if any.
+    pub last_seen: Option<f64>,
+    /// The configured `max_silence` in seconds, when the exporter publishes it.
+    pub max_silence: Option<f64>,
+}
+
+/// DNS resolvers giving different answers for the same name (`dns_answer_info`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsDisagreement {
+    /// The queried name.
+    pub domain: String,
+    /// `(nameserver, instance, answers)` for each resolver, sorted.
+    pub answers: Vec<(String, String, Vec<String>)>,
 }
 
 /// One active alert.
@@ -147,7 +178,28 @@ pub struct StatusData {
     pub outages: Vec<Outage>,
     /// Queries or lookups that failed (shown at the top of the page).
     pub problems: Vec<String>,
+    /// `(instance, depends_on)` for every configured dependency
+    /// (`lookout_target_dependency_info`), up or down.
+    pub dependencies: Vec<(String, String)>,
+    /// Instances blocked by a dependency now (`lookout_target_blocked`).
+    pub blocked: BTreeSet<String>,
+    /// Heartbeats by name.
+    pub heartbeats: Vec<HeartbeatRow>,
+    /// Names the DNS resolvers answer differently.
+    pub dns_disagreements: Vec<DnsDisagreement>,
+    /// Start and end (milliseconds) and step of the response-time sparklines.
+    pub chart_window: (i64, i64, i64),
 }
+
+/// How far back the response-time sparklines go.
+pub const SPARKLINE_WINDOW: Duration = Duration::from_secs(3600);
+/// Points per sparkline (one a minute over [`SPARKLINE_WINDOW`]).
+pub const SPARKLINE_POINTS: i64 = 61;
+/// The most targets that get a sparkline, uptime and DNS rows (the page stays fast with
+/// thousands of targets; the table still lists them all).
+pub const MAX_CHARTED_TARGETS: usize = 500;
+/// The most names listed as DNS disagreements.
+pub const MAX_DNS_NAMES: usize = 20;
 
 /// `GET /`: the status page.
 pub async fn page(State(st): State<WebState>) -> Response {
@@ -163,7 +215,7 @@ pub async fn page(State(st): State<WebState>) -> Response {
         .into_response()
 }
 
-fn datasource_of(st: &WebState) -> Option<Arc<dyn Datasource>> {
+pub(crate) fn datasource_of(st: &WebState) -> Option<Arc<dyn Datasource>> {
     if let Some(ds) = &st.datasource {
         return Some(ds.clone());
     }
@@ -228,6 +280,104 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
         // exporter answered; probe_success says whether the target did.
         let probe_success = query(ds.as_ref(), "probe_success", now, problems).await;
         let blackbox_latency = query(ds.as_ref(), "probe_duration_seconds", now, problems).await;
+        let status_codes = query(
+            ds.as_ref(),
+            "lookout_target_http_status_code or probe_http_status_code",
+            now,
+            problems,
+        )
+        .await;
+        // Uptime as Uptime Kuma shows it: the share of samples that were up; a /probe job's
+        // probe_success wins over its `up`.
+        let mut uptime: [HashMap<(String, String), f64>; 2] = Default::default();
+        for (i, range) in ["1d", "7d"].iter().enumerate() {
+            let expr = format!(
+                "avg by (job, instance) (avg_over_time(up[{range}])) unless on (job, instance) probe_success \
+                 or avg by (job, instance) (avg_over_time(probe_success[{range}]))"
+            );
+            for s in query(ds.as_ref(), &expr, now, problems).await {
+                if s.value.is_finite() {
+                    uptime[i].insert(key(&s.labels), s.value);
+                }
+            }
+        }
+        let dependencies =
+            query(ds.as_ref(), "lookout_target_dependency_info", now, problems).await;
+        for s in &dependencies {
+            if let (Some(i), Some(d)) = (s.labels.get("instance"), s.labels.get("depends_on")) {
+                data.dependencies.push((i.to_string(), d.to_string()));
+            }
+        }
+        data.dependencies.sort();
+        data.dependencies.dedup();
+        let last_seen = query(
+            ds.as_ref(),
+            "lookout_heartbeat_last_seen_timestamp_seconds",
+            now,
+            problems,
+        )
+        .await;
+        let max_silence = query(
+            ds.as_ref(),
+            "lookout_heartbeat_max_silence_seconds",
+            now,
+            problems,
+        )
+        .await;
+        let by_name = |v: &[QuerySample]| -> HashMap<String, f64> {
+            v.iter()
+                .filter_map(|s| Some((s.labels.get("name")?.to_string(), s.value)))
+                .collect()
+        };
+        let (last_seen, max_silence) = (by_name(&last_seen), by_name(&max_silence));
+        for s in up
+            .iter()
+            .filter(|s| s.labels.get("job") == Some("heartbeat"))
+        {
+            let name = s.labels.get("instance").unwrap_or_default().to_string();
+            data.heartbeats.push(HeartbeatRow {
+                up: s.value >= 1.0,
+                last_seen: last_seen.get(&name).copied(),
+                max_silence: max_silence.get(&name).copied(),
+                name,
+            });
+        }
+        data.heartbeats
+            .sort_by(|a, b| (a.up, &a.name).cmp(&(b.up, &b.name)));
+        let answers = query(ds.as_ref(), "dns_answer_info", now, problems).await;
+        data.dns_disagreements = dns_disagreements(&answers);
+        let end = crate::scrape::target::to_ms(now);
+        let start = end - SPARKLINE_WINDOW.as_millis() as i64;
+        let mut response: HashMap<(String, String), Vec<(i64, f64)>> = HashMap::new();
+        let mut step = super::chart::step_for(start, end, SPARKLINE_POINTS).max(1000);
+        if !up.is_empty() {
+            match super::chart::range(
+                st,
+                "max by (job, instance) (lookout_target_probe_duration_seconds) \
+                 or max by (job, instance) (probe_duration_seconds) \
+                 or max by (job, instance) (scrape_duration_seconds)",
+                start,
+                end,
+                SPARKLINE_POINTS,
+            )
+            .await
+            {
+                Ok((series, used)) => {
+                    step = used;
+                    for s in series.into_iter().take(MAX_CHARTED_TARGETS) {
+                        response.insert(key(&s.labels), s.points);
+                    }
+                }
+                Err(e) => problems.push(format!("response times: {e}")),
+            }
+        }
+        data.chart_window = (start, end, step);
+        let mut http_status: HashMap<(String, String), u16> = HashMap::new();
+        for s in &status_codes {
+            if s.value >= 1.0 && s.value < 1000.0 {
+                http_status.insert(key(&s.labels), s.value as u16);
+            }
+        }
         let failed_probes: BTreeSet<(String, String)> = probe_success
             .iter()
             .filter(|s| s.value == 0.0)
@@ -273,6 +423,10 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
                     .or_insert_with(|| "probe failed (probe_success 0)".to_string());
             }
             data.targets.push(TargetRow {
+                http_status: http_status.get(&k).copied(),
+                uptime_24h: uptime[0].get(&k).copied(),
+                uptime_7d: uptime[1].get(&k).copied(),
+                response: response.remove(&k).unwrap_or_default(),
                 latency: latency.get(&k).copied(),
                 reason: if state == TargetState::Down {
                     reasons.get(&k).cloned()
@@ -308,14 +462,173 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
         .map(|t| t.instance.clone())
         .collect();
     data.outages = outages(&down, &blocked_edges);
+    data.blocked = blocked_edges.iter().map(|(i, _)| i.clone()).collect();
+    data.problems.extend(notification_problems(st));
 
     if let Some(rules) = &st.rules {
         let groups = rules.groups();
         data.alerts = alert_rows(&groups);
+        sort_alerts(&mut data.alerts, &data.blocked);
         data.groups = groups.iter().map(group_row).collect();
         data.problems.extend(rule_problems(rules.as_ref()));
     }
     data
+}
+
+/// Names whose answers differ between resolvers: `dns_answer_info{domain, nameserver,
+/// instance, answer}` grouped by domain, then by resolver. At most [`MAX_DNS_NAMES`].
+pub fn dns_disagreements(samples: &[QuerySample]) -> Vec<DnsDisagreement> {
+    type Resolvers = BTreeMap<(String, String), BTreeSet<String>>;
+    let mut by_domain: BTreeMap<String, Resolvers> = BTreeMap::new();
+    for s in samples {
+        let l = &s.labels;
+        let (Some(domain), Some(answer)) = (l.get("domain"), l.get("answer")) else {
+            continue;
+        };
+        let resolver = (
+            l.get("nameserver").unwrap_or_default().to_string(),
+            l.get("instance").unwrap_or_default().to_string(),
+        );
+        by_domain
+            .entry(domain.to_string())
+            .or_default()
+            .entry(resolver)
+            .or_default()
+            .insert(answer.to_string());
+    }
+    by_domain
+        .into_iter()
+        .filter(|(_, resolvers)| {
+            let distinct: BTreeSet<&BTreeSet<String>> = resolvers.values().collect();
+            distinct.len() > 1
+        })
+        .take(MAX_DNS_NAMES)
+        .map(|(domain, resolvers)| DnsDisagreement {
+            domain,
+            answers: resolvers
+                .into_iter()
+                .map(|((ns, instance), a)| (ns, instance, a.into_iter().collect()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// A banner when alerts could not be delivered: the notifier's
+/// `prometheus_notifications_errors_total{alertmanager}` and
+/// `prometheus_notifications_dropped_total`, read from the evaluator's own registry.
+fn notification_problems(st: &WebState) -> Vec<String> {
+    let mut text = String::new();
+    match st.registry.read() {
+        Ok(r) => {
+            if prometheus_client::encoding::text::encode(&mut text, &r).is_err() {
+                return Vec::new();
+            }
+        }
+        Err(_) => return Vec::new(),
+    }
+    notification_failures(&text)
+}
+
+/// The banner text for the notifier's counters in `exposition` (OpenMetrics text).
+pub fn notification_failures(exposition: &str) -> Vec<String> {
+    let mut failed: Vec<(String, f64)> = Vec::new();
+    let mut dropped = 0.0;
+    for line in exposition.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(rest) = series.strip_prefix("prometheus_notifications_errors_total") {
+            if value > 0.0 {
+                let receiver = rest
+                    .split_once("alertmanager=\"")
+                    .and_then(|(_, r)| r.rsplit_once('"'))
+                    .map(|(r, _)| r.replace("\\\"", "\"").replace("\\\\", "\\"))
+                    .unwrap_or_default();
+                failed.push((receiver, value));
+            }
+        } else if series == "prometheus_notifications_dropped_total" {
+            dropped += value;
+        }
+    }
+    let mut out = Vec::new();
+    if !failed.is_empty() {
+        let list = failed
+            .iter()
+            .map(|(r, n)| format!("{} to {r}", format_count(*n)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(format!(
+            "Notifications failed: alerts could not be delivered ({list}) since the evaluator \
+             started. Check the receivers; the log says why (\"error sending alerts\")."
+        ));
+    }
+    if dropped > 0.0 {
+        out.push(format!(
+            "Notifications dropped: {} {} dropped (queue full or delivery failed) since the \
+             evaluator started.",
+            format_count(dropped),
+            if dropped == 1.0 {
+                "alert was"
+            } else {
+                "alerts were"
+            }
+        ));
+    }
+    out
+}
+
+fn format_count(n: f64) -> String {
+    lookout_promql::engine::value::format_float(n)
+}
+
+/// Ordering of the `severity` label: critical, warning, info, then anything else.
+fn severity_rank(labels: &[(String, String)]) -> u8 {
+    match labels
+        .iter()
+        .find(|(n, _)| n == "severity")
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("critical" | "page") => 0,
+        Some("warning") => 1,
+        Some("info") => 2,
+        _ => 3,
+    }
+}
+
+/// What a newcomer should read first: critical before warning before info before the
+/// rest; within a severity, root causes before the alerts of instances blocked by a
+/// dependency; then firing before pending, oldest first.
+pub fn sort_alerts(rows: &mut [AlertRow], blocked: &BTreeSet<String>) {
+    let is_blocked = |a: &AlertRow| {
+        a.labels
+            .iter()
+            .any(|(n, v)| n == "instance" && blocked.contains(v))
+    };
+    let rank = |s: AlertState| match s {
+        AlertState::Firing => 0,
+        AlertState::Pending => 1,
+        AlertState::Inactive => 2,
+    };
+    rows.sort_by(|a, b| {
+        (
+            severity_rank(&a.labels),
+            is_blocked(a),
+            rank(a.state),
+            a.active_at,
+            &a.name,
+        )
+            .cmp(&(
+                severity_rank(&b.labels),
+                is_blocked(b),
+                rank(b.state),
+                b.active_at,
+                &b.name,
+            ))
+    });
 }
 
 /// Banners about the rules: a failed reload, patterns that match nothing, no rules at all.
@@ -548,6 +861,11 @@ td{border-bottom:1px solid var(--line);padding:8px;vertical-align:top}
 tr.down td{background:var(--red-bg)}
 td.num{white-space:nowrap;font-variant-numeric:tabular-nums}
 .reason{color:#912018;font-size:13px}
+.badge.unknown{background:#f2f4f7;color:var(--muted);border:1px solid var(--line)}
+.tree,.tree ul{list-style:none;margin:0;padding-left:0}
+.tree ul{padding-left:18px;border-left:2px solid var(--line);margin-left:8px}
+.tree li{margin:5px 0}
+svg.spark{display:block}
 .err{color:var(--red);font-size:13px}
 .muted{color:var(--muted);font-size:13px}
 footer{text-align:center;color:var(--muted);font-size:12px;padding:0 20px 24px}
@@ -573,6 +891,99 @@ fn labels_html(out: &mut String, labels: &[(String, String)]) {
             escape_html(n),
             escape_html(v)
         );
+    }
+}
+
+/// The most nodes the dependency tree draws.
+const MAX_TREE_NODES: usize = 500;
+
+/// The dependency tree: each target that depends on nothing (a root), with the targets
+/// that depend on it nested under it, each with its state. A target in a cycle that no
+/// root reaches is drawn as its own root so nothing is hidden.
+fn dependency_tree(o: &mut String, data: &StatusData) {
+    let mut dependants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut has_deps: BTreeSet<&str> = BTreeSet::new();
+    let mut nodes: BTreeSet<&str> = BTreeSet::new();
+    for (i, d) in &data.dependencies {
+        dependants.entry(d.as_str()).or_default().push(i.as_str());
+        has_deps.insert(i.as_str());
+        nodes.insert(i.as_str());
+        nodes.insert(d.as_str());
+    }
+    let state: HashMap<&str, TargetState> = data
+        .targets
+        .iter()
+        .map(|t| (t.instance.as_str(), t.state))
+        .collect();
+    let mut roots: Vec<&str> = nodes
+        .iter()
+        .copied()
+        .filter(|n| !has_deps.contains(n))
+        .collect();
+    let mut drawn: BTreeSet<&str> = BTreeSet::new();
+    o.push_str("<ul class=\"tree\">");
+    let mut i = 0;
+    loop {
+        if i == roots.len() {
+            // Whatever no root reached (a cycle) starts its own tree.
+            match nodes.iter().find(|n| !drawn.contains(*n)) {
+                Some(n) => roots.push(n),
+                None => break,
+            }
+        }
+        let root = roots[i];
+        i += 1;
+        if !drawn.contains(root) {
+            tree_node(o, root, &dependants, &state, &data.blocked, &mut drawn, 0);
+        }
+    }
+    o.push_str("</ul>\n");
+}
+
+fn tree_node<'a>(
+    o: &mut String,
+    node: &'a str,
+    dependants: &BTreeMap<&'a str, Vec<&'a str>>,
+    state: &HashMap<&str, TargetState>,
+    blocked: &BTreeSet<String>,
+    drawn: &mut BTreeSet<&'a str>,
+    depth: usize,
+) {
+    let again = !drawn.insert(node);
+    let (cls, text) = if blocked.contains(node) {
+        ("pending", "blocked")
+    } else {
+        match state.get(node) {
+            Some(TargetState::Up) => ("up", "up"),
+            Some(TargetState::Down) => ("down", "down"),
+            None => ("unknown", "no data"),
+        }
+    };
+    let _ = write!(
+        o,
+        r#"<li><span class="badge {cls}">{text}</span> <b>{}</b>"#,
+        escape_html(node)
+    );
+    let children = dependants.get(node).map(Vec::as_slice).unwrap_or_default();
+    if again {
+        o.push_str(" <span class=\"muted\">(shown above)</span>");
+    } else if !children.is_empty() && depth < 32 && drawn.len() < MAX_TREE_NODES {
+        o.push_str("<ul>");
+        for c in children {
+            tree_node(o, c, dependants, state, blocked, drawn, depth + 1);
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("</li>");
+}
+
+/// "99.95%", "100%", "–".
+fn percent(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 1.0 => "100%".to_string(),
+        // Never round a little downtime up to 100%.
+        Some(v) => format!("{:.2}%", (v * 10_000.0).floor() / 100.0),
+        None => "–".to_string(),
     }
 }
 
@@ -707,12 +1118,88 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
     }
     o.push_str("</section>\n");
 
+    // Dependencies, drawn while everything is up too.
+    o.push_str("<section id=\"dependencies\"><h2>Dependencies</h2>\n");
+    if data.dependencies.is_empty() {
+        o.push_str("<p class=\"empty\">No target has depends_on.</p>\n");
+    } else {
+        dependency_tree(&mut o, data);
+    }
+    o.push_str("</section>\n");
+
+    // Heartbeats.
+    o.push_str("<section id=\"heartbeats\"><h2>Heartbeats</h2>\n");
+    if data.heartbeats.is_empty() {
+        o.push_str("<p class=\"empty\">No heartbeat is configured.</p>\n");
+    } else {
+        o.push_str("<table><thead><tr><th>State</th><th>Heartbeat</th><th>Last push</th><th>Max silence</th></tr></thead><tbody>\n");
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        for h in &data.heartbeats {
+            let (cls, text) = if h.up {
+                ("up", "up")
+            } else {
+                ("down", "silent")
+            };
+            let seen = match h.last_seen {
+                Some(t) => format!(
+                    "{} ago",
+                    human_duration(Duration::from_secs_f64((now_s - t).max(0.0)))
+                ),
+                None => "never".to_string(),
+            };
+            let silence = h
+                .max_silence
+                .map(|m| human_duration(Duration::from_secs_f64(m.max(0.0))))
+                .unwrap_or_else(|| "–".to_string());
+            let _ = write!(
+                o,
+                r#"<tr class="{}"><td data-label="State"><span class="badge {cls}">{text}</span></td><td data-label="Heartbeat"><b>{}</b></td><td data-label="Last push" class="num">{}</td><td data-label="Max silence" class="num">{}</td></tr>"#,
+                if h.up { "" } else { "down" },
+                escape_html(&h.name),
+                escape_html(&seen),
+                escape_html(&silence),
+            );
+            o.push('\n');
+        }
+        o.push_str("</tbody></table>\n");
+    }
+    o.push_str("</section>\n");
+
+    // DNS resolvers that disagree.
+    if !data.dns_disagreements.is_empty() {
+        o.push_str("<section id=\"dns\" class=\"wide\"><h2>DNS resolvers disagree</h2>\n");
+        for d in &data.dns_disagreements {
+            let _ = write!(
+                o,
+                r#"<div class="outage"><div class="root">{}</div><table><thead><tr><th>Resolver</th><th>Target</th><th>Answers</th></tr></thead><tbody>"#,
+                escape_html(&d.domain)
+            );
+            for (ns, instance, answers) in &d.answers {
+                let _ = write!(
+                    o,
+                    r#"<tr><td data-label="Resolver"><b>{}</b></td><td data-label="Target">{}</td><td data-label="Answers">"#,
+                    escape_html(ns),
+                    escape_html(instance),
+                );
+                for a in answers {
+                    let _ = write!(o, r#"<span class="lbl">{}</span>"#, escape_html(a));
+                }
+                o.push_str("</td></tr>");
+            }
+            o.push_str("</tbody></table></div>\n");
+        }
+        o.push_str("</section>\n");
+    }
+
     // Targets.
     o.push_str("<section id=\"targets\" class=\"wide\"><h2>Targets</h2>\n");
     if data.targets.is_empty() {
         o.push_str("<p class=\"empty\">No target has reported yet.</p>\n");
     } else {
-        o.push_str("<table><thead><tr><th>State</th><th>Target</th><th>Job</th><th>Latency</th><th>Details</th></tr></thead><tbody>\n");
+        o.push_str("<table><thead><tr><th>State</th><th>Target</th><th>Job</th><th>Latency</th><th>Uptime 24h · 7d</th><th>Response time (1h)</th><th>Details</th></tr></thead><tbody>\n");
         for t in &data.targets {
             let (cls, text) = match t.state {
                 TargetState::Up => ("up", "up"),
@@ -720,13 +1207,25 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
             };
             let _ = write!(
                 o,
-                r#"<tr class="{cls}"><td data-label="State"><span class="badge {cls}">{text}</span></td><td data-label="Target"><b>{}</b></td><td data-label="Job">{}</td><td data-label="Latency" class="num">{}</td><td data-label="Details">"#,
+                r#"<tr class="{cls}"><td data-label="State"><span class="badge {cls}">{text}</span></td><td data-label="Target"><b>{}</b></td><td data-label="Job">{}</td><td data-label="Latency" class="num">{}</td><td data-label="Uptime" class="num">{} · {}</td><td data-label="Response time">{}</td><td data-label="Details">"#,
                 escape_html(&t.instance),
                 escape_html(&t.job),
                 escape_html(&t.latency.map(human_latency).unwrap_or_else(|| "–".into())),
+                percent(t.uptime_24h),
+                percent(t.uptime_7d),
+                super::chart::sparkline(
+                    &t.response,
+                    data.chart_window.0,
+                    data.chart_window.1,
+                    data.chart_window.2
+                ),
             );
             if let Some(r) = &t.reason {
-                let _ = write!(o, r#"<div class="reason">{}</div>"#, escape_html(r));
+                let status = match t.http_status {
+                    Some(code) => format!(" (HTTP {code})"),
+                    None => String::new(),
+                };
+                let _ = write!(o, r#"<div class="reason">{}{status}</div>"#, escape_html(r));
             }
             labels_html(&mut o, &t.labels);
             o.push_str("</td></tr>\n");
@@ -777,7 +1276,7 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
     }
     o.push_str("</section>\n</main>\n");
     o.push_str(
-        r#"<footer>Lookout · <a href="/api/v1/alerts">alerts API</a> · <a href="/api/v1/rules">rules API</a> · <a href="/api/v1/targets">targets API</a> · <a href="/metrics">metrics</a></footer>
+        r#"<footer>Lookout · <a href="/graph">graph</a> · <a href="/api/v1/alerts">alerts API</a> · <a href="/api/v1/rules">rules API</a> · <a href="/api/v1/targets">targets API</a> · <a href="/metrics">metrics</a></footer>
 </body>
 </html>
 "#,
@@ -815,6 +1314,10 @@ mod tests {
                 latency: Some(0.042),
                 reason: Some(h.clone()),
                 labels: vec![("team".into(), h.clone())],
+                http_status: Some(503),
+                uptime_24h: Some(0.99999),
+                uptime_7d: None,
+                response: vec![(0, 0.1)],
             }],
             alerts: vec![AlertRow {
                 name: h.clone(),
@@ -842,6 +1345,18 @@ mod tests {
                 blocked: vec![(h.clone(), h.clone())],
             }],
             problems: vec![h.clone()],
+            dependencies: vec![(h.clone(), h.clone() + "dep")],
+            heartbeats: vec![HeartbeatRow {
+                name: h.clone(),
+                up: false,
+                last_seen: None,
+                max_silence: Some(60.0),
+            }],
+            dns_disagreements: vec![DnsDisagreement {
+                domain: h.clone(),
+                answers: vec![(h.clone(), h.clone(), vec![h.clone()])],
+            }],
+            ..StatusData::default()
         };
         let html = render(&data, now);
         assert!(!html.contains("<script"), "{html}");
@@ -851,6 +1366,182 @@ mod tests {
         assert!(html.contains("42 ms"));
         assert!(html.contains(r#"<meta http-equiv="refresh" content="15">"#));
         assert!(html.contains("width=device-width"));
+    }
+
+    fn row(instance: &str, state: TargetState) -> TargetRow {
+        TargetRow {
+            job: "shop".into(),
+            instance: instance.into(),
+            state,
+            latency: None,
+            reason: None,
+            labels: vec![],
+            http_status: None,
+            uptime_24h: None,
+            uptime_7d: None,
+            response: vec![],
+        }
+    }
+
+    fn alert(name: &str, instance: &str, severity: &str, state: AlertState) -> AlertRow {
+        AlertRow {
+            name: name.into(),
+            state,
+            labels: vec![
+                ("instance".into(), instance.into()),
+                ("severity".into(), severity.into()),
+            ],
+            annotations: BTreeMap::new(),
+            active_at: UNIX_EPOCH,
+            value: 0.0,
+        }
+    }
+
+    #[test]
+    fn critical_and_root_cause_alerts_come_first() {
+        let mut rows = vec![
+            alert("Info", "x", "info", AlertState::Firing),
+            alert("Other", "x", "", AlertState::Firing),
+            alert("BlockedCritical", "app", "critical", AlertState::Firing),
+            alert("Warn", "x", "warning", AlertState::Firing),
+            alert("PendingRoot", "lb", "critical", AlertState::Pending),
+            alert("RootCritical", "lb", "critical", AlertState::Firing),
+        ];
+        sort_alerts(&mut rows, &BTreeSet::from(["app".to_string()]));
+        let names: Vec<&str> = rows.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "RootCritical",
+                "PendingRoot",
+                "BlockedCritical",
+                "Warn",
+                "Info",
+                "Other"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_dependency_tree_is_drawn_while_everything_is_up() {
+        let data = StatusData {
+            targets: vec![
+                row("dns", TargetState::Up),
+                row("lb", TargetState::Up),
+                row("app", TargetState::Up),
+            ],
+            dependencies: vec![("app".into(), "lb".into()), ("lb".into(), "dns".into())],
+            ..StatusData::default()
+        };
+        let html = render(&data, UNIX_EPOCH);
+        let tree = html
+            .split_once("<ul class=\"tree\">")
+            .map(|(_, t)| t)
+            .expect("tree");
+        // dns at the root, lb under it, app under lb.
+        let dns = tree.find("<b>dns</b>").expect("dns");
+        let lb = tree.find("<b>lb</b>").expect("lb");
+        let app = tree.find("<b>app</b>").expect("app");
+        assert!(dns < lb && lb < app, "{tree}");
+        assert_eq!(tree[..app].matches("<ul>").count(), 2, "{tree}");
+        assert!(!tree.contains("blocked"), "{tree}");
+    }
+
+    #[test]
+    fn heartbeats_show_last_push_and_max_silence() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let data = StatusData {
+            heartbeats: vec![
+                HeartbeatRow {
+                    name: "backup".into(),
+                    up: false,
+                    last_seen: Some(1_000_000.0 - 7_500.0),
+                    max_silence: Some(3_600.0),
+                },
+                HeartbeatRow {
+                    name: "cron".into(),
+                    up: false,
+                    last_seen: None,
+                    max_silence: Some(60.0),
+                },
+            ],
+            ..StatusData::default()
+        };
+        let html = render(&data, now);
+        assert!(html.contains(r#"<span class="badge down">silent</span></td><td data-label="Heartbeat"><b>backup</b></td><td data-label="Last push" class="num">2h 5m ago</td><td data-label="Max silence" class="num">1h 0m</td>"#), "{html}");
+        assert!(html.contains(">never<"), "{html}");
+    }
+
+    #[test]
+    fn the_http_status_uptime_and_response_time_are_beside_the_target() {
+        let mut t = row("app", TargetState::Down);
+        t.reason = Some("invalid_status_code".into());
+        t.http_status = Some(503);
+        t.uptime_24h = Some(0.99996);
+        t.uptime_7d = Some(1.0);
+        t.response = vec![(0, 0.2), (60_000, 0.1)];
+        let data = StatusData {
+            targets: vec![t],
+            chart_window: (0, 60_000, 60_000),
+            ..StatusData::default()
+        };
+        let html = render(&data, UNIX_EPOCH);
+        assert!(html.contains("invalid_status_code (HTTP 503)"), "{html}");
+        assert!(html.contains("99.99% · 100%"), "{html}");
+        assert!(html.contains("<svg class=\"spark\""), "{html}");
+    }
+
+    #[test]
+    fn dns_resolvers_that_disagree_are_listed() {
+        let answer = |ns: &str, domain: &str, a: &str| QuerySample {
+            labels: Labels::new([
+                ("__name__", "dns_answer_info"),
+                ("instance", ns),
+                ("nameserver", ns),
+                ("domain", domain),
+                ("answer", a),
+            ]),
+            value: 1.0,
+        };
+        let samples = vec![
+            answer("ns1", "shop.example.", "192.0.2.1"),
+            answer("ns2", "shop.example.", "192.0.2.1"),
+            answer("ns3", "shop.example.", "198.51.100.7"),
+            answer("ns1", "same.example.", "192.0.2.9"),
+            answer("ns2", "same.example.", "192.0.2.9"),
+        ];
+        let got = dns_disagreements(&samples);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].domain, "shop.example.");
+        assert_eq!(
+            got[0].answers[2],
+            ("ns3".into(), "ns3".into(), vec!["198.51.100.7".to_string()])
+        );
+        let html = render(
+            &StatusData {
+                dns_disagreements: got,
+                ..StatusData::default()
+            },
+            UNIX_EPOCH,
+        );
+        assert!(html.contains("DNS resolvers disagree"), "{html}");
+    }
+
+    #[test]
+    fn failed_notifications_become_a_banner() {
+        let text = "# TYPE prometheus_notifications_errors counter\n\
+            prometheus_notifications_errors_total{alertmanager=\"http://am:9093/api/v2/alerts\"} 3\n\
+            prometheus_notifications_errors_total{alertmanager=\"http://ok/\"} 0\n\
+            prometheus_notifications_dropped_total 2\n# EOF\n";
+        let got = notification_failures(text);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].contains("3 to http://am:9093/api/v2/alerts"),
+            "{got:?}"
+        );
+        assert!(!got[0].contains("http://ok/"), "{got:?}");
+        assert!(got[1].contains("2 alerts were dropped"), "{got:?}");
+        assert!(notification_failures("prometheus_notifications_dropped_total 0\n").is_empty());
     }
 
     #[test]

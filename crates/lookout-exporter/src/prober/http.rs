@@ -16,10 +16,11 @@
 //!
 //! The body is counted and discarded as it arrives, decoded per `compression` (which sends
 //! no `Accept-Encoding` of its own, as blackbox_exporter); it is kept only for the
-//! `fail_if_body_*` regexps. See [`body`] for `body_size_limit` (unlimited unless set, as in
-//! blackbox_exporter) and the bound on a body a regexp needs.
+//! `fail_if_body_*` regexps and CEL expressions ([`cel`]). See [`body`] for `body_size_limit`
+//! (unlimited unless set, as in blackbox_exporter) and the bound on a body they need.
 
 mod body;
+mod cel;
 mod dial;
 mod headers;
 mod oauth2;
@@ -134,6 +135,10 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
     ] {
         rec.set(name, help, 0.0);
     }
+    if cel::configured(cfg) {
+        rec.set(cel::METRIC, cel::HELP, 0.0);
+    }
+    let deadline = Instant::now() + req.timeout;
 
     let uri: Uri = crate::target::http_url(req.target)?;
     let body = match &cfg.body_file {
@@ -154,7 +159,7 @@ pub async fn probe_http(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<()
     };
     let mut phases = Phases::default();
     let (hop, unfollowed) = follow_redirects(req, rec, uri, out, &mut phases).await?;
-    judge(req, rec, hop, unfollowed, &mut phases).await
+    judge(req, rec, hop, unfollowed, &mut phases, deadline).await
 }
 
 /// Why the last response of a chain is a redirect that was not followed.
@@ -233,13 +238,14 @@ async fn follow_redirects(
 }
 
 /// Records the final response and judges it in blackbox_exporter's order: status code,
-/// header regexps, body regexps, body read errors, HTTP version, SSL.
+/// header regexps, body regexps, body CEL expressions, body read errors, HTTP version, SSL.
 async fn judge(
     req: &ProbeRequest<'_>,
     rec: &mut Recorder,
     hop: Hop,
     unfollowed: Option<Unfollowed>,
     phases: &mut Phases,
+    deadline: Instant,
 ) -> Result<(), Failure> {
     let cfg = &req.module.http;
     let status = hop.response.status();
@@ -249,9 +255,10 @@ async fn judge(
 
     // A redirect that is not followed ends Go's request with an error: blackbox_exporter
     // does not read its body (length 0), and a body regexp cannot match it.
-    let needs_body = !cfg.fail_if_body_matches_regexp.is_empty()
+    let has_regexps = !cfg.fail_if_body_matches_regexp.is_empty()
         || !cfg.fail_if_body_not_matches_regexp.is_empty();
-    let body = if unfollowed.is_some() {
+    let needs_body = has_regexps || cel::configured(cfg);
+    let mut body = if unfollowed.is_some() {
         drop(hop.response);
         body::Body {
             error: Some(Failure::new(
@@ -298,9 +305,15 @@ async fn judge(
         .as_ref()
         .is_some_and(|f| f.reason == reason::DECOMPRESSION && body.len == 0);
     if needs_body && !undecodable {
-        match &body.text {
-            Some(text) if body.error.is_none() => check_body(cfg, text, rec)?,
-            _ => rec.set("probe_failed_due_to_regex", H_REGEX, 1.0),
+        match body.text.take() {
+            Some(text) if body.error.is_none() => {
+                check_body(cfg, &text, rec)?;
+                cel::check(cfg, text, deadline, rec).await?;
+            }
+            // blackbox_exporter reads the body for its regexps first: a read error fails
+            // them, and the CEL expressions are then not evaluated.
+            _ if has_regexps => rec.set("probe_failed_due_to_regex", H_REGEX, 1.0),
+            _ => rec.set(cel::METRIC, cel::HELP, 1.0),
         }
     }
     if let Some(failure) = body.error.filter(|_| unfollowed.is_none() || needs_body) {

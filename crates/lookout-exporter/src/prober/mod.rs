@@ -29,6 +29,7 @@
 //! | `body_too_large` | the body exceeded `body_size_limit` |
 //! | `decompression` | the body could not be decompressed as `compression` asks |
 //! | `body_regex` | `fail_if_body_matches_regexp` / `fail_if_body_not_matches_regexp` |
+//! | `body_cel` | `fail_if_body_json_matches_cel` matched / `fail_if_body_json_not_matches_cel` did not, the body is not JSON (or nested more than 128 deep), or the expression failed or gave no boolean |
 //! | `header_regex` | `fail_if_header_matches` / `fail_if_header_not_matches` |
 //! | `ssl_forbidden` | `fail_if_ssl` and the response came over TLS |
 //! | `ssl_required` | `fail_if_not_ssl` and it did not |
@@ -109,6 +110,8 @@ pub mod reason {
     pub const DECOMPRESSION: &str = "decompression";
     /// A body regular expression failed the probe.
     pub const BODY_REGEX: &str = "body_regex";
+    /// A CEL expression on the JSON body failed the probe.
+    pub const BODY_CEL: &str = "body_cel";
     /// A header regular expression failed the probe.
     pub const HEADER_REGEX: &str = "header_regex";
     /// TLS seen with `fail_if_ssl`.

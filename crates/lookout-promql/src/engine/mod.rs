@@ -171,32 +171,12 @@ fn parse_plain(query: &str) -> Result<Expr, QueryError> {
             position: Some(line_col(query, at)),
         });
     }
-    parser::parse(query).map_err(|message| {
-        let (message, position) = if message == "invalid promql query" {
-            match locate_syntax_error(query) {
-                Some(at) => {
-                    let token: String = query[at..]
-                        .split(char::is_whitespace)
-                        .next()
-                        .unwrap_or("")
-                        .chars()
-                        .take(20)
-                        .collect();
-                    (
-                        format!("syntax error near {token:?}"),
-                        Some(line_col(query, at)),
-                    )
-                }
-                None => ("syntax error".to_string(), None),
-            }
-        } else {
-            let position = quoted_position(query, &message);
-            (message, position)
-        };
+    parser::parse(query).map_err(|raw| {
+        let e = crate::syntax::explain(query, &raw);
         QueryError::Parse {
             query: query.to_string(),
-            message,
-            position,
+            message: e.message,
+            position: Some(line_col(query, e.offset)),
         }
     })
 }
@@ -265,158 +245,6 @@ fn unrepresentable_number_duration(q: &str) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-/// Byte offsets where tokens start (words, numbers, strings, operator characters).
-fn token_starts(q: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut prev: Option<char> = None;
-    let mut in_string: Option<char> = None;
-    for (i, c) in q.char_indices() {
-        if let Some(quote) = in_string {
-            if c == quote && prev != Some('\\') {
-                in_string = None;
-            }
-            prev = Some(c);
-            continue;
-        }
-        let word = |c: char| c.is_alphanumeric() || c == '_' || c == ':' || c == '.';
-        let starts = !c.is_whitespace()
-            && match prev {
-                None => true,
-                Some(p) => p.is_whitespace() || !word(c) || !word(p),
-            };
-        if starts {
-            out.push(i);
-        }
-        if c == '"' || c == '\'' || c == '`' {
-            in_string = Some(c);
-        }
-        prev = Some(c);
-    }
-    out
-}
-
-/// The closing brackets that balance `prefix` (outside string literals).
-fn closers(prefix: &str) -> String {
-    let mut stack = Vec::new();
-    let mut in_string: Option<char> = None;
-    let mut prev = ' ';
-    for c in prefix.chars() {
-        if let Some(q) = in_string {
-            if c == q && prev != '\\' {
-                in_string = None;
-            }
-        } else {
-            match c {
-                '(' => stack.push(')'),
-                '{' => stack.push('}'),
-                '[' => stack.push(']'),
-                ')' | '}' | ']' => {
-                    stack.pop();
-                }
-                '"' | '\'' | '`' => in_string = Some(c),
-                _ => {}
-            }
-        }
-        prev = c;
-    }
-    stack.iter().rev().collect()
-}
-
-/// Tokens after which an expression is merely incomplete, not wrong.
-const INCOMPLETE_AFTER: &[&str] = &[
-    "(",
-    "{",
-    "[",
-    ",",
-    "=",
-    "=~",
-    "!=",
-    "!~",
-    "+",
-    "-",
-    "*",
-    "/",
-    "%",
-    "^",
-    "==",
-    ">",
-    "<",
-    ">=",
-    "<=",
-    "and",
-    "or",
-    "unless",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "offset",
-    "@",
-    "bool",
-    "atan2",
-    "~",
-    "!",
-    ">=",
-    ":",
-];
-
-/// Token counts up to which [`locate_syntax_error`] tries every prefix in turn; a longer
-/// query is bisected instead, so that an invalid 1 MB query costs a few dozen parses
-/// rather than one per token (quadratic).
-const LOCATE_LINEAR_TOKENS: usize = 256;
-
-/// The start of the token where promql-parser's "invalid promql query" first applies: the
-/// last token of the shortest prefix that, with its brackets closed, is rejected although it
-/// does not end in an operator or opening bracket. Past [`LOCATE_LINEAR_TOKENS`] candidate
-/// tokens the prefixes are bisected, which assumes that a rejected prefix stays rejected
-/// when it grows (true of syntax errors; at worst the position is less precise).
-fn locate_syntax_error(q: &str) -> Option<usize> {
-    let starts = token_starts(q);
-    // (token start, end of the prefix it closes) of the tokens worth trying.
-    let candidates: Vec<(usize, usize)> = starts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &start)| {
-            let end = starts.get(i + 1).copied().unwrap_or(q.len());
-            let token = q[start..end].trim();
-            (!INCOMPLETE_AFTER.contains(&token.to_ascii_lowercase().as_str()))
-                .then_some((start, end))
-        })
-        .collect();
-    let rejected = |&(_, end): &(usize, usize)| {
-        let prefix = &q[..end];
-        let candidate = format!("{prefix}{}", closers(prefix));
-        matches!(parser::parse(&candidate), Err(m) if m == "invalid promql query")
-    };
-    if candidates.len() <= LOCATE_LINEAR_TOKENS {
-        return candidates.iter().find(|c| rejected(c)).map(|c| c.0);
-    }
-    let (mut lo, mut hi) = (0, candidates.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if rejected(&candidates[mid]) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    candidates.get(lo).map(|c| c.0)
-}
-
-/// Finds a position for a parse error whose message quotes the offending text.
-fn quoted_position(query: &str, message: &str) -> Option<(usize, usize)> {
-    let quoted = message
-        .split('\'')
-        .nth(1)
-        .or_else(|| message.split('"').nth(1))
-        .or_else(|| message.rsplit(": ").next())
-        .filter(|t| !t.is_empty());
-    let at = quoted.and_then(|t| query.find(t))?;
-    Some(line_col(query, at))
 }
 
 /// 1-based line and column of byte offset `at` in `text`.

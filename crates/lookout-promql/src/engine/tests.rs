@@ -279,7 +279,7 @@ fn syntax_errors_point_at_the_offending_token() {
         err,
         QueryError::Parse {
             query: "foo bar".into(),
-            message: "syntax error near \"bar\"".into(),
+            message: "unexpected identifier \"bar\"".into(),
             position: Some((1, 5)),
         }
     );

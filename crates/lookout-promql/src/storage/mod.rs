@@ -28,10 +28,12 @@
 //!   keep taking samples, and series removed by retention free their place.
 
 mod index;
+pub mod wal;
 mod xor;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -502,9 +504,9 @@ struct Inner {
 /// In-memory series storage; see the module documentation.
 pub struct Storage {
     opts: StorageOptions,
-    inner: RwLock<Inner>,
+    inner: Arc<RwLock<Inner>>,
     /// Samples before this are hidden (the retention cut).
-    min_valid_t: AtomicI64,
+    min_valid_t: Arc<AtomicI64>,
     /// Newest timestamp appended.
     max_t: AtomicI64,
     /// Where the last automatic truncation cut.
@@ -514,6 +516,8 @@ pub struct Storage {
     /// series is created, under the write lock; removals keep the order).
     ranks_valid: AtomicBool,
     regex_cache: Mutex<HashMap<String, Option<Regex>>>,
+    /// The write-ahead log of a storage opened on a directory ([`Storage::open`]).
+    wal: Option<wal::Wal>,
 }
 
 /// Regexes kept compiled between queries; the cache is emptied when it grows past this.
@@ -524,14 +528,82 @@ impl Storage {
     pub fn new(opts: StorageOptions) -> Storage {
         Storage {
             opts,
-            inner: RwLock::new(Inner::default()),
-            min_valid_t: AtomicI64::new(i64::MIN),
+            inner: Arc::new(RwLock::new(Inner::default())),
+            min_valid_t: Arc::new(AtomicI64::new(i64::MIN)),
             max_t: AtomicI64::new(i64::MIN),
             last_cut: AtomicI64::new(i64::MIN),
             truncating: AtomicBool::new(false),
             ranks_valid: AtomicBool::new(false),
             regex_cache: Mutex::new(HashMap::new()),
+            wal: None,
         }
+    }
+
+    /// A storage kept durable in data directory `dir` (created if missing): the
+    /// write-ahead log in `dir/wal` is replayed (a corrupt tail is cut off, logged and
+    /// counted), then every new series and sample is logged to it; see [`wal`]. The
+    /// directory is locked against a second writer. Replaying can take a while: call it
+    /// where blocking is fine.
+    pub fn open(
+        opts: StorageOptions,
+        dir: &Path,
+        wal_opts: wal::WalOptions,
+    ) -> Result<Storage, wal::WalError> {
+        let lock = wal::lock_dir(dir)?;
+        let io_err = |source| wal::WalError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let wal_dir = dir.join("wal");
+        let mut storage = Storage::new(opts);
+        let report = wal::replay::replay(&storage, &wal_dir).map_err(io_err)?;
+        tracing::info!(
+            dir = %dir.display(),
+            series = report.series,
+            samples = report.samples,
+            dropped_samples = report.dropped_samples,
+            corruptions = report.corruptions,
+            duration = ?report.duration,
+            "WAL replay completed"
+        );
+        let inner = storage.inner.clone();
+        let source = wal::Source {
+            min_valid_t: storage.min_valid_t.clone(),
+            live_series: Box::new(move || {
+                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<(u64, Labels)> = inner
+                    .by_id
+                    .values()
+                    .map(|s| (s.id, s.labels.clone()))
+                    .collect();
+                v.sort_unstable_by_key(|s| s.0);
+                v
+            }),
+        };
+        storage.wal =
+            Some(wal::Wal::start(wal_dir, lock, wal_opts, report, source).map_err(io_err)?);
+        Ok(storage)
+    }
+
+    /// Writes and fsyncs everything appended so far to the write-ahead log (nothing for a
+    /// storage without one). After it returns, those samples survive a machine crash.
+    pub fn sync_wal(&self) {
+        if let Some(w) = &self.wal {
+            w.sync();
+        }
+    }
+
+    /// Writes what is pending, closes the write-ahead log's segment (fsynced) and stops
+    /// its writer: for shutdown. Appends after it are kept in memory only.
+    pub fn close_wal(&self) {
+        if let Some(w) = &self.wal {
+            w.close();
+        }
+    }
+
+    /// Figures of the write-ahead log, `None` for a memory-only storage.
+    pub fn wal_stats(&self) -> Option<wal::WalStats> {
+        self.wal.as_ref().map(|w| w.stats())
     }
 
     /// The options this storage was made with.
@@ -622,7 +694,15 @@ impl Storage {
                 continue;
             }
             chunks.push(labels, st_ms, t_ms, v)?;
+            // Logged under the series lock, so a series' samples reach the log in order.
+            let full = self
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.log_sample(series.id, t_ms, v));
             drop(chunks);
+            if full && let Some(w) = &self.wal {
+                w.wait_for_room();
+            }
             self.after_append(t_ms);
             return Ok(());
         }
@@ -661,6 +741,10 @@ impl Storage {
             chunks: Mutex::new(Chunks::new()),
         });
         self.ranks_valid.store(false, Ordering::Release);
+        // Logged under the write lock: before any sample of the series can be.
+        if let Some(w) = &self.wal {
+            w.log_series(id, labels);
+        }
         inner.index.add(id, labels);
         inner.by_id.insert(id, series.clone());
         inner.by_labels.insert(ByLabels(series.clone()));

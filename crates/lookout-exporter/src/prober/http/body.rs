@@ -7,9 +7,10 @@
 //!
 //! * `body_size_limit` (when set) stops the read at exactly that many decoded bytes, as Go's
 //!   `http.MaxBytesReader`: the length reported is the limit, reason `body_too_large`.
-//! * A body that a regexp needs is kept up to `body_size_limit`, or when the module sets none
-//!   up to `--probe.max-regexp-body-bytes`: past it the probe fails with `body_too_large` and
-//!   a message naming the flag. This bound is Lookout's (blackbox reads such a body whole
+//! * A body that a regexp or a CEL expression (`fail_if_body_json_*_cel`) needs is kept up
+//!   to `body_size_limit`, or when the module sets none up to
+//!   `--probe.max-regexp-body-bytes`: past it the probe fails with `body_too_large` and a
+//!   message naming the flag. This bound is Lookout's (blackbox reads such a body whole
 //!   into memory).
 
 use std::io::Write;
