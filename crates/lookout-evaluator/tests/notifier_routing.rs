@@ -494,3 +494,41 @@ fn semantic_errors_in_the_file_name_line_and_column() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_does_not_notify_again() {
+    let (base, received) = receiver().await;
+    let mut registry = Registry::default();
+    let notifier = NotifierManager::new(NotifierOptions::default(), &mut registry);
+    let yaml = format!(
+        "route:\n  receiver: r\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 300ms\nreceivers:\n  - name: r\n    webhook_configs: [{{url: '{base}/t/r'}}]\n"
+    );
+    let cfg: AlertingConfig = serde_yaml_ng::from_str(&yaml).expect("config");
+    notifier
+        .apply_config(&cfg, &Labels::default())
+        .expect("apply");
+    let stop = run(&notifier);
+    let a = |firing| alert(&[("alertname", "A"), ("instance", "1")], firing);
+    notifier.send(vec![a(true)]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(received.lock().expect("lock").len(), 1);
+    // Reload: the groups are rebuilt from the known alerts, and what the receiver was told
+    // is kept.
+    notifier
+        .apply_config(&cfg, &Labels::default())
+        .expect("reload");
+    notifier.send(vec![a(true)]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        received.lock().expect("lock").len(),
+        1,
+        "no repeat after a reload"
+    );
+    // The alert resolves after the reload: the receiver hears it.
+    notifier.send(vec![a(false)]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = received.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].2["status"], "resolved");
+    let _ = stop.send(());
+}
