@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 /// What the server saw in one session.
 #[derive(Clone, Debug, Default)]
 struct Session {
+    ehlo: String,
     tls_before_auth: bool,
     auth: Vec<String>,
     mail_from: String,
@@ -79,6 +80,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let cmd = read!();
         let upper = cmd.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
+            session.ehlo = cmd[4..].trim().to_string();
             let mut reply = String::from("250-test.local\r\n");
             if opts.starttls && !tls {
                 reply.push_str("250-STARTTLS\r\n");
@@ -339,7 +341,8 @@ async fn auth_login_and_default_subject() {
     assert_eq!(got.auth, ["LOGIN bob pw"]);
     assert!(got.tls_before_auth);
     assert!(
-        got.data.contains("Subject: [FIRING:1] ServerDown\n"),
+        got.data
+            .contains("Subject: [FIRING:1] ServerDown (api critical)\n"),
         "{}",
         got.data
     );
@@ -409,4 +412,117 @@ fn invalid_email_configs_are_refused() {
         let cfg: EmailConfig = serde_yaml_ng::from_str(bad).expect("decodes");
         assert!(cfg.validate().is_err(), "{bad}");
     }
+}
+
+/// The header `name` of a received message.
+fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
+    data.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_envelope_auth_and_subject_as_alertmanager() {
+    let (port, ca, sessions) = smtp_server(ServerOpts {
+        starttls: true,
+        mechs: "PLAIN LOGIN",
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("ca.pem"), &ca).expect("ca");
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+    let receivers = |hello: &str| {
+        format!(
+            "route:
+  receiver: mail
+  group_by: [alertname]
+  group_wait: 1s
+receivers:
+  - name: mail
+    email_configs:
+      - to: 'ops@example.org, Second <second@example.org>'
+        from: 'lookout@example.org'
+        smarthost: '127.0.0.1:{port}'
+        hello: {hello}
+        auth_username: alice
+        auth_password: s3cret
+        auth_identity: ops
+        tls_config:
+          ca_file: '{ca_file}'
+          server_name: localhost
+"
+        )
+    };
+    std::fs::write(dir.path().join("am.yml"), receivers("am.test")).expect("am config");
+    std::fs::create_dir_all(dir.path().join("am-data")).expect("dir");
+    let am_port = scrape_support::free_port();
+    let _am = scrape_support::spawn(
+        "prometheus-alertmanager",
+        &[
+            "--config.file=am.yml".to_string(),
+            "--storage.path=am-data".to_string(),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=".to_string(),
+        ],
+        dir.path(),
+    );
+    scrape_support::wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
+    // One notifier feeds the Alertmanager and Lookout's own email receiver.
+    let cfg: AlertingConfig = serde_yaml_ng::from_str(&format!(
+        "alertmanagers:\n  - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n{}",
+        receivers("lookout.test")
+    ))
+    .expect("config");
+    let mut registry = Registry::default();
+    let notifier = NotifierManager::new(NotifierOptions::default(), &mut registry);
+    notifier
+        .apply_config(&cfg, &Labels::default())
+        .expect("apply");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let n = notifier.clone();
+    let task = tokio::spawn(async move {
+        n.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    notifier.send(vec![alert("ServerDown", "api"), alert("ServerDown", "db")]);
+    let both = scrape_support::eventually(Duration::from_secs(20), || {
+        let s = sessions.clone();
+        async move {
+            let s = s.lock().expect("lock");
+            let pick = |h: &str| {
+                s.iter()
+                    .find(|x| x.ehlo == h && !x.data.is_empty())
+                    .cloned()
+            };
+            Some((pick("am.test")?, pick("lookout.test")?))
+        }
+    })
+    .await
+    .expect("both send an email");
+    let _ = tx.send(());
+    let _ = task.await;
+    let (am, lk) = both;
+    assert!(am.tls_before_auth && lk.tls_before_auth);
+    assert_eq!(am.auth, lk.auth);
+    assert_eq!(lk.auth, ["PLAIN ops\0alice\0s3cret"]);
+    // Alertmanager (Go's net/smtp) adds BODY=8BITMIME when offered; Lookout's bodies are
+    // base64, so it has no need to.
+    let addr = |m: &str| m.split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(addr(&am.mail_from), addr(&lk.mail_from));
+    assert_eq!(am.rcpt_to, lk.rcpt_to);
+    for h in ["Subject", "To", "From"] {
+        assert_eq!(
+            header(&am.data, h),
+            header(&lk.data, h),
+            "{h}:\n{}\n---\n{}",
+            am.data,
+            lk.data
+        );
+    }
+    assert_eq!(
+        header(&lk.data, "Subject"),
+        Some("[FIRING:2] ServerDown (critical)")
+    );
 }

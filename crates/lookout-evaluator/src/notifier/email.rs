@@ -421,29 +421,38 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `[FIRING:2] ServerDown (api critical)`-style subject, as Alertmanager's default.
+/// Alertmanager's default subject (its `__subject` template): `[FIRING:2] <group label
+/// values> (<values of the other labels all alerts share>)`, or `[RESOLVED] …`; values in
+/// label-name order.
 pub fn subject(n: &Notification) -> String {
     let firing = n.alerts.iter().filter(|a| is_firing(a, n.now)).count();
-    let status = if firing > 0 {
-        format!("[FIRING:{firing}]")
+    let mut s = if firing > 0 {
+        format!("[FIRING:{firing}] ")
     } else {
-        "[RESOLVED]".to_string()
+        "[RESOLVED] ".to_string()
     };
-    let labels: Vec<&str> = n.group_labels.iter().map(|(_, v)| v).collect();
-    let mut s = status;
-    if labels.is_empty() {
-        let mut names: Vec<&str> = n
-            .alerts
+    let group: Vec<&str> = n.group_labels.iter().map(|(_, v)| v).collect();
+    s.push_str(&group.join(" "));
+    s.push(' ');
+    let mut common: Option<BTreeMap<&str, &str>> = None;
+    for a in &n.alerts {
+        let l: BTreeMap<&str, &str> = a.labels.iter().collect();
+        common = Some(match common {
+            None => l,
+            Some(mut c) => {
+                c.retain(|k, v| l.get(k) == Some(v));
+                c
+            }
+        });
+    }
+    let common = common.unwrap_or_default();
+    if common.len() > group.len() {
+        let rest: Vec<&str> = common
             .iter()
-            .filter_map(|a| a.labels.get("alertname"))
+            .filter(|(k, _)| n.group_labels.get(k).is_none())
+            .map(|(_, v)| *v)
             .collect();
-        names.sort_unstable();
-        names.dedup();
-        s.push(' ');
-        s.push_str(&names.join(", "));
-    } else {
-        s.push(' ');
-        s.push_str(&labels.join(" "));
+        s.push_str(&format!("({})", rest.join(" ")));
     }
     s
 }
