@@ -249,14 +249,7 @@ receivers:
     notifier
         .apply_config(&cfg, &Labels::default())
         .expect("apply");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let n = notifier.clone();
-    let task = tokio::spawn(async move {
-        n.run(async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let (tx, task) = scrape_support::run_notifier(&notifier);
     notifier.send(vec![alert("ServerDown", "api"), alert("ServerDown", "db")]);
     let got = scrape_support::eventually(Duration::from_secs(10), || {
         let s = sessions.clone();
@@ -453,20 +446,8 @@ receivers:
 "
         )
     };
-    std::fs::write(dir.path().join("am.yml"), receivers("am.test")).expect("am config");
-    std::fs::create_dir_all(dir.path().join("am-data")).expect("dir");
-    let am_port = scrape_support::free_port();
-    let _am = scrape_support::spawn(
-        "prometheus-alertmanager",
-        &[
-            "--config.file=am.yml".to_string(),
-            "--storage.path=am-data".to_string(),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".to_string(),
-        ],
-        dir.path(),
-    );
-    scrape_support::wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
+    let (_am, am_port) =
+        scrape_support::start_alertmanager_with(dir.path(), &receivers("am.test")).await;
     // One notifier feeds the Alertmanager and Lookout's own email receiver.
     let cfg: AlertingConfig = serde_yaml_ng::from_str(&format!(
         "alertmanagers:\n  - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n{}",
@@ -478,14 +459,7 @@ receivers:
     notifier
         .apply_config(&cfg, &Labels::default())
         .expect("apply");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let n = notifier.clone();
-    let task = tokio::spawn(async move {
-        n.run(async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let (tx, task) = scrape_support::run_notifier(&notifier);
     notifier.send(vec![alert("ServerDown", "api"), alert("ServerDown", "db")]);
     let both = scrape_support::eventually(Duration::from_secs(20), || {
         let s = sessions.clone();

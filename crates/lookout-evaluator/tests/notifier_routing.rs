@@ -59,15 +59,7 @@ fn alert(pairs: &[(&str, &str)], firing: bool) -> Alert {
 }
 
 fn run(notifier: &NotifierManager) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let n = notifier.clone();
-    tokio::spawn(async move {
-        n.run(async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    tx
+    scrape_support::run_notifier(notifier).0
 }
 
 /// The story's alerts: `api` is down (root cause), `lb` and `shop` behind it are blocked
@@ -194,24 +186,11 @@ fn seen(received: &Received, prefix: &str) -> Seen {
 async fn same_notifications_as_alertmanager() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (base, received) = receiver().await;
-    let am_port = scrape_support::free_port();
-    std::fs::write(
-        dir.path().join("am.yml"),
-        TREE.replace("BASE", &format!("{base}/am")),
-    )
-    .expect("write");
-    std::fs::create_dir_all(dir.path().join("am-data")).expect("dir");
-    let _am = scrape_support::spawn(
-        "prometheus-alertmanager",
-        &[
-            "--config.file=am.yml".to_string(),
-            "--storage.path=am-data".to_string(),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".to_string(),
-        ],
+    let (_am, am_port) = scrape_support::start_alertmanager_with(
         dir.path(),
-    );
-    scrape_support::wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
+        &TREE.replace("BASE", &format!("{base}/am")),
+    )
+    .await;
 
     // One notifier feeds both: the Alertmanager, and Lookout's own routing.
     let mut registry = Registry::default();
