@@ -25,16 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use common::{
-    ChildGuard, HttpTarget, Process, free_addr, free_port, get_json_with, now_secs, post_json_with,
-    repo_root, start_exporter, status_of, wait_ready, write_file,
+    ChildGuard, HttpTarget, Process, free_addr, free_port, get_json_with, nameserver, now_secs,
+    post_json_with, repo_root, start_exporter, status_of, wait_ready, write_file,
 };
 
 /// One query of one panel.
@@ -132,40 +129,6 @@ fn grafana_expand(expr: &str) -> String {
         .replace("${__interval}", "15s")
         .replace("$__range", "1h")
         .replace("${__range}", "1h")
-}
-
-/// A loopback UDP nameserver answering every question with one A record for `answer`.
-async fn nameserver(answer: Ipv4Addr) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
-    let addr = socket.local_addr().expect("dns address");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = Message::new();
-            reply
-                .set_id(query.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(query.op_code())
-                .set_recursion_desired(query.recursion_desired())
-                .set_recursion_available(true)
-                .set_response_code(ResponseCode::NoError);
-            reply.add_queries(query.queries().to_vec());
-            for question in query.queries() {
-                reply.add_answer(Record::from_rdata(
-                    question.name().clone(),
-                    60,
-                    RData::A(A(answer)),
-                ));
-            }
-            if let Ok(bytes) = reply.to_vec() {
-                let _ = socket.send_to(&bytes, peer).await;
-            }
-        }
-    });
-    addr
 }
 
 /// An HTTPS server on loopback with a certificate for 127.0.0.1 signed by a test CA, whose

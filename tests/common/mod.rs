@@ -522,3 +522,39 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|(_, value)| value.parse().ok())
 }
+
+/// A loopback UDP nameserver answering every question with one A record for `answer`.
+pub async fn nameserver(answer: std::net::Ipv4Addr) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind dns");
+    let addr = socket.local_addr().expect("dns address");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = hickory_proto::op::Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = hickory_proto::op::Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(hickory_proto::op::MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_response_code(hickory_proto::op::ResponseCode::NoError);
+            reply.add_queries(query.queries().to_vec());
+            for question in query.queries() {
+                reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                    question.name().clone(),
+                    60,
+                    hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(answer)),
+                ));
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    addr
+}

@@ -353,6 +353,17 @@ impl EvaluatorConfig {
                 .collect();
             invalid(&segs, &format!("alerting: {message}"))
         })?;
+        // Routes, receivers and inhibit rules: what decoding cannot check (an unknown
+        // receiver, an invalid email address), placed at the offending entry.
+        crate::notifier::check_routing(&cfg.alerting).map_err(|(steps, message)| {
+            let segs: Vec<Seg<'_>> = std::iter::once(Seg::Key("alerting"))
+                .chain(steps.iter().map(|s| match s {
+                    crate::notifier::PathStep::Key(k) => Seg::Key(k),
+                    crate::notifier::PathStep::Index(i) => Seg::Index(*i),
+                }))
+                .collect();
+            invalid(&segs, &format!("alerting.{message}"))
+        })?;
         Ok(cfg)
     }
 

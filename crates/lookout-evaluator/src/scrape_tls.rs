@@ -222,6 +222,13 @@ impl TlsConfig {
         })
     }
 
+    /// Reads the files and builds a rustls client configuration (for non-HTTP clients such
+    /// as the SMTP one of email receivers).
+    pub fn rustls_client_config(&self) -> Result<rustls::ClientConfig, String> {
+        self.validate()?;
+        self.client_config(&self.material()?)
+    }
+
     /// Reads the files and builds the rustls configuration once, for the errors only (at
     /// load and reload).
     pub fn check(&self) -> Result<(), String> {

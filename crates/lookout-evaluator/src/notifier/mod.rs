@@ -18,12 +18,21 @@
 //!   webhooks:
 //!     - url: https://hooks.slack.com/services/...
 //!       format: slack        # or alertmanager (the webhook payload, default)
+//!   # Alertmanager's vocabulary for Lookout's own receivers (see docs/notifications.md):
+//!   route: {receiver: ops, group_by: [alertname]}
+//!   receivers: [{name: ops, webhook_configs: [{url: ...}], email_configs: [...]}]
+//!   inhibit_rules: []
+//!   dependency_inhibition: true
 //! ```
 
 pub mod alertmanager;
+pub mod dispatch;
+pub mod email;
 pub mod queue;
+pub mod route;
 pub mod webhook;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -73,6 +82,12 @@ pub trait Sink: Send + Sync {
     /// The name in logs and in the `alertmanager` label of the metrics (the URL for
     /// Alertmanagers).
     fn name(&self) -> &str;
+
+    /// Whether firing alerts muted by inhibition are left out of this sink's batches (the
+    /// legacy `webhooks`; Alertmanagers inhibit for themselves).
+    fn inhibitable(&self) -> bool {
+        false
+    }
 
     /// Delivers one batch (at most 256 alerts); returns how many alerts were actually posted
     /// (a webhook leaves out repeats it already delivered).
@@ -177,9 +192,89 @@ pub struct AlertingConfig {
     /// Alertmanagers.
     #[serde(default)]
     pub alertmanagers: Vec<AlertmanagerConfig>,
-    /// Webhooks (a Lookout extension).
+    /// Webhooks (a Lookout extension): every alert, posted as it starts, resolves and
+    /// every `repeat_interval`, inhibited firing alerts left out.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Routing tree of Lookout's own receivers, Alertmanager's `route`.
+    #[serde(default)]
+    pub route: Option<route::RouteConfig>,
+    /// Named receivers the routes refer to.
+    #[serde(default)]
+    pub receivers: Vec<dispatch::ReceiverConfig>,
+    /// Alertmanager's `inhibit_rules`, applied to Lookout's own receivers.
+    #[serde(default)]
+    pub inhibit_rules: Vec<route::InhibitRuleConfig>,
+    /// Mute a blocked target's alerts while the target it is blocked by has a firing alert
+    /// (default true).
+    #[serde(default)]
+    pub dependency_inhibition: Option<bool>,
+}
+
+/// Checks what decoding cannot in `route`, `receivers` and `inhibit_rules`: receivers
+/// named by routes exist, receivers are unique, email and webhook settings hold together.
+/// An error comes with the path to the offending entry under `alerting` (empty when the
+/// message names none).
+pub fn check_routing(cfg: &AlertingConfig) -> Result<(), (Vec<PathStep>, String)> {
+    if cfg.route.is_none()
+        && cfg.receivers.is_empty()
+        && cfg.inhibit_rules.is_empty()
+        && cfg.webhooks.iter().all(|w| w.send_resolved.is_none())
+    {
+        return Ok(());
+    }
+    let mut registry = Registry::default();
+    let manager = NotifierManager::new(NotifierOptions::default(), &mut registry);
+    manager
+        .apply_config(cfg, &Labels::default())
+        .map_err(|NotifierConfigError(message)| (error_path(&message), message))
+}
+
+/// One step of the path to a configuration entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PathStep {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// The path an error message starts with (`route.routes[0]: ...`,
+/// `receivers[1] ("ops").email_configs[0]: ...`).
+fn error_path(message: &str) -> Vec<PathStep> {
+    let Some((head, _)) = message.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut head = head.to_string();
+    // Leave out the quoted receiver names.
+    while let (Some(i), Some(j)) = (head.find(" ("), head.find(')')) {
+        if j < i {
+            break;
+        }
+        head.replace_range(i..=j, "");
+    }
+    let mut out = Vec::new();
+    for part in head.split('.') {
+        let mut rest = part;
+        let key_end = rest.find('[').unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Vec::new();
+        }
+        out.push(PathStep::Key(key.to_string()));
+        rest = &rest[key_end..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some((n, tail)) = r.split_once(']') else {
+                return Vec::new();
+            };
+            let Ok(i) = n.parse() else {
+                return Vec::new();
+            };
+            out.push(PathStep::Index(i));
+            rest = tail;
+        }
+    }
+    out
 }
 
 /// Why an `alerting` section is invalid.
@@ -274,6 +369,8 @@ impl NotifierMetrics {
 struct Inner {
     queue: BoundedQueue<Alert>,
     wake: tokio::sync::Notify,
+    dispatch_wake: Arc<tokio::sync::Notify>,
+    dispatcher: RwLock<Arc<dispatch::Dispatcher>>,
     sinks: RwLock<Vec<Arc<dyn Sink>>>,
     relabel: RwLock<Vec<RelabelConfig>>,
     external_labels: RwLock<Labels>,
@@ -296,10 +393,22 @@ impl NotifierManager {
             .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let dispatch_wake = Arc::new(tokio::sync::Notify::new());
+        let dispatcher = Arc::new(dispatch::Dispatcher {
+            roots: Vec::new(),
+            receivers: HashMap::new(),
+            inhibitor: route::Inhibitor::new(Vec::new(), true),
+            external_url: opts.external_url.clone(),
+            state: Arc::default(),
+            wake: dispatch_wake.clone(),
+            metrics: metrics.clone(),
+        });
         NotifierManager {
             inner: Arc::new(Inner {
                 queue: BoundedQueue::new(opts.queue_capacity),
                 wake: tokio::sync::Notify::new(),
+                dispatch_wake,
+                dispatcher: RwLock::new(dispatcher),
                 sinks: RwLock::new(Vec::new()),
                 relabel: RwLock::new(Vec::new()),
                 external_labels: RwLock::new(Labels::default()),
@@ -373,6 +482,12 @@ impl NotifierManager {
         }
         let discovered = sinks.len();
         for wh in &cfg.webhooks {
+            if wh.send_resolved.is_some() {
+                return Err(NotifierConfigError(format!(
+                    "webhook {:?}: send_resolved belongs to a receiver's webhook_configs; the webhooks list always posts resolutions",
+                    wh.url
+                )));
+            }
             if !(wh.url.starts_with("http://") || wh.url.starts_with("https://")) {
                 return Err(NotifierConfigError(format!(
                     "webhook url {:?} must start with http:// or https://",
@@ -385,6 +500,10 @@ impl NotifierManager {
                 self.inner.client.clone(),
             )));
         }
+        let dispatcher = self.build_dispatcher(cfg)?;
+        if let Ok(mut d) = self.inner.dispatcher.write() {
+            *d = Arc::new(dispatcher);
+        }
         if let Ok(mut s) = self.inner.sinks.write() {
             *s = sinks;
         }
@@ -396,6 +515,69 @@ impl NotifierManager {
         }
         self.inner.metrics.discovered.set(discovered as i64);
         Ok(())
+    }
+
+    fn build_dispatcher(
+        &self,
+        cfg: &AlertingConfig,
+    ) -> Result<dispatch::Dispatcher, NotifierConfigError> {
+        let err = |m: String| NotifierConfigError(m);
+        let mut receivers = HashMap::new();
+        for (i, r) in cfg.receivers.iter().enumerate() {
+            if r.name.is_empty() {
+                return Err(err(format!("receivers[{i}]: name is required")));
+            }
+            let built = dispatch::Receiver::build(
+                r,
+                &self.inner.client,
+                &format!("receivers[{i}] ({:?})", r.name),
+            )
+            .map_err(err)?;
+            if receivers.insert(r.name.clone(), Arc::new(built)).is_some() {
+                return Err(err(format!(
+                    "receivers[{i}]: receiver {:?} is defined twice",
+                    r.name
+                )));
+            }
+        }
+        let mut roots = Vec::new();
+        match &cfg.route {
+            Some(rc) => {
+                let names = receivers.keys().cloned().collect();
+                roots.push(route::Route::build(rc, &names).map_err(err)?);
+            }
+            None if !cfg.receivers.is_empty() => {
+                return Err(err(
+                    "receivers are configured but no route sends alerts to them".into(),
+                ));
+            }
+            None => {}
+        }
+        let mut rules = Vec::new();
+        for (i, r) in cfg.inhibit_rules.iter().enumerate() {
+            rules.push(route::InhibitRule::build(r, &format!("inhibit_rules[{i}]")).map_err(err)?);
+        }
+        let inhibitor = route::Inhibitor::new(rules, cfg.dependency_inhibition.unwrap_or(true));
+        let state = self
+            .inner
+            .dispatcher
+            .read()
+            .map(|d| d.state())
+            .unwrap_or_default();
+        Ok(dispatch::Dispatcher {
+            roots,
+            receivers,
+            inhibitor,
+            external_url: self.inner.external_url.clone(),
+            state,
+            wake: self.inner.dispatch_wake.clone(),
+            metrics: self.inner.metrics.clone(),
+        }
+        .start())
+    }
+
+    fn dispatcher(&self) -> Option<Arc<dispatch::Dispatcher>> {
+        self.inner.dispatcher.read().ok().map(|d| d.clone())
     }
 
     /// Adds extra receivers (tests, embedding programs).
@@ -415,11 +597,23 @@ impl NotifierManager {
     pub async fn run<F: Future<Output = ()>>(&self, shutdown: F) {
         tokio::pin!(shutdown);
         loop {
+            let deadline = self.dispatcher().and_then(|d| d.next_deadline());
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
+                _ = self.inner.dispatch_wake.notified() => {}
+                _ = sleep => {}
                 _ = &mut shutdown => break,
             }
             self.flush().await;
+            if let Some(d) = self.dispatcher() {
+                d.flush_due();
+            }
         }
         self.flush().await;
     }
@@ -446,12 +640,35 @@ impl NotifierManager {
             .read()
             .map(|s| s.clone())
             .unwrap_or_default();
+        let dispatcher = self.dispatcher();
+        if let Some(d) = &dispatcher {
+            d.ingest(&batch);
+        }
         if sinks.is_empty() {
             return;
         }
+        // The legacy webhooks leave out firing alerts that inhibition mutes now.
+        let uninhibited: Arc<Vec<Alert>> = match &dispatcher {
+            Some(d) if sinks.iter().any(|s| s.inhibitable()) => {
+                let muted = d.muted(&batch);
+                Arc::new(
+                    batch
+                        .iter()
+                        .zip(muted)
+                        .filter(|(_, m)| !m)
+                        .map(|(a, _)| a.clone())
+                        .collect(),
+                )
+            }
+            _ => batch.clone(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for sink in sinks {
-            let batch = batch.clone();
+            let batch = if sink.inhibitable() {
+                uninhibited.clone()
+            } else {
+                batch.clone()
+            };
             let metrics = self.inner.metrics.clone();
             tasks.spawn(async move {
                 let label = vec![("alertmanager".to_string(), sink.name().to_string())];

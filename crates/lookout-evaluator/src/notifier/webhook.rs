@@ -57,6 +57,10 @@ pub struct WebhookConfig {
     /// Authorization header.
     #[serde(default)]
     pub authorization: Option<crate::scrape_config::Authorization>,
+    /// In a receiver's `webhook_configs`: also notify about resolved alerts (default true,
+    /// as Alertmanager). The legacy `webhooks` list always posts resolutions.
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
 }
 
 /// One alert in the webhook payload.
@@ -107,7 +111,8 @@ pub struct WebhookPayload {
     pub alerts: Vec<WebhookAlert>,
 }
 
-fn is_firing(a: &Alert, now: SystemTime) -> bool {
+/// Whether `a` is firing at `now` (its end, if any, lies after `now`).
+pub(crate) fn is_firing(a: &Alert, now: SystemTime) -> bool {
     match a.ends_at {
         None => true,
         Some(end) => end > now,
@@ -144,6 +149,28 @@ where
 pub fn payload(
     receiver: &str,
     external_url: &str,
+    alerts: &[Alert],
+    max_alerts: usize,
+    now: SystemTime,
+) -> WebhookPayload {
+    let key = format!("{{}}:{{receiver={receiver:?}}}");
+    group_payload(
+        receiver,
+        external_url,
+        &key,
+        &Labels::default(),
+        alerts,
+        max_alerts,
+        now,
+    )
+}
+
+/// Builds the payload for one aggregation group of a route.
+pub fn group_payload(
+    receiver: &str,
+    external_url: &str,
+    group_key: &str,
+    group_labels: &Labels,
     alerts: &[Alert],
     max_alerts: usize,
     now: SystemTime,
@@ -190,11 +217,14 @@ pub fn payload(
     }
     WebhookPayload {
         version: "4".into(),
-        group_key: format!("{{}}:{{receiver={receiver:?}}}"),
+        group_key: group_key.to_string(),
         truncated_alerts: truncated,
         status: status.into(),
         receiver: receiver.into(),
-        group_labels: BTreeMap::new(),
+        group_labels: group_labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         common_labels,
         common_annotations,
         external_url: external_url.into(),
@@ -341,6 +371,10 @@ impl WebhookSink {
 impl Sink for WebhookSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn inhibitable(&self) -> bool {
+        true
     }
 
     fn deliver<'a>(

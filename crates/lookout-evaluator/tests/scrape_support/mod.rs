@@ -86,12 +86,18 @@ pub async fn wait_ready(url: &str) {
 
 /// Starts Debian's `prometheus-alertmanager` on a loopback port with clustering off.
 pub async fn start_alertmanager(dir: &Path) -> (ProcessGuard, u16) {
-    let port = free_port();
-    std::fs::write(
-        dir.join("alertmanager.yml"),
+    start_alertmanager_with(
+        dir,
         "route:\n  receiver: blackhole\n  group_wait: 1h\nreceivers:\n  - name: blackhole\n",
     )
-    .expect("write alertmanager config");
+    .await
+}
+
+/// Starts Debian's Alertmanager in `dir` with `config` (written to `dir/alertmanager.yml`)
+/// on a free loopback port, without clustering; returns when it is ready.
+pub async fn start_alertmanager_with(dir: &Path, config: &str) -> (ProcessGuard, u16) {
+    let port = free_port();
+    std::fs::write(dir.join("alertmanager.yml"), config).expect("write alertmanager config");
     std::fs::create_dir_all(dir.join("am-data")).expect("create storage dir");
     let args = vec![
         "--config.file=alertmanager.yml".to_string(),
@@ -102,6 +108,24 @@ pub async fn start_alertmanager(dir: &Path) -> (ProcessGuard, u16) {
     let guard = spawn("prometheus-alertmanager", &args, dir);
     wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
     (guard, port)
+}
+
+/// Runs `notifier` in the background until the returned sender is used (or dropped).
+pub fn run_notifier(
+    notifier: &lookout_evaluator::notifier::NotifierManager,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let n = notifier.clone();
+    let task = tokio::spawn(async move {
+        n.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    (tx, task)
 }
 
 /// Starts Debian's `prometheus` on a loopback port scraping `targets` every second.
