@@ -79,6 +79,12 @@ pub(super) async fn check(
             rec.set(METRIC, HELP, 0.0);
             Ok(())
         }
+        // Stopped by the deadline (the evaluator's own check can see it a moment before the
+        // probe's timer does): the probe timed out, the expression did not fail.
+        Err(message) if Instant::now() >= deadline => {
+            rec.set(METRIC, HELP, 0.0);
+            Err(Failure::new(reason::TIMEOUT, message))
+        }
         Err(message) => {
             rec.set(METRIC, HELP, 1.0);
             Err(Failure::new(reason::BODY_CEL, message))
