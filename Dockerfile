@@ -27,7 +27,7 @@ RUN setcap cap_net_raw+ep /usr/local/bin/lookout \
 # Defaults, so the image runs without mounts; docker-compose.yml mounts the repository's
 # copies over them.
 COPY deploy /etc/lookout/deploy
-COPY rules /etc/lookout/rules
+COPY examples/up/rules /etc/lookout/rules
 # Working directory and state (the evaluator's --rules.state-file) belong to the user.
 RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/lookout
 WORKDIR /var/lib/lookout

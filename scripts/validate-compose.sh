@@ -179,10 +179,15 @@ for name, service in (compose.get("services") or {}).items():
                         yield panel
                         yield from panels(panel.get("panels"))
 
+                # A `${name}` uid names a data source variable of the dashboard: it picks
+                # among the provisioned Prometheus-type sources, so it is as good as one.
+                variables = {"${" + v.get("name", "") + "}"
+                             for v in (board.get("templating") or {}).get("list") or []
+                             if v.get("type") == "datasource" and v.get("query") == "prometheus"}
                 for panel in panels(board.get("panels")):
                     for target in [panel] + list(panel.get("targets") or []):
                         datasource = target.get("datasource")
-                        if isinstance(datasource, dict) and datasource.get("type") == "prometheus" and datasource.get("uid") not in uids:
+                        if isinstance(datasource, dict) and datasource.get("type") == "prometheus" and datasource.get("uid") not in uids | variables:
                             errors.append(f"{dashboard}: panel {panel.get('title')!r} uses data source uid {datasource.get('uid')!r}, provisioned are {sorted(u for u in uids if u)}")
 
 # Rule globs of the evaluator config, relative to its directory as in Prometheus.

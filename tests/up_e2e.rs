@@ -445,3 +445,45 @@ async fn up_keeps_for_timers_in_the_state_file_across_restarts() {
     .await;
     let _ = second.terminate().await;
 }
+
+/// `cp -r examples/up somewhere` gives a directory that works there: its rules come along.
+#[test]
+fn the_example_works_when_copied_anywhere() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let copy = base.path().join("else/where/my-lookout");
+    std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo.join("examples/up"))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let out = Command::new(BIN)
+        .args(["up", "--config.check", "--config.dir"])
+        .arg(&copy)
+        .output()
+        .expect("run lookout up --config.check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("{} rule files", shipped_rule_files())),
+        "{text}"
+    );
+}
+
+fn shipped_rule_files() -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    std::fs::read_dir(dir)
+        .expect("rules/")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".rules.yml"))
+        })
+        .count()
+}

@@ -28,16 +28,19 @@ pub const EVALUATOR_YML: &str = include_str!("../../examples/up/evaluator.yml");
 pub const RULE_FILES: &[(&str, &str)] = &[
     (
         "availability.rules.yml",
-        include_str!("../../rules/availability.rules.yml"),
+        include_str!("../../examples/up/rules/availability.rules.yml"),
     ),
     (
         "certificates.rules.yml",
-        include_str!("../../rules/certificates.rules.yml"),
+        include_str!("../../examples/up/rules/certificates.rules.yml"),
     ),
-    ("dns.rules.yml", include_str!("../../rules/dns.rules.yml")),
+    (
+        "dns.rules.yml",
+        include_str!("../../examples/up/rules/dns.rules.yml"),
+    ),
     (
         "latency.rules.yml",
-        include_str!("../../rules/latency.rules.yml"),
+        include_str!("../../examples/up/rules/latency.rules.yml"),
     ),
 ];
 
@@ -207,13 +210,6 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The built-in evaluator configuration as it reads in a directory of its own
-/// (`lookout init`): `rule_files` point at the `rules/` beside it instead of the
-/// repository's `../../rules/`.
-pub fn evaluator_yml_standalone() -> String {
-    EVALUATOR_YML.replace("  - ../../rules/*.rules.yml\n", "  - rules/*.rules.yml\n")
-}
-
 /// Writes the example under `dir` as a self-contained directory: `exporter.yml`,
 /// `evaluator.yml` and `rules/*.rules.yml`, with the two addresses; returns the exporter
 /// and evaluator configuration paths.
@@ -230,7 +226,7 @@ pub fn write_example(
     )?;
     write(
         &evaluator_file,
-        &with_addresses(&evaluator_yml_standalone(), exporter, evaluator),
+        &with_addresses(EVALUATOR_YML, exporter, evaluator),
     )?;
     for (name, text) in RULE_FILES {
         write(&dir.join("rules").join(name), text)?;
