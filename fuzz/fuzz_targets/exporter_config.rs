@@ -83,6 +83,8 @@ fn same_host(t: &str) {
         ProberKind::Dns,
         ProberKind::Icmp,
         ProberKind::Grpc,
+        ProberKind::Websocket,
+        ProberKind::Unix,
     ] {
         let Ok(host) = target::host(kind, t) else {
             continue;
@@ -94,6 +96,11 @@ fn same_host(t: &str) {
             ProberKind::Tcp => target::host_port(t, None).map(|(h, _)| h),
             ProberKind::Dns => target::host_port(t, Some(53)).map(|(h, _)| h),
             ProberKind::Icmp => target::icmp_host(t),
+            ProberKind::Websocket => {
+                target::websocket_url(t).map(|u| target::url_host(&u).to_string())
+            }
+            // A socket path has no host: `host` must have refused it above.
+            ProberKind::Unix => unreachable!("unix target {t:?} gave a host"),
         };
         assert_eq!(prober_host.as_deref(), Ok(host.as_str()), "{kind:?} {t:?}");
         assert!(
