@@ -161,7 +161,7 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(
         v,
         json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"__name__": "up", "instance": "a:1", "job": "node"}, "value": [1100.0, "0"]}
+            {"metric": {"__name__": "up", "instance": "a:1", "job": "node"}, "value": [1100, "0"]}
         ]}})
     );
     let (_, v) = s
@@ -192,7 +192,7 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(
         v["data"],
         json!({"resultType": "matrix", "result": [
-            {"metric": {}, "values": [[1000.0, "1"], [1030.0, "1"], [1060.0, "1"]]}
+            {"metric": {}, "values": [[1000, "1"], [1030, "1"], [1060, "1"]]}
         ]})
     );
     for (q, what) in [
@@ -315,3 +315,4 @@ async fn rules_alerts_metrics_and_lifecycle() {
     let (code, _) = s.text(reqwest::Method::GET, "/-/reload").await;
     assert_eq!(code, 405);
 }
+

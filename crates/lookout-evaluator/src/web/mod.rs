@@ -12,6 +12,7 @@
 pub mod api;
 pub mod chart;
 pub mod graph;
+pub mod json;
 pub mod status;
 
 use std::future::Future;
