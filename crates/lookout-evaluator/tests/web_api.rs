@@ -161,7 +161,7 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(
         v,
         json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"__name__": "up", "instance": "a:1", "job": "node"}, "value": [1100.0, "0"]}
+            {"metric": {"__name__": "up", "instance": "a:1", "job": "node"}, "value": [1100, "0"]}
         ]}})
     );
     let (_, v) = s
@@ -192,7 +192,7 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(
         v["data"],
         json!({"resultType": "matrix", "result": [
-            {"metric": {}, "values": [[1000.0, "1"], [1030.0, "1"], [1060.0, "1"]]}
+            {"metric": {}, "values": [[1000, "1"], [1030, "1"], [1060, "1"]]}
         ]})
     );
     for (q, what) in [
@@ -314,4 +314,62 @@ async fn rules_alerts_metrics_and_lifecycle() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let (code, _) = s.text(reqwest::Method::GET, "/-/reload").await;
     assert_eq!(code, 405);
+}
+
+#[tokio::test]
+async fn api_answers_are_compressed_when_the_client_asks_as_prometheus_does() {
+    use std::io::Read;
+    let s = start(None).await;
+    let path = "/api/v1/query_range?query=up&start=1000&end=1060&step=30";
+    let (_, plain) = s.get(path).await;
+    for (accept, encoding) in [("gzip", "gzip"), ("br, deflate", "deflate")] {
+        let r = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .header("Accept-Encoding", accept)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.headers()["content-encoding"], encoding);
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let body = r.bytes().await.expect("body");
+        let mut out = Vec::new();
+        if encoding == "gzip" {
+            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out)
+        } else {
+            flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut out)
+        }
+        .expect("decodes");
+        assert_eq!(serde_json::from_slice::<Value>(&out).expect("JSON"), plain);
+    }
+    // Not asked (or only with parameters, which Prometheus does not read): not compressed.
+    for accept in [None, Some("gzip;q=1"), Some("br")] {
+        let mut req = s.client.get(format!("{}{path}", s.base));
+        if let Some(a) = accept {
+            req = req.header("Accept-Encoding", a);
+        }
+        let r = req.send().await.expect("request");
+        assert!(r.headers().get("content-encoding").is_none(), "{accept:?}");
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let body = r.bytes().await.expect("body");
+        assert_eq!(serde_json::from_slice::<Value>(&body).expect("JSON"), plain);
+    }
+    // Errors too, as in Prometheus; other pages are not.
+    let r = s
+        .client
+        .get(format!("{}/api/v1/query?query=sum(", s.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let r = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("request");
+    assert!(r.headers().get("content-encoding").is_none());
 }

@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use lookout_promql::Labels;
-use lookout_promql::engine::value::format_float;
 use lookout_promql::engine::{QueryControl, QueryError, Value};
 use lookout_promql::storage::{Queryable, Storage};
 use promql_parser::label::{MatchOp, Matcher};
@@ -87,6 +86,15 @@ fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// An answer already encoded as JSON (see [`super::json`]).
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 fn param<'a>(p: &'a Params, name: &str) -> Option<&'a str> {
     p.iter()
         .rev()
@@ -147,41 +155,12 @@ fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
     }
 }
 
-fn ts_json(t_ms: i64) -> Json {
-    serde_json::Number::from_f64(t_ms as f64 / 1000.0)
-        .map(Json::Number)
-        .unwrap_or(Json::Null)
-}
-
 fn labels_json(l: &Labels) -> Json {
     Json::Object(
         l.iter()
             .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
             .collect(),
     )
-}
-
-fn point(t_ms: i64, v: f64) -> Json {
-    json!([ts_json(t_ms), format_float(v)])
-}
-
-/// Prometheus's JSON encoding of a query result.
-pub fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Scalar { t, v } => json!({"resultType": "scalar", "result": point(*t, *v)}),
-        Value::String { t, s } => json!({"resultType": "string", "result": [ts_json(*t), s]}),
-        Value::Vector(vec) => json!({
-            "resultType": "vector",
-            "result": vec.iter().map(|s| json!({"metric": labels_json(&s.metric), "value": point(s.t, s.f)})).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(m) => json!({
-            "resultType": "matrix",
-            "result": m.iter().map(|s| json!({
-                "metric": labels_json(&s.metric),
-                "values": s.floats.iter().map(|p| point(p.t, p.f)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
-    }
 }
 
 fn storage(st: &WebState) -> Result<Arc<Storage>, ApiError> {
@@ -281,22 +260,25 @@ async fn query_inner(st: &WebState, p: &Params) -> Result<Response, ApiError> {
     let q = param(p, "query").unwrap_or("").to_string();
     let t = time_param(p, "time", now_ms())?;
     let engine = st.engine.clone();
-    let value = run_query(st, param(p, "timeout"), move |control| {
-        engine.instant_query_controlled(storage.as_ref() as &dyn Queryable, &q, t, control)
+    // Encoded on the blocking pool with the evaluation: a large answer takes a while.
+    let body = run_query(st, param(p, "timeout"), move |control| {
+        let value =
+            engine.instant_query_controlled(storage.as_ref() as &dyn Queryable, &q, t, control)?;
+        // Every sample of an instant query carries the evaluation time, as in Prometheus's
+        // API (the engine leaves the time of aggregated samples unset).
+        let value = match value {
+            Value::Vector(mut v) => {
+                for s in &mut v {
+                    s.t = t;
+                }
+                Value::Vector(v)
+            }
+            other => other,
+        };
+        Ok(super::json::success_value(&value))
     })
     .await?;
-    // Every sample of an instant query carries the evaluation time, as in Prometheus's API
-    // (the engine leaves the time of aggregated samples unset).
-    let value = match value {
-        Value::Vector(mut v) => {
-            for s in &mut v {
-                s.t = t;
-            }
-            Value::Vector(v)
-        }
-        other => other,
-    };
-    Ok(success(value_json(&value)))
+    Ok(json_response(body))
 }
 
 /// `GET|POST /api/v1/query_range?query=&start=&end=&step=&timeout=`
@@ -337,12 +319,13 @@ async fn query_range_inner(st: &WebState, p: &Params) -> Result<Response, ApiErr
     }
     let q = param(p, "query").unwrap_or("").to_string();
     let engine = st.engine.clone();
-    let matrix = run_query(st, param(p, "timeout"), move |control| {
+    let body = run_query(st, param(p, "timeout"), move |control| {
         let storage = storage.as_ref() as &dyn Queryable;
-        engine.range_query_controlled(storage, &q, (start, end, step), control)
+        let matrix = engine.range_query_controlled(storage, &q, (start, end, step), control)?;
+        Ok(super::json::success_value(&Value::Matrix(matrix)))
     })
     .await?;
-    Ok(success(value_json(&Value::Matrix(matrix))))
+    Ok(json_response(body))
 }
 
 /// Series matching any `match[]` selector in `[start, end]` (all series with a name when

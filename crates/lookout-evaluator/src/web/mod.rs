@@ -11,7 +11,9 @@
 
 pub mod api;
 pub mod chart;
+pub mod compress;
 pub mod graph;
+pub mod json;
 pub mod status;
 
 use std::future::Future;
@@ -194,8 +196,9 @@ impl WebState {
 
 /// The router with every endpoint.
 pub fn router(state: WebState) -> Router {
-    Router::new()
-        .route("/", get(status::page))
+    // The API answers are compressed when the client asks, as Prometheus compresses its
+    // whole `/api/v1` tree.
+    let api = Router::new()
         .route("/api/v1/query", get(api::query).post(api::query))
         .route(
             "/api/v1/query_range",
@@ -213,6 +216,10 @@ pub fn router(state: WebState) -> Router {
             "/api/v1/query_exemplars",
             get(api::query_exemplars).post(api::query_exemplars),
         )
+        .layer(axum::middleware::from_fn(compress::compress));
+    Router::new()
+        .route("/", get(status::page))
+        .merge(api)
         .route("/graph", get(graph::page))
         .route("/metrics", get(metrics))
         .route("/-/reload", post(reload).put(reload))

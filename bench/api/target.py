@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Loopback scrape target for bench/api/run.sh: SERIES series (default 10,900) whose values
+move between scrapes, so rate() and histogram_quantile() have work to do.
+
+  COUNTERS (5,000) x_total{id="c<i>",grp="g<i%50>"} counters,
+  HISTOGRAMS (450) h{id="h<i>"} histograms of 10 buckets (+Inf included): 12 series each,
+  the rest g{id="g<i>"} gauges.
+
+Usage: target.py PORT [SERIES] [COUNTERS] [HISTOGRAMS]
+"""
+import http.server
+import sys
+import time
+
+PORT = int(sys.argv[1])
+SERIES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_900
+COUNTERS = int(sys.argv[3]) if len(sys.argv) > 3 else 5_000
+HISTOGRAMS = int(sys.argv[4]) if len(sys.argv) > 4 else 450
+LES = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"]
+GAUGES = max(0, SERIES - COUNTERS - HISTOGRAMS * (len(LES) + 2))
+T0 = time.time()
+
+
+def body():
+    t = time.time() - T0
+    out = ["# TYPE x_total counter"]
+    for i in range(COUNTERS):
+        out.append(f'x_total{{id="c{i}",grp="g{i % 50}"}} {int(t * (1 + i % 7))}')
+    out.append("# TYPE h histogram")
+    for i in range(HISTOGRAMS):
+        n = int(t * (2 + i % 5))
+        for j, le in enumerate(LES):
+            out.append(f'h_bucket{{id="h{i}",le="{le}"}} {n * (j + 1) // len(LES)}')
+        out.append(f'h_sum{{id="h{i}"}} {n * 0.37:.3f}')
+        out.append(f'h_count{{id="h{i}"}} {n}')
+    out.append("# TYPE g gauge")
+    for i in range(GAUGES):
+        out.append(f'g{{id="g{i}"}} {(i * 37 + int(t)) % 1000 / 7}')
+    return ("\n".join(out) + "\n").encode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = body()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()

@@ -1,0 +1,406 @@
+//! Query results written straight into one pre-sized buffer, byte for byte as Prometheus's
+//! API writes them (`web/api/v1/json_codec.go`, `util/jsonutil`): field order
+//! `status, data` and `resultType, result`; timestamps as seconds with at most three
+//! decimals, written from the integer milliseconds; sample values as strings in Go's
+//! `strconv` format ('f', shortest, or 'e' below 1e-6 and from 1e21 on; `NaN`, `+Inf`,
+//! `-Inf`); strings escaped as jsoniter's standard-library configuration does (HTML
+//! characters and U+2028/U+2029 included).
+//!
+//! A range query's answer is often several MB (one `[t,"v"]` pair per point): building a
+//! `serde_json::Value` tree for it cost an allocation per point, per label and per value
+//! string, and then a second pass to serialise; here every byte is written once.
+
+use lookout_promql::Labels;
+use lookout_promql::engine::value::Value;
+
+/// `{"status":"success","data":<v>}` for a query result.
+pub fn success_value(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(estimate(v) + 64);
+    out.extend_from_slice(br#"{"status":"success","data":{"resultType":""#);
+    out.extend_from_slice(v.type_name().as_bytes());
+    out.extend_from_slice(br#"","result":"#);
+    match v {
+        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
+        Value::String { t, s } => {
+            out.push(b'[');
+            write_timestamp(&mut out, *t);
+            out.push(b',');
+            write_string(&mut out, s);
+            out.push(b']');
+        }
+        Value::Vector(vec) => write_array(&mut out, vec, |out, s| {
+            out.extend_from_slice(br#"{"metric":"#);
+            write_labels(out, &s.metric);
+            out.extend_from_slice(br#","value":"#);
+            write_point(out, s.t, s.f);
+            out.push(b'}');
+        }),
+        Value::Matrix(m) => write_array(&mut out, m, |out, s| {
+            out.extend_from_slice(br#"{"metric":"#);
+            write_labels(out, &s.metric);
+            // As Prometheus: a series without float points has no `values` field.
+            if !s.floats.is_empty() {
+                out.extend_from_slice(br#","values":"#);
+                write_array(out, &s.floats, |out, p| write_point(out, p.t, p.f));
+            }
+            out.push(b'}');
+        }),
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// A guess at the encoded size, so that the buffer rarely grows: about 30 bytes a point
+/// (`[1700000000.123,"12.345678"]`) and the label text plus quoting per series.
+fn estimate(v: &Value) -> usize {
+    let labels = |l: &Labels| 16 + l.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+    match v {
+        Value::Scalar { .. } => 40,
+        Value::String { s, .. } => 24 + s.len(),
+        Value::Vector(vec) => vec.iter().map(|s| labels(&s.metric) + 48).sum(),
+        Value::Matrix(m) => m
+            .iter()
+            .map(|s| labels(&s.metric) + 16 + s.floats.len() * 30)
+            .sum(),
+    }
+}
+
+/// `[item,item,...]`
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(b']');
+}
+
+/// `[<seconds>,"<value>"]`
+fn write_point(out: &mut Vec<u8>, t_ms: i64, f: f64) {
+    out.push(b'[');
+    write_timestamp(out, t_ms);
+    out.extend_from_slice(b",\"");
+    write_float(out, f);
+    out.extend_from_slice(b"\"]");
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Prometheus's `MarshalTimestamp`: whole seconds, then `.` and the milliseconds padded to
+/// three digits when there are any (`1.500`, `1.005`, `-0.250`).
+pub fn write_timestamp(out: &mut Vec<u8>, t_ms: i64) {
+    if t_ms < 0 {
+        out.push(b'-');
+    }
+    let t = t_ms.unsigned_abs();
+    write_u64(out, t / 1000);
+    let frac = t % 1000;
+    if frac != 0 {
+        out.push(b'.');
+        if frac < 100 {
+            out.push(b'0');
+        }
+        if frac < 10 {
+            out.push(b'0');
+        }
+        write_u64(out, frac);
+    }
+}
+
+/// Prometheus's `MarshalFloat` without the quotes: Go's `strconv.AppendFloat(f, fmt, -1,
+/// 64)` with `fmt` 'e' when `|f| < 1e-6` or `|f| >= 1e21` (and not zero), 'f' otherwise.
+/// The shortest digits that round-trip come from `ryu` (the same digits Go's shortest
+/// formatting picks); only the layout is Go's.
+pub fn write_float(out: &mut Vec<u8>, f: f64) {
+    if f.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return;
+    }
+    if f.is_infinite() {
+        out.extend_from_slice(if f > 0.0 { b"+Inf" } else { b"-Inf" });
+        return;
+    }
+    if f.is_sign_negative() {
+        out.push(b'-');
+    }
+    if f == 0.0 {
+        out.push(b'0');
+        return;
+    }
+    let abs = f.abs();
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(abs).as_bytes();
+    // ryu writes `ddd.ddd`, `0.000ddd`, `ddd0000.0`, `d`, `de±x` or `d.ddde±x`: gather the
+    // significant digits and the position of the decimal point relative to them
+    // (value = 0.d1d2…dn × 10^point).
+    let (mantissa, exp) = match s.iter().position(|&b| b == b'e') {
+        Some(i) => (&s[..i], parse_exp(&s[i + 1..])),
+        None => (s, 0),
+    };
+    let mut digits = [0u8; 24];
+    let mut n = 0usize;
+    let mut int_len = mantissa.len() as i32;
+    for (i, &b) in mantissa.iter().enumerate() {
+        if b == b'.' {
+            int_len = i as i32;
+        } else if n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    let mut point = int_len + exp;
+    let mut first = 0usize;
+    while first < n && digits[first] == b'0' {
+        first += 1;
+        point -= 1;
+    }
+    while n > first && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    let digits = &digits[first..n];
+    if !(1e-6..1e21).contains(&abs) {
+        // 'e': d[.ddd]e±XX, the exponent with at least two digits.
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        let e = point - 1;
+        out.extend_from_slice(if e < 0 { b"e-" } else { b"e+" });
+        let e = e.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
+        }
+        write_u64(out, u64::from(e));
+    } else if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(digits);
+    } else {
+        let point = point as usize;
+        if point >= digits.len() {
+            out.extend_from_slice(digits);
+            out.extend(std::iter::repeat_n(b'0', point - digits.len()));
+        } else {
+            out.extend_from_slice(&digits[..point]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[point..]);
+        }
+    }
+}
+
+fn parse_exp(s: &[u8]) -> i32 {
+    let (neg, s) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let e = s
+        .iter()
+        .fold(0i32, |acc, &b| acc * 10 + i32::from(b.wrapping_sub(b'0')));
+    if neg { -e } else { e }
+}
+
+/// `{"name":"value",...}` in the label set's (name) order.
+pub fn write_labels(out: &mut Vec<u8>, l: &Labels) {
+    out.push(b'{');
+    for (i, (k, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, k);
+        out.push(b':');
+        write_string(out, v);
+    }
+    out.push(b'}');
+}
+
+/// A JSON string as jsoniter's `ConfigCompatibleWithStandardLibrary` writes it: `"` and
+/// `\` escaped, `\n` `\r` `\t` short, other control characters and `<` `>` `&` as
+/// `\u00xx`, U+2028 and U+2029 as `\u2028` and `\u2029`.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..0x20 | b'<' | b'>' | b'&' => Some(b""),
+            // U+2028 and U+2029 are E2 80 A8 and E2 80 A9.
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+                start = i;
+                continue;
+            }
+            _ => None,
+        };
+        if let Some(e) = escape {
+            out.extend_from_slice(&bytes[start..i]);
+            if e.is_empty() {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                out.extend_from_slice(e);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_promql::engine::value::FPoint;
+
+    fn float(f: f64) -> String {
+        let mut out = Vec::new();
+        write_float(&mut out, f);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn ts(t: i64) -> String {
+        let mut out = Vec::new();
+        write_timestamp(&mut out, t);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_as_go_strconv_in_prometheus_marshal_float() {
+        // Outputs of Go's strconv.FormatFloat with Prometheus's 'e'/'f' choice.
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (0.1, "0.1"),
+            (1.5, "1.5"),
+            (100.0, "100"),
+            (123456789.0, "123456789"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (1.5e21, "1.5e+21"),
+            (-2.5e300, "-2.5e+300"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1e-6, "0.000001"),
+            (1.25e-6, "0.00000125"),
+            (9.99e-7, "9.99e-07"),
+            (1e-7, "1e-07"),
+            (5e-324, "5e-324"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (1234.5678, "1234.5678"),
+            (1e16, "10000000000000000"),
+            (12345678901234567.0, "12345678901234568"),
+            (0.001234, "0.001234"),
+            (2.0f64.powi(60), "1152921504606847000"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(float(*f), *want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn floats_in_f_range_match_shortest_decimal_and_round_trip() {
+        // Rust's `{}` is the shortest round-trip decimal without exponent: Go's 'f', -1.
+        let mut x = 1e-6f64;
+        while x < 1e21 {
+            for f in [x, x * 1.000_000_7, -x * 3.3, x / 7.0 + 1.0] {
+                if (1e-6..1e21).contains(&f.abs()) {
+                    assert_eq!(float(f), format!("{f}"));
+                }
+                assert_eq!(float(f).parse::<f64>().unwrap(), f);
+            }
+            x *= 9.7;
+        }
+    }
+
+    #[test]
+    fn timestamps_as_prometheus_marshal_timestamp() {
+        assert_eq!(ts(0), "0");
+        assert_eq!(ts(1_700_000_000_000), "1700000000");
+        assert_eq!(ts(1_700_000_000_500), "1700000000.500");
+        assert_eq!(ts(1_700_000_000_050), "1700000000.050");
+        assert_eq!(ts(1_700_000_000_005), "1700000000.005");
+        assert_eq!(ts(-250), "-0.250");
+        assert_eq!(ts(-1_500), "-1.500");
+    }
+
+    #[test]
+    fn strings_escaped_as_jsoniter_standard_library() {
+        let mut out = Vec::new();
+        write_string(
+            &mut out,
+            "a\"b\\c\nd\re\tf\u{1}g<h>&i\u{2028}j\u{2029}kélan",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#""a\"b\\c\nd\re\tf\u0001g\u003ch\u003e\u0026i\u2028j\u2029kélan""#.to_string()
+        );
+    }
+
+    #[test]
+    fn results_in_prometheus_field_order() {
+        let l = Labels::new([("__name__", "up"), ("job", "a")]);
+        let mut s = lookout_promql::engine::value::Series::default();
+        s.metric = l;
+        s.floats = vec![FPoint { t: 1_000, f: 1.0 }, FPoint { t: 16_500, f: 0.5 }];
+        let v = Value::Matrix(vec![s]);
+        assert_eq!(
+            String::from_utf8(success_value(&v)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a"},"values":[[1,"1"],[16.500,"0.5"]]}]}}"#
+        );
+        let v = Value::Scalar { t: 2_000, v: 3.0 };
+        assert_eq!(
+            String::from_utf8(success_value(&v)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[2,"3"]}}"#
+        );
+        let v = Value::String {
+            t: 2_000,
+            s: "x".into(),
+        };
+        assert_eq!(
+            String::from_utf8(success_value(&v)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"string","result":[2,"x"]}}"#
+        );
+        let v = Value::Vector(vec![]);
+        assert_eq!(
+            String::from_utf8(success_value(&v)).unwrap(),
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#
+        );
+    }
+}
