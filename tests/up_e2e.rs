@@ -281,12 +281,12 @@ async fn up_warns_when_the_config_dir_watches_other_addresses_than_the_flags() {
             exporter,
         ),
         (
-            format!("{evaluator_yml}:20:19: scrape target 127.0.0.1:9115 "),
+            format!("{evaluator_yml}:21:19: scrape target 127.0.0.1:9115 "),
             "--web.listen-address.exporter",
             exporter,
         ),
         (
-            format!("{evaluator_yml}:23:19: scrape target 127.0.0.1:9095 "),
+            format!("{evaluator_yml}:24:19: scrape target 127.0.0.1:9095 "),
             "--web.listen-address.evaluator",
             evaluator,
         ),
