@@ -278,28 +278,45 @@ impl Collector for StorageCollector {
                 "Samples written to the WAL since start.",
                 wal.samples_written,
             ),
+            (
+                "lookout_tsdb_wal_corrupt_bytes_dropped",
+                "Bytes of the WAL cut off at start by repairs of corrupt or torn records.",
+                wal.corrupt_bytes_dropped,
+            ),
         ];
         for (name, help, value) in counters {
             let c = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
             c.encode(metric)?;
         }
-        let seg = ConstGauge::new(i64::from(wal.segment_current));
-        let metric = encoder.encode_descriptor(
-            "prometheus_tsdb_wal_segment_current",
-            "WAL segment index that TSDB is currently writing to.",
-            None,
-            seg.metric_type(),
-        )?;
-        seg.encode(metric)?;
-        let replay = ConstGauge::new(wal.replay_duration.as_secs_f64());
-        let metric = encoder.encode_descriptor(
-            "lookout_tsdb_wal_replay_duration_seconds",
-            "Time the WAL replay took at start.",
-            None,
-            replay.metric_type(),
-        )?;
-        replay.encode(metric)?;
+        let replay = wal.replay_duration.as_secs_f64();
+        let gauges = [
+            (
+                "prometheus_tsdb_wal_segment_current",
+                "WAL segment index that TSDB is currently writing to.",
+                f64::from(wal.segment_current),
+            ),
+            (
+                "prometheus_tsdb_data_replay_duration_seconds",
+                "Time taken to replay the data on disk.",
+                replay,
+            ),
+            (
+                "lookout_tsdb_wal_replay_duration_seconds",
+                "Time the WAL replay took at start (as prometheus_tsdb_data_replay_duration_seconds).",
+                replay,
+            ),
+            (
+                "lookout_tsdb_wal_replayed_samples",
+                "Samples the WAL replay restored at start.",
+                wal.replayed_samples as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
         Ok(())
     }
 }
@@ -353,6 +370,8 @@ mod tests {
             "prometheus_tsdb_wal_corruptions_total 0",
             "prometheus_tsdb_wal_segment_current 0",
             "lookout_tsdb_wal_replay_duration_seconds ",
+            "prometheus_tsdb_data_replay_duration_seconds ",
+            "lookout_tsdb_wal_corrupt_bytes_dropped_total 0",
             "prometheus_tsdb_wal_truncations_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
