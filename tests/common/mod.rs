@@ -5,6 +5,8 @@
 //! same port.
 #![allow(dead_code)]
 
+pub mod crash;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,17 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits up to 30 s for the process to exit; `None` if it did not.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.child).await
+    }
+
+    /// The whole log of the process (and of earlier processes with the same name and
+    /// directory).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
     /// The last few kilobytes of the process's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
@@ -92,6 +105,38 @@ impl Drop for Process {
             );
         }
     }
+}
+
+/// Arguments of `lookout evaluator` with `dir/evaluator.yml` and the state file
+/// `dir/state.json`, listening on 127.0.0.1:`port`, with data directory `storage` (empty:
+/// memory only, never the default `data/` of the working directory, which two tests
+/// running at once would fight over).
+pub fn evaluator_args(dir: &Path, port: u16, storage: &str) -> Vec<String> {
+    vec![
+        "evaluator".to_string(),
+        "--config.file".to_string(),
+        dir.join("evaluator.yml").display().to_string(),
+        "--web.listen-address".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--rules.state-file".to_string(),
+        dir.join("state.json").display().to_string(),
+        format!("--storage.tsdb.path={storage}"),
+    ]
+}
+
+/// `lookout up` on these addresses, memory only (not the per-user data directory of the
+/// default `--storage.tsdb.path=auto`).
+pub fn up_command(exporter: SocketAddr, evaluator: SocketAddr) -> Command {
+    let mut cmd = Command::new(LOOKOUT);
+    cmd.args([
+        "up",
+        "--storage.tsdb.path=",
+        "--web.listen-address.exporter",
+    ])
+    .arg(exporter.to_string())
+    .arg("--web.listen-address.evaluator")
+    .arg(evaluator.to_string());
+    cmd
 }
 
 /// An HTTP client with a per-request timeout, so a hung server cannot hang a test.
@@ -418,19 +463,24 @@ impl Drop for ChildGuard {
 impl ChildGuard {
     /// Sends SIGTERM and waits up to 30 s for the process to exit; `None` if it did not.
     pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status:?}");
-        for _ in 0..300 {
-            if let Some(s) = self.0.try_wait().expect("wait") {
-                return Some(s);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        None
+        terminate(&mut self.0).await
     }
+}
+
+/// Sends SIGTERM to `child` and waits up to 30 s for it to exit; `None` if it did not.
+async fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed: {status:?}");
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// A loopback address whose port was free a moment ago (see [`free_port`]).
