@@ -207,3 +207,25 @@ async fn garbage_after_the_last_page_is_dropped() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_evaluator_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let target = CountingTarget::start().await;
+    common::crash::write_scrape_config(dir.path(), target.addr, 100);
+    let _first = Evaluator::start(dir.path(), &data, 0).await;
+    let args = common::evaluator_args(dir.path(), common::free_port(), &data.display().to_string());
+    let out = std::process::Command::new(common::LOOKOUT)
+        .args(&args)
+        .output()
+        .expect("run a second evaluator");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let expected = format!(
+        "data directory {} is in use by another process",
+        data.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("--storage.tsdb.path"), "{err}");
+}

@@ -86,7 +86,7 @@ impl Default for WalOptions {
 pub enum WalError {
     /// Another process holds the directory's lock.
     #[error(
-        "data directory {dir} is in use by another process (its lock file is held); stop it or choose another --storage.tsdb.path"
+        "data directory {dir} is in use by another process (it holds {dir}/lock): stop that process, or give this one another --storage.tsdb.path (an empty one, --storage.tsdb.path=, keeps samples in memory only)"
     )]
     Locked {
         /// The data directory.
