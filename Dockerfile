@@ -28,9 +28,12 @@ RUN setcap cap_net_raw+ep /usr/local/bin/lookout \
 # copies over them.
 COPY deploy /etc/lookout/deploy
 COPY examples/up/rules /etc/lookout/rules
-# Working directory and state (the evaluator's --rules.state-file) belong to the user.
+# Working directory and state (the evaluator's --rules.state-file, and in embedded mode its
+# data directory, --storage.tsdb.path's default data/) belong to the user, on a volume as
+# Prometheus's /prometheus, so the history survives the container.
 RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/lookout
 WORKDIR /var/lib/lookout
+VOLUME ["/var/lib/lookout"]
 USER 10001:10001
 EXPOSE 9115 9095
 ENTRYPOINT ["/usr/local/bin/lookout"]

@@ -501,15 +501,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_run() {
     let base = format!("http://127.0.0.1:{evaluator_port}");
     let _evaluator = Process::lookout(
         "evaluator",
-        &[
-            "evaluator".to_string(),
-            "--config.file".to_string(),
-            dir.join("evaluator.yml").display().to_string(),
-            "--web.listen-address".to_string(),
-            format!("127.0.0.1:{evaluator_port}"),
-            "--rules.state-file".to_string(),
-            dir.join("state.json").display().to_string(),
-        ],
+        &common::evaluator_args(dir, evaluator_port, ""),
         dir,
     );
     wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;
@@ -551,11 +543,7 @@ async fn every_dashboard_query_runs_on_lookout_up() {
     let evaluator = free_addr();
     let cwd = tempfile::tempdir().expect("tempdir");
     let _up = ChildGuard(
-        std::process::Command::new(common::LOOKOUT)
-            .args(["up", "--web.listen-address.exporter"])
-            .arg(exporter.to_string())
-            .arg("--web.listen-address.evaluator")
-            .arg(evaluator.to_string())
+        common::up_command(exporter, evaluator)
             .current_dir(cwd.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

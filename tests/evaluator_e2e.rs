@@ -128,17 +128,8 @@ struct Evaluator {
 /// `extra` flags, on `port`; returns when it is ready.
 async fn start_evaluator(dir: &Path, port: u16, extra: &[String]) -> Evaluator {
     let base = format!("http://127.0.0.1:{port}");
-    let mut args = vec![
-        "evaluator".to_string(),
-        "--config.file".to_string(),
-        dir.join("evaluator.yml").display().to_string(),
-        "--web.listen-address".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--web.external-url".to_string(),
-        base.clone(),
-        "--rules.state-file".to_string(),
-        dir.join("state.json").display().to_string(),
-    ];
+    let mut args = common::evaluator_args(dir, port, "");
+    args.extend(["--web.external-url".to_string(), base.clone()]);
     args.extend_from_slice(extra);
     let process = Process::lookout("evaluator", &args, dir);
     wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;

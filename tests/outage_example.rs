@@ -244,6 +244,7 @@ async fn outage_pages_the_root_cause_only_and_resolves() {
             // Not the default data/ of the working directory.
             "--rules.state-file".into(),
             dir.path().join("alerts-state.json").display().to_string(),
+            "--storage.tsdb.path=".into(),
         ],
         dir.path(),
     );

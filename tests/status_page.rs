@@ -307,13 +307,9 @@ async fn status_page_shows_an_outage_to_a_person_in_a_browser() {
             alertmanager,
         },
     );
-    let mut child = Command::new(BIN)
-        .args(["up", "--config.dir"])
+    let mut child = common::up_command(exporter, evaluator)
+        .arg("--config.dir")
         .arg(tmp.path())
-        .arg("--web.listen-address.exporter")
-        .arg(exporter.to_string())
-        .arg("--web.listen-address.evaluator")
-        .arg(evaluator.to_string())
         .current_dir(tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use common::{
     ChildGuard, LOOKOUT as BIN, free_addr, get_until, raw_get as get, sample, stdout_lines,
-    wait_for_line,
+    up_command, wait_for_line,
 };
 
 /// Group names declared in the shipped rule files (`  - name: X` lines).
@@ -47,15 +47,24 @@ fn init(dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Starts `cmd` (a `lookout up`) in `cwd`: its stdout's lines, and the process.
+fn spawn_up(
+    cmd: &mut Command,
+    cwd: &std::path::Path,
+) -> (std::sync::mpsc::Receiver<String>, ChildGuard) {
+    let mut child = cmd
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout up");
+    (stdout_lines(&mut child), ChildGuard(child))
+}
+
 /// `lookout up` on these addresses, with `--config.dir DIR`.
 fn up_in(dir: &std::path::Path, exporter: SocketAddr, evaluator: SocketAddr) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["up", "--web.listen-address.exporter"])
-        .arg(exporter.to_string())
-        .arg("--web.listen-address.evaluator")
-        .arg(evaluator.to_string())
-        .arg("--config.dir")
-        .arg(dir);
+    let mut cmd = up_command(exporter, evaluator);
+    cmd.arg("--config.dir").arg(dir);
     cmd
 }
 
@@ -64,18 +73,7 @@ async fn up_runs_exporter_and_evaluator_with_the_shipped_configuration() {
     let exporter = free_addr();
     let evaluator = free_addr();
     let cwd = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
-        .args(["up", "--web.listen-address.exporter"])
-        .arg(exporter.to_string())
-        .arg("--web.listen-address.evaluator")
-        .arg(evaluator.to_string())
-        .current_dir(cwd.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lookout up");
-    let rx = stdout_lines(&mut child);
-    let mut process = ChildGuard(child);
+    let (rx, mut process) = spawn_up(&mut up_command(exporter, evaluator), cwd.path());
 
     // The URLs, printed once both halves listen.
     let text = wait_for_line(&rx, "Ctrl-C").join("\n");
@@ -486,4 +484,41 @@ fn shipped_rule_files() -> usize {
                 .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".rules.yml"))
         })
         .count()
+}
+
+/// `lookout up` keeps the evaluator's history by default, in a directory per user and port
+/// that does not depend on where it is started: a second start replays what the first
+/// wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_keeps_history_in_the_per_user_directory_by_default() {
+    let (exporter, evaluator) = (free_addr(), free_addr());
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let data = xdg.path().join(format!("lookout/up-{}", evaluator.port()));
+    for run in 0..2 {
+        let cwd = tempfile::tempdir().expect("tempdir");
+        // The default --storage.tsdb.path (auto), not up_command's memory only.
+        let mut up = Command::new(BIN);
+        up.args(["up", "--web.listen-address.exporter", &exporter.to_string()])
+            .args(["--web.listen-address.evaluator", &evaluator.to_string()])
+            .env("XDG_DATA_HOME", xdg.path());
+        let (rx, mut process) = spawn_up(&mut up, cwd.path());
+        wait_for_line(&rx, "Ctrl-C");
+        assert!(data.join("wal").is_dir() && data.join("lock").is_file());
+        let figure = |m: &str, name| sample(m, name, &[]).unwrap_or(0.0);
+        if run == 1 {
+            let m = get_until(evaluator, "/metrics", 1, |_| true).await;
+            assert!(figure(&m, "lookout_tsdb_wal_replayed_samples") > 0.0, "{m}");
+        }
+        // The first scrapes are written before the stop.
+        get_until(evaluator, "/metrics", 120, |m| {
+            figure(m, "lookout_tsdb_wal_samples_written_total") > 0.0
+        })
+        .await;
+        let status = process.terminate().await.expect("stops on SIGTERM");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            !cwd.path().join("data").exists(),
+            "nothing in the working directory"
+        );
+    }
 }

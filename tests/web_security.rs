@@ -285,6 +285,8 @@ async fn evaluator_serves_tls_with_basic_auth() {
             format!("127.0.0.1:{port}"),
             "--rules.state-file".to_string(),
             dir.path().join("state.json").display().to_string(),
+            // Memory only: not the default data/ of the working directory.
+            "--storage.tsdb.path=".to_string(),
             "--web.config.file".to_string(),
             web_file,
         ],

@@ -60,7 +60,8 @@ scrape_configs:
 YML
 
 "$LOOKOUT" --log.level warn evaluator --config.file "$WORK/scrape.yml" \
-  --web.listen-address "127.0.0.1:$LOOKOUT_PORT" --rules.state-file "$WORK/alerts-state.json" &
+  --web.listen-address "127.0.0.1:$LOOKOUT_PORT" --rules.state-file "$WORK/alerts-state.json" \
+  --storage.tsdb.path "$WORK/lookout" &
 PIDS+=($!)
 prometheus --config.file "$WORK/scrape.yml" --storage.tsdb.path "$WORK/prom" \
   --web.listen-address "127.0.0.1:$PROM_PORT" --log.level warn 2>"$WORK/prom.log" &

@@ -164,7 +164,8 @@ scrape_configs:
     static_configs: [{targets: ['127.0.0.1:$SERIES_PORT']}]
 YML
   "$LOOKOUT" --log.level warn evaluator --config.file "$WORK/cfg/evaluator.yml" \
-    --web.listen-address "127.0.0.1:$EVALUATOR_PORT" --rules.state-file "$WORK/cfg/state.json" $EVALUATOR_FLAGS &
+    --web.listen-address "127.0.0.1:$EVALUATOR_PORT" --rules.state-file "$WORK/cfg/state.json" \
+    --storage.tsdb.path "$WORK/data" $EVALUATOR_FLAGS &
   EV_PID=$!; PIDS+=($EV_PID)
   wait_up "http://127.0.0.1:$EVALUATOR_PORT/-/ready"
   echo "== evaluator: $RULES rules over $SERIES series every $EVAL_INTERVAL for ${DURATION}s" >&2

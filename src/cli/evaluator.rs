@@ -67,11 +67,17 @@ pub struct Args {
     /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
     #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     storage_retention: Duration,
-    /// Embedded mode: data directory; its write-ahead log (Prometheus's format, in
-    /// DIR/wal) keeps scraped samples and rule outputs across restarts. An empty string
-    /// (the default for now) keeps them in memory only; Prometheus's default is `data`.
-    #[arg(long = "storage.tsdb.path", value_name = "DIR", value_parser = super::any_path)]
-    storage_path: Option<PathBuf>,
+    /// Embedded mode: data directory (relative to the working directory, as Prometheus's
+    /// default); its write-ahead log (Prometheus's format, in DIR/wal) keeps scraped
+    /// samples and rule outputs across restarts, and its lock file keeps a second
+    /// evaluator out. An empty string (`--storage.tsdb.path=`) keeps them in memory only.
+    #[arg(
+        long = "storage.tsdb.path",
+        value_name = "DIR",
+        default_value = "data/",
+        value_parser = super::any_path
+    )]
+    storage_path: PathBuf,
     /// Most samples one query (rule or API) may load into memory; a larger one fails with
     /// "query processing would load too many samples into memory".
     #[arg(
@@ -213,10 +219,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.for_grace_period = args.for_grace_period;
     options.notification_queue_capacity = args.queue_capacity;
     options.storage_retention = args.storage_retention;
-    options.storage_path = args
-        .storage_path
-        .clone()
-        .filter(|p| !p.as_os_str().is_empty());
+    options.storage_path = Some(args.storage_path.clone()).filter(|p| !p.as_os_str().is_empty());
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;
     options.query_max_concurrency = args.query_max_concurrency;
@@ -324,9 +327,16 @@ mod tests {
     }
 
     #[test]
-    fn storage_path_is_memory_only_unless_given() {
-        assert_eq!(parse(&[]).unwrap().storage_path, None);
+    fn storage_path_is_data_unless_empty() {
+        assert_eq!(
+            parse(&[]).unwrap().storage_path,
+            Some(PathBuf::from("data/"))
+        );
         assert_eq!(parse(&["--storage.tsdb.path="]).unwrap().storage_path, None);
+        assert_eq!(
+            parse(&["--storage.tsdb.path", ""]).unwrap().storage_path,
+            None
+        );
         assert_eq!(
             parse(&["--storage.tsdb.path=data"]).unwrap().storage_path,
             Some(PathBuf::from("data"))

@@ -91,17 +91,25 @@ pub struct Args {
     #[command(flatten)]
     web: super::WebArgs,
     /// The evaluator's data directory, whose write-ahead log keeps history across
-    /// restarts; `auto` is a directory per user and evaluator port that does not depend
-    /// on where `lookout up` is started ($XDG_DATA_HOME/lookout/up-PORT, or
-    /// ~/.local/share/lookout/up-PORT). Empty (the default for now): memory only.
-    #[arg(long = "storage.tsdb.path", value_name = "DIR", value_parser = super::any_path)]
-    storage_path: Option<PathBuf>,
+    /// restarts. `auto` (the default) is a directory per user and evaluator port that does
+    /// not depend on where `lookout up` is started ($XDG_DATA_HOME/lookout/up-PORT, or
+    /// ~/.local/share/lookout/up-PORT; memory only without a home directory). Empty
+    /// (`--storage.tsdb.path=`): memory only.
+    #[arg(
+        long = "storage.tsdb.path",
+        value_name = "DIR",
+        default_value = "auto",
+        value_parser = super::any_path
+    )]
+    storage_path: PathBuf,
 }
 
 /// `--storage.tsdb.path` of `lookout up`: empty is memory only, `auto` the per-user data
 /// directory (memory only without a home directory), anything else as given.
-fn up_storage_path(flag: Option<&PathBuf>, port: u16) -> Option<PathBuf> {
-    let flag = flag.filter(|f| !f.as_os_str().is_empty())?;
+fn up_storage_path(flag: &Path, port: u16) -> Option<PathBuf> {
+    if flag.as_os_str().is_empty() {
+        return None;
+    }
     if flag.as_os_str() != "auto" {
         return Some(flag.to_path_buf());
     }
@@ -289,7 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Without --rules.state-file nothing is written outside the scratch directory, and
         // `for` timers start afresh.
         o.state_file = args.state_file.clone();
-        o.storage_path = up_storage_path(args.storage_path.as_ref(), args.evaluator_address.port());
+        o.storage_path = up_storage_path(&args.storage_path, args.evaluator_address.port());
         o
     };
 

@@ -44,17 +44,9 @@ async fn serve_body(body: String) -> SocketAddr {
 /// is ready, with its base URL.
 async fn start_evaluator(dir: &Path, config: &str, extra: &[&str]) -> (ChildGuard, String) {
     let port = free_port();
-    let config_file = write_file(dir, "evaluator.yml", config);
+    write_file(dir, "evaluator.yml", config);
     let log = std::fs::File::create(dir.join("evaluator.log")).expect("log file");
-    let mut args = vec![
-        "evaluator".to_string(),
-        "--config.file".to_string(),
-        config_file,
-        "--web.listen-address".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--rules.state-file".to_string(),
-        dir.join("state.json").display().to_string(),
-    ];
+    let mut args = common::evaluator_args(dir, port, "");
     args.extend(extra.iter().map(|s| s.to_string()));
     let child = std::process::Command::new(LOOKOUT)
         .args(&args)
@@ -318,6 +310,7 @@ async fn yaml_nested_100000_deep_is_refused_in_milliseconds_everywhere() {
                 &config,
                 "--web.listen-address",
                 &listen,
+                "--storage.tsdb.path=",
             ],
             "evaluator.yml",
         ),
@@ -329,6 +322,7 @@ async fn yaml_nested_100000_deep_is_refused_in_milliseconds_everywhere() {
                 &with_rules,
                 "--web.listen-address",
                 &listen,
+                "--storage.tsdb.path=",
             ],
             "deep.rules.yml",
         ),

@@ -24,15 +24,7 @@ async fn start_evaluator(dir: &Path, rules: &str, extra: &[&str]) -> Evaluator {
     write_file(dir, "evaluator.yml", &config);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut args = vec![
-        "evaluator".to_string(),
-        "--config.file".to_string(),
-        dir.join("evaluator.yml").display().to_string(),
-        "--web.listen-address".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--rules.state-file".to_string(),
-        dir.join("state.json").display().to_string(),
-    ];
+    let mut args = common::evaluator_args(dir, port, "");
     args.extend(extra.iter().map(|s| s.to_string()));
     let process = Process::lookout("evaluator", &args, dir);
     wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;

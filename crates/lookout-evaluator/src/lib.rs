@@ -63,7 +63,7 @@ pub struct EvaluatorOptions {
     pub storage_retention: Duration,
     /// `--storage.tsdb.path`: data directory of the embedded storage, whose write-ahead
     /// log keeps its history across restarts; `None` (the default here; the command
-    /// line's is `data`) keeps it in memory only.
+    /// line's is `data/`) keeps it in memory only.
     pub storage_path: Option<PathBuf>,
     /// `--query.max-samples`: most samples one query may hold in memory (50,000,000).
     pub query_max_samples: usize,
