@@ -32,6 +32,10 @@
 //!   truncate the head now and then ([`Storage::truncate_before`]): whole chunks older
 //!   than the cut are freed, samples before it are hidden from queries, and series left
 //!   without samples are removed from the index.
+//!   Blocks go whole, as in Prometheus: after each block is written (and at open), every
+//!   block whose end is more than the window before the newest block's end is deleted, and
+//!   with [`StorageOptions::retention_size`] the oldest blocks go until blocks plus WAL fit
+//!   (checked when a block is written, so the WAL may be a segment or two past it).
 //! * **Series limit**: with [`StorageOptions::max_series`] set, a sample that would create
 //!   a series beyond it is refused ([`AppendError::SeriesLimit`], decided under the read
 //!   lock, so a flood of new series does not queue on the write lock); series already held
@@ -168,6 +172,10 @@ pub struct StorageOptions {
     /// [`AppendError::SeriesLimit`]. Series removed by retention free their place. 0 (the
     /// default) is unlimited.
     pub max_series: usize,
+    /// Most bytes of blocks plus WAL in a data directory (Prometheus's
+    /// `--storage.tsdb.retention.size`): past it the oldest blocks are deleted. 0 (the
+    /// default) is unlimited. The head and the WAL themselves are never cut by it.
+    pub retention_size: u64,
 }
 
 impl Default for StorageOptions {
@@ -175,6 +183,7 @@ impl Default for StorageOptions {
         StorageOptions {
             retention: Duration::ZERO,
             max_series: 0,
+            retention_size: 0,
         }
     }
 }
@@ -593,8 +602,9 @@ impl Storage {
             ignored = block_stats.blocks_ignored,
             "blocks loaded"
         );
-        let blocks_maxt = blocks.max_time();
         storage.blocks = Some(Arc::new(blocks));
+        storage.apply_block_retention();
+        let blocks_maxt = storage.blocks.as_ref().map_or(i64::MIN, |b| b.max_time());
         let report = wal::replay::replay(&storage, &wal_dir).map_err(io_err)?;
         if blocks_maxt > i64::MIN {
             // What the WAL still holds from before the newest block is in the blocks.
@@ -1474,6 +1484,7 @@ mod tests {
         let st = Storage::new(StorageOptions {
             retention: Duration::from_secs(600),
             max_series: 2,
+            retention_size: 0,
         });
         let live = Labels::new([("__name__", "live")]);
         let gone = Labels::new([("__name__", "gone")]);

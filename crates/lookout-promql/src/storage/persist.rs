@@ -101,6 +101,7 @@ impl Storage {
                 }
                 blocks.replace(b, &[]);
                 self.truncate_before(maxt);
+                self.apply_block_retention();
                 true
             }
             Err(e) => {
@@ -113,6 +114,19 @@ impl Storage {
                 false
             }
         }
+    }
+
+    /// Deletes the blocks that [`StorageOptions::retention`](super::StorageOptions) or
+    /// `retention_size` no longer keep.
+    pub(super) fn apply_block_retention(&self) {
+        let Some(blocks) = &self.blocks else { return };
+        let retention = i64::try_from(self.opts.retention.as_millis()).unwrap_or(i64::MAX);
+        let wal_bytes = if self.opts.retention_size > 0 {
+            dir_bytes(&blocks.dir.join("wal"), 2)
+        } else {
+            0
+        };
+        blocks.apply_retention(retention, self.opts.retention_size, wal_bytes);
     }
 
     /// Every head series, sorted by labels.
@@ -147,4 +161,20 @@ impl Storage {
             }
         }
     }
+}
+
+/// Bytes of the files under `dir`, `depth` directory levels deep.
+fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in rd.flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() && depth > 0 => total += dir_bytes(&e.path(), depth - 1),
+            Ok(m) if m.is_file() => total += m.len(),
+            _ => {}
+        }
+    }
+    total
 }

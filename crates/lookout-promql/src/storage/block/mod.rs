@@ -493,6 +493,37 @@ impl Blocks {
         }
     }
 
+    /// Deletes blocks as Prometheus's retention does: by time, every block whose end is
+    /// more than `retention_ms` (0: no limit) before the newest block's end; by size,
+    /// walking from the newest block, every block from the one that takes the blocks'
+    /// bytes plus `wal_bytes` past `max_bytes` (0: no limit) on.
+    pub(crate) fn apply_retention(&self, retention_ms: i64, max_bytes: u64, wal_bytes: u64) {
+        let mut list = self.list();
+        list.sort_by_key(|b| std::cmp::Reverse(b.meta.max_time));
+        let newest = list.first().map_or(i64::MIN, |b| b.meta.max_time);
+        let (mut by_time, mut by_size) = (Vec::new(), Vec::new());
+        let mut total = wal_bytes;
+        for (i, b) in list.iter().enumerate() {
+            total += b.bytes;
+            if i > 0 && retention_ms > 0 && newest - b.meta.max_time > retention_ms {
+                by_time.push(b.meta.ulid.clone());
+            } else if max_bytes > 0 && total > max_bytes {
+                by_size.push(b.meta.ulid.clone());
+            }
+        }
+        for (gone, counter, why) in [
+            (by_time, &self.time_retentions, "time"),
+            (by_size, &self.size_retentions, "size"),
+        ] {
+            if gone.is_empty() {
+                continue;
+            }
+            tracing::info!(dir = %self.dir.display(), blocks = ?gone, retention = why, "blocks deleted by retention");
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.replace(None, &gone);
+        }
+    }
+
     /// End of the newest block's range (`i64::MIN` without blocks).
     pub(crate) fn max_time(&self) -> i64 {
         self.list()
