@@ -274,3 +274,49 @@ fn lookout_reads_a_directory_prometheus_ran_on() {
     assert!(st.block_stats().unwrap().blocks_loaded >= 2);
     assert_same(&lookout_dump(&st), &want);
 }
+
+/// Figures, not a check: bytes per sample in blocks and in the WAL, and the time to write
+/// one 2 h block. `BLOCK_FIGURES_SERIES` series (default 2,000) × 2 h at 15 s.
+#[test]
+#[ignore = "figures: cargo test --release --test block_interop -- --ignored --nocapture"]
+fn block_figures() {
+    let n: usize = std::env::var("BLOCK_FIGURES_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).unwrap();
+    let t0 = (now_ms() / 7_200_000 - 2) * 7_200_000;
+    let labels: Vec<Labels> = (0..n)
+        .map(|i| {
+            Labels::new([
+                ("__name__", format!("metric_{}", i % 50)),
+                ("instance", format!("host{}:9100", i / 50)),
+            ])
+        })
+        .collect();
+    for k in 0..481i64 {
+        for (i, l) in labels.iter().enumerate() {
+            let v = match i % 3 {
+                0 => (k * (i as i64 % 7)) as f64,
+                1 => (k as f64 * 0.01 + i as f64).sin(),
+                _ => 1.0,
+            };
+            st.append(l, t0 + k * 15_000, v).unwrap();
+        }
+    }
+    st.sync_wal();
+    let wal = st.wal_stats().unwrap();
+    let start = Instant::now();
+    st.persist_head();
+    let took = start.elapsed();
+    let b = st.block_stats().unwrap();
+    let samples = (n * 480) as f64;
+    eprintln!(
+        "{n} series, {} samples: block {} bytes ({:.2} B/sample) written in {took:?}; WAL {:.2} B/sample",
+        n * 480,
+        b.blocks_bytes,
+        b.blocks_bytes as f64 / samples,
+        wal.bytes_written as f64 / wal.samples_written as f64
+    );
+}
