@@ -244,11 +244,9 @@ impl Collector for StorageCollector {
                 self.0.options().max_series,
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
-        }
+        let gauges = gauges.map(|(n, h, v)| (n, h, u64::try_from(v).unwrap_or(u64::MAX)));
+        encode_gauges(&mut encoder, &gauges)?;
+        self.encode_blocks(&mut encoder)?;
         let Some(wal) = self.0.wal_stats() else {
             return Ok(());
         };
@@ -284,11 +282,7 @@ impl Collector for StorageCollector {
                 wal.corrupt_bytes_dropped,
             ),
         ];
-        for (name, help, value) in counters {
-            let c = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-            c.encode(metric)?;
-        }
+        encode_counters(&mut encoder, &counters)?;
         let replay = wal.replay_duration.as_secs_f64();
         let gauges = [
             (
@@ -319,6 +313,89 @@ impl Collector for StorageCollector {
         }
         Ok(())
     }
+}
+
+impl StorageCollector {
+    /// Prometheus's figures of persisted blocks (nothing for a memory-only storage).
+    fn encode_blocks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(b) = self.0.block_stats() else {
+            return Ok(());
+        };
+        encode_gauges(
+            encoder,
+            &[
+                (
+                    "prometheus_tsdb_blocks_loaded",
+                    "Number of currently loaded data blocks",
+                    b.blocks_loaded,
+                ),
+                (
+                    "prometheus_tsdb_storage_blocks_bytes",
+                    "The number of bytes that are currently used for local storage by all blocks.",
+                    b.blocks_bytes,
+                ),
+            ],
+        )?;
+        encode_counters(
+            encoder,
+            &[
+                (
+                    "prometheus_tsdb_compactions",
+                    "Total number of compactions that were executed for the partition.",
+                    b.compactions,
+                ),
+                (
+                    "prometheus_tsdb_compactions_failed",
+                    "Total number of compactions that failed for the partition.",
+                    b.compactions_failed,
+                ),
+                (
+                    "prometheus_tsdb_time_retentions",
+                    "The number of times that blocks were deleted because the maximum time limit was exceeded.",
+                    b.time_retentions,
+                ),
+                (
+                    "prometheus_tsdb_size_retentions",
+                    "The number of times that blocks were deleted because the maximum number of bytes was exceeded.",
+                    b.size_retentions,
+                ),
+                (
+                    "lookout_tsdb_blocks_ignored",
+                    "Block directories ignored or removed at start: unfinished, or unreadable.",
+                    b.blocks_ignored,
+                ),
+                (
+                    "lookout_tsdb_block_chunks_dropped",
+                    "Damaged block chunks left out of query results.",
+                    b.chunks_dropped,
+                ),
+            ],
+        )
+    }
+}
+
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in gauges {
+        let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+        gauge.encode(metric)?;
+    }
+    Ok(())
+}
+
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in counters {
+        let c = ConstCounter::new(value);
+        let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+        c.encode(metric)?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for StorageCollector {
@@ -356,6 +433,7 @@ mod tests {
     fn wal_figures_are_exposed_only_for_a_durable_storage() {
         let memory = Arc::new(Storage::new(StorageOptions::default()));
         assert!(!metrics_text(&memory).contains("wal"));
+        assert!(!metrics_text(&memory).contains("blocks"));
         let dir = tempfile::tempdir().unwrap();
         let durable = Arc::new(
             Storage::open(
@@ -373,6 +451,11 @@ mod tests {
             "prometheus_tsdb_data_replay_duration_seconds ",
             "lookout_tsdb_wal_corrupt_bytes_dropped_total 0",
             "prometheus_tsdb_wal_truncations_total 0",
+            "prometheus_tsdb_blocks_loaded 0",
+            "prometheus_tsdb_storage_blocks_bytes 0",
+            "prometheus_tsdb_compactions_total 0",
+            "prometheus_tsdb_time_retentions_total 0",
+            "prometheus_tsdb_size_retentions_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

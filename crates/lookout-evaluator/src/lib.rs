@@ -61,6 +61,9 @@ pub struct EvaluatorOptions {
     pub notification_queue_capacity: usize,
     /// `--storage.tsdb.retention.time`: how long the embedded storage keeps samples (1d).
     pub storage_retention: Duration,
+    /// `--storage.tsdb.retention.size`: most bytes of blocks plus WAL in the data
+    /// directory, the oldest blocks deleted past it; 0 (the default) is unlimited.
+    pub storage_retention_size: u64,
     /// `--storage.tsdb.path`: data directory of the embedded storage, whose write-ahead
     /// log keeps its history across restarts; `None` (the default here; the command
     /// line's is `data/`) keeps it in memory only.
@@ -111,6 +114,7 @@ impl EvaluatorOptions {
             for_grace_period: state::DEFAULT_FOR_GRACE_PERIOD,
             notification_queue_capacity: 10_000,
             storage_retention: Duration::from_secs(24 * 3600),
+            storage_retention_size: 0,
             storage_path: None,
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
@@ -295,6 +299,7 @@ where
             let storage_opts = lookout_promql::storage::StorageOptions {
                 retention: opts.storage_retention,
                 max_series: opts.storage_max_series,
+                retention_size: opts.storage_retention_size,
             };
             let st = Arc::new(match &opts.storage_path {
                 Some(dir) => {

@@ -2,100 +2,15 @@
 //! Lookout wrote, and Lookout must replay what Prometheus wrote. Skipped (with a message)
 //! when `promtool` or `prometheus` is not installed.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::{assert_same, have, lookout_dump, promtool_dump, unsafe_sigterm};
 use lookout_promql::labels::Labels;
 use lookout_promql::storage::wal::WalOptions;
-use lookout_promql::storage::{Queryable, Storage, StorageOptions};
-use promql_parser::label::{MatchOp, Matcher};
-
-fn have(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// Series (Prometheus notation) → samples (t, value bits) in `st`.
-fn lookout_dump(st: &Storage) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let m = Matcher::new(
-        MatchOp::Re(regex::Regex::new("^(?s:.+)$").unwrap()),
-        "__name__",
-        ".+",
-    );
-    st.select(&[m], i64::MIN, i64::MAX)
-        .into_iter()
-        .map(|s| {
-            let v = s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();
-            (s.labels.to_string(), v)
-        })
-        .collect()
-}
-
-/// `promtool tsdb dump DIR`, parsed: lines `{labels} value timestamp`.
-fn promtool_dump(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let out = Command::new("promtool")
-        .args(["tsdb", "dump"])
-        .arg(dir)
-        .output()
-        .expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool tsdb dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut series: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let close = line.rfind('}').expect("labels");
-        let (labels, rest) = line.split_at(close + 1);
-        let mut f = rest.split_whitespace();
-        let v: f64 = f.next().unwrap().parse().unwrap();
-        let t: i64 = f.next().unwrap().parse().unwrap();
-        series
-            .entry(canonical(labels))
-            .or_default()
-            .push((t, v.to_bits()));
-    }
-    series
-}
-
-/// `{a="x", b="y"}` as Lookout prints labels (`name{…}`).
-fn canonical(braced: &str) -> String {
-    let inner = braced.trim_start_matches('{').trim_end_matches('}');
-    let mut pairs = Vec::new();
-    for part in split_pairs(inner) {
-        let (n, v) = part.split_once('=').unwrap();
-        let v: String = serde_json::from_str(v).unwrap();
-        pairs.push((n.trim().to_string(), v));
-    }
-    Labels::new(pairs).to_string()
-}
-
-/// Splits `a="x", b="y,z"` at the commas between pairs.
-fn split_pairs(s: &str) -> Vec<&str> {
-    let (mut out, mut start, mut in_str, mut esc) = (Vec::new(), 0, false, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if esc => esc = false,
-            '\\' if in_str => esc = true,
-            '"' => in_str = !in_str,
-            ',' if !in_str => {
-                out.push(s[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if !s[start..].trim().is_empty() {
-        out.push(s[start..].trim());
-    }
-    out
-}
+use lookout_promql::storage::{Storage, StorageOptions};
 
 #[test]
 fn promtool_reads_what_lookout_wrote() {
@@ -179,38 +94,6 @@ fn lookout_replays_what_prometheus_wrote() {
     let got = lookout_dump(&st);
     assert_eq!(st.wal_stats().unwrap().corruptions, 0);
     assert_same(&got, &want);
-}
-
-/// Equal dumps, or a short account of the first difference.
-/// promtool prints every NaN as `NaN`, so NaN payloads (the staleness marker included)
-/// are compared as one NaN.
-fn assert_same(got: &BTreeMap<String, Vec<(i64, u64)>>, want: &BTreeMap<String, Vec<(i64, u64)>>) {
-    let norm = |v: &Vec<(i64, u64)>| -> Vec<(i64, u64)> {
-        v.iter()
-            .map(|&(t, b)| {
-                (
-                    t,
-                    if f64::from_bits(b).is_nan() {
-                        f64::NAN.to_bits()
-                    } else {
-                        b
-                    },
-                )
-            })
-            .collect()
-    };
-    for (k, v) in want {
-        assert_eq!(got.get(k).map(norm), Some(norm(v)), "series {k}");
-    }
-    assert_eq!(got.len(), want.len(), "extra series");
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Figures, not a check: WAL bytes per sample for a scrape-like load and the replay time.

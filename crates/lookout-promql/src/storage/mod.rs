@@ -1,6 +1,16 @@
-//! In-memory time-series storage: series identified by their label sets, float samples
-//! with millisecond timestamps in compressed chunks, selection by PromQL label matchers
-//! through an inverted index, and a retention window.
+//! Time-series storage: series identified by their label sets, float samples with
+//! millisecond timestamps in compressed chunks, selection by PromQL label matchers through
+//! an inverted index, and a retention window. A storage made with [`Storage::new`] keeps
+//! everything in memory (the head); one opened on a data directory ([`Storage::open`])
+//! also logs to a write-ahead log ([`wal`]) and moves old samples into persisted blocks
+//! ([`block`]), both in Prometheus 2.42's on-disk format.
+//!
+//! * **Head and blocks**: once the head spans more than 3 h (1.5 block ranges, as in
+//!   Prometheus), its oldest aligned 2 h range is written as a block (`DIR/<ULID>/`) and
+//!   freed from memory; the appender that crossed the threshold writes it, others go on
+//!   appending (samples for the range being written are refused as out of bounds). Queries
+//!   read the blocks overlapping their range and the head and merge series by labels; on an
+//!   equal timestamp the head wins. `label_names`/`label_values` cover both.
 //!
 //! * **Index** (`index.rs`): label name → value → sorted posting list of series ids;
 //!   matchers are answered by intersecting and subtracting postings, with fast paths for
@@ -19,15 +29,21 @@
 //!   the write lock briefly. A query copies the samples it needs out of each series, one
 //!   series lock at a time.
 //! * **Retention**: with [`StorageOptions::retention`] set, appends past the window
-//!   truncate the storage now and then ([`Storage::truncate_before`]): whole chunks older
+//!   truncate the head now and then ([`Storage::truncate_before`]): whole chunks older
 //!   than the cut are freed, samples before it are hidden from queries, and series left
 //!   without samples are removed from the index.
+//!   Blocks go whole, as in Prometheus: after each block is written (and at open), every
+//!   block whose end is more than the window before the newest block's end is deleted, and
+//!   with [`StorageOptions::retention_size`] the oldest blocks go until blocks plus WAL fit
+//!   (checked when a block is written, so the WAL may be a segment or two past it).
 //! * **Series limit**: with [`StorageOptions::max_series`] set, a sample that would create
 //!   a series beyond it is refused ([`AppendError::SeriesLimit`], decided under the read
 //!   lock, so a flood of new series does not queue on the write lock); series already held
 //!   keep taking samples, and series removed by retention free their place.
 
+pub mod block;
 mod index;
+mod persist;
 pub mod wal;
 mod xor;
 
@@ -156,6 +172,10 @@ pub struct StorageOptions {
     /// [`AppendError::SeriesLimit`]. Series removed by retention free their place. 0 (the
     /// default) is unlimited.
     pub max_series: usize,
+    /// Most bytes of blocks plus WAL in a data directory (Prometheus's
+    /// `--storage.tsdb.retention.size`): past it the oldest blocks are deleted. 0 (the
+    /// default) is unlimited. The head and the WAL themselves are never cut by it.
+    pub retention_size: u64,
 }
 
 impl Default for StorageOptions {
@@ -163,6 +183,7 @@ impl Default for StorageOptions {
         StorageOptions {
             retention: Duration::ZERO,
             max_series: 0,
+            retention_size: 0,
         }
     }
 }
@@ -518,6 +539,17 @@ pub struct Storage {
     regex_cache: Mutex<HashMap<String, Option<Regex>>>,
     /// The write-ahead log of a storage opened on a directory ([`Storage::open`]).
     wal: Option<wal::Wal>,
+    /// The persisted blocks of a storage opened on a directory.
+    blocks: Option<Arc<block::Blocks>>,
+    /// Oldest timestamp appended to the head (`i64::MAX`: none); the head's start is the
+    /// later of it and `min_valid_t`.
+    head_min_t: AtomicI64,
+    /// Appends before this are refused while a block of the time before it is written.
+    append_floor: AtomicI64,
+    /// Set while the head is being cut into a block.
+    compacting: AtomicBool,
+    /// When writing a block last failed (retried a minute later).
+    compact_failed_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// Regexes kept compiled between queries; the cache is emptied when it grows past this.
@@ -536,6 +568,11 @@ impl Storage {
             ranks_valid: AtomicBool::new(false),
             regex_cache: Mutex::new(HashMap::new()),
             wal: None,
+            blocks: None,
+            head_min_t: AtomicI64::new(i64::MAX),
+            append_floor: AtomicI64::new(i64::MIN),
+            compacting: AtomicBool::new(false),
+            compact_failed_at: Mutex::new(None),
         }
     }
 
@@ -556,7 +593,23 @@ impl Storage {
         };
         let wal_dir = dir.join("wal");
         let mut storage = Storage::new(opts);
+        let blocks = block::Blocks::open(dir).map_err(io_err)?;
+        let block_stats = blocks.stats();
+        tracing::info!(
+            dir = %dir.display(),
+            blocks = block_stats.blocks_loaded,
+            bytes = block_stats.blocks_bytes,
+            ignored = block_stats.blocks_ignored,
+            "blocks loaded"
+        );
+        storage.blocks = Some(Arc::new(blocks));
+        storage.apply_block_retention();
+        let blocks_maxt = storage.blocks.as_ref().map_or(i64::MIN, |b| b.max_time());
         let report = wal::replay::replay(&storage, &wal_dir).map_err(io_err)?;
+        if blocks_maxt > i64::MIN {
+            // What the WAL still holds from before the newest block is in the blocks.
+            storage.truncate_before(blocks_maxt);
+        }
         tracing::info!(
             dir = %dir.display(),
             series = report.series,
@@ -663,7 +716,10 @@ impl Storage {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
-        let min = self.min_valid_t.load(Ordering::Relaxed);
+        let min = self
+            .min_valid_t
+            .load(Ordering::Relaxed)
+            .max(self.append_floor.load(Ordering::Relaxed));
         if t_ms < min {
             return Err(AppendError::OutOfBounds {
                 series: labels.to_string(),
@@ -700,6 +756,7 @@ impl Storage {
                 .as_ref()
                 .is_some_and(|w| w.log_sample(series.id, t_ms, v));
             drop(chunks);
+            self.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
             if full && let Some(w) = &self.wal {
                 w.wait_for_room();
             }
@@ -760,7 +817,13 @@ impl Storage {
     /// (each time the cut has moved by a tenth of the window, at least a minute).
     fn after_append(&self, t_ms: i64) {
         let prev = self.max_t.fetch_max(t_ms, Ordering::Relaxed);
-        if self.opts.retention.is_zero() || t_ms <= prev {
+        if t_ms <= prev {
+            return;
+        }
+        if self.blocks.is_some() && self.head_compactable() {
+            self.compact_head();
+        }
+        if self.opts.retention.is_zero() {
             return;
         }
         let retention = i64::try_from(self.opts.retention.as_millis()).unwrap_or(i64::MAX);
@@ -836,14 +899,33 @@ impl Storage {
         }
     }
 
-    /// Label names in use, sorted.
+    /// Label names in use in the head and the blocks, sorted.
     pub fn label_names(&self) -> Vec<String> {
-        self.read_inner().index.label_names()
+        let head = self.read_inner().index.label_names();
+        self.with_blocks(head, |b| b.label_names())
     }
 
-    /// Values of label `name` in use, sorted.
+    /// Values of label `name` in use in the head and the blocks, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.read_inner().index.label_values(name)
+        let head = self.read_inner().index.label_values(name);
+        self.with_blocks(head, |b| b.label_values(name))
+    }
+
+    /// `head` and what `f` gives for every block, sorted and deduplicated.
+    fn with_blocks(
+        &self,
+        mut head: Vec<String>,
+        f: impl Fn(&block::Block) -> Vec<String>,
+    ) -> Vec<String> {
+        let Some(blocks) = &self.blocks else {
+            return head;
+        };
+        for b in blocks.list() {
+            head.extend(f(&b));
+        }
+        head.sort_unstable();
+        head.dedup();
+        head
     }
 
     /// Size figures (walks every series: meant for reports, not hot paths).
@@ -894,6 +976,31 @@ impl Queryable for Storage {
             .iter()
             .map(|m| Prepared::new(m, &|p| self.compile(p)))
             .collect();
+        let blocks: Vec<Arc<block::Block>> = match &self.blocks {
+            Some(b) => b
+                .list()
+                .into_iter()
+                .filter(|b| b.overlaps(mint_ms, maxt_ms))
+                .collect(),
+            None => Vec::new(),
+        };
+        let head = self.select_head(&prepared, mint_ms, maxt_ms);
+        let Some(all) = self.blocks.as_ref().filter(|_| !blocks.is_empty()) else {
+            return head;
+        };
+        // Oldest block first and the head last: on an equal timestamp the later wins.
+        let mut parts: Vec<Vec<SeriesData>> = blocks
+            .iter()
+            .map(|b| b.select(&prepared, mint_ms, maxt_ms, &all.chunks_dropped))
+            .collect();
+        parts.push(head);
+        block::merge(parts)
+    }
+}
+
+impl Storage {
+    /// [`Queryable::select`] over the head only.
+    fn select_head(&self, prepared: &[Prepared], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesData> {
         let mint = mint_ms.max(self.min_valid_t.load(Ordering::Relaxed));
         if mint > maxt_ms {
             return Vec::new();
@@ -902,7 +1009,7 @@ impl Queryable for Storage {
             let inner = self.read_inner();
             let mut series: Vec<Arc<MemSeries>> = inner
                 .index
-                .select(&prepared)
+                .select(prepared)
                 .into_iter()
                 .filter_map(|id| inner.by_id.get(&id).cloned())
                 .collect();
@@ -1377,6 +1484,7 @@ mod tests {
         let st = Storage::new(StorageOptions {
             retention: Duration::from_secs(600),
             max_series: 2,
+            retention_size: 0,
         });
         let live = Labels::new([("__name__", "live")]);
         let gone = Labels::new([("__name__", "gone")]);

@@ -36,12 +36,17 @@ pub(crate) struct BitWriter {
 }
 
 impl BitWriter {
-    fn write_bit(&mut self, bit: bool) {
+    /// The bytes written so far (the last one zero-padded).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub(crate) fn write_bit(&mut self, bit: bool) {
         self.write_bits(bit as u64, 1);
     }
 
     /// Writes the low `n` bits of `v` (n ≤ 64).
-    fn write_bits(&mut self, v: u64, mut n: u8) {
+    pub(crate) fn write_bits(&mut self, v: u64, mut n: u8) {
         while n > 0 {
             if self.free == 0 {
                 self.buf.push(0);
@@ -57,7 +62,7 @@ impl BitWriter {
         }
     }
 
-    fn write_uvarint(&mut self, mut v: u64) {
+    pub(crate) fn write_uvarint(&mut self, mut v: u64) {
         loop {
             let byte = (v & 0x7f) as u8;
             v >>= 7;
@@ -69,19 +74,24 @@ impl BitWriter {
         }
     }
 
-    fn write_varint(&mut self, v: i64) {
+    pub(crate) fn write_varint(&mut self, v: i64) {
         self.write_uvarint(((v << 1) ^ (v >> 63)) as u64);
     }
 }
 
 /// Reads bits written by [`BitWriter`].
-struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     buf: &'a [u8],
     /// Position in bits.
     pos: usize,
 }
 
 impl<'a> BitReader<'a> {
+    /// A reader at the start of `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> BitReader<'a> {
+        BitReader { buf, pos: 0 }
+    }
+
     /// The 64 bits starting at byte `i` (zeros past the end), most significant first.
     #[inline]
     fn word_at(&self, i: usize) -> u64 {
@@ -99,24 +109,24 @@ impl<'a> BitReader<'a> {
     /// The next bits, most significant first: at least 57 of them are the stream's
     /// (zeros past its end).
     #[inline]
-    fn peek(&self) -> u64 {
+    pub(crate) fn peek(&self) -> u64 {
         self.word_at(self.pos / 8) << (self.pos % 8)
     }
 
     #[inline]
-    fn skip(&mut self, n: u32) {
+    pub(crate) fn skip(&mut self, n: u32) {
         self.pos += n as usize;
     }
 
     /// Whether reads went past the end of the stream.
     #[inline]
-    fn past_end(&self) -> bool {
+    pub(crate) fn past_end(&self) -> bool {
         self.pos > self.buf.len() * 8
     }
 
     /// Reads `n` bits (n ≤ 64); `None` past the end of the stream.
     #[inline]
-    fn read_bits(&mut self, n: u8) -> Option<u64> {
+    pub(crate) fn read_bits(&mut self, n: u8) -> Option<u64> {
         if n == 0 {
             return Some(0);
         }
@@ -135,7 +145,7 @@ impl<'a> BitReader<'a> {
         Some(word >> (64 - n as u32))
     }
 
-    fn read_uvarint(&mut self) -> Option<u64> {
+    pub(crate) fn read_uvarint(&mut self) -> Option<u64> {
         let mut out = 0u64;
         let mut shift = 0u32;
         loop {
@@ -151,7 +161,7 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    fn read_varint(&mut self) -> Option<i64> {
+    pub(crate) fn read_varint(&mut self) -> Option<i64> {
         let u = self.read_uvarint()?;
         Some((u >> 1) as i64 ^ -((u & 1) as i64))
     }
@@ -501,7 +511,7 @@ impl<'a> XorIter<'a> {
 }
 
 /// Sign-extends the low `n` bits of `v`.
-fn sign_extend(v: u64, n: u8) -> i64 {
+pub(crate) fn sign_extend(v: u64, n: u8) -> i64 {
     let shift = 64 - n as u32;
     ((v << shift) as i64) >> shift
 }

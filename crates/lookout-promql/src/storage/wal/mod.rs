@@ -26,14 +26,18 @@
 //!   after it are read back into the storage; a corrupt or torn record ends the replay of
 //!   its segment, which is truncated there (later segments are deleted, as Prometheus
 //!   repairs a WAL), and the loss is logged and counted.
-//! * **Truncation**: once the oldest segments hold only samples older than the retention
-//!   cut, a checkpoint of the live series records is written (in Prometheus's
+//! * **Truncation**: once the oldest segments hold only samples older than the head's
+//!   start (the end of the newest block, or the retention cut), a checkpoint of the live
+//!   series records is written (in Prometheus's
 //!   `checkpoint.NNNNNNNN` directory format, so every later sample's series reference
 //!   still resolves) and those segments are deleted.
 //! * A `lock` file in the data directory (`flock`) keeps a second writer out.
 //!
 //! Not kept in the WAL: start timestamps (Prometheus 2.42's records have no place for
-//! them). Without retention the WAL grows without bound.
+//! them). A segment is only dropped once it is closed (full, 128 MiB by default) and all
+//! its samples are in blocks, so the WAL holds about the last 3 h plus one segment.
+//! After a replay, samples older than the newest block's end are dropped (they are in
+//! the block).
 
 pub mod record;
 pub(crate) mod replay;
@@ -372,7 +376,7 @@ impl Drop for Wal {
 }
 
 /// Fsyncs a directory, so that files created or renamed in it survive a crash.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -784,6 +788,7 @@ mod tests {
         let opts = StorageOptions {
             retention: Duration::from_secs(3600),
             max_series: 0,
+            retention_size: 0,
         };
         let st = Storage::open(opts.clone(), dir.path(), small()).unwrap();
         // Six hours of 20 series every 15 s: the first five hours leave the WAL.

@@ -52,7 +52,7 @@ pub enum DecodeError {
     Empty,
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut u: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut u: u64) {
     while u >= 0x80 {
         out.push((u as u8) | 0x80);
         u >>= 7;
@@ -60,11 +60,11 @@ fn put_uvarint(out: &mut Vec<u8>, mut u: u64) {
     out.push(u as u8);
 }
 
-fn put_varint(out: &mut Vec<u8>, x: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, x: i64) {
     put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvarint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }

@@ -110,6 +110,7 @@ impl Apply<'_> {
                         continue;
                     }
                     self.report.samples += 1;
+                    self.storage.head_min_t.fetch_min(t, Ordering::Relaxed);
                     self.max_t = self.max_t.max(t);
                     maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
                 }

@@ -1,0 +1,285 @@
+use super::*;
+use crate::storage::wal::WalOptions;
+use crate::storage::{Queryable, Storage, StorageOptions};
+use promql_parser::label::{MatchOp, Matcher};
+
+/// Start of the test data: an aligned block boundary plus 17 minutes.
+const T0: i64 = 1_700_006_400_000 + 17 * 60_000;
+
+fn fill(st: &Storage, series: usize, hours: i64) {
+    for i in 0..(hours * 240) {
+        for s in 0..series {
+            let labels = Labels::new([
+                ("__name__", "m"),
+                ("instance", format!("i{s}").as_str()),
+                ("job", if s % 2 == 0 { "a" } else { "b" }),
+            ]);
+            let v = if s % 3 == 0 {
+                (i * 7) as f64
+            } else {
+                (i as f64 * 0.37).sin()
+            };
+            st.append(&labels, T0 + i * 15_000 + s as i64, v)
+                .expect("append");
+        }
+    }
+}
+
+fn all(st: &Storage, job: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+    let m = [Matcher::new(MatchOp::Equal, "job", job)];
+    st.select(&m, i64::MIN, i64::MAX)
+        .into_iter()
+        .map(|s| {
+            let v = s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();
+            (s.labels.to_string(), v)
+        })
+        .collect()
+}
+
+fn block_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| is_ulid(&n.to_string_lossy())))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Storage::new(StorageOptions::default());
+    fill(&mem, 6, 7);
+    let st =
+        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    fill(&st, 6, 7);
+    // 0:17 to 7:17: [0:17, 2:00), [2:00, 4:00) and [4:00, 6:00) are cut as the head
+    // passes 3 h.
+    let stats = st.block_stats().expect("blocks");
+    assert_eq!(stats.blocks_loaded, 3, "{stats:?}");
+    assert_eq!(stats.compactions, 3);
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
+    assert_eq!(st.label_values("instance"), mem.label_values("instance"));
+    // Ranges that cross a block boundary.
+    let m = [Matcher::new(MatchOp::NotEqual, "job", "zzz")];
+    for (a, b) in [
+        (T0 + 3_600_000, T0 + 9_000_000),
+        (T0, T0 + 1),
+        (T0 + 6_000_000, T0 + 6_000_000),
+    ] {
+        assert_eq!(st.select(&m, a, b), mem.select(&m, a, b));
+    }
+    st.close_wal();
+    drop(st);
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
+        .expect("reopen");
+    assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 3);
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
+    let metas: Vec<BlockMeta> = block_dirs(dir.path())
+        .iter()
+        .map(|d| BlockMeta::read(d).expect("meta"))
+        .collect();
+    let mut ranges: Vec<(i64, i64)> = metas.iter().map(|m| (m.min_time, m.max_time)).collect();
+    ranges.sort();
+    let b = 1_700_006_400_000;
+    let r = BLOCK_RANGE_MS;
+    assert_eq!(
+        ranges,
+        vec![(T0, b + r), (b + r, b + 2 * r), (b + 2 * r, b + 3 * r)]
+    );
+}
+
+#[test]
+fn unfinished_and_broken_blocks_are_removed_or_ignored_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
+            .expect("open");
+        fill(&st, 3, 5);
+        st.close_wal();
+    }
+    let blocks = block_dirs(dir.path());
+    assert_eq!(blocks.len(), 2);
+    let tmp = dir.path().join(format!("{}.tmp", new_ulid(1)));
+    std::fs::create_dir_all(tmp.join("chunks")).expect("tmp");
+    let no_meta = dir.path().join(new_ulid(2));
+    std::fs::create_dir_all(&no_meta).expect("no meta");
+    let bad_index = dir.path().join(new_ulid(3));
+    copy_dir(&blocks[0], &bad_index);
+    std::fs::write(bad_index.join("index"), b"\xba\xaa\xd7\x00\x02garbage").expect("index");
+    let st =
+        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    let stats = st.block_stats().expect("blocks");
+    assert_eq!(
+        (stats.blocks_loaded, stats.blocks_ignored),
+        (2, 3),
+        "{stats:?}"
+    );
+    assert!(!tmp.exists() && !no_meta.exists());
+    assert!(
+        bad_index.exists(),
+        "a block with a readable meta.json is kept for inspection"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_chunk_with_a_bad_checksum_is_dropped_logged_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let want = {
+        let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
+            .expect("open");
+        fill(&st, 2, 5);
+        st.close_wal();
+        all(&st, "a")
+    };
+    let block = block_dirs(dir.path()).remove(0);
+    let seg = block.join("chunks").join("000001");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    // The first chunk's data starts after the header, its length and encoding.
+    bytes[8 + 2 + 1 + 5] ^= 0xff;
+    std::fs::write(&seg, bytes).expect("write");
+    let st =
+        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    let got = all(&st, "a");
+    let stats = st.block_stats().expect("blocks");
+    assert_eq!(stats.chunks_dropped, 1, "{stats:?}");
+    // Only the first series lost its first chunk (120 samples).
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got[0].1.len(), want[0].1.len() - 120);
+    assert_eq!(got[0].1[..], want[0].1[120..]);
+}
+
+#[test]
+fn hostile_index_lengths_give_errors_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    let series = vec![IndexSeries {
+        r: 0,
+        labels: Labels::new([("a", "b")]),
+        chunks: vec![ChunkMeta {
+            mint: 1,
+            maxt: 2,
+            r: 8,
+        }],
+    }];
+    index::write_index(&path, &series).expect("write");
+    let good = std::fs::read(&path).expect("read");
+    let back = index::read_index(&path).expect("reads");
+    assert_eq!(back[0].labels, series[0].labels);
+    assert_eq!(back[0].chunks, series[0].chunks);
+    // Every 4-byte window set to 0xffffffff, one at a time: errors, never a panic.
+    for at in 0..good.len() - 4 {
+        let mut bad = good.clone();
+        bad[at..at + 4].copy_from_slice(&[0xff; 4]);
+        std::fs::write(&path, &bad).expect("write");
+        if let Err(e) = index::read_index(&path) {
+            assert!(e.to_string().contains("index"), "{e}");
+        }
+    }
+    std::fs::write(&path, &good[..good.len() / 2]).expect("write");
+    assert!(index::read_index(&path).is_err());
+}
+
+#[test]
+fn merge_prefers_the_later_answer_on_equal_timestamps() {
+    let s = |v: f64, ts: &[i64]| SeriesData {
+        labels: Labels::new([("a", "1")]),
+        samples: ts.iter().map(|&t| Sample { t, v }).collect(),
+        st: None,
+    };
+    let merged = merge(vec![vec![s(1.0, &[1, 2, 3])], vec![s(2.0, &[3, 4])]]);
+    let got: Vec<(i64, f64)> = merged[0].samples.iter().map(|x| (x.t, x.v)).collect();
+    assert_eq!(got, vec![(1, 1.0), (2, 1.0), (3, 2.0), (4, 2.0)]);
+}
+
+#[test]
+fn ulids_sort_by_time_and_are_unique() {
+    let a = new_ulid(1_700_000_000_000);
+    let b = new_ulid(1_700_000_000_001);
+    assert!(is_ulid(&a) && a < b && a != new_ulid(1_700_000_000_000));
+    assert_eq!(&new_ulid(0)[..10], "0000000000");
+}
+
+/// Bytes of the files under `dir` (all levels).
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let m = e.metadata().expect("metadata");
+            if m.is_dir() { du(&e.path()) } else { m.len() }
+        })
+        .sum()
+}
+
+#[test]
+fn retention_by_size_keeps_blocks_and_wal_under_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = 200_000;
+    let opts = StorageOptions {
+        retention_size: limit,
+        ..Default::default()
+    };
+    let wal = WalOptions {
+        segment_size: 32 * 1024,
+        ..Default::default()
+    };
+    let st = Storage::open(opts, dir.path(), wal).expect("open");
+    fill(&st, 6, 30);
+    st.close_wal();
+    let stats = st.block_stats().expect("blocks");
+    let used = du(dir.path());
+    eprintln!("{stats:?}, {used} bytes on disk");
+    assert!(
+        stats.size_retentions > 0 && stats.blocks_loaded >= 1,
+        "{stats:?}"
+    );
+    // The limit is applied when a block is written; the WAL's writer runs on its own
+    // thread, so the WAL measured then may be a segment or two behind.
+    let slack = 2 * 32 * 1024;
+    assert!(used <= limit + slack, "{used} bytes on disk, limit {limit}");
+    // The newest data is all there.
+    let m = [Matcher::new(MatchOp::Equal, "job", "a")];
+    let newest = T0 + (30 * 240 - 1) * 15_000;
+    let last = st.select(&m, newest - 3_600_000, newest);
+    assert_eq!(last.len(), 3);
+    assert!(last.iter().all(|s| s.samples.len() >= 240), "{last:?}");
+}
+
+#[test]
+fn retention_by_time_deletes_whole_blocks_past_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StorageOptions {
+        retention: std::time::Duration::from_secs(6 * 3600),
+        ..Default::default()
+    };
+    let st = Storage::open(opts, dir.path(), WalOptions::default()).expect("open");
+    fill(&st, 3, 20);
+    let stats = st.block_stats().expect("blocks");
+    assert!(stats.time_retentions > 0, "{stats:?}");
+    let metas: Vec<BlockMeta> = block_dirs(dir.path())
+        .iter()
+        .map(|d| BlockMeta::read(d).expect("meta"))
+        .collect();
+    let newest = metas.iter().map(|m| m.max_time).max().expect("a block");
+    assert!(
+        metas.iter().all(|m| newest - m.max_time <= 6 * 3600 * 1000),
+        "{metas:?}"
+    );
+    assert_eq!(metas.len() as u64, stats.blocks_loaded);
+}

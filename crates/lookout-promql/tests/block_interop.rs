@@ -1,0 +1,322 @@
+//! Lookout's blocks against Prometheus 2.42's own tools: `promtool tsdb list/analyze/dump`
+//! and a Prometheus server read what Lookout wrote, and Lookout reads blocks made by
+//! `promtool tsdb create-blocks-from openmetrics` and a directory Prometheus ran on.
+//! Skipped (with a message) when `promtool` or `prometheus` is not installed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{assert_same, free_port, have, http_get, lookout_dump, promtool_dump, unsafe_sigterm};
+use lookout_promql::labels::Labels;
+use lookout_promql::storage::wal::WalOptions;
+use lookout_promql::storage::{Storage, StorageOptions};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// 20 series × 7 h at 30 s ending now (Prometheus keeps recent data whatever its
+/// retention), written through a directory: three blocks are cut, the rest stays in the
+/// head and the WAL.
+fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let st = Storage::open(StorageOptions::default(), dir, WalOptions::default()).unwrap();
+    let t0 = now_ms() - 7 * 3600 * 1000;
+    for k in 0..(7 * 120) {
+        for i in 0..20 {
+            let l = Labels::new([
+                (
+                    "__name__",
+                    if i % 4 == 0 {
+                        "up"
+                    } else {
+                        "http_requests_total"
+                    },
+                ),
+                ("instance", &format!("host{i}:9100")),
+                ("code", if i % 2 == 0 { "200" } else { "500" }),
+            ]);
+            let v = if i % 3 == 0 {
+                (k * i) as f64
+            } else {
+                (k as f64 * 0.1).sin()
+            };
+            st.append(&l, t0 + k * 30_000, v).unwrap();
+        }
+    }
+    let blocks = st.block_stats().unwrap();
+    assert!(blocks.blocks_loaded >= 2, "{blocks:?}");
+    let want = lookout_dump(&st);
+    st.close_wal();
+    want
+}
+
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn promtool_lists_analyzes_and_dumps_lookout_blocks() {
+    if !have("promtool") {
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let want = lookout_dir(dir.path());
+    let list = promtool(&["tsdb", "list"], dir.path());
+    let blocks = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().len() == 26)
+        .count();
+    assert!(blocks >= 2);
+    assert_eq!(list.lines().count(), blocks + 1, "{list}");
+    promtool(&["tsdb", "analyze"], dir.path());
+    assert_same(&promtool_dump(dir.path()), &want);
+}
+
+/// Starts Prometheus on `data`, waits until it is ready.
+fn start_prometheus(data: &Path, port: u16) -> Child {
+    let cfg = data.parent().unwrap().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--storage.tsdb.retention.time=100y")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while http_get(port, "/-/ready").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "prometheus did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+/// The raw samples Prometheus answers for `selector[8h]` at `at_ms`, as a dump.
+fn prometheus_samples(port: u16, selector: &str, at_ms: i64) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let q: String = format!("{selector}[8h]")
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let path = format!(
+        "/api/v1/query?query={q}&time={}.{:03}",
+        at_ms / 1000,
+        at_ms % 1000
+    );
+    let body = http_get(port, &path).expect("query answered");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        let pairs: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let samples = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                let v: f64 = p[1].as_str().unwrap().parse().unwrap();
+                (t, v.to_bits())
+            })
+            .collect();
+        out.insert(Labels::new(pairs).to_string(), samples);
+    }
+    out
+}
+
+#[test]
+fn prometheus_serves_lookout_blocks() {
+    if !have("prometheus") {
+        eprintln!("SKIPPED: prometheus not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let want = lookout_dir(&data);
+    std::fs::remove_file(data.join("lock")).ok();
+    let port = free_port();
+    let mut child = start_prometheus(&data, port);
+    let at = now_ms();
+    let got = prometheus_samples(port, "{__name__=~\"up|http_requests_total\"}", at);
+    let series = http_get(
+        port,
+        "/api/v1/series?match%5B%5D=%7B__name__%3D~%22.%2B%22%7D&start=0",
+    )
+    .expect("series answered");
+    unsafe_sigterm(child.id());
+    child.wait().unwrap();
+    let want: BTreeMap<String, Vec<(i64, u64)>> = want
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                v.into_iter()
+                    .filter(|s| s.0 > at - 8 * 3600 * 1000)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_same(&got, &want);
+    let n = serde_json::from_str::<serde_json::Value>(&series).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(n >= want.len(), "{n} series listed");
+}
+
+/// `DIR/data`, made by `promtool tsdb create-blocks-from openmetrics` from
+/// [`openmetrics`].
+fn backfilled(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("data.om");
+    let data = dir.join("data");
+    openmetrics(&file);
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
+/// An OpenMetrics file of 6 series × 5 h at 15 s ending two hours ago.
+fn openmetrics(path: &Path) {
+    let t0 = now_ms() / 1000 - 7 * 3600;
+    let mut s = String::from("# TYPE backfilled gauge\n");
+    for k in 0..(5 * 240) {
+        for i in 0..6 {
+            let v = if i % 2 == 0 {
+                (k * i) as f64
+            } else {
+                (k as f64 * 0.7).cos()
+            };
+            s.push_str(&format!(
+                "backfilled{{series=\"{i}\"}} {v} {}\n",
+                t0 + k * 15
+            ));
+        }
+    }
+    s.push_str("# EOF\n");
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn lookout_reads_blocks_made_by_promtool() {
+    if !have("promtool") {
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = backfilled(dir.path());
+    // `promtool tsdb dump` wants a WAL directory, which create-blocks-from does not make.
+    std::fs::create_dir_all(data.join("wal")).unwrap();
+    let want = promtool_dump(&data);
+    assert_eq!(want.len(), 6);
+    assert_eq!(want.values().map(Vec::len).sum::<usize>(), 6 * 5 * 240);
+    let st = Storage::open(StorageOptions::default(), &data, WalOptions::default()).unwrap();
+    assert!(st.block_stats().unwrap().blocks_loaded >= 2);
+    assert_same(&lookout_dump(&st), &want);
+}
+
+#[test]
+fn lookout_reads_a_directory_prometheus_ran_on() {
+    if !have("promtool") || !have("prometheus") {
+        eprintln!("SKIPPED: prometheus or promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = backfilled(dir.path());
+    let port = free_port();
+    let child = start_prometheus(&data, port);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut child = child;
+    unsafe_sigterm(child.id());
+    child.wait().unwrap();
+    let want = promtool_dump(&data);
+    let st = Storage::open(StorageOptions::default(), &data, WalOptions::default()).unwrap();
+    assert!(st.block_stats().unwrap().blocks_loaded >= 2);
+    assert_same(&lookout_dump(&st), &want);
+}
+
+/// Figures, not a check: bytes per sample in blocks and in the WAL, and the time to write
+/// one 2 h block. `BLOCK_FIGURES_SERIES` series (default 2,000) × 2 h at 15 s.
+#[test]
+#[ignore = "figures: cargo test --release --test block_interop -- --ignored --nocapture"]
+fn block_figures() {
+    let n: usize = std::env::var("BLOCK_FIGURES_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).unwrap();
+    let t0 = (now_ms() / 7_200_000 - 2) * 7_200_000;
+    let labels: Vec<Labels> = (0..n)
+        .map(|i| {
+            Labels::new([
+                ("__name__", format!("metric_{}", i % 50)),
+                ("instance", format!("host{}:9100", i / 50)),
+            ])
+        })
+        .collect();
+    for k in 0..481i64 {
+        for (i, l) in labels.iter().enumerate() {
+            let v = match i % 3 {
+                0 => (k * (i as i64 % 7)) as f64,
+                1 => (k as f64 * 0.01 + i as f64).sin(),
+                _ => 1.0,
+            };
+            st.append(l, t0 + k * 15_000, v).unwrap();
+        }
+    }
+    st.sync_wal();
+    let wal = st.wal_stats().unwrap();
+    let start = Instant::now();
+    st.persist_head();
+    let took = start.elapsed();
+    let b = st.block_stats().unwrap();
+    let samples = (n * 480) as f64;
+    eprintln!(
+        "{n} series, {} samples: block {} bytes ({:.2} B/sample) written in {took:?}; WAL {:.2} B/sample",
+        n * 480,
+        b.blocks_bytes,
+        b.blocks_bytes as f64 / samples,
+        wal.bytes_written as f64 / wal.samples_written as f64
+    );
+}
