@@ -4,10 +4,12 @@
 //! Queries are sent as form-encoded POSTs (GET when configured; some proxies only allow GET)
 //! with `query`, `time` and `timeout`. Vector and scalar results are accepted; a string or a
 //! matrix is [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
-//! kept: `bad_data` and `execution` become [`DatasourceError::Query`], the rest
-//! [`DatasourceError::Unavailable`]. Rule outputs are dropped unless a
-//! [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]): then `append`
-//! queues them for Prometheus remote write to the server (or any other receiver).
+//! kept: `bad_data` and `execution` (VictoriaMetrics: `422`, `400`) become
+//! [`DatasourceError::Query`], the rest [`DatasourceError::Unavailable`]. Rule outputs are
+//! dropped unless a [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]):
+//! then `append` queues them for Prometheus remote write to the server (or any other
+//! receiver). VictoriaMetrics answers a range selector with raw samples (as Prometheus) but
+//! shows a staleness marker as a plain `NaN`; see [`crate::state::restored_active_at`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +117,13 @@ fn parse_value(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("invalid sample value {s:?}"))
 }
 
+/// Whether an API `errorType` blames the expression rather than the server: Prometheus's
+/// `bad_data` and `execution`, and VictoriaMetrics's HTTP status as text (`"422"` for a
+/// parse or execution error, `"400"` for a bad parameter).
+fn is_query_error(error_type: &str) -> bool {
+    matches!(error_type, "bad_data" | "execution" | "422" | "400")
+}
+
 fn unix_seconds(t: SystemTime) -> String {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => format!("{}.{:03}", d.as_secs(), d.subsec_millis()),
@@ -217,7 +226,7 @@ impl RemoteDatasource {
             let message = parsed.error.unwrap_or_else(|| format!("HTTP {status}"));
             let kind = parsed.error_type.unwrap_or_default();
             return Err(match kind.as_str() {
-                "bad_data" | "execution" => DatasourceError::Query {
+                k if is_query_error(k) => DatasourceError::Query {
                     expr: expr.to_string(),
                     message,
                 },
@@ -364,5 +373,15 @@ mod tests {
         assert!(parse_value("NaN").unwrap().is_nan());
         assert!(parse_value("x").is_err());
         assert!(RemoteDatasource::new(RemoteConfig::new("ftp://x")).is_err());
+    }
+
+    #[test]
+    fn victoriametrics_error_types_blame_the_expression() {
+        for kind in ["bad_data", "execution", "422", "400"] {
+            assert!(is_query_error(kind), "{kind}");
+        }
+        for kind in ["unavailable", "internal", "503", "timeout", ""] {
+            assert!(!is_query_error(kind), "{kind}");
+        }
     }
 }
