@@ -193,6 +193,44 @@ alerting:
         1,
         "one firing notification"
     );
+    resolved_episode_is_not_restored(evaluator, dir, &flags, &target, &base).await;
+}
+
+/// The alert resolved (its `ALERTS_FOR_STATE` ended with a staleness marker). Killed, the
+/// gauge down again, restarted: the resolved episode is not restored (it would fire at
+/// once, its `for` long spent); the alert is pending from after the restart.
+async fn resolved_episode_is_not_restored(
+    mut evaluator: Evaluator,
+    dir: &Path,
+    flags: &[String],
+    target: &GaugeTarget,
+    engine: &str,
+) {
+    eventually("ALERTS_FOR_STATE to go stale", TRIES, POLL, || async {
+        let left = instant_query(engine, "ALERTS_FOR_STATE").await.ok()?;
+        left.is_empty().then_some(())
+    })
+    .await;
+    evaluator.process.kill();
+    let killed_at = now_secs();
+    target.set(SERIES, 0.0);
+    wait_value(engine, SERIES, 0.0).await;
+    let evaluator = restart(evaluator, dir, flags).await;
+    let alert = eventually(
+        "ScaleDown after the second restart",
+        TRIES,
+        POLL,
+        || async { scale_down(&evaluator.base).await.flatten() },
+    )
+    .await;
+    assert_eq!(
+        alert["state"], "pending",
+        "restored the resolved episode: {alert}"
+    );
+    assert!(
+        rfc3339_secs(&alert["activeAt"]) >= killed_at,
+        "activeAt is from before the restart: {alert}"
+    );
 }
 
 /// Waits until the alert is pending and has been for a few seconds, with its
@@ -215,8 +253,8 @@ async fn pending_with_saved_state(evaluator: &Evaluator, engine: &str) -> f64 {
     active_at
 }
 
-/// SIGKILLs the evaluator and starts it again on the same port with the same flags; returns
-/// once its rule group has restored its `for` state.
+/// SIGKILLs the evaluator (if still running) and starts it again on the same port with the
+/// same flags; returns once its rule group has restored its `for` state.
 async fn restart(mut evaluator: Evaluator, dir: &Path, flags: &[String]) -> Evaluator {
     evaluator.process.kill();
     let port = evaluator.port;
