@@ -734,6 +734,9 @@ pub fn on_path(program: &str) -> bool {
 ///   gauge, its own recorded series and `ALERTS_FOR_STATE` half a minute late.
 /// * `-retentionPeriod=1d`: the shortest retention; the data is thrown away with the test.
 ///
+/// Not settable in 1.79: a new series becomes searchable 5-10 s after it is written (the
+/// index is flushed that often); new samples of a known series within a second.
+///
 /// Left at their defaults: deduplication (off on a single node: every remote-written sample
 /// is kept), the look-back of a selector (derived from the series' sample interval instead of
 /// Prometheus's fixed 5 minutes) and staleness markers (stored, but a range selector returns
