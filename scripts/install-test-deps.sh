@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers Lookout's tests talk to, from Debian's packages: Prometheus and
-# promtool, Alertmanager and amtool, headless Chromium for the status-page test,
+# promtool, VictoriaMetrics (the other remote engine of tests/remote_engines.rs),
+# Alertmanager and amtool, headless Chromium for the status-page test,
 # blackbox_exporter (the oracle of the exporter's differential test) with dnsmasq and
 # openssl for its loopback DNS server and test certificate. Packages
 # already present are left alone, so a second run does nothing.
@@ -9,6 +10,7 @@ set -euo pipefail
 declare -A provides=(
   [promtool]=prometheus
   [prometheus]=prometheus
+  [victoria-metrics]=victoria-metrics
   [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager
   [chromium]=chromium

@@ -24,9 +24,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::{
-    HttpTarget, Process, alertmanager_alerts, evaluator_alerts, eventually, free_port, get_json,
-    has_labels, instant_query, now_secs, repo_root, rfc3339_secs, start_alertmanager,
-    start_exporter, start_prometheus, wait_ready, write_file,
+    HttpTarget, alertmanager_alerts, evaluator_alerts, eventually, free_port, get_json, has_labels,
+    instant_query, now_secs, repo_root, restored, rfc3339_secs, start_alertmanager,
+    start_evaluator, start_exporter, start_prometheus, write_file,
 };
 
 /// Polling period for alert states.
@@ -115,29 +115,6 @@ rule_files:
         ));
     }
     config
-}
-
-/// A running `lookout evaluator` and its base URL.
-struct Evaluator {
-    process: Process,
-    base: String,
-    port: u16,
-}
-
-/// Starts `lookout evaluator` with `dir/evaluator.yml`, the state file `dir/state.json` and
-/// `extra` flags, on `port`; returns when it is ready.
-async fn start_evaluator(dir: &Path, port: u16, extra: &[String]) -> Evaluator {
-    let base = format!("http://127.0.0.1:{port}");
-    let mut args = common::evaluator_args(dir, port, "");
-    args.extend(["--web.external-url".to_string(), base.clone()]);
-    args.extend_from_slice(extra);
-    let process = Process::lookout("evaluator", &args, dir);
-    wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;
-    Evaluator {
-        process,
-        base,
-        port,
-    }
 }
 
 /// The ServerDown alert of `web` in the evaluator's `/api/v1/alerts`, if any.
@@ -349,21 +326,6 @@ fn saved_for_state(dir: &Path) -> Option<(i64, i64)> {
     ))
 }
 
-/// Whether the evaluator's `/metrics` shows that the availability group has restored its
-/// `for` state (Prometheus's `prometheus_rule_group_last_restore_duration_seconds`).
-async fn restored(base: &str) -> bool {
-    let Ok(response) = common::client().get(format!("{base}/metrics")).send().await else {
-        return false;
-    };
-    let Ok(text) = response.text().await else {
-        return false;
-    };
-    text.lines().any(|l| {
-        l.starts_with("prometheus_rule_group_last_restore_duration_seconds{")
-            && l.contains("lookout-availability")
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn for_timer_is_restored_after_sigkill_mid_for() {
     const HOLD: f64 = 30.0;
@@ -424,7 +386,11 @@ async fn for_timer_is_restored_after_sigkill_mid_for() {
         "the group to restore its for state",
         TRIES,
         POLL,
-        || async { restored(&evaluator.base).await.then_some(()) },
+        || async {
+            restored(&evaluator.base, "lookout-availability")
+                .await
+                .then_some(())
+        },
     )
     .await;
     let alert = server_down(&evaluator.base)

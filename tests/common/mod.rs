@@ -278,19 +278,36 @@ pub async fn start_prometheus(dir: &Path, config: &str) -> (Process, u16) {
 /// storage and a route to a receiver that notifies nobody (alerts are read from its API).
 /// Returns when it is ready.
 pub async fn start_alertmanager(dir: &Path) -> (Process, u16) {
+    start_alertmanager_to(dir, "- name: main\n").await
+}
+
+/// Debian's `prometheus-alertmanager` (see [`start_alertmanager`]) posting every
+/// notification, resolved ones included, to the webhook `url`.
+pub async fn start_alertmanager_webhook(dir: &Path, url: &str) -> (Process, u16) {
+    let receiver = format!(
+        "- name: main\n    webhook_configs:\n      - url: '{url}'\n        send_resolved: true\n"
+    );
+    start_alertmanager_to(dir, &receiver).await
+}
+
+/// Alertmanager with one receiver, `main`, defined by `receiver` (a YAML list item), every
+/// alert in a group of its own (so a notification is about one alert) with one-second
+/// waits and no repeats within the hour.
+async fn start_alertmanager_to(dir: &Path, receiver: &str) -> (Process, u16) {
     let port = free_port();
     let config_file = write_file(
         dir,
         "alertmanager.yml",
-        "route:
-  receiver: nobody
-  group_by: [alertname, instance]
+        &format!(
+            "route:
+  receiver: main
+  group_by: ['...']
   group_wait: 1s
   group_interval: 1s
   repeat_interval: 1h
 receivers:
-  - name: nobody
-",
+  {receiver}"
+        ),
     );
     let process = Process::spawn(
         "alertmanager",
@@ -306,6 +323,43 @@ receivers:
     );
     wait_ready("alertmanager", &format!("http://127.0.0.1:{port}/-/ready")).await;
     (process, port)
+}
+
+/// A running `lookout evaluator` and its base URL.
+pub struct Evaluator {
+    pub process: Process,
+    pub base: String,
+    pub port: u16,
+}
+
+/// Starts `lookout evaluator` with `dir/evaluator.yml`, the state file `dir/state.json` and
+/// `extra` flags, on `port`; returns when it is ready.
+pub async fn start_evaluator(dir: &Path, port: u16, extra: &[String]) -> Evaluator {
+    let base = format!("http://127.0.0.1:{port}");
+    let mut args = evaluator_args(dir, port, "");
+    args.extend(["--web.external-url".to_string(), base.clone()]);
+    args.extend_from_slice(extra);
+    let process = Process::lookout("evaluator", &args, dir);
+    wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;
+    Evaluator {
+        process,
+        base,
+        port,
+    }
+}
+
+/// Whether the evaluator's `/metrics` shows that rule group `group` has restored its `for`
+/// state (Prometheus's `prometheus_rule_group_last_restore_duration_seconds`).
+pub async fn restored(base: &str, group: &str) -> bool {
+    let Ok(response) = client().get(format!("{base}/metrics")).send().await else {
+        return false;
+    };
+    let Ok(text) = response.text().await else {
+        return false;
+    };
+    text.lines().any(|l| {
+        l.starts_with("prometheus_rule_group_last_restore_duration_seconds{") && l.contains(group)
+    })
 }
 
 /// `lookout exporter` with `config` on 127.0.0.1. Returns when it is ready.
@@ -607,4 +661,147 @@ pub async fn nameserver(answer: std::net::Ipv4Addr) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A loopback `/metrics` target exposing gauges whose values the test sets.
+pub struct GaugeTarget {
+    /// `host:port` it listens on.
+    pub addr: String,
+    series: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
+}
+
+impl GaugeTarget {
+    /// Serves `series` (e.g. `up_gauge{name="a"}`) with `value` each.
+    pub async fn start(series: &[&str], value: f64) -> GaugeTarget {
+        let map: std::collections::BTreeMap<String, f64> =
+            series.iter().map(|s| (s.to_string(), value)).collect();
+        let series = std::sync::Arc::new(std::sync::Mutex::new(map));
+        let shown = series.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let shown = shown.clone();
+                async move {
+                    let map = shown.lock().expect("gauges").clone();
+                    map.iter()
+                        .map(|(s, v)| format!("{s} {v}\n"))
+                        .collect::<String>()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gauge target");
+        let addr = listener.local_addr().expect("target address").to_string();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GaugeTarget { addr, series }
+    }
+
+    /// Sets the value of one series.
+    pub fn set(&self, series: &str, value: f64) {
+        self.series
+            .lock()
+            .expect("gauges")
+            .insert(series.to_string(), value);
+    }
+}
+
+/// A loopback receiver of Alertmanager's webhook notifications (`POST /hook`).
+pub struct WebhookReceiver {
+    /// The URL to configure in Alertmanager.
+    pub url: String,
+    payloads: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl WebhookReceiver {
+    /// Starts the receiver on a free port.
+    pub async fn start() -> WebhookReceiver {
+        let payloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = payloads.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let kept = kept.clone();
+                async move { kept.lock().expect("payloads").push(body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the webhook receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        WebhookReceiver { url, payloads }
+    }
+
+    /// The alerts of every notification so far whose `status` is `status` (`firing` or
+    /// `resolved`) and whose labels include `labels`, in the order received.
+    pub fn alerts(&self, status: &str, labels: &[(&str, &str)]) -> Vec<Value> {
+        let payloads = self.payloads.lock().expect("payloads");
+        payloads
+            .iter()
+            .flat_map(|p| p["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["status"] == status && has_labels(a, labels))
+            .collect()
+    }
+
+    /// Waits (two minutes at most) until a notification of `status` for `labels` arrived.
+    pub async fn wait_for(&self, status: &str, labels: &[(&str, &str)]) -> Value {
+        eventually(
+            &format!("a {status} notification for {labels:?} at the webhook"),
+            600,
+            Duration::from_millis(200),
+            || async { self.alerts(status, labels).into_iter().next() },
+        )
+        .await
+    }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Debian's `victoria-metrics` (single node) on 127.0.0.1 with temporary storage, scraping
+/// as `scrape_config` (Prometheus's schema) says and accepting remote write on
+/// `/api/v1/write`. Returns when it is healthy. Flags that differ from its defaults:
+///
+/// * `-search.latencyOffset=0s`: by default an instant query at "now" is answered as of 30 s
+///   ago (data younger than that is taken as incomplete), so a rule would see a flipped
+///   gauge, its own recorded series and `ALERTS_FOR_STATE` half a minute late.
+/// * `-retentionPeriod=1d`: the shortest retention; the data is thrown away with the test.
+///
+/// Not settable in 1.79: a new series becomes searchable 5-10 s after it is written (the
+/// index is flushed that often); new samples of a known series within a second.
+///
+/// Left at their defaults: deduplication (off on a single node: every remote-written sample
+/// is kept), the look-back of a selector (derived from the series' sample interval instead of
+/// Prometheus's fixed 5 minutes) and staleness markers (stored, but a range selector returns
+/// them as a plain `NaN`).
+pub async fn start_victoria_metrics(dir: &Path, scrape_config: &str) -> (Process, u16) {
+    let port = free_port();
+    let config_file = write_file(dir, "victoria-metrics.yml", scrape_config);
+    let process = Process::spawn(
+        "victoria-metrics",
+        "victoria-metrics",
+        &[
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-storageDataPath={}", dir.join("vm-data").display()),
+            "-retentionPeriod=1d".to_string(),
+            "-search.latencyOffset=0s".to_string(),
+            format!("-promscrape.config={config_file}"),
+            "-loggerLevel=WARN".to_string(),
+        ],
+        dir,
+    );
+    wait_ready(
+        "victoria-metrics",
+        &format!("http://127.0.0.1:{port}/health"),
+    )
+    .await;
+    (process, port)
 }

@@ -6,15 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, Process, free_port, wait_ready, write_file};
+use crate::common::{self, Evaluator, free_port, write_file};
 use crate::support::Watchdog;
 
-/// A running `lookout evaluator` in embedded mode, with no scrape targets.
-struct Evaluator {
-    process: Process,
-    base: String,
-}
-
+/// A running `lookout evaluator` in embedded mode with `rules` and no scrape targets.
 async fn start_evaluator(dir: &Path, rules: &str, extra: &[&str]) -> Evaluator {
     write_file(dir, "rules.yml", rules);
     let config = format!(
@@ -22,13 +17,8 @@ async fn start_evaluator(dir: &Path, rules: &str, extra: &[&str]) -> Evaluator {
         dir.join("rules.yml").display()
     );
     write_file(dir, "evaluator.yml", &config);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut args = common::evaluator_args(dir, port, "");
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let process = Process::lookout("evaluator", &args, dir);
-    wait_ready("lookout evaluator", &format!("{base}/-/ready")).await;
-    Evaluator { process, base }
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    common::start_evaluator(dir, free_port(), &extra).await
 }
 
 const GOOD_RULES: &str =

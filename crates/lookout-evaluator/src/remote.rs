@@ -4,14 +4,17 @@
 //! Queries are sent as form-encoded POSTs (GET when configured; some proxies only allow GET)
 //! with `query`, `time` and `timeout`. Vector and scalar results are accepted; a string or a
 //! matrix is [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
-//! kept: `bad_data` and `execution` become [`DatasourceError::Query`], the rest
-//! [`DatasourceError::Unavailable`]. Rule outputs are dropped unless a
-//! [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]): then `append`
-//! queues them for Prometheus remote write to the server (or any other receiver).
+//! kept: `bad_data` and `execution` (VictoriaMetrics: `422`, `400`) become
+//! [`DatasourceError::Query`], the rest [`DatasourceError::Unavailable`]. Rule outputs are
+//! dropped unless a [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]):
+//! then `append` queues them for Prometheus remote write to the server (or any other
+//! receiver). VictoriaMetrics answers a range selector with raw samples (as Prometheus) but
+//! shows a staleness marker as a plain `NaN`; see [`crate::state::restored_active_at`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
+use lookout_promql::storage::STALE_NAN;
 use serde::Deserialize;
 
 use crate::datasource::{Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample};
@@ -115,6 +118,13 @@ fn parse_value(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("invalid sample value {s:?}"))
 }
 
+/// Whether an API `errorType` blames the expression rather than the server: Prometheus's
+/// `bad_data` and `execution`, and VictoriaMetrics's HTTP status as text (`"422"` for a
+/// parse or execution error, `"400"` for a bad parameter).
+fn is_query_error(error_type: &str) -> bool {
+    matches!(error_type, "bad_data" | "execution" | "422" | "400")
+}
+
 fn unix_seconds(t: SystemTime) -> String {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => format!("{}.{:03}", d.as_secs(), d.subsec_millis()),
@@ -124,7 +134,34 @@ fn unix_seconds(t: SystemTime) -> String {
 
 enum Result2 {
     Instant(Vec<QuerySample>),
-    Matrix(Vec<TimedSample>),
+    /// The last sample of each series and the time between its last two samples.
+    Matrix(Vec<(TimedSample, Option<Duration>)>),
+}
+
+fn from_unix_seconds(t: f64) -> SystemTime {
+    if t >= 0.0 {
+        UNIX_EPOCH + Duration::from_secs_f64(t)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// The last sample of a series of a range result, and how long before it the one before
+/// was written (its evaluation interval, for a rule output).
+fn last_of(e: MatrixElem) -> Result<Option<(TimedSample, Option<Duration>)>, String> {
+    let n = e.values.len();
+    let Some((t, v)) = e.values.last() else {
+        return Ok(None);
+    };
+    let spacing = (n >= 2)
+        .then(|| from_unix_seconds(*t).duration_since(from_unix_seconds(e.values[n - 2].0)))
+        .and_then(Result::ok);
+    let sample = TimedSample {
+        labels: Labels::new(e.metric),
+        timestamp: from_unix_seconds(*t),
+        value: parse_value(v)?,
+    };
+    Ok(Some((sample, spacing)))
 }
 
 impl RemoteDatasource {
@@ -217,7 +254,7 @@ impl RemoteDatasource {
             let message = parsed.error.unwrap_or_else(|| format!("HTTP {status}"));
             let kind = parsed.error_type.unwrap_or_default();
             return Err(match kind.as_str() {
-                "bad_data" | "execution" => DatasourceError::Query {
+                k if is_query_error(k) => DatasourceError::Query {
                     expr: expr.to_string(),
                     message,
                 },
@@ -263,17 +300,8 @@ impl RemoteDatasource {
                     serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
                 let mut out = Vec::new();
                 for e in elems {
-                    if let Some((t, v)) = e.values.last() {
-                        let ts = if *t >= 0.0 {
-                            UNIX_EPOCH + Duration::from_secs_f64(*t)
-                        } else {
-                            UNIX_EPOCH
-                        };
-                        out.push(TimedSample {
-                            labels: Labels::new(e.metric),
-                            timestamp: ts,
-                            value: parse_value(v).map_err(malformed)?,
-                        });
+                    if let Some(last) = last_of(e).map_err(malformed)? {
+                        out.push(last);
                     }
                 }
                 Ok(Result2::Matrix(out))
@@ -283,6 +311,40 @@ impl RemoteDatasource {
                 kind: other.to_string(),
             }),
         }
+    }
+
+    /// Marks as stale (with [`STALE_NAN`]) the last sample of each series that was followed
+    /// by a staleness marker. Prometheus leaves markers out of range results, so a series
+    /// that ended (an alert that resolved) looks like one whose writer stopped (an evaluator
+    /// that was killed); restoring it would revive a finished `for`. An instant query tells
+    /// them apart: shortly after the last sample (one and a half sample intervals, when the
+    /// marker has been written; 60 s when there was only one sample) a series that ended
+    /// is absent, one that merely stopped is still present within the look-back.
+    /// VictoriaMetrics returns markers as `NaN` samples, which are left as they are.
+    async fn mark_ended(
+        &self,
+        selector: &str,
+        last: Vec<(TimedSample, Option<Duration>)>,
+        at: SystemTime,
+    ) -> Result<Vec<TimedSample>, DatasourceError> {
+        let mut probes: std::collections::BTreeMap<SystemTime, Vec<usize>> = Default::default();
+        for (i, (s, spacing)) in last.iter().enumerate() {
+            let after = spacing.unwrap_or(Duration::from_secs(60)) * 3 / 2;
+            let probe = (s.timestamp + after).min(at);
+            if !s.value.is_nan() && probe > s.timestamp {
+                probes.entry(probe).or_default().push(i);
+            }
+        }
+        let mut out: Vec<TimedSample> = last.into_iter().map(|(s, _)| s).collect();
+        for (probe, series) in probes {
+            let present = self.query(selector, probe).await?;
+            for i in series {
+                if !present.iter().any(|p| p.labels == out[i].labels) {
+                    out[i].value = STALE_NAN;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn transport_error(&self, expr: &str, e: &reqwest::Error) -> DatasourceError {
@@ -335,7 +397,7 @@ impl Datasource for RemoteDatasource {
             let ms = lookback.as_millis().max(1);
             let expr = format!("{selector}[{ms}ms]");
             match self.call(&expr, at, true).await {
-                Ok(Result2::Matrix(v)) => Ok(v),
+                Ok(Result2::Matrix(v)) => self.mark_ended(selector, v, at).await,
                 Ok(Result2::Instant(_)) => Err(DatasourceError::UnexpectedResult {
                     expr,
                     kind: "vector".into(),
@@ -364,5 +426,15 @@ mod tests {
         assert!(parse_value("NaN").unwrap().is_nan());
         assert!(parse_value("x").is_err());
         assert!(RemoteDatasource::new(RemoteConfig::new("ftp://x")).is_err());
+    }
+
+    #[test]
+    fn victoriametrics_error_types_blame_the_expression() {
+        for kind in ["bad_data", "execution", "422", "400"] {
+            assert!(is_query_error(kind), "{kind}");
+        }
+        for kind in ["unavailable", "internal", "503", "timeout", ""] {
+            assert!(!is_query_error(kind), "{kind}");
+        }
     }
 }

@@ -105,17 +105,19 @@ impl PendingRestore {
 }
 
 /// Prometheus's `RestoreForState` computation for one alert of a rule with `for` = `hold`,
-/// restored at `now` from its last saved sample `saved`: `None` for a staleness marker;
-/// otherwise the saved `active_at` when the alert had already fired, `now + grace_period -
-/// hold` when less than the grace period of `for` remained, else the saved `active_at`
-/// moved forward by the downtime (`now` minus the sample's time).
+/// restored at `now` from its last saved sample `saved`: `None` for a staleness marker (or
+/// any non-finite value); otherwise the saved `active_at` when the alert had already fired,
+/// `now + grace_period - hold` when less than the grace period of `for` remained, else the
+/// saved `active_at` moved forward by the downtime (`now` minus the sample's time).
 pub fn restored_active_at(
     saved: &ForState,
     hold: Duration,
     now: SystemTime,
     grace_period: Duration,
 ) -> Option<SystemTime> {
-    if is_stale(saved.value) {
+    // Any NaN, not only Prometheus's staleness bit pattern: VictoriaMetrics returns stored
+    // staleness markers as a plain "NaN", and a non-finite value holds no `active_at`.
+    if is_stale(saved.value) || !saved.value.is_finite() {
         return None;
     }
     let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(saved.timestamp).max(0) as u64);
@@ -463,6 +465,25 @@ mod tests {
         )]);
         write_state_file(&path, &m).unwrap();
         assert_eq!(read_state_file(&path).unwrap(), m);
+    }
+
+    #[test]
+    fn a_plain_nan_restores_nothing_as_a_staleness_marker_does() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let saved = |value| ForState {
+            timestamp: now - Duration::from_secs(10),
+            value,
+        };
+        let hold = Duration::from_secs(60);
+        let grace = Duration::from_secs(1);
+        for value in [f64::NAN, f64::INFINITY, lookout_promql::storage::STALE_NAN] {
+            assert_eq!(restored_active_at(&saved(value), hold, now, grace), None);
+        }
+        // Pending for 20 s before going down 10 s ago: 40 s of `for` are left after now.
+        assert_eq!(
+            restored_active_at(&saved(1_700_000_070.0), hold, now, grace),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_080))
+        );
     }
 
     #[test]

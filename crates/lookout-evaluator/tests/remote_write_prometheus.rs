@@ -48,6 +48,12 @@ async fn rule_outputs_reach_prometheus_by_remote_write() {
         ("alertname", "ServerDown"),
         ("instance", "a:1"),
     ]);
+    // A second alert, resolved: its last sample is a staleness marker.
+    let resolved = Labels::new([
+        ("__name__", "ALERTS_FOR_STATE"),
+        ("alertname", "ServerDown"),
+        ("instance", "b:1"),
+    ]);
     for (i, back) in [30u64, 15].into_iter().enumerate() {
         ds.append(
             &[
@@ -59,11 +65,20 @@ async fn rule_outputs_reach_prometheus_by_remote_write() {
                     labels: for_state.clone(),
                     value: 1_700_000_000.0,
                 },
+                QuerySample {
+                    labels: resolved.clone(),
+                    value: 1_700_000_000.0,
+                },
             ],
             now - Duration::from_secs(back),
         )
         .expect("append");
     }
+    let marker = QuerySample {
+        labels: resolved.clone(),
+        value: lookout_promql::storage::STALE_NAN,
+    };
+    ds.append(&[marker], now).expect("append the marker");
     ds.flush_writes().await.expect("flush");
 
     let got = eventually(Duration::from_secs(20), || {
@@ -88,12 +103,19 @@ async fn rule_outputs_reach_prometheus_by_remote_write() {
         )
         .await
         .expect("last samples");
-    assert_eq!(last.len(), 1);
-    assert_eq!(last[0].labels, for_state);
-    assert_eq!(last[0].value, 1_700_000_000.0);
+    assert_eq!(last.len(), 2, "{last:?}");
+    let active = last.iter().find(|s| s.labels == for_state).expect("active");
+    assert_eq!(active.value, 1_700_000_000.0);
+    // Prometheus leaves the marker out of the range result; the remote datasource finds it
+    // (the series is absent just after its last sample) and reports it.
+    let ended = last
+        .iter()
+        .find(|s| s.labels == resolved)
+        .expect("resolved");
+    assert!(lookout_promql::storage::is_stale(ended.value), "{ended:?}");
     assert_eq!(
         metric(&registry, "prometheus_remote_storage_samples_total"),
-        Some(4.0)
+        Some(7.0)
     );
 }
 
