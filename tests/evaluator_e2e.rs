@@ -6,8 +6,10 @@
 //! * Embedded mode: stop the target, see ServerDown pending, then firing, in the evaluator's
 //!   `/api/v1/alerts` and received by Alertmanager; start the target again on the same port,
 //!   see the alert resolved in both.
-//! * A SIGKILL mid-`for`: after the restart the `for` timer is restored from the state file
-//!   the way Prometheus's `RestoreForState` restores it from `ALERTS_FOR_STATE`.
+//! * A SIGKILL mid-`for`: after the restart the `for` timer is restored the way
+//!   Prometheus's `RestoreForState` restores it from `ALERTS_FOR_STATE`: from the state file
+//!   (memory-only storage), and from `ALERTS_FOR_STATE` in the write-ahead log (a data
+//!   directory).
 //! * Remote mode: Prometheus scrapes the exporter (`honor_labels: true`), the evaluator
 //!   queries it (`--datasource.url`) and remote-writes `ALERTS` back; ServerDown fires,
 //!   reaches Alertmanager, is visible in Prometheus, and resolves.
@@ -26,7 +28,7 @@ use serde_json::Value;
 use common::{
     HttpTarget, alertmanager_alerts, evaluator_alerts, eventually, free_port, get_json, has_labels,
     instant_query, now_secs, repo_root, restored, rfc3339_secs, start_alertmanager,
-    start_evaluator, start_exporter, start_prometheus, write_file,
+    start_evaluator, start_evaluator_on, start_exporter, start_prometheus, write_file,
 };
 
 /// Polling period for alert states.
@@ -326,8 +328,37 @@ fn saved_for_state(dir: &Path) -> Option<(i64, i64)> {
     ))
 }
 
+/// The last `ALERTS_FOR_STATE` sample of ServerDown{instance="web"} in the evaluator's own
+/// storage: (`timestamp_ms`, `active_at`).
+async fn stored_for_state(base: &str) -> Option<(i64, i64)> {
+    let expr = r#"ALERTS_FOR_STATE{alertname="ServerDown",instance="web"}[1m]"#;
+    let series = instant_query(base, expr).await.ok()?;
+    let last = series.first()?["values"].as_array()?.last()?.clone();
+    let t = (last[0].as_f64()? * 1000.0).round() as i64;
+    let v: f64 = last[1].as_str()?.parse().ok()?;
+    Some((t, v as i64))
+}
+
+/// Where the killed evaluator keeps its `for` state.
+#[derive(Clone, Copy, PartialEq)]
+enum Kept {
+    /// `--rules.state-file` (memory-only storage).
+    StateFile,
+    /// `ALERTS_FOR_STATE` in the write-ahead log of `--storage.tsdb.path`.
+    Storage,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn for_timer_is_restored_after_sigkill_mid_for() {
+async fn for_timer_is_restored_from_the_state_file_after_sigkill_mid_for() {
+    for_timer_is_restored_after_sigkill_mid_for(Kept::StateFile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_timer_is_restored_from_the_storage_after_sigkill_mid_for() {
+    for_timer_is_restored_after_sigkill_mid_for(Kept::Storage).await;
+}
+
+async fn for_timer_is_restored_after_sigkill_mid_for(kept: Kept) {
     const HOLD: f64 = 30.0;
     const GRACE: f64 = 1.0;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -347,30 +378,43 @@ async fn for_timer_is_restored_after_sigkill_mid_for() {
         "--rules.alert.for-grace-period".to_string(),
         "1s".to_string(),
     ];
-    let mut evaluator = start_evaluator(dir, free_port(), &flags).await;
+    let data = dir.join("data").display().to_string();
+    let storage = if kept == Kept::Storage {
+        data.as_str()
+    } else {
+        ""
+    };
+    let mut evaluator = start_evaluator_on(dir, free_port(), storage, &flags).await;
+    let saved = || async {
+        match kept {
+            Kept::StateFile => saved_for_state(dir),
+            Kept::Storage => stored_for_state(&evaluator.base).await,
+        }
+    };
 
-    // Pending, and the state file has held it for a few seconds of pending time.
-    let pending = eventually(
-        "ServerDown pending in the state file",
-        TRIES,
-        POLL,
-        || async {
-            let alert = server_down(&evaluator.base).await??;
-            assert_eq!(alert["state"], "pending", "killed too late: {alert}");
-            let (timestamp_ms, active_at) = saved_for_state(dir)?;
-            (timestamp_ms / 1000 - active_at >= 5).then_some(alert)
-        },
-    )
+    // Pending, and the state file (or storage) has held it for a few seconds of pending time.
+    let pending = eventually("ServerDown pending and saved", TRIES, POLL, || async {
+        let alert = server_down(&evaluator.base).await??;
+        assert_eq!(alert["state"], "pending", "killed too late: {alert}");
+        let (timestamp_ms, active_at) = saved().await?;
+        (timestamp_ms / 1000 - active_at >= 5).then_some(alert)
+    })
     .await;
     assert_server_down_shape(&pending);
+    // The last sample seen before the kill. A `kill -9` can lose the last evaluation's
+    // (the write-ahead log's pending 100 ms), and one more evaluation may land between this
+    // read and the kill: the restore's downAt is within one evaluation interval of it.
+    let before_kill = saved().await.expect("saved for state");
     evaluator.process.kill();
-
-    // What the killed evaluator left: the last `ALERTS_FOR_STATE` sample of the alert.
-    let (timestamp_ms, saved_active_at) = saved_for_state(dir).expect("state file entry");
+    let (timestamp_ms, saved_active_at) = match kept {
+        Kept::StateFile => saved_for_state(dir).expect("state file entry"),
+        Kept::Storage => before_kill,
+    };
+    let lost_interval = if kept == Kept::Storage { 1.0 } else { 0.0 };
     assert_eq!(
         saved_active_at,
         rfc3339_secs(&pending["activeAt"]).floor() as i64,
-        "the state file keeps activeAt in whole seconds"
+        "ALERTS_FOR_STATE keeps activeAt in whole seconds"
     );
     // Prometheus's RestoreForState, in seconds: `downAt` is the sample's time truncated to
     // the second, `activeAt` its value.
@@ -381,7 +425,7 @@ async fn for_timer_is_restored_after_sigkill_mid_for() {
     let restart = now_secs();
     let port = evaluator.port;
     drop(evaluator);
-    let evaluator = start_evaluator(dir, port, &flags).await;
+    let evaluator = start_evaluator_on(dir, port, storage, &flags).await;
     eventually(
         "the group to restore its for state",
         TRIES,
@@ -414,8 +458,8 @@ async fn for_timer_is_restored_after_sigkill_mid_for() {
     } else {
         // Mid-`for`: activeAt moves forward by the downtime (restore time - downAt), so the
         // pending time before the kill counts and the rest is waited after the restart.
-        let shifted_low = saved_active_at + (restart - down_at);
-        let shifted_high = saved_active_at + (observed - down_at);
+        let shifted_low = saved_active_at + (restart - down_at) - lost_interval;
+        let shifted_high = saved_active_at + (observed - down_at) + lost_interval;
         assert!(
             in_window(shifted_low, shifted_high),
             "activeAt {active_at} is not the saved {saved_active_at} shifted by the downtime \

@@ -335,8 +335,18 @@ pub struct Evaluator {
 /// Starts `lookout evaluator` with `dir/evaluator.yml`, the state file `dir/state.json` and
 /// `extra` flags, on `port`; returns when it is ready.
 pub async fn start_evaluator(dir: &Path, port: u16, extra: &[String]) -> Evaluator {
+    start_evaluator_on(dir, port, "", extra).await
+}
+
+/// As [`start_evaluator`], with `--storage.tsdb.path=storage` (empty: memory only).
+pub async fn start_evaluator_on(
+    dir: &Path,
+    port: u16,
+    storage: &str,
+    extra: &[String],
+) -> Evaluator {
     let base = format!("http://127.0.0.1:{port}");
-    let mut args = evaluator_args(dir, port, "");
+    let mut args = evaluator_args(dir, port, storage);
     args.extend(["--web.external-url".to_string(), base.clone()]);
     args.extend_from_slice(extra);
     let process = Process::lookout("evaluator", &args, dir);

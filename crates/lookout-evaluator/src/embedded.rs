@@ -219,8 +219,11 @@ impl Datasource for EmbeddedDatasource {
         })
     }
 
+    /// With a data directory, rule outputs (`ALERTS_FOR_STATE` among them) are in the
+    /// write-ahead log like scraped samples, so `for` state is restored from the storage as
+    /// Prometheus restores it; memory only, the state file does it.
     fn persists_rule_outputs(&self) -> bool {
-        false
+        self.storage.wal_stats().is_some()
     }
 }
 

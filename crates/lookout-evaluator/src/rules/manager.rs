@@ -109,6 +109,13 @@ impl RuleManager {
             evaluated: Some(state_dirty.clone()),
         });
         let saved = match (&opts.state_file, opts.datasource.persists_rule_outputs()) {
+            (Some(path), true) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    "The alert state file is not used: `for` state is restored from ALERTS_FOR_STATE in the storage, as Prometheus does"
+                );
+                HashMap::new()
+            }
             (Some(path), false) => match state::read_state_file(path) {
                 Ok(s) => s,
                 Err(e) => {
