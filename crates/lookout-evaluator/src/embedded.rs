@@ -339,6 +339,15 @@ impl StorageCollector {
                 ),
             ],
         )?;
+        // A gauge of the last where Prometheus has a histogram: enough to see slow ones.
+        let gauge = ConstGauge::new(b.last_compaction_seconds);
+        let metric = encoder.encode_descriptor(
+            "prometheus_tsdb_compaction_duration_seconds",
+            "Duration of the last block write, from the head or by compaction (a gauge, not Prometheus's histogram).",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)?;
         encode_counters(
             encoder,
             &[
@@ -457,6 +466,7 @@ mod tests {
             "prometheus_tsdb_blocks_loaded 0",
             "prometheus_tsdb_storage_blocks_bytes 0",
             "prometheus_tsdb_compactions_total 0",
+            "prometheus_tsdb_compaction_duration_seconds 0",
             "prometheus_tsdb_time_retentions_total 0",
             "prometheus_tsdb_size_retentions_total 0",
         ] {

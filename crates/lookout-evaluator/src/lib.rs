@@ -300,6 +300,7 @@ where
                 retention: opts.storage_retention,
                 max_series: opts.storage_max_series,
                 retention_size: opts.storage_retention_size,
+                ..Default::default()
             };
             let st = Arc::new(match &opts.storage_path {
                 Some(dir) => {

@@ -27,8 +27,18 @@ fn now_ms() -> i64 {
 /// head and the WAL.
 fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
     let st = Storage::open(StorageOptions::default(), dir, WalOptions::default()).unwrap();
-    let t0 = now_ms() - 7 * 3600 * 1000;
-    for k in 0..(7 * 120) {
+    fill_hours(&st, 7);
+    let blocks = st.block_stats().unwrap();
+    assert!(blocks.blocks_loaded >= 2, "{blocks:?}");
+    let want = lookout_dump(&st);
+    st.close_wal();
+    want
+}
+
+/// 20 series × `hours` at 30 s ending now.
+fn fill_hours(st: &Storage, hours: i64) {
+    let t0 = now_ms() - hours * 3600 * 1000;
+    for k in 0..(hours * 120) {
         for i in 0..20 {
             let l = Labels::new([
                 (
@@ -50,11 +60,59 @@ fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
             st.append(&l, t0 + k * 30_000, v).unwrap();
         }
     }
-    let blocks = st.block_stats().unwrap();
-    assert!(blocks.blocks_loaded >= 2, "{blocks:?}");
+}
+
+/// Options that keep blocks as they are found (reading tests: no leveled compaction).
+fn no_compaction() -> StorageOptions {
+    StorageOptions {
+        max_block_duration: Duration::from_secs(2 * 3600),
+        ..Default::default()
+    }
+}
+
+/// `(ULID, minTime, maxTime, level)` of the blocks in `dir`, sorted by `minTime`.
+fn block_metas(dir: &Path) -> Vec<(String, i64, i64, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(p.join("meta.json")) else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        out.push((
+            m["ulid"].as_str().unwrap().to_string(),
+            m["minTime"].as_i64().unwrap(),
+            m["maxTime"].as_i64().unwrap(),
+            m["compaction"]["level"].as_u64().unwrap(),
+        ));
+    }
+    out.sort_by_key(|m| m.1);
+    out
+}
+
+#[test]
+fn promtool_lists_and_dumps_a_compacted_directory() {
+    if !have("promtool") {
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).unwrap();
+    fill_hours(&st, 13);
+    st.compact_blocks();
     let want = lookout_dump(&st);
     st.close_wal();
-    want
+    drop(st);
+    let metas = block_metas(dir.path());
+    assert!(metas.iter().any(|m| m.3 >= 2), "{metas:?}");
+    let list = promtool(&["tsdb", "list"], dir.path());
+    assert_eq!(list.lines().count(), metas.len() + 1, "{list}");
+    for m in &metas {
+        assert!(list.contains(&m.0), "{} missing from {list}", m.0);
+    }
+    assert_same(&promtool_dump(dir.path()), &want);
+    let st = Storage::open(no_compaction(), dir.path(), WalOptions::default()).unwrap();
+    assert_same(&lookout_dump(&st), &want);
 }
 
 fn promtool(args: &[&str], dir: &Path) -> String {
@@ -199,13 +257,20 @@ fn prometheus_serves_lookout_blocks() {
 /// `DIR/data`, made by `promtool tsdb create-blocks-from openmetrics` from
 /// [`openmetrics`].
 fn backfilled(dir: &Path) -> std::path::PathBuf {
-    let file = dir.join("data.om");
     let data = dir.join("data");
-    openmetrics(&file);
+    backfill(dir, &data, 0);
+    data
+}
+
+/// Runs `promtool tsdb create-blocks-from openmetrics` into `data` on [`openmetrics`]
+/// shifted by `shift_s` seconds.
+fn backfill(dir: &Path, data: &Path, shift_s: i64) {
+    let file = dir.join("data.om");
+    openmetrics(&file, shift_s);
     let out = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&file)
-        .arg(&data)
+        .arg(data)
         .output()
         .unwrap();
     assert!(
@@ -213,12 +278,11 @@ fn backfilled(dir: &Path) -> std::path::PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    data
 }
 
 /// An OpenMetrics file of 6 series × 5 h at 15 s ending two hours ago.
-fn openmetrics(path: &Path) {
-    let t0 = now_ms() / 1000 - 7 * 3600;
+fn openmetrics(path: &Path, shift_s: i64) {
+    let t0 = now_ms() / 1000 - 7 * 3600 + shift_s;
     let mut s = String::from("# TYPE backfilled gauge\n");
     for k in 0..(5 * 240) {
         for i in 0..6 {
@@ -250,9 +314,40 @@ fn lookout_reads_blocks_made_by_promtool() {
     let want = promtool_dump(&data);
     assert_eq!(want.len(), 6);
     assert_eq!(want.values().map(Vec::len).sum::<usize>(), 6 * 5 * 240);
-    let st = Storage::open(StorageOptions::default(), &data, WalOptions::default()).unwrap();
+    let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
     assert!(st.block_stats().unwrap().blocks_loaded >= 2);
     assert_same(&lookout_dump(&st), &want);
+}
+
+#[test]
+fn lookout_compacts_overlapping_blocks_made_by_promtool() {
+    if !have("promtool") {
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Twice into one directory, 7 s apart: every block overlaps another.
+    backfill(dir.path(), &data, 0);
+    backfill(dir.path(), &data, 7);
+    std::fs::create_dir_all(data.join("wal")).unwrap();
+    let before = block_metas(&data);
+    let overlap = before.windows(2).any(|w| w[1].1 < w[0].2);
+    assert!(overlap, "{before:?}");
+    let want = promtool_dump(&data);
+    assert_eq!(want.values().map(Vec::len).sum::<usize>(), 2 * 6 * 5 * 240);
+    let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
+    assert_same(&lookout_dump(&st), &want);
+    // The compactor started at open may have merged them already; this waits for it.
+    st.compact_blocks();
+    assert!(st.block_stats().unwrap().compactions >= 1);
+    assert_same(&lookout_dump(&st), &want);
+    st.close_wal();
+    drop(st);
+    let after = block_metas(&data);
+    assert!(after.windows(2).all(|w| w[1].1 >= w[0].2), "{after:?}");
+    assert!(after.len() < before.len(), "{before:?} → {after:?}");
+    assert_same(&promtool_dump(&data), &want);
 }
 
 #[test]
@@ -270,7 +365,7 @@ fn lookout_reads_a_directory_prometheus_ran_on() {
     unsafe_sigterm(child.id());
     child.wait().unwrap();
     let want = promtool_dump(&data);
-    let st = Storage::open(StorageOptions::default(), &data, WalOptions::default()).unwrap();
+    let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
     assert!(st.block_stats().unwrap().blocks_loaded >= 2);
     assert_same(&lookout_dump(&st), &want);
 }

@@ -11,6 +11,15 @@
 //!   appending (samples for the range being written are refused as out of bounds). Queries
 //!   read the blocks overlapping their range and the head and merge series by labels; on an
 //!   equal timestamp the head wins. `label_names`/`label_values` cover both.
+//! * **Compaction** ([`block::compact`]): a dedicated thread (`lookout-compactor`), woken
+//!   at open and after each head block, merges blocks as Prometheus's leveled compactor
+//!   does: overlapping blocks first, then three 2 h blocks into 6 h, three 6 h into
+//!   18 h, … up to [`StorageOptions::max_block_duration`] (by default 10 % of the
+//!   retention or 31 days). Series are merged one at a time; chunk data is read from the
+//!   inputs as it is written, only the new index's series list is held in memory. The new
+//!   block names its inputs as parents; they are deleted once it is in place, and at
+//!   open if a crash came first. A failed compaction is logged and counted, and its
+//!   blocks are left out of compaction until the next open.
 //!
 //! * **Index** (`index.rs`): label name → value → sorted posting list of series ids;
 //!   matchers are answered by intersecting and subtracting postings, with fast paths for
@@ -176,6 +185,11 @@ pub struct StorageOptions {
     /// `--storage.tsdb.retention.size`): past it the oldest blocks are deleted. 0 (the
     /// default) is unlimited. The head and the WAL themselves are never cut by it.
     pub retention_size: u64,
+    /// Widest block compaction makes (Prometheus's `--storage.tsdb.max-block-duration`).
+    /// `Duration::ZERO` (the default) is 10 % of `retention` or 31 days, whichever is
+    /// smaller; 2 h leaves blocks as the head cut them (overlapping blocks are still
+    /// merged).
+    pub max_block_duration: Duration,
 }
 
 impl Default for StorageOptions {
@@ -184,6 +198,7 @@ impl Default for StorageOptions {
             retention: Duration::ZERO,
             max_series: 0,
             retention_size: 0,
+            max_block_duration: Duration::ZERO,
         }
     }
 }
@@ -550,6 +565,8 @@ pub struct Storage {
     compacting: AtomicBool,
     /// When writing a block last failed (retried a minute later).
     compact_failed_at: Mutex<Option<std::time::Instant>>,
+    /// The thread merging blocks, woken after each head block.
+    compactor: Option<block::compact::Compactor>,
 }
 
 /// Regexes kept compiled between queries; the cache is emptied when it grows past this.
@@ -573,6 +590,7 @@ impl Storage {
             append_floor: AtomicI64::new(i64::MIN),
             compacting: AtomicBool::new(false),
             compact_failed_at: Mutex::new(None),
+            compactor: None,
         }
     }
 
@@ -602,8 +620,14 @@ impl Storage {
             ignored = block_stats.blocks_ignored,
             "blocks loaded"
         );
-        storage.blocks = Some(Arc::new(blocks));
+        let blocks = Arc::new(blocks);
+        let compactor =
+            block::compact::Compactor::start(Arc::downgrade(&blocks), storage.block_ranges())
+                .map_err(io_err)?;
+        storage.blocks = Some(blocks);
         storage.apply_block_retention();
+        compactor.wake();
+        storage.compactor = Some(compactor);
         let blocks_maxt = storage.blocks.as_ref().map_or(i64::MIN, |b| b.max_time());
         let report = wal::replay::replay(&storage, &wal_dir).map_err(io_err)?;
         if blocks_maxt > i64::MIN {
@@ -1485,6 +1509,7 @@ mod tests {
             retention: Duration::from_secs(600),
             max_series: 2,
             retention_size: 0,
+            ..Default::default()
         });
         let live = Labels::new([("__name__", "live")]);
         let gone = Labels::new([("__name__", "gone")]);

@@ -99,9 +99,16 @@ impl Storage {
                     );
                     blocks.compactions.fetch_add(1, Ordering::Relaxed);
                 }
+                let secs = start.elapsed().as_secs_f64();
+                blocks
+                    .last_compaction_seconds
+                    .store(secs.to_bits(), Ordering::Relaxed);
                 blocks.replace(b, &[]);
                 self.truncate_before(maxt);
                 self.apply_block_retention();
+                if let Some(c) = &self.compactor {
+                    c.wake();
+                }
                 true
             }
             Err(e) => {
@@ -136,6 +143,23 @@ impl Storage {
         drop(inner);
         v.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         v
+    }
+
+    /// Prometheus's block ranges for this storage's options.
+    pub(super) fn block_ranges(&self) -> Vec<i64> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        block::compact::block_ranges(block::compact::max_block_range(
+            ms(self.opts.retention),
+            ms(self.opts.max_block_duration),
+        ))
+    }
+
+    /// Merges blocks now, in the caller, until the planner finds nothing to do (the
+    /// background compactor waits meanwhile); returns how many compactions ran. For tests
+    /// and tools: the storage does it by itself after each head block.
+    pub fn compact_blocks(&self) -> usize {
+        let Some(blocks) = &self.blocks else { return 0 };
+        blocks.compact_all(&self.block_ranges())
     }
 
     /// Figures of the blocks, `None` for a memory-only storage.

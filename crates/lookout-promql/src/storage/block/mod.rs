@@ -6,11 +6,13 @@
 //! * `chunks/000001`, … ([`chunks`]): the samples as Prometheus XOR chunks
 //!   ([`promxor`], encoding 1) of at most [`CHUNK_SAMPLES`](super::CHUNK_SAMPLES) samples;
 //! * `meta.json` ([`meta`]): ULID, `minTime`, `maxTime` (exclusive), counts, compaction
-//!   level and sources;
-//! * `tombstones` ([`tombstones`]): empty.
+//!   level, sources and (for a compacted block) parents;
+//! * `tombstones` ([`tombstones`]): empty (compaction applies the inputs' tombstones).
 //!
 //! A block is written into `<ULID>.tmp/`, each file fsynced, then renamed into place: a
-//! crash leaves a `.tmp` directory, removed at the next open. Prometheus 2.42 and
+//! crash leaves a `.tmp` directory, removed at the next open. A block is deleted by
+//! renaming it to `<ULID>.tmp-for-deletion` first, also removed at the next open. Blocks
+//! are merged by [`compact`]. Prometheus 2.42 and
 //! `promtool tsdb` read Lookout's blocks and Lookout reads theirs.
 //!
 //! An open block keeps its series (labels and chunk metas) and an inverted index of them
@@ -19,6 +21,7 @@
 //! and counted; the rest of the block still answers.
 
 pub(crate) mod chunks;
+pub(crate) mod compact;
 pub(crate) mod index;
 pub mod meta;
 mod promxor;
@@ -187,9 +190,58 @@ pub(crate) fn write_block(
     maxt: i64,
     compaction: Compaction,
 ) -> io::Result<Option<PathBuf>> {
+    write_block_with(parent, mint, maxt, compaction, |cw, stats| {
+        let mut index_series = Vec::new();
+        for (labels, samples) in series {
+            let mut metas = Vec::with_capacity(samples.len().div_ceil(CHUNK_SAMPLES as usize));
+            write_samples(cw, &samples, stats, &mut metas)?;
+            if !metas.is_empty() {
+                index_series.push(IndexSeries {
+                    r: 0,
+                    labels,
+                    chunks: metas,
+                });
+            }
+        }
+        Ok(index_series)
+    })
+}
+
+/// Encodes `samples` (sorted by time) as XOR chunks of at most
+/// [`CHUNK_SAMPLES`](super::CHUNK_SAMPLES) samples into `cw`, appending their metas to
+/// `metas` and counting the samples in `stats`.
+pub(crate) fn write_samples(
+    cw: &mut ChunkWriter,
+    samples: &[Sample],
+    stats: &mut BlockStatsMeta,
+    metas: &mut Vec<ChunkMeta>,
+) -> io::Result<()> {
+    for part in samples.chunks(CHUNK_SAMPLES as usize) {
+        let data = promxor::encode(part);
+        let r = cw.write(promxor::ENCODING_XOR, &data)?;
+        metas.push(ChunkMeta {
+            mint: part[0].t,
+            maxt: part[part.len() - 1].t,
+            r,
+        });
+    }
+    stats.num_samples += samples.len() as u64;
+    Ok(())
+}
+
+/// Writes a block in `parent` whose chunks `fill` writes (counting its samples) and
+/// whose series (sorted by labels) it returns: into `<ULID>.tmp/`, every file fsynced,
+/// then renamed into place. `None` (nothing left on disk) when `fill` returns no series.
+pub(crate) fn write_block_with(
+    parent: &Path,
+    mint: i64,
+    maxt: i64,
+    compaction: Compaction,
+    fill: impl FnOnce(&mut ChunkWriter, &mut BlockStatsMeta) -> io::Result<Vec<IndexSeries>>,
+) -> io::Result<Option<PathBuf>> {
     let ulid = new_ulid(now_ms());
     let tmp = parent.join(format!("{ulid}.tmp"));
-    let result = write_block_files(&tmp, &ulid, series, mint, maxt, compaction);
+    let result = write_block_files(&tmp, &ulid, mint, maxt, compaction, fill);
     match result {
         Ok(Some(_)) => {}
         other => {
@@ -206,43 +258,23 @@ pub(crate) fn write_block(
 fn write_block_files(
     tmp: &Path,
     ulid: &str,
-    series: impl Iterator<Item = (Labels, Vec<Sample>)>,
     mint: i64,
     maxt: i64,
     mut compaction: Compaction,
+    fill: impl FnOnce(&mut ChunkWriter, &mut BlockStatsMeta) -> io::Result<Vec<IndexSeries>>,
 ) -> io::Result<Option<BlockMeta>> {
     std::fs::create_dir_all(tmp)?;
     let mut cw = ChunkWriter::new(&tmp.join("chunks"))?;
     let mut stats = BlockStatsMeta::default();
-    let mut index_series = Vec::new();
-    for (labels, samples) in series {
-        if samples.is_empty() {
-            continue;
-        }
-        let mut metas = Vec::with_capacity(samples.len().div_ceil(CHUNK_SAMPLES as usize));
-        for part in samples.chunks(CHUNK_SAMPLES as usize) {
-            let data = promxor::encode(part);
-            let r = cw.write(promxor::ENCODING_XOR, &data)?;
-            metas.push(ChunkMeta {
-                mint: part[0].t,
-                maxt: part[part.len() - 1].t,
-                r,
-            });
-        }
-        stats.num_samples += samples.len() as u64;
-        stats.num_chunks += metas.len() as u64;
-        index_series.push(IndexSeries {
-            r: 0,
-            labels,
-            chunks: metas,
-        });
-    }
+    let index_series = fill(&mut cw, &mut stats)?;
     if index_series.is_empty() {
         return Ok(None);
     }
     stats.num_series = index_series.len() as u64;
+    stats.num_chunks = index_series.iter().map(|s| s.chunks.len() as u64).sum();
     cw.finish()?;
     index::write_index(&tmp.join("index"), &index_series)?;
+    drop(index_series);
     if compaction.sources.is_empty() {
         compaction.sources.push(ulid.to_string());
     }
@@ -392,6 +424,10 @@ pub struct BlockStats {
     pub time_retentions: u64,
     /// Blocks deleted by the size retention (`prometheus_tsdb_size_retentions_total`).
     pub size_retentions: u64,
+    /// Seconds the last block write took, from the head or by compaction
+    /// (`prometheus_tsdb_compaction_duration_seconds`, a gauge here where Prometheus has a
+    /// histogram).
+    pub last_compaction_seconds: f64,
 }
 
 /// The blocks of a data directory.
@@ -405,6 +441,12 @@ pub(crate) struct Blocks {
     pub chunks_dropped: AtomicU64,
     pub time_retentions: AtomicU64,
     pub size_retentions: AtomicU64,
+    /// Bits of the `f64` seconds the last block write took.
+    pub last_compaction_seconds: AtomicU64,
+    /// Held while blocks are merged: one compaction at a time.
+    compaction_lock: Mutex<()>,
+    /// Blocks whose compaction failed: left out of the plans until the next open.
+    failed: Mutex<HashSet<String>>,
 }
 
 impl Blocks {
@@ -421,6 +463,9 @@ impl Blocks {
             chunks_dropped: AtomicU64::new(0),
             time_retentions: AtomicU64::new(0),
             size_retentions: AtomicU64::new(0),
+            last_compaction_seconds: AtomicU64::new(0),
+            compaction_lock: Mutex::new(()),
+            failed: Mutex::new(HashSet::new()),
         };
         let mut list = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -430,7 +475,8 @@ impl Blocks {
             if !entry.file_type()?.is_dir() {
                 continue;
             }
-            if name.strip_suffix(".tmp").is_some_and(is_ulid) {
+            let unfinished = name.strip_suffix(".tmp").is_some_and(is_ulid);
+            if unfinished || name.strip_suffix(DELETING).is_some_and(is_ulid) {
                 tracing::warn!(dir = %path.display(), "unfinished block removed");
                 blocks.ignored.fetch_add(1, Ordering::Relaxed);
                 std::fs::remove_dir_all(&path)?;
@@ -444,6 +490,7 @@ impl Blocks {
                 Err(e) => blocks.ignore(&path, &e)?,
             }
         }
+        remove_parents(&mut list);
         list.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
         *blocks.list.write().unwrap_or_else(|e| e.into_inner()) = list;
         Ok(blocks)
@@ -472,25 +519,31 @@ impl Blocks {
     /// Adds a block just written and removes the blocks in `replaced` (their directories
     /// too).
     pub(crate) fn replace(&self, new: Option<Block>, replaced: &[String]) {
+        self.swap_in(new, replaced, false);
+    }
+
+    /// Adds `new` and removes the blocks in `replaced` (their directories too). With
+    /// `all_present`, nothing changes and false is returned when one of `replaced` is no
+    /// longer loaded (retention deleted it while it was being compacted).
+    fn swap_in(&self, new: Option<Block>, replaced: &[String], all_present: bool) -> bool {
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        let mut gone = Vec::new();
-        list.retain(|b| {
-            let keep = !replaced.contains(&b.meta.ulid);
-            if !keep {
-                gone.push(b.dir.clone());
-            }
-            keep
-        });
+        if all_present
+            && !replaced
+                .iter()
+                .all(|u| list.iter().any(|b| &b.meta.ulid == u))
+        {
+            return false;
+        }
+        let gone = take_blocks(&mut list, |u| replaced.iter().any(|r| r == u));
         if let Some(b) = new {
             list.push(std::sync::Arc::new(b));
         }
         list.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
         drop(list);
         for dir in gone {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), err = %e, "could not delete a block");
-            }
+            delete_block_dir(&dir);
         }
+        true
     }
 
     /// Deletes blocks as Prometheus's retention does: by time, every block whose end is
@@ -544,7 +597,52 @@ impl Blocks {
             chunks_dropped: self.chunks_dropped.load(Ordering::Relaxed),
             time_retentions: self.time_retentions.load(Ordering::Relaxed),
             size_retentions: self.size_retentions.load(Ordering::Relaxed),
+            last_compaction_seconds: f64::from_bits(
+                self.last_compaction_seconds.load(Ordering::Relaxed),
+            ),
         }
+    }
+}
+
+/// Suffix of a block directory being deleted: renamed first, so that a crash halfway
+/// through leaves a name the next open removes rather than half a block.
+const DELETING: &str = ".tmp-for-deletion";
+
+/// Deletes a block directory: renamed to `<ULID>.tmp-for-deletion`, then removed.
+fn delete_block_dir(dir: &Path) {
+    let mut doomed = dir.as_os_str().to_owned();
+    doomed.push(DELETING);
+    let doomed = PathBuf::from(doomed);
+    let result = std::fs::rename(dir, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
+    if let Err(e) = result {
+        tracing::warn!(dir = %dir.display(), err = %e, "could not delete a block");
+    }
+}
+
+/// Removes the blocks whose ULID `gone` picks from `list`; returns their directories.
+fn take_blocks(list: &mut Vec<std::sync::Arc<Block>>, gone: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    list.retain(|b| {
+        let keep = !gone(&b.meta.ulid);
+        if !keep {
+            dirs.push(b.dir.clone());
+        }
+        keep
+    });
+    dirs
+}
+
+/// Deletes the blocks of `list` that another block of `list` names as a parent: a
+/// compaction wrote its block but did not get to delete its inputs (Prometheus does the
+/// same at open).
+fn remove_parents(list: &mut Vec<std::sync::Arc<Block>>) {
+    let parents: HashSet<String> = list
+        .iter()
+        .flat_map(|b| b.meta.compaction.parents.iter().map(|p| p.ulid.clone()))
+        .collect();
+    for dir in take_blocks(list, |u| parents.contains(u)) {
+        tracing::info!(dir = %dir.display(), "block already compacted into another deleted");
+        delete_block_dir(&dir);
     }
 }
 

@@ -4,9 +4,17 @@ use crate::storage::{Queryable, Storage, StorageOptions};
 use promql_parser::label::{MatchOp, Matcher};
 
 /// Start of the test data: an aligned block boundary plus 17 minutes.
-const T0: i64 = 1_700_006_400_000 + 17 * 60_000;
+pub(super) const T0: i64 = 1_700_006_400_000 + 17 * 60_000;
 
-fn fill(st: &Storage, series: usize, hours: i64) {
+/// Options that keep the blocks as the head cuts them (no leveled compaction).
+pub(super) fn raw_blocks() -> StorageOptions {
+    StorageOptions {
+        max_block_duration: std::time::Duration::from_millis(BLOCK_RANGE_MS as u64),
+        ..Default::default()
+    }
+}
+
+pub(super) fn fill(st: &Storage, series: usize, hours: i64) {
     for i in 0..(hours * 240) {
         for s in 0..series {
             let labels = Labels::new([
@@ -25,7 +33,7 @@ fn fill(st: &Storage, series: usize, hours: i64) {
     }
 }
 
-fn all(st: &Storage, job: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+pub(super) fn all(st: &Storage, job: &str) -> Vec<(String, Vec<(i64, u64)>)> {
     let m = [Matcher::new(MatchOp::Equal, "job", job)];
     st.select(&m, i64::MIN, i64::MAX)
         .into_iter()
@@ -36,7 +44,7 @@ fn all(st: &Storage, job: &str) -> Vec<(String, Vec<(i64, u64)>)> {
         .collect()
 }
 
-fn block_dirs(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn block_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("dir")
         .map(|e| e.expect("entry").path())
@@ -49,10 +57,9 @@ fn block_dirs(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mem = Storage::new(StorageOptions::default());
+    let mem = Storage::new(raw_blocks());
     fill(&mem, 6, 7);
-    let st =
-        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
     fill(&st, 6, 7);
     // 0:17 to 7:17: [0:17, 2:00), [2:00, 4:00) and [4:00, 6:00) are cut as the head
     // passes 3 h.
@@ -73,8 +80,7 @@ fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
     }
     st.close_wal();
     drop(st);
-    let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
-        .expect("reopen");
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("reopen");
     assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 3);
     assert_eq!(all(&st, "a"), all(&mem, "a"));
     assert_eq!(all(&st, "b"), all(&mem, "b"));
@@ -96,8 +102,7 @@ fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
 fn unfinished_and_broken_blocks_are_removed_or_ignored_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
-            .expect("open");
+        let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
         fill(&st, 3, 5);
         st.close_wal();
     }
@@ -110,8 +115,7 @@ fn unfinished_and_broken_blocks_are_removed_or_ignored_and_counted() {
     let bad_index = dir.path().join(new_ulid(3));
     copy_dir(&blocks[0], &bad_index);
     std::fs::write(bad_index.join("index"), b"\xba\xaa\xd7\x00\x02garbage").expect("index");
-    let st =
-        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
     let stats = st.block_stats().expect("blocks");
     assert_eq!(
         (stats.blocks_loaded, stats.blocks_ignored),
@@ -125,7 +129,7 @@ fn unfinished_and_broken_blocks_are_removed_or_ignored_and_counted() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read") {
         let e = e.expect("entry");
@@ -141,8 +145,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_chunk_with_a_bad_checksum_is_dropped_logged_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let want = {
-        let st = Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
-            .expect("open");
+        let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
         fill(&st, 2, 5);
         st.close_wal();
         all(&st, "a")
@@ -153,8 +156,7 @@ fn a_chunk_with_a_bad_checksum_is_dropped_logged_and_counted() {
     // The first chunk's data starts after the header, its length and encoding.
     bytes[8 + 2 + 1 + 5] ^= 0xff;
     std::fs::write(&seg, bytes).expect("write");
-    let st =
-        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
     let got = all(&st, "a");
     let stats = st.block_stats().expect("blocks");
     assert_eq!(stats.chunks_dropped, 1, "{stats:?}");
@@ -233,7 +235,7 @@ fn retention_by_size_keeps_blocks_and_wal_under_the_limit() {
     let limit = 200_000;
     let opts = StorageOptions {
         retention_size: limit,
-        ..Default::default()
+        ..raw_blocks()
     };
     let wal = WalOptions {
         segment_size: 32 * 1024,

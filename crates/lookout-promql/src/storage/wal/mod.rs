@@ -789,6 +789,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_series: 0,
             retention_size: 0,
+            ..Default::default()
         };
         let st = Storage::open(opts.clone(), dir.path(), small()).unwrap();
         // Six hours of 20 series every 15 s: the first five hours leave the WAL.
