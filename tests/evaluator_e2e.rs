@@ -339,6 +339,56 @@ async fn stored_for_state(base: &str) -> Option<(i64, i64)> {
     Some((t, v as i64))
 }
 
+/// What the restore of ServerDown's `for` state started from: the saved `activeAt` and the
+/// time of its last sample (`downAt`), both in seconds, how far `downAt` may be off (one
+/// evaluation interval after a `kill -9` of a data directory's evaluator), and when the
+/// evaluator was restarted.
+struct Restore {
+    saved_active_at: f64,
+    down_at: f64,
+    lost_interval: f64,
+    restart: f64,
+}
+
+/// Checks the restored alert's `activeAt` as Prometheus's `RestoreForState` sets it, for an
+/// alert with `for: hold` and a grace period `grace`; returns it.
+fn assert_restored_active_at(alert: &Value, r: Restore, hold: f64, grace: f64) -> f64 {
+    let Restore {
+        saved_active_at,
+        down_at,
+        lost_interval,
+        restart,
+    } = r;
+    let remaining = hold - (down_at - saved_active_at);
+    let observed = now_secs();
+    let active_at = rfc3339_secs(&alert["activeAt"]);
+    // `ts` is the restore time, somewhere between the restart and now.
+    let in_window =
+        |ts_low: f64, ts_high: f64| active_at + EPSILON >= ts_low && active_at <= ts_high + EPSILON;
+    if remaining <= 0.0 {
+        // It had fired before the kill: activeAt is kept as it was.
+        assert_eq!(active_at, saved_active_at, "{alert}");
+    } else if remaining < grace {
+        // Less than the grace period left: it fires one grace period after the restore.
+        assert!(
+            in_window(restart + grace - hold, observed + grace - hold),
+            "activeAt {active_at} is not restore time + grace - for (restart {restart}, observed {observed}): {alert}"
+        );
+    } else {
+        // Mid-`for`: activeAt moves forward by the downtime (restore time - downAt), so the
+        // pending time before the kill counts and the rest is waited after the restart.
+        let shifted_low = saved_active_at + (restart - down_at) - lost_interval;
+        let shifted_high = saved_active_at + (observed - down_at) + lost_interval;
+        assert!(
+            in_window(shifted_low, shifted_high),
+            "activeAt {active_at} is not the saved {saved_active_at} shifted by the downtime \
+             (down at {down_at}, restarted {restart}, observed {observed}): {alert}"
+        );
+    }
+
+    active_at
+}
+
 /// Where the killed evaluator keeps its `for` state.
 #[derive(Clone, Copy, PartialEq)]
 enum Kept {
@@ -420,7 +470,6 @@ async fn for_timer_is_restored_after_sigkill_mid_for(kept: Kept) {
     // the second, `activeAt` its value.
     let down_at = (timestamp_ms.div_euclid(1000)) as f64;
     let saved_active_at = saved_active_at as f64;
-    let remaining = HOLD - (down_at - saved_active_at);
 
     let restart = now_secs();
     let port = evaluator.port;
@@ -441,31 +490,17 @@ async fn for_timer_is_restored_after_sigkill_mid_for(kept: Kept) {
         .await
         .flatten()
         .expect("ServerDown is active after the restore");
-    let observed = now_secs();
-    let active_at = rfc3339_secs(&alert["activeAt"]);
-    // `ts` is the restore time, somewhere between the restart and now.
-    let in_window =
-        |ts_low: f64, ts_high: f64| active_at + EPSILON >= ts_low && active_at <= ts_high + EPSILON;
-    if remaining <= 0.0 {
-        // It had fired before the kill: activeAt is kept as it was.
-        assert_eq!(active_at, saved_active_at, "{alert}");
-    } else if remaining < GRACE {
-        // Less than the grace period left: it fires one grace period after the restore.
-        assert!(
-            in_window(restart + GRACE - HOLD, observed + GRACE - HOLD),
-            "activeAt {active_at} is not restore time + grace - for (restart {restart}, observed {observed}): {alert}"
-        );
-    } else {
-        // Mid-`for`: activeAt moves forward by the downtime (restore time - downAt), so the
-        // pending time before the kill counts and the rest is waited after the restart.
-        let shifted_low = saved_active_at + (restart - down_at) - lost_interval;
-        let shifted_high = saved_active_at + (observed - down_at) + lost_interval;
-        assert!(
-            in_window(shifted_low, shifted_high),
-            "activeAt {active_at} is not the saved {saved_active_at} shifted by the downtime \
-             (down at {down_at}, restarted {restart}, observed {observed}): {alert}"
-        );
-    }
+    let active_at = assert_restored_active_at(
+        &alert,
+        Restore {
+            saved_active_at,
+            down_at,
+            lost_interval,
+            restart,
+        },
+        HOLD,
+        GRACE,
+    );
 
     // It fires at the restored activeAt + for, keeping that activeAt.
     let firing = eventually("the restored ServerDown to fire", TRIES, POLL, || async {
