@@ -21,13 +21,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null ||
     { echo "needs prometheus and promtool (Debian package prometheus)" >&2; exit 1; }
 
 echo "== building the bench binary (release)" >&2
-BIN=$(cargo bench -p lookout-promql --bench promql --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "promql" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$BIN" ] || { echo "bench binary not built" >&2; exit 1; }
+BIN=$(bench/promql/bin.sh)
 
 if [ ! -f "$WORK/tsdb.done" ]; then
     echo "== generating OpenMetrics data and TSDB blocks in $WORK" >&2

@@ -8,7 +8,12 @@
 //! cargo bench -p lookout-promql --bench promql -- gen-openmetrics FILE
 //! cargo bench -p lookout-promql --bench promql -- run [REPS [PROMETHEUS_HOST:PORT]]
 //! cargo bench -p lookout-promql --bench promql -- profile QUERY instant|range N
+//! cargo bench -p lookout-promql --bench promql -- write-blocks DIR
 //! ```
+//!
+//! `write-blocks` appends the data set to a [`Storage`] opened on `DIR` (WAL included) and
+//! persists the head as 2 h blocks, as the embedded evaluator does: bench/tsdb/run.sh
+//! compares their size with the blocks promtool makes from `gen-openmetrics`'s file.
 //!
 //! With a Prometheus address, each query is also sent to that Prometheus, turn about with
 //! Lookout's run of it, so that both sides see the same load on a shared machine.
@@ -495,6 +500,50 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// The data set appended to a [`Storage`] on `dir` with its WAL, then every full 2 h range
+/// persisted as a block (the last range stays in the head, as in the evaluator).
+fn write_blocks(dir: &str) -> Result<(), String> {
+    let opts = StorageOptions {
+        // The data is from 2026-01-01: no retention may drop it.
+        retention: std::time::Duration::from_secs(100 * 365 * 86_400),
+        ..StorageOptions::default()
+    };
+    let wal = lookout_promql::storage::wal::WalOptions::default();
+    let storage = Storage::open(opts, std::path::Path::new(dir), wal)
+        .map_err(|e| format!("opening {dir}: {e}"))?;
+    let mut data = Gen::new();
+    let labels: Vec<Labels> = data.series.iter().map(|s| s.0.clone()).collect();
+    let start = Instant::now();
+    let mut failed = None;
+    for p in 0..POINTS {
+        let t = START_MS + p * STEP_MS;
+        data.step(p == 0, |idx, v| {
+            if let Err(e) = storage.append(&labels[idx], t, v) {
+                failed.get_or_insert(e.to_string());
+            }
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    storage.sync_wal();
+    let appended = start.elapsed();
+    let start = Instant::now();
+    storage.persist_head();
+    let persisted = start.elapsed();
+    let b = storage
+        .block_stats()
+        .ok_or("the storage has no blocks directory")?;
+    println!(
+        "{{\"kind\":\"write-blocks\",\"blocks\":{},\"blocks_bytes\":{},\"append_seconds\":{:.3},\"persist_seconds\":{:.3}}}",
+        b.blocks_loaded,
+        b.blocks_bytes,
+        appended.as_secs_f64(),
+        persisted.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore flags.
     let args: Vec<String> = std::env::args()
@@ -517,8 +566,12 @@ fn main() {
             },
             _ => Err("usage: profile QUERY instant|range N".to_string()),
         },
+        Some("write-blocks") => match args.get(1) {
+            Some(dir) => write_blocks(dir),
+            None => Err("usage: write-blocks DIR".to_string()),
+        },
         Some(other) => Err(format!(
-            "unknown command {other:?}: use gen-openmetrics FILE, run [REPS [HOST:PORT]] or profile QUERY instant|range N"
+            "unknown command {other:?}: use gen-openmetrics FILE, run [REPS [HOST:PORT]], profile QUERY instant|range N or write-blocks DIR"
         )),
     };
     if let Err(e) = result {
