@@ -5,8 +5,10 @@ Lookout's ratio to each peer and to the faster one. Also checks that every peer 
 the same number of series for each query.
 
 Usage: drive.py RUNS END RANGE STEP name=url...   (END: Unix seconds, RANGE: seconds)
+  env DRIVE_QUERIES: other queries, one a line (bench/tsdb/run.sh: the PromQL bench's).
 """
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,6 +23,8 @@ QUERIES = [
     "histogram_quantile(0.9, sum by (le) (rate(h_bucket[5m])))",
     "x_total",
 ]
+if os.environ.get("DRIVE_QUERIES"):
+    QUERIES = [q for q in os.environ["DRIVE_QUERIES"].splitlines() if q.strip()]
 
 
 def url(base, kind, q):
