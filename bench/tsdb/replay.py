@@ -3,12 +3,14 @@
 fresh copy of the data directory it left when killed with SIGKILL; measures the time from
 launch to `/-/ready` answering 200, the replay duration the peer logs ("WAL replay completed":
 Prometheus's total_replay_duration, Lookout's duration) and the peak RSS (VmHWM, read once
-ready). Prints one line per run and a table of medians with Lookout's ratios.
+ready). On each peer's first run it also counts what the replay restored (series, and the
+samples of x_total), so a replay that loses data shows. Prints one line per run and a table
+of medians with Lookout's ratios.
 
 Usage: replay.py RUNS WORK LOOKOUT_BIN PORT_BASE
   WORK holds lookout-data/ and prom-data/ (the killed peers' directories) and empty.yml.
 """
-import os
+import json
 import re
 import shutil
 import signal
@@ -16,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 RUNS, WORK, LOOKOUT, PORT = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -38,6 +41,13 @@ def ready():
         return False
 
 
+def value(q):
+    u = f"http://127.0.0.1:{PORT}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    with urllib.request.urlopen(u, timeout=120) as r:
+        res = json.load(r)["data"]["result"]
+    return int(float(res[0]["value"][1])) if res else 0
+
+
 def secs(v, unit):
     return float(v) * {"s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "m": 60}[unit]
 
@@ -52,7 +62,7 @@ def logged(name, text):
     return secs(*m.groups()) if m else None
 
 
-def one(name):
+def one(name, check):
     src = f"{WORK}/{name}-data"
     data = f"{WORK}/run-{name}"
     shutil.rmtree(data, ignore_errors=True)
@@ -69,6 +79,10 @@ def one(name):
             time.sleep(0.02)
         took = time.monotonic() - t0
         hwm = next(int(l.split()[1]) for l in open(f"/proc/{p.pid}/status") if l.startswith("VmHWM"))
+        if check:
+            series = value('count({__name__=~"x_total|h_bucket|h_sum|h_count|g"})')
+            samples = value("sum(count_over_time(x_total[1h]))")
+            print(f"# {name} restored {series} series, {samples} x_total samples", flush=True)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -81,7 +95,7 @@ peers = ["lookout", "prometheus"]
 res = {n: [] for n in peers}
 for r in range(RUNS):
     for n in peers if r % 2 == 0 else peers[::-1]:
-        took, rep, mib = one(n)
+        took, rep, mib = one(n, r == 0)
         res[n].append((took, rep, mib))
         rs = f"{rep:.2f}s" if rep is not None else "?"
         print(f"# run {r + 1} {n}: ready after {took:.2f}s, logged replay {rs}, VmHWM {mib:.0f} MiB",
