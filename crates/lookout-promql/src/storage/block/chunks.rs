@@ -188,10 +188,12 @@ impl ChunkReader {
         if off < HEADER as u64 || off >= *size {
             return Err(err(format!("offset outside the file of {size} bytes")));
         }
-        let mut head = [0u8; 11];
-        let n = (size - off).min(head.len() as u64) as usize;
-        read_exact_at(f, &mut head[..n], off).map_err(|e| err(e.to_string()))?;
-        let (len, used) = uvarint(&head[..n]).ok_or_else(|| err("bad length".into()))?;
+        // One read covers the length, encoding, data and checksum of a typical chunk (120
+        // samples take a few hundred bytes at most); a longer one takes a second read.
+        let mut buf = vec![0u8; (size - off).min(SPECULATIVE_READ) as usize];
+        read_exact_at(f, &mut buf, off).map_err(|e| err(e.to_string()))?;
+        let (len, used) =
+            uvarint(&buf[..buf.len().min(10)]).ok_or_else(|| err("bad length".into()))?;
         if len > MAX_CHUNK {
             return Err(err(format!(
                 "length {len} over the limit of {MAX_CHUNK} bytes"
@@ -201,16 +203,27 @@ impl ChunkReader {
         if off + total > *size {
             return Err(err(format!("length {len} runs past the end of the file")));
         }
-        let mut buf = vec![0u8; total as usize];
-        read_exact_at(f, &mut buf, off).map_err(|e| err(e.to_string()))?;
+        let have = buf.len();
+        buf.resize(total as usize, 0);
+        if (have as u64) < total {
+            read_exact_at(f, &mut buf[have..], off + have as u64)
+                .map_err(|e| err(e.to_string()))?;
+        }
         let body = &buf[used..used + 1 + len as usize];
         let want = u32::from_be_bytes(buf[buf.len() - 4..].try_into().unwrap_or([0; 4]));
         if crc32c(body) != want {
             return Err(err("checksum mismatch".into()));
         }
-        Ok((body[0], body[1..].to_vec()))
+        let enc = body[0];
+        // The data in place: drop the length in front and the checksum behind.
+        buf.truncate(used + 1 + len as usize);
+        buf.drain(..used + 1);
+        Ok((enc, buf))
     }
 }
+
+/// Bytes read at once for a chunk (its length is not known before the read).
+const SPECULATIVE_READ: u64 = 512;
 
 /// An unsigned varint at the start of `b`: the value and the bytes it took.
 pub(crate) fn uvarint(b: &[u8]) -> Option<(u64, usize)> {

@@ -359,7 +359,7 @@ impl Block {
             let mut samples: Vec<Sample> = Vec::new();
             for c in s.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
                 buf.clear();
-                if self.read_chunk(c.r, &mut buf, bad) {
+                if self.read_chunk(c.r, maxt, &mut buf, bad) {
                     samples.extend(buf.iter().filter(|x| x.t >= mint && x.t <= maxt));
                 }
             }
@@ -377,10 +377,11 @@ impl Block {
         out
     }
 
-    /// Decodes chunk `r` into `out`; false (logged once, counted) when it is damaged.
-    fn read_chunk(&self, r: u64, out: &mut Vec<Sample>, bad: &AtomicU64) -> bool {
+    /// Decodes chunk `r` into `out`, up to its first sample after `maxt`; false (logged
+    /// once, counted) when it is damaged.
+    fn read_chunk(&self, r: u64, maxt: i64, out: &mut Vec<Sample>, bad: &AtomicU64) -> bool {
         let why = match self.chunks.read(r) {
-            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode(&data, out) {
+            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(&data, out, maxt) {
                 Some(()) => return true,
                 None => "undecodable XOR chunk".to_string(),
             },

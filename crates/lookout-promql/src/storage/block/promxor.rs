@@ -92,15 +92,21 @@ fn write_value(w: &mut BitWriter, prev: u64, bits: u64, leading: &mut u8, traili
 /// Decodes a whole XOR chunk; `None` when it is malformed or truncated (no sample of it
 /// is trusted then).
 pub(crate) fn decode(chunk: &[u8], out: &mut Vec<Sample>) -> Option<()> {
+    decode_until(chunk, out, i64::MAX)
+}
+
+/// Decodes an XOR chunk's samples up to the first one after `maxt` (timestamps rise, so
+/// none later is wanted); `None` when the part read is malformed or truncated.
+pub(crate) fn decode_until(chunk: &[u8], out: &mut Vec<Sample>, maxt: i64) -> Option<()> {
     let start = out.len();
-    let ok = decode_into(chunk, out);
+    let ok = decode_into(chunk, out, maxt);
     if ok.is_none() {
         out.truncate(start);
     }
     ok
 }
 
-fn decode_into(chunk: &[u8], out: &mut Vec<Sample>) -> Option<()> {
+fn decode_into(chunk: &[u8], out: &mut Vec<Sample>, maxt: i64) -> Option<()> {
     let n = u16::from_be_bytes([*chunk.first()?, *chunk.get(1)?]);
     let mut r = BitReader::new(&chunk[2..]);
     let (mut t, mut delta, mut v) = (0i64, 0i64, 0u64);
@@ -126,6 +132,9 @@ fn decode_into(chunk: &[u8], out: &mut Vec<Sample>) -> Option<()> {
         }
         if r.past_end() {
             return None;
+        }
+        if t > maxt {
+            break;
         }
         out.push(Sample {
             t,
@@ -220,6 +229,28 @@ mod tests {
         round_trip(&s[..1]);
         round_trip(&s[..2]);
         round_trip(&[]);
+    }
+
+    #[test]
+    fn decoding_stops_after_maxt() {
+        let s: Vec<Sample> = (0..120)
+            .map(|i| Sample {
+                t: 1000 + 15_000 * i,
+                v: i as f64,
+            })
+            .collect();
+        let chunk = encode(&s);
+        for (maxt, want) in [
+            (0, 0),
+            (1000, 1),
+            (16_000, 2),
+            (1000 + 15_000 * 50, 51),
+            (i64::MAX, 120),
+        ] {
+            let mut got = Vec::new();
+            decode_until(&chunk, &mut got, maxt).expect("decodes");
+            assert_eq!(got, s[..want], "maxt {maxt}");
+        }
     }
 
     #[test]
