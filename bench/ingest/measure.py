@@ -7,7 +7,8 @@
       under DATADIR ("-": none) at the end, the load average, then from each program's HTTP
       API the number of the targets' series it holds and, per target over the window, the
       fewest scrapes stored (count_over_time(up)), the longest scrape_duration_seconds and
-      whether any scrape failed. Appends one JSON line per program to RESULTS.
+      whether any scrape failed (peaks and bytes are taken before these queries, which touch
+      every series). Appends one JSON line per program to RESULTS.
   measure.py report RESULTS
       The table of all sizes, with Lookout's ratios to Prometheus (CPU) and to the smaller
       peak RSS of Prometheus and VictoriaMetrics.
@@ -71,6 +72,11 @@ def measure(args):
     elapsed = time.monotonic() - t0
     end = {name: cpu_seconds(pid) for name, pid, _, _ in progs}
     load1 = open("/proc/loadavg").read().split()[:3]
+    # Peak RSS and disk before any query: the verification queries below touch every series
+    # and must not count in the peaks.
+    peak = {name: status_kib(pid, "VmHWM") for name, pid, _, _ in progs}
+    rss = {name: status_kib(pid, "VmRSS") for name, pid, _, _ in progs}
+    disk = {name: disk_bytes(data) for name, _, _, data in progs}
     w = int(window)
     rows = []
     for name, pid, url, data in progs:
@@ -83,8 +89,7 @@ def measure(args):
             "series": series, "targets": targets, "program": name,
             "window_s": round(elapsed, 1),
             "cpu_s": round(end[name] - start[name], 2),
-            "peak_rss_kib": status_kib(pid, "VmHWM"), "rss_kib": status_kib(pid, "VmRSS"),
-            "disk_bytes": disk_bytes(data),
+            "peak_rss_kib": peak[name], "rss_kib": rss[name], "disk_bytes": disk[name],
             "series_stored": first(count), "min_scrapes": first(scrapes),
             "longest_scrape_s": first(longest), "min_up": first(down),
             "load_start": " ".join(load0), "load_end": " ".join(load1),
@@ -112,6 +117,13 @@ def mib(kib):
     return f"{kib / 1024:.1f} MiB"
 
 
+def stored(r):
+    n = r["series_stored"]
+    if n is None:
+        return "not counted"
+    return f"{n:,.0f}" + ("" if n == r["series"] else " (MISSING)")
+
+
 def report(args):
     rows = [json.loads(line) for line in open(args[0])]
     sizes = sorted({r["series"] for r in rows})
@@ -127,7 +139,7 @@ def report(args):
             rss_ratio = f"{r['peak_rss_kib'] / min(peers):.2f}x" if peers else "-"
             print(f"| {size:,} | {name} | {r['cpu_s']:.2f} | {100 * r['cpu_s'] / r['window_s']:.2f} % "
                   f"| {mib(r['peak_rss_kib'])} | {r['disk_bytes'] / 2**20:.1f} MiB "
-                  f"| {r['series_stored'] or 0:,.0f} | {'MISSED' if r['missed'] else 'ok'} "
+                  f"| {stored(r)} | {'MISSED' if r['missed'] else 'ok'} "
                   f"| {cpu_ratio} | {rss_ratio} |")
     loads = {(r["series"], r["load_start"], r["load_end"]) for r in rows}
     for size, a, b in sorted(loads):

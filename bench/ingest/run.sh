@@ -66,6 +66,10 @@ for size in $SERIES; do
   [ $((per * targets)) -eq "$size" ] || { echo "SERIES $size does not split evenly over $targets targets" >&2; exit 1; }
   counters=$(( per / 2 )) histograms=$(( per * 2 / 5 / 12 ))
   last=$((FIRST_TARGET + targets - 1))
+  # Lookout's series limit (1,000,000 by default) counts the targets' report series (up, …)
+  # too, and VictoriaMetrics refuses queries over more than 300,000 series by default: both
+  # get room for every series, so the count check can see them all.
+  MAX_SERIES=$((size * 2 + 1000))
   run="$WORK/$size"
   mkdir -p "$run"
   python3 "$ROOT/bench/api/target.py" "$FIRST_TARGET-$last" "$per" "$counters" "$histograms" &
@@ -83,12 +87,12 @@ YML
   PROGS=()
   "$LOOKOUT" --log.level warn evaluator --config.file "$run/scrape.yml" \
     --web.listen-address "127.0.0.1:$L_PORT" --rules.state-file "$run/lookout-state.json" \
-    --storage.tsdb.path "$run/lookout" 2>"$run/lookout.log" &
+    --storage.tsdb.path "$run/lookout" --storage.max-series "$MAX_SERIES" 2>"$run/lookout.log" &
   PIDS+=($!) PROGS+=("lookout=$!=http://127.0.0.1:$L_PORT=$run/lookout")
   if [ "$MEMORY_ROW" != 0 ]; then
     "$LOOKOUT" --log.level warn evaluator --config.file "$run/scrape.yml" \
       --web.listen-address "127.0.0.1:$LM_PORT" --rules.state-file "$run/lookout-memory-state.json" \
-      --storage.tsdb.path= 2>"$run/lookout-memory.log" &
+      --storage.tsdb.path= --storage.max-series "$MAX_SERIES" 2>"$run/lookout-memory.log" &
     PIDS+=($!) PROGS+=("lookout-memory=$!=http://127.0.0.1:$LM_PORT=-")
   fi
   prometheus --config.file "$run/scrape.yml" --storage.tsdb.path "$run/prom" \
@@ -96,7 +100,7 @@ YML
   PIDS+=($!) PROGS+=("prometheus=$!=http://127.0.0.1:$P_PORT=$run/prom")
   victoria-metrics -httpListenAddr "127.0.0.1:$V_PORT" -storageDataPath "$run/vm" \
     -promscrape.config "$run/scrape.yml" -promscrape.config.strictParse=false \
-    -search.latencyOffset 0s -loggerLevel ERROR >"$run/vm.log" 2>&1 &
+    -search.latencyOffset 0s -search.maxUniqueTimeseries "$MAX_SERIES" -loggerLevel ERROR >"$run/vm.log" 2>&1 &
   PIDS+=($!) PROGS+=("victoriametrics=$!=http://127.0.0.1:$V_PORT=$run/vm")
   wait_up "http://127.0.0.1:$L_PORT/-/ready"
   [ "$MEMORY_ROW" = 0 ] || wait_up "http://127.0.0.1:$LM_PORT/-/ready"
