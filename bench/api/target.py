@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
-"""Loopback scrape target for bench/api/run.sh: SERIES series (default 10,900) whose values
-move between scrapes, so rate() and histogram_quantile() have work to do.
+"""Loopback scrape target for bench/api/run.sh and bench/ingest/run.sh: SERIES series
+(default 10,900) whose values move between scrapes, so rate() and histogram_quantile() have
+work to do.
 
   COUNTERS (5,000) x_total{id="c<i>",grp="g<i%50>"} counters,
   HISTOGRAMS (450) h{id="h<i>"} histograms of 10 buckets (+Inf included): 12 series each,
   the rest g{id="g<i>"} gauges.
 
-Usage: target.py PORT [SERIES] [COUNTERS] [HISTOGRAMS]
+PORT may be a range, FIRST-LAST: one process then serves the same body on every port of
+it, so each port is a target of its own to a scraper (the `instance` label tells their
+series apart) and N ports give N x SERIES series. The body is rendered at most once a
+second and shared by all requests in that second, so many targets and scrapers cost one
+rendering.
+
+Usage: target.py PORT|FIRST-LAST [SERIES] [COUNTERS] [HISTOGRAMS]
 """
 import http.server
 import sys
+import threading
 import time
 
-PORT = int(sys.argv[1])
+PORTS = sys.argv[1].split("-")
+FIRST = int(PORTS[0])
+LAST = int(PORTS[-1])
 SERIES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_900
 COUNTERS = int(sys.argv[3]) if len(sys.argv) > 3 else 5_000
 HISTOGRAMS = int(sys.argv[4]) if len(sys.argv) > 4 else 450
@@ -39,9 +49,22 @@ def body():
     return ("\n".join(out) + "\n").encode()
 
 
+_lock = threading.Lock()
+_cached = (None, b"")
+
+
+def cached_body():
+    global _cached
+    second = int(time.time())
+    with _lock:
+        if _cached[0] != second:
+            _cached = (second, body())
+        return _cached[1]
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        b = body()
+        b = cached_body()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(b)))
@@ -52,4 +75,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), Handler) for p in range(FIRST, LAST + 1)]
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()
