@@ -84,6 +84,10 @@ fn parse_error(output: &str, file: &str) -> Option<String> {
 /// Whether promtool can be run; says why the test is skipped when not.
 fn have_promtool() -> bool {
     let found = Command::new("promtool").arg("--version").output().is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "promtool is not installed, and CI needs it (scripts/install-test-deps.sh)"
+    );
     if !found {
         eprintln!("SKIPPED: promtool is not installed (Debian package prometheus)");
     }

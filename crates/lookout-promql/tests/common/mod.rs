@@ -10,13 +10,21 @@ use lookout_promql::labels::Labels;
 use lookout_promql::storage::{Queryable, Storage};
 use promql_parser::label::{MatchOp, Matcher};
 
+/// Whether `bin` can be run. Outside CI a test may skip without it; in CI (`CI` set, where
+/// `scripts/install-test-deps.sh` installs the peers) a missing peer is a failure, so an
+/// oracle test never passes without its oracle.
 pub fn have(bin: &str) -> bool {
-    Command::new(bin)
+    let found = Command::new(bin)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{bin} is not installed, and CI needs it (scripts/install-test-deps.sh)"
+    );
+    found
 }
 
 /// Series (Prometheus notation) → samples (t, value bits) in `st`.
