@@ -112,6 +112,11 @@ async fn damaged_restart(what: &str, damage: impl FnOnce(&Path) -> Damage) {
         "{metrics}"
     );
     let log = ev.process.log();
+    // The log goes to a file, not a terminal: plain text, no colour codes (issue 12).
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log that is not a terminal:\n{log}"
+    );
     let line = log
         .lines()
         .find(|l| l.contains("WAL corruption"))
