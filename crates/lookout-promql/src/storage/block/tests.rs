@@ -14,8 +14,25 @@ pub(super) fn raw_blocks() -> StorageOptions {
     }
 }
 
+/// How long a test waits for the compactor thread to write the head blocks due.
+pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Appends `hours` of samples of `series` series every 15 s from [`T0`], an hour at a
+/// time, each followed by a wait for the head blocks due, as when samples come in real
+/// time: the compactor thread writes them, never the appender.
 pub(super) fn fill(st: &Storage, series: usize, hours: i64) {
-    for i in 0..(hours * 240) {
+    for h in 0..hours {
+        append_steps(st, series, h * 240..(h + 1) * 240);
+        assert!(
+            st.wait_for_head_blocks(WAIT),
+            "no head block after {WAIT:?}"
+        );
+    }
+}
+
+/// Appends steps `steps` (15 s apart from [`T0`]) of `series` series.
+fn append_steps(st: &Storage, series: usize, steps: std::ops::Range<i64>) {
+    for i in steps {
         for s in 0..series {
             let labels = Labels::new([
                 ("__name__", "m"),
