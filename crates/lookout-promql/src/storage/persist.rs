@@ -17,6 +17,12 @@ use super::{Head, MemSeries, Storage, StorageOptions};
 /// How long a failed block write waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
+#[cfg(test)]
+thread_local! {
+    /// Head ranges written as blocks by this thread (tests check who writes them).
+    pub(super) static RANGES_WRITTEN_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl Head {
     /// Start of the head: its oldest sample not yet in a block or cut by retention.
     fn min_time(&self) -> i64 {
@@ -96,6 +102,8 @@ impl HeadWriter<'_> {
     /// applies the block retention; false when the block could not be written (logged,
     /// counted, kept in memory). The caller holds the head's `writer` lock.
     fn persist_range(&self, mint: i64, maxt: i64) -> bool {
+        #[cfg(test)]
+        RANGES_WRITTEN_HERE.with(|n| n.set(n.get() + 1));
         let (head, blocks) = (self.head, self.blocks);
         // Samples for the range arriving now would miss the block: refused as too old.
         head.append_floor.fetch_max(maxt, Ordering::Relaxed);

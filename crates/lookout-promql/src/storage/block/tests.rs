@@ -115,6 +115,63 @@ fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
     );
 }
 
+/// Ranges written as head blocks by the calling thread.
+fn written_here() -> usize {
+    crate::storage::persist::RANGES_WRITTEN_HERE.with(|n| n.get())
+}
+
+#[test]
+fn the_compactor_thread_writes_head_blocks_never_the_appender() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Storage::new(raw_blocks());
+    append_steps(&mem, 50, 0..7 * 240);
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
+    // 7 h at once, no waiting: the head passes 3 h, 5 h and 7 h while this thread appends.
+    append_steps(&st, 50, 0..7 * 240);
+    assert_eq!(written_here(), 0, "the appending thread wrote a head block");
+    assert!(
+        st.wait_for_head_blocks(WAIT),
+        "no head block after {WAIT:?}"
+    );
+    let stats = st.block_stats().expect("blocks");
+    assert_eq!(
+        (stats.blocks_loaded, stats.compactions),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert_eq!(written_here(), 0, "the appending thread wrote a head block");
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
+    // The counter does see writes made here: `persist_head` writes in its caller.
+    append_steps(&st, 50, 7 * 240..8 * 240);
+    st.persist_head();
+    assert_eq!(written_here(), 1);
+    assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 4);
+}
+
+#[test]
+fn dropping_the_storage_while_head_blocks_are_due_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Storage::new(raw_blocks());
+    append_steps(&mem, 50, 0..7 * 240);
+    {
+        let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
+        // Dropped at once: the compactor thread stops after the block under way, if any.
+        append_steps(&st, 50, 0..7 * 240);
+        st.close_wal();
+    }
+    // What is not in a block is in the WAL; the reopened storage writes the blocks still
+    // due without waiting for an append.
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("reopen");
+    assert!(
+        st.wait_for_head_blocks(WAIT),
+        "no head block after {WAIT:?}"
+    );
+    assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 3);
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
+}
+
 #[test]
 fn unfinished_and_broken_blocks_are_removed_or_ignored_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
