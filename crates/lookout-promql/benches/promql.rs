@@ -501,9 +501,10 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
 }
 
 /// The data set appended to a [`Storage`] on `dir` with its WAL, then every full 2 h range
-/// persisted as a block (the last range stays in the head, as in the evaluator). The head
-/// cuts most blocks while the data is appended, once it spans 1.5 ranges, so the append
-/// time includes their writing and `persist_head` has little or nothing left to write.
+/// persisted as a block (the last range stays in the head, as in the evaluator). The
+/// compactor thread cuts blocks while the data is appended, once the head spans 1.5
+/// ranges, so the append time does not include their writing (it runs beside it) and
+/// `persist_head` writes what the thread has not written yet.
 fn write_blocks(dir: &str) -> Result<(), String> {
     let opts = StorageOptions {
         // The data is from 2026-01-01: no retention may drop it.

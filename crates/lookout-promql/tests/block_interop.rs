@@ -35,7 +35,8 @@ fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
     want
 }
 
-/// 20 series × `hours` at 30 s ending now.
+/// 20 series × `hours` at 30 s ending now, then a wait for the compactor thread to write
+/// the head blocks due.
 fn fill_hours(st: &Storage, hours: i64) {
     let t0 = now_ms() - hours * 3600 * 1000;
     for k in 0..(hours * 120) {
@@ -60,6 +61,10 @@ fn fill_hours(st: &Storage, hours: i64) {
             st.append(&l, t0 + k * 30_000, v).unwrap();
         }
     }
+    assert!(
+        st.wait_for_head_blocks(Duration::from_secs(30)),
+        "head blocks not written"
+    );
 }
 
 /// Options that keep blocks as they are found (reading tests: no leveled compaction).

@@ -7,12 +7,14 @@
 //!
 //! * **Head and blocks**: once the head spans more than 3 h (1.5 block ranges, as in
 //!   Prometheus), its oldest aligned 2 h range is written as a block (`DIR/<ULID>/`) and
-//!   freed from memory; the appender that crossed the threshold writes it, others go on
-//!   appending (samples for the range being written are refused as out of bounds). Queries
-//!   read the blocks overlapping their range and the head and merge series by labels; on an
-//!   equal timestamp the head wins. `label_names`/`label_values` cover both.
+//!   freed from memory. The append that finds the head past the threshold only wakes the
+//!   compactor thread, which writes the block; appenders go on meanwhile (samples for the
+//!   range being written are refused as out of bounds). Queries read the blocks
+//!   overlapping their range and the head and merge series by labels; on an equal
+//!   timestamp the head wins. `label_names`/`label_values` cover both.
 //! * **Compaction** ([`block::compact`]): a dedicated thread (`lookout-compactor`), woken
-//!   at open and after each head block, merges blocks as Prometheus's leveled compactor
+//!   at open, when the head is due a block and after each head block, writes the head's
+//!   due blocks, then merges blocks as Prometheus's leveled compactor
 //!   does: overlapping blocks first, then three 2 h blocks into 6 h, three 6 h into
 //!   18 h, … up to [`StorageOptions::max_block_duration`] (by default 10 % of the
 //!   retention or 31 days). Series are merged one at a time; chunk data is read from the
@@ -537,14 +539,96 @@ struct Inner {
     next_id: SeriesId,
 }
 
-/// In-memory series storage; see the module documentation.
-pub struct Storage {
-    opts: StorageOptions,
-    inner: Arc<RwLock<Inner>>,
-    /// Samples before this are hidden (the retention cut).
+/// The in-memory part of a storage (series, their chunks and the head's time bounds),
+/// shared with the compactor thread that writes its old ranges as blocks.
+struct Head {
+    inner: RwLock<Inner>,
+    /// Samples before this are hidden (the retention cut, or the end of the newest block).
     min_valid_t: Arc<AtomicI64>,
     /// Newest timestamp appended.
     max_t: AtomicI64,
+    /// Oldest timestamp appended to the head (`i64::MAX`: none); the head's start is the
+    /// later of it and `min_valid_t`.
+    head_min_t: AtomicI64,
+    /// Appends before this are refused while a block of the time before it is written.
+    append_floor: AtomicI64,
+    /// Held while a range of the head is written as a block (retention after it
+    /// included): one writer at a time. Only block writers take it, never appenders or
+    /// queries.
+    writer: Mutex<()>,
+    /// When writing a block last failed (retried a minute later).
+    compact_failed_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl Head {
+    fn new() -> Head {
+        Head {
+            inner: RwLock::new(Inner::default()),
+            min_valid_t: Arc::new(AtomicI64::new(i64::MIN)),
+            max_t: AtomicI64::new(i64::MIN),
+            head_min_t: AtomicI64::new(i64::MAX),
+            append_floor: AtomicI64::new(i64::MIN),
+            writer: Mutex::new(()),
+            compact_failed_at: Mutex::new(None),
+        }
+    }
+
+    fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`Storage::truncate_before`].
+    fn truncate_before(&self, t_ms: i64) {
+        self.min_valid_t.fetch_max(t_ms, Ordering::Relaxed);
+        let cut = self.min_valid_t.load(Ordering::Relaxed);
+        let mut dead: Vec<Arc<MemSeries>> = Vec::new();
+        {
+            let inner = self.read_inner();
+            for s in inner.by_id.values() {
+                let mut chunks = s.lock();
+                chunks.truncate_before(cut);
+                if chunks.is_empty() {
+                    dead.push(s.clone());
+                }
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        let mut inner = self.write_inner();
+        // Re-check under the write lock: an appender may have revived a series meanwhile.
+        dead.retain(|s| {
+            let mut chunks = s.lock();
+            if chunks.is_empty() && !chunks.removed {
+                chunks.removed = true;
+                true
+            } else {
+                false
+            }
+        });
+        dead.sort_by_key(|s| s.id);
+        for s in &dead {
+            inner.by_id.remove(&s.id);
+            inner.by_labels.remove(&s.labels);
+        }
+        let ids: Vec<(SeriesId, &Labels)> = dead.iter().map(|s| (s.id, &s.labels)).collect();
+        inner.index.remove(&ids);
+        if inner.by_id.capacity() > 2 * inner.by_id.len() + 64 {
+            inner.by_id.shrink_to_fit();
+            inner.by_labels.shrink_to_fit();
+        }
+    }
+}
+
+/// In-memory series storage; see the module documentation.
+pub struct Storage {
+    opts: StorageOptions,
+    /// The series and their samples, shared with the compactor thread.
+    head: Arc<Head>,
     /// Where the last automatic truncation cut.
     last_cut: AtomicI64,
     truncating: AtomicBool,
@@ -556,17 +640,17 @@ pub struct Storage {
     wal: Option<wal::Wal>,
     /// The persisted blocks of a storage opened on a directory.
     blocks: Option<Arc<block::Blocks>>,
-    /// Oldest timestamp appended to the head (`i64::MAX`: none); the head's start is the
-    /// later of it and `min_valid_t`.
-    head_min_t: AtomicI64,
-    /// Appends before this are refused while a block of the time before it is written.
-    append_floor: AtomicI64,
-    /// Set while the head is being cut into a block.
-    compacting: AtomicBool,
-    /// When writing a block last failed (retried a minute later).
-    compact_failed_at: Mutex<Option<std::time::Instant>>,
-    /// The thread merging blocks, woken after each head block.
+    /// The thread writing head blocks and merging blocks, woken when the head grows past
+    /// 1.5 block ranges and after each head block.
     compactor: Option<block::compact::Compactor>,
+}
+
+impl Drop for Storage {
+    /// Stops the compactor thread first (after the block it may be writing), so that it
+    /// never works on a storage half gone.
+    fn drop(&mut self) {
+        self.compactor.take();
+    }
 }
 
 /// Regexes kept compiled between queries; the cache is emptied when it grows past this.
@@ -577,19 +661,13 @@ impl Storage {
     pub fn new(opts: StorageOptions) -> Storage {
         Storage {
             opts,
-            inner: Arc::new(RwLock::new(Inner::default())),
-            min_valid_t: Arc::new(AtomicI64::new(i64::MIN)),
-            max_t: AtomicI64::new(i64::MIN),
+            head: Arc::new(Head::new()),
             last_cut: AtomicI64::new(i64::MIN),
             truncating: AtomicBool::new(false),
             ranks_valid: AtomicBool::new(false),
             regex_cache: Mutex::new(HashMap::new()),
             wal: None,
             blocks: None,
-            head_min_t: AtomicI64::new(i64::MAX),
-            append_floor: AtomicI64::new(i64::MIN),
-            compacting: AtomicBool::new(false),
-            compact_failed_at: Mutex::new(None),
             compactor: None,
         }
     }
@@ -621,9 +699,13 @@ impl Storage {
             "blocks loaded"
         );
         let blocks = Arc::new(blocks);
-        let compactor =
-            block::compact::Compactor::start(Arc::downgrade(&blocks), storage.block_ranges())
-                .map_err(io_err)?;
+        let head_job = persist::head_job(&storage.head, &blocks, &storage.opts);
+        let compactor = block::compact::Compactor::start(
+            Arc::downgrade(&blocks),
+            storage.block_ranges(),
+            Some(head_job),
+        )
+        .map_err(io_err)?;
         storage.blocks = Some(blocks);
         storage.apply_block_retention();
         compactor.wake();
@@ -643,11 +725,11 @@ impl Storage {
             duration = ?report.duration,
             "WAL replay completed"
         );
-        let inner = storage.inner.clone();
+        let head = storage.head.clone();
         let source = wal::Source {
-            min_valid_t: storage.min_valid_t.clone(),
+            min_valid_t: storage.head.min_valid_t.clone(),
             live_series: Box::new(move || {
-                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
+                let inner = head.read_inner();
                 let mut v: Vec<(u64, Labels)> = inner
                     .by_id
                     .values()
@@ -659,6 +741,8 @@ impl Storage {
         };
         storage.wal =
             Some(wal::Wal::start(wal_dir, lock, wal_opts, report, source).map_err(io_err)?);
+        // A head replayed past 1.5 block ranges is cut without waiting for an append.
+        storage.wake_head_compaction();
         Ok(storage)
     }
 
@@ -689,11 +773,11 @@ impl Storage {
     }
 
     fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        self.head.read_inner()
     }
 
     fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        self.head.write_inner()
     }
 
     /// Appends one sample. Timestamps must increase per series; a repeated timestamp is
@@ -741,9 +825,10 @@ impl Storage {
             return Err(AppendError::EmptyLabels);
         }
         let min = self
+            .head
             .min_valid_t
             .load(Ordering::Relaxed)
-            .max(self.append_floor.load(Ordering::Relaxed));
+            .max(self.head.append_floor.load(Ordering::Relaxed));
         if t_ms < min {
             return Err(AppendError::OutOfBounds {
                 series: labels.to_string(),
@@ -780,7 +865,7 @@ impl Storage {
                 .as_ref()
                 .is_some_and(|w| w.log_sample(series.id, t_ms, v));
             drop(chunks);
-            self.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+            self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
             if full && let Some(w) = &self.wal {
                 w.wait_for_room();
             }
@@ -840,13 +925,11 @@ impl Storage {
     /// Advances the newest timestamp and applies the retention window now and then
     /// (each time the cut has moved by a tenth of the window, at least a minute).
     fn after_append(&self, t_ms: i64) {
-        let prev = self.max_t.fetch_max(t_ms, Ordering::Relaxed);
+        let prev = self.head.max_t.fetch_max(t_ms, Ordering::Relaxed);
         if t_ms <= prev {
             return;
         }
-        if self.blocks.is_some() && self.head_compactable() {
-            self.compact_head();
-        }
+        self.wake_head_compaction();
         if self.opts.retention.is_zero() {
             return;
         }
@@ -874,8 +957,8 @@ impl Storage {
             s.lock().removed = true;
         }
         *inner = Inner::default();
-        self.min_valid_t.store(i64::MIN, Ordering::Relaxed);
-        self.max_t.store(i64::MIN, Ordering::Relaxed);
+        self.head.min_valid_t.store(i64::MIN, Ordering::Relaxed);
+        self.head.max_t.store(i64::MIN, Ordering::Relaxed);
         self.last_cut.store(i64::MIN, Ordering::Relaxed);
     }
 
@@ -883,44 +966,7 @@ impl Storage {
     /// only such samples are freed, and series left without samples are removed.
     /// Appends before `t_ms` are rejected from then on.
     pub fn truncate_before(&self, t_ms: i64) {
-        self.min_valid_t.fetch_max(t_ms, Ordering::Relaxed);
-        let cut = self.min_valid_t.load(Ordering::Relaxed);
-        let mut dead: Vec<Arc<MemSeries>> = Vec::new();
-        {
-            let inner = self.read_inner();
-            for s in inner.by_id.values() {
-                let mut chunks = s.lock();
-                chunks.truncate_before(cut);
-                if chunks.is_empty() {
-                    dead.push(s.clone());
-                }
-            }
-        }
-        if dead.is_empty() {
-            return;
-        }
-        let mut inner = self.write_inner();
-        // Re-check under the write lock: an appender may have revived a series meanwhile.
-        dead.retain(|s| {
-            let mut chunks = s.lock();
-            if chunks.is_empty() && !chunks.removed {
-                chunks.removed = true;
-                true
-            } else {
-                false
-            }
-        });
-        dead.sort_by_key(|s| s.id);
-        for s in &dead {
-            inner.by_id.remove(&s.id);
-            inner.by_labels.remove(&s.labels);
-        }
-        let ids: Vec<(SeriesId, &Labels)> = dead.iter().map(|s| (s.id, &s.labels)).collect();
-        inner.index.remove(&ids);
-        if inner.by_id.capacity() > 2 * inner.by_id.len() + 64 {
-            inner.by_id.shrink_to_fit();
-            inner.by_labels.shrink_to_fit();
-        }
+        self.head.truncate_before(t_ms);
     }
 
     /// Label names in use in the head and the blocks, sorted.
@@ -1025,7 +1071,7 @@ impl Queryable for Storage {
 impl Storage {
     /// [`Queryable::select`] over the head only.
     fn select_head(&self, prepared: &[Prepared], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesData> {
-        let mint = mint_ms.max(self.min_valid_t.load(Ordering::Relaxed));
+        let mint = mint_ms.max(self.head.min_valid_t.load(Ordering::Relaxed));
         if mint > maxt_ms {
             return Vec::new();
         }

@@ -1,68 +1,114 @@
 //! Cutting the head into blocks: once the head spans more than 1.5 block ranges (3 h),
 //! its oldest aligned 2 h range is written as a block, then freed from memory, as
-//! Prometheus's head compaction does. The WAL then drops its segments older than the
-//! block's end at its next checkpoint.
+//! Prometheus's head compaction does. As in Prometheus, the append never writes it: the
+//! append that finds the head past the threshold wakes the compactor thread
+//! ([`block::compact::Compactor`]), which writes the due blocks before merging blocks, so
+//! that a write of a second or more never stalls an appender (a scrape, or an async
+//! worker). The WAL then drops its segments older than the block's end at its next
+//! checkpoint.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::block::{self, BLOCK_RANGE_MS, Block, meta::Compaction};
-use super::{MemSeries, Storage};
+use super::block::{self, BLOCK_RANGE_MS, Block, Blocks, compact::HeadJob, meta::Compaction};
+use super::{Head, MemSeries, Storage, StorageOptions};
 
 /// How long a failed block write waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-impl Storage {
+#[cfg(test)]
+thread_local! {
+    /// Head ranges written as blocks by this thread (tests check who writes them).
+    pub(super) static RANGES_WRITTEN_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Head {
     /// Start of the head: its oldest sample not yet in a block or cut by retention.
-    pub(super) fn head_min_time(&self) -> i64 {
+    fn min_time(&self) -> i64 {
         self.head_min_t
             .load(Ordering::Relaxed)
             .max(self.min_valid_t.load(Ordering::Relaxed))
     }
 
     /// Whether the head spans more than 1.5 block ranges (Prometheus's rule).
-    pub(super) fn head_compactable(&self) -> bool {
-        let (mint, maxt) = (self.head_min_time(), self.max_t.load(Ordering::Relaxed));
+    fn compactable(&self) -> bool {
+        let (mint, maxt) = (self.min_time(), self.max_t.load(Ordering::Relaxed));
         mint != i64::MAX && maxt != i64::MIN && maxt.saturating_sub(mint) > BLOCK_RANGE_MS / 2 * 3
     }
 
-    /// Writes blocks of the head's oldest ranges while it is compactable. One caller at a
-    /// time; the others go on appending.
-    pub(super) fn compact_head(&self) {
-        if self
-            .compacting
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        let failed_at = *self
-            .compact_failed_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if failed_at.is_none_or(|at| at.elapsed() >= RETRY_AFTER) {
-            while self.head_compactable() {
-                let mint = self.head_min_time();
-                let maxt = (mint.div_euclid(BLOCK_RANGE_MS) + 1) * BLOCK_RANGE_MS;
-                if !self.persist_range(mint, maxt) {
-                    break;
-                }
-            }
-        }
-        self.compacting.store(false, Ordering::Release);
+    /// Whether writing a block failed less than [`RETRY_AFTER`] ago.
+    fn backing_off(&self) -> bool {
+        lock(&self.compact_failed_at).is_some_and(|at| at.elapsed() < RETRY_AFTER)
     }
 
-    /// Writes the head's samples in `[mint, maxt)` as a block and drops them from the
-    /// head; false when the block could not be written (logged, counted, kept in memory).
-    pub(crate) fn persist_range(&self, mint: i64, maxt: i64) -> bool {
-        let Some(blocks) = self.blocks.clone() else {
-            return false;
+    /// Every head series, sorted by labels.
+    fn sorted_series(&self) -> Vec<Arc<MemSeries>> {
+        let inner = self.read_inner();
+        let mut v: Vec<Arc<MemSeries>> = inner.by_id.values().cloned().collect();
+        drop(inner);
+        v.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The compactor thread's [`HeadJob`] for a storage's head and blocks. It holds them weakly
+/// (the storage owns the thread): once the storage is gone it does nothing.
+pub(super) fn head_job(head: &Arc<Head>, blocks: &Arc<Blocks>, opts: &StorageOptions) -> HeadJob {
+    let (head, blocks, opts) = (Arc::downgrade(head), Arc::downgrade(blocks), opts.clone());
+    Box::new(move |stop| {
+        let (Some(head), Some(blocks)) = (head.upgrade(), blocks.upgrade()) else {
+            return;
         };
+        let w = HeadWriter {
+            head: &head,
+            blocks: &blocks,
+            opts: &opts,
+        };
+        w.write_due(stop);
+    })
+}
+
+/// What writing head blocks needs: the head, the blocks, and the retention to apply after.
+struct HeadWriter<'a> {
+    head: &'a Head,
+    blocks: &'a Blocks,
+    opts: &'a StorageOptions,
+}
+
+impl HeadWriter<'_> {
+    /// Writes blocks of the head's oldest ranges while it is compactable, unless writing
+    /// failed less than [`RETRY_AFTER`] ago; `stop` is checked between blocks.
+    fn write_due(&self, stop: &dyn Fn() -> bool) {
+        while !stop() && !self.head.backing_off() {
+            let _one_writer = lock(&self.head.writer);
+            // Under the lock: `persist_head` may have written the range meanwhile.
+            if !self.head.compactable() {
+                return;
+            }
+            let mint = self.head.min_time();
+            let maxt = (mint.div_euclid(BLOCK_RANGE_MS) + 1) * BLOCK_RANGE_MS;
+            if !self.persist_range(mint, maxt) {
+                return;
+            }
+        }
+    }
+
+    /// Writes the head's samples in `[mint, maxt)` as a block, drops them from the head and
+    /// applies the block retention; false when the block could not be written (logged,
+    /// counted, kept in memory). The caller holds the head's `writer` lock.
+    fn persist_range(&self, mint: i64, maxt: i64) -> bool {
+        #[cfg(test)]
+        RANGES_WRITTEN_HERE.with(|n| n.set(n.get() + 1));
+        let (head, blocks) = (self.head, self.blocks);
         // Samples for the range arriving now would miss the block: refused as too old.
-        self.append_floor.fetch_max(maxt, Ordering::Relaxed);
+        head.append_floor.fetch_max(maxt, Ordering::Relaxed);
         let start = Instant::now();
-        let series = self.sorted_series();
+        let series = head.sorted_series();
         let n_series = series.len();
         let iter = series.into_iter().map(|s| {
             let (mut out, mut st) = (Vec::new(), Vec::new());
@@ -104,20 +150,14 @@ impl Storage {
                     .last_compaction_seconds
                     .store(secs.to_bits(), Ordering::Relaxed);
                 blocks.replace(b, &[]);
-                self.truncate_before(maxt);
-                self.apply_block_retention();
-                if let Some(c) = &self.compactor {
-                    c.wake();
-                }
+                head.truncate_before(maxt);
+                self.apply_retention();
                 true
             }
             Err(e) => {
                 tracing::error!(dir = %blocks.dir.display(), mint, maxt, err = %e, "writing a block failed; its samples stay in memory");
                 blocks.compactions_failed.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .compact_failed_at
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                *lock(&head.compact_failed_at) = Some(Instant::now());
                 false
             }
         }
@@ -125,24 +165,45 @@ impl Storage {
 
     /// Deletes the blocks that [`StorageOptions::retention`](super::StorageOptions) or
     /// `retention_size` no longer keep.
-    pub(super) fn apply_block_retention(&self) {
-        let Some(blocks) = &self.blocks else { return };
+    fn apply_retention(&self) {
         let retention = i64::try_from(self.opts.retention.as_millis()).unwrap_or(i64::MAX);
         let wal_bytes = if self.opts.retention_size > 0 {
-            dir_bytes(&blocks.dir.join("wal"), 2)
+            dir_bytes(&self.blocks.dir.join("wal"), 2)
         } else {
             0
         };
-        blocks.apply_retention(retention, self.opts.retention_size, wal_bytes);
+        self.blocks
+            .apply_retention(retention, self.opts.retention_size, wal_bytes);
+    }
+}
+
+impl Storage {
+    /// The head writer of a storage with blocks.
+    fn head_writer(&self) -> Option<HeadWriter<'_>> {
+        Some(HeadWriter {
+            head: &self.head,
+            blocks: self.blocks.as_deref()?,
+            opts: &self.opts,
+        })
     }
 
-    /// Every head series, sorted by labels.
-    fn sorted_series(&self) -> Vec<Arc<MemSeries>> {
-        let inner = self.read_inner();
-        let mut v: Vec<Arc<MemSeries>> = inner.by_id.values().cloned().collect();
-        drop(inner);
-        v.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        v
+    /// Wakes the compactor thread when the head has blocks to write (nothing for a
+    /// memory-only storage). Cheap when it has none: two atomic loads.
+    pub(super) fn wake_head_compaction(&self) {
+        if let Some(c) = &self.compactor
+            && self.head.compactable()
+            && !self.head.backing_off()
+        {
+            c.wake();
+        }
+    }
+
+    /// Deletes the blocks that [`StorageOptions::retention`](super::StorageOptions) or
+    /// `retention_size` no longer keep.
+    pub(super) fn apply_block_retention(&self) {
+        if let Some(w) = self.head_writer() {
+            w.apply_retention();
+        }
     }
 
     /// Prometheus's block ranges for this storage's options.
@@ -167,22 +228,52 @@ impl Storage {
         self.blocks.as_ref().map(|b| b.stats())
     }
 
-    /// Writes every full block range the head holds now, as if it had grown past 1.5
-    /// ranges (for tests and tools): everything before the start of the newest sample's
-    /// range leaves memory.
+    /// Writes every full block range the head holds now, in the caller, as if it had grown
+    /// past 1.5 ranges (for tests and tools): everything before the start of the newest
+    /// sample's range leaves memory. A block the compactor thread is writing is waited for.
     pub fn persist_head(&self) {
-        let Some(_) = &self.blocks else { return };
-        let newest = self.max_t.load(Ordering::Relaxed);
+        let Some(w) = self.head_writer() else { return };
+        let newest = self.head.max_t.load(Ordering::Relaxed);
         let end = newest.div_euclid(BLOCK_RANGE_MS) * BLOCK_RANGE_MS;
+        let mut written = false;
         loop {
-            let mint = self.head_min_time();
+            let _one_writer = lock(&self.head.writer);
+            let mint = self.head.min_time();
             if mint == i64::MAX || mint >= end {
-                return;
+                break;
             }
             let maxt = ((mint.div_euclid(BLOCK_RANGE_MS) + 1) * BLOCK_RANGE_MS).min(end);
-            if !self.persist_range(mint, maxt) {
-                return;
+            if !w.persist_range(mint, maxt) {
+                break;
             }
+            written = true;
+        }
+        if written && let Some(c) = &self.compactor {
+            c.wake();
+        }
+    }
+
+    /// Waits until the compactor thread has written the blocks the head is due (it spans
+    /// at most 1.5 block ranges again, or the last write failed and waits for its retry),
+    /// for about `timeout` at most; false when it timed out. For tests and tools: the
+    /// storage does it by itself. True at once for a memory-only storage.
+    pub fn wait_for_head_blocks(&self, timeout: Duration) -> bool {
+        if self.blocks.is_none() {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                // Under the writer lock: a block under way is finished, retention included.
+                let _one_writer = lock(&self.head.writer);
+                if !self.head.compactable() || self.head.backing_off() {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -388,9 +388,15 @@ impl Blocks {
     }
 }
 
-/// A thread that compacts the blocks when woken (after a head block is written and at
-/// open), so that merging, which can take seconds, never runs on the appender or an
-/// async worker. Dropping it stops the thread after the compaction under way.
+/// Work the compactor thread does when woken, before merging blocks: writing the head's
+/// due ranges as blocks. It is given a function that says whether to stop, to check
+/// between blocks.
+pub(crate) type HeadJob = Box<dyn Fn(&dyn Fn() -> bool) + Send>;
+
+/// A thread that, when woken (when the head has grown past 1.5 block ranges, after a head
+/// block is written and at open), writes the head's due blocks then merges blocks, so
+/// that both, which can take seconds, never run on the appender or an async worker.
+/// Dropping it stops the thread after the block it is writing or merging, if any.
 pub(crate) struct Compactor {
     signal: Arc<Signal>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -409,14 +415,22 @@ struct State {
 }
 
 impl Compactor {
-    /// Starts the thread for `blocks` with block ranges `ranges`.
-    pub(crate) fn start(blocks: Weak<Blocks>, ranges: Vec<i64>) -> io::Result<Compactor> {
+    /// Starts the thread for `blocks` with block ranges `ranges`, running `head` first at
+    /// each wake-up.
+    pub(crate) fn start(
+        blocks: Weak<Blocks>,
+        ranges: Vec<i64>,
+        head: Option<HeadJob>,
+    ) -> io::Result<Compactor> {
         let signal = Arc::new(Signal::default());
         let s = signal.clone();
         let thread = std::thread::Builder::new()
             .name("lookout-compactor".into())
             .spawn(move || {
                 while s.next() {
+                    if let Some(job) = &head {
+                        job(&|| s.stopped());
+                    }
                     let Some(b) = blocks.upgrade() else { return };
                     while !s.stopped() && b.compact_once(&ranges) {}
                 }
@@ -427,7 +441,7 @@ impl Compactor {
         })
     }
 
-    /// Asks for a compaction pass.
+    /// Asks for a pass: head blocks, then merges.
     pub(crate) fn wake(&self) {
         let mut s = self.signal.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pending = true;

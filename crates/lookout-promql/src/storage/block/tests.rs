@@ -14,8 +14,25 @@ pub(super) fn raw_blocks() -> StorageOptions {
     }
 }
 
+/// How long a test waits for the compactor thread to write the head blocks due.
+pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Appends `hours` of samples of `series` series every 15 s from [`T0`], an hour at a
+/// time, each followed by a wait for the head blocks due, as when samples come in real
+/// time: the compactor thread writes them, never the appender.
 pub(super) fn fill(st: &Storage, series: usize, hours: i64) {
-    for i in 0..(hours * 240) {
+    for h in 0..hours {
+        append_steps(st, series, h * 240..(h + 1) * 240);
+        assert!(
+            st.wait_for_head_blocks(WAIT),
+            "no head block after {WAIT:?}"
+        );
+    }
+}
+
+/// Appends steps `steps` (15 s apart from [`T0`]) of `series` series.
+fn append_steps(st: &Storage, series: usize, steps: std::ops::Range<i64>) {
+    for i in steps {
         for s in 0..series {
             let labels = Labels::new([
                 ("__name__", "m"),
@@ -96,6 +113,63 @@ fn blocks_are_cut_from_the_head_and_queries_see_the_same_data() {
         ranges,
         vec![(T0, b + r), (b + r, b + 2 * r), (b + 2 * r, b + 3 * r)]
     );
+}
+
+/// Ranges written as head blocks by the calling thread.
+fn written_here() -> usize {
+    crate::storage::persist::RANGES_WRITTEN_HERE.with(|n| n.get())
+}
+
+#[test]
+fn the_compactor_thread_writes_head_blocks_never_the_appender() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Storage::new(raw_blocks());
+    append_steps(&mem, 50, 0..7 * 240);
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
+    // 7 h at once, no waiting: the head passes 3 h, 5 h and 7 h while this thread appends.
+    append_steps(&st, 50, 0..7 * 240);
+    assert_eq!(written_here(), 0, "the appending thread wrote a head block");
+    assert!(
+        st.wait_for_head_blocks(WAIT),
+        "no head block after {WAIT:?}"
+    );
+    let stats = st.block_stats().expect("blocks");
+    assert_eq!(
+        (stats.blocks_loaded, stats.compactions),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert_eq!(written_here(), 0, "the appending thread wrote a head block");
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
+    // The counter does see writes made here: `persist_head` writes in its caller.
+    append_steps(&st, 50, 7 * 240..8 * 240);
+    st.persist_head();
+    assert_eq!(written_here(), 1);
+    assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 4);
+}
+
+#[test]
+fn dropping_the_storage_while_head_blocks_are_due_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mem = Storage::new(raw_blocks());
+    append_steps(&mem, 50, 0..7 * 240);
+    {
+        let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
+        // Dropped at once: the compactor thread stops after the block under way, if any.
+        append_steps(&st, 50, 0..7 * 240);
+        st.close_wal();
+    }
+    // What is not in a block is in the WAL; the reopened storage writes the blocks still
+    // due without waiting for an append.
+    let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("reopen");
+    assert!(
+        st.wait_for_head_blocks(WAIT),
+        "no head block after {WAIT:?}"
+    );
+    assert_eq!(st.block_stats().expect("blocks").blocks_loaded, 3);
+    assert_eq!(all(&st, "a"), all(&mem, "a"));
+    assert_eq!(all(&st, "b"), all(&mem, "b"));
 }
 
 #[test]

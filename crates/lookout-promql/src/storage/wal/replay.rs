@@ -110,7 +110,7 @@ impl Apply<'_> {
                         continue;
                     }
                     self.report.samples += 1;
-                    self.storage.head_min_t.fetch_min(t, Ordering::Relaxed);
+                    self.storage.head.head_min_t.fetch_min(t, Ordering::Relaxed);
                     self.max_t = self.max_t.max(t);
                     maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
                 }
@@ -217,7 +217,7 @@ pub(crate) fn replay(storage: &Storage, wal_dir: &Path) -> io::Result<ReplayRepo
         inner.next_id = inner.next_id.max(m.saturating_add(1));
     }
     if max_t > i64::MIN {
-        storage.max_t.fetch_max(max_t, Ordering::Relaxed);
+        storage.head.max_t.fetch_max(max_t, Ordering::Relaxed);
         let retention = storage.opts.retention;
         if !retention.is_zero() {
             let cut =
