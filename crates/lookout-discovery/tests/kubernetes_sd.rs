@@ -250,6 +250,7 @@ async fn node_role_labels() {
         meta(&[
             ("~node_name", "node-a"),
             ("~node_provider_id", "kind://docker/kind/node-a"),
+            ("~node_condition_ready", "true"),
             ("~node_label_kubernetes_io_hostname", "node-a"),
             ("~node_labelpresent_kubernetes_io_hostname", "true"),
             ("~node_label_node_role_kubernetes_io_worker", ""),
@@ -306,6 +307,7 @@ async fn endpoints_role_joins_pods_and_services() {
         ("~pod_container_port_name", "http"),
         ("~pod_container_port_number", "8080"),
         ("~pod_container_port_protocol", "TCP"),
+        ("~pod_container_init", "false"),
     ]);
     ready.extend(web_pod_labels());
     ready.insert("__address__".into(), "10.244.1.17:8080".into());
@@ -324,6 +326,7 @@ async fn endpoints_role_joins_pods_and_services() {
         ("~pod_container_port_name", "metrics"),
         ("~pod_container_port_number", "9113"),
         ("~pod_container_port_protocol", "TCP"),
+        ("~pod_container_init", "false"),
     ]);
     uncovered.extend(web_pod_labels());
     uncovered.insert("__address__".into(), "10.244.1.17:9113".into());
@@ -374,6 +377,7 @@ async fn endpointslice_role_joins_pods_and_services() {
         ("~pod_container_port_name", "http"),
         ("~pod_container_port_number", "8080"),
         ("~pod_container_port_protocol", "TCP"),
+        ("~pod_container_init", "false"),
     ]));
     ready.extend(web_pod_labels());
     ready.insert("__address__".into(), "10.244.1.17:8080".into());

@@ -1,11 +1,14 @@
 //! `role: endpoints` and `role: endpointslice`: one target per address and port, joined with
 //! the labels of the service of the same name and of the pod each address points at (from
 //! the service and pod watches, as Prometheus's informers); container ports of those pods
-//! that no endpoint port covers get a target of their own.
+//! (init containers included) that no endpoint port covers get a target of their own. The
+//! slices of a dual-stack service's secondary address family have no targets.
 
 use std::collections::BTreeMap;
 
-use super::types::{EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod};
+use super::types::{
+    Container, EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod, Service,
+};
 use super::types::{EndpointSlice, SliceEndpoint, SlicePort};
 use super::{Labels, Store, add_object_meta, join_host_port, node, pod, service};
 use crate::TargetGroup;
@@ -32,10 +35,13 @@ impl<'a> SeenPods<'a> {
         Some(p)
     }
 
-    /// Targets for the container ports no endpoint port covered.
+    /// Targets for the container ports (init containers' too) no endpoint port covered.
     fn uncovered(&self, targets: &mut Vec<Labels>) {
         for (p, ports) in self.0.values() {
-            for c in &p.spec.containers {
+            if p.status.pod_ip.is_empty() {
+                continue;
+            }
+            for (c, init) in containers(p) {
                 for cp in c
                     .ports
                     .iter()
@@ -64,6 +70,10 @@ impl<'a> SeenPods<'a> {
                             "__meta_kubernetes_pod_container_port_protocol".into(),
                             cp.protocol.clone(),
                         ),
+                        (
+                            "__meta_kubernetes_pod_container_init".into(),
+                            init.to_string(),
+                        ),
                     ]);
                     t.extend(pod::pod_labels(p));
                     targets.push(t);
@@ -73,12 +83,18 @@ impl<'a> SeenPods<'a> {
     }
 }
 
+/// The pod's containers then its init containers, each with whether it is an init one.
+fn containers(p: &Pod) -> impl Iterator<Item = (&Container, bool)> {
+    let main = p.spec.containers.iter().map(|c| (c, false));
+    main.chain(p.spec.init_containers.iter().map(|c| (c, true)))
+}
+
 /// Adds the pod's labels and those of its container serving `port` to `t`; `protocol`
 /// chooses the protocol label's source (Prometheus's endpoints role takes the endpoint's,
 /// its endpointslice role the container's).
 fn join_pod(t: &mut Labels, p: &Pod, port: i32, endpoint_protocol: Option<&str>) {
     t.extend(pod::pod_labels(p));
-    for c in &p.spec.containers {
+    for (c, init) in containers(p) {
         if let Some(cp) = c.ports.iter().find(|cp| cp.container_port == port) {
             let protocol = endpoint_protocol.unwrap_or(&cp.protocol);
             t.insert(
@@ -101,7 +117,26 @@ fn join_pod(t: &mut Labels, p: &Pod, port: i32, endpoint_protocol: Option<&str>)
                 "__meta_kubernetes_pod_container_port_protocol".into(),
                 protocol.to_string(),
             );
+            t.insert(
+                "__meta_kubernetes_pod_container_init".into(),
+                init.to_string(),
+            );
         }
+    }
+}
+
+/// The node an address is on: its `nodeName`, else its target when that is a node
+/// (`node_first` tries the target first, as Prometheus's endpointslice role).
+fn node_of<'a>(
+    node_name: Option<&'a str>,
+    target: Option<&'a ObjectReference>,
+    node_first: bool,
+) -> Option<&'a str> {
+    let by_ref = target.filter(|r| r.kind == "Node").map(|r| r.name.as_str());
+    if node_first {
+        by_ref.or(node_name)
+    } else {
+        node_name.or(by_ref)
     }
 }
 
@@ -147,7 +182,8 @@ fn endpoint_target<'a>(
         );
     }
     if store.attach_node {
-        node::attached(&mut t, a.node_name.as_deref().and_then(|n| store.node(n)));
+        let n = node_of(a.node_name.as_deref(), a.target_ref.as_ref(), false);
+        node::attached(&mut t, n.and_then(|n| store.node(n)));
     }
     if let Some(p) = seen.resolve(store, a.target_ref.as_ref(), Some(port.port)) {
         join_pod(&mut t, p, port.port, Some(&port.protocol));
@@ -230,7 +266,8 @@ fn slice_target<'a>(
         t.insert(format!("{P}endpoint_topology_present_{k}"), "true".into());
     }
     if store.attach_node {
-        node::attached(&mut t, ep.node_name.as_deref().and_then(|n| store.node(n)));
+        let n = node_of(ep.node_name.as_deref(), ep.target_ref.as_ref(), true);
+        node::attached(&mut t, n.and_then(|n| store.node(n)));
     }
     if let Some(p) = seen.resolve(store, ep.target_ref.as_ref(), port.port) {
         match port.port {
@@ -239,6 +276,20 @@ fn slice_target<'a>(
         }
     }
     t
+}
+
+/// Whether the slice holds the secondary address family of a dual-stack service (its
+/// targets would repeat those of the primary family's slice): Prometheus gives it none.
+fn secondary_family(s: &Service, e: &EndpointSlice) -> bool {
+    let dual = matches!(
+        s.spec.ip_family_policy.as_deref(),
+        Some("PreferDualStack" | "RequireDualStack")
+    );
+    dual && s
+        .spec
+        .ip_families
+        .first()
+        .is_some_and(|f| *f != e.address_type)
 }
 
 pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGroup {
@@ -250,12 +301,22 @@ pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGro
             e.address_type.clone(),
         ),
     ]);
-    if let Some(svc) = m.labels.get("kubernetes.io/service-name") {
-        if let Some(s) = store.service(&m.namespace, svc) {
-            labels.extend(service::service_labels(s));
-        }
+    let svc = m
+        .labels
+        .get("kubernetes.io/service-name")
+        .and_then(|name| store.service(&m.namespace, name));
+    if let Some(s) = svc {
+        labels.extend(service::service_labels(s));
     }
     add_object_meta(&mut labels, "endpointslice", m);
+    let source = format!("endpointslice/{}/{}", m.namespace, m.name);
+    if svc.is_some_and(|s| secondary_family(s, e)) {
+        return TargetGroup {
+            source,
+            targets: vec![],
+            labels,
+        };
+    }
     let mut seen = SeenPods::default();
     let mut targets = Vec::new();
     for ep in &e.endpoints {
@@ -267,7 +328,7 @@ pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGro
     }
     seen.uncovered(&mut targets);
     TargetGroup {
-        source: format!("endpointslice/{}/{}", m.namespace, m.name),
+        source,
         targets,
         labels,
     }

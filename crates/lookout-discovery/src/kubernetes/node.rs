@@ -1,4 +1,6 @@
-//! `role: node`: one target per node, at its preferred address and the kubelet's port.
+//! `role: node`: one target per node, at its preferred address and the kubelet's port;
+//! its conditions as `__meta_kubernetes_node_condition_<type>` (lower-cased), as current
+//! Prometheus.
 
 use super::types::Node;
 use super::{Labels, add_object_meta, join_host_port, sanitize};
@@ -22,6 +24,15 @@ pub(crate) fn node_labels(n: &Node) -> Labels {
         "__meta_kubernetes_node_provider_id".into(),
         n.spec.provider_id.clone(),
     );
+    for c in &n.status.conditions {
+        ls.insert(
+            format!(
+                "__meta_kubernetes_node_condition_{}",
+                sanitize(&c.kind.to_lowercase())
+            ),
+            c.status.to_lowercase(),
+        );
+    }
     ls
 }
 

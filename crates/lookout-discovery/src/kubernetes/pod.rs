@@ -70,6 +70,11 @@ pub(crate) fn build(p: &Pod, attach: Option<Option<&Node>>) -> TargetGroup {
     if p.status.pod_ip.is_empty() {
         return g;
     }
+    // With node metadata, a pod on a node not watched (filtered out by a node selector)
+    // has no targets, as Prometheus's.
+    if let Some(None) = attach {
+        return g;
+    }
     g.labels = pod_labels(p);
     g.labels
         .insert("__meta_kubernetes_namespace".into(), m.namespace.clone());

@@ -15,6 +15,23 @@ pub(crate) fn service_labels(s: &Service) -> Labels {
     ls
 }
 
+/// The load balancer's IPs from the status (comma-separated), else `spec.loadBalancerIP`.
+fn load_balancer_ips(s: &Service) -> String {
+    let ips: Vec<&str> = s
+        .status
+        .load_balancer
+        .ingress
+        .iter()
+        .map(|i| i.ip.as_str())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    if ips.is_empty() {
+        s.spec.load_balancer_ip.clone()
+    } else {
+        ips.join(",")
+    }
+}
+
 pub(crate) fn build(s: &Service) -> TargetGroup {
     let m = &s.metadata;
     let targets = s
@@ -48,7 +65,7 @@ pub(crate) fn build(s: &Service) -> TargetGroup {
             if s.spec.kind == "LoadBalancer" {
                 t.insert(
                     "__meta_kubernetes_service_loadbalancer_ip".into(),
-                    s.spec.load_balancer_ip.clone(),
+                    load_balancer_ips(s),
                 );
             }
             t

@@ -86,6 +86,7 @@ pub struct NodeSpec {
 #[serde(default, rename_all = "camelCase")]
 pub struct NodeStatus {
     pub addresses: Vec<NodeAddress>,
+    pub conditions: Vec<NodeCondition>,
     pub daemon_endpoints: DaemonEndpoints,
 }
 
@@ -95,6 +96,14 @@ pub struct NodeAddress {
     #[serde(rename = "type")]
     pub kind: String,
     pub address: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct NodeCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -118,6 +127,25 @@ pub struct DaemonEndpoint {
 pub struct Service {
     pub metadata: ObjectMeta,
     pub spec: ServiceSpec,
+    pub status: ServiceStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub load_balancer: LoadBalancerStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LoadBalancerStatus {
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LoadBalancerIngress {
+    pub ip: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -130,6 +158,8 @@ pub struct ServiceSpec {
     pub external_name: String,
     #[serde(rename = "loadBalancerIP")]
     pub load_balancer_ip: String,
+    pub ip_family_policy: Option<String>,
+    pub ip_families: Vec<String>,
     pub ports: Vec<ServicePort>,
 }
 
