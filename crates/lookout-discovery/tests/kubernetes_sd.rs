@@ -13,7 +13,7 @@ use lookout_discovery::{
     Discovery, DiscoveryMetrics, DiscoveryOptions, KubernetesSdConfig, SdConfigs, TargetGroup,
 };
 use prometheus_client::registry::Registry;
-use replay::{Replay, Reply, event, gone_status};
+use replay::{Replay, Reply, event, fixture, gone_status};
 use serde_json::{Value, json};
 
 type Labels = BTreeMap<String, String>;
@@ -754,6 +754,56 @@ async fn the_object_count_is_bounded() {
     r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
         .await;
     assert!(r.d.groups("job").is_empty());
+}
+
+#[tokio::test]
+async fn load_balancers_dual_stack_slices_and_unwatched_nodes() {
+    let replay = Replay::start().await;
+    let svc = json!({
+        "metadata": {"name": "lb", "namespace": "default", "resourceVersion": "5"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9", "loadBalancerIP": "192.0.2.1",
+                 "ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"],
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}, {"hostname": "lb.example"}, {"ip": "203.0.113.8"}]}}
+    });
+    replay.set_list(
+        "services",
+        json!({"kind": "ServiceList", "metadata": {"resourceVersion": "6"}, "items": [svc]}),
+    );
+    let slice = |name: &str, family: &str, addr: &str| {
+        json!({"metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": "lb"}},
+               "addressType": family, "endpoints": [{"addresses": [addr]}], "ports": [{"port": 8443}]})
+    };
+    replay.set_list(
+        "endpointslices",
+        json!({"metadata": {"resourceVersion": "7"}, "items": [slice("lb-v4", "IPv4", "10.1.0.1"), slice("lb-v6", "IPv6", "fd00::1")]}),
+    );
+    let r = run(&replay, "role: service");
+    let g = r.group("svc/default/lb").await;
+    assert_eq!(
+        g.targets[0]["__meta_kubernetes_service_loadbalancer_ip"],
+        "203.0.113.7,203.0.113.8"
+    );
+    assert_eq!(
+        g.targets[0]["__meta_kubernetes_service_cluster_ip"],
+        "10.96.0.9"
+    );
+    let r = run(&replay, "role: endpointslice");
+    let v4 = r.group("endpointslice/default/lb-v4").await;
+    assert_eq!(addresses(&[v4]), ["10.1.0.1:8443"]);
+    let v6 = r.group("endpointslice/default/lb-v6").await;
+    assert!(
+        v6.targets.is_empty(),
+        "the secondary family has no targets: {v6:?}"
+    );
+    assert_eq!(v6.labels["__meta_kubernetes_service_name"], "lb");
+    // With node metadata, pods on nodes that are not watched have no targets.
+    let mut nodes = fixture("nodes.json");
+    nodes["items"][0]["metadata"]["name"] = "node-z".into();
+    replay.set_list("nodes", nodes);
+    let r = run(&replay, "role: pod\nattach_metadata: {node: true}");
+    let g = r.group("pod/jobs/batch-job-9xk2m").await;
+    assert!(g.targets.is_empty(), "node-a is not known now: {g:?}");
 }
 
 #[test]

@@ -219,14 +219,14 @@ impl Settings {
 pub fn in_cluster(dir: &Path) -> Result<(String, Settings), String> {
     let host = std::env::var("KUBERNETES_SERVICE_HOST").unwrap_or_default();
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_default();
+    in_cluster_at(&host, &port, dir)
+}
+
+/// [`in_cluster`] with the service's host and port given.
+fn in_cluster_at(host: &str, port: &str, dir: &Path) -> Result<(String, Settings), String> {
     if host.is_empty() || port.is_empty() {
         return Err("unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined (or set api_server)".into());
     }
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
     let token = dir.join("token");
     // The token is read now to fail early, and again before each request.
     read_secret(&token, "service account token")?;
@@ -238,11 +238,47 @@ pub fn in_cluster(dir: &Path) -> Result<(String, Settings), String> {
         },
         ..Default::default()
     };
-    Ok((format!("https://{host}:{port}"), settings))
+    let url = format!("https://{}", super::join_host_port(host, port));
+    Ok((url, settings))
 }
 
 /// The namespace of the pod Lookout runs in (`own_namespace`).
 pub fn own_namespace(dir: &Path) -> Result<String, String> {
     read_secret(&dir.join("namespace"), "namespace file")
         .map_err(|e| format!("could not determine the pod's namespace: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_cluster_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = in_cluster_at("", "443", dir.path()).unwrap_err();
+        assert!(e.contains("KUBERNETES_SERVICE_HOST"), "{e}");
+        let e = in_cluster_at("10.96.0.1", "443", dir.path()).unwrap_err();
+        assert!(e.contains("service account token"), "{e}");
+        std::fs::write(dir.path().join("token"), "tok\n").unwrap();
+        std::fs::write(dir.path().join("namespace"), "monitoring").unwrap();
+        let (url, s) = in_cluster_at("fd00::1", "6443", dir.path()).unwrap();
+        assert_eq!(url, "https://[fd00::1]:6443");
+        assert_eq!(s.bearer_token_file, Some(dir.path().join("token")));
+        assert_eq!(s.tls.ca_file, Some(dir.path().join("ca.crt")));
+        assert_eq!(own_namespace(dir.path()).unwrap(), "monitoring");
+        let req = s
+            .authorize(reqwest::Client::new().get("http://x/"))
+            .unwrap();
+        let req = req.build().unwrap();
+        assert_eq!(req.headers()["authorization"], "Bearer tok");
+        // The CA file is missing: building the client says so.
+        let e = s.client(std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("ca_file"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let s = format!("{:?}", Secret("hunter2".into()));
+        assert!(!s.contains("hunter2"), "{s}");
+    }
 }
