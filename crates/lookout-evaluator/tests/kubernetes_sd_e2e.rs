@@ -145,7 +145,13 @@ async fn pods_and_services_are_discovered_relabelled_and_scraped() {
     assert_eq!(svc["labels"]["k8s_service_name"], "web");
     assert_eq!(svc["scrapePool"], "k8s-service");
 
-    // A new pod arrives by watch, the old one goes.
+    // A new pod arrives by watch (once it is open), the old one goes.
+    for _ in 0..200 {
+        if !api.calls("pods").1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut added = fixture("pods.json")["items"][0].clone();
     added["metadata"]["name"] = "web-7d4b9c8f6-q8w2z".into();
     added["metadata"]["resourceVersion"] = "1001".into();
