@@ -797,7 +797,20 @@ async fn load_balancers_dual_stack_slices_and_unwatched_nodes() {
         "the secondary family has no targets: {v6:?}"
     );
     assert_eq!(v6.labels["__meta_kubernetes_service_name"], "lb");
-    // With node metadata, pods on nodes that are not watched have no targets.
+    // With node metadata, pods on nodes that are not watched (a node selector) have no
+    // targets; the node selector reaches the node LIST.
+    let r = run(
+        &replay,
+        "role: pod\nattach_metadata: {node: true}\nselectors: [{role: node, label: pool=gpu}]",
+    );
+    r.group("pod/default/web-7d4b9c8f6-x2x9p").await;
+    let (node_lists, _) = replay.calls("nodes");
+    assert!(
+        node_lists
+            .iter()
+            .all(|l| l.contains("labelSelector=pool%3Dgpu")),
+        "{node_lists:?}"
+    );
     let mut nodes = fixture("nodes.json");
     nodes["items"][0]["metadata"]["name"] = "node-z".into();
     replay.set_list("nodes", nodes);
@@ -823,7 +836,7 @@ fn configurations_are_checked_as_prometheus_does() {
     assert!(err("role: pod\nbearer_token: x").contains("provide the 'api_server'"));
     assert!(
         err("role: pod\napi_server: http://k\nselectors: [{role: service}]")
-            .contains("pod role supports only pod selectors")
+            .contains("pod role supports only pod, node selectors")
     );
     assert!(
         err("role: endpoints\napi_server: http://k\nselectors: [{role: pod}, {role: pod}]")
@@ -839,12 +852,19 @@ fn configurations_are_checked_as_prometheus_does() {
     );
     assert!(err("role: pod\napi_server: http://k\noauth2: {}").contains("unknown field"));
     check(
-        "role: endpointslice\napi_server: https://k:6443\nnamespaces: {own_namespace: true, names: [a]}\n\
+        "role: endpointslice\napi_server: https://k:6443\nnamespaces: {names: [a]}\n\
          selectors: [{role: pod, label: a=b}, {role: service, field: metadata.name=x}]\n\
          attach_metadata: {node: true}\nbearer_token_file: /t\ntls_config: {ca_file: /ca, insecure_skip_verify: false}",
     )
     .unwrap();
     check("role: node").unwrap();
+    check("role: pod\nnamespaces: {own_namespace: true}\nselectors: [{role: node, label: x=y}]")
+        .unwrap();
+    assert!(
+        err("role: pod\napi_server: http://k\nnamespaces: {own_namespace: true}")
+            .contains("simultaneously")
+    );
+    assert!(err("role: pod\nattach_metadata: {namespace: true}").contains("not supported"));
 }
 
 #[test]

@@ -78,7 +78,7 @@ impl Role {
             Role::EndpointSlice => &[Role::Pod, Role::Service, Role::EndpointSlice],
             Role::Node => &[Role::Node],
             Role::Service => &[Role::Service],
-            Role::Pod => &[Role::Pod],
+            Role::Pod => &[Role::Pod, Role::Node],
             Role::Ingress => &[Role::Ingress],
         }
     }
@@ -178,6 +178,35 @@ pub struct AttachMetadata {
     /// Adds the node's labels to pod, endpoints and endpointslice targets.
     #[serde(default)]
     pub node: bool,
+    /// Refused when true: the namespace's labels are not attached yet.
+    #[serde(default)]
+    pub namespace: bool,
+    /// Refused when true: the pod's deployment is not resolved yet.
+    #[serde(default)]
+    pub deployment: bool,
+    /// Refused when true: the pod's job is not attached yet.
+    #[serde(default)]
+    pub job: bool,
+    /// Refused when true: the pod's cron job is not resolved yet.
+    #[serde(default)]
+    pub cronjob: bool,
+}
+
+impl AttachMetadata {
+    fn validate(&self) -> Result<(), String> {
+        let unsupported = [
+            ("namespace", self.namespace),
+            ("deployment", self.deployment),
+            ("job", self.job),
+            ("cronjob", self.cronjob),
+        ];
+        match unsupported.iter().find(|(_, on)| *on) {
+            Some((name, _)) => Err(format!(
+                "attach_metadata.{name} is not supported by Lookout (only attach_metadata.node is)"
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One `kubernetes_sd_configs` entry.
@@ -233,6 +262,11 @@ impl KubernetesSdConfig {
             return Err("kubeconfig_file is not supported by Lookout: set api_server with bearer_token_file and tls_config instead".into());
         }
         match &self.api_server {
+            Some(_) if self.namespaces.own_namespace => {
+                return Err(
+                    "cannot use 'api_server' and 'namespaces.own_namespace' simultaneously".into(),
+                );
+            }
             Some(u) => {
                 let url =
                     reqwest::Url::parse(u).map_err(|e| format!("invalid api_server {u:?}: {e}"))?;
@@ -267,6 +301,7 @@ impl KubernetesSdConfig {
         if let Some(t) = &self.tls_config {
             t.validate()?;
         }
+        self.attach_metadata.validate()?;
         self.validate_selectors(role)
     }
 
