@@ -1,13 +1,15 @@
 //! Service discovery shared by `lookout exporter` (`target_groups:`) and `lookout evaluator`
-//! (`scrape_configs`): Prometheus's `file_sd_configs`, `http_sd_configs` and
-//! `dns_sd_configs`, producing Prometheus's target groups (`__address__` plus `__meta_*`
-//! labels), and Prometheus's relabelling ([`relabel`]).
+//! (`scrape_configs`): Prometheus's `file_sd_configs`, `http_sd_configs`, `dns_sd_configs`
+//! and `kubernetes_sd_configs` ([`kubernetes`]), producing Prometheus's target groups
+//! (`__address__` plus `__meta_*` labels), and Prometheus's relabelling ([`relabel`]).
 //!
 //! [`Discovery`] runs one task per configured provider. Each task keeps the last good list
 //! of target groups: a file that cannot be read or parsed, an HTTP response that fails, is
-//! too large or does not parse, a DNS lookup that fails, keeps what that source last gave
+//! too large or does not parse, a DNS lookup that fails, a Kubernetes LIST or WATCH that
+//! fails, keeps what that source last gave
 //! and counts the failure in Prometheus's metric (`prometheus_sd_file_read_errors_total`,
-//! `prometheus_sd_http_failures_total`, `prometheus_sd_dns_lookup_failures_total`).
+//! `prometheus_sd_http_failures_total`, `prometheus_sd_dns_lookup_failures_total`,
+//! `prometheus_sd_kubernetes_failures_total`).
 //! Every input is bounded by [`DiscoveryOptions`]: file and response sizes, targets per
 //! source, HTTP time.
 //!
@@ -18,6 +20,7 @@
 pub mod dns;
 pub mod file;
 pub mod http;
+pub mod kubernetes;
 pub mod relabel;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,7 @@ use tokio::task::AbortHandle;
 pub use dns::DnsSdConfig;
 pub use file::FileSdConfig;
 pub use http::HttpSdConfig;
+pub use kubernetes::KubernetesSdConfig;
 
 /// A group of targets sharing labels, as Prometheus's `targetgroup.Group`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -164,12 +168,17 @@ pub struct SdConfigs {
     pub http: Vec<HttpSdConfig>,
     /// `dns_sd_configs`.
     pub dns: Vec<DnsSdConfig>,
+    /// `kubernetes_sd_configs`.
+    pub kubernetes: Vec<KubernetesSdConfig>,
 }
 
 impl SdConfigs {
     /// Whether no provider is configured.
     pub fn is_empty(&self) -> bool {
-        self.file.is_empty() && self.http.is_empty() && self.dns.is_empty()
+        self.file.is_empty()
+            && self.http.is_empty()
+            && self.dns.is_empty()
+            && self.kubernetes.is_empty()
     }
 
     /// Checks every provider's settings (Prometheus's config validation); the message names
@@ -183,6 +192,9 @@ impl SdConfigs {
         }
         for d in &self.dns {
             d.validate()?;
+        }
+        for k in &self.kubernetes {
+            k.validate()?;
         }
         Ok(())
     }
@@ -233,6 +245,8 @@ pub struct DiscoveryMetrics {
     pub(crate) http_failures: Counter,
     pub(crate) dns_lookups: Counter,
     pub(crate) dns_failures: Counter,
+    pub(crate) kubernetes_failures: Counter,
+    pub(crate) kubernetes_events: Family<Vec<(String, String)>, Counter>,
     pub(crate) discovered: Family<Vec<(String, String)>, Gauge>,
 }
 
@@ -258,6 +272,16 @@ impl DiscoveryMetrics {
             "prometheus_sd_dns_lookup_failures",
             "The number of DNS-SD lookup failures.",
             self.dns_failures.clone(),
+        );
+        registry.register(
+            "prometheus_sd_kubernetes_failures",
+            "The number of failed WATCH/LIST requests.",
+            self.kubernetes_failures.clone(),
+        );
+        registry.register(
+            "prometheus_sd_kubernetes_events",
+            "The number of Kubernetes events handled.",
+            self.kubernetes_events.clone(),
         );
         registry.register(
             "prometheus_sd_discovered_targets",
@@ -356,6 +380,10 @@ impl Discovery {
                 let key = (name.clone(), format!("dns/{i}"), format!("{c:?}"));
                 wanted.insert(key, Provider::Dns(c.clone()));
             }
+            for (i, c) in sd.kubernetes.iter().enumerate() {
+                let key = (name.clone(), format!("kubernetes/{i}"), format!("{c:?}"));
+                wanted.insert(key, Provider::Kubernetes(Box::new(c.clone())));
+            }
         }
         let mut changed = false;
         {
@@ -382,6 +410,7 @@ impl Discovery {
                     Provider::File(c) => tokio::spawn(file::run(c, options, sink)),
                     Provider::Http(c) => tokio::spawn(http::run(c, options, sink)),
                     Provider::Dns(c) => tokio::spawn(dns::run(c, options, sink)),
+                    Provider::Kubernetes(c) => tokio::spawn(kubernetes::run(*c, options, sink)),
                 };
                 st.tasks.insert(key, task.abort_handle());
             }
@@ -434,6 +463,7 @@ enum Provider {
     File(FileSdConfig),
     Http(HttpSdConfig),
     Dns(DnsSdConfig),
+    Kubernetes(Box<KubernetesSdConfig>),
 }
 
 #[cfg(test)]

@@ -261,6 +261,9 @@ pub struct ScrapeConfig {
     /// Targets from DNS SRV, A or AAAA records.
     #[serde(default)]
     pub dns_sd_configs: Vec<lookout_discovery::DnsSdConfig>,
+    /// Targets from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes_sd_configs: Vec<lookout_discovery::KubernetesSdConfig>,
     /// Target relabelling, applied before scraping.
     #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -366,6 +369,7 @@ impl ScrapeConfig {
             file: self.file_sd_configs.clone(),
             http: self.http_sd_configs.clone(),
             dns: self.dns_sd_configs.clone(),
+            kubernetes: self.kubernetes_sd_configs.clone(),
         }
     }
 
@@ -460,6 +464,9 @@ pub fn validate_scrape_configs(
         }
         for d in &c.dns_sd_configs {
             d.validate().map_err(|m| at("dns_sd_configs", m))?;
+        }
+        for k in &c.kubernetes_sd_configs {
+            k.validate().map_err(|m| at("kubernetes_sd_configs", m))?;
         }
         if let Some(tls) = &c.tls_config {
             tls.check().map_err(|m| at("tls_config", m))?;

@@ -892,6 +892,7 @@ impl Config {
                 file: g.file_sd_configs,
                 http: g.http_sd_configs,
                 dns: g.dns_sd_configs,
+                kubernetes: g.kubernetes_sd_configs,
             };
             sd.validate().map_err(|m| {
                 at(
@@ -1107,6 +1108,8 @@ struct RawTargetGroup {
     http_sd_configs: Vec<lookout_discovery::HttpSdConfig>,
     #[serde(default)]
     dns_sd_configs: Vec<lookout_discovery::DnsSdConfig>,
+    #[serde(default)]
+    kubernetes_sd_configs: Vec<lookout_discovery::KubernetesSdConfig>,
     #[serde(default)]
     relabel_configs: Vec<lookout_discovery::relabel::RelabelConfig>,
 }

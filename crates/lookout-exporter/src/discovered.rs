@@ -9,6 +9,7 @@
 //!     file_sd_configs: [{files: [targets/*.yml]}]
 //!     http_sd_configs: [{url: http://cmdb.internal/sd}]
 //!     dns_sd_configs: [{names: [_web._tcp.example.org]}]
+//!     kubernetes_sd_configs: [{role: service, namespaces: {names: [web]}}]
 //!     relabel_configs: [...]    # Prometheus's relabelling
 //! ```
 //!

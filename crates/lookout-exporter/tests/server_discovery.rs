@@ -158,3 +158,55 @@ async fn three_shards_probe_every_target_exactly_once() {
         e.shutdown().await;
     }
 }
+
+#[path = "../../lookout-discovery/tests/kubernetes/replay.rs"]
+mod replay;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_services_become_probe_targets_and_follow_watch_events() {
+    let api = replay::Replay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exporter.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{MODULES}target_groups:
+  - name: k8s
+    module: tcp_connect
+    interval: 1h
+    kubernetes_sd_configs:
+      - role: service
+        api_server: {}
+        namespaces: {{names: [default]}}
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_service_name, __meta_kubernetes_service_port_name]
+        separator: '-'
+        target_label: instance
+",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let e = Arc::new(Loaded::load(&RunOptions::new(&config)).unwrap());
+    let watcher = spawn_discovery_watcher(e.clone());
+    e.start();
+    wait_names(&e, &["web-http", "web-metrics"]).await;
+    assert_eq!(
+        e.scheduler.snapshot()["web-http"].target.target,
+        "web.default.svc:80"
+    );
+    // The service loses a port (once the watch is open).
+    for _ in 0..200 {
+        if !api.calls("services").1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut svc = replay::fixture("services.json")["items"][0].clone();
+    svc["metadata"]["resourceVersion"] = "2001".into();
+    svc["spec"]["ports"].as_array_mut().unwrap().truncate(1);
+    api.push("services", replay::event("MODIFIED", &svc));
+    wait_names(&e, &["web-http"]).await;
+    watcher.abort();
+    e.stop();
+}

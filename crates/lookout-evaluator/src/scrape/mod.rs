@@ -119,7 +119,8 @@ pub struct ScrapeManager {
     ctx: Arc<LoopContext>,
     running: AsyncMutex<Running>,
     invalid: std::sync::Mutex<Vec<(String, Labels, TargetError)>>,
-    /// The jobs' `file_sd_configs`, `http_sd_configs` and `dns_sd_configs`.
+    /// The jobs' `file_sd_configs`, `http_sd_configs`, `dns_sd_configs` and
+    /// `kubernetes_sd_configs`.
     discovery: lookout_discovery::Discovery,
     /// The configuration last applied, re-used when discovery changes the targets.
     applied: AsyncMutex<Option<(Vec<ScrapeConfig>, ScrapeDefaults)>>,

@@ -1,0 +1,335 @@
+//! `role: endpoints` and `role: endpointslice`: one target per address and port, joined with
+//! the labels of the service of the same name and of the pod each address points at (from
+//! the service and pod watches, as Prometheus's informers); container ports of those pods
+//! (init containers included) that no endpoint port covers get a target of their own. The
+//! slices of a dual-stack service's secondary address family have no targets.
+
+use std::collections::BTreeMap;
+
+use super::types::{
+    Container, EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod, Service,
+};
+use super::types::{EndpointSlice, SliceEndpoint, SlicePort};
+use super::{Labels, Store, add_object_meta, join_host_port, node, pod, service};
+use crate::TargetGroup;
+
+/// The pods targets pointed at, with the ports they were seen on.
+#[derive(Default)]
+struct SeenPods<'a>(BTreeMap<String, (&'a Pod, Vec<i32>)>);
+
+impl<'a> SeenPods<'a> {
+    /// The pod `r` refers to, if it is a known pod; remembers `port` for it.
+    fn resolve(
+        &mut self,
+        store: &'a Store,
+        r: Option<&ObjectReference>,
+        port: Option<i32>,
+    ) -> Option<&'a Pod> {
+        let r = r.filter(|r| r.kind == "Pod")?;
+        let p = store.pod(&r.namespace, &r.name)?;
+        let e = self
+            .0
+            .entry(format!("{}/{}", p.metadata.namespace, p.metadata.name))
+            .or_insert((p, Vec::new()));
+        e.1.extend(port);
+        Some(p)
+    }
+
+    /// Targets for the container ports (init containers' too) no endpoint port covered.
+    fn uncovered(&self, targets: &mut Vec<Labels>) {
+        for (p, ports) in self.0.values() {
+            if p.status.pod_ip.is_empty() {
+                continue;
+            }
+            for (c, init) in containers(p) {
+                for cp in c
+                    .ports
+                    .iter()
+                    .filter(|cp| !ports.contains(&cp.container_port))
+                {
+                    let number = cp.container_port.to_string();
+                    let mut t = Labels::from([
+                        (
+                            "__address__".into(),
+                            join_host_port(&p.status.pod_ip, &number),
+                        ),
+                        (
+                            "__meta_kubernetes_pod_container_name".into(),
+                            c.name.clone(),
+                        ),
+                        (
+                            "__meta_kubernetes_pod_container_image".into(),
+                            c.image.clone(),
+                        ),
+                        (
+                            "__meta_kubernetes_pod_container_port_name".into(),
+                            cp.name.clone(),
+                        ),
+                        ("__meta_kubernetes_pod_container_port_number".into(), number),
+                        (
+                            "__meta_kubernetes_pod_container_port_protocol".into(),
+                            cp.protocol.clone(),
+                        ),
+                        (
+                            "__meta_kubernetes_pod_container_init".into(),
+                            init.to_string(),
+                        ),
+                    ]);
+                    t.extend(pod::pod_labels(p));
+                    targets.push(t);
+                }
+            }
+        }
+    }
+}
+
+/// The pod's containers then its init containers, each with whether it is an init one.
+fn containers(p: &Pod) -> impl Iterator<Item = (&Container, bool)> {
+    let main = p.spec.containers.iter().map(|c| (c, false));
+    main.chain(p.spec.init_containers.iter().map(|c| (c, true)))
+}
+
+/// Adds the pod's labels and those of its container serving `port` to `t`; `protocol`
+/// chooses the protocol label's source (Prometheus's endpoints role takes the endpoint's,
+/// its endpointslice role the container's).
+fn join_pod(t: &mut Labels, p: &Pod, port: i32, endpoint_protocol: Option<&str>) {
+    t.extend(pod::pod_labels(p));
+    for (c, init) in containers(p) {
+        if let Some(cp) = c.ports.iter().find(|cp| cp.container_port == port) {
+            let protocol = endpoint_protocol.unwrap_or(&cp.protocol);
+            t.insert(
+                "__meta_kubernetes_pod_container_name".into(),
+                c.name.clone(),
+            );
+            t.insert(
+                "__meta_kubernetes_pod_container_image".into(),
+                c.image.clone(),
+            );
+            t.insert(
+                "__meta_kubernetes_pod_container_port_name".into(),
+                cp.name.clone(),
+            );
+            t.insert(
+                "__meta_kubernetes_pod_container_port_number".into(),
+                port.to_string(),
+            );
+            t.insert(
+                "__meta_kubernetes_pod_container_port_protocol".into(),
+                protocol.to_string(),
+            );
+            t.insert(
+                "__meta_kubernetes_pod_container_init".into(),
+                init.to_string(),
+            );
+        }
+    }
+}
+
+/// The node an address is on: its `nodeName`, else its target when that is a node
+/// (`node_first` tries the target first, as Prometheus's endpointslice role).
+fn node_of<'a>(
+    node_name: Option<&'a str>,
+    target: Option<&'a ObjectReference>,
+    node_first: bool,
+) -> Option<&'a str> {
+    let by_ref = target.filter(|r| r.kind == "Node").map(|r| r.name.as_str());
+    if node_first {
+        by_ref.or(node_name)
+    } else {
+        node_name.or(by_ref)
+    }
+}
+
+fn endpoint_target<'a>(
+    a: &EndpointAddress,
+    port: &EndpointPort,
+    ready: &str,
+    store: &'a Store,
+    seen: &mut SeenPods<'a>,
+) -> Labels {
+    let mut t = Labels::from([
+        (
+            "__address__".into(),
+            join_host_port(&a.ip, &port.port.to_string()),
+        ),
+        (
+            "__meta_kubernetes_endpoint_port_name".into(),
+            port.name.clone(),
+        ),
+        (
+            "__meta_kubernetes_endpoint_port_protocol".into(),
+            port.protocol.clone(),
+        ),
+        ("__meta_kubernetes_endpoint_ready".into(), ready.to_string()),
+    ]);
+    if let Some(r) = &a.target_ref {
+        t.insert(
+            "__meta_kubernetes_endpoint_address_target_kind".into(),
+            r.kind.clone(),
+        );
+        t.insert(
+            "__meta_kubernetes_endpoint_address_target_name".into(),
+            r.name.clone(),
+        );
+    }
+    if let Some(n) = &a.node_name {
+        t.insert("__meta_kubernetes_endpoint_node_name".into(), n.clone());
+    }
+    if !a.hostname.is_empty() {
+        t.insert(
+            "__meta_kubernetes_endpoint_hostname".into(),
+            a.hostname.clone(),
+        );
+    }
+    if store.attach_node {
+        let n = node_of(a.node_name.as_deref(), a.target_ref.as_ref(), false);
+        node::attached(&mut t, n.and_then(|n| store.node(n)));
+    }
+    if let Some(p) = seen.resolve(store, a.target_ref.as_ref(), Some(port.port)) {
+        join_pod(&mut t, p, port.port, Some(&port.protocol));
+    }
+    t
+}
+
+pub(crate) fn build_endpoints(e: &Endpoints, store: &Store) -> TargetGroup {
+    let m = &e.metadata;
+    let mut labels = Labels::from([("__meta_kubernetes_namespace".into(), m.namespace.clone())]);
+    if let Some(s) = store.service(&m.namespace, &m.name) {
+        labels.extend(service::service_labels(s));
+    }
+    add_object_meta(&mut labels, "endpoints", m);
+    let mut seen = SeenPods::default();
+    let mut targets = Vec::new();
+    for ss in &e.subsets {
+        for port in &ss.ports {
+            for (addrs, ready) in [(&ss.addresses, "true"), (&ss.not_ready_addresses, "false")] {
+                for a in addrs {
+                    targets.push(endpoint_target(a, port, ready, store, &mut seen));
+                }
+            }
+        }
+    }
+    seen.uncovered(&mut targets);
+    TargetGroup {
+        source: format!("endpoints/{}/{}", m.namespace, m.name),
+        targets,
+        labels,
+    }
+}
+
+fn slice_target<'a>(
+    addr: &str,
+    ep: &SliceEndpoint,
+    port: &SlicePort,
+    store: &'a Store,
+    seen: &mut SeenPods<'a>,
+) -> Labels {
+    const P: &str = "__meta_kubernetes_endpointslice_";
+    let address = match port.port {
+        Some(n) => join_host_port(addr, &n.to_string()),
+        None => addr.to_string(),
+    };
+    let mut t = Labels::from([("__address__".into(), address)]);
+    let mut opt = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            t.insert(format!("{P}{name}"), v);
+        }
+    };
+    opt("port_name", port.name.clone());
+    opt("port_protocol", port.protocol.clone());
+    opt("port", port.port.map(|p| p.to_string()));
+    opt("port_app_protocol", port.app_protocol.clone());
+    let c = &ep.conditions;
+    opt("endpoint_conditions_ready", c.ready.map(|b| b.to_string()));
+    opt(
+        "endpoint_conditions_serving",
+        c.serving.map(|b| b.to_string()),
+    );
+    opt(
+        "endpoint_conditions_terminating",
+        c.terminating.map(|b| b.to_string()),
+    );
+    opt("endpoint_hostname", ep.hostname.clone());
+    opt("endpoint_node_name", ep.node_name.clone());
+    opt("endpoint_zone", ep.zone.clone());
+    opt(
+        "address_target_kind",
+        ep.target_ref.as_ref().map(|r| r.kind.clone()),
+    );
+    opt(
+        "address_target_name",
+        ep.target_ref.as_ref().map(|r| r.name.clone()),
+    );
+    for (k, v) in &ep.deprecated_topology {
+        let k = super::sanitize(k);
+        t.insert(format!("{P}endpoint_topology_{k}"), v.clone());
+        t.insert(format!("{P}endpoint_topology_present_{k}"), "true".into());
+    }
+    if store.attach_node {
+        let n = node_of(ep.node_name.as_deref(), ep.target_ref.as_ref(), true);
+        node::attached(&mut t, n.and_then(|n| store.node(n)));
+    }
+    if let Some(p) = seen.resolve(store, ep.target_ref.as_ref(), port.port) {
+        match port.port {
+            Some(n) => join_pod(&mut t, p, n, None),
+            None => t.extend(pod::pod_labels(p)),
+        }
+    }
+    t
+}
+
+/// Whether the slice holds the secondary address family of a dual-stack service (its
+/// targets would repeat those of the primary family's slice): Prometheus gives it none.
+fn secondary_family(s: &Service, e: &EndpointSlice) -> bool {
+    let dual = matches!(
+        s.spec.ip_family_policy.as_deref(),
+        Some("PreferDualStack" | "RequireDualStack")
+    );
+    dual && s
+        .spec
+        .ip_families
+        .first()
+        .is_some_and(|f| *f != e.address_type)
+}
+
+pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGroup {
+    let m = &e.metadata;
+    let mut labels = Labels::from([
+        ("__meta_kubernetes_namespace".into(), m.namespace.clone()),
+        (
+            "__meta_kubernetes_endpointslice_address_type".into(),
+            e.address_type.clone(),
+        ),
+    ]);
+    let svc = m
+        .labels
+        .get("kubernetes.io/service-name")
+        .and_then(|name| store.service(&m.namespace, name));
+    if let Some(s) = svc {
+        labels.extend(service::service_labels(s));
+    }
+    add_object_meta(&mut labels, "endpointslice", m);
+    let source = format!("endpointslice/{}/{}", m.namespace, m.name);
+    if svc.is_some_and(|s| secondary_family(s, e)) {
+        return TargetGroup {
+            source,
+            targets: vec![],
+            labels,
+        };
+    }
+    let mut seen = SeenPods::default();
+    let mut targets = Vec::new();
+    for ep in &e.endpoints {
+        for port in &e.ports {
+            for addr in &ep.addresses {
+                targets.push(slice_target(addr, ep, port, store, &mut seen));
+            }
+        }
+    }
+    seen.uncovered(&mut targets);
+    TargetGroup {
+        source,
+        targets,
+        labels,
+    }
+}

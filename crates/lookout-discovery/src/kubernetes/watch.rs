@@ -1,0 +1,394 @@
+//! LIST then WATCH of one resource (in one namespace or all), as client-go's reflector that
+//! Prometheus uses: the LIST (paged, `limit=500`) gives the full set and a
+//! `resourceVersion`; the WATCH (`watch=1&resourceVersion=RV&allowWatchBookmarks=true`)
+//! streams newline-delimited JSON events. A watch the server ends is resumed from the last
+//! `resourceVersion` seen; `410 Gone` (as the watch's HTTP status or as an `ERROR` event)
+//! means that version is too old, and the resource is listed again at once; any other
+//! failure is counted in `prometheus_sd_kubernetes_failures_total` and listed again after a
+//! back-off (1 s doubling to 30 s). What was listed before stays until a new LIST succeeds.
+//!
+//! Bounds: each LIST page and each watch event line is at most
+//! [`DiscoveryOptions::max_http_bytes`] (a longer line is an error, never buffered whole);
+//! a LIST with more than [`DiscoveryOptions::max_targets_per_source`] objects is an error;
+//! JSON nesting is limited by `serde_json`'s recursion limit.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::Kind;
+use super::client::Settings;
+use super::types::{List, Object, Status};
+use crate::DiscoveryOptions;
+
+/// How long the server is asked to keep a watch open (`timeoutSeconds`); a watch silent for
+/// this plus the HTTP timeout is given up and resumed.
+const WATCH_SECONDS: u64 = 300;
+/// Objects per LIST page.
+const PAGE: usize = 500;
+/// Back-off after a failure: first and largest.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What a watcher tells the provider.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A successful LIST: these are all the objects of `kind` in `namespace` (all: `None`).
+    Reset {
+        kind: Kind,
+        namespace: Option<String>,
+        items: Vec<Object>,
+    },
+    /// An object was added or modified.
+    Put(Kind, Box<Object>),
+    /// An object was deleted (its key).
+    Delete(Kind, String),
+}
+
+/// The API server and how to talk to it.
+#[derive(Clone)]
+pub(crate) struct Api {
+    /// `scheme://host:port` plus any path prefix, without a trailing slash.
+    pub base: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub options: DiscoveryOptions,
+}
+
+/// One resource to list and watch.
+#[derive(Clone, Debug)]
+pub(crate) struct Watch {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub label: Option<String>,
+    pub field: Option<String>,
+}
+
+/// How a watch ended, when not with an event to apply.
+enum End {
+    /// The server closed it: resume from the last version.
+    Closed,
+    /// The version is too old (410): list again.
+    Gone,
+    /// A failure: count it, back off, list again.
+    Failed(String),
+}
+
+impl Api {
+    fn request(
+        &self,
+        w: &Watch,
+        extra: &[(&str, String)],
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let url = format!("{}{}", self.base, w.kind.path(w.namespace.as_deref()));
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(l) = &w.label {
+            q.push(("labelSelector", l.clone()));
+        }
+        if let Some(f) = &w.field {
+            q.push(("fieldSelector", f.clone()));
+        }
+        q.extend(extra.iter().cloned());
+        let req = self
+            .client
+            .get(url)
+            .header("Accept", "application/json")
+            .query(&q);
+        self.settings.authorize(req)
+    }
+
+    /// The message of a failed response: its `Status` message when it has one.
+    async fn failure(resp: reqwest::Response, max: u64) -> String {
+        let code = resp.status();
+        let body = read_body(resp, max).await.unwrap_or_default();
+        let msg = serde_json::from_slice::<Status>(&body)
+            .map(|s| s.message)
+            .unwrap_or_default();
+        format!("server returned HTTP status {code} {msg}")
+            .trim_end()
+            .to_string()
+    }
+
+    /// One LIST page: its objects, the list's version and the continue token.
+    async fn list_page(
+        &self,
+        w: &Watch,
+        cont: &str,
+    ) -> Result<(Vec<Object>, String, String), String> {
+        let mut extra = vec![("limit", PAGE.to_string())];
+        if !cont.is_empty() {
+            extra.push(("continue", cont.to_string()));
+        }
+        let req = self.request(w, &extra)?;
+        let t = self.options.http_timeout;
+        let max = self.options.max_http_bytes;
+        let work = async {
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            if resp.status() != reqwest::StatusCode::OK {
+                return Err(Self::failure(resp, max).await);
+            }
+            read_body(resp, max).await
+        };
+        let body = tokio::time::timeout(t, work)
+            .await
+            .map_err(|_| format!("no complete LIST response within {t:?}"))??;
+        let list: List<Value> = serde_json::from_slice(&body).map_err(|e| format!("LIST: {e}"))?;
+        let items = list
+            .items
+            .into_iter()
+            .map(|v| w.kind.parse(v))
+            .collect::<Result<_, _>>()?;
+        Ok((items, list.metadata.resource_version, list.metadata.cont))
+    }
+
+    /// The full LIST (all pages) and its version.
+    pub(crate) async fn list(&self, w: &Watch) -> Result<(Vec<Object>, String), String> {
+        let mut all = Vec::new();
+        let mut cont = String::new();
+        loop {
+            let (items, rv, next) = self.list_page(w, &cont).await?;
+            all.extend(items);
+            if all.len() > self.options.max_targets_per_source {
+                return Err(format!(
+                    "more than the limit of {} objects per source",
+                    self.options.max_targets_per_source
+                ));
+            }
+            if next.is_empty() {
+                return Ok((all, rv));
+            }
+            cont = next;
+        }
+    }
+
+    /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current.
+    async fn watch(&self, w: &Watch, rv: &mut String, tx: &mpsc::Sender<Msg>) -> End {
+        let extra = [
+            ("watch", "1".to_string()),
+            ("resourceVersion", rv.clone()),
+            ("allowWatchBookmarks", "true".to_string()),
+            ("timeoutSeconds", WATCH_SECONDS.to_string()),
+        ];
+        let req = match self.request(w, &extra) {
+            Ok(r) => r,
+            Err(e) => return End::Failed(e),
+        };
+        let max = self.options.max_http_bytes;
+        let t = self.options.http_timeout;
+        let resp = match tokio::time::timeout(t, req.send()).await {
+            Err(_) => return End::Failed(format!("no WATCH response within {t:?}")),
+            Ok(Err(e)) => return End::Failed(e.to_string()),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() == reqwest::StatusCode::GONE {
+            return End::Gone;
+        }
+        if resp.status() != reqwest::StatusCode::OK {
+            return End::Failed(Self::failure(resp, max).await);
+        }
+        let idle = Duration::from_secs(WATCH_SECONDS) + t;
+        let mut lines = Lines::new(resp, max as usize, idle);
+        loop {
+            let line = match lines.next().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return End::Closed,
+                Err(e) => return End::Failed(e),
+            };
+            match event(w.kind, &line, rv) {
+                Ok(Some(msg)) => {
+                    if tx.send(msg).await.is_err() {
+                        return End::Closed;
+                    }
+                }
+                Ok(None) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+}
+
+/// Reads a whole body, at most `max` bytes.
+async fn read_body(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(format!("response body larger than the {max}-byte limit"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The lines of a streamed body, each at most `max` bytes.
+struct Lines {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    scanned: usize,
+    max: usize,
+    idle: Duration,
+    done: bool,
+}
+
+impl Lines {
+    fn new(resp: reqwest::Response, max: usize, idle: Duration) -> Self {
+        Lines {
+            resp,
+            buf: Vec::new(),
+            scanned: 0,
+            max,
+            idle,
+            done: false,
+        }
+    }
+
+    /// The next non-empty line; `None` at the end of the body.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + i;
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                self.scanned = 0;
+                if line.len() > self.max + 1 {
+                    return Err(self.too_long());
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(self.too_long());
+            }
+            if self.done {
+                let rest = std::mem::take(&mut self.buf);
+                self.scanned = 0;
+                return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
+            }
+            match tokio::time::timeout(self.idle, self.resp.chunk()).await {
+                Err(_) => self.done = true,
+                Ok(Err(e)) => return Err(format!("reading the watch: {e}")),
+                Ok(Ok(None)) => self.done = true,
+                Ok(Ok(Some(c))) => self.buf.extend_from_slice(&c),
+            }
+        }
+    }
+
+    fn too_long(&self) -> String {
+        format!("watch event larger than the {}-byte limit", self.max)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    object: Value,
+}
+
+/// Decodes one watch event line: the change to send, if any; updates `rv`.
+fn event(kind: Kind, line: &[u8], rv: &mut String) -> Result<Option<Msg>, End> {
+    let e: RawEvent =
+        serde_json::from_slice(line).map_err(|e| End::Failed(format!("watch event: {e}")))?;
+    let version = |o: &Value| {
+        o.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match e.kind.as_str() {
+        "ADDED" | "MODIFIED" | "DELETED" => {
+            let obj = kind.parse(e.object).map_err(End::Failed)?;
+            let v = &obj.meta().resource_version;
+            if !v.is_empty() {
+                rv.clone_from(v);
+            }
+            Ok(Some(if e.kind == "DELETED" {
+                Msg::Delete(kind, obj.key())
+            } else {
+                Msg::Put(kind, Box::new(obj))
+            }))
+        }
+        "BOOKMARK" => {
+            let v = version(&e.object);
+            if !v.is_empty() {
+                *rv = v;
+            }
+            Ok(None)
+        }
+        "ERROR" => {
+            let s: Status = serde_json::from_value(e.object).unwrap_or_default();
+            if s.code == 410 {
+                Err(End::Gone)
+            } else {
+                Err(End::Failed(format!(
+                    "watch error {}: {}",
+                    s.code, s.message
+                )))
+            }
+        }
+        other => Err(End::Failed(format!("unknown watch event type {other:?}"))),
+    }
+}
+
+/// Lists and watches `w` until the receiver is gone.
+pub(crate) async fn run(api: Api, w: Watch, tx: mpsc::Sender<Msg>, failures: Counter) {
+    let mut backoff = BACKOFF_MIN;
+    let fail = |e: &str, backoff: &mut Duration| {
+        failures.inc();
+        tracing::error!(resource = w.kind.resource(), namespace = ?w.namespace, error = %e,
+            "Kubernetes service discovery failed; keeping the last good targets");
+        let d = *backoff;
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        d
+    };
+    loop {
+        let mut rv = match api.list(&w).await {
+            Ok((items, rv)) => {
+                let msg = Msg::Reset {
+                    kind: w.kind,
+                    namespace: w.namespace.clone(),
+                    items,
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+                rv
+            }
+            Err(e) => {
+                let d = fail(&e, &mut backoff);
+                tokio::time::sleep(d).await;
+                continue;
+            }
+        };
+        loop {
+            let started = tokio::time::Instant::now();
+            match api.watch(&w, &mut rv, &tx).await {
+                End::Closed if tx.is_closed() => return,
+                End::Closed => {
+                    backoff = BACKOFF_MIN;
+                    // A server that ends every watch at once is not asked in a tight loop.
+                    if started.elapsed() < Duration::from_millis(200) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                End::Gone => {
+                    tracing::info!(
+                        resource = w.kind.resource(),
+                        "watch version too old; listing again"
+                    );
+                    break;
+                }
+                End::Failed(e) => {
+                    let d = fail(&e, &mut backoff);
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+            }
+        }
+    }
+}
