@@ -23,9 +23,6 @@ use super::relabel;
 use super::target::{LoopOptions, ScrapeError, Target, check_label_limits, merge_target_labels};
 use super::textparse::{self, Format};
 
-/// Scrapes an entry may go unseen before it leaves the cache.
-const KEEP_UNSEEN_SCRAPES: u64 = 10;
-
 /// The scrape cache of one target.
 #[derive(Default)]
 pub(crate) struct ScrapeCache {
@@ -137,13 +134,13 @@ impl ScrapeCache {
         slot
     }
 
-    /// Drops the entries no scrape has used for [`KEEP_UNSEEN_SCRAPES`] scrapes.
+    /// Drops the entries the current scrape did not use.
     fn evict(&mut self) {
         let iter = self.iter;
         let (entries, free) = (&mut self.entries, &mut self.free);
         self.index.retain(|_, slot| {
             let e = &mut entries[*slot as usize];
-            let keep = e.used + KEEP_UNSEEN_SCRAPES > iter;
+            let keep = e.used == iter;
             if !keep {
                 e.state = State::Dropped;
                 free.push(*slot);
@@ -175,13 +172,15 @@ pub(crate) fn ingest(
         Some(Ok((batch, scraped))) => {
             let mut done = append(cache, &batch, job);
             done.scraped = scraped;
-            if cache.iter % KEEP_UNSEEN_SCRAPES == 0 {
-                cache.evict();
-            }
             Ok(done)
         }
     };
     mark_stale(cache, job);
+    // As Prometheus: a scrape with samples flushes what it did not have (series churn,
+    // other spellings of a series); a failed or empty one says little.
+    if result.as_ref().is_ok_and(|done| done.scraped > 0) {
+        cache.evict();
+    }
     (result, parsed)
 }
 
@@ -261,7 +260,8 @@ fn append(cache: &mut ScrapeCache, batch: &Batch, job: &Job<'_>) -> Ingested {
         }
         if ts.is_none() {
             let in_last = entry.tracked != 0 && entry.tracked + 1 == iter;
-            if !in_last && !(track_carried && was_carried(&cache.carried, entry)) {
+            let carried = track_carried && was_carried(&cache.carried, entry);
+            if !in_last && !carried {
                 done.added += 1;
             }
             entry.tracked = iter;
@@ -479,7 +479,10 @@ mod tests {
         let mut f = Fixture::new("job_name: j\nsample_limit: 2\nlabel_limit: 3");
         f.scrape(Some("a 1\n"), 1000).expect("scrape");
         let err = f.scrape(Some("a 2\nb 1\nc 1\n"), 2000);
-        assert!(matches!(err, Err(ScrapeError::SampleLimit(3, 2))), "{err:?}");
+        assert!(
+            matches!(err, Err(ScrapeError::SampleLimit(3, 2))),
+            "{err:?}"
+        );
         let err = f.scrape(Some("a 3\nd{x=\"1\",y=\"2\"} 1\n"), 3000);
         assert!(matches!(err, Err(ScrapeError::LabelLimit(_))), "{err:?}");
         // Nothing of the failed scrapes; a marked stale by the first failure.
@@ -493,9 +496,7 @@ mod tests {
     #[test]
     fn carried_series_are_stale_only_when_the_first_scrape_lacks_them() {
         let mut f = Fixture::new(JOB);
-        let old = |name: &str| {
-            Labels::new([("__name__", name), ("job", "j"), ("instance", "h:1")])
-        };
+        let old = |name: &str| Labels::new([("__name__", name), ("job", "j"), ("instance", "h:1")]);
         f.storage.append(&old("a"), 500, 1.0).expect("append");
         f.storage.append(&old("gone"), 500, 1.0).expect("append");
         f.cache = ScrapeCache::new([old("a"), old("gone"), old("up")].into_iter().collect());
@@ -511,10 +512,11 @@ mod tests {
     fn unseen_entries_leave_the_cache() {
         let mut f = Fixture::new(JOB);
         f.scrape(Some("a 1\nb 1\n"), 1000).expect("scrape");
-        // Evicted at the first clean-up (every 10th scrape) after 10 scrapes without it.
-        for i in 2..=2 * KEEP_UNSEEN_SCRAPES {
-            f.scrape(Some("a 1\n"), i as i64 * 1000).expect("scrape");
-        }
+        // A failed or empty scrape keeps the entries.
+        f.scrape(None, 2000).expect("no body");
+        f.scrape(Some(""), 3000).expect("empty");
+        assert_eq!(f.cache.index.len(), 2);
+        f.scrape(Some("a 1\n"), 4000).expect("scrape");
         assert_eq!(f.cache.index.len(), 1);
         assert_eq!(f.cache.free.len(), 1);
         // The freed slot is reused.

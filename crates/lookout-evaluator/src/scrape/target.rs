@@ -11,8 +11,8 @@ use lookout_promql::storage::{STALE_NAN, Storage};
 use tokio::sync::watch;
 
 use super::ScrapeMetrics;
-use super::relabel::{self, RelabelConfig};
 use super::cache::{self, Ingested, Job, ScrapeCache};
+use super::relabel::{self, RelabelConfig};
 use super::textparse::{self, Format};
 use crate::scrape_config::{HttpClientConfig, PromDuration, ScrapeConfig, ScrapeDefaults};
 
