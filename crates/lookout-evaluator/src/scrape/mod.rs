@@ -7,6 +7,7 @@
 //! series carry over), removed ones are stopped and their series marked stale.
 
 pub use lookout_discovery::relabel;
+mod cache;
 pub mod target;
 pub mod textparse;
 

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
-use lookout_promql::labels::METRIC_NAME;
-use lookout_promql::storage::{AppendError, STALE_NAN, Storage};
+use lookout_promql::storage::{STALE_NAN, Storage};
 use tokio::sync::watch;
 
 use super::ScrapeMetrics;
+use super::cache::{self, Ingested, Job, ScrapeCache};
 use super::relabel::{self, RelabelConfig};
-use super::textparse::{self, Format, ParsedSample};
+use super::textparse::{self, Format};
 use crate::scrape_config::{HttpClientConfig, PromDuration, ScrapeConfig, ScrapeDefaults};
 
 /// The `Accept` header Prometheus sends.
@@ -370,8 +370,6 @@ pub enum ScrapeError {
 /// State shared between a scrape loop and its manager.
 pub(crate) struct LoopState {
     pub(crate) status: TargetStatus,
-    /// Series written by the last scrape without explicit timestamps, report series included.
-    pub(crate) series: HashSet<Labels>,
     /// Timestamp of the last append, to keep stale markers after it.
     pub(crate) last_t_ms: i64,
 }
@@ -379,6 +377,9 @@ pub(crate) struct LoopState {
 /// A running scrape loop.
 pub(crate) struct ScrapeLoop {
     pub(crate) state: Arc<Mutex<LoopState>>,
+    /// The loop's scrape cache, which also knows the series of its last scrape.
+    cache: Arc<Mutex<ScrapeCache>>,
+    target: Target,
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -391,8 +392,8 @@ pub(crate) struct LoopContext {
 }
 
 impl ScrapeLoop {
-    /// Starts scraping `target`; `series` carries over the series set of a previous loop for
-    /// the same target (on reload) so that no stale markers are written in between.
+    /// Starts scraping `target`; `carried` carries over the series set of a previous loop
+    /// for the same target (on reload) so that no stale markers are written in between.
     pub(crate) fn start(
         target: Target,
         opts: LoopOptions,
@@ -400,6 +401,7 @@ impl ScrapeLoop {
         carried: Option<(HashSet<Labels>, i64)>,
     ) -> ScrapeLoop {
         let (series, last_t_ms) = carried.unwrap_or_default();
+        let cache = Arc::new(Mutex::new(ScrapeCache::new(series)));
         let state = Arc::new(Mutex::new(LoopState {
             status: TargetStatus {
                 target: target.clone(),
@@ -409,12 +411,11 @@ impl ScrapeLoop {
                 last_duration: Duration::ZERO,
                 last_samples: 0,
             },
-            series,
             last_t_ms,
         }));
         let (stop, mut stop_rx) = watch::channel(false);
-        let task_state = state.clone();
-        let task_target = target;
+        let (task_state, task_cache) = (state.clone(), cache.clone());
+        let task_target = target.clone();
         let handle = tokio::spawn(async move {
             let offset = task_target.offset(SystemTime::now(), ctx.offset_seed);
             tokio::select! {
@@ -428,7 +429,7 @@ impl ScrapeLoop {
                     _ = ticker.tick() => {}
                     _ = stop_rx.changed() => return,
                 }
-                let scrape = scrape_once(&task_target, &opts, &ctx, &task_state);
+                let scrape = scrape_once(&task_target, &opts, &ctx, &task_state, &task_cache);
                 tokio::select! {
                     _ = scrape => {}
                     _ = stop_rx.changed() => return,
@@ -437,6 +438,8 @@ impl ScrapeLoop {
         });
         ScrapeLoop {
             state,
+            cache,
+            target,
             stop,
             handle,
         }
@@ -444,22 +447,29 @@ impl ScrapeLoop {
 
     /// Stops the loop and waits for it. With `stale`, writes stale markers for every series
     /// of the last scrape (the target went away); otherwise returns them for the next loop.
-    pub(crate) async fn stop(self, storage: &Storage, stale: bool) -> (HashSet<Labels>, i64) {
+    pub(crate) async fn stop(self, storage: &Arc<Storage>, stale: bool) -> (HashSet<Labels>, i64) {
         let _ = self.stop.send(true);
         let _ = self.handle.await;
-        let (series, last) = match self.state.lock() {
-            Ok(mut st) => (std::mem::take(&mut st.series), st.last_t_ms),
-            Err(_) => (HashSet::new(), 0),
-        };
-        if stale {
+        let last = self.state.lock().map(|st| st.last_t_ms).unwrap_or(0);
+        let (cache, target, storage) = (self.cache, self.target, storage.clone());
+        // A scrape the stop interrupted may still be storing on its blocking thread: the
+        // cache is free once it is done (soon: its parse was told to stop).
+        let done = tokio::task::spawn_blocking(move || {
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            let mut series = cache.last_series();
+            if last > 0 {
+                series.extend(cache::report_labels(&target));
+            }
+            if !stale {
+                return (series, last);
+            }
             let t = now_ms().max(last + 1);
             for s in &series {
                 let _ = storage.append(s, t, STALE_NAN);
             }
             (HashSet::new(), t)
-        } else {
-            (series, last)
-        }
+        });
+        done.await.unwrap_or_default()
     }
 }
 
@@ -576,7 +586,7 @@ pub(crate) fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool
     out
 }
 
-fn check_label_limits(l: &Labels, opts: &LoopOptions) -> Result<(), ScrapeError> {
+pub(crate) fn check_label_limits(l: &Labels, opts: &LoopOptions) -> Result<(), ScrapeError> {
     if opts.label_limit > 0 && l.len() > opts.label_limit {
         return Err(ScrapeError::LabelLimit(format!(
             "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
@@ -600,34 +610,6 @@ fn check_label_limits(l: &Labels, opts: &LoopOptions) -> Result<(), ScrapeError>
     Ok(())
 }
 
-/// The samples of one scrape after label merging, relabelling and limits.
-fn prepare(
-    parsed: Vec<ParsedSample>,
-    target: &Target,
-    opts: &LoopOptions,
-) -> Result<Vec<ParsedSample>, ScrapeError> {
-    let mut out = Vec::with_capacity(parsed.len());
-    for mut s in parsed {
-        let merged = merge_target_labels(&s.labels, &target.labels, opts.honor_labels);
-        let Some(relabelled) = relabel::process(&merged, &opts.metric_relabel) else {
-            continue;
-        };
-        if relabelled.metric_name().is_none() {
-            continue;
-        }
-        check_label_limits(&relabelled, opts)?;
-        s.labels = relabelled;
-        if !opts.honor_timestamps {
-            s.timestamp_ms = None;
-        }
-        out.push(s);
-    }
-    if opts.sample_limit > 0 && out.len() > opts.sample_limit {
-        return Err(ScrapeError::SampleLimit(out.len(), opts.sample_limit));
-    }
-    Ok(out)
-}
-
 /// Sets its flag when dropped: a parse running on a blocking thread stops soon after the
 /// scrape that started it ends, whether it timed out or its loop was stopped.
 struct StopOnDrop(Arc<AtomicBool>);
@@ -638,56 +620,74 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Parses, relabels and checks the limits of a body on a blocking thread (a body can take
-/// far longer than a runtime worker may be held: one series of 200,000 labels is 2.3 MB),
-/// under what is left of the scrape timeout. Returns the samples and how many were parsed.
-async fn parse_off_the_runtime(
-    body: String,
-    format: Format,
+/// Runs [`cache::ingest`] on a blocking thread (a body can take far longer than a runtime
+/// worker may be held: one series of 200,000 labels is 2.3 MB, a large target 100,000
+/// series), with parsing bounded by what is left of the scrape timeout. A parse that runs
+/// out of time stops within a few thousand lines; its result is awaited even then, so that
+/// the cache (and the stale markers it writes) always follows the scrape.
+async fn ingest_off_the_runtime(
+    body: Option<(String, Format)>,
     target: &Target,
     opts: &LoopOptions,
+    ctx: &Arc<LoopContext>,
+    cache: &Arc<Mutex<ScrapeCache>>,
+    t: i64,
     deadline: tokio::time::Instant,
-) -> Result<(Vec<ParsedSample>, usize), ScrapeError> {
+) -> (Result<Ingested, ScrapeError>, Instant) {
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let flag = stop.0.clone();
-    let (task_target, task_opts) = (target.clone(), opts.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        let parsed = textparse::parse_until_stopped(&body, format, &flag)?;
-        let count = parsed.len();
-        Ok((prepare(parsed, &task_target, &task_opts)?, count))
+    let (task_target, task_opts, task_ctx, task_cache) =
+        (target.clone(), opts.clone(), ctx.clone(), cache.clone());
+    let mut task = tokio::task::spawn_blocking(move || {
+        let mut cache = task_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let job = Job {
+            target: &task_target,
+            opts: &task_opts,
+            storage: &task_ctx.storage,
+            metrics: &task_ctx.metrics,
+            t,
+            stop: &flag,
+        };
+        cache::ingest(&mut cache, body, &job)
     });
-    match tokio::time::timeout_at(deadline, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(ScrapeError::Http(format!("parsing the body failed: {e}"))),
-        Err(_) => Err(ScrapeError::ParseTimeout(target.timeout)),
-    }
+    let joined = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            stop.0.store(true, Ordering::Relaxed);
+            task.await
+        }
+    };
+    joined.unwrap_or_else(|e| {
+        let failed = ScrapeError::Http(format!("storing the scrape failed: {e}"));
+        (Err(failed), Instant::now())
+    })
 }
 
 async fn scrape_once(
     target: &Target,
     opts: &LoopOptions,
-    ctx: &LoopContext,
+    ctx: &Arc<LoopContext>,
     state: &Mutex<LoopState>,
+    cache: &Arc<Mutex<ScrapeCache>>,
 ) {
     let start_wall = SystemTime::now();
     let start = Instant::now();
-    let mut scraped = 0usize;
-    let result: Result<Vec<ParsedSample>, ScrapeError> = async {
-        let (body, format) = fetch(target, opts, &ctx.client).await?;
-        let deadline = tokio::time::Instant::from_std(start + target.timeout);
-        let (parsed, count) = parse_off_the_runtime(body, format, target, opts, deadline).await?;
-        scraped = count;
-        Ok(parsed)
-    }
-    .await;
-    let duration = start.elapsed();
-    let Ok(mut st) = state.lock() else {
+    let fetched = fetch(target, opts, &ctx.client).await;
+    let Some(last_t_ms) = state.lock().ok().map(|st| st.last_t_ms) else {
         return;
     };
-    let t = to_ms(start_wall).max(st.last_t_ms + 1);
-    let (samples, err) = match result {
-        Ok(s) => (s, None),
-        Err(e) => (Vec::new(), Some(e)),
+    let t = to_ms(start_wall).max(last_t_ms + 1);
+    let deadline = tokio::time::Instant::from_std(start + target.timeout);
+    let (body, fetch_err) = match fetched {
+        Ok(b) => (Some(b), None),
+        Err(e) => (None, Some(e)),
+    };
+    let (result, parsed) =
+        ingest_off_the_runtime(body, target, opts, ctx, cache, t, deadline).await;
+    let duration = parsed.duration_since(start);
+    let (done, err) = match (fetch_err, result) {
+        (Some(e), _) | (None, Err(e)) => (Ingested::default(), Some(e)),
+        (None, Ok(done)) => (done, None),
     };
     match err {
         Some(ScrapeError::SampleLimit(..)) => ctx.metrics.exceeded_sample_limit.inc(),
@@ -695,61 +695,24 @@ async fn scrape_once(
         Some(ScrapeError::LabelLimit(..)) => ctx.metrics.exceeded_label_limits.inc(),
         _ => 0,
     };
-    let post_relabel = samples.len();
-    let mut current: HashSet<Labels> = HashSet::with_capacity(samples.len() + 5);
-    let mut added = 0usize;
-    let mut stored = 0usize;
-    let mut refused = 0usize;
-    let mut series_limit = 0usize;
-    for s in samples {
-        let ts = s.timestamp_ms.unwrap_or(t);
-        match ctx.storage.append(&s.labels, ts, s.value) {
-            Ok(()) => stored += 1,
-            Err(
-                AppendError::OutOfOrder { .. }
-                | AppendError::DuplicateTimestamp { .. }
-                | AppendError::OutOfBounds { .. },
-            ) => {
-                ctx.metrics.out_of_order.inc();
-            }
-            Err(e) => {
-                if let AppendError::SeriesLimit { limit, .. } = &e {
-                    refused += 1;
-                    series_limit = *limit;
-                }
-                crate::limits::count_append_error(&e);
-            }
-        }
-        if s.timestamp_ms.is_none() {
-            if !st.series.contains(&s.labels) {
-                added += 1;
-            }
-            current.insert(s.labels);
-        }
-    }
     let up = if err.is_none() { 1.0 } else { 0.0 };
-    let report = [
-        ("up", up),
-        ("scrape_duration_seconds", duration.as_secs_f64()),
-        ("scrape_samples_scraped", scraped as f64),
-        ("scrape_samples_post_metric_relabeling", post_relabel as f64),
-        ("scrape_series_added", added as f64),
+    let values = [
+        up,
+        duration.as_secs_f64(),
+        done.scraped as f64,
+        done.post_relabel as f64,
+        done.added as f64,
     ];
-    for (name, value) in report {
-        let mut l = target.labels.clone();
-        l.set(METRIC_NAME, name);
+    for (l, value) in cache::report_labels(target).iter().zip(values) {
         // Exempt from --storage.max-series: a full storage must not hide whether a target
         // is up (a few series per configured target, bounded by the configuration).
-        if let Err(e) = ctx.storage.append_exempt_from_series_limit(&l, t, value) {
+        if let Err(e) = ctx.storage.append_exempt_from_series_limit(l, t, value) {
             crate::limits::count_append_error(&e);
         }
-        current.insert(l);
     }
-    // Staleness: series of the previous scrape that this one did not produce.
-    for gone in st.series.difference(&current) {
-        let _ = ctx.storage.append(gone, t, STALE_NAN);
-    }
-    st.series = current;
+    let Ok(mut st) = state.lock() else {
+        return;
+    };
     st.last_t_ms = t;
     st.status.health = if err.is_none() {
         Health::Up
@@ -759,14 +722,21 @@ async fn scrape_once(
     st.status.last_error = match &err {
         Some(e) => e.to_string(),
         // The scrape worked but part of it was not kept: say so on the targets page.
-        None if refused > 0 => format!(
-            "{refused} samples of new series refused: the storage holds its limit of {series_limit} series (--storage.max-series)"
+        None if done.refused > 0 => format!(
+            "{} samples of new series refused: the storage holds its limit of {} series (--storage.max-series)",
+            done.refused, done.series_limit
         ),
         None => String::new(),
     };
     st.status.last_scrape = Some(start_wall);
     st.status.last_duration = duration;
-    st.status.last_samples = stored;
+    st.status.last_samples = done.stored;
+    drop(st);
+    count_scrape(target, ctx, err.as_ref());
+}
+
+/// The scrape's own metrics: the target's health and the job's scrape counters.
+fn count_scrape(target: &Target, ctx: &LoopContext, err: Option<&ScrapeError>) {
     let job = target.job.clone();
     ctx.metrics
         .target_up
@@ -776,7 +746,7 @@ async fn scrape_once(
         .scrapes
         .get_or_create(&vec![("scrape_job".to_string(), job.clone())])
         .inc();
-    if let Some(e) = &err {
+    if let Some(e) = err {
         ctx.metrics
             .scrape_failures
             .get_or_create(&vec![("scrape_job".to_string(), job)])

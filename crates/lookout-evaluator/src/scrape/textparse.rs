@@ -94,20 +94,62 @@ pub fn parse_until_stopped(
     stop: &AtomicBool,
 ) -> Result<Vec<ParsedSample>, ParseError> {
     let mut out = Vec::new();
+    for_each_sample(body, format, stop, |raw| {
+        out.push(ParsedSample {
+            labels: raw.labels()?,
+            value: raw.value,
+            timestamp_ms: raw.timestamp_ms,
+        });
+        Ok::<(), ParseError>(())
+    })?;
+    Ok(out)
+}
+
+/// One sample line before its labels are built: what a scrape cache looks up.
+pub struct RawSample<'a> {
+    /// The series exactly as the body writes it: the metric name and its label set.
+    pub series: &'a str,
+    /// The value.
+    pub value: f64,
+    /// The explicit timestamp in milliseconds, if the line had one.
+    pub timestamp_ms: Option<i64>,
+    line: usize,
+    offset: usize,
+    stop: &'a AtomicBool,
+}
+
+impl RawSample<'_> {
+    /// The labels of [`RawSample::series`], with the metric name as `__name__`.
+    pub fn labels(&self) -> Result<Labels, ParseError> {
+        Cursor::new(self.series, self.line, self.offset, self.stop).series()
+    }
+}
+
+/// Calls `f` with every sample of `body`, in order, and returns how many there were. The
+/// value and timestamp of every line are checked; the series text of each is checked only
+/// by [`RawSample::labels`] (so a caller that has seen the same text before skips it), except
+/// that it must be followed by a space. Stops as [`parse_until_stopped`] does.
+pub fn for_each_sample<E: From<ParseError>>(
+    body: &str,
+    format: Format,
+    stop: &AtomicBool,
+    mut f: impl FnMut(RawSample<'_>) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut seen_eof = false;
-    let lines: Vec<&str> = body.split('\n').collect();
-    let last = lines.len();
-    for (idx, raw_line) in lines.iter().enumerate() {
+    let mut count = 0;
+    let mut lines = body.split('\n').enumerate().peekable();
+    while let Some((idx, raw_line)) = lines.next() {
         let line_no = idx + 1;
+        let is_last = lines.peek().is_none();
         if idx % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
-            return Err(err(line_no, 1, STOPPED));
+            return Err(err(line_no, 1, STOPPED).into());
         }
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
         if seen_eof {
-            if line.is_empty() && idx + 1 == last {
+            if line.is_empty() && is_last {
                 continue;
             }
-            return Err(err(line_no, 1, "unexpected data after # EOF"));
+            return Err(err(line_no, 1, "unexpected data after # EOF").into());
         }
         let trimmed = if format == Format::PrometheusText {
             line.trim_start_matches([' ', '\t'])
@@ -115,12 +157,8 @@ pub fn parse_until_stopped(
             line
         };
         if trimmed.is_empty() {
-            if format == Format::OpenMetrics && idx + 1 != last {
-                return Err(err(
-                    line_no,
-                    1,
-                    "empty lines are not allowed in OpenMetrics",
-                ));
+            if format == Format::OpenMetrics && !is_last {
+                return Err(err(line_no, 1, "empty lines are not allowed in OpenMetrics").into());
             }
             continue;
         }
@@ -133,13 +171,58 @@ pub fn parse_until_stopped(
             continue;
         }
         let offset = line.len() - trimmed.len();
-        let sample = Cursor::new(trimmed, line_no, offset, stop).sample(format)?;
-        out.push(sample);
+        let end = skim_series(trimmed);
+        let mut cursor = Cursor::new(trimmed, line_no, offset, stop);
+        cursor.pos = end;
+        let raw = |(value, timestamp_ms)| RawSample {
+            series: &trimmed[..end],
+            value,
+            timestamp_ms,
+            line: line_no,
+            offset,
+            stop,
+        };
+        match cursor.tail(format) {
+            Ok(tail) => f(raw(tail))?,
+            // What is wrong with the series comes first on the line.
+            Err(e) => {
+                raw((0.0, None)).labels()?;
+                return Err(e.into());
+            }
+        }
+        count += 1;
     }
     if format == Format::OpenMetrics && !seen_eof {
-        return Err(err(last, 1, "OpenMetrics body does not end with # EOF"));
+        let last = body.split('\n').count();
+        return Err(err(last, 1, "OpenMetrics body does not end with # EOF").into());
     }
-    Ok(out)
+    Ok(count)
+}
+
+/// Where the series text of a sample line ends: after the metric name and, if one follows,
+/// the label set's closing brace (quoted strings and their escapes skipped). Malformed text
+/// ends where the skim gives up; [`Cursor::series`] reports what is wrong with it.
+fn skim_series(line: &str) -> usize {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'{') {
+        return i;
+    }
+    let mut quoted = false;
+    i += 1;
+    while i < b.len() {
+        match (quoted, b[i]) {
+            (true, b'\\') => i += 1,
+            (_, b'"') => quoted = !quoted,
+            (false, b'}') => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 fn err(line: usize, column: usize, message: impl Into<String>) -> ParseError {
@@ -382,12 +465,25 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn sample(mut self, format: Format) -> Result<ParsedSample, ParseError> {
+    /// The metric name and label set at the start of the text, as labels.
+    fn series(&mut self) -> Result<Labels, ParseError> {
         let mut name = self.ident(true).to_string();
         let mut pairs = self.label_set(&mut name)?;
         if name.is_empty() {
             return Err(self.error("expected a metric name"));
         }
+        if self.pos != self.s.len() {
+            return Err(self.error("expected a space before the value"));
+        }
+        pairs.push((METRIC_NAME.to_string(), name));
+        if pairs.iter().any(|(_, v)| v.is_empty()) {
+            pairs.retain(|(_, v)| !v.is_empty());
+        }
+        Ok(Labels::new(pairs))
+    }
+
+    /// The value and timestamp after the series text (the cursor at its end).
+    fn tail(&mut self, format: Format) -> Result<(f64, Option<i64>), ParseError> {
         if self.skip_blanks() == 0 {
             return Err(self.error("expected a space before the value"));
         }
@@ -431,15 +527,7 @@ impl<'a> Cursor<'a> {
             Some(b'#') if format == Format::OpenMetrics => {} // exemplar, ignored
             Some(_) => return Err(self.error("unexpected data after the sample")),
         }
-        pairs.push((METRIC_NAME.to_string(), name));
-        if pairs.iter().any(|(_, v)| v.is_empty()) {
-            pairs.retain(|(_, v)| !v.is_empty());
-        }
-        Ok(ParsedSample {
-            labels: Labels::new(pairs),
-            value,
-            timestamp_ms,
-        })
+        Ok((value, timestamp_ms))
     }
 }
 

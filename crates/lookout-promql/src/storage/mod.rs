@@ -510,6 +510,24 @@ impl MemSeries {
     }
 }
 
+/// A stored series, from [`Storage::series_ref`]: appends through it skip the look-up by
+/// labels.
+#[derive(Clone)]
+pub struct SeriesRef(Arc<MemSeries>);
+
+impl SeriesRef {
+    /// The series' labels.
+    pub fn labels(&self) -> &Labels {
+        &self.0.labels
+    }
+}
+
+impl std::fmt::Debug for SeriesRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SeriesRef({})", self.0.labels)
+    }
+}
+
 /// Key of the label-set map: a series, hashed and compared by its labels, so the map
 /// needs no second copy of each label set.
 struct ByLabels(Arc<MemSeries>);
@@ -824,6 +842,18 @@ impl Storage {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
+        self.check_bounds(labels, t_ms)?;
+        loop {
+            let series = self.lookup_or_create(labels, limit)?;
+            if self.append_to(&series, st_ms, t_ms, v)? {
+                return Ok(());
+            }
+            // Removed by retention between the look-up and the lock: look again.
+        }
+    }
+
+    /// `Err(OutOfBounds)` for a sample older than what the head still takes.
+    fn check_bounds(&self, labels: &Labels, t_ms: i64) -> Result<(), AppendError> {
         let min = self
             .head
             .min_valid_t
@@ -836,41 +866,76 @@ impl Storage {
                 min_ms: min,
             });
         }
+        Ok(())
+    }
+
+    /// The series with `labels`, created if missing and the series limit allows.
+    fn lookup_or_create(
+        &self,
+        labels: &Labels,
+        limit: SeriesLimit,
+    ) -> Result<Arc<MemSeries>, AppendError> {
+        {
+            let inner = self.read_inner();
+            match inner.by_labels.get(labels) {
+                Some(s) => return Ok(s.0.clone()),
+                // Refused under the read lock: at the limit, a flood of new series does
+                // not take the write lock once per sample.
+                None => self.check_series_limit(&inner, labels, limit)?,
+            }
+        }
+        self.create(labels, limit)
+    }
+
+    /// Appends to `series`; `Ok(false)` when retention removed it meanwhile (nothing
+    /// appended: the caller looks the labels up again).
+    fn append_to(
+        &self,
+        series: &MemSeries,
+        st_ms: i64,
+        t_ms: i64,
+        v: f64,
+    ) -> Result<bool, AppendError> {
+        let mut chunks = series.lock();
+        if chunks.removed {
+            return Ok(false);
+        }
+        chunks.push(&series.labels, st_ms, t_ms, v)?;
+        // Logged under the series lock, so a series' samples reach the log in order.
+        let full = self
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.log_sample(series.id, t_ms, v));
+        drop(chunks);
+        self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+        if full && let Some(w) = &self.wal {
+            w.wait_for_room();
+        }
+        self.after_append(t_ms);
+        Ok(true)
+    }
+
+    /// A handle on the series with `labels`, created if missing (the series limit
+    /// applies), for appending with [`Storage::append_ref`] without looking the labels up
+    /// again: what a scrape cache keeps per exposed series, as Prometheus's `SeriesRef`.
+    pub fn series_ref(&self, labels: &Labels) -> Result<SeriesRef, AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::EmptyLabels);
+        }
+        self.lookup_or_create(labels, SeriesLimit::Applies)
+            .map(SeriesRef)
+    }
+
+    /// [`Storage::append`] through a handle from [`Storage::series_ref`]. A series that
+    /// retention removed since is looked up (or created) again and `series` updated.
+    pub fn append_ref(&self, series: &mut SeriesRef, t_ms: i64, v: f64) -> Result<(), AppendError> {
+        self.check_bounds(&series.0.labels, t_ms)?;
         loop {
-            let known = {
-                let inner = self.read_inner();
-                match inner.by_labels.get(labels) {
-                    Some(s) => Some(s.0.clone()),
-                    None => {
-                        // Refused under the read lock: at the limit, a flood of new series
-                        // does not take the write lock once per sample.
-                        self.check_series_limit(&inner, labels, limit)?;
-                        None
-                    }
-                }
-            };
-            let series = match known {
-                Some(s) => s,
-                None => self.create(labels, limit)?,
-            };
-            let mut chunks = series.lock();
-            if chunks.removed {
-                // Removed by retention between the look-up and the lock: look again.
-                continue;
+            if self.append_to(&series.0, 0, t_ms, v)? {
+                return Ok(());
             }
-            chunks.push(labels, st_ms, t_ms, v)?;
-            // Logged under the series lock, so a series' samples reach the log in order.
-            let full = self
-                .wal
-                .as_ref()
-                .is_some_and(|w| w.log_sample(series.id, t_ms, v));
-            drop(chunks);
-            self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
-            if full && let Some(w) = &self.wal {
-                w.wait_for_room();
-            }
-            self.after_append(t_ms);
-            return Ok(());
+            let labels = series.0.labels.clone();
+            series.0 = self.lookup_or_create(&labels, SeriesLimit::Applies)?;
         }
     }
 
@@ -891,7 +956,8 @@ impl Storage {
         Ok(())
     }
 
-    /// The series with `labels`, created if missing and the series limit allows.
+    /// Creates the series with `labels` under the write lock (unless another thread just
+    /// did), if the series limit allows.
     fn create(&self, labels: &Labels, limit: SeriesLimit) -> Result<Arc<MemSeries>, AppendError> {
         let mut inner = self.write_inner();
         if let Some(s) = inner.by_labels.get(labels) {
@@ -1174,6 +1240,37 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    #[test]
+    fn series_refs_append_and_outlive_retention() {
+        let st = Storage::default();
+        let l = Labels::new([("__name__", "x"), ("job", "a")]);
+        let mut r = st.series_ref(&l).unwrap();
+        assert_eq!(r.labels(), &l);
+        st.append_ref(&mut r, 1000, 1.0).unwrap();
+        st.append(&l, 2000, 2.0).unwrap();
+        let err = st.append_ref(&mut r, 1500, 3.0).unwrap_err();
+        assert!(matches!(err, AppendError::OutOfOrder { .. }), "{err:?}");
+        // Retention removes the series; the handle finds (creates) it again.
+        st.truncate_before(5000);
+        assert_eq!(st.num_series(), 0);
+        st.append_ref(&mut r, 6000, 6.0).unwrap();
+        assert_eq!(st.num_series(), 1);
+        let got = st.select(&matchers("x{job=\"a\"}"), 0, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples, vec![Sample { t: 6000, v: 6.0 }]);
+        let err = st.append_ref(&mut r, 4000, 1.0).unwrap_err();
+        assert!(matches!(err, AppendError::OutOfBounds { .. }), "{err:?}");
+        // The series limit applies to a new handle's series.
+        let capped = Storage::new(StorageOptions {
+            max_series: 1,
+            ..StorageOptions::default()
+        });
+        capped.series_ref(&l).unwrap();
+        let other = Labels::new([("__name__", "y")]);
+        let err = capped.series_ref(&other).unwrap_err();
+        assert!(matches!(err, AppendError::SeriesLimit { .. }), "{err:?}");
     }
 
     #[test]

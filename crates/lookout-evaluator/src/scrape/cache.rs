@@ -1,0 +1,536 @@
+//! The scrape cache, as Prometheus's `scrapeCache`: per target, the text of each series
+//! line as the body writes it (`name{labels}`) → what that text became the first time it was
+//! seen: a stored series, or dropped by `metric_relabel_configs`. A series that comes back
+//! unchanged, which is nearly every series of nearly every scrape, then skips building its
+//! labels, merging the target's labels in, relabelling, the label limits and the storage's
+//! look-up by label set; it costs one hash of its text. The cache's scrape numbers also give
+//! staleness (the series of the previous scrape that this one lacks) without building a set
+//! of label sets per scrape.
+//!
+//! [`ingest`] runs one scrape's body through it, off the async runtime: parse, resolve
+//! (limits checked, nothing stored yet), then append and write stale markers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use lookout_promql::Labels;
+use lookout_promql::labels::METRIC_NAME;
+use lookout_promql::storage::{AppendError, STALE_NAN, SeriesRef, Storage};
+
+use super::ScrapeMetrics;
+use super::relabel;
+use super::target::{LoopOptions, ScrapeError, Target, check_label_limits, merge_target_labels};
+use super::textparse::{self, Format};
+
+/// The scrape cache of one target.
+#[derive(Default)]
+pub(crate) struct ScrapeCache {
+    /// Series text → slot in `entries`.
+    index: HashMap<Box<str>, u32>,
+    entries: Vec<Entry>,
+    /// Slots of removed entries, for reuse.
+    free: Vec<u32>,
+    /// Number of the current scrape; 0 before the first.
+    iter: u64,
+    /// Series a previous loop for the same target wrote in its last scrape (a reload
+    /// restarted the loop): the first scrape marks stale those it does not write.
+    carried: HashSet<Labels>,
+}
+
+struct Entry {
+    state: State,
+    /// Last scrape whose body had the text.
+    used: u64,
+    /// Last scrape that appended it without an explicit timestamp: staleness follows these.
+    tracked: u64,
+}
+
+enum State {
+    /// Dropped by relabelling, or left without a metric name.
+    Dropped,
+    /// Kept, not stored yet: new, or refused by the storage's series limit last time.
+    Pending(Labels),
+    /// Stored.
+    Stored(SeriesRef),
+}
+
+impl State {
+    fn labels(&self) -> Option<&Labels> {
+        match self {
+            State::Dropped => None,
+            State::Pending(l) => Some(l),
+            State::Stored(r) => Some(r.labels()),
+        }
+    }
+}
+
+/// What one scrape did, for the report series and the targets page.
+#[derive(Debug, Default)]
+pub(crate) struct Ingested {
+    /// Samples in the body.
+    pub(crate) scraped: usize,
+    /// Samples left after relabelling.
+    pub(crate) post_relabel: usize,
+    /// Samples whose series the previous scrape did not write.
+    pub(crate) added: usize,
+    /// Samples stored.
+    pub(crate) stored: usize,
+    /// Samples of new series the series limit refused, and that limit.
+    pub(crate) refused: usize,
+    pub(crate) series_limit: usize,
+}
+
+/// Everything [`ingest`] needs besides the cache.
+pub(crate) struct Job<'a> {
+    pub(crate) target: &'a Target,
+    pub(crate) opts: &'a LoopOptions,
+    pub(crate) storage: &'a Storage,
+    pub(crate) metrics: &'a ScrapeMetrics,
+    /// The scrape's timestamp.
+    pub(crate) t: i64,
+    /// Set when the scrape's time is up: parsing stops soon after.
+    pub(crate) stop: &'a AtomicBool,
+}
+
+impl ScrapeCache {
+    /// A cache whose first scrape marks stale the `carried` series it does not write.
+    pub(crate) fn new(carried: HashSet<Labels>) -> ScrapeCache {
+        ScrapeCache {
+            carried,
+            ..ScrapeCache::default()
+        }
+    }
+
+    /// The series the last scrape wrote without explicit timestamps.
+    pub(crate) fn last_series(&self) -> HashSet<Labels> {
+        let mut out: HashSet<Labels> = self
+            .entries
+            .iter()
+            .filter(|e| e.tracked == self.iter && self.iter > 0)
+            .filter_map(|e| e.state.labels().cloned())
+            .collect();
+        out.extend(self.carried.iter().cloned());
+        out
+    }
+
+    fn insert(&mut self, text: &str, state: State) -> u32 {
+        let entry = Entry {
+            state,
+            used: 0,
+            tracked: 0,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(text.into(), slot);
+        slot
+    }
+
+    /// Drops the entries the current scrape did not use.
+    fn evict(&mut self) {
+        let iter = self.iter;
+        let (entries, free) = (&mut self.entries, &mut self.free);
+        self.index.retain(|_, slot| {
+            let e = &mut entries[*slot as usize];
+            let keep = e.used == iter;
+            if !keep {
+                e.state = State::Dropped;
+                free.push(*slot);
+            }
+            keep
+        });
+    }
+}
+
+/// Runs one scrape through the cache: the body's samples (none when the scrape failed
+/// before it had a body) are parsed, resolved and checked against the job's limits, then
+/// appended at `job.t`; then stale markers go to the series of the previous scrape that
+/// this one lacks. A limit or parse error stores none of the body's samples. Returns what it
+/// did and when the body was parsed (the end of the scrape proper).
+pub(crate) fn ingest(
+    cache: &mut ScrapeCache,
+    body: Option<(String, Format)>,
+    job: &Job<'_>,
+) -> (Result<Ingested, ScrapeError>, Instant) {
+    cache.iter += 1;
+    let result = body.map(|(body, format)| resolve(cache, &body, format, job));
+    let parsed = Instant::now();
+    let result = match result {
+        None => Ok(Ingested::default()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(_)) if job.stop.load(Ordering::Relaxed) => {
+            Err(ScrapeError::ParseTimeout(job.target.timeout))
+        }
+        Some(Ok((batch, scraped))) => {
+            let mut done = append(cache, &batch, job);
+            done.scraped = scraped;
+            Ok(done)
+        }
+    };
+    mark_stale(cache, job);
+    // As Prometheus: a scrape with samples flushes what it did not have (series churn,
+    // other spellings of a series); a failed or empty one says little.
+    if result.as_ref().is_ok_and(|done| done.scraped > 0) {
+        cache.evict();
+    }
+    (result, parsed)
+}
+
+/// One sample to append: its cache slot, value and explicit timestamp.
+type Batch = Vec<(u32, f64, Option<i64>)>;
+
+/// Parses `body`, finds or makes each line's cache entry and checks the sample limit.
+fn resolve(
+    cache: &mut ScrapeCache,
+    body: &str,
+    format: Format,
+    job: &Job<'_>,
+) -> Result<(Batch, usize), ScrapeError> {
+    let mut batch = Vec::with_capacity(cache.index.len());
+    let iter = cache.iter;
+    let scraped = textparse::for_each_sample(body, format, job.stop, |raw| {
+        let slot = match cache.index.get(raw.series) {
+            Some(&slot) => slot,
+            None => {
+                let state = new_state(raw.labels()?, job.target, job.opts)?;
+                cache.insert(raw.series, state)
+            }
+        };
+        let entry = &mut cache.entries[slot as usize];
+        entry.used = iter;
+        if !matches!(entry.state, State::Dropped) {
+            let ts = raw.timestamp_ms.filter(|_| job.opts.honor_timestamps);
+            batch.push((slot, raw.value, ts));
+        }
+        Ok::<(), ScrapeError>(())
+    })?;
+    let limit = job.opts.sample_limit;
+    if limit > 0 && batch.len() > limit {
+        return Err(ScrapeError::SampleLimit(batch.len(), limit));
+    }
+    Ok((batch, scraped))
+}
+
+/// What a series line seen for the first time becomes: its labels merged with the target's,
+/// relabelled, and checked against the label limits.
+fn new_state(scraped: Labels, target: &Target, opts: &LoopOptions) -> Result<State, ScrapeError> {
+    let merged = merge_target_labels(&scraped, &target.labels, opts.honor_labels);
+    let Some(relabelled) = relabel::process(&merged, &opts.metric_relabel) else {
+        return Ok(State::Dropped);
+    };
+    if relabelled.metric_name().is_none() {
+        return Ok(State::Dropped);
+    }
+    check_label_limits(&relabelled, opts)?;
+    Ok(State::Pending(relabelled))
+}
+
+/// Appends the batch, storing pending series first.
+fn append(cache: &mut ScrapeCache, batch: &Batch, job: &Job<'_>) -> Ingested {
+    let mut done = Ingested {
+        post_relabel: batch.len(),
+        ..Ingested::default()
+    };
+    let iter = cache.iter;
+    let track_carried = !cache.carried.is_empty();
+    for &(slot, v, ts) in batch {
+        let entry = &mut cache.entries[slot as usize];
+        if let State::Pending(labels) = &entry.state
+            && let Ok(r) = job.storage.series_ref(labels)
+        {
+            entry.state = State::Stored(r);
+        }
+        let t = ts.unwrap_or(job.t);
+        let result = match &mut entry.state {
+            State::Stored(r) => job.storage.append_ref(r, t, v),
+            State::Pending(labels) => job.storage.append(labels, t, v),
+            State::Dropped => continue,
+        };
+        match result {
+            Ok(()) => done.stored += 1,
+            Err(e) => count_error(&e, job.metrics, &mut done),
+        }
+        if ts.is_none() {
+            let in_last = entry.tracked != 0 && entry.tracked + 1 == iter;
+            let carried = track_carried && was_carried(&cache.carried, entry);
+            if !in_last && !carried {
+                done.added += 1;
+            }
+            entry.tracked = iter;
+        }
+    }
+    done
+}
+
+fn was_carried(carried: &HashSet<Labels>, entry: &Entry) -> bool {
+    entry.state.labels().is_some_and(|l| carried.contains(l))
+}
+
+fn count_error(e: &AppendError, metrics: &ScrapeMetrics, done: &mut Ingested) {
+    match e {
+        AppendError::OutOfOrder { .. }
+        | AppendError::DuplicateTimestamp { .. }
+        | AppendError::OutOfBounds { .. } => {
+            metrics.out_of_order.inc();
+        }
+        e => {
+            if let AppendError::SeriesLimit { limit, .. } = e {
+                done.refused += 1;
+                done.series_limit = *limit;
+            }
+            crate::limits::count_append_error(e);
+        }
+    }
+}
+
+/// Stale markers at `job.t` for the series the previous scrape wrote and this one did not
+/// (all of them when this scrape failed), and for the series a previous loop carried over.
+fn mark_stale(cache: &mut ScrapeCache, job: &Job<'_>) {
+    let iter = cache.iter;
+    for entry in &mut cache.entries {
+        if entry.tracked == 0 || entry.tracked + 1 != iter {
+            continue;
+        }
+        let _ = match &mut entry.state {
+            State::Stored(r) => job.storage.append_ref(r, job.t, STALE_NAN),
+            State::Pending(labels) => job.storage.append(labels, job.t, STALE_NAN),
+            State::Dropped => continue,
+        };
+    }
+    if cache.carried.is_empty() {
+        return;
+    }
+    let carried = std::mem::take(&mut cache.carried);
+    let mut current: HashSet<&Labels> = cache
+        .entries
+        .iter()
+        .filter(|e| e.tracked == iter)
+        .filter_map(|e| e.state.labels())
+        .collect();
+    let report = report_labels(job.target);
+    current.extend(report.iter());
+    for gone in carried.iter().filter(|l| !current.contains(l)) {
+        let _ = job.storage.append(gone, job.t, STALE_NAN);
+    }
+}
+
+/// The names of the series every scrape writes about itself.
+pub(crate) const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// The labels of a target's report series, in [`REPORT_SERIES`] order.
+pub(crate) fn report_labels(target: &Target) -> Vec<Labels> {
+    REPORT_SERIES
+        .iter()
+        .map(|name| {
+            let mut l = target.labels.clone();
+            l.set(METRIC_NAME, name);
+            l
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lookout_promql::storage::{Queryable, SeriesData, StorageOptions, is_stale};
+    use promql_parser::label::{MatchOp, Matcher};
+
+    use super::*;
+    use crate::scrape_config::ScrapeConfig;
+
+    fn target() -> Target {
+        Target {
+            job: "j".into(),
+            labels: Labels::new([("job", "j"), ("instance", "h:1")]),
+            discovered: Labels::new([("job", "j")]),
+            url: "http://127.0.0.1:1/metrics".into(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn opts(yaml: &str) -> LoopOptions {
+        let cfg: ScrapeConfig = serde_yaml_ng::from_str(yaml).expect("scrape config");
+        LoopOptions::from_config(&cfg)
+    }
+
+    struct Fixture {
+        storage: Storage,
+        metrics: ScrapeMetrics,
+        target: Target,
+        opts: LoopOptions,
+        cache: ScrapeCache,
+        stop: AtomicBool,
+    }
+
+    impl Fixture {
+        fn new(opts_yaml: &str) -> Fixture {
+            Fixture {
+                storage: Storage::new(StorageOptions::default()),
+                metrics: ScrapeMetrics::default(),
+                target: target(),
+                opts: opts(opts_yaml),
+                cache: ScrapeCache::default(),
+                stop: AtomicBool::new(false),
+            }
+        }
+
+        fn scrape(&mut self, body: Option<&str>, t: i64) -> Result<Ingested, ScrapeError> {
+            let job = Job {
+                target: &self.target,
+                opts: &self.opts,
+                storage: &self.storage,
+                metrics: &self.metrics,
+                t,
+                stop: &self.stop,
+            };
+            let body = body.map(|b| (b.to_string(), Format::PrometheusText));
+            ingest(&mut self.cache, body, &job).0
+        }
+
+        fn select(&self, name: &str) -> Vec<SeriesData> {
+            let m = Matcher::new(MatchOp::Equal, "__name__", name);
+            self.storage.select(&[m], 0, i64::MAX)
+        }
+
+        /// The values of the one series named `name`, stale markers as `None`.
+        fn values(&self, name: &str) -> Vec<Option<f64>> {
+            let s = self.select(name);
+            assert_eq!(s.len(), 1, "{name}: {s:?}");
+            s[0].samples
+                .iter()
+                .map(|s| (!is_stale(s.v)).then_some(s.v))
+                .collect()
+        }
+    }
+
+    const JOB: &str = "job_name: j";
+
+    #[test]
+    fn a_cached_line_stores_what_a_new_one_does() {
+        let mut f = Fixture::new(
+            "job_name: j\nmetric_relabel_configs:\n  - {source_labels: [__name__], regex: dropped, action: drop}\n  - {target_label: extra, replacement: x}",
+        );
+        let body = "a{k=\"v\"} 1\ndropped 5\nb 2\n";
+        for t in [1000, 2000, 3000] {
+            let done = f.scrape(Some(body), t).expect("scrape");
+            assert_eq!((done.scraped, done.post_relabel, done.stored), (3, 2, 2));
+            assert_eq!(done.added, if t == 1000 { 2 } else { 0 });
+        }
+        assert_eq!(f.values("a"), [Some(1.0); 3]);
+        let a = &f.select("a")[0].labels;
+        assert_eq!(
+            a,
+            &Labels::new([
+                ("__name__", "a"),
+                ("k", "v"),
+                ("job", "j"),
+                ("instance", "h:1"),
+                ("extra", "x")
+            ])
+        );
+        assert!(f.select("dropped").is_empty());
+        // Two texts, three entries: the dropped one is cached too.
+        assert_eq!(f.cache.index.len(), 3);
+    }
+
+    #[test]
+    fn vanished_series_and_failed_scrapes_are_marked_stale() {
+        let mut f = Fixture::new(JOB);
+        f.scrape(Some("a 1\nb 2\n"), 1000).expect("scrape");
+        f.scrape(Some("a 1\n"), 2000).expect("scrape");
+        assert_eq!(f.values("b"), [Some(2.0), None]);
+        // A failed scrape (no body) marks everything of the previous one stale, once.
+        f.scrape(None, 3000).expect("no body");
+        f.scrape(None, 4000).expect("no body");
+        assert_eq!(f.values("a"), [Some(1.0), Some(1.0), None]);
+        // Back: counted as added again, no stale marker for b (already stale).
+        let done = f.scrape(Some("a 3\n"), 5000).expect("scrape");
+        assert_eq!(done.added, 1);
+        assert_eq!(f.values("a"), [Some(1.0), Some(1.0), None, Some(3.0)]);
+        assert_eq!(f.values("b"), [Some(2.0), None]);
+    }
+
+    #[test]
+    fn samples_with_timestamps_are_not_marked_stale() {
+        let mut f = Fixture::new(JOB);
+        f.scrape(Some("a 1 500\n"), 1000).expect("scrape");
+        f.scrape(Some(""), 2000).expect("scrape");
+        assert_eq!(f.values("a"), [Some(1.0)]);
+    }
+
+    #[test]
+    fn limits_store_nothing_of_the_scrape() {
+        let mut f = Fixture::new("job_name: j\nsample_limit: 2\nlabel_limit: 3");
+        f.scrape(Some("a 1\n"), 1000).expect("scrape");
+        let err = f.scrape(Some("a 2\nb 1\nc 1\n"), 2000);
+        assert!(
+            matches!(err, Err(ScrapeError::SampleLimit(3, 2))),
+            "{err:?}"
+        );
+        let err = f.scrape(Some("a 3\nd{x=\"1\",y=\"2\"} 1\n"), 3000);
+        assert!(matches!(err, Err(ScrapeError::LabelLimit(_))), "{err:?}");
+        // Nothing of the failed scrapes; a marked stale by the first failure.
+        assert_eq!(f.values("a"), [Some(1.0), None]);
+        assert!(f.select("b").is_empty() && f.select("d").is_empty());
+        // The cached line of the failed scrape still works.
+        f.scrape(Some("a 4\n"), 4000).expect("scrape");
+        assert_eq!(f.values("a"), [Some(1.0), None, Some(4.0)]);
+    }
+
+    #[test]
+    fn carried_series_are_stale_only_when_the_first_scrape_lacks_them() {
+        let mut f = Fixture::new(JOB);
+        let old = |name: &str| Labels::new([("__name__", name), ("job", "j"), ("instance", "h:1")]);
+        f.storage.append(&old("a"), 500, 1.0).expect("append");
+        f.storage.append(&old("gone"), 500, 1.0).expect("append");
+        f.cache = ScrapeCache::new([old("a"), old("gone"), old("up")].into_iter().collect());
+        assert_eq!(f.cache.last_series().len(), 3);
+        let done = f.scrape(Some("a 2\n"), 1000).expect("scrape");
+        assert_eq!(done.added, 0, "a was carried over");
+        assert_eq!(f.values("a"), [Some(1.0), Some(2.0)]);
+        assert_eq!(f.values("gone"), [Some(1.0), None]);
+        assert!(f.cache.carried.is_empty());
+    }
+
+    #[test]
+    fn unseen_entries_leave_the_cache() {
+        let mut f = Fixture::new(JOB);
+        f.scrape(Some("a 1\nb 1\n"), 1000).expect("scrape");
+        // A failed or empty scrape keeps the entries.
+        f.scrape(None, 2000).expect("no body");
+        f.scrape(Some(""), 3000).expect("empty");
+        assert_eq!(f.cache.index.len(), 2);
+        f.scrape(Some("a 1\n"), 4000).expect("scrape");
+        assert_eq!(f.cache.index.len(), 1);
+        assert_eq!(f.cache.free.len(), 1);
+        // The freed slot is reused.
+        f.scrape(Some("a 1\nc 1\n"), 30_000).expect("scrape");
+        assert_eq!((f.cache.index.len(), f.cache.entries.len()), (2, 2));
+        assert_eq!(f.values("c"), [Some(1.0)]);
+    }
+
+    #[test]
+    fn a_stopped_parse_stores_nothing() {
+        let mut f = Fixture::new(JOB);
+        f.stop.store(true, Ordering::Relaxed);
+        let err = f.scrape(Some("a 1\n"), 1000);
+        assert!(err.is_err(), "{:?}", err.map(|d| d.stored));
+        assert!(f.select("a").is_empty());
+    }
+}
