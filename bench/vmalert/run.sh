@@ -64,6 +64,13 @@ if [ -z "${LOOKOUT_BIN:-}" ]; then
   echo "building lookout (release)..." >&2
   (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
 fi
+ports_free() { # port... : another bench (or anything) on these ports would be measured instead
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "port $p is in use: set PORT_BASE to a free range" >&2; exit 1
+    fi
+  done
+}
 wait_up() { # url
   for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "not reachable: $1" >&2; exit 1
@@ -71,6 +78,7 @@ wait_up() { # url
 
 T_PORT=$PORT_BASE SINK_PORT=$((PORT_BASE + 1))
 VM_L=$((PORT_BASE + 2)) VM_V=$((PORT_BASE + 3)) L_PORT=$((PORT_BASE + 4)) V_PORT=$((PORT_BASE + 5))
+ports_free "$T_PORT" "$SINK_PORT" "$VM_L" "$VM_V" "$L_PORT" "$V_PORT"
 
 # --- rule files both accept ---------------------------------------------------------------
 lookout_config() { # rule files... -> evaluator.yml on stdout
