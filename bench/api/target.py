@@ -14,18 +14,20 @@ second and shared by all requests in that second, so many targets and scrapers c
 rendering.
 
 Usage: target.py PORT|FIRST-LAST [SERIES] [COUNTERS] [HISTOGRAMS]
+As a module: serve(FIRST, LAST, render) serves another body the same way.
 """
 import http.server
 import sys
 import threading
 import time
 
-PORTS = sys.argv[1].split("-")
+ARGS = sys.argv[1:] if __name__ == "__main__" else ["0"]
+PORTS = ARGS[0].split("-")
 FIRST = int(PORTS[0])
 LAST = int(PORTS[-1])
-SERIES = int(sys.argv[2]) if len(sys.argv) > 2 else 10_900
-COUNTERS = int(sys.argv[3]) if len(sys.argv) > 3 else 5_000
-HISTOGRAMS = int(sys.argv[4]) if len(sys.argv) > 4 else 450
+SERIES = int(ARGS[1]) if len(ARGS) > 1 else 10_900
+COUNTERS = int(ARGS[2]) if len(ARGS) > 2 else 5_000
+HISTOGRAMS = int(ARGS[3]) if len(ARGS) > 3 else 450
 LES = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"]
 GAUGES = max(0, SERIES - COUNTERS - HISTOGRAMS * (len(LES) + 2))
 T0 = time.time()
@@ -49,33 +51,36 @@ def body():
     return ("\n".join(out) + "\n").encode()
 
 
-_lock = threading.Lock()
-_cached = (None, b"")
+def serve(first, last, render):
+    """Serves render() (bytes, rendered at most once a second and shared) on every port from
+    FIRST to LAST on loopback, until killed. Other benches import this with their own body."""
+    lock = threading.Lock()
+    cached = [None, b""]
+
+    def cached_body():
+        second = int(time.time())
+        with lock:
+            if cached[0] != second:
+                cached[0], cached[1] = second, render()
+            return cached[1]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            b = cached_body()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), Handler) for p in range(first, last + 1)]
+    for s in servers[1:]:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
-def cached_body():
-    global _cached
-    second = int(time.time())
-    with _lock:
-        if _cached[0] != second:
-            _cached = (second, body())
-        return _cached[1]
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        b = cached_body()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-
-    def log_message(self, *args):
-        pass
-
-
-servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), Handler) for p in range(FIRST, LAST + 1)]
-for s in servers[1:]:
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-servers[0].serve_forever()
+if __name__ == "__main__":
+    serve(FIRST, LAST, body)

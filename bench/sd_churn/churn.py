@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Drives and measures bench/sd_churn/run.sh: rewrites two file_sd files (one for the
+exporter's target group, one for the evaluator's scrape config), then polls how the
+exporter's probes and the evaluator's scrapes follow each rewrite.
+
+  churn.py write EXPORTER_FILE EVALUATOR_FILE PROBE_URL SCRAPE_ADDR FIRST COUNT
+      Writes both files with targets FIRST .. FIRST+COUNT-1 (used for the initial set).
+  churn.py run EXPORTER_FILE EVALUATOR_FILE PROBE_URL SCRAPE_ADDR TARGETS FRACTION
+               PERIOD ROUNDS EXPORTER=PID=URL EVALUATOR=PID=URL
+      ROUNDS times, every PERIOD seconds: drops the oldest FRACTION of the targets, adds as
+      many new ones, and rewrites both files atomically (write, then rename). Until the
+      next rewrite it polls every POLL seconds (env, default 1) the exporter's /metrics
+      (lookout_target_last_probe_timestamp_seconds per target) and the evaluator's query
+      API (timestamp(up{job="sd"}) per target): a new target counts from the rewrite to its
+      first probe or scrape (the sample's own timestamp, so not limited by the polling), a
+      removed one from the rewrite to the first poll that no longer shows it (so within a
+      poll). RSS (VmRSS) and CPU of both are sampled every 5 s. Prints the summary.
+
+Exporter targets: PROBE_URL?n=ID, one group per generation labelled gen. Evaluator
+targets: SCRAPE_ADDR (one address for all: the target serves every request the same) with
+labels instance="t<ID>" and __param_n=ID, one group per target, so each ID is a target of
+its own with its own series.
+"""
+import json
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ingest"))
+import measure as m  # noqa: E402  (bench/ingest/measure.py: /proc helpers)
+
+POLL = float(os.environ.get("POLL", "1"))
+PROBE_TS = re.compile(r'^lookout_target_last_probe_timestamp_seconds\{[^}]*instance="[^"]*[?&]n=(\d+)"[^}]*\} (\S+)', re.M)
+
+
+def atomic_write(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.rename(tmp, path)
+
+
+def write_files(exp_file, eval_file, probe_url, scrape_addr, ids, gen_of):
+    gens = {}
+    for i in ids:
+        gens.setdefault(gen_of[i], []).append(i)
+    atomic_write(exp_file, [{"targets": [f"{probe_url}?n={i}" for i in members], "labels": {"gen": str(g)}}
+                            for g, members in sorted(gens.items())])
+    atomic_write(eval_file, [{"targets": [scrape_addr], "labels": {"instance": f"t{i}", "__param_n": str(i),
+                                                                   "gen": str(gen_of[i])}} for i in ids])
+
+
+def exporter_probes(url):
+    """{id: last probe timestamp} from the exporter's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return {int(i): float(ts) for i, ts in PROBE_TS.findall(text)}
+
+
+def evaluator_scrapes(url):
+    """{id: timestamp of the latest up sample} from the evaluator's query API."""
+    q = urllib.parse.urlencode({"query": 'timestamp(up{job="sd"})', "time": f"{time.time():.3f}"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=30) as r:
+        res = json.load(r)["data"]["result"]
+    return {int(s["metric"]["instance"][1:]): float(s["value"][1]) for s in res}
+
+
+class Follower:
+    """Latencies of one program following the rewrites."""
+
+    def __init__(self, name, fetch):
+        self.name, self.fetch = name, fetch
+        self.add, self.remove, self.missing_add, self.missing_remove, self.errors = [], [], 0, 0, 0
+
+    def follow(self, changed_at, added, removed, until):
+        pending_add, pending_remove = set(added), set(removed)
+        while (pending_add or pending_remove) and time.time() < until:
+            t_poll = time.time()
+            try:
+                seen = self.fetch()
+            except Exception:  # noqa: BLE001 - counted
+                self.errors += 1
+                time.sleep(POLL)
+                continue
+            for i in [i for i in pending_add if i in seen]:
+                self.add.append(seen[i] - changed_at)
+                pending_add.discard(i)
+            for i in [i for i in pending_remove if i not in seen]:
+                self.remove.append(t_poll - changed_at)
+                pending_remove.discard(i)
+            time.sleep(max(0.0, POLL - (time.time() - t_poll)))
+        self.missing_add += len(pending_add)
+        self.missing_remove += len(pending_remove)
+
+
+def summary(values):
+    if not values:
+        return "-", "-"
+    return f"{statistics.median(values):.1f} s", f"{max(values):.1f} s"
+
+
+def run(args):
+    exp_file, eval_file, probe_url, scrape_addr = args[:4]
+    targets, fraction, period, rounds = int(args[4]), float(args[5]), float(args[6]), int(args[7])
+    progs = [a.split("=", 2) for a in args[8:10]]
+    (exp_name, exp_pid, exp_url), (ev_name, ev_pid, ev_url) = progs
+    ids = list(range(targets))
+    gen_of = {i: 0 for i in ids}
+    step = int(targets * fraction)
+    samples = []  # (t, name, rss_kib, cpu_s)
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            t = time.time()
+            for name, pid, _ in progs:
+                samples.append((t, name, m.status_kib(pid, "VmRSS"), m.cpu_seconds(pid)))
+            stop.wait(5)
+
+    threading.Thread(target=sampler, daemon=True).start()
+    followers = [Follower(exp_name, lambda: exporter_probes(exp_url)),
+                 Follower(ev_name, lambda: evaluator_scrapes(ev_url))]
+    start = time.time()
+    next_id = targets
+    for r in range(1, rounds + 1):
+        removed, ids = ids[:step], ids[step:]
+        added = list(range(next_id, next_id + step))
+        next_id += step
+        for i in added:
+            gen_of[i] = r
+        ids += added
+        changed_at = time.time()
+        write_files(exp_file, eval_file, probe_url, scrape_addr, ids, gen_of)
+        until = start + r * period
+        threads = [threading.Thread(target=f.follow, args=(changed_at, added, removed, until)) for f in followers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"  round {r}: +{step} -{step} targets; "
+              + "; ".join(f"{f.name} {len(f.add)} added seen, {len(f.remove)} removed gone" for f in followers),
+              file=sys.stderr, flush=True)
+        time.sleep(max(0.0, until - time.time()))
+    stop.set()
+    end = time.time()
+    load = open("/proc/loadavg").read().split()[:3]
+    print(f"{rounds} rewrites of {targets} targets ({step} replaced each), every {period:.0f} s; "
+          f"load average at the end {' '.join(load)}")
+    print("| program | new target: first probe/scrape after rewrite, median | max | not seen"
+          " | removed target: gone after rewrite, median | max | still there | poll errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for f in followers:
+        a_med, a_max = summary(f.add)
+        r_med, r_max = summary(f.remove)
+        print(f"| {f.name} | {a_med} | {a_max} | {f.missing_add} | {r_med} | {r_max} | {f.missing_remove} | {f.errors} |")
+    print()
+    print("| program | RSS, mean of first minute | RSS, mean of last minute | change | peak RSS (VmHWM) | CPU % of a core over the churn |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, pid, _ in progs:
+        own = [s for s in samples if s[1] == name]
+        first = [s[2] for s in own if s[0] < start + 60]
+        last = [s[2] for s in own if s[0] >= end - 60]
+        f_mean, l_mean = statistics.mean(first) / 1024, statistics.mean(last) / 1024
+        cpu = (own[-1][3] - own[0][3]) / (own[-1][0] - own[0][0]) * 100
+        print(f"| {name} | {f_mean:.1f} MiB | {l_mean:.1f} MiB | {100 * (l_mean - f_mean) / f_mean:+.1f} % "
+              f"| {m.status_kib(pid, 'VmHWM') / 1024:.1f} MiB | {cpu:.1f} % |")
+    print()
+    print("RSS over time (MiB, every 30 s): " + "; ".join(
+        f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
+        for name, _, _ in progs))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "write":
+        a = sys.argv[2:]
+        first, count = int(a[4]), int(a[5])
+        ids = list(range(first, first + count))
+        write_files(a[0], a[1], a[2], a[3], ids, {i: 0 for i in ids})
+    else:
+        run(sys.argv[2:])

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Service-discovery churn bench (issue 14): file_sd_configs with TARGETS targets, FRACTION of
+# them replaced every PERIOD seconds, ROUNDS times, for both sides of Lookout at once:
+#   exporter   `lookout exporter` with a target group (module http_2xx, probe every
+#              PROBE_INTERVAL s) over one file_sd file of HTTP targets; they all point at a
+#              second `lookout exporter` serving /-/healthy, told apart by ?n=ID.
+#   evaluator  `lookout evaluator` (embedded mode, memory only, no rules) with a scrape config
+#              (every SCRAPE_INTERVAL s) over another file_sd file; all its targets are one
+#              loopback port of ../api/target.py (3 series per scrape) told apart by
+#              __param_n=ID and instance="tID" (one process cannot hold 10,000 ports, and
+#              127.0.0.x aliases would need a wildcard bind).
+# After WARMUP seconds on the initial set, churn.py rewrites both files atomically (write,
+# rename) and measures how probes and scrapes follow: for a new target the time from the
+# rewrite to its first probe/scrape (that sample's own timestamp; it includes the schedule's
+# offset of the first run within the interval, which is up to one interval by design), for
+# a removed target the time until /metrics (exporter) or the query API (evaluator, stale
+# after removal) stops showing it (to within POLL seconds), median and max; and RSS over
+# time (mean of the first vs the last minute of the churn, peak) and CPU of both.
+# Goal: new targets probed/scraped within about one interval plus the 5 s file check,
+# removed ones gone within seconds, RSS flat across rewrites.
+#
+# Usage: bench/sd_churn/run.sh   (env: TARGETS=10000 FRACTION=0.1 PERIOD=60 ROUNDS=5
+#                                 PROBE_INTERVAL=15 SCRAPE_INTERVAL=30 WARMUP=60 POLL=1
+#                                 PORT_BASE=19800; LOOKOUT_BIN=path skips the release build)
+# Needs: cargo, curl, python3.
+set -euo pipefail
+
+TARGETS=${TARGETS:-10000}
+FRACTION=${FRACTION:-0.1}
+PERIOD=${PERIOD:-60}
+ROUNDS=${ROUNDS:-5}
+PROBE_INTERVAL=${PROBE_INTERVAL:-15}
+SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-30}
+WARMUP=${WARMUP:-60}
+PORT_BASE=${PORT_BASE:-19800}
+export POLL=${POLL:-1}
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+LOOKOUT=${LOOKOUT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for cmd in curl python3; do
+  command -v "$cmd" >/dev/null || { echo "needs $cmd" >&2; exit 1; }
+done
+if [ -z "${LOOKOUT_BIN:-}" ]; then
+  echo "building lookout (release)..." >&2
+  (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
+fi
+ports_free() { # port... : another bench (or anything) on these ports would be measured instead
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "port $p is in use: set PORT_BASE to a free range" >&2; exit 1
+    fi
+  done
+}
+wait_up() { # url
+  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "not reachable: $1" >&2; exit 1
+}
+
+HEALTHY_PORT=$PORT_BASE SCRAPE_PORT=$((PORT_BASE + 1)) E_PORT=$((PORT_BASE + 2)) V_PORT=$((PORT_BASE + 3))
+ports_free "$HEALTHY_PORT" "$SCRAPE_PORT" "$E_PORT" "$V_PORT"
+PROBE_URL="http://127.0.0.1:$HEALTHY_PORT/-/healthy"
+SCRAPE_ADDR="127.0.0.1:$SCRAPE_PORT"
+
+# --- targets ------------------------------------------------------------------------------
+echo "modules: {}" > "$WORK/healthy.yml"
+"$LOOKOUT" --log.level warn exporter --config.file "$WORK/healthy.yml" \
+  --web.listen-address "127.0.0.1:$HEALTHY_PORT" 2>"$WORK/healthy.log" &
+PIDS+=($!)
+python3 "$ROOT/bench/api/target.py" "$SCRAPE_PORT" 3 1 0 2>"$WORK/target.log" &
+PIDS+=($!)
+wait_up "$PROBE_URL"
+wait_up "http://$SCRAPE_ADDR/metrics"
+
+# --- the two programs under test, on the initial set ----------------------------------------
+python3 "$HERE/churn.py" write "$WORK/exporter-sd.json" "$WORK/evaluator-sd.json" "$PROBE_URL" "$SCRAPE_ADDR" 0 "$TARGETS"
+cat > "$WORK/exporter.yml" <<YML
+modules:
+  http_2xx:
+    prober: http
+    timeout: 5s
+    http: {preferred_ip_protocol: ip4}
+target_groups:
+  - name: churn
+    module: http_2xx
+    interval: ${PROBE_INTERVAL}s
+    file_sd_configs: [{files: ['$WORK/exporter-sd.json']}]
+YML
+cat > "$WORK/evaluator.yml" <<YML
+global: {scrape_interval: ${SCRAPE_INTERVAL}s, scrape_timeout: 10s}
+scrape_configs:
+  - job_name: sd
+    file_sd_configs: [{files: ['$WORK/evaluator-sd.json']}]
+YML
+"$LOOKOUT" --log.level warn exporter --config.file "$WORK/exporter.yml" \
+  --web.listen-address "127.0.0.1:$E_PORT" 2>"$WORK/exporter.log" &
+E_PID=$!; PIDS+=($E_PID)
+"$LOOKOUT" --log.level warn evaluator --config.file "$WORK/evaluator.yml" \
+  --web.listen-address "127.0.0.1:$V_PORT" --rules.state-file "$WORK/state.json" \
+  --storage.tsdb.path= 2>"$WORK/evaluator.log" &
+V_PID=$!; PIDS+=($V_PID)
+wait_up "http://127.0.0.1:$E_PORT/-/healthy"
+wait_up "http://127.0.0.1:$V_PORT/-/ready"
+echo "== $TARGETS targets each: warm-up ${WARMUP}s, then $ROUNDS rewrites every ${PERIOD}s" >&2
+sleep "$WARMUP"
+probed=$(curl -fsS "http://127.0.0.1:$E_PORT/metrics" | grep -c '^lookout_target_last_probe_timestamp_seconds{' || true)
+scraped=$(curl -fsS "http://127.0.0.1:$V_PORT/api/v1/query" --data-urlencode 'query=count(up{job="sd"} == 1)' |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
+head_series() { curl -fsS "http://127.0.0.1:$V_PORT/metrics" | awk '/^prometheus_tsdb_head_series / {print $2}'; }
+series0=$(head_series)
+echo "after warm-up: exporter has probed $probed targets, evaluator scraped $scraped targets up ($series0 series)" >&2
+
+python3 "$HERE/churn.py" run "$WORK/exporter-sd.json" "$WORK/evaluator-sd.json" "$PROBE_URL" "$SCRAPE_ADDR" \
+  "$TARGETS" "$FRACTION" "$PERIOD" "$ROUNDS" \
+  "exporter=$E_PID=http://127.0.0.1:$E_PORT" "evaluator=$V_PID=http://127.0.0.1:$V_PORT"
+echo "initial set after ${WARMUP}s: exporter probed $probed of $TARGETS, evaluator scraped $scraped of $TARGETS up"
+span=$((ROUNDS * PERIOD))
+query() { curl -fsS "http://127.0.0.1:$V_PORT/api/v1/query" --data-urlencode "query=$1" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
+echo "evaluator: series in memory $series0 after warm-up, $(head_series) after the churn (removed targets' series stay until retention, as in Prometheus's head);" \
+  "targets with a failed scrape during the churn: $(query "count(min_over_time(up{job=\"sd\"}[${span}s]) == 0)")," \
+  "longest scrape: $(query "max(max_over_time(scrape_duration_seconds{job=\"sd\"}[${span}s]))") s;" \
+  "scrapes the target saw cut short (broken pipe or reset): $(grep -cE 'BrokenPipeError|ConnectionResetError' "$WORK/target.log" || true)"
+metrics=$(curl -fsS "http://127.0.0.1:$E_PORT/metrics")
+echo "exporter: targets down now $(echo "$metrics" | grep -c '^up{.*} 0$' || true)," \
+  "skipped probe ticks $(echo "$metrics" | awk '/^lookout_exporter_probes_skipped_total/ {s += $2} END {print s + 0}')"
+for log in "$WORK"/exporter.log "$WORK"/evaluator.log; do
+  if [ -s "$log" ]; then echo "-- $(basename "$log"): $(wc -l < "$log") lines, last:"; tail -n 3 "$log" | cut -c1-300; fi
+done
