@@ -114,6 +114,7 @@ impl Evaluator<'_> {
                         t: ts,
                         f,
                         drop_name: sv.drop_name,
+                        h: None,
                     }));
                 }
                 return Ok(Value::Vector(out));
@@ -453,6 +454,7 @@ fn aggregate(
             t: 0,
             f: v,
             drop_name: g.drop_name,
+            h: None,
         });
     }
     Ok(out)
@@ -516,6 +518,7 @@ fn count_values(
                 t: 0,
                 f,
                 drop_name: false,
+                h: None,
             }
         })
         .collect())
@@ -566,6 +569,7 @@ mod tests {
                 t: 0,
                 f,
                 drop_name: false,
+                h: None,
             })
             .collect();
         for cmp in [

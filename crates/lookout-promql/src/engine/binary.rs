@@ -464,6 +464,7 @@ fn vector_binop(
                         t: ls.t,
                         f: fill,
                         drop_name: false,
+                        h: None,
                     };
                     ctx.apply(ls, &rs, sig, &mut matched, &mut out)?;
                 }
@@ -481,6 +482,7 @@ fn vector_binop(
                 t: rs.t,
                 f: fill,
                 drop_name: false,
+                h: None,
             };
             ctx.apply(&ls, rs, sig, &mut matched, &mut out)?;
         }
@@ -545,6 +547,7 @@ impl OpCtx<'_> {
                 t: ls.t,
                 f: v,
                 drop_name: return_bool || (!op.changes_schema() && ls.drop_name),
+                h: None,
             });
         }
         Ok(())

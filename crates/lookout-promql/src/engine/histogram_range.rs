@@ -1,0 +1,301 @@
+//! Range functions over series holding native histograms: `rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `resets`, `changes` and the `*_over_time` functions that take
+//! histograms (`sum`, `avg`, `count`, `last`, `first`, `present`). The float-only
+//! functions use a series' floats and ignore its histograms.
+
+use std::sync::Arc;
+
+use super::functions::{instant_value, range_kernel};
+use super::{AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Series};
+use crate::histogram::{CounterResetHint, FloatHistogram, HPoint, HistogramError};
+
+/// What summing histograms ran into (each an annotation).
+#[derive(Default)]
+pub(crate) struct SumNotes {
+    /// Both "counter reset" and "not a counter reset" hints were summed.
+    pub(crate) collision: bool,
+    /// Mismatched custom bounds were reconciled.
+    pub(crate) reconciled: bool,
+}
+
+/// Sums histograms; `Err` when exponential and custom-bucket histograms are mixed.
+pub(crate) fn sum_histograms<'a>(
+    hs: impl IntoIterator<Item = &'a FloatHistogram>,
+    notes: &mut SumNotes,
+) -> Result<Option<FloatHistogram>, HistogramError> {
+    let (mut reset, mut not_reset) = (false, false);
+    let mut sum: Option<FloatHistogram> = None;
+    for h in hs {
+        match h.counter_reset_hint {
+            CounterResetHint::Reset => reset = true,
+            CounterResetHint::NotReset => not_reset = true,
+            _ => {}
+        }
+        match &mut sum {
+            None => sum = Some(h.clone()),
+            Some(s) => {
+                let c = s.add(h)?;
+                notes.reconciled |= c.nhcb_bounds_reconciled;
+            }
+        }
+    }
+    notes.collision |= reset && not_reset;
+    Ok(sum)
+}
+
+/// Exact equality as `changes()` sees it (the counter reset hint aside).
+fn same_histogram(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    a.schema == b.schema
+        && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+        && a.zero_count.to_bits() == b.zero_count.to_bits()
+        && a.count.to_bits() == b.count.to_bits()
+        && a.sum.to_bits() == b.sum.to_bits()
+        && a.positive == b.positive
+        && a.negative == b.negative
+        && a.custom_values == b.custom_values
+}
+
+/// A point of a series that may hold floats and histograms.
+enum Pt<'a> {
+    F(&'a FPoint),
+    H(&'a HPoint),
+}
+
+/// The points of `s` merged by time.
+fn merged(s: &Series) -> Vec<Pt<'_>> {
+    let mut out = Vec::with_capacity(s.floats.len() + s.histograms.len());
+    let (mut i, mut j) = (0, 0);
+    while i < s.floats.len() || j < s.histograms.len() {
+        if j >= s.histograms.len() || (i < s.floats.len() && s.floats[i].t < s.histograms[j].t) {
+            out.push(Pt::F(&s.floats[i]));
+            i += 1;
+        } else {
+            out.push(Pt::H(&s.histograms[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A result sample of a range function.
+fn result(metric: &super::Labels, ts: i64, f: f64, h: Option<FloatHistogram>) -> Sample {
+    Sample {
+        metric: metric.clone(),
+        t: ts,
+        f,
+        drop_name: true,
+        h: h.map(Arc::new),
+    }
+}
+
+impl Evaluator<'_> {
+    fn name_of(s: &Series) -> &str {
+        s.metric.metric_name().unwrap_or("")
+    }
+
+    pub(crate) fn warn_mixed_floats_histograms(&self, s: &Series, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!(
+                "encountered a mix of histograms and floats for metric name {:?}",
+                Self::name_of(s)
+            ),
+            anchor,
+        );
+    }
+
+    pub(crate) fn warn_mixed_schemas(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!(
+                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+            ),
+            anchor,
+        );
+    }
+
+    pub(crate) fn sum_notes(&self, notes: &SumNotes, op: &str, anchor: &str) {
+        if notes.collision {
+            self.annotate(
+                AnnotationLevel::Warning,
+                format!("conflicting counter resets during histogram {op}"),
+                anchor,
+            );
+        }
+        if notes.reconciled {
+            self.annotate(
+                AnnotationLevel::Info,
+                format!("mismatched custom buckets were reconciled during {op}"),
+                anchor,
+            );
+        }
+    }
+
+    /// The value of range function `name` over series `s`, which holds histograms.
+    pub(crate) fn histogram_range_value(
+        &self,
+        name: &str,
+        s: &Series,
+        arg: &RangeArg,
+        scalars: &[f64],
+        anchor: &str,
+        ts: i64,
+    ) -> Result<Option<Sample>, QueryError> {
+        let m = &s.metric;
+        let mixed = !s.floats.is_empty();
+        Ok(match name {
+            "rate" | "increase" | "delta" if arg.mode == RangeMode::Plain => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                self.histogram_rate(s, arg, name != "delta", name == "rate", anchor)
+                    .map(|h| result(m, ts, 0.0, Some(h)))
+            }
+            "irate" | "idelta" => self.histogram_instant(s, name == "irate", anchor, ts),
+            "resets" | "changes" => {
+                let pts = merged(s);
+                let n = pts
+                    .windows(2)
+                    .filter(|w| match (&w[0], &w[1]) {
+                        (Pt::F(a), Pt::F(b)) if name == "resets" => b.f < a.f,
+                        (Pt::F(a), Pt::F(b)) => !(b.f == a.f || (b.f.is_nan() && a.f.is_nan())),
+                        (Pt::H(a), Pt::H(b)) if name == "resets" => b.h.detect_reset(&a.h),
+                        (Pt::H(a), Pt::H(b)) => !same_histogram(&a.h, &b.h),
+                        _ => true,
+                    })
+                    .count();
+                Some(result(m, ts, n as f64, None))
+            }
+            "count_over_time" => Some(result(
+                m,
+                ts,
+                (s.floats.len() + s.histograms.len()) as f64,
+                None,
+            )),
+            "present_over_time" => Some(result(m, ts, 1.0, None)),
+            "last_over_time" | "first_over_time" => {
+                let pts = merged(s);
+                let p = if name == "last_over_time" {
+                    pts.last()
+                } else {
+                    pts.first()
+                };
+                let mut out = match p {
+                    Some(Pt::F(p)) => result(m, ts, p.f, None),
+                    Some(Pt::H(p)) => Sample {
+                        h: Some(p.h.clone()),
+                        ..result(m, ts, 0.0, None)
+                    },
+                    None => return Ok(None),
+                };
+                out.drop_name = s.drop_name;
+                Some(out)
+            }
+            "sum_over_time" | "avg_over_time" => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                let mut notes = SumNotes::default();
+                let sum = sum_histograms(s.histograms.iter().map(|p| &*p.h), &mut notes);
+                self.sum_notes(&notes, "aggregation", anchor);
+                let Ok(Some(mut h)) = sum else {
+                    self.warn_mixed_schemas(Self::name_of(s), anchor);
+                    return Ok(None);
+                };
+                if name == "avg_over_time" {
+                    h.div(s.histograms.len() as f64);
+                }
+                Some(result(m, ts, 0.0, Some(h)))
+            }
+            _ => {
+                // Float-only functions: the histograms are ignored.
+                if !mixed {
+                    return Ok(None);
+                }
+                self.annotate(
+                    AnnotationLevel::Info,
+                    format!(
+                        "ignored histograms in a range containing both floats and histograms for metric name {:?}",
+                        Self::name_of(s)
+                    ),
+                    anchor,
+                );
+                range_kernel(name, &s.floats, None, arg, scalars, ts)?
+                    .map(|f| result(m, ts, f, None))
+            }
+        })
+    }
+
+    /// `irate`/`idelta` over the last two points, which must both be histograms.
+    fn histogram_instant(
+        &self,
+        s: &Series,
+        is_rate: bool,
+        anchor: &str,
+        ts: i64,
+    ) -> Option<Sample> {
+        let pts = merged(s);
+        let [.., a, b] = pts.as_slice() else {
+            return None;
+        };
+        let (Pt::H(a), Pt::H(b)) = (a, b) else {
+            if matches!((a, b), (Pt::F(_), Pt::F(_))) {
+                return instant_value(&s.floats, &[], is_rate)
+                    .map(|f| result(&s.metric, ts, f, None));
+            }
+            self.warn_mixed_floats_histograms(s, anchor);
+            return None;
+        };
+        let interval = b.t - a.t;
+        if interval == 0 {
+            return None;
+        }
+        let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+        let name = Self::name_of(s);
+        if is_rate && (gauge(&a.h) || gauge(&b.h)) {
+            self.not_counter_warning(name, anchor);
+        }
+        if !is_rate && (!gauge(&a.h) || !gauge(&b.h)) {
+            self.not_gauge_warning(name, anchor);
+        }
+        let mut h = (*b.h).clone();
+        if !is_rate || !b.h.detect_reset(&a.h) {
+            match h.sub(&a.h) {
+                Err(_) => {
+                    self.warn_mixed_schemas(name, anchor);
+                    return None;
+                }
+                Ok(c) if c.nhcb_bounds_reconciled => self.annotate(
+                    AnnotationLevel::Info,
+                    "mismatched custom buckets were reconciled during subtraction".into(),
+                    anchor,
+                ),
+                Ok(_) => {}
+            }
+        }
+        h.counter_reset_hint = CounterResetHint::Gauge;
+        h.compact();
+        if is_rate {
+            h.div(interval as f64 / 1000.0);
+        }
+        Some(result(&s.metric, ts, 0.0, Some(h)))
+    }
+
+    pub(crate) fn not_counter_warning(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!("this native histogram metric is not a counter: {name:?}"),
+            anchor,
+        );
+    }
+
+    pub(crate) fn not_gauge_warning(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!("this native histogram metric is not a gauge: {name:?}"),
+            anchor,
+        );
+    }
+}
