@@ -126,7 +126,25 @@ impl Evaluator<'_> {
             let stop = self.stop();
             return aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector);
         }
-        let vec = self.eval_vector(&a.expr, ts)?;
+        let mut vec = self.eval_vector(&a.expr, ts)?;
+        if vec.iter().any(|s| s.h.is_some()) {
+            let anchor = a.to_string();
+            match op.as_str() {
+                "sum" | "avg" | "count" | "group" => {
+                    let mut grouper = |l: &Labels| {
+                        (
+                            group_key(l, without, &grouping),
+                            group_labels(l, without, &grouping),
+                        )
+                    };
+                    return self
+                        .aggregate_histograms(&op, vec, &mut grouper, &anchor)
+                        .map(Value::Vector);
+                }
+                "limitk" | "limit_ratio" | "count_values" => {}
+                _ => self.ignore_histograms(&op, &mut vec, &anchor),
+            }
+        }
         match op.as_str() {
             "topk" | "bottomk" | "limitk" | "limit_ratio" => {
                 let p = param.unwrap_or(f64::NAN);

@@ -27,7 +27,9 @@
 //! (Prometheus counts the peak over the whole query; the bound here is per part).
 
 mod aggregations;
+mod aggregations_histogram;
 mod binary;
+mod binary_histogram;
 pub mod cancel;
 pub mod depth;
 pub mod error;
@@ -44,6 +46,7 @@ pub mod windows;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher};
@@ -1401,6 +1404,9 @@ impl<'a> Evaluator<'a> {
                     for s in vec.iter_mut() {
                         s.f = -s.f;
                         s.drop_name = true;
+                        if let Some(h) = &mut s.h {
+                            Arc::make_mut(h).mul(-1.0);
+                        }
                     }
                     Ok(Value::Vector(vec))
                 }
