@@ -128,7 +128,7 @@ impl Evaluator<'_> {
         }
         let mut vec = self.eval_vector(&a.expr, ts)?;
         if vec.iter().any(|s| s.h.is_some()) {
-            let anchor = a.to_string();
+            let anchor = a.expr.to_string();
             match op.as_str() {
                 "sum" | "avg" | "count" | "group" => {
                     let mut grouper = |l: &Labels| {

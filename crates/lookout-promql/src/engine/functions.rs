@@ -105,8 +105,9 @@ impl Evaluator<'_> {
             }),
             "scalar" => {
                 let v = self.eval_vector(args[0], ts)?;
-                let f = match v.as_slice() {
-                    [s] if s.h.is_none() => s.f,
+                let mut floats = v.iter().filter(|s| s.h.is_none());
+                let f = match (floats.next(), floats.next()) {
+                    (Some(s), None) => s.f,
                     _ => f64::NAN,
                 };
                 Ok(Value::Scalar { t: ts, v: f })
@@ -156,6 +157,7 @@ impl Evaluator<'_> {
                     vec.into_iter()
                         .map(|mut s| {
                             s.f = s.t as f64 / 1000.0;
+                            s.h = None;
                             s.t = ts;
                             s.drop_name = true;
                             s
@@ -213,7 +215,7 @@ impl Evaluator<'_> {
             "label_join" => self.label_join(&args, ts).map(Value::Vector),
             "histogram_quantile" => {
                 let q = self.eval_scalar(args[0], ts)?;
-                let (native, v) = split_native(self.eval_vector(args[1], ts)?);
+                let (mut native, mut v) = split_native(self.eval_vector(args[1], ts)?);
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     self.annotate(
                         AnnotationLevel::Warning,
@@ -222,6 +224,7 @@ impl Evaluator<'_> {
                     );
                 }
                 let anchor = args[1].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
                 let mut out = self.native_quantiles(&[q], None, &native, &anchor, ts);
                 for (metric, mut buckets) in groups {
@@ -247,7 +250,7 @@ impl Evaluator<'_> {
                 vec_out(out)
             }
             "histogram_quantiles" => {
-                let (native, v) = split_native(self.eval_vector(args[0], ts)?);
+                let (mut native, mut v) = split_native(self.eval_vector(args[0], ts)?);
                 let label = self.eval_string(args[1], ts)?;
                 let mut qs = Vec::new();
                 for a in &args[2..] {
@@ -262,6 +265,7 @@ impl Evaluator<'_> {
                     qs.push(q);
                 }
                 let anchor = args[0].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
                 let mut out = self.native_quantiles(&qs, Some(&label), &native, &anchor, ts);
                 for (metric, buckets) in groups {
@@ -293,8 +297,9 @@ impl Evaluator<'_> {
             "histogram_fraction" => {
                 let lower = self.eval_scalar(args[0], ts)?;
                 let upper = self.eval_scalar(args[1], ts)?;
-                let (native, v) = split_native(self.eval_vector(args[2], ts)?);
+                let (mut native, mut v) = split_native(self.eval_vector(args[2], ts)?);
                 let anchor = args[2].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
                 let mut out = self.native_fractions(lower, upper, &native, &anchor, ts);
                 for (metric, mut buckets) in groups {
@@ -1300,7 +1305,7 @@ fn absent_labels(e: &Expr) -> Labels {
 }
 
 /// Go's `strconv.ParseFloat` for bucket bounds (accepts `+Inf`, `Inf`, `NaN`, …).
-fn parse_go_float(s: &str) -> Option<f64> {
+pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     if s.is_empty() {
         return None;
     }

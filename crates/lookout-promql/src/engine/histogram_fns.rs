@@ -36,6 +36,47 @@ fn simple(name: &str, h: &FloatHistogram) -> f64 {
 }
 
 impl Evaluator<'_> {
+    /// Drops the native histograms that have classic buckets with the same labels (and
+    /// those buckets), with the warning Prometheus gives for such a mix.
+    pub(crate) fn drop_classic_native_mix(
+        &self,
+        native: &mut Vector,
+        floats: &mut Vector,
+        anchor: &str,
+    ) {
+        if native.is_empty() || floats.is_empty() {
+            return;
+        }
+        let classic = |s: &Sample| {
+            let le = s.metric.get("le")?;
+            super::functions::parse_go_float(le)?;
+            let mut l = s.metric.clone();
+            l.remove("le");
+            Some(l)
+        };
+        let buckets: std::collections::HashSet<Labels> =
+            floats.iter().filter_map(classic).collect();
+        let mut mixed = std::collections::HashSet::new();
+        native.retain(|s| {
+            if !buckets.contains(&s.metric) {
+                return true;
+            }
+            self.annotate(
+                AnnotationLevel::Warning,
+                format!(
+                    "vector contains a mix of classic and native histograms for metric name {:?}",
+                    s.metric.metric_name().unwrap_or("")
+                ),
+                anchor,
+            );
+            mixed.insert(s.metric.clone());
+            false
+        });
+        if !mixed.is_empty() {
+            floats.retain(|s| classic(s).is_none_or(|l| !mixed.contains(&l)));
+        }
+    }
+
     /// `histogram_count` and friends: one float per histogram sample, floats ignored.
     pub(crate) fn histogram_simple(&self, name: &str, v: Vector, ts: i64) -> Vector {
         v.into_iter()

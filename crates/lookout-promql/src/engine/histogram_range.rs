@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::functions::{instant_value, range_kernel};
+use super::kahan_sum_inc;
 use super::{AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Series};
 use crate::histogram::{CounterResetHint, FloatHistogram, HPoint, HistogramError};
 
@@ -25,6 +26,9 @@ pub(crate) fn sum_histograms<'a>(
 ) -> Result<Option<FloatHistogram>, HistogramError> {
     let (mut reset, mut not_reset) = (false, false);
     let mut sum: Option<FloatHistogram> = None;
+    // Kahan compensation of the sum, count and zero count (the fields where summing
+    // large values of opposite sign loses the small ones).
+    let (mut c_sum, mut c_count, mut c_zero) = (0.0, 0.0, 0.0);
     for h in hs {
         match h.counter_reset_hint {
             CounterResetHint::Reset => reset = true,
@@ -34,10 +38,21 @@ pub(crate) fn sum_histograms<'a>(
         match &mut sum {
             None => sum = Some(h.clone()),
             Some(s) => {
+                let (sum0, count0, zero0) = (s.sum, s.count, s.zero_count);
                 let c = s.add(h)?;
                 notes.reconciled |= c.nhcb_bounds_reconciled;
+                (s.sum, c_sum) = kahan_sum_inc(h.sum, sum0, c_sum);
+                (s.count, c_count) = kahan_sum_inc(h.count, count0, c_count);
+                if s.zero_threshold == h.zero_threshold {
+                    (s.zero_count, c_zero) = kahan_sum_inc(h.zero_count, zero0, c_zero);
+                }
             }
         }
+    }
+    if let Some(s) = &mut sum {
+        s.sum += c_sum;
+        s.count += c_count;
+        s.zero_count += c_zero;
     }
     notes.collision |= reset && not_reset;
     Ok(sum)

@@ -1345,14 +1345,16 @@ impl<'a> Evaluator<'a> {
             self.check_deadline()?;
             match self.eval(&sq.expr, st)? {
                 Value::Scalar { v, .. } => {
-                    add_sub_point(&mut index, &mut out, Labels::default(), false, st, v);
+                    let p = (st, v, None);
+                    add_sub_point(&mut index, &mut out, Labels::default(), false, p);
                     total += 1;
                 }
                 Value::Vector(vec) => {
                     total += vec.len();
                     for s in vec {
                         self.poll()?;
-                        add_sub_point(&mut index, &mut out, s.metric, s.drop_name, st, s.f);
+                        let p = (st, s.f, s.h);
+                        add_sub_point(&mut index, &mut out, s.metric, s.drop_name, p);
                     }
                 }
                 other => {
@@ -1467,24 +1469,26 @@ fn add_sub_point(
     out: &mut Matrix,
     metric: Labels,
     drop_name: bool,
-    t: i64,
-    f: f64,
+    (t, f, h): (i64, f64, Option<Arc<crate::histogram::FloatHistogram>>),
 ) {
-    match index.get(&metric) {
+    let i = match index.get(&metric) {
         Some(&i) => {
-            out[i].floats.push(FPoint { t, f });
             out[i].drop_name |= drop_name;
+            i
         }
         None => {
             index.insert(metric.clone(), out.len());
             out.push(Series {
                 metric,
-                floats: vec![FPoint { t, f }],
                 drop_name,
-                st: None,
-                histograms: Vec::new(),
+                ..Series::default()
             });
+            out.len() - 1
         }
+    };
+    match h {
+        Some(h) => out[i].histograms.push(HPoint { t, h }),
+        None => out[i].floats.push(FPoint { t, f }),
     }
 }
 

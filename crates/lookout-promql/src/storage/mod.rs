@@ -395,7 +395,7 @@ impl Chunks {
                     .hist
                     .as_ref()
                     .and_then(|v| v.points.last())
-                    .is_some_and(|p| p.t == t && *p.h == *h);
+                    .is_some_and(|p| p.t == t && same_but_hint(&p.h, &h));
                 if same {
                     return Ok(());
                 }
@@ -405,6 +405,15 @@ impl Chunks {
                 });
             }
         }
+        let prev = self
+            .hist
+            .as_ref()
+            .and_then(|c| c.points.last())
+            .filter(|p| self.last.is_some_and(|(last_t, _)| last_t == p.t));
+        let h = match prev {
+            Some(p) => with_reset_hint(&p.h, h),
+            None => h,
+        };
         self.hist
             .get_or_insert_with(Box::default)
             .points
@@ -569,6 +578,35 @@ impl Chunks {
             self.st = None;
         }
     }
+}
+
+/// Whether a stored histogram equals an appended one: the stored hint may have been set
+/// by [`with_reset_hint`].
+fn same_but_hint(stored: &FloatHistogram, h: &FloatHistogram) -> bool {
+    let mut s = stored.clone();
+    s.counter_reset_hint = h.counter_reset_hint;
+    s == *h
+}
+
+/// The counter reset hint Prometheus's TSDB gives a histogram appended after `prev`: a
+/// detected reset or a changed layout starts a new chunk, whose first sample reads with
+/// an unknown hint (queries see no `Reset` hint there, Prometheus issue 15346), and any
+/// other sample continues the chunk (`NotReset`). Gauges and explicit hints are kept.
+fn with_reset_hint(prev: &FloatHistogram, h: Arc<FloatHistogram>) -> Arc<FloatHistogram> {
+    use crate::histogram::CounterResetHint as Hint;
+    if h.counter_reset_hint != Hint::Unknown || prev.counter_reset_hint == Hint::Gauge {
+        return h;
+    }
+    if h.detect_reset(prev)
+        || h.schema != prev.schema
+        || h.zero_threshold != prev.zero_threshold
+        || h.custom_values != prev.custom_values
+    {
+        return h;
+    }
+    let mut h = h;
+    Arc::make_mut(&mut h).counter_reset_hint = Hint::NotReset;
+    h
 }
 
 /// Copies the samples of `iter` in `[mint, maxt]` to `out`; false once past `maxt`.
