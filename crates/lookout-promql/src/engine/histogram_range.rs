@@ -189,6 +189,20 @@ impl Evaluator<'_> {
                 None,
             )),
             "present_over_time" => Some(result(m, ts, 1.0, None)),
+            "ts_of_last_over_time" | "ts_of_first_over_time" => {
+                let pts = merged(s);
+                let p = if name == "ts_of_last_over_time" {
+                    pts.last()
+                } else {
+                    pts.first()
+                };
+                let t = match p {
+                    Some(Pt::F(p)) => p.t,
+                    Some(Pt::H(p)) => p.t,
+                    None => return Ok(None),
+                };
+                Some(result(m, ts, t as f64 / 1000.0, None))
+            }
             "last_over_time" | "first_over_time" => {
                 let pts = merged(s);
                 let p = if name == "last_over_time" {

@@ -1487,7 +1487,15 @@ fn add_sub_point(
         }
     };
     match h {
-        Some(h) => out[i].histograms.push(HPoint { t, h }),
+        Some(mut h) => {
+            // Reset hints describe consecutive samples, which a subquery's points may not
+            // be: as in Prometheus, they become unknown (resets are detected again).
+            use crate::histogram::CounterResetHint as Hint;
+            if matches!(h.counter_reset_hint, Hint::Reset | Hint::NotReset) {
+                Arc::make_mut(&mut h).counter_reset_hint = Hint::Unknown;
+            }
+            out[i].histograms.push(HPoint { t, h })
+        }
         None => out[i].floats.push(FPoint { t, f }),
     }
 }
