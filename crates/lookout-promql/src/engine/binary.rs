@@ -65,6 +65,10 @@ pub(crate) enum BinOp {
     And,
     Or,
     Unless,
+    /// `</`: a histogram without its observations above the right-hand side.
+    TrimUpper,
+    /// `>/`: a histogram without its observations below the right-hand side.
+    TrimLower,
 }
 
 impl BinOp {
@@ -95,6 +99,10 @@ impl BinOp {
             self,
             BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
         )
+    }
+
+    fn is_trim(self) -> bool {
+        matches!(self, BinOp::TrimUpper | BinOp::TrimLower)
     }
 
     fn is_set(self) -> bool {
@@ -150,6 +158,7 @@ fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
         BinOp::Lt => (l, l < r),
         BinOp::Ge => (l, l >= r),
         BinOp::Le => (l, l <= r),
+        BinOp::TrimUpper | BinOp::TrimLower => (0.0, false),
         _ => (arith(op, l, r), true),
     }
 }
@@ -267,6 +276,11 @@ impl Evaluator<'_> {
         let op_text = b.op.to_string();
         let op = BinOp::parse(&op_text)
             .ok_or_else(|| QueryError::eval(format!("unknown binary operator {op_text:?}")))?;
+        let op = match (op, trim_marker(&b.lhs)) {
+            (BinOp::Lt, Some("upper")) => BinOp::TrimUpper,
+            (BinOp::Gt, Some("lower")) => BinOp::TrimLower,
+            (op, _) => op,
+        };
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lhs = self.eval(&b.lhs, ts)?;
         let rhs = self.eval(&b.rhs, ts)?;
@@ -324,6 +338,18 @@ impl Evaluator<'_> {
     }
 }
 
+/// The trim marker of a left-hand selector (see [`super::rewrite::TRIM_LABEL`]).
+fn trim_marker(e: &promql_parser::parser::Expr) -> Option<&str> {
+    let promql_parser::parser::Expr::VectorSelector(vs) = e else {
+        return None;
+    };
+    vs.matchers
+        .matchers
+        .iter()
+        .find(|m| m.name == super::rewrite::TRIM_LABEL)
+        .map(|m| m.value.as_str())
+}
+
 impl Evaluator<'_> {
     /// Raises the annotations of a binary operation (at its left-hand side).
     fn binary_notes(&self, notes: Vec<Note>, b: &BinaryExpr) {
@@ -349,11 +375,12 @@ fn vector_scalar(
     let mut out = Vec::with_capacity(vec.len());
     for mut s in vec {
         stop.check()?;
-        if let Some(h) = s.h.take() {
+        if s.h.is_some() || op.is_trim() {
+            let h = s.h.take();
             let (l, r) = if swap {
-                ((scalar, None), (0.0, Some(&h)))
+                ((scalar, None), (s.f, h.as_ref()))
             } else {
-                ((0.0, Some(&h)), (scalar, None))
+                ((s.f, h.as_ref()), (scalar, None))
             };
             let mut e = match hist_elem(op, l, r, notes) {
                 Ok(e) => e,
@@ -363,7 +390,7 @@ fn vector_scalar(
                 }
             };
             if op.is_comparison() && swap {
-                e.h = Some(h.clone());
+                e.h = h.clone();
             }
             if return_bool {
                 e.f = if e.keep { 1.0 } else { 0.0 };
@@ -569,7 +596,7 @@ impl OpCtx<'_> {
     ) -> Result<(), QueryError> {
         let (op, m, return_bool, swapped) = (self.op, self.m, self.return_bool, self.swapped);
         let (fl, fr) = if swapped { (rs.f, ls.f) } else { (ls.f, rs.f) };
-        let (mut v, keep, mut h) = if ls.h.is_some() || rs.h.is_some() {
+        let (mut v, keep, mut h) = if ls.h.is_some() || rs.h.is_some() || op.is_trim() {
             let (hl, hr) = if swapped {
                 (rs.h.as_ref(), ls.h.as_ref())
             } else {

@@ -42,6 +42,8 @@ fn op_text(op: BinOp) -> &'static str {
         BinOp::And => "and",
         BinOp::Or => "or",
         BinOp::Unless => "unless",
+        BinOp::TrimUpper => "</",
+        BinOp::TrimLower => ">/",
     }
 }
 
@@ -82,6 +84,8 @@ pub(crate) fn hist_elem(
         (None, Some(h), BinOp::Mul) => done(scaled(h, |h| h.mul(fl))),
         (Some(h), None, BinOp::Mul) => done(scaled(h, |h| h.mul(fr))),
         (Some(h), None, BinOp::Div) => done(scaled(h, |h| h.div(fr))),
+        (Some(h), None, BinOp::TrimUpper) => done(scaled(h, |h| h.trim(fr, true))),
+        (Some(h), None, BinOp::TrimLower) => done(scaled(h, |h| h.trim(fr, false))),
         (Some(a), Some(b), BinOp::Add | BinOp::Sub) => {
             let mut h = (**a).clone();
             let (res, what) = if op == BinOp::Add {

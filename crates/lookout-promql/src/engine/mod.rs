@@ -1034,7 +1034,7 @@ impl<'a> Evaluator<'a> {
             vs.matchers.or_matchers.clone()
         };
         for s in sets.iter_mut() {
-            s.retain(|m| m.name != rewrite::MODIFIER_LABEL);
+            s.retain(|m| m.name != rewrite::MODIFIER_LABEL && m.name != rewrite::TRIM_LABEL);
         }
         if let Some(n) = name {
             for s in sets.iter_mut() {

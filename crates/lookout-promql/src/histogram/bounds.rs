@@ -57,7 +57,7 @@ impl FloatHistogram {
         bucket_upper(index.saturating_sub(1), self.schema, &self.custom_values)
     }
 
-    fn positive_range(&self, b: &Bucket) -> BucketRange {
+    pub(crate) fn positive_range(&self, b: &Bucket) -> BucketRange {
         BucketRange {
             lower: self.lower(b.index),
             upper: self.upper(b.index),
@@ -65,7 +65,7 @@ impl FloatHistogram {
         }
     }
 
-    fn negative_range(&self, b: &Bucket) -> BucketRange {
+    pub(crate) fn negative_range(&self, b: &Bucket) -> BucketRange {
         BucketRange {
             lower: -self.upper(b.index),
             upper: -self.lower(b.index),

@@ -17,6 +17,7 @@ mod bounds;
 pub mod notation;
 mod ops;
 pub mod stats;
+mod trim;
 
 use std::sync::Arc;
 

@@ -228,7 +228,7 @@ impl FloatHistogram {
 }
 
 /// Fraction of bucket `b` below `v` on a logarithmic scale (negative buckets mirrored).
-fn fraction_below_log(b: &BucketRange, v: f64) -> f64 {
+pub(crate) fn fraction_below_log(b: &BucketRange, v: f64) -> f64 {
     let log_lower = b.lower.abs().log2();
     let log_upper = b.upper.abs().log2();
     let log_v = v.abs().log2();
