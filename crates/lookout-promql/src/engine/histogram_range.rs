@@ -167,9 +167,29 @@ impl Evaluator<'_> {
                 self.histogram_rate(s, arg, name != "delta", name == "rate", anchor)
                     .map(|h| result(m, ts, 0.0, Some(h)))
             }
+            "rate" | "increase" | "delta" => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                self.extended_histogram_rate(s, arg, name != "delta", name == "rate", anchor)
+                    .map(|h| result(m, ts, 0.0, Some(h)))
+            }
             "irate" | "idelta" => self.histogram_instant(s, name == "irate", anchor, ts),
             "resets" | "changes" => {
-                let pts = merged(s);
+                let mut pts = merged(s);
+                if arg.mode == RangeMode::Anchored {
+                    // From the last sample at or before the window's start.
+                    let t = |p: &Pt| match p {
+                        Pt::F(p) => p.t,
+                        Pt::H(p) => p.t,
+                    };
+                    let inside = pts.partition_point(|p| t(p) <= arg.range_start);
+                    if inside == pts.len() {
+                        return Ok(None);
+                    }
+                    pts.drain(..inside.saturating_sub(1));
+                }
                 let n = pts
                     .windows(2)
                     .filter(|w| match (&w[0], &w[1]) {

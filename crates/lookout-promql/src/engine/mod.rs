@@ -34,6 +34,7 @@ pub mod cancel;
 pub mod depth;
 pub mod error;
 mod functions;
+mod histogram_extended;
 mod histogram_fns;
 mod histogram_range;
 mod histogram_rate;
@@ -1130,6 +1131,13 @@ impl<'a> Evaluator<'a> {
         let bounds = self.upper_bounds(vs, &data, t);
         for (sd, &idx) in data.iter().zip(&bounds) {
             self.poll()?;
+            if smoothed && !sd.histograms.is_empty() {
+                let anchor = vs.name.as_deref().unwrap_or("");
+                if let Some(s) = self.smoothed_histogram(sd, t, ts, anchor) {
+                    out.push(s);
+                }
+                continue;
+            }
             if smoothed {
                 if let Some(f) = self.smoothed_value(&sd.samples, idx, t) {
                     out.push(Sample {
