@@ -338,6 +338,15 @@ impl Evaluator<'_> {
     }
 }
 
+/// Whether `b` is a trim operator (`</`, `>/`, carried as a marked comparison).
+pub(crate) fn is_trim_expr(b: &BinaryExpr) -> bool {
+    let op = b.op.to_string();
+    matches!(
+        (op.as_str(), trim_marker(&b.lhs)),
+        ("<", Some("upper")) | (">", Some("lower"))
+    )
+}
+
 /// The trim marker of a left-hand selector (see [`super::rewrite::TRIM_LABEL`]).
 fn trim_marker(e: &promql_parser::parser::Expr) -> Option<&str> {
     let promql_parser::parser::Expr::VectorSelector(vs) = e else {

@@ -38,6 +38,7 @@ mod histogram_extended;
 mod histogram_fns;
 mod histogram_range;
 mod histogram_rate;
+mod histogram_stats;
 pub mod parse_cache;
 mod rewrite;
 mod steps;
@@ -782,6 +783,8 @@ pub(crate) struct Evaluator<'a> {
     step_calls: steps::CallSet,
     /// Their results, computed the first time one of their steps is needed.
     step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
+    /// Selectors read with Prometheus's histogram-stats decoding (see `histogram_stats`).
+    stats_selectors: std::collections::HashSet<usize>,
     /// Per matrix selector of an all-steps call: whether it reads native histograms.
     histogram_selectors: RefCell<FastMap<usize, bool>>,
     /// Per aggregation over an all-steps call, each input series' group key and labels.
@@ -831,6 +834,7 @@ impl<'a> Evaluator<'a> {
             step_calls: steps::CallSet::default(),
             step_values: RefCell::new(FastMap::default()),
             histogram_selectors: RefCell::new(FastMap::default()),
+            stats_selectors: std::collections::HashSet::new(),
             step_groups: RefCell::new(FastMap::default()),
             evaluates_once: false,
         };
@@ -840,6 +844,7 @@ impl<'a> Evaluator<'a> {
         });
         ev.evaluates_once = start == end && !has_subquery;
         steps::collect_step_calls(expr, &mut ev.step_calls);
+        histogram_stats::collect_stats_selectors(expr, false, &mut ev.stats_selectors);
         let mut hulls = HashMap::new();
         ev.collect_hulls(expr, start, end, &mut hulls)?;
         ev.hulls = hulls;
@@ -1074,6 +1079,9 @@ impl<'a> Evaluator<'a> {
         };
         self.check_deadline()?;
         data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if self.stats_selectors.contains(&key) {
+            histogram_stats::set_stats_hints(&mut data);
+        }
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, data.clone());
         Ok(data)
