@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::histogram_range::{SumNotes, sum_histograms};
+use super::histogram_range::{SumNotes, avg_histograms, sum_histograms};
 use super::{AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Vector};
 use crate::histogram::FloatHistogram;
 use crate::labels::Labels;
@@ -98,15 +98,17 @@ impl Evaluator<'_> {
             }
             _ => {
                 let mut notes = SumNotes::default();
-                let sum = sum_histograms(g.hists.iter().map(|h| &**h), &mut notes);
+                let hs: Vec<&FloatHistogram> = g.hists.iter().map(|h| &**h).collect();
+                let value = if op == "avg" {
+                    avg_histograms(&hs, &mut notes)
+                } else {
+                    sum_histograms(&hs, &mut notes)
+                };
                 self.sum_notes(&notes, "aggregation", anchor);
-                let Ok(Some(mut h)) = sum else {
+                let Ok(Some(mut h)) = value else {
                     self.warn_mixed_schemas(g.metric.metric_name().unwrap_or(""), anchor);
                     return None;
                 };
-                if op == "avg" {
-                    h.div(n);
-                }
                 h.compact();
                 (0.0, Some(Arc::new(h)))
             }

@@ -19,43 +19,105 @@ pub(crate) struct SumNotes {
     pub(crate) reconciled: bool,
 }
 
+/// A running sum of histograms with Kahan compensation of the sum, count and zero count
+/// (the fields where adding large values of opposite sign loses the small ones).
+#[derive(Clone)]
+struct KahanSum {
+    sum: FloatHistogram,
+    c: (f64, f64, f64),
+}
+
+impl KahanSum {
+    fn add(&mut self, h: &FloatHistogram) -> Result<bool, HistogramError> {
+        let s = &mut self.sum;
+        let (sum0, count0, zero0, zt0) = (s.sum, s.count, s.zero_count, s.zero_threshold);
+        let reconciled = s.add(h)?.nhcb_bounds_reconciled;
+        (s.sum, self.c.0) = kahan_sum_inc(h.sum, sum0, self.c.0);
+        (s.count, self.c.1) = kahan_sum_inc(h.count, count0, self.c.1);
+        if s.zero_threshold == h.zero_threshold && s.zero_threshold == zt0 {
+            (s.zero_count, self.c.2) = kahan_sum_inc(h.zero_count, zero0, self.c.2);
+        }
+        Ok(reconciled)
+    }
+
+    fn value(&self) -> FloatHistogram {
+        let mut v = self.sum.clone();
+        v.sum += self.c.0;
+        v.count += self.c.1;
+        v.zero_count += self.c.2;
+        v
+    }
+}
+
+/// Whether both "counter reset" and "not a counter reset" hints are among `hs`.
+fn hints_collide(hs: &[&FloatHistogram]) -> bool {
+    let hint = |k| hs.iter().any(|h| h.counter_reset_hint == k);
+    hint(CounterResetHint::Reset) && hint(CounterResetHint::NotReset)
+}
+
 /// Sums histograms; `Err` when exponential and custom-bucket histograms are mixed.
-pub(crate) fn sum_histograms<'a>(
-    hs: impl IntoIterator<Item = &'a FloatHistogram>,
+pub(crate) fn sum_histograms(
+    hs: &[&FloatHistogram],
     notes: &mut SumNotes,
 ) -> Result<Option<FloatHistogram>, HistogramError> {
-    let (mut reset, mut not_reset) = (false, false);
-    let mut sum: Option<FloatHistogram> = None;
-    // Kahan compensation of the sum, count and zero count (the fields where summing
-    // large values of opposite sign loses the small ones).
-    let (mut c_sum, mut c_count, mut c_zero) = (0.0, 0.0, 0.0);
-    for h in hs {
-        match h.counter_reset_hint {
-            CounterResetHint::Reset => reset = true,
-            CounterResetHint::NotReset => not_reset = true,
-            _ => {}
-        }
-        match &mut sum {
-            None => sum = Some(h.clone()),
-            Some(s) => {
-                let (sum0, count0, zero0) = (s.sum, s.count, s.zero_count);
-                let c = s.add(h)?;
-                notes.reconciled |= c.nhcb_bounds_reconciled;
-                (s.sum, c_sum) = kahan_sum_inc(h.sum, sum0, c_sum);
-                (s.count, c_count) = kahan_sum_inc(h.count, count0, c_count);
-                if s.zero_threshold == h.zero_threshold {
-                    (s.zero_count, c_zero) = kahan_sum_inc(h.zero_count, zero0, c_zero);
-                }
-            }
-        }
+    let Some((first, rest)) = hs.split_first() else {
+        return Ok(None);
+    };
+    notes.collision |= hints_collide(hs);
+    let mut acc = KahanSum {
+        sum: (*first).clone(),
+        c: (0.0, 0.0, 0.0),
+    };
+    for h in rest {
+        notes.reconciled |= acc.add(h)?;
     }
-    if let Some(s) = &mut sum {
-        s.sum += c_sum;
-        s.count += c_count;
-        s.zero_count += c_zero;
+    Ok(Some(acc.value()))
+}
+
+/// The mean of histograms: their sum divided by their number, or, once the sum
+/// overflows, an incremental mean from there on (as Prometheus's `avg` does).
+pub(crate) fn avg_histograms(
+    hs: &[&FloatHistogram],
+    notes: &mut SumNotes,
+) -> Result<Option<FloatHistogram>, HistogramError> {
+    let Some((first, mut rest)) = hs.split_first() else {
+        return Ok(None);
+    };
+    notes.collision |= hints_collide(hs);
+    let mut acc = KahanSum {
+        sum: (*first).clone(),
+        c: (0.0, 0.0, 0.0),
+    };
+    let mut n = 1.0;
+    while let Some((h, tail)) = rest.split_first() {
+        let mut next = acc.clone();
+        let reconciled = next.add(h)?;
+        if next.value().has_overflow() {
+            break;
+        }
+        notes.reconciled |= reconciled;
+        acc = next;
+        n += 1.0;
+        rest = tail;
     }
-    notes.collision |= reset && not_reset;
-    Ok(sum)
+    if rest.is_empty() {
+        let mut mean = acc.value();
+        mean.div(n);
+        return Ok(Some(mean));
+    }
+    // Incremental mean, compensated the same way.
+    acc.sum.div(n);
+    acc.c = (acc.c.0 / n, acc.c.1 / n, acc.c.2 / n);
+    for h in rest {
+        n += 1.0;
+        let q = (n - 1.0) / n;
+        acc.sum.mul(q);
+        acc.c = (acc.c.0 * q, acc.c.1 * q, acc.c.2 * q);
+        let mut add = (*h).clone();
+        add.div(n);
+        notes.reconciled |= acc.add(&add)?;
+    }
+    Ok(Some(acc.value()))
 }
 
 /// Exact equality as `changes()` sees it (the counter reset hint aside).
@@ -247,15 +309,17 @@ impl Evaluator<'_> {
                     return Ok(None);
                 }
                 let mut notes = SumNotes::default();
-                let sum = sum_histograms(s.histograms.iter().map(|p| &*p.h), &mut notes);
+                let hs: Vec<&FloatHistogram> = s.histograms.iter().map(|p| &*p.h).collect();
+                let value = if name == "avg_over_time" {
+                    avg_histograms(&hs, &mut notes)
+                } else {
+                    sum_histograms(&hs, &mut notes)
+                };
                 self.sum_notes(&notes, "aggregation", anchor);
-                let Ok(Some(mut h)) = sum else {
+                let Ok(Some(h)) = value else {
                     self.warn_mixed_schemas(Self::name_of(s), anchor);
                     return Ok(None);
                 };
-                if name == "avg_over_time" {
-                    h.div(s.histograms.len() as f64);
-                }
                 Some(result(m, ts, 0.0, Some(h)))
             }
             _ => {
