@@ -519,7 +519,11 @@ fn count_values(
     for s in vec {
         stop.check()?;
         let mut metric = s.metric;
-        metric.set(label, &format_float_go(s.f));
+        let value = match &s.h {
+            Some(h) => super::histogram_fns::histogram_string(h),
+            None => format_float_go(s.f),
+        };
+        metric.set(label, &value);
         let key = group_labels(&metric, without, &grouping);
         let c = counts.entry(key.clone()).or_insert_with(|| {
             order.push(key);

@@ -13,6 +13,47 @@ pub(crate) fn split_native(v: Vector) -> (Vector, Vector) {
     v.into_iter().partition(|s| s.h.is_some())
 }
 
+/// Prometheus's `FloatHistogram.String()`: count, sum and the populated buckets in
+/// ascending order with their bounds (`count_values` uses it as the label value).
+pub(crate) fn histogram_string(h: &FloatHistogram) -> String {
+    use super::aggregations::go_g;
+    let mut out = format!("{{count:{}, sum:{}", go_g(h.count), go_g(h.sum));
+    let custom = h.uses_custom_buckets();
+    let mut push = |lower: f64, upper: f64, (li, ui): (bool, bool), count: f64| {
+        out.push_str(&format!(
+            ", {}{},{}{}:{}",
+            if li { '[' } else { '(' },
+            go_g(lower),
+            go_g(upper),
+            if ui { ']' } else { ')' },
+            go_g(count)
+        ));
+    };
+    for b in h.negative.iter().rev().filter(|b| b.count != 0.0) {
+        let (lower, upper) = (-h.upper(b.index), -h.lower(b.index));
+        push(lower, upper, (lower < 0.0, upper > 0.0), b.count);
+    }
+    if h.zero_count != 0.0 {
+        push(
+            -h.zero_threshold,
+            h.zero_threshold,
+            (true, true),
+            h.zero_count,
+        );
+    }
+    for b in h.positive.iter().filter(|b| b.count != 0.0) {
+        let (lower, upper) = (h.lower(b.index), h.upper(b.index));
+        let inclusive = if custom {
+            (b.index == 0, true)
+        } else {
+            (lower < 0.0, upper > 0.0)
+        };
+        push(lower, upper, inclusive, b.count);
+    }
+    out.push('}');
+    out
+}
+
 /// A float result sample computed from a histogram sample (the name is dropped).
 fn derived(metric: Labels, ts: i64, f: f64) -> Sample {
     Sample {
