@@ -500,11 +500,19 @@ async fn up_keeps_history_in_the_per_user_directory_by_default() {
         let mut up = Command::new(BIN);
         up.args(["up", "--web.listen-address.exporter", &exporter.to_string()])
             .args(["--web.listen-address.evaluator", &evaluator.to_string()])
+            .args(["--storage.tsdb.retention.size", "1GiB"])
             .env("XDG_DATA_HOME", xdg.path());
         let (rx, mut process) = spawn_up(&mut up, cwd.path());
         wait_for_line(&rx, "Ctrl-C");
         assert!(data.join("wal").is_dir() && data.join("lock").is_file());
         let figure = |m: &str, name| sample(m, name, &[]).unwrap_or(0.0);
+        // The retention flags reach the evaluator `up` runs.
+        let m = get_until(evaluator, "/metrics", 1, |_| true).await;
+        assert_eq!(
+            figure(&m, "prometheus_tsdb_retention_limit_bytes"),
+            1073741824.0,
+            "{m}"
+        );
         if run == 1 {
             let m = get_until(evaluator, "/metrics", 1, |_| true).await;
             assert!(figure(&m, "lookout_tsdb_wal_replayed_samples") > 0.0, "{m}");

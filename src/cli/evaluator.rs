@@ -64,14 +64,8 @@ pub struct Args {
         default_value_t = 10_000
     )]
     queue_capacity: usize,
-    /// Embedded mode: how long scraped samples and rule outputs are kept in memory.
-    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
-    storage_retention: Duration,
-    /// Embedded mode with a data directory: most bytes of persisted blocks plus the
-    /// write-ahead log; past it the oldest blocks are deleted, as Prometheus does (units
-    /// are base 2: 512MiB, 10GB = 10 GiB). Unset: no size limit.
-    #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE", value_parser = parse_size)]
-    storage_retention_size: Option<u64>,
+    #[command(flatten)]
+    retention: super::RetentionArgs,
     /// Embedded mode: data directory (relative to the working directory, as Prometheus's
     /// default); its write-ahead log (Prometheus's format, in DIR/wal) keeps scraped
     /// samples and rule outputs across restarts, and its lock file keeps a second
@@ -223,8 +217,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
     options.outage_tolerance = args.outage_tolerance;
     options.for_grace_period = args.for_grace_period;
     options.notification_queue_capacity = args.queue_capacity;
-    options.storage_retention = args.storage_retention;
-    options.storage_retention_size = args.storage_retention_size.unwrap_or(0);
+    args.retention.apply(&mut options);
     options.storage_path = Some(args.storage_path.clone()).filter(|p| !p.as_os_str().is_empty());
     options.query_max_samples = args.query_max_samples;
     options.query_timeout = args.query_timeout;

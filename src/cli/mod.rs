@@ -95,6 +95,28 @@ impl WindowArgs {
     }
 }
 
+/// `--storage.tsdb.retention.time` and `.size`, shared by `evaluator` and `up`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct RetentionArgs {
+    /// Embedded mode: how long scraped samples and rule outputs are kept (in memory and,
+    /// with a data directory, in its blocks).
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "1d", value_parser = lookout_promql::duration::parse_duration)]
+    pub time: std::time::Duration,
+    /// Embedded mode with a data directory: most bytes of persisted blocks plus the
+    /// write-ahead log; past it the oldest blocks are deleted, as Prometheus does (units
+    /// are base 2: 512MiB, 10GB = 10 GiB). Unset: no size limit.
+    #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE", value_parser = evaluator::parse_size)]
+    pub size: Option<u64>,
+}
+
+impl RetentionArgs {
+    /// Sets the evaluator's retention options from these flags.
+    pub fn apply(self, options: &mut lookout_evaluator::EvaluatorOptions) {
+        options.storage_retention = self.time;
+        options.storage_retention_size = self.size.unwrap_or(0);
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {

@@ -84,6 +84,8 @@ pub struct Args {
     state_file: Option<PathBuf>,
     #[command(flatten)]
     windows: super::WindowArgs,
+    #[command(flatten)]
+    retention: super::RetentionArgs,
     /// TLS, basic auth and lifecycle settings, applied to both servers. The built-in
     /// configuration scrapes and probes them over plain HTTP without a password, so with
     /// TLS or `basic_auth_scope: all` use `--config.dir` with matching `scrape_configs`
@@ -298,6 +300,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // `for` timers start afresh.
         o.state_file = args.state_file.clone();
         o.storage_path = up_storage_path(&args.storage_path, args.evaluator_address.port());
+        args.retention.apply(&mut o);
         o
     };
 

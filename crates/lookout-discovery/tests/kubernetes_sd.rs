@@ -878,3 +878,28 @@ fn label_names_are_sanitised() {
         "_n__code"
     );
 }
+
+#[tokio::test]
+async fn a_list_of_endless_empty_pages_fails_and_is_counted() {
+    let replay = Replay::start().await;
+    // Every page is empty and says there is more: the LIST gives up after its page bound
+    // (100 pages for a small object limit) instead of asking forever.
+    replay.set_list(
+        "pods",
+        json!({"kind": "PodList", "apiVersion": "v1",
+               "metadata": {"resourceVersion": "100", "continue": "more"}, "items": []}),
+    );
+    let options = DiscoveryOptions {
+        max_targets_per_source: 10,
+        ..Default::default()
+    };
+    let r = start(&format!("api_server: {}\nrole: pod", replay.url()), options);
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    let (lists, _) = replay.calls("pods");
+    assert!((100..=200).contains(&lists.len()), "{} pages", lists.len());
+    // A server that answers properly again is listed.
+    replay.set_list("pods", pod_list("300", &[pod("d", "290", "10.0.0.4")]));
+    r.wait("recovered", |g| addresses(g) == ["10.0.0.4:9100"])
+        .await;
+}

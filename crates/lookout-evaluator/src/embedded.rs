@@ -337,6 +337,11 @@ impl StorageCollector {
                     "The number of bytes that are currently used for local storage by all blocks.",
                     b.blocks_bytes,
                 ),
+                (
+                    "prometheus_tsdb_retention_limit_bytes",
+                    "Max number of bytes to be retained in the tsdb blocks, configured 0 means disabled",
+                    b.retention_limit_bytes,
+                ),
             ],
         )?;
         // A gauge of the last where Prometheus has a histogram: enough to see slow ones.

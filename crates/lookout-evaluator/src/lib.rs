@@ -266,7 +266,6 @@ where
         .clone()
         .unwrap_or_else(|| default_external_url(&opts.listen_address, web_server.tls_enabled()));
     let external_url = external_url.trim_end_matches('/').to_string();
-    let external_labels = cfg.external_labels();
 
     let mut registry = prometheus_client::registry::Registry::default();
     let rule_metrics = RuleMetrics::register(&mut registry);
@@ -274,180 +273,254 @@ where
     lookout_web::metrics::register(&mut registry);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    // Datasource.
-    let engine = lookout_promql::Engine::new(lookout_promql::engine::EngineOptions {
-        max_samples: opts.query_max_samples,
-        timeout: Some(opts.query_timeout),
-        max_depth: opts.query_max_depth,
-        windows: opts.query_windows,
-        ..lookout_promql::engine::EngineOptions::default()
-    });
-    let mut storage = None;
-    let mut scrape = None;
-    let datasource: Arc<dyn Datasource> = match &opts.datasource {
-        Some(remote_cfg) => {
-            let mut ds = remote::RemoteDatasource::new(remote_cfg.clone())
-                .map_err(|e| RunError::Remote(e.to_string()))?;
-            if let Some(w) = &opts.remote_write {
-                let writer = remote_write::RemoteWriter::start(w.clone(), &mut registry)
-                    .map_err(|e| RunError::Remote(e.to_string()))?;
-                ds = ds.with_remote_write(writer);
-            }
-            Arc::new(ds)
-        }
-        None => {
-            let storage_opts = lookout_promql::storage::StorageOptions {
-                retention: opts.storage_retention,
-                max_series: opts.storage_max_series,
-                retention_size: opts.storage_retention_size,
-                ..Default::default()
-            };
-            let st = Arc::new(match &opts.storage_path {
-                Some(dir) => {
-                    // Replaying the WAL reads the whole directory: off the async workers.
-                    let dir = dir.clone();
-                    tokio::task::spawn_blocking(move || {
-                        lookout_promql::storage::Storage::open(
-                            storage_opts,
-                            &dir,
-                            lookout_promql::storage::wal::WalOptions::default(),
-                        )
-                    })
-                    .await
-                    .map_err(|e| RunError::Remote(format!("storage replay: {e}")))??
-                }
-                None => lookout_promql::storage::Storage::new(storage_opts),
-            });
-            embedded::register_storage_metrics(&st, &mut registry);
-            let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), &mut registry, 0));
-            sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
-                .await
-                .map_err(|e| RunError::Scrape(e.to_string()))?;
-            sm.watch_discovery();
-            storage = Some(st.clone());
-            scrape = Some(sm);
-            Arc::new(embedded::EmbeddedDatasource::new(st, engine.clone()))
-        }
-    };
-
-    // Notifiers.
-    let notifier = Arc::new(notifier::NotifierManager::new(
-        notifier::NotifierOptions {
-            queue_capacity: opts.notification_queue_capacity,
-            external_url: external_url.clone(),
-        },
-        &mut registry,
-    ));
-    notifier.apply_config(&cfg.alerting, &external_labels)?;
-    let notifier_task = {
-        let n = notifier.clone();
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            n.run(async move {
-                let _ = rx.changed().await;
-            })
-            .await
-        })
-    };
-
-    // Rules.
-    let manager = RuleManager::new(ManagerOptions {
-        datasource: datasource.clone(),
-        notifier: notifier.clone(),
-        external_labels: external_labels.clone(),
-        external_url: external_url.clone(),
-        default_interval: cfg.evaluation_interval(),
-        resend_delay: opts.resend_delay,
-        outage_tolerance: opts.outage_tolerance,
-        for_grace_period: opts.for_grace_period,
-        state_file: opts.state_file.clone(),
-        metrics: rule_metrics,
-        max_rule_file_bytes: opts.rules_max_file_bytes,
-        template_max_output_bytes: opts.template_max_output_bytes,
-        template_timeout: opts.template_timeout,
-    });
-    manager.set_defaults(
-        external_labels.clone(),
-        cfg.evaluation_interval(),
-        cfg.rule_query_offset(),
-    );
-    let n = manager
-        .update(&rule_patterns(&cfg, &opts.extra_rule_files))
-        .map_err(|e| RunError::Rules(e.to_string()))?;
-    tracing::info!(rules = n, groups = manager.group_list().len(), external_url = %external_url, mode = if opts.datasource.is_some() { "remote" } else { "embedded" }, "Rules loaded");
+    let engine = query_engine(&opts);
+    let data = start_datasource(&opts, &cfg, &engine, &mut registry).await?;
+    let (notifier, notifier_task) =
+        start_notifier(&opts, &cfg, &external_url, &mut registry, stop_rx.clone())?;
+    let manager = start_rules(
+        &opts,
+        &cfg,
+        &data.datasource,
+        &notifier,
+        &external_url,
+        rule_metrics,
+    )?;
     let state_writer = tokio::spawn(manager.clone().run_state_writer(stop_rx.clone()));
 
     // Reload: configuration file, scrape targets, notifiers, rules.
-    let reload = reload_fn(&opts, &manager, &notifier, &scrape);
+    let reload = reload_fn(&opts, &manager, &notifier, &data.scrape);
     #[cfg(unix)]
-    {
-        let reload = reload.clone();
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        // A failure is logged, counted and shown by the reload itself.
-                        let _ = reload().await;
-                    }
-                    _ = rx.changed() => return,
-                }
-            }
-        });
-    }
+    reload_on_sighup(reload.clone(), stop_rx.clone());
 
-    // Web.
     let query_gate = web::QueryGate::new(opts.query_max_concurrency);
     query_gate.register(&mut registry);
     let mut state = web::WebState::new(web::shared_registry(registry));
     state.query_gate = query_gate;
-    let storage_handle = storage.clone();
-    state.storage = storage;
+    state.storage = data.storage.clone();
     state.engine = engine;
     state.query_timeout = opts.query_timeout;
-    state.datasource = Some(datasource.clone());
+    state.datasource = Some(data.datasource.clone());
     state.rules = Some(manager.clone() as Arc<dyn rules::status::RulesStatus>);
-    state.scrape = scrape.clone();
+    state.scrape = data.scrape.clone();
     state.reload = Some(reload);
-    state.ready.store(true, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind(&opts.listen_address)
-        .await
-        .map_err(|source| RunError::Web {
-            address: opts.listen_address.clone(),
-            source,
-        })?;
-    tracing::info!(address = %opts.listen_address, "Listening");
-    // At shutdown, cancel the API queries still evaluating: the server's graceful stop
-    // waits for their requests.
-    let gate = state.query_gate.clone();
-    let shutdown = async move {
-        shutdown.await;
-        gate.close();
-    };
-    let web_result = web_server
-        .serve(listener, web::router(state), shutdown)
-        .await;
+    let web_result = serve_web(&opts, web_server, state, shutdown).await;
 
     // Shutdown: stop evaluating, persist state, drain notifications.
     let _ = stop_tx.send(true);
     manager.stop().await;
     let _ = state_writer.await;
-    if let Some(sm) = &scrape {
-        sm.stop().await;
-    }
-    if let Some(st) = &storage_handle {
-        // Everything appended reaches the disk, fsynced.
-        let st = st.clone();
-        let _ = tokio::task::spawn_blocking(move || st.close_wal()).await;
-    }
+    data.stop().await;
     let _ = notifier_task.await;
     web_result.map_err(|source| RunError::Web {
         address: opts.listen_address.clone(),
         source,
     })
+}
+
+/// The PromQL engine with the query flags' limits.
+fn query_engine(opts: &EvaluatorOptions) -> lookout_promql::Engine {
+    lookout_promql::Engine::new(lookout_promql::engine::EngineOptions {
+        max_samples: opts.query_max_samples,
+        timeout: Some(opts.query_timeout),
+        max_depth: opts.query_max_depth,
+        windows: opts.query_windows,
+        ..lookout_promql::engine::EngineOptions::default()
+    })
+}
+
+/// Where rules read from, and in embedded mode the storage and the scrapers filling it.
+struct Data {
+    datasource: Arc<dyn Datasource>,
+    storage: Option<Arc<lookout_promql::storage::Storage>>,
+    scrape: Option<Arc<scrape::ScrapeManager>>,
+}
+
+impl Data {
+    /// Stops scraping, then writes everything appended to the disk, fsynced.
+    async fn stop(&self) {
+        if let Some(sm) = &self.scrape {
+            sm.stop().await;
+        }
+        if let Some(st) = &self.storage {
+            let st = st.clone();
+            let _ = tokio::task::spawn_blocking(move || st.close_wal()).await;
+        }
+    }
+}
+
+/// The remote datasource (with remote write), or the embedded storage with its scrapers.
+async fn start_datasource(
+    opts: &EvaluatorOptions,
+    cfg: &EvaluatorConfig,
+    engine: &lookout_promql::Engine,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Data, RunError> {
+    if let Some(remote_cfg) = &opts.datasource {
+        let mut ds = remote::RemoteDatasource::new(remote_cfg.clone())
+            .map_err(|e| RunError::Remote(e.to_string()))?;
+        if let Some(w) = &opts.remote_write {
+            let writer = remote_write::RemoteWriter::start(w.clone(), registry)
+                .map_err(|e| RunError::Remote(e.to_string()))?;
+            ds = ds.with_remote_write(writer);
+        }
+        return Ok(Data {
+            datasource: Arc::new(ds),
+            storage: None,
+            scrape: None,
+        });
+    }
+    let st = Arc::new(open_storage(opts).await?);
+    embedded::register_storage_metrics(&st, registry);
+    let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), registry, 0));
+    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+        .await
+        .map_err(|e| RunError::Scrape(e.to_string()))?;
+    sm.watch_discovery();
+    Ok(Data {
+        datasource: Arc::new(embedded::EmbeddedDatasource::new(
+            st.clone(),
+            engine.clone(),
+        )),
+        storage: Some(st),
+        scrape: Some(sm),
+    })
+}
+
+/// The embedded storage: on the data directory (its WAL replayed) or in memory only.
+async fn open_storage(
+    opts: &EvaluatorOptions,
+) -> Result<lookout_promql::storage::Storage, RunError> {
+    let storage_opts = lookout_promql::storage::StorageOptions {
+        retention: opts.storage_retention,
+        max_series: opts.storage_max_series,
+        retention_size: opts.storage_retention_size,
+        ..Default::default()
+    };
+    let Some(dir) = opts.storage_path.clone() else {
+        return Ok(lookout_promql::storage::Storage::new(storage_opts));
+    };
+    // Replaying the WAL reads the whole directory: off the async workers.
+    let opened = tokio::task::spawn_blocking(move || {
+        lookout_promql::storage::Storage::open(
+            storage_opts,
+            &dir,
+            lookout_promql::storage::wal::WalOptions::default(),
+        )
+    })
+    .await
+    .map_err(|e| RunError::Remote(format!("storage replay: {e}")))??;
+    Ok(opened)
+}
+
+/// The notifiers of the configuration's `alerting:` section, and the task delivering their
+/// queue until `stop` changes.
+fn start_notifier(
+    opts: &EvaluatorOptions,
+    cfg: &EvaluatorConfig,
+    external_url: &str,
+    registry: &mut prometheus_client::registry::Registry,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(Arc<notifier::NotifierManager>, tokio::task::JoinHandle<()>), RunError> {
+    let notifier = Arc::new(notifier::NotifierManager::new(
+        notifier::NotifierOptions {
+            queue_capacity: opts.notification_queue_capacity,
+            external_url: external_url.to_string(),
+        },
+        registry,
+    ));
+    notifier.apply_config(&cfg.alerting, &cfg.external_labels())?;
+    let n = notifier.clone();
+    let task = tokio::spawn(async move {
+        n.run(async move {
+            let _ = stop.changed().await;
+        })
+        .await
+    });
+    Ok((notifier, task))
+}
+
+/// The rule manager with the configuration's rule files loaded.
+fn start_rules(
+    opts: &EvaluatorOptions,
+    cfg: &EvaluatorConfig,
+    datasource: &Arc<dyn Datasource>,
+    notifier: &Arc<notifier::NotifierManager>,
+    external_url: &str,
+    metrics: RuleMetrics,
+) -> Result<Arc<RuleManager>, RunError> {
+    let external_labels = cfg.external_labels();
+    let manager = RuleManager::new(ManagerOptions {
+        datasource: datasource.clone(),
+        notifier: notifier.clone(),
+        external_labels: external_labels.clone(),
+        external_url: external_url.to_string(),
+        default_interval: cfg.evaluation_interval(),
+        resend_delay: opts.resend_delay,
+        outage_tolerance: opts.outage_tolerance,
+        for_grace_period: opts.for_grace_period,
+        state_file: opts.state_file.clone(),
+        metrics,
+        max_rule_file_bytes: opts.rules_max_file_bytes,
+        template_max_output_bytes: opts.template_max_output_bytes,
+        template_timeout: opts.template_timeout,
+    });
+    manager.set_defaults(
+        external_labels,
+        cfg.evaluation_interval(),
+        cfg.rule_query_offset(),
+    );
+    let n = manager
+        .update(&rule_patterns(cfg, &opts.extra_rule_files))
+        .map_err(|e| RunError::Rules(e.to_string()))?;
+    let mode = if opts.datasource.is_some() {
+        "remote"
+    } else {
+        "embedded"
+    };
+    tracing::info!(rules = n, groups = manager.group_list().len(), external_url = %external_url, mode, "Rules loaded");
+    Ok(manager)
+}
+
+/// Reloads on every SIGHUP until `stop` changes.
+#[cfg(unix)]
+fn reload_on_sighup(reload: web::ReloadFn, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    // A failure is logged, counted and shown by the reload itself.
+                    let _ = reload().await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+/// Serves the web UI and API until `shutdown` completes; then cancels the API queries
+/// still evaluating (the server's graceful stop waits for their requests).
+async fn serve_web<F>(
+    opts: &EvaluatorOptions,
+    web_server: lookout_web::WebServer,
+    state: web::WebState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    state.ready.store(true, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind(&opts.listen_address).await?;
+    tracing::info!(address = %opts.listen_address, "Listening");
+    let gate = state.query_gate.clone();
+    let shutdown = async move {
+        shutdown.await;
+        gate.close();
+    };
+    web_server
+        .serve(listener, web::router(state), shutdown)
+        .await
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::scrape::relabel::{RelabelConfig, is_valid_label_name};
+use lookout_discovery::relabel::{RelabelConfig, is_valid_label_name};
 
 /// A Prometheus duration (`15s`, `1m30s`, `2h`, `1d`, `500ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -54,86 +54,13 @@ use serde::{Deserialize, Serialize};
 use crate::alert::AlertState;
 use crate::datasource::Datasource;
 use crate::rules::Rule;
-use crate::rules::alerting::{sub, unix_secs};
 use crate::rules::group::Group;
+pub use crate::rules::restore::{
+    DEFAULT_FOR_GRACE_PERIOD, DEFAULT_OUTAGE_TOLERANCE, ForState, PendingRestore,
+    restored_active_at,
+};
+use crate::rules::restore::{sub, unix_secs};
 use lookout_promql::storage::is_stale;
-
-/// Prometheus's default `--rules.alert.for-outage-tolerance`.
-pub const DEFAULT_OUTAGE_TOLERANCE: Duration = Duration::from_secs(3600);
-/// Prometheus's default `--rules.alert.for-grace-period`.
-pub const DEFAULT_FOR_GRACE_PERIOD: Duration = Duration::from_secs(600);
-
-/// The last `ALERTS_FOR_STATE` sample of one alert.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ForState {
-    /// When the sample was written (the last evaluation that saw the alert active).
-    pub timestamp: SystemTime,
-    /// Its value: the alert's `active_at` in Unix seconds (or a staleness marker).
-    pub value: f64,
-}
-
-/// Saved `for` state not yet applied: the state-file entries that matched no alert when the
-/// rule was restored, applied when each alert first appears (see the module doc).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PendingRestore {
-    /// Alert labels → last saved sample.
-    pub entries: HashMap<Labels, ForState>,
-    /// Saved samples older than this before the evaluation are not applied.
-    pub outage_tolerance: Duration,
-    /// The grace period of [`restored_active_at`].
-    pub grace_period: Duration,
-}
-
-impl PendingRestore {
-    /// Drops the entries older than the outage tolerance at `now`.
-    pub fn expire(&mut self, now: SystemTime) {
-        let min = now.checked_sub(self.outage_tolerance);
-        self.entries
-            .retain(|_, s| min.is_none_or(|min| s.timestamp >= min));
-    }
-
-    /// Takes the entry of an alert that appears at `now` and returns its restored
-    /// `active_at`, if the entry is within the outage tolerance and not in the future.
-    pub fn take(&mut self, labels: &Labels, hold: Duration, now: SystemTime) -> Option<SystemTime> {
-        let s = self.entries.remove(labels)?;
-        let min = now.checked_sub(self.outage_tolerance);
-        if s.timestamp > now || min.is_some_and(|min| s.timestamp < min) {
-            return None;
-        }
-        restored_active_at(&s, hold, now, self.grace_period)
-    }
-}
-
-/// Prometheus's `RestoreForState` computation for one alert of a rule with `for` = `hold`,
-/// restored at `now` from its last saved sample `saved`: `None` for a staleness marker (or
-/// any non-finite value); otherwise the saved `active_at` when the alert had already fired,
-/// `now + grace_period - hold` when less than the grace period of `for` remained, else the
-/// saved `active_at` moved forward by the downtime (`now` minus the sample's time).
-pub fn restored_active_at(
-    saved: &ForState,
-    hold: Duration,
-    now: SystemTime,
-    grace_period: Duration,
-) -> Option<SystemTime> {
-    // Any NaN, not only Prometheus's staleness bit pattern: VictoriaMetrics returns stored
-    // staleness markers as a plain "NaN", and a non-finite value holds no `active_at`.
-    if is_stale(saved.value) || !saved.value.is_finite() {
-        return None;
-    }
-    let down_at = UNIX_EPOCH + Duration::from_secs(unix_secs(saved.timestamp).max(0) as u64);
-    let mut restored_active_at = from_secs_f64(saved.value);
-    let time_spent_pending = sub(down_at, restored_active_at);
-    let remaining = hold.as_nanos() as i128 - time_spent_pending;
-    if remaining <= 0 {
-        // It was firing: it fires again at the next evaluation if still active.
-    } else if remaining < grace_period.as_nanos() as i128 {
-        restored_active_at = now + grace_period - hold;
-    } else {
-        let down = sub(now, down_at).max(0) as u64;
-        restored_active_at += Duration::from_nanos(down);
-    }
-    Some(restored_active_at)
-}
 
 /// Where restored `for` state comes from.
 #[derive(Clone)]
@@ -398,15 +325,6 @@ pub async fn restore_for_state(
             }
         }
         r.set_restored(true);
-    }
-}
-
-fn from_secs_f64(v: f64) -> SystemTime {
-    let secs = v.trunc() as i64;
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
 }
 

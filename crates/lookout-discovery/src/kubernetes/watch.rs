@@ -67,6 +67,12 @@ pub(crate) struct Watch {
     pub field: Option<String>,
 }
 
+/// Most LIST pages read for a source of at most `max_objects` objects: four times what
+/// full pages would need, at least 100.
+pub(crate) fn max_pages(max_objects: usize) -> usize {
+    (max_objects.div_ceil(PAGE) * 4).max(100)
+}
+
 /// How a watch ended, when not with an event to apply.
 enum End {
     /// The server closed it: resume from the last version.
@@ -144,11 +150,15 @@ impl Api {
         Ok((items, list.metadata.resource_version, list.metadata.cont))
     }
 
-    /// The full LIST (all pages) and its version.
+    /// The full LIST (all pages) and its version. A server may answer a page with fewer
+    /// objects than asked (selectors filter after paging), even none, so pages are bounded
+    /// by their number too: at most [`max_pages`] for the object limit, else a server that
+    /// keeps sending empty pages with a continue token would hold the LIST forever.
     pub(crate) async fn list(&self, w: &Watch) -> Result<(Vec<Object>, String), String> {
         let mut all = Vec::new();
         let mut cont = String::new();
-        loop {
+        let limit = max_pages(self.options.max_targets_per_source);
+        for _ in 0..limit {
             let (items, rv, next) = self.list_page(w, &cont).await?;
             all.extend(items);
             if all.len() > self.options.max_targets_per_source {
@@ -162,6 +172,7 @@ impl Api {
             }
             cont = next;
         }
+        Err(format!("LIST not complete after {limit} pages"))
     }
 
     /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current.

@@ -20,9 +20,10 @@ use lookout_promql::labels::METRIC_NAME;
 
 use crate::alert::{Alert, AlertState};
 use crate::datasource::{Datasource, QuerySample};
+use crate::rules::restore::PendingRestore;
+use crate::rules::restore::{sub, unix_secs};
 use crate::rules::status::{AlertSnapshot, AlertingRuleSnapshot, RuleCommon, RuleHealth};
 use crate::rules::{RuleEvalError, RuleInfo};
-use crate::state::PendingRestore;
 use crate::template::{self, Bounds, CompiledTemplate, QueryFn, TemplateData};
 
 /// The expanded labels and annotations of one alert.
@@ -39,25 +40,6 @@ pub const ALERT_STATE_LABEL: &str = "alertstate";
 pub const ALERTS_METRIC: &str = "ALERTS";
 /// The series that records when each active alert became active.
 pub const ALERTS_FOR_STATE_METRIC: &str = "ALERTS_FOR_STATE";
-
-/// Signed `a - b` in nanoseconds (Go's `Time.Sub`).
-pub(crate) fn sub(a: SystemTime, b: SystemTime) -> i128 {
-    match a.duration_since(b) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
-    }
-}
-
-/// Unix seconds, truncated like Go's `Time.Unix()`.
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => {
-            let d = e.duration();
-            -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0)
-        }
-    }
-}
 
 /// One instance of an alerting rule (Prometheus's `rules.Alert`).
 #[derive(Clone, Debug, PartialEq)]

@@ -80,7 +80,7 @@ pub fn group_hash(file: &str, name: &str) -> u64 {
 }
 
 fn nanos(t: SystemTime) -> i128 {
-    crate::rules::alerting::sub(t, UNIX_EPOCH)
+    crate::rules::restore::sub(t, UNIX_EPOCH)
 }
 
 fn from_nanos(n: i128) -> SystemTime {

@@ -7,6 +7,7 @@ pub mod group;
 pub mod manager;
 pub mod metrics;
 pub mod recording;
+pub mod restore;
 pub mod status;
 
 use std::time::{Duration, SystemTime};

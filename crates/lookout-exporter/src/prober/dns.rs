@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 
 use super::resolve::resolve_target;
 use super::{DnsObservation, Failure, ProbeRequest, Recorder, reason, tls};
-use crate::config::{DnsTransport, RrValidator, rcode_name};
+use crate::config::{DnsProbe, DnsTransport, RrValidator, rcode_name};
 
 const H_PHASE: &str = "Duration of DNS request by phase";
 const H_ANSWER: &str = "Returns number of entries in the answer resource record list";
@@ -31,18 +31,7 @@ const H_SUCCEEDED: &str = "Displays whether or not the query was executed succes
 /// Probes a nameserver with the module's query.
 pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(), Failure> {
     let cfg = &req.module.dns;
-    for phase in ["resolve", "connect", "request"] {
-        rec.set_labeled(
-            "probe_dns_duration_seconds",
-            H_PHASE,
-            &[("phase", phase)],
-            0.0,
-        );
-    }
-    rec.set("probe_dns_answer_rrs", H_ANSWER, 0.0);
-    rec.set("probe_dns_authority_rrs", H_AUTHORITY, 0.0);
-    rec.set("probe_dns_additional_rrs", H_ADDITIONAL, 0.0);
-    rec.set("probe_dns_query_succeeded", H_SUCCEEDED, 0.0);
+    set_initial_metrics(rec);
     let mut observation = DnsObservation {
         nameserver: req.target.to_string(),
         query_name: cfg.query_name.clone(),
@@ -60,15 +49,61 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
         req.policy,
     )
     .await?;
-    rec.set_labeled(
-        "probe_dns_duration_seconds",
-        H_PHASE,
-        &[("phase", "resolve")],
-        resolve_time.as_secs_f64(),
-    );
+    record_phase(rec, "resolve", resolve_time);
     let server = SocketAddr::new(ip, port);
 
     let id = random_u16();
+    let wire = encode_query(cfg, id)?;
+    rec.log(format!(
+        "Making DNS query: target={server} query={} type={} class={} transport={:?}",
+        cfg.query_name, cfg.query_type, cfg.query_class, cfg.transport_protocol
+    ));
+    let exchange = Exchange {
+        req,
+        server,
+        host: &host,
+        wire: &wire,
+        id,
+    };
+    let (raw, request_time) = match cfg.transport_protocol {
+        DnsTransport::Udp => exchange.udp(rec).await?,
+        DnsTransport::Tcp => exchange.tcp(rec).await?,
+    };
+    record_phase(rec, "request", request_time);
+    observation.duration = request_time;
+
+    let response = Message::from_vec(&raw).map_err(|e| {
+        Failure::new(
+            reason::NETWORK_ERROR,
+            format!("cannot parse the DNS response: {e}"),
+        )
+    })?;
+    let rcode = u16::from(response.response_code());
+    let rcode_text = rcode_name(rcode);
+    record_response(rec, cfg, &response, &rcode_text);
+    observation.rcode = rcode_text.clone();
+    observation.answers = response
+        .answers()
+        .iter()
+        .map(|r| r.data().to_string())
+        .collect();
+    rec.dns = Some(observation);
+    check_response(cfg, &response, rcode, &rcode_text)
+}
+
+/// The metrics a DNS probe always has, at 0 until it gets further.
+fn set_initial_metrics(rec: &mut Recorder) {
+    for phase in ["resolve", "connect", "request"] {
+        record_phase(rec, phase, Duration::ZERO);
+    }
+    rec.set("probe_dns_answer_rrs", H_ANSWER, 0.0);
+    rec.set("probe_dns_authority_rrs", H_AUTHORITY, 0.0);
+    rec.set("probe_dns_additional_rrs", H_ADDITIONAL, 0.0);
+    rec.set("probe_dns_query_succeeded", H_SUCCEEDED, 0.0);
+}
+
+/// The module's query as a DNS message on the wire, with message id `id`.
+fn encode_query(cfg: &DnsProbe, id: u16) -> Result<Vec<u8>, Failure> {
     let mut query_name = cfg.query_name.clone();
     if !query_name.ends_with('.') {
         query_name.push('.');
@@ -88,20 +123,28 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
         .set_op_code(OpCode::Query)
         .set_recursion_desired(cfg.recursion_desired)
         .add_query(query);
-    let wire = message.to_bytes().map_err(|e| {
+    message.to_bytes().map_err(|e| {
         Failure::new(
             reason::INVALID_TARGET,
             format!("cannot encode the query: {e}"),
         )
-    })?;
-    rec.log(format!(
-        "Making DNS query: target={server} query={} type={} class={} transport={:?}",
-        cfg.query_name, cfg.query_type, cfg.query_class, cfg.transport_protocol
-    ));
+    })
+}
 
-    let network = |what: &str, e: std::io::Error| {
+/// One query sent to the nameserver and its answer read back.
+struct Exchange<'a> {
+    req: &'a ProbeRequest<'a>,
+    server: SocketAddr,
+    host: &'a str,
+    wire: &'a [u8],
+    id: u16,
+}
+
+impl Exchange<'_> {
+    /// A network error while talking to the server, with blackbox's reasons.
+    fn network(&self, what: &str, e: std::io::Error) -> Failure {
         let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused
-            && cfg.transport_protocol == DnsTransport::Tcp
+            && self.req.module.dns.transport_protocol == DnsTransport::Tcp
         {
             reason::CONNECTION_REFUSED
         } else {
@@ -109,80 +152,81 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
         };
         Failure::new(
             reason,
-            format!("error while sending a DNS query to {server} ({what}): {e}"),
+            format!(
+                "error while sending a DNS query to {} ({what}): {e}",
+                self.server
+            ),
         )
-    };
+    }
 
-    let connect_start = Instant::now();
-    let (raw, request_time) = match cfg.transport_protocol {
-        DnsTransport::Udp => {
-            let bind = match (cfg.source_ip_address, server.is_ipv6()) {
-                (Some(src), _) => SocketAddr::new(src, 0),
-                (None, true) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-                (None, false) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            };
-            let socket = UdpSocket::bind(bind)
+    /// Over UDP: the answer is the first datagram carrying the query's id.
+    async fn udp(&self, rec: &mut Recorder) -> Result<(Vec<u8>, Duration), Failure> {
+        let cfg = &self.req.module.dns;
+        let connect_start = Instant::now();
+        let bind = match (cfg.source_ip_address, self.server.is_ipv6()) {
+            (Some(src), _) => SocketAddr::new(src, 0),
+            (None, true) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+            (None, false) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        };
+        let socket = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| self.network("bind", e))?;
+        socket
+            .connect(self.server)
+            .await
+            .map_err(|e| self.network("connect", e))?;
+        record_phase(rec, "connect", connect_start.elapsed());
+        let start = Instant::now();
+        socket
+            .send(self.wire)
+            .await
+            .map_err(|e| self.network("send", e))?;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let n = socket
+                .recv(&mut buf)
                 .await
-                .map_err(|e| network("bind", e))?;
-            socket
-                .connect(server)
-                .await
-                .map_err(|e| network("connect", e))?;
-            record_phase(rec, "connect", connect_start.elapsed());
-            let start = Instant::now();
-            socket.send(&wire).await.map_err(|e| network("send", e))?;
-            let mut buf = vec![0u8; 65_535];
-            let raw = loop {
-                let n = socket
-                    .recv(&mut buf)
-                    .await
-                    .map_err(|e| network("receive", e))?;
-                // Ignore stray datagrams that are not the answer to this query.
-                if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-                    break buf[..n].to_vec();
-                }
-            };
-            (raw, start.elapsed())
-        }
-        DnsTransport::Tcp => {
-            let tcp = super::tcp::connect(server, cfg.source_ip_address).await?;
-            if cfg.dns_over_tls {
-                let config = tls::client_config(&cfg.tls_config, &[b"dot"])?;
-                let name = tls::server_name(&cfg.tls_config, req.hostname.unwrap_or(&host))?;
-                let mut stream = tls::handshake(tcp, config, name).await?;
-                tls::record_connection_state(
-                    rec,
-                    stream.get_ref().1,
-                    !cfg.tls_config.insecure_skip_verify,
-                );
-                record_phase(rec, "connect", connect_start.elapsed());
-                let start = Instant::now();
-                let raw = exchange_stream(&mut stream, &wire)
-                    .await
-                    .map_err(|e| network("exchange", e))?;
-                (raw, start.elapsed())
-            } else {
-                let mut tcp = tcp;
-                record_phase(rec, "connect", connect_start.elapsed());
-                let start = Instant::now();
-                let raw = exchange_stream(&mut tcp, &wire)
-                    .await
-                    .map_err(|e| network("exchange", e))?;
-                (raw, start.elapsed())
+                .map_err(|e| self.network("receive", e))?;
+            // Ignore stray datagrams that are not the answer to this query.
+            if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == self.id {
+                return Ok((buf[..n].to_vec(), start.elapsed()));
             }
         }
-    };
-    record_phase(rec, "request", request_time);
-    observation.duration = request_time;
+    }
 
-    let response = Message::from_vec(&raw).map_err(|e| {
-        Failure::new(
-            reason::NETWORK_ERROR,
-            format!("cannot parse the DNS response: {e}"),
-        )
-    })?;
-    let rcode = u16::from(response.response_code());
-    let rcode_text = rcode_name(rcode);
+    /// Over TCP, or DNS over TLS with `dns_over_tls`.
+    async fn tcp(&self, rec: &mut Recorder) -> Result<(Vec<u8>, Duration), Failure> {
+        let cfg = &self.req.module.dns;
+        let connect_start = Instant::now();
+        let tcp = super::tcp::connect(self.server, cfg.source_ip_address).await?;
+        if !cfg.dns_over_tls {
+            let mut tcp = tcp;
+            record_phase(rec, "connect", connect_start.elapsed());
+            let start = Instant::now();
+            let raw = exchange_stream(&mut tcp, self.wire)
+                .await
+                .map_err(|e| self.network("exchange", e))?;
+            return Ok((raw, start.elapsed()));
+        }
+        let config = tls::client_config(&cfg.tls_config, &[b"dot"])?;
+        let name = tls::server_name(&cfg.tls_config, self.req.hostname.unwrap_or(self.host))?;
+        let mut stream = tls::handshake(tcp, config, name).await?;
+        tls::record_connection_state(
+            rec,
+            stream.get_ref().1,
+            !cfg.tls_config.insecure_skip_verify,
+        );
+        record_phase(rec, "connect", connect_start.elapsed());
+        let start = Instant::now();
+        let raw = exchange_stream(&mut stream, self.wire)
+            .await
+            .map_err(|e| self.network("exchange", e))?;
+        Ok((raw, start.elapsed()))
+    }
+}
+
+/// The answer's section sizes, success and (for SOA queries) the zone's serial.
+fn record_response(rec: &mut Recorder, cfg: &DnsProbe, response: &Message, rcode_text: &str) {
     rec.log(format!(
         "Got response: rcode={rcode_text} answers={} authority={} additional={}",
         response.answers().len(),
@@ -205,28 +249,29 @@ pub async fn probe_dns(req: &ProbeRequest<'_>, rec: &mut Recorder) -> Result<(),
         response.additionals().len() as f64,
     );
     rec.set("probe_dns_query_succeeded", H_SUCCEEDED, 1.0);
-    if cfg.query_type == hickory_proto::rr::RecordType::SOA {
-        if let Some(serial) = response.answers().iter().find_map(|r| match r.data() {
+    if cfg.query_type == hickory_proto::rr::RecordType::SOA
+        && let Some(serial) = response.answers().iter().find_map(|r| match r.data() {
             RData::SOA(soa) => Some(soa.serial()),
             _ => None,
-        }) {
-            rec.set(
-                "probe_dns_serial",
-                "Returns the serial number of the zone",
-                f64::from(serial),
-            );
-        }
+        })
+    {
+        rec.set(
+            "probe_dns_serial",
+            "Returns the serial number of the zone",
+            f64::from(serial),
+        );
     }
-    observation.rcode = rcode_text.clone();
-    observation.answers = response
-        .answers()
-        .iter()
-        .map(|r| r.data().to_string())
-        .collect();
-    rec.dns = Some(observation);
+}
 
+/// The module's `valid_rcodes` and `validate_*_rrs` checks of the answer.
+fn check_response(
+    cfg: &DnsProbe,
+    response: &Message,
+    rcode: u16,
+    rcode_text: &str,
+) -> Result<(), Failure> {
     if !cfg.valid_rcodes.contains(&rcode) {
-        let reason = match rcode_text.as_str() {
+        let reason = match rcode_text {
             "NXDOMAIN" => "nxdomain".to_string(),
             "SERVFAIL" => "servfail".to_string(),
             "REFUSED" => "refused".to_string(),

@@ -560,24 +560,7 @@ async fn one_hop(
     phases: &mut Phases,
 ) -> Result<Hop, Failure> {
     let cfg = &req.module.http;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        other => {
-            return Err(Failure::new(
-                reason::INVALID_TARGET,
-                format!("unsupported URL scheme {:?} in {uri}", other.unwrap_or("")),
-            ));
-        }
-    };
-    let host = crate::target::url_host(uri).to_string();
-    if host.is_empty() {
-        return Err(Failure::new(
-            reason::INVALID_TARGET,
-            format!("URL {uri} has no host"),
-        ));
-    }
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let (https, host, port) = hop_target(uri)?;
 
     let dialed = dial::dial(req, rec, uri, https, &host, port, first, phases).await?;
     let tcp = dialed.tcp;
@@ -653,6 +636,29 @@ async fn one_hop(
             first_byte,
         })
     }
+}
+
+/// Whether `uri` is HTTPS, its host and its port (the scheme's default if it has none).
+fn hop_target(uri: &Uri) -> Result<(bool, String, u16), Failure> {
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        other => {
+            return Err(Failure::new(
+                reason::INVALID_TARGET,
+                format!("unsupported URL scheme {:?} in {uri}", other.unwrap_or("")),
+            ));
+        }
+    };
+    let host = crate::target::url_host(uri).to_string();
+    if host.is_empty() {
+        return Err(Failure::new(
+            reason::INVALID_TARGET,
+            format!("URL {uri} has no host"),
+        ));
+    }
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok((https, host, port))
 }
 
 fn strip_port(host: &str) -> String {
@@ -857,35 +863,7 @@ where
     let deadline = req.timeout;
     let max_bytes = req.limits.max_response_header_bytes;
     let max_fields = req.limits.max_response_header_fields;
-    let protocol_error = |e: hyper::Error| {
-        if e.is_parse_too_large() {
-            Failure::new(
-                reason::HEADERS_TOO_LARGE,
-                format!(
-                    "HTTP request failed: the response head exceeds the limit of {max_bytes} \
-                     bytes (--probe.max-response-header-bytes) or {max_fields} header fields \
-                     (--probe.max-response-header-fields) ({e})"
-                ),
-            )
-        } else {
-            // hyper's own text for HTTP/2 is just "http2 error"; the cause is in its source.
-            let mut message = format!("HTTP request failed: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            // h2 answers a header list over the limit with a stream PROTOCOL_ERROR that looks
-            // like any other malformed response, so it cannot be told apart: say so.
-            if h2 && message.contains("protocol error") {
-                message.push_str(&format!(
-                    " (a response header list over the limit of {max_bytes} bytes \
-                     (--probe.max-response-header-bytes) also ends this way)"
-                ));
-            }
-            Failure::new(reason::HTTP_REQUEST, message)
-        }
-    };
+    let protocol_error = |e: hyper::Error| protocol_failure(&e, h2, max_bytes, max_fields);
     let first_byte = Arc::new(FirstByte::default());
     let io = TokioIo::new(TimedIo {
         inner: io,
@@ -951,6 +929,37 @@ where
     phases.processing += first.saturating_duration_since(start);
     phases.publish(rec);
     response.map(|r| (r, first))
+}
+
+/// A failed HTTP exchange as a probe failure: a response head over the limits names their
+/// flags; any other error carries hyper's chain of causes.
+fn protocol_failure(e: &hyper::Error, h2: bool, max_bytes: usize, max_fields: usize) -> Failure {
+    if e.is_parse_too_large() {
+        return Failure::new(
+            reason::HEADERS_TOO_LARGE,
+            format!(
+                "HTTP request failed: the response head exceeds the limit of {max_bytes} \
+                 bytes (--probe.max-response-header-bytes) or {max_fields} header fields \
+                 (--probe.max-response-header-fields) ({e})"
+            ),
+        );
+    }
+    // hyper's own text for HTTP/2 is just "http2 error"; the cause is in its source.
+    let mut message = format!("HTTP request failed: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    // h2 answers a header list over the limit with a stream PROTOCOL_ERROR that looks like
+    // any other malformed response, so it cannot be told apart: say so.
+    if h2 && message.contains("protocol error") {
+        message.push_str(&format!(
+            " (a response header list over the limit of {max_bytes} bytes \
+             (--probe.max-response-header-bytes) also ends this way)"
+        ));
+    }
+    Failure::new(reason::HTTP_REQUEST, message)
 }
 
 /// Records when the first byte arrives after [`FirstByte::arm`].

@@ -225,7 +225,10 @@ impl Storage {
 
     /// Figures of the blocks, `None` for a memory-only storage.
     pub fn block_stats(&self) -> Option<block::BlockStats> {
-        self.blocks.as_ref().map(|b| b.stats())
+        self.blocks.as_ref().map(|b| block::BlockStats {
+            retention_limit_bytes: self.opts.retention_size,
+            ..b.stats()
+        })
     }
 
     /// Writes every full block range the head holds now, in the caller, as if it had grown

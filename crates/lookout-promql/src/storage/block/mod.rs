@@ -430,6 +430,8 @@ pub struct BlockStats {
     /// (`prometheus_tsdb_compaction_duration_seconds`, a gauge here where Prometheus has a
     /// histogram).
     pub last_compaction_seconds: f64,
+    /// `--storage.tsdb.retention.size`, 0 when unset (`prometheus_tsdb_retention_limit_bytes`).
+    pub retention_limit_bytes: u64,
 }
 
 /// The blocks of a data directory.
@@ -602,6 +604,7 @@ impl Blocks {
             last_compaction_seconds: f64::from_bits(
                 self.last_compaction_seconds.load(Ordering::Relaxed),
             ),
+            retention_limit_bytes: 0,
         }
     }
 }
