@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod histogram;
 pub mod labels;
 pub mod promqltest;
 pub mod re2;

@@ -114,6 +114,7 @@ impl Evaluator<'_> {
                         t: ts,
                         f,
                         drop_name: sv.drop_name,
+                        h: None,
                     }));
                 }
                 return Ok(Value::Vector(out));
@@ -125,7 +126,25 @@ impl Evaluator<'_> {
             let stop = self.stop();
             return aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector);
         }
-        let vec = self.eval_vector(&a.expr, ts)?;
+        let mut vec = self.eval_vector(&a.expr, ts)?;
+        if vec.iter().any(|s| s.h.is_some()) {
+            let anchor = a.expr.to_string();
+            match op.as_str() {
+                "sum" | "avg" | "count" | "group" => {
+                    let mut grouper = |l: &Labels| {
+                        (
+                            group_key(l, without, &grouping),
+                            group_labels(l, without, &grouping),
+                        )
+                    };
+                    return self
+                        .aggregate_histograms(&op, vec, &mut grouper, &anchor)
+                        .map(Value::Vector);
+                }
+                "limitk" | "limit_ratio" | "count_values" => {}
+                _ => self.ignore_histograms(&op, &mut vec, &anchor),
+            }
+        }
         match op.as_str() {
             "topk" | "bottomk" | "limitk" | "limit_ratio" => {
                 let p = param.unwrap_or(f64::NAN);
@@ -453,6 +472,7 @@ fn aggregate(
             t: 0,
             f: v,
             drop_name: g.drop_name,
+            h: None,
         });
     }
     Ok(out)
@@ -499,7 +519,11 @@ fn count_values(
     for s in vec {
         stop.check()?;
         let mut metric = s.metric;
-        metric.set(label, &format_float_go(s.f));
+        let value = match &s.h {
+            Some(h) => super::histogram_fns::histogram_string(h),
+            None => format_float_go(s.f),
+        };
+        metric.set(label, &value);
         let key = group_labels(&metric, without, &grouping);
         let c = counts.entry(key.clone()).or_insert_with(|| {
             order.push(key);
@@ -516,6 +540,7 @@ fn count_values(
                 t: 0,
                 f,
                 drop_name: false,
+                h: None,
             }
         })
         .collect())
@@ -566,6 +591,7 @@ mod tests {
                 t: 0,
                 f,
                 drop_name: false,
+                h: None,
             })
             .collect();
         for cmp in [

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use super::binary_histogram::{Note, hist_elem};
 use super::cancel::Stop;
 use super::{
     Evaluator, FastMap, FnvBuild, QueryError, Sample, Value, Vector, dropped_with_name, label_hash,
@@ -64,6 +65,10 @@ pub(crate) enum BinOp {
     And,
     Or,
     Unless,
+    /// `</`: a histogram without its observations above the right-hand side.
+    TrimUpper,
+    /// `>/`: a histogram without its observations below the right-hand side.
+    TrimLower,
 }
 
 impl BinOp {
@@ -94,6 +99,10 @@ impl BinOp {
             self,
             BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
         )
+    }
+
+    fn is_trim(self) -> bool {
+        matches!(self, BinOp::TrimUpper | BinOp::TrimLower)
     }
 
     fn is_set(self) -> bool {
@@ -149,6 +158,7 @@ fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
         BinOp::Lt => (l, l < r),
         BinOp::Ge => (l, l >= r),
         BinOp::Le => (l, l <= r),
+        BinOp::TrimUpper | BinOp::TrimLower => (0.0, false),
         _ => (arith(op, l, r), true),
     }
 }
@@ -266,6 +276,11 @@ impl Evaluator<'_> {
         let op_text = b.op.to_string();
         let op = BinOp::parse(&op_text)
             .ok_or_else(|| QueryError::eval(format!("unknown binary operator {op_text:?}")))?;
+        let op = match (op, trim_marker(&b.lhs)) {
+            (BinOp::Lt, Some("upper")) => BinOp::TrimUpper,
+            (BinOp::Gt, Some("lower")) => BinOp::TrimLower,
+            (op, _) => op,
+        };
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lhs = self.eval(&b.lhs, ts)?;
         let rhs = self.eval(&b.rhs, ts)?;
@@ -279,20 +294,18 @@ impl Evaluator<'_> {
                 };
                 Ok(Value::Scalar { t: ts, v })
             }
-            (Value::Vector(l), Value::Scalar { v: r, .. }) => Ok(Value::Vector(vector_scalar(
-                op,
-                l,
-                (r, false),
-                return_bool,
-                self.stop(),
-            )?)),
-            (Value::Scalar { v: l, .. }, Value::Vector(r)) => Ok(Value::Vector(vector_scalar(
-                op,
-                r,
-                (l, true),
-                return_bool,
-                self.stop(),
-            )?)),
+            (Value::Vector(l), Value::Scalar { v: r, .. }) => {
+                let mut notes = Vec::new();
+                let v = vector_scalar(op, l, (r, false), return_bool, self.stop(), &mut notes)?;
+                self.binary_notes(notes, b);
+                Ok(Value::Vector(v))
+            }
+            (Value::Scalar { v: l, .. }, Value::Vector(r)) => {
+                let mut notes = Vec::new();
+                let v = vector_scalar(op, r, (l, true), return_bool, self.stop(), &mut notes)?;
+                self.binary_notes(notes, b);
+                Ok(Value::Vector(v))
+            }
             (Value::Vector(l), Value::Vector(r)) => {
                 let matching = Matching::from_expr(b, op, &self.binary_memo, !self.evaluates_once);
                 let stop = self.stop();
@@ -300,7 +313,19 @@ impl Evaluator<'_> {
                     BinOp::And => vector_set(l, r, &matching, SetOp::And, stop)?,
                     BinOp::Or => vector_or(l, r, &matching, stop)?,
                     BinOp::Unless => vector_set(l, r, &matching, SetOp::Unless, stop)?,
-                    _ => vector_binop(op, l, r, &matching, (return_bool, self.stop()))?,
+                    _ => {
+                        let mut notes = Vec::new();
+                        let v = vector_binop(
+                            op,
+                            l,
+                            r,
+                            &matching,
+                            (return_bool, self.stop()),
+                            &mut notes,
+                        )?;
+                        self.binary_notes(notes, b);
+                        v
+                    }
                 };
                 Ok(Value::Vector(out))
             }
@@ -313,6 +338,40 @@ impl Evaluator<'_> {
     }
 }
 
+/// Whether `b` is a trim operator (`</`, `>/`, carried as a marked comparison).
+pub(crate) fn is_trim_expr(b: &BinaryExpr) -> bool {
+    let op = b.op.to_string();
+    matches!(
+        (op.as_str(), trim_marker(&b.lhs)),
+        ("<", Some("upper")) | (">", Some("lower"))
+    )
+}
+
+/// The trim marker of a left-hand selector (see [`super::rewrite::TRIM_LABEL`]).
+fn trim_marker(e: &promql_parser::parser::Expr) -> Option<&str> {
+    let promql_parser::parser::Expr::VectorSelector(vs) = e else {
+        return None;
+    };
+    vs.matchers
+        .matchers
+        .iter()
+        .find(|m| m.name == super::rewrite::TRIM_LABEL)
+        .map(|m| m.value.as_str())
+}
+
+impl Evaluator<'_> {
+    /// Raises the annotations of a binary operation (at its left-hand side).
+    fn binary_notes(&self, notes: Vec<Note>, b: &BinaryExpr) {
+        if notes.is_empty() {
+            return;
+        }
+        let anchor = b.lhs.to_string();
+        for (level, text) in notes {
+            self.annotate(level, text, &anchor);
+        }
+    }
+}
+
 /// `vector op scalar` (`scalar op vector` when `swap`).
 fn vector_scalar(
     op: BinOp,
@@ -320,10 +379,43 @@ fn vector_scalar(
     (scalar, swap): (f64, bool),
     return_bool: bool,
     stop: &Stop,
+    notes: &mut Vec<Note>,
 ) -> Result<Vector, QueryError> {
     let mut out = Vec::with_capacity(vec.len());
     for mut s in vec {
         stop.check()?;
+        if s.h.is_some() || op.is_trim() {
+            let h = s.h.take();
+            let (l, r) = if swap {
+                ((scalar, None), (s.f, h.as_ref()))
+            } else {
+                ((s.f, h.as_ref()), (scalar, None))
+            };
+            let mut e = match hist_elem(op, l, r, notes) {
+                Ok(e) => e,
+                Err(n) => {
+                    notes.push(n);
+                    continue;
+                }
+            };
+            if op.is_comparison() && swap {
+                e.h = h.clone();
+            }
+            if return_bool {
+                e.f = if e.keep { 1.0 } else { 0.0 };
+                e.h = None;
+                e.keep = true;
+            }
+            if e.keep {
+                s.f = e.f;
+                s.h = e.h;
+                if op.changes_schema() || return_bool {
+                    s.drop_name = true;
+                }
+                out.push(s);
+            }
+            continue;
+        }
         let (l, r) = if swap { (scalar, s.f) } else { (s.f, scalar) };
         let (mut v, mut keep) = elem(op, l, r);
         if op.is_comparison() && swap {
@@ -406,6 +498,7 @@ fn vector_binop(
     rhs: Vector,
     m: &Matching,
     (return_bool, stop): (bool, &Stop),
+    notes: &mut Vec<Note>,
 ) -> Result<Vector, QueryError> {
     if (lhs.is_empty() && rhs.is_empty())
         || ((lhs.is_empty() || rhs.is_empty()) && m.fill_lhs.is_none() && m.fill_rhs.is_none())
@@ -451,6 +544,7 @@ fn vector_binop(
         m,
         return_bool,
         swapped,
+        notes: std::cell::RefCell::new(std::mem::take(notes)),
     };
     for ls in &lhs {
         stop.check()?;
@@ -464,6 +558,7 @@ fn vector_binop(
                         t: ls.t,
                         f: fill,
                         drop_name: false,
+                        h: None,
                     };
                     ctx.apply(ls, &rs, sig, &mut matched, &mut out)?;
                 }
@@ -481,10 +576,12 @@ fn vector_binop(
                 t: rs.t,
                 f: fill,
                 drop_name: false,
+                h: None,
             };
             ctx.apply(&ls, rs, sig, &mut matched, &mut out)?;
         }
     }
+    *notes = ctx.notes.into_inner();
     Ok(out)
 }
 
@@ -493,6 +590,8 @@ struct OpCtx<'m> {
     m: &'m Matching<'m>,
     return_bool: bool,
     swapped: bool,
+    /// Annotations raised by operations on histograms.
+    notes: std::cell::RefCell<Vec<Note>>,
 }
 
 impl OpCtx<'_> {
@@ -506,9 +605,27 @@ impl OpCtx<'_> {
     ) -> Result<(), QueryError> {
         let (op, m, return_bool, swapped) = (self.op, self.m, self.return_bool, self.swapped);
         let (fl, fr) = if swapped { (rs.f, ls.f) } else { (ls.f, rs.f) };
-        let (mut v, keep) = elem(op, fl, fr);
+        let (mut v, keep, mut h) = if ls.h.is_some() || rs.h.is_some() || op.is_trim() {
+            let (hl, hr) = if swapped {
+                (rs.h.as_ref(), ls.h.as_ref())
+            } else {
+                (ls.h.as_ref(), rs.h.as_ref())
+            };
+            let mut notes = self.notes.borrow_mut();
+            match hist_elem(op, (fl, hl), (fr, hr), &mut notes) {
+                Ok(e) => (e.f, e.keep, e.h),
+                Err(n) => {
+                    notes.push(n);
+                    return Ok(());
+                }
+            }
+        } else {
+            let (v, keep) = elem(op, fl, fr);
+            (v, keep, None)
+        };
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
+            h = None;
         }
         let metric = if m.memoize {
             let mut memo = m.memo.borrow_mut();
@@ -545,6 +662,7 @@ impl OpCtx<'_> {
                 t: ls.t,
                 f: v,
                 drop_name: return_bool || (!op.changes_schema() && ls.drop_name),
+                h,
             });
         }
         Ok(())

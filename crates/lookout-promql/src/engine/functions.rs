@@ -9,6 +9,7 @@ use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
 use super::aggregations::{asc_nan_last, desc_nan_last, go_g, quantile};
+use super::histogram_fns::split_native;
 use super::rewrite::{is_valid_label_name, shown_label_name};
 use super::{
     AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
@@ -104,7 +105,11 @@ impl Evaluator<'_> {
             }),
             "scalar" => {
                 let v = self.eval_vector(args[0], ts)?;
-                let f = if v.len() == 1 { v[0].f } else { f64::NAN };
+                let mut floats = v.iter().filter(|s| s.h.is_none());
+                let f = match (floats.next(), floats.next()) {
+                    (Some(s), None) => s.f,
+                    _ => f64::NAN,
+                };
                 Ok(Value::Scalar { t: ts, v: f })
             }
             "vector" => {
@@ -114,6 +119,7 @@ impl Evaluator<'_> {
                     t: ts,
                     f,
                     drop_name: false,
+                    h: None,
                 }])
             }
             "max_of" | "min_of" => {
@@ -151,6 +157,7 @@ impl Evaluator<'_> {
                     vec.into_iter()
                         .map(|mut s| {
                             s.f = s.t as f64 / 1000.0;
+                            s.h = None;
                             s.t = ts;
                             s.drop_name = true;
                             s
@@ -168,10 +175,12 @@ impl Evaluator<'_> {
                     t: ts,
                     f: 1.0,
                     drop_name: false,
+                    h: None,
                 }])
             }
             "sort" | "sort_desc" => {
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 if name == "sort" {
                     v.sort_by(|a, b| asc_nan_last(a.f, b.f));
                 } else {
@@ -206,7 +215,7 @@ impl Evaluator<'_> {
             "label_join" => self.label_join(&args, ts).map(Value::Vector),
             "histogram_quantile" => {
                 let q = self.eval_scalar(args[0], ts)?;
-                let v = self.eval_vector(args[1], ts)?;
+                let (mut native, mut v) = split_native(self.eval_vector(args[1], ts)?);
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     self.annotate(
                         AnnotationLevel::Warning,
@@ -215,8 +224,9 @@ impl Evaluator<'_> {
                     );
                 }
                 let anchor = args[1].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
-                let mut out = Vec::new();
+                let mut out = self.native_quantiles(&[q], None, &native, &anchor, ts);
                 for (metric, mut buckets) in groups {
                     let (res, forced) = bucket_quantile(q, &mut buckets);
                     if forced {
@@ -234,12 +244,13 @@ impl Evaluator<'_> {
                         t: ts,
                         f: res,
                         drop_name: true,
+                        h: None,
                     });
                 }
                 vec_out(out)
             }
             "histogram_quantiles" => {
-                let v = self.eval_vector(args[0], ts)?;
+                let (mut native, mut v) = split_native(self.eval_vector(args[0], ts)?);
                 let label = self.eval_string(args[1], ts)?;
                 let mut qs = Vec::new();
                 for a in &args[2..] {
@@ -254,8 +265,9 @@ impl Evaluator<'_> {
                     qs.push(q);
                 }
                 let anchor = args[0].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
-                let mut out = Vec::new();
+                let mut out = self.native_quantiles(&qs, Some(&label), &native, &anchor, ts);
                 for (metric, buckets) in groups {
                     for q in &qs {
                         let (res, forced) = bucket_quantile(*q, &mut buckets.clone());
@@ -276,6 +288,7 @@ impl Evaluator<'_> {
                             t: ts,
                             f: res,
                             drop_name: true,
+                            h: None,
                         });
                     }
                 }
@@ -284,16 +297,18 @@ impl Evaluator<'_> {
             "histogram_fraction" => {
                 let lower = self.eval_scalar(args[0], ts)?;
                 let upper = self.eval_scalar(args[1], ts)?;
-                let v = self.eval_vector(args[2], ts)?;
+                let (mut native, mut v) = split_native(self.eval_vector(args[2], ts)?);
                 let anchor = args[2].to_string();
+                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
                 let groups = self.classic_buckets(v, &anchor);
-                let mut out = Vec::new();
+                let mut out = self.native_fractions(lower, upper, &native, &anchor, ts);
                 for (metric, mut buckets) in groups {
                     out.push(Sample {
                         metric,
                         t: ts,
                         f: bucket_fraction(lower, upper, &mut buckets),
                         drop_name: true,
+                        h: None,
                     });
                 }
                 vec_out(out)
@@ -301,11 +316,12 @@ impl Evaluator<'_> {
             // These read native histograms only; float samples are ignored.
             "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
             | "histogram_stdvar" => {
-                self.eval_vector(args[0], ts)?;
-                vec_out(Vec::new())
+                let v = self.eval_vector(args[0], ts)?;
+                vec_out(self.histogram_simple(name, v, ts))
             }
             "clamp" => {
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 let min = self.eval_scalar(args[1], ts)?;
                 let max = self.eval_scalar(args[2], ts)?;
                 if max < min {
@@ -319,6 +335,7 @@ impl Evaluator<'_> {
             }
             "clamp_min" | "clamp_max" => {
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 let bound = self.eval_scalar(args[1], ts)?;
                 for s in v.iter_mut() {
                     s.f = if name == "clamp_min" {
@@ -332,6 +349,7 @@ impl Evaluator<'_> {
             }
             "round" => {
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 let to_nearest = match args.get(1) {
                     Some(a) => self.eval_scalar(a, ts)?,
                     None => 1.0,
@@ -352,9 +370,11 @@ impl Evaluator<'_> {
                         t: ts,
                         f: f(ts.div_euclid(1000)),
                         drop_name: false,
+                        h: None,
                     }]);
                 }
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 for s in v.iter_mut() {
                     s.f = f(go_f64_to_i64(s.f));
                     s.drop_name = true;
@@ -367,6 +387,7 @@ impl Evaluator<'_> {
                     QueryError::eval(format!("function {name:?} is not supported"))
                 })?;
                 let mut v = self.eval_vector(args[0], ts)?;
+                v.retain(|s| s.h.is_none());
                 for s in v.iter_mut() {
                     s.f = f(s.f);
                     s.drop_name = true;
@@ -709,6 +730,7 @@ impl Evaluator<'_> {
                 t: ts,
                 f: st as f64 / 1000.0,
                 drop_name: true,
+                h: None,
             });
         }
         Ok(out)
@@ -760,6 +782,7 @@ impl Evaluator<'_> {
                 t: ts,
                 f: 1.0,
                 drop_name: false,
+                h: None,
             }]);
         }
         if name == "quantile_over_time" {
@@ -774,6 +797,12 @@ impl Evaluator<'_> {
         }
         let mut out = Vec::with_capacity(arg.series.len());
         for s in &arg.series {
+            if !s.histograms.is_empty() {
+                if let Some(v) = self.histogram_range_value(name, s, &arg, &scalars, &anchor, ts)? {
+                    out.push(v);
+                }
+                continue;
+            }
             let extended;
             let (pts, st) =
                 if arg.mode == RangeMode::Anchored && matches!(name, "changes" | "resets") {
@@ -803,6 +832,7 @@ impl Evaluator<'_> {
                 t: ts,
                 f: value,
                 drop_name: if keeps_name { s.drop_name } else { true },
+                h: None,
             });
             if (name == "rate" || name == "increase")
                 && let Some(message) = counter_info(&s.metric)
@@ -1110,7 +1140,7 @@ fn extended_rate(f: &[FPoint], arg: &RangeArg, is_counter: bool, is_rate: bool) 
 
 /// `irate` / `idelta`: the last two samples (for `irate`, a reset the start timestamps
 /// `sts` show counts like a drop in value).
-fn instant_value(pts: &[FPoint], sts: &[i64], is_rate: bool) -> Option<f64> {
+pub(crate) fn instant_value(pts: &[FPoint], sts: &[i64], is_rate: bool) -> Option<f64> {
     if pts.len() < 2 {
         return None;
     }
@@ -1275,7 +1305,7 @@ fn absent_labels(e: &Expr) -> Labels {
 }
 
 /// Go's `strconv.ParseFloat` for bucket bounds (accepts `+Inf`, `Inf`, `NaN`, …).
-fn parse_go_float(s: &str) -> Option<f64> {
+pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     if s.is_empty() {
         return None;
     }
@@ -1284,7 +1314,7 @@ fn parse_go_float(s: &str) -> Option<f64> {
 
 /// The label value `histogram_quantiles` gives a quantile: always with a fraction
 /// (`0.0`, `0.25`, `1.0`).
-fn quantile_label(q: f64) -> String {
+pub(crate) fn quantile_label(q: f64) -> String {
     if q.is_nan() {
         "NaN".into()
     } else if q.is_infinite() {

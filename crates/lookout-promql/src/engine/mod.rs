@@ -27,11 +27,18 @@
 //! (Prometheus counts the peak over the whole query; the bound here is per part).
 
 mod aggregations;
+mod aggregations_histogram;
 mod binary;
+mod binary_histogram;
 pub mod cancel;
 pub mod depth;
 pub mod error;
 mod functions;
+mod histogram_extended;
+mod histogram_fns;
+mod histogram_range;
+mod histogram_rate;
+mod histogram_stats;
 pub mod parse_cache;
 mod rewrite;
 mod steps;
@@ -41,6 +48,7 @@ pub mod windows;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher};
@@ -50,7 +58,7 @@ pub use cancel::{CancelOnDrop, QueryControl};
 pub use error::{Annotation, AnnotationLevel, QueryError};
 pub(crate) use functions::almost_equal as almost_equal_pub;
 pub use parse_cache::ParseCache;
-pub use value::{FPoint, Matrix, Sample, Series, Value, Vector};
+pub use value::{FPoint, HPoint, Matrix, Sample, Series, Value, Vector};
 pub use windows::WindowSemantics;
 
 use crate::labels::{Labels, METRIC_NAME};
@@ -436,7 +444,10 @@ impl Engine {
                     let vec = memo.finish_vector(vec)?;
                     total += vec.len();
                     for s in vec {
-                        memo.push_point(&mut out, s.metric, t, s.f);
+                        match s.h {
+                            Some(h) => memo.push_histogram(&mut out, s.metric, HPoint { t, h }),
+                            None => memo.push_point(&mut out, s.metric, t, s.f),
+                        }
                     }
                 }
                 other => {
@@ -530,6 +541,23 @@ impl LabelMemo {
         Ok(v)
     }
 
+    /// Appends a histogram point to the range-query result series with labels `metric`.
+    fn push_histogram(&mut self, out: &mut Matrix, metric: Labels, p: HPoint) {
+        let i = match self.series_by_labels.get(&metric) {
+            Some(&i) => i,
+            None => {
+                self.series_by_labels.insert(metric.clone(), out.len());
+                out.push(Series {
+                    metric: metric.clone(),
+                    ..Series::default()
+                });
+                out.len() - 1
+            }
+        };
+        out[i].histograms.push(p);
+        self.series_by_ptr.insert(metric.ptr_id(), (metric, i));
+    }
+
     /// Appends a point to the range-query result series with labels `metric`.
     fn push_point(&mut self, out: &mut Matrix, metric: Labels, t: i64, f: f64) {
         if let Some((_, i)) = self.series_by_ptr.get(&metric.ptr_id()) {
@@ -545,6 +573,7 @@ impl LabelMemo {
                     floats: Vec::new(),
                     drop_name: false,
                     st: None,
+                    histograms: Vec::new(),
                 });
                 out.len() - 1
             }
@@ -579,7 +608,12 @@ fn finish_matrix(m: Matrix) -> Result<Matrix, QueryError> {
                 let base = &mut out[i];
                 base.floats.extend(s.floats);
                 base.floats.sort_by_key(|p| p.t);
-                if base.floats.windows(2).any(|w| w[0].t == w[1].t) {
+                base.histograms.extend(s.histograms);
+                base.histograms.sort_by_key(|p| p.t);
+                let mut times: Vec<i64> = base.floats.iter().map(|p| p.t).collect();
+                times.extend(base.histograms.iter().map(|p| p.t));
+                times.sort_unstable();
+                if times.windows(2).any(|w| w[0] == w[1]) {
                     return Err(QueryError::eval(
                         "vector cannot contain metrics with the same labelset",
                     ));
@@ -749,6 +783,10 @@ pub(crate) struct Evaluator<'a> {
     step_calls: steps::CallSet,
     /// Their results, computed the first time one of their steps is needed.
     step_values: RefCell<FastMap<usize, Rc<steps::StepValues>>>,
+    /// Selectors read with Prometheus's histogram-stats decoding (see `histogram_stats`).
+    stats_selectors: std::collections::HashSet<usize>,
+    /// Per matrix selector of an all-steps call: whether it reads native histograms.
+    histogram_selectors: RefCell<FastMap<usize, bool>>,
     /// Per aggregation over an all-steps call, each input series' group key and labels.
     pub(crate) step_groups: RefCell<FastMap<usize, StepGroups>>,
     /// Whether every node is evaluated at one time only (an instant query without
@@ -795,6 +833,8 @@ impl<'a> Evaluator<'a> {
             hulls: HashMap::new(),
             step_calls: steps::CallSet::default(),
             step_values: RefCell::new(FastMap::default()),
+            histogram_selectors: RefCell::new(FastMap::default()),
+            stats_selectors: std::collections::HashSet::new(),
             step_groups: RefCell::new(FastMap::default()),
             evaluates_once: false,
         };
@@ -804,6 +844,7 @@ impl<'a> Evaluator<'a> {
         });
         ev.evaluates_once = start == end && !has_subquery;
         steps::collect_step_calls(expr, &mut ev.step_calls);
+        histogram_stats::collect_stats_selectors(expr, false, &mut ev.stats_selectors);
         let mut hulls = HashMap::new();
         ev.collect_hulls(expr, start, end, &mut hulls)?;
         ev.hulls = hulls;
@@ -999,7 +1040,7 @@ impl<'a> Evaluator<'a> {
             vs.matchers.or_matchers.clone()
         };
         for s in sets.iter_mut() {
-            s.retain(|m| m.name != rewrite::MODIFIER_LABEL);
+            s.retain(|m| m.name != rewrite::MODIFIER_LABEL && m.name != rewrite::TRIM_LABEL);
         }
         if let Some(n) = name {
             for s in sets.iter_mut() {
@@ -1038,6 +1079,9 @@ impl<'a> Evaluator<'a> {
         };
         self.check_deadline()?;
         data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if self.stats_selectors.contains(&key) {
+            histogram_stats::set_stats_hints(&mut data);
+        }
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, data.clone());
         Ok(data)
@@ -1095,6 +1139,13 @@ impl<'a> Evaluator<'a> {
         let bounds = self.upper_bounds(vs, &data, t);
         for (sd, &idx) in data.iter().zip(&bounds) {
             self.poll()?;
+            if smoothed && !sd.histograms.is_empty() {
+                let anchor = vs.name.as_deref().unwrap_or("");
+                if let Some(s) = self.smoothed_histogram(sd, t, ts, anchor) {
+                    out.push(s);
+                }
+                continue;
+            }
             if smoothed {
                 if let Some(f) = self.smoothed_value(&sd.samples, idx, t) {
                     out.push(Sample {
@@ -1102,7 +1153,17 @@ impl<'a> Evaluator<'a> {
                         t: ts,
                         f,
                         drop_name: false,
+                        h: None,
                     });
+                }
+                continue;
+            }
+            if !sd.histograms.is_empty() {
+                if let Some(mut s) = self.latest_sample(sd, idx, t) {
+                    if !keep_sample_time {
+                        s.t = ts;
+                    }
+                    out.push(s);
                 }
                 continue;
             }
@@ -1118,12 +1179,39 @@ impl<'a> Evaluator<'a> {
                 t: if keep_sample_time { s.t } else { ts },
                 f: s.v,
                 drop_name: false,
+                h: None,
             });
         }
         if out.len() > self.opts.max_samples {
             return Err(QueryError::TooManySamples(format!("selector {vs}")));
         }
         Ok(out)
+    }
+
+    /// The newest sample of a series with histograms at or before `t` within the lookback
+    /// delta, float or histogram, timed at the sample's time; `idx` is the index of its
+    /// first float after `t`. A newer stale marker ends the series.
+    fn latest_sample(&self, sd: &SeriesData, idx: usize, t: i64) -> Option<Sample> {
+        let float = idx.checked_sub(1).map(|i| sd.samples[i]);
+        let hi = sd.histograms.partition_point(|p| p.t <= t);
+        let hist = hi.checked_sub(1).map(|i| &sd.histograms[i]);
+        let open = self.window_open(t, self.lookback);
+        let (st, f, h) = match (float, hist) {
+            (Some(f), Some(h)) if h.t > f.t => (h.t, 0.0, Some(h.h.clone())),
+            (Some(f), _) => (f.t, f.v, None),
+            (None, Some(h)) => (h.t, 0.0, Some(h.h.clone())),
+            (None, None) => return None,
+        };
+        if st <= open || (h.is_none() && is_stale(f)) {
+            return None;
+        }
+        Some(Sample {
+            metric: sd.labels.clone(),
+            t: st,
+            f,
+            drop_name: false,
+            h,
+        })
     }
 
     /// `x smoothed` at `t`: interpolated between the samples around `t` within the lookback
@@ -1182,7 +1270,14 @@ impl<'a> Evaluator<'a> {
                 .filter(|s| !is_stale(s.v))
                 .map(|s| FPoint { t: s.t, f: s.v })
                 .collect();
-            if floats.is_empty() {
+            let histograms = if sd.histograms.is_empty() {
+                Vec::new()
+            } else {
+                let a = sd.histograms.partition_point(|p| p.t <= from);
+                let b = sd.histograms.partition_point(|p| p.t <= to);
+                sd.histograms[a..b.max(a)].to_vec()
+            };
+            if floats.is_empty() && histograms.is_empty() {
                 continue;
             }
             // Start timestamps of the same points (stale markers left out alike).
@@ -1194,12 +1289,13 @@ impl<'a> Evaluator<'a> {
                     .map(|(_, &st)| st)
                     .collect()
             });
-            total += floats.len();
+            total += floats.len() + histograms.len();
             out.push(Series {
                 metric: sd.labels.clone(),
                 floats,
                 drop_name: false,
                 st,
+                histograms,
             });
         }
         if total > self.opts.max_samples {
@@ -1265,14 +1361,16 @@ impl<'a> Evaluator<'a> {
             self.check_deadline()?;
             match self.eval(&sq.expr, st)? {
                 Value::Scalar { v, .. } => {
-                    add_sub_point(&mut index, &mut out, Labels::default(), false, st, v);
+                    let p = (st, v, None);
+                    add_sub_point(&mut index, &mut out, Labels::default(), false, p);
                     total += 1;
                 }
                 Value::Vector(vec) => {
                     total += vec.len();
                     for s in vec {
                         self.poll()?;
-                        add_sub_point(&mut index, &mut out, s.metric, s.drop_name, st, s.f);
+                        let p = (st, s.f, s.h);
+                        add_sub_point(&mut index, &mut out, s.metric, s.drop_name, p);
                     }
                 }
                 other => {
@@ -1324,6 +1422,9 @@ impl<'a> Evaluator<'a> {
                     for s in vec.iter_mut() {
                         s.f = -s.f;
                         s.drop_name = true;
+                        if let Some(h) = &mut s.h {
+                            Arc::make_mut(h).mul(-1.0);
+                        }
                     }
                     Ok(Value::Vector(vec))
                 }
@@ -1384,23 +1485,34 @@ fn add_sub_point(
     out: &mut Matrix,
     metric: Labels,
     drop_name: bool,
-    t: i64,
-    f: f64,
+    (t, f, h): (i64, f64, Option<Arc<crate::histogram::FloatHistogram>>),
 ) {
-    match index.get(&metric) {
+    let i = match index.get(&metric) {
         Some(&i) => {
-            out[i].floats.push(FPoint { t, f });
             out[i].drop_name |= drop_name;
+            i
         }
         None => {
             index.insert(metric.clone(), out.len());
             out.push(Series {
                 metric,
-                floats: vec![FPoint { t, f }],
                 drop_name,
-                st: None,
+                ..Series::default()
             });
+            out.len() - 1
         }
+    };
+    match h {
+        Some(mut h) => {
+            // Reset hints describe consecutive samples, which a subquery's points may not
+            // be: as in Prometheus, they become unknown (resets are detected again).
+            use crate::histogram::CounterResetHint as Hint;
+            if matches!(h.counter_reset_hint, Hint::Reset | Hint::NotReset) {
+                Arc::make_mut(&mut h).counter_reset_hint = Hint::Unknown;
+            }
+            out[i].histograms.push(HPoint { t, h })
+        }
+        None => out[i].floats.push(FPoint { t, f }),
     }
 }
 

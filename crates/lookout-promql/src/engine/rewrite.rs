@@ -9,6 +9,8 @@
 //!   `range()` are the query's step and `end - start` (0 for instant queries);
 //! * the `anchored`/`smoothed` selector modifiers, carried as a marker matcher
 //!   ([`MODIFIER_LABEL`]) the engine reads and removes;
+//! * the histogram trim operators `</` and `>/`, written as `<`/`>` with a marker matcher
+//!   ([`TRIM_LABEL`]) on the left-hand selector (only a selector is supported there);
 //! * `info()` label selectors whose matchers all match the empty string (marked with
 //!   [`INFO_SELECTOR_LABEL`]);
 //! * string literals whose `\x` escapes are invalid UTF-8 (marked so label-name checks
@@ -126,6 +128,17 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
                 }
                 i += 8;
             }
+            b'<' | b'>' if brace_depth == 0 && b.get(i + 1) == Some(&b'/') => {
+                let which = if c == b'<' { "upper" } else { "lower" };
+                if mark_selector_with(&mut out, TRIM_LABEL, which) {
+                    out.push(' ');
+                    out.push(c as char);
+                    i += 2;
+                } else {
+                    out.push(c as char);
+                    i += 1;
+                }
+            }
             _ if brace_depth == 0 && is_keyword_at(query, i, "offset") => {
                 out.push_str(&query[i..i + 6]);
                 i += 6;
@@ -153,9 +166,20 @@ pub(crate) fn rewrite(query: &str, step_ms: i64, range_ms: i64) -> Result<String
 /// selecting.
 pub(crate) const MODIFIER_LABEL: &str = "__lookout_range_modifier__";
 
+/// The label name of the matcher marking the left-hand selector of a trim operator:
+/// `h </ 5` becomes `h{__lookout_trim__="upper"} < 5` (`>/` is `"lower"`). The engine
+/// removes the matcher before selecting and applies the trim instead of the comparison.
+pub(crate) const TRIM_LABEL: &str = "__lookout_trim__";
+
 /// Adds the modifier matcher to the selector that ends `out`; `false` (and `out`
 /// unchanged) when `out` does not end with a selector.
 fn mark_selector(out: &mut String, modifier: &str) -> bool {
+    mark_selector_with(out, MODIFIER_LABEL, modifier)
+}
+
+/// Adds the matcher `label="value"` to the selector that ends `out`; `false` (and `out`
+/// unchanged) when `out` does not end with a selector.
+fn mark_selector_with(out: &mut String, label: &str, value: &str) -> bool {
     let b = out.as_bytes().to_vec();
     let mut end = out.trim_end().len();
     // Skip trailing `offset <d>` / `@ <t>` modifiers (at most one of each).
@@ -194,7 +218,7 @@ fn mark_selector(out: &mut String, modifier: &str) -> bool {
             end -= 1;
         }
     }
-    let matcher = format!("{MODIFIER_LABEL}=\"{modifier}\"");
+    let matcher = format!("{label}=\"{value}\"");
     if end > 0 && b[end - 1] == b'}' {
         let Some(open) = out[..end].rfind('{') else {
             return false;
@@ -585,6 +609,21 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_operators_mark_their_left_hand_selector() {
+        assert_eq!(
+            rewrite("h </ 5", 0, 0).unwrap(),
+            "h{__lookout_trim__=\"upper\"} < 5"
+        );
+        assert_eq!(
+            rewrite("histogram_count(h{a=\"b\"} >/ on (a) f)", 0, 0).unwrap(),
+            "histogram_count(h{__lookout_trim__=\"lower\",a=\"b\"} > on (a) f)"
+        );
+        // Not after a selector: left alone (and promql-parser rejects it).
+        assert!(crate::engine::parse("(h) </ 5").is_err());
+        assert!(crate::engine::parse("h </ 5").is_ok());
+    }
 
     #[test]
     fn unterminated_string_with_escape_before_a_wide_character() {

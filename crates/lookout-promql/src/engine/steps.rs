@@ -270,6 +270,9 @@ impl Evaluator<'_> {
         let (Some(k), Some(ms)) = (self.step_index(ts), step_call_arg(c)) else {
             return Ok(None);
         };
+        if self.selects_histograms(ms)? {
+            return Ok(None);
+        }
         let sv = self.step_values_of(c, ms, false)?;
         if let Some((at, err)) = &sv.error
             && k >= *at
@@ -285,6 +288,22 @@ impl Evaluator<'_> {
         Ok(Some((sv, k)))
     }
 
+    /// Whether the selector reads native histograms: such calls are evaluated step by
+    /// step (the all-steps kernels handle floats only). Once the all-steps values exist,
+    /// the selector had none.
+    fn selects_histograms(&self, ms: &MatrixSelector) -> Result<bool, QueryError> {
+        let key = ms as *const MatrixSelector as usize;
+        if let Some(&known) = self.histogram_selectors.borrow().get(&key) {
+            return Ok(known);
+        }
+        let has = self
+            .fetch(&ms.vs)?
+            .iter()
+            .any(|sd| !sd.histograms.is_empty());
+        self.histogram_selectors.borrow_mut().insert(key, has);
+        Ok(has)
+    }
+
     /// Evaluates a call at `ts`, from its all-steps evaluation when it has one.
     pub(crate) fn eval_call_at_step(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
         let Some((sv, k)) = self.step_row_of_call(c, ts)? else {
@@ -298,6 +317,7 @@ impl Evaluator<'_> {
                 t: ts,
                 f,
                 drop_name: sv.drop_name,
+                h: None,
             });
         }
         Ok(Value::Vector(out))
@@ -337,6 +357,11 @@ impl Evaluator<'_> {
             return None;
         }
         let ms = step_call_arg(c)?;
+        match self.selects_histograms(ms) {
+            Ok(false) => {}
+            Ok(true) => return None,
+            Err(e) => return Some(Err(e)),
+        }
         let sv = match self.step_values_of(c, ms, true) {
             Ok(sv) => sv,
             Err(e) => return Some(Err(e)),
@@ -400,6 +425,7 @@ impl Evaluator<'_> {
                 floats,
                 drop_name: false,
                 st: None,
+                histograms: Vec::new(),
             })
             .collect();
         out.sort_by(|a, b| a.metric.cmp(&b.metric));

@@ -1,11 +1,14 @@
 //! Values an expression evaluates to: scalars, strings, instant vectors and range vectors.
 //!
-//! Samples hold floats only for now. Native histograms will arrive as an extra field on
-//! [`Sample`] and an extra point list on [`Series`] (the way Prometheus keeps `Floats` and
-//! `Histograms` side by side), so code that matches on these types keeps compiling.
+//! A [`Sample`] holds a float or, when [`Sample::h`] is set, a native histogram (its `f`
+//! is then 0 and meaningless); a [`Series`] keeps float and histogram points side by side
+//! (the way Prometheus keeps `Floats` and `Histograms`).
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::histogram::FloatHistogram;
+pub use crate::histogram::HPoint;
 use crate::labels::Labels;
 
 /// A float at a point in time.
@@ -25,8 +28,10 @@ pub struct Sample {
     pub metric: Labels,
     /// Evaluation time in milliseconds.
     pub t: i64,
-    /// The float value.
+    /// The float value (0 for a histogram sample).
     pub f: f64,
+    /// The native histogram, for a histogram sample.
+    pub h: Option<Arc<FloatHistogram>>,
     /// Delayed `__name__` removal: the name (and `__type__`/`__unit__`) is dropped when the
     /// query finishes unless a later step (`label_replace` into `__name__`) keeps it.
     pub drop_name: bool,
@@ -41,6 +46,8 @@ pub struct Series {
     pub metric: Labels,
     /// Float points sorted by time.
     pub floats: Vec<FPoint>,
+    /// Histogram points sorted by time (no timestamp is in both lists).
+    pub histograms: Vec<HPoint>,
     /// See [`Sample::drop_name`].
     pub drop_name: bool,
     /// Start timestamps aligned with `floats` (ms; 0 = unknown) when this is a range-vector
@@ -110,7 +117,15 @@ impl fmt::Display for Value {
             Value::String { s, .. } => write!(f, "string: {s:?}"),
             Value::Vector(vec) => {
                 for s in vec {
-                    writeln!(f, "{} => {}", s.metric, format_float(s.f))?;
+                    match &s.h {
+                        Some(h) => writeln!(
+                            f,
+                            "{} => {}",
+                            s.metric,
+                            crate::histogram::notation::format(h)
+                        )?,
+                        None => writeln!(f, "{} => {}", s.metric, format_float(s.f))?,
+                    }
                 }
                 Ok(())
             }
@@ -119,6 +134,9 @@ impl fmt::Display for Value {
                     write!(f, "{} =>", s.metric)?;
                     for p in &s.floats {
                         write!(f, " {} @{}", format_float(p.f), p.t)?;
+                    }
+                    for p in &s.histograms {
+                        write!(f, " {} @{}", crate::histogram::notation::format(&p.h), p.t)?;
                     }
                     writeln!(f)?;
                 }

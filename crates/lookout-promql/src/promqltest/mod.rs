@@ -4,9 +4,10 @@
 //! `t`, results are compared with a relative tolerance of 1e-6, and `expect` lines check
 //! failures and annotations.
 //!
-//! Evals this engine cannot run are reported as skipped with the reason, never dropped:
-//! those that read or expect native histograms (the storage holds floats only), and those
-//! that call the experimental `integral()` function. Every other experimental feature is
+//! Native histograms (`{{…}}` values, `load_with_nhcb`) are loaded into the storage and
+//! compared as Prometheus's harness compares them. Evals this engine cannot run are
+//! reported as skipped with the reason, never dropped: those that call the experimental
+//! `integral()` function. Every other experimental feature is
 //! implemented and runs like any other eval: `start_timestamp()`, duration expressions,
 //! `anchored`/`smoothed`, `fill*()`, `limitk`, `limit_ratio`, `info()`, `sort_by_label`,
 //! `mad_over_time`, `ts_of_*_over_time`, `double_exponential_smoothing`,
@@ -16,12 +17,13 @@
 //! (offsets from each sample's time; a standalone `@st` line is the default of the block),
 //! stored with [`Storage::append_with_st`] as Prometheus's harness appends them.
 
+mod nhcb;
 pub mod script;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use promql_parser::label::Matcher as LabelMatcher;
 use promql_parser::parser::{AtModifier, Expr};
 use regex::Regex;
 
@@ -29,7 +31,7 @@ use crate::engine::{
     self, AnnotationLevel, Engine, EngineOptions, QueryError, QueryOutput, Value, WindowSemantics,
     visit,
 };
-use crate::labels::{Labels, METRIC_NAME};
+use crate::histogram::notation;
 use crate::storage::{Storage, StorageOptions};
 pub use script::{Command, Eval, Load, Matcher, ScriptError, SeqValue, parse_script};
 
@@ -222,8 +224,6 @@ const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
 struct Runner {
     storage: Storage,
     engine: Engine,
-    /// Series loaded as native histograms (not stored; used to recognise evals needing them).
-    histogram_series: Vec<Labels>,
 }
 
 impl Runner {
@@ -231,56 +231,45 @@ impl Runner {
         Runner {
             storage: Storage::new(StorageOptions::default()),
             engine: Engine::new(opts),
-            histogram_series: Vec::new(),
         }
     }
 
     fn clear(&mut self) {
         self.storage.clear();
-        self.histogram_series.clear();
     }
 
     fn load(&mut self, load: &Load) -> Result<(), String> {
         for s in &load.series {
-            if s.values.contains(&SeqValue::Histogram) {
-                self.histogram_series.push(s.labels.clone());
-                continue;
-            }
             for (i, v) in s.values.iter().enumerate() {
-                if let SeqValue::Float(f) = v {
-                    let t = i as i64 * load.step_ms;
-                    // A start time is an offset from the sample's time; 0 stays unknown.
-                    let st = s.st_offsets.get(i).copied().flatten().map_or(0, |o| t + o);
-                    self.storage
-                        .append_with_st(&s.labels, st, t, *f)
-                        .map_err(|e| e.to_string())?;
+                let t = i as i64 * load.step_ms;
+                match v {
+                    SeqValue::Float(f) => {
+                        // A start time is an offset from the sample's time; 0 stays unknown.
+                        let st = s.st_offsets.get(i).copied().flatten().map_or(0, |o| t + o);
+                        self.storage
+                            .append_with_st(&s.labels, st, t, *f)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    SeqValue::Histogram(p) => self
+                        .storage
+                        .append_histogram(&s.labels, t, Arc::new(p.h.clone()))
+                        .map_err(|e| e.to_string())?,
+                    SeqValue::Omitted => {}
                 }
             }
-            if load.with_nhcb {
-                let name = s.labels.metric_name().unwrap_or("");
-                for suffix in ["_bucket", "_count", "_sum"] {
-                    if let Some(base) = name.strip_suffix(suffix) {
-                        if suffix == "_bucket" && !s.labels.contains("le") {
-                            continue;
-                        }
-                        let mut l = s.labels.clone();
-                        l.remove("le");
-                        l.set(METRIC_NAME, base);
-                        if !self.histogram_series.contains(&l) {
-                            self.histogram_series.push(l);
-                        }
-                    }
-                }
+        }
+        if load.with_nhcb {
+            for (labels, t, h) in nhcb::convert(load) {
+                self.storage
+                    .append_histogram(&labels, t, Arc::new(h))
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
     }
 
     /// Why an eval cannot run here, if it cannot.
-    fn skip_reason(&self, ev: &Eval, expr: Option<&Expr>) -> Option<String> {
-        if ev.expects_histogram {
-            return Some("native histograms: expected result holds a histogram".into());
-        }
+    fn skip_reason(&self, expr: Option<&Expr>) -> Option<String> {
         let expr = expr?;
         let mut reason = None;
         visit(expr, &mut |e| {
@@ -292,17 +281,6 @@ impl Runner {
                     reason = Some(format!(
                         "experimental parser feature not implemented: function {}()",
                         c.func.name
-                    ));
-                }
-                Expr::VectorSelector(vs) if self.selects(vs, &self.histogram_series) => {
-                    reason = Some(format!(
-                        "native histograms: {vs} selects a histogram series"
-                    ));
-                }
-                Expr::MatrixSelector(ms) if self.selects(&ms.vs, &self.histogram_series) => {
-                    reason = Some(format!(
-                        "native histograms: {} selects a histogram series",
-                        ms.vs
                     ));
                 }
                 _ => {}
@@ -320,43 +298,7 @@ impl Runner {
         if let Some(f) = words.iter().find(|w| EXPERIMENTAL_FUNCTIONS.contains(w)) {
             return Some(format!("experimental parser feature: function {f}()"));
         }
-        if let Some(w) = words.iter().find(|w| {
-            self.histogram_series
-                .iter()
-                .any(|l| l.metric_name() == Some(**w))
-        }) {
-            return Some(format!(
-                "native histograms: the query reads histogram series {w}"
-            ));
-        }
         None
-    }
-
-    fn selects(&self, vs: &promql_parser::parser::VectorSelector, set: &[Labels]) -> bool {
-        if set.is_empty() {
-            return false;
-        }
-        let mut groups: Vec<Vec<LabelMatcher>> = if vs.matchers.or_matchers.is_empty() {
-            vec![vs.matchers.matchers.clone()]
-        } else {
-            vs.matchers.or_matchers.clone()
-        };
-        if let Some(n) = &vs.name {
-            for g in groups.iter_mut() {
-                g.push(LabelMatcher::new(
-                    promql_parser::label::MatchOp::Equal,
-                    METRIC_NAME,
-                    n,
-                ));
-            }
-        }
-        set.iter().any(|l| {
-            groups.iter().any(|g| {
-                g.iter()
-                    .filter(|m| !m.name.starts_with("__lookout_"))
-                    .all(|m| m.is_match(l.get(&m.name).unwrap_or("")))
-            })
-        })
     }
 
     fn eval(&self, ev: &Eval) -> Status {
@@ -366,7 +308,7 @@ impl Runner {
             }
             _ => engine::parse(&ev.expr),
         };
-        if let Some(reason) = self.skip_reason(ev, parsed.as_ref().ok()) {
+        if let Some(reason) = self.skip_reason(parsed.as_ref().ok()) {
             return Status::Skipped(reason);
         }
         let expr = match parsed {
@@ -472,12 +414,16 @@ impl Runner {
             .value
             .iter()
             .filter_map(|s| {
-                s.floats.iter().find(|p| p.t == t).map(|p| engine::Sample {
-                    metric: s.metric.clone(),
-                    t,
-                    f: p.f,
-                    drop_name: false,
-                })
+                let f = s.floats.iter().find(|p| p.t == t).map(|p| (p.f, None));
+                let h = s.histograms.iter().find(|p| p.t == t);
+                f.or_else(|| h.map(|p| (0.0, Some(p.h.clone()))))
+                    .map(|(f, h)| engine::Sample {
+                        metric: s.metric.clone(),
+                        t,
+                        f,
+                        drop_name: false,
+                        h,
+                    })
             })
             .collect();
         let as_value = match out.value {
@@ -596,7 +542,7 @@ fn compare_value(ev: &Eval, v: &Value) -> Result<(), String> {
                     return Err(format!(
                         "unexpected metric {} in result, has value {}",
                         s.metric,
-                        fmt_f(s.f)
+                        fmt_sample(s)
                     ));
                 };
                 if ev.ordered && idx != pos {
@@ -607,18 +553,7 @@ fn compare_value(ev: &Eval, v: &Value) -> Result<(), String> {
                         pos + 1
                     ));
                 }
-                let want = match ev.expected[idx].1.first() {
-                    Some(SeqValue::Float(f)) => *f,
-                    _ => return Err(format!("no expected value for {}", s.metric)),
-                };
-                if !almost_equal(want, s.f) {
-                    return Err(format!(
-                        "expected {} for {} but got {}",
-                        fmt_f(want),
-                        s.metric,
-                        fmt_f(s.f)
-                    ));
-                }
+                compare_sample(ev.expected[idx].1.first(), s)?;
                 seen[idx] = true;
             }
             if let Some(i) = seen.iter().position(|s| !s) {
@@ -654,6 +589,55 @@ fn compare_value(ev: &Eval, v: &Value) -> Result<(), String> {
     }
 }
 
+/// Compares one sample of an instant vector with its expected value.
+fn compare_sample(want: Option<&SeqValue>, s: &engine::Sample) -> Result<(), String> {
+    match (want, &s.h) {
+        (Some(SeqValue::Float(want)), None) if !almost_equal(*want, s.f) => Err(format!(
+            "expected {} for {} but got {}",
+            fmt_f(*want),
+            s.metric,
+            fmt_f(s.f)
+        )),
+        (Some(SeqValue::Float(_)), None) => Ok(()),
+        (Some(SeqValue::Float(want)), Some(h)) => Err(format!(
+            "expected float value {} for {} but got histogram {}",
+            fmt_f(*want),
+            s.metric,
+            notation::format(h)
+        )),
+        (Some(SeqValue::Histogram(p)), None) => Err(format!(
+            "expected histogram {} for {} but got float value {}",
+            notation::format(&p.h),
+            s.metric,
+            fmt_f(s.f)
+        )),
+        (Some(SeqValue::Histogram(p)), Some(h)) if !p.h.matches(h, 1e-6, p.hint_set) => {
+            Err(format!(
+                "expected {} for {} but got {}",
+                notation::format(&p.h),
+                s.metric,
+                notation::format(h)
+            ))
+        }
+        (Some(SeqValue::Histogram(_)), Some(_)) => Ok(()),
+        _ => Err(format!("no expected value for {}", s.metric)),
+    }
+}
+
+fn fmt_sample(s: &engine::Sample) -> String {
+    match &s.h {
+        Some(h) => notation::format(h),
+        None => fmt_f(s.f),
+    }
+}
+
+fn fmt_series(s: &engine::Series) -> String {
+    let mut parts: Vec<(i64, String)> = s.floats.iter().map(|p| (p.t, fmt_f(p.f))).collect();
+    parts.extend(s.histograms.iter().map(|p| (p.t, notation::format(&p.h))));
+    parts.sort_by_key(|p| p.0);
+    format!("{parts:?}")
+}
+
 fn compare_matrix(
     ev: &Eval,
     m: &[engine::Series],
@@ -672,56 +656,85 @@ fn compare_matrix(
     for s in m {
         let Some(idx) = ev.expected.iter().position(|(l, _)| *l == s.metric) else {
             return Err(format!(
-                "unexpected metric {} in result, has {:?}",
+                "unexpected metric {} in result, has {}",
                 s.metric,
-                s.floats
-                    .iter()
-                    .map(|p| (p.t, fmt_f(p.f)))
-                    .collect::<Vec<_>>()
+                fmt_series(s)
             ));
         };
         seen[idx] = true;
-        let mut expected = Vec::new();
-        for (i, v) in ev.expected[idx].1.iter().enumerate() {
-            let t = start + i as i64 * step;
-            if t > end {
-                return Err(format!(
-                    "expected {} points for {}, but query time range cannot return this many points",
-                    ev.expected[idx].1.len(),
-                    s.metric
-                ));
-            }
-            if let SeqValue::Float(f) = v {
-                expected.push((t, *f));
-            }
-        }
-        let got: Vec<(i64, String)> = s.floats.iter().map(|p| (p.t, fmt_f(p.f))).collect();
-        if expected.len() != s.floats.len() {
-            return Err(format!(
-                "expected {} points for {}, but got {got:?}",
-                expected.len(),
-                s.metric
-            ));
-        }
-        for ((t, f), p) in expected.iter().zip(&s.floats) {
-            if *t != p.t {
-                return Err(format!(
-                    "expected point for {} at {t}, got one at {} (result {got:?})",
-                    s.metric, p.t
-                ));
-            }
-            if !almost_equal(*f, p.f) {
-                return Err(format!(
-                    "expected {} for {} at {t} but got {} (result {got:?})",
-                    fmt_f(*f),
-                    s.metric,
-                    fmt_f(p.f)
-                ));
-            }
-        }
+        compare_series(&ev.expected[idx].1, s, start, step, end)?;
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(format!("expected metric {} not found", ev.expected[i].0));
+    }
+    Ok(())
+}
+
+/// Compares the float and histogram points of one result series with its expected values.
+fn compare_series(
+    values: &[SeqValue],
+    s: &engine::Series,
+    start: i64,
+    step: i64,
+    end: i64,
+) -> Result<(), String> {
+    let mut floats = Vec::new();
+    let mut hists = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let t = start + i as i64 * step;
+        if t > end {
+            return Err(format!(
+                "expected {} points for {}, but query time range cannot return this many points",
+                values.len(),
+                s.metric
+            ));
+        }
+        match v {
+            SeqValue::Float(f) => floats.push((t, *f)),
+            SeqValue::Histogram(p) => hists.push((t, p)),
+            SeqValue::Omitted => {}
+        }
+    }
+    let got = || fmt_series(s);
+    if floats.len() != s.floats.len() || hists.len() != s.histograms.len() {
+        return Err(format!(
+            "expected {} float points and {} histogram points for {}, but got {}",
+            floats.len(),
+            hists.len(),
+            s.metric,
+            got()
+        ));
+    }
+    for ((t, f), p) in floats.iter().zip(&s.floats) {
+        if *t != p.t {
+            return Err(format!(
+                "expected point for {} at {t}, got one at {} (result {})",
+                s.metric,
+                p.t,
+                got()
+            ));
+        }
+        if !almost_equal(*f, p.f) {
+            return Err(format!(
+                "expected {} for {} at {t} but got {} (result {})",
+                fmt_f(*f),
+                s.metric,
+                fmt_f(p.f),
+                got()
+            ));
+        }
+    }
+    for ((t, want), p) in hists.iter().zip(&s.histograms) {
+        if *t != p.t || !want.h.matches(&p.h, 1e-6, want.hint_set) {
+            return Err(format!(
+                "expected histogram {} at {t} for {}, got {} at {} (result {})",
+                notation::format(&want.h),
+                s.metric,
+                notation::format(&p.h),
+                p.t,
+                got()
+            ));
+        }
     }
     Ok(())
 }
@@ -833,15 +846,17 @@ mod tests {
     }
 
     #[test]
-    fn histogram_evals_are_skipped_with_a_reason() {
+    fn histogram_evals_run_and_compare_histograms() {
         let st = statuses(
-            "load 1m\n  h {{schema:0 sum:1 count:1}}\n  f 1\n\neval instant at 0 h\n  {} 1\n\neval instant at 0 f\n  f 1\n",
+            "load 1m\n  h {{schema:0 sum:1 count:1 buckets:[1]}}+{{sum:1 count:1 buckets:[1]}}x2\n  f 1\n\neval instant at 1m h\n  h {{schema:0 sum:2 count:2 buckets:[2]}}\n\neval instant at 1m h\n  h {{schema:0 sum:2 count:2 buckets:[3]}}\n\neval instant at 2m histogram_count(h)\n  {} 3\n\neval range from 0 to 2m step 1m h\n  h {{sum:1 count:1 buckets:[1]}} {{sum:2 count:2 buckets:[2]}} {{sum:3 count:3 buckets:[3]}}\n",
         );
+        assert_eq!(st[0], Status::Passed);
         assert!(
-            matches!(&st[0], Status::Skipped(r) if r.starts_with("native histograms")),
+            matches!(&st[1], Status::Failed(m) if m.contains("buckets:[2]")),
             "{st:?}"
         );
-        assert_eq!(st[1], Status::Passed);
+        assert_eq!(st[2], Status::Passed);
+        assert_eq!(st[3], Status::Passed);
     }
 
     #[test]

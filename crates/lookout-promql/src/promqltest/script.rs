@@ -21,14 +21,14 @@ fn err(line: usize, message: impl Into<String>) -> ScriptError {
 }
 
 /// One value of a series description.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SeqValue {
     /// No sample at this step (`_`).
     Omitted,
     /// A float (stale markers are [`STALE_NAN`]).
     Float(f64),
-    /// A native histogram (`{{…}}`), which this engine does not store.
-    Histogram,
+    /// A native histogram (`{{…}}`).
+    Histogram(Box<crate::histogram::notation::Parsed>),
 }
 
 /// A series line of a `load` block.
@@ -414,30 +414,12 @@ fn parse_values_upto(
     let room = |out: &Vec<SeqValue>| keep.map_or(usize::MAX, |k| k.saturating_sub(out.len()));
     while !rest.is_empty() {
         if rest.starts_with("{{") {
-            // A histogram, possibly `{{…}}xN` or `{{…}}+{{…}}xN`.
-            let end = rest
-                .find("}}")
-                .ok_or_else(|| err(line, "unterminated histogram"))?;
-            let mut tail = &rest[end + 2..];
-            let mut count = 1usize;
-            if let Some(t) = tail.strip_prefix('+').or_else(|| tail.strip_prefix('-'))
-                && t.starts_with("{{")
-            {
-                let e2 = t
-                    .find("}}")
-                    .ok_or_else(|| err(line, "unterminated histogram"))?;
-                tail = &t[e2 + 2..];
-            }
-            if let Some(t) = tail.strip_prefix('x') {
-                let n_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-                count = t[..n_end].parse::<usize>().unwrap_or(0).saturating_add(1);
-                tail = &t[n_end..];
-            }
-            let count = count.min(room(&out));
-            if out.len().saturating_add(count) > MAX_SERIES_VALUES {
+            let limit = MAX_SERIES_VALUES.saturating_sub(out.len());
+            let (values, tail) = parse_histogram_item(rest, line, room(&out), limit)?;
+            if out.len().saturating_add(values.len()) > MAX_SERIES_VALUES {
                 return Err(too_many_values(line));
             }
-            out.extend(std::iter::repeat_n(SeqValue::Histogram, count));
+            out.extend(values);
             rest = tail.trim_start();
             continue;
         }
@@ -457,6 +439,63 @@ fn parse_values_upto(
         );
     }
     Ok(out)
+}
+
+/// One `{{…}}` item with its optional `+{{…}}`/`-{{…}}` and `xN`: at most `room` values
+/// and the text after it; more than `limit` values is an error.
+fn parse_histogram_item(
+    rest: &str,
+    line: usize,
+    room: usize,
+    limit: usize,
+) -> Result<(Vec<SeqValue>, &str), ScriptError> {
+    use crate::histogram::notation;
+    let body_end = |s: &str| {
+        s.find("}}")
+            .ok_or_else(|| err(line, "unterminated histogram"))
+    };
+    let end = body_end(rest)?;
+    let first = notation::parse(&rest[2..end]).map_err(|m| err(line, m))?;
+    let mut tail = &rest[end + 2..];
+    let mut inc = None;
+    if let Some((t, negate)) = tail
+        .strip_prefix('+')
+        .map(|t| (t, false))
+        .or_else(|| tail.strip_prefix('-').map(|t| (t, true)))
+        && t.starts_with("{{")
+    {
+        let e2 = body_end(t)?;
+        inc = Some((
+            notation::parse(&t[2..e2]).map_err(|m| err(line, m))?,
+            negate,
+        ));
+        tail = &t[e2 + 2..];
+    }
+    let mut times = None;
+    if let Some(t) = tail.strip_prefix('x') {
+        let n_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        times = Some(
+            t[..n_end]
+                .parse::<usize>()
+                .map_err(|_| err(line, "bad histogram repeat count"))?,
+        );
+        tail = &t[n_end..];
+    }
+    if times.map_or(1, |n| n.saturating_add(1)).min(room) > limit {
+        return Err(too_many_values(line));
+    }
+    let hist = |p: notation::Parsed| SeqValue::Histogram(Box::new(p));
+    let values = match (inc, times) {
+        (Some((inc, negate)), Some(n)) => notation::series(first, &inc, negate, n, room)
+            .map_err(|m| err(line, m))?
+            .into_iter()
+            .map(hist)
+            .collect(),
+        (Some(_), None) => return Err(err(line, "histogram increment without a repeat count")),
+        (None, Some(n)) => vec![hist(first); n.saturating_add(1).min(room)],
+        (None, None) => vec![hist(first); 1.min(room)],
+    };
+    Ok((values, tail))
 }
 
 /// The values of one token, at most `room` of them.
@@ -781,7 +820,7 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
             ev.expect_scalar = Some(f);
         } else {
             let s = parse_series(d, dl)?;
-            if s.values.contains(&SeqValue::Histogram) {
+            if s.values.iter().any(|v| matches!(v, SeqValue::Histogram(_))) {
                 ev.expects_histogram = true;
             }
             expected_values = add_values(expected_values, s.values.len(), dl)?;
@@ -861,7 +900,7 @@ mod tests {
                 SeqValue::Omitted => "_".to_string(),
                 SeqValue::Float(f) if crate::storage::is_stale(*f) => "stale".to_string(),
                 SeqValue::Float(f) => f.to_string(),
-                SeqValue::Histogram => "h".to_string(),
+                SeqValue::Histogram(_) => "h".to_string(),
             })
             .collect();
         assert_eq!(

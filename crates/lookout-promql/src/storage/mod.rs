@@ -68,6 +68,7 @@ use std::time::Duration;
 use promql_parser::label::Matcher;
 use regex::Regex;
 
+use crate::histogram::{FloatHistogram, HPoint};
 use crate::labels::Labels;
 use index::{Index, Prepared, SeriesId};
 use xor::{XorEncoder, XorIter};
@@ -105,6 +106,10 @@ pub struct SeriesData {
     /// Start timestamps (ms; 0 = unknown, as in Prometheus) aligned with `samples`, or
     /// `None` when no sample in the range has one (most series never do).
     pub st: Option<Vec<i64>>,
+    /// Native histogram samples sorted by time (in the head only: the WAL and blocks do
+    /// not hold histograms yet). A series may switch between floats and histograms; no
+    /// timestamp is in both lists.
+    pub histograms: Vec<HPoint>,
 }
 
 /// Something PromQL can read series from.
@@ -158,6 +163,14 @@ pub enum AppendError {
         series: String,
         /// The limit.
         limit: usize,
+    },
+    /// A native histogram for a storage with a write-ahead log, which cannot log them yet.
+    #[error(
+        "native histogram for series {series} refused: the write-ahead log and blocks do not store native histograms yet"
+    )]
+    HistogramNotPersisted {
+        /// The series, in Prometheus notation.
+        series: String,
     },
     /// The timestamp is before the retention cut: the sample would never be visible.
     #[error(
@@ -244,7 +257,21 @@ struct Chunks {
     /// Start timestamps, created when the series gets its first one (one pointer per
     /// series otherwise).
     st: Option<Box<StColumn>>,
+    /// Native histogram samples, created with the first one (one pointer per float
+    /// series). Kept uncompressed for now.
+    hist: Option<Box<HistColumn>>,
 }
+
+/// The native histogram samples of a series, boxed so a float-only series pays one
+/// pointer.
+#[derive(Default)]
+struct HistColumn {
+    points: Vec<HPoint>,
+}
+
+/// Value bits recorded in [`Chunks::last`] for a histogram sample: a NaN payload no float
+/// append produces, so a float at the same timestamp is a duplicate with another value.
+const HISTOGRAM_LAST_BITS: u64 = 0x7ff8_4849_5354_0001;
 
 /// The start timestamps of one series, one stream per chunk aligned with its samples.
 ///
@@ -331,15 +358,80 @@ impl Chunks {
             last: None,
             removed: false,
             st: None,
+            hist: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty() && self.head.count() == 0
+        self.sealed.is_empty()
+            && self.head.count() == 0
+            && self.hist.as_ref().is_none_or(|h| h.points.is_empty())
     }
 
     fn samples(&self) -> usize {
-        self.sealed.len() * CHUNK_SAMPLES as usize + self.head.count() as usize
+        self.sealed.len() * CHUNK_SAMPLES as usize
+            + self.head.count() as usize
+            + self.hist.as_ref().map_or(0, |h| h.points.len())
+    }
+
+    /// Appends a native histogram sample (same ordering rules as floats; a repeated
+    /// timestamp is accepted only with an equal histogram).
+    fn push_histogram(
+        &mut self,
+        labels: &Labels,
+        t: i64,
+        h: Arc<FloatHistogram>,
+    ) -> Result<(), AppendError> {
+        if let Some((last_t, _)) = self.last {
+            if t < last_t {
+                return Err(AppendError::OutOfOrder {
+                    series: labels.to_string(),
+                    t_ms: t,
+                    last_ms: last_t,
+                });
+            }
+            if t == last_t {
+                let same = self
+                    .hist
+                    .as_ref()
+                    .and_then(|v| v.points.last())
+                    .is_some_and(|p| p.t == t && same_but_hint(&p.h, &h));
+                if same {
+                    return Ok(());
+                }
+                return Err(AppendError::DuplicateTimestamp {
+                    series: labels.to_string(),
+                    t_ms: t,
+                });
+            }
+        }
+        let prev = self
+            .hist
+            .as_ref()
+            .and_then(|c| c.points.last())
+            .filter(|p| self.last.is_some_and(|(last_t, _)| last_t == p.t));
+        let h = match prev {
+            Some(p) => with_reset_hint(&p.h, h),
+            None => h,
+        };
+        self.hist
+            .get_or_insert_with(Box::default)
+            .points
+            .push(HPoint { t, h });
+        self.last = Some((t, HISTOGRAM_LAST_BITS));
+        Ok(())
+    }
+
+    /// Copies the histogram samples in `[mint, maxt]` to `out`.
+    fn read_histograms(&self, mint: i64, maxt: i64, out: &mut Vec<HPoint>) {
+        if let Some(col) = &self.hist {
+            let v = &col.points;
+            let lo = v.partition_point(|p| p.t < mint);
+            let hi = v.partition_point(|p| p.t <= maxt);
+            if lo < hi {
+                out.extend_from_slice(&v[lo..hi]);
+            }
+        }
     }
 
     fn heap_bytes(&self) -> usize {
@@ -463,6 +555,13 @@ impl Chunks {
 
     /// Frees the chunks whose samples are all before `cut`.
     fn truncate_before(&mut self, cut: i64) {
+        if let Some(col) = &mut self.hist {
+            let n = col.points.partition_point(|p| p.t < cut);
+            col.points.drain(..n);
+            if col.points.is_empty() {
+                self.hist = None;
+            }
+        }
         let keep_from = self.sealed.partition_point(|c| c.maxt < cut);
         if keep_from > 0 {
             self.sealed.drain(..keep_from);
@@ -479,6 +578,35 @@ impl Chunks {
             self.st = None;
         }
     }
+}
+
+/// Whether a stored histogram equals an appended one: the stored hint may have been set
+/// by [`with_reset_hint`].
+fn same_but_hint(stored: &FloatHistogram, h: &FloatHistogram) -> bool {
+    let mut s = stored.clone();
+    s.counter_reset_hint = h.counter_reset_hint;
+    s == *h
+}
+
+/// The counter reset hint Prometheus's TSDB gives a histogram appended after `prev`: a
+/// detected reset or a changed layout starts a new chunk, whose first sample reads with
+/// an unknown hint (queries see no `Reset` hint there, Prometheus issue 15346), and any
+/// other sample continues the chunk (`NotReset`). Gauges and explicit hints are kept.
+fn with_reset_hint(prev: &FloatHistogram, h: Arc<FloatHistogram>) -> Arc<FloatHistogram> {
+    use crate::histogram::CounterResetHint as Hint;
+    if h.counter_reset_hint != Hint::Unknown || prev.counter_reset_hint == Hint::Gauge {
+        return h;
+    }
+    if h.detect_reset(prev)
+        || h.schema != prev.schema
+        || h.zero_threshold != prev.zero_threshold
+        || h.custom_values != prev.custom_values
+    {
+        return h;
+    }
+    let mut h = h;
+    Arc::make_mut(&mut h).counter_reset_hint = Hint::NotReset;
+    h
 }
 
 /// Copies the samples of `iter` in `[mint, maxt]` to `out`; false once past `maxt`.
@@ -939,6 +1067,40 @@ impl Storage {
         }
     }
 
+    /// Appends a native histogram sample. Only a storage without a write-ahead log takes
+    /// them for now ([`AppendError::HistogramNotPersisted`] otherwise): the WAL and the
+    /// blocks have no histogram encoding yet, and a sample that a restart would lose must
+    /// not be acknowledged.
+    pub fn append_histogram(
+        &self,
+        labels: &Labels,
+        t_ms: i64,
+        h: Arc<FloatHistogram>,
+    ) -> Result<(), AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::EmptyLabels);
+        }
+        if self.wal.is_some() {
+            return Err(AppendError::HistogramNotPersisted {
+                series: labels.to_string(),
+            });
+        }
+        self.check_bounds(labels, t_ms)?;
+        loop {
+            let series = self.lookup_or_create(labels, SeriesLimit::Applies)?;
+            let mut chunks = series.lock();
+            if chunks.removed {
+                // Removed by retention between the look-up and the lock: look again.
+                continue;
+            }
+            chunks.push_histogram(&series.labels, t_ms, h.clone())?;
+            drop(chunks);
+            self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+            self.after_append(t_ms);
+            return Ok(());
+        }
+    }
+
     /// `Err(SeriesLimit)` when one more series would pass [`StorageOptions::max_series`].
     fn check_series_limit(
         &self,
@@ -1176,8 +1338,13 @@ impl Storage {
             debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
             scratch.clear();
             st_scratch.clear();
-            s.lock().read(mint, maxt_ms, &mut scratch, &mut st_scratch);
-            if !scratch.is_empty() {
+            let mut histograms = Vec::new();
+            {
+                let chunks = s.lock();
+                chunks.read(mint, maxt_ms, &mut scratch, &mut st_scratch);
+                chunks.read_histograms(mint, maxt_ms, &mut histograms);
+            }
+            if !scratch.is_empty() || !histograms.is_empty() {
                 let st = st_scratch
                     .iter()
                     .any(|&st| st != 0)
@@ -1186,6 +1353,7 @@ impl Storage {
                     labels: s.labels.clone(),
                     samples: scratch.as_slice().to_vec(),
                     st,
+                    histograms,
                 });
             }
         }
@@ -1495,6 +1663,37 @@ mod tests {
             assert_eq!(bits(&got[0].samples), bits(&part));
         }
         assert_eq!(st.stats().series, 20);
+    }
+
+    #[test]
+    fn histograms_sit_beside_floats_and_follow_the_ordering_rules() {
+        use crate::histogram::FloatHistogram;
+        let st = Storage::default();
+        let l = Labels::new([("__name__", "h")]);
+        let h = |c: f64| {
+            Arc::new(FloatHistogram {
+                count: c,
+                ..Default::default()
+            })
+        };
+        st.append(&l, 1_000, 1.0).unwrap();
+        st.append_histogram(&l, 2_000, h(1.0)).unwrap();
+        // The same histogram again is ignored, another one or a float is a duplicate.
+        st.append_histogram(&l, 2_000, h(1.0)).unwrap();
+        assert!(st.append_histogram(&l, 2_000, h(2.0)).is_err());
+        assert!(st.append(&l, 2_000, 5.0).is_err());
+        assert!(st.append_histogram(&l, 1_500, h(2.0)).is_err());
+        st.append(&l, 3_000, 3.0).unwrap();
+        let got = st.select(&matchers("{__name__=\"h\"}"), 0, 10_000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples.len(), 2);
+        assert_eq!(got[0].histograms.len(), 1);
+        assert_eq!(got[0].histograms[0].t, 2_000);
+        assert_eq!(st.stats().samples, 3);
+        // Retention drops histograms like floats.
+        st.truncate_before(2_500);
+        let got = st.select(&matchers("{__name__=\"h\"}"), 0, 10_000);
+        assert!(got[0].histograms.is_empty());
     }
 
     #[test]

@@ -371,6 +371,7 @@ impl Block {
                     labels: s.labels.clone(),
                     samples,
                     st: None,
+                    histograms: Vec::new(),
                 });
             }
         }
@@ -700,11 +701,18 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
         samples.push(Sample { t, v });
         st.push(s);
     }
+    // Histograms live in the head only (blocks do not hold them yet).
+    let histograms = run
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.histograms))
+        .find(|h| !h.is_empty())
+        .unwrap_or_default();
     let labels = run.swap_remove(0).labels;
     SeriesData {
         labels,
         samples,
         st: with_st.then_some(st),
+        histograms,
     }
 }
 

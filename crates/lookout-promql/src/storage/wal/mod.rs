@@ -702,6 +702,23 @@ mod tests {
     }
 
     #[test]
+    fn histograms_are_refused_by_a_storage_with_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Storage::open(StorageOptions::default(), dir.path(), small()).unwrap();
+        let l = Labels::new([("__name__", "h")]);
+        let h = std::sync::Arc::new(crate::histogram::FloatHistogram::default());
+        let err = st.append_histogram(&l, 1, h).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::storage::AppendError::HistogramNotPersisted { .. }
+            ),
+            "{err}"
+        );
+        assert_eq!(st.num_series(), 0);
+    }
+
+    #[test]
     fn a_reopened_directory_has_every_sample_and_keeps_series_refs() {
         let dir = tempfile::tempdir().unwrap();
         let st = Storage::open(StorageOptions::default(), dir.path(), small()).unwrap();

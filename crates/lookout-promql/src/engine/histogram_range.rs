@@ -1,0 +1,414 @@
+//! Range functions over series holding native histograms: `rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `resets`, `changes` and the `*_over_time` functions that take
+//! histograms (`sum`, `avg`, `count`, `last`, `first`, `present`). The float-only
+//! functions use a series' floats and ignore its histograms.
+
+use std::sync::Arc;
+
+use super::functions::{instant_value, range_kernel};
+use super::kahan_sum_inc;
+use super::{AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Series};
+use crate::histogram::{CounterResetHint, FloatHistogram, HPoint, HistogramError};
+
+/// What summing histograms ran into (each an annotation).
+#[derive(Default)]
+pub(crate) struct SumNotes {
+    /// Both "counter reset" and "not a counter reset" hints were summed.
+    pub(crate) collision: bool,
+    /// Mismatched custom bounds were reconciled.
+    pub(crate) reconciled: bool,
+}
+
+/// A running sum of histograms with Kahan compensation of the sum, count and zero count
+/// (the fields where adding large values of opposite sign loses the small ones).
+#[derive(Clone)]
+struct KahanSum {
+    sum: FloatHistogram,
+    c: (f64, f64, f64),
+}
+
+impl KahanSum {
+    fn add(&mut self, h: &FloatHistogram) -> Result<bool, HistogramError> {
+        let s = &mut self.sum;
+        let (sum0, count0, zero0, zt0) = (s.sum, s.count, s.zero_count, s.zero_threshold);
+        let reconciled = s.add(h)?.nhcb_bounds_reconciled;
+        (s.sum, self.c.0) = kahan_sum_inc(h.sum, sum0, self.c.0);
+        (s.count, self.c.1) = kahan_sum_inc(h.count, count0, self.c.1);
+        if s.zero_threshold == h.zero_threshold && s.zero_threshold == zt0 {
+            (s.zero_count, self.c.2) = kahan_sum_inc(h.zero_count, zero0, self.c.2);
+        }
+        Ok(reconciled)
+    }
+
+    fn value(&self) -> FloatHistogram {
+        let mut v = self.sum.clone();
+        v.sum += self.c.0;
+        v.count += self.c.1;
+        v.zero_count += self.c.2;
+        v
+    }
+}
+
+/// Whether both "counter reset" and "not a counter reset" hints are among `hs`.
+fn hints_collide(hs: &[&FloatHistogram]) -> bool {
+    let hint = |k| hs.iter().any(|h| h.counter_reset_hint == k);
+    hint(CounterResetHint::Reset) && hint(CounterResetHint::NotReset)
+}
+
+/// Sums histograms; `Err` when exponential and custom-bucket histograms are mixed.
+pub(crate) fn sum_histograms(
+    hs: &[&FloatHistogram],
+    notes: &mut SumNotes,
+) -> Result<Option<FloatHistogram>, HistogramError> {
+    let Some((first, rest)) = hs.split_first() else {
+        return Ok(None);
+    };
+    notes.collision |= hints_collide(hs);
+    let mut acc = KahanSum {
+        sum: (*first).clone(),
+        c: (0.0, 0.0, 0.0),
+    };
+    for h in rest {
+        notes.reconciled |= acc.add(h)?;
+    }
+    Ok(Some(acc.value()))
+}
+
+/// The mean of histograms: their sum divided by their number, or, once the sum
+/// overflows, an incremental mean from there on (as Prometheus's `avg` does).
+pub(crate) fn avg_histograms(
+    hs: &[&FloatHistogram],
+    notes: &mut SumNotes,
+) -> Result<Option<FloatHistogram>, HistogramError> {
+    let Some((first, mut rest)) = hs.split_first() else {
+        return Ok(None);
+    };
+    notes.collision |= hints_collide(hs);
+    let mut acc = KahanSum {
+        sum: (*first).clone(),
+        c: (0.0, 0.0, 0.0),
+    };
+    let mut n = 1.0;
+    while let Some((h, tail)) = rest.split_first() {
+        let mut next = acc.clone();
+        let reconciled = next.add(h)?;
+        if next.value().has_overflow() {
+            break;
+        }
+        notes.reconciled |= reconciled;
+        acc = next;
+        n += 1.0;
+        rest = tail;
+    }
+    if rest.is_empty() {
+        let mut mean = acc.value();
+        mean.div(n);
+        return Ok(Some(mean));
+    }
+    // Incremental mean, compensated the same way.
+    acc.sum.div(n);
+    acc.c = (acc.c.0 / n, acc.c.1 / n, acc.c.2 / n);
+    for h in rest {
+        n += 1.0;
+        let q = (n - 1.0) / n;
+        acc.sum.mul(q);
+        acc.c = (acc.c.0 * q, acc.c.1 * q, acc.c.2 * q);
+        let mut add = (*h).clone();
+        add.div(n);
+        notes.reconciled |= acc.add(&add)?;
+    }
+    Ok(Some(acc.value()))
+}
+
+/// Exact equality as `changes()` sees it (the counter reset hint aside).
+fn same_histogram(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    a.schema == b.schema
+        && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+        && a.zero_count.to_bits() == b.zero_count.to_bits()
+        && a.count.to_bits() == b.count.to_bits()
+        && a.sum.to_bits() == b.sum.to_bits()
+        && a.positive == b.positive
+        && a.negative == b.negative
+        && a.custom_values == b.custom_values
+}
+
+/// A point of a series that may hold floats and histograms.
+enum Pt<'a> {
+    F(&'a FPoint),
+    H(&'a HPoint),
+}
+
+/// The points of `s` merged by time.
+fn merged(s: &Series) -> Vec<Pt<'_>> {
+    let mut out = Vec::with_capacity(s.floats.len() + s.histograms.len());
+    let (mut i, mut j) = (0, 0);
+    while i < s.floats.len() || j < s.histograms.len() {
+        if j >= s.histograms.len() || (i < s.floats.len() && s.floats[i].t < s.histograms[j].t) {
+            out.push(Pt::F(&s.floats[i]));
+            i += 1;
+        } else {
+            out.push(Pt::H(&s.histograms[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A result sample of a range function.
+fn result(metric: &super::Labels, ts: i64, f: f64, h: Option<FloatHistogram>) -> Sample {
+    Sample {
+        metric: metric.clone(),
+        t: ts,
+        f,
+        drop_name: true,
+        h: h.map(Arc::new),
+    }
+}
+
+impl Evaluator<'_> {
+    fn name_of(s: &Series) -> &str {
+        s.metric.metric_name().unwrap_or("")
+    }
+
+    pub(crate) fn warn_mixed_floats_histograms(&self, s: &Series, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!(
+                "encountered a mix of histograms and floats for metric name {:?}",
+                Self::name_of(s)
+            ),
+            anchor,
+        );
+    }
+
+    pub(crate) fn warn_mixed_schemas(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!(
+                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+            ),
+            anchor,
+        );
+    }
+
+    pub(crate) fn sum_notes(&self, notes: &SumNotes, op: &str, anchor: &str) {
+        if notes.collision {
+            self.annotate(
+                AnnotationLevel::Warning,
+                format!("conflicting counter resets during histogram {op}"),
+                anchor,
+            );
+        }
+        if notes.reconciled {
+            self.annotate(
+                AnnotationLevel::Info,
+                format!("mismatched custom buckets were reconciled during {op}"),
+                anchor,
+            );
+        }
+    }
+
+    /// The value of range function `name` over series `s`, which holds histograms.
+    pub(crate) fn histogram_range_value(
+        &self,
+        name: &str,
+        s: &Series,
+        arg: &RangeArg,
+        scalars: &[f64],
+        anchor: &str,
+        ts: i64,
+    ) -> Result<Option<Sample>, QueryError> {
+        let m = &s.metric;
+        let mixed = !s.floats.is_empty();
+        Ok(match name {
+            "rate" | "increase" | "delta" if arg.mode == RangeMode::Plain => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                self.histogram_rate(s, arg, name != "delta", name == "rate", anchor)
+                    .map(|h| result(m, ts, 0.0, Some(h)))
+            }
+            "rate" | "increase" | "delta" => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                self.extended_histogram_rate(s, arg, name != "delta", name == "rate", anchor)
+                    .map(|h| result(m, ts, 0.0, Some(h)))
+            }
+            "irate" | "idelta" => self.histogram_instant(s, name == "irate", anchor, ts),
+            "resets" | "changes" => {
+                let mut pts = merged(s);
+                if arg.mode == RangeMode::Anchored {
+                    // From the last sample at or before the window's start.
+                    let t = |p: &Pt| match p {
+                        Pt::F(p) => p.t,
+                        Pt::H(p) => p.t,
+                    };
+                    let inside = pts.partition_point(|p| t(p) <= arg.range_start);
+                    if inside == pts.len() {
+                        return Ok(None);
+                    }
+                    pts.drain(..inside.saturating_sub(1));
+                }
+                let n = pts
+                    .windows(2)
+                    .filter(|w| match (&w[0], &w[1]) {
+                        (Pt::F(a), Pt::F(b)) if name == "resets" => b.f < a.f,
+                        (Pt::F(a), Pt::F(b)) => !(b.f == a.f || (b.f.is_nan() && a.f.is_nan())),
+                        (Pt::H(a), Pt::H(b)) if name == "resets" => b.h.detect_reset(&a.h),
+                        (Pt::H(a), Pt::H(b)) => !same_histogram(&a.h, &b.h),
+                        _ => true,
+                    })
+                    .count();
+                Some(result(m, ts, n as f64, None))
+            }
+            "count_over_time" => Some(result(
+                m,
+                ts,
+                (s.floats.len() + s.histograms.len()) as f64,
+                None,
+            )),
+            "present_over_time" => Some(result(m, ts, 1.0, None)),
+            "ts_of_last_over_time" | "ts_of_first_over_time" => {
+                let pts = merged(s);
+                let p = if name == "ts_of_last_over_time" {
+                    pts.last()
+                } else {
+                    pts.first()
+                };
+                let t = match p {
+                    Some(Pt::F(p)) => p.t,
+                    Some(Pt::H(p)) => p.t,
+                    None => return Ok(None),
+                };
+                Some(result(m, ts, t as f64 / 1000.0, None))
+            }
+            "last_over_time" | "first_over_time" => {
+                let pts = merged(s);
+                let p = if name == "last_over_time" {
+                    pts.last()
+                } else {
+                    pts.first()
+                };
+                let mut out = match p {
+                    Some(Pt::F(p)) => result(m, ts, p.f, None),
+                    Some(Pt::H(p)) => Sample {
+                        h: Some(p.h.clone()),
+                        ..result(m, ts, 0.0, None)
+                    },
+                    None => return Ok(None),
+                };
+                out.drop_name = s.drop_name;
+                Some(out)
+            }
+            "sum_over_time" | "avg_over_time" => {
+                if mixed {
+                    self.warn_mixed_floats_histograms(s, anchor);
+                    return Ok(None);
+                }
+                let mut notes = SumNotes::default();
+                let hs: Vec<&FloatHistogram> = s.histograms.iter().map(|p| &*p.h).collect();
+                let value = if name == "avg_over_time" {
+                    avg_histograms(&hs, &mut notes)
+                } else {
+                    sum_histograms(&hs, &mut notes)
+                };
+                self.sum_notes(&notes, "aggregation", anchor);
+                let Ok(Some(h)) = value else {
+                    self.warn_mixed_schemas(Self::name_of(s), anchor);
+                    return Ok(None);
+                };
+                Some(result(m, ts, 0.0, Some(h)))
+            }
+            _ => {
+                // Float-only functions: the histograms are ignored.
+                if !mixed {
+                    return Ok(None);
+                }
+                self.annotate(
+                    AnnotationLevel::Info,
+                    format!(
+                        "ignored histograms in a range containing both floats and histograms for metric name {:?}",
+                        Self::name_of(s)
+                    ),
+                    anchor,
+                );
+                range_kernel(name, &s.floats, None, arg, scalars, ts)?
+                    .map(|f| result(m, ts, f, None))
+            }
+        })
+    }
+
+    /// `irate`/`idelta` over the last two points, which must both be histograms.
+    fn histogram_instant(
+        &self,
+        s: &Series,
+        is_rate: bool,
+        anchor: &str,
+        ts: i64,
+    ) -> Option<Sample> {
+        let pts = merged(s);
+        let [.., a, b] = pts.as_slice() else {
+            return None;
+        };
+        let (Pt::H(a), Pt::H(b)) = (a, b) else {
+            if matches!((a, b), (Pt::F(_), Pt::F(_))) {
+                return instant_value(&s.floats, &[], is_rate)
+                    .map(|f| result(&s.metric, ts, f, None));
+            }
+            self.warn_mixed_floats_histograms(s, anchor);
+            return None;
+        };
+        let interval = b.t - a.t;
+        if interval == 0 {
+            return None;
+        }
+        let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+        let name = Self::name_of(s);
+        if is_rate && (gauge(&a.h) || gauge(&b.h)) {
+            self.not_counter_warning(name, anchor);
+        }
+        if !is_rate && (!gauge(&a.h) || !gauge(&b.h)) {
+            self.not_gauge_warning(name, anchor);
+        }
+        let mut h = (*b.h).clone();
+        if !is_rate || !b.h.detect_reset(&a.h) {
+            match h.sub(&a.h) {
+                Err(_) => {
+                    self.warn_mixed_schemas(name, anchor);
+                    return None;
+                }
+                Ok(c) if c.nhcb_bounds_reconciled => self.annotate(
+                    AnnotationLevel::Info,
+                    "mismatched custom buckets were reconciled during subtraction".into(),
+                    anchor,
+                ),
+                Ok(_) => {}
+            }
+        }
+        h.counter_reset_hint = CounterResetHint::Gauge;
+        h.compact();
+        if is_rate {
+            h.div(interval as f64 / 1000.0);
+        }
+        Some(result(&s.metric, ts, 0.0, Some(h)))
+    }
+
+    pub(crate) fn not_counter_warning(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!("this native histogram metric is not a counter: {name:?}"),
+            anchor,
+        );
+    }
+
+    pub(crate) fn not_gauge_warning(&self, name: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Warning,
+            format!("this native histogram metric is not a gauge: {name:?}"),
+            anchor,
+        );
+    }
+}

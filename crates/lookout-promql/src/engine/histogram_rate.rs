@@ -1,0 +1,141 @@
+//! `rate`, `increase` and `delta` over native histograms (Prometheus's `histogramRate`
+//! and the extrapolation of `extrapolatedRate`).
+
+use super::{AnnotationLevel, Evaluator, RangeArg, Series};
+use crate::histogram::{CounterResetHint, FloatHistogram};
+
+/// How far the difference between the first and last sample is extrapolated to the
+/// window's edges: the factor the difference is multiplied with, `None` for a single
+/// sample. `first` is the first sample's count and `result` the difference's count.
+fn extrapolation_factor(
+    s: &Series,
+    arg: &RangeArg,
+    first: f64,
+    result: f64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    let n_minus_one = s.histograms.len().checked_sub(1).filter(|n| *n > 0)?;
+    let (first_t, last_t) = (s.histograms[0].t, s.histograms[n_minus_one].t);
+    let mut to_start = (first_t - arg.range_start) as f64 / 1000.0;
+    let mut to_end = (arg.range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / n_minus_one as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && result > 0.0 && first >= 0.0 {
+        let to_zero = sampled * (first / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
+    if is_rate {
+        factor /= arg.range as f64 / 1000.0;
+    }
+    Some(factor)
+}
+
+impl Evaluator<'_> {
+    /// The extrapolated increase (`is_counter`) or delta of the histograms of `s`, per
+    /// second with `is_rate`.
+    pub(crate) fn histogram_rate(
+        &self,
+        s: &Series,
+        arg: &RangeArg,
+        is_counter: bool,
+        is_rate: bool,
+        anchor: &str,
+    ) -> Option<FloatHistogram> {
+        let pts = &s.histograms;
+        if pts.len() < 2 {
+            return None;
+        }
+        let name = s.metric.metric_name().unwrap_or("");
+        let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+        let last = &pts[pts.len() - 1].h;
+        let mut prev: FloatHistogram = (*pts[0].h).clone();
+        if is_counter && (gauge(&prev) || gauge(last)) {
+            self.not_counter_warning(name, anchor);
+        }
+        if is_counter && pts[1].h.detect_reset(&prev) {
+            // A reset right after the first sample: its layout does not matter.
+            prev = FloatHistogram {
+                schema: pts[1].h.schema,
+                custom_values: pts[1].h.custom_values.clone(),
+                ..Default::default()
+            };
+        }
+        let custom = prev.uses_custom_buckets();
+        if last.uses_custom_buckets() != custom {
+            self.warn_mixed_schemas(name, anchor);
+            return None;
+        }
+        let mut min_schema = last.schema.min(prev.schema);
+        for p in &pts[1..pts.len() - 1] {
+            if !is_counter {
+                continue;
+            }
+            if gauge(&p.h) {
+                self.not_counter_warning(name, anchor);
+            }
+            min_schema = min_schema.min(p.h.schema);
+            if p.h.uses_custom_buckets() != custom {
+                self.warn_mixed_schemas(name, anchor);
+                return None;
+            }
+        }
+        let mut h = (**last).clone();
+        h.reduce_resolution(min_schema);
+        match h.sub(&prev) {
+            Err(_) => {
+                self.warn_mixed_schemas(name, anchor);
+                return None;
+            }
+            Ok(c) if c.nhcb_bounds_reconciled => self.reconciled_info("subtraction", anchor),
+            Ok(_) => {}
+        }
+        if is_counter {
+            let mut before: &FloatHistogram = &prev;
+            for p in &pts[1..] {
+                if p.h.detect_reset(before) {
+                    match h.add(before) {
+                        Err(_) => {
+                            self.warn_mixed_schemas(name, anchor);
+                            return None;
+                        }
+                        Ok(c) if c.nhcb_bounds_reconciled => {
+                            self.reconciled_info("addition", anchor)
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                before = &p.h;
+            }
+        } else if !gauge(&pts[0].h) || !gauge(last) {
+            self.not_gauge_warning(name, anchor);
+        }
+        h.counter_reset_hint = CounterResetHint::Gauge;
+        h.compact();
+        let factor = extrapolation_factor(s, arg, pts[0].h.count, h.count, is_counter, is_rate)?;
+        h.mul(factor);
+        Some(h)
+    }
+
+    pub(crate) fn reconciled_info(&self, op: &str, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Info,
+            format!("mismatched custom buckets were reconciled during {op}"),
+            anchor,
+        );
+    }
+}
