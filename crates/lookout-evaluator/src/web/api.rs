@@ -18,8 +18,8 @@ use promql_parser::label::{MatchOp, Matcher};
 use serde_json::{Value as Json, json};
 
 use super::WebState;
-use crate::alert::AlertState;
-use crate::rules::status::{AlertSnapshot, GroupSnapshot, RuleSnapshot};
+use super::rules_json::{RuleFilter, alerts_body, rules_body, time_json};
+use crate::rules::status::GroupSnapshot;
 use crate::scrape_config::PromDuration;
 
 /// Prometheus's limit on points per series of a range query.
@@ -396,15 +396,6 @@ pub async fn label_values(
     }
 }
 
-/// Go's `time.Time` JSON: RFC 3339 with nanoseconds, or the zero time.
-fn time_json(t: Option<SystemTime>) -> String {
-    match t {
-        Some(t) => chrono::DateTime::<chrono::Utc>::from(t)
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        None => "0001-01-01T00:00:00Z".to_string(),
-    }
-}
-
 /// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, which Prometheus uses for alert values.
 pub fn format_float_e(v: f64) -> String {
     if v.is_nan() {
@@ -424,68 +415,6 @@ pub fn format_float_e(v: f64) -> String {
     let exp: i32 = exp.parse().unwrap_or(0);
     let sign = if exp < 0 { '-' } else { '+' };
     format!("{mantissa}e{sign}{:02}", exp.abs())
-}
-
-fn alert_json(a: &AlertSnapshot) -> Json {
-    let mut o = json!({
-        "labels": labels_json(&a.labels),
-        "annotations": a.annotations,
-        "state": a.state.as_str(),
-        "activeAt": time_json(Some(a.active_at)),
-        "value": format_float_e(a.value),
-    });
-    if let (Some(since), Some(obj)) = (a.keep_firing_since, o.as_object_mut()) {
-        obj.insert(
-            "keepFiringSince".into(),
-            Json::String(time_json(Some(since))),
-        );
-    }
-    o
-}
-
-fn rule_json(r: &RuleSnapshot, exclude_alerts: bool) -> Json {
-    match r {
-        RuleSnapshot::Alerting(a) => {
-            let mut o = json!({
-                "state": a.state.as_str(),
-                "name": a.common.name,
-                "query": a.common.query,
-                "duration": a.hold_duration.as_secs_f64(),
-                "keepFiringFor": a.keep_firing_for.as_secs_f64(),
-                "labels": labels_json(&a.common.labels),
-                "annotations": a.annotations,
-                "health": a.common.health.as_str(),
-                "lastError": a.common.last_error.clone().unwrap_or_default(),
-                "evaluationTime": a.common.evaluation_duration.as_secs_f64(),
-                "lastEvaluation": time_json(a.common.last_evaluation),
-                "type": "alerting",
-            });
-            if !exclude_alerts && let Some(obj) = o.as_object_mut() {
-                obj.insert(
-                    "alerts".into(),
-                    Json::Array(a.alerts.iter().map(alert_json).collect()),
-                );
-            }
-            o
-        }
-        RuleSnapshot::Recording(c) => json!({
-            "name": c.name,
-            "query": c.query,
-            "labels": labels_json(&c.labels),
-            "health": c.health.as_str(),
-            "lastError": c.last_error.clone().unwrap_or_default(),
-            "evaluationTime": c.evaluation_duration.as_secs_f64(),
-            "lastEvaluation": time_json(c.last_evaluation),
-            "type": "recording",
-        }),
-    }
-}
-
-fn rule_name(r: &RuleSnapshot) -> &str {
-    match r {
-        RuleSnapshot::Alerting(a) => &a.common.name,
-        RuleSnapshot::Recording(c) => &c.name,
-    }
 }
 
 fn groups(st: &WebState) -> Vec<GroupSnapshot> {
@@ -517,55 +446,21 @@ pub async fn rules(State(st): State<WebState>, Form(p): Form<Params>) -> Respons
     let names: BTreeSet<&str> = params_all(&p, "rule_name[]").into_iter().collect();
     let group_names: BTreeSet<&str> = params_all(&p, "rule_group[]").into_iter().collect();
     let files: BTreeSet<&str> = params_all(&p, "file[]").into_iter().collect();
-    let mut out = Vec::new();
-    for g in groups(&st) {
-        if (!group_names.is_empty() && !group_names.contains(g.name.as_str()))
-            || (!files.is_empty() && !files.contains(g.file.as_str()))
-        {
-            continue;
-        }
-        let rules: Vec<Json> = g
-            .rules
-            .iter()
-            .filter(|r| match r {
-                RuleSnapshot::Alerting(_) => want_alert,
-                RuleSnapshot::Recording(_) => want_record,
-            })
-            .filter(|r| names.is_empty() || names.contains(rule_name(r)))
-            .map(|r| rule_json(r, exclude_alerts))
-            .collect();
-        if rules.is_empty() && (!names.is_empty() || !kind.is_empty()) {
-            continue;
-        }
-        out.push(json!({
-            "name": g.name,
-            "file": g.file,
-            "rules": rules,
-            "interval": g.interval.as_secs_f64(),
-            "limit": g.limit,
-            "evaluationTime": g.evaluation_duration.as_secs_f64(),
-            "lastEvaluation": time_json(g.last_evaluation),
-        }));
-    }
-    success(json!({ "groups": out }))
+    let filter = RuleFilter {
+        want_alert,
+        want_record,
+        exclude_alerts,
+        names: &names,
+        group_names: &group_names,
+        files: &files,
+        typed: !kind.is_empty(),
+    };
+    json_response(rules_body(&groups(&st), &filter))
 }
 
 /// `GET /api/v1/alerts`: the active (pending and firing) alerts of every alerting rule.
 pub async fn alerts(State(st): State<WebState>) -> Response {
-    let mut out = Vec::new();
-    for g in groups(&st) {
-        for r in &g.rules {
-            if let RuleSnapshot::Alerting(a) = r {
-                out.extend(
-                    a.alerts
-                        .iter()
-                        .filter(|x| x.state != AlertState::Inactive)
-                        .map(alert_json),
-                );
-            }
-        }
-    }
-    success(json!({ "alerts": out }))
+    json_response(alerts_body(&groups(&st)))
 }
 
 /// `GET /api/v1/targets`: the embedded scraper's targets.

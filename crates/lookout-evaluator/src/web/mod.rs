@@ -14,6 +14,7 @@ pub mod chart;
 pub mod compress;
 pub mod graph;
 pub mod json;
+mod rules_json;
 pub mod status;
 
 use std::future::Future;
