@@ -1,7 +1,8 @@
 //! One test group, run as promtool's `testGroup.test` does:
 //!
-//! * the input series are appended lazily: before the evaluation at `ts`, every sample up to
-//!   `ts` (so `offset -5m` and `@` cannot see the future, as with promtool's lazy loader);
+//! * the input series (floats and native histograms) are appended lazily: before the
+//!   evaluation at `ts`, every sample up to `ts` (so `offset -5m` and `@` cannot see the
+//!   future, as with promtool's lazy loader);
 //! * every rule group is evaluated at `start, start + evaluation_interval, …` up to the
 //!   largest `eval_time` of the test group — with the evaluator's own [`Group::eval`] over an
 //!   [`EmbeddedDatasource`], so `for`, `keep_firing_for`, `ALERTS`, `ALERTS_FOR_STATE` and
@@ -10,7 +11,8 @@
 //! * the firing alerts of each `alert_rule_test` are compared, order-insensitively, with the
 //!   evaluation at or just before its `eval_time`;
 //! * afterwards each `promql_expr_test` is an instant query over the same storage (input
-//!   series plus rule outputs), compared after sorting by labels.
+//!   series plus rule outputs), compared after sorting by labels; histograms are compared
+//!   as their `FloatHistogram.TestExpression()` text, as promtool 2.47 and later do.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
