@@ -8,9 +8,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lookout_promql::Labels;
+use lookout_promql::histogram::FloatHistogram;
 
 /// One element of an instant-query result. A scalar result is returned as a single sample
 /// with empty labels, as Prometheus's rule engine does.
@@ -18,8 +20,10 @@ use lookout_promql::Labels;
 pub struct QuerySample {
     /// The series' labels (including `__name__` when the expression keeps it).
     pub labels: Labels,
-    /// The sample value.
+    /// The sample value (0 for a native-histogram sample, as Prometheus's `Sample.F`).
     pub value: f64,
+    /// The native histogram of a histogram sample.
+    pub histogram: Option<Arc<FloatHistogram>>,
 }
 
 /// The last sample of one series inside a look-back window (used to restore `for` state).

@@ -148,11 +148,13 @@ impl Datasource for EmbeddedDatasource {
                     .map(|s| QuerySample {
                         labels: s.metric,
                         value: s.f,
+                        histogram: s.h,
                     })
                     .collect()),
                 Value::Scalar { v, .. } => Ok(vec![QuerySample {
                     labels: lookout_promql::Labels::default(),
                     value: v,
+                    histogram: None,
                 }]),
                 other => Err(DatasourceError::UnexpectedResult {
                     expr: expr.to_string(),
@@ -167,7 +169,14 @@ impl Datasource for EmbeddedDatasource {
         let mut failed = 0usize;
         let mut first = None;
         for s in samples {
-            if let Err(e) = self.storage.append(&s.labels, t_ms, s.value) {
+            // A histogram sample (a recording rule over native histograms) is stored as
+            // one, as Prometheus's rule group does; a storage with a write-ahead log
+            // refuses it (`HistogramNotPersisted`) and the rule reports the error.
+            let appended = match &s.histogram {
+                Some(h) => self.storage.append_histogram(&s.labels, t_ms, h.clone()),
+                None => self.storage.append(&s.labels, t_ms, s.value),
+            };
+            if let Err(e) = appended {
                 crate::limits::count_append_error(&e);
                 failed += 1;
                 if first.is_none() {
@@ -488,6 +497,7 @@ mod tests {
             &[QuerySample {
                 labels: up.clone(),
                 value: 0.0,
+                histogram: None,
             }],
             at(1000),
         )
@@ -511,7 +521,8 @@ mod tests {
             ds.append(
                 &[QuerySample {
                     labels: up.clone(),
-                    value: 1.0
+                    value: 1.0,
+                    histogram: None,
                 }],
                 at(900)
             )
@@ -521,6 +532,7 @@ mod tests {
             &[QuerySample {
                 labels: up.clone(),
                 value: STALE_NAN,
+                histogram: None,
             }],
             at(1020),
         )

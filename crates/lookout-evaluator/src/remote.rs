@@ -283,6 +283,7 @@ impl RemoteDatasource {
                     out.push(QuerySample {
                         labels: Labels::new(e.metric),
                         value: parse_value(&e.value.1).map_err(malformed)?,
+                        histogram: None,
                     });
                 }
                 Ok(Result2::Instant(out))
@@ -293,6 +294,7 @@ impl RemoteDatasource {
                 Ok(Result2::Instant(vec![QuerySample {
                     labels: Labels::default(),
                     value: parse_value(&v).map_err(malformed)?,
+                    histogram: None,
                 }]))
             }
             ("matrix", true) => {

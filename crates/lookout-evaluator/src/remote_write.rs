@@ -163,8 +163,11 @@ impl RemoteWriter {
         if samples.is_empty() {
             return;
         }
+        // Native-histogram samples are not sent: the queue carries floats only, and a
+        // histogram written as its float value (0) would be wrong data.
         let items = samples
             .iter()
+            .filter(|s| s.histogram.is_none())
             .map(|s| (s.labels.clone(), t_ms, s.value))
             .collect();
         let dropped = self.inner.queue.push(items);

@@ -37,6 +37,9 @@ pub struct TemplateData {
     pub external_url: String,
     /// `$value` / `.Value`.
     pub value: f64,
+    /// For a native-histogram sample, `$value` is the histogram instead (Prometheus 2.52
+    /// and later), printed as `FloatHistogram.String()`.
+    pub histogram: Option<String>,
 }
 
 struct ExpandContext {
@@ -524,7 +527,11 @@ impl CompiledTemplate {
             "ExternalURL".to_string(),
             Value::String(data.external_url.clone()),
         );
-        obj.insert("Value".to_string(), Value::from(data.value));
+        let value = match &data.histogram {
+            Some(h) => Value::String(h.clone()),
+            None => Value::from(data.value),
+        };
+        obj.insert("Value".to_string(), value);
         let ctx = Context::from(Value::Object(obj));
         struct Guard(Option<ExpandContext>);
         impl Drop for Guard {
@@ -1014,6 +1021,10 @@ pub fn go_fmt_v(v: f64) -> String {
 }
 
 fn f_go_value(args: &[Value]) -> Result<Value, FuncError> {
+    // A histogram sample's `$value` is already its text.
+    if let Some(Value::String(s)) = args.first() {
+        return Ok(Value::String(s.clone()));
+    }
     Ok(Value::String(go_fmt_v(float_arg(
         args,
         0,
@@ -1338,6 +1349,7 @@ mod tests {
             external_labels: Labels::new([("region", "eu")]),
             external_url: "http://lookout.example:9093/prefix".to_string(),
             value: 0.25,
+            histogram: None,
         }
     }
 
@@ -1437,10 +1449,12 @@ mod tests {
                 QuerySample {
                     labels: Labels::new([("instance", "b")]),
                     value: 2.0,
+                    histogram: None,
                 },
                 QuerySample {
                     labels: Labels::new([("instance", "a")]),
                     value: 1.0,
+                    histogram: None,
                 },
             ])
         });
@@ -1544,6 +1558,7 @@ mod tests {
                 .map(|i| QuerySample {
                     labels: Labels::new([("i", i.to_string().as_str())]),
                     value: f64::from(i),
+                    histogram: None,
                 })
                 .collect())
         });

@@ -60,14 +60,17 @@ async fn rule_outputs_reach_prometheus_by_remote_write() {
                 QuerySample {
                     labels: recorded.clone(),
                     value: 5.0 + i as f64,
+                    histogram: None,
                 },
                 QuerySample {
                     labels: for_state.clone(),
                     value: 1_700_000_000.0,
+                    histogram: None,
                 },
                 QuerySample {
                     labels: resolved.clone(),
                     value: 1_700_000_000.0,
+                    histogram: None,
                 },
             ],
             now - Duration::from_secs(back),
@@ -77,6 +80,7 @@ async fn rule_outputs_reach_prometheus_by_remote_write() {
     let marker = QuerySample {
         labels: resolved.clone(),
         value: lookout_promql::storage::STALE_NAN,
+        histogram: None,
     };
     ds.append(&[marker], now).expect("append the marker");
     ds.flush_writes().await.expect("flush");
@@ -142,6 +146,7 @@ async fn rejected_batches_are_counted_not_retried() {
         &[QuerySample {
             labels: Labels::new([("__name__", "x")]),
             value: 1.0,
+            histogram: None,
         }],
         1_000,
     );

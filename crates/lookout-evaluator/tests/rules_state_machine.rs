@@ -135,6 +135,7 @@ fn sample(pairs: &[(&str, &str)], v: f64) -> QuerySample {
     QuerySample {
         labels: Labels::new(pairs.iter().copied()),
         value: v,
+        histogram: None,
     }
 }
 
@@ -472,6 +473,7 @@ async fn later_rules_see_earlier_results_and_vanished_series_go_stale() {
             .map(|(l, _, v)| QuerySample {
                 labels: l.clone(),
                 value: *v,
+                histogram: None,
             })
             .collect()
     });
@@ -615,6 +617,7 @@ async fn restored_active_at(
             &[QuerySample {
                 labels: l,
                 value: t(active_at).duration_since(UNIX_EPOCH).unwrap().as_secs() as f64,
+                histogram: None,
             }],
             t(last_seen),
         )
@@ -896,6 +899,7 @@ async fn remote_restore_leaves_nothing_pending() {
         &[QuerySample {
             labels: l.clone(),
             value: unix(t(5 * MIN)),
+            histogram: None,
         }],
         t(10 * MIN),
     )

@@ -101,6 +101,7 @@ fn annotations_expand_exactly_as_prometheus_does() {
             Ok(vec![QuerySample {
                 labels: Labels::default(),
                 value: 3.0,
+                histogram: None,
             }])
         } else {
             Err(format!("unexpected query {q}"))
@@ -111,6 +112,7 @@ fn annotations_expand_exactly_as_prometheus_does() {
         external_labels: Labels::default(),
         external_url: String::new(),
         value: VALUE,
+        histogram: None,
     };
     let mut rule_annotations = serde_json::Map::new();
     let mut expected = serde_json::Map::new();

@@ -87,6 +87,7 @@ async fn query_api_matches_prometheus() {
                 } else {
                     f * rate
                 },
+                histogram: None,
             });
         }
         for (le, share) in [("0.1", 0.5), ("0.5", 0.9), ("1", 0.97), ("+Inf", 1.0)] {
@@ -97,16 +98,19 @@ async fn query_api_matches_prometheus() {
                     ("job", "api"),
                 ]),
                 value: (f * 20.0 * share).floor(),
+                histogram: None,
             });
         }
         samples.push(QuerySample {
             labels: Labels::new([("__name__", "lookout_temperature"), ("room", "a")]),
             value: 20.0 + (f / 3.0).sin() * 4.0,
+            histogram: None,
         });
         if i < 50 {
             samples.push(QuerySample {
                 labels: Labels::new([("__name__", "lookout_temperature"), ("room", "b")]),
                 value: 18.5 + f / 10.0,
+                histogram: None,
             });
         }
         if i <= 30 {
@@ -118,6 +122,7 @@ async fn query_api_matches_prometheus() {
                 } else {
                     17.0
                 },
+                histogram: None,
             });
         }
         for s in &samples {

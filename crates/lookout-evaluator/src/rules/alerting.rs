@@ -352,6 +352,7 @@ impl AlertingRule {
         QuerySample {
             labels: l,
             value: 1.0,
+            histogram: None,
         }
     }
 
@@ -361,6 +362,7 @@ impl AlertingRule {
         QuerySample {
             labels: l,
             value: unix_secs(alert.active_at) as f64,
+            histogram: None,
         }
     }
 
@@ -557,6 +559,10 @@ impl AlertingRule {
                 external_labels: self.external_labels.clone(),
                 external_url: self.external_url.clone(),
                 value: s.value,
+                histogram: s
+                    .histogram
+                    .as_deref()
+                    .map(lookout_promql::histogram::go_string),
             })
             .collect()
     }

@@ -251,6 +251,7 @@ impl Group {
             batch.extend(stale.into_iter().map(|l| QuerySample {
                 labels: l.clone(),
                 value: STALE_NAN,
+                histogram: None,
             }));
         }
         if batch.is_empty() {

@@ -314,6 +314,7 @@ impl RuleManager {
                     .map(|labels| QuerySample {
                         labels,
                         value: STALE_NAN,
+                        histogram: None,
                     })
                     .collect();
                 if let Err(e) = self.opts.datasource.append(&samples, SystemTime::now()) {

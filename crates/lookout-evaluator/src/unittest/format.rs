@@ -123,10 +123,11 @@ pub struct ExpSample {
     /// Series notation (`metric{a="b"}`, `{a="b"}` or empty).
     #[serde(default)]
     pub labels: Scalar,
-    /// The float value.
+    /// The float value (still compared when `histogram` is given: a histogram sample's
+    /// float value is 0, as in promtool).
     #[serde(default)]
     pub value: f64,
-    /// A native histogram (`{{…}}`): not supported here, the test group is skipped.
+    /// A native histogram in the test notation (`{{…}}`).
     #[serde(default)]
     pub histogram: Scalar,
 }

@@ -11,10 +11,14 @@
 //! Rules are evaluated by the evaluator's own groups and alert state machine over the
 //! embedded datasource ([`runner`]); nothing here re-implements rule semantics.
 //!
-//! Differences, stated: test groups with native-histogram inputs or expectations are skipped
-//! (with a `SKIPPED` line on stderr; they count as passing, and [`Summary::skipped`] names
-//! them), because `lookout-promql` stores floats only; promtool's per-query limit of 10,000
-//! samples is not enforced; `--diff` and JUnit output are not implemented.
+//! Native histograms are read, evaluated and compared as promtool 2.47 and later do:
+//! `{{…}}` values (and `{{…}}xN`, `{{…}}+{{…}}xN`) in `input_series`, recording rules that
+//! produce histograms, and `histogram:` in `exp_samples`, compared (and printed in failures)
+//! as `FloatHistogram.TestExpression()`, counter reset hint included. promtool 2.42 refuses
+//! all of these.
+//!
+//! Differences, stated: promtool's per-query limit of 10,000 samples is not enforced;
+//! `--diff` and JUnit output are not implemented.
 
 pub mod format;
 mod runner;
@@ -25,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use crate::rules::file::{self, RuleFile};
 use format::{TestGroup, UnitTestFile};
-use runner::{FileContext, GroupOutcome};
+use runner::FileContext;
 
 /// Flags of `lookout rules test`.
 #[derive(Clone, Debug)]
@@ -55,17 +59,6 @@ impl Default for TestOptions {
     }
 }
 
-/// A test group that was not run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Skipped {
-    /// The test file.
-    pub file: String,
-    /// The group's name (`unnamed#N` when it has none).
-    pub group: String,
-    /// Why.
-    pub reason: String,
-}
-
 /// What a run did.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -73,8 +66,6 @@ pub struct Summary {
     pub failed_files: Vec<String>,
     /// Test groups that ran.
     pub groups_run: usize,
-    /// Test groups skipped, and why.
-    pub skipped: Vec<Skipped>,
 }
 
 impl Summary {
@@ -188,20 +179,8 @@ fn run_file(
             continue;
         }
         let name = group_name(tg, i);
-        match runner::run_group(&ctx, tg, &name, rt, err) {
-            GroupOutcome::Ran(e) => {
-                summary.groups_run += 1;
-                errors.extend(e);
-            }
-            GroupOutcome::Skipped(reason) => {
-                let _ = writeln!(err, "  SKIPPED: test group {name}: {reason}");
-                summary.skipped.push(Skipped {
-                    file: path.to_string(),
-                    group: name,
-                    reason,
-                });
-            }
-        }
+        errors.extend(runner::run_group(&ctx, tg, &name, rt, err));
+        summary.groups_run += 1;
     }
     errors
 }

@@ -1,7 +1,8 @@
 //! One test group, run as promtool's `testGroup.test` does:
 //!
-//! * the input series are appended lazily: before the evaluation at `ts`, every sample up to
-//!   `ts` (so `offset -5m` and `@` cannot see the future, as with promtool's lazy loader);
+//! * the input series (floats and native histograms) are appended lazily: before the
+//!   evaluation at `ts`, every sample up to `ts` (so `offset -5m` and `@` cannot see the
+//!   future, as with promtool's lazy loader);
 //! * every rule group is evaluated at `start, start + evaluation_interval, …` up to the
 //!   largest `eval_time` of the test group — with the evaluator's own [`Group::eval`] over an
 //!   [`EmbeddedDatasource`], so `for`, `keep_firing_for`, `ALERTS`, `ALERTS_FOR_STATE` and
@@ -10,7 +11,8 @@
 //! * the firing alerts of each `alert_rule_test` are compared, order-insensitively, with the
 //!   evaluation at or just before its `eval_time`;
 //! * afterwards each `promql_expr_test` is an instant query over the same storage (input
-//!   series plus rule outputs), compared after sorting by labels.
+//!   series plus rule outputs), compared after sorting by labels; histograms are compared
+//!   as their `FloatHistogram.TestExpression()` text, as promtool 2.47 and later do.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
 use lookout_promql::engine::{Engine, EngineOptions, Value, WindowSemantics};
+use lookout_promql::histogram::FloatHistogram;
 use lookout_promql::promqltest::script::{SeqValue, parse_series, parse_series_upto};
 use lookout_promql::storage::{Queryable, Storage, StorageOptions};
 
@@ -50,41 +53,11 @@ pub(crate) struct FileContext<'a> {
     pub windows: WindowSemantics,
 }
 
-/// How one test group ended.
-pub(crate) enum GroupOutcome {
-    /// Ran; the failures, promtool-formatted (empty: passed).
-    Ran(Vec<String>),
-    /// Not run, with the reason.
-    Skipped(String),
-}
-
 /// Alerts go nowhere in unit tests (promtool's `NotifyFunc` does nothing).
 struct NoNotify;
 
 impl Notify for NoNotify {
     fn send(&self, _alerts: Vec<Alert>) {}
-}
-
-/// Why a test group cannot run here, if it cannot: native histograms are not stored by
-/// `lookout-promql`.
-fn skip_reason(tg: &TestGroup) -> Option<String> {
-    if let Some(s) = tg.input_series.iter().find(|s| s.values.0.contains("{{")) {
-        return Some(format!(
-            "input series {} has native-histogram values, which lookout's storage does not hold",
-            s.series.0
-        ));
-    }
-    if let Some(t) = tg
-        .promql_expr_test
-        .iter()
-        .find(|t| t.exp_samples.iter().any(|s| !s.histogram.0.is_empty()))
-    {
-        return Some(format!(
-            "promql_expr_test {:?} expects a native histogram, which lookout's engine does not produce",
-            t.expr.0
-        ));
-    }
-    None
 }
 
 fn system_time(ms: i64) -> SystemTime {
@@ -132,17 +105,6 @@ fn alerts_string(v: &[AlertView]) -> String {
     s
 }
 
-/// promtool's `parsedSamplesString`.
-fn samples_string(v: &[(Labels, f64)]) -> String {
-    if v.is_empty() {
-        return "nil".to_string();
-    }
-    v.iter()
-        .map(|(l, f)| format!("{} {}", labels_string(l), format_float_e(*f)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn floats_equal(a: f64, b: f64, fuzzy: bool) -> bool {
     a == b
         || (fuzzy && (next_after(a, f64::NEG_INFINITY) == b || next_after(a, f64::INFINITY) == b))
@@ -186,10 +148,7 @@ pub(crate) fn run_group(
     name: &str,
     rt: &tokio::runtime::Runtime,
     debug_out: &mut dyn std::io::Write,
-) -> GroupOutcome {
-    if let Some(reason) = skip_reason(tg) {
-        return GroupOutcome::Skipped(reason);
-    }
+) -> Vec<String> {
     let started = std::time::Instant::now();
     if ctx.debug {
         let _ = writeln!(debug_out, "DEBUG: Starting test {name}");
@@ -202,7 +161,7 @@ pub(crate) fn run_group(
             started.elapsed()
         );
     }
-    GroupOutcome::Ran(errors)
+    errors
 }
 
 fn run_inner(
@@ -224,43 +183,10 @@ fn run_inner(
         },
     };
 
-    // Input series, in the `.test` load notation (the promqltest parser). Only the values up
-    // to the last evaluation are expanded: `0x10000000` over a ten-minute test is read as the
-    // eleven values the test can see. A series listed twice keeps its last definition, as
-    // in promtool.
-    let keep = usize::try_from(max_eval_time(tg) / interval_ms.max(1))
-        .unwrap_or(usize::MAX)
-        .saturating_add(1);
-    let mut inputs: Vec<(Labels, Vec<(i64, f64)>)> = Vec::with_capacity(tg.input_series.len());
-    let mut seen: HashMap<Labels, usize> = HashMap::new();
-    for (i, s) in tg.input_series.iter().enumerate() {
-        let line = format!("{} {}", s.series.0, s.values.0);
-        let parsed = match parse_series_upto(&line, i + 2, Some(keep)) {
-            Ok(p) => p,
-            Err(e) => {
-                return vec![format!(
-                    "parse error in input series {:?}: {}",
-                    s.series.0, e.message
-                )];
-            }
-        };
-        let samples = parsed
-            .values
-            .iter()
-            .enumerate()
-            .filter_map(|(k, v)| match v {
-                SeqValue::Float(f) => Some((mint + k as i64 * interval_ms, *f)),
-                _ => None,
-            })
-            .collect();
-        match seen.get(&parsed.labels) {
-            Some(&at) => inputs[at].1 = samples,
-            None => {
-                seen.insert(parsed.labels.clone(), inputs.len());
-                inputs.push((parsed.labels, samples));
-            }
-        }
-    }
+    let inputs = match load_inputs(tg, mint, interval_ms) {
+        Ok(i) => i,
+        Err(e) => return vec![e],
+    };
 
     let files = match ctx.rule_files {
         Ok(f) => f,
@@ -278,31 +204,7 @@ fn run_inner(
         windows: ctx.windows,
         ..EngineOptions::default()
     });
-    let datasource =
-        Arc::new(EmbeddedDatasource::new(storage.clone(), engine.clone()).with_inline_queries());
-    let external_labels = Labels::new(
-        tg.external_labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.0.as_str())),
-    );
-    let manager = RuleManager::new(ManagerOptions {
-        datasource,
-        notifier: Arc::new(NoNotify),
-        external_labels,
-        external_url: tg.external_url.0.clone(),
-        default_interval: Duration::from_millis(interval_ms.max(1) as u64),
-        resend_delay: Duration::from_secs(60),
-        outage_tolerance: Duration::from_secs(3600),
-        for_grace_period: Duration::from_secs(600),
-        state_file: None,
-        metrics: RuleMetrics::default(),
-        max_rule_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
-        template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
-        template_timeout: crate::limits::DEFAULT_TEMPLATE_TIMEOUT,
-    });
-    // `restored = true`: promtool marks every alerting rule restored so ALERTS is written.
-    let mut groups: Vec<Group> = manager.build_groups(files, true);
-    groups.sort_by_key(|g| ctx.group_order.get(g.name()).copied().unwrap_or(0));
+    let groups = build_groups(ctx, tg, files, &storage, &engine, interval_ms);
 
     // Alert checks by eval_time.
     let mut alert_tests: BTreeMap<ModelDuration, Vec<usize>> = BTreeMap::new();
@@ -330,40 +232,8 @@ fn run_inner(
     let mut ts = mint;
     while ts <= maxt {
         // Input samples up to ts.
-        for (k, (labels, samples)) in inputs.iter().enumerate() {
-            while let Some(&(t, v)) = samples.get(cursors[k]) {
-                if t > ts {
-                    break;
-                }
-                if let Err(e) = storage.append(labels, t, v) {
-                    errs.push(format!("{}: {e}", labels_string(labels)));
-                }
-                cursors[k] += 1;
-            }
-        }
-        let at = system_time(ts);
-        let mut eval_errs = Vec::new();
-        for g in &groups {
-            rt.block_on(g.eval(at));
-            for (rule, snap) in g.rules().iter().zip(g.snapshot().rules) {
-                let common = match &snap {
-                    RuleSnapshot::Alerting(a) => &a.common,
-                    RuleSnapshot::Recording(c) => c,
-                };
-                if let Some(e) = &common.last_error {
-                    let expr = match rule {
-                        Rule::Alerting(r) => r.expr(),
-                        Rule::Recording(r) => r.expr(),
-                    };
-                    eval_errs.push(format!(
-                        "    rule: {}, time: {}, err: {}",
-                        rule.name(),
-                        go_duration(ts),
-                        rule_error_text(expr, e)
-                    ));
-                }
-            }
-        }
+        append_inputs(&storage, &inputs, &mut cursors, ts, &mut errs);
+        let eval_errs = eval_groups(&groups, rt, ts);
         if !eval_errs.is_empty() {
             errs.extend(eval_errs);
             return errs;
@@ -373,69 +243,7 @@ fn run_inner(
             && ts - mint <= alert_times[curr].0
             && alert_times[curr].0 < ts + step - mint
         {
-            let t = alert_times[curr];
-            let cases = &alert_tests[&t];
-            let wanted: BTreeSet<&str> = cases
-                .iter()
-                .map(|&i| tg.alert_rule_test[i].alertname.0.as_str())
-                .collect();
-            let mut got: HashMap<&str, Vec<AlertView>> = HashMap::new();
-            for g in &groups {
-                for r in g.rules() {
-                    let Rule::Alerting(ar) = r else { continue };
-                    if !wanted.contains(ar.name()) {
-                        continue;
-                    }
-                    let entry = got.entry(ar.name()).or_default();
-                    for a in ar.active_alerts() {
-                        if a.state == AlertState::Firing {
-                            entry.push((a.labels, a.annotations));
-                        }
-                    }
-                }
-            }
-            for &i in cases {
-                let case = &tg.alert_rule_test[i];
-                let mut got_alerts = got
-                    .get(case.alertname.0.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                let mut exp_alerts: Vec<AlertView> = case
-                    .exp_alerts
-                    .iter()
-                    .map(|a| {
-                        let mut l: Vec<(&str, &str)> = a
-                            .exp_labels
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.0.as_str()))
-                            .collect();
-                        l.push(("alertname", case.alertname.0.as_str()));
-                        (
-                            Labels::new(l),
-                            a.exp_annotations
-                                .iter()
-                                .map(|(k, v)| (k.clone(), v.0.clone()))
-                                .collect(),
-                        )
-                    })
-                    .collect();
-                got_alerts.sort();
-                exp_alerts.sort();
-                if got_alerts != exp_alerts {
-                    let test_name = if tg.name.0.is_empty() {
-                        String::new()
-                    } else {
-                        format!("    name: {},\n", tg.name.0)
-                    };
-                    errs.push(format!(
-                        "{test_name}    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
-                        case.alertname.0,
-                        case.eval_time,
-                        indent_lines(&alerts_string(&exp_alerts), "            "),
-                        indent_lines(&alerts_string(&got_alerts), "            ")
-                    ));
-                }
-            }
+            errs.extend(check_alerts(tg, &groups, &alert_tests[&alert_times[curr]]));
             curr += 1;
         }
         ts = match ts.checked_add(step) {
@@ -444,66 +252,364 @@ fn run_inner(
         };
     }
 
-    // PromQL checks.
+    errs.extend(check_promql(ctx, tg, &engine, &storage, mint));
+
+    if ctx.debug {
+        dump(&engine, &storage, mint, max_eval_time(tg), debug_out);
+    }
+    errs
+}
+
+/// The rule groups over an embedded datasource on `storage`, as `lookout evaluator`
+/// builds them, in `group_eval_order`.
+fn build_groups(
+    ctx: &FileContext<'_>,
+    tg: &TestGroup,
+    files: &[RuleFile],
+    storage: &Arc<Storage>,
+    engine: &Engine,
+    interval_ms: i64,
+) -> Vec<Group> {
+    let datasource =
+        Arc::new(EmbeddedDatasource::new(storage.clone(), engine.clone()).with_inline_queries());
+    let external_labels = Labels::new(
+        tg.external_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0.as_str())),
+    );
+    let manager = RuleManager::new(ManagerOptions {
+        datasource,
+        notifier: Arc::new(NoNotify),
+        external_labels,
+        external_url: tg.external_url.0.clone(),
+        default_interval: Duration::from_millis(interval_ms.max(1) as u64),
+        resend_delay: Duration::from_secs(60),
+        outage_tolerance: Duration::from_secs(3600),
+        for_grace_period: Duration::from_secs(600),
+        state_file: None,
+        metrics: RuleMetrics::default(),
+        max_rule_file_bytes: crate::limits::MAX_RULE_FILE_BYTES,
+        template_max_output_bytes: crate::limits::MAX_TEMPLATE_OUTPUT_BYTES,
+        template_timeout: crate::limits::DEFAULT_TEMPLATE_TIMEOUT,
+    });
+    // `restored = true`: promtool marks every alerting rule restored so ALERTS is written.
+    let mut groups: Vec<Group> = manager.build_groups(files, true);
+    groups.sort_by_key(|g| ctx.group_order.get(g.name()).copied().unwrap_or(0));
+    groups
+}
+
+/// Evaluates every group at `ts`; the rules that failed, as promtool reports them.
+fn eval_groups(groups: &[Group], rt: &tokio::runtime::Runtime, ts: i64) -> Vec<String> {
+    let at = system_time(ts);
+    let mut eval_errs = Vec::new();
+    for g in groups {
+        rt.block_on(g.eval(at));
+        for (rule, snap) in g.rules().iter().zip(g.snapshot().rules) {
+            let common = match &snap {
+                RuleSnapshot::Alerting(a) => &a.common,
+                RuleSnapshot::Recording(c) => c,
+            };
+            if let Some(e) = &common.last_error {
+                let expr = match rule {
+                    Rule::Alerting(r) => r.expr(),
+                    Rule::Recording(r) => r.expr(),
+                };
+                eval_errs.push(format!(
+                    "    rule: {}, time: {}, err: {}",
+                    rule.name(),
+                    go_duration(ts),
+                    rule_error_text(expr, e)
+                ));
+            }
+        }
+    }
+    eval_errs
+}
+
+/// The `alert_rule_test` cases of one eval time (indexes into `tg.alert_rule_test`):
+/// the firing alerts of each, compared order-insensitively with the expected ones.
+fn check_alerts(tg: &TestGroup, groups: &[Group], cases: &[usize]) -> Vec<String> {
+    let mut errs = Vec::new();
+    let wanted: BTreeSet<&str> = cases
+        .iter()
+        .map(|&i| tg.alert_rule_test[i].alertname.0.as_str())
+        .collect();
+    let mut got: HashMap<&str, Vec<AlertView>> = HashMap::new();
+    for g in groups {
+        for r in g.rules() {
+            let Rule::Alerting(ar) = r else { continue };
+            if !wanted.contains(ar.name()) {
+                continue;
+            }
+            let entry = got.entry(ar.name()).or_default();
+            for a in ar.active_alerts() {
+                if a.state == AlertState::Firing {
+                    entry.push((a.labels, a.annotations));
+                }
+            }
+        }
+    }
+    for &i in cases {
+        let case = &tg.alert_rule_test[i];
+        let mut got_alerts = got
+            .get(case.alertname.0.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let mut exp_alerts: Vec<AlertView> = case
+            .exp_alerts
+            .iter()
+            .map(|a| {
+                let mut l: Vec<(&str, &str)> = a
+                    .exp_labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.0.as_str()))
+                    .collect();
+                l.push(("alertname", case.alertname.0.as_str()));
+                (
+                    Labels::new(l),
+                    a.exp_annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        got_alerts.sort();
+        exp_alerts.sort();
+        if got_alerts != exp_alerts {
+            let test_name = if tg.name.0.is_empty() {
+                String::new()
+            } else {
+                format!("    name: {},\n", tg.name.0)
+            };
+            errs.push(format!(
+                "{test_name}    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
+                case.alertname.0,
+                case.eval_time,
+                indent_lines(&alerts_string(&exp_alerts), "            "),
+                indent_lines(&alerts_string(&got_alerts), "            ")
+            ));
+        }
+    }
+    errs
+}
+
+/// An input sample: a float (stale markers included) or a native histogram.
+#[derive(Clone, Debug)]
+enum InputValue {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
+}
+
+/// One input series and its samples, by time.
+type InputSeries = (Labels, Vec<(i64, InputValue)>);
+
+/// The input series, in the `.test` load notation (the promqltest parser: floats, `_`,
+/// `stale`, `{{…}}` histograms, `{{…}}xN`, `{{…}}+{{…}}xN`), at `mint + k * interval_ms`.
+/// Only the values up to the last evaluation are expanded: `0x10000000` over a ten-minute
+/// test is read as the eleven values the test can see. A series listed twice keeps its
+/// last definition, as in promtool.
+fn load_inputs(tg: &TestGroup, mint: i64, interval_ms: i64) -> Result<Vec<InputSeries>, String> {
+    let keep = usize::try_from(max_eval_time(tg) / interval_ms.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let mut inputs: Vec<InputSeries> = Vec::with_capacity(tg.input_series.len());
+    let mut seen: HashMap<Labels, usize> = HashMap::new();
+    for (i, s) in tg.input_series.iter().enumerate() {
+        let line = format!("{} {}", s.series.0, s.values.0);
+        let parsed = parse_series_upto(&line, i + 2, Some(keep)).map_err(|e| {
+            format!(
+                "parse error in input series {:?}: {}",
+                s.series.0, e.message
+            )
+        })?;
+        let samples = parsed
+            .values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, v)| {
+                let t = mint + k as i64 * interval_ms;
+                match v {
+                    SeqValue::Float(f) => Some((t, InputValue::Float(f))),
+                    SeqValue::Histogram(p) => Some((t, InputValue::Histogram(Arc::new(p.h)))),
+                    SeqValue::Omitted => None,
+                }
+            })
+            .collect();
+        match seen.get(&parsed.labels) {
+            Some(&at) => inputs[at].1 = samples,
+            None => {
+                seen.insert(parsed.labels.clone(), inputs.len());
+                inputs.push((parsed.labels, samples));
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// Appends the input samples up to `ts` not yet appended (`cursors`: the next sample of
+/// each series).
+fn append_inputs(
+    storage: &Storage,
+    inputs: &[InputSeries],
+    cursors: &mut [usize],
+    ts: i64,
+    errs: &mut Vec<String>,
+) {
+    for (k, (labels, samples)) in inputs.iter().enumerate() {
+        while let Some((t, v)) = samples.get(cursors[k]) {
+            if *t > ts {
+                break;
+            }
+            let appended = match v {
+                InputValue::Float(f) => storage.append(labels, *t, *f),
+                InputValue::Histogram(h) => storage.append_histogram(labels, *t, h.clone()),
+            };
+            if let Err(e) = appended {
+                errs.push(format!("{}: {e}", labels_string(labels)));
+            }
+            cursors[k] += 1;
+        }
+    }
+}
+
+/// promtool's `parsedSample`: labels, the float value, and the histogram written as
+/// `FloatHistogram.TestExpression()` (empty for a float sample).
+#[derive(Clone, Debug)]
+struct ParsedSample {
+    labels: Labels,
+    value: f64,
+    histogram: String,
+}
+
+impl ParsedSample {
+    fn new(labels: Labels, value: f64, h: Option<&FloatHistogram>) -> ParsedSample {
+        ParsedSample {
+            labels,
+            value,
+            histogram: h.map(histogram_expression).unwrap_or_default(),
+        }
+    }
+
+    /// `parsedSample.String()`.
+    fn render(&self) -> String {
+        if self.histogram.is_empty() {
+            format!(
+                "{} {}",
+                labels_string(&self.labels),
+                format_float_e(self.value)
+            )
+        } else {
+            format!("{} {}", labels_string(&self.labels), self.histogram)
+        }
+    }
+}
+
+/// `FloatHistogram.TestExpression()`: the test notation, compacted, numbers in Go's `%g`.
+fn histogram_expression(h: &FloatHistogram) -> String {
+    lookout_promql::histogram::notation::format_with(h, crate::template::go_fmt_v)
+}
+
+/// promtool's `parsedSamplesString`.
+fn samples_string(v: &[ParsedSample]) -> String {
+    if v.is_empty() {
+        return "nil".to_string();
+    }
+    v.iter()
+        .map(ParsedSample::render)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The expected sample as promtool reads it: labels by `ParseMetric`, then a non-empty
+/// `histogram` as the one value of the series description `{} <histogram>`.
+fn expected_sample(s: &ExpSample) -> Result<ParsedSample, String> {
+    let labels = parse_labels(s)?;
+    if s.histogram.0.is_empty() {
+        return Ok(ParsedSample::new(labels, s.value, None));
+    }
+    let parsed = parse_series(&format!("{{}} {}", s.histogram.0), 1).map_err(|e| e.message)?;
+    match parsed.values.as_slice() {
+        [SeqValue::Histogram(p)] => Ok(ParsedSample::new(labels, s.value, Some(&p.h))),
+        [other] => Err(format!("expected histogram, got {}", sequence_value(other))),
+        values => Err(format!("expected 1 value, got {}", values.len())),
+    }
+}
+
+/// Go's `SequenceValue.String()` of a value that is not a histogram.
+fn sequence_value(v: &SeqValue) -> String {
+    match v {
+        SeqValue::Omitted => "_".to_string(),
+        SeqValue::Float(f) if f.is_finite() => format!("{f:.6}"),
+        SeqValue::Float(f) => crate::template::go_fmt_v(*f),
+        SeqValue::Histogram(p) => lookout_promql::histogram::go_string(&p.h),
+    }
+}
+
+/// The `promql_expr_test` cases: instant queries over the same storage, compared with the
+/// expectations after sorting both by labels (floats exactly, or one ULP apart with
+/// `fuzzy_compare`; histograms by their test expression, counter reset hint included).
+fn check_promql(
+    ctx: &FileContext<'_>,
+    tg: &TestGroup,
+    engine: &Engine,
+    storage: &Storage,
+    mint: i64,
+) -> Vec<String> {
+    let mut errs = Vec::new();
     'cases: for case in &tg.promql_expr_test {
         let t = mint.saturating_add(case.eval_time.0);
-        let got = match engine.instant_query(storage.as_ref() as &dyn Queryable, &case.expr.0, t) {
-            Ok(Value::Vector(v)) => v.into_iter().map(|s| (s.metric, s.f)).collect::<Vec<_>>(),
-            Ok(Value::Scalar { v, .. }) => vec![(Labels::default(), v)],
-            Ok(_) => {
-                errs.push(format!(
-                    "    expr: {}, time: {}, err: rule result is not a vector or scalar",
-                    go_quote(&case.expr.0),
-                    case.eval_time
-                ));
-                continue;
-            }
-            Err(e) => {
-                errs.push(format!(
-                    "    expr: {}, time: {}, err: {}",
-                    go_quote(&case.expr.0),
-                    case.eval_time,
-                    e.message()
-                ));
-                continue;
-            }
-        };
+        let head = format!(
+            "    expr: {}, time: {}",
+            go_quote(&case.expr.0),
+            case.eval_time
+        );
+        let mut got: Vec<ParsedSample> =
+            match engine.instant_query(storage as &dyn Queryable, &case.expr.0, t) {
+                Ok(Value::Vector(v)) => v
+                    .into_iter()
+                    .map(|s| ParsedSample::new(s.metric, s.f, s.h.as_deref()))
+                    .collect(),
+                Ok(Value::Scalar { v, .. }) => vec![ParsedSample::new(Labels::default(), v, None)],
+                Ok(_) => {
+                    errs.push(format!(
+                        "{head}, err: rule result is not a vector or scalar"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    errs.push(format!("{head}, err: {}", e.message()));
+                    continue;
+                }
+            };
         let mut exp = Vec::with_capacity(case.exp_samples.len());
         for s in &case.exp_samples {
-            match parse_labels(s) {
-                Ok(l) => exp.push((l, s.value)),
+            match expected_sample(s) {
+                Ok(p) => exp.push(p),
                 Err(e) => {
                     errs.push(format!(
-                        "    expr: {}, time: {}, err: labels {}: {e}",
-                        go_quote(&case.expr.0),
-                        case.eval_time,
+                        "{head}, err: labels {}: {e}",
                         go_quote(&s.labels.0)
                     ));
                     continue 'cases;
                 }
             }
         }
-        let mut got = got;
-        exp.sort_by(|a, b| a.0.cmp(&b.0));
-        got.sort_by(|a, b| a.0.cmp(&b.0));
+        exp.sort_by(|a, b| a.labels.cmp(&b.labels));
+        got.sort_by(|a, b| a.labels.cmp(&b.labels));
         let equal = exp.len() == got.len()
-            && exp
-                .iter()
-                .zip(&got)
-                .all(|(e, g)| e.0 == g.0 && floats_equal(e.1, g.1, ctx.fuzzy));
+            && exp.iter().zip(&got).all(|(e, g)| {
+                e.labels == g.labels
+                    && floats_equal(e.value, g.value, ctx.fuzzy)
+                    && e.histogram == g.histogram
+            });
         if !equal {
             errs.push(format!(
-                "    expr: {}, time: {},\n        exp: {}\n        got: {}",
-                go_quote(&case.expr.0),
-                case.eval_time,
+                "{head},\n        exp: {}\n        got: {}",
                 samples_string(&exp),
                 samples_string(&got)
             ));
         }
-    }
-
-    if ctx.debug {
-        dump(&engine, &storage, mint, max_eval_time(tg), debug_out);
     }
     errs
 }
@@ -527,10 +633,14 @@ fn dump(
                 go_duration(secs * 1000)
             );
             for s in m {
+                // Floats first, then histograms, as Prometheus's `Series.String()`.
                 let points: Vec<String> = s
                     .floats
                     .iter()
                     .map(|p| format!("{} @[{}]", p.f, p.t))
+                    .chain(s.histograms.iter().map(|p| {
+                        format!("{} @[{}]", lookout_promql::histogram::go_string(&p.h), p.t)
+                    }))
                     .collect();
                 let _ = writeln!(
                     out,
@@ -574,6 +684,42 @@ mod tests {
         assert!(!floats_equal(3.0, 3.0000000000000004, false));
         assert!(!floats_equal(3.0, 3.0000000000000013, true));
         assert!(!floats_equal(f64::NAN, f64::NAN, true));
+    }
+
+    #[test]
+    fn histograms_print_as_test_expressions() {
+        let p = lookout_promql::histogram::notation::parse(
+            "sum:1234567 count:0.00001 buckets:[0 2 0 1] offset:-1 counter_reset_hint:reset",
+        )
+        .unwrap();
+        // Compacted (the leading empty bucket goes, and the offset with it), Go's `%g`.
+        assert_eq!(
+            histogram_expression(&p.h),
+            "{{count:1e-05 sum:1.234567e+06 counter_reset_hint:reset buckets:[2 0 1]}}"
+        );
+    }
+
+    #[test]
+    fn expected_histograms_are_one_histogram_value() {
+        let exp = |h: &str| {
+            expected_sample(&ExpSample {
+                labels: crate::rules::file::Scalar("x".to_string()),
+                value: 0.0,
+                histogram: crate::rules::file::Scalar(h.to_string()),
+            })
+        };
+        let ok = exp("{{schema:0 count:2 sum:3 buckets:[2]}}").unwrap();
+        assert_eq!(ok.histogram, "{{count:2 sum:3 buckets:[2]}}");
+        assert_eq!(
+            ok.render(),
+            "{__name__=\"x\"} {{count:2 sum:3 buckets:[2]}}"
+        );
+        assert_eq!(exp("{{count:1}}x1").unwrap_err(), "expected 1 value, got 2");
+        assert_eq!(exp("_").unwrap_err(), "expected histogram, got _");
+        assert_eq!(exp("2").unwrap_err(), "expected histogram, got 2.000000");
+        assert_eq!(exp("stale").unwrap_err(), "expected histogram, got NaN");
+        let float = ParsedSample::new(Labels::default(), 2.5, None);
+        assert_eq!(float.render(), "{} 2.5E+00");
     }
 
     #[test]

@@ -1502,6 +1502,7 @@ mod tests {
                 ("answer", a),
             ]),
             value: 1.0,
+            histogram: None,
         };
         let samples = vec![
             answer("ns1", "shop.example.", "192.0.2.1"),

@@ -14,7 +14,8 @@ pub(crate) fn split_native(v: Vector) -> (Vector, Vector) {
 }
 
 /// Prometheus's `FloatHistogram.String()`: count, sum and the populated buckets in
-/// ascending order with their bounds (`count_values` uses it as the label value).
+/// ascending order with their bounds (`count_values` uses it as the label value, and
+/// promtool's `--debug` dump prints it).
 pub(crate) fn histogram_string(h: &FloatHistogram) -> String {
     use super::aggregations::go_g;
     let mut out = format!("{{count:{}, sum:{}", go_g(h.count), go_g(h.sum));

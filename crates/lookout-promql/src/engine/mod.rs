@@ -36,6 +36,7 @@ pub mod error;
 mod functions;
 mod histogram_extended;
 mod histogram_fns;
+pub(crate) use histogram_fns::histogram_string;
 mod histogram_range;
 mod histogram_rate;
 mod histogram_stats;

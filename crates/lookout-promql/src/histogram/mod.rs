@@ -24,6 +24,11 @@ use std::sync::Arc;
 pub use bounds::{BucketRange, bucket_upper};
 pub use ops::HistogramError;
 
+/// Prometheus's `FloatHistogram.String()` (`{count:2, sum:3, (0.5,1]:2}`).
+pub fn go_string(h: &FloatHistogram) -> String {
+    crate::engine::histogram_string(h)
+}
+
 /// The schema of custom-bucket histograms (NHCB).
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 /// Lowest exponential schema.

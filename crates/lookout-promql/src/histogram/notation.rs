@@ -160,13 +160,18 @@ pub fn series(
 
 /// The notation of `h` (compacted), as Prometheus prints histograms in test failures.
 pub fn format(h: &FloatHistogram) -> String {
+    format_with(h, format_float)
+}
+
+/// [`format`] with numbers written by `f`: `FloatHistogram.TestExpression()`, which
+/// promtool's rule unit tests compare and print, writes them with Go's `%g`.
+pub fn format_with(h: &FloatHistogram, f: fn(f64) -> String) -> String {
     let mut h = h.clone();
     h.compact();
     let mut res = Vec::new();
     if h.schema != 0 {
         res.push(format!("schema:{}", h.schema));
     }
-    let f = format_float;
     if h.count != 0.0 {
         res.push(format!("count:{}", f(h.count)));
     }
