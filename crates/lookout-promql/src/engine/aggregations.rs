@@ -218,6 +218,17 @@ impl Evaluator<'_> {
             return Ok(Vec::new());
         }
         let ratio = param.clamp(-1.0, 1.0);
+        if op == "limit_ratio" && ratio != param {
+            self.annotate_first_arg(
+                AnnotationLevel::Warning,
+                format!(
+                    "ratio value should be between -1 and 1, got {}, capping to {}",
+                    format_float(param),
+                    format_float(ratio)
+                ),
+                "limit_ratio(",
+            );
+        }
         if op == "limit_ratio" && ratio == 0.0 {
             return Ok(Vec::new());
         }

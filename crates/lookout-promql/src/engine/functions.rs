@@ -532,6 +532,13 @@ impl Evaluator<'_> {
                 self.window_open(info_time, self.lookback).saturating_add(1),
                 info_time,
             ) {
+                if !sd.histograms.is_empty() {
+                    // Prometheus reads info series as floats only.
+                    return Err(QueryError::eval(format!(
+                        "info(): {} has native histogram samples; an info metric has float samples",
+                        sd.labels
+                    )));
+                }
                 if let Some(last) = sd.samples.last()
                     && !crate::storage::is_stale(last.v)
                 {

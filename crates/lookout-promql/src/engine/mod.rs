@@ -882,12 +882,27 @@ impl<'a> Evaluator<'a> {
     /// Records an annotation once. `anchor` is text of the expression the annotation is
     /// about; its first occurrence in the query gives the `(line:col)` suffix.
     pub(crate) fn annotate(&self, level: AnnotationLevel, text: String, anchor: &str) {
-        let pos = self
+        let at = self.query.find(anchor).filter(|_| !anchor.is_empty());
+        self.annotate_at(level, text, at);
+    }
+
+    /// As [`annotate`](Self::annotate), about the first argument of the first call that
+    /// starts with `call` (such as `limit_ratio(`): the position is that argument's first
+    /// character.
+    pub(crate) fn annotate_first_arg(&self, level: AnnotationLevel, text: String, call: &str) {
+        let at = self
             .query
-            .find(anchor)
-            .filter(|_| !anchor.is_empty())
-            .map(|at| line_col(self.query, at))
-            .unwrap_or((1, 1));
+            .find(call)
+            .filter(|_| !call.is_empty())
+            .map(|at| {
+                let rest = &self.query[at + call.len()..];
+                at + call.len() + (rest.len() - rest.trim_start().len())
+            });
+        self.annotate_at(level, text, at);
+    }
+
+    fn annotate_at(&self, level: AnnotationLevel, text: String, at: Option<usize>) {
+        let pos = at.map(|at| line_col(self.query, at)).unwrap_or((1, 1));
         let prefix = match level {
             AnnotationLevel::Warning => "PromQL warning",
             AnnotationLevel::Info => "PromQL info",

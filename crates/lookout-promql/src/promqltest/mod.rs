@@ -361,7 +361,7 @@ impl Runner {
     fn instant_eval(&self, ev: &Eval, expr: &Expr, t: i64) -> Result<(), String> {
         let mut variants: Vec<(Expr, String, i64)> = vec![(expr.clone(), ev.expr.clone(), t)];
         if let Some(at_expr) = with_at_everywhere(expr, t) {
-            let text = at_expr.to_string();
+            let text = go_infinities(&at_expr.to_string());
             let times: Vec<i64> = if t == 0 {
                 vec![-1000, 0, 1000]
             } else {
@@ -739,6 +739,49 @@ fn compare_series(
     Ok(())
 }
 
+/// The printed expression with a positive infinity literal spelled `+Inf`, as Go's
+/// `fmt.Sprint` prints it in Prometheus's variants: the printer here writes `Inf`, which
+/// moves every annotation position after it by one column. Quoted text is left alone.
+fn go_infinities(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 4);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' && q != b'`' && i + 1 < b.len() {
+                    out.push_str(&text[i..i + 2]);
+                    i += 2;
+                    continue;
+                }
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if matches!(c, b'"' | b'\'' | b'`') => quote = Some(c),
+            None if text[i..].starts_with("Inf") => {
+                let before = i.checked_sub(1).map(|j| b[j]);
+                let after = b.get(i + 3).copied();
+                let word =
+                    |x: Option<u8>| x.is_some_and(|x| x.is_ascii_alphanumeric() || x == b'_');
+                let signed = matches!(before, Some(b'+' | b'-'));
+                if !word(before) && !word(after) && !signed {
+                    out.push_str("+Inf");
+                    i += 3;
+                    continue;
+                }
+            }
+            None => {}
+        }
+        let len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + len]);
+        i += len;
+    }
+    out
+}
+
 /// The harness's `@` variant: `@ t` on every selector and subquery without one (not inside
 /// subqueries that have one). `None` when the query calls an `@`-unsafe function.
 fn with_at_everywhere(expr: &Expr, t: i64) -> Option<Expr> {
@@ -808,6 +851,19 @@ fn set_at(e: &mut Expr, t: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_spell_infinity_as_go_does() {
+        assert_eq!(
+            go_infinities(r#"histogram_fraction(-Inf, Inf, h{a="Inf"} @ 60.000) + Inf_x"#),
+            r#"histogram_fraction(-Inf, +Inf, h{a="Inf"} @ 60.000) + Inf_x"#
+        );
+        assert_eq!(go_infinities("x > +Inf"), "x > +Inf");
+        assert_eq!(
+            go_infinities(r#"label_replace(x, "a", "\"Inf", "b", "")"#),
+            r#"label_replace(x, "a", "\"Inf", "b", "")"#
+        );
+    }
 
     fn statuses(src: &str) -> Vec<Status> {
         run_script(src)
