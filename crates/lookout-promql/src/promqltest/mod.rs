@@ -752,8 +752,10 @@ fn go_infinities(text: &str) -> String {
         match quote {
             Some(q) => {
                 if c == b'\\' && q != b'`' && i + 1 < b.len() {
-                    out.push_str(&text[i..i + 2]);
-                    i += 2;
+                    // The backslash and the whole character it escapes.
+                    let len = 1 + text[i + 1..].chars().next().map_or(0, char::len_utf8);
+                    out.push_str(&text[i..i + len]);
+                    i += len;
                     continue;
                 }
                 if c == q {
@@ -859,6 +861,7 @@ mod tests {
             r#"histogram_fraction(-Inf, +Inf, h{a="Inf"} @ 60.000) + Inf_x"#
         );
         assert_eq!(go_infinities("x > +Inf"), "x > +Inf");
+        assert_eq!(go_infinities("x{a=\"\\é\"} > Inf"), "x{a=\"\\é\"} > +Inf");
         assert_eq!(
             go_infinities(r#"label_replace(x, "a", "\"Inf", "b", "")"#),
             r#"label_replace(x, "a", "\"Inf", "b", "")"#
