@@ -28,39 +28,10 @@ PORT_BASE=${PORT_BASE:-19750}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-LOOKOUT=${LOOKOUT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout}
-WORK=$(mktemp -d)
+. "$HERE/../lib.sh"
 RESULTS=${RESULTS:-$WORK/results.jsonl}
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-cleanup() {
-  stop_all
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for cmd in prometheus curl python3; do
-  command -v "$cmd" >/dev/null || { echo "needs $cmd" >&2; exit 1; }
-done
-if [ -z "${LOOKOUT_BIN:-}" ]; then
-  echo "building lookout (release)..." >&2
-  (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
-fi
-ports_free() { # port... : another bench (or anything) on these ports would be measured instead
-  for p in "$@"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "port $p is in use: set PORT_BASE to a free range" >&2; exit 1
-    fi
-  done
-}
-wait_up() { # url
-  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not reachable: $1" >&2; exit 1
-}
+need prometheus curl python3
+build_lookout
 
 T_PORT=$PORT_BASE SINK_PORT=$((PORT_BASE + 1)) L_PORT=$((PORT_BASE + 2)) P_PORT=$((PORT_BASE + 3))
 ports_free "$T_PORT" "$SINK_PORT" "$L_PORT" "$P_PORT"

@@ -31,32 +31,10 @@ MEMORY_ROW=${MEMORY_ROW:-1}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-LOOKOUT=${LOOKOUT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout}
-WORK=$(mktemp -d)
+. "$HERE/../lib.sh"
 RESULTS=${RESULTS:-$WORK/results.jsonl}
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-cleanup() {
-  stop_all
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for cmd in prometheus victoria-metrics curl python3; do
-  command -v "$cmd" >/dev/null || { echo "needs $cmd" >&2; exit 1; }
-done
-if [ -z "${LOOKOUT_BIN:-}" ]; then
-  echo "building lookout (release)..." >&2
-  (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
-fi
-wait_up() { # url
-  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not reachable: $1" >&2; exit 1
-}
+need prometheus victoria-metrics curl python3
+build_lookout
 
 L_PORT=$((PORT_BASE + 1)) LM_PORT=$((PORT_BASE + 2)) P_PORT=$((PORT_BASE + 3)) V_PORT=$((PORT_BASE + 4))
 FIRST_TARGET=$((PORT_BASE + 10))

@@ -37,34 +37,9 @@ export POLL=${POLL:-1}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-LOOKOUT=${LOOKOUT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for cmd in curl python3; do
-  command -v "$cmd" >/dev/null || { echo "needs $cmd" >&2; exit 1; }
-done
-if [ -z "${LOOKOUT_BIN:-}" ]; then
-  echo "building lookout (release)..." >&2
-  (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
-fi
-ports_free() { # port... : another bench (or anything) on these ports would be measured instead
-  for p in "$@"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "port $p is in use: set PORT_BASE to a free range" >&2; exit 1
-    fi
-  done
-}
-wait_up() { # url
-  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not reachable: $1" >&2; exit 1
-}
+. "$HERE/../lib.sh"
+need curl python3
+build_lookout
 
 HEALTHY_PORT=$PORT_BASE SCRAPE_PORT=$((PORT_BASE + 1)) E_PORT=$((PORT_BASE + 2)) V_PORT=$((PORT_BASE + 3))
 ports_free "$HEALTHY_PORT" "$SCRAPE_PORT" "$E_PORT" "$V_PORT"

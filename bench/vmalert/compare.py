@@ -93,6 +93,10 @@ def measure(args):
     load1 = open("/proc/loadavg").read().split()[:3]
     peak = {name: m.status_kib(pid, "VmHWM") for name, pid, _, _ in progs}
     rss = {name: m.status_kib(pid, "VmRSS") for name, pid, _, _ in progs}
+    # What the resident memory is made of at the end: heap and other anonymous pages, and
+    # pages of mapped files (the binary's code above all).
+    anon = {name: m.status_kib(pid, "RssAnon") for name, pid, _, _ in progs}
+    mapped = {name: m.status_kib(pid, "RssFile") for name, pid, _, _ in progs}
     rows = []
     for name, pid, rules_url, data_url in progs:
         recorded = m.query(data_url, 'count({__name__=~".+:.+"})')
@@ -101,7 +105,8 @@ def measure(args):
         row = {
             "program": name, "window_s": round(elapsed, 1), "interval_s": interval,
             "cpu_s": round(end[name] - start[name], 2), "peak_rss_kib": peak[name],
-            "rss_kib": rss[name], "recorded_series": first(recorded), "alerts_series": first(alerts),
+            "rss_kib": rss[name], "rss_anon_kib": anon[name], "rss_file_kib": mapped[name],
+            "recorded_series": first(recorded), "alerts_series": first(alerts),
             "rules": rules_health(rules_url),
             "load_start": " ".join(load0), "load_end": " ".join(load1),
         }
@@ -112,6 +117,7 @@ def measure(args):
     print(f"== {elapsed:.0f} s window, load {' '.join(load0)} -> {' '.join(load1)}")
     for r in rows:
         print(f"  {r['program']:10} cpu {r['cpu_s']:8.2f} s  peak RSS {r['peak_rss_kib'] / 1024:8.1f} MiB"
+              f" (at end: anonymous {r['rss_anon_kib'] / 1024:.1f} MiB, mapped files {r['rss_file_kib'] / 1024:.1f} MiB)"
               f"  recorded series {r['recorded_series']}  ALERTS firing {r['alerts_series']}"
               f"  rules {json.dumps(r['rules'])}")
 

@@ -41,40 +41,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 ECOSYSTEM=${LOOKOUT_ECOSYSTEM:-$(dirname "$ROOT")/shared/ecosystem}
 MIXIN="$ECOSYSTEM/corpus/kubernetes-mixin"
-LOOKOUT=${LOOKOUT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout}
-WORK=$(mktemp -d)
+. "$HERE/../lib.sh"
 RESULTS=${RESULTS:-$WORK/results.jsonl}
-PIDS=()
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-cleanup() {
-  stop_all
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for cmd in victoria-metrics vmalert curl python3; do
-  command -v "$cmd" >/dev/null || { echo "needs $cmd" >&2; exit 1; }
-done
+need victoria-metrics vmalert curl python3
 [ -f "$MIXIN/prometheus_rules.yaml" ] || { echo "kubernetes-mixin not found under $ECOSYSTEM (set LOOKOUT_ECOSYSTEM)" >&2; exit 1; }
-if [ -z "${LOOKOUT_BIN:-}" ]; then
-  echo "building lookout (release)..." >&2
-  (cd "$ROOT" && cargo build --release --locked --bin lookout --quiet)
-fi
-ports_free() { # port... : another bench (or anything) on these ports would be measured instead
-  for p in "$@"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "port $p is in use: set PORT_BASE to a free range" >&2; exit 1
-    fi
-  done
-}
-wait_up() { # url
-  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not reachable: $1" >&2; exit 1
-}
+build_lookout
 
 T_PORT=$PORT_BASE SINK_PORT=$((PORT_BASE + 1))
 VM_L=$((PORT_BASE + 2)) VM_V=$((PORT_BASE + 3)) L_PORT=$((PORT_BASE + 4)) V_PORT=$((PORT_BASE + 5))

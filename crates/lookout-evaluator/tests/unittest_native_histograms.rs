@@ -315,9 +315,9 @@ const HISTOGRAM_FAILURES: &str = r#"  FAILED:
 "#;
 
 /// Native-histogram expectations: promtool 2.42 refuses the file; Lookout prints what
-/// promtool 2.47 and later print.
+/// promtool 2.47 and later print, as read from their source (not run: Debian has none).
 #[test]
-fn histogram_expectations_print_as_promtool_does() {
+fn histogram_expectations_print_as_promtool_2_47_source_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let test = write(
         dir.path(),
