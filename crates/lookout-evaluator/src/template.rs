@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use gtmpl::{Context, Template, Value};
 use gtmpl_value::{Func, FuncError};
 use lookout_promql::Labels;
+pub use lookout_promql::gofmt::{go_fmt_g, go_fmt_v};
 
 use crate::datasource::QuerySample;
 
@@ -1001,25 +1002,6 @@ fn print_value_like_go(text: &str) -> std::borrow::Cow<'_, str> {
     re.replace_all(text, "{{${1}${2}lookoutGoValue ${3}${4}${5}}}")
 }
 
-/// Go's `fmt.Sprint(v)` of a float64 (`%v`, i.e. `strconv.FormatFloat(v, 'g', -1, 64)`):
-/// shortest digits, exponent form when the decimal exponent is below -4 or at least 6.
-pub fn go_fmt_v(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    let s = format!("{:e}", v.abs());
-    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    go_float_text(v < 0.0, &digits, exp, !(-4..6).contains(&exp))
-}
-
 fn f_go_value(args: &[Value]) -> Result<Value, FuncError> {
     // A histogram sample's `$value` is already its text.
     if let Some(Value::String(s)) = args.first() {
@@ -1030,60 +1012,6 @@ fn f_go_value(args: &[Value]) -> Result<Value, FuncError> {
         0,
         "lookoutGoValue",
     )?)))
-}
-
-/// Go's `fmt.Sprintf("%.<prec>g", v)`.
-pub fn go_fmt_g(v: f64, prec: usize) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    let prec = prec.max(1);
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    // Rust's `{:e}` rounds exactly, like Go's decimal conversion.
-    let s = format!("{:.*e}", prec - 1, v.abs());
-    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let mut digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    while digits.len() > 1 && digits.ends_with('0') {
-        digits.pop();
-    }
-    let nd = digits.len() as i32;
-    let dp = exp + 1;
-    let mut eprec = prec as i32;
-    if eprec > nd && nd >= dp {
-        eprec = nd;
-    }
-    go_float_text(v < 0.0, &digits, exp, exp < -4 || exp >= eprec)
-}
-
-/// Writes the decimal `digits` (no leading zeros) with decimal exponent `exp` the way Go's
-/// `%g` does: `d.ddde±XX` when `scientific`, otherwise as `%f` with just the digits given.
-fn go_float_text(negative: bool, digits: &str, exp: i32, scientific: bool) -> String {
-    let sign = if negative { "-" } else { "" };
-    let nd = digits.len() as i32;
-    if scientific {
-        let mut m = digits[..1].to_string();
-        if nd > 1 {
-            m.push('.');
-            m.push_str(&digits[1..]);
-        }
-        let esign = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{m}e{esign}{:02}", exp.abs());
-    }
-    let dp = exp + 1;
-    let out = if dp <= 0 {
-        format!("0.{}{}", "0".repeat((-dp) as usize), digits)
-    } else if dp >= nd {
-        format!("{}{}", digits, "0".repeat((dp - nd) as usize))
-    } else {
-        format!("{}.{}", &digits[..dp as usize], &digits[dp as usize..])
-    };
-    format!("{sign}{out}")
 }
 
 /// Prometheus's `humanize`.

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod gofmt;
 pub mod histogram;
 pub mod labels;
 pub mod promqltest;

@@ -11,6 +11,7 @@ use super::{
     AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Value, Vector, kahan_sum_inc,
     label_hash,
 };
+use crate::gofmt::go_fmt_v;
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Accumulator of one output group.
@@ -184,7 +185,10 @@ impl Evaluator<'_> {
             let anchor = a.param.as_ref().map(|p| p.to_string()).unwrap_or_default();
             self.annotate(
                 AnnotationLevel::Warning,
-                format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    go_fmt_v(q)
+                ),
                 &anchor,
             );
         }
@@ -302,21 +306,6 @@ fn first_k(samples: &mut Vec<Sample>, k: usize, cmp: fn(f64, f64) -> std::cmp::O
     keyed.sort_unstable_by(order);
     let mut slots: Vec<Option<Sample>> = samples.drain(..).map(Some).collect();
     samples.extend(keyed.iter().filter_map(|&(_, i)| slots[i].take()));
-}
-
-/// Go's `%g` formatting of a float, close enough for annotation texts.
-pub(crate) fn go_g(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{f}")
-    }
 }
 
 /// Descending order with NaN last (`sort_desc`, `topk`).

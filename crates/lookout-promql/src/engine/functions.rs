@@ -8,13 +8,14 @@ use promql_parser::label::{MatchOp, Matcher as LabelMatcher};
 use promql_parser::parser::{Call, Expr, VectorSelector};
 use regex::Regex;
 
-use super::aggregations::{asc_nan_last, desc_nan_last, go_g, quantile};
+use super::aggregations::{asc_nan_last, desc_nan_last, quantile};
 use super::histogram_fns::split_native;
 use super::rewrite::{is_valid_label_name, shown_label_name};
 use super::{
     AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Value, Vector,
     edge_indices, extend_floats, go_max, go_min, kahan_sum_inc, pick_left, pick_right,
 };
+use crate::gofmt::go_fmt_v;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::is_stale;
 
@@ -219,7 +220,10 @@ impl Evaluator<'_> {
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     self.annotate(
                         AnnotationLevel::Warning,
-                        format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                        format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            go_fmt_v(q)
+                        ),
                         &args[0].to_string(),
                     );
                 }
@@ -258,7 +262,10 @@ impl Evaluator<'_> {
                     if q.is_nan() || !(0.0..=1.0).contains(&q) {
                         self.annotate(
                             AnnotationLevel::Warning,
-                            format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                            format!(
+                                "quantile value should be between 0 and 1, got {}",
+                                go_fmt_v(q)
+                            ),
                             &a.to_string(),
                         );
                     }
@@ -797,7 +804,10 @@ impl Evaluator<'_> {
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
                 self.annotate(
                     AnnotationLevel::Warning,
-                    format!("quantile value should be between 0 and 1, got {}", go_g(q)),
+                    format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        go_fmt_v(q)
+                    ),
                     &args[0].to_string(),
                 );
             }
@@ -1249,13 +1259,13 @@ fn double_exponential_smoothing(
     if !(sf > 0.0 && sf < 1.0) {
         return Err(QueryError::eval(format!(
             "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
-            go_g(sf)
+            go_fmt_v(sf)
         )));
     }
     if !(tf > 0.0 && tf < 1.0) {
         return Err(QueryError::eval(format!(
             "invalid trend factor. Expected: 0 < tf < 1, got: {}",
-            go_g(tf)
+            go_fmt_v(tf)
         )));
     }
     if pts.len() < 2 {

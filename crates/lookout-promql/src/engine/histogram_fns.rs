@@ -17,17 +17,17 @@ pub(crate) fn split_native(v: Vector) -> (Vector, Vector) {
 /// ascending order with their bounds (`count_values` uses it as the label value, and
 /// promtool's `--debug` dump prints it).
 pub(crate) fn histogram_string(h: &FloatHistogram) -> String {
-    use super::aggregations::go_g;
-    let mut out = format!("{{count:{}, sum:{}", go_g(h.count), go_g(h.sum));
+    use crate::gofmt::go_fmt_v;
+    let mut out = format!("{{count:{}, sum:{}", go_fmt_v(h.count), go_fmt_v(h.sum));
     let custom = h.uses_custom_buckets();
     let mut push = |lower: f64, upper: f64, (li, ui): (bool, bool), count: f64| {
         out.push_str(&format!(
             ", {}{},{}{}:{}",
             if li { '[' } else { '(' },
-            go_g(lower),
-            go_g(upper),
+            go_fmt_v(lower),
+            go_fmt_v(upper),
             if ui { ']' } else { ')' },
-            go_g(count)
+            go_fmt_v(count)
         ));
     };
     for b in h.negative.iter().rev().filter(|b| b.count != 0.0) {
