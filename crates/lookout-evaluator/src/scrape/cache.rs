@@ -165,6 +165,11 @@ pub(crate) fn ingest(
     let parsed = Instant::now();
     let result = match result {
         None => Ok(Ingested::default()),
+        // Whatever a parse stopped by the deadline returns (its own "stopped" error, or a
+        // result that came too late) is the scrape's timeout.
+        Some(Err(ScrapeError::Parse(e))) if e.message == textparse::STOPPED => {
+            Err(ScrapeError::ParseTimeout(job.target.timeout))
+        }
         Some(Err(e)) => Err(e),
         Some(Ok(_)) if job.stop.load(Ordering::Relaxed) => {
             Err(ScrapeError::ParseTimeout(job.target.timeout))
@@ -200,7 +205,13 @@ fn resolve(
         let slot = match cache.index.get(raw.series) {
             Some(&slot) => slot,
             None => {
-                let state = new_state(raw.labels()?, job.target, job.opts)?;
+                let labels = raw.labels()?;
+                // A series of many labels costs as much again to merge, relabel and check:
+                // look at the deadline before that work, not only between lines.
+                if job.stop.load(Ordering::Relaxed) {
+                    return Err(ScrapeError::ParseTimeout(job.target.timeout));
+                }
+                let state = new_state(labels, job.target, job.opts)?;
                 cache.insert(raw.series, state)
             }
         };
@@ -525,12 +536,18 @@ mod tests {
         assert_eq!(f.values("c"), [Some(1.0)]);
     }
 
+    /// A parse stopped by the deadline is the scrape's timeout, not a parse error of the
+    /// target's body, and stores nothing.
     #[test]
     fn a_stopped_parse_stores_nothing() {
         let mut f = Fixture::new(JOB);
         f.stop.store(true, Ordering::Relaxed);
         let err = f.scrape(Some("a 1\n"), 1000);
-        assert!(err.is_err(), "{:?}", err.map(|d| d.stored));
+        assert!(
+            matches!(err, Err(ScrapeError::ParseTimeout(_))),
+            "{:?}",
+            err.map(|d| d.stored)
+        );
         assert!(f.select("a").is_empty());
     }
 }
