@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{assert_same, free_port, have, http_get, lookout_dump, promtool_dump, unsafe_sigterm};
+use common::{
+    assert_same, free_port, have, http_get, http_post, lookout_dump, promtool_dump, unsafe_sigterm,
+};
 use lookout_promql::labels::Labels;
 use lookout_promql::storage::wal::WalOptions;
 use lookout_promql::storage::{Storage, StorageOptions};
@@ -155,6 +157,11 @@ fn promtool_lists_analyzes_and_dumps_lookout_blocks() {
 
 /// Starts Prometheus on `data`, waits until it is ready.
 fn start_prometheus(data: &Path, port: u16) -> Child {
+    start_prometheus_with(data, port, &[])
+}
+
+/// [`start_prometheus`] with more flags.
+fn start_prometheus_with(data: &Path, port: u16, flags: &[&str]) -> Child {
     let cfg = data.parent().unwrap().join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
     let child = Command::new("prometheus")
@@ -162,6 +169,7 @@ fn start_prometheus(data: &Path, port: u16) -> Child {
         .arg(format!("--storage.tsdb.path={}", data.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=100y")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -373,6 +381,103 @@ fn lookout_reads_a_directory_prometheus_ran_on() {
     let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
     assert!(st.block_stats().unwrap().blocks_loaded >= 2);
     assert_same(&lookout_dump(&st), &want);
+}
+
+/// `(minTime, maxTime, level, numTombstones)` of the blocks in `dir`, sorted.
+fn block_shapes(dir: &Path) -> Vec<(i64, i64, u64, u64)> {
+    let mut out: Vec<_> = block_metas(dir)
+        .into_iter()
+        .map(|(ulid, mint, maxt, level)| {
+            let text = std::fs::read_to_string(dir.join(&ulid).join("meta.json")).unwrap();
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let deleted = m["stats"]["numTombstones"].as_u64().unwrap_or(0);
+            (mint, maxt, level, deleted)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Prometheus 2.42 deletes series through its admin API, which leaves tombstones in the
+/// blocks (here Lookout's own 2 h blocks, without their WAL). On two copies of that
+/// directory, Prometheus and Lookout (2 h blocks only, so that nothing else is compacted)
+/// rewrite the same blocks without the deleted data, and both directories then hold what
+/// Prometheus answered after the deletion.
+#[test]
+fn lookout_rewrites_blocks_with_tombstones_as_prometheus_does() {
+    if !have("promtool") || !have("prometheus") {
+        eprintln!("SKIPPED: prometheus or promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    lookout_dir(&data);
+    std::fs::remove_dir_all(data.join("wal")).unwrap();
+    std::fs::remove_file(data.join("lock")).ok();
+    let two_hours = [
+        "--web.enable-admin-api",
+        "--storage.tsdb.min-block-duration=2h",
+        "--storage.tsdb.max-block-duration=2h",
+    ];
+    let port = free_port();
+    let mut child = start_prometheus_with(&data, port, &two_hours);
+    // Two of 20 series everywhere (over 5 % of the series of every block), a third for
+    // an hour.
+    let hour_ago = now_ms() / 1000 - 3600;
+    for path in [
+        "/api/v1/admin/tsdb/delete_series?match[]=%7Binstance%3D~%22host%281%7C3%29%3A9100%22%7D"
+            .to_string(),
+        format!(
+            "/api/v1/admin/tsdb/delete_series?match[]=%7Binstance%3D%22host2%3A9100%22%7D&start={}&end={}",
+            hour_ago - 5 * 3600,
+            hour_ago - 4 * 3600
+        ),
+    ] {
+        http_post(port, &path, "204").expect("delete_series answered 204");
+    }
+    let want = prometheus_samples(port, "{__name__=~\"up|http_requests_total\"}", now_ms());
+    unsafe_sigterm(child.id());
+    child.wait().unwrap();
+    assert_eq!(want.len(), 18, "two series are gone");
+    let before = block_shapes(&data);
+    assert!(before.iter().all(|b| b.3 >= 2), "{before:?}");
+
+    let (theirs, ours) = (dir.path().join("theirs"), dir.path().join("ours"));
+    for to in [&theirs, &ours] {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // Prometheus compacts a minute after it starts.
+    let mut child = start_prometheus_with(&theirs, free_port(), &two_hours);
+    let st = Storage::open(no_compaction(), &ours, WalOptions::default()).unwrap();
+    st.compact_blocks();
+    assert_same(&lookout_dump(&st), &want);
+    st.close_wal();
+    drop(st);
+    let start = Instant::now();
+    while block_shapes(&theirs).iter().all(|b| b.2 == 1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "Prometheus rewrote no block: {:?}",
+            block_shapes(&theirs)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Let a second rewrite, if Prometheus plans one, happen too.
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe_sigterm(child.id());
+    child.wait().unwrap();
+    let (theirs_after, ours_after) = (block_shapes(&theirs), block_shapes(&ours));
+    eprintln!("blocks before {before:?}, after {ours_after:?}");
+    assert_eq!(ours_after, theirs_after, "blocks before: {before:?}");
+    assert_ne!(ours_after, before);
+    assert_same(&promtool_dump(&ours), &want);
+    assert_same(&promtool_dump(&theirs), &want);
 }
 
 /// Figures, not a check: bytes per sample in blocks and in the WAL, and the time to write

@@ -141,14 +141,27 @@ pub fn unsafe_sigterm(pid: u32) {
 /// The body of `GET path` from `127.0.0.1:port` (HTTP/1.0, so never chunked); `None`
 /// when the server does not answer or answers with an error status.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_call(port, "GET", path, "200")
+}
+
+/// The body of `POST path` (no body) when the answer's status is `status`.
+pub fn http_post(port: u16, path: &str, status: &str) -> Option<String> {
+    http_call(port, "POST", path, status)
+}
+
+fn http_call(port: u16, method: &str, path: &str, status: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.split_whitespace().nth(1).filter(|c| *c == "200")?;
+    head.split_whitespace().nth(1).filter(|c| *c == status)?;
     Some(body.to_string())
 }
 

@@ -7,7 +7,8 @@
 //!   `promtool`) are merged first; otherwise the newest block (by start) is left alone,
 //!   and for each range from 6 h up, the blocks are grouped by aligned range and the first
 //!   group of two or more blocks that spans the whole range, or ends before the newest
-//!   block starts, is merged.
+//!   block starts, is merged; with none to merge, a block with enough tombstones
+//!   ([`select_tombstoned`]) is rewritten alone without the data they delete.
 //! * **Merge** ([`write_compacted`]): series of the inputs merged by labels, one at a time;
 //!   a chunk that overlaps no other chunk of its series and no tombstone is copied as it
 //!   is, overlapping chunks are decoded, merged (on an equal timestamp the later block
@@ -68,10 +69,35 @@ pub(crate) fn plan(metas: &[BlockMeta], ranges: &[i64]) -> Vec<String> {
     }
     // The newest block stays out until a newer one exists.
     sorted.pop();
-    select_range(&sorted, ranges)
+    let merged: Vec<String> = select_range(&sorted, ranges)
         .iter()
         .map(|m| m.ulid.clone())
-        .collect()
+        .collect();
+    if !merged.is_empty() {
+        return merged;
+    }
+    select_tombstoned(&sorted, ranges)
+        .map(|m| vec![m.ulid.clone()])
+        .unwrap_or_default()
+}
+
+/// A block rewritten alone to drop what its tombstones delete, looked for from the newest
+/// (the newest block already left out) back: a block at least as wide as the middle range
+/// whose deleted ranges number over 5 % of its series, or a narrower one whose every
+/// series is deleted. The first narrower block with some series left ends the search:
+/// compaction into wider blocks will drop its deleted data anyway.
+fn select_tombstoned<'a>(sorted: &[&'a BlockMeta], ranges: &[i64]) -> Option<&'a BlockMeta> {
+    let wide = ranges.get(ranges.len() / 2).copied().unwrap_or(i64::MAX);
+    for m in sorted.iter().rev() {
+        let (deleted, series) = (m.stats.num_tombstones, m.stats.num_series);
+        if m.max_time - m.min_time < wide {
+            return (deleted > 0 && deleted >= series).then_some(*m);
+        }
+        if deleted as f64 / (series as f64 + 1.0) > 0.05 {
+            return Some(*m);
+        }
+    }
+    None
 }
 
 /// The first run of blocks (sorted by start) whose ranges overlap.

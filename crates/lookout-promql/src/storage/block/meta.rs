@@ -43,6 +43,14 @@ pub struct BlockStatsMeta {
     /// Chunks in the block.
     #[serde(rename = "numChunks", default)]
     pub num_chunks: u64,
+    /// Deleted ranges in the block's `tombstones` (Prometheus counts them when it deletes;
+    /// Lookout's own blocks have none). Left out when zero, as Prometheus does.
+    #[serde(rename = "numTombstones", default, skip_serializing_if = "is_zero")]
+    pub num_tombstones: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The `compaction` of a `meta.json`.

@@ -107,6 +107,46 @@ fn overlapping_blocks_come_first_even_the_newest() {
     assert_eq!(plan(&[m("a", 0, 2), m("b", 0, 2)], &[2 * H]), ["a", "b"]);
 }
 
+/// `m` with `deleted` tombstones over `series` series.
+fn tombstoned(ulid: &str, min_h: i64, max_h: i64, series: u64, deleted: u64) -> BlockMeta {
+    let mut b = m(ulid, min_h, max_h);
+    b.stats.num_series = series;
+    b.stats.num_tombstones = deleted;
+    b
+}
+
+#[test]
+fn a_block_with_enough_tombstones_is_rewritten_alone() {
+    // Ranges 2 h, 6 h, 18 h: a block is wide from 6 h; 18 h blocks merge no further.
+    let ranges = block_ranges(18 * H);
+    let wide = |u, a, b, d| tombstoned(u, a, b, 100, d);
+    // 5 of 100 series: 5/101 is not over 5 %; 6/101 is.
+    let metas = [wide("a", 0, 18, 5), wide("b", 18, 36, 0), m("c", 36, 38)];
+    assert!(plan(&metas, &ranges).is_empty());
+    let metas = [wide("a", 0, 18, 6), wide("b", 18, 36, 0), m("c", 36, 38)];
+    assert_eq!(plan(&metas, &ranges), ["a"]);
+    // The newest block is never chosen, and merging comes first.
+    assert!(plan(&[wide("a", 0, 18, 0), wide("b", 18, 36, 50)], &ranges).is_empty());
+    let metas = [
+        wide("a", 0, 18, 50),
+        m("b", 18, 20),
+        m("c", 20, 22),
+        m("d", 22, 24),
+        m("e", 24, 26),
+    ];
+    assert_eq!(plan(&metas, &ranges), ["b", "c", "d"]);
+    // Without leveled ranges a 2 h block is wide, a shorter one (a partial range) narrow:
+    // a narrow block only when every series is deleted, and a narrow one with series
+    // left ends the search from the newest back.
+    let metas = [tombstoned("a", 0, 2, 4, 1), m("b", 2, 4)];
+    assert_eq!(plan(&metas, &[2 * H]), ["a"]);
+    let narrow = |u, a, b, d| tombstoned(u, a, b, 4, d);
+    let metas = [narrow("a", 0, 1, 4), narrow("b", 2, 3, 0), m("c", 4, 6)];
+    assert!(plan(&metas, &[2 * H]).is_empty());
+    let metas = [narrow("a", 0, 1, 3), narrow("b", 2, 3, 4), m("c", 4, 6)];
+    assert_eq!(plan(&metas, &[2 * H]), ["b"]);
+}
+
 /// Five 2 h blocks (`[0:17, 2:00)` … `[8:00, 10:00)`) written by a storage on `dir`, and
 /// what the storage answers. The first three are ready to merge: they end before the
 /// newest but one starts.
