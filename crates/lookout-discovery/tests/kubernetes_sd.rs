@@ -903,3 +903,63 @@ async fn a_list_of_endless_empty_pages_fails_and_is_counted() {
     r.wait("recovered", |g| addresses(g) == ["10.0.0.4:9100"])
         .await;
 }
+
+/// Endpoints (or a slice) of `n` addresses and `n` ports: n² targets.
+fn endpoints_product(n: usize) -> (Value, Value) {
+    let addrs: Vec<Value> = (0..n)
+        .map(|i| json!({"ip": format!("10.9.0.{i}")}))
+        .collect();
+    let ports: Vec<Value> = (0..n).map(|i| json!({"port": 8000 + i})).collect();
+    let ips: Vec<String> = (0..n).map(|i| format!("10.9.0.{i}")).collect();
+    let meta = json!({"name": "big", "namespace": "default", "resourceVersion": "5"});
+    let endpoints = json!({"metadata": {"resourceVersion": "6"}, "items": [
+        {"metadata": meta, "subsets": [{"addresses": addrs, "ports": ports}]}]});
+    let slices = json!({"metadata": {"resourceVersion": "6"}, "items": [
+        {"metadata": meta, "addressType": "IPv4",
+         "endpoints": [{"addresses": ips}], "ports": ports}]});
+    (endpoints, slices)
+}
+
+#[tokio::test]
+async fn endpoints_over_the_target_limit_are_refused() {
+    let replay = Replay::start().await;
+    // 2 addresses × 2 ports = 4 targets, over the limit of 3 (each LIST is within it).
+    let (endpoints, slices) = endpoints_product(2);
+    replay.set_list("endpoints", endpoints);
+    replay.set_list("endpointslices", slices);
+    for role in ["endpoints", "endpointslice"] {
+        let options = DiscoveryOptions {
+            max_targets_per_source: 3,
+            ..Default::default()
+        };
+        let yaml = format!("api_server: {}\nrole: {role}", replay.url());
+        let r = start(&yaml, options);
+        r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+            .await;
+        assert!(r.d.groups("job").is_empty(), "{role}");
+    }
+    // The default limit (100 000) against a product of 160 000 targets.
+    let (endpoints, slices) = endpoints_product(400);
+    replay.set_list("endpoints", endpoints);
+    replay.set_list("endpointslices", slices);
+    for role in ["endpoints", "endpointslice"] {
+        let yaml = format!("api_server: {}\nrole: {role}", replay.url());
+        let r = start(&yaml, DiscoveryOptions::default());
+        r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+            .await;
+        assert!(r.d.groups("job").is_empty(), "{role}");
+    }
+    // Within the limit, the same shape is published.
+    let (endpoints, _) = endpoints_product(2);
+    replay.set_list("endpoints", endpoints);
+    let options = DiscoveryOptions {
+        max_targets_per_source: 4,
+        ..Default::default()
+    };
+    let r = start(
+        &format!("api_server: {}\nrole: endpoints", replay.url()),
+        options,
+    );
+    let g = r.group("endpoints/default/big").await;
+    assert_eq!(g.targets.len(), 4);
+}
