@@ -963,3 +963,27 @@ async fn endpoints_over_the_target_limit_are_refused() {
     let g = r.group("endpoints/default/big").await;
     assert_eq!(g.targets.len(), 4);
 }
+
+#[tokio::test]
+async fn a_watch_error_with_a_stalled_body_times_out() {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    // The watch answers 500 and never sends the body it announces.
+    replay.script("pods", Reply::Stall(500));
+    let options = DiscoveryOptions {
+        http_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let r = start(&format!("api_server: {}\nrole: pod", replay.url()), options);
+    r.wait("a", |g| addresses(g).len() == 1).await;
+    // The failure is counted within the HTTP timeout and the resource listed again.
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    for _ in 0..200 {
+        if replay.calls("pods").0.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replay.calls("pods").0.len(), 2, "{:?}", replay.requests());
+}

@@ -10,7 +10,10 @@
 //! Bounds: each LIST page and each watch event line is at most
 //! [`DiscoveryOptions::max_http_bytes`] (a longer line is an error, never buffered whole);
 //! a LIST with more than [`DiscoveryOptions::max_targets_per_source`] objects is an error;
-//! JSON nesting is limited by `serde_json`'s recursion limit.
+//! JSON nesting is limited by `serde_json`'s recursion limit. A LIST, and a WATCH's
+//! response head together with the body of a failed WATCH, must come within
+//! [`DiscoveryOptions::http_timeout`]; a watch stream silent for longer than it asked for
+//! (plus that timeout) is given up.
 
 use std::time::Duration;
 
@@ -189,7 +192,10 @@ impl Api {
         };
         let max = self.options.max_http_bytes;
         let t = self.options.http_timeout;
-        let resp = match tokio::time::timeout(t, req.send()).await {
+        // One deadline for the response and, when it is a failure, its body: a server
+        // that answers an error and then stalls its body cannot hold the watch.
+        let deadline = tokio::time::Instant::now() + t;
+        let resp = match tokio::time::timeout_at(deadline, req.send()).await {
             Err(_) => return End::Failed(format!("no WATCH response within {t:?}")),
             Ok(Err(e)) => return End::Failed(e.to_string()),
             Ok(Ok(r)) => r,
@@ -198,7 +204,15 @@ impl Api {
             return End::Gone;
         }
         if resp.status() != reqwest::StatusCode::OK {
-            return End::Failed(Self::failure(resp, max).await);
+            let code = resp.status();
+            return End::Failed(
+                match tokio::time::timeout_at(deadline, Self::failure(resp, max)).await {
+                    Ok(msg) => msg,
+                    Err(_) => format!(
+                        "server returned HTTP status {code} and no complete body within {t:?}"
+                    ),
+                },
+            );
         }
         let idle = Duration::from_secs(WATCH_SECONDS) + t;
         let mut lines = Lines::new(resp, max as usize, idle);
