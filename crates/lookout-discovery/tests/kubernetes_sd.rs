@@ -987,3 +987,36 @@ async fn a_watch_error_with_a_stalled_body_times_out() {
     }
     assert_eq!(replay.calls("pods").0.len(), 2, "{:?}", replay.requests());
 }
+
+/// The LISTs and WATCHes of pods in the first 2.5 s against a server whose watches all
+/// answer `reply`.
+async fn calls_in_a_short_window(reply: Reply) -> (usize, usize) {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    for _ in 0..1000 {
+        replay.script("pods", reply.clone());
+    }
+    let r = run(&replay, "role: pod");
+    r.wait("a", |g| addresses(g).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (lists, watches) = replay.calls("pods");
+    assert_eq!(r.metric("prometheus_sd_kubernetes_failures_total"), 0.0);
+    (lists.len(), watches.len())
+}
+
+#[tokio::test]
+async fn a_server_answering_every_watch_with_gone_is_not_asked_in_a_loop() {
+    // LIST, 410, 1 s, LIST, 410, 2 s, LIST, ...: two or three of each in 2.5 s.
+    let (lists, watches) =
+        calls_in_a_short_window(Reply::Status(410, gone_status().to_string())).await;
+    assert!((2..=3).contains(&lists), "{lists} LISTs");
+    assert!((2..=3).contains(&watches), "{watches} WATCHes");
+}
+
+#[tokio::test]
+async fn a_server_closing_every_watch_at_once_is_not_asked_in_a_loop() {
+    // Watches that bring nothing wait 1 s, then 2 s: three at most in 2.5 s, one LIST.
+    let (lists, watches) = calls_in_a_short_window(Reply::Close(vec![])).await;
+    assert_eq!(lists, 1);
+    assert!((2..=3).contains(&watches), "{watches} WATCHes");
+}

@@ -3,9 +3,10 @@
 //! `resourceVersion`; the WATCH (`watch=1&resourceVersion=RV&allowWatchBookmarks=true`)
 //! streams newline-delimited JSON events. A watch the server ends is resumed from the last
 //! `resourceVersion` seen; `410 Gone` (as the watch's HTTP status or as an `ERROR` event)
-//! means that version is too old, and the resource is listed again at once; any other
-//! failure is counted in `prometheus_sd_kubernetes_failures_total` and listed again after a
-//! back-off (1 s doubling to 30 s). What was listed before stays until a new LIST succeeds.
+//! means that version is too old, and the resource is listed again (at once when an event
+//! came since the last LIST, else after the back-off); any other failure is counted in
+//! `prometheus_sd_kubernetes_failures_total` and listed again after a back-off (1 s
+//! doubling to 30 s, see [`run`]). What was listed before stays until a new LIST succeeds.
 //!
 //! Bounds: each LIST page and each watch event line is at most
 //! [`DiscoveryOptions::max_http_bytes`] (a longer line is an error, never buffered whole);
@@ -178,8 +179,15 @@ impl Api {
         Err(format!("LIST not complete after {limit} pages"))
     }
 
-    /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current.
-    async fn watch(&self, w: &Watch, rv: &mut String, tx: &mpsc::Sender<Msg>) -> End {
+    /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current, and
+    /// sets `got` when an event (a bookmark too) arrived.
+    async fn watch(
+        &self,
+        w: &Watch,
+        rv: &mut String,
+        tx: &mpsc::Sender<Msg>,
+        got: &mut bool,
+    ) -> End {
         let extra = [
             ("watch", "1".to_string()),
             ("resourceVersion", rv.clone()),
@@ -224,11 +232,12 @@ impl Api {
             };
             match event(w.kind, &line, rv) {
                 Ok(Some(msg)) => {
+                    *got = true;
                     if tx.send(msg).await.is_err() {
                         return End::Closed;
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => *got = true,
                 Err(end) => return end,
             }
         }
@@ -360,16 +369,28 @@ fn event(kind: Kind, line: &[u8], rv: &mut String) -> Result<Option<Msg>, End> {
     }
 }
 
-/// Lists and watches `w` until the receiver is gone.
+/// The wait before asking again after a failure or a watch that brought nothing: 1 s
+/// doubling to 30 s, back to 1 s once a watch brings an event.
+struct Backoff(Duration);
+
+impl Backoff {
+    async fn sleep(&mut self) {
+        let d = self.0;
+        self.0 = (d * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Lists and watches `w` until the receiver is gone. The back-off is reset only by a watch
+/// that brought an event or stayed open [`BACKOFF_MAX`] at least; a watch that ends at once
+/// with nothing, and a 410 with no event since the LIST, wait for it (without counting a
+/// failure), so that a server answering every request that way is not asked in a loop.
 pub(crate) async fn run(api: Api, w: Watch, tx: mpsc::Sender<Msg>, failures: Counter) {
-    let mut backoff = BACKOFF_MIN;
-    let fail = |e: &str, backoff: &mut Duration| {
+    let mut backoff = Backoff(BACKOFF_MIN);
+    let fail = |e: &str| {
         failures.inc();
         tracing::error!(resource = w.kind.resource(), namespace = ?w.namespace, error = %e,
             "Kubernetes service discovery failed; keeping the last good targets");
-        let d = *backoff;
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        d
     };
     loop {
         let mut rv = match api.list(&w).await {
@@ -385,32 +406,44 @@ pub(crate) async fn run(api: Api, w: Watch, tx: mpsc::Sender<Msg>, failures: Cou
                 rv
             }
             Err(e) => {
-                let d = fail(&e, &mut backoff);
-                tokio::time::sleep(d).await;
+                fail(&e);
+                backoff.sleep().await;
                 continue;
             }
         };
+        // Whether a watch since the LIST brought something.
+        let mut progress = false;
         loop {
             let started = tokio::time::Instant::now();
-            match api.watch(&w, &mut rv, &tx).await {
+            let mut got = false;
+            let end = api.watch(&w, &mut rv, &tx, &mut got).await;
+            let alive = got || started.elapsed() >= BACKOFF_MAX;
+            if alive {
+                progress = true;
+                backoff = Backoff(BACKOFF_MIN);
+            }
+            match end {
                 End::Closed if tx.is_closed() => return,
-                End::Closed => {
-                    backoff = BACKOFF_MIN;
-                    // A server that ends every watch at once is not asked in a tight loop.
+                End::Closed if alive => {
+                    // A server that ends every watch soon is not asked in a tight loop.
                     if started.elapsed() < Duration::from_millis(200) {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
+                End::Closed => backoff.sleep().await,
                 End::Gone => {
                     tracing::info!(
                         resource = w.kind.resource(),
                         "watch version too old; listing again"
                     );
+                    if !progress {
+                        backoff.sleep().await;
+                    }
                     break;
                 }
                 End::Failed(e) => {
-                    let d = fail(&e, &mut backoff);
-                    tokio::time::sleep(d).await;
+                    fail(&e);
+                    backoff.sleep().await;
                     break;
                 }
             }
