@@ -117,6 +117,17 @@ fn into_groups(
     Ok(out)
 }
 
+/// Reads the regular file `path` whole if it has at most `max` bytes (`Ok(None)` when it
+/// has more); refuses a FIFO or a device instead of blocking on it
+/// ([`lookout_web::files::open_regular`]).
+pub(crate) fn read_capped(path: &std::path::Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let (f, _) = lookout_web::files::open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 /// Deserializes a string through `parse` inside a visitor, so that YAML errors point at the
 /// offending scalar rather than at the enclosing mapping.
 pub fn deserialize_parsed<'de, D, T, F>(d: D, what: &'static str, parse: F) -> Result<T, D::Error>
