@@ -4,7 +4,7 @@
 //! (init containers included) that no endpoint port covers get a target of their own. The
 //! slices of a dual-stack service's secondary address family have no targets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::types::{
     Container, ContainerPort, EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod,
@@ -14,11 +14,30 @@ use super::types::{EndpointSlice, SliceEndpoint, SlicePort};
 use super::{Labels, Store, add_object_meta, join_host_port, node, pod, service};
 use crate::TargetGroup;
 
-/// A pod targets pointed at: the ports it was seen on, and its labels (built once).
+/// A pod targets pointed at: the ports it was seen on, and its labels and container port
+/// index (built once).
 struct SeenPod<'a> {
     pod: &'a Pod,
-    ports: Vec<i32>,
+    ports: HashSet<i32>,
     labels: Labels,
+    by_port: PortIndex<'a>,
+}
+
+/// The container serving each port number of a pod, as Prometheus finds it: the first
+/// port of that number in a container, of the last container that has one.
+type PortIndex<'a> = HashMap<i32, (&'a Container, bool, &'a ContainerPort)>;
+
+fn port_index(p: &Pod) -> PortIndex<'_> {
+    let mut index = PortIndex::new();
+    for (c, init) in containers(p) {
+        let mut here = HashSet::new();
+        for cp in &c.ports {
+            if here.insert(cp.container_port) {
+                index.insert(cp.container_port, (c, init, cp));
+            }
+        }
+    }
+    index
 }
 
 /// The pods targets pointed at.
@@ -40,8 +59,9 @@ impl<'a> SeenPods<'a> {
             .entry(format!("{}/{}", p.metadata.namespace, p.metadata.name))
             .or_insert_with(|| SeenPod {
                 pod: p,
-                ports: Vec::new(),
+                ports: HashSet::new(),
                 labels: pod::pod_labels(p),
+                by_port: port_index(p),
             });
         e.ports.extend(port);
         Some(e)
@@ -72,31 +92,11 @@ impl<'a> SeenPods<'a> {
         for sp in self.0.values() {
             let ip = &sp.pod.status.pod_ip;
             for (c, init, cp) in Self::uncovered_ports(sp) {
-                let number = cp.container_port.to_string();
-                let mut t = Labels::from([
-                    ("__address__".into(), join_host_port(ip, &number)),
-                    (
-                        "__meta_kubernetes_pod_container_name".into(),
-                        c.name.clone(),
-                    ),
-                    (
-                        "__meta_kubernetes_pod_container_image".into(),
-                        c.image.clone(),
-                    ),
-                    (
-                        "__meta_kubernetes_pod_container_port_name".into(),
-                        cp.name.clone(),
-                    ),
-                    ("__meta_kubernetes_pod_container_port_number".into(), number),
-                    (
-                        "__meta_kubernetes_pod_container_port_protocol".into(),
-                        cp.protocol.clone(),
-                    ),
-                    (
-                        "__meta_kubernetes_pod_container_init".into(),
-                        init.to_string(),
-                    ),
-                ]);
+                let mut t = Labels::from([(
+                    "__address__".into(),
+                    join_host_port(ip, &cp.container_port.to_string()),
+                )]);
+                container_labels(&mut t, c, init, cp, &cp.protocol);
                 t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
                 targets.push(t);
             }
@@ -115,34 +115,24 @@ fn containers(p: &Pod) -> impl Iterator<Item = (&Container, bool)> {
 /// its endpointslice role the container's).
 fn join_pod(t: &mut Labels, sp: &SeenPod, port: i32, endpoint_protocol: Option<&str>) {
     t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    for (c, init) in containers(sp.pod) {
-        if let Some(cp) = c.ports.iter().find(|cp| cp.container_port == port) {
-            let protocol = endpoint_protocol.unwrap_or(&cp.protocol);
-            t.insert(
-                "__meta_kubernetes_pod_container_name".into(),
-                c.name.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_image".into(),
-                c.image.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_name".into(),
-                cp.name.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_number".into(),
-                port.to_string(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_protocol".into(),
-                protocol.to_string(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_init".into(),
-                init.to_string(),
-            );
-        }
+    let Some((c, init, cp)) = sp.by_port.get(&port) else {
+        return;
+    };
+    container_labels(t, c, *init, cp, endpoint_protocol.unwrap_or(&cp.protocol));
+}
+
+/// The labels of container `c` (an init one: `init`) and its port `cp`, with `protocol`.
+fn container_labels(t: &mut Labels, c: &Container, init: bool, cp: &ContainerPort, protocol: &str) {
+    let labels = [
+        ("name", c.name.clone()),
+        ("image", c.image.clone()),
+        ("port_name", cp.name.clone()),
+        ("port_number", cp.container_port.to_string()),
+        ("port_protocol", protocol.to_string()),
+        ("init", init.to_string()),
+    ];
+    for (k, v) in labels {
+        t.insert(format!("__meta_kubernetes_pod_container_{k}"), v);
     }
 }
 
@@ -404,4 +394,77 @@ pub(crate) fn build_endpointslice(
         targets,
         labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The container labels of a target, as Prometheus joins them: in each container
+    /// (init containers after the others) the first port of the number, and the last
+    /// container that has one wins.
+    #[test]
+    fn container_port_join_as_prometheus() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "ia", "ports": [
+                        {"name": "a80", "containerPort": 80, "protocol": "TCP"},
+                        {"name": "a80bis", "containerPort": 80, "protocol": "UDP"},
+                        {"name": "a9090", "containerPort": 9090, "protocol": "TCP"},
+                        {"name": "a8080", "containerPort": 8080, "protocol": "TCP"},
+                        {"name": "a8080bis", "containerPort": 8080, "protocol": "UDP"}
+                    ]},
+                    {"name": "b", "image": "ib", "ports": [
+                        {"name": "b80", "containerPort": 80, "protocol": "SCTP"}
+                    ]}
+                ],
+                "initContainers": [
+                    {"name": "c", "image": "ic", "ports": [
+                        {"name": "c9090", "containerPort": 9090, "protocol": "UDP"}
+                    ]}
+                ]
+            }
+        }))
+        .unwrap();
+        let sp = SeenPod {
+            pod: &p,
+            ports: HashSet::new(),
+            labels: Labels::from([("pod".into(), "labels".into())]),
+            by_port: port_index(&p),
+        };
+        let join = |port, protocol| {
+            let mut t = Labels::new();
+            join_pod(&mut t, &sp, port, protocol);
+            let get = |k: &str| {
+                t.get(&format!("__meta_kubernetes_pod_container_{k}"))
+                    .cloned()
+            };
+            (
+                get("name"),
+                get("port_name"),
+                get("port_protocol"),
+                get("init"),
+                t.get("pod").cloned(),
+            )
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            join(80, None),
+            (s("b"), s("b80"), s("SCTP"), s("false"), s("labels"))
+        );
+        assert_eq!(
+            join(80, Some("TCP")),
+            (s("b"), s("b80"), s("TCP"), s("false"), s("labels"))
+        );
+        assert_eq!(
+            join(9090, None),
+            (s("c"), s("c9090"), s("UDP"), s("true"), s("labels"))
+        );
+        assert_eq!(
+            join(8080, None),
+            (s("a"), s("a8080"), s("TCP"), s("false"), s("labels"))
+        );
+        assert_eq!(join(1, None), (None, None, None, None, s("labels")));
+    }
 }
