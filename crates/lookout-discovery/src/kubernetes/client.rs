@@ -150,9 +150,7 @@ fn pem(
 impl Settings {
     /// Builds the HTTP client (TLS roots, client certificate).
     pub fn client(&self, connect_timeout: std::time::Duration) -> Result<reqwest::Client, String> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect_timeout);
+        let mut b = crate::client_builder().connect_timeout(connect_timeout);
         let t = &self.tls;
         if let Some(ca) = pem(&t.ca, &t.ca_file, "ca_file")? {
             let certs = reqwest::Certificate::from_pem_bundle(&ca)
@@ -230,7 +228,7 @@ fn in_cluster_at(host: &str, port: &str, dir: &Path) -> Result<(String, Settings
         },
         ..Default::default()
     };
-    let url = format!("https://{}", super::join_host_port(host, port));
+    let url = format!("https://{}", crate::join_host_port(host, port));
     Ok((url, settings))
 }
 

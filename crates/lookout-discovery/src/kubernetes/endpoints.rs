@@ -11,8 +11,8 @@ use super::types::{
     Service,
 };
 use super::types::{EndpointSlice, SliceEndpoint, SlicePort};
-use super::{Labels, Store, add_object_meta, join_host_port, node, pod, service};
-use crate::TargetGroup;
+use super::{Labels, Store, add_object_meta, node, pod, service};
+use crate::{TargetGroup, join_host_port};
 
 /// A pod targets pointed at: the ports it was seen on, and its labels and container port
 /// index (built once).
@@ -92,10 +92,8 @@ impl<'a> SeenPods<'a> {
         for sp in self.0.values() {
             let ip = &sp.pod.status.pod_ip;
             for (c, init, cp) in Self::uncovered_ports(sp) {
-                let mut t = Labels::from([(
-                    "__address__".into(),
-                    join_host_port(ip, &cp.container_port.to_string()),
-                )]);
+                let mut t =
+                    Labels::from([("__address__".into(), join_host_port(ip, cp.container_port))]);
                 container_labels(&mut t, c, init, cp, &cp.protocol);
                 t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
                 targets.push(t);
@@ -159,10 +157,7 @@ fn endpoint_target<'a>(
     seen: &mut SeenPods<'a>,
 ) -> Labels {
     let mut t = Labels::from([
-        (
-            "__address__".into(),
-            join_host_port(&a.ip, &port.port.to_string()),
-        ),
+        ("__address__".into(), join_host_port(&a.ip, port.port)),
         (
             "__meta_kubernetes_endpoint_port_name".into(),
             port.name.clone(),
@@ -278,7 +273,7 @@ fn slice_target<'a>(
 ) -> Labels {
     const P: &str = "__meta_kubernetes_endpointslice_";
     let address = match port.port {
-        Some(n) => join_host_port(addr, &n.to_string()),
+        Some(n) => join_host_port(addr, n),
         None => addr.to_string(),
     };
     let mut t = Labels::from([("__address__".into(), address)]);

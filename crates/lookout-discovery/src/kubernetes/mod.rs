@@ -377,15 +377,6 @@ pub fn sanitize(name: &str) -> String {
         .collect()
 }
 
-/// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
-pub(crate) fn join_host_port(host: &str, port: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `__meta_kubernetes_<role>_name`, `_label_*`, `_labelpresent_*`, `_annotation_*`,
 /// `_annotationpresent_*`.
 pub(crate) fn add_object_meta(ls: &mut Labels, role: &str, m: &types::ObjectMeta) {

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::Kind;
 use super::client::Settings;
 use super::types::{List, Object, Status};
-use crate::DiscoveryOptions;
+use crate::{DiscoveryOptions, read_body};
 
 /// How long the server is asked to keep a watch open (`timeoutSeconds`); a watch silent for
 /// this plus the HTTP timeout is given up and resumed.
@@ -242,18 +242,6 @@ impl Api {
             }
         }
     }
-}
-
-/// Reads a whole body, at most `max` bytes.
-async fn read_body(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(format!("response body larger than the {max}-byte limit"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// A buffer that splits a byte stream into lines, each at most `max` bytes besides its
