@@ -459,6 +459,18 @@ async fn attach_metadata_node_adds_the_node_labels_to_pods() {
 #[tokio::test]
 async fn namespaces_selectors_and_credentials_reach_the_api() {
     let replay = Replay::start().await;
+    // Endpoints in a listed namespace (`jobs`, with its service) and in one that is not
+    // (`kube-system`): asking the whole cluster, or only one namespace, would show here.
+    let mut endpoints = fixture("endpoints.json");
+    let web = endpoints["items"][0].clone();
+    let items = endpoints["items"].as_array_mut().unwrap();
+    for (ns, name) in [("jobs", "payments"), ("kube-system", "dns")] {
+        let mut e = web.clone();
+        e["metadata"]["namespace"] = json!(ns);
+        e["metadata"]["name"] = json!(name);
+        items.push(e);
+    }
+    replay.set_list("endpoints", endpoints);
     let yaml = "role: endpoints
 namespaces: {names: [jobs, default]}
 bearer_token: s3cret
@@ -528,9 +540,29 @@ selectors:
     );
     assert!(replay.authorizations().iter().all(|a| a == "Bearer s3cret"));
     assert!(!replay.authorizations().is_empty());
-    // Only the listed namespaces' objects: the services of both joined.
-    let groups = r.d.groups("job");
-    assert_eq!(groups.len(), 1, "{groups:#?}");
+    // Only the listed namespaces' objects, each joined with its namespace's service.
+    let groups = r
+        .wait("both namespaces", |g| {
+            g.iter().any(|g| g.source == "endpoints/jobs/payments")
+        })
+        .await;
+    let mut sources: Vec<&str> = groups.iter().map(|g| g.source.as_str()).collect();
+    sources.sort_unstable();
+    assert_eq!(
+        sources,
+        ["endpoints/default/web", "endpoints/jobs/payments"],
+        "{groups:#?}"
+    );
+    for g in &groups {
+        let ns = &g.labels["__meta_kubernetes_namespace"];
+        assert_eq!(
+            g.source,
+            format!(
+                "endpoints/{ns}/{}",
+                g.labels["__meta_kubernetes_service_name"]
+            )
+        );
+    }
 }
 
 fn pod(name: &str, rv: &str, ip: &str) -> Value {
