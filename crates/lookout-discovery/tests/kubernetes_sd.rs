@@ -1052,3 +1052,73 @@ async fn a_server_closing_every_watch_at_once_is_not_asked_in_a_loop() {
     assert_eq!(lists, 1);
     assert!((2..=3).contains(&watches), "{watches} WATCHes");
 }
+
+#[tokio::test]
+async fn failing_lists_are_retried_after_the_back_off() {
+    let replay = Replay::start().await;
+    replay.fail_list(
+        "pods",
+        Some((
+            500,
+            r#"{"kind":"Status","code":500,"message":"etcd timeout"}"#,
+        )),
+    );
+    let r = run(&replay, "role: pod");
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    // LIST, 1 s, LIST, 2 s, LIST, ...: two or three in 2.5 s, each failure counted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (lists, watches) = replay.calls("pods");
+    assert!((2..=3).contains(&lists.len()), "{} LISTs", lists.len());
+    assert!(watches.is_empty(), "{watches:?}");
+    let failures = r.metric("prometheus_sd_kubernetes_failures_total");
+    assert!((2.0..=3.0).contains(&failures), "{failures} failures");
+    assert!(r.d.groups("job").is_empty());
+}
+
+/// `bearer_token_file` and `basic_auth.password_file` are read again before each request:
+/// a rotated secret reaches the next request without a restart.
+#[tokio::test]
+async fn credential_files_are_read_again_before_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let password = dir.path().join("password");
+    let cases = [
+        (
+            format!("bearer_token_file: {}", token.display()),
+            &token,
+            ["one\n", "two\n"],
+            ["Bearer one", "Bearer two"],
+        ),
+        (
+            format!(
+                "basic_auth: {{username: u, password_file: {}}}",
+                password.display()
+            ),
+            &password,
+            ["p1\n", "p2\n"],
+            // base64 of `u:p1` and `u:p2`.
+            ["Basic dTpwMQ==", "Basic dTpwMg=="],
+        ),
+    ];
+    for (auth, file, secrets, want) in cases {
+        std::fs::write(file, secrets[0]).unwrap();
+        let replay = Replay::start().await;
+        replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+        // The first watch ends at once: the next one comes after the 1 s back-off.
+        replay.script("pods", Reply::Close(vec![]));
+        let r = run(&replay, &format!("role: pod\n{auth}"));
+        r.wait("a", |g| addresses(g).len() == 1).await;
+        std::fs::write(file, secrets[1]).unwrap();
+        for _ in 0..250 {
+            if replay.authorizations().iter().any(|a| a == want[1]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen = replay.authorizations();
+        assert_eq!(seen[0], want[0], "{auth}: {seen:?}");
+        assert!(seen.iter().any(|a| a == want[1]), "{auth}: {seen:?}");
+        assert!(seen.iter().all(|a| want.contains(&a.as_str())), "{seen:?}");
+    }
+}

@@ -408,10 +408,15 @@ fn event(kind: Kind, line: &[u8], rv: &mut String) -> Result<Option<Msg>, End> {
 struct Backoff(Duration);
 
 impl Backoff {
-    async fn sleep(&mut self) {
+    /// The wait now; the next one is twice as long, up to [`BACKOFF_MAX`].
+    fn next(&mut self) -> Duration {
         let d = self.0;
         self.0 = (d * 2).min(BACKOFF_MAX);
-        tokio::time::sleep(d).await;
+        d
+    }
+
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.next()).await;
     }
 }
 
@@ -512,6 +517,13 @@ mod tests {
         }
         assert_eq!(n, N);
         assert_eq!(b.rest(), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds() {
+        let mut b = Backoff(BACKOFF_MIN);
+        let waits: Vec<u64> = (0..7).map(|_| b.next().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]
