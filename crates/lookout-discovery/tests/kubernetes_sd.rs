@@ -1,12 +1,14 @@
 //! `kubernetes_sd_configs` against a loopback replay of the Kubernetes API (LIST answers
 //! shaped as the API reference's, scripted WATCH streams): each role's meta labels, the
 //! namespaces and selectors in the URLs, watch events, resumed watches, 410 Gone, broken
-//! responses and oversize lines.
+//! responses, oversize lines, the object and target caps, the back-off, credentials (files
+//! read again before each request) and `tls_config` (the replay behind an HTTPS front).
 
 #[path = "kubernetes/replay.rs"]
 mod replay;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use lookout_discovery::{
@@ -1120,5 +1122,139 @@ async fn credential_files_are_read_again_before_each_request() {
         assert_eq!(seen[0], want[0], "{auth}: {seen:?}");
         assert!(seen.iter().any(|a| a == want[1]), "{auth}: {seen:?}");
         assert!(seen.iter().all(|a| want.contains(&a.as_str())), "{seen:?}");
+    }
+}
+
+/// A test CA, and certificates it signed for the server (`localhost`) and a client, as
+/// PEM files in `dir` (`ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`).
+fn pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, san) in [("server", "localhost"), ("client", "client.lookout.test")] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![san.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An HTTPS front for the replay server, its TLS side configured as Lookout's own web
+/// server (`tls_server_config` lines `tls`): the decrypted bytes of each connection go to
+/// the replay server. Its port.
+async fn tls_front(replay: &Replay, dir: &Path, tls: &str) -> u16 {
+    let yaml = format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{tls}http_server_config:\n  http2: false\n"
+    );
+    let cfg = lookout_web::WebConfig::parse(&yaml, "web.yml", dir).expect("web config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        lookout_web::tls::server_config(&cfg).expect("TLS configuration"),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let back = replay.addr;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut front) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(back).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut front, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+/// `tls_config` against HTTPS API servers: the CA (file or inline), an untrusted server,
+/// `insecure_skip_verify`, a client certificate (files or inline) for a server that
+/// requires one, and `min_version` against a server that speaks TLS 1.2 only.
+#[tokio::test]
+async fn tls_config_reaches_https_api_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d);
+    let replay = Replay::start().await;
+    let plain = tls_front(&replay, d, "").await;
+    let mtls = tls_front(
+        &replay,
+        d,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .await;
+    let tls12 = tls_front(&replay, d, "  max_version: TLS12\n").await;
+    // A PEM file as a YAML string (JSON's quoting is YAML's).
+    let inline = |name: &str| {
+        serde_json::to_string(&std::fs::read_to_string(d.join(name)).unwrap()).unwrap()
+    };
+    let ca_file = format!("ca_file: {}", d.join("ca.pem").display());
+    let client_files = format!(
+        "{ca_file}, cert_file: {}, key_file: {}",
+        d.join("client.pem").display(),
+        d.join("client.key").display()
+    );
+    let client_inline = format!(
+        "ca: {}, cert: {}, key: {}",
+        inline("ca.pem"),
+        inline("client.pem"),
+        inline("client.key")
+    );
+    let cases = [
+        ("CA file", plain, ca_file.clone(), true),
+        (
+            "inline CA",
+            plain,
+            format!("ca: {}", inline("ca.pem")),
+            true,
+        ),
+        ("untrusted", plain, String::new(), false),
+        (
+            "insecure_skip_verify",
+            plain,
+            "insecure_skip_verify: true".into(),
+            true,
+        ),
+        ("client certificate files", mtls, client_files, true),
+        ("inline client certificate", mtls, client_inline, true),
+        ("no client certificate", mtls, ca_file.clone(), false),
+        (
+            "TLS 1.2 allowed",
+            tls12,
+            format!("{ca_file}, min_version: TLS12"),
+            true,
+        ),
+        (
+            "TLS 1.3 required",
+            tls12,
+            format!("{ca_file}, min_version: TLS13"),
+            false,
+        ),
+    ];
+    for (what, port, tls, ok) in cases {
+        let yaml =
+            format!("api_server: https://localhost:{port}\nrole: pod\ntls_config: {{{tls}}}");
+        let r = start(&yaml, DiscoveryOptions::default());
+        if ok {
+            r.group("pod/default/web-7d4b9c8f6-x2x9p").await;
+            assert_eq!(
+                r.metric("prometheus_sd_kubernetes_failures_total"),
+                0.0,
+                "{what}"
+            );
+        } else {
+            r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+                .await;
+            assert!(r.d.groups("job").is_empty(), "{what}");
+        }
     }
 }
