@@ -1258,3 +1258,81 @@ async fn tls_config_reaches_https_api_servers() {
         }
     }
 }
+
+/// A pod with two container ports: two targets.
+fn pod_two_ports(name: &str, ip: &str) -> Value {
+    let mut p = pod(name, "1", ip);
+    p["spec"]["containers"][0]["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "n", "containerPort": 9200, "protocol": "TCP"}));
+    p
+}
+
+#[tokio::test]
+async fn the_targets_of_all_objects_together_are_bounded() {
+    let replay = Replay::start().await;
+    // Two pods, four targets: within the limit of five.
+    replay.set_list(
+        "pods",
+        pod_list(
+            "100",
+            &[
+                pod_two_ports("a", "10.0.0.1"),
+                pod_two_ports("b", "10.0.0.2"),
+            ],
+        ),
+    );
+    let options = DiscoveryOptions {
+        max_targets_per_source: 5,
+        ..Default::default()
+    };
+    let r = start(&format!("api_server: {}\nrole: pod", replay.url()), options);
+    r.wait("four targets", |g| addresses(g).len() == 4).await;
+    for _ in 0..200 {
+        if !replay.calls("pods").1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A third pod makes six targets (three objects, within the limit): refused, counted,
+    // and the last good groups stay.
+    replay.push("pods", event("ADDED", &pod_two_ports("c", "10.0.0.3")));
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        addresses(&r.d.groups("job")),
+        [
+            "10.0.0.1:9100",
+            "10.0.0.1:9200",
+            "10.0.0.2:9100",
+            "10.0.0.2:9200"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gone_after_an_event_lists_again_at_once() {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    // Ten watches, each bringing an event and then a 410: each is listed again at once
+    // (with the back-off, ten LISTs would take 1 + 2 + 4 + ... seconds).
+    for i in 0..10 {
+        let added = event("ADDED", &pod("b", &(110 + i).to_string(), "10.0.0.2"));
+        replay.script(
+            "pods",
+            Reply::Close(vec![added, event("ERROR", &gone_status())]),
+        );
+    }
+    let r = run(&replay, "role: pod");
+    for _ in 0..150 {
+        if replay.calls("pods").0.len() >= 11 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (lists, _) = replay.calls("pods");
+    assert!(lists.len() >= 11, "{} LISTs in 3 s", lists.len());
+    assert_eq!(r.metric("prometheus_sd_kubernetes_failures_total"), 0.0);
+}
