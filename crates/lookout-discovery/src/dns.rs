@@ -18,7 +18,7 @@ use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use serde::Deserialize;
 
-use crate::{DiscoveryOptions, SdDuration, Sink, TargetGroup};
+use crate::{DiscoveryOptions, SdDuration, Sink, TargetGroup, join_host_port};
 
 /// Prometheus's default `refresh_interval` for DNS SD.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -106,14 +106,6 @@ pub fn resolver(servers: &[std::net::SocketAddr]) -> TokioResolver {
     builder.build()
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// Looks up one name and builds its group.
 pub async fn lookup(
     resolver: &TokioResolver,
@@ -146,7 +138,7 @@ pub async fn lookup(
                     fqdn.push('.');
                 }
                 let host = fqdn.trim_end_matches('.').to_string();
-                add(host_port(&host, srv.port()), Some((fqdn, srv.port())));
+                add(join_host_port(&host, srv.port()), Some((fqdn, srv.port())));
             }
         }
         RecordType::A => {
@@ -156,7 +148,7 @@ pub async fn lookup(
                 Err(e) => return Err(e.to_string()),
             };
             for a in l {
-                add(host_port(&IpAddr::V4(a.0).to_string(), cfg.port), None);
+                add(join_host_port(&IpAddr::V4(a.0).to_string(), cfg.port), None);
             }
         }
         RecordType::Aaaa => {
@@ -166,7 +158,7 @@ pub async fn lookup(
                 Err(e) => return Err(e.to_string()),
             };
             for a in l {
-                add(host_port(&IpAddr::V6(a.0).to_string(), cfg.port), None);
+                add(join_host_port(&IpAddr::V6(a.0).to_string(), cfg.port), None);
             }
         }
     }

@@ -12,7 +12,6 @@
 //! `__meta_filepath` (the file's path as matched) and the source `path:index`.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,17 +101,14 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Reads and parses one target file under the options' bounds.
 pub fn read_file(path: &Path, options: &DiscoveryOptions) -> Result<Vec<TargetGroup>, String> {
-    let (f, _) = lookout_web::files::open_regular(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(options.max_file_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > options.max_file_bytes {
-        return Err(format!(
-            "the file is larger than the {}-byte target file limit",
-            options.max_file_bytes
-        ));
-    }
+    let bytes = crate::read_capped(path, options.max_file_bytes)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "the file is larger than the {}-byte target file limit",
+                options.max_file_bytes
+            )
+        })?;
     let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
     let ext = path
         .extension()

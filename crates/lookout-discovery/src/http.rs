@@ -78,7 +78,7 @@ pub async fn fetch(
     let refresh = cfg.refresh();
     let timeout = options.http_timeout.min(refresh);
     let work = async {
-        let mut resp = client
+        let resp = client
             .get(&cfg.url)
             .header("Accept", "application/json")
             .header(
@@ -100,17 +100,7 @@ pub async fn fetch(
         if !json_content_type(&ct) {
             return Err(format!("unsupported content type {ct:?}"));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-            if (body.len() + chunk.len()) as u64 > options.max_http_bytes {
-                return Err(format!(
-                    "response body larger than the {}-byte limit",
-                    options.max_http_bytes
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        crate::read_body(resp, options.max_http_bytes).await
     };
     let body = tokio::time::timeout(timeout, work)
         .await
@@ -130,8 +120,7 @@ pub async fn fetch(
 
 /// The HTTP client of HTTP SD.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+    crate::client_builder()
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }

@@ -117,6 +117,44 @@ fn into_groups(
     Ok(out)
 }
 
+/// Reads the regular file `path` whole if it has at most `max` bytes (`Ok(None)` when it
+/// has more); refuses a FIFO or a device instead of blocking on it
+/// ([`lookout_web::files::open_regular`]).
+pub(crate) fn read_capped(path: &std::path::Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let (f, _) = lookout_web::files::open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
+/// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
+pub(crate) fn join_host_port(host: &str, port: impl fmt::Display) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The client builder of the providers that ask over HTTP (HTTP SD, Kubernetes), with
+/// Lookout's user agent.
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Reads a whole response body, refusing one of more than `max` bytes as soon as it is.
+pub(crate) async fn read_body(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(format!("response body larger than the {max}-byte limit"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Deserializes a string through `parse` inside a visitor, so that YAML errors point at the
 /// offending scalar rather than at the enclosing mapping.
 pub fn deserialize_parsed<'de, D, T, F>(d: D, what: &'static str, parse: F) -> Result<T, D::Error>

@@ -1,12 +1,14 @@
 //! `kubernetes_sd_configs` against a loopback replay of the Kubernetes API (LIST answers
 //! shaped as the API reference's, scripted WATCH streams): each role's meta labels, the
 //! namespaces and selectors in the URLs, watch events, resumed watches, 410 Gone, broken
-//! responses and oversize lines.
+//! responses, oversize lines, the object and target caps, the back-off, credentials (files
+//! read again before each request) and `tls_config` (the replay behind an HTTPS front).
 
 #[path = "kubernetes/replay.rs"]
 mod replay;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use lookout_discovery::{
@@ -459,6 +461,18 @@ async fn attach_metadata_node_adds_the_node_labels_to_pods() {
 #[tokio::test]
 async fn namespaces_selectors_and_credentials_reach_the_api() {
     let replay = Replay::start().await;
+    // Endpoints in a listed namespace (`jobs`, with its service) and in one that is not
+    // (`kube-system`): asking the whole cluster, or only one namespace, would show here.
+    let mut endpoints = fixture("endpoints.json");
+    let web = endpoints["items"][0].clone();
+    let items = endpoints["items"].as_array_mut().unwrap();
+    for (ns, name) in [("jobs", "payments"), ("kube-system", "dns")] {
+        let mut e = web.clone();
+        e["metadata"]["namespace"] = json!(ns);
+        e["metadata"]["name"] = json!(name);
+        items.push(e);
+    }
+    replay.set_list("endpoints", endpoints);
     let yaml = "role: endpoints
 namespaces: {names: [jobs, default]}
 bearer_token: s3cret
@@ -528,9 +542,29 @@ selectors:
     );
     assert!(replay.authorizations().iter().all(|a| a == "Bearer s3cret"));
     assert!(!replay.authorizations().is_empty());
-    // Only the listed namespaces' objects: the services of both joined.
-    let groups = r.d.groups("job");
-    assert_eq!(groups.len(), 1, "{groups:#?}");
+    // Only the listed namespaces' objects, each joined with its namespace's service.
+    let groups = r
+        .wait("both namespaces", |g| {
+            g.iter().any(|g| g.source == "endpoints/jobs/payments")
+        })
+        .await;
+    let mut sources: Vec<&str> = groups.iter().map(|g| g.source.as_str()).collect();
+    sources.sort_unstable();
+    assert_eq!(
+        sources,
+        ["endpoints/default/web", "endpoints/jobs/payments"],
+        "{groups:#?}"
+    );
+    for g in &groups {
+        let ns = &g.labels["__meta_kubernetes_namespace"];
+        assert_eq!(
+            g.source,
+            format!(
+                "endpoints/{ns}/{}",
+                g.labels["__meta_kubernetes_service_name"]
+            )
+        );
+    }
 }
 
 fn pod(name: &str, rv: &str, ip: &str) -> Value {
@@ -902,4 +936,403 @@ async fn a_list_of_endless_empty_pages_fails_and_is_counted() {
     replay.set_list("pods", pod_list("300", &[pod("d", "290", "10.0.0.4")]));
     r.wait("recovered", |g| addresses(g) == ["10.0.0.4:9100"])
         .await;
+}
+
+/// Endpoints (or a slice) of `n` addresses and `n` ports: n² targets.
+fn endpoints_product(n: usize) -> (Value, Value) {
+    let addrs: Vec<Value> = (0..n)
+        .map(|i| json!({"ip": format!("10.9.0.{i}")}))
+        .collect();
+    let ports: Vec<Value> = (0..n).map(|i| json!({"port": 8000 + i})).collect();
+    let ips: Vec<String> = (0..n).map(|i| format!("10.9.0.{i}")).collect();
+    let meta = json!({"name": "big", "namespace": "default", "resourceVersion": "5"});
+    let endpoints = json!({"metadata": {"resourceVersion": "6"}, "items": [
+        {"metadata": meta, "subsets": [{"addresses": addrs, "ports": ports}]}]});
+    let slices = json!({"metadata": {"resourceVersion": "6"}, "items": [
+        {"metadata": meta, "addressType": "IPv4",
+         "endpoints": [{"addresses": ips}], "ports": ports}]});
+    (endpoints, slices)
+}
+
+#[tokio::test]
+async fn endpoints_over_the_target_limit_are_refused() {
+    let replay = Replay::start().await;
+    // 2 addresses × 2 ports = 4 targets, over the limit of 3 (each LIST is within it).
+    let (endpoints, slices) = endpoints_product(2);
+    replay.set_list("endpoints", endpoints);
+    replay.set_list("endpointslices", slices);
+    for role in ["endpoints", "endpointslice"] {
+        let options = DiscoveryOptions {
+            max_targets_per_source: 3,
+            ..Default::default()
+        };
+        let yaml = format!("api_server: {}\nrole: {role}", replay.url());
+        let r = start(&yaml, options);
+        r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+            .await;
+        assert!(r.d.groups("job").is_empty(), "{role}");
+    }
+    // The default limit (100 000) against a product of 160 000 targets.
+    let (endpoints, slices) = endpoints_product(400);
+    replay.set_list("endpoints", endpoints);
+    replay.set_list("endpointslices", slices);
+    for role in ["endpoints", "endpointslice"] {
+        let yaml = format!("api_server: {}\nrole: {role}", replay.url());
+        let r = start(&yaml, DiscoveryOptions::default());
+        r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+            .await;
+        assert!(r.d.groups("job").is_empty(), "{role}");
+    }
+    // Within the limit, the same shape is published.
+    let (endpoints, _) = endpoints_product(2);
+    replay.set_list("endpoints", endpoints);
+    let options = DiscoveryOptions {
+        max_targets_per_source: 4,
+        ..Default::default()
+    };
+    let r = start(
+        &format!("api_server: {}\nrole: endpoints", replay.url()),
+        options,
+    );
+    let g = r.group("endpoints/default/big").await;
+    assert_eq!(g.targets.len(), 4);
+}
+
+#[tokio::test]
+async fn a_watch_error_with_a_stalled_body_times_out() {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    // The watch answers 500 and never sends the body it announces.
+    replay.script("pods", Reply::Stall(500));
+    let options = DiscoveryOptions {
+        http_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let r = start(&format!("api_server: {}\nrole: pod", replay.url()), options);
+    r.wait("a", |g| addresses(g).len() == 1).await;
+    // The failure is counted within the HTTP timeout and the resource listed again.
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    for _ in 0..200 {
+        if replay.calls("pods").0.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replay.calls("pods").0.len(), 2, "{:?}", replay.requests());
+}
+
+/// The LISTs and WATCHes of pods in the first 2.5 s against a server whose watches all
+/// answer `reply`.
+async fn calls_in_a_short_window(reply: Reply) -> (usize, usize) {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    for _ in 0..1000 {
+        replay.script("pods", reply.clone());
+    }
+    let r = run(&replay, "role: pod");
+    r.wait("a", |g| addresses(g).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (lists, watches) = replay.calls("pods");
+    assert_eq!(r.metric("prometheus_sd_kubernetes_failures_total"), 0.0);
+    (lists.len(), watches.len())
+}
+
+#[tokio::test]
+async fn a_server_answering_every_watch_with_gone_is_not_asked_in_a_loop() {
+    // LIST, 410, 1 s, LIST, 410, 2 s, LIST, ...: two or three of each in 2.5 s.
+    let (lists, watches) =
+        calls_in_a_short_window(Reply::Status(410, gone_status().to_string())).await;
+    assert!((2..=3).contains(&lists), "{lists} LISTs");
+    assert!((2..=3).contains(&watches), "{watches} WATCHes");
+}
+
+#[tokio::test]
+async fn a_server_closing_every_watch_at_once_is_not_asked_in_a_loop() {
+    // Watches that bring nothing wait 1 s, then 2 s: three at most in 2.5 s, one LIST.
+    let (lists, watches) = calls_in_a_short_window(Reply::Close(vec![])).await;
+    assert_eq!(lists, 1);
+    assert!((2..=3).contains(&watches), "{watches} WATCHes");
+}
+
+#[tokio::test]
+async fn failing_lists_are_retried_after_the_back_off() {
+    let replay = Replay::start().await;
+    replay.fail_list(
+        "pods",
+        Some((
+            500,
+            r#"{"kind":"Status","code":500,"message":"etcd timeout"}"#,
+        )),
+    );
+    let r = run(&replay, "role: pod");
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    // LIST, 1 s, LIST, 2 s, LIST, ...: two or three in 2.5 s, each failure counted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (lists, watches) = replay.calls("pods");
+    assert!((2..=3).contains(&lists.len()), "{} LISTs", lists.len());
+    assert!(watches.is_empty(), "{watches:?}");
+    let failures = r.metric("prometheus_sd_kubernetes_failures_total");
+    assert!((2.0..=3.0).contains(&failures), "{failures} failures");
+    assert!(r.d.groups("job").is_empty());
+}
+
+/// `bearer_token_file` and `basic_auth.password_file` are read again before each request:
+/// a rotated secret reaches the next request without a restart.
+#[tokio::test]
+async fn credential_files_are_read_again_before_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let password = dir.path().join("password");
+    let cases = [
+        (
+            format!("bearer_token_file: {}", token.display()),
+            &token,
+            ["one\n", "two\n"],
+            ["Bearer one", "Bearer two"],
+        ),
+        (
+            format!(
+                "basic_auth: {{username: u, password_file: {}}}",
+                password.display()
+            ),
+            &password,
+            ["p1\n", "p2\n"],
+            // base64 of `u:p1` and `u:p2`.
+            ["Basic dTpwMQ==", "Basic dTpwMg=="],
+        ),
+    ];
+    for (auth, file, secrets, want) in cases {
+        std::fs::write(file, secrets[0]).unwrap();
+        let replay = Replay::start().await;
+        replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+        // The first watch ends at once: the next one comes after the 1 s back-off.
+        replay.script("pods", Reply::Close(vec![]));
+        let r = run(&replay, &format!("role: pod\n{auth}"));
+        r.wait("a", |g| addresses(g).len() == 1).await;
+        std::fs::write(file, secrets[1]).unwrap();
+        for _ in 0..250 {
+            if replay.authorizations().iter().any(|a| a == want[1]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seen = replay.authorizations();
+        assert_eq!(seen[0], want[0], "{auth}: {seen:?}");
+        assert!(seen.iter().any(|a| a == want[1]), "{auth}: {seen:?}");
+        assert!(seen.iter().all(|a| want.contains(&a.as_str())), "{seen:?}");
+    }
+}
+
+/// A test CA, and certificates it signed for the server (`localhost`) and a client, as
+/// PEM files in `dir` (`ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`).
+fn pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, san) in [("server", "localhost"), ("client", "client.lookout.test")] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![san.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An HTTPS front for the replay server, its TLS side configured as Lookout's own web
+/// server (`tls_server_config` lines `tls`): the decrypted bytes of each connection go to
+/// the replay server. Its port.
+async fn tls_front(replay: &Replay, dir: &Path, tls: &str) -> u16 {
+    let yaml = format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{tls}http_server_config:\n  http2: false\n"
+    );
+    let cfg = lookout_web::WebConfig::parse(&yaml, "web.yml", dir).expect("web config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        lookout_web::tls::server_config(&cfg).expect("TLS configuration"),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let back = replay.addr;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut front) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(back).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut front, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+/// `tls_config` against HTTPS API servers: the CA (file or inline), an untrusted server,
+/// `insecure_skip_verify`, a client certificate (files or inline) for a server that
+/// requires one, and `min_version` against a server that speaks TLS 1.2 only.
+#[tokio::test]
+async fn tls_config_reaches_https_api_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d);
+    let replay = Replay::start().await;
+    let plain = tls_front(&replay, d, "").await;
+    let mtls = tls_front(
+        &replay,
+        d,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .await;
+    let tls12 = tls_front(&replay, d, "  max_version: TLS12\n").await;
+    // A PEM file as a YAML string (JSON's quoting is YAML's).
+    let inline = |name: &str| {
+        serde_json::to_string(&std::fs::read_to_string(d.join(name)).unwrap()).unwrap()
+    };
+    let ca_file = format!("ca_file: {}", d.join("ca.pem").display());
+    let client_files = format!(
+        "{ca_file}, cert_file: {}, key_file: {}",
+        d.join("client.pem").display(),
+        d.join("client.key").display()
+    );
+    let client_inline = format!(
+        "ca: {}, cert: {}, key: {}",
+        inline("ca.pem"),
+        inline("client.pem"),
+        inline("client.key")
+    );
+    let cases = [
+        ("CA file", plain, ca_file.clone(), true),
+        (
+            "inline CA",
+            plain,
+            format!("ca: {}", inline("ca.pem")),
+            true,
+        ),
+        ("untrusted", plain, String::new(), false),
+        (
+            "insecure_skip_verify",
+            plain,
+            "insecure_skip_verify: true".into(),
+            true,
+        ),
+        ("client certificate files", mtls, client_files, true),
+        ("inline client certificate", mtls, client_inline, true),
+        ("no client certificate", mtls, ca_file.clone(), false),
+        (
+            "TLS 1.2 allowed",
+            tls12,
+            format!("{ca_file}, min_version: TLS12"),
+            true,
+        ),
+        (
+            "TLS 1.3 required",
+            tls12,
+            format!("{ca_file}, min_version: TLS13"),
+            false,
+        ),
+    ];
+    for (what, port, tls, ok) in cases {
+        let yaml =
+            format!("api_server: https://localhost:{port}\nrole: pod\ntls_config: {{{tls}}}");
+        let r = start(&yaml, DiscoveryOptions::default());
+        if ok {
+            r.group("pod/default/web-7d4b9c8f6-x2x9p").await;
+            assert_eq!(
+                r.metric("prometheus_sd_kubernetes_failures_total"),
+                0.0,
+                "{what}"
+            );
+        } else {
+            r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+                .await;
+            assert!(r.d.groups("job").is_empty(), "{what}");
+        }
+    }
+}
+
+/// A pod with two container ports: two targets.
+fn pod_two_ports(name: &str, ip: &str) -> Value {
+    let mut p = pod(name, "1", ip);
+    p["spec"]["containers"][0]["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "n", "containerPort": 9200, "protocol": "TCP"}));
+    p
+}
+
+#[tokio::test]
+async fn the_targets_of_all_objects_together_are_bounded() {
+    let replay = Replay::start().await;
+    // Two pods, four targets: within the limit of five.
+    replay.set_list(
+        "pods",
+        pod_list(
+            "100",
+            &[
+                pod_two_ports("a", "10.0.0.1"),
+                pod_two_ports("b", "10.0.0.2"),
+            ],
+        ),
+    );
+    let options = DiscoveryOptions {
+        max_targets_per_source: 5,
+        ..Default::default()
+    };
+    let r = start(&format!("api_server: {}\nrole: pod", replay.url()), options);
+    r.wait("four targets", |g| addresses(g).len() == 4).await;
+    for _ in 0..200 {
+        if !replay.calls("pods").1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A third pod makes six targets (three objects, within the limit): refused, counted,
+    // and the last good groups stay.
+    replay.push("pods", event("ADDED", &pod_two_ports("c", "10.0.0.3")));
+    r.wait_metric("prometheus_sd_kubernetes_failures_total", 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        addresses(&r.d.groups("job")),
+        [
+            "10.0.0.1:9100",
+            "10.0.0.1:9200",
+            "10.0.0.2:9100",
+            "10.0.0.2:9200"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gone_after_an_event_lists_again_at_once() {
+    let replay = Replay::start().await;
+    replay.set_list("pods", pod_list("100", &[pod("a", "90", "10.0.0.1")]));
+    // Ten watches, each bringing an event and then a 410: each is listed again at once
+    // (with the back-off, ten LISTs would take 1 + 2 + 4 + ... seconds).
+    for i in 0..10 {
+        let added = event("ADDED", &pod("b", &(110 + i).to_string(), "10.0.0.2"));
+        replay.script(
+            "pods",
+            Reply::Close(vec![added, event("ERROR", &gone_status())]),
+        );
+    }
+    let r = run(&replay, "role: pod");
+    for _ in 0..150 {
+        if replay.calls("pods").0.len() >= 11 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (lists, _) = replay.calls("pods");
+    assert!(lists.len() >= 11, "{} LISTs in 3 s", lists.len());
+    assert_eq!(r.metric("prometheus_sd_kubernetes_failures_total"), 0.0);
 }

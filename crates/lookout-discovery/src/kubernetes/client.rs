@@ -5,7 +5,8 @@
 //! Secret files (`bearer_token_file`, `password_file`, the service-account token) are read
 //! again before each request, as Prometheus does, so that rotated tokens are picked up;
 //! certificate files are read when the client is built (at the provider's start and after
-//! each failure).
+//! each failure). Each is read only if it is a regular file (a FIFO or a device is
+//! refused, never waited on), and at most 64 KiB (secrets) or 1 MiB (certificates).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -119,21 +120,12 @@ pub struct Settings {
     pub tls: TlsConfig,
 }
 
+/// A secret or certificate file, at most `max` bytes; a FIFO or device is refused rather
+/// than blocked on.
 fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-    if buf.len() as u64 > max {
-        return Err(format!(
-            "{what} {} is larger than {max} bytes",
-            path.display()
-        ));
-    }
-    Ok(buf)
+    crate::read_capped(path, max)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?
+        .ok_or_else(|| format!("{what} {} is larger than {max} bytes", path.display()))
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<String, String> {
@@ -158,9 +150,7 @@ fn pem(
 impl Settings {
     /// Builds the HTTP client (TLS roots, client certificate).
     pub fn client(&self, connect_timeout: std::time::Duration) -> Result<reqwest::Client, String> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("Lookout/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect_timeout);
+        let mut b = crate::client_builder().connect_timeout(connect_timeout);
         let t = &self.tls;
         if let Some(ca) = pem(&t.ca, &t.ca_file, "ca_file")? {
             let certs = reqwest::Certificate::from_pem_bundle(&ca)
@@ -238,7 +228,7 @@ fn in_cluster_at(host: &str, port: &str, dir: &Path) -> Result<(String, Settings
         },
         ..Default::default()
     };
-    let url = format!("https://{}", super::join_host_port(host, port));
+    let url = format!("https://{}", crate::join_host_port(host, port));
     Ok((url, settings))
 }
 
@@ -274,6 +264,53 @@ mod tests {
         // The CA file is missing: building the client says so.
         let e = s.client(std::time::Duration::from_secs(1)).unwrap_err();
         assert!(e.contains("ca_file"), "{e}");
+    }
+
+    /// A FIFO as `bearer_token_file`, `password_file` or `ca_file` is refused at once.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: no mkfifo");
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let token = Settings {
+                bearer_token_file: Some(fifo.clone()),
+                ..Default::default()
+            };
+            let req = reqwest::Client::new().get("http://x/");
+            let token = token.authorize(req).map(|_| ()).unwrap_err();
+            let password = Settings {
+                basic_auth: Some(BasicAuth {
+                    username: "u".into(),
+                    password: None,
+                    password_file: Some(fifo.clone()),
+                }),
+                ..Default::default()
+            };
+            let req = reqwest::Client::new().get("http://x/");
+            let password = password.authorize(req).map(|_| ()).unwrap_err();
+            let ca = Settings {
+                tls: TlsConfig {
+                    ca_file: Some(fifo),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let ca = ca.client(std::time::Duration::from_secs(1)).unwrap_err();
+            let _ = tx.send([token, password, ca]);
+        });
+        let errors = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO blocked");
+        for e in errors {
+            assert!(e.contains("not a regular file"), "{e}");
+        }
     }
 
     #[test]

@@ -4,18 +4,45 @@
 //! (init containers included) that no endpoint port covers get a target of their own. The
 //! slices of a dual-stack service's secondary address family have no targets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::types::{
-    Container, EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod, Service,
+    Container, ContainerPort, EndpointAddress, EndpointPort, Endpoints, ObjectReference, Pod,
+    Service,
 };
 use super::types::{EndpointSlice, SliceEndpoint, SlicePort};
-use super::{Labels, Store, add_object_meta, join_host_port, node, pod, service};
-use crate::TargetGroup;
+use super::{Labels, Store, add_object_meta, node, pod, service};
+use crate::{TargetGroup, join_host_port};
 
-/// The pods targets pointed at, with the ports they were seen on.
+/// A pod targets pointed at: the ports it was seen on, and its labels and container port
+/// index (built once).
+struct SeenPod<'a> {
+    pod: &'a Pod,
+    ports: HashSet<i32>,
+    labels: Labels,
+    by_port: PortIndex<'a>,
+}
+
+/// The container serving each port number of a pod, as Prometheus finds it: the first
+/// port of that number in a container, of the last container that has one.
+type PortIndex<'a> = HashMap<i32, (&'a Container, bool, &'a ContainerPort)>;
+
+fn port_index(p: &Pod) -> PortIndex<'_> {
+    let mut index = PortIndex::new();
+    for (c, init) in containers(p) {
+        let mut here = HashSet::new();
+        for cp in &c.ports {
+            if here.insert(cp.container_port) {
+                index.insert(cp.container_port, (c, init, cp));
+            }
+        }
+    }
+    index
+}
+
+/// The pods targets pointed at.
 #[derive(Default)]
-struct SeenPods<'a>(BTreeMap<String, (&'a Pod, Vec<i32>)>);
+struct SeenPods<'a>(BTreeMap<String, SeenPod<'a>>);
 
 impl<'a> SeenPods<'a> {
     /// The pod `r` refers to, if it is a known pod; remembers `port` for it.
@@ -24,60 +51,52 @@ impl<'a> SeenPods<'a> {
         store: &'a Store,
         r: Option<&ObjectReference>,
         port: Option<i32>,
-    ) -> Option<&'a Pod> {
+    ) -> Option<&SeenPod<'a>> {
         let r = r.filter(|r| r.kind == "Pod")?;
         let p = store.pod(&r.namespace, &r.name)?;
         let e = self
             .0
             .entry(format!("{}/{}", p.metadata.namespace, p.metadata.name))
-            .or_insert((p, Vec::new()));
-        e.1.extend(port);
-        Some(p)
+            .or_insert_with(|| SeenPod {
+                pod: p,
+                ports: HashSet::new(),
+                labels: pod::pod_labels(p),
+                by_port: port_index(p),
+            });
+        e.ports.extend(port);
+        Some(e)
+    }
+
+    /// The container ports (init containers' too) of `sp` no endpoint port covered, for
+    /// pods with an IP.
+    fn uncovered_ports<'s>(
+        sp: &'s SeenPod<'a>,
+    ) -> impl Iterator<Item = (&'a Container, bool, &'a ContainerPort)> + 's {
+        let with_ip = !sp.pod.status.pod_ip.is_empty();
+        containers(sp.pod)
+            .filter(move |_| with_ip)
+            .flat_map(|(c, init)| c.ports.iter().map(move |cp| (c, init, cp)))
+            .filter(|(_, _, cp)| !sp.ports.contains(&cp.container_port))
+    }
+
+    /// How many targets [`SeenPods::uncovered`] would add.
+    fn uncovered_count(&self) -> usize {
+        self.0
+            .values()
+            .map(|sp| Self::uncovered_ports(sp).count())
+            .sum()
     }
 
     /// Targets for the container ports (init containers' too) no endpoint port covered.
     fn uncovered(&self, targets: &mut Vec<Labels>) {
-        for (p, ports) in self.0.values() {
-            if p.status.pod_ip.is_empty() {
-                continue;
-            }
-            for (c, init) in containers(p) {
-                for cp in c
-                    .ports
-                    .iter()
-                    .filter(|cp| !ports.contains(&cp.container_port))
-                {
-                    let number = cp.container_port.to_string();
-                    let mut t = Labels::from([
-                        (
-                            "__address__".into(),
-                            join_host_port(&p.status.pod_ip, &number),
-                        ),
-                        (
-                            "__meta_kubernetes_pod_container_name".into(),
-                            c.name.clone(),
-                        ),
-                        (
-                            "__meta_kubernetes_pod_container_image".into(),
-                            c.image.clone(),
-                        ),
-                        (
-                            "__meta_kubernetes_pod_container_port_name".into(),
-                            cp.name.clone(),
-                        ),
-                        ("__meta_kubernetes_pod_container_port_number".into(), number),
-                        (
-                            "__meta_kubernetes_pod_container_port_protocol".into(),
-                            cp.protocol.clone(),
-                        ),
-                        (
-                            "__meta_kubernetes_pod_container_init".into(),
-                            init.to_string(),
-                        ),
-                    ]);
-                    t.extend(pod::pod_labels(p));
-                    targets.push(t);
-                }
+        for sp in self.0.values() {
+            let ip = &sp.pod.status.pod_ip;
+            for (c, init, cp) in Self::uncovered_ports(sp) {
+                let mut t =
+                    Labels::from([("__address__".into(), join_host_port(ip, cp.container_port))]);
+                container_labels(&mut t, c, init, cp, &cp.protocol);
+                t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                targets.push(t);
             }
         }
     }
@@ -92,36 +111,26 @@ fn containers(p: &Pod) -> impl Iterator<Item = (&Container, bool)> {
 /// Adds the pod's labels and those of its container serving `port` to `t`; `protocol`
 /// chooses the protocol label's source (Prometheus's endpoints role takes the endpoint's,
 /// its endpointslice role the container's).
-fn join_pod(t: &mut Labels, p: &Pod, port: i32, endpoint_protocol: Option<&str>) {
-    t.extend(pod::pod_labels(p));
-    for (c, init) in containers(p) {
-        if let Some(cp) = c.ports.iter().find(|cp| cp.container_port == port) {
-            let protocol = endpoint_protocol.unwrap_or(&cp.protocol);
-            t.insert(
-                "__meta_kubernetes_pod_container_name".into(),
-                c.name.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_image".into(),
-                c.image.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_name".into(),
-                cp.name.clone(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_number".into(),
-                port.to_string(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_port_protocol".into(),
-                protocol.to_string(),
-            );
-            t.insert(
-                "__meta_kubernetes_pod_container_init".into(),
-                init.to_string(),
-            );
-        }
+fn join_pod(t: &mut Labels, sp: &SeenPod, port: i32, endpoint_protocol: Option<&str>) {
+    t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let Some((c, init, cp)) = sp.by_port.get(&port) else {
+        return;
+    };
+    container_labels(t, c, *init, cp, endpoint_protocol.unwrap_or(&cp.protocol));
+}
+
+/// The labels of container `c` (an init one: `init`) and its port `cp`, with `protocol`.
+fn container_labels(t: &mut Labels, c: &Container, init: bool, cp: &ContainerPort, protocol: &str) {
+    let labels = [
+        ("name", c.name.clone()),
+        ("image", c.image.clone()),
+        ("port_name", cp.name.clone()),
+        ("port_number", cp.container_port.to_string()),
+        ("port_protocol", protocol.to_string()),
+        ("init", init.to_string()),
+    ];
+    for (k, v) in labels {
+        t.insert(format!("__meta_kubernetes_pod_container_{k}"), v);
     }
 }
 
@@ -148,10 +157,7 @@ fn endpoint_target<'a>(
     seen: &mut SeenPods<'a>,
 ) -> Labels {
     let mut t = Labels::from([
-        (
-            "__address__".into(),
-            join_host_port(&a.ip, &port.port.to_string()),
-        ),
+        ("__address__".into(), join_host_port(&a.ip, port.port)),
         (
             "__meta_kubernetes_endpoint_port_name".into(),
             port.name.clone(),
@@ -185,13 +191,54 @@ fn endpoint_target<'a>(
         let n = node_of(a.node_name.as_deref(), a.target_ref.as_ref(), false);
         node::attached(&mut t, n.and_then(|n| store.node(n)));
     }
-    if let Some(p) = seen.resolve(store, a.target_ref.as_ref(), Some(port.port)) {
-        join_pod(&mut t, p, port.port, Some(&port.protocol));
+    if let Some(sp) = seen.resolve(store, a.target_ref.as_ref(), Some(port.port)) {
+        join_pod(&mut t, sp, port.port, Some(&port.protocol));
     }
     t
 }
 
-pub(crate) fn build_endpoints(e: &Endpoints, store: &Store) -> TargetGroup {
+/// How many address-and-port targets `e` has (saturating), before any is built.
+fn endpoints_count(e: &Endpoints) -> usize {
+    e.subsets.iter().fold(0usize, |n, ss| {
+        let addrs = ss
+            .addresses
+            .len()
+            .saturating_add(ss.not_ready_addresses.len());
+        n.saturating_add(ss.ports.len().saturating_mul(addrs))
+    })
+}
+
+/// How many address-and-port targets `e` has (saturating), before any is built.
+fn slice_count(e: &EndpointSlice) -> usize {
+    let addrs = e
+        .endpoints
+        .iter()
+        .fold(0usize, |n, ep| n.saturating_add(ep.addresses.len()));
+    e.ports.len().saturating_mul(addrs)
+}
+
+/// Adds the targets of the uncovered container ports, unless `targets` would then hold
+/// more than `limit`: `Err` with the count then.
+fn finish(seen: &SeenPods, targets: &mut Vec<Labels>, limit: usize) -> Result<(), usize> {
+    let n = targets.len().saturating_add(seen.uncovered_count());
+    if n > limit {
+        return Err(n);
+    }
+    seen.uncovered(targets);
+    Ok(())
+}
+
+/// The group of `e`; `Err` with the target count, before building them, when it has more
+/// than `limit` targets.
+pub(crate) fn build_endpoints(
+    e: &Endpoints,
+    store: &Store,
+    limit: usize,
+) -> Result<TargetGroup, usize> {
+    let n = endpoints_count(e);
+    if n > limit {
+        return Err(n);
+    }
     let m = &e.metadata;
     let mut labels = Labels::from([("__meta_kubernetes_namespace".into(), m.namespace.clone())]);
     if let Some(s) = store.service(&m.namespace, &m.name) {
@@ -199,7 +246,7 @@ pub(crate) fn build_endpoints(e: &Endpoints, store: &Store) -> TargetGroup {
     }
     add_object_meta(&mut labels, "endpoints", m);
     let mut seen = SeenPods::default();
-    let mut targets = Vec::new();
+    let mut targets = Vec::with_capacity(n);
     for ss in &e.subsets {
         for port in &ss.ports {
             for (addrs, ready) in [(&ss.addresses, "true"), (&ss.not_ready_addresses, "false")] {
@@ -209,12 +256,12 @@ pub(crate) fn build_endpoints(e: &Endpoints, store: &Store) -> TargetGroup {
             }
         }
     }
-    seen.uncovered(&mut targets);
-    TargetGroup {
+    finish(&seen, &mut targets, limit)?;
+    Ok(TargetGroup {
         source: format!("endpoints/{}/{}", m.namespace, m.name),
         targets,
         labels,
-    }
+    })
 }
 
 fn slice_target<'a>(
@@ -226,7 +273,7 @@ fn slice_target<'a>(
 ) -> Labels {
     const P: &str = "__meta_kubernetes_endpointslice_";
     let address = match port.port {
-        Some(n) => join_host_port(addr, &n.to_string()),
+        Some(n) => join_host_port(addr, n),
         None => addr.to_string(),
     };
     let mut t = Labels::from([("__address__".into(), address)]);
@@ -269,10 +316,10 @@ fn slice_target<'a>(
         let n = node_of(ep.node_name.as_deref(), ep.target_ref.as_ref(), true);
         node::attached(&mut t, n.and_then(|n| store.node(n)));
     }
-    if let Some(p) = seen.resolve(store, ep.target_ref.as_ref(), port.port) {
+    if let Some(sp) = seen.resolve(store, ep.target_ref.as_ref(), port.port) {
         match port.port {
-            Some(n) => join_pod(&mut t, p, n, None),
-            None => t.extend(pod::pod_labels(p)),
+            Some(n) => join_pod(&mut t, sp, n, None),
+            None => t.extend(sp.labels.iter().map(|(k, v)| (k.clone(), v.clone()))),
         }
     }
     t
@@ -292,7 +339,13 @@ fn secondary_family(s: &Service, e: &EndpointSlice) -> bool {
         .is_some_and(|f| *f != e.address_type)
 }
 
-pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGroup {
+/// The group of `e`; `Err` with the target count, before building them, when it has more
+/// than `limit` targets.
+pub(crate) fn build_endpointslice(
+    e: &EndpointSlice,
+    store: &Store,
+    limit: usize,
+) -> Result<TargetGroup, usize> {
     let m = &e.metadata;
     let mut labels = Labels::from([
         ("__meta_kubernetes_namespace".into(), m.namespace.clone()),
@@ -311,14 +364,18 @@ pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGro
     add_object_meta(&mut labels, "endpointslice", m);
     let source = format!("endpointslice/{}/{}", m.namespace, m.name);
     if svc.is_some_and(|s| secondary_family(s, e)) {
-        return TargetGroup {
+        return Ok(TargetGroup {
             source,
             targets: vec![],
             labels,
-        };
+        });
+    }
+    let n = slice_count(e);
+    if n > limit {
+        return Err(n);
     }
     let mut seen = SeenPods::default();
-    let mut targets = Vec::new();
+    let mut targets = Vec::with_capacity(n);
     for ep in &e.endpoints {
         for port in &e.ports {
             for addr in &ep.addresses {
@@ -326,10 +383,83 @@ pub(crate) fn build_endpointslice(e: &EndpointSlice, store: &Store) -> TargetGro
             }
         }
     }
-    seen.uncovered(&mut targets);
-    TargetGroup {
+    finish(&seen, &mut targets, limit)?;
+    Ok(TargetGroup {
         source,
         targets,
         labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The container labels of a target, as Prometheus joins them: in each container
+    /// (init containers after the others) the first port of the number, and the last
+    /// container that has one wins.
+    #[test]
+    fn container_port_join_as_prometheus() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "ia", "ports": [
+                        {"name": "a80", "containerPort": 80, "protocol": "TCP"},
+                        {"name": "a80bis", "containerPort": 80, "protocol": "UDP"},
+                        {"name": "a9090", "containerPort": 9090, "protocol": "TCP"},
+                        {"name": "a8080", "containerPort": 8080, "protocol": "TCP"},
+                        {"name": "a8080bis", "containerPort": 8080, "protocol": "UDP"}
+                    ]},
+                    {"name": "b", "image": "ib", "ports": [
+                        {"name": "b80", "containerPort": 80, "protocol": "SCTP"}
+                    ]}
+                ],
+                "initContainers": [
+                    {"name": "c", "image": "ic", "ports": [
+                        {"name": "c9090", "containerPort": 9090, "protocol": "UDP"}
+                    ]}
+                ]
+            }
+        }))
+        .unwrap();
+        let sp = SeenPod {
+            pod: &p,
+            ports: HashSet::new(),
+            labels: Labels::from([("pod".into(), "labels".into())]),
+            by_port: port_index(&p),
+        };
+        let join = |port, protocol| {
+            let mut t = Labels::new();
+            join_pod(&mut t, &sp, port, protocol);
+            let get = |k: &str| {
+                t.get(&format!("__meta_kubernetes_pod_container_{k}"))
+                    .cloned()
+            };
+            (
+                get("name"),
+                get("port_name"),
+                get("port_protocol"),
+                get("init"),
+                t.get("pod").cloned(),
+            )
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            join(80, None),
+            (s("b"), s("b80"), s("SCTP"), s("false"), s("labels"))
+        );
+        assert_eq!(
+            join(80, Some("TCP")),
+            (s("b"), s("b80"), s("TCP"), s("false"), s("labels"))
+        );
+        assert_eq!(
+            join(9090, None),
+            (s("c"), s("c9090"), s("UDP"), s("true"), s("labels"))
+        );
+        assert_eq!(
+            join(8080, None),
+            (s("a"), s("a8080"), s("TCP"), s("false"), s("labels"))
+        );
+        assert_eq!(join(1, None), (None, None, None, None, s("labels")));
     }
 }

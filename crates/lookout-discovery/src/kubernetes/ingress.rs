@@ -1,17 +1,41 @@
 //! `role: ingress`: one target per rule host and path, the host as the address.
 
+use std::collections::HashSet;
+
 use super::types::Ingress;
 use super::{Labels, add_object_meta};
 use crate::TargetGroup;
 
-/// Whether `host` matches `pattern`, equal or a `*.` wildcard of the same number of parts.
-fn matches_hostname_pattern(pattern: &str, host: &str) -> bool {
-    if pattern == host {
-        return true;
+/// The TLS hosts of an ingress, to match rule hosts against in constant time: the exact
+/// names, and the parts after `*.` of the wildcards (`None`: the wildcard `*` alone).
+#[derive(Default)]
+struct TlsHosts<'a> {
+    exact: HashSet<&'a str>,
+    wildcard: HashSet<Option<&'a str>>,
+}
+
+impl<'a> TlsHosts<'a> {
+    fn new(patterns: impl Iterator<Item = &'a str>) -> Self {
+        let mut h = TlsHosts::default();
+        for p in patterns {
+            h.exact.insert(p);
+            match p.split_once('.') {
+                Some(("*", rest)) => h.wildcard.insert(Some(rest)),
+                None if p == "*" => h.wildcard.insert(None),
+                _ => false,
+            };
+        }
+        h
     }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let h: Vec<&str> = host.split('.').collect();
-    p[0] == "*" && p.len() == h.len() && p[1..] == h[1..]
+
+    /// Whether `host` matches a pattern: equal, or a `*.` wildcard with the same number of
+    /// parts (the first part of `host` is anything without a dot).
+    fn matches(&self, host: &str) -> bool {
+        self.exact.contains(host)
+            || self
+                .wildcard
+                .contains(&host.split_once('.').map(|(_, rest)| rest))
+    }
 }
 
 pub(crate) fn build(i: &Ingress) -> TargetGroup {
@@ -22,12 +46,10 @@ pub(crate) fn build(i: &Ingress) -> TargetGroup {
     if let Some(c) = &i.spec.ingress_class_name {
         labels.insert("__meta_kubernetes_ingress_class_name".into(), c.clone());
     }
-    let tls_hosts: Vec<&String> = i.spec.tls.iter().flat_map(|t| &t.hosts).collect();
+    let tls_hosts = TlsHosts::new(i.spec.tls.iter().flat_map(|t| &t.hosts).map(String::as_str));
     let mut targets = Vec::new();
     for rule in &i.spec.rules {
-        let https = tls_hosts
-            .iter()
-            .any(|p| matches_hostname_pattern(p, &rule.host));
+        let https = tls_hosts.matches(&rule.host);
         let paths: Vec<&str> = match &rule.http {
             None => vec!["/"],
             Some(h) => h
@@ -59,6 +81,10 @@ pub(crate) fn build(i: &Ingress) -> TargetGroup {
 mod tests {
     use super::*;
 
+    fn matches_hostname_pattern(pattern: &str, host: &str) -> bool {
+        TlsHosts::new([pattern].into_iter()).matches(host)
+    }
+
     #[test]
     fn hostname_patterns() {
         assert!(matches_hostname_pattern("a.example.com", "a.example.com"));
@@ -67,7 +93,15 @@ mod tests {
             "*.example.com",
             "a.b.example.com"
         ));
+        assert!(!matches_hostname_pattern("*.example.com", "example.com"));
         assert!(!matches_hostname_pattern("a.*.com", "a.example.com"));
         assert!(!matches_hostname_pattern("*", "a.example.com"));
+        // As Prometheus's part-by-part comparison: `*` matches a name of one part.
+        assert!(matches_hostname_pattern("*", "localhost"));
+        assert!(matches_hostname_pattern("*.", "a."));
+        let many = TlsHosts::new(["x.example", "*.example.com", "*.example.org"].into_iter());
+        assert!(many.matches("x.example"));
+        assert!(many.matches("b.example.org"));
+        assert!(!many.matches("b.example.net"));
     }
 }

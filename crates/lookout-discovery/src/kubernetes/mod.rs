@@ -377,15 +377,6 @@ pub fn sanitize(name: &str) -> String {
         .collect()
 }
 
-/// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
-pub(crate) fn join_host_port(host: &str, port: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `__meta_kubernetes_<role>_name`, `_label_*`, `_labelpresent_*`, `_annotation_*`,
 /// `_annotationpresent_*`.
 pub(crate) fn add_object_meta(ls: &mut Labels, role: &str, m: &types::ObjectMeta) {
@@ -439,8 +430,14 @@ impl Store {
     }
 }
 
-/// The groups of `role` from what `store` holds, in source order.
-pub(crate) fn build(role: Role, store: &Store) -> Vec<TargetGroup> {
+/// The groups of `role` from what `store` holds, in source order; `Err` with the target
+/// count (at least) as soon as it is over `max_targets`. The endpoints and endpointslice
+/// roles, whose targets are products (addresses × ports), count before building.
+pub(crate) fn build(
+    role: Role,
+    store: &Store,
+    max_targets: usize,
+) -> Result<Vec<TargetGroup>, usize> {
     let kind = match role {
         Role::Node => Kind::Node,
         Role::Service => Kind::Service,
@@ -449,22 +446,35 @@ pub(crate) fn build(role: Role, store: &Store) -> Vec<TargetGroup> {
         Role::EndpointSlice => Kind::EndpointSlice,
         Role::Ingress => Kind::Ingress,
     };
-    let mut groups: Vec<TargetGroup> = store
-        .of(kind)
-        .filter_map(|o| match o {
+    let mut groups = Vec::new();
+    let mut total = 0usize;
+    for o in store.of(kind) {
+        let left = max_targets - total;
+        let g = match o {
             Object::Node(n) => node::build(n),
             Object::Service(s) => Some(service::build(s)),
             Object::Pod(p) => {
                 let attach = store.attach_node.then(|| store.node(&p.spec.node_name));
                 Some(pod::build(p, attach))
             }
-            Object::Endpoints(e) => Some(endpoints::build_endpoints(e, store)),
-            Object::EndpointSlice(e) => Some(endpoints::build_endpointslice(e, store)),
+            Object::Endpoints(e) => Some(
+                endpoints::build_endpoints(e, store, left).map_err(|n| total.saturating_add(n))?,
+            ),
+            Object::EndpointSlice(e) => Some(
+                endpoints::build_endpointslice(e, store, left)
+                    .map_err(|n| total.saturating_add(n))?,
+            ),
             Object::Ingress(i) => Some(ingress::build(i)),
-        })
-        .collect();
+        };
+        let Some(g) = g else { continue };
+        total = total.saturating_add(g.targets.len());
+        if total > max_targets {
+            return Err(total);
+        }
+        groups.push(g);
+    }
     groups.sort_by(|a, b| a.source.cmp(&b.source));
-    groups
+    Ok(groups)
 }
 
 /// The provider's state while it runs.
@@ -553,18 +563,17 @@ impl Provider {
 
     /// Rebuilds and publishes the groups (within the target bound).
     fn publish(&self) {
-        let groups = build(self.role, &self.store);
-        let n: usize = groups.iter().map(|g| g.targets.len()).sum();
-        if n > self.max_objects {
-            self.sink.metrics.kubernetes_failures.inc();
-            tracing::error!(
-                targets = n,
-                limit = self.max_objects,
-                "Kubernetes service discovery: more targets than the limit per source; keeping the last good targets"
-            );
-            return;
+        match build(self.role, &self.store, self.max_objects) {
+            Ok(groups) => self.sink.publish(groups),
+            Err(n) => {
+                self.sink.metrics.kubernetes_failures.inc();
+                tracing::error!(
+                    targets = n,
+                    limit = self.max_objects,
+                    "Kubernetes service discovery: more targets than the limit per source; keeping the last good targets"
+                );
+            }
         }
-        self.sink.publish(groups);
     }
 }
 

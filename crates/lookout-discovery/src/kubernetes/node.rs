@@ -3,8 +3,9 @@
 //! Prometheus.
 
 use super::types::Node;
-use super::{Labels, add_object_meta, join_host_port, sanitize};
+use super::{Labels, add_object_meta, sanitize};
 use crate::TargetGroup;
+use crate::join_host_port;
 
 /// Prometheus's order of preference for the node's address.
 const ADDRESS_PREFERENCE: [&str; 6] = [
@@ -59,10 +60,7 @@ pub(crate) fn build(n: &Node) -> Option<TargetGroup> {
         .clone();
     let port = n.status.daemon_endpoints.kubelet_endpoint.port;
     let mut t = Labels::from([
-        (
-            "__address__".into(),
-            join_host_port(&addr, &port.to_string()),
-        ),
+        ("__address__".into(), join_host_port(&addr, port)),
         ("instance".into(), n.metadata.name.clone()),
     ]);
     for (kind, a) in by_type {

@@ -2,8 +2,9 @@
 //! pod's IP alone); init containers too, marked `__meta_kubernetes_pod_container_init`.
 
 use super::types::{ContainerStatus, Node, Pod};
-use super::{Labels, add_object_meta, join_host_port, node};
+use super::{Labels, add_object_meta, node};
 use crate::TargetGroup;
+use crate::join_host_port;
 
 /// `ready` condition of the pod, lower-cased (`unknown` without one).
 fn ready(p: &Pod) -> String {

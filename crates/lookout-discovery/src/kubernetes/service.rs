@@ -1,8 +1,9 @@
 //! `role: service`: one target per service port, at `NAME.NAMESPACE.svc:PORT`.
 
 use super::types::Service;
-use super::{Labels, add_object_meta, join_host_port};
+use super::{Labels, add_object_meta};
 use crate::TargetGroup;
+use crate::join_host_port;
 
 /// `__meta_kubernetes_namespace`, `_service_name`, labels and annotations.
 pub(crate) fn service_labels(s: &Service) -> Labels {

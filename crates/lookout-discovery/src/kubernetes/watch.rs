@@ -3,14 +3,18 @@
 //! `resourceVersion`; the WATCH (`watch=1&resourceVersion=RV&allowWatchBookmarks=true`)
 //! streams newline-delimited JSON events. A watch the server ends is resumed from the last
 //! `resourceVersion` seen; `410 Gone` (as the watch's HTTP status or as an `ERROR` event)
-//! means that version is too old, and the resource is listed again at once; any other
-//! failure is counted in `prometheus_sd_kubernetes_failures_total` and listed again after a
-//! back-off (1 s doubling to 30 s). What was listed before stays until a new LIST succeeds.
+//! means that version is too old, and the resource is listed again (at once when an event
+//! came since the last LIST, else after the back-off); any other failure is counted in
+//! `prometheus_sd_kubernetes_failures_total` and listed again after a back-off (1 s
+//! doubling to 30 s, see [`run`]). What was listed before stays until a new LIST succeeds.
 //!
 //! Bounds: each LIST page and each watch event line is at most
 //! [`DiscoveryOptions::max_http_bytes`] (a longer line is an error, never buffered whole);
 //! a LIST with more than [`DiscoveryOptions::max_targets_per_source`] objects is an error;
-//! JSON nesting is limited by `serde_json`'s recursion limit.
+//! JSON nesting is limited by `serde_json`'s recursion limit. A LIST, and a WATCH's
+//! response head together with the body of a failed WATCH, must come within
+//! [`DiscoveryOptions::http_timeout`]; a watch stream silent for longer than it asked for
+//! (plus that timeout) is given up.
 
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use tokio::sync::mpsc;
 use super::Kind;
 use super::client::Settings;
 use super::types::{List, Object, Status};
-use crate::DiscoveryOptions;
+use crate::{DiscoveryOptions, read_body};
 
 /// How long the server is asked to keep a watch open (`timeoutSeconds`); a watch silent for
 /// this plus the HTTP timeout is given up and resumed.
@@ -175,8 +179,15 @@ impl Api {
         Err(format!("LIST not complete after {limit} pages"))
     }
 
-    /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current.
-    async fn watch(&self, w: &Watch, rv: &mut String, tx: &mpsc::Sender<Msg>) -> End {
+    /// Watches from `rv` until the watch ends; sends each change, keeps `rv` current, and
+    /// sets `got` when an event (a bookmark too) arrived.
+    async fn watch(
+        &self,
+        w: &Watch,
+        rv: &mut String,
+        tx: &mpsc::Sender<Msg>,
+        got: &mut bool,
+    ) -> End {
         let extra = [
             ("watch", "1".to_string()),
             ("resourceVersion", rv.clone()),
@@ -189,7 +200,10 @@ impl Api {
         };
         let max = self.options.max_http_bytes;
         let t = self.options.http_timeout;
-        let resp = match tokio::time::timeout(t, req.send()).await {
+        // One deadline for the response and, when it is a failure, its body: a server
+        // that answers an error and then stalls its body cannot hold the watch.
+        let deadline = tokio::time::Instant::now() + t;
+        let resp = match tokio::time::timeout_at(deadline, req.send()).await {
             Err(_) => return End::Failed(format!("no WATCH response within {t:?}")),
             Ok(Err(e)) => return End::Failed(e.to_string()),
             Ok(Ok(r)) => r,
@@ -198,7 +212,15 @@ impl Api {
             return End::Gone;
         }
         if resp.status() != reqwest::StatusCode::OK {
-            return End::Failed(Self::failure(resp, max).await);
+            let code = resp.status();
+            return End::Failed(
+                match tokio::time::timeout_at(deadline, Self::failure(resp, max)).await {
+                    Ok(msg) => msg,
+                    Err(_) => format!(
+                        "server returned HTTP status {code} and no complete body within {t:?}"
+                    ),
+                },
+            );
         }
         let idle = Duration::from_secs(WATCH_SECONDS) + t;
         let mut lines = Lines::new(resp, max as usize, idle);
@@ -210,35 +232,91 @@ impl Api {
             };
             match event(w.kind, &line, rv) {
                 Ok(Some(msg)) => {
+                    *got = true;
                     if tx.send(msg).await.is_err() {
                         return End::Closed;
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => *got = true,
                 Err(end) => return end,
             }
         }
     }
 }
 
-/// Reads a whole body, at most `max` bytes.
-async fn read_body(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(format!("response body larger than the {max}-byte limit"));
+/// A buffer that splits a byte stream into lines, each at most `max` bytes besides its
+/// newline. Lines are taken from a cursor; what is left is moved to the front once per
+/// chunk added, never once per line (a chunk of many short lines costs its length, not its
+/// length times its line count), and bytes are searched for a newline only once.
+struct LineBuf {
+    buf: Vec<u8>,
+    /// Where the next line begins.
+    start: usize,
+    /// How many bytes from `start` on hold no newline.
+    scanned: usize,
+    max: usize,
+}
+
+impl LineBuf {
+    fn new(max: usize) -> Self {
+        LineBuf {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max,
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
+
+    /// The next non-blank line the buffer holds whole (with its newline), if any; an error
+    /// when a line, whole or not yet, is longer than the limit.
+    fn line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            let from = self.start + self.scanned;
+            let Some(i) = self.buf[from..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buf.len() - self.start;
+                if self.scanned > self.max {
+                    return Err(self.too_long());
+                }
+                return Ok(None);
+            };
+            let end = from + i + 1;
+            let line = &self.buf[self.start..end];
+            self.start = end;
+            self.scanned = 0;
+            if line.len() > self.max + 1 {
+                return Err(self.too_long());
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some(line.to_vec()));
+            }
+        }
+    }
+
+    /// Adds a chunk, first dropping the lines already taken.
+    fn push(&mut self, chunk: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// What is left after the last newline, at the end of the stream, unless blank.
+    fn rest(&mut self) -> Option<Vec<u8>> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
+        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+    }
+
+    fn too_long(&self) -> String {
+        format!("watch event larger than the {}-byte limit", self.max)
+    }
 }
 
 /// The lines of a streamed body, each at most `max` bytes.
 struct Lines {
     resp: reqwest::Response,
-    buf: Vec<u8>,
-    scanned: usize,
-    max: usize,
+    buf: LineBuf,
     idle: Duration,
     done: bool,
 }
@@ -247,9 +325,7 @@ impl Lines {
     fn new(resp: reqwest::Response, max: usize, idle: Duration) -> Self {
         Lines {
             resp,
-            buf: Vec::new(),
-            scanned: 0,
-            max,
+            buf: LineBuf::new(max),
             idle,
             done: false,
         }
@@ -258,38 +334,19 @@ impl Lines {
     /// The next non-empty line; `None` at the end of the body.
     async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
         loop {
-            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let end = self.scanned + i;
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                self.scanned = 0;
-                if line.len() > self.max + 1 {
-                    return Err(self.too_long());
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+            if let Some(line) = self.buf.line()? {
                 return Ok(Some(line));
             }
-            self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
-                return Err(self.too_long());
-            }
             if self.done {
-                let rest = std::mem::take(&mut self.buf);
-                self.scanned = 0;
-                return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
+                return Ok(self.buf.rest());
             }
             match tokio::time::timeout(self.idle, self.resp.chunk()).await {
                 Err(_) => self.done = true,
                 Ok(Err(e)) => return Err(format!("reading the watch: {e}")),
                 Ok(Ok(None)) => self.done = true,
-                Ok(Ok(Some(c))) => self.buf.extend_from_slice(&c),
+                Ok(Ok(Some(c))) => self.buf.push(&c),
             }
         }
-    }
-
-    fn too_long(&self) -> String {
-        format!("watch event larger than the {}-byte limit", self.max)
     }
 }
 
@@ -346,16 +403,33 @@ fn event(kind: Kind, line: &[u8], rv: &mut String) -> Result<Option<Msg>, End> {
     }
 }
 
-/// Lists and watches `w` until the receiver is gone.
+/// The wait before asking again after a failure or a watch that brought nothing: 1 s
+/// doubling to 30 s, back to 1 s once a watch brings an event.
+struct Backoff(Duration);
+
+impl Backoff {
+    /// The wait now; the next one is twice as long, up to [`BACKOFF_MAX`].
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (d * 2).min(BACKOFF_MAX);
+        d
+    }
+
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.next()).await;
+    }
+}
+
+/// Lists and watches `w` until the receiver is gone. The back-off is reset only by a watch
+/// that brought an event or stayed open [`BACKOFF_MAX`] at least; a watch that ends at once
+/// with nothing, and a 410 with no event since the LIST, wait for it (without counting a
+/// failure), so that a server answering every request that way is not asked in a loop.
 pub(crate) async fn run(api: Api, w: Watch, tx: mpsc::Sender<Msg>, failures: Counter) {
-    let mut backoff = BACKOFF_MIN;
-    let fail = |e: &str, backoff: &mut Duration| {
+    let mut backoff = Backoff(BACKOFF_MIN);
+    let fail = |e: &str| {
         failures.inc();
         tracing::error!(resource = w.kind.resource(), namespace = ?w.namespace, error = %e,
             "Kubernetes service discovery failed; keeping the last good targets");
-        let d = *backoff;
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-        d
     };
     loop {
         let mut rv = match api.list(&w).await {
@@ -371,35 +445,106 @@ pub(crate) async fn run(api: Api, w: Watch, tx: mpsc::Sender<Msg>, failures: Cou
                 rv
             }
             Err(e) => {
-                let d = fail(&e, &mut backoff);
-                tokio::time::sleep(d).await;
+                fail(&e);
+                backoff.sleep().await;
                 continue;
             }
         };
+        // Whether a watch since the LIST brought something.
+        let mut progress = false;
         loop {
             let started = tokio::time::Instant::now();
-            match api.watch(&w, &mut rv, &tx).await {
+            let mut got = false;
+            let end = api.watch(&w, &mut rv, &tx, &mut got).await;
+            let alive = got || started.elapsed() >= BACKOFF_MAX;
+            if alive {
+                progress = true;
+                backoff = Backoff(BACKOFF_MIN);
+            }
+            match end {
                 End::Closed if tx.is_closed() => return,
-                End::Closed => {
-                    backoff = BACKOFF_MIN;
-                    // A server that ends every watch at once is not asked in a tight loop.
+                End::Closed if alive => {
+                    // A server that ends every watch soon is not asked in a tight loop.
                     if started.elapsed() < Duration::from_millis(200) {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
+                End::Closed => backoff.sleep().await,
                 End::Gone => {
                     tracing::info!(
                         resource = w.kind.resource(),
                         "watch version too old; listing again"
                     );
+                    if !progress {
+                        backoff.sleep().await;
+                    }
                     break;
                 }
                 End::Failed(e) => {
-                    let d = fail(&e, &mut backoff);
-                    tokio::time::sleep(d).await;
+                    fail(&e);
+                    backoff.sleep().await;
                     break;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One chunk of many short lines is split in one pass (taking each line from the front
+    /// of the buffer would move the rest once per line: some 400 GB copied for this 4 MB
+    /// chunk).
+    #[test]
+    fn many_lines_in_one_chunk() {
+        const N: usize = 200_000;
+        let line = b"{\"type\":\"BOOKMARK\"}\n";
+        let mut chunk = Vec::with_capacity(N * (line.len() + 1));
+        for i in 0..N {
+            chunk.extend_from_slice(line);
+            if i % 1000 == 0 {
+                chunk.extend_from_slice(b" \r\n");
+            }
+        }
+        let mut b = LineBuf::new(64);
+        b.push(&chunk);
+        let mut n = 0;
+        while let Some(l) = b.line().unwrap() {
+            assert_eq!(l, line);
+            n += 1;
+        }
+        assert_eq!(n, N);
+        assert_eq!(b.rest(), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds() {
+        let mut b = Backoff(BACKOFF_MIN);
+        let waits: Vec<u64> = (0..7).map(|_| b.next().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn lines_across_chunks_and_the_cap() {
+        let mut b = LineBuf::new(8);
+        b.push(b"ab\n\ncd");
+        assert_eq!(b.line().unwrap().as_deref(), Some(&b"ab\n"[..]));
+        assert_eq!(b.line().unwrap(), None);
+        b.push(b"ef\ngh");
+        assert_eq!(b.line().unwrap().as_deref(), Some(&b"cdef\n"[..]));
+        assert_eq!(b.line().unwrap(), None);
+        assert_eq!(b.rest().as_deref(), Some(&b"gh"[..]));
+        // Eight bytes and a newline is a line; nine, whole or not yet, is too long.
+        b.push(b"12345678\n");
+        assert_eq!(b.line().unwrap().as_deref(), Some(&b"12345678\n"[..]));
+        b.push(b"123456789\n");
+        assert!(b.line().unwrap_err().contains("8-byte limit"));
+        let mut b = LineBuf::new(8);
+        b.push(b"1234");
+        assert_eq!(b.line().unwrap(), None);
+        b.push(b"56789");
+        assert!(b.line().unwrap_err().contains("8-byte limit"));
     }
 }

@@ -24,6 +24,8 @@ pub enum Reply {
     Close(Vec<String>),
     /// These event lines, then the stream stays open and carries [`Replay::push`]ed lines.
     Hold(Vec<String>),
+    /// This status and a body that never comes: the connection stays open, silent.
+    Stall(u16),
 }
 
 #[derive(Default)]
@@ -242,6 +244,7 @@ impl Replay {
     ) {
         let (lines, hold) = match reply {
             Reply::Status(code, body) => return respond(&mut sock, code, &body).await,
+            Reply::Stall(code) => return stall(&mut sock, code).await,
             Reply::Close(l) => (l, false),
             Reply::Hold(l) => (l, true),
         };
@@ -286,6 +289,17 @@ async fn respond(sock: &mut TcpStream, code: u16, body: &str) {
     let _ = sock.write_all(head.as_bytes()).await;
     let _ = sock.write_all(body.as_bytes()).await;
     let _ = sock.shutdown().await;
+}
+
+/// Answers `code` with a 1000-byte body announced, sends none of it and holds the
+/// connection for an hour.
+async fn stall(sock: &mut TcpStream, code: u16) {
+    let head = format!(
+        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    if sock.write_all(head.as_bytes()).await.is_ok() {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
 }
 
 /// The request target and `Authorization` header of one request.
