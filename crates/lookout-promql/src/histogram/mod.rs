@@ -18,11 +18,13 @@ pub mod notation;
 mod ops;
 pub mod stats;
 mod trim;
+mod validate;
 
 use std::sync::Arc;
 
 pub use bounds::{BucketRange, bucket_upper};
 pub use ops::HistogramError;
+pub use validate::valid_schema;
 
 /// Prometheus's `FloatHistogram.String()` (`{count:2, sum:3, (0.5,1]:2}`).
 pub fn go_string(h: &FloatHistogram) -> String {

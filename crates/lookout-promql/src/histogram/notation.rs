@@ -117,6 +117,7 @@ pub fn parse(body: &str) -> Result<Parsed, String> {
     }
     h.positive = side(pos, offset)?;
     h.negative = side(neg, n_offset)?;
+    h.check_structure()?;
     Ok(Parsed { h, hint_set })
 }
 
