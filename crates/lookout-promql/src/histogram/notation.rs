@@ -217,7 +217,7 @@ pub fn format_with(h: &FloatHistogram, f: fn(f64) -> String) -> String {
                 next += 1;
             }
             counts.push(b.count);
-            next = b.index + 1;
+            next = b.index.saturating_add(1);
         }
         res.push(format!("{bkey}:[{}]", join(&mut counts.into_iter())));
     }

@@ -25,7 +25,7 @@ pub struct Combined {
 
 /// Bucket index `idx` of schema `from` in the coarser schema `to`.
 fn target_index(idx: i32, from: i32, to: i32) -> i32 {
-    ((idx - 1) >> (from - to)) + 1
+    (idx.saturating_sub(1) >> (from - to).clamp(0, 31)).saturating_add(1)
 }
 
 /// Maps sorted buckets to a coarser schema, merging those that land in one bucket.
@@ -281,7 +281,7 @@ impl FloatHistogram {
     fn trim_buckets_in_zero_bucket(&mut self) {
         let zt = self.zero_threshold;
         let (schema, custom) = (self.schema, self.custom_values.clone());
-        let lower = |i: i32| super::bucket_upper(i - 1, schema, &custom);
+        let lower = |i: i32| super::bucket_upper(i.saturating_sub(1), schema, &custom);
         self.positive.retain(|b| lower(b.index) >= zt);
         self.negative.retain(|b| lower(b.index) >= zt);
     }

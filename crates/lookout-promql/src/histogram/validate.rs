@@ -1,12 +1,48 @@
-//! Validity of a histogram, as Prometheus's `FloatHistogram.Validate` defines it.
-//! Histograms from outside (test scripts, rule unit tests, appends) are checked here
-//! before any bucket arithmetic sees them, so shifts by the schema stay in range.
+//! Validity of a histogram, as Prometheus's `FloatHistogram.Validate` defines it, and the
+//! bucket indexes a schema can represent. Histograms from outside (test scripts, rule
+//! unit tests, appends) are checked here before any bucket arithmetic sees them, so
+//! shifts by the schema and index arithmetic stay far from the ends of `i32`.
 
-use super::{CUSTOM_BUCKETS_SCHEMA, FloatHistogram, MAX_SCHEMA, MIN_SCHEMA};
+use super::{Bucket, CUSTOM_BUCKETS_SCHEMA, FloatHistogram, MAX_SCHEMA, MIN_SCHEMA};
 
 /// Whether `schema` is one Prometheus accepts: exponential -4..=8 or custom buckets.
 pub fn valid_schema(schema: i32) -> bool {
     (MIN_SCHEMA..=MAX_SCHEMA).contains(&schema) || schema == CUSTOM_BUCKETS_SCHEMA
+}
+
+/// The lowest and highest bucket index of a valid exponential `schema` that can hold a
+/// float. Bucket `i` covers `(2^((i-1)/2^s), 2^(i/2^s)]`: the smallest positive float,
+/// `2^-1074`, lies in bucket `ceil(-1074 * 2^s)`; the largest, just below `2^1024`, in
+/// bucket `1024 * 2^s`; the bucket after it is the overflow bucket for infinities.
+pub fn exponential_index_range(schema: i32) -> (i32, i32) {
+    if schema >= 0 {
+        (-(1074 << schema), (1024 << schema) + 1)
+    } else {
+        (-(1074 >> -schema), (1024 >> -schema) + 1)
+    }
+}
+
+/// Checks that `buckets` ascend within `lo..=hi`; `limit` says where the range comes from.
+fn check_indexes(
+    buckets: &[Bucket],
+    (lo, hi): (i32, i32),
+    side: &str,
+    limit: &str,
+) -> Result<(), String> {
+    let mut prev: Option<i32> = None;
+    for b in buckets {
+        if b.index < lo || b.index > hi {
+            return Err(format!(
+                "{side} bucket index {} is outside the range {lo}..={hi} {limit}",
+                b.index
+            ));
+        }
+        if prev.is_some_and(|p| p >= b.index) {
+            return Err(format!("{side} bucket indexes are not ascending"));
+        }
+        prev = Some(b.index);
+    }
+    Ok(())
 }
 
 fn check_custom_bounds(bounds: &[f64]) -> Result<(), String> {
@@ -31,8 +67,9 @@ fn check_custom_bounds(bounds: &[f64]) -> Result<(), String> {
 
 impl FloatHistogram {
     /// Checks what bucket arithmetic relies on: a valid schema, finite strictly increasing
-    /// custom bounds (custom schema only). Counts are not checked: an expected query
-    /// result may hold negative ones.
+    /// custom bounds (custom schema only), and ascending bucket indexes within the range
+    /// the schema can represent (0 up to the number of bounds for custom buckets).
+    /// Counts are not checked: an expected query result may hold negative ones.
     pub fn check_structure(&self) -> Result<(), String> {
         if !valid_schema(self.schema) {
             return Err(format!(
@@ -46,9 +83,17 @@ impl FloatHistogram {
                     "a histogram with an exponential schema must not have custom bounds".into(),
                 );
             }
-            return Ok(());
+            let range = exponential_index_range(self.schema);
+            let limit = format!("that schema {} can represent", self.schema);
+            check_indexes(&self.positive, range, "positive", &limit)?;
+            return check_indexes(&self.negative, range, "negative", &limit);
         }
-        check_custom_bounds(&self.custom_values)
+        check_custom_bounds(&self.custom_values)?;
+        let n = self.custom_values.len();
+        let range = (0, i32::try_from(n).unwrap_or(i32::MAX));
+        let limit = format!("that {n} custom bounds allow");
+        check_indexes(&self.positive, range, "positive", &limit)?;
+        check_indexes(&self.negative, range, "negative", &limit)
     }
 
     /// [`FloatHistogram::check_structure`] plus what Prometheus requires of a stored
@@ -78,7 +123,30 @@ impl FloatHistogram {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::histogram::notation::parse;
+
+    /// Asserts that the notation `text` is refused with an error containing `why`.
+    fn refused(text: &str, why: &str) {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(why), "{text}: {e}");
+    }
+
+    #[test]
+    fn index_ranges_match_the_float_range() {
+        assert_eq!(exponential_index_range(0), (-1074, 1025));
+        assert_eq!(exponential_index_range(8), (-274_944, 262_145));
+        assert_eq!(exponential_index_range(-4), (-67, 65));
+        // The highest regular bucket ends at the largest float; the next is overflow.
+        for s in MIN_SCHEMA..=MAX_SCHEMA {
+            let (lo, hi) = exponential_index_range(s);
+            assert_eq!(crate::histogram::bucket_upper(hi - 1, s, &[]), f64::MAX);
+            // Bucket `lo` ends at or above 2^-1074 (the smallest float), bucket `lo - 1`
+            // below it: the exponents of their upper bounds, lo / 2^s and (lo-1) / 2^s.
+            let exp = |i: i32| f64::from(i) / 2f64.powi(s);
+            assert!(exp(lo) >= -1074.0 && exp(lo - 1) < -1074.0, "schema {s}");
+        }
+    }
 
     #[test]
     fn hostile_schemas_and_bounds_are_refused() {
@@ -89,19 +157,19 @@ mod tests {
             "schema:-5",
             "schema:-52",
         ] {
-            let e = parse(&format!("{bad} buckets:[1]")).unwrap_err();
-            assert!(e.contains("must be between -4 and 8, or -53"), "{bad}: {e}");
+            refused(
+                &format!("{bad} buckets:[1]"),
+                "must be between -4 and 8, or -53",
+            );
         }
-        let e = parse("schema:-53 custom_values:[1 1] buckets:[1]").unwrap_err();
-        assert!(e.contains("strictly increasing"), "{e}");
-        let e = parse("schema:-53 custom_values:[2 1]").unwrap_err();
-        assert!(e.contains("strictly increasing"), "{e}");
-        let e = parse("schema:-53 custom_values:[1 +Inf]").unwrap_err();
-        assert!(e.contains("not finite"), "{e}");
-        let e = parse("schema:-53 custom_values:[NaN]").unwrap_err();
-        assert!(e.contains("not finite"), "{e}");
-        let e = parse("schema:0 custom_values:[1]").unwrap_err();
-        assert!(e.contains("custom bounds"), "{e}");
+        refused(
+            "schema:-53 custom_values:[1 1] buckets:[1]",
+            "strictly increasing",
+        );
+        refused("schema:-53 custom_values:[2 1]", "strictly increasing");
+        refused("schema:-53 custom_values:[1 +Inf]", "not finite");
+        refused("schema:-53 custom_values:[NaN]", "not finite");
+        refused("schema:0 custom_values:[1]", "custom bounds");
         assert!(parse("schema:8 buckets:[1] offset:-3").is_ok());
         assert!(parse("schema:-53 custom_values:[1 2] buckets:[1 2 3]").is_ok());
     }
@@ -124,5 +192,49 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn bucket_indexes_at_the_ends_of_i32_are_refused() {
+        for bad in [
+            "offset:-2147483648 buckets:[1 1]",
+            "offset:2147483647 buckets:[1]",
+            "n_offset:-2147483648 n_buckets:[1]",
+            "n_offset:2147483646 n_buckets:[1 1]",
+            "schema:8 offset:262146 buckets:[1]",
+            "schema:-4 offset:-68 buckets:[1]",
+        ] {
+            refused(bad, "can represent");
+        }
+        let e = parse("schema:8 offset:262146 buckets:[1]").unwrap_err();
+        assert_eq!(
+            e,
+            "positive bucket index 262146 is outside the range -274944..=262145 that schema 8 can represent"
+        );
+        refused(
+            "schema:-53 custom_values:[1] buckets:[1 1 1]",
+            "range 0..=1 that 1 custom bounds allow",
+        );
+        refused(
+            "schema:-53 custom_values:[1] offset:-1 buckets:[1]",
+            "range 0..=1",
+        );
+        // The overflow bucket for infinities is still accepted.
+        assert!(parse("schema:-4 offset:65 buckets:[1]").is_ok());
+        assert!(parse("schema:0 offset:-1074 buckets:[1] n_offset:1025 n_buckets:[1]").is_ok());
+    }
+
+    #[test]
+    fn index_arithmetic_saturates() {
+        let h = parse("schema:8 offset:-274944 buckets:[1] n_offset:262145 n_buckets:[2]")
+            .unwrap()
+            .h;
+        let mut a = h.clone();
+        a.reduce_resolution(-4);
+        assert_eq!(a.positive[0].index, -67);
+        assert_eq!(a.negative[0].index, 65);
+        let mut b = parse("schema:-4 z_bucket_w:1 buckets:[1]").unwrap().h;
+        b.add(&h).unwrap();
+        assert!(b.count.is_finite());
     }
 }

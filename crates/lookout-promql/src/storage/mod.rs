@@ -165,7 +165,8 @@ pub enum AppendError {
         limit: usize,
     },
     /// A native histogram that Prometheus would not store either (invalid schema, custom
-    /// bounds not strictly increasing, a negative bucket count, …).
+    /// bounds not strictly increasing, a negative bucket count, …), or one with a bucket
+    /// index outside what its schema can represent.
     #[error("invalid native histogram for series {series}: {reason}")]
     InvalidHistogram {
         /// The series, in Prometheus notation.
@@ -1735,6 +1736,26 @@ mod tests {
                     index: 0,
                     count: -1.0,
                 }],
+                ..Default::default()
+            },
+            FloatHistogram {
+                negative: vec![crate::histogram::Bucket {
+                    index: i32::MAX,
+                    count: 1.0,
+                }],
+                ..Default::default()
+            },
+            FloatHistogram {
+                positive: vec![
+                    crate::histogram::Bucket {
+                        index: 2,
+                        count: 1.0,
+                    },
+                    crate::histogram::Bucket {
+                        index: 1,
+                        count: 1.0,
+                    },
+                ],
                 ..Default::default()
             },
         ];
