@@ -435,13 +435,14 @@ fn repeat_count(tok: &str) -> Option<usize> {
 /// are expanded (the rest is still checked), so a repeat count far past what is read (a
 /// unit test's `0x10000000` over a ten-minute test) costs nothing, and the
 /// [`MAX_SERIES_VALUES`] limit applies only to the values kept (weighed by
-/// [`value_weight`]).
+/// [`value_weight`]). Also returns how many values the description has in full.
 fn parse_values_upto(
     s: &str,
     line: usize,
     keep: Option<usize>,
-) -> Result<Vec<SeqValue>, ScriptError> {
+) -> Result<(Vec<SeqValue>, usize), ScriptError> {
     let mut out = Vec::new();
+    let mut total = 0usize;
     // The weight of `out`: its length plus the buckets of its histograms.
     let mut weight = 0usize;
     let mut rest = s.trim();
@@ -449,7 +450,8 @@ fn parse_values_upto(
     while !rest.is_empty() {
         if rest.starts_with("{{") {
             let limit = MAX_SERIES_VALUES.saturating_sub(weight);
-            let (values, tail) = parse_histogram_item(rest, line, room(&out), limit)?;
+            let (values, n, tail) = parse_histogram_item(rest, line, room(&out), limit)?;
+            total = total.saturating_add(n);
             weight += values_weight(&values);
             out.extend(values);
             rest = tail.trim_start();
@@ -459,8 +461,9 @@ fn parse_values_upto(
         let tok = &rest[..end];
         rest = rest[end..].trim_start();
         let room = room(&out);
-        let n = repeat_count(tok).unwrap_or(1).min(room);
-        if weight.saturating_add(n) > MAX_SERIES_VALUES {
+        let all = repeat_count(tok).unwrap_or(1);
+        total = total.saturating_add(all);
+        if weight.saturating_add(all.min(room)) > MAX_SERIES_VALUES {
             return Err(too_many_values(line));
         }
         let values =
@@ -468,11 +471,11 @@ fn parse_values_upto(
         weight += values.len();
         out.extend(values);
     }
-    Ok(out)
+    Ok((out, total))
 }
 
-/// One `{{…}}` item with its optional `+{{…}}`/`-{{…}}` and `xN`: at most `room` values
-/// and the text after it. Values weighing more than `limit` all together (each 1 + the
+/// One `{{…}}` item with its optional `+{{…}}`/`-{{…}}` and `xN`: at most `room` values,
+/// how many the item has in full, and the text after it. Values weighing more than `limit` all together (each 1 + the
 /// buckets of the first histogram and of the increment, which bound the buckets of every
 /// value) are an error raised before any is expanded.
 fn parse_histogram_item(
@@ -480,7 +483,7 @@ fn parse_histogram_item(
     line: usize,
     room: usize,
     limit: usize,
-) -> Result<(Vec<SeqValue>, &str), ScriptError> {
+) -> Result<(Vec<SeqValue>, usize, &str), ScriptError> {
     use crate::histogram::notation;
     let body_end = |s: &str| {
         s.find("}}")
@@ -517,8 +520,8 @@ fn parse_histogram_item(
         + inc
             .as_ref()
             .map_or(0, |(i, _)| i.h.positive.len() + i.h.negative.len());
-    let n = times.map_or(1, |n| n.saturating_add(1)).min(room);
-    if n.saturating_mul(per_value) > limit {
+    let all = times.map_or(1, |n| n.saturating_add(1));
+    if all.min(room).saturating_mul(per_value) > limit {
         return Err(if per_value > 1 {
             too_many_histogram_values(line, per_value)
         } else {
@@ -536,7 +539,7 @@ fn parse_histogram_item(
         (None, Some(n)) => vec![hist(first); n.saturating_add(1).min(room)],
         (None, None) => vec![hist(first); 1.min(room)],
     };
-    Ok((values, tail))
+    Ok((values, all, tail))
 }
 
 /// The values of one token, at most `room` of them.
@@ -601,12 +604,25 @@ pub fn parse_series_upto(
     line: usize,
     keep: Option<usize>,
 ) -> Result<LoadSeries, ScriptError> {
+    parse_series_counted(s, line, keep).map(|(series, _)| series)
+}
+
+/// [`parse_series_upto`], and how many values the description has in full (saturating at
+/// `usize::MAX`), counted without expanding them: what a reader that expects a fixed
+/// number of values reports when there are more.
+pub fn parse_series_counted(
+    s: &str,
+    line: usize,
+    keep: Option<usize>,
+) -> Result<(LoadSeries, usize), ScriptError> {
     let (labels, rest) = parse_metric(s, line)?;
-    Ok(LoadSeries {
+    let (values, total) = parse_values_upto(rest, line, keep)?;
+    let series = LoadSeries {
         labels,
-        values: parse_values_upto(rest, line, keep)?,
+        values,
         st_offsets: Vec::new(),
-    })
+    };
+    Ok((series, total))
 }
 
 fn parse_matcher(rest: Option<&str>) -> Matcher {
@@ -964,9 +980,10 @@ mod tests {
         assert!(parse_series(&format!("m {h}x20000"), 1).is_err());
         assert!(parse_series(&format!("m {h}x19999 1"), 1).is_err());
         assert!(parse_series(&format!("m 1 {h}x19999"), 1).is_err());
-        // Only the values kept count.
-        let s = parse_series_upto(&format!("m {big}x100000"), 1, Some(3)).unwrap();
-        assert_eq!(s.values.len(), 3);
+        // Only the values kept count; all are counted.
+        let line = format!("m {big}x100000 _x5 1+1x2 2");
+        let (s, all) = parse_series_counted(&line, 1, Some(3)).unwrap();
+        assert_eq!((s.values.len(), all), (3, 100_010));
         // A script's total weighs histograms too: 19,999,990 floats and one histogram
         // of 10 buckets are one value past the script limit.
         let mut script = format!("load 1m\n{}", "  m 0+1x1999998\n".repeat(10));
