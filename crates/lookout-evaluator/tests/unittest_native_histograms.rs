@@ -366,3 +366,52 @@ fn histogram_expectations_pass() {
         assert_eq!(ours.stderr, "");
     }
 }
+
+/// Hostile histogram values: an input series that would expand to gigabytes is refused
+/// with the limit named, and an expectation that repeats a histogram is counted, not
+/// expanded, before it is refused.
+#[test]
+fn hostile_histogram_inputs_and_expectations_are_refused_cheaply() {
+    let big = format!(
+        "{{{{schema:8 buckets:[{}]}}}}",
+        vec!["1"; 100_000].join(" ")
+    );
+    // One test group: `big` repeated as the input, evaluated at `at`, expecting `exp`.
+    let group = |at: &str, exp: &str| {
+        format!(
+            r#"  - interval: 1m
+    input_series:
+      - series: 'h'
+        values: '{big}x100000'
+    promql_expr_test:
+      - expr: h
+        eval_time: {at}
+        exp_samples:
+          - labels: h
+            histogram: '{exp}'
+"#
+        )
+    };
+    let test = format!(
+        "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n{}{}",
+        group("100000m", &big),
+        group("1m", &format!("{big}x100000000"))
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let test = write(dir.path(), "groups: []\n", &test);
+    let ours = lookout(&test, WindowSemantics::Prometheus2);
+    assert_eq!(ours.code, 1, "{}", ours.stderr);
+    assert!(
+        ours.stderr.contains(
+            "parse error in input series \"h\": series expands to more than 2000000 values, counting each histogram as 1 + its buckets (100001 here)"
+        ),
+        "{}",
+        ours.stderr
+    );
+    assert!(
+        ours.stderr
+            .contains("err: labels \"h\": expected 1 value, got 100000001"),
+        "{}",
+        ours.stderr
+    );
+}

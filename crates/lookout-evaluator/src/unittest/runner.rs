@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lookout_promql::Labels;
 use lookout_promql::engine::{Engine, EngineOptions, Value, WindowSemantics};
 use lookout_promql::histogram::FloatHistogram;
-use lookout_promql::promqltest::script::{SeqValue, parse_series, parse_series_upto};
+use lookout_promql::promqltest::script::{SeqValue, parse_series_counted, parse_series_upto};
 use lookout_promql::storage::{Queryable, Storage, StorageOptions};
 
 use crate::alert::{Alert, AlertState, Notify};
@@ -522,17 +522,19 @@ fn samples_string(v: &[ParsedSample]) -> String {
 }
 
 /// The expected sample as promtool reads it: labels by `ParseMetric`, then a non-empty
-/// `histogram` as the one value of the series description `{} <histogram>`.
+/// `histogram` as the one value of the series description `{} <histogram>`. Only the
+/// first value is expanded: `{{…}}x100000000` is counted, not built.
 fn expected_sample(s: &ExpSample) -> Result<ParsedSample, String> {
     let labels = parse_labels(s)?;
     if s.histogram.0.is_empty() {
         return Ok(ParsedSample::new(labels, s.value, None));
     }
-    let parsed = parse_series(&format!("{{}} {}", s.histogram.0), 1).map_err(|e| e.message)?;
-    match parsed.values.as_slice() {
-        [SeqValue::Histogram(p)] => Ok(ParsedSample::new(labels, s.value, Some(&p.h))),
-        [other] => Err(format!("expected histogram, got {}", sequence_value(other))),
-        values => Err(format!("expected 1 value, got {}", values.len())),
+    let (parsed, count) = parse_series_counted(&format!("{{}} {}", s.histogram.0), 1, Some(1))
+        .map_err(|e| e.message)?;
+    match (parsed.values.as_slice(), count) {
+        ([SeqValue::Histogram(p)], 1) => Ok(ParsedSample::new(labels, s.value, Some(&p.h))),
+        ([other], 1) => Err(format!("expected histogram, got {}", sequence_value(other))),
+        _ => Err(format!("expected 1 value, got {count}")),
     }
 }
 
@@ -665,7 +667,8 @@ fn parse_labels(s: &ExpSample) -> Result<Labels, String> {
     if text.is_empty() {
         return Ok(Labels::default());
     }
-    let parsed = parse_series(text, 1).map_err(|e| e.message)?;
+    // One value is enough to tell that there is text after the labels.
+    let parsed = parse_series_upto(text, 1, Some(1)).map_err(|e| e.message)?;
     if !parsed.values.is_empty() {
         return Err(format!("unexpected text after the label set in {text:?}"));
     }
@@ -715,6 +718,21 @@ mod tests {
             "{__name__=\"x\"} {{count:2 sum:3 buckets:[2]}}"
         );
         assert_eq!(exp("{{count:1}}x1").unwrap_err(), "expected 1 value, got 2");
+        assert_eq!(exp("").map(|p| p.histogram), Ok(String::new()));
+        assert_eq!(exp("_x0").unwrap_err(), "expected 1 value, got 0");
+        // Hostile expectations are counted, not expanded.
+        let big = format!(
+            "{{{{schema:8 buckets:[{}]}}}}",
+            vec!["1"; 100_000].join(" ")
+        );
+        assert_eq!(
+            exp(&format!("{big}x100000000")).unwrap_err(),
+            "expected 1 value, got 100000001"
+        );
+        assert_eq!(
+            exp(&format!("1 {big}+{big}x18446744073709551615")).unwrap_err(),
+            "expected 1 value, got 18446744073709551615"
+        );
         assert_eq!(exp("_").unwrap_err(), "expected histogram, got _");
         assert_eq!(exp("2").unwrap_err(), "expected histogram, got 2.000000");
         assert_eq!(exp("stale").unwrap_err(), "expected histogram, got NaN");

@@ -68,14 +68,19 @@ impl Evaluator<'_> {
             let Some(g) = groups.remove(&key) else {
                 continue;
             };
-            if let Some(s) = self.finish_group(op, g, anchor) {
+            if let Some(s) = self.finish_group(op, g, anchor)? {
                 out.push(s);
             }
         }
         Ok(out)
     }
 
-    fn finish_group(&self, op: &str, g: Members, anchor: &str) -> Option<Sample> {
+    fn finish_group(
+        &self,
+        op: &str,
+        g: Members,
+        anchor: &str,
+    ) -> Result<Option<Sample>, QueryError> {
         let n = (g.floats.len() + g.hists.len()) as f64;
         let (f, h) = match op {
             "count" => (n, None),
@@ -94,31 +99,31 @@ impl Evaluator<'_> {
                     "encountered a mix of histograms and floats for aggregation".into(),
                     anchor,
                 );
-                return None;
+                return Ok(None);
             }
             _ => {
                 let mut notes = SumNotes::default();
                 let hs: Vec<&FloatHistogram> = g.hists.iter().map(|h| &**h).collect();
                 let value = if op == "avg" {
-                    avg_histograms(&hs, &mut notes)
+                    avg_histograms(&hs, &mut notes, self.stop())?
                 } else {
-                    sum_histograms(&hs, &mut notes)
+                    sum_histograms(&hs, &mut notes, self.stop())?
                 };
                 self.sum_notes(&notes, "aggregation", anchor);
                 let Ok(Some(mut h)) = value else {
                     self.warn_mixed_schemas(g.metric.metric_name().unwrap_or(""), anchor);
-                    return None;
+                    return Ok(None);
                 };
                 h.compact();
                 (0.0, Some(Arc::new(h)))
             }
         };
-        Some(Sample {
+        Ok(Some(Sample {
             metric: g.metric,
             t: 0,
             f,
             drop_name: g.drop_name,
             h,
-        })
+        }))
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::cancel::Stop;
 use super::functions::{instant_value, range_kernel};
 use super::kahan_sum_inc;
 use super::{AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Series};
@@ -55,13 +56,19 @@ fn hints_collide(hs: &[&FloatHistogram]) -> bool {
     hint(CounterResetHint::Reset) && hint(CounterResetHint::NotReset)
 }
 
-/// Sums histograms; `Err` when exponential and custom-bucket histograms are mixed.
+/// A sum or mean of histograms: `Err` when exponential and custom-bucket histograms are
+/// mixed, `None` for no histograms.
+pub(crate) type Summed = Result<Option<FloatHistogram>, HistogramError>;
+
+/// Sums histograms; fails when the query is stopped (polled once a histogram, as each
+/// addition walks all buckets).
 pub(crate) fn sum_histograms(
     hs: &[&FloatHistogram],
     notes: &mut SumNotes,
-) -> Result<Option<FloatHistogram>, HistogramError> {
+    stop: &Stop,
+) -> Result<Summed, QueryError> {
     let Some((first, rest)) = hs.split_first() else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
     notes.collision |= hints_collide(hs);
     let mut acc = KahanSum {
@@ -69,19 +76,25 @@ pub(crate) fn sum_histograms(
         c: (0.0, 0.0, 0.0),
     };
     for h in rest {
-        notes.reconciled |= acc.add(h)?;
+        stop.check()?;
+        match acc.add(h) {
+            Ok(reconciled) => notes.reconciled |= reconciled,
+            Err(e) => return Ok(Err(e)),
+        }
     }
-    Ok(Some(acc.value()))
+    Ok(Ok(Some(acc.value())))
 }
 
 /// The mean of histograms: their sum divided by their number, or, once the sum
-/// overflows, an incremental mean from there on (as Prometheus's `avg` does).
+/// overflows, an incremental mean from there on (as Prometheus's `avg` does). Polls
+/// `stop` as [`sum_histograms`] does.
 pub(crate) fn avg_histograms(
     hs: &[&FloatHistogram],
     notes: &mut SumNotes,
-) -> Result<Option<FloatHistogram>, HistogramError> {
+    stop: &Stop,
+) -> Result<Summed, QueryError> {
     let Some((first, mut rest)) = hs.split_first() else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
     notes.collision |= hints_collide(hs);
     let mut acc = KahanSum {
@@ -90,8 +103,12 @@ pub(crate) fn avg_histograms(
     };
     let mut n = 1.0;
     while let Some((h, tail)) = rest.split_first() {
+        stop.check()?;
         let mut next = acc.clone();
-        let reconciled = next.add(h)?;
+        let reconciled = match next.add(h) {
+            Ok(reconciled) => reconciled,
+            Err(e) => return Ok(Err(e)),
+        };
         if next.value().has_overflow() {
             break;
         }
@@ -103,21 +120,25 @@ pub(crate) fn avg_histograms(
     if rest.is_empty() {
         let mut mean = acc.value();
         mean.div(n);
-        return Ok(Some(mean));
+        return Ok(Ok(Some(mean)));
     }
     // Incremental mean, compensated the same way.
     acc.sum.div(n);
     acc.c = (acc.c.0 / n, acc.c.1 / n, acc.c.2 / n);
     for h in rest {
+        stop.check()?;
         n += 1.0;
         let q = (n - 1.0) / n;
         acc.sum.mul(q);
         acc.c = (acc.c.0 * q, acc.c.1 * q, acc.c.2 * q);
         let mut add = (*h).clone();
         add.div(n);
-        notes.reconciled |= acc.add(&add)?;
+        match acc.add(&add) {
+            Ok(reconciled) => notes.reconciled |= reconciled,
+            Err(e) => return Ok(Err(e)),
+        }
     }
-    Ok(Some(acc.value()))
+    Ok(Ok(Some(acc.value())))
 }
 
 /// Exact equality as `changes()` sees it (the counter reset hint aside).
@@ -311,9 +332,9 @@ impl Evaluator<'_> {
                 let mut notes = SumNotes::default();
                 let hs: Vec<&FloatHistogram> = s.histograms.iter().map(|p| &*p.h).collect();
                 let value = if name == "avg_over_time" {
-                    avg_histograms(&hs, &mut notes)
+                    avg_histograms(&hs, &mut notes, self.stop())?
                 } else {
-                    sum_histograms(&hs, &mut notes)
+                    sum_histograms(&hs, &mut notes, self.stop())?
                 };
                 self.sum_notes(&notes, "aggregation", anchor);
                 let Ok(Some(h)) = value else {
@@ -410,5 +431,34 @@ impl Evaluator<'_> {
             format!("this native histogram metric is not a gauge: {name:?}"),
             anchor,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::QueryControl;
+    use crate::histogram::notation::parse;
+
+    #[test]
+    fn summing_histograms_stops_with_the_query() {
+        let h = parse("count:1 sum:1 buckets:[1]").expect("notation").h;
+        let hs = vec![&h; 3];
+        let control = QueryControl::new();
+        let stop = Stop::new(None, &control);
+        let mut notes = SumNotes::default();
+        for sum in [sum_histograms, avg_histograms] {
+            let v = sum(&hs, &mut notes, &stop)
+                .expect("running")
+                .expect("one layout");
+            assert!(v.is_some());
+        }
+        control.cancel();
+        for sum in [sum_histograms, avg_histograms] {
+            let err = sum(&hs, &mut notes, &stop).expect_err("cancelled");
+            assert!(err.message().contains("canceled"), "{err}");
+            // A single histogram needs no addition, so nothing polls.
+            assert!(sum(&hs[..1], &mut notes, &stop).is_ok());
+        }
     }
 }

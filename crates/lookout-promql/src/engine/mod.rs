@@ -70,7 +70,8 @@ use crate::storage::{Queryable, SeriesData, is_stale};
 pub struct EngineOptions {
     /// How far back an instant selector looks for the latest sample (Prometheus: 5 m).
     pub lookback_delta: Duration,
-    /// Upper bound of samples one selector or result may hold.
+    /// Upper bound of samples one selector or result may hold; a native histogram counts
+    /// as its size in float samples, as in Prometheus (at least 11, more with buckets).
     pub max_samples: usize,
     /// Step of subqueries written without one (`x[1h:]`); Prometheus uses the global
     /// evaluation interval, 1 m by default.
@@ -443,7 +444,7 @@ impl Engine {
                 }
                 Value::Vector(vec) => {
                     let vec = memo.finish_vector(vec)?;
-                    total += vec.len();
+                    total += value::vector_weight(&vec);
                     for s in vec {
                         match s.h {
                             Some(h) => memo.push_histogram(&mut out, s.metric, HPoint { t, h }),
@@ -1198,7 +1199,7 @@ impl<'a> Evaluator<'a> {
                 h: None,
             });
         }
-        if out.len() > self.opts.max_samples {
+        if value::vector_weight(&out) > self.opts.max_samples {
             return Err(QueryError::TooManySamples(format!("selector {vs}")));
         }
         Ok(out)
@@ -1305,7 +1306,11 @@ impl<'a> Evaluator<'a> {
                     .map(|(_, &st)| st)
                     .collect()
             });
-            total += floats.len() + histograms.len();
+            total += floats.len()
+                + histograms
+                    .iter()
+                    .map(|p| value::histogram_samples(&p.h))
+                    .sum::<usize>();
             out.push(Series {
                 metric: sd.labels.clone(),
                 floats,
@@ -1382,7 +1387,7 @@ impl<'a> Evaluator<'a> {
                     total += 1;
                 }
                 Value::Vector(vec) => {
-                    total += vec.len();
+                    total += value::vector_weight(&vec);
                     for s in vec {
                         self.poll()?;
                         let p = (st, s.f, s.h);

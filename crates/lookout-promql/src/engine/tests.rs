@@ -589,3 +589,53 @@ fn range_modifier_after_a_multibyte_character_is_not_a_panic() {
     }
     assert!(parse("rate(x[5m] anchored)").is_ok());
 }
+
+#[test]
+fn histograms_count_by_their_size_against_the_samples_limit() {
+    use crate::histogram::notation::parse as nh;
+    let s = Storage::new(StorageOptions::default());
+    let small = Labels::new([("__name__", "small")]);
+    let big = Labels::new([("__name__", "big")]);
+    // No buckets: 11 samples' worth (168 + 8 bytes over 16); 100 buckets in one span:
+    // (168 + 8 * 101 + 8) / 16 = 61.
+    let small_h = Arc::new(nh("count:1 sum:1").expect("notation").h);
+    let ones = vec!["1"; 100].join(" ");
+    let big_h = Arc::new(
+        nh(&format!("schema:8 buckets:[{ones}]"))
+            .expect("notation")
+            .h,
+    );
+    assert_eq!(value::histogram_samples(&small_h), 11);
+    assert_eq!(value::histogram_samples(&big_h), 61);
+    for t in [0, 60_000] {
+        s.append_histogram(&small, t, small_h.clone())
+            .expect("append");
+        s.append_histogram(&big, t, big_h.clone()).expect("append");
+    }
+    let e = Engine::new(EngineOptions {
+        max_samples: 60,
+        ..EngineOptions::default()
+    });
+    let limited = |r: Result<Value, QueryError>, what: &str| {
+        let err = r.expect_err("over the limit");
+        assert!(
+            matches!(err, QueryError::TooManySamples(_)),
+            "{what}: {err}"
+        );
+    };
+    // One small histogram fits; one big one is over the limit by itself.
+    assert!(e.instant_query(&s, "small", 60_000).is_ok());
+    limited(e.instant_query(&s, "big", 60_000), "selector");
+    limited(e.instant_query(&s, "big[2m]", 60_000), "range selector");
+    assert!(e.instant_query(&s, "small[2m]", 60_000).is_ok());
+    // Six small ones: 66 samples in the result or the subquery.
+    limited(
+        e.range_query(&s, "small", 0, 300_000, 60_000)
+            .map(Value::Matrix),
+        "range query",
+    );
+    limited(
+        e.instant_query(&s, "last_over_time(small[6m:1m])", 300_000),
+        "subquery",
+    );
+}

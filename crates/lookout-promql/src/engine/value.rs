@@ -58,6 +58,36 @@ pub struct Series {
 
 /// An instant vector.
 pub type Vector = Vec<Sample>;
+
+/// What a histogram counts for against [`super::EngineOptions::max_samples`], as
+/// Prometheus counts it (`HPoint.size()`): the bytes of the point in float samples of 16
+/// bytes, from a 168-byte struct, 8 per span, bucket and custom bound, and 8 for the
+/// timestamp. At least 11, and about one per two buckets.
+pub(crate) fn histogram_samples(h: &FloatHistogram) -> usize {
+    let spans = |b: &[crate::histogram::Bucket]| {
+        b.iter()
+            .enumerate()
+            .filter(|&(i, x)| i == 0 || b[i - 1].index.checked_add(1) != Some(x.index))
+            .count()
+    };
+    let words = spans(&h.positive)
+        + spans(&h.negative)
+        + h.positive.len()
+        + h.negative.len()
+        + h.custom_values.len();
+    (168 + 8 * words + 8) / 16
+}
+
+/// What a sample counts for against the samples limit: 1 for a float, the
+/// [`histogram_samples`] of a histogram.
+pub(crate) fn sample_weight(s: &Sample) -> usize {
+    s.h.as_deref().map_or(1, histogram_samples)
+}
+
+/// The [`sample_weight`]s of `v` added up.
+pub(crate) fn vector_weight(v: &[Sample]) -> usize {
+    v.iter().map(sample_weight).sum()
+}
 /// A range vector; also the result of a range query.
 pub type Matrix = Vec<Series>;
 

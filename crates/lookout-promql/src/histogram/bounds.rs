@@ -15,6 +15,8 @@ pub struct BucketRange {
 
 /// Upper bound of bucket `index` in an exponential `schema`: `2^(index / 2^schema)`.
 fn exponential_upper(index: i32, schema: i32) -> f64 {
+    // Validation keeps schemas in range; clamping keeps the shifts defined regardless.
+    let schema = schema.clamp(super::MIN_SCHEMA, super::MAX_SCHEMA);
     if schema < 0 {
         let exp = (index as i64) << (-schema);
         if exp == 1024 {

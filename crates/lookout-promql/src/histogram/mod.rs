@@ -4,8 +4,10 @@
 //!
 //! Buckets are held sparsely as `(index, count)` pairs sorted by index, one list for the
 //! positive and one for the negative side. Prometheus's spans are only a compact wire
-//! encoding of the same thing ([`FloatHistogram::from_spans`] and
+//! encoding of the same thing ([`FloatHistogram::buckets_from_spans`] and
 //! [`FloatHistogram::spans`] convert), so operations here work on indexes directly.
+//! Histograms from outside are validated first (`check_structure`), which keeps bucket
+//! indexes within the range a schema can represent, far from the ends of `i32`.
 //! A bucket may hold an explicit 0 (a test may list one); [`FloatHistogram::compact`]
 //! drops them.
 //!
@@ -18,11 +20,13 @@ pub mod notation;
 mod ops;
 pub mod stats;
 mod trim;
+mod validate;
 
 use std::sync::Arc;
 
 pub use bounds::{BucketRange, bucket_upper};
 pub use ops::HistogramError;
+pub use validate::valid_schema;
 
 /// Prometheus's `FloatHistogram.String()` (`{count:2, sum:3, (0.5,1]:2}`).
 pub fn go_string(h: &FloatHistogram) -> String {
@@ -143,21 +147,32 @@ impl FloatHistogram {
         (k == counts.len()).then_some(out)
     }
 
-    /// The span encoding of `buckets` (consecutive indexes share a span).
+    /// The span encoding of sorted `buckets` (consecutive indexes share a span). A gap
+    /// wider than an `i32` offset (only between indexes near both ends of `i32`) is
+    /// bridged by empty spans, so the encoding stays exact.
     pub fn spans(buckets: &[Bucket]) -> Vec<Span> {
         let mut spans: Vec<Span> = Vec::new();
         let mut next = 0i64;
         for (n, b) in buckets.iter().enumerate() {
-            let idx = b.index as i64;
-            if n > 0 && idx == next {
-                if let Some(last) = spans.last_mut() {
+            let idx = i64::from(b.index);
+            match spans.last_mut() {
+                Some(last) if n > 0 && idx == next && last.length < u32::MAX => {
                     last.length += 1;
                 }
-            } else {
-                spans.push(Span {
-                    offset: (idx - next) as i32,
-                    length: 1,
-                });
+                _ => {
+                    let mut gap = idx - next;
+                    while gap > i64::from(i32::MAX) {
+                        spans.push(Span {
+                            offset: i32::MAX,
+                            length: 0,
+                        });
+                        gap -= i64::from(i32::MAX);
+                    }
+                    spans.push(Span {
+                        offset: i32::try_from(gap).unwrap_or(i32::MIN),
+                        length: 1,
+                    });
+                }
             }
             next = idx + 1;
         }
@@ -250,4 +265,57 @@ pub fn custom_bounds_match(a: &[f64], b: &[f64]) -> bool {
         && a.iter()
             .zip(b)
             .all(|(x, y)| x.to_bits() == y.to_bits() || x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(indexes: &[i32]) -> Vec<Bucket> {
+        indexes
+            .iter()
+            .map(|&index| Bucket { index, count: 1.0 })
+            .collect()
+    }
+
+    #[test]
+    fn spans_round_trip_at_the_ends_of_i32() {
+        for indexes in [
+            vec![-3, -2, 0, 5, 6],
+            vec![i32::MIN, i32::MIN + 1, -1, 0, i32::MAX - 1, i32::MAX],
+            vec![i32::MIN, i32::MAX],
+            vec![i32::MAX],
+        ] {
+            let b = buckets(&indexes);
+            let spans = FloatHistogram::spans(&b);
+            let counts = vec![1.0; b.len()];
+            assert_eq!(
+                FloatHistogram::buckets_from_spans(&spans, &counts),
+                Some(b),
+                "{spans:?}"
+            );
+        }
+        let spans = FloatHistogram::spans(&buckets(&[i32::MIN, i32::MAX]));
+        assert_eq!(spans[0].offset, i32::MIN);
+        assert!(spans[1..].iter().all(|s| s.offset >= 0));
+    }
+
+    #[test]
+    fn spans_past_i32_or_the_counts_are_refused() {
+        let span = |offset, length| Span { offset, length };
+        let from = FloatHistogram::buckets_from_spans;
+        // Indexes past i32::MAX, huge lengths with few counts, a later negative offset.
+        assert_eq!(from(&[span(i32::MAX, 2)], &[1.0, 1.0]), None);
+        assert_eq!(from(&[span(i32::MAX, 1), span(0, 1)], &[1.0, 1.0]), None);
+        assert_eq!(from(&[span(i32::MAX - 1, u32::MAX)], &[1.0]), None);
+        assert_eq!(from(&[span(0, 1), span(-1, 1)], &[1.0, 1.0]), None);
+        assert_eq!(from(&[span(i32::MIN, 1)], &[1.0, 1.0]), None);
+        assert_eq!(
+            from(&[span(i32::MAX, 1)], &[2.0]),
+            Some(vec![Bucket {
+                index: i32::MAX,
+                count: 2.0
+            }])
+        );
+    }
 }

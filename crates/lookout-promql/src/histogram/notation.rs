@@ -117,6 +117,7 @@ pub fn parse(body: &str) -> Result<Parsed, String> {
     }
     h.positive = side(pos, offset)?;
     h.negative = side(neg, n_offset)?;
+    h.check_structure()?;
     Ok(Parsed { h, hint_set })
 }
 
@@ -207,20 +208,35 @@ pub fn format_with(h: &FloatHistogram, f: fn(f64) -> String) -> String {
         if first.index != 0 {
             res.push(format!("{okey}:{}", first.index));
         }
-        // Gaps are written as zeros so one span holds everything.
-        let mut counts = Vec::new();
-        let mut next = first.index;
-        for b in buckets.iter() {
-            while next < b.index {
-                counts.push(0.0);
-                next += 1;
-            }
-            counts.push(b.count);
-            next = b.index + 1;
-        }
-        res.push(format!("{bkey}:[{}]", join(&mut counts.into_iter())));
+        res.push(format!("{bkey}:[{}]", bucket_list(buckets, f).join(" ")));
     }
     format!("{{{{{}}}}}", res.join(" "))
+}
+
+/// The counts of sorted `buckets` as one list, written by `f`. Gaps are written as zeros
+/// so that one span holds everything, as `TestExpression()` compacts to one span, while
+/// the list stays within [`MAX_LIST`] numbers (what the parser reads back); a gap that
+/// would take it past that is written `(N zeros)`, so a wide gap costs no memory.
+fn bucket_list(buckets: &[Bucket], f: fn(f64) -> String) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(buckets.len());
+    let Some(first) = buckets.first() else {
+        return out;
+    };
+    let mut numbers = 0usize;
+    let mut next = i64::from(first.index);
+    for b in buckets {
+        let gap = usize::try_from(i64::from(b.index) - next).unwrap_or(0);
+        if gap > 0 && numbers.saturating_add(gap) < MAX_LIST {
+            out.extend(std::iter::repeat_n(f(0.0), gap));
+            numbers += gap;
+        } else if gap > 0 {
+            out.push(format!("({gap} zeros)"));
+        }
+        out.push(f(b.count));
+        numbers += 1;
+        next = i64::from(b.index) + 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -242,6 +258,29 @@ mod tests {
         assert!(parse("schema:99999999999").is_err());
         let e = parse("").unwrap();
         assert_eq!(e.h, FloatHistogram::default());
+    }
+
+    #[test]
+    fn wide_gaps_are_written_without_filling_them() {
+        let h = |indexes: &[i32]| FloatHistogram {
+            positive: indexes
+                .iter()
+                .map(|&index| Bucket { index, count: 1.0 })
+                .collect(),
+            ..Default::default()
+        };
+        // Not a valid histogram (parse refuses it): the formatting alone stays small.
+        let wide = format(&h(&[i32::MIN, 0, 1 << 30, i32::MAX]));
+        assert_eq!(
+            wide,
+            "{{offset:-2147483648 buckets:[1 (2147483647 zeros) 1 (1073741823 zeros) 1 (1073741822 zeros) 1]}}"
+        );
+        // Up to the notation's list limit the gaps are zeros, as Prometheus writes them.
+        let full = format(&h(&[0, (MAX_LIST - 1) as i32]));
+        assert_eq!(full.matches(' ').count(), MAX_LIST - 1);
+        let over = format(&h(&[0, MAX_LIST as i32]));
+        assert_eq!(over, "{{buckets:[1 (99999 zeros) 1]}}");
+        assert_eq!(format(&h(&[-1, 1, 2])), "{{offset:-1 buckets:[1 0 1 1]}}");
     }
 
     #[test]

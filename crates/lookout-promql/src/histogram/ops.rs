@@ -25,7 +25,7 @@ pub struct Combined {
 
 /// Bucket index `idx` of schema `from` in the coarser schema `to`.
 fn target_index(idx: i32, from: i32, to: i32) -> i32 {
-    ((idx - 1) >> (from - to)) + 1
+    (idx.saturating_sub(1) >> (from - to).clamp(0, 31)).saturating_add(1)
 }
 
 /// Maps sorted buckets to a coarser schema, merging those that land in one bucket.
@@ -105,9 +105,23 @@ fn map_custom(buckets: &[Bucket], bounds: &[f64], target: &[f64]) -> Vec<Bucket>
     out
 }
 
-/// The bounds both lists have.
+/// The bounds both lists have, in one pass over both (custom bounds are validated to be
+/// strictly increasing), as Prometheus's `intersectCustomBucketBounds` walks them.
 fn intersect(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().filter(|x| b.contains(x)).copied().collect()
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
+        if x == y {
+            out.push(x);
+            i += 1;
+            j += 1;
+        } else if x < y {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 impl FloatHistogram {
@@ -281,7 +295,7 @@ impl FloatHistogram {
     fn trim_buckets_in_zero_bucket(&mut self) {
         let zt = self.zero_threshold;
         let (schema, custom) = (self.schema, self.custom_values.clone());
-        let lower = |i: i32| super::bucket_upper(i - 1, schema, &custom);
+        let lower = |i: i32| super::bucket_upper(i.saturating_sub(1), schema, &custom);
         self.positive.retain(|b| lower(b.index) >= zt);
         self.negative.retain(|b| lower(b.index) >= zt);
     }
@@ -353,4 +367,47 @@ fn buckets_decreased(cur: &[Bucket], prev: &[Bucket]) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intersect_keeps_the_common_bounds_in_one_pass() {
+        // What the quadratic filter it replaces returned, for sorted bounds.
+        let naive = |a: &[f64], b: &[f64]| -> Vec<f64> {
+            a.iter().filter(|x| b.contains(x)).copied().collect()
+        };
+        let cases: [(&[f64], &[f64]); 8] = [
+            (&[], &[]),
+            (&[1.0, 2.0], &[]),
+            (&[1.0, 2.0, 5.0], &[2.0, 5.0, 10.0]),
+            (&[-3.0, -0.0, 0.5], &[-3.0, 0.0, 0.5]),
+            (&[0.1, 0.2, 0.3], &[0.4, 0.5]),
+            (&[0.4, 0.5], &[0.1, 0.2, 0.3]),
+            (&[1.0, 3.0, 5.0, 7.0], &[2.0, 3.0, 4.0, 7.0, 8.0]),
+            (&[-1e300, 1e-300, 1e300], &[-1e300, 1e300]),
+        ];
+        for (a, b) in cases {
+            assert_eq!(intersect(a, b), naive(a, b), "{a:?} ∩ {b:?}");
+            assert_eq!(intersect(b, a), naive(b, a), "{b:?} ∩ {a:?}");
+        }
+        // Large lists stay linear: 100,000 bounds each, every other one shared.
+        let a: Vec<f64> = (0..100_000).map(f64::from).collect();
+        let b: Vec<f64> = (0..100_000).map(|i| f64::from(i) * 2.0).collect();
+        assert_eq!(intersect(&a, &b).len(), 50_000);
+    }
+
+    #[test]
+    fn adding_custom_buckets_with_other_bounds_uses_the_common_ones() {
+        let parse = |s: &str| crate::histogram::notation::parse(s).unwrap().h;
+        let mut a = parse("schema:-53 custom_values:[1 2 5] buckets:[1 2 3 4] count:10");
+        let b = parse("schema:-53 custom_values:[2 5 10] buckets:[1 1 1 1] count:4");
+        let res = a.add(&b).unwrap();
+        assert!(res.nhcb_bounds_reconciled);
+        assert_eq!(&*a.custom_values, &[2.0, 5.0]);
+        let counts: Vec<(i32, f64)> = a.positive.iter().map(|b| (b.index, b.count)).collect();
+        assert_eq!(counts, [(0, 4.0), (1, 4.0), (2, 6.0)]);
+    }
 }

@@ -741,41 +741,65 @@ fn compare_series(
 
 /// The printed expression with a positive infinity literal spelled `+Inf`, as Go's
 /// `fmt.Sprint` prints it in Prometheus's variants: the printer here writes `Inf`, which
-/// moves every annotation position after it by one column. Quoted text is left alone.
+/// moves every annotation position after it by one column. Only a number can be
+/// rewritten: quoted text, label matchers (`{Inf="x"}`) and the label lists of `by`,
+/// `without`, `on`, `ignoring`, `group_left` and `group_right` are left alone, and so is
+/// an `Inf` that is part of a longer name (`Inf_x`, `a:Inf`) or already signed.
 fn go_infinities(text: &str) -> String {
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 4);
     let mut quote: Option<u8> = None;
+    // Inside `{…}` matchers; inside a label list; after a label-list keyword.
+    let (mut braces, mut in_list, mut list_next) = (0usize, false, false);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        match quote {
-            Some(q) => {
-                if c == b'\\' && q != b'`' && i + 1 < b.len() {
-                    // The backslash and the whole character it escapes.
-                    let len = 1 + text[i + 1..].chars().next().map_or(0, char::len_utf8);
-                    out.push_str(&text[i..i + len]);
-                    i += len;
-                    continue;
-                }
-                if c == q {
-                    quote = None;
-                }
+        if let Some(q) = quote {
+            if c == b'\\' && q != b'`' && i + 1 < b.len() {
+                // The backslash and the whole character it escapes.
+                let len = 1 + text[i + 1..].chars().next().map_or(0, char::len_utf8);
+                out.push_str(&text[i..i + len]);
+                i += len;
+                continue;
             }
-            None if matches!(c, b'"' | b'\'' | b'`') => quote = Some(c),
-            None if text[i..].starts_with("Inf") => {
-                let before = i.checked_sub(1).map(|j| b[j]);
-                let after = b.get(i + 3).copied();
-                let word =
-                    |x: Option<u8>| x.is_some_and(|x| x.is_ascii_alphanumeric() || x == b'_');
-                let signed = matches!(before, Some(b'+' | b'-'));
-                if !word(before) && !word(after) && !signed {
-                    out.push_str("+Inf");
-                    i += 3;
-                    continue;
-                }
+            if c == q {
+                quote = None;
             }
-            None => {}
+        } else if is_word(c) {
+            let end = b[i..]
+                .iter()
+                .position(|&x| !is_word(x))
+                .map_or(b.len(), |n| i + n);
+            let word = &text[i..end];
+            let signed = i > 0 && matches!(b[i - 1], b'+' | b'-');
+            if word == "Inf" && !signed && braces == 0 && !in_list {
+                out.push('+');
+            }
+            list_next = LABEL_LISTS.iter().any(|k| word.eq_ignore_ascii_case(k));
+            out.push_str(word);
+            i = end;
+            continue;
+        } else {
+            match c {
+                b'"' | b'\'' | b'`' => quote = Some(c),
+                b'{' => braces += 1,
+                b'}' => braces = braces.saturating_sub(1),
+                b'(' if list_next => in_list = true,
+                b')' => in_list = false,
+                _ => {}
+            }
+            if !c.is_ascii_whitespace() {
+                list_next = false;
+            }
         }
         let len = text[i..].chars().next().map_or(1, char::len_utf8);
         out.push_str(&text[i..i + len]);
@@ -866,6 +890,43 @@ mod tests {
             go_infinities(r#"label_replace(x, "a", "\"Inf", "b", "")"#),
             r#"label_replace(x, "a", "\"Inf", "b", "")"#
         );
+    }
+
+    #[test]
+    fn label_names_called_inf_are_not_numbers() {
+        for (printed, go) in [
+            (r#"x{Inf="Inf"} > Inf"#, r#"x{Inf="Inf"} > +Inf"#),
+            (
+                r#"info(x @ 60.000, {Inf=~"a", b!="Inf"}) * Inf"#,
+                r#"info(x @ 60.000, {Inf=~"a", b!="Inf"}) * +Inf"#,
+            ),
+            (
+                "sum by (a, Inf) (x @ 60.000) / Inf",
+                "sum by (a, Inf) (x @ 60.000) / +Inf",
+            ),
+            (
+                "count without (Inf) (x @ 60.000)",
+                "count without (Inf) (x @ 60.000)",
+            ),
+            (
+                "x @ 60.000 + on (Inf) group_left (Inf, b) y @ 60.000 > Inf",
+                "x @ 60.000 + on (Inf) group_left (Inf, b) y @ 60.000 > +Inf",
+            ),
+            (
+                "x @ 60.000 / ignoring (Inf) group_right (Inf) (y @ 60.000 + Inf)",
+                "x @ 60.000 / ignoring (Inf) group_right (Inf) (y @ 60.000 + +Inf)",
+            ),
+            (
+                "x @ 60.000 + IGNORING(Inf) y @ 60.000",
+                "x @ 60.000 + IGNORING(Inf) y @ 60.000",
+            ),
+            ("a:Inf + Inf:b * Inf", "a:Inf + Inf:b * +Inf"),
+            ("clamp(x, -Inf, Inf)", "clamp(x, -Inf, +Inf)"),
+            // A label list ends at its parenthesis: the argument after it is a number.
+            ("topk by (Inf) (Inf, x)", "topk by (Inf) (+Inf, x)"),
+        ] {
+            assert_eq!(go_infinities(printed), go, "{printed}");
+        }
     }
 
     fn statuses(src: &str) -> Vec<Status> {

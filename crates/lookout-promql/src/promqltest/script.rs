@@ -376,10 +376,12 @@ fn find_quote_end(s: &str, start: usize) -> Option<usize> {
 }
 
 /// Most values one series line may expand to (`0+1x1000000` is a million and one): input
-/// is expanded in memory, so an unbounded repeat count would exhaust it.
+/// is expanded in memory, so an unbounded repeat count would exhaust it. A histogram
+/// counts as many values as its [`value_weight`].
 pub const MAX_SERIES_VALUES: usize = 2_000_000;
 
-/// Most values the series lines of one script may expand to, all together.
+/// Most values the series lines of one script may expand to, all together (weighed as
+/// for [`MAX_SERIES_VALUES`]).
 pub const MAX_SCRIPT_VALUES: usize = 20_000_000;
 
 fn too_many_values(line: usize) -> ScriptError {
@@ -387,6 +389,35 @@ fn too_many_values(line: usize) -> ScriptError {
         line,
         format!("series expands to more than {MAX_SERIES_VALUES} values"),
     )
+}
+
+fn too_many_histogram_values(line: usize, weight: usize) -> ScriptError {
+    err(
+        line,
+        format!(
+            "series expands to more than {MAX_SERIES_VALUES} values, counting each histogram as 1 + its buckets ({weight} here)"
+        ),
+    )
+}
+
+/// What one value counts for against [`MAX_SERIES_VALUES`] and [`MAX_SCRIPT_VALUES`]: 1,
+/// and for a histogram 1 + its buckets, since every copy holds its own buckets.
+pub fn value_weight(v: &SeqValue) -> usize {
+    match v {
+        SeqValue::Histogram(p) => histogram_weight(&p.h),
+        SeqValue::Omitted | SeqValue::Float(_) => 1,
+    }
+}
+
+fn histogram_weight(h: &crate::histogram::FloatHistogram) -> usize {
+    1 + h.positive.len() + h.negative.len()
+}
+
+/// The [`value_weight`]s of `values` added up.
+pub fn values_weight(values: &[SeqValue]) -> usize {
+    values
+        .iter()
+        .fold(0usize, |n, v| n.saturating_add(value_weight(v)))
 }
 
 /// How many values a token expands to, when it repeats (`…xN`, `_xN`).
@@ -403,22 +434,25 @@ fn repeat_count(tok: &str) -> Option<usize> {
 /// Parses the values of a series description; with `keep`, only the first `keep` values
 /// are expanded (the rest is still checked), so a repeat count far past what is read (a
 /// unit test's `0x10000000` over a ten-minute test) costs nothing, and the
-/// [`MAX_SERIES_VALUES`] limit applies only to the values kept.
+/// [`MAX_SERIES_VALUES`] limit applies only to the values kept (weighed by
+/// [`value_weight`]). Also returns how many values the description has in full.
 fn parse_values_upto(
     s: &str,
     line: usize,
     keep: Option<usize>,
-) -> Result<Vec<SeqValue>, ScriptError> {
+) -> Result<(Vec<SeqValue>, usize), ScriptError> {
     let mut out = Vec::new();
+    let mut total = 0usize;
+    // The weight of `out`: its length plus the buckets of its histograms.
+    let mut weight = 0usize;
     let mut rest = s.trim();
     let room = |out: &Vec<SeqValue>| keep.map_or(usize::MAX, |k| k.saturating_sub(out.len()));
     while !rest.is_empty() {
         if rest.starts_with("{{") {
-            let limit = MAX_SERIES_VALUES.saturating_sub(out.len());
-            let (values, tail) = parse_histogram_item(rest, line, room(&out), limit)?;
-            if out.len().saturating_add(values.len()) > MAX_SERIES_VALUES {
-                return Err(too_many_values(line));
-            }
+            let limit = MAX_SERIES_VALUES.saturating_sub(weight);
+            let (values, n, tail) = parse_histogram_item(rest, line, room(&out), limit)?;
+            total = total.saturating_add(n);
+            weight += values_weight(&values);
             out.extend(values);
             rest = tail.trim_start();
             continue;
@@ -427,28 +461,29 @@ fn parse_values_upto(
         let tok = &rest[..end];
         rest = rest[end..].trim_start();
         let room = room(&out);
-        if out
-            .len()
-            .saturating_add(repeat_count(tok).unwrap_or(1).min(room))
-            > MAX_SERIES_VALUES
-        {
+        let all = repeat_count(tok).unwrap_or(1);
+        total = total.saturating_add(all);
+        if weight.saturating_add(all.min(room)) > MAX_SERIES_VALUES {
             return Err(too_many_values(line));
         }
-        out.extend(
-            parse_value_token(tok, room).ok_or_else(|| err(line, format!("bad value {tok:?}")))?,
-        );
+        let values =
+            parse_value_token(tok, room).ok_or_else(|| err(line, format!("bad value {tok:?}")))?;
+        weight += values.len();
+        out.extend(values);
     }
-    Ok(out)
+    Ok((out, total))
 }
 
-/// One `{{…}}` item with its optional `+{{…}}`/`-{{…}}` and `xN`: at most `room` values
-/// and the text after it; more than `limit` values is an error.
+/// One `{{…}}` item with its optional `+{{…}}`/`-{{…}}` and `xN`: at most `room` values,
+/// how many the item has in full, and the text after it. Values weighing more than `limit` all together (each 1 + the
+/// buckets of the first histogram and of the increment, which bound the buckets of every
+/// value) are an error raised before any is expanded.
 fn parse_histogram_item(
     rest: &str,
     line: usize,
     room: usize,
     limit: usize,
-) -> Result<(Vec<SeqValue>, &str), ScriptError> {
+) -> Result<(Vec<SeqValue>, usize, &str), ScriptError> {
     use crate::histogram::notation;
     let body_end = |s: &str| {
         s.find("}}")
@@ -481,8 +516,17 @@ fn parse_histogram_item(
         );
         tail = &t[n_end..];
     }
-    if times.map_or(1, |n| n.saturating_add(1)).min(room) > limit {
-        return Err(too_many_values(line));
+    let per_value = histogram_weight(&first.h)
+        + inc
+            .as_ref()
+            .map_or(0, |(i, _)| i.h.positive.len() + i.h.negative.len());
+    let all = times.map_or(1, |n| n.saturating_add(1));
+    if all.min(room).saturating_mul(per_value) > limit {
+        return Err(if per_value > 1 {
+            too_many_histogram_values(line, per_value)
+        } else {
+            too_many_values(line)
+        });
     }
     let hist = |p: notation::Parsed| SeqValue::Histogram(Box::new(p));
     let values = match (inc, times) {
@@ -495,7 +539,7 @@ fn parse_histogram_item(
         (None, Some(n)) => vec![hist(first); n.saturating_add(1).min(room)],
         (None, None) => vec![hist(first); 1.min(room)],
     };
-    Ok((values, tail))
+    Ok((values, all, tail))
 }
 
 /// The values of one token, at most `room` of them.
@@ -560,12 +604,25 @@ pub fn parse_series_upto(
     line: usize,
     keep: Option<usize>,
 ) -> Result<LoadSeries, ScriptError> {
+    parse_series_counted(s, line, keep).map(|(series, _)| series)
+}
+
+/// [`parse_series_upto`], and how many values the description has in full (saturating at
+/// `usize::MAX`), counted without expanding them: what a reader that expects a fixed
+/// number of values reports when there are more.
+pub fn parse_series_counted(
+    s: &str,
+    line: usize,
+    keep: Option<usize>,
+) -> Result<(LoadSeries, usize), ScriptError> {
     let (labels, rest) = parse_metric(s, line)?;
-    Ok(LoadSeries {
+    let (values, total) = parse_values_upto(rest, line, keep)?;
+    let series = LoadSeries {
         labels,
-        values: parse_values_upto(rest, line, keep)?,
+        values,
         st_offsets: Vec::new(),
-    })
+    };
+    Ok((series, total))
 }
 
 fn parse_matcher(rest: Option<&str>) -> Matcher {
@@ -651,7 +708,7 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
                     continue;
                 }
                 let mut s = parse_series(def, i + 1)?;
-                total_values = add_values(total_values, s.values.len(), i + 1)?;
+                total_values = add_values(total_values, values_weight(&s.values), i + 1)?;
                 match pending.take() {
                     Some((labels, offsets, at)) => {
                         if labels != s.labels {
@@ -692,7 +749,10 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
             cmds.push(Command::Load(load));
         } else if first.starts_with("eval") {
             let (ev, next) = parse_eval(&lines, i)?;
-            let expected: usize = ev.expected.iter().map(|(_, v)| v.len()).sum();
+            let expected = ev
+                .expected
+                .iter()
+                .fold(0usize, |n, (_, v)| n.saturating_add(values_weight(v)));
             total_values = add_values(total_values, expected, i + 1)?;
             cmds.push(Command::Eval(Box::new(ev)));
             i = next;
@@ -823,7 +883,7 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
             if s.values.iter().any(|v| matches!(v, SeqValue::Histogram(_))) {
                 ev.expects_histogram = true;
             }
-            expected_values = add_values(expected_values, s.values.len(), dl)?;
+            expected_values = add_values(expected_values, values_weight(&s.values), dl)?;
             ev.expected.push((s.labels, s.values));
         }
         j += 1;
@@ -887,6 +947,50 @@ mod tests {
             parse_series("m 0+1x1999999", 1).map(|s| s.values.len()),
             Ok(2_000_000)
         );
+    }
+
+    /// `{{schema:8 buckets:[1 1 …]}}` with `n` buckets.
+    fn buckets(n: usize) -> String {
+        format!("{{{{schema:8 buckets:[{}]}}}}", vec!["1"; n].join(" "))
+    }
+
+    #[test]
+    fn histograms_count_by_their_buckets_against_the_limits() {
+        // 100,001 copies of 100,000 buckets would be 160 GB: refused before expanding.
+        let big = buckets(100_000);
+        for line in [
+            format!("m {big}x100000"),
+            format!("m 1 2 {big}+{big}x99999"),
+        ] {
+            let e = parse_series(&line, 7).expect_err("too many values");
+            assert_eq!(e.line, 7);
+            assert!(
+                e.message.starts_with("series expands to more than 2000000 values, counting each histogram as 1 + its buckets"),
+                "{}",
+                e.message
+            );
+        }
+        let e = parse_series(&format!("m {big}+{big}x99"), 2).unwrap_err();
+        assert!(e.message.ends_with("(200001 here)"), "{}", e.message);
+        // 20,000 values of 1 + 99 buckets are exactly the limit; one more is past it,
+        // and so is a float after them.
+        let h = buckets(99);
+        let s = parse_series(&format!("m {h}x19999"), 1).unwrap();
+        assert_eq!(values_weight(&s.values), MAX_SERIES_VALUES);
+        assert!(parse_series(&format!("m {h}x20000"), 1).is_err());
+        assert!(parse_series(&format!("m {h}x19999 1"), 1).is_err());
+        assert!(parse_series(&format!("m 1 {h}x19999"), 1).is_err());
+        // Only the values kept count; all are counted.
+        let line = format!("m {big}x100000 _x5 1+1x2 2");
+        let (s, all) = parse_series_counted(&line, 1, Some(3)).unwrap();
+        assert_eq!((s.values.len(), all), (3, 100_010));
+        // A script's total weighs histograms too: 19,999,990 floats and one histogram
+        // of 10 buckets are one value past the script limit.
+        let mut script = format!("load 1m\n{}", "  m 0+1x1999998\n".repeat(10));
+        script.push_str(&format!("  h {}\n", buckets(10)));
+        let e = parse_script(&script).expect_err("script total");
+        assert_eq!(e.line, 12);
+        assert!(e.message.contains("in the script"), "{}", e.message);
     }
 
     #[test]

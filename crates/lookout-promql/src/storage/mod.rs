@@ -164,6 +164,16 @@ pub enum AppendError {
         /// The limit.
         limit: usize,
     },
+    /// A native histogram that Prometheus would not store either (invalid schema, custom
+    /// bounds not strictly increasing, a negative bucket count, …), or one with a bucket
+    /// index outside what its schema can represent.
+    #[error("invalid native histogram for series {series}: {reason}")]
+    InvalidHistogram {
+        /// The series, in Prometheus notation.
+        series: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A native histogram for a storage with a write-ahead log, which cannot log them yet.
     #[error(
         "native histogram for series {series} refused: the write-ahead log and blocks do not store native histograms yet"
@@ -1080,6 +1090,12 @@ impl Storage {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
+        if let Err(reason) = h.validate() {
+            return Err(AppendError::InvalidHistogram {
+                series: labels.to_string(),
+                reason,
+            });
+        }
         if self.wal.is_some() {
             return Err(AppendError::HistogramNotPersisted {
                 series: labels.to_string(),
@@ -1694,6 +1710,64 @@ mod tests {
         st.truncate_before(2_500);
         let got = st.select(&matchers("{__name__=\"h\"}"), 0, 10_000);
         assert!(got[0].histograms.is_empty());
+    }
+
+    #[test]
+    fn invalid_histograms_are_refused_with_the_reason() {
+        use crate::histogram::FloatHistogram;
+        let st = Storage::default();
+        let l = Labels::new([("__name__", "h")]);
+        let bad = [
+            FloatHistogram {
+                schema: 100,
+                ..Default::default()
+            },
+            FloatHistogram {
+                schema: -100,
+                ..Default::default()
+            },
+            FloatHistogram {
+                schema: crate::histogram::CUSTOM_BUCKETS_SCHEMA,
+                custom_values: Arc::from(vec![2.0, 1.0]),
+                ..Default::default()
+            },
+            FloatHistogram {
+                positive: vec![crate::histogram::Bucket {
+                    index: 0,
+                    count: -1.0,
+                }],
+                ..Default::default()
+            },
+            FloatHistogram {
+                negative: vec![crate::histogram::Bucket {
+                    index: i32::MAX,
+                    count: 1.0,
+                }],
+                ..Default::default()
+            },
+            FloatHistogram {
+                positive: vec![
+                    crate::histogram::Bucket {
+                        index: 2,
+                        count: 1.0,
+                    },
+                    crate::histogram::Bucket {
+                        index: 1,
+                        count: 1.0,
+                    },
+                ],
+                ..Default::default()
+            },
+        ];
+        for h in bad {
+            let err = st.append_histogram(&l, 1, Arc::new(h)).unwrap_err();
+            assert!(matches!(err, AppendError::InvalidHistogram { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("invalid native histogram for series h")
+            );
+        }
+        assert_eq!(st.num_series(), 0);
     }
 
     #[test]
