@@ -358,7 +358,7 @@ fn group_labels(l: &Labels, without: bool, grouping: &[String]) -> Labels {
 
 /// Aggregates `input`: per sample its group key, its group's labels, its value and its
 /// delayed name removal flag.
-fn aggregate(
+pub(super) fn aggregate(
     op: &str,
     param: f64,
     input: impl Iterator<Item = (u64, Labels, f64, bool)>,
@@ -565,6 +565,21 @@ pub(crate) fn format_float_go(f: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A float group aggregates the same whether or not other groups of the vector hold
+    /// histograms: `avg` of two 1e308 is 1e308 (its sum overflows, so the mean is taken
+    /// incrementally), not +Inf.
+    #[test]
+    fn float_groups_beside_histograms_aggregate_as_floats() {
+        let script = "load 1m\n  m{g=\"x\",i=\"1\"} 1e308\n  m{g=\"x\",i=\"2\"} 1e308\n  m{g=\"y\",i=\"1\"} {{schema:0 sum:1 count:1}}\n\neval instant at 0 avg by (g) (m)\n  {g=\"x\"} 1e308\n  {g=\"y\"} {{schema:0 sum:1 count:1}}\n\neval instant at 0 sum by (g) (m)\n  {g=\"x\"} +Inf\n  {g=\"y\"} {{schema:0 sum:1 count:1}}\n";
+        let report = crate::promqltest::run_script(script).expect("script parses");
+        assert_eq!(
+            (report.passed(), report.failed()),
+            (2, 0),
+            "{:?}",
+            report.evals.iter().map(|e| &e.status).collect::<Vec<_>>()
+        );
+    }
 
     /// `first_k` keeps exactly what a stable sort and truncation keep: ties (equal values,
     /// NaNs, signed zeros) in input order.

@@ -85,13 +85,12 @@ impl Evaluator<'_> {
         let (f, h) = match op {
             "count" => (n, None),
             "group" => (1.0, None),
+            // Floats alone: the float aggregation itself (for `avg`, its switch to an
+            // incremental mean when the sum overflows).
             _ if g.hists.is_empty() => {
-                let (mut sum, mut c) = (0.0, 0.0);
-                for f in &g.floats {
-                    (sum, c) = super::kahan_sum_inc(*f, sum, c);
-                }
-                let total = sum + c;
-                (if op == "avg" { total / n } else { total }, None)
+                let input = g.floats.iter().map(|&f| (0, Labels::default(), f, false));
+                let done = super::aggregations::aggregate(op, 0.0, input, self.stop())?;
+                (done.first().map_or(f64::NAN, |s| s.f), None)
             }
             _ if !g.floats.is_empty() => {
                 self.annotate(

@@ -180,8 +180,7 @@ impl Evaluator<'_> {
                 }])
             }
             "sort" | "sort_desc" => {
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 if name == "sort" {
                     v.sort_by(|a, b| asc_nan_last(a.f, b.f));
                 } else {
@@ -327,8 +326,7 @@ impl Evaluator<'_> {
                 vec_out(self.histogram_simple(name, v, ts))
             }
             "clamp" => {
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 let min = self.eval_scalar(args[1], ts)?;
                 let max = self.eval_scalar(args[2], ts)?;
                 if max < min {
@@ -341,8 +339,7 @@ impl Evaluator<'_> {
                 vec_out(v)
             }
             "clamp_min" | "clamp_max" => {
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 let bound = self.eval_scalar(args[1], ts)?;
                 for s in v.iter_mut() {
                     s.f = if name == "clamp_min" {
@@ -355,8 +352,7 @@ impl Evaluator<'_> {
                 vec_out(v)
             }
             "round" => {
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 let to_nearest = match args.get(1) {
                     Some(a) => self.eval_scalar(a, ts)?,
                     None => 1.0,
@@ -380,8 +376,7 @@ impl Evaluator<'_> {
                         h: None,
                     }]);
                 }
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 for s in v.iter_mut() {
                     s.f = f(go_f64_to_i64(s.f));
                     s.drop_name = true;
@@ -393,8 +388,7 @@ impl Evaluator<'_> {
                 let f = math_fn(name).ok_or_else(|| {
                     QueryError::eval(format!("function {name:?} is not supported"))
                 })?;
-                let mut v = self.eval_vector(args[0], ts)?;
-                v.retain(|s| s.h.is_none());
+                let mut v = self.eval_float_vector(args[0], ts)?;
                 for s in v.iter_mut() {
                     s.f = f(s.f);
                     s.drop_name = true;

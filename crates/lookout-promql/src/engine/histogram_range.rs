@@ -50,7 +50,10 @@ impl KahanSum {
     }
 }
 
-/// Whether both "counter reset" and "not a counter reset" hints are among `hs`.
+/// Whether both "counter reset" and "not a counter reset" hints are among `hs`: the
+/// test Prometheus makes over all inputs of `sum`/`avg` and `*_over_time`, which can differ
+/// from the pairwise collision a binary `+` or `-` reports (`Combined`): a gauge or unknown
+/// hint in between hides the pair there, not here.
 fn hints_collide(hs: &[&FloatHistogram]) -> bool {
     let hint = |k| hs.iter().any(|h| h.counter_reset_hint == k);
     hint(CounterResetHint::Reset) && hint(CounterResetHint::NotReset)

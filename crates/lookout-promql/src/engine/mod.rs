@@ -1478,6 +1478,14 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// [`Evaluator::eval_vector`] without its histogram samples: what a function that
+    /// takes floats only (`sort`, `clamp`, `round`, the math and date functions) keeps.
+    pub(crate) fn eval_float_vector(&self, e: &Expr, ts: i64) -> Result<Vector, QueryError> {
+        let mut v = self.eval_vector(e, ts)?;
+        v.retain(|s| s.h.is_none());
+        Ok(v)
+    }
+
     /// Evaluates `e` and requires a scalar.
     pub(crate) fn eval_scalar(&self, e: &Expr, ts: i64) -> Result<f64, QueryError> {
         match self.eval(e, ts)? {
