@@ -142,6 +142,11 @@ pub fn write_float(out: &mut Vec<u8>, f: f64) {
         return;
     }
     let abs = f.abs();
+    // Whole numbers below 2^53 (counters, most gauges) are their own shortest digits.
+    if abs < 9_007_199_254_740_992.0 && abs.fract() == 0.0 {
+        write_u64(out, abs as u64);
+        return;
+    }
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(abs).as_bytes();
     // ryu writes `ddd.ddd`, `0.000ddd`, `ddd0000.0`, `d`, `de±x` or `d.ddde±x`: gather the
@@ -347,6 +352,22 @@ mod tests {
             }
             x *= 9.7;
         }
+    }
+
+    /// Whole numbers take a shortcut past `ryu`; the general path writes the same text.
+    #[test]
+    fn whole_numbers_are_written_as_by_the_general_path() {
+        let mut n = 1u64;
+        while n < 1 << 54 {
+            for m in [n - 1, n, n + 1, n * 10, n * 7 + 3] {
+                let f = m as f64;
+                assert_eq!(float(f), format!("{f}"), "{m}");
+                assert_eq!(float(-f), format!("{}", -f), "-{m}");
+            }
+            n *= 3;
+        }
+        assert_eq!(float(9_007_199_254_740_991.0), "9007199254740991");
+        assert_eq!(float(9_007_199_254_740_992.0), "9007199254740992");
     }
 
     #[test]
