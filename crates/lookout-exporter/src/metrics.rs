@@ -38,6 +38,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cascade::{self, Node};
 use crate::heartbeat::Heartbeats;
+use crate::native_histogram::NativeHistogram;
 use crate::prober::ProbeReport;
 use crate::scheduler::{SlotMap, TargetState};
 
@@ -49,13 +50,15 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A plain (not shared) histogram over [`DEFAULT_BUCKETS`], kept per target.
+/// A plain (not shared) histogram over [`DEFAULT_BUCKETS`], kept per target, with the same
+/// observations in sparse exponential buckets beside them (a native histogram).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
     /// Non-cumulative counts per bucket; the last one is `+Inf`.
     counts: [u64; DEFAULT_BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    native: NativeHistogram,
 }
 
 impl Histogram {
@@ -68,6 +71,7 @@ impl Histogram {
         self.counts[index] += 1;
         self.sum += value;
         self.count += 1;
+        self.native.observe(value);
     }
 
     /// Number of observations.
@@ -78,6 +82,11 @@ impl Histogram {
     /// Sum of observations.
     pub fn sum(&self) -> f64 {
         self.sum
+    }
+
+    /// The native histogram of the same observations.
+    pub fn native(&self) -> &NativeHistogram {
+        &self.native
     }
 
     /// `(upper bound, non-cumulative count)` pairs, `+Inf` as `f64::MAX` (the form
@@ -575,6 +584,12 @@ mod tests {
         assert_eq!(buckets[11], (f64::MAX, 1));
         assert_eq!(h.count(), 3);
         assert!((h.sum() - 60.203).abs() < 1e-9);
+        // The same observations in the native buckets, at schema 3.
+        let index = crate::native_histogram::schema3_index;
+        assert_eq!(
+            h.native().positive(),
+            &[(index(0.003), 1), (index(0.2), 1), (index(60.0), 1)]
+        );
     }
 
     #[test]
