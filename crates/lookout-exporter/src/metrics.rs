@@ -813,6 +813,33 @@ mod tests {
         (Arc::new(RwLock::new(Arc::new(slots))), Arc::new(heartbeats))
     }
 
+    /// The text of [`probed_targets`] with the probe timestamps (the only values that
+    /// change from run to run) written as `T`, and the version as `VERSION`.
+    fn steady_text() -> String {
+        let (slots, heartbeats) = probed_targets();
+        let text =
+            render(&ExporterMetrics::default().registry(TargetsCollector::new(slots, heartbeats)));
+        text.lines()
+            .map(|line| match line.rsplit_once(' ') {
+                Some((series, _))
+                    if series.starts_with("lookout_target_last_probe_timestamp_seconds{") =>
+                {
+                    format!("{series} T\n")
+                }
+                _ => format!("{line}\n").replace(env!("CARGO_PKG_VERSION"), "VERSION"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_is_the_same_bytes_as_before_native_histograms() {
+        // Written by the code before native histograms and the protobuf exposition.
+        assert_eq!(
+            steady_text(),
+            include_str!("../tests/data/metrics_text.golden")
+        );
+    }
+
     #[test]
     fn protobuf_carries_every_series_of_the_text() {
         let (slots, heartbeats) = probed_targets();
