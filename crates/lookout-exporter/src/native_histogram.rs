@@ -298,6 +298,8 @@ mod tests {
         h.observe(f64::NEG_INFINITY);
         assert!(h.positive().len() + h.negative().len() <= MAX_BUCKETS);
         assert_eq!(h.schema(), MIN_SCHEMA);
+        // At schema -4 a bucket spans 2^16: 72 buckets per sign from 2^-128 to infinity.
+        assert_eq!((h.positive().len(), h.negative().len()), (72, 72));
         let total: u64 = h
             .positive()
             .iter()
