@@ -58,24 +58,11 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # --- the target -----------------------------------------------------------------------
-cat > "$WORK/target.yml" <<YML
-modules: {}
-YML
-"$LOOKOUT" --log.level warn exporter --config.file "$WORK/target.yml" \
-  --web.listen-address "127.0.0.1:$TARGET_PORT" &
-PIDS+=($!)
-TARGET_URL="http://127.0.0.1:$TARGET_PORT/-/healthy"
-wait_up "$TARGET_URL"
+. "$ROOT/bench/exporter/targets.sh"
+healthy_target "$TARGET_PORT"
 
 # --- /probe throughput ------------------------------------------------------------------
-cat > "$WORK/modules.yml" <<YML
-modules:
-  http_2xx:
-    prober: http
-    timeout: 5s
-    http:
-      preferred_ip_protocol: ip4
-YML
+http_2xx_module > "$WORK/modules.yml"
 
 "$BLACKBOX" --config.file "$WORK/modules.yml" --web.listen-address "127.0.0.1:$BB_PORT" \
   --log.level=warn >/dev/null 2>&1 &
@@ -128,13 +115,7 @@ if [ "$CONTINUOUS" = 0 ]; then
 fi
 
 # --- continuous probing of many targets -------------------------------------------------
-{
-  cat "$WORK/modules.yml"
-  echo "targets:"
-  for i in $(seq -w 1 "$TARGETS"); do
-    printf '  - {name: t%s, module: http_2xx, target: "%s?n=%s", interval: 15s}\n' "$i" "$TARGET_URL" "$i"
-  done
-} > "$WORK/many.yml"
+{ http_2xx_module; http_targets "$TARGETS" 15s; } > "$WORK/many.yml"
 "$LOOKOUT" --log.level warn exporter --config.file "$WORK/many.yml" \
   --web.listen-address "127.0.0.1:$CONT_PORT" &
 CONT_PID=$!; PIDS+=($CONT_PID)

@@ -53,6 +53,8 @@ if [ -z "${LOOKOUT_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -p lookout --quiet)
 fi
 
+. "$ROOT/bench/exporter/targets.sh"
+
 PORT_BASE=${PORT_BASE:-19300}
 TARGET_PORT=$PORT_BASE
 EXPORTER_PORT=$((PORT_BASE + 1))
@@ -99,17 +101,10 @@ summarise() { # file
 
 # --- exporter -----------------------------------------------------------------------------
 if [ "$ONLY" != evaluator ]; then
-  echo "modules: {}" > "$WORK/cfg/target.yml"
-  "$LOOKOUT" --log.level warn exporter --config.file "$WORK/cfg/target.yml" \
-    --web.listen-address "127.0.0.1:$TARGET_PORT" &
-  PIDS+=($!)
-  TARGET_URL="http://127.0.0.1:$TARGET_PORT/-/healthy"
-  wait_up "$TARGET_URL"
+  healthy_target "$TARGET_PORT"
   {
-    printf 'modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\ntargets:\n'
-    for i in $(seq -w 1 "$TARGETS"); do
-      printf '  - {name: t%s, module: http_2xx, target: "%s?n=%s", interval: %s}\n' "$i" "$TARGET_URL" "$i" "$INTERVAL"
-    done
+    http_2xx_module
+    http_targets "$TARGETS" "$INTERVAL"
   } > "$WORK/cfg/exporter.yml"
   "$LOOKOUT" --log.level warn exporter --config.file "$WORK/cfg/exporter.yml" \
     --web.listen-address "127.0.0.1:$EXPORTER_PORT" &

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_promql::Labels;
+use lookout_promql::protowire::{put_bytes, put_key, put_varint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -267,24 +268,6 @@ async fn send_with_retries(inner: &Inner, body: Vec<u8>) -> Result<(), String> {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 /// Encodes a `prometheus.WriteRequest` with one `TimeSeries` per distinct label set, samples

@@ -7,6 +7,10 @@
 //! * [`exposition`] — renders one probe's samples in the Prometheus text format (`/probe`).
 //! * [`metrics`] — the exporter's own metrics and the continuous targets' latest results
 //!   (`/metrics`).
+//! * [`native_histogram`] — the sparse exponential buckets kept beside the per-target
+//!   histograms' classic ones.
+//! * [`protobuf`] — `/metrics` as delimited `MetricFamily` messages, for scrapers that ask
+//!   for protobuf (the only format that carries native histograms).
 //! * [`scheduler`] — probes every configured target on its own schedule, bounded.
 //! * [`heartbeat`] — push monitors (`POST`, `GET` or `HEAD /heartbeat/{name}`).
 //! * [`cascade`] — which down targets are explained by a down dependency.
@@ -29,8 +33,10 @@ pub mod exposition;
 pub mod heartbeat;
 pub mod limits;
 pub mod metrics;
+pub mod native_histogram;
 pub mod probe_guard;
 pub mod prober;
+pub mod protobuf;
 pub mod reload;
 pub mod scheduler;
 pub mod target;

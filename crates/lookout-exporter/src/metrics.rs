@@ -1,5 +1,7 @@
 //! `/metrics`: the exporter's own metrics and the continuous targets' latest results, through
-//! `prometheus-client` (OpenMetrics text).
+//! `prometheus-client` (OpenMetrics text), or as protobuf `MetricFamily` messages for a scraper
+//! that prefers them ([`ProtobufSource`], [`crate::protobuf`]): the same series, and the
+//! per-target histograms with their native buckets besides.
 //!
 //! Per-target series are produced at scrape time by a [`Collector`] that reads the
 //! scheduler's table, so the series of a removed target disappear with it on reload.
@@ -38,7 +40,9 @@ use prometheus_client::registry::Registry;
 
 use crate::cascade::{self, Node};
 use crate::heartbeat::Heartbeats;
+use crate::native_histogram::NativeHistogram;
 use crate::prober::ProbeReport;
+use crate::protobuf::{self, Exposition, Kind};
 use crate::scheduler::{SlotMap, TargetState};
 
 /// The `Content-Type` of `/metrics`.
@@ -49,13 +53,16 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A plain (not shared) histogram over [`DEFAULT_BUCKETS`], kept per target.
+/// A plain (not shared) histogram over [`DEFAULT_BUCKETS`], kept per target, with the same
+/// observations in sparse exponential buckets beside them (a native histogram, published
+/// only in the protobuf exposition).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
     /// Non-cumulative counts per bucket; the last one is `+Inf`.
     counts: [u64; DEFAULT_BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    native: NativeHistogram,
 }
 
 impl Histogram {
@@ -68,6 +75,7 @@ impl Histogram {
         self.counts[index] += 1;
         self.sum += value;
         self.count += 1;
+        self.native.observe(value);
     }
 
     /// Number of observations.
@@ -80,6 +88,11 @@ impl Histogram {
         self.sum
     }
 
+    /// The native histogram of the same observations.
+    pub fn native(&self) -> &NativeHistogram {
+        &self.native
+    }
+
     /// `(upper bound, non-cumulative count)` pairs, `+Inf` as `f64::MAX` (the form
     /// `prometheus-client` encodes).
     fn buckets(&self) -> Vec<(f64, u64)> {
@@ -88,6 +101,21 @@ impl Histogram {
             .copied()
             .chain(std::iter::once(f64::MAX))
             .zip(self.counts.iter().copied())
+            .collect()
+    }
+
+    /// `(upper bound, cumulative count)` pairs, the last one `+Inf`.
+    pub(crate) fn cumulative_buckets(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        DEFAULT_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter())
+            .map(|(bound, count)| {
+                total += count;
+                (bound, total)
+            })
             .collect()
     }
 }
@@ -167,8 +195,16 @@ impl ExporterMetrics {
             .observe(report.duration.as_secs_f64());
     }
 
-    /// Builds the registry served on `/metrics`.
+    /// Builds the registry served on `/metrics`: [`Self::own_registry`] and the targets'
+    /// series.
     pub fn registry(&self, collector: TargetsCollector) -> Registry {
+        let mut registry = self.own_registry();
+        registry.register_collector(Box::new(collector));
+        registry
+    }
+
+    /// A registry of the exporter's own metrics, without the targets' series.
+    pub fn own_registry(&self) -> Registry {
         let mut registry = Registry::default();
         lookout_web::metrics::register(&mut registry);
         registry.register(
@@ -226,7 +262,6 @@ impl ExporterMetrics {
             "Build information",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        registry.register_collector(Box::new(collector));
         registry
     }
 }
@@ -239,6 +274,39 @@ pub fn render(registry: &Registry) -> String {
         tracing::error!("encoding /metrics failed");
     }
     out
+}
+
+/// What the protobuf exposition of `/metrics` is rendered from: a registry of the same own
+/// metrics as the text's, without the targets' collector, and that collector, which writes
+/// its families (the native histograms among them) straight into the protobuf messages.
+#[derive(Debug)]
+pub struct ProtobufSource {
+    own: Registry,
+    targets: TargetsCollector,
+}
+
+impl ProtobufSource {
+    /// `own` must hold the same metrics as the text registry, less `targets`.
+    pub fn new(own: Registry, targets: TargetsCollector) -> Self {
+        ProtobufSource { own, targets }
+    }
+
+    /// Renders every family as length-delimited `MetricFamily` messages.
+    pub fn render(&self) -> Vec<u8> {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut text, &self.own).is_err() {
+            tracing::error!("encoding /metrics failed");
+        }
+        let mut out = Exposition::default();
+        let skipped = protobuf::convert_openmetrics(&text, &mut out);
+        if skipped > 0 {
+            tracing::error!(skipped, "samples left out of the protobuf /metrics");
+        }
+        if self.targets.write(&mut out).is_err() {
+            tracing::error!("encoding /metrics failed");
+        }
+        out.finish()
+    }
 }
 
 /// A label value escaped for the text formats (`prometheus-client` 0.24 writes values as
@@ -303,66 +371,140 @@ impl TargetsCollector {
     }
 }
 
-fn gauge<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    samples: impl Iterator<Item = (Labels<'a>, f64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut samples = samples.peekable();
-    if samples.peek().is_none() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        metric.encode_family(&labels)?.encode_gauge(&value)?;
-    }
-    Ok(())
+/// One sample of a targets' family.
+enum Sample<'a> {
+    Gauge(f64),
+    /// An info metric's: a `name_info` series of value 1.
+    Info,
+    Histogram(&'a Histogram),
 }
 
-fn info<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    samples: impl Iterator<Item = Labels<'a>>,
-) -> Result<(), std::fmt::Error> {
-    let mut samples = samples.peekable();
-    if samples.peek().is_none() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Info)?;
-    for labels in samples {
-        metric.encode_info(&labels)?;
-    }
-    Ok(())
+/// A family's name, help and type.
+struct Descriptor<'s> {
+    name: &'s str,
+    help: &'s str,
+    kind: MetricType,
 }
 
-fn histogram<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    samples: impl Iterator<Item = (Labels<'a>, &'a Histogram)>,
-) -> Result<(), std::fmt::Error> {
-    let mut samples = samples.peekable();
-    if samples.peek().is_none() {
-        return Ok(());
+type Sampled<'a> = (Labels<'a>, Sample<'a>);
+
+/// Where the targets' families are written: the OpenMetrics text of `prometheus-client`
+/// ([`DescriptorEncoder`]) or the protobuf exposition ([`Exposition`]). A family with no
+/// samples is left out of both.
+trait Families {
+    /// Writes one family (a gauge, info or histogram).
+    fn family<'a>(
+        &mut self,
+        d: Descriptor<'_>,
+        samples: impl Iterator<Item = Sampled<'a>>,
+    ) -> std::fmt::Result;
+
+    /// Writes one family of the type its samples tell (gauge values, info or histograms).
+    fn write<'a, S: IntoSample<'a>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl Iterator<Item = (Labels<'a>, S)>,
+    ) -> std::fmt::Result {
+        let kind = S::KIND;
+        let samples = samples.map(|(labels, sample)| (labels, sample.into_sample()));
+        self.family(Descriptor { name, help, kind }, samples)
     }
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, histogram) in samples {
-        metric
-            .encode_family(&labels)?
-            .encode_histogram::<Labels<'_>>(
-                histogram.sum(),
-                histogram.count(),
-                &histogram.buckets(),
-                None,
-            )?;
+}
+
+/// What a family's samples are, and the family type they make.
+trait IntoSample<'a> {
+    const KIND: MetricType;
+    fn into_sample(self) -> Sample<'a>;
+}
+
+impl<'a> IntoSample<'a> for f64 {
+    const KIND: MetricType = MetricType::Gauge;
+    fn into_sample(self) -> Sample<'a> {
+        Sample::Gauge(self)
     }
-    Ok(())
+}
+
+impl<'a> IntoSample<'a> for &'a Histogram {
+    const KIND: MetricType = MetricType::Histogram;
+    fn into_sample(self) -> Sample<'a> {
+        Sample::Histogram(self)
+    }
+}
+
+/// The sample of an info series (its value is always 1).
+struct Present;
+
+impl<'a> IntoSample<'a> for Present {
+    const KIND: MetricType = MetricType::Info;
+    fn into_sample(self) -> Sample<'a> {
+        Sample::Info
+    }
+}
+
+/// An info family's series.
+fn present(labels: Labels<'_>) -> (Labels<'_>, Present) {
+    (labels, Present)
+}
+
+impl Families for DescriptorEncoder<'_> {
+    fn family<'a>(
+        &mut self,
+        d: Descriptor<'_>,
+        samples: impl Iterator<Item = Sampled<'a>>,
+    ) -> std::fmt::Result {
+        let mut samples = samples.peekable();
+        if samples.peek().is_none() {
+            return Ok(());
+        }
+        let mut metric = self.encode_descriptor(d.name, d.help, None, d.kind)?;
+        for (labels, sample) in samples {
+            match sample {
+                Sample::Gauge(value) => metric.encode_family(&labels)?.encode_gauge(&value)?,
+                Sample::Info => metric.encode_info(&labels)?,
+                Sample::Histogram(h) => metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<Labels<'_>>(h.sum(), h.count(), &h.buckets(), None)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Families for Exposition {
+    fn family<'a>(
+        &mut self,
+        d: Descriptor<'_>,
+        samples: impl Iterator<Item = Sampled<'a>>,
+    ) -> std::fmt::Result {
+        match d.kind {
+            // No info type in this format: a gauge named as the text's series are.
+            MetricType::Info => self.begin(&format!("{}_info", d.name), d.help, Kind::Gauge),
+            MetricType::Histogram => self.begin(d.name, d.help, Kind::Histogram),
+            _ => self.begin(d.name, d.help, Kind::Gauge),
+        }
+        for (labels, sample) in samples {
+            let pairs = labels.iter().map(|(k, v)| (*k, v.0));
+            match sample {
+                Sample::Gauge(value) => self.sample(pairs, value),
+                Sample::Info => self.sample(pairs, 1.0),
+                Sample::Histogram(h) => h.write_protobuf(self, pairs),
+            }
+        }
+        self.end();
+        Ok(())
+    }
 }
 
 impl Collector for TargetsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.write(&mut encoder)
+    }
+}
+
+impl TargetsCollector {
+    /// Writes the targets' and heartbeats' families.
+    fn write(&self, encoder: &mut impl Families) -> Result<(), std::fmt::Error> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner()).clone();
         let states: Vec<Row<'_>> = slots
             .values()
@@ -389,36 +531,33 @@ impl Collector for TargetsCollector {
                 f64::from(u8::from(h.up)),
             )
         });
-        gauge(
-            &mut encoder,
+        encoder.write(
             "up",
             "1 when the target's last probe succeeded (or the heartbeat was pushed within max_silence)",
             target_up.chain(heartbeat_up),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_target_probe_duration_seconds",
             "Wall time of the target's last probe",
             probed().map(|(l, _, _, last)| (labels(l), last.duration_seconds)),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_target_last_probe_timestamp_seconds",
             "Unix time at which the target's last probe finished",
             probed().map(|(l, _, _, last)| (labels(l), last.timestamp)),
         )?;
-        info(
-            &mut encoder,
+        encoder.write(
             "lookout_target_probe_failure",
             "Why the target's last probe failed",
-            probed().filter_map(|(l, _, _, last)| {
-                last.failure_reason
-                    .as_deref()
-                    .map(|reason| with(labels(l), "reason", reason))
-            }),
+            probed()
+                .filter_map(|(l, _, _, last)| {
+                    last.failure_reason
+                        .as_deref()
+                        .map(|reason| with(labels(l), "reason", reason))
+                })
+                .map(present),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_target_http_status_code",
             "HTTP status of the target's last probe",
             probed().filter_map(|(l, _, _, last)| {
@@ -426,16 +565,14 @@ impl Collector for TargetsCollector {
                     .map(|status| (labels(l), f64::from(status)))
             }),
         )?;
-        histogram(
-            &mut encoder,
+        encoder.write(
             "http_request_duration_seconds",
             "Duration of the HTTP targets' requests (all phases, redirects included)",
             states
                 .iter()
                 .filter_map(|(l, _, s)| s.http_durations.as_ref().map(|h| (labels(l), h))),
         )?;
-        histogram(
-            &mut encoder,
+        encoder.write(
             "dns_resolution_duration_seconds",
             "Time from query to answer, by nameserver",
             states.iter().flat_map(|(l, _, s)| {
@@ -444,43 +581,41 @@ impl Collector for TargetsCollector {
                 })
             }),
         )?;
-        info(
-            &mut encoder,
+        encoder.write(
             "dns_answer",
             "Answers of the DNS targets' last probe, one series per answer record",
-            probed().flat_map(|(l, _, _, last)| {
-                last.dns
-                    .iter()
-                    .flat_map(move |(nameserver, domain, answers)| {
-                        answers.iter().map(move |answer| {
-                            target_and(
-                                l,
-                                vec![
-                                    ("domain", Value(domain)),
-                                    ("nameserver", Value(nameserver)),
-                                    ("answer", Value(answer)),
-                                ],
-                            )
+            probed()
+                .flat_map(|(l, _, _, last)| {
+                    last.dns
+                        .iter()
+                        .flat_map(move |(nameserver, domain, answers)| {
+                            answers.iter().map(move |answer| {
+                                target_and(
+                                    l,
+                                    vec![
+                                        ("domain", Value(domain)),
+                                        ("nameserver", Value(nameserver)),
+                                        ("answer", Value(answer)),
+                                    ],
+                                )
+                            })
                         })
-                    })
-            }),
+                })
+                .map(present),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "probe_ssl_earliest_cert_expiry",
             "Unix time at which the earliest certificate the target presented expires",
             probed().filter_map(|(l, _, _, last)| last.cert_expiry.map(|t| (labels(l), t))),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_heartbeat_last_seen_timestamp_seconds",
             "Unix time of the heartbeat's last push",
             heartbeats
                 .iter()
                 .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
         )?;
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_heartbeat_max_silence_seconds",
             "The heartbeat's max_silence: up turns 0 when it is silent longer",
             heartbeats
@@ -489,8 +624,7 @@ impl Collector for TargetsCollector {
         )?;
         // The dependency graph itself, so a status page can draw it while everything is up
         // (`lookout_target_blocked` only exists during an outage).
-        info(
-            &mut encoder,
+        encoder.write(
             "lookout_target_dependency",
             "One series per entry of a target's depends_on",
             slots
@@ -501,7 +635,8 @@ impl Collector for TargetsCollector {
                         .depends_on
                         .iter()
                         .map(move |dep| vec![("instance", Value(name)), ("depends_on", Value(dep))])
-                }),
+                })
+                .map(present),
         )?;
         let nodes: Vec<Node<'_>> = slots
             .values()
@@ -513,8 +648,7 @@ impl Collector for TargetsCollector {
             })
             .collect();
         let blocked = cascade::blocked(&nodes);
-        gauge(
-            &mut encoder,
+        encoder.write(
             "lookout_target_blocked",
             "1 when the target is down and a target in its depends_on is down too",
             blocked.iter().map(|b| {
@@ -575,6 +709,199 @@ mod tests {
         assert_eq!(buckets[11], (f64::MAX, 1));
         assert_eq!(h.count(), 3);
         assert!((h.sum() - 60.203).abs() < 1e-9);
+        // The same observations in the native buckets, at schema 3.
+        let index = crate::native_histogram::schema3_index;
+        assert_eq!(
+            h.native().positive(),
+            &[(index(0.003), 1), (index(0.2), 1), (index(60.0), 1)]
+        );
+    }
+
+    type Series = (String, Vec<(String, String)>, u64);
+
+    /// A series as Prometheus stores it, `le` normalised (text writes `1.0`, floats `1`).
+    fn series(name: &str, mut labels: Vec<(String, String)>, value: f64) -> Series {
+        for (k, v) in &mut labels {
+            if k == "le" {
+                *v = format!("{:?}", v.parse::<f64>().unwrap());
+            }
+        }
+        labels.sort();
+        (name.to_string(), labels, value.to_bits())
+    }
+
+    /// The series a decoded protobuf exposition gives, classic buckets expanded.
+    fn protobuf_series(body: &[u8]) -> Vec<Series> {
+        let mut out = Vec::new();
+        for family in crate::protobuf::decode::exposition(body) {
+            for metric in family.metrics {
+                let labels = metric.labels.clone();
+                match (metric.value, metric.histogram) {
+                    (Some((_, v)), None) => out.push(series(&family.name, labels, v)),
+                    (None, Some(h)) => {
+                        let name = &family.name;
+                        out.push(series(
+                            &format!("{name}_count"),
+                            labels.clone(),
+                            h.count as f64,
+                        ));
+                        out.push(series(&format!("{name}_sum"), labels.clone(), h.sum));
+                        let inf = (f64::INFINITY, h.count);
+                        for (le, count) in h.buckets.iter().chain([&inf]) {
+                            let mut labels = labels.clone();
+                            labels.push(("le".into(), le.to_string()));
+                            out.push(series(&format!("{name}_bucket"), labels, *count as f64));
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A collector over two HTTP targets (one failing, depending on the other) and a DNS
+    /// target, each probed twice, and a heartbeat.
+    fn probed_targets() -> (Arc<RwLock<Arc<SlotMap>>>, Arc<Heartbeats>) {
+        use crate::config::Target;
+        use crate::prober::{DnsObservation, Failure, HttpObservation, Recorder};
+        use crate::scheduler::TargetSlot;
+        let target = |name: &str, depends_on: Vec<String>| Target {
+            name: name.into(),
+            module: "m".into(),
+            target: "http://127.0.0.1:1/".into(),
+            interval: std::time::Duration::from_secs(30),
+            labels: [("team".to_string(), "a\"b".to_string())].into(),
+            depends_on,
+        };
+        let report = |ok: bool, ms: u64, dns: bool| ProbeReport {
+            success: ok,
+            failure: (!ok).then(|| Failure::new("timeout", "slow")),
+            duration: std::time::Duration::from_millis(ms + 1),
+            recorder: Recorder {
+                http: (!dns).then_some(HttpObservation {
+                    duration: std::time::Duration::from_millis(ms),
+                    status: 503,
+                }),
+                dns: dns.then(|| DnsObservation {
+                    nameserver: "127.0.0.1:53".into(),
+                    query_name: "example.com".into(),
+                    duration: std::time::Duration::from_micros(ms * 100),
+                    answers: vec!["192.0.2.1".into()],
+                    rcode: "NOERROR".into(),
+                }),
+                ..Recorder::default()
+            },
+        };
+        let mut slots = SlotMap::new();
+        for (name, ok, dns, deps) in [
+            ("db", false, false, vec![]),
+            ("web", false, false, vec!["db".to_string()]),
+            ("ns", true, true, vec![]),
+        ] {
+            let slot = TargetSlot::new(target(name, deps), Arc::default());
+            slot.record(&report(ok, 7, dns));
+            slot.record(&report(ok, 1200, dns));
+            slots.insert(name.to_string(), Arc::new(slot));
+        }
+        let heartbeats = Heartbeats::default();
+        heartbeats.apply(&[crate::config::Heartbeat {
+            name: "cron".into(),
+            max_silence: std::time::Duration::from_secs(60),
+        }]);
+        (Arc::new(RwLock::new(Arc::new(slots))), Arc::new(heartbeats))
+    }
+
+    /// The text of [`probed_targets`] with the probe timestamps (the only values that
+    /// change from run to run) written as `T`, and the version as `VERSION`.
+    fn steady_text() -> String {
+        let (slots, heartbeats) = probed_targets();
+        let text =
+            render(&ExporterMetrics::default().registry(TargetsCollector::new(slots, heartbeats)));
+        text.lines()
+            .map(|line| match line.rsplit_once(' ') {
+                Some((series, _))
+                    if series.starts_with("lookout_target_last_probe_timestamp_seconds{") =>
+                {
+                    format!("{series} T\n")
+                }
+                _ => format!("{line}\n").replace(env!("CARGO_PKG_VERSION"), "VERSION"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_is_the_same_bytes_as_before_native_histograms() {
+        // Written by the code before native histograms and the protobuf exposition.
+        assert_eq!(
+            steady_text(),
+            include_str!("../tests/data/metrics_text.golden")
+        );
+    }
+
+    #[test]
+    fn protobuf_carries_every_series_of_the_text() {
+        let (slots, heartbeats) = probed_targets();
+        let collector = || TargetsCollector::new(slots.clone(), heartbeats.clone());
+        let m = ExporterMetrics::default();
+        m.observe_probe(
+            "http",
+            &ProbeReport {
+                success: true,
+                failure: None,
+                duration: std::time::Duration::from_millis(3),
+                recorder: crate::prober::Recorder::default(),
+            },
+        );
+        let text = render(&m.registry(collector()));
+        let body = ProtobufSource::new(m.own_registry(), collector()).render();
+
+        let mut from_text: Vec<Series> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (name, labels, value) = crate::protobuf::parse_sample(line).unwrap();
+                series(name, labels, value)
+            })
+            .collect();
+        from_text.sort();
+        assert_eq!(protobuf_series(&body), from_text);
+        for name in [
+            "lookout_exporter_probes_total",
+            "lookout_exporter_build_info",
+            "lookout_target_blocked",
+            "lookout_target_dependency_info",
+            "dns_answer_info",
+            "http_request_duration_seconds_bucket",
+            "dns_resolution_duration_seconds_sum",
+        ] {
+            assert!(from_text.iter().any(|s| s.0 == name), "{name} missing");
+        }
+
+        // The per-target histograms, and only those, carry native buckets.
+        let families = crate::protobuf::decode::exposition(&body);
+        for family in families.iter().filter(|f| f.kind == 4) {
+            let native = family.name == "http_request_duration_seconds"
+                || family.name == "dns_resolution_duration_seconds";
+            for metric in &family.metrics {
+                let h = metric.histogram.as_ref().unwrap();
+                assert_eq!(h.schema.is_some(), native, "{}", family.name);
+                if native {
+                    assert_eq!(h.count, 2);
+                    let total: i64 = h
+                        .positive_deltas
+                        .iter()
+                        .scan(0, |count, d| {
+                            *count += d;
+                            Some(*count)
+                        })
+                        .sum();
+                    assert_eq!(total as u64 + h.zero_count, h.count, "{}", family.name);
+                }
+            }
+        }
+        assert_eq!(families.iter().filter(|f| f.kind == 4).count(), 3);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::RunOptions;
 use crate::config::{Config, ConfigError};
 use crate::heartbeat::{Heartbeats, unix_now};
 use crate::limits::{self, Limits};
-use crate::metrics::{ExporterMetrics, TargetsCollector};
+use crate::metrics::{ExporterMetrics, ProtobufSource, TargetsCollector};
 use crate::scheduler::Scheduler;
 
 /// Everything the endpoints and the scheduler share.
@@ -29,6 +29,8 @@ pub struct Exporter {
     pub metrics: Arc<ExporterMetrics>,
     /// The `/metrics` registry.
     pub registry: Registry,
+    /// The same metrics for `/metrics` in protobuf.
+    pub protobuf: ProtobufSource,
     /// The continuous probes.
     pub scheduler: Scheduler,
     /// The push monitors.
@@ -61,10 +63,13 @@ impl Exporter {
             metrics.clone(),
         );
         let heartbeats = Arc::new(Heartbeats::default());
-        let mut registry =
-            metrics.registry(TargetsCollector::new(scheduler.slots(), heartbeats.clone()));
+        let targets = || TargetsCollector::new(scheduler.slots(), heartbeats.clone());
+        let mut registry = metrics.registry(targets());
+        let mut own = metrics.own_registry();
         let sd_metrics = lookout_discovery::DiscoveryMetrics::default();
         sd_metrics.register(&mut registry);
+        sd_metrics.register(&mut own);
+        let protobuf = ProtobufSource::new(own, targets());
         let discovery =
             lookout_discovery::Discovery::new(options.discovery.clone(), sd_metrics, "exporter");
         scheduler.apply(&effective(&config, &discovery, options.shard), false);
@@ -83,6 +88,7 @@ impl Exporter {
             config_file: options.config_file.clone(),
             metrics,
             registry,
+            protobuf,
             scheduler,
             heartbeats,
             probe_permits: Arc::new(Semaphore::new(options.max_concurrent_probe_requests.max(1))),

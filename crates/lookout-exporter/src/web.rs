@@ -4,7 +4,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET`/`POST /probe?target=&module=[&hostname=][&debug=true]` | one probe, blackbox_exporter style (403 when `probe_policy` refuses the target); `debug=true` prints the probe's log, its metrics and the module as YAML |
-//! | `GET /metrics` | own metrics and the continuous targets' latest results |
+//! | `GET /metrics` | own metrics and the continuous targets' latest results: OpenMetrics text, or delimited protobuf (native histograms included) when `Accept` prefers it ([`wants_protobuf`]) |
 //! | `POST`/`GET`/`HEAD /heartbeat/{name}` | records a push (404 unknown name, 405 other methods); any method is a write for `basic_auth_scope: write` |
 //! | `GET /health` | JSON: status, uptime, time, version |
 //! | `GET /-/healthy`, `GET /-/ready` | liveness and readiness |
@@ -25,7 +25,7 @@ use crate::probe_guard::Refusal;
 use crate::prober::{self, ProbeRequest};
 use crate::reload::Exporter;
 use crate::scheduler::prober_name;
-use crate::{DEFAULT_SCRAPE_TIMEOUT, exposition, metrics};
+use crate::{DEFAULT_SCRAPE_TIMEOUT, exposition, metrics, protobuf};
 
 /// The module `/probe` uses when the request names none (as blackbox_exporter does).
 pub const DEFAULT_MODULE: &str = "http_2xx";
@@ -232,11 +232,74 @@ fn refuse(exporter: &Exporter, refusal: &Refusal, target: &str) -> Response {
     text(StatusCode::FORBIDDEN, refusal.message(target))
 }
 
-async fn metrics_page(State(exporter): State<Arc<Exporter>>) -> Response {
+/// Whether an `Accept` header prefers the protobuf exposition (delimited
+/// `io.prometheus.client.MetricFamily`, what Prometheus asks for first when native histograms
+/// are on) to the text. The entry with the highest q-value (1 when absent) among those
+/// `/metrics` can answer wins, the first listed among equals; anything else (no header, no
+/// entry we can answer, `*/*`, any text type, protobuf with other parameters) keeps the
+/// OpenMetrics text.
+pub fn wants_protobuf(accept: Option<&str>) -> bool {
+    let mut best: Option<(f64, bool)> = None;
+    for entry in accept.unwrap_or_default().split(',') {
+        let mut parts = entry.split(';').map(str::trim);
+        let media_type = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let (mut q, mut proto, mut encoding) = (1.0, None, None);
+        for param in parts {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "q" => {
+                    q = value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0)
+                }
+                "proto" => proto = Some(value),
+                "encoding" => encoding = Some(value),
+                _ => {}
+            }
+        }
+        let protobuf = match media_type.as_str() {
+            "application/vnd.google.protobuf" => {
+                if proto != Some("io.prometheus.client.MetricFamily")
+                    || encoding != Some("delimited")
+                {
+                    continue;
+                }
+                true
+            }
+            "application/openmetrics-text" | "text/plain" | "text/*" | "*/*" => false,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(best_q, _)| q > best_q) {
+            best = Some((q, protobuf));
+        }
+    }
+    best.is_some_and(|(_, protobuf)| protobuf)
+}
+
+async fn metrics_page(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if wants_protobuf(accept) {
+        let body = exporter.protobuf.render();
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, protobuf::CONTENT_TYPE),
+                (header::VARY, "Accept"),
+            ],
+            body,
+        )
+            .into_response();
+    }
     let body = metrics::render(&exporter.registry);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        [
+            (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (header::VARY, "Accept"),
+        ],
         body,
     )
         .into_response()
@@ -340,6 +403,50 @@ mod tests {
             probe_timeout(Some("1e300"), &module(0.0), 0.5),
             Ok(Duration::MAX)
         );
+    }
+
+    #[test]
+    fn protobuf_is_chosen_by_q_value() {
+        // Prometheus 2.42's header with native histograms on, and without.
+        let with = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                    encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,\
+                    application/openmetrics-text;version=0.0.1;q=0.75,\
+                    text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let without = "application/openmetrics-text;version=1.0.0,\
+                       application/openmetrics-text;version=0.0.1;q=0.75,\
+                       text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_protobuf(Some(with)));
+        assert!(!wants_protobuf(Some(without)));
+        assert!(!wants_protobuf(None));
+        assert!(!wants_protobuf(Some("")));
+        assert!(!wants_protobuf(Some("*/*")));
+        // client_golang's spelling, with spaces.
+        assert!(wants_protobuf(Some(
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+        )));
+        // Text preferred by q, or listed first at the same q.
+        assert!(!wants_protobuf(Some(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+             encoding=delimited;q=0.5,text/plain;q=0.6"
+        )));
+        assert!(!wants_protobuf(Some(
+            "text/plain,application/vnd.google.protobuf;\
+             proto=io.prometheus.client.MetricFamily;encoding=delimited"
+        )));
+        assert!(wants_protobuf(Some(
+            "application/json,application/vnd.google.protobuf;\
+             proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.2,text/plain;q=0.1"
+        )));
+        // Refused (q=0), other encodings or messages, or a broken q.
+        for refused in [
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0",
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text",
+            "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
+            "application/vnd.google.protobuf",
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=x",
+        ] {
+            assert!(!wants_protobuf(Some(refused)), "{refused}");
+        }
     }
 
     #[test]

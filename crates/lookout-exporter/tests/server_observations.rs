@@ -5,64 +5,16 @@
 mod common;
 mod server_support;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record};
-use tokio::net::UdpSocket;
-
-use server_support::{Exporter, eventually, sample};
-
-/// A loopback UDP nameserver answering every question with one A record for `answer`.
-async fn nameserver(answer: Ipv4Addr) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
-    let addr = socket.local_addr().expect("dns address");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = Message::new();
-            reply
-                .set_id(query.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(query.op_code())
-                .set_recursion_desired(query.recursion_desired())
-                .set_recursion_available(true)
-                .set_response_code(ResponseCode::NoError);
-            reply.add_queries(query.queries().to_vec());
-            for question in query.queries() {
-                reply.add_answer(Record::from_rdata(
-                    question.name().clone(),
-                    60,
-                    RData::A(A(answer)),
-                ));
-            }
-            if let Ok(bytes) = reply.to_vec() {
-                let _ = socket.send_to(&bytes, peer).await;
-            }
-        }
-    });
-    addr
-}
+use server_support::{Exporter, MODULES, eventually, nameserver, sample};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolvers_that_disagree_are_visible_side_by_side() {
     let first = nameserver(Ipv4Addr::new(192, 0, 2, 1)).await;
     let second = nameserver(Ipv4Addr::new(192, 0, 2, 2)).await;
     let config = format!(
-        "modules:
-  dns_shop:
-    prober: dns
-    timeout: 2s
-    dns:
-      query_name: shop.example.test
-      query_type: A
-      transport_protocol: udp
-      preferred_ip_protocol: ip4
-targets:
+        "{MODULES}targets:
   - name: resolver-a
     module: dns_shop
     target: {first}

@@ -8,6 +8,7 @@ pub mod gofmt;
 pub mod histogram;
 pub mod labels;
 pub mod promqltest;
+pub mod protowire;
 pub mod re2;
 pub mod storage;
 pub mod syntax;

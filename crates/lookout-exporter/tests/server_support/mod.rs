@@ -4,12 +4,15 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record};
 use lookout_exporter::{RunOptions, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,35 +43,43 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to exporter");
+    try_request(addr, method, path, headers)
+        .await
+        .expect("a reply from the exporter")
+}
+
+/// [`request`], or `None` when connecting or reading fails (a server still starting).
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<Reply> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("send request");
+    stream.write_all(head.as_bytes()).await.ok()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read reply");
+    stream.read_to_end(&mut raw).await.ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("reply has a head");
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .and_then(|s| s.parse().ok())?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Reply {
+    Some(Reply {
         status,
         headers,
         body: body.to_string(),
-    }
+    })
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -224,6 +235,42 @@ impl Target {
     }
 }
 
+/// A loopback UDP nameserver answering every question with one A record for `answer`.
+pub async fn nameserver(answer: Ipv4Addr) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind dns");
+    let addr = socket.local_addr().expect("dns address");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_response_code(ResponseCode::NoError);
+            reply.add_queries(query.queries().to_vec());
+            for question in query.queries() {
+                reply.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    60,
+                    RData::A(A(answer)),
+                ));
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    addr
+}
+
 /// Modules used by the tests, in blackbox_exporter's schema.
 pub const MODULES: &str = "modules:
   http_2xx:
@@ -240,5 +287,13 @@ pub const MODULES: &str = "modules:
     prober: tcp
     timeout: 2s
     tcp:
+      preferred_ip_protocol: ip4
+  dns_shop:
+    prober: dns
+    timeout: 2s
+    dns:
+      query_name: shop.example.test
+      query_type: A
+      transport_protocol: udp
       preferred_ip_protocol: ip4
 ";

@@ -1,31 +1,17 @@
 //! Helpers shared by the interop tests against Prometheus's tools.
 #![allow(dead_code)]
 
+mod peer;
+pub use peer::have;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lookout_promql::labels::Labels;
 use lookout_promql::storage::{Queryable, Storage};
 use promql_parser::label::{MatchOp, Matcher};
-
-/// Whether `bin` can be run. Outside CI a test may skip without it; in CI (`CI` set, where
-/// `scripts/install-test-deps.sh` installs the peers) a missing peer is a failure, so an
-/// oracle test never passes without its oracle.
-pub fn have(bin: &str) -> bool {
-    let found = Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "{bin} is not installed, and CI needs it (scripts/install-test-deps.sh)"
-    );
-    found
-}
 
 /// Series (Prometheus notation) → samples (t, value bits) in `st`.
 pub fn lookout_dump(st: &Storage) -> BTreeMap<String, Vec<(i64, u64)>> {
