@@ -155,25 +155,47 @@ fn promtool_lists_analyzes_and_dumps_lookout_blocks() {
     assert_same(&promtool_dump(dir.path()), &want);
 }
 
+/// A running Prometheus: stopped with SIGTERM by [`Prometheus::stop`], killed if a failed
+/// assertion drops it first (so no server outlives its test).
+struct Prometheus(Child);
+
+impl Prometheus {
+    /// SIGTERM, then waits for it to exit (it writes its head and closes its blocks).
+    fn stop(mut self) {
+        unsafe_sigterm(self.0.id());
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        // Nothing to do after `stop` (the child has been waited for).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts Prometheus on `data`, waits until it is ready.
-fn start_prometheus(data: &Path, port: u16) -> Child {
+fn start_prometheus(data: &Path, port: u16) -> Prometheus {
     start_prometheus_with(data, port, &[])
 }
 
 /// [`start_prometheus`] with more flags.
-fn start_prometheus_with(data: &Path, port: u16, flags: &[&str]) -> Child {
+fn start_prometheus_with(data: &Path, port: u16, flags: &[&str]) -> Prometheus {
     let cfg = data.parent().unwrap().join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--storage.tsdb.retention.time=100y")
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=100y")
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while http_get(port, "/-/ready").is_none() {
         assert!(
@@ -238,7 +260,7 @@ fn prometheus_serves_lookout_blocks() {
     let want = lookout_dir(&data);
     std::fs::remove_file(data.join("lock")).ok();
     let port = free_port();
-    let mut child = start_prometheus(&data, port);
+    let child = start_prometheus(&data, port);
     let at = now_ms();
     let got = prometheus_samples(port, "{__name__=~\"up|http_requests_total\"}", at);
     let series = http_get(
@@ -246,8 +268,7 @@ fn prometheus_serves_lookout_blocks() {
         "/api/v1/series?match%5B%5D=%7B__name__%3D~%22.%2B%22%7D&start=0",
     )
     .expect("series answered");
-    unsafe_sigterm(child.id());
-    child.wait().unwrap();
+    child.stop();
     let want: BTreeMap<String, Vec<(i64, u64)>> = want
         .into_iter()
         .map(|(k, v)| {
@@ -374,9 +395,7 @@ fn lookout_reads_a_directory_prometheus_ran_on() {
     let port = free_port();
     let child = start_prometheus(&data, port);
     std::thread::sleep(Duration::from_secs(2));
-    let mut child = child;
-    unsafe_sigterm(child.id());
-    child.wait().unwrap();
+    child.stop();
     let want = promtool_dump(&data);
     let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
     assert!(st.block_stats().unwrap().blocks_loaded >= 2);
@@ -420,7 +439,7 @@ fn lookout_rewrites_blocks_with_tombstones_as_prometheus_does() {
         "--storage.tsdb.max-block-duration=2h",
     ];
     let port = free_port();
-    let mut child = start_prometheus_with(&data, port, &two_hours);
+    let child = start_prometheus_with(&data, port, &two_hours);
     // Two of 20 series everywhere (over 5 % of the series of every block), a third for
     // an hour.
     let hour_ago = now_ms() / 1000 - 3600;
@@ -436,8 +455,7 @@ fn lookout_rewrites_blocks_with_tombstones_as_prometheus_does() {
         http_post(port, &path, "204").expect("delete_series answered 204");
     }
     let want = prometheus_samples(port, "{__name__=~\"up|http_requests_total\"}", now_ms());
-    unsafe_sigterm(child.id());
-    child.wait().unwrap();
+    child.stop();
     assert_eq!(want.len(), 18, "two series are gone");
     let before = block_shapes(&data);
     assert!(before.iter().all(|b| b.3 >= 2), "{before:?}");
@@ -453,7 +471,7 @@ fn lookout_rewrites_blocks_with_tombstones_as_prometheus_does() {
         assert!(out.status.success());
     }
     // Prometheus compacts a minute after it starts.
-    let mut child = start_prometheus_with(&theirs, free_port(), &two_hours);
+    let child = start_prometheus_with(&theirs, free_port(), &two_hours);
     let st = Storage::open(no_compaction(), &ours, WalOptions::default()).unwrap();
     st.compact_blocks();
     assert_same(&lookout_dump(&st), &want);
@@ -470,8 +488,7 @@ fn lookout_rewrites_blocks_with_tombstones_as_prometheus_does() {
     }
     // Let a second rewrite, if Prometheus plans one, happen too.
     std::thread::sleep(Duration::from_secs(2));
-    unsafe_sigterm(child.id());
-    child.wait().unwrap();
+    child.stop();
     let (theirs_after, ours_after) = (block_shapes(&theirs), block_shapes(&ours));
     eprintln!("blocks before {before:?}, after {ours_after:?}");
     assert_eq!(ours_after, theirs_after, "blocks before: {before:?}");
