@@ -115,8 +115,16 @@ const RULES: &str = "groups:\n  - name: self\n    rules:\n      - record: job:up
 async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // A target of its own rather than the evaluator's /metrics: the first scrape must
+    // succeed, or its report series (exempt, but counted) would fill the cap of 5 before
+    // any scraped series, as happened when CI's first self-scrape came before the
+    // listener was up.
+    let body: String = (0..30)
+        .map(|i| format!("m{{i=\"{i:02}\"}} {i}\n"))
+        .collect();
+    let target = start_target(body).await;
     let config = format!(
-        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nrule_files:\n  - rules.yml\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 500ms\nrule_files:\n  - rules.yml\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{target}']\n"
     );
     std::fs::write(dir.path().join("evaluator.yml"), &config).unwrap();
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
@@ -135,9 +143,8 @@ async fn run_applies_the_lowered_limits_and_refuses_reloads_over_them() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
 
-    // The evaluator scrapes its own /metrics (far more than 5 series): the storage stops
-    // at 5 scraped series plus the 5 report series (`up`, ...), which are exempt, and the
-    // refusals are counted.
+    // The target has 30 series: the storage stops at 5 scraped series plus the 5 report
+    // series (`up`, ...), which are exempt, and the refusals are counted.
     let metrics = eventually(Duration::from_secs(30), || {
         let url = format!("{base}/metrics");
         async move {
