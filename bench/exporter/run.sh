@@ -99,7 +99,19 @@ BB_HWM=$(hwm_kb $BB_PID)
 LK_HWM=$(hwm_kb $LK_PID)
 kill "$BB_PID" "$LK_PID"
 
+# How many of the functions build.rs places first (link/hot-functions.txt) this binary has:
+# the names follow the toolchain and dependencies, and stale ones lose the memory saving.
+order_report() {
+  local list=$ROOT/link/hot-functions.txt
+  [ -f "$list" ] || return 0
+  nm --defined-only "$LOOKOUT" 2>/dev/null | awk -v list="$list" '
+    BEGIN { while ((getline l < list) > 0) if (l !~ /^#/ && l != "") { want[l] = 1; n++ } }
+    ($3 in want) { found[$3] = 1 }
+    END { k = 0; for (s in found) k++
+          printf "  hot-function order: %d of %d listed functions present in the binary (scripts/symbol-order.sh refreshes the list)\n", k, n }'
+}
 report_probe() {
+  order_report
   awk -v bb="$BB_RPS" -v lk="$LK_RPS" -v bbm="$BB_HWM" -v lkm="$LK_HWM" \
       -v c="$CONNECTIONS" -v d="$DURATION" 'BEGIN {
     printf "\n/probe throughput (wrk, %s connections, %s, same loopback target and module)\n", c, d
