@@ -24,9 +24,7 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format, &cli.log_level);
-    if matches!(cli.command, cli::Command::Exporter(_)) {
-        cli::exporter::limit_malloc_arenas();
-    }
+    cli::limit_malloc_arenas(&cli.command);
     // Parsing and evaluating PromQL recurses as deep as the expression (up to
     // `--query.max-depth`): run every sub-command on a thread with the stack that needs
     // (`rules check` and `rules test` parse and evaluate here).

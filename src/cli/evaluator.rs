@@ -163,6 +163,13 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `--query.max-concurrency`: an integer of at least 1.
+impl Args {
+    /// Remote mode: rules are evaluated by the `--datasource.url` server, not here.
+    pub fn is_remote(&self) -> bool {
+        self.datasource_url.is_some()
+    }
+}
+
 fn parse_concurrency(s: &str) -> Result<usize, String> {
     let n: usize = s
         .trim()

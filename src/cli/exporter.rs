@@ -115,24 +115,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
-/// core), each holding on to its own high-water mark: with the two async workers of a
-/// 2-core machine that was 2.3 MiB of the exporter's 13.5 MiB peak under 16 concurrent
-/// `/probe` requests. The exporter's allocations are small and short-lived, and glibc's
-/// per-thread cache serves most of them without the arena lock, so one arena costs no
-/// throughput. Only the exporter does this (the evaluator's queries allocate in bulk on many
-/// threads), and `MALLOC_ARENA_MAX` in the environment still decides when set. Called before
-/// any thread but the first is started: a thread that already allocated keeps its arena.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes a malloc tunable; M_ARENA_MAX takes any positive value.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
 impl Args {
     /// The limits these flags set (each already checked by its value parser).
     fn limits(&self) -> Limits {
