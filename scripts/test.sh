@@ -6,16 +6,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's start, with the seconds since the command began.
+step() { echo "== test step at ${SECONDS}s: $*" >&2; }
+
+step install peers
 bash scripts/install-test-deps.sh
+step cargo test
 cargo test --workspace --locked
 
 export LOOKOUT_BIN=target/debug/lookout
 # The peers as oracles: blackbox_exporter and lookout exporter side by side.
+step blackbox differential
 python3 scripts/differential/blackbox.py --lookout "$LOOKOUT_BIN"
 # promtool and lookout rules check|test on the real-world corpus (../shared/ecosystem): a
 # release build, as users run it (the corpus takes minutes in a debug build).
+step release build and promtool differential
 cargo build --release --locked --bin lookout
 python3 scripts/differential/promtool.py --lookout target/release/lookout
+step shipped rules, compose file, native stack
 bash scripts/check-rules.sh
 bash scripts/validate-compose.sh
 python3 scripts/e2e-stack-native.py
+step done
