@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """Drives and measures bench/sd_churn/run.sh: rewrites two file_sd files (one for the
-exporter's target group, one for the evaluator's scrape config), then polls how the
-exporter's probes and the evaluator's scrapes follow each rewrite.
+exporter's target group, one for the scrape config of the evaluator and of Prometheus),
+then polls how the exporter's probes and the scrapers' scrapes follow each rewrite.
 
   churn.py write EXPORTER_FILE EVALUATOR_FILE PROBE_URL SCRAPE_ADDR FIRST COUNT
       Writes both files with targets FIRST .. FIRST+COUNT-1 (used for the initial set).
   churn.py run EXPORTER_FILE EVALUATOR_FILE PROBE_URL SCRAPE_ADDR TARGETS FRACTION
-               PERIOD ROUNDS EXPORTER=PID=URL EVALUATOR=PID=URL
+               PERIOD ROUNDS EXPORTER=PID=URL SCRAPER=PID=URL...
       ROUNDS times, every PERIOD seconds: drops the oldest FRACTION of the targets, adds as
       many new ones, and rewrites both files atomically (write, then rename). Until the
       next rewrite it polls every POLL seconds (env, default 1) the exporter's /metrics
-      (lookout_target_last_probe_timestamp_seconds per target) and the evaluator's query
+      (lookout_target_last_probe_timestamp_seconds per target) and each scraper's query
       API (timestamp(up{job="sd"}) per target): a new target counts from the rewrite to its
       first probe or scrape (the sample's own timestamp, so not limited by the polling), a
       removed one from the rewrite to the first poll that no longer shows it (so within a
-      poll). RSS (VmRSS) and CPU of both are sampled every 5 s. Prints the summary.
+      poll); a target not followed by the next rewrite stays pending, at the end for up to
+      DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s. Prints the summary, with the
+      evaluator's ratios to a scraper named prometheus when there is one.
 
 Exporter targets: PROBE_URL?n=ID, one group per generation labelled gen. Evaluator
 targets: SCRAPE_ADDR (one address for all: the target serves every request the same) with
@@ -35,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import measure as m  # noqa: E402  (bench/ingest/measure.py: /proc helpers)
 
 POLL = float(os.environ.get("POLL", "1"))
+DRAIN = float(os.environ.get("DRAIN", "90"))
 PROBE_TS = re.compile(r'^lookout_target_last_probe_timestamp_seconds\{[^}]*instance="[^"]*[?&]n=(\d+)"[^}]*\} (\S+)', re.M)
 
 
@@ -71,31 +74,42 @@ def evaluator_scrapes(url):
 
 
 class Follower:
-    """Latencies of one program following the rewrites."""
+    """Latencies of one program following the rewrites. A target not followed by the next
+    rewrite stays pending (Prometheus writes a removed target's stale markers only two
+    intervals after it goes), until the run's end."""
 
     def __init__(self, name, fetch):
         self.name, self.fetch = name, fetch
-        self.add, self.remove, self.missing_add, self.missing_remove, self.errors = [], [], 0, 0, 0
+        self.add, self.remove, self.errors = [], [], 0
+        self.pending_add, self.pending_remove = {}, {}  # id -> time of its rewrite
+        self.lock = threading.Lock()
 
-    def follow(self, changed_at, added, removed, until):
-        pending_add, pending_remove = set(added), set(removed)
-        while (pending_add or pending_remove) and time.time() < until:
+    def changed(self, changed_at, added, removed):
+        with self.lock:
+            self.pending_add.update((i, changed_at) for i in added)
+            for i in removed:
+                self.pending_add.pop(i, None)
+                self.pending_remove[i] = changed_at
+
+    def pending(self):
+        with self.lock:
+            return len(self.pending_add) + len(self.pending_remove)
+
+    def follow(self, done):
+        while not done.is_set():
             t_poll = time.time()
             try:
                 seen = self.fetch()
             except Exception:  # noqa: BLE001 - counted
                 self.errors += 1
-                time.sleep(POLL)
+                done.wait(POLL)
                 continue
-            for i in [i for i in pending_add if i in seen]:
-                self.add.append(seen[i] - changed_at)
-                pending_add.discard(i)
-            for i in [i for i in pending_remove if i not in seen]:
-                self.remove.append(t_poll - changed_at)
-                pending_remove.discard(i)
-            time.sleep(max(0.0, POLL - (time.time() - t_poll)))
-        self.missing_add += len(pending_add)
-        self.missing_remove += len(pending_remove)
+            with self.lock:
+                for i in [i for i in self.pending_add if i in seen]:
+                    self.add.append(seen[i] - self.pending_add.pop(i))
+                for i in [i for i in self.pending_remove if i not in seen]:
+                    self.remove.append(t_poll - self.pending_remove.pop(i))
+            done.wait(max(0.0, POLL - (time.time() - t_poll)))
 
 
 def summary(values):
@@ -107,8 +121,8 @@ def summary(values):
 def run(args):
     exp_file, eval_file, probe_url, scrape_addr = args[:4]
     targets, fraction, period, rounds = int(args[4]), float(args[5]), float(args[6]), int(args[7])
-    progs = [a.split("=", 2) for a in args[8:10]]
-    (exp_name, exp_pid, exp_url), (ev_name, ev_pid, ev_url) = progs
+    progs = [a.split("=", 2) for a in args[8:]]
+    (exp_name, _, exp_url), scrapers = progs[0], progs[1:]
     ids = list(range(targets))
     gen_of = {i: 0 for i in ids}
     step = int(targets * fraction)
@@ -123,8 +137,11 @@ def run(args):
             stop.wait(5)
 
     threading.Thread(target=sampler, daemon=True).start()
-    followers = [Follower(exp_name, lambda: exporter_probes(exp_url)),
-                 Follower(ev_name, lambda: evaluator_scrapes(ev_url))]
+    followers = [Follower(exp_name, lambda: exporter_probes(exp_url))]
+    followers += [Follower(name, lambda url=url: evaluator_scrapes(url)) for name, _, url in scrapers]
+    done = threading.Event()
+    for f in followers:
+        threading.Thread(target=f.follow, args=(done,), daemon=True).start()
     start = time.time()
     next_id = targets
     for r in range(1, rounds + 1):
@@ -136,44 +153,74 @@ def run(args):
         ids += added
         changed_at = time.time()
         write_files(exp_file, eval_file, probe_url, scrape_addr, ids, gen_of)
-        until = start + r * period
-        threads = [threading.Thread(target=f.follow, args=(changed_at, added, removed, until)) for f in followers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for f in followers:
+            f.changed(changed_at, added, removed)
+        time.sleep(max(0.0, start + r * period - time.time()))
         print(f"  round {r}: +{step} -{step} targets; "
-              + "; ".join(f"{f.name} {len(f.add)} added seen, {len(f.remove)} removed gone" for f in followers),
+              + "; ".join(f"{f.name} {len(f.add)} added seen, {len(f.remove)} removed gone, {f.pending()} pending"
+                          for f in followers),
               file=sys.stderr, flush=True)
-        time.sleep(max(0.0, until - time.time()))
     stop.set()
     end = time.time()
+    # Targets still pending get up to DRAIN more seconds (RSS and CPU are not sampled then).
+    while any(f.pending() for f in followers) and time.time() < end + DRAIN:
+        time.sleep(POLL)
+    done.set()
+    late = {f.name: sum(v > period for v in f.add + f.remove) for f in followers}
     load = open("/proc/loadavg").read().split()[:3]
     print(f"{rounds} rewrites of {targets} targets ({step} replaced each), every {period:.0f} s; "
           f"load average at the end {' '.join(load)}")
-    print("| program | new target: first probe/scrape after rewrite, median | max | not seen"
-          " | removed target: gone after rewrite, median | max | still there | poll errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| program | new target: first probe/scrape after rewrite, median | max | never seen"
+          " | removed target: gone after rewrite, median | max | never gone | followed after the next rewrite"
+          " | poll errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = {}
     for f in followers:
         a_med, a_max = summary(f.add)
         r_med, r_max = summary(f.remove)
-        print(f"| {f.name} | {a_med} | {a_max} | {f.missing_add} | {r_med} | {r_max} | {f.missing_remove} | {f.errors} |")
+        rows[f.name] = [med(f.add), peak(f.add), med(f.remove), peak(f.remove)]
+        print(f"| {f.name} | {a_med} | {a_max} | {len(f.pending_add)} | {r_med} | {r_max} | {len(f.pending_remove)} "
+              f"| {late[f.name]} | {f.errors} |")
+    ratio_row("evaluator / prometheus", rows, [1, 1, 0, 1, 1, 0, 0, 0])
     print()
     print("| program | RSS, mean of first minute | RSS, mean of last minute | change | peak RSS (VmHWM) | CPU % of a core over the churn |")
     print("|---|---:|---:|---:|---:|---:|")
+    rows = {}
     for name, pid, _ in progs:
         own = [s for s in samples if s[1] == name]
         first = [s[2] for s in own if s[0] < start + 60]
         last = [s[2] for s in own if s[0] >= end - 60]
         f_mean, l_mean = statistics.mean(first) / 1024, statistics.mean(last) / 1024
+        hwm = m.status_kib(pid, "VmHWM") / 1024
         cpu = (own[-1][3] - own[0][3]) / (own[-1][0] - own[0][0]) * 100
+        rows[name] = [f_mean, l_mean, hwm, cpu]
         print(f"| {name} | {f_mean:.1f} MiB | {l_mean:.1f} MiB | {100 * (l_mean - f_mean) / f_mean:+.1f} % "
-              f"| {m.status_kib(pid, 'VmHWM') / 1024:.1f} MiB | {cpu:.1f} % |")
+              f"| {hwm:.1f} MiB | {cpu:.1f} % |")
+    ratio_row("evaluator / prometheus", rows, [1, 1, 0, 1, 1])
     print()
     print("RSS over time (MiB, every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
         for name, _, _ in progs))
 
+
+def med(values):
+    return statistics.median(values) if values else None
+
+
+def peak(values):
+    return max(values) if values else None
+
+
+def ratio_row(label, rows, shown):
+    """A table row of rows["evaluator"] / rows["prometheus"], column by column where shown
+    is 1 (the others left blank); nothing when either program is missing."""
+    if "evaluator" not in rows or "prometheus" not in rows:
+        return
+    cells, values = [], iter(zip(rows["evaluator"], rows["prometheus"]))
+    for show in shown:
+        a, b = next(values) if show else (None, None)
+        cells.append(f"{a / b:.2f}x" if show and a is not None and b else "")
+    print(f"| {label} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     if sys.argv[1] == "write":

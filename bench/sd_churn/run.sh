@@ -9,20 +9,26 @@
 #              loopback port of ../api/target.py (3 series per scrape) told apart by
 #              __param_n=ID and instance="tID" (one process cannot hold 10,000 ports, and
 #              127.0.0.x aliases would need a wildcard bind).
+#   prometheus Prometheus 2.42 (Debian) with the evaluator's scrape config and file_sd file
+#              (the same targets, scraped twice), its WAL and head in the scratch directory
+#              (Prometheus has no memory-only mode); PROMETHEUS=0 leaves it out.
 # After WARMUP seconds on the initial set, churn.py rewrites both files atomically (write,
 # rename) and measures how probes and scrapes follow: for a new target the time from the
 # rewrite to its first probe/scrape (that sample's own timestamp; it includes the schedule's
 # offset of the first run within the interval, which is up to one interval by design), for
 # a removed target the time until /metrics (exporter) or the query API (evaluator, stale
-# after removal) stops showing it (to within POLL seconds), median and max; and RSS over
-# time (mean of the first vs the last minute of the churn, peak) and CPU of both.
+# after removal) stops showing it (to within POLL seconds), median and max (a target not
+# followed by the next rewrite is followed on, up to DRAIN s past the last); and RSS over
+# time (mean of the first vs the last minute of the churn, peak) and CPU of each, with the
+# evaluator's ratios to Prometheus.
 # Goal: new targets probed/scraped within about one interval plus the 5 s file check,
 # removed ones gone within seconds, RSS flat across rewrites.
 #
 # Usage: bench/sd_churn/run.sh   (env: TARGETS=10000 FRACTION=0.1 PERIOD=60 ROUNDS=5
-#                                 PROBE_INTERVAL=15 SCRAPE_INTERVAL=30 WARMUP=60 POLL=1
-#                                 PORT_BASE=19800; LOOKOUT_BIN=path skips the release build)
-# Needs: cargo, curl, python3.
+#                                 PROBE_INTERVAL=15 SCRAPE_INTERVAL=30 WARMUP=60 POLL=1 DRAIN=90
+#                                 PORT_BASE=19800 PROMETHEUS=1; LOOKOUT_BIN=path skips the
+#                                 release build)
+# Needs: cargo, curl, python3, prometheus (unless PROMETHEUS=0).
 set -euo pipefail
 
 TARGETS=${TARGETS:-10000}
@@ -33,16 +39,18 @@ PROBE_INTERVAL=${PROBE_INTERVAL:-15}
 SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-30}
 WARMUP=${WARMUP:-60}
 PORT_BASE=${PORT_BASE:-19800}
-export POLL=${POLL:-1}
+PROMETHEUS=${PROMETHEUS:-1}
+export POLL=${POLL:-1} DRAIN=${DRAIN:-90}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 . "$HERE/../lib.sh"
 need curl python3
+[ "$PROMETHEUS" = 0 ] || need prometheus
 build_lookout
 
-HEALTHY_PORT=$PORT_BASE SCRAPE_PORT=$((PORT_BASE + 1)) E_PORT=$((PORT_BASE + 2)) V_PORT=$((PORT_BASE + 3))
-ports_free "$HEALTHY_PORT" "$SCRAPE_PORT" "$E_PORT" "$V_PORT"
+HEALTHY_PORT=$PORT_BASE SCRAPE_PORT=$((PORT_BASE + 1)) E_PORT=$((PORT_BASE + 2)) V_PORT=$((PORT_BASE + 3)) P_PORT=$((PORT_BASE + 4))
+ports_free "$HEALTHY_PORT" "$SCRAPE_PORT" "$E_PORT" "$V_PORT" "$P_PORT"
 PROBE_URL="http://127.0.0.1:$HEALTHY_PORT/-/healthy"
 SCRAPE_ADDR="127.0.0.1:$SCRAPE_PORT"
 
@@ -83,31 +91,48 @@ E_PID=$!; PIDS+=($E_PID)
   --web.listen-address "127.0.0.1:$V_PORT" --rules.state-file "$WORK/state.json" \
   --storage.tsdb.path= 2>"$WORK/evaluator.log" &
 V_PID=$!; PIDS+=($V_PID)
+SCRAPERS=("evaluator=$V_PID=http://127.0.0.1:$V_PORT")
+if [ "$PROMETHEUS" != 0 ]; then
+  prometheus --config.file "$WORK/evaluator.yml" --storage.tsdb.path "$WORK/prom" \
+    --web.listen-address "127.0.0.1:$P_PORT" --log.level warn 2>"$WORK/prometheus.log" &
+  P_PID=$!; PIDS+=($P_PID)
+  SCRAPERS+=("prometheus=$P_PID=http://127.0.0.1:$P_PORT")
+fi
 wait_up "http://127.0.0.1:$E_PORT/-/healthy"
 wait_up "http://127.0.0.1:$V_PORT/-/ready"
-echo "== $TARGETS targets each: warm-up ${WARMUP}s, then $ROUNDS rewrites every ${PERIOD}s" >&2
+[ "$PROMETHEUS" = 0 ] || wait_up "http://127.0.0.1:$P_PORT/-/ready"
+echo "== $TARGETS targets each: warm-up ${WARMUP}s, then $ROUNDS rewrites every ${PERIOD}s; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 sleep "$WARMUP"
+# query URL PROMQL: the first value of an instant query (0 when empty).
+query() { curl -fsS "$1/api/v1/query" --data-urlencode "query=$2" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
+head_series() { curl -fsS "$1/metrics" | awk '/^prometheus_tsdb_head_series / {print $2}'; }
 probed=$(curl -fsS "http://127.0.0.1:$E_PORT/metrics" | grep -c '^lookout_target_last_probe_timestamp_seconds{' || true)
-scraped=$(curl -fsS "http://127.0.0.1:$V_PORT/api/v1/query" --data-urlencode 'query=count(up{job="sd"} == 1)' |
-  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
-head_series() { curl -fsS "http://127.0.0.1:$V_PORT/metrics" | awk '/^prometheus_tsdb_head_series / {print $2}'; }
-series0=$(head_series)
-echo "after warm-up: exporter has probed $probed targets, evaluator scraped $scraped targets up ($series0 series)" >&2
+declare -A scraped series0
+for s in "${SCRAPERS[@]}"; do
+  name=${s%%=*} url=${s##*=}
+  scraped[$name]=$(query "$url" 'count(up{job="sd"} == 1)')
+  series0[$name]=$(head_series "$url")
+  echo "after warm-up: $name scraped ${scraped[$name]} targets up (${series0[$name]} series)" >&2
+done
+echo "after warm-up: exporter has probed $probed targets" >&2
 
 python3 "$HERE/churn.py" run "$WORK/exporter-sd.json" "$WORK/evaluator-sd.json" "$PROBE_URL" "$SCRAPE_ADDR" \
   "$TARGETS" "$FRACTION" "$PERIOD" "$ROUNDS" \
-  "exporter=$E_PID=http://127.0.0.1:$E_PORT" "evaluator=$V_PID=http://127.0.0.1:$V_PORT"
-echo "initial set after ${WARMUP}s: exporter probed $probed of $TARGETS, evaluator scraped $scraped of $TARGETS up"
+  "exporter=$E_PID=http://127.0.0.1:$E_PORT" "${SCRAPERS[@]}"
+echo "initial set after ${WARMUP}s: exporter probed $probed of $TARGETS;$(for s in "${SCRAPERS[@]}"; do
+  name=${s%%=*}; printf ' %s scraped %s of %s up;' "$name" "${scraped[$name]}" "$TARGETS"; done)"
 span=$((ROUNDS * PERIOD))
-query() { curl -fsS "http://127.0.0.1:$V_PORT/api/v1/query" --data-urlencode "query=$1" |
-  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
-echo "evaluator: series in memory $series0 after warm-up, $(head_series) after the churn (removed targets' series stay until retention, as in Prometheus's head);" \
-  "targets with a failed scrape during the churn: $(query "count(min_over_time(up{job=\"sd\"}[${span}s]) == 0)")," \
-  "longest scrape: $(query "max(max_over_time(scrape_duration_seconds{job=\"sd\"}[${span}s]))") s;" \
-  "scrapes the target saw cut short (broken pipe or reset): $(grep -cE 'BrokenPipeError|ConnectionResetError' "$WORK/target.log" || true)"
+for s in "${SCRAPERS[@]}"; do
+  name=${s%%=*} url=${s##*=}
+  echo "$name: series in the head ${series0[$name]} after warm-up, $(head_series "$url") after the churn (removed targets' series stay until retention or the head's next cut);" \
+    "targets with a failed scrape during the churn: $(query "$url" "count(min_over_time(up{job=\"sd\"}[${span}s]) == 0)")," \
+    "longest scrape: $(query "$url" "max(max_over_time(scrape_duration_seconds{job=\"sd\"}[${span}s]))") s"
+done
+echo "scrapes the target saw cut short (broken pipe or reset, both scrapers): $(grep -cE 'BrokenPipeError|ConnectionResetError' "$WORK/target.log" || true)"
 metrics=$(curl -fsS "http://127.0.0.1:$E_PORT/metrics")
 echo "exporter: targets down now $(echo "$metrics" | grep -c '^up{.*} 0$' || true)," \
   "skipped probe ticks $(echo "$metrics" | awk '/^lookout_exporter_probes_skipped_total/ {s += $2} END {print s + 0}')"
-for log in "$WORK"/exporter.log "$WORK"/evaluator.log; do
+for log in "$WORK"/exporter.log "$WORK"/evaluator.log "$WORK"/prometheus.log; do
   if [ -s "$log" ]; then echo "-- $(basename "$log"): $(wc -l < "$log") lines, last:"; tail -n 3 "$log" | cut -c1-300; fi
 done

@@ -92,8 +92,10 @@ struct Running {
     loops: HashMap<(String, Labels, String), (ScrapeLoop, LoopFingerprint)>,
 }
 
+/// The job's configuration as text, to tell whether a running loop's job changed: one per
+/// job, shared by its targets' loops (10,000 targets held 10,000 copies).
 #[derive(Clone, PartialEq)]
-struct LoopFingerprint(String);
+struct LoopFingerprint(Arc<str>);
 
 /// The offset seed for [`ScrapeManager::new`] from the external labels, as Prometheus seeds
 /// its scrape offsets, so that evaluators with different external labels scrape the same
@@ -203,12 +205,15 @@ impl ScrapeManager {
 
     /// Makes the running loops match `configs` and the discovered groups.
     async fn sync(&self, configs: &[ScrapeConfig], defaults: &ScrapeDefaults) {
-        let mut wanted: HashMap<(String, Labels, String), (Target, LoopOptions, LoopFingerprint)> =
-            HashMap::new();
+        let mut wanted: HashMap<
+            (String, Labels, String),
+            (Target, Arc<LoopOptions>, LoopFingerprint),
+        > = HashMap::new();
         let mut invalid = Vec::new();
         for cfg in configs {
-            let opts = LoopOptions::from_config(cfg);
-            let fp = LoopFingerprint(format!("{cfg:?}"));
+            // One copy of the job's options for all its loops, not one per target.
+            let opts = Arc::new(LoopOptions::from_config(cfg));
+            let fp = LoopFingerprint(format!("{cfg:?}").into());
             let mut count = 0i64;
             let discovered = self.discovery.groups(&cfg.job_name);
             for t in target::targets_for(cfg, defaults, &discovered) {

@@ -396,7 +396,7 @@ impl ScrapeLoop {
     /// for the same target (on reload) so that no stale markers are written in between.
     pub(crate) fn start(
         target: Target,
-        opts: LoopOptions,
+        opts: Arc<LoopOptions>,
         ctx: Arc<LoopContext>,
         carried: Option<(HashSet<Labels>, i64)>,
     ) -> ScrapeLoop {
@@ -415,7 +415,8 @@ impl ScrapeLoop {
         }));
         let (stop, mut stop_rx) = watch::channel(false);
         let (task_state, task_cache) = (state.clone(), cache.clone());
-        let task_target = target.clone();
+        // Shared with each scrape's blocking task, which would otherwise copy the target.
+        let task_target = Arc::new(target.clone());
         let handle = tokio::spawn(async move {
             let offset = task_target.offset(SystemTime::now(), ctx.offset_seed);
             tokio::select! {
@@ -627,8 +628,8 @@ impl Drop for StopOnDrop {
 /// the cache (and the stale markers it writes) always follows the scrape.
 async fn ingest_off_the_runtime(
     body: Option<(String, Format)>,
-    target: &Target,
-    opts: &LoopOptions,
+    target: &Arc<Target>,
+    opts: &Arc<LoopOptions>,
     ctx: &Arc<LoopContext>,
     cache: &Arc<Mutex<ScrapeCache>>,
     t: i64,
@@ -664,8 +665,8 @@ async fn ingest_off_the_runtime(
 }
 
 async fn scrape_once(
-    target: &Target,
-    opts: &LoopOptions,
+    target: &Arc<Target>,
+    opts: &Arc<LoopOptions>,
     ctx: &Arc<LoopContext>,
     state: &Mutex<LoopState>,
     cache: &Arc<Mutex<ScrapeCache>>,
