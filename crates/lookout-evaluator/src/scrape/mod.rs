@@ -129,6 +129,11 @@ pub struct ScrapeManager {
     applied: AsyncMutex<Option<(Vec<ScrapeConfig>, ScrapeDefaults)>>,
 }
 
+/// A target's identity among the running loops: job, labels, URL.
+type TargetKey = (String, Labels, String);
+/// A loop `sync` wants running: its target, its job's shared options and their fingerprint.
+type WantedLoop = (Target, Arc<LoopOptions>, LoopFingerprint);
+
 impl ScrapeManager {
     /// A manager writing to `storage`, with its metrics in `registry`. `offset_seed` spreads
     /// the targets of different evaluators differently (Prometheus hashes its external
@@ -205,10 +210,7 @@ impl ScrapeManager {
 
     /// Makes the running loops match `configs` and the discovered groups.
     async fn sync(&self, configs: &[ScrapeConfig], defaults: &ScrapeDefaults) {
-        let mut wanted: HashMap<
-            (String, Labels, String),
-            (Target, Arc<LoopOptions>, LoopFingerprint),
-        > = HashMap::new();
+        let mut wanted: HashMap<TargetKey, WantedLoop> = HashMap::new();
         let mut invalid = Vec::new();
         for cfg in configs {
             // One copy of the job's options for all its loops, not one per target.
