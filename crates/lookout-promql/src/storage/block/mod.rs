@@ -16,9 +16,10 @@
 //! `promtool tsdb` read Lookout's blocks and Lookout reads theirs.
 //!
 //! An open block keeps its series (labels and chunk metas) and an inverted index of them
-//! in memory; chunk data stays on disk and is read with `pread` when a query needs it. A
-//! chunk that fails its checksum is dropped from the answer, logged once with its file
-//! and counted; the rest of the block still answers.
+//! in memory; chunk files are mapped into memory and a query reads the chunks it needs
+//! in place ([`chunks::ChunkReader`]). A chunk that fails its checksum or lies outside its
+//! file is dropped from the answer, logged once with its file and counted; the rest of
+//! the block still answers.
 
 pub(crate) mod chunks;
 pub(crate) mod compact;
@@ -382,7 +383,7 @@ impl Block {
     /// once, counted) when it is damaged.
     fn read_chunk(&self, r: u64, maxt: i64, out: &mut Vec<Sample>, bad: &AtomicU64) -> bool {
         let why = match self.chunks.read(r) {
-            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(&data, out, maxt) {
+            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(data, out, maxt) {
                 Some(()) => return true,
                 None => "undecodable XOR chunk".to_string(),
             },
