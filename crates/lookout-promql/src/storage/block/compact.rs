@@ -290,7 +290,7 @@ fn write_run(
         && !hit(*i, c)
     {
         let (enc, data) = inputs[*i].chunks.read(c.r).map_err(io::Error::other)?;
-        let r = cw.write(enc, &data)?;
+        let r = cw.write(enc, data)?;
         // Every chunk encoding starts with its sample count (2 bytes, big-endian).
         stats.num_samples += data
             .get(..2)
@@ -324,7 +324,7 @@ fn decode(block: &Block, r: u64, out: &mut Vec<Sample>) -> io::Result<()> {
         |msg: String| io::Error::other(format!("block {}: chunk {r}: {msg}", block.dir.display()));
     match block.chunks.read(r) {
         Ok((promxor::ENCODING_XOR, data)) => {
-            promxor::decode(&data, out).ok_or_else(|| err("undecodable XOR chunk".into()))
+            promxor::decode(data, out).ok_or_else(|| err("undecodable XOR chunk".into()))
         }
         Ok((enc, _)) => Err(err(format!(
             "encoding {enc} cannot be merged (only XOR floats)"

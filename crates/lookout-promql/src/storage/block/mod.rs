@@ -16,9 +16,10 @@
 //! `promtool tsdb` read Lookout's blocks and Lookout reads theirs.
 //!
 //! An open block keeps its series (labels and chunk metas) and an inverted index of them
-//! in memory; chunk data stays on disk and is read with `pread` when a query needs it. A
-//! chunk that fails its checksum is dropped from the answer, logged once with its file
-//! and counted; the rest of the block still answers.
+//! in memory; chunk files are mapped into memory and a query reads the chunks it needs
+//! in place ([`chunks::ChunkReader`]). A chunk that fails its checksum or lies outside its
+//! file is dropped from the answer, logged once with its file and counted; the rest of
+//! the block still answers.
 
 pub(crate) mod chunks;
 pub(crate) mod compact;
@@ -351,16 +352,18 @@ impl Block {
         bad: &AtomicU64,
     ) -> Vec<SeriesData> {
         let mut out = Vec::new();
-        let mut buf = Vec::new();
         for id in self.index.select(matchers) {
             let Some(s) = self.series.get(id as usize) else {
                 continue;
             };
             let mut samples: Vec<Sample> = Vec::new();
             for c in s.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
-                buf.clear();
-                if self.read_chunk(c.r, maxt, &mut buf, bad) {
-                    samples.extend(buf.iter().filter(|x| x.t >= mint && x.t <= maxt));
+                // Decoded in place (decoding stops past `maxt`); the samples before `mint`
+                // (timestamps rise) are cut off after.
+                let start = samples.len();
+                if self.read_chunk(c.r, maxt, &mut samples, bad) {
+                    let early = samples[start..].partition_point(|x| x.t < mint);
+                    samples.drain(start..start + early);
                 }
             }
             if let Some(deleted) = self.tombstones.get(&s.r) {
@@ -378,11 +381,11 @@ impl Block {
         out
     }
 
-    /// Decodes chunk `r` into `out`, up to its first sample after `maxt`; false (logged
-    /// once, counted) when it is damaged.
+    /// Appends the samples of chunk `r` up to `maxt` to `out`; false (`out` unchanged,
+    /// logged once, counted) when it is damaged.
     fn read_chunk(&self, r: u64, maxt: i64, out: &mut Vec<Sample>, bad: &AtomicU64) -> bool {
         let why = match self.chunks.read(r) {
-            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(&data, out, maxt) {
+            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(data, out, maxt) {
                 Some(()) => return true,
                 None => "undecodable XOR chunk".to_string(),
             },
@@ -653,7 +656,12 @@ fn remove_parents(list: &mut Vec<std::sync::Arc<Block>>) {
 
 /// Merges answers sorted by labels into one: series with equal labels are merged by
 /// timestamp, and on an equal timestamp the later answer in `parts` wins.
-pub(crate) fn merge(parts: Vec<Vec<SeriesData>>) -> Vec<SeriesData> {
+pub(crate) fn merge(mut parts: Vec<Vec<SeriesData>>) -> Vec<SeriesData> {
+    // A query within one block (or the head alone) has one answer: already sorted.
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
     let mut all: Vec<(usize, SeriesData)> = parts
         .into_iter()
         .enumerate()
