@@ -97,6 +97,11 @@ echo "== wrk on lookout /probe" >&2
 LK_RPS=$(run_wrk $LK_PORT)
 BB_HWM=$(hwm_kb $BB_PID)
 LK_HWM=$(hwm_kb $LK_PID)
+# Of Lookout's RSS, its own code: the binary's executable mapping (what the function order
+# in link/hot-functions.txt keeps small).
+LK_CODE=$(awk -v bin="$(readlink -f "$LOOKOUT")" '
+  /^[0-9a-f]+-[0-9a-f]+ / { code = ($2 ~ /x/ && $6 == bin) }
+  code && /^Rss:/ { kb += $2 } END { print kb + 0 }' "/proc/$LK_PID/smaps")
 kill "$BB_PID" "$LK_PID"
 
 # How many of the functions build.rs places first (link/hot-functions.txt) this binary has:
@@ -109,6 +114,7 @@ order_report() {
     ($3 in want) { found[$3] = 1 }
     END { k = 0; for (s in found) k++
           printf "  hot-function order: %d of %d listed functions present in the binary (scripts/symbol-order.sh refreshes the list)\n", k, n }'
+  echo "  lookout's own code resident after the run: $((LK_CODE / 1024)).$(( (LK_CODE % 1024) * 10 / 1024 )) MiB"
 }
 report_probe() {
   order_report
