@@ -79,6 +79,31 @@ fn take(rest: &str, n: usize) -> (&str, &str) {
     }
 }
 
+/// The length of the longest common prefix of `a` and `b`, eight bytes at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap_or_default());
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// Where the encoded pair starting at byte `at` of `s` ends (at most `s.len()`).
+fn pair_end(s: &str, at: usize) -> usize {
+    let (n, rest) = read_len(s.get(at..).unwrap_or(""));
+    let (n, rest) = read_len(take(rest, n).1);
+    s.len() - take(rest, n).1.len()
+}
+
 /// The pairs of an encoded label set, in order.
 #[derive(Clone)]
 struct Pairs<'a> {
@@ -282,7 +307,27 @@ impl Ord for Labels {
         if Arc::ptr_eq(&self.0, &other.0) {
             return Ordering::Equal;
         }
-        self.iter().cmp(other.iter())
+        // Label sets being sorted mostly share their first pairs (the metric name, the job):
+        // the encodings are equal up to the first differing byte, and every pair ending
+        // before it is the same pair in both, so the pair-by-pair comparison starts at the
+        // pair holding that byte (found by reading lengths only).
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let differ = common_prefix(a, b);
+        let mut start = 0;
+        while start < differ {
+            let end = pair_end(&self.0, start);
+            if end > differ {
+                break;
+            }
+            start = end;
+        }
+        let (a, b) = (self.0.get(start..), other.0.get(start..));
+        Pairs {
+            rest: a.unwrap_or(""),
+        }
+        .cmp(Pairs {
+            rest: b.unwrap_or(""),
+        })
     }
 }
 
@@ -352,6 +397,44 @@ mod tests {
         let mut v = vec![a2.clone(), ab.clone(), a10.clone(), a.clone(), b.clone()];
         v.sort();
         assert_eq!(v, vec![a, ab, a10, a2, b]);
+    }
+
+    /// The comparison that skips the common prefix orders as comparing pair by pair does,
+    /// over sets sharing prefixes of every kind: a value that is a prefix of another, names
+    /// and values around the 64 bytes where a length takes two bytes, a set ending early.
+    #[test]
+    fn order_skipping_the_common_prefix_matches_pair_by_pair() {
+        let names = ["__name__", "a", "ab", "b", &"n".repeat(63), &"n".repeat(64)];
+        let values = [
+            "",
+            "1",
+            "10",
+            "2",
+            "x",
+            &"v".repeat(63),
+            &"v".repeat(64),
+            &"v".repeat(70),
+        ];
+        let mut rng: u64 = 7;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let sets: Vec<Labels> = (0..400)
+            .map(|_| {
+                let pairs: Vec<(&str, &str)> = (0..next(5))
+                    .map(|_| (names[next(names.len())], values[next(values.len())]))
+                    .collect();
+                Labels::new(pairs)
+            })
+            .collect();
+        for a in &sets {
+            for b in &sets {
+                assert_eq!(a.cmp(b), a.iter().cmp(b.iter()), "{a} against {b}");
+            }
+        }
     }
 
     #[test]
