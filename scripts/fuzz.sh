@@ -62,15 +62,45 @@ budget_for() {
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-failed=()
-for t in "${targets[@]}"; do
+# libFuzzer runs on one thread: FUZZ_JOBS targets (one per core by default) run at once, so
+# that a 2-core CI machine is not half idle for the length of the runs. Each target's output
+# goes to its own log and is printed, in order, once all are done.
+FUZZ_JOBS="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+run_target() {
+    local t="$1"
     budget_for "$t"
     mkdir -p "$scratch/$t"
-    echo "== $t: $what"
-    if ! cargo fuzz run -s "$FUZZ_SANITIZER" --debug-assertions "$t" \
+    echo "== $t: $what" >"$scratch/$t.head"
+    local rc=0
+    cargo fuzz run -s "$FUZZ_SANITIZER" --debug-assertions "$t" \
         "$scratch/$t" "corpus/$t" -- \
         "${budget[@]}" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
-        -max_len=8192 -print_final_stats=1 2>"$scratch/$t.log"; then
+        -max_len=8192 -print_final_stats=1 >"$scratch/$t.out" 2>"$scratch/$t.log" || rc=$?
+    echo "$rc" >"$scratch/$t.rc"
+}
+# FUZZ_FIRST names targets to start before the others (the longest runs, so that the rest
+# fill the other cores meanwhile); the output keeps the list's order.
+start_order=()
+for t in ${FUZZ_FIRST:-}; do
+    for u in "${targets[@]}"; do [ "$u" = "$t" ] && start_order+=("$t"); done
+done
+for t in "${targets[@]}"; do
+    case " ${FUZZ_FIRST:-} " in *" $t "*) ;; *) start_order+=("$t") ;; esac
+done
+running=0
+for t in "${start_order[@]}"; do
+    if [ "$running" -ge "$FUZZ_JOBS" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_target "$t" &
+    running=$((running + 1))
+done
+wait || true
+failed=()
+for t in "${targets[@]}"; do
+    cat "$scratch/$t.head" "$scratch/$t.out" 2>/dev/null || true
+    if [ "$(cat "$scratch/$t.rc" 2>/dev/null || echo missing)" != 0 ]; then
         failed+=("$t")
         grep -a -A3 'panicked at' "$scratch/$t.log" || true
         tail -n 60 "$scratch/$t.log"
