@@ -350,6 +350,22 @@ mod tests {
     }
 
     #[test]
+    fn block_durations_are_prometheus_hidden_flags() {
+        let o = parse(&[]).expect("defaults");
+        assert_eq!(o.storage_min_block_duration, Duration::ZERO);
+        assert_eq!(o.storage_max_block_duration, Duration::ZERO);
+        let o = parse(&[
+            "--storage.tsdb.min-block-duration=5m",
+            "--storage.tsdb.max-block-duration=15m",
+        ])
+        .expect("valid flags");
+        assert_eq!(o.storage_min_block_duration, Duration::from_secs(300));
+        assert_eq!(o.storage_max_block_duration, Duration::from_secs(900));
+        let e = parse(&["--storage.tsdb.min-block-duration=0s"]).unwrap_err();
+        assert!(e.contains("must be more than zero"), "{e}");
+    }
+
+    #[test]
     fn windows_are_prometheus_3_unless_switched() {
         use lookout_promql::engine::WindowSemantics;
         let o = parse(&[]).expect("defaults");

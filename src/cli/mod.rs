@@ -107,6 +107,23 @@ pub struct RetentionArgs {
     /// are base 2: 512MiB, 10GB = 10 GiB). Unset: no size limit.
     #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE", value_parser = evaluator::parse_size)]
     pub size: Option<u64>,
+    /// Range of the blocks the head is cut into (2h); the head is written out, and the
+    /// series that stopped leave memory, once it spans 1.5 of them. Hidden, as in
+    /// Prometheus: for tests and benches.
+    #[arg(long = "storage.tsdb.min-block-duration", value_name = "DURATION", hide = true, value_parser = positive_duration)]
+    pub min_block: Option<std::time::Duration>,
+    /// Widest block compaction makes (10% of the retention time, at most 31d). Hidden, as
+    /// in Prometheus.
+    #[arg(long = "storage.tsdb.max-block-duration", value_name = "DURATION", hide = true, value_parser = positive_duration)]
+    pub max_block: Option<std::time::Duration>,
+}
+
+/// A duration above zero.
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match lookout_promql::duration::parse_duration(s).map_err(|e| e.to_string())? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
 }
 
 impl RetentionArgs {
@@ -114,6 +131,8 @@ impl RetentionArgs {
     pub fn apply(self, options: &mut lookout_evaluator::EvaluatorOptions) {
         options.storage_retention = self.time;
         options.storage_retention_size = self.size.unwrap_or(0);
+        options.storage_min_block_duration = self.min_block.unwrap_or_default();
+        options.storage_max_block_duration = self.max_block.unwrap_or_default();
     }
 }
 

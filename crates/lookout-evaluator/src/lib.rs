@@ -64,6 +64,11 @@ pub struct EvaluatorOptions {
     /// `--storage.tsdb.retention.size`: most bytes of blocks plus WAL in the data
     /// directory, the oldest blocks deleted past it; 0 (the default) is unlimited.
     pub storage_retention_size: u64,
+    /// `--storage.tsdb.min-block-duration`: range of the head's blocks; zero is 2h.
+    pub storage_min_block_duration: Duration,
+    /// `--storage.tsdb.max-block-duration`: widest compacted block; zero is 10% of the
+    /// retention time, at most 31d.
+    pub storage_max_block_duration: Duration,
     /// `--storage.tsdb.path`: data directory of the embedded storage, whose write-ahead
     /// log keeps its history across restarts; `None` (the default here; the command
     /// line's is `data/`) keeps it in memory only.
@@ -115,6 +120,8 @@ impl EvaluatorOptions {
             notification_queue_capacity: 10_000,
             storage_retention: Duration::from_secs(24 * 3600),
             storage_retention_size: 0,
+            storage_min_block_duration: Duration::ZERO,
+            storage_max_block_duration: Duration::ZERO,
             storage_path: None,
             query_max_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
@@ -394,7 +401,8 @@ async fn open_storage(
         retention: opts.storage_retention,
         max_series: opts.storage_max_series,
         retention_size: opts.storage_retention_size,
-        ..Default::default()
+        min_block_duration: opts.storage_min_block_duration,
+        max_block_duration: opts.storage_max_block_duration,
     };
     let Some(dir) = opts.storage_path.clone() else {
         return Ok(lookout_promql::storage::Storage::new(storage_opts));

@@ -215,6 +215,12 @@ pub struct StorageOptions {
     /// smaller; 2 h leaves blocks as the head cut them (overlapping blocks are still
     /// merged).
     pub max_block_duration: Duration,
+    /// Range of the blocks the head is cut into, and of the smallest compaction
+    /// (Prometheus's `--storage.tsdb.min-block-duration`): the head is written out once it
+    /// spans 1.5 of them, and its series without newer samples leave memory then.
+    /// `Duration::ZERO` (the default) is 2 h. Shorter ranges are for tests and benches
+    /// (series churn bounded in minutes, not hours), as in Prometheus.
+    pub min_block_duration: Duration,
 }
 
 impl Default for StorageOptions {
@@ -224,6 +230,7 @@ impl Default for StorageOptions {
             max_series: 0,
             retention_size: 0,
             max_block_duration: Duration::ZERO,
+            min_block_duration: Duration::ZERO,
         }
     }
 }

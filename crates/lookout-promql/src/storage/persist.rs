@@ -31,10 +31,10 @@ impl Head {
             .max(self.min_valid_t.load(Ordering::Relaxed))
     }
 
-    /// Whether the head spans more than 1.5 block ranges (Prometheus's rule).
-    fn compactable(&self) -> bool {
+    /// Whether the head spans more than 1.5 block ranges of `range` ms (Prometheus's rule).
+    fn compactable(&self, range: i64) -> bool {
         let (mint, maxt) = (self.min_time(), self.max_t.load(Ordering::Relaxed));
-        mint != i64::MAX && maxt != i64::MIN && maxt.saturating_sub(mint) > BLOCK_RANGE_MS / 2 * 3
+        mint != i64::MAX && maxt != i64::MIN && maxt.saturating_sub(mint) > range / 2 * 3
     }
 
     /// Whether writing a block failed less than [`RETRY_AFTER`] ago.
@@ -49,6 +49,16 @@ impl Head {
         drop(inner);
         v.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         v
+    }
+}
+
+/// The range of the blocks the head is cut into, in ms:
+/// [`StorageOptions::min_block_duration`](super::StorageOptions), 2 h by default.
+pub(super) fn head_block_range(opts: &StorageOptions) -> i64 {
+    match i64::try_from(opts.min_block_duration.as_millis()) {
+        Ok(0) => BLOCK_RANGE_MS,
+        Ok(ms) => ms,
+        Err(_) => i64::MAX / 4,
     }
 }
 
@@ -87,11 +97,12 @@ impl HeadWriter<'_> {
         while !stop() && !self.head.backing_off() {
             let _one_writer = lock(&self.head.writer);
             // Under the lock: `persist_head` may have written the range meanwhile.
-            if !self.head.compactable() {
+            let range = head_block_range(self.opts);
+            if !self.head.compactable(range) {
                 return;
             }
             let mint = self.head.min_time();
-            let maxt = (mint.div_euclid(BLOCK_RANGE_MS) + 1) * BLOCK_RANGE_MS;
+            let maxt = (mint.div_euclid(range) + 1) * range;
             if !self.persist_range(mint, maxt) {
                 return;
             }
@@ -191,7 +202,7 @@ impl Storage {
     /// memory-only storage). Cheap when it has none: two atomic loads.
     pub(super) fn wake_head_compaction(&self) {
         if let Some(c) = &self.compactor
-            && self.head.compactable()
+            && self.head.compactable(head_block_range(&self.opts))
             && !self.head.backing_off()
         {
             c.wake();
@@ -209,10 +220,15 @@ impl Storage {
     /// Prometheus's block ranges for this storage's options.
     pub(super) fn block_ranges(&self) -> Vec<i64> {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        block::compact::block_ranges(block::compact::max_block_range(
-            ms(self.opts.retention),
-            ms(self.opts.max_block_duration),
-        ))
+        let min = head_block_range(&self.opts);
+        block::compact::block_ranges(
+            min,
+            block::compact::max_block_range(
+                ms(self.opts.retention),
+                ms(self.opts.max_block_duration),
+                min,
+            ),
+        )
     }
 
     /// Merges blocks now, in the caller, until the planner finds nothing to do (the
@@ -237,7 +253,8 @@ impl Storage {
     pub fn persist_head(&self) {
         let Some(w) = self.head_writer() else { return };
         let newest = self.head.max_t.load(Ordering::Relaxed);
-        let end = newest.div_euclid(BLOCK_RANGE_MS) * BLOCK_RANGE_MS;
+        let range = head_block_range(&self.opts);
+        let end = newest.div_euclid(range) * range;
         let mut written = false;
         loop {
             let _one_writer = lock(&self.head.writer);
@@ -245,7 +262,7 @@ impl Storage {
             if mint == i64::MAX || mint >= end {
                 break;
             }
-            let maxt = ((mint.div_euclid(BLOCK_RANGE_MS) + 1) * BLOCK_RANGE_MS).min(end);
+            let maxt = ((mint.div_euclid(range) + 1) * range).min(end);
             if !w.persist_range(mint, maxt) {
                 break;
             }
@@ -269,7 +286,7 @@ impl Storage {
             {
                 // Under the writer lock: a block under way is finished, retention included.
                 let _one_writer = lock(&self.head.writer);
-                if !self.head.compactable() || self.head.backing_off() {
+                if !self.head.compactable(head_block_range(&self.opts)) || self.head.backing_off() {
                     return true;
                 }
             }

@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::chunks::ChunkWriter;
 use super::index::{ChunkMeta, IndexSeries};
 use super::meta::{BlockMeta, BlockStatsMeta, Compaction, Parent};
-use super::{BLOCK_RANGE_MS, Block, Blocks, promxor, write_block_with, write_samples};
+use super::{Block, Blocks, promxor, write_block_with, write_samples};
 use crate::labels::Labels;
 use crate::storage::Sample;
 
@@ -33,8 +33,9 @@ use crate::storage::Sample;
 pub const MAX_BLOCK_RANGE_MS: i64 = 31 * 24 * 3600 * 1000;
 
 /// The widest block compaction makes: `explicit_ms` when set (> 0), else 10 % of
-/// `retention_ms` (0: none) or 31 days, whichever is smaller; never under 2 h.
-pub fn max_block_range(retention_ms: i64, explicit_ms: i64) -> i64 {
+/// `retention_ms` (0: none) or 31 days, whichever is smaller; never under `min_ms` (the
+/// head's block range, 2 h by default).
+pub fn max_block_range(retention_ms: i64, explicit_ms: i64, min_ms: i64) -> i64 {
     let max = if explicit_ms > 0 {
         explicit_ms
     } else if retention_ms > 0 {
@@ -42,13 +43,14 @@ pub fn max_block_range(retention_ms: i64, explicit_ms: i64) -> i64 {
     } else {
         MAX_BLOCK_RANGE_MS
     };
-    max.max(BLOCK_RANGE_MS)
+    max.max(min_ms)
 }
 
-/// Prometheus's block ranges: 2 h × 3ⁱ for i < 10, those not wider than `max_ms`.
-pub fn block_ranges(max_ms: i64) -> Vec<i64> {
-    let mut out = vec![BLOCK_RANGE_MS];
-    let mut r = BLOCK_RANGE_MS;
+/// Prometheus's block ranges: `min_ms` × 3ⁱ for i < 10 (2 h × 3ⁱ by default), those not
+/// wider than `max_ms`.
+pub fn block_ranges(min_ms: i64, max_ms: i64) -> Vec<i64> {
+    let mut out = vec![min_ms];
+    let mut r = min_ms;
     for _ in 1..10 {
         r = r.saturating_mul(3);
         if r > max_ms {

@@ -360,3 +360,43 @@ fn retention_by_time_deletes_whole_blocks_past_the_window() {
     );
     assert_eq!(metas.len() as u64, stats.blocks_loaded);
 }
+
+/// With a short `min_block_duration` (as in the churn bench) the head is cut into blocks of
+/// that range once it spans 1.5 of them, and a series that stopped leaves memory then: head
+/// memory follows the series of the last few minutes, not all series ever seen.
+#[test]
+fn a_short_block_range_cuts_the_head_in_minutes_and_drops_stopped_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let range = 5 * 60_000;
+    let opts = StorageOptions {
+        min_block_duration: std::time::Duration::from_millis(range as u64),
+        max_block_duration: std::time::Duration::from_millis(range as u64),
+        ..Default::default()
+    };
+    let st = Storage::open(opts, dir.path(), WalOptions::default()).expect("open");
+    // Ten series for 10 minutes, then only one more for 10 minutes, a sample every 15 s.
+    let series = |i: usize| Labels::new([("__name__", "m"), ("i", i.to_string().as_str())]);
+    for step in 0..80 {
+        let t = T0 + step * 15_000;
+        let live = if step < 40 { 0..10 } else { 10..11 };
+        for i in live {
+            st.append(&series(i), t, step as f64).expect("append");
+        }
+        assert!(
+            st.wait_for_head_blocks(WAIT),
+            "no head block after {WAIT:?}"
+        );
+    }
+    assert_eq!(st.stats().series, 1, "stopped series left the head");
+    let blocks = st.block_stats().expect("blocks");
+    assert!(blocks.blocks_loaded >= 3, "{blocks:?}");
+    for b in block_dirs(dir.path()) {
+        let meta = meta::BlockMeta::read(&b).expect("meta");
+        assert!(meta.max_time - meta.min_time <= range, "{meta:?}");
+    }
+    // Nothing lost: every sample of a stopped series is still there, from the blocks.
+    let m = [Matcher::new(MatchOp::Equal, "i", "3")];
+    let got = st.select(&m, i64::MIN, i64::MAX);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].samples.len(), 40);
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::storage::block::BLOCK_RANGE_MS;
 use crate::storage::block::tests::{T0, all, block_dirs, copy_dir, fill, raw_blocks};
 use crate::storage::wal::WalOptions;
 use crate::storage::{Queryable, Storage};
@@ -27,21 +28,30 @@ fn ms(spec: &[(&str, i64, i64)]) -> Vec<BlockMeta> {
 }
 
 fn planned(metas: &[BlockMeta]) -> Vec<String> {
-    plan(metas, &block_ranges(MAX_BLOCK_RANGE_MS))
+    plan(metas, &block_ranges(BLOCK_RANGE_MS, MAX_BLOCK_RANGE_MS))
 }
 
 #[test]
 fn ranges_grow_threefold_up_to_a_tenth_of_the_retention_or_31_days() {
     assert_eq!(
-        block_ranges(max_block_range(0, 0)),
+        block_ranges(BLOCK_RANGE_MS, max_block_range(0, 0, BLOCK_RANGE_MS)),
         [2, 6, 18, 54, 162, 486].map(|h| h * H)
     );
     assert_eq!(
-        block_ranges(max_block_range(15 * 24 * H, 0)),
+        block_ranges(
+            BLOCK_RANGE_MS,
+            max_block_range(15 * 24 * H, 0, BLOCK_RANGE_MS)
+        ),
         [2, 6, 18].map(|h| h * H)
     );
-    assert_eq!(block_ranges(max_block_range(6 * H, 0)), [2 * H]);
-    assert_eq!(block_ranges(max_block_range(0, 2 * H)), [2 * H]);
+    assert_eq!(
+        block_ranges(BLOCK_RANGE_MS, max_block_range(6 * H, 0, BLOCK_RANGE_MS)),
+        [2 * H]
+    );
+    assert_eq!(
+        block_ranges(BLOCK_RANGE_MS, max_block_range(0, 2 * H, BLOCK_RANGE_MS)),
+        [2 * H]
+    );
 }
 
 #[test]
@@ -118,7 +128,7 @@ fn tombstoned(ulid: &str, min_h: i64, max_h: i64, series: u64, deleted: u64) -> 
 #[test]
 fn a_block_with_enough_tombstones_is_rewritten_alone() {
     // Ranges 2 h, 6 h, 18 h: a block is wide from 6 h; 18 h blocks merge no further.
-    let ranges = block_ranges(18 * H);
+    let ranges = block_ranges(BLOCK_RANGE_MS, 18 * H);
     let wide = |u, a, b, d| tombstoned(u, a, b, 100, d);
     // 5 of 100 series: 5/101 is not over 5 %; 6/101 is.
     let metas = [wide("a", 0, 18, 5), wide("b", 18, 36, 0), m("c", 36, 38)];
@@ -174,7 +184,10 @@ fn three_2h_blocks_become_one_6h_block_with_the_same_answers() {
     let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
     let blocks = st.blocks.clone().expect("blocks");
     let start = Instant::now();
-    assert_eq!(blocks.compact_all(&block_ranges(MAX_BLOCK_RANGE_MS)), 1);
+    assert_eq!(
+        blocks.compact_all(&block_ranges(BLOCK_RANGE_MS, MAX_BLOCK_RANGE_MS)),
+        1
+    );
     eprintln!("compacted 6 series × 6 h in {:?}", start.elapsed());
     let stats = st.block_stats().expect("blocks");
     assert_eq!(
@@ -218,7 +231,10 @@ fn parents_left_behind_by_a_crash_are_deleted_at_open() {
         copy_dir(d, &saved.path().join(d.file_name().expect("name")));
     }
     let blocks = Blocks::open(dir.path()).expect("open");
-    assert_eq!(blocks.compact_all(&block_ranges(MAX_BLOCK_RANGE_MS)), 1);
+    assert_eq!(
+        blocks.compact_all(&block_ranges(BLOCK_RANGE_MS, MAX_BLOCK_RANGE_MS)),
+        1
+    );
     drop(blocks);
     // The crash: the merged block is in place, its parents are not deleted yet.
     for d in &before[..3] {
