@@ -79,21 +79,33 @@ fn no_compaction() -> StorageOptions {
 
 /// `(ULID, minTime, maxTime, level)` of the blocks in `dir`, sorted by `minTime`.
 fn block_metas(dir: &Path) -> Vec<(String, i64, i64, u64)> {
+    let mut out: Vec<_> = read_metas(dir)
+        .into_iter()
+        .map(|m| {
+            (
+                m["ulid"].as_str().unwrap().to_string(),
+                m["minTime"].as_i64().unwrap(),
+                m["maxTime"].as_i64().unwrap(),
+                m["compaction"]["level"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by_key(|m| m.1);
+    out
+}
+
+/// The `meta.json` of every block in `dir`, each read once: polled while Prometheus
+/// compacts, a block listed may be gone a moment later (it is then left out, as a block
+/// not yet written is).
+fn read_metas(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let Ok(text) = std::fs::read_to_string(p.join("meta.json")) else {
             continue;
         };
-        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
-        out.push((
-            m["ulid"].as_str().unwrap().to_string(),
-            m["minTime"].as_i64().unwrap(),
-            m["maxTime"].as_i64().unwrap(),
-            m["compaction"]["level"].as_u64().unwrap(),
-        ));
+        out.push(serde_json::from_str(&text).unwrap());
     }
-    out.sort_by_key(|m| m.1);
     out
 }
 
@@ -404,13 +416,15 @@ fn lookout_reads_a_directory_prometheus_ran_on() {
 
 /// `(minTime, maxTime, level, numTombstones)` of the blocks in `dir`, sorted.
 fn block_shapes(dir: &Path) -> Vec<(i64, i64, u64, u64)> {
-    let mut out: Vec<_> = block_metas(dir)
+    let mut out: Vec<_> = read_metas(dir)
         .into_iter()
-        .map(|(ulid, mint, maxt, level)| {
-            let text = std::fs::read_to_string(dir.join(&ulid).join("meta.json")).unwrap();
-            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let deleted = m["stats"]["numTombstones"].as_u64().unwrap_or(0);
-            (mint, maxt, level, deleted)
+        .map(|m| {
+            (
+                m["minTime"].as_i64().unwrap(),
+                m["maxTime"].as_i64().unwrap(),
+                m["compaction"]["level"].as_u64().unwrap(),
+                m["stats"]["numTombstones"].as_u64().unwrap_or(0),
+            )
         })
         .collect();
     out.sort();
