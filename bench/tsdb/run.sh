@@ -15,6 +15,7 @@
 # Usage: bench/tsdb/run.sh [replay|size|query|all]   (default all)
 #   env: SERIES=100000 (1000000 for the figure) SCRAPES=3 RUNS=3 HOURS=3
 #        SIZE_SERIES=10000 PORT_BASE=19500 LOOKOUT_BIN=path (skips the release build)
+#        LOOKOUT_BIN_B=path (query: a second Lookout build driven in the same turns)
 # Needs: cargo, curl, python3, prometheus, promtool.
 set -euo pipefail
 
@@ -80,6 +81,18 @@ YML
     --web.listen-address "127.0.0.1:$PROM_PORT" --log.level warn >"$WORK/prom-ingest.log" 2>&1 &
   local ppid=$!
   PIDS+=($ppid)
+  # LOOKOUT_BIN_B: a second Lookout build on a third copy, driven in the same turns (a
+  # before/after pair in one sitting, each beside the same Prometheus).
+  PEER_B=()
+  if [ -n "${LOOKOUT_BIN_B:-}" ]; then
+    cp -a "$WORK/prom-blocks" "$WORK/q-lookout-b"
+    "$LOOKOUT_BIN_B" --log.level warn evaluator --config.file "$WORK/empty.yml" \
+      --web.listen-address "127.0.0.1:$((PORT_BASE + 3))" --rules.state-file "$WORK/alerts-state-b.json" \
+      --storage.tsdb.path "$WORK/q-lookout-b" --storage.tsdb.retention.time 36500d >"$WORK/lookout-q-b.log" 2>&1 &
+    PIDS+=($!)
+    wait_up "http://127.0.0.1:$((PORT_BASE + 3))/-/ready"
+    PEER_B=("lookout_b=http://127.0.0.1:$((PORT_BASE + 3))")
+  fi
   wait_up "http://127.0.0.1:$LOOKOUT_PORT/-/ready"
   wait_up "http://127.0.0.1:$PROM_PORT/-/ready"
   echo "== replay: both scrape $SERIES series every 15s until each holds $SCRAPES scrapes" >&2
@@ -129,6 +142,18 @@ query() {
     --storage.tsdb.retention.time 100y --web.listen-address "127.0.0.1:$PROM_PORT" \
     --log.level warn >"$WORK/prom-q.log" 2>&1 &
   PIDS+=($!)
+  # LOOKOUT_BIN_B: a second Lookout build on a third copy, driven in the same turns (a
+  # before/after pair in one sitting, each beside the same Prometheus).
+  PEER_B=()
+  if [ -n "${LOOKOUT_BIN_B:-}" ]; then
+    cp -a "$WORK/prom-blocks" "$WORK/q-lookout-b"
+    "$LOOKOUT_BIN_B" --log.level warn evaluator --config.file "$WORK/empty.yml" \
+      --web.listen-address "127.0.0.1:$((PORT_BASE + 3))" --rules.state-file "$WORK/alerts-state-b.json" \
+      --storage.tsdb.path "$WORK/q-lookout-b" --storage.tsdb.retention.time 36500d >"$WORK/lookout-q-b.log" 2>&1 &
+    PIDS+=($!)
+    wait_up "http://127.0.0.1:$((PORT_BASE + 3))/-/ready"
+    PEER_B=("lookout_b=http://127.0.0.1:$((PORT_BASE + 3))")
+  fi
   wait_up "http://127.0.0.1:$LOOKOUT_PORT/-/ready"
   wait_up "http://127.0.0.1:$PROM_PORT/-/ready"
   # The PromQL bench's queries, its end (7 s after the last sample, off the sample grid),
@@ -136,7 +161,7 @@ query() {
   DRIVE_QUERIES=$(sed -n '/^pub const QUERIES/,/^];/p' "$ROOT/crates/lookout-promql/benches/promql.rs" |
     sed -n 's/^ *"\(.*\)",$/\1/p' | sed 's/\\"/"/g') \
     python3 "$ROOT/bench/api/drive.py" "$RUNS" 1767247192 3600 60 \
-    "lookout=http://127.0.0.1:$LOOKOUT_PORT" "prometheus=http://127.0.0.1:$PROM_PORT"
+    "lookout=http://127.0.0.1:$LOOKOUT_PORT" "${PEER_B[@]}" "prometheus=http://127.0.0.1:$PROM_PORT"
 }
 
 case "$WHAT" in

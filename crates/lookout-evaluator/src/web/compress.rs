@@ -51,6 +51,7 @@ fn choose(headers: &HeaderMap) -> Option<Encoding> {
 fn encode(enc: Encoding, body: &[u8]) -> std::io::Result<Vec<u8>> {
     let out = Vec::with_capacity(body.len() / 8 + 64);
     match enc {
+        Encoding::Gzip if body.len() >= 2 * PIECE => gzip_in_pieces(body),
         Encoding::Gzip => {
             let mut w = flate2::write::GzEncoder::new(out, Compression::default());
             w.write_all(body)?;
@@ -60,6 +61,81 @@ fn encode(enc: Encoding, body: &[u8]) -> std::io::Result<Vec<u8>> {
             let mut w = flate2::write::ZlibEncoder::new(out, Compression::default());
             w.write_all(body)?;
             w.finish()
+        }
+    }
+}
+
+/// Bodies of at least two pieces are compressed a piece per thread, up to one thread per
+/// core (see [`gzip_in_pieces`]).
+const PIECE: usize = 512 * 1024;
+
+/// Gzip of a large body on every core at once, as `pigz` does: the body is cut into pieces
+/// (whole multiples of [`PIECE`]), each compressed by a raw deflate stream of its own
+/// that ends in a sync flush (an empty stored block: the bit stream is byte-aligned there,
+/// so the next piece's blocks follow it as if one encoder had written both), the last one
+/// ends the stream; one gzip header before them, the CRC-32 and length of the whole body
+/// after. Each piece starts without the previous piece's 32 KiB window, which costs a few
+/// hundred bytes per piece. Prometheus compresses on one goroutine; the largest range
+/// answers spend most of their time here (BENCHMARKS.md, queries on persisted blocks).
+fn gzip_in_pieces(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(body.len() / PIECE).max(1);
+    // Pieces of equal size, rounded up to a whole PIECE so none is tiny.
+    let size = body.len().div_ceil(threads).div_ceil(PIECE) * PIECE;
+    let pieces: Vec<&[u8]> = body.chunks(size).collect();
+    let last = pieces.len() - 1;
+    let compressed: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, piece)| scope.spawn(move || deflate_piece(piece, i == last)))
+            .collect();
+        let mut out = vec![deflate_piece(pieces[0], last == 0)];
+        out.extend(handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("compressing thread panicked")))
+        }));
+        out
+    });
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    let mut out = Vec::with_capacity(body.len() / 8 + 64);
+    // ID1 ID2, deflate, no flags, no time, no extra flags, unknown OS (as Go's gzip writes).
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    for piece in compressed {
+        out.extend_from_slice(&piece?);
+    }
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// One piece of [`gzip_in_pieces`]: raw deflate at the default level, ended by a sync
+/// flush, or by the end of the stream when `last`.
+fn deflate_piece(input: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress, Status};
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(input.len() / 8 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX);
+        let status = c
+            .compress_vec(&input[consumed.min(input.len())..], &mut out, flush)
+            .map_err(std::io::Error::other)?;
+        let all_in = c.total_in() == input.len() as u64;
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // A sync flush is complete once all input is in and the output had room left.
+            _ if !last && all_in && out.len() < out.capacity() => return Ok(out),
+            Status::Ok | Status::BufError => {}
         }
     }
 }
@@ -146,5 +222,46 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, body);
+    }
+
+    /// A body large enough to be compressed in pieces decodes whole, with one gzip member
+    /// (a single `GzDecoder`, not `MultiGzDecoder`), and compresses about as well as one
+    /// encoder does.
+    #[test]
+    fn bodies_compressed_in_pieces_decode_to_the_original() {
+        let mut body = Vec::new();
+        let mut x: u64 = 1;
+        while body.len() < 3 * PIECE + 12345 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            body.extend_from_slice(
+                format!(
+                    "{{\"metric\":{{\"n\":\"{}\"}},\"v\":[{},\"{}\"]}},",
+                    x % 5000,
+                    x % 97,
+                    x % 1000
+                )
+                .as_bytes(),
+            );
+        }
+        for len in [2 * PIECE + 1, body.len()] {
+            let part = &body[..len];
+            let encoded = encode(Encoding::Gzip, part).unwrap();
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&encoded[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == part, "length {len}: decoded body differs");
+            let mut one = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+            one.write_all(part).unwrap();
+            let one = one.finish().unwrap();
+            assert!(
+                encoded.len() <= one.len() + one.len() / 50 + 1024,
+                "length {len}: {} bytes in pieces against {} in one stream",
+                encoded.len(),
+                one.len()
+            );
+        }
     }
 }
