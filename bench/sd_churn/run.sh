@@ -26,7 +26,7 @@
 #
 # Usage: bench/sd_churn/run.sh   (env: TARGETS=10000 FRACTION=0.1 PERIOD=60 ROUNDS=5
 #                                 PROBE_INTERVAL=15 SCRAPE_INTERVAL=30 WARMUP=60 POLL=1 DRAIN=90
-#                                 PORT_BASE=19800 PROMETHEUS=1; LOOKOUT_BIN=path skips the
+#                                 PORT_BASE=19800 PROMETHEUS=1 BLOCK=; LOOKOUT_BIN=path skips the
 #                                 release build)
 # Needs: cargo, curl, python3, prometheus (unless PROMETHEUS=0).
 set -euo pipefail
@@ -87,13 +87,23 @@ YML
 "$LOOKOUT" --log.level warn exporter --config.file "$WORK/exporter.yml" \
   --web.listen-address "127.0.0.1:$E_PORT" 2>"$WORK/exporter.log" &
 E_PID=$!; PIDS+=($E_PID)
+# BLOCK (e.g. 5m): the evaluator keeps a data directory too, and both it and Prometheus cut
+# their head into blocks of that range (the hidden min/max-block-duration flags), so that
+# series of removed targets leave memory within the run; unset, the evaluator is memory only
+# and Prometheus keeps its 2 h blocks.
+EVAL_STORAGE=(--storage.tsdb.path=)
+PROM_STORAGE=()
+if [ -n "${BLOCK:-}" ]; then
+  EVAL_STORAGE=(--storage.tsdb.path="$WORK/eval-data" --storage.tsdb.min-block-duration="$BLOCK" --storage.tsdb.max-block-duration="$BLOCK")
+  PROM_STORAGE=(--storage.tsdb.min-block-duration="$BLOCK" --storage.tsdb.max-block-duration="$BLOCK")
+fi
 "$LOOKOUT" --log.level warn evaluator --config.file "$WORK/evaluator.yml" \
   --web.listen-address "127.0.0.1:$V_PORT" --rules.state-file "$WORK/state.json" \
-  --storage.tsdb.path= 2>"$WORK/evaluator.log" &
+  "${EVAL_STORAGE[@]}" 2>"$WORK/evaluator.log" &
 V_PID=$!; PIDS+=($V_PID)
 SCRAPERS=("evaluator=$V_PID=http://127.0.0.1:$V_PORT")
 if [ "$PROMETHEUS" != 0 ]; then
-  prometheus --config.file "$WORK/evaluator.yml" --storage.tsdb.path "$WORK/prom" \
+  prometheus --config.file "$WORK/evaluator.yml" --storage.tsdb.path "$WORK/prom" "${PROM_STORAGE[@]}" \
     --web.listen-address "127.0.0.1:$P_PORT" --log.level warn 2>"$WORK/prometheus.log" &
   P_PID=$!; PIDS+=($P_PID)
   SCRAPERS+=("prometheus=$P_PID=http://127.0.0.1:$P_PORT")
