@@ -81,18 +81,6 @@ YML
     --web.listen-address "127.0.0.1:$PROM_PORT" --log.level warn >"$WORK/prom-ingest.log" 2>&1 &
   local ppid=$!
   PIDS+=($ppid)
-  # LOOKOUT_BIN_B: a second Lookout build on a third copy, driven in the same turns (a
-  # before/after pair in one sitting, each beside the same Prometheus).
-  PEER_B=()
-  if [ -n "${LOOKOUT_BIN_B:-}" ]; then
-    cp -a "$WORK/prom-blocks" "$WORK/q-lookout-b"
-    "$LOOKOUT_BIN_B" --log.level warn evaluator --config.file "$WORK/empty.yml" \
-      --web.listen-address "127.0.0.1:$((PORT_BASE + 3))" --rules.state-file "$WORK/alerts-state-b.json" \
-      --storage.tsdb.path "$WORK/q-lookout-b" --storage.tsdb.retention.time 36500d >"$WORK/lookout-q-b.log" 2>&1 &
-    PIDS+=($!)
-    wait_up "http://127.0.0.1:$((PORT_BASE + 3))/-/ready"
-    PEER_B=("lookout_b=http://127.0.0.1:$((PORT_BASE + 3))")
-  fi
   wait_up "http://127.0.0.1:$LOOKOUT_PORT/-/ready"
   wait_up "http://127.0.0.1:$PROM_PORT/-/ready"
   echo "== replay: both scrape $SERIES series every 15s until each holds $SCRAPES scrapes" >&2
