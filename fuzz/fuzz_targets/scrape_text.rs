@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use lookout_evaluator::scrape::textparse::{self, Format};
 
-/// Most labels of the 0xFF series (past the 16 where the duplicate check switches to a set).
+/// Most labels of the 0xFF series (enough for repeats and sorting to matter).
 const MAX_LABELS: usize = 64;
 /// Most copies of the seed in the 0xFE label value (at most 1 KiB of value).
 const MAX_VALUE_REPEATS: usize = 128;

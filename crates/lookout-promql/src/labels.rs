@@ -160,6 +160,29 @@ impl Labels {
         Labels::from_sorted(kept)
     }
 
+    /// Like [`Labels::new`] for pairs that must have distinct names (a parsed series):
+    /// no copy of each pair, and one sort that also finds repeats. `Err(i)` when pair `i`
+    /// repeats an earlier name (the first such `i`).
+    pub fn try_from_distinct(pairs: &[(&str, &str)]) -> Result<Labels, usize> {
+        let mut order: Vec<u32> = (0..u32::try_from(pairs.len()).unwrap_or(u32::MAX)).collect();
+        let name = |i: u32| pairs[i as usize].0;
+        order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)).then(a.cmp(&b)));
+        let repeat = order
+            .windows(2)
+            .filter(|w| name(w[0]) == name(w[1]))
+            .map(|w| w[1] as usize)
+            .min();
+        if let Some(i) = repeat {
+            return Err(i);
+        }
+        Ok(Labels::from_sorted(
+            order
+                .iter()
+                .map(|&i| pairs[i as usize])
+                .filter(|(_, v)| !v.is_empty()),
+        ))
+    }
+
     /// Encodes pairs already sorted by name, with distinct names and no empty values, in
     /// one allocation.
     pub(crate) fn from_sorted<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> Labels {
@@ -205,6 +228,20 @@ impl Labels {
             return;
         }
         *self = Labels::merged(self.iter(), std::iter::once((name, value)));
+    }
+
+    /// Sets every `(name, value)` of `pairs` (an empty value removes the name; of repeated
+    /// names the last wins) in one pass over the labels: setting them one at a time would
+    /// re-encode a wide label set once per pair.
+    pub fn set_all<'p>(&mut self, pairs: impl IntoIterator<Item = (&'p str, &'p str)>) {
+        let mut pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+        if pairs.iter().all(|&(k, v)| self.get(k).unwrap_or("") == v) {
+            return;
+        }
+        pairs.reverse();
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        pairs.dedup_by(|later, first| later.0 == first.0);
+        *self = Labels::merged(self.iter(), pairs.into_iter());
     }
 
     /// The pairs of `base` with those of `overrides` put in: an override replaces the pair
@@ -454,6 +491,23 @@ mod tests {
         assert_eq!(shared.iter().collect::<Vec<_>>(), vec![("b", "2")]);
         assert!(Labels::default().is_empty());
         assert_eq!(Labels::new([("x", "")]), Labels::default());
+    }
+
+    #[test]
+    fn set_all_equals_setting_one_at_a_time() {
+        let base = Labels::new([("__name__", "m"), ("b", "2"), ("d", "4")]);
+        let pairs = [("c", "3"), ("b", "20"), ("a", "1"), ("d", ""), ("c", "30")];
+        let mut one_by_one = base.clone();
+        for (k, v) in pairs {
+            one_by_one.set(k, v);
+        }
+        let mut at_once = base.clone();
+        at_once.set_all(pairs);
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(at_once.to_string(), "m{a=\"1\", b=\"20\", c=\"30\"}");
+        let mut unchanged = base.clone();
+        unchanged.set_all([("b", "2"), ("x", "")]);
+        assert_eq!(unchanged.ptr_id(), base.ptr_id());
     }
 
     #[test]

@@ -567,23 +567,34 @@ pub(crate) fn health_labels(job: &str, labels: &Labels) -> Vec<(String, String)>
 
 /// Target labels merged into a scraped series (Prometheus's `mutateSampleLabels`).
 pub(crate) fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels {
-    let mut out = scraped.clone();
+    // The target's few labels are decided against the scraped set plus what was decided
+    // so far, then written in one pass: a scraped series can have 200,000 labels, and
+    // re-encoding it once per target label is what the scrape timeout cannot interrupt.
+    let mut sets: BTreeMap<String, String> = BTreeMap::new();
+    let get = |sets: &BTreeMap<String, String>, name: &str| -> Option<String> {
+        match sets.get(name) {
+            Some(v) => (!v.is_empty()).then(|| v.clone()),
+            None => scraped.get(name).map(str::to_string),
+        }
+    };
     for (name, value) in target.iter() {
         if honor {
-            if out.get(name).is_none() {
-                out.set(name, value);
+            if get(&sets, name).is_none() {
+                sets.insert(name.to_string(), value.to_string());
             }
         } else {
-            if let Some(existing) = out.get(name).map(str::to_string) {
+            if let Some(existing) = get(&sets, name) {
                 let mut exported = format!("exported_{name}");
-                while out.get(&exported).is_some() {
+                while get(&sets, &exported).is_some() {
                     exported = format!("exported_{exported}");
                 }
-                out.set(&exported, &existing);
+                sets.insert(exported, existing);
             }
-            out.set(name, value);
+            sets.insert(name.to_string(), value.to_string());
         }
     }
+    let mut out = scraped.clone();
+    out.set_all(sets.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     out
 }
 

@@ -14,7 +14,7 @@
 //! flag every few thousand lines and labels, so that the scrape loop can end a parse that
 //! outlives its `scrape_timeout`.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lookout_promql::Labels;
@@ -69,10 +69,6 @@ pub struct ParseError {
     /// What is wrong.
     pub message: String,
 }
-
-/// Below this many labels a series checks its names for duplicates by a linear scan; from
-/// it on, through a hash set (so a series of N labels costs O(N), not O(N²)).
-const LINEAR_DUPLICATE_CHECK: usize = 16;
 
 /// How many lines, or labels of one series, are parsed between two looks at the stop flag.
 const STOP_CHECK_EVERY: usize = 1024;
@@ -303,39 +299,15 @@ fn is_metric_name(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// The label pairs of one series, borrowed from the body where they have no escapes.
+type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 struct Cursor<'a> {
     s: &'a str,
     pos: usize,
     line: usize,
     offset: usize,
     stop: &'a AtomicBool,
-}
-
-/// The label names of one series seen so far: a linear scan while there are few, a hash
-/// set from [`LINEAR_DUPLICATE_CHECK`] names on.
-#[derive(Default)]
-struct SeenNames {
-    set: Option<HashSet<String>>,
-}
-
-impl SeenNames {
-    /// Whether `name` is already among `pairs` (whose names this has seen, in order).
-    fn contains(&mut self, pairs: &[(String, String)], name: &str) -> bool {
-        if pairs.len() < LINEAR_DUPLICATE_CHECK {
-            return pairs.iter().any(|(k, _)| k == name);
-        }
-        let set = self
-            .set
-            .get_or_insert_with(|| pairs.iter().map(|(k, _)| k.clone()).collect());
-        set.contains(name)
-    }
-
-    /// Records `name`, which `pairs` gets next.
-    fn add(&mut self, name: &str) {
-        if let Some(set) = self.set.as_mut() {
-            set.insert(name.to_string());
-        }
-    }
 }
 
 impl<'a> Cursor<'a> {
@@ -379,26 +351,39 @@ impl<'a> Cursor<'a> {
         &self.s[start..self.pos]
     }
 
-    fn quoted(&mut self) -> Result<String, ParseError> {
+    /// A quoted string, borrowed from the text unless it has escapes (one allocation per
+    /// label would be most of the work on a series of 200,000 labels).
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParseError> {
         if self.peek() != Some(b'"') {
             return Err(self.error("expected '\"'"));
         }
         self.pos += 1;
-        let mut out = String::new();
-        let rest = &self.s[self.pos..];
+        let start = self.pos;
+        let bytes = self.s.as_bytes();
+        // '"' and '\\' are ASCII, so every index found is a character boundary.
+        let Some(at) = bytes[start..].iter().position(|&b| b == b'"' || b == b'\\') else {
+            self.pos = self.s.len();
+            return Err(self.error("unterminated label value"));
+        };
+        if bytes[start + at] == b'"' {
+            self.pos = start + at + 1;
+            return Ok(Cow::Borrowed(&self.s[start..start + at]));
+        }
+        let mut out = String::from(&self.s[start..start + at]);
+        let rest = &self.s[start + at..];
         let mut chars = rest.char_indices();
         while let Some((i, c)) = chars.next() {
             match c {
                 '"' => {
-                    self.pos += i + 1;
-                    return Ok(out);
+                    self.pos = start + at + i + 1;
+                    return Ok(Cow::Owned(out));
                 }
                 '\\' => match chars.next() {
                     Some((_, '\\')) => out.push('\\'),
                     Some((_, '"')) => out.push('"'),
                     Some((_, 'n')) => out.push('\n'),
                     Some((j, other)) => {
-                        self.pos += j;
+                        self.pos = start + at + j;
                         return Err(self.error(format!("invalid escape sequence '\\{other}'")));
                     }
                     None => break,
@@ -412,19 +397,24 @@ impl<'a> Cursor<'a> {
 
     /// The label set after the metric name, `{...}` (if there is one); a quoted name inside
     /// the braces (UTF-8 metric names) is put into `name`.
-    fn label_set(&mut self, name: &mut String) -> Result<Vec<(String, String)>, ParseError> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+    /// Repeated names are left to the caller ([`Cursor::series`]), which finds them by
+    /// sorting: `ends` gets where each pair ends, to say where the first repeat is.
+    fn label_set(
+        &mut self,
+        name: &mut Cow<'a, str>,
+        pairs: &mut Pairs<'a>,
+        ends: &mut Vec<usize>,
+    ) -> Result<(), ParseError> {
         if self.peek() != Some(b'{') {
-            return Ok(pairs);
+            return Ok(());
         }
-        let mut seen = SeenNames::default();
         self.pos += 1;
         loop {
             self.skip_blanks();
             match self.peek() {
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(pairs);
+                    return Ok(());
                 }
                 Some(b'"') if name.is_empty() && pairs.is_empty() => {
                     *name = self.quoted()?;
@@ -433,7 +423,7 @@ impl<'a> Cursor<'a> {
                     let lname = if self.peek() == Some(b'"') {
                         self.quoted()?
                     } else {
-                        self.ident(false).to_string()
+                        Cow::Borrowed(self.ident(false))
                     };
                     if lname.is_empty() {
                         return Err(self.error("expected a label name"));
@@ -445,11 +435,11 @@ impl<'a> Cursor<'a> {
                     self.pos += 1;
                     self.skip_blanks();
                     let value = self.quoted()?;
-                    if lname == METRIC_NAME || seen.contains(&pairs, &lname) {
+                    if lname == METRIC_NAME {
                         return Err(self.error(format!("duplicate label name {lname:?}")));
                     }
-                    seen.add(&lname);
                     pairs.push((lname, value));
+                    ends.push(self.pos);
                     if pairs.len() % STOP_CHECK_EVERY == 0 && self.stop.load(Ordering::Relaxed) {
                         return Err(self.error(STOPPED));
                     }
@@ -467,19 +457,44 @@ impl<'a> Cursor<'a> {
 
     /// The metric name and label set at the start of the text, as labels.
     fn series(&mut self) -> Result<Labels, ParseError> {
-        let mut name = self.ident(true).to_string();
-        let mut pairs = self.label_set(&mut name)?;
+        let mut name = Cow::Borrowed(self.ident(true));
+        let (mut pairs, mut ends) = (Pairs::new(), Vec::new());
+        let parsed = self.label_set(&mut name, &mut pairs, &mut ends);
+        if let Err(e) = &parsed
+            && e.message == STOPPED
+        {
+            return parsed.map(|()| Labels::default());
+        }
+        // Sorting a wide label set is the next uninterruptible step: look at the stop flag
+        // before it too.
+        if pairs.len() >= STOP_CHECK_EVERY && self.stop.load(Ordering::Relaxed) {
+            return Err(self.error(STOPPED));
+        }
+        // A repeated name is the first error on the line when it comes before the one that
+        // ended the label set, as if each name were checked as it came.
+        // The metric name goes last: `__name__` inside the braces is refused above, so a
+        // repeat is always a pair of the label set.
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .chain(std::iter::once((METRIC_NAME, name.as_ref())))
+            .collect();
+        let labels = Labels::try_from_distinct(&refs).map_err(|i| {
+            err(
+                self.line,
+                self.offset + ends[i] + 1,
+                format!("duplicate label name {:?}", refs[i].0),
+            )
+        });
+        let labels = labels?;
+        parsed?;
         if name.is_empty() {
             return Err(self.error("expected a metric name"));
         }
         if self.pos != self.s.len() {
             return Err(self.error("expected a space before the value"));
         }
-        pairs.push((METRIC_NAME.to_string(), name));
-        if pairs.iter().any(|(_, v)| v.is_empty()) {
-            pairs.retain(|(_, v)| !v.is_empty());
-        }
-        Ok(Labels::new(pairs))
+        Ok(labels)
     }
 
     /// The value and timestamp after the series text (the cursor at its end).
@@ -591,6 +606,42 @@ mod tests {
         assert!(parse("m 1 2 3\n", Format::PrometheusText).is_err());
         assert!(parse("# TYPE m bogus\n", Format::PrometheusText).is_err());
         assert!(parse("{\"\u{e9}\" 1\n", Format::PrometheusText).is_err());
+    }
+
+    /// Repeated names are found by sorting once the label set is read, but reported as a
+    /// check per name would: the first repeat in the text, at its value's end, and before a
+    /// later error on the line.
+    #[test]
+    fn a_repeated_label_name_is_reported_where_it_first_repeats() {
+        let e = parse(
+            "m{b=\"1\",a=\"2\",a=\"3\",b=\"4\"} 1\n",
+            Format::PrometheusText,
+        )
+        .unwrap_err();
+        assert_eq!(e.message, "duplicate label name \"a\"");
+        assert_eq!(e.column, 20);
+        let e = parse("m{a=\"1\",a=\"2\",b=3} 1\n", Format::PrometheusText).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.column),
+            ("duplicate label name \"a\"", 14)
+        );
+        let e = parse("m{a=\"1\",b=3,a=\"2\"} 1\n", Format::PrometheusText).unwrap_err();
+        assert!(e.message.contains("expected '\"'"), "{e}");
+        let e = parse("m{__name__=\"x\"} 1\n", Format::PrometheusText).unwrap_err();
+        assert_eq!(e.message, "duplicate label name \"__name__\"");
+        let e = parse("m{a=\"\",a=\"2\"} 1\n", Format::PrometheusText).unwrap_err();
+        assert_eq!(e.message, "duplicate label name \"a\"");
+    }
+
+    #[test]
+    fn escaped_and_plain_values_and_quoted_names() {
+        let body = "{\"my.metric\",z=\"a\\\\b\\nc\\\"d\",\"x.y\"=\"\u{e9}\",e=\"\"} 1\n";
+        let s = parse(body, Format::PrometheusText).unwrap();
+        assert_eq!(s[0].labels.metric_name(), Some("my.metric"));
+        assert_eq!(s[0].labels.get("z"), Some("a\\b\nc\"d"));
+        assert_eq!(s[0].labels.get("x.y"), Some("\u{e9}"));
+        assert_eq!(s[0].labels.get("e"), None);
+        assert_eq!(s[0].labels.len(), 3);
     }
 
     #[test]
