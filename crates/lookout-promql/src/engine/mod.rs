@@ -42,6 +42,7 @@ mod histogram_rate;
 mod histogram_stats;
 pub mod parse_cache;
 mod rewrite;
+mod selector_range;
 mod steps;
 pub mod value;
 pub mod windows;
@@ -425,7 +426,7 @@ impl Engine {
         let span = (start_ms, end_ms, step_ms);
         let ev = Evaluator::new(q, &self.opts, query_text, expr, span, control)?;
         ev.warn_sort_in_range(expr);
-        if let Some(result) = ev.steps_matrix(expr) {
+        if let Some(result) = ev.selector_matrix(expr).or_else(|| ev.steps_matrix(expr)) {
             return Ok(QueryOutput {
                 value: result?,
                 annotations: ev.take_annotations(),

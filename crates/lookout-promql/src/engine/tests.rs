@@ -454,6 +454,12 @@ fn range_queries_of_range_functions_equal_instant_queries_at_each_step() {
         "topk(1, rate(c[1m]))",
         "rate(c[1m]) * on(inst) group_left(team) c_info",
         "rate(c[1m]) > 0.1",
+        // A bare selector is built series by series (engine::selector_range).
+        "c",
+        "(c{job=\"a\"})",
+        "c offset 1m",
+        "c @ 300",
+        "c_info",
     ] {
         // Many steps, and a range query of one step (kept as one row of values).
         for (start, end, step) in [(20_000, 600_000, 35_000), (310_000, 310_000, 60_000)] {
@@ -497,6 +503,17 @@ fn range_function_sample_limit_fails_at_the_step_that_exceeds_it() {
         .range_query(&s, "rate(c[1m])", 60_000, 600_000, 15_000)
         .expect_err("over the limit");
     assert!(matches!(err, QueryError::TooManySamples(_)), "{err}");
+    // A bare selector: two series have values over the first 7 steps (14 values), and
+    // from 5 m on two a step, so 11 steps are 22 values, over the limit of 20.
+    let m = e.range_query(&s, "c", 0, 90_000, 15_000).expect("7 steps");
+    assert_eq!(m.iter().map(|s| s.floats.len()).sum::<usize>(), 14);
+    let err = e
+        .range_query(&s, "c", 300_000, 450_000, 15_000)
+        .expect_err("11 steps of 2");
+    assert_eq!(
+        err.message(),
+        "query processing would load too many samples into memory in query execution"
+    );
     for q in ["rate(c[3m])", "sum(rate(c[3m]))"] {
         let err = e
             .range_query(&s, q, 15_000, 600_000, 60_000)
