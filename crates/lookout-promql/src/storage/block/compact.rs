@@ -371,8 +371,15 @@ impl Blocks {
         let secs = start.elapsed().as_secs_f64();
         self.last_compaction_seconds
             .store(secs.to_bits(), Ordering::Relaxed);
+        // The merge read every chunk of its inputs: give that memory back (see
+        // `release_freed_memory`) once the inputs are closed too.
+        drop(inputs);
         match written {
-            Ok(new) => self.finish_compaction(new, chosen, secs),
+            Ok(new) => {
+                let done = self.finish_compaction(new, chosen, secs);
+                super::super::release_freed_memory();
+                done
+            }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), blocks = ?chosen, err = %e, "compacting blocks failed; they are left as they are");
                 self.compactions_failed.fetch_add(1, Ordering::Relaxed);

@@ -312,8 +312,16 @@ pub(crate) struct Block {
 impl Block {
     /// Opens the block in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Block, BlockError> {
+        Block::open_sharing(dir, &[])
+    }
+
+    /// [`Block::open`] whose series take the label sets of `shared` (sorted by labels)
+    /// where they are equal: a block just written from the head points at the head's label
+    /// sets instead of holding a second copy of each for as long as the head has them.
+    pub(crate) fn open_sharing(dir: &Path, shared: &[Labels]) -> Result<Block, BlockError> {
         let meta = BlockMeta::read(dir)?;
-        let series = index::read_index(&dir.join("index"))?;
+        let mut series = index::read_index(&dir.join("index"))?;
+        share_labels(&mut series, shared);
         let chunks = ChunkReader::open(&dir.join("chunks"))?;
         let tombstones = tombstones::read(dir)?;
         let mut index = Index::default();
@@ -406,6 +414,21 @@ impl Block {
 
     pub(crate) fn label_values(&self, name: &str) -> Vec<String> {
         self.index.label_values(name)
+    }
+}
+
+/// Replaces each series' labels by the equal label set of `shared`, when there is one;
+/// both are sorted by labels, so one walk finds them.
+fn share_labels(series: &mut [IndexSeries], shared: &[Labels]) {
+    let mut j = 0;
+    for s in series.iter_mut() {
+        while j < shared.len() && shared[j] < s.labels {
+            j += 1;
+        }
+        if j < shared.len() && shared[j] == s.labels {
+            s.labels = shared[j].clone();
+            j += 1;
+        }
     }
 }
 

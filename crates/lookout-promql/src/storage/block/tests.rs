@@ -400,3 +400,31 @@ fn a_short_block_range_cuts_the_head_in_minutes_and_drops_stopped_series() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].samples.len(), 40);
 }
+
+/// Series of the same label sets share one copy: only the equal ones, found in one walk
+/// over two sorted lists that each have series the other lacks.
+#[test]
+fn a_block_opened_after_a_head_write_shares_the_heads_label_sets() {
+    let l = |i: u32| Labels::new([("__name__", "m"), ("i", &format!("{i:03}"))]);
+    let mut series: Vec<IndexSeries> = [1, 2, 4, 7]
+        .into_iter()
+        .map(|i| IndexSeries {
+            r: u64::from(i),
+            labels: l(i),
+            chunks: Vec::new(),
+        })
+        .collect();
+    let head: Vec<Labels> = [0, 2, 3, 4, 8].into_iter().map(l).collect();
+    share_labels(&mut series, &head);
+    let shared: Vec<bool> = series
+        .iter()
+        .map(|s| head.iter().any(|h| h.ptr_id() == s.labels.ptr_id()))
+        .collect();
+    assert_eq!(shared, [false, true, true, false]);
+    assert!(
+        series
+            .iter()
+            .zip([1, 2, 4, 7])
+            .all(|(s, i)| s.labels == l(i))
+    );
+}
