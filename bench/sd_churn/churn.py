@@ -15,7 +15,8 @@ then polls how the exporter's probes and the scrapers' scrapes follow each rewri
       first probe or scrape (the sample's own timestamp, so not limited by the polling), a
       removed one from the rewrite to the first poll that no longer shows it (so within a
       poll); a target not followed by the next rewrite stays pending, at the end for up to
-      DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s. Prints the summary, with the
+      DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s, each scraper's head series and blocks loaded
+      (its own /metrics) every 30 s. Prints the summary, with the
       evaluator's ratios to a scraper named prometheus when there is one.
 
 Exporter targets: PROBE_URL?n=ID, one group per generation labelled gen. Evaluator
@@ -127,13 +128,20 @@ def run(args):
     gen_of = {i: 0 for i in ids}
     step = int(targets * fraction)
     samples = []  # (t, name, rss_kib, cpu_s)
+    tsdb = []  # (name, head series, blocks loaded), every 30 s, for each scraper
     stop = threading.Event()
 
     def sampler():
+        n = 0
         while not stop.is_set():
             t = time.time()
             for name, pid, _ in progs:
                 samples.append((t, name, m.status_kib(pid, "VmRSS"), m.cpu_seconds(pid)))
+            if n % 6 == 0:
+                for name, _, url in progs[1:]:
+                    tsdb.append((name, tsdb_gauge(url, "prometheus_tsdb_head_series"),
+                                 tsdb_gauge(url, "prometheus_tsdb_blocks_loaded")))
+            n += 1
             stop.wait(5)
 
     threading.Thread(target=sampler, daemon=True).start()
@@ -204,6 +212,20 @@ def run(args):
     print("RSS over time (MiB, every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
         for name, _, _ in progs))
+    print("head series / blocks loaded over time (every 30 s): " + "; ".join(
+        f"{name}: " + " ".join(f"{h}/{b}" for n, h, b in tsdb if n == name)
+        for name, _, _ in progs[1:]))
+
+
+def tsdb_gauge(url, metric):
+    """The value of `metric` on the program's own /metrics, '?' when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return "?"
+    found = re.search(rf"^{metric} (\S+)$", text, re.M)
+    return f"{float(found.group(1)):.0f}" if found else "?"
 
 
 def med(values):

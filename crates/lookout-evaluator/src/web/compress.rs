@@ -5,8 +5,9 @@
 //!
 //! A range query's answer is often several MB of JSON that compresses about tenfold; a
 //! client across a network (Grafana asks for gzip) waits for every byte. Deflate is
-//! zlib-rs (flate2's `zlib-rs` backend) at level 5 ([`LEVEL`]): on the 3.6 MB answer of
-//! bench/api's range `rate()` over 5,000 series it wrote 60 KiB in 17 ms, where miniz_oxide
+//! zlib-rs (flate2's `zlib-rs` backend) at level 5 ([`LEVEL`]): in a one-off timing on the
+//! 3.6 MB answer of bench/api's range `rate()` over 5,000 series it wrote 60 KiB in 17 ms,
+//! where miniz_oxide
 //! (the backend before) took 31 ms for 43 KiB at level 6, and zlib-rs at level 6 took 21 ms
 //! for 71 KiB; level 1 is faster still but writes two to five times the bytes.
 //! Prometheus's level 6 (Go's own deflate) wrote 106 KiB for twice that body. Large bodies

@@ -52,11 +52,9 @@ impl Evaluator<'_> {
             let samples = &sd.samples;
             let mut floats = Vec::new();
             let mut i = 0usize;
+            // The reference times never decrease (the step is positive; `@` and `offset`
+            // are constant), so one cursor moves forward through the samples.
             for (k, &t) in refs.iter().enumerate() {
-                if i > 0 && samples[i - 1].t > t {
-                    // `@` or a negative step cannot move time back here, but stay exact.
-                    i = samples.partition_point(|s| s.t <= t);
-                }
                 while i < samples.len() && samples[i].t <= t {
                     i += 1;
                 }

@@ -54,21 +54,6 @@
 
 pub mod block;
 mod index;
-
-/// Returns the memory freed by a block write, a head truncation or a compaction to the
-/// system. glibc keeps freed memory in its arenas (the evaluator has one per core) and gives
-/// back only what lies at the top of the main one; a block write allocates the range's
-/// samples and series list and the truncation then frees the head's chunks, on the
-/// compactor thread's arena, where the scrapes and queries of other threads seldom reuse
-/// it. Under series churn that showed as resident memory rising by tens of MiB at each
-/// block while the head shrank.
-pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 mod persist;
 pub mod wal;
 mod xor;
@@ -87,6 +72,21 @@ use crate::histogram::{FloatHistogram, HPoint};
 use crate::labels::Labels;
 use index::{Index, Prepared, SeriesId};
 use xor::{XorEncoder, XorIter};
+
+/// Returns the memory freed by a block write, a head truncation or a compaction to the
+/// system. glibc keeps freed memory in its arenas (the evaluator has one per core) and gives
+/// back only what lies at the top of the main one; a block write allocates the range's
+/// samples and series list and the truncation then frees the head's chunks, on the
+/// compactor thread's arena, where the scrapes and queries of other threads seldom reuse
+/// it. Under series churn that showed as resident memory rising by tens of MiB at each
+/// block while the head shrank.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Samples per compressed chunk (as in Prometheus).
 pub const CHUNK_SAMPLES: u16 = 120;
