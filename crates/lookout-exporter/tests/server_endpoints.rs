@@ -217,7 +217,12 @@ async fn probe_requests_beyond_the_limit_get_503() {
         tokio::spawn(
             async move { get(addr, &format!("/probe?module=http_2xx&target={slow}")).await },
         );
-    // Once the first probe holds the only permit, a second request is refused.
+    // Wait until the first probe holds the only permit (its request reached the target);
+    // a second request sent before that could take the permit itself and refuse the first.
+    server_support::eventually("the slow probe to reach its target", 100, || async {
+        (target.slow_hits() >= 1).then_some(())
+    })
+    .await;
     let refused = server_support::eventually("a 503 while the slow probe runs", 100, || async {
         let reply = get(addr, "/probe?module=http_2xx&target=http://127.0.0.1:1/").await;
         (reply.status == 503).then_some(reply)

@@ -175,11 +175,12 @@ impl Exporter {
     }
 }
 
-/// A loopback HTTP target that answers 200 "ok" on `/` and counts requests; `/slow` sleeps
-/// for `slow` first; `/fail` answers 500.
+/// A loopback HTTP target that answers 200 "ok" on `/` and counts requests; `/slow` counts
+/// its requests apart and sleeps for `slow` first; `/fail` answers 500.
 pub struct Target {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    slow_hits: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -193,6 +194,8 @@ impl Target {
         let addr = listener.local_addr().expect("target address");
         let hits = Arc::new(AtomicU64::new(0));
         let counter = hits.clone();
+        let slow_hits = Arc::new(AtomicU64::new(0));
+        let slow_counter = slow_hits.clone();
         let app = Router::new()
             .route(
                 "/",
@@ -206,9 +209,13 @@ impl Target {
             )
             .route(
                 "/slow",
-                get(move || async move {
-                    tokio::time::sleep(slow).await;
-                    "slow"
+                get(move || {
+                    let counter = slow_counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(slow).await;
+                        "slow"
+                    }
                 }),
             )
             .route(
@@ -218,7 +225,12 @@ impl Target {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Target { addr, hits, task }
+        Target {
+            addr,
+            hits,
+            slow_hits,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -227,6 +239,11 @@ impl Target {
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests that reached `/slow` so far (counted before the sleep).
+    pub fn slow_hits(&self) -> u64 {
+        self.slow_hits.load(Ordering::SeqCst)
     }
 
     /// Stops accepting connections (connections already accepted may finish).
