@@ -347,6 +347,11 @@ impl StorageCollector {
                     b.blocks_bytes,
                 ),
                 (
+                    "lookout_tsdb_blocks_heap_bytes",
+                    "Heap bytes the loaded blocks hold (their index and chunk files are mapped, not counted).",
+                    b.blocks_heap_bytes,
+                ),
+                (
                     "prometheus_tsdb_retention_limit_bytes",
                     "Max number of bytes to be retained in the tsdb blocks, configured 0 means disabled",
                     b.retention_limit_bytes,
@@ -392,7 +397,7 @@ impl StorageCollector {
                 ),
                 (
                     "lookout_tsdb_block_chunks_dropped",
-                    "Damaged block chunks left out of query results.",
+                    "Damaged block chunks and series left out of query results.",
                     b.chunks_dropped,
                 ),
             ],

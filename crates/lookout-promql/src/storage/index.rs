@@ -218,117 +218,152 @@ impl Index {
 
     /// The ids of the series matching every matcher, sorted.
     pub(crate) fn select(&self, matchers: &[Prepared]) -> Vec<SeriesId> {
-        let mut pos: Vec<Cow<'_, [SeriesId]>> = Vec::new();
-        let mut neg: Vec<Cow<'_, [SeriesId]>> = Vec::new();
-        for m in matchers {
-            match self.eval(m) {
-                None => {}
-                Some(Sel::Pos(p)) => {
-                    if p.is_empty() {
-                        return Vec::new();
-                    }
-                    pos.push(p)
-                }
-                Some(Sel::Neg(n)) if !n.is_empty() => neg.push(n),
-                Some(Sel::Neg(_)) => {}
-            }
-        }
-        pos.sort_by_key(|p| p.len());
-        let mut iter = pos.into_iter();
-        let mut out: Vec<SeriesId> = match iter.next() {
-            Some(first) => first.into_owned(),
-            None => self.all.clone(),
-        };
-        for p in iter {
-            out = intersect(&out, &p);
-            if out.is_empty() {
-                return out;
-            }
-        }
-        for n in &neg {
-            out = subtract(&out, n);
-        }
-        out
+        select(self, matchers)
+    }
+}
+
+impl Postings for Index {
+    fn all_ids(&self) -> Cow<'_, [SeriesId]> {
+        Cow::Borrowed(&self.all)
     }
 
-    /// One matcher as a set; `None` when it selects every series.
-    fn eval<'a>(&'a self, m: &Prepared) -> Option<Sel<'a>> {
-        let values = self.postings.get(&m.name);
-        let lookup = |v: &str| -> Cow<'a, [SeriesId]> {
-            match values.and_then(|vals| vals.get(v)) {
-                Some(list) => Cow::Borrowed(list.as_slice()),
-                None => Cow::Borrowed(&[]),
-            }
-        };
-        // Series having the label with a value that `keep` accepts.
-        let union_where = |keep: &dyn Fn(&str) -> bool| -> Cow<'a, [SeriesId]> {
-            let Some(vals) = values else {
-                return Cow::Borrowed(&[]);
-            };
-            union(
-                vals.iter()
-                    .filter(|(v, _)| keep(v))
-                    .map(|(_, l)| l.as_slice()),
-            )
-        };
-        Some(match &m.kind {
-            Kind::Eq(v) if v.is_empty() => Sel::Neg(union_where(&|_| true)),
-            Kind::Eq(v) => Sel::Pos(lookup(v)),
-            Kind::Ne(v) if v.is_empty() => Sel::Pos(union_where(&|_| true)),
-            Kind::Ne(v) => Sel::Neg(lookup(v)),
-            Kind::Re {
-                re,
-                negate,
-                matches_empty,
-                shape,
-            } => {
-                // The values (non-empty, as stored) the regex itself matches.
-                let matched: Cow<'a, [SeriesId]> = match shape {
-                    Shape::Any | Shape::NonEmpty => union_where(&|_| true),
-                    Shape::Set(set) => match values {
-                        None => Cow::Borrowed(&[]),
-                        Some(vals) if set.len() == 1 => match vals.get(&set[0]) {
-                            Some(l) => Cow::Borrowed(l.as_slice()),
-                            None => Cow::Borrowed(&[]),
-                        },
-                        Some(vals) => {
-                            union(set.iter().filter_map(|v| vals.get(v)).map(|l| l.as_slice()))
-                        }
-                    },
-                    Shape::Prefix(p) => match values {
-                        None => Cow::Borrowed(&[]),
-                        Some(vals) => union(
-                            vals.range::<str, _>((
-                                std::ops::Bound::Included(p.as_str()),
-                                std::ops::Bound::Unbounded,
-                            ))
-                            .take_while(|(v, _)| v.starts_with(p.as_str()))
-                            .map(|(_, l)| l.as_slice()),
-                        ),
-                    },
-                    Shape::General => union_where(&|v| re.is_match(v)),
-                };
-                match (negate, matches_empty) {
-                    // `=~` not matching "": exactly the matched values.
-                    (false, false) => Sel::Pos(matched),
-                    // `=~` matching "": absent labels qualify too; reject the values that
-                    // fail the regex.
-                    (false, true) => match shape {
-                        Shape::Any => return None,
-                        _ => Sel::Neg(union_where(&|v| !re.is_match(v))),
-                    },
-                    // `!~` whose regex does not match "": reject the matched values.
-                    (true, false) => Sel::Neg(matched),
-                    // `!~` whose regex matches "": absent labels fail; keep the values the
-                    // regex rejects.
-                    (true, true) => match shape {
-                        Shape::Any => Sel::Pos(Cow::Borrowed(&[])),
-                        _ => Sel::Pos(union_where(&|v| !re.is_match(v))),
-                    },
-                }
-            }
-        })
+    fn ids(&self, name: &str, value: &str) -> Cow<'_, [SeriesId]> {
+        match self.postings.get(name).and_then(|vals| vals.get(value)) {
+            Some(list) => Cow::Borrowed(list.as_slice()),
+            None => Cow::Borrowed(&[]),
+        }
     }
+
+    fn ids_where(&self, name: &str, keep: &dyn Fn(&str) -> bool) -> Cow<'_, [SeriesId]> {
+        let Some(vals) = self.postings.get(name) else {
+            return Cow::Borrowed(&[]);
+        };
+        union(
+            vals.iter()
+                .filter(|(v, _)| keep(v))
+                .map(|(_, l)| l.as_slice()),
+        )
+    }
+
+    fn ids_prefixed(&self, name: &str, prefix: &str) -> Cow<'_, [SeriesId]> {
+        let Some(vals) = self.postings.get(name) else {
+            return Cow::Borrowed(&[]);
+        };
+        union(
+            vals.range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(v, _)| v.starts_with(prefix))
+            .map(|(_, l)| l.as_slice()),
+        )
+    }
+
+    fn ids_in(&self, name: &str, set: &[String]) -> Cow<'_, [SeriesId]> {
+        let Some(vals) = self.postings.get(name) else {
+            return Cow::Borrowed(&[]);
+        };
+        union(set.iter().filter_map(|v| vals.get(v)).map(|l| l.as_slice()))
+    }
+}
+
+/// Where [`select`] finds its postings: the head's [`Index`], or a block's index file.
+/// Every list is sorted by id.
+pub(crate) trait Postings {
+    /// Every series.
+    fn all_ids(&self) -> Cow<'_, [SeriesId]>;
+    /// The series whose label `name` is `value` (never empty).
+    fn ids(&self, name: &str, value: &str) -> Cow<'_, [SeriesId]>;
+    /// The series having label `name` with a value that `keep` accepts.
+    fn ids_where(&self, name: &str, keep: &dyn Fn(&str) -> bool) -> Cow<'_, [SeriesId]>;
+    /// The series having label `name` with a value that starts with `prefix`.
+    fn ids_prefixed(&self, name: &str, prefix: &str) -> Cow<'_, [SeriesId]> {
+        self.ids_where(name, &|v| v.starts_with(prefix))
+    }
+    /// The series having label `name` with one of the values of `set` (sorted, non-empty).
+    fn ids_in(&self, name: &str, set: &[String]) -> Cow<'_, [SeriesId]>;
+}
+
+/// The ids of the series of `src` matching every matcher, sorted.
+pub(crate) fn select(src: &impl Postings, matchers: &[Prepared]) -> Vec<SeriesId> {
+    let mut pos: Vec<Cow<'_, [SeriesId]>> = Vec::new();
+    let mut neg: Vec<Cow<'_, [SeriesId]>> = Vec::new();
+    for m in matchers {
+        match eval(src, m) {
+            None => {}
+            Some(Sel::Pos(p)) => {
+                if p.is_empty() {
+                    return Vec::new();
+                }
+                pos.push(p)
+            }
+            Some(Sel::Neg(n)) if !n.is_empty() => neg.push(n),
+            Some(Sel::Neg(_)) => {}
+        }
+    }
+    pos.sort_by_key(|p| p.len());
+    let mut iter = pos.into_iter();
+    let mut out: Vec<SeriesId> = match iter.next() {
+        Some(first) => first.into_owned(),
+        None => src.all_ids().into_owned(),
+    };
+    for p in iter {
+        out = intersect(&out, &p);
+        if out.is_empty() {
+            return out;
+        }
+    }
+    for n in &neg {
+        out = subtract(&out, n);
+    }
+    out
+}
+
+/// One matcher as a set; `None` when it selects every series.
+fn eval<'a>(src: &'a impl Postings, m: &Prepared) -> Option<Sel<'a>> {
+    let name = m.name.as_str();
+    let any = || src.ids_where(name, &|_| true);
+    Some(match &m.kind {
+        Kind::Eq(v) if v.is_empty() => Sel::Neg(any()),
+        Kind::Eq(v) => Sel::Pos(src.ids(name, v)),
+        Kind::Ne(v) if v.is_empty() => Sel::Pos(any()),
+        Kind::Ne(v) => Sel::Neg(src.ids(name, v)),
+        Kind::Re {
+            re,
+            negate,
+            matches_empty,
+            shape,
+        } => {
+            // The values (non-empty, as stored) the regex itself matches.
+            let matched = || match shape {
+                Shape::Any | Shape::NonEmpty => any(),
+                Shape::Set(set) if set.len() == 1 => src.ids(name, &set[0]),
+                Shape::Set(set) if set.is_empty() => Cow::Borrowed(&[][..]),
+                Shape::Set(set) => src.ids_in(name, set),
+                Shape::Prefix(p) => src.ids_prefixed(name, p),
+                Shape::General => src.ids_where(name, &|v| re.is_match(v)),
+            };
+            let rejected = || src.ids_where(name, &|v| !re.is_match(v));
+            match (negate, matches_empty) {
+                // `=~` not matching "": exactly the matched values.
+                (false, false) => Sel::Pos(matched()),
+                // `=~` matching "": absent labels qualify too; reject the values that
+                // fail the regex.
+                (false, true) => match shape {
+                    Shape::Any => return None,
+                    _ => Sel::Neg(rejected()),
+                },
+                // `!~` whose regex does not match "": reject the matched values.
+                (true, false) => Sel::Neg(matched()),
+                // `!~` whose regex matches "": absent labels fail; keep the values the
+                // regex rejects.
+                (true, true) => match shape {
+                    Shape::Any => Sel::Pos(Cow::Borrowed(&[])),
+                    _ => Sel::Pos(rejected()),
+                },
+            }
+        }
+    })
 }
 
 /// Sorted, deduplicated union of sorted lists.

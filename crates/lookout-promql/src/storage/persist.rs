@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use super::block::{self, BLOCK_RANGE_MS, Block, Blocks, compact::HeadJob, meta::Compaction};
 use super::{Head, MemSeries, Storage, StorageOptions};
-use crate::labels::Labels;
 
 /// How long a failed block write waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -122,7 +121,6 @@ impl HeadWriter<'_> {
         let start = Instant::now();
         let series = head.sorted_series();
         let n_series = series.len();
-        let shared: Vec<Labels> = series.iter().map(|s| s.labels.clone()).collect();
         let iter = series.into_iter().map(|s| {
             let (mut out, mut st) = (Vec::new(), Vec::new());
             s.lock().read(mint, maxt - 1, &mut out, &mut st);
@@ -139,9 +137,7 @@ impl HeadWriter<'_> {
             },
         );
         let opened = written.and_then(|w| match w {
-            Some(dir) => Block::open_sharing(&dir, &shared)
-                .map(Some)
-                .map_err(std::io::Error::other),
+            Some(dir) => Block::open(&dir).map(Some).map_err(std::io::Error::other),
             None => Ok(None),
         });
         match opened {
@@ -167,7 +163,6 @@ impl HeadWriter<'_> {
                 blocks.replace(b, &[]);
                 head.truncate_before(maxt);
                 self.apply_retention();
-                drop(shared);
                 super::release_freed_memory();
                 true
             }

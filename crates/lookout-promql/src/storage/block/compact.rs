@@ -201,19 +201,14 @@ fn merge_series(
     cw: &mut ChunkWriter,
     stats: &mut BlockStatsMeta,
 ) -> io::Result<Vec<IndexSeries>> {
-    // Each block's series positions in label order, and a cursor into them.
-    let orders: Vec<Vec<usize>> = inputs
+    // Each block's series in label order, and a cursor into them.
+    let series: Vec<Vec<IndexSeries>> = inputs
         .iter()
-        .map(|b| {
-            let mut o: Vec<usize> = (0..b.series.len()).collect();
-            o.sort_by(|&x, &y| b.series[x].labels.cmp(&b.series[y].labels));
-            o
-        })
-        .collect();
+        .map(|b| b.all_series())
+        .collect::<Result<_, _>>()
+        .map_err(io::Error::other)?;
     let mut pos = vec![0usize; inputs.len()];
-    let current = |i: usize, pos: &[usize]| -> Option<&IndexSeries> {
-        orders[i].get(pos[i]).map(|&k| &inputs[i].series[k])
-    };
+    let current = |i: usize, pos: &[usize]| -> Option<&IndexSeries> { series[i].get(pos[i]) };
     let mut out = Vec::new();
     loop {
         let smallest: Option<Labels> = (0..inputs.len())

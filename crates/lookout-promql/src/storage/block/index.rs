@@ -5,20 +5,21 @@
 //! under the empty name and value first), the postings offset table and the TOC. Every
 //! section ends in a CRC32C of its bytes.
 //!
-//! Reading checks every length against the file and every count against the bytes that
-//! could hold it, so a damaged or hostile file gives an error, never a huge allocation.
+//! Reading is [`super::index_reader`]'s: it checks every length against the file and every
+//! count against the bytes that could hold it, so a damaged or hostile file gives an
+//! error, never a huge allocation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::{BlockError, Dec};
 use crate::labels::Labels;
 use crate::storage::wal::record::{put_str, put_uvarint, put_varint};
 use crate::storage::wal::segment::crc32c;
 
-const MAGIC: u32 = 0xBAAA_D700;
-const TOC_LEN: usize = 6 * 8 + 4;
+pub(crate) const MAGIC: u32 = 0xBAAA_D700;
+/// The TOC: six 8-byte offsets and a CRC32C.
+pub(crate) const TOC_LEN: usize = 6 * 8 + 4;
 /// Largest index file read.
 pub(crate) const MAX_INDEX: u64 = 4 << 30;
 
@@ -202,164 +203,4 @@ fn put_postings(out: &mut Vec<u8>, ids: &[u32]) -> u64 {
     }
     put_section(out, &body);
     off
-}
-
-/// Reads the series of the index file at `path`, sorted by labels.
-pub(crate) fn read_index(path: &Path) -> Result<Vec<IndexSeries>, BlockError> {
-    let err = |msg: String| BlockError::new(path, msg);
-    let size = std::fs::metadata(path)
-        .map_err(|e| err(e.to_string()))?
-        .len();
-    if size > MAX_INDEX {
-        return Err(err(format!("{size} bytes, over the limit of {MAX_INDEX}")));
-    }
-    let b = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let fail = |msg: String| err(msg);
-    if b.len() < 5 + TOC_LEN || Dec::new(&b).be32().ok() != Some(MAGIC) || b[4] != 2 {
-        return Err(fail(
-            "not an index v2 file (bad magic, version or size)".into(),
-        ));
-    }
-    let toc_at = b.len() - TOC_LEN;
-    let toc_bytes = &b[toc_at..toc_at + 48];
-    let mut d = Dec::new(&b[toc_at + 48..]);
-    if d.be32().ok() != Some(crc32c(toc_bytes)) {
-        return Err(fail("TOC checksum mismatch".into()));
-    }
-    let mut t = Dec::new(toc_bytes);
-    let mut toc = [0u64; 6];
-    for r in &mut toc {
-        *r = t.be64().map_err(fail)?;
-    }
-    let symbols = read_symbols(&b, toc[0]).map_err(|m| fail(format!("symbol table: {m}")))?;
-    let all = read_all_postings(&b, toc[5]).map_err(|m| fail(format!("postings: {m}")))?;
-    let mut series = Vec::with_capacity(all.len());
-    for id in all {
-        let s = read_series(&b, u64::from(id) * 16, &symbols)
-            .map_err(|m| fail(format!("series {id}: {m}")))?;
-        series.push(s);
-    }
-    series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(series)
-}
-
-/// The body of the `len <4b>`-prefixed section at `off`, checksum verified.
-fn section(b: &[u8], off: u64) -> Result<&[u8], String> {
-    let off = usize::try_from(off).map_err(|_| "offset too large".to_string())?;
-    let mut d = Dec::at(b, off)?;
-    let len = d.be32()? as usize;
-    let body = d.bytes(len)?;
-    if d.be32()? != crc32c(body) {
-        return Err(format!("checksum mismatch in the section at offset {off}"));
-    }
-    Ok(body)
-}
-
-fn read_symbols(b: &[u8], off: u64) -> Result<Vec<String>, String> {
-    let body = section(b, off)?;
-    let mut d = Dec::new(body);
-    let n = d.be32()? as usize;
-    // Every symbol takes at least its one length byte.
-    if n > body.len() {
-        return Err(format!("{n} symbols cannot fit in {} bytes", body.len()));
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = d.uvarint_len()?;
-        let s =
-            std::str::from_utf8(d.bytes(len)?).map_err(|_| "symbol is not UTF-8".to_string())?;
-        out.push(s.to_string());
-    }
-    Ok(out)
-}
-
-/// The all-series postings list (empty name and value) named by the postings offset table.
-fn read_all_postings(b: &[u8], table: u64) -> Result<Vec<u32>, String> {
-    if table == 0 {
-        return Ok(Vec::new());
-    }
-    let body = section(b, table)?;
-    let mut d = Dec::new(body);
-    let n = d.be32()?;
-    let mut found = None;
-    for _ in 0..n {
-        if d.byte()? != 2 {
-            return Err("postings offset entry without two strings".into());
-        }
-        let name = d.uvarint_len()?;
-        let name = d.bytes(name)?;
-        let value = d.uvarint_len()?;
-        let value = d.bytes(value)?;
-        let off = d.uvarint()?;
-        if name.is_empty() && value.is_empty() {
-            found = Some(off);
-            break;
-        }
-    }
-    let Some(off) = found else {
-        return Err("no all-series postings list".into());
-    };
-    let body = section(b, off)?;
-    let mut d = Dec::new(body);
-    let n = d.be32()? as usize;
-    if n.saturating_mul(4) != body.len() - 4 {
-        return Err(format!(
-            "postings list of {n} entries in {} bytes",
-            body.len()
-        ));
-    }
-    (0..n).map(|_| d.be32()).collect()
-}
-
-fn read_series(b: &[u8], off: u64, symbols: &[String]) -> Result<IndexSeries, String> {
-    let off = usize::try_from(off).map_err(|_| "offset too large".to_string())?;
-    let mut d = Dec::at(b, off)?;
-    let len = d.uvarint_len()?;
-    let body = d.bytes(len)?;
-    if d.be32()? != crc32c(body) {
-        return Err("checksum mismatch".into());
-    }
-    let mut d = Dec::new(body);
-    let n = d.uvarint_len()?;
-    let series_ref = off as u64 / 16;
-    let sym = |r: u64| {
-        symbols
-            .get(r as usize)
-            .map(String::as_str)
-            .ok_or_else(|| format!("symbol {r} out of range"))
-    };
-    let mut pairs = Vec::with_capacity(n.min(len / 2));
-    for _ in 0..n {
-        let name = sym(d.uvarint()?)?;
-        let value = sym(d.uvarint()?)?;
-        pairs.push((name, value));
-    }
-    let n = d.uvarint_len()?;
-    let mut chunks: Vec<ChunkMeta> = Vec::with_capacity(n.min(len / 3));
-    for i in 0..n {
-        let c = if i == 0 {
-            let mint = d.varint()?;
-            let maxt = mint.wrapping_add(d.uvarint()? as i64);
-            ChunkMeta {
-                mint,
-                maxt,
-                r: d.uvarint()?,
-            }
-        } else {
-            let p = chunks[i - 1];
-            let mint = p.maxt.wrapping_add(d.uvarint()? as i64);
-            let maxt = mint.wrapping_add(d.uvarint()? as i64);
-            ChunkMeta {
-                mint,
-                maxt,
-                r: p.r.wrapping_add(d.varint()? as u64),
-            }
-        };
-        chunks.push(c);
-    }
-    Ok(IndexSeries {
-        r: series_ref,
-        labels: Labels::new(pairs),
-        chunks,
-    })
 }

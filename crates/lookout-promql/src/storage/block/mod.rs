@@ -15,15 +15,17 @@
 //! are merged by [`compact`]. Prometheus 2.42 and
 //! `promtool tsdb` read Lookout's blocks and Lookout reads theirs.
 //!
-//! An open block keeps its series (labels and chunk metas) and an inverted index of them
-//! in memory; chunk files are mapped into memory and a query reads the chunks it needs
-//! in place ([`chunks::ChunkReader`]). A chunk that fails its checksum or lies outside its
+//! An open block maps its index and chunk files into memory and reads what a query needs
+//! in place ([`index_reader::IndexReader`], [`chunks::ChunkReader`]); on the heap it keeps
+//! only the offsets that find symbols and postings lists in the index. A chunk that fails its checksum or lies outside its
 //! file is dropped from the answer, logged once with its file and counted; the rest of
 //! the block still answers.
 
 pub(crate) mod chunks;
 pub(crate) mod compact;
 pub(crate) mod index;
+mod index_reader;
+mod mapping;
 pub mod meta;
 mod promxor;
 pub(crate) mod tombstones;
@@ -35,11 +37,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::index::{Index, Prepared};
+use super::index::Prepared;
 use super::{CHUNK_SAMPLES, Sample, SeriesData};
 use crate::labels::Labels;
 use chunks::{ChunkReader, ChunkWriter};
 use index::{ChunkMeta, IndexSeries};
+use index_reader::IndexReader;
 use meta::{BlockMeta, BlockStatsMeta, Compaction};
 
 /// Width of the blocks cut from the head (Prometheus's 2 h).
@@ -85,6 +88,11 @@ impl<'a> Dec<'a> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.b.len()
+    }
+
+    /// The offset read next.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -298,36 +306,25 @@ fn write_block_files(
 pub(crate) struct Block {
     pub dir: PathBuf,
     pub meta: BlockMeta,
-    series: Vec<IndexSeries>,
-    /// Label pairs → positions in `series`.
-    index: Index,
+    /// The index file, read in place.
+    index: IndexReader,
     chunks: ChunkReader,
     tombstones: tombstones::Tombstones,
     /// Bytes of the block's files.
     pub bytes: u64,
     /// Chunk references found damaged (each logged once).
     bad_chunks: Mutex<HashSet<u64>>,
+    /// Series found damaged after the open (each logged once).
+    bad_series: Mutex<HashSet<u64>>,
 }
 
 impl Block {
     /// Opens the block in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Block, BlockError> {
-        Block::open_sharing(dir, &[])
-    }
-
-    /// [`Block::open`] whose series take the label sets of `shared` (sorted by labels)
-    /// where they are equal: a block just written from the head points at the head's label
-    /// sets instead of holding a second copy of each for as long as the head has them.
-    pub(crate) fn open_sharing(dir: &Path, shared: &[Labels]) -> Result<Block, BlockError> {
         let meta = BlockMeta::read(dir)?;
-        let mut series = index::read_index(&dir.join("index"))?;
-        share_labels(&mut series, shared);
+        let index = IndexReader::open(&dir.join("index"))?;
         let chunks = ChunkReader::open(&dir.join("chunks"))?;
         let tombstones = tombstones::read(dir)?;
-        let mut index = Index::default();
-        for (i, s) in series.iter().enumerate() {
-            index.add(i as u64, &s.labels);
-        }
         let file_len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
         let bytes = chunks.bytes()
             + file_len(dir.join("index"))
@@ -336,12 +333,12 @@ impl Block {
         Ok(Block {
             dir: dir.to_path_buf(),
             meta,
-            series,
             index,
             chunks,
             tombstones,
             bytes,
             bad_chunks: Mutex::new(HashSet::new()),
+            bad_series: Mutex::new(HashSet::new()),
         })
     }
 
@@ -360,12 +357,22 @@ impl Block {
         bad: &AtomicU64,
     ) -> Vec<SeriesData> {
         let mut out = Vec::new();
-        for id in self.index.select(matchers) {
-            let Some(s) = self.series.get(id as usize) else {
-                continue;
+        let mut metas = Vec::new();
+        for id in super::index::select(&self.index, matchers) {
+            let labels = match self.index.series(id, &mut metas, Some((mint, maxt))) {
+                Ok(Some(labels)) => labels,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.series_damaged(id, &e, bad);
+                    continue;
+                }
             };
+            // The file's postings are trusted only as far as the series' own labels agree.
+            if !matchers.iter().all(|m| m.matches(&labels)) {
+                continue;
+            }
             let mut samples: Vec<Sample> = Vec::new();
-            for c in s.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
+            for c in metas.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
                 // Decoded in place (decoding stops past `maxt`); the samples before `mint`
                 // (timestamps rise) are cut off after.
                 let start = samples.len();
@@ -374,19 +381,41 @@ impl Block {
                     samples.drain(start..start + early);
                 }
             }
-            if let Some(deleted) = self.tombstones.get(&s.r) {
+            if let Some(deleted) = self.tombstones.get(&id) {
                 samples.retain(|x| !deleted.iter().any(|&(a, b)| x.t >= a && x.t <= b));
             }
             if !samples.is_empty() {
                 out.push(SeriesData {
-                    labels: s.labels.clone(),
+                    labels,
                     samples,
                     st: None,
                     histograms: Vec::new(),
                 });
             }
         }
+        if !self.index.in_label_order() {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
         out
+    }
+
+    /// Logs (once) and counts a series that could not be decoded at query time.
+    fn series_damaged(&self, id: u64, why: &str, bad: &AtomicU64) {
+        let mut seen = self.bad_series.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.insert(id) {
+            bad.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(block = %self.dir.display(), series_ref = id, err = %why, "block series dropped from query results");
+        }
+    }
+
+    /// Every series of the block with its chunk metas, sorted by labels.
+    pub(crate) fn all_series(&self) -> Result<Vec<IndexSeries>, BlockError> {
+        self.index.all_series()
+    }
+
+    /// Heap bytes the open block holds (its files' pages are the kernel's cache).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
     }
 
     /// Appends the samples of chunk `r` up to `maxt` to `out`; false (`out` unchanged,
@@ -417,21 +446,6 @@ impl Block {
     }
 }
 
-/// Replaces each series' labels by the equal label set of `shared`, when there is one;
-/// both are sorted by labels, so one walk finds them.
-fn share_labels(series: &mut [IndexSeries], shared: &[Labels]) {
-    let mut j = 0;
-    for s in series.iter_mut() {
-        while j < shared.len() && shared[j] < s.labels {
-            j += 1;
-        }
-        if j < shared.len() && shared[j] == s.labels {
-            s.labels = shared[j].clone();
-            j += 1;
-        }
-    }
-}
-
 /// Figures of the blocks, for `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BlockStats {
@@ -446,8 +460,11 @@ pub struct BlockStats {
     /// Block directories ignored at open: unfinished (`.tmp`), without a readable
     /// `meta.json`, or with an unreadable index or chunk files.
     pub blocks_ignored: u64,
-    /// Damaged chunks left out of query results.
+    /// Damaged chunks (and series damaged after the open) left out of query results.
     pub chunks_dropped: u64,
+    /// Heap bytes the open blocks hold: what finds symbols and postings lists in their
+    /// index files (the files themselves are mapped, their pages the kernel's cache).
+    pub blocks_heap_bytes: u64,
     /// Blocks deleted by the time retention (`prometheus_tsdb_time_retentions_total`).
     pub time_retentions: u64,
     /// Blocks deleted by the size retention (`prometheus_tsdb_size_retentions_total`).
@@ -621,6 +638,7 @@ impl Blocks {
         BlockStats {
             blocks_loaded: list.len() as u64,
             blocks_bytes: list.iter().map(|b| b.bytes).sum(),
+            blocks_heap_bytes: list.iter().map(|b| b.heap_bytes() as u64).sum(),
             compactions: self.compactions.load(Ordering::Relaxed),
             compactions_failed: self.compactions_failed.load(Ordering::Relaxed),
             blocks_ignored: self.ignored.load(Ordering::Relaxed),

@@ -255,20 +255,49 @@ fn hostile_index_lengths_give_errors_naming_the_file() {
     }];
     index::write_index(&path, &series).expect("write");
     let good = std::fs::read(&path).expect("read");
-    let back = index::read_index(&path).expect("reads");
+    let read = |path: &Path| IndexReader::open(path).and_then(|r| r.all_series());
+    let back = read(&path).expect("reads");
     assert_eq!(back[0].labels, series[0].labels);
     assert_eq!(back[0].chunks, series[0].chunks);
-    // Every 4-byte window set to 0xffffffff, one at a time: errors, never a panic.
+    let matchers = [
+        Matcher::new(MatchOp::Equal, "a", "b"),
+        Matcher::new(MatchOp::NotEqual, "a", ""),
+        Matcher::new(
+            MatchOp::Re(regex::Regex::new("^(?:b|c)$").unwrap()),
+            "a",
+            "b|c",
+        ),
+        Matcher::new(
+            MatchOp::NotRe(regex::Regex::new("^(?:x.*)$").unwrap()),
+            "a",
+            "x.*",
+        ),
+    ];
+    let prepared: Vec<Prepared> = matchers
+        .iter()
+        .map(|m| Prepared::new(m, &|_| None))
+        .collect();
+    // Every 4-byte window set to 0xffffffff, one at a time: errors, never a panic; what
+    // opens answers queries without a panic too.
     for at in 0..good.len() - 4 {
         let mut bad = good.clone();
         bad[at..at + 4].copy_from_slice(&[0xff; 4]);
         std::fs::write(&path, &bad).expect("write");
-        if let Err(e) = index::read_index(&path) {
-            assert!(e.to_string().contains("index"), "{e}");
+        match IndexReader::open(&path) {
+            Err(e) => assert!(e.to_string().contains("index"), "{e}"),
+            Ok(r) => {
+                for m in &prepared {
+                    let mut metas = Vec::new();
+                    for id in crate::storage::index::select(&r, std::slice::from_ref(m)) {
+                        let _ = r.series(id, &mut metas, Some((0, 10)));
+                    }
+                }
+                let _ = (r.all_series(), r.label_names(), r.label_values("a"));
+            }
         }
     }
     std::fs::write(&path, &good[..good.len() / 2]).expect("write");
-    assert!(index::read_index(&path).is_err());
+    assert!(read(&path).is_err());
 }
 
 #[test]
@@ -401,30 +430,111 @@ fn a_short_block_range_cuts_the_head_in_minutes_and_drops_stopped_series() {
     assert_eq!(got[0].samples.len(), 40);
 }
 
-/// Series of the same label sets share one copy: only the equal ones, found in one walk
-/// over two sorted lists that each have series the other lacks.
+/// The block's index answers every kind of matcher as the in-memory index does, from
+/// the mapped file, holding a few bytes per label pair on the heap.
 #[test]
-fn a_block_opened_after_a_head_write_shares_the_heads_label_sets() {
-    let l = |i: u32| Labels::new([("__name__", "m"), ("i", &format!("{i:03}"))]);
-    let mut series: Vec<IndexSeries> = [1, 2, 4, 7]
-        .into_iter()
+fn a_block_index_read_in_place_answers_as_the_memory_index() {
+    use crate::storage::index::Index;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index");
+    let labels = |i: u32| {
+        let mut l = vec![
+            (
+                "__name__".to_string(),
+                ["up", "x_total", "h_bucket"][i as usize % 3].to_string(),
+            ),
+            ("instance".to_string(), format!("host-{:05}", i)),
+            (
+                "job".to_string(),
+                ["api", "db", "web", "cache"][i as usize % 4].to_string(),
+            ),
+        ];
+        if i % 5 == 0 {
+            l.push((
+                "env".to_string(),
+                ["", "prod", "dev"][i as usize % 3].to_string(),
+            ));
+        }
+        Labels::new(l.into_iter().filter(|(_, v)| !v.is_empty()))
+    };
+    let mut series: Vec<IndexSeries> = (0..10_000)
         .map(|i| IndexSeries {
-            r: u64::from(i),
-            labels: l(i),
-            chunks: Vec::new(),
+            r: 0,
+            labels: labels(i),
+            chunks: vec![ChunkMeta {
+                mint: i64::from(i),
+                maxt: i64::from(i) + 10,
+                r: 8 + u64::from(i),
+            }],
         })
         .collect();
-    let head: Vec<Labels> = [0, 2, 3, 4, 8].into_iter().map(l).collect();
-    share_labels(&mut series, &head);
-    let shared: Vec<bool> = series
-        .iter()
-        .map(|s| head.iter().any(|h| h.ptr_id() == s.labels.ptr_id()))
-        .collect();
-    assert_eq!(shared, [false, true, true, false]);
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    index::write_index(&path, &series).expect("write");
+    let reader = IndexReader::open(&path).expect("opens");
+    assert!(reader.in_label_order());
+    let mut memory = Index::default();
+    for (i, s) in series.iter().enumerate() {
+        memory.add(i as u64, &s.labels);
+    }
+    let re = |p: &str| regex::Regex::new(&format!("^(?s:{p})$")).unwrap();
+    let cases: Vec<Vec<Matcher>> = vec![
+        vec![Matcher::new(MatchOp::Equal, "__name__", "up")],
+        vec![
+            Matcher::new(MatchOp::Equal, "__name__", "x_total"),
+            Matcher::new(MatchOp::Equal, "job", "db"),
+        ],
+        vec![Matcher::new(MatchOp::Equal, "env", "")],
+        vec![Matcher::new(MatchOp::NotEqual, "env", "")],
+        vec![Matcher::new(MatchOp::NotEqual, "job", "api")],
+        vec![Matcher::new(MatchOp::Re(re("api|web")), "job", "api|web")],
+        vec![Matcher::new(
+            MatchOp::Re(re("host-0001.*")),
+            "instance",
+            "host-0001.*",
+        )],
+        vec![Matcher::new(
+            MatchOp::Re(re("host-0[0-2]5.7")),
+            "instance",
+            "host-0[0-2]5.7",
+        )],
+        vec![Matcher::new(MatchOp::Re(re("|prod")), "env", "|prod")],
+        vec![Matcher::new(MatchOp::NotRe(re(".*")), "env", ".*")],
+        vec![Matcher::new(MatchOp::NotRe(re("prod|")), "env", "prod|")],
+        vec![
+            Matcher::new(MatchOp::NotRe(re("d.*")), "job", "d.*"),
+            Matcher::new(MatchOp::Re(re(".+")), "env", ".+"),
+        ],
+        vec![Matcher::new(MatchOp::Equal, "nope", "x")],
+        vec![Matcher::new(MatchOp::Equal, "job", "nope")],
+    ];
+    let mut metas = Vec::new();
+    for m in &cases {
+        let prepared: Vec<Prepared> = m.iter().map(|m| Prepared::new(m, &|_| None)).collect();
+        let want: Vec<Labels> = memory
+            .select(&prepared)
+            .into_iter()
+            .map(|i| series[i as usize].labels.clone())
+            .collect();
+        let got: Vec<Labels> = crate::storage::index::select(&reader, &prepared)
+            .into_iter()
+            .map(|id| {
+                reader
+                    .series(id, &mut metas, None)
+                    .expect("decodes")
+                    .expect("labels")
+            })
+            .collect();
+        assert_eq!(got, want, "{m:?}");
+    }
+    assert_eq!(reader.label_names(), memory.label_names());
+    assert_eq!(reader.label_values("job"), memory.label_values("job"));
+    // The heap holds offsets only: here about 10,000 distinct instances and a few more
+    // pairs, 8 bytes each, and 4 bytes per symbol.
+    let heap = reader.heap_bytes();
+    assert!(heap < 10_000 * 16, "{heap} bytes");
     assert!(
-        series
-            .iter()
-            .zip([1, 2, 4, 7])
-            .all(|(s, i)| s.labels == l(i))
+        memory.heap_bytes() > 5 * heap,
+        "{} vs {heap}",
+        memory.heap_bytes()
     );
 }
