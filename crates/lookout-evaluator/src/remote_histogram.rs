@@ -369,6 +369,34 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_json_is_read() {
+        // What Prometheus 2.42 answered for `rate(h[1m])` of a schema-3 histogram with
+        // client_golang's default zero threshold (2^-128) in this crate's remote-mode test.
+        let v = json!({"count": "3.1719999999999997", "sum": "0.2257", "buckets": [
+            [1, "-0.17677669529663687", "-0.1621049443313762", "0.4066666666666666"],
+            [1, "-0.1051120519067143", "-0.0963881765879963", "0.3456666666666666"],
+            [1, "-0.0963881765879963", "-0.08838834764831843", "0.2846666666666666"],
+            [3, "-2.938735877055719e-39", "2.938735877055719e-39", "0.1423333333333333"],
+            [0, "0.4204482076268572", "0.45850202160233555", "0.10166666666666666"],
+            [0, "0.45850202160233555", "0.5", "0.16266666666666665"],
+            [0, "0.7071067811865475", "0.7711054127039704", "0.22366666666666665"],
+            [0, "0.9170040432046711", "1", "0.2846666666666666"],
+            [0, "1", "1.0905077326652577", "0.3456666666666666"],
+            [0, "1.0905077326652577", "1.189207115002721", "0.4066666666666666"],
+            [0, "2", "2.1810154653305154", "0.4676666666666666"]]});
+        let h = histogram_from_json(&v).unwrap();
+        assert_eq!(h.schema, 3);
+        assert_eq!(h.zero_threshold, 2f64.powi(-128));
+        assert_eq!(h.zero_count, 0.1423333333333333);
+        assert_eq!((h.count, h.sum), (3.1719999999999997, 0.2257));
+        let indexes = |b: &[Bucket]| b.iter().map(|b| b.index).collect::<Vec<_>>();
+        assert_eq!(indexes(&h.negative), [-27, -26, -20]);
+        assert_eq!(indexes(&h.positive), [-9, -8, -3, 0, 1, 2, 9]);
+        assert_eq!(h.negative[2].count, 0.4066666666666666);
+        assert_eq!(h.positive[6].count, 0.4676666666666666);
+    }
+
+    #[test]
     fn thresholds_come_from_cut_buckets() {
         // Schema 0 bucket 0 is (0.5, 1]; a threshold of 0.7 shows it as (0.7, 1].
         let h = notation("schema:0 z_bucket_w:0.7 buckets:[1 1] count:2");
