@@ -504,4 +504,17 @@ mod tests {
                 .starts_with("{a=\"b\"}: histogram count \"x\"")
         );
     }
+
+    #[test]
+    fn range_results_skip_histogram_samples() {
+        let e: MatrixElem = serde_json::from_value(serde_json::json!({"metric": {"a": "b"},
+            "histograms": [[1, {"count": "1", "sum": "1"}]]}))
+        .unwrap();
+        assert!(last_of(e).unwrap().is_none());
+        let e: MatrixElem = serde_json::from_value(serde_json::json!({"metric": {},
+            "values": [[1, "1"], [3, "2"]], "histograms": [[2, {"count": "1", "sum": "1"}]]}))
+        .unwrap();
+        let (last, spacing) = last_of(e).unwrap().unwrap();
+        assert_eq!((last.value, spacing), (2.0, Some(Duration::from_secs(2))));
+    }
 }
