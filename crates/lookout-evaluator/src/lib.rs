@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod limits;
 pub mod notifier;
 pub mod remote;
+pub mod remote_histogram;
 pub mod remote_write;
 pub mod rules;
 pub mod scrape;

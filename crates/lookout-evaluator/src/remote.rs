@@ -2,8 +2,9 @@
 //! HTTP API (`/api/v1/query`): Prometheus, Thanos, Mimir, VictoriaMetrics.
 //!
 //! Queries are sent as form-encoded POSTs (GET when configured; some proxies only allow GET)
-//! with `query`, `time` and `timeout`. Vector and scalar results are accepted; a string or a
-//! matrix is [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
+//! with `query`, `time` and `timeout`. Vector and scalar results are accepted, native
+//! histogram samples included ([`crate::remote_histogram`]); a string or a matrix is
+//! [`DatasourceError::UnexpectedResult`]. The server's `error` and `errorType` are
 //! kept: `bad_data` and `execution` (VictoriaMetrics: `422`, `400`) become
 //! [`DatasourceError::Query`], the rest [`DatasourceError::Unavailable`]. Rule outputs are
 //! dropped unless a [`RemoteWriter`] is attached ([`RemoteDatasource::with_remote_write`]):
@@ -11,6 +12,7 @@
 //! receiver). VictoriaMetrics answers a range selector with raw samples (as Prometheus) but
 //! shows a staleness marker as a plain `NaN`; see [`crate::state::restored_active_at`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
@@ -18,6 +20,7 @@ use lookout_promql::storage::STALE_NAN;
 use serde::Deserialize;
 
 use crate::datasource::{Datasource, DatasourceError, DatasourceFuture, QuerySample, TimedSample};
+use crate::remote_histogram::histogram_from_json;
 use crate::remote_write::RemoteWriter;
 use crate::scrape_config::HttpClientConfig;
 
@@ -101,15 +104,46 @@ struct ApiData {
     result: serde_json::Value,
 }
 
+/// An element of a vector result: a float sample (`value`) or a native-histogram sample
+/// (`histogram`, see [`crate::remote_histogram`]).
 #[derive(Deserialize)]
 struct VectorElem {
     metric: std::collections::BTreeMap<String, String>,
-    value: (f64, String),
+    #[serde(default)]
+    value: Option<(f64, String)>,
+    #[serde(default)]
+    histogram: Option<(f64, serde_json::Value)>,
 }
 
+impl VectorElem {
+    fn into_sample(self) -> Result<QuerySample, String> {
+        let labels = Labels::new(self.metric);
+        match (self.value, self.histogram) {
+            (Some((_, v)), None) => Ok(QuerySample {
+                labels,
+                value: parse_value(&v)?,
+                histogram: None,
+            }),
+            (None, Some((_, h))) => {
+                let h = histogram_from_json(&h).map_err(|e| format!("{labels}: {e}"))?;
+                Ok(QuerySample {
+                    labels,
+                    value: 0.0,
+                    histogram: Some(Arc::new(h)),
+                })
+            }
+            (Some(_), Some(_)) => Err(format!("{labels}: both a value and a histogram")),
+            (None, None) => Err(format!("{labels}: neither a value nor a histogram")),
+        }
+    }
+}
+
+/// An element of a matrix result; its native-histogram samples (`histograms`) are not read:
+/// range results only serve to restore `for` state from `ALERTS_FOR_STATE`.
 #[derive(Deserialize)]
 struct MatrixElem {
     metric: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     values: Vec<(f64, String)>,
 }
 
@@ -278,14 +312,11 @@ impl RemoteDatasource {
             ("vector", false) => {
                 let elems: Vec<VectorElem> =
                     serde_json::from_value(data.result).map_err(|e| malformed(e.to_string()))?;
-                let mut out = Vec::with_capacity(elems.len());
-                for e in elems {
-                    out.push(QuerySample {
-                        labels: Labels::new(e.metric),
-                        value: parse_value(&e.value.1).map_err(malformed)?,
-                        histogram: None,
-                    });
-                }
+                let out = elems
+                    .into_iter()
+                    .map(VectorElem::into_sample)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(malformed)?;
                 Ok(Result2::Instant(out))
             }
             ("scalar", false) => {
@@ -438,5 +469,52 @@ mod tests {
         for kind in ["unavailable", "internal", "503", "timeout", ""] {
             assert!(!is_query_error(kind), "{kind}");
         }
+    }
+
+    #[test]
+    fn vector_elements_carry_a_value_or_a_histogram() {
+        let parse = |v: serde_json::Value| {
+            serde_json::from_value::<VectorElem>(v)
+                .map_err(|e| e.to_string())
+                .and_then(VectorElem::into_sample)
+        };
+        let h = parse(
+            serde_json::json!({"metric": {"__name__": "h"}, "histogram": [1.5,
+            {"count": "2", "sum": "3", "buckets": [[0, "1", "2", "2"]]}]}),
+        )
+        .unwrap();
+        let hist = h.histogram.expect("a histogram");
+        assert_eq!((hist.count, hist.sum, hist.schema), (2.0, 3.0, 0));
+        assert_eq!(h.value, 0.0);
+        let f = parse(serde_json::json!({"metric": {}, "value": [1.5, "4"]})).unwrap();
+        assert_eq!((f.value, f.histogram), (4.0, None));
+        let both = serde_json::json!({"metric": {"a": "b"}, "value": [1, "1"],
+            "histogram": [1, {"count": "0", "sum": "0"}]});
+        assert!(
+            parse(both)
+                .unwrap_err()
+                .contains("both a value and a histogram")
+        );
+        let neither = parse(serde_json::json!({"metric": {"a": "b"}})).unwrap_err();
+        assert_eq!(neither, "{a=\"b\"}: neither a value nor a histogram");
+        let bad = serde_json::json!({"metric": {"a": "b"}, "histogram": [1, {"count": "x"}]});
+        assert!(
+            parse(bad)
+                .unwrap_err()
+                .starts_with("{a=\"b\"}: histogram count \"x\"")
+        );
+    }
+
+    #[test]
+    fn range_results_skip_histogram_samples() {
+        let e: MatrixElem = serde_json::from_value(serde_json::json!({"metric": {"a": "b"},
+            "histograms": [[1, {"count": "1", "sum": "1"}]]}))
+        .unwrap();
+        assert!(last_of(e).unwrap().is_none());
+        let e: MatrixElem = serde_json::from_value(serde_json::json!({"metric": {},
+            "values": [[1, "1"], [3, "2"]], "histograms": [[2, {"count": "1", "sum": "1"}]]}))
+        .unwrap();
+        let (last, spacing) = last_of(e).unwrap().unwrap();
+        assert_eq!((last.value, spacing), (2.0, Some(Duration::from_secs(2))));
     }
 }

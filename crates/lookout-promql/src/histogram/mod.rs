@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use bounds::{BucketRange, bucket_upper};
 pub use ops::HistogramError;
-pub use validate::valid_schema;
+pub use validate::{exponential_index_range, valid_schema};
 
 /// Prometheus's `FloatHistogram.String()` (`{count:2, sum:3, (0.5,1]:2}`).
 pub fn go_string(h: &FloatHistogram) -> String {
