@@ -138,9 +138,10 @@ def run(args):
             for name, pid, _ in progs:
                 samples.append((t, name, m.status_kib(pid, "VmRSS"), m.cpu_seconds(pid)))
             if n % 6 == 0:
-                for name, _, url in progs[1:]:
+                for name, pid, url in progs[1:]:
                     tsdb.append((name, tsdb_gauge(url, "prometheus_tsdb_head_series"),
-                                 tsdb_gauge(url, "prometheus_tsdb_blocks_loaded")))
+                                 tsdb_gauge(url, "prometheus_tsdb_blocks_loaded"),
+                                 m.status_kib(pid, "RssFile") // 1024))
             n += 1
             stop.wait(5)
 
@@ -212,8 +213,10 @@ def run(args):
     print("RSS over time (MiB, every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
         for name, _, _ in progs))
-    print("head series / blocks loaded over time (every 30 s): " + "; ".join(
-        f"{name}: " + " ".join(f"{h}/{b}" for n, h, b in tsdb if n == name)
+    # RssFile: the part of RSS that is mapped files (binary, mapped block files), which the
+    # kernel may drop and read again; the rest is the heap and stacks.
+    print("head series / blocks loaded / file-backed RSS MiB over time (every 30 s): " + "; ".join(
+        f"{name}: " + " ".join(f"{h}/{b}/{f}" for n, h, b, f in tsdb if n == name)
         for name, _, _ in progs[1:]))
 
 

@@ -48,6 +48,18 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
+    /// Tells the kernel the pages read so far are not needed soon: they leave this
+    /// process's resident set (they stay in the page cache, and a later read maps them
+    /// again). For a read-only file mapping the contents do not change.
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: `ptr`/`len` are this live mapping; MADV_DONTNEED on a read-only shared
+        // file mapping only drops page-table entries, and no `&[u8]` of it is invalidated
+        // (later reads fault the same file bytes back in).
+        unsafe {
+            libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTNEED);
+        }
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` maps `len` readable bytes until `drop`, and they are never written
         // through this mapping. (See the SIGBUS caveat on `ChunkReader`.)
@@ -78,6 +90,9 @@ impl Mapping {
         f.take(len).read_to_end(&mut buf)?;
         Ok(Mapping(buf))
     }
+
+    /// Nothing to give back: the bytes are the heap's.
+    pub(crate) fn release_pages(&self) {}
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
