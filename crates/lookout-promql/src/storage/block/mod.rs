@@ -877,4 +877,6 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
 }
 
 #[cfg(test)]
+mod hist_tests;
+#[cfg(test)]
 mod tests;
