@@ -165,24 +165,20 @@ fn is_stale_sum(h: &FloatHistogram) -> bool {
     h.sum.to_bits() == STALE_NAN_BITS
 }
 
-/// What a chunk's samples share: schema, zero threshold bits and bucket indexes. A
-/// stale sample is written without buckets: its layout is empty.
-fn layout_key(h: &FloatHistogram) -> (i32, u64, Vec<i32>, Vec<i32>) {
-    if is_stale_sum(h) {
-        return (0, 0, Vec::new(), Vec::new());
-    }
-    let idx = |v: &[Bucket]| v.iter().map(|b| b.index).collect();
-    (
-        h.schema,
-        h.zero_threshold.to_bits(),
-        idx(&h.positive),
-        idx(&h.negative),
-    )
-}
-
-/// Whether `b` can continue a chunk that `a` started: the same layout.
+/// Whether `b` can continue a chunk that `a` started: the same schema, zero threshold
+/// bits and bucket indexes. A stale sample is written without buckets: its layout is
+/// empty.
 fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
-    layout_key(a) == layout_key(b)
+    let empty = FloatHistogram::default();
+    let a = if is_stale_sum(a) { &empty } else { a };
+    let b = if is_stale_sum(b) { &empty } else { b };
+    let same_indexes = |x: &[Bucket], y: &[Bucket]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.index == q.index)
+    };
+    a.schema == b.schema
+        && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+        && same_indexes(&a.positive, &b.positive)
+        && same_indexes(&a.negative, &b.negative)
 }
 
 /// Splits `points` (sorted by time) into the runs that become one chunk each: at most

@@ -301,3 +301,31 @@ fn truncated_or_garbled_chunks_are_errors_not_panics() {
         Some((vec![], vec![]))
     );
 }
+
+#[test]
+fn a_histogram_with_a_stale_sum_reads_as_a_float_staleness_marker() {
+    let mut pts = one_layout(4);
+    let stale = FloatHistogram {
+        sum: f64::from_bits(STALE_NAN_BITS),
+        ..(*pts[1].h).clone()
+    };
+    pts[1].h = Arc::new(stale.clone());
+    pts[2].h = Arc::new(stale);
+    // Stale samples have no buckets: they share a chunk with each other only.
+    let runs = chunk_runs(&pts, 120);
+    assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 2, 1]);
+    let (mut hs, mut fs) = (Vec::new(), Vec::new());
+    for run in runs {
+        let chunk = encode_float(run);
+        decode_until(ENCODING_FLOAT_HISTOGRAM, &chunk, i64::MAX, &mut hs, &mut fs).unwrap();
+    }
+    assert_eq!(
+        hs.iter().map(|p| p.t).collect::<Vec<_>>(),
+        [pts[0].t, pts[3].t]
+    );
+    let stale: Vec<(i64, u64)> = fs.iter().map(|s| (s.t, s.v.to_bits())).collect();
+    assert_eq!(
+        stale,
+        [(pts[1].t, STALE_NAN_BITS), (pts[2].t, STALE_NAN_BITS)]
+    );
+}
