@@ -170,8 +170,9 @@ impl Datasource for EmbeddedDatasource {
         let mut first = None;
         for s in samples {
             // A histogram sample (a recording rule over native histograms) is stored as
-            // one, as Prometheus's rule group does; a storage with a write-ahead log
-            // refuses it (`HistogramNotPersisted`) and the rule reports the error.
+            // one, as Prometheus's rule group does; a storage with a data directory
+            // refuses a custom-bucket one (`HistogramNotPersisted`: Prometheus 2.42's
+            // on-disk format cannot hold it) and the rule reports the error.
             let appended = match &s.histogram {
                 Some(h) => self.storage.append_histogram(&s.labels, t_ms, h.clone()),
                 None => self.storage.append(&s.labels, t_ms, s.value),
@@ -554,5 +555,53 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// What a recording rule over native histograms records (`sum(h)`, a histogram)
+    /// goes to the data directory and comes back after a restart.
+    #[tokio::test]
+    async fn histogram_rule_results_survive_a_restart() {
+        use lookout_promql::histogram::{Bucket, FloatHistogram};
+        use lookout_promql::storage::wal::WalOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Arc::new(
+                Storage::open(StorageOptions::default(), dir.path(), WalOptions::default())
+                    .unwrap(),
+            )
+        };
+        let storage = open();
+        for (i, path) in ["a", "b"].into_iter().enumerate() {
+            let h = FloatHistogram {
+                schema: 1,
+                count: 3.0 + i as f64,
+                sum: 2.5,
+                zero_count: 1.0,
+                zero_threshold: 0.001,
+                positive: vec![Bucket {
+                    index: i as i32,
+                    count: 2.0 + i as f64,
+                }],
+                ..Default::default()
+            };
+            let l = Labels::new([("__name__", "h"), ("path", path)]);
+            storage
+                .append_histogram(&l, 1_000_000, Arc::new(h))
+                .unwrap();
+        }
+        let ds = EmbeddedDatasource::new(storage.clone(), Engine::default());
+        let mut recorded = ds.query("sum(h)", at(1010)).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        let want = recorded[0].histogram.clone().expect("a histogram result");
+        recorded[0].labels = Labels::new([("__name__", "h:sum")]);
+        ds.append(&recorded, at(1010)).unwrap();
+        storage.close_wal();
+        drop(ds);
+        drop(storage);
+        let storage = open();
+        let ds = EmbeddedDatasource::new(storage, Engine::default());
+        let got = ds.query("h:sum", at(1020)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].histogram.as_deref(), Some(&*want));
     }
 }

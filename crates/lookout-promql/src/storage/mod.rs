@@ -28,6 +28,9 @@
 //!   `.*`, `.+`, literal sets `a|b|c` and literal prefixes `abc.*`. Regexes are anchored
 //!   and `.` matches a newline, as Prometheus compiles them (`^(?s:…)$`). Large
 //!   selections are put in label order through a cached rank of every series.
+//! * **Native histograms**: kept uncompressed in the head beside a series' floats; with
+//!   a data directory logged to the WAL and written to blocks in Prometheus 2.42's float
+//!   histogram formats (see [`wal::record`] and [`block`]).
 //! * **Chunks** (`xor.rs`): Gorilla/XOR compression as in Prometheus's XOR chunks, plus
 //!   an integer-step mode for counters and integer gauges; [`CHUNK_SAMPLES`] samples per
 //!   chunk. Regular 15 s series of counters, gauges, histogram buckets and constants take
@@ -121,9 +124,8 @@ pub struct SeriesData {
     /// Start timestamps (ms; 0 = unknown, as in Prometheus) aligned with `samples`, or
     /// `None` when no sample in the range has one (most series never do).
     pub st: Option<Vec<i64>>,
-    /// Native histogram samples sorted by time (in the head only: the WAL and blocks do
-    /// not hold histograms yet). A series may switch between floats and histograms; no
-    /// timestamp is in both lists.
+    /// Native histogram samples sorted by time. A series may switch between floats and
+    /// histograms; no timestamp is in both lists.
     pub histograms: Vec<HPoint>,
 }
 
@@ -189,9 +191,10 @@ pub enum AppendError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A native histogram for a storage with a write-ahead log, which cannot log them yet.
+    /// A custom-bucket native histogram (schema -53) for a storage with a data
+    /// directory: Prometheus 2.42's WAL records and chunks have no place for its bounds.
     #[error(
-        "native histogram for series {series} refused: the write-ahead log and blocks do not store native histograms yet"
+        "native histogram for series {series} refused: custom-bucket histograms (schema -53) cannot be stored in the data directory (Prometheus 2.42's on-disk format has no place for their bounds)"
     )]
     HistogramNotPersisted {
         /// The series, in Prometheus notation.
@@ -1104,10 +1107,11 @@ impl Storage {
         }
     }
 
-    /// Appends a native histogram sample. Only a storage without a write-ahead log takes
-    /// them for now ([`AppendError::HistogramNotPersisted`] otherwise): the WAL and the
-    /// blocks have no histogram encoding yet, and a sample that a restart would lose must
-    /// not be acknowledged.
+    /// Appends a native histogram sample. A storage with a data directory logs it to the
+    /// write-ahead log as a float histogram record and writes it to blocks as float
+    /// histogram chunks (Prometheus 2.42's formats); a custom-bucket histogram, which
+    /// those formats cannot hold, is refused there ([`AppendError::HistogramNotPersisted`])
+    /// rather than acknowledged and lost at the next restart.
     pub fn append_histogram(
         &self,
         labels: &Labels,
@@ -1123,7 +1127,7 @@ impl Storage {
                 reason,
             });
         }
-        if self.wal.is_some() {
+        if self.wal.is_some() && h.uses_custom_buckets() {
             return Err(AppendError::HistogramNotPersisted {
                 series: labels.to_string(),
             });
@@ -1137,8 +1141,16 @@ impl Storage {
                 continue;
             }
             chunks.push_histogram(&series.labels, t_ms, h.clone())?;
+            // Logged under the series lock, so a series' samples reach the log in order.
+            let full = self
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.log_histogram(series.id, t_ms, h.clone()));
             drop(chunks);
             self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+            if full && let Some(w) = &self.wal {
+                w.wait_for_room();
+            }
             self.after_append(t_ms);
             return Ok(());
         }

@@ -122,9 +122,12 @@ impl HeadWriter<'_> {
         let series = head.sorted_series();
         let n_series = series.len();
         let iter = series.into_iter().map(|s| {
-            let (mut out, mut st) = (Vec::new(), Vec::new());
-            s.lock().read(mint, maxt - 1, &mut out, &mut st);
-            (s.labels.clone(), out)
+            let (mut out, mut st, mut hists) = (Vec::new(), Vec::new(), Vec::new());
+            let chunks = s.lock();
+            chunks.read(mint, maxt - 1, &mut out, &mut st);
+            chunks.read_histograms(mint, maxt - 1, &mut hists);
+            drop(chunks);
+            (s.labels.clone(), out, hists)
         });
         let written = block::write_block(
             &blocks.dir,

@@ -118,6 +118,11 @@ impl<'a> BitReader<'a> {
         self.pos += n as usize;
     }
 
+    /// Bits left to read (0 once past the end).
+    pub(crate) fn remaining_bits(&self) -> usize {
+        (self.buf.len() * 8).saturating_sub(self.pos)
+    }
+
     /// Whether reads went past the end of the stream.
     #[inline]
     pub(crate) fn past_end(&self) -> bool {

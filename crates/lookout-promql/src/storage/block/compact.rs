@@ -25,9 +25,10 @@ use std::time::Instant;
 use super::chunks::ChunkWriter;
 use super::index::{ChunkMeta, IndexSeries};
 use super::meta::{BlockMeta, BlockStatsMeta, Compaction, Parent};
-use super::{Block, Blocks, promxor, write_block_with, write_samples};
+use super::{Block, Blocks, decode_chunk, merge_run, write_block_with, write_series};
+use crate::histogram::HPoint;
 use crate::labels::Labels;
-use crate::storage::Sample;
+use crate::storage::{Sample, SeriesData};
 
 /// The widest block by default: 31 days (Prometheus's cap).
 pub const MAX_BLOCK_RANGE_MS: i64 = 31 * 24 * 3600 * 1000;
@@ -295,39 +296,46 @@ fn write_run(
         out.push(ChunkMeta { r, ..*c });
         return Ok(());
     }
-    let mut all: Vec<(i64, usize, f64)> = Vec::new();
-    let mut buf = Vec::new();
+    let mut parts = Vec::with_capacity(run.len());
     for &(i, c) in run {
-        buf.clear();
-        decode(&inputs[i], c.r, &mut buf)?;
+        let (mut samples, mut histograms) = (Vec::new(), Vec::new());
+        decode(&inputs[i], c.r, &mut samples, &mut histograms)?;
         let gone = |t: i64| deleted[i].iter().any(|&(a, b)| t >= a && t <= b);
-        all.extend(buf.iter().filter(|x| !gone(x.t)).map(|x| (x.t, i, x.v)));
+        samples.retain(|x| !gone(x.t));
+        histograms.retain(|x| !gone(x.t));
+        parts.push(SeriesData {
+            labels: Labels::default(),
+            samples,
+            st: None,
+            histograms,
+        });
     }
-    all.sort_by_key(|a| (a.0, a.1));
-    let mut samples: Vec<Sample> = Vec::with_capacity(all.len());
-    for (t, _, v) in all {
-        if samples.last().is_some_and(|l| l.t == t) {
-            samples.pop();
-        }
-        samples.push(Sample { t, v });
-    }
-    write_samples(cw, &samples, stats, out)
+    // Chunks of one block do not overlap; where blocks do, the later block wins a tie.
+    let parts = order_by_block(parts, run);
+    let merged = merge_run(parts);
+    write_series(cw, &merged.samples, &merged.histograms, stats, out)
 }
 
-/// Decodes chunk `r` of `block` into `out`; an error naming the block when it is
-/// damaged or not an XOR float chunk.
-fn decode(block: &Block, r: u64, out: &mut Vec<Sample>) -> io::Result<()> {
+/// The decoded chunks of a run in block order (stable: a block's chunks keep their time
+/// order), so that merging lets the later block win a tie.
+fn order_by_block(parts: Vec<SeriesData>, run: &[(usize, ChunkMeta)]) -> Vec<SeriesData> {
+    let mut v: Vec<(usize, SeriesData)> = run.iter().map(|(i, _)| *i).zip(parts).collect();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Decodes chunk `r` of `block` into `out` and `histograms`; an error naming the block
+/// when it is damaged or of an encoding Lookout does not know.
+fn decode(
+    block: &Block,
+    r: u64,
+    out: &mut Vec<Sample>,
+    histograms: &mut Vec<HPoint>,
+) -> io::Result<()> {
     let err =
         |msg: String| io::Error::other(format!("block {}: chunk {r}: {msg}", block.dir.display()));
-    match block.chunks.read(r) {
-        Ok((promxor::ENCODING_XOR, data)) => {
-            promxor::decode(data, out).ok_or_else(|| err("undecodable XOR chunk".into()))
-        }
-        Ok((enc, _)) => Err(err(format!(
-            "encoding {enc} cannot be merged (only XOR floats)"
-        ))),
-        Err(e) => Err(err(e.to_string())),
-    }
+    let (enc, data) = block.chunks.read(r).map_err(|e| err(e.to_string()))?;
+    decode_chunk(enc, data, i64::MAX, out, histograms).map_err(err)
 }
 
 impl Blocks {

@@ -4,7 +4,9 @@
 //! * `index` ([`index`]): format v2, symbol table, series with their chunk metas,
 //!   postings, TOC;
 //! * `chunks/000001`, … ([`chunks`]): the samples as Prometheus XOR chunks
-//!   ([`promxor`], encoding 1) of at most [`CHUNK_SAMPLES`](super::CHUNK_SAMPLES) samples;
+//!   ([`promxor`], encoding 1) of at most [`CHUNK_SAMPLES`](super::CHUNK_SAMPLES) samples,
+//!   native histograms as float histogram chunks ([`histochunk`], encoding 3; integer
+//!   histogram chunks, encoding 2, are read too);
 //! * `meta.json` ([`meta`]): ULID, `minTime`, `maxTime` (exclusive), counts, compaction
 //!   level, sources and (for a compacted block) parents;
 //! * `tombstones` ([`tombstones`]): empty (compaction applies the inputs' tombstones).
@@ -23,6 +25,7 @@
 
 pub(crate) mod chunks;
 pub(crate) mod compact;
+mod histochunk;
 pub(crate) mod index;
 mod index_reader;
 mod mapping;
@@ -39,6 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::index::Prepared;
 use super::{CHUNK_SAMPLES, Sample, SeriesData};
+use crate::histogram::HPoint;
 use crate::labels::Labels;
 use chunks::{ChunkReader, ChunkWriter};
 use index::{ChunkMeta, IndexSeries};
@@ -188,22 +192,22 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Writes the series of `series` (sorted by labels, each with its samples in
-/// `[mint, maxt)` sorted by time; series without samples are skipped) as a block in
-/// `parent`; returns its directory, or `None` when no series had samples (no block is
-/// written then).
+/// Writes the series of `series` (sorted by labels, each with its float and histogram
+/// samples in `[mint, maxt)` sorted by time; series without samples are skipped) as a
+/// block in `parent`; returns its directory, or `None` when no series had samples (no
+/// block is written then).
 pub(crate) fn write_block(
     parent: &Path,
-    series: impl Iterator<Item = (Labels, Vec<Sample>)>,
+    series: impl Iterator<Item = (Labels, Vec<Sample>, Vec<HPoint>)>,
     mint: i64,
     maxt: i64,
     compaction: Compaction,
 ) -> io::Result<Option<PathBuf>> {
     write_block_with(parent, mint, maxt, compaction, |cw, stats| {
         let mut index_series = Vec::new();
-        for (labels, samples) in series {
+        for (labels, samples, hists) in series {
             let mut metas = Vec::with_capacity(samples.len().div_ceil(CHUNK_SAMPLES as usize));
-            write_samples(cw, &samples, stats, &mut metas)?;
+            write_series(cw, &samples, &hists, stats, &mut metas)?;
             if !metas.is_empty() {
                 index_series.push(IndexSeries {
                     r: 0,
@@ -214,6 +218,61 @@ pub(crate) fn write_block(
         }
         Ok(index_series)
     })
+}
+
+/// Writes one series' float samples and histograms (each sorted by time) as chunks in
+/// time order: each stretch of floats between histograms as XOR chunks, each stretch of
+/// histograms as float histogram chunks, so that no two chunks of the series overlap.
+pub(crate) fn write_series(
+    cw: &mut ChunkWriter,
+    samples: &[Sample],
+    hists: &[HPoint],
+    stats: &mut BlockStatsMeta,
+    metas: &mut Vec<ChunkMeta>,
+) -> io::Result<()> {
+    let (mut i, mut j) = (0, 0);
+    while i < samples.len() || j < hists.len() {
+        let floats_first = match (samples.get(i), hists.get(j)) {
+            (Some(s), Some(h)) => s.t < h.t,
+            (s, _) => s.is_some(),
+        };
+        if floats_first {
+            let end = hists.get(j).map_or(samples.len(), |h| {
+                i + samples[i..].partition_point(|s| s.t < h.t)
+            });
+            write_samples(cw, &samples[i..end], stats, metas)?;
+            i = end;
+        } else {
+            let end = samples.get(i).map_or(hists.len(), |s| {
+                j + hists[j..].partition_point(|h| h.t <= s.t)
+            });
+            write_histograms(cw, &hists[j..end], stats, metas)?;
+            j = end;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `hists` (sorted by time) as float histogram chunks of at most
+/// [`CHUNK_SAMPLES`](super::CHUNK_SAMPLES) samples, cut where the layout or the counter
+/// reset hint asks for a new chunk ([`histochunk::chunk_runs`]).
+fn write_histograms(
+    cw: &mut ChunkWriter,
+    hists: &[HPoint],
+    stats: &mut BlockStatsMeta,
+    metas: &mut Vec<ChunkMeta>,
+) -> io::Result<()> {
+    for part in histochunk::chunk_runs(hists, CHUNK_SAMPLES as usize) {
+        let data = histochunk::encode_float(part);
+        let r = cw.write(histochunk::ENCODING_FLOAT_HISTOGRAM, &data)?;
+        metas.push(ChunkMeta {
+            mint: part[0].t,
+            maxt: part[part.len() - 1].t,
+            r,
+        });
+    }
+    stats.num_samples += hists.len() as u64;
+    Ok(())
 }
 
 /// Encodes `samples` (sorted by time) as XOR chunks of at most
@@ -372,24 +431,29 @@ impl Block {
                 continue;
             }
             let mut samples: Vec<Sample> = Vec::new();
+            let mut hists: Vec<HPoint> = Vec::new();
             for c in metas.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
                 // Decoded in place (decoding stops past `maxt`); the samples before `mint`
                 // (timestamps rise) are cut off after.
-                let start = samples.len();
-                if self.read_chunk(c.r, maxt, &mut samples, bad) {
-                    let early = samples[start..].partition_point(|x| x.t < mint);
-                    samples.drain(start..start + early);
+                let (s0, h0) = (samples.len(), hists.len());
+                if self.read_chunk(c.r, maxt, &mut samples, &mut hists, bad) {
+                    let early = samples[s0..].partition_point(|x| x.t < mint);
+                    samples.drain(s0..s0 + early);
+                    let early = hists[h0..].partition_point(|x| x.t < mint);
+                    hists.drain(h0..h0 + early);
                 }
             }
             if let Some(deleted) = self.tombstones.get(&id) {
-                samples.retain(|x| !deleted.iter().any(|&(a, b)| x.t >= a && x.t <= b));
+                let gone = |t: i64| deleted.iter().any(|&(a, b)| t >= a && t <= b);
+                samples.retain(|x| !gone(x.t));
+                hists.retain(|x| !gone(x.t));
             }
-            if !samples.is_empty() {
+            if !samples.is_empty() || !hists.is_empty() {
                 out.push(SeriesData {
                     labels,
                     samples,
                     st: None,
-                    histograms: Vec::new(),
+                    histograms: hists,
                 });
             }
         }
@@ -418,15 +482,22 @@ impl Block {
         self.index.heap_bytes()
     }
 
-    /// Appends the samples of chunk `r` up to `maxt` to `out`; false (`out` unchanged,
-    /// logged once, counted) when it is damaged.
-    fn read_chunk(&self, r: u64, maxt: i64, out: &mut Vec<Sample>, bad: &AtomicU64) -> bool {
+    /// Appends the samples of chunk `r` up to `maxt` to `out` (floats, and the
+    /// staleness markers of a histogram chunk) and `hists`; false (both unchanged, logged
+    /// once, counted) when it is damaged.
+    fn read_chunk(
+        &self,
+        r: u64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+        hists: &mut Vec<HPoint>,
+        bad: &AtomicU64,
+    ) -> bool {
         let why = match self.chunks.read(r) {
-            Ok((promxor::ENCODING_XOR, data)) => match promxor::decode_until(data, out, maxt) {
-                Some(()) => return true,
-                None => "undecodable XOR chunk".to_string(),
+            Ok((enc, data)) => match decode_chunk(enc, data, maxt, out, hists) {
+                Ok(()) => return true,
+                Err(why) => why,
             },
-            Ok((enc, _)) => format!("chunk encoding {enc} not supported (only XOR floats)"),
             Err(e) => e.to_string(),
         };
         let mut seen = self.bad_chunks.lock().unwrap_or_else(|e| e.into_inner());
@@ -443,6 +514,30 @@ impl Block {
 
     pub(crate) fn label_values(&self, name: &str) -> Vec<String> {
         self.index.label_values(name)
+    }
+}
+
+/// Decodes a chunk of encoding `enc` up to its first sample after `maxt`: floats (and
+/// the staleness markers of histogram chunks) to `out`, histograms to `hists`; both are
+/// left unchanged and the reason returned when it is damaged or of an unknown encoding.
+pub(crate) fn decode_chunk(
+    enc: u8,
+    data: &[u8],
+    maxt: i64,
+    out: &mut Vec<Sample>,
+    hists: &mut Vec<HPoint>,
+) -> Result<(), String> {
+    match enc {
+        promxor::ENCODING_XOR => {
+            promxor::decode_until(data, out, maxt).ok_or_else(|| "undecodable XOR chunk".into())
+        }
+        histochunk::ENCODING_HISTOGRAM | histochunk::ENCODING_FLOAT_HISTOGRAM => {
+            histochunk::decode_until(enc, data, maxt, hists, out)
+                .ok_or_else(|| format!("undecodable histogram chunk (encoding {enc})"))
+        }
+        _ => Err(format!(
+            "chunk encoding {enc} not supported (XOR floats and histograms only)"
+        )),
     }
 }
 
@@ -724,7 +819,15 @@ pub(crate) fn merge(mut parts: Vec<Vec<SeriesData>>) -> Vec<SeriesData> {
     out
 }
 
-/// Merges the samples of one series from several answers (the later wins a tie).
+/// One sample of a series being merged: a float with its start timestamp, or a
+/// histogram.
+enum Merged {
+    Float(f64, i64),
+    Hist(std::sync::Arc<crate::histogram::FloatHistogram>),
+}
+
+/// Merges the samples of one series from several answers (the later wins a tie, whether
+/// the samples are floats or histograms).
 fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
     if run.len() == 1
         && let Some(s) = run.pop()
@@ -732,30 +835,38 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
         return s;
     }
     let with_st = run.iter().any(|s| s.st.is_some());
-    let mut all: Vec<(i64, usize, f64, i64)> = Vec::new();
-    for (i, s) in run.iter().enumerate() {
+    let mut all: Vec<(i64, usize, Merged)> = Vec::new();
+    for (i, s) in run.iter_mut().enumerate() {
         for (k, x) in s.samples.iter().enumerate() {
             let st = s.st.as_ref().and_then(|v| v.get(k).copied()).unwrap_or(0);
-            all.push((x.t, i, x.v, st));
+            all.push((x.t, i, Merged::Float(x.v, st)));
+        }
+        for p in std::mem::take(&mut s.histograms) {
+            all.push((p.t, i, Merged::Hist(p.h)));
         }
     }
     all.sort_by_key(|a| (a.0, a.1));
+    all.dedup_by(|later, earlier| {
+        // `dedup_by` keeps the first of equal elements: keep the later answer's instead.
+        if later.0 == earlier.0 {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
     let mut samples: Vec<Sample> = Vec::with_capacity(all.len());
     let mut st = Vec::new();
-    for (t, _, v, s) in all {
-        if samples.last().is_some_and(|l| l.t == t) {
-            samples.pop();
-            st.pop();
+    let mut histograms = Vec::new();
+    for (t, _, m) in all {
+        match m {
+            Merged::Float(v, s) => {
+                samples.push(Sample { t, v });
+                st.push(s);
+            }
+            Merged::Hist(h) => histograms.push(HPoint { t, h }),
         }
-        samples.push(Sample { t, v });
-        st.push(s);
     }
-    // Histograms live in the head only (blocks do not hold them yet).
-    let histograms = run
-        .iter_mut()
-        .map(|s| std::mem::take(&mut s.histograms))
-        .find(|h| !h.is_empty())
-        .unwrap_or_default();
     let labels = run.swap_remove(0).labels;
     SeriesData {
         labels,
@@ -765,5 +876,7 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
     }
 }
 
+#[cfg(test)]
+mod hist_tests;
 #[cfg(test)]
 mod tests;

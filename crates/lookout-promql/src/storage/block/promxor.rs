@@ -66,7 +66,13 @@ fn write_dod(w: &mut BitWriter, dod: i64) {
     }
 }
 
-fn write_value(w: &mut BitWriter, prev: u64, bits: u64, leading: &mut u8, trailing: &mut u8) {
+pub(crate) fn write_value(
+    w: &mut BitWriter,
+    prev: u64,
+    bits: u64,
+    leading: &mut u8,
+    trailing: &mut u8,
+) {
     let xor = bits ^ prev;
     if xor == 0 {
         w.write_bit(false);
@@ -91,6 +97,7 @@ fn write_value(w: &mut BitWriter, prev: u64, bits: u64, leading: &mut u8, traili
 
 /// Decodes a whole XOR chunk; `None` when it is malformed or truncated (no sample of it
 /// is trusted then).
+#[cfg(test)]
 pub(crate) fn decode(chunk: &[u8], out: &mut Vec<Sample>) -> Option<()> {
     decode_until(chunk, out, i64::MAX)
 }
@@ -170,7 +177,7 @@ fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
     })
 }
 
-fn read_value(
+pub(crate) fn read_value(
     r: &mut BitReader<'_>,
     v: &mut u64,
     leading: &mut u8,

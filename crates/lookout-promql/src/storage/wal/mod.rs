@@ -6,7 +6,9 @@
 //!   128 MiB made of 32 KiB pages; records split into full/first/middle/last fragments
 //!   with a 7-byte header (type with the snappy flag, length, CRC32 Castagnoli); records
 //!   snappy-compressed when that makes them smaller. Series records (reference + labels)
-//!   are written when a series is created, samples records in batches. A series'
+//!   are written when a series is created, samples records and float histogram samples
+//!   records in batches (a batch's floats before its histograms, as Prometheus writes a
+//!   commit, unless a series switched from histograms to floats within it). A series'
 //!   reference is the storage's series id, stable for the life of the directory.
 //! * **Writing**: appenders only push onto a pending batch under a mutex; a background
 //!   thread turns the batch into records every [`WalOptions::flush_interval`] (sooner once
@@ -52,6 +54,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::histogram::FloatHistogram;
 use crate::labels::Labels;
 use segment::SegmentWriter;
 
@@ -151,6 +154,7 @@ struct Counters {
 struct Pending {
     series: Vec<(u64, Labels)>,
     samples: Vec<(u64, i64, u64)>,
+    histograms: Vec<PendingHistogram>,
     /// Entries pushed so far.
     logged: u64,
     /// Entries written to the operating system.
@@ -160,6 +164,23 @@ struct Pending {
     sync_requested: bool,
     closing: bool,
     closed: bool,
+}
+
+/// A histogram sample waiting to be written, and how many float samples were logged
+/// before it in the same batch (so that a series switching between floats and
+/// histograms keeps its order in the log).
+struct PendingHistogram {
+    id: u64,
+    t: i64,
+    h: Arc<FloatHistogram>,
+    after: usize,
+}
+
+impl Pending {
+    /// Float and histogram samples waiting.
+    fn pending_samples(&self) -> usize {
+        self.samples.len() + self.histograms.len()
+    }
 }
 
 struct Shared {
@@ -308,7 +329,23 @@ impl Wal {
         }
         p.samples.push((id, t, v.to_bits()));
         p.logged += 1;
-        let n = p.samples.len();
+        let n = p.pending_samples();
+        if n == self.shared.opts.batch_samples {
+            self.shared.work.notify_one();
+        }
+        n >= self.shared.opts.max_pending_samples
+    }
+
+    /// Logs a native histogram sample, as [`Wal::log_sample`] does a float.
+    pub(crate) fn log_histogram(&self, id: u64, t: i64, h: Arc<FloatHistogram>) -> bool {
+        let mut p = self.shared.lock();
+        if p.closed {
+            return false;
+        }
+        let after = p.samples.len();
+        p.histograms.push(PendingHistogram { id, t, h, after });
+        p.logged += 1;
+        let n = p.pending_samples();
         if n == self.shared.opts.batch_samples {
             self.shared.work.notify_one();
         }
@@ -318,7 +355,7 @@ impl Wal {
     /// Blocks until the pending batch is below its bound.
     pub(crate) fn wait_for_room(&self) {
         let mut p = self.shared.lock();
-        while p.samples.len() >= self.shared.opts.max_pending_samples && !p.closed {
+        while p.pending_samples() >= self.shared.opts.max_pending_samples && !p.closed {
             self.shared.work.notify_one();
             p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
@@ -383,6 +420,9 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Most samples per samples record, and series per series record.
 const SAMPLES_PER_RECORD: usize = 2000;
 const SERIES_PER_RECORD: usize = 1000;
+/// Most histograms per float histogram samples record (a histogram of 160 buckets takes
+/// about 1.4 KB: records stay well under a megabyte).
+const HISTOGRAMS_PER_RECORD: usize = 500;
 
 /// The background thread that owns the segment files.
 struct Writer {
@@ -405,10 +445,12 @@ impl Writer {
         let opts = self.shared.opts.clone();
         let mut series = Vec::new();
         let mut samples = Vec::new();
+        let mut histograms = Vec::new();
         loop {
             let (upto, want_sync, closing) = {
                 let mut p = self.shared.lock();
-                if p.series.is_empty() && p.samples.is_empty() && !p.sync_requested && !p.closing {
+                let idle = p.series.is_empty() && p.pending_samples() == 0;
+                if idle && !p.sync_requested && !p.closing {
                     let wait = if self.dirty {
                         opts.flush_interval
                             .min(opts.sync_interval.saturating_sub(self.last_sync.elapsed()))
@@ -424,14 +466,16 @@ impl Writer {
                 }
                 std::mem::swap(&mut series, &mut p.series);
                 std::mem::swap(&mut samples, &mut p.samples);
+                std::mem::swap(&mut histograms, &mut p.histograms);
                 let want_sync = std::mem::take(&mut p.sync_requested);
                 (p.logged, want_sync, p.closing)
             };
             // Appenders waiting for room can go on while the batch is written.
             self.shared.done.notify_all();
-            self.write_batch(&series, &samples);
+            self.write_batch(&series, &samples, &histograms);
             series.clear();
             samples.clear();
+            histograms.clear();
             let synced = if closing {
                 if let Some(seg) = self.seg.take()
                     && let Err(e) = seg.close()
@@ -482,7 +526,12 @@ impl Writer {
         self.last_sync = Instant::now();
     }
 
-    fn write_batch(&mut self, series: &[(u64, Labels)], samples: &[(u64, i64, u64)]) {
+    fn write_batch(
+        &mut self,
+        series: &[(u64, Labels)],
+        samples: &[(u64, i64, u64)],
+        histograms: &[PendingHistogram],
+    ) {
         for chunk in series.chunks(SERIES_PER_RECORD) {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
@@ -490,11 +539,52 @@ impl Writer {
             self.log(&buf, None);
             self.buf = buf;
         }
+        // Floats are written before histograms, as Prometheus writes a commit; a float of
+        // a series with a histogram logged before it starts a new pair of writes, so that
+        // the replay sees each series' samples in order.
+        let (mut f0, mut h0, mut h) = (0, 0, 0);
+        let mut with_histograms = std::collections::HashSet::new();
+        for (j, s) in samples.iter().enumerate() {
+            while h < histograms.len() && histograms[h].after <= j {
+                with_histograms.insert(histograms[h].id);
+                h += 1;
+            }
+            if with_histograms.contains(&s.0) {
+                self.write_samples(&samples[f0..j]);
+                self.write_histograms(&histograms[h0..h]);
+                (f0, h0) = (j, h);
+                with_histograms.clear();
+            }
+        }
+        self.write_samples(&samples[f0..]);
+        self.write_histograms(&histograms[h0..]);
+    }
+
+    fn write_samples(&mut self, samples: &[(u64, i64, u64)]) {
         for chunk in samples.chunks(SAMPLES_PER_RECORD) {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             record::encode_samples(chunk, &mut buf);
             let maxt = chunk.iter().map(|s| s.1).max().unwrap_or(i64::MIN);
+            if self.log(&buf, Some(maxt)) {
+                self.shared
+                    .counters
+                    .samples_written
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            self.buf = buf;
+        }
+    }
+
+    /// Writes float histogram samples records.
+    fn write_histograms(&mut self, histograms: &[PendingHistogram]) {
+        for chunk in histograms.chunks(HISTOGRAMS_PER_RECORD) {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            let refs: Vec<(u64, i64, &FloatHistogram)> =
+                chunk.iter().map(|p| (p.id, p.t, &*p.h)).collect();
+            record::encode_float_histograms(&refs, &mut buf);
+            let maxt = chunk.iter().map(|p| p.t).max().unwrap_or(i64::MIN);
             if self.log(&buf, Some(maxt)) {
                 self.shared
                     .counters
@@ -699,23 +789,6 @@ mod tests {
                 st.append(&l, t * 15_000, (t * i as i64) as f64).unwrap();
             }
         }
-    }
-
-    #[test]
-    fn histograms_are_refused_by_a_storage_with_a_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Storage::open(StorageOptions::default(), dir.path(), small()).unwrap();
-        let l = Labels::new([("__name__", "h")]);
-        let h = std::sync::Arc::new(crate::histogram::FloatHistogram::default());
-        let err = st.append_histogram(&l, 1, h).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                crate::storage::AppendError::HistogramNotPersisted { .. }
-            ),
-            "{err}"
-        );
-        assert_eq!(st.num_series(), 0);
     }
 
     #[test]

@@ -7,12 +7,23 @@
 //!   integers, then per sample the signed (zigzag) varint deltas of reference and
 //!   timestamp to that first sample and the value's bits as a big-endian `u64`;
 //! * **tombstones** (3): per deleted interval, reference (`u64` big-endian), then start
-//!   and end as signed varints.
+//!   and end as signed varints;
+//! * **histogram samples** (7, integer histograms, read only) and **float histogram
+//!   samples** (8, what Lookout writes): the first sample's reference and timestamp as
+//!   in a samples record, then per sample the varint deltas of reference and timestamp,
+//!   the counter reset hint byte, the schema (signed varint), the zero threshold
+//!   (big-endian float bits), zero count, count (unsigned varints for integer
+//!   histograms, float bits for float ones), the sum (float bits), the positive and the
+//!   negative spans (a count, then per span its offset as a signed and its length as an
+//!   unsigned varint), and the positive and negative bucket counts (a count, then each as
+//!   a signed varint difference to the previous bucket of its side for integer
+//!   histograms, as float bits for float ones).
 //!
-//! Other types (exemplars, memory-map markers, metadata, histograms) are recognised and
-//! skipped on replay. Decoding never trusts a length: every count and string is checked
+//! Other types (exemplars, memory-map markers, metadata) are recognised and skipped on
+//! replay. Decoding never trusts a length: every count and string is checked
 //! against the bytes left.
 
+use crate::histogram::{CounterResetHint, FloatHistogram, Span};
 use crate::labels::Labels;
 
 /// Record type bytes (Prometheus's `record.Type`).
@@ -21,6 +32,10 @@ pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
 /// Deleted intervals.
 pub const TOMBSTONES: u8 = 3;
+/// Integer native histogram samples.
+pub const HISTOGRAM_SAMPLES: u8 = 7;
+/// Float native histogram samples.
+pub const FLOAT_HISTOGRAM_SAMPLES: u8 = 8;
 
 /// A decoded record.
 #[derive(Debug, PartialEq)]
@@ -31,12 +46,15 @@ pub enum Record {
     Samples(Vec<(u64, i64, f64)>),
     /// Deleted intervals: reference, first and last deleted timestamp.
     Tombstones(Vec<(u64, i64, i64)>),
+    /// Native histogram samples (integer ones converted): reference, timestamp (ms),
+    /// histogram. Bucket indexes are not checked beyond fitting an `i32`.
+    Histograms(Vec<(u64, i64, FloatHistogram)>),
     /// A record of another type, skipped.
     Other(u8),
 }
 
 /// Why a record could not be decoded.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The record ends in the middle of a field.
     #[error("record truncated at byte {0}")]
@@ -50,6 +68,9 @@ pub enum DecodeError {
     /// The record is empty (not even a type byte).
     #[error("empty record")]
     Empty,
+    /// A histogram whose spans do not match its buckets, or whose indexes overflow.
+    #[error("histogram with spans not matching its buckets at byte {0}")]
+    Spans(usize),
 }
 
 pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut u: u64) {
@@ -97,6 +118,62 @@ pub fn encode_samples(samples: &[(u64, i64, u64)], out: &mut Vec<u8>) {
     }
 }
 
+/// Prometheus's `histogram.CounterResetHint` numbers.
+fn hint_byte(h: CounterResetHint) -> u8 {
+    match h {
+        CounterResetHint::Unknown => 0,
+        CounterResetHint::Reset => 1,
+        CounterResetHint::NotReset => 2,
+        CounterResetHint::Gauge => 3,
+    }
+}
+
+fn hint_from_byte(b: u8) -> CounterResetHint {
+    match b {
+        1 => CounterResetHint::Reset,
+        2 => CounterResetHint::NotReset,
+        3 => CounterResetHint::Gauge,
+        _ => CounterResetHint::Unknown,
+    }
+}
+
+fn put_spans(out: &mut Vec<u8>, spans: &[Span]) {
+    put_uvarint(out, spans.len() as u64);
+    for s in spans {
+        put_varint(out, i64::from(s.offset));
+        put_uvarint(out, u64::from(s.length));
+    }
+}
+
+/// Appends a float histogram samples record for `samples` (reference, timestamp,
+/// histogram) to `out`. Custom bucket bounds have no place in it (the caller refuses
+/// custom-bucket histograms).
+pub fn encode_float_histograms(samples: &[(u64, i64, &FloatHistogram)], out: &mut Vec<u8>) {
+    out.push(FLOAT_HISTOGRAM_SAMPLES);
+    let Some(&(r0, t0, _)) = samples.first() else {
+        return;
+    };
+    out.extend_from_slice(&r0.to_be_bytes());
+    out.extend_from_slice(&t0.to_be_bytes());
+    for &(r, t, h) in samples {
+        put_varint(out, (r as i64).wrapping_sub(r0 as i64));
+        put_varint(out, t.wrapping_sub(t0));
+        out.push(hint_byte(h.counter_reset_hint));
+        put_varint(out, i64::from(h.schema));
+        for v in [h.zero_threshold, h.zero_count, h.count, h.sum] {
+            out.extend_from_slice(&v.to_bits().to_be_bytes());
+        }
+        put_spans(out, &FloatHistogram::spans(&h.positive));
+        put_spans(out, &FloatHistogram::spans(&h.negative));
+        for side in [&h.positive, &h.negative] {
+            put_uvarint(out, side.len() as u64);
+            for b in side {
+                out.extend_from_slice(&b.count.to_bits().to_be_bytes());
+            }
+        }
+    }
+}
+
 /// Reads fields off a record, never past its end.
 struct Dec<'a> {
     b: &'a [u8],
@@ -140,6 +217,80 @@ impl<'a> Dec<'a> {
     fn varint(&mut self) -> Result<i64, DecodeError> {
         let u = self.uvarint()?;
         Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+    }
+
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_bits(self.be64()?))
+    }
+
+    /// A count of items taking at least `min_bytes` each: never more than the bytes left
+    /// can hold.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.uvarint()?;
+        if n > (self.left() / min_bytes) as u64 {
+            return Err(DecodeError::Truncated(at));
+        }
+        Ok(n as usize)
+    }
+
+    fn spans(&mut self) -> Result<Vec<Span>, DecodeError> {
+        // Two varints, a byte each at least.
+        let n = self.count(2)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.pos;
+            let offset = i32::try_from(self.varint()?).map_err(|_| DecodeError::Spans(at))?;
+            let length = u32::try_from(self.uvarint()?).map_err(|_| DecodeError::Spans(at))?;
+            out.push(Span { offset, length });
+        }
+        Ok(out)
+    }
+
+    /// One histogram of a histogram samples record (after reference and timestamp);
+    /// `float` for the float record's field encodings.
+    fn histogram(&mut self, float: bool) -> Result<FloatHistogram, DecodeError> {
+        let at = self.pos;
+        let hint = hint_from_byte(*self.b.get(self.pos).ok_or(DecodeError::Truncated(at))?);
+        self.pos += 1;
+        let schema = i32::try_from(self.varint()?).map_err(|_| DecodeError::Spans(at))?;
+        let zero_threshold = self.f64()?;
+        let (zero_count, count) = if float {
+            (self.f64()?, self.f64()?)
+        } else {
+            (self.uvarint()? as f64, self.uvarint()? as f64)
+        };
+        let sum = self.f64()?;
+        let (pos_spans, neg_spans) = (self.spans()?, self.spans()?);
+        let mut sides = [Vec::new(), Vec::new()];
+        for side in &mut sides {
+            let n = self.count(if float { 8 } else { 1 })?;
+            side.reserve(n);
+            // Integer buckets are differences to the previous bucket of their side.
+            let mut cur = 0i64;
+            for _ in 0..n {
+                side.push(if float {
+                    self.f64()?
+                } else {
+                    cur = cur.wrapping_add(self.varint()?);
+                    cur as f64
+                });
+            }
+        }
+        let [pos, neg] = sides;
+        let spans_err = DecodeError::Spans(at);
+        Ok(FloatHistogram {
+            schema,
+            zero_threshold,
+            zero_count,
+            count,
+            sum,
+            positive: FloatHistogram::buckets_from_spans(&pos_spans, &pos)
+                .ok_or(spans_err.clone())?,
+            negative: FloatHistogram::buckets_from_spans(&neg_spans, &neg).ok_or(spans_err)?,
+            custom_values: Default::default(),
+            counter_reset_hint: hint,
+        })
     }
 
     fn str(&mut self) -> Result<&'a str, DecodeError> {
@@ -206,6 +357,21 @@ pub fn decode(rec: &[u8]) -> Result<Record, DecodeError> {
                 out.push((r, mint, maxt));
             }
             Ok(Record::Tombstones(out))
+        }
+        HISTOGRAM_SAMPLES | FLOAT_HISTOGRAM_SAMPLES => {
+            let mut out = Vec::new();
+            if d.left() == 0 {
+                return Ok(Record::Histograms(out));
+            }
+            let r0 = d.be64()?;
+            let t0 = d.be64()? as i64;
+            while d.left() > 0 {
+                let dr = d.varint()?;
+                let dt = d.varint()?;
+                let h = d.histogram(typ == FLOAT_HISTOGRAM_SAMPLES)?;
+                out.push(((r0 as i64).wrapping_add(dr) as u64, t0.wrapping_add(dt), h));
+            }
+            Ok(Record::Histograms(out))
         }
         other => Ok(Record::Other(other)),
     }
@@ -281,5 +447,100 @@ mod tests {
         assert_eq!(decode(&long), Err(DecodeError::Varint(17)));
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(&[9, 1, 2]), Ok(Record::Other(9)));
+    }
+
+    fn float_histogram() -> FloatHistogram {
+        let mut h = crate::histogram::notation::parse(
+            "schema:2 count:9.5 sum:-3.25 z_bucket:1.5 z_bucket_w:0.001 offset:-3 buckets:[1 0 2.5] n_buckets:[4.5] counter_reset_hint:not_reset",
+        )
+        .unwrap()
+        .h;
+        // A second span on the positive side.
+        h.positive.push(crate::histogram::Bucket {
+            index: 7,
+            count: 0.5,
+        });
+        h
+    }
+
+    #[test]
+    fn float_histograms_round_trip() {
+        let a = float_histogram();
+        let b = FloatHistogram::default();
+        let mut buf = Vec::new();
+        encode_float_histograms(
+            &[(5, 1_700_000_000_000, &a), (2, 1_699_999_000_000, &b)],
+            &mut buf,
+        );
+        assert_eq!(buf[0], FLOAT_HISTOGRAM_SAMPLES);
+        assert_eq!(
+            decode(&buf),
+            Ok(Record::Histograms(vec![
+                (5, 1_700_000_000_000, a.clone()),
+                (2, 1_699_999_000_000, b)
+            ]))
+        );
+        buf.clear();
+        encode_float_histograms(&[], &mut buf);
+        assert_eq!(decode(&buf), Ok(Record::Histograms(vec![])));
+    }
+
+    /// An integer histogram samples record as Prometheus's `Encoder.HistogramSamples`
+    /// writes one: one histogram of ref 3 at t=1000, hint "reset", schema 0, zero
+    /// threshold 2^-128, zero count 1, count 6, sum 7.5, positive span {offset 1, length
+    /// 3} with buckets 2, 1, 2 as differences 2, -1, 1, negative span {0, 1} with bucket 0.
+    fn prometheus_integer_record() -> Vec<u8> {
+        let mut b = vec![HISTOGRAM_SAMPLES];
+        b.extend_from_slice(&3u64.to_be_bytes());
+        b.extend_from_slice(&1000u64.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 1, 0]);
+        b.extend_from_slice(&2f64.powi(-128).to_bits().to_be_bytes());
+        b.extend_from_slice(&[1, 6]);
+        b.extend_from_slice(&7.5f64.to_bits().to_be_bytes());
+        b.extend_from_slice(&[1, 2, 3, 1, 0, 1, 3, 4, 1, 2, 1, 0]);
+        b
+    }
+
+    #[test]
+    fn integer_histograms_read_as_float_histograms() {
+        let Ok(Record::Histograms(got)) = decode(&prometheus_integer_record()) else {
+            panic!("not histograms");
+        };
+        let (r, t, h) = &got[0];
+        assert_eq!((*r, *t), (3, 1000));
+        assert_eq!(h.counter_reset_hint, CounterResetHint::Reset);
+        assert_eq!((h.schema, h.zero_count, h.count, h.sum), (0, 1.0, 6.0, 7.5));
+        let pos: Vec<_> = h.positive.iter().map(|b| (b.index, b.count)).collect();
+        assert_eq!(pos, [(1, 2.0), (2, 1.0), (3, 2.0)]);
+        let neg: Vec<_> = h.negative.iter().map(|b| (b.index, b.count)).collect();
+        assert_eq!(neg, [(0, 0.0)]);
+    }
+
+    #[test]
+    fn corrupt_histogram_records_are_errors_not_panics() {
+        let a = float_histogram();
+        let mut buf = Vec::new();
+        encode_float_histograms(&[(1, 1, &a)], &mut buf);
+        for rec in [buf, prometheus_integer_record()] {
+            // Type, reference and timestamp alone are an empty record.
+            for cut in (2..rec.len()).filter(|&c| c != 17) {
+                assert!(decode(&rec[..cut]).is_err(), "cut at {cut}");
+            }
+            for i in 17..rec.len() {
+                let mut g = rec.clone();
+                g[i] ^= 0xa5;
+                let _ = decode(&g);
+            }
+        }
+        // Huge span and bucket counts are refused before anything is allocated.
+        let mut huge = prometheus_integer_record();
+        huge.truncate(17 + 4 + 8 + 2 + 8);
+        let mut spans = huge.clone();
+        spans.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(decode(&spans), Err(DecodeError::Truncated(_))));
+        // Spans that do not match the buckets.
+        let mut mismatch = huge;
+        mismatch.extend_from_slice(&[1, 0, 5, 0, 1, 2, 0]);
+        assert!(matches!(decode(&mismatch), Err(DecodeError::Spans(_))));
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::record::{self, Record};
 use super::segment::{self, Corruption};
-use crate::storage::{ByLabels, Chunks, MemSeries, Storage};
+use crate::histogram::FloatHistogram;
+use crate::storage::{AppendError, ByLabels, Chunks, MemSeries, STALE_NAN, Storage, is_stale};
 
 /// What a replay found.
 #[derive(Clone, Debug, Default)]
@@ -116,10 +117,40 @@ impl Apply<'_> {
                 }
                 Ok(maxt)
             }
+            Record::Histograms(histograms) => Ok(self.histograms(histograms)),
             // Lookout never deletes series; Prometheus's tombstones and other records
-            // (exemplars, metadata, histograms, chunk markers) are skipped.
+            // (exemplars, metadata, chunk markers) are skipped.
             Record::Tombstones(_) | Record::Other(_) => Ok(None),
         }
+    }
+
+    /// Applies histogram samples; returns the newest timestamp applied. A histogram whose
+    /// sum is the staleness marker (how Prometheus marks a histogram series stale) becomes
+    /// a float staleness marker; one that an append would refuse is dropped and counted.
+    fn histograms(&mut self, histograms: Vec<(u64, i64, FloatHistogram)>) -> Option<i64> {
+        let mut maxt = None;
+        for (r, t, h) in histograms {
+            let Some(s) = self.refs.get(&r) else {
+                self.report.dropped_samples += 1;
+                continue;
+            };
+            let pushed = if is_stale(h.sum) {
+                s.lock().push(&s.labels, 0, t, STALE_NAN)
+            } else if h.validate().is_ok() {
+                s.lock().push_histogram(&s.labels, t, Arc::new(h))
+            } else {
+                Err(AppendError::EmptyLabels)
+            };
+            if pushed.is_err() {
+                self.report.dropped_samples += 1;
+                continue;
+            }
+            self.report.samples += 1;
+            self.storage.head.head_min_t.fetch_min(t, Ordering::Relaxed);
+            self.max_t = self.max_t.max(t);
+            maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
+        }
+        maxt
     }
 
     /// Reads one segment file; `Some` when it ended in a corruption.

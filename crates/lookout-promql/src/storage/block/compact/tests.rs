@@ -257,7 +257,7 @@ fn write_hours(dir: &Path, from_h: i64, to_h: i64, v0: f64, names: &[&str]) {
                 v: v0 + k as f64,
             })
             .collect();
-        (Labels::new([("__name__", *n)]), samples)
+        (Labels::new([("__name__", *n)]), samples, Vec::new())
     });
     let c = Compaction {
         level: 1,
