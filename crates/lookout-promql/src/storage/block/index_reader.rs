@@ -40,8 +40,6 @@ pub(crate) struct IndexReader {
     names: BTreeMap<Box<str>, Vec<ValueAt>>,
     /// File offset of the all-series postings list.
     all: u32,
-    /// Series in the file.
-    pub series_count: usize,
     /// Whether series references rise with the series' labels, as Prometheus writes them:
     /// then every postings list is in label order too.
     in_label_order: bool,
@@ -66,7 +64,6 @@ impl IndexReader {
             symbols: Vec::new(),
             names: BTreeMap::new(),
             all: 0,
-            series_count: 0,
             in_label_order: true,
         };
         r.load().map_err(err)?;
@@ -101,7 +98,6 @@ impl IndexReader {
         if !all.windows(2).all(|w| w[0] < w[1]) {
             return Err("all-series postings list not sorted".into());
         }
-        self.series_count = all.len();
         self.check_series(&all)?;
         self.check_postings(&all)
     }

@@ -566,13 +566,7 @@ impl Writer {
             buf.clear();
             record::encode_samples(chunk, &mut buf);
             let maxt = chunk.iter().map(|s| s.1).max().unwrap_or(i64::MIN);
-            if self.log(&buf, Some(maxt)) {
-                self.shared
-                    .counters
-                    .samples_written
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            }
-            self.buf = buf;
+            self.log_samples(buf, maxt, chunk.len());
         }
     }
 
@@ -585,14 +579,20 @@ impl Writer {
                 chunk.iter().map(|p| (p.id, p.t, &*p.h)).collect();
             record::encode_float_histograms(&refs, &mut buf);
             let maxt = chunk.iter().map(|p| p.t).max().unwrap_or(i64::MIN);
-            if self.log(&buf, Some(maxt)) {
-                self.shared
-                    .counters
-                    .samples_written
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            }
-            self.buf = buf;
+            self.log_samples(buf, maxt, chunk.len());
         }
+    }
+
+    /// Writes a record of `n` samples (floats or histograms) whose newest is `maxt`,
+    /// counts them when written, and keeps `buf` for the next record.
+    fn log_samples(&mut self, buf: Vec<u8>, maxt: i64, n: usize) {
+        if self.log(&buf, Some(maxt)) {
+            self.shared
+                .counters
+                .samples_written
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        self.buf = buf;
     }
 
     /// Writes one record, starting a new segment when it does not fit; `maxt` is the
