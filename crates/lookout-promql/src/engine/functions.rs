@@ -726,13 +726,30 @@ impl Evaluator<'_> {
         let bounds = self.upper_bounds(vs, &data, t);
         let mut out = Vec::new();
         for (sd, &idx) in data.iter().zip(&bounds) {
-            let Some(s) = idx.checked_sub(1).map(|i| sd.samples[i]) else {
+            // The newest sample at or before `t`, float or histogram, and its start time.
+            let float = idx.checked_sub(1).map(|i| {
+                let s = sd.samples[i];
+                let st = sd.st.as_ref().map_or(0, |st| st[i]);
+                (s.t, is_stale(s.v), st)
+            });
+            let hist = sd
+                .histograms
+                .partition_point(|p| p.t <= t)
+                .checked_sub(1)
+                .map(|i| {
+                    let st = sd.hst.as_ref().and_then(|st| st.get(i).copied());
+                    (sd.histograms[i].t, false, st.unwrap_or(0))
+                });
+            let newest = match (float, hist) {
+                (Some(f), Some(h)) => Some(if h.0 > f.0 { h } else { f }),
+                (f, h) => f.or(h),
+            };
+            let Some((sample_t, stale, st)) = newest else {
                 continue;
             };
-            if s.t <= self.window_open(t, self.lookback) || is_stale(s.v) {
+            if sample_t <= self.window_open(t, self.lookback) || stale {
                 continue;
             }
-            let st = sd.st.as_ref().map_or(0, |st| st[idx - 1]);
             out.push(Sample {
                 metric: sd.labels.clone(),
                 t: ts,
@@ -886,7 +903,12 @@ fn st_reset(pts: &[FPoint], sts: &[i64], i: usize) -> bool {
     if i == 0 || i >= sts.len() || i >= pts.len() {
         return false;
     }
-    let (prev_st, prev_t, cur_st, cur_t) = (sts[i - 1], pts[i - 1].t, sts[i], pts[i].t);
+    is_st_reset(sts[i - 1], pts[i - 1].t, sts[i], pts[i].t)
+}
+
+/// [`st_reset`] for one pair of samples, floats or histograms: the previous sample's start
+/// time and time, then the current one's.
+pub(crate) fn is_st_reset(prev_st: i64, prev_t: i64, cur_st: i64, cur_t: i64) -> bool {
     if cur_st == 0 || cur_st >= cur_t || cur_st < prev_t {
         return false;
     }
@@ -901,8 +923,12 @@ fn st_reset(pts: &[FPoint], sts: &[i64], i: usize) -> bool {
 /// samples count an overlapping span.
 pub(crate) fn st_overlap(pts: &[FPoint], sts: Option<&[i64]>) -> bool {
     let Some(sts) = sts else { return false };
-    (1..pts.len().min(sts.len()))
-        .any(|i| sts[i] != 0 && sts[i] < pts[i - 1].t && sts[i] != sts[i - 1])
+    st_overlap_at(sts, |i| pts[i].t, pts.len())
+}
+
+/// [`st_overlap`] over `n` points whose times `t_of` gives, floats or histograms.
+pub(crate) fn st_overlap_at(sts: &[i64], t_of: impl Fn(usize) -> i64, n: usize) -> bool {
+    (1..n.min(sts.len())).any(|i| sts[i] != 0 && sts[i] < t_of(i - 1) && sts[i] != sts[i - 1])
 }
 
 /// The value of range function `name` over the points `pts` of one series' window

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::cancel::Stop;
-use super::functions::{instant_value, range_kernel};
+use super::functions::{instant_value, is_st_reset, range_kernel};
+use super::histogram_rate::histogram_sts;
 use super::kahan_sum_inc;
 use super::{AnnotationLevel, Evaluator, FPoint, QueryError, RangeArg, RangeMode, Sample, Series};
 use crate::histogram::{CounterResetHint, FloatHistogram, HPoint, HistogramError};
@@ -178,6 +179,24 @@ fn merged(s: &Series) -> Vec<Pt<'_>> {
     out
 }
 
+/// The start time (0 when unknown) and time of a point of `s`.
+fn start_of(s: &Series, p: &Pt) -> (i64, i64) {
+    let (t, i, sts) = match p {
+        Pt::F(p) => (
+            p.t,
+            s.floats.binary_search_by_key(&p.t, |q| q.t).ok(),
+            s.st.as_deref().filter(|st| st.len() == s.floats.len()),
+        ),
+        Pt::H(p) => (
+            p.t,
+            s.histograms.binary_search_by_key(&p.t, |q| q.t).ok(),
+            Some(histogram_sts(s)),
+        ),
+    };
+    let st = i.and_then(|i| sts?.get(i).copied());
+    (st.unwrap_or(0), t)
+}
+
 /// A result sample of a range function.
 fn result(metric: &super::Labels, ts: i64, f: f64, h: Option<FloatHistogram>) -> Sample {
     Sample {
@@ -276,12 +295,21 @@ impl Evaluator<'_> {
                     }
                     pts.drain(..inside.saturating_sub(1));
                 }
+                let st_reset = |a: &Pt, b: &Pt| {
+                    let (a_st, a_t) = start_of(s, a);
+                    let (b_st, b_t) = start_of(s, b);
+                    is_st_reset(a_st, a_t, b_st, b_t)
+                };
                 let n = pts
                     .windows(2)
                     .filter(|w| match (&w[0], &w[1]) {
-                        (Pt::F(a), Pt::F(b)) if name == "resets" => b.f < a.f,
+                        (Pt::F(a), Pt::F(b)) if name == "resets" => {
+                            b.f < a.f || st_reset(&w[0], &w[1])
+                        }
                         (Pt::F(a), Pt::F(b)) => !(b.f == a.f || (b.f.is_nan() && a.f.is_nan())),
-                        (Pt::H(a), Pt::H(b)) if name == "resets" => b.h.detect_reset(&a.h),
+                        (Pt::H(a), Pt::H(b)) if name == "resets" => {
+                            st_reset(&w[0], &w[1]) || b.h.detect_reset(&a.h)
+                        }
                         (Pt::H(a), Pt::H(b)) => !same_histogram(&a.h, &b.h),
                         _ => true,
                     })
@@ -397,8 +425,13 @@ impl Evaluator<'_> {
         if !is_rate && (!gauge(&a.h) || !gauge(&b.h)) {
             self.not_gauge_warning(name, anchor);
         }
+        let sts = histogram_sts(s);
+        let st_reset = match sts {
+            [.., sa, sb] => is_st_reset(*sa, a.t, *sb, b.t),
+            _ => false,
+        };
         let mut h = (*b.h).clone();
-        if !is_rate || !b.h.detect_reset(&a.h) {
+        if !is_rate || !(st_reset || b.h.detect_reset(&a.h)) {
             match h.sub(&a.h) {
                 Err(_) => {
                     self.warn_mixed_schemas(name, anchor);

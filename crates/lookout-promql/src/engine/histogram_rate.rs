@@ -1,34 +1,49 @@
 //! `rate`, `increase` and `delta` over native histograms (Prometheus's `histogramRate`
 //! and the extrapolation of `extrapolatedRate`).
 
+use super::functions::{is_st_reset, st_overlap_at, st_overlap_warning};
 use super::{AnnotationLevel, Evaluator, RangeArg, Series};
 use crate::histogram::{CounterResetHint, FloatHistogram};
 
 /// How far the difference between the first and last sample is extrapolated to the
-/// window's edges: the factor the difference is multiplied with, `None` for a single
-/// sample. `first` is the first sample's count and `result` the difference's count.
+/// window's edges: the factor the difference is multiplied with. `first` is the first
+/// sample's count and `result` the difference's count. `from_start`: the first sample's
+/// start time lies inside the window, so the window starts there from zero (Prometheus
+/// assumes a zero sample at that time instead of extrapolating to the left); `None` for a
+/// single sample without one.
 fn extrapolation_factor(
     s: &Series,
     arg: &RangeArg,
-    first: f64,
-    result: f64,
+    (first, result): (f64, f64),
+    from_start: Option<i64>,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
-    let n_minus_one = s.histograms.len().checked_sub(1).filter(|n| *n > 0)?;
+    let n_minus_one = s.histograms.len().checked_sub(1)?;
     let (first_t, last_t) = (s.histograms[0].t, s.histograms[n_minus_one].t);
     let mut to_start = (first_t - arg.range_start) as f64 / 1000.0;
     let mut to_end = (arg.range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / n_minus_one as f64;
+    let mut sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = if n_minus_one > 0 {
+        sampled / n_minus_one as f64
+    } else {
+        0.0
+    };
     let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if is_counter && result > 0.0 && first >= 0.0 {
-        let to_zero = sampled * (first / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+    if let Some(st) = from_start {
+        to_start = 0.0;
+        sampled = (last_t - st) as f64 / 1000.0;
+    } else if n_minus_one == 0 {
+        return None;
+    } else {
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if is_counter && result > 0.0 && first >= 0.0 {
+            let to_zero = sampled * (first / result);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
         }
     }
     if to_end >= threshold {
@@ -45,6 +60,14 @@ fn extrapolation_factor(
     Some(factor)
 }
 
+/// The start timestamps of the histograms of `s` (empty when it has none).
+pub(crate) fn histogram_sts(s: &Series) -> &[i64] {
+    s.hst
+        .as_deref()
+        .filter(|st| st.len() == s.histograms.len())
+        .unwrap_or(&[])
+}
+
 impl Evaluator<'_> {
     /// The extrapolated increase (`is_counter`) or delta of the histograms of `s`, per
     /// second with `is_rate`.
@@ -57,9 +80,28 @@ impl Evaluator<'_> {
         anchor: &str,
     ) -> Option<FloatHistogram> {
         let pts = &s.histograms;
+        let sts = histogram_sts(s);
+        // A counter's first start time inside the window: the increase counts from zero
+        // there, so even a single sample has one.
+        let from_start = sts
+            .first()
+            .copied()
+            .filter(|&st| is_counter && st != 0 && st > arg.range_start && st < pts[0].t);
         if pts.len() < 2 {
-            return None;
+            let st = from_start?;
+            let mut h = (*pts.first()?.h).clone();
+            h.mul(extrapolation_factor(
+                s,
+                arg,
+                (0.0, 0.0),
+                Some(st),
+                true,
+                is_rate,
+            )?);
+            return Some(h);
         }
+        let st_reset =
+            |i: usize| i < sts.len() && is_st_reset(sts[i - 1], pts[i - 1].t, sts[i], pts[i].t);
         let name = s.metric.metric_name().unwrap_or("");
         let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
         let last = &pts[pts.len() - 1].h;
@@ -67,7 +109,7 @@ impl Evaluator<'_> {
         if is_counter && (gauge(&prev) || gauge(last)) {
             self.not_counter_warning(name, anchor);
         }
-        if is_counter && pts[1].h.detect_reset(&prev) {
+        if is_counter && (st_reset(1) || pts[1].h.detect_reset(&prev)) {
             // A reset right after the first sample: its layout does not matter.
             prev = FloatHistogram {
                 schema: pts[1].h.schema,
@@ -105,9 +147,16 @@ impl Evaluator<'_> {
             Ok(_) => {}
         }
         if is_counter {
+            if st_overlap_at(sts, |i| pts[i].t, pts.len()) {
+                self.annotate(
+                    AnnotationLevel::Warning,
+                    st_overlap_warning(&s.metric),
+                    anchor,
+                );
+            }
             let mut before: &FloatHistogram = &prev;
-            for p in &pts[1..] {
-                if p.h.detect_reset(before) {
+            for (i, p) in pts.iter().enumerate().skip(1) {
+                if st_reset(i) || p.h.detect_reset(before) {
                     match h.add(before) {
                         Err(_) => {
                             self.warn_mixed_schemas(name, anchor);
@@ -126,7 +175,18 @@ impl Evaluator<'_> {
         }
         h.counter_reset_hint = CounterResetHint::Gauge;
         h.compact();
-        let factor = extrapolation_factor(s, arg, pts[0].h.count, h.count, is_counter, is_rate)?;
+        if from_start.is_some() && h.add(&pts[0].h).is_err() {
+            self.warn_mixed_schemas(name, anchor);
+            return None;
+        }
+        let factor = extrapolation_factor(
+            s,
+            arg,
+            (pts[0].h.count, h.count),
+            from_start,
+            is_counter,
+            is_rate,
+        )?;
         h.mul(factor);
         Some(h)
     }

@@ -576,6 +576,7 @@ impl LabelMemo {
                     floats: Vec::new(),
                     drop_name: false,
                     st: None,
+                    hst: None,
                     histograms: Vec::new(),
                 });
                 out.len() - 1
@@ -1288,12 +1289,17 @@ impl<'a> Evaluator<'a> {
                 .filter(|s| !is_stale(s.v))
                 .map(|s| FPoint { t: s.t, f: s.v })
                 .collect();
-            let histograms = if sd.histograms.is_empty() {
-                Vec::new()
+            let (histograms, hst) = if sd.histograms.is_empty() {
+                (Vec::new(), None)
             } else {
                 let a = sd.histograms.partition_point(|p| p.t <= from);
-                let b = sd.histograms.partition_point(|p| p.t <= to);
-                sd.histograms[a..b.max(a)].to_vec()
+                let b = sd.histograms.partition_point(|p| p.t <= to).max(a);
+                let hst = sd
+                    .hst
+                    .as_ref()
+                    .and_then(|st| st.get(a..b))
+                    .map(<[i64]>::to_vec);
+                (sd.histograms[a..b].to_vec(), hst)
             };
             if floats.is_empty() && histograms.is_empty() {
                 continue;
@@ -1318,6 +1324,7 @@ impl<'a> Evaluator<'a> {
                 drop_name: false,
                 st,
                 histograms,
+                hst,
             });
         }
         if total > self.opts.max_samples {

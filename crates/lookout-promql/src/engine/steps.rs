@@ -425,6 +425,7 @@ impl Evaluator<'_> {
                 floats,
                 drop_name: false,
                 st: None,
+                hst: None,
                 histograms: Vec::new(),
             })
             .collect();

@@ -54,6 +54,8 @@ pub struct Series {
     /// selector's series that has them; `None` otherwise: as in Prometheus, subqueries and
     /// other expressions do not carry start timestamps.
     pub st: Option<Vec<i64>>,
+    /// Start timestamps aligned with `histograms`, as `st` is with `floats`.
+    pub hst: Option<Vec<i64>>,
 }
 
 /// An instant vector.

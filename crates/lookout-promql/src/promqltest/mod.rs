@@ -242,17 +242,16 @@ impl Runner {
         for s in &load.series {
             for (i, v) in s.values.iter().enumerate() {
                 let t = i as i64 * load.step_ms;
+                // A start time is an offset from the sample's time; 0 stays unknown.
+                let st = s.st_offsets.get(i).copied().flatten().map_or(0, |o| t + o);
                 match v {
-                    SeqValue::Float(f) => {
-                        // A start time is an offset from the sample's time; 0 stays unknown.
-                        let st = s.st_offsets.get(i).copied().flatten().map_or(0, |o| t + o);
-                        self.storage
-                            .append_with_st(&s.labels, st, t, *f)
-                            .map_err(|e| e.to_string())?;
-                    }
+                    SeqValue::Float(f) => self
+                        .storage
+                        .append_with_st(&s.labels, st, t, *f)
+                        .map_err(|e| e.to_string())?,
                     SeqValue::Histogram(p) => self
                         .storage
-                        .append_histogram(&s.labels, t, Arc::new(p.h.clone()))
+                        .append_histogram_with_st(&s.labels, st, t, Arc::new(p.h.clone()))
                         .map_err(|e| e.to_string())?,
                     SeqValue::Omitted => {}
                 }

@@ -127,6 +127,8 @@ pub struct SeriesData {
     /// Native histogram samples sorted by time. A series may switch between floats and
     /// histograms; no timestamp is in both lists.
     pub histograms: Vec<HPoint>,
+    /// Start timestamps aligned with `histograms`, as `st` is with `samples`.
+    pub hst: Option<Vec<i64>>,
 }
 
 /// Something PromQL can read series from.
@@ -302,6 +304,10 @@ struct Chunks {
 #[derive(Default)]
 struct HistColumn {
     points: Vec<HPoint>,
+    /// Start timestamps aligned with `points` (0 = unknown), empty until the first known
+    /// one: histograms without start timestamps pay nothing for them. Kept in the head
+    /// only, as for floats.
+    st: Vec<i64>,
 }
 
 /// Value bits recorded in [`Chunks::last`] for a histogram sample: a NaN payload no float
@@ -414,6 +420,7 @@ impl Chunks {
     fn push_histogram(
         &mut self,
         labels: &Labels,
+        st: i64,
         t: i64,
         h: Arc<FloatHistogram>,
     ) -> Result<(), AppendError> {
@@ -449,22 +456,32 @@ impl Chunks {
             Some(p) => with_reset_hint(&p.h, h),
             None => h,
         };
-        self.hist
-            .get_or_insert_with(Box::default)
-            .points
-            .push(HPoint { t, h });
+        let col = self.hist.get_or_insert_with(Box::default);
+        if st != 0 && col.st.is_empty() {
+            col.st.resize(col.points.len(), 0);
+        }
+        if st != 0 || !col.st.is_empty() {
+            col.st.push(st);
+        }
+        col.points.push(HPoint { t, h });
         self.last = Some((t, HISTOGRAM_LAST_BITS));
         Ok(())
     }
 
-    /// Copies the histogram samples in `[mint, maxt]` to `out`.
-    fn read_histograms(&self, mint: i64, maxt: i64, out: &mut Vec<HPoint>) {
+    /// Copies the histogram samples in `[mint, maxt]` to `out`, and their start timestamps
+    /// to `st_out` when any of them has one (`st_out` is left empty otherwise).
+    fn read_histograms(&self, mint: i64, maxt: i64, out: &mut Vec<HPoint>, st_out: &mut Vec<i64>) {
         if let Some(col) = &self.hist {
             let v = &col.points;
             let lo = v.partition_point(|p| p.t < mint);
             let hi = v.partition_point(|p| p.t <= maxt);
             if lo < hi {
                 out.extend_from_slice(&v[lo..hi]);
+                if let Some(st) = col.st.get(lo..hi)
+                    && st.iter().any(|&x| x != 0)
+                {
+                    st_out.extend_from_slice(st);
+                }
             }
         }
     }
@@ -593,6 +610,7 @@ impl Chunks {
         if let Some(col) = &mut self.hist {
             let n = col.points.partition_point(|p| p.t < cut);
             col.points.drain(..n);
+            col.st.drain(..n.min(col.st.len()));
             if col.points.is_empty() {
                 self.hist = None;
             }
@@ -1118,6 +1136,18 @@ impl Storage {
         t_ms: i64,
         h: Arc<FloatHistogram>,
     ) -> Result<(), AppendError> {
+        self.append_histogram_with_st(labels, 0, t_ms, h)
+    }
+
+    /// [`Storage::append_histogram`] with the sample's start timestamp `st_ms` (see
+    /// [`Storage::append_with_st`]; 0 means unknown).
+    pub fn append_histogram_with_st(
+        &self,
+        labels: &Labels,
+        st_ms: i64,
+        t_ms: i64,
+        h: Arc<FloatHistogram>,
+    ) -> Result<(), AppendError> {
         if labels.is_empty() {
             return Err(AppendError::EmptyLabels);
         }
@@ -1140,7 +1170,7 @@ impl Storage {
                 // Removed by retention between the look-up and the lock: look again.
                 continue;
             }
-            chunks.push_histogram(&series.labels, t_ms, h.clone())?;
+            chunks.push_histogram(&series.labels, st_ms, t_ms, h.clone())?;
             // Logged under the series lock, so a series' samples reach the log in order.
             let full = self
                 .wal
@@ -1421,15 +1451,17 @@ impl Storage {
         // per series instead of a growing vector's several.
         let mut scratch = Vec::new();
         let mut st_scratch = Vec::new();
+        let mut hst = Vec::new();
         for s in series {
             debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
             scratch.clear();
             st_scratch.clear();
+            hst.clear();
             let mut histograms = Vec::new();
             {
                 let chunks = s.lock();
                 chunks.read(mint, maxt_ms, &mut scratch, &mut st_scratch);
-                chunks.read_histograms(mint, maxt_ms, &mut histograms);
+                chunks.read_histograms(mint, maxt_ms, &mut histograms, &mut hst);
             }
             if !scratch.is_empty() || !histograms.is_empty() {
                 let st = st_scratch
@@ -1440,6 +1472,7 @@ impl Storage {
                     labels: s.labels.clone(),
                     samples: scratch.as_slice().to_vec(),
                     st,
+                    hst: (!hst.is_empty()).then(|| std::mem::take(&mut hst)),
                     histograms,
                 });
             }
@@ -1892,6 +1925,46 @@ mod tests {
         let got = st.select(&matchers("s"), i64::MIN, i64::MAX);
         let first = (got[0].samples[0].t / 15_000) as usize;
         assert_eq!(got[0].st.as_deref(), Some(&want[first..]));
+    }
+
+    #[test]
+    fn histogram_start_timestamps_round_trip_aligned() {
+        use crate::histogram::FloatHistogram;
+        let st = Storage::default();
+        let plain = Labels::new([("__name__", "p")]);
+        let with = Labels::new([("__name__", "h")]);
+        let h = |c: f64| {
+            Arc::new(FloatHistogram {
+                count: c,
+                sum: c,
+                ..Default::default()
+            })
+        };
+        let mut want = Vec::new();
+        for i in 0..40i64 {
+            let t = i * 15_000;
+            st.append_histogram(&plain, t, h(i as f64)).unwrap();
+            // Unknown first, then a delta series' start times, with gaps.
+            let s = if i < 10 || i % 7 == 0 { 0 } else { t - 15_000 };
+            st.append_histogram_with_st(&with, s, t, h(i as f64))
+                .unwrap();
+            want.push(s);
+        }
+        let got = st.select(&matchers("p"), i64::MIN, i64::MAX);
+        assert_eq!(got[0].hst, None);
+        let got = st.select(&matchers("h"), i64::MIN, i64::MAX);
+        assert_eq!(got[0].hst.as_deref(), Some(want.as_slice()));
+        // Before the first start time: none; a window inside: aligned.
+        assert_eq!(st.select(&matchers("h"), 0, 100_000)[0].hst, None);
+        let got = st.select(&matchers("h"), 200_000, 400_000);
+        let lo = (200_000 / 15_000 + 1) as usize;
+        assert_eq!(got[0].histograms[0].t, lo as i64 * 15_000);
+        assert_eq!(got[0].hst.as_deref(), Some(&want[lo..=400_000 / 15_000]));
+        // Retention keeps the alignment.
+        st.truncate_before(300_000);
+        let got = st.select(&matchers("h"), i64::MIN, i64::MAX);
+        let first = (got[0].histograms[0].t / 15_000) as usize;
+        assert_eq!(got[0].hst.as_deref(), Some(&want[first..]));
     }
 
     #[test]

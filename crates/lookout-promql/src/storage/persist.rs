@@ -122,10 +122,11 @@ impl HeadWriter<'_> {
         let series = head.sorted_series();
         let n_series = series.len();
         let iter = series.into_iter().map(|s| {
-            let (mut out, mut st, mut hists) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut out, mut st, mut hists, mut hst) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let chunks = s.lock();
             chunks.read(mint, maxt - 1, &mut out, &mut st);
-            chunks.read_histograms(mint, maxt - 1, &mut hists);
+            chunks.read_histograms(mint, maxt - 1, &mut hists, &mut hst);
             drop(chunks);
             (s.labels.clone(), out, hists)
         });

@@ -308,6 +308,7 @@ fn write_run(
             samples,
             st: None,
             histograms,
+            hst: None,
         });
     }
     // Chunks of one block do not overlap; where blocks do, the later block wins a tie.

@@ -454,6 +454,7 @@ impl Block {
                     samples,
                     st: None,
                     histograms: hists,
+                    hst: None,
                 });
             }
         }
@@ -823,7 +824,7 @@ pub(crate) fn merge(mut parts: Vec<Vec<SeriesData>>) -> Vec<SeriesData> {
 /// histogram.
 enum Merged {
     Float(f64, i64),
-    Hist(std::sync::Arc<crate::histogram::FloatHistogram>),
+    Hist(std::sync::Arc<crate::histogram::FloatHistogram>, i64),
 }
 
 /// Merges the samples of one series from several answers (the later wins a tie, whether
@@ -835,14 +836,17 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
         return s;
     }
     let with_st = run.iter().any(|s| s.st.is_some());
+    let with_hst = run.iter().any(|s| s.hst.is_some());
     let mut all: Vec<(i64, usize, Merged)> = Vec::new();
     for (i, s) in run.iter_mut().enumerate() {
         for (k, x) in s.samples.iter().enumerate() {
             let st = s.st.as_ref().and_then(|v| v.get(k).copied()).unwrap_or(0);
             all.push((x.t, i, Merged::Float(x.v, st)));
         }
-        for p in std::mem::take(&mut s.histograms) {
-            all.push((p.t, i, Merged::Hist(p.h)));
+        let hst = s.hst.take().unwrap_or_default();
+        for (k, p) in std::mem::take(&mut s.histograms).into_iter().enumerate() {
+            let st = hst.get(k).copied().unwrap_or(0);
+            all.push((p.t, i, Merged::Hist(p.h, st)));
         }
     }
     all.sort_by_key(|a| (a.0, a.1));
@@ -858,13 +862,17 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
     let mut samples: Vec<Sample> = Vec::with_capacity(all.len());
     let mut st = Vec::new();
     let mut histograms = Vec::new();
+    let mut hst = Vec::new();
     for (t, _, m) in all {
         match m {
             Merged::Float(v, s) => {
                 samples.push(Sample { t, v });
                 st.push(s);
             }
-            Merged::Hist(h) => histograms.push(HPoint { t, h }),
+            Merged::Hist(h, s) => {
+                histograms.push(HPoint { t, h });
+                hst.push(s);
+            }
         }
     }
     let labels = run.swap_remove(0).labels;
@@ -873,6 +881,7 @@ fn merge_run(mut run: Vec<SeriesData>) -> SeriesData {
         samples,
         st: with_st.then_some(st),
         histograms,
+        hst: with_hst.then_some(hst),
     }
 }
 

@@ -307,6 +307,7 @@ fn merge_prefers_the_later_answer_on_equal_timestamps() {
         samples: ts.iter().map(|&t| Sample { t, v }).collect(),
         st: None,
         histograms: Vec::new(),
+        hst: None,
     };
     let merged = merge(vec![vec![s(1.0, &[1, 2, 3])], vec![s(2.0, &[3, 4])]]);
     let got: Vec<(i64, f64)> = merged[0].samples.iter().map(|x| (x.t, x.v)).collect();

@@ -137,7 +137,7 @@ impl Apply<'_> {
             let pushed = if is_stale(h.sum) {
                 s.lock().push(&s.labels, 0, t, STALE_NAN)
             } else if h.validate().is_ok() {
-                s.lock().push_histogram(&s.labels, t, Arc::new(h))
+                s.lock().push_histogram(&s.labels, 0, t, Arc::new(h))
             } else {
                 Err(AppendError::EmptyLabels)
             };
