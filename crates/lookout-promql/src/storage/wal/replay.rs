@@ -136,10 +136,14 @@ impl Apply<'_> {
             };
             let pushed = if is_stale(h.sum) {
                 s.lock().push(&s.labels, 0, t, STALE_NAN)
-            } else if h.validate().is_ok() {
-                s.lock().push_histogram(&s.labels, 0, t, Arc::new(h))
             } else {
-                Err(AppendError::EmptyLabels)
+                match h.validate() {
+                    Ok(()) => s.lock().push_histogram(&s.labels, 0, t, Arc::new(h)),
+                    Err(reason) => Err(AppendError::InvalidHistogram {
+                        series: s.labels.to_string(),
+                        reason,
+                    }),
+                }
             };
             if pushed.is_err() {
                 self.report.dropped_samples += 1;
