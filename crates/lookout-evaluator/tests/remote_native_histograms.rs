@@ -9,6 +9,8 @@
 //! read from Prometheus must be exactly what Prometheus itself answers for the expression
 //! at that time: the same JSON (count, sum, every bucket's boundaries and count).
 
+#[path = "../../lookout-promql/tests/common/nh_exposition.rs"]
+mod nh_exposition;
 mod scrape_support;
 
 use std::collections::BTreeMap;
@@ -16,8 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::routing::get;
 use lookout_evaluator::alert::{Alert, Notify};
 use lookout_evaluator::remote::{RemoteConfig, RemoteDatasource};
 use lookout_evaluator::remote_write::{RemoteWriteConfig, RemoteWriter};
@@ -25,71 +25,16 @@ use lookout_evaluator::rules::group::{Group, GroupContext};
 use lookout_evaluator::rules::metrics::RuleMetrics;
 use lookout_evaluator::rules::status::RuleHealth;
 use lookout_evaluator::rules::{AlertingRule, RecordingRule, Rule};
-use lookout_promql::protowire::{put_bytes, put_double, put_sint, put_uint, put_varint, zigzag};
+use nh_exposition::{PROTOBUF, SCHEMA0, SCHEMA3, Shape};
 use prometheus_client::registry::Registry;
-use scrape_support::{eventually, serve_loopback, start_prometheus_with};
+use scrape_support::{eventually, serve_scrapes, start_prometheus_with};
 use serde_json::Value;
 
-const PROTOBUF: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
-
-/// Spans and packed zigzag deltas of sorted `(index, count)` buckets (client_model's
-/// encoding), as fields `spans_field` and `spans_field + 1` of a `Histogram`.
-fn put_buckets(h: &mut Vec<u8>, spans_field: u32, buckets: &[(i32, u64)]) {
-    let mut spans: Vec<(i32, u32)> = Vec::new();
-    let mut next = 0;
-    for (n, &(index, _)) in buckets.iter().enumerate() {
-        match spans.last_mut() {
-            Some(last) if n > 0 && index == next => last.1 += 1,
-            _ => spans.push((index - next, 1)),
-        }
-        next = index + 1;
-    }
-    let mut part = Vec::new();
-    for (offset, length) in spans {
-        part.clear();
-        put_sint(&mut part, 1, i64::from(offset));
-        put_uint(&mut part, 2, u64::from(length));
-        put_bytes(h, spans_field, &part);
-    }
-    part.clear();
-    let mut previous = 0i64;
-    for &(_, count) in buckets {
-        put_varint(&mut part, zigzag(count as i64 - previous));
-        previous = count as i64;
-    }
-    if !part.is_empty() {
-        put_bytes(h, spans_field + 1, &part);
-    }
-}
-
-/// One native histogram of the exposition: its `path` label, schema, zero bucket and
-/// buckets after `n` scrapes (every count grows with `n`, at its own pace, unless `idle`).
-struct Shape {
-    path: &'static str,
-    idle: bool,
-    schema: i32,
-    zero_threshold: f64,
-    negative: &'static [i32],
-    positive: &'static [i32],
-}
-
 const SHAPES: [Shape; 3] = [
+    SCHEMA3,
     Shape {
-        path: "a",
-        idle: false,
-        schema: 3,
-        zero_threshold: 2.938735877055719e-39,
-        negative: &[-27, -26, -20],
-        positive: &[-9, -8, -3, 0, 1, 2, 9],
-    },
-    Shape {
-        path: "b",
-        idle: false,
-        schema: 0,
-        zero_threshold: 0.01,
-        negative: &[],
         positive: &[-3, 1, 2, 4],
+        ..SCHEMA0
     },
     // Its rate has no buckets and a count of 0: the JSON does not show its schema, and
     // Prometheus 2.42's receiver takes a float histogram with a count of 0 for an integer
@@ -101,61 +46,19 @@ const SHAPES: [Shape; 3] = [
         zero_threshold: 0.0,
         negative: &[],
         positive: &[0, 1],
+        reset_every: None,
+        appears: None,
     },
 ];
 
-/// A `Metric` with the histogram of `shape` after `n` scrapes.
-fn metric(shape: &Shape, n: u64) -> Vec<u8> {
-    let n = if shape.idle { 5 } else { n };
-    let grow = |k: usize| (k as u64 + 1) * n + n * n / 7;
-    let negative: Vec<(i32, u64)> = shape
-        .negative
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| (i, grow(k + 3)))
-        .collect();
-    let positive: Vec<(i32, u64)> = shape
-        .positive
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| (i, grow(k)))
-        .collect();
-    let zero = 2 * n + n / 3;
-    let count = zero + negative.iter().chain(&positive).map(|b| b.1).sum::<u64>();
-    let mut h = Vec::new();
-    put_uint(&mut h, 1, count);
-    put_double(&mut h, 2, n as f64 * 3.7 - 1.25);
-    put_sint(&mut h, 5, i64::from(shape.schema));
-    put_double(&mut h, 6, shape.zero_threshold);
-    put_uint(&mut h, 7, zero);
-    put_buckets(&mut h, 9, &negative);
-    put_buckets(&mut h, 12, &positive);
-    let mut label = Vec::new();
-    put_bytes(&mut label, 1, b"path");
-    put_bytes(&mut label, 2, shape.path.as_bytes());
-    let mut m = Vec::new();
-    put_bytes(&mut m, 1, &label);
-    put_bytes(&mut m, 7, &h);
-    m
-}
-
 /// The delimited protobuf exposition after `n` scrapes.
 fn exposition(n: u64) -> Vec<u8> {
-    let mut family = Vec::new();
-    put_bytes(&mut family, 1, b"lookout_nh_seconds");
-    put_bytes(
-        &mut family,
-        2,
-        b"Native histograms for the remote-mode test.",
-    );
-    put_uint(&mut family, 3, 4);
-    for shape in &SHAPES {
-        put_bytes(&mut family, 4, &metric(shape, n));
-    }
-    let mut out = Vec::new();
-    put_varint(&mut out, family.len() as u64);
-    out.extend_from_slice(&family);
-    out
+    nh_exposition::exposition(
+        "lookout_nh_seconds",
+        "Native histograms for the remote-mode test.",
+        &SHAPES,
+        n,
+    )
 }
 
 #[derive(Default)]
@@ -250,16 +153,7 @@ async fn wait_for_rates(base: &str, scrapes: &AtomicU64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_histograms_equal_prometheus_own_results() {
-    let scrapes = Arc::new(AtomicU64::new(0));
-    let counter = scrapes.clone();
-    let target = serve_loopback(Router::new().route(
-        "/metrics",
-        get(move || {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { ([("content-type", PROTOBUF)], exposition(n)) }
-        }),
-    ))
-    .await;
+    let (target, scrapes) = serve_scrapes(PROTOBUF, exposition).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let flags = [
         "--enable-feature=native-histograms",

@@ -103,6 +103,13 @@ impl Server {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// The HTML of page `path`, which must answer 200.
+    async fn page(&self, path: &str) -> String {
+        let (code, html) = self.text(reqwest::Method::GET, path).await;
+        assert_eq!(code, 200, "{path}: {html}");
+        html
+    }
+
     async fn text(&self, method: reqwest::Method, path: &str) -> (u16, String) {
         let r = self
             .client
@@ -225,13 +232,7 @@ async fn query_endpoints_speak_prometheus_json() {
     assert_eq!(v["data"], json!(["a:1", "b:1"]));
     let (_, v) = s.get("/api/v1/status/buildinfo").await;
     assert_eq!(v["status"], "success");
-    let (code, html) = s
-        .text(
-            reqwest::Method::GET,
-            "/graph?g0.expr=up%20%3D%3D%200&g0.tab=1",
-        )
-        .await;
-    assert_eq!(code, 200);
+    let html = s.page("/graph?g0.expr=up%20%3D%3D%200&g0.tab=1").await;
     assert!(html.contains("up == 0"), "{html}");
     let (_, v) = s.get("/api/v1/metadata").await;
     assert_eq!(v, json!({"status": "success", "data": {}}));
@@ -372,4 +373,55 @@ async fn api_answers_are_compressed_when_the_client_asks_as_prometheus_does() {
         .await
         .expect("request");
     assert!(r.headers().get("content-encoding").is_none());
+}
+
+/// A native histogram on `/graph`: plotted by its count (the legend says so) and shown in
+/// the instant table by its count, sum and buckets; and in the query API's JSON.
+#[tokio::test]
+async fn native_histograms_on_the_graph_page_and_in_the_api() {
+    let s = start(None).await;
+    let storage = s.state.storage.clone().expect("embedded storage");
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let labels = Labels::new([("__name__", "lookout_h"), ("job", "<b>x</b>")]);
+    for i in 0..4 {
+        let k = f64::from(i);
+        let text = format!(
+            "schema:0 count:{} sum:{} z_bucket:1 z_bucket_w:0.001 buckets:[{} 0 1] n_buckets:[2]",
+            4.0 + k,
+            k - 0.5,
+            k + 1.0
+        );
+        let h = lookout_promql::histogram::notation::parse(&text)
+            .expect("notation")
+            .h;
+        storage
+            .append_histogram(&labels, now - 45_000 + i64::from(i) * 15_000, Arc::new(h))
+            .expect("append");
+    }
+    let html = s.page("/graph?g0.expr=lookout_h&g0.range_input=5m").await;
+    assert!(html.contains("count 7 · sum 2.5"), "{html}");
+    assert!(html.contains("<table class=\"buckets\">"), "{html}");
+    for row in [
+        "<tr><td>[-1, -0.5)</td><td class=\"num\">2</td></tr>",
+        "<tr><td>[-0.001, 0.001]</td><td class=\"num\">1</td></tr>",
+        "<tr><td>(0.5, 1]</td><td class=\"num\">4</td></tr>",
+        "<tr><td>(2, 4]</td><td class=\"num\">1</td></tr>",
+    ] {
+        assert!(html.contains(row), "{row} in {html}");
+    }
+    assert!(
+        html.contains("(native histogram: its count is plotted)"),
+        "{html}"
+    );
+    assert!(html.contains("<path"), "a line is drawn: {html}");
+    assert!(!html.contains("<b>x</b>"), "labels are escaped");
+    let (_, v) = s.get("/api/v1/query?query=lookout_h").await;
+    assert_eq!(v["data"]["result"][0]["histogram"][1]["count"], "7");
+    assert_eq!(
+        v["data"]["result"][0]["histogram"][1]["buckets"][0],
+        json!([1, "-1", "-0.5", "2"])
+    );
 }

@@ -22,23 +22,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 
+use common::nh_exposition::{self, PROTOBUF, SCHEMA0, SCHEMA3, Shape};
 use common::{free_port, have, http_get, promtool_dump, unsafe_sigterm};
 use lookout_promql::histogram::{Bucket, FloatHistogram};
 use lookout_promql::labels::Labels;
-use lookout_promql::protowire::{put_bytes, put_double, put_sint, put_uint, put_varint, zigzag};
 use lookout_promql::storage::wal::WalOptions;
 use lookout_promql::storage::{Queryable, STALE_NAN, Storage, StorageOptions, is_stale};
 use promql_parser::label::{MatchOp, Matcher};
 use serde_json::Value;
 
 /// A histogram sample as both sides can state it: timestamp, count and sum (bits), and
-/// the non-empty buckets as (lower, upper, count), sorted. Bucket bounds are the engine's
-/// arithmetic, not the storage's: Prometheus 2.42 computes some a unit in the last place
-/// off Prometheus 3 (which Lookout follows), so they are compared to 12 digits.
+/// the non-empty buckets as (lower, upper, count), sorted. Bucket bounds come from
+/// Prometheus's bound table on both sides, so they are compared exactly.
 type Hist = (i64, u64, u64, Vec<(String, String, u64)>);
 
 fn bound(v: f64) -> String {
-    format!("{v:.12e}")
+    format!("{v:?}")
 }
 
 fn from_lookout(t: i64, h: &FloatHistogram) -> Hist {
@@ -200,91 +199,29 @@ impl Drop for Prometheus {
     }
 }
 
-/// Spans and packed zigzag deltas of sorted `(index, count)` buckets (client_model's
-/// encoding), as fields `spans_field` and `spans_field + 1` of a `Histogram`.
-fn put_buckets(h: &mut Vec<u8>, spans_field: u32, buckets: &[(i32, u64)]) {
-    let mut next = 0;
-    let mut spans: Vec<(i32, u32)> = Vec::new();
-    for (n, &(index, _)) in buckets.iter().enumerate() {
-        match spans.last_mut() {
-            Some(last) if n > 0 && index == next => last.1 += 1,
-            _ => spans.push((index - next, 1)),
-        }
-        next = index + 1;
-    }
-    let mut part = Vec::new();
-    for (offset, length) in spans {
-        part.clear();
-        put_sint(&mut part, 1, i64::from(offset));
-        put_uint(&mut part, 2, u64::from(length));
-        put_bytes(h, spans_field, &part);
-    }
-    part.clear();
-    let mut previous = 0i64;
-    for &(_, count) in buckets {
-        put_varint(&mut part, zigzag(count as i64 - previous));
-        previous = count as i64;
-    }
-    if !part.is_empty() {
-        put_bytes(h, spans_field + 1, &part);
-    }
-}
+/// The target's two histograms: `a` with negative buckets and a zero bucket of
+/// client_golang's default width, `b` with a wide zero bucket and a bucket appearing in the
+/// second half of each round; both start over every 25 scrapes (a counter reset).
+const SHAPES: [Shape; 2] = [
+    Shape {
+        reset_every: Some(25),
+        ..SCHEMA3
+    },
+    Shape {
+        reset_every: Some(25),
+        appears: Some((6, 12)),
+        ..SCHEMA0
+    },
+];
 
-/// The `Metric` of histogram `path` at scrape `n`: counts grow with `n` and start over
-/// every 25 scrapes (a counter reset); `b` has one more bucket in the second half of
-/// each round (a layout change).
-fn metric(path: &str, n: u64) -> Vec<u8> {
-    let k = n % 25;
-    let (schema, zt, neg, mut pos): (i32, f64, Vec<i32>, Vec<i32>) = match path {
-        "a" => (3, 2.938735877055719e-39, vec![-27, -20], vec![-9, -8, 0, 9]),
-        _ => (0, 0.01, vec![], vec![-3, 1, 2]),
-    };
-    if path == "b" && k >= 12 {
-        pos.push(6);
-    }
-    let grow = |i: usize| (i as u64 + 1) * k + k * k / 7;
-    let negative: Vec<(i32, u64)> = neg
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (x, grow(i + 3)))
-        .collect();
-    let positive: Vec<(i32, u64)> = pos.iter().enumerate().map(|(i, &x)| (x, grow(i))).collect();
-    let zero = 2 * k + k / 3;
-    let count = zero + negative.iter().chain(&positive).map(|b| b.1).sum::<u64>();
-    let mut h = Vec::new();
-    put_uint(&mut h, 1, count);
-    put_double(&mut h, 2, k as f64 * 3.7 - 1.25);
-    put_sint(&mut h, 5, i64::from(schema));
-    put_double(&mut h, 6, zt);
-    put_uint(&mut h, 7, zero);
-    put_buckets(&mut h, 9, &negative);
-    put_buckets(&mut h, 12, &positive);
-    let mut label = Vec::new();
-    put_bytes(&mut label, 1, b"path");
-    put_bytes(&mut label, 2, path.as_bytes());
-    let mut m = Vec::new();
-    put_bytes(&mut m, 1, &label);
-    put_bytes(&mut m, 7, &h);
-    m
-}
-
-/// The delimited protobuf exposition at scrape `n`.
+/// The exposition at scrape `n`.
 fn exposition(n: u64) -> Vec<u8> {
-    let mut family = Vec::new();
-    put_bytes(&mut family, 1, b"lookout_nh_seconds");
-    put_bytes(
-        &mut family,
-        2,
-        b"Native histograms for the storage interop test.",
-    );
-    put_uint(&mut family, 3, 4);
-    for path in ["a", "b"] {
-        put_bytes(&mut family, 4, &metric(path, n));
-    }
-    let mut out = Vec::new();
-    put_varint(&mut out, family.len() as u64);
-    out.extend_from_slice(&family);
-    out
+    nh_exposition::exposition(
+        "lookout_nh_seconds",
+        "Native histograms for the storage interop test.",
+        &SHAPES,
+        n,
+    )
 }
 
 /// Serves [`exposition`] on loopback (one more scrape each request); returns the port.
@@ -305,7 +242,7 @@ fn serve_target() -> u16 {
             }
             let body = exposition(scrapes.fetch_add(1, Ordering::Relaxed));
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {PROTOBUF}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = conn.write_all(head.as_bytes());

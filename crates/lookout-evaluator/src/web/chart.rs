@@ -26,8 +26,10 @@ pub const MAX_REMOTE_POINTS: i64 = 24;
 pub struct RangeSeries {
     /// Its labels.
     pub labels: Labels,
-    /// `(milliseconds, value)`, sorted by time.
+    /// `(milliseconds, value)`, sorted by time; a native histogram's point is its count.
     pub points: Vec<(i64, f64)>,
+    /// Whether some points are the counts of native histograms (`histogram_count`).
+    pub histogram_counts: bool,
 }
 
 /// The step that gives at most `max_points` points in `[start, end]` (whole seconds, at
@@ -63,9 +65,17 @@ pub async fn range(
         .map_err(|e| e.message().to_string())?;
         let series = matrix
             .into_iter()
-            .map(|s| RangeSeries {
-                labels: s.metric,
-                points: s.floats.iter().map(|p| (p.t, p.f)).collect(),
+            .map(|s| {
+                let mut points: Vec<(i64, f64)> = s.floats.iter().map(|p| (p.t, p.f)).collect();
+                points.extend(s.histograms.iter().map(|p| (p.t, p.h.count)));
+                if !s.floats.is_empty() && !s.histograms.is_empty() {
+                    points.sort_by_key(|p| p.0);
+                }
+                RangeSeries {
+                    labels: s.metric,
+                    points,
+                    histogram_counts: !s.histograms.is_empty(),
+                }
             })
             .collect();
         return Ok((series, step));
@@ -74,18 +84,26 @@ pub async fn range(
         return Err("no datasource to query".to_string());
     };
     let step = step_for(start_ms, end_ms, max_points.min(MAX_REMOTE_POINTS)).max(1000);
-    let mut by_labels: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut by_labels: BTreeMap<Labels, (Vec<(i64, f64)>, bool)> = BTreeMap::new();
     let mut t = start_ms;
     while t <= end_ms {
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(t).unwrap_or(0));
         for s in ds.query(expr, at).await.map_err(|e| e.to_string())? {
-            by_labels.entry(s.labels).or_default().push((t, s.value));
+            let entry = by_labels.entry(s.labels).or_default();
+            entry
+                .0
+                .push((t, s.histogram.as_ref().map_or(s.value, |h| h.count)));
+            entry.1 |= s.histogram.is_some();
         }
         t += step;
     }
     let series = by_labels
         .into_iter()
-        .map(|(labels, points)| RangeSeries { labels, points })
+        .map(|(labels, (points, histogram_counts))| RangeSeries {
+            labels,
+            points,
+            histogram_counts,
+        })
         .collect();
     Ok((series, step))
 }
@@ -327,6 +345,7 @@ mod tests {
         let s = RangeSeries {
             labels,
             points: vec![(0, 1.0), (1000, 2.0)],
+            histogram_counts: false,
         };
         let svg = line_chart(&[s], 0, 1000, 1000);
         assert!(!svg.contains("<b>"), "{svg}");

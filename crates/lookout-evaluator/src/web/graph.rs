@@ -4,6 +4,9 @@
 //! table. A parse error is shown with its line and column and a caret under the
 //! expression. Alerts link here (`generatorURL`, `/graph?g0.expr=...`).
 //!
+//! A native histogram is plotted by its count (`histogram_count`), its legend entry saying
+//! so, and shown in the table by its count, sum and buckets ([`histogram_html`]).
+//!
 //! Bounded: at most [`super::chart::MAX_POINTS`] points per series, [`MAX_SERIES_DRAWN`]
 //! series drawn, [`MAX_TABLE_ROWS`] table rows, and ranges from one minute to 30 days.
 
@@ -16,6 +19,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use lookout_promql::QueryError;
 use lookout_promql::engine::value::format_float;
+use lookout_promql::histogram::{BucketSide, FloatHistogram};
 
 use super::WebState;
 use super::api::Params;
@@ -26,6 +30,8 @@ use super::status::escape_html;
 pub const MAX_SERIES_DRAWN: usize = 20;
 /// The most rows of the instant result's table.
 pub const MAX_TABLE_ROWS: usize = 200;
+/// The most buckets of a native histogram the instant table lists.
+pub const MAX_BUCKET_ROWS: usize = 40;
 /// The ranges the form offers.
 pub const RANGES: [&str; 9] = ["5m", "15m", "1h", "3h", "6h", "12h", "1d", "2d", "7d"];
 /// The range when the form gives none.
@@ -102,6 +108,8 @@ td{border-bottom:1px solid #e4e7ec;padding:6px 8px;vertical-align:top}
 td.series{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .muted{color:#667085;font-size:13px}
+table.buckets{width:auto;margin-top:4px}
+table.buckets td,table.buckets th{padding:1px 8px;border:0;font-size:12px}
 "#;
 
 /// `GET /graph?g0.expr=&g0.range_input=`
@@ -231,11 +239,14 @@ async fn result_sections(o: &mut String, st: &WebState, expr: &str, range: i64) 
             } else {
                 o.push_str("<table><thead><tr><th>Series</th><th>Value</th></tr></thead><tbody>");
                 for s in samples.iter().take(MAX_TABLE_ROWS) {
+                    let value = match &s.histogram {
+                        Some(h) => histogram_html(h),
+                        None => escape_html(&format_float(s.value)),
+                    };
                     let _ = write!(
                         o,
-                        "<tr><td class=\"series\">{}</td><td class=\"num\">{}</td></tr>",
+                        "<tr><td class=\"series\">{}</td><td class=\"num\">{value}</td></tr>",
                         escape_html(&s.labels.to_string()),
-                        escape_html(&format_float(s.value)),
                     );
                 }
                 o.push_str("</tbody></table>");
@@ -255,15 +266,68 @@ async fn result_sections(o: &mut String, st: &WebState, expr: &str, range: i64) 
     o.push_str("</section>\n");
 }
 
+/// A native histogram as the instant table shows it: its count and sum, then its
+/// non-empty buckets in ascending order as `(lower, upper]` (`[lower, upper)` below zero,
+/// `[-t, t]` for the zero bucket) with their counts, at most [`MAX_BUCKET_ROWS`] of them.
+pub fn histogram_html(h: &FloatHistogram) -> String {
+    let mut o = format!(
+        "<div class=\"histogram\">count {} · sum {}</div>",
+        escape_html(&format_float(h.count)),
+        escape_html(&format_float(h.sum)),
+    );
+    let (mut rows, mut more) = (String::new(), 0usize);
+    let mut shown = 0;
+    h.for_each_bucket(|side, b| {
+        if b.count == 0.0 {
+            return;
+        }
+        if shown == MAX_BUCKET_ROWS {
+            more += 1;
+            return;
+        }
+        shown += 1;
+        let (open, close) = match side {
+            BucketSide::Negative => ('[', ')'),
+            BucketSide::Zero => ('[', ']'),
+            BucketSide::Positive => ('(', ']'),
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{open}{}, {}{close}</td><td class=\"num\">{}</td></tr>",
+            escape_html(&format_float(b.lower)),
+            escape_html(&format_float(b.upper)),
+            escape_html(&format_float(b.count)),
+        );
+    });
+    if shown > 0 {
+        let _ = write!(
+            o,
+            "<table class=\"buckets\"><thead><tr><th>bucket</th><th>count</th></tr></thead><tbody>{rows}</tbody></table>"
+        );
+    }
+    if more > 0 {
+        let _ = write!(
+            o,
+            "<div class=\"muted\">{more} more buckets are not shown.</div>"
+        );
+    }
+    o
+}
+
 fn legend(o: &mut String, series: &[RangeSeries]) {
     o.push_str("<ul class=\"legend\">");
     for (i, s) in series.iter().enumerate() {
         let name = s.labels.to_string();
         let _ = write!(
             o,
-            r#"<li><span class="sw" style="background:{}"></span>{}</li>"#,
+            r#"<li><span class="sw" style="background:{}"></span>{}{}</li>"#,
             PALETTE[i % PALETTE.len()],
             escape_html(if name.is_empty() { "{}" } else { &name }),
+            if s.histogram_counts {
+                r#" <span class="muted">(native histogram: its count is plotted)</span>"#
+            } else {
+                ""
+            },
         );
     }
     o.push_str("</ul>");
@@ -299,5 +363,33 @@ mod tests {
         let caret_line = html.split('\n').nth(1).expect("caret line");
         assert_eq!(caret_line.find('^'), Some(col - 1), "{html}");
         assert!(html.contains("sum(up{job=&quot;a&quot;} +)"), "{html}");
+    }
+
+    #[test]
+    fn histograms_show_count_sum_and_buckets() {
+        let h = lookout_promql::histogram::notation::parse(
+            "schema:0 count:9 sum:-2.5 z_bucket:2 z_bucket_w:0.001 buckets:[3 0 1] n_buckets:[3]",
+        )
+        .unwrap()
+        .h;
+        let html = histogram_html(&h);
+        assert!(html.contains("count 9 · sum -2.5"), "{html}");
+        let rows: Vec<&str> = html.split("<tr><td>").skip(1).collect();
+        assert_eq!(rows.len(), 4, "{html}");
+        assert!(
+            rows[0].starts_with("[-1, -0.5)</td><td class=\"num\">3<"),
+            "{html}"
+        );
+        assert!(rows[1].starts_with("[-0.001, 0.001]</td><td class=\"num\">2<"));
+        assert!(rows[2].starts_with("(0.5, 1]</td><td class=\"num\">3<"));
+        assert!(rows[3].starts_with("(2, 4]</td><td class=\"num\">1<"));
+        // Bounded.
+        let mut wide = h.clone();
+        wide.positive = (0..100)
+            .map(|index| lookout_promql::histogram::Bucket { index, count: 1.0 })
+            .collect();
+        let html = histogram_html(&wide);
+        assert_eq!(html.matches("<tr><td>").count(), MAX_BUCKET_ROWS);
+        assert!(html.contains("62 more buckets are not shown."), "{html}");
     }
 }

@@ -6,12 +6,21 @@
 //! `-Inf`); strings escaped as jsoniter's standard-library configuration does (HTML
 //! characters and U+2028/U+2029 included).
 //!
+//! Native histograms are written as Prometheus writes them (`marshalHistogram` in 2.42's
+//! `web/api/v1/api.go`, `MarshalHistogram` in later releases' `util/jsonutil`, the same
+//! shape): an instant sample as `"histogram":[t,{...}]` instead of `"value"`, a series' histogram
+//! points as `"histograms":[[t,{...}],...]` after its `"values"` (a series may have both),
+//! each `{"count":"c","sum":"s","buckets":[[rule,"lower","upper","count"],...]}` with the
+//! non-empty buckets in ascending order (negative, zero, positive) and no `buckets` field when
+//! there are none.
+//!
 //! A range query's answer is often several MB (one `[t,"v"]` pair per point): building a
 //! `serde_json::Value` tree for it cost an allocation per point, per label and per value
 //! string, and then a second pass to serialise; here every byte is written once.
 
 use lookout_promql::Labels;
 use lookout_promql::engine::value::Value;
+use lookout_promql::histogram::FloatHistogram;
 
 /// `{"status":"success","data":<v>}` for a query result.
 pub fn success_value(v: &Value) -> Vec<u8> {
@@ -21,18 +30,20 @@ pub fn success_value(v: &Value) -> Vec<u8> {
     out.extend_from_slice(br#"","result":"#);
     match v {
         Value::Scalar { t, v } => write_point(&mut out, *t, *v),
-        Value::String { t, s } => {
-            out.push(b'[');
-            write_timestamp(&mut out, *t);
-            out.push(b',');
-            write_string(&mut out, s);
-            out.push(b']');
-        }
+        Value::String { t, s } => write_timed(&mut out, *t, |out| write_string(out, s)),
         Value::Vector(vec) => write_array(&mut out, vec, |out, s| {
             out.extend_from_slice(br#"{"metric":"#);
             write_labels(out, &s.metric);
-            out.extend_from_slice(br#","value":"#);
-            write_point(out, s.t, s.f);
+            match &s.h {
+                Some(h) => {
+                    out.extend_from_slice(br#","histogram":"#);
+                    write_histogram_point(out, s.t, h);
+                }
+                None => {
+                    out.extend_from_slice(br#","value":"#);
+                    write_point(out, s.t, s.f);
+                }
+            }
             out.push(b'}');
         }),
         Value::Matrix(m) => write_array(&mut out, m, |out, s| {
@@ -43,6 +54,12 @@ pub fn success_value(v: &Value) -> Vec<u8> {
                 out.extend_from_slice(br#","values":"#);
                 write_array(out, &s.floats, |out, p| write_point(out, p.t, p.f));
             }
+            if !s.histograms.is_empty() {
+                out.extend_from_slice(br#","histograms":"#);
+                write_array(out, &s.histograms, |out, p| {
+                    write_histogram_point(out, p.t, &p.h)
+                });
+            }
             out.push(b'}');
         }),
     }
@@ -51,16 +68,27 @@ pub fn success_value(v: &Value) -> Vec<u8> {
 }
 
 /// A guess at the encoded size, so that the buffer rarely grows: about 30 bytes a point
-/// (`[1700000000.123,"12.345678"]`) and the label text plus quoting per series.
+/// (`[1700000000.123,"12.345678"]`), 60 a histogram and 70 each of its buckets
+/// (`[0,"0.5452538663326288","0.5946035575013605","12"]`), and the label text plus
+/// quoting per series.
 fn estimate(v: &Value) -> usize {
     let labels = |l: &Labels| 16 + l.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+    let histogram = |h: &FloatHistogram| 60 + 70 * (h.positive.len() + h.negative.len() + 1);
     match v {
         Value::Scalar { .. } => 40,
         Value::String { s, .. } => 24 + s.len(),
-        Value::Vector(vec) => vec.iter().map(|s| labels(&s.metric) + 48).sum(),
+        Value::Vector(vec) => vec
+            .iter()
+            .map(|s| labels(&s.metric) + 48 + s.h.as_deref().map_or(0, histogram))
+            .sum(),
         Value::Matrix(m) => m
             .iter()
-            .map(|s| labels(&s.metric) + 16 + s.floats.len() * 30)
+            .map(|s| {
+                labels(&s.metric)
+                    + 32
+                    + s.floats.len() * 30
+                    + s.histograms.iter().map(|p| histogram(&p.h)).sum::<usize>()
+            })
             .sum(),
     }
 }
@@ -84,6 +112,51 @@ fn write_point(out: &mut Vec<u8>, t_ms: i64, f: f64) {
     out.extend_from_slice(b",\"");
     write_float(out, f);
     out.extend_from_slice(b"\"]");
+}
+
+/// `[<seconds>,{<histogram>}]`
+fn write_histogram_point(out: &mut Vec<u8>, t_ms: i64, h: &FloatHistogram) {
+    write_timed(out, t_ms, |out| write_histogram(out, h));
+}
+
+/// `[<seconds>,<what body writes>]`
+fn write_timed(out: &mut Vec<u8>, t_ms: i64, body: impl FnOnce(&mut Vec<u8>)) {
+    out.push(b'[');
+    write_timestamp(out, t_ms);
+    out.push(b',');
+    body(out);
+    out.push(b']');
+}
+
+/// `{"count":"c","sum":"s","buckets":[[rule,"lower","upper","count"],...]}` as Prometheus's
+/// `marshalHistogram`: buckets holding 0 left out, and the `buckets` field with them when
+/// none is left.
+pub fn write_histogram(out: &mut Vec<u8>, h: &FloatHistogram) {
+    out.extend_from_slice(br#"{"count":""#);
+    write_float(out, h.count);
+    out.extend_from_slice(br#"","sum":""#);
+    write_float(out, h.sum);
+    out.push(b'"');
+    let mut first = true;
+    h.for_each_bucket(|side, b| {
+        if b.count == 0.0 {
+            return;
+        }
+        out.extend_from_slice(if first { br#","buckets":["# } else { b"," });
+        first = false;
+        out.push(b'[');
+        out.push(b'0' + side.boundary_rule());
+        for x in [b.lower, b.upper, b.count] {
+            out.extend_from_slice(b",\"");
+            write_float(out, x);
+            out.push(b'"');
+        }
+        out.push(b']');
+    });
+    if !first {
+        out.push(b']');
+    }
+    out.push(b'}');
 }
 
 fn write_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -422,6 +495,91 @@ mod tests {
         assert_eq!(
             String::from_utf8(success_value(&v)).unwrap(),
             r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#
+        );
+    }
+
+    fn histogram(text: &str) -> std::sync::Arc<FloatHistogram> {
+        std::sync::Arc::new(lookout_promql::histogram::notation::parse(text).unwrap().h)
+    }
+
+    #[test]
+    fn histograms_in_prometheus_shapes() {
+        // Negative, zero and positive buckets in ascending order with their boundary rules;
+        // an empty bucket left out; the bounds from Prometheus's table (2^1.5 is
+        // 2.82842712474619 there, a unit in the last place below the correctly rounded one).
+        let h = histogram(
+            "schema:1 count:10.5 sum:-3.25 z_bucket:2 z_bucket_w:0.001 buckets:[3 0 1.5] \
+             offset:1 n_buckets:[4]",
+        );
+        let mut out = Vec::new();
+        write_histogram(&mut out, &h);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"count":"10.5","sum":"-3.25","buckets":[[1,"-1","-0.7071067811865475","4"],[3,"-0.001","0.001","2"],[0,"1","1.414213562373095","3"],[0,"2","2.82842712474619","1.5"]]}"#
+        );
+        // No buckets: no `buckets` field. A bucket cut by the zero bucket starts at its edge.
+        for (text, want) in [
+            ("schema:0 count:0 sum:0", r#"{"count":"0","sum":"0"}"#),
+            (
+                "schema:0 count:1 sum:0.7 z_bucket_w:0.6 buckets:[1]",
+                r#"{"count":"1","sum":"0.7","buckets":[[0,"0.6","1","1"]]}"#,
+            ),
+            (
+                "schema:0 count:1 sum:NaN z_bucket:1",
+                r#"{"count":"1","sum":"NaN","buckets":[[3,"-0","0","1"]]}"#,
+            ),
+        ] {
+            let mut out = Vec::new();
+            write_histogram(&mut out, &histogram(text));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn vectors_and_matrices_with_histograms() {
+        let h = histogram("schema:0 count:3 sum:2 buckets:[3]");
+        let l = Labels::new([("__name__", "h")]);
+        let mut s = lookout_promql::engine::value::Series::default();
+        s.metric = l.clone();
+        s.floats = vec![FPoint { t: 1_000, f: 1.0 }];
+        s.histograms = vec![
+            lookout_promql::engine::value::HPoint {
+                t: 2_000,
+                h: h.clone(),
+            },
+            lookout_promql::engine::value::HPoint {
+                t: 3_500,
+                h: h.clone(),
+            },
+        ];
+        let mut only = s.clone();
+        only.floats.clear();
+        only.histograms.truncate(1);
+        let hist = r#"{"count":"3","sum":"2","buckets":[[0,"0.5","1","3"]]}"#;
+        assert_eq!(
+            String::from_utf8(success_value(&Value::Matrix(vec![s, only]))).unwrap(),
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"__name__":"h"}},"values":[[1,"1"]],"histograms":[[2,{hist}],[3.500,{hist}]]}},{{"metric":{{"__name__":"h"}},"histograms":[[2,{hist}]]}}]}}}}"#
+            )
+        );
+        // An instant vector from the engine: a histogram sample and a float one.
+        let st = lookout_promql::storage::Storage::new(Default::default());
+        st.append_histogram(&l, 4_000, h).unwrap();
+        st.append(&Labels::new([("__name__", "f")]), 4_000, 7.0)
+            .unwrap();
+        let engine = lookout_promql::engine::Engine::new(Default::default());
+        let Value::Vector(mut v) = engine
+            .instant_query(&st, r#"{__name__=~"f|h"}"#, 5_000)
+            .unwrap()
+        else {
+            panic!("a vector");
+        };
+        v.sort_by(|a, b| b.metric.cmp(&a.metric));
+        assert_eq!(
+            String::from_utf8(success_value(&Value::Vector(v))).unwrap(),
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"__name__":"h"}},"histogram":[5,{hist}]}},{{"metric":{{"__name__":"f"}},"value":[5,"7"]}}]}}}}"#
+            )
         );
     }
 }

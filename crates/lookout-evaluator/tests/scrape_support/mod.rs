@@ -20,6 +20,26 @@ pub async fn serve_loopback(app: axum::Router) -> String {
     addr.to_string()
 }
 
+/// Serves `body(n)` with `content_type` at `/metrics` for the `n`th request (from 1) on a
+/// fresh loopback port; returns `host:port` and the count of requests.
+pub async fn serve_scrapes(
+    content_type: &'static str,
+    body: impl Fn(u64) -> Vec<u8> + Clone + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let scrapes = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = scrapes.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = body(n);
+            async move { ([("content-type", content_type)], body) }
+        }),
+    );
+    (serve_loopback(app).await, scrapes)
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
@@ -182,13 +202,23 @@ pub async fn serve_api(state: lookout_evaluator::web::WebState) -> String {
 /// Starts Debian's `prometheus` with `config` as its configuration file in `dir`; returns it
 /// and its base URL once ready.
 pub async fn start_prometheus_config(dir: &Path, config: &str) -> (ProcessGuard, String) {
+    start_prometheus_config_with(dir, config, &[]).await
+}
+
+/// [`start_prometheus_config`] with extra flags (e.g. `--enable-feature=native-histograms`).
+pub async fn start_prometheus_config_with(
+    dir: &Path,
+    config: &str,
+    extra: &[&str],
+) -> (ProcessGuard, String) {
     let port = free_port();
     std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-    let args = vec![
+    let mut args = vec![
         "--config.file=prometheus.yml".to_string(),
         "--storage.tsdb.path=prom-data".to_string(),
         format!("--web.listen-address=127.0.0.1:{port}"),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     let guard = spawn("prometheus", &args, dir);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready")).await;

@@ -24,7 +24,7 @@ mod validate;
 
 use std::sync::Arc;
 
-pub use bounds::{BucketRange, bucket_upper};
+pub use bounds::{BucketRange, BucketSide, bucket_upper};
 pub use ops::HistogramError;
 pub use validate::{exponential_index_range, valid_schema};
 

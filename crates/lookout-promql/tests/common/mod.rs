@@ -1,6 +1,7 @@
 //! Helpers shared by the interop tests against Prometheus's tools.
 #![allow(dead_code)]
 
+pub mod nh_exposition;
 mod peer;
 pub use peer::have;
 
