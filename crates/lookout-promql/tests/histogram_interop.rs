@@ -32,12 +32,13 @@ use promql_parser::label::{MatchOp, Matcher};
 use serde_json::Value;
 
 /// A histogram sample as both sides can state it: timestamp, count and sum (bits), and
-/// the non-empty buckets as (lower, upper, count), sorted. Bucket bounds come from
-/// Prometheus's bound table on both sides, so they are compared exactly.
+/// the non-empty buckets as (lower, upper, count), sorted. Bucket bounds are compared to
+/// 12 significant digits: Prometheus takes them from a table a few units in the last place
+/// off the correctly rounded values Lookout computes (see the README's Differences table).
 type Hist = (i64, u64, u64, Vec<(String, String, u64)>);
 
 fn bound(v: f64) -> String {
-    format!("{v:?}")
+    format!("{v:.11e}")
 }
 
 fn from_lookout(t: i64, h: &FloatHistogram) -> Hist {
