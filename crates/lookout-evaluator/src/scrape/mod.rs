@@ -8,6 +8,7 @@
 
 pub use lookout_discovery::relabel;
 mod cache;
+pub mod protobuf;
 pub mod target;
 pub mod textparse;
 
