@@ -881,4 +881,6 @@ fn classic_samples<E: From<ProtoError>, F: FnMut(Sample<'_>) -> Result<(), E>>(
 }
 
 #[cfg(test)]
+pub(crate) mod testbody;
+#[cfg(test)]
 mod tests;
