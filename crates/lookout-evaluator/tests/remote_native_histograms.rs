@@ -25,43 +25,12 @@ use lookout_evaluator::rules::group::{Group, GroupContext};
 use lookout_evaluator::rules::metrics::RuleMetrics;
 use lookout_evaluator::rules::status::RuleHealth;
 use lookout_evaluator::rules::{AlertingRule, RecordingRule, Rule};
-use lookout_promql::protowire::{put_bytes, put_double, put_sint, put_uint, put_varint, zigzag};
+use lookout_promql::protowire::{put_bytes, put_double, put_sint, put_uint, put_varint};
 use prometheus_client::registry::Registry;
-use scrape_support::{eventually, serve_loopback, start_prometheus_with};
+use scrape_support::{
+    PROTOBUF, eventually, put_buckets, serve_loopback, start_prometheus_with, unix,
+};
 use serde_json::Value;
-
-const PROTOBUF: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
-
-/// Spans and packed zigzag deltas of sorted `(index, count)` buckets (client_model's
-/// encoding), as fields `spans_field` and `spans_field + 1` of a `Histogram`.
-fn put_buckets(h: &mut Vec<u8>, spans_field: u32, buckets: &[(i32, u64)]) {
-    let mut spans: Vec<(i32, u32)> = Vec::new();
-    let mut next = 0;
-    for (n, &(index, _)) in buckets.iter().enumerate() {
-        match spans.last_mut() {
-            Some(last) if n > 0 && index == next => last.1 += 1,
-            _ => spans.push((index - next, 1)),
-        }
-        next = index + 1;
-    }
-    let mut part = Vec::new();
-    for (offset, length) in spans {
-        part.clear();
-        put_sint(&mut part, 1, i64::from(offset));
-        put_uint(&mut part, 2, u64::from(length));
-        put_bytes(h, spans_field, &part);
-    }
-    part.clear();
-    let mut previous = 0i64;
-    for &(_, count) in buckets {
-        put_varint(&mut part, zigzag(count as i64 - previous));
-        previous = count as i64;
-    }
-    if !part.is_empty() {
-        put_bytes(h, spans_field + 1, &part);
-    }
-}
 
 /// One native histogram of the exposition: its `path` label, schema, zero bucket and
 /// buckets after `n` scrapes (every count grows with `n`, at its own pace, unless `idle`).
@@ -165,12 +134,6 @@ impl Notify for Alerts {
     fn send(&self, alerts: Vec<Alert>) {
         self.0.lock().expect("lock").extend(alerts);
     }
-}
-
-/// `at` as Prometheus's `time` parameter.
-fn unix(at: SystemTime) -> String {
-    let d = at.duration_since(UNIX_EPOCH).expect("after 1970");
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
 /// The result vector of an instant query of `expr` at `at`, each element keyed by its

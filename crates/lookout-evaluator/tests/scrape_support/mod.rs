@@ -6,7 +6,49 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lookout_promql::protowire::{put_bytes, put_sint, put_uint, put_varint, zigzag};
+
+/// The `Content-Type` of the delimited protobuf exposition (client_golang's).
+pub const PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Spans and packed zigzag deltas of sorted `(index, count)` buckets (client_model's
+/// encoding), as fields `spans_field` and `spans_field + 1` of a `Histogram`.
+pub fn put_buckets(h: &mut Vec<u8>, spans_field: u32, buckets: &[(i32, u64)]) {
+    let mut spans: Vec<(i32, u32)> = Vec::new();
+    let mut next = 0;
+    for (n, &(index, _)) in buckets.iter().enumerate() {
+        match spans.last_mut() {
+            Some(last) if n > 0 && index == next => last.1 += 1,
+            _ => spans.push((index - next, 1)),
+        }
+        next = index + 1;
+    }
+    let mut part = Vec::new();
+    for (offset, length) in spans {
+        part.clear();
+        put_sint(&mut part, 1, i64::from(offset));
+        put_uint(&mut part, 2, u64::from(length));
+        put_bytes(h, spans_field, &part);
+    }
+    part.clear();
+    let mut previous = 0i64;
+    for &(_, count) in buckets {
+        put_varint(&mut part, zigzag(count as i64 - previous));
+        previous = count as i64;
+    }
+    if !part.is_empty() {
+        put_bytes(h, spans_field + 1, &part);
+    }
+}
+
+/// `at` as Prometheus's `time` parameter.
+pub fn unix(at: SystemTime) -> String {
+    let d = at.duration_since(UNIX_EPOCH).expect("after 1970");
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
 
 /// Serves `app` on a fresh loopback port in the background; returns `host:port`.
 pub async fn serve_loopback(app: axum::Router) -> String {
@@ -182,13 +224,23 @@ pub async fn serve_api(state: lookout_evaluator::web::WebState) -> String {
 /// Starts Debian's `prometheus` with `config` as its configuration file in `dir`; returns it
 /// and its base URL once ready.
 pub async fn start_prometheus_config(dir: &Path, config: &str) -> (ProcessGuard, String) {
+    start_prometheus_config_with(dir, config, &[]).await
+}
+
+/// [`start_prometheus_config`] with extra flags (e.g. `--enable-feature=native-histograms`).
+pub async fn start_prometheus_config_with(
+    dir: &Path,
+    config: &str,
+    extra: &[&str],
+) -> (ProcessGuard, String) {
     let port = free_port();
     std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-    let args = vec![
+    let mut args = vec![
         "--config.file=prometheus.yml".to_string(),
         "--storage.tsdb.path=prom-data".to_string(),
         format!("--web.listen-address=127.0.0.1:{port}"),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     let guard = spawn("prometheus", &args, dir);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready")).await;
