@@ -51,6 +51,13 @@ const GONE: i64 = 6;
 /// Steps the test runs for.
 const STEPS: i64 = 13;
 
+/// Sparse buckets: `(index, count)`.
+type Buckets = [(i32, u64)];
+/// Zero count, negative and positive buckets, sum.
+type NativeCounts = (u64, Vec<(i32, u64)>, Vec<(i32, u64)>, f64);
+/// Schema, zero threshold, zero count, negative and positive buckets.
+type NativeParts<'a> = (i32, f64, u64, &'a Buckets, &'a Buckets);
+
 /// What the target serves at step `k`.
 struct State {
     /// Step number of `ts`.
@@ -79,7 +86,7 @@ impl State {
     }
 
     /// `path="a"`: zero count, negative and positive buckets (schema 1), sum.
-    fn a(&self) -> (u64, Vec<(i32, u64)>, Vec<(i32, u64)>, f64) {
+    fn a(&self) -> NativeCounts {
         let b = self.base();
         let mut positive = vec![(0, 2 * b + 1), (1, b), (3, 3 * b)];
         if self.k >= NEW_BUCKET {
@@ -127,7 +134,7 @@ fn histogram(
     count: u64,
     sum: f64,
     buckets: &[(f64, u64)],
-    native: Option<(i32, f64, u64, &[(i32, u64)], &[(i32, u64)])>,
+    native: Option<NativeParts<'_>>,
 ) -> Vec<u8> {
     let mut h = Vec::new();
     put_uint(&mut h, 1, count);

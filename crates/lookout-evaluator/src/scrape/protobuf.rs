@@ -569,7 +569,7 @@ fn read_value(b: &[u8], base: usize) -> Result<f64, ProtoError> {
     Ok(v)
 }
 
-fn read_label<'a>(b: &'a [u8], base: usize) -> Result<(&'a str, &'a str), ProtoError> {
+fn read_label(b: &[u8], base: usize) -> Result<(&str, &str), ProtoError> {
     let (mut name, mut value) = ("", "");
     let mut f = Fields::new(b, base);
     while let Some((n, w, at)) = f.next_field()? {
@@ -842,7 +842,7 @@ fn metric_samples<E: From<ProtoError>, F: FnMut(Sample<'_>) -> Result<(), E>>(
                 let gauge = family.kind == Kind::GaugeHistogram;
                 let native = h.native(gauge, name, at)?;
                 out.emit(name, "", m, None, Value::Histogram(Box::new(native)), at)?;
-                if !(opts.always_classic && !h.buckets.is_empty()) {
+                if !opts.always_classic || h.buckets.is_empty() {
                     return Ok(());
                 }
             }
