@@ -147,6 +147,12 @@ pub struct Args {
     /// remote-write URL, so later rules see them and `for` state is restored from there.
     #[arg(long = "remote-write.url", value_name = "URL")]
     remote_write_url: Option<String>,
+    /// Prometheus 2.x feature switches, comma-separated or repeated. Only
+    /// `native-histograms` is known: scrape configs that do not set
+    /// `scrape_native_histograms` (nor `global` does) ask for protobuf and store native
+    /// histograms.
+    #[arg(long = "enable-feature", value_name = "FEATURE", value_delimiter = ',')]
+    enable_feature: Vec<String>,
     #[command(flatten)]
     web: super::WebArgs,
 }
@@ -238,6 +244,14 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
         usize::try_from(args.template_max_output_bytes).unwrap_or(usize::MAX);
     options.template_timeout = args.template_timeout;
     options.web = args.web.options();
+    for feature in &args.enable_feature {
+        match feature.trim() {
+            "native-histograms" => options.native_histograms = true,
+            other => anyhow::bail!(
+                "--enable-feature: unknown feature {other:?} (the evaluator knows native-histograms)"
+            ),
+        }
+    }
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
         cfg.http = http_config(args);
@@ -302,6 +316,18 @@ mod tests {
         Cli::try_parse_from(std::iter::once("evaluator").chain(flags.iter().copied()))
             .map_err(|e| e.to_string())
             .and_then(|cli| options(&cli.args).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn enable_feature_native_histograms() {
+        assert!(!parse(&[]).unwrap().native_histograms);
+        assert!(
+            parse(&["--enable-feature=native-histograms"])
+                .unwrap()
+                .native_histograms
+        );
+        let e = parse(&["--enable-feature=exemplar-storage,native-histograms"]).unwrap_err();
+        assert!(e.contains("unknown feature \"exemplar-storage\""), "{e}");
     }
 
     #[test]

@@ -211,6 +211,15 @@ pub struct GlobalConfig {
     /// Labels added to alerts sent out and available as `$externalLabels`.
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
+    /// Default `scrape_native_histograms` of the scrape configs (false).
+    #[serde(default)]
+    pub scrape_native_histograms: Option<bool>,
+    /// Default `always_scrape_classic_histograms` of the scrape configs (false).
+    #[serde(default)]
+    pub always_scrape_classic_histograms: Option<bool>,
+    /// Default `convert_classic_histograms_to_nhcb`: not implemented, `true` is refused.
+    #[serde(default)]
+    pub convert_classic_histograms_to_nhcb: Option<bool>,
 }
 
 /// Why the configuration could not be loaded.
@@ -407,6 +416,15 @@ impl EvaluatorConfig {
                 .scrape_timeout
                 .map(|x| x.0)
                 .unwrap_or(d.scrape_timeout),
+            scrape_native_histograms: self.global.scrape_native_histograms.unwrap_or(false),
+            always_scrape_classic_histograms: self
+                .global
+                .always_scrape_classic_histograms
+                .unwrap_or(false),
+            convert_classic_histograms_to_nhcb: self
+                .global
+                .convert_classic_histograms_to_nhcb
+                .unwrap_or(false),
         }
     }
 }

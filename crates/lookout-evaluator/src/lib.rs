@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::config::EvaluatorConfig;
 use crate::rules::manager::{ManagerOptions, RuleManager};
 use crate::rules::metrics::RuleMetrics;
+use crate::scrape_config::ScrapeDefaults;
 
 /// Settings of `lookout evaluator` that come from flags rather than the configuration file.
 #[derive(Clone, Debug)]
@@ -101,6 +102,10 @@ pub struct EvaluatorOptions {
     pub template_timeout: std::time::Duration,
     /// `--web.config.file` (TLS, basic auth) and `--web.enable-lifecycle` (`/-/reload`).
     pub web: lookout_web::ServeOptions,
+    /// `--enable-feature=native-histograms` (Prometheus 2.x's switch): scrape configs that
+    /// do not set `scrape_native_histograms`, under a `global` that does not either, ask
+    /// for protobuf and store native histograms.
+    pub native_histograms: bool,
 }
 
 impl EvaluatorOptions {
@@ -135,8 +140,18 @@ impl EvaluatorOptions {
             template_max_output_bytes: limits::MAX_TEMPLATE_OUTPUT_BYTES,
             template_timeout: limits::DEFAULT_TEMPLATE_TIMEOUT,
             web: lookout_web::ServeOptions::default(),
+            native_histograms: false,
         }
     }
+}
+
+/// The scrape defaults of `cfg`'s `global`, with `--enable-feature=native-histograms`.
+fn scrape_defaults(cfg: &EvaluatorConfig, opts: &EvaluatorOptions) -> ScrapeDefaults {
+    let mut d = cfg.scrape_defaults();
+    if opts.native_histograms && cfg.global.scrape_native_histograms.is_none() {
+        d.scrape_native_histograms = true;
+    }
+    d
 }
 
 /// Why the evaluator could not start.
@@ -216,7 +231,7 @@ fn reload_fn(
                 RuleManager::load_files_with_limit(&patterns, opts.rules_max_file_bytes)
                     .map_err(|e| e.to_string())?;
                 if let Some(sm) = &scrape {
-                    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+                    sm.apply(&cfg.scrape_configs, &scrape_defaults(&cfg, &opts))
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -380,7 +395,7 @@ async fn start_datasource(
     let st = Arc::new(open_storage(opts).await?);
     embedded::register_storage_metrics(&st, registry);
     let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), registry, 0));
-    sm.apply(&cfg.scrape_configs, &cfg.scrape_defaults())
+    sm.apply(&cfg.scrape_configs, &scrape_defaults(cfg, opts))
         .await
         .map_err(|e| RunError::Scrape(e.to_string()))?;
     sm.watch_discovery();

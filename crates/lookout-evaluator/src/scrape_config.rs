@@ -301,6 +301,26 @@ pub struct ScrapeConfig {
     /// TLS settings for `https` scrapes (CA, client certificate, server name).
     #[serde(default)]
     pub tls_config: Option<crate::scrape_tls::TlsConfig>,
+    /// Ask for the protobuf exposition first and store native histograms (global default,
+    /// which is false unless the evaluator runs with `--enable-feature=native-histograms`).
+    #[serde(default)]
+    pub scrape_native_histograms: Option<bool>,
+    /// Also store the classic `_bucket`/`_count`/`_sum` series of a histogram that has
+    /// native buckets (global default, false).
+    #[serde(default)]
+    pub always_scrape_classic_histograms: Option<bool>,
+    /// Prometheus's conversion of classic histograms to custom-bucket native histograms:
+    /// not implemented, so `true` is refused at load.
+    #[serde(default)]
+    pub convert_classic_histograms_to_nhcb: Option<bool>,
+    /// Most buckets of a native histogram (0: no limit): the resolution is halved until it
+    /// fits, and a histogram that cannot fit fails the scrape.
+    #[serde(default)]
+    pub native_histogram_bucket_limit: usize,
+    /// Least growth factor from one native bucket to the next (0: any): a finer histogram
+    /// is stored at the schema that meets it.
+    #[serde(default)]
+    pub native_histogram_min_bucket_factor: f64,
 }
 
 fn default_metrics_path() -> String {
@@ -313,13 +333,20 @@ fn default_true() -> bool {
     true
 }
 
-/// The global defaults a [`ScrapeConfig`] falls back to (Prometheus: 1m and 10s).
+/// The global defaults a [`ScrapeConfig`] falls back to (Prometheus: 1m and 10s, native
+/// histograms off).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScrapeDefaults {
     /// Default `scrape_interval`.
     pub scrape_interval: Duration,
     /// Default `scrape_timeout`.
     pub scrape_timeout: Duration,
+    /// Default `scrape_native_histograms`.
+    pub scrape_native_histograms: bool,
+    /// Default `always_scrape_classic_histograms`.
+    pub always_scrape_classic_histograms: bool,
+    /// Whether the global `convert_classic_histograms_to_nhcb` is true (refused).
+    pub convert_classic_histograms_to_nhcb: bool,
 }
 
 impl Default for ScrapeDefaults {
@@ -327,6 +354,9 @@ impl Default for ScrapeDefaults {
         ScrapeDefaults {
             scrape_interval: Duration::from_secs(60),
             scrape_timeout: Duration::from_secs(10),
+            scrape_native_histograms: false,
+            always_scrape_classic_histograms: false,
+            convert_classic_histograms_to_nhcb: false,
         }
     }
 }
@@ -389,6 +419,27 @@ impl ScrapeConfig {
         self.scrape_interval
             .map(|p| p.0)
             .unwrap_or(d.scrape_interval)
+    }
+
+    /// Whether the job asks for protobuf and stores native histograms.
+    pub fn native_histograms(&self, d: &ScrapeDefaults) -> bool {
+        self.scrape_native_histograms
+            .unwrap_or(d.scrape_native_histograms)
+    }
+
+    /// Whether the job keeps the classic series of histograms with native buckets.
+    pub fn always_classic(&self, d: &ScrapeDefaults) -> bool {
+        self.always_scrape_classic_histograms
+            .unwrap_or(d.always_scrape_classic_histograms)
+    }
+
+    /// The highest schema `native_histogram_min_bucket_factor` allows (Prometheus's
+    /// `pickSchema`: a factor of 1 or less allows every schema).
+    pub fn max_schema(&self) -> i32 {
+        let factor = self.native_histogram_min_bucket_factor;
+        let factor = if factor <= 1.0 { 1.00271 } else { factor };
+        let floor = (-factor.log2().log2()).floor();
+        floor.clamp(-4.0, 8.0) as i32
     }
 
     /// The effective timeout: the configured one, else the global one capped at the interval.
@@ -456,6 +507,7 @@ pub fn validate_scrape_configs(
             ));
         }
         c.http().validate().map_err(invalid)?;
+        check_histogram_settings(c, defaults).map_err(|(key, m)| at(key, m))?;
         for f in &c.file_sd_configs {
             f.validate().map_err(|m| at("file_sd_configs", m))?;
         }
@@ -495,9 +547,80 @@ pub fn validate_scrape_configs(
     Ok(())
 }
 
+/// Refuses what Lookout does not do with scraped histograms: the conversion to
+/// custom-bucket histograms, and a bucket factor that is not a number.
+fn check_histogram_settings(
+    c: &ScrapeConfig,
+    defaults: &ScrapeDefaults,
+) -> Result<(), (&'static str, String)> {
+    let nhcb = c
+        .convert_classic_histograms_to_nhcb
+        .unwrap_or(defaults.convert_classic_histograms_to_nhcb);
+    if nhcb {
+        return Err((
+            "convert_classic_histograms_to_nhcb",
+            "convert_classic_histograms_to_nhcb is not supported by Lookout (it stores no \
+             custom-bucket histograms from scrapes); remove it or set it to false"
+                .into(),
+        ));
+    }
+    let factor = c.native_histogram_min_bucket_factor;
+    if !factor.is_finite() || factor < 0.0 {
+        return Err((
+            "native_histogram_min_bucket_factor",
+            format!(
+                "native_histogram_min_bucket_factor must be a number of at least 0 (such as 1.1), got {factor}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_histogram_settings() {
+        let d = ScrapeDefaults::default();
+        let c: Vec<ScrapeConfig> = serde_yaml_ng::from_str(
+            "- {job_name: a, scrape_native_histograms: true, always_scrape_classic_histograms: true, native_histogram_bucket_limit: 10, native_histogram_min_bucket_factor: 1.1}\n- {job_name: b}",
+        )
+        .unwrap();
+        validate_scrape_configs(&c, &d).unwrap();
+        assert!(c[0].native_histograms(&d) && c[0].always_classic(&d));
+        assert!(!c[1].native_histograms(&d) && !c[1].always_classic(&d));
+        let on = ScrapeDefaults {
+            scrape_native_histograms: true,
+            ..d
+        };
+        assert!(c[1].native_histograms(&on));
+        // Prometheus's pickSchema: 1.1 → 2 (factor 2^(2^-2) ≈ 1.19), 0 → 8, 2 → 0, 1e6 → -4.
+        assert_eq!(c[0].max_schema(), 2);
+        assert_eq!(c[1].max_schema(), 8);
+        for (factor, schema) in [(2.0, 0), (1e6, -4), (1.00271, 8), (1.003, 7)] {
+            let mut job = c[1].clone();
+            job.native_histogram_min_bucket_factor = factor;
+            assert_eq!(job.max_schema(), schema, "{factor}");
+        }
+        let c: Vec<ScrapeConfig> =
+            serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: true}")
+                .unwrap();
+        let e = validate_scrape_configs(&c, &d).unwrap_err();
+        assert_eq!(e.place(), (0, "convert_classic_histograms_to_nhcb"));
+        assert!(e.to_string().contains("not supported by Lookout"), "{e}");
+        let c: Vec<ScrapeConfig> =
+            serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: false}")
+                .unwrap();
+        validate_scrape_configs(&c, &d).unwrap();
+        let global = ScrapeDefaults {
+            convert_classic_histograms_to_nhcb: true,
+            ..d
+        };
+        assert!(validate_scrape_configs(&c[..0], &global).is_ok());
+        let c: Vec<ScrapeConfig> = serde_yaml_ng::from_str("- {job_name: a}").unwrap();
+        assert!(validate_scrape_configs(&c, &global).is_err());
+    }
 
     #[test]
     fn secret_files_over_64_kib_fail_the_request_naming_setting_file_and_limit() {

@@ -11,17 +11,22 @@
 //! (limits checked, nothing stored yet), then append and write stale markers.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use lookout_promql::Labels;
+use lookout_promql::histogram::{FloatHistogram, MIN_SCHEMA};
 use lookout_promql::labels::METRIC_NAME;
 use lookout_promql::storage::{AppendError, STALE_NAN, SeriesRef, Storage};
 
 use super::ScrapeMetrics;
+use super::protobuf::{self, Value};
 use super::relabel;
-use super::target::{LoopOptions, ScrapeError, Target, check_label_limits, merge_target_labels};
-use super::textparse::{self, Format};
+use super::target::{
+    BodyFormat, LoopOptions, ScrapeError, Target, check_label_limits, merge_target_labels,
+};
+use super::textparse;
 
 /// The scrape cache of one target.
 #[derive(Default)]
@@ -157,7 +162,7 @@ impl ScrapeCache {
 /// did and when the body was parsed (the end of the scrape proper).
 pub(crate) fn ingest(
     cache: &mut ScrapeCache,
-    body: Option<(String, Format)>,
+    body: Option<(Vec<u8>, BodyFormat)>,
     job: &Job<'_>,
 ) -> (Result<Ingested, ScrapeError>, Instant) {
     cache.iter += 1;
@@ -170,12 +175,15 @@ pub(crate) fn ingest(
         Some(Err(ScrapeError::Parse(e))) if e.message == textparse::STOPPED => {
             Err(ScrapeError::ParseTimeout(job.target.timeout))
         }
+        Some(Err(ScrapeError::Protobuf(e))) if e.message == protobuf::STOPPED => {
+            Err(ScrapeError::ParseTimeout(job.target.timeout))
+        }
         Some(Err(e)) => Err(e),
         Some(Ok(_)) if job.stop.load(Ordering::Relaxed) => {
             Err(ScrapeError::ParseTimeout(job.target.timeout))
         }
         Some(Ok((batch, scraped))) => {
-            let mut done = append(cache, &batch, job);
+            let mut done = append(cache, batch, job);
             done.scraped = scraped;
             Ok(done)
         }
@@ -190,44 +198,109 @@ pub(crate) fn ingest(
 }
 
 /// One sample to append: its cache slot, value and explicit timestamp.
-type Batch = Vec<(u32, f64, Option<i64>)>;
+type Batch = Vec<(u32, Value, Option<i64>)>;
 
-/// Parses `body`, finds or makes each line's cache entry and checks the sample limit.
+/// Parses `body`, finds or makes each sample's cache entry, and checks the sample limit
+/// (a native histogram is one sample) and the native histogram limits.
 fn resolve(
     cache: &mut ScrapeCache,
-    body: &str,
-    format: Format,
+    body: &[u8],
+    format: BodyFormat,
     job: &Job<'_>,
 ) -> Result<(Batch, usize), ScrapeError> {
     let mut batch = Vec::with_capacity(cache.index.len());
     let iter = cache.iter;
-    let scraped = textparse::for_each_sample(body, format, job.stop, |raw| {
-        let slot = match cache.index.get(raw.series) {
+    let mut one = |series: &str,
+                   labels: &dyn Fn() -> Result<Labels, ScrapeError>,
+                   value: Value,
+                   ts: Option<i64>|
+     -> Result<(), ScrapeError> {
+        let slot = match cache.index.get(series) {
             Some(&slot) => slot,
             None => {
-                let labels = raw.labels()?;
+                let labels = labels()?;
                 // A series of many labels costs as much again to merge, relabel and check:
                 // look at the deadline before that work, not only between lines.
                 if job.stop.load(Ordering::Relaxed) {
                     return Err(ScrapeError::ParseTimeout(job.target.timeout));
                 }
                 let state = new_state(labels, job.target, job.opts)?;
-                cache.insert(raw.series, state)
+                cache.insert(series, state)
             }
         };
         let entry = &mut cache.entries[slot as usize];
         entry.used = iter;
         if !matches!(entry.state, State::Dropped) {
-            let ts = raw.timestamp_ms.filter(|_| job.opts.honor_timestamps);
-            batch.push((slot, raw.value, ts));
+            let value = match value {
+                Value::Histogram(mut h) => {
+                    limit_histogram(&mut h, job.opts, entry.state.labels())?;
+                    Value::Histogram(h)
+                }
+                v => v,
+            };
+            let ts = ts.filter(|_| job.opts.honor_timestamps);
+            batch.push((slot, value, ts));
         }
-        Ok::<(), ScrapeError>(())
-    })?;
+        Ok(())
+    };
+    let scraped = match format {
+        BodyFormat::Protobuf => {
+            protobuf::for_each_sample(body, job.opts.histograms, job.stop, |mut s| {
+                let value = std::mem::replace(&mut s.value, Value::Float(0.0));
+                let labels = || s.labels().map_err(ScrapeError::from);
+                one(s.series, &labels, value, s.timestamp_ms)
+            })?
+        }
+        BodyFormat::Text(format) => {
+            let text = std::str::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+            textparse::for_each_sample(text, format, job.stop, |raw| {
+                let labels = || raw.labels().map_err(ScrapeError::from);
+                one(
+                    raw.series,
+                    &labels,
+                    Value::Float(raw.value),
+                    raw.timestamp_ms,
+                )
+            })?
+        }
+    };
     let limit = job.opts.sample_limit;
     if limit > 0 && batch.len() > limit {
         return Err(ScrapeError::SampleLimit(batch.len(), limit));
     }
     Ok((batch, scraped))
+}
+
+/// `native_histogram_min_bucket_factor` and `native_histogram_bucket_limit`, as
+/// Prometheus applies them: the schema is lowered to the factor's, then halved until the
+/// buckets fit the limit; a histogram that does not fit at the lowest schema fails the
+/// scrape.
+fn limit_histogram(
+    h: &mut FloatHistogram,
+    opts: &LoopOptions,
+    series: Option<&Labels>,
+) -> Result<(), ScrapeError> {
+    if h.schema > opts.max_schema {
+        h.reduce_resolution(opts.max_schema);
+        h.compact();
+    }
+    let limit = opts.bucket_limit;
+    if limit == 0 {
+        return Ok(());
+    }
+    while h.positive.len() + h.negative.len() > limit {
+        if h.schema <= MIN_SCHEMA {
+            return Err(ScrapeError::BucketLimit(format!(
+                "{} has {} buckets at schema {}, more than native_histogram_bucket_limit {limit}",
+                series.map(|l| l.to_string()).unwrap_or_default(),
+                h.positive.len() + h.negative.len(),
+                h.schema
+            )));
+        }
+        h.reduce_resolution(h.schema - 1);
+        h.compact();
+    }
+    Ok(())
 }
 
 /// What a series line seen for the first time becomes: its labels merged with the target's,
@@ -245,14 +318,14 @@ fn new_state(scraped: Labels, target: &Target, opts: &LoopOptions) -> Result<Sta
 }
 
 /// Appends the batch, storing pending series first.
-fn append(cache: &mut ScrapeCache, batch: &Batch, job: &Job<'_>) -> Ingested {
+fn append(cache: &mut ScrapeCache, batch: Batch, job: &Job<'_>) -> Ingested {
     let mut done = Ingested {
         post_relabel: batch.len(),
         ..Ingested::default()
     };
     let iter = cache.iter;
     let track_carried = !cache.carried.is_empty();
-    for &(slot, v, ts) in batch {
+    for (slot, v, ts) in batch {
         let entry = &mut cache.entries[slot as usize];
         if let State::Pending(labels) = &entry.state
             && let Ok(r) = job.storage.series_ref(labels)
@@ -260,10 +333,16 @@ fn append(cache: &mut ScrapeCache, batch: &Batch, job: &Job<'_>) -> Ingested {
             entry.state = State::Stored(r);
         }
         let t = ts.unwrap_or(job.t);
-        let result = match &mut entry.state {
-            State::Stored(r) => job.storage.append_ref(r, t, v),
-            State::Pending(labels) => job.storage.append(labels, t, v),
-            State::Dropped => continue,
+        let result = match (&mut entry.state, v) {
+            (State::Stored(r), Value::Float(v)) => job.storage.append_ref(r, t, v),
+            (State::Pending(labels), Value::Float(v)) => job.storage.append(labels, t, v),
+            (State::Stored(r), Value::Histogram(h)) => {
+                job.storage.append_histogram(r.labels(), t, Arc::new(*h))
+            }
+            (State::Pending(labels), Value::Histogram(h)) => {
+                job.storage.append_histogram(labels, t, Arc::new(*h))
+            }
+            (State::Dropped, _) => continue,
         };
         match result {
             Ok(()) => done.stored += 1,
@@ -377,7 +456,7 @@ mod tests {
 
     fn opts(yaml: &str) -> LoopOptions {
         let cfg: ScrapeConfig = serde_yaml_ng::from_str(yaml).expect("scrape config");
-        LoopOptions::from_config(&cfg)
+        LoopOptions::from_config(&cfg, &crate::scrape_config::ScrapeDefaults::default())
     }
 
     struct Fixture {
@@ -410,8 +489,36 @@ mod tests {
                 t,
                 stop: &self.stop,
             };
-            let body = body.map(|b| (b.to_string(), Format::PrometheusText));
+            let text = super::super::textparse::Format::PrometheusText;
+            let body = body.map(|b| (b.as_bytes().to_vec(), BodyFormat::Text(text)));
             ingest(&mut self.cache, body, &job).0
+        }
+
+        fn scrape_proto(&mut self, body: &[u8], t: i64) -> Result<Ingested, ScrapeError> {
+            let job = Job {
+                target: &self.target,
+                opts: &self.opts,
+                storage: &self.storage,
+                metrics: &self.metrics,
+                t,
+                stop: &self.stop,
+            };
+            let body = Some((body.to_vec(), BodyFormat::Protobuf));
+            ingest(&mut self.cache, body, &job).0
+        }
+
+        /// The histograms of the one series named `name`, and its float samples (stale
+        /// markers as `None`).
+        fn histograms(&self, name: &str) -> (Vec<FloatHistogram>, Vec<Option<f64>>) {
+            let s = self.select(name);
+            assert_eq!(s.len(), 1, "{name}: {s:?}");
+            let floats = s[0]
+                .samples
+                .iter()
+                .map(|s| (!is_stale(s.v)).then_some(s.v))
+                .collect();
+            let hists = s[0].histograms.iter().map(|p| (*p.h).clone()).collect();
+            (hists, floats)
         }
 
         fn select(&self, name: &str) -> Vec<SeriesData> {
@@ -534,6 +641,96 @@ mod tests {
         f.scrape(Some("a 1\nc 1\n"), 30_000).expect("scrape");
         assert_eq!((f.cache.index.len(), f.cache.entries.len()), (2, 2));
         assert_eq!(f.values("c"), [Some(1.0)]);
+    }
+
+    const NATIVE_JOB: &str = "job_name: j\nscrape_native_histograms: true";
+
+    fn native_body(name: &str, native: protobuf::testbody::NativeParts) -> Vec<u8> {
+        use protobuf::testbody::{family, histogram, metric};
+        let h = histogram(6, 3.0, &[(1.0, 3)], Some(native));
+        family(name, 4, &[metric(&[], 7, &h)])
+    }
+
+    #[test]
+    fn native_histograms_are_stored_counted_as_one_sample_and_marked_stale() {
+        use protobuf::testbody::{NATIVE, double, family, metric};
+        let mut f = Fixture::new(&format!("{NATIVE_JOB}\nsample_limit: 2"));
+        let mut body = native_body("h", NATIVE);
+        body.extend(family("g", 1, &[metric(&[], 2, &double(1.0))]));
+        let done = f.scrape_proto(&body, 1000).expect("scrape");
+        assert_eq!((done.scraped, done.post_relabel, done.added), (2, 2, 2));
+        let done = f.scrape_proto(&body, 2000).expect("scrape");
+        assert_eq!((done.scraped, done.stored, done.added), (2, 2, 0));
+        let (hists, floats) = f.histograms("h");
+        assert_eq!(hists.len(), 2);
+        assert_eq!((hists[0].count, hists[0].zero_count), (6.0, 1.0));
+        assert!(floats.is_empty());
+        // The histogram goes away: a stale marker follows it.
+        let gauge_only = family("g", 1, &[metric(&[], 2, &double(1.0))]);
+        f.scrape_proto(&gauge_only, 3000).expect("scrape");
+        let (hists, floats) = f.histograms("h");
+        assert_eq!((hists.len(), floats), (2, vec![None]));
+        // Classic buckets too: over the sample limit of 2.
+        f.opts.histograms.always_classic = true;
+        let err = f.scrape_proto(&body, 4000);
+        assert!(
+            matches!(err, Err(ScrapeError::SampleLimit(6, 2))),
+            "{:?}",
+            err.map(|d| d.stored)
+        );
+    }
+
+    #[test]
+    fn bucket_limits_lower_the_resolution_or_fail_the_scrape() {
+        use protobuf::testbody::NATIVE;
+        // Buckets 0, 1 and 5 at schema 0: 2 buckets at schema -1 (0 and 1 → 0, 1; 5 → 3)…
+        let mut f = Fixture::new(&format!("{NATIVE_JOB}\nnative_histogram_bucket_limit: 2"));
+        f.scrape_proto(&native_body("h", NATIVE), 1000)
+            .expect("reduced");
+        let (hists, _) = f.histograms("h");
+        assert!(hists[0].schema < 0, "{:?}", hists[0]);
+        assert!(hists[0].positive.len() <= 2);
+        assert_eq!(hists[0].count, 6.0);
+        // …and never to one bucket below schema -4 of a wide histogram.
+        let wide = protobuf::testbody::NativeParts {
+            spans: &[(-60, 1), (119, 1)],
+            deltas: &[1, 0],
+            ..NATIVE
+        };
+        let mut f = Fixture::new(&format!("{NATIVE_JOB}\nnative_histogram_bucket_limit: 1"));
+        let err = f.scrape_proto(&native_body("w", wide), 1000);
+        let Err(ScrapeError::BucketLimit(why)) = err else {
+            panic!("{:?}", err.map(|d| d.stored))
+        };
+        assert!(
+            why.contains("more than native_histogram_bucket_limit 1"),
+            "{why}"
+        );
+        assert!(f.select("w").is_empty());
+        // The bucket factor lowers the schema before the limit is looked at.
+        let mut f = Fixture::new(&format!(
+            "{NATIVE_JOB}\nnative_histogram_min_bucket_factor: 2"
+        ));
+        let fine = protobuf::testbody::NativeParts {
+            schema: 3,
+            ..NATIVE
+        };
+        f.scrape_proto(&native_body("h", fine), 1000)
+            .expect("scrape");
+        assert_eq!(f.histograms("h").0[0].schema, 0);
+    }
+
+    #[test]
+    fn without_native_histograms_a_protobuf_histogram_is_classic() {
+        use protobuf::testbody::NATIVE;
+        let mut f = Fixture::new(JOB);
+        let done = f
+            .scrape_proto(&native_body("h", NATIVE), 1000)
+            .expect("scrape");
+        assert_eq!(done.scraped, 4);
+        assert_eq!(f.values("h_count"), [Some(6.0)]);
+        assert_eq!(f.select("h_bucket").len(), 2);
+        assert!(f.select("h").is_empty());
     }
 
     /// A parse stopped by the deadline is the scrape's timeout, not a parse error of the

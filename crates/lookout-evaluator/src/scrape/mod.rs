@@ -8,6 +8,7 @@
 
 pub use lookout_discovery::relabel;
 mod cache;
+pub mod protobuf;
 pub mod target;
 pub mod textparse;
 
@@ -38,6 +39,7 @@ pub(crate) struct ScrapeMetrics {
     pub(crate) exceeded_sample_limit: Counter,
     pub(crate) exceeded_body_size_limit: Counter,
     pub(crate) exceeded_label_limits: Counter,
+    pub(crate) exceeded_bucket_limit: Counter,
     pub(crate) out_of_order: Counter,
     pub(crate) pool_targets: Family<JobLabels, Gauge>,
     pub(crate) target_up: Family<JobLabels, Gauge>,
@@ -69,6 +71,11 @@ impl ScrapeMetrics {
             "prometheus_target_scrape_pool_exceeded_label_limits",
             "Scrapes that hit the label limits (label_limit, label_name_length_limit, label_value_length_limit) and were rejected.",
             self.exceeded_label_limits.clone(),
+        );
+        registry.register(
+            "prometheus_target_scrapes_exceeded_native_histogram_bucket_limit",
+            "Scrapes that hit the native histogram bucket limit and were rejected.",
+            self.exceeded_bucket_limit.clone(),
         );
         registry.register(
             "prometheus_target_scrapes_sample_out_of_order",
@@ -214,8 +221,8 @@ impl ScrapeManager {
         let mut invalid = Vec::new();
         for cfg in configs {
             // One copy of the job's options for all its loops, not one per target.
-            let opts = Arc::new(LoopOptions::from_config(cfg));
-            let fp = LoopFingerprint(format!("{cfg:?}").into());
+            let opts = Arc::new(LoopOptions::from_config(cfg, defaults));
+            let fp = LoopFingerprint(format!("{cfg:?} {defaults:?}").into());
             let mut count = 0i64;
             let discovered = self.discovery.groups(&cfg.job_name);
             for t in target::targets_for(cfg, defaults, &discovered) {

@@ -12,12 +12,40 @@ use tokio::sync::watch;
 
 use super::ScrapeMetrics;
 use super::cache::{self, Ingested, Job, ScrapeCache};
+use super::protobuf;
 use super::relabel::{self, RelabelConfig};
 use super::textparse::{self, Format};
 use crate::scrape_config::{HttpClientConfig, PromDuration, ScrapeConfig, ScrapeDefaults};
 
 /// The `Accept` header Prometheus sends.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The `Accept` header Prometheus 2.42 sends with native histograms on: the delimited
+/// protobuf exposition first, then the text formats.
+pub const ACCEPT_HEADER_PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The exposition format of a scraped body, from its `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// Prometheus text or OpenMetrics.
+    Text(Format),
+    /// Delimited `MetricFamily` messages (`application/vnd.google.protobuf`).
+    Protobuf,
+}
+
+impl BodyFormat {
+    /// The format a `Content-Type` announces, as Prometheus picks its parser: by media type
+    /// alone, anything unknown read as Prometheus text.
+    pub fn from_content_type(content_type: Option<&str>) -> BodyFormat {
+        let media = content_type
+            .and_then(|ct| ct.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        if media.as_deref() == Some("application/vnd.google.protobuf") {
+            return BodyFormat::Protobuf;
+        }
+        BodyFormat::Text(Format::from_content_type(content_type))
+    }
+}
 
 /// Body size cap when the job sets no `body_size_limit`.
 pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
@@ -303,11 +331,24 @@ pub(crate) struct LoopOptions {
     pub(crate) http: HttpClientConfig,
     /// The job's own client when it sets `tls_config`.
     pub(crate) tls: Option<Arc<crate::scrape_tls::ScrapeTls>>,
+    /// What the protobuf reader does with histograms (`scrape_native_histograms`,
+    /// `always_scrape_classic_histograms`).
+    pub(crate) histograms: protobuf::Options,
+    /// `native_histogram_bucket_limit` (0: none).
+    pub(crate) bucket_limit: usize,
+    /// The highest schema `native_histogram_min_bucket_factor` allows.
+    pub(crate) max_schema: i32,
 }
 
 impl LoopOptions {
-    pub(crate) fn from_config(cfg: &ScrapeConfig) -> LoopOptions {
+    pub(crate) fn from_config(cfg: &ScrapeConfig, defaults: &ScrapeDefaults) -> LoopOptions {
         LoopOptions {
+            histograms: protobuf::Options {
+                native_histograms: cfg.native_histograms(defaults),
+                always_classic: cfg.always_classic(defaults),
+            },
+            bucket_limit: cfg.native_histogram_bucket_limit,
+            max_schema: cfg.max_schema(),
             honor_labels: cfg.honor_labels,
             honor_timestamps: cfg.honor_timestamps,
             metric_relabel: cfg.metric_relabel_configs.clone(),
@@ -347,6 +388,13 @@ pub enum ScrapeError {
     /// The body does not parse.
     #[error("parse error: {0}")]
     Parse(#[from] textparse::ParseError),
+    /// The protobuf body does not parse.
+    #[error("protobuf parse error: {0}")]
+    Protobuf(#[from] protobuf::ProtoError),
+    /// A native histogram has more buckets than `native_histogram_bucket_limit` even at
+    /// the lowest resolution.
+    #[error("native histogram bucket limit exceeded: {0}")]
+    BucketLimit(String),
     /// More samples than `sample_limit`.
     #[error("sample limit exceeded ({0} > {1})")]
     SampleLimit(usize, usize),
@@ -490,7 +538,7 @@ async fn fetch(
     target: &Target,
     opts: &LoopOptions,
     client: &reqwest::Client,
-) -> Result<(String, Format), ScrapeError> {
+) -> Result<(Vec<u8>, BodyFormat), ScrapeError> {
     let own;
     let client = match &opts.tls {
         Some(tls) => {
@@ -503,7 +551,14 @@ async fn fetch(
     };
     let req = client
         .get(&target.url)
-        .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
+        .header(
+            reqwest::header::ACCEPT,
+            if opts.histograms.native_histograms {
+                ACCEPT_HEADER_PROTOBUF
+            } else {
+                ACCEPT_HEADER
+            },
+        )
         .header(
             "X-Prometheus-Scrape-Timeout-Seconds",
             format!("{}", target.timeout.as_secs_f64()),
@@ -517,7 +572,7 @@ async fn fetch(
     if !resp.status().is_success() {
         return Err(ScrapeError::Status(resp.status()));
     }
-    let format = Format::from_content_type(
+    let format = BodyFormat::from_content_type(
         resp.headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
@@ -538,8 +593,7 @@ async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
-    Ok((text, format))
+    Ok((body, format))
 }
 
 /// A reqwest error with its causes, which reqwest's `Display` leaves out.
@@ -638,7 +692,7 @@ impl Drop for StopOnDrop {
 /// out of time stops within a few thousand lines; its result is awaited even then, so that
 /// the cache (and the stale markers it writes) always follows the scrape.
 async fn ingest_off_the_runtime(
-    body: Option<(String, Format)>,
+    body: Option<(Vec<u8>, BodyFormat)>,
     target: &Arc<Target>,
     opts: &Arc<LoopOptions>,
     ctx: &Arc<LoopContext>,
@@ -705,6 +759,7 @@ async fn scrape_once(
         Some(ScrapeError::SampleLimit(..)) => ctx.metrics.exceeded_sample_limit.inc(),
         Some(ScrapeError::BodyTooLarge(..)) => ctx.metrics.exceeded_body_size_limit.inc(),
         Some(ScrapeError::LabelLimit(..)) => ctx.metrics.exceeded_label_limits.inc(),
+        Some(ScrapeError::BucketLimit(..)) => ctx.metrics.exceeded_bucket_limit.inc(),
         _ => 0,
     };
     let up = if err.is_none() { 1.0 } else { 0.0 };

@@ -6,7 +6,13 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `at` as Prometheus's `time` parameter.
+pub fn unix(at: SystemTime) -> String {
+    let d = at.duration_since(UNIX_EPOCH).expect("after 1970");
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
 
 /// Serves `app` on a fresh loopback port in the background; returns `host:port`.
 pub async fn serve_loopback(app: axum::Router) -> String {
