@@ -22,6 +22,9 @@ pub(crate) struct ReplayReport {
     pub series: u64,
     pub samples: u64,
     pub dropped_samples: u64,
+    /// Samples skipped because they are older than the newest block's end: the blocks
+    /// hold them.
+    pub persisted_samples: u64,
     /// The segment to write next.
     pub next_segment: u32,
     /// Newest sample timestamp of each segment kept (`i64::MIN`: none).
@@ -61,6 +64,8 @@ struct Apply<'a> {
     refs: HashMap<u64, Arc<MemSeries>>,
     max_ref: Option<u64>,
     max_t: i64,
+    /// Samples older than this are in the blocks already: not loaded into the head.
+    min_t: i64,
     report: ReplayReport,
 }
 
@@ -102,10 +107,15 @@ impl Apply<'_> {
             Record::Samples(samples) => {
                 let mut maxt = None;
                 for (r, t, v) in samples {
+                    maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
                     let Some(s) = self.refs.get(&r) else {
                         self.report.dropped_samples += 1;
                         continue;
                     };
+                    if t < self.min_t {
+                        self.report.persisted_samples += 1;
+                        continue;
+                    }
                     if s.lock().push(&s.labels, 0, t, v).is_err() {
                         self.report.dropped_samples += 1;
                         continue;
@@ -113,7 +123,6 @@ impl Apply<'_> {
                     self.report.samples += 1;
                     self.storage.head.head_min_t.fetch_min(t, Ordering::Relaxed);
                     self.max_t = self.max_t.max(t);
-                    maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
                 }
                 Ok(maxt)
             }
@@ -130,10 +139,15 @@ impl Apply<'_> {
     fn histograms(&mut self, histograms: Vec<(u64, i64, FloatHistogram)>) -> Option<i64> {
         let mut maxt = None;
         for (r, t, h) in histograms {
+            maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
             let Some(s) = self.refs.get(&r) else {
                 self.report.dropped_samples += 1;
                 continue;
             };
+            if t < self.min_t {
+                self.report.persisted_samples += 1;
+                continue;
+            }
             let pushed = if is_stale(h.sum) {
                 s.lock().push(&s.labels, 0, t, STALE_NAN)
             } else {
@@ -152,7 +166,6 @@ impl Apply<'_> {
             self.report.samples += 1;
             self.storage.head.head_min_t.fetch_min(t, Ordering::Relaxed);
             self.max_t = self.max_t.max(t);
-            maxt = Some(maxt.map_or(t, |m: i64| m.max(t)));
         }
         maxt
     }
@@ -181,14 +194,17 @@ impl Apply<'_> {
 }
 
 /// Replays the WAL in `wal_dir` into `storage` (which must be empty), repairing a
-/// corrupt tail. Samples older than the storage's retention are dropped afterwards.
-pub(crate) fn replay(storage: &Storage, wal_dir: &Path) -> io::Result<ReplayReport> {
+/// corrupt tail. Samples older than `min_t` (the newest block's end: the blocks hold them)
+/// are skipped rather than loaded, so the replay's memory peak is the head's, not the whole
+/// log's; samples older than the storage's retention are dropped afterwards.
+pub(crate) fn replay(storage: &Storage, wal_dir: &Path, min_t: i64) -> io::Result<ReplayReport> {
     let start = Instant::now();
     let mut a = Apply {
         storage,
         refs: HashMap::new(),
         max_ref: None,
         max_t: i64::MIN,
+        min_t,
         report: ReplayReport::default(),
     };
     let cps = checkpoints(wal_dir)?;
