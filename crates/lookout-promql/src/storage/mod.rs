@@ -56,6 +56,7 @@
 //!   keep taking samples, and series removed by retention free their place.
 
 pub mod block;
+mod head_histograms;
 mod index;
 mod persist;
 pub mod wal;
@@ -73,6 +74,7 @@ use regex::Regex;
 
 use crate::histogram::{FloatHistogram, HPoint};
 use crate::labels::Labels;
+use head_histograms::HistColumn;
 use index::{Index, Prepared, SeriesId};
 use xor::{XorEncoder, XorIter};
 
@@ -299,17 +301,6 @@ struct Chunks {
     hist: Option<Box<HistColumn>>,
 }
 
-/// The native histogram samples of a series, boxed so a float-only series pays one
-/// pointer.
-#[derive(Default)]
-struct HistColumn {
-    points: Vec<HPoint>,
-    /// Start timestamps aligned with `points` (0 = unknown), empty until the first known
-    /// one: histograms without start timestamps pay nothing for them. Kept in the head
-    /// only, as for floats.
-    st: Vec<i64>,
-}
-
 /// Value bits recorded in [`Chunks::last`] for a histogram sample: a NaN payload no float
 /// append produces, so a float at the same timestamp is a duplicate with another value.
 const HISTOGRAM_LAST_BITS: u64 = 0x7ff8_4849_5354_0001;
@@ -406,13 +397,13 @@ impl Chunks {
     fn is_empty(&self) -> bool {
         self.sealed.is_empty()
             && self.head.count() == 0
-            && self.hist.as_ref().is_none_or(|h| h.points.is_empty())
+            && self.hist.as_ref().is_none_or(|h| h.is_empty())
     }
 
     fn samples(&self) -> usize {
         self.sealed.len() * CHUNK_SAMPLES as usize
             + self.head.count() as usize
-            + self.hist.as_ref().map_or(0, |h| h.points.len())
+            + self.hist.as_ref().map_or(0, |h| h.len())
     }
 
     /// Appends a native histogram sample (same ordering rules as floats; a repeated
@@ -436,7 +427,7 @@ impl Chunks {
                 let same = self
                     .hist
                     .as_ref()
-                    .and_then(|v| v.points.last())
+                    .and_then(|v| v.last())
                     .is_some_and(|p| p.t == t && same_but_hint(&p.h, &h));
                 if same {
                     return Ok(());
@@ -450,20 +441,15 @@ impl Chunks {
         let prev = self
             .hist
             .as_ref()
-            .and_then(|c| c.points.last())
+            .and_then(|c| c.last())
             .filter(|p| self.last.is_some_and(|(last_t, _)| last_t == p.t));
         let h = match prev {
             Some(p) => with_reset_hint(&p.h, h),
             None => h,
         };
-        let col = self.hist.get_or_insert_with(Box::default);
-        if st != 0 && col.st.is_empty() {
-            col.st.resize(col.points.len(), 0);
-        }
-        if st != 0 || !col.st.is_empty() {
-            col.st.push(st);
-        }
-        col.points.push(HPoint { t, h });
+        self.hist
+            .get_or_insert_with(Box::default)
+            .push(st, HPoint { t, h });
         self.last = Some((t, HISTOGRAM_LAST_BITS));
         Ok(())
     }
@@ -472,17 +458,7 @@ impl Chunks {
     /// to `st_out` when any of them has one (`st_out` is left empty otherwise).
     fn read_histograms(&self, mint: i64, maxt: i64, out: &mut Vec<HPoint>, st_out: &mut Vec<i64>) {
         if let Some(col) = &self.hist {
-            let v = &col.points;
-            let lo = v.partition_point(|p| p.t < mint);
-            let hi = v.partition_point(|p| p.t <= maxt);
-            if lo < hi {
-                out.extend_from_slice(&v[lo..hi]);
-                if let Some(st) = col.st.get(lo..hi)
-                    && st.iter().any(|&x| x != 0)
-                {
-                    st_out.extend_from_slice(st);
-                }
-            }
+            col.read(mint, maxt, out, st_out);
         }
     }
 
@@ -491,6 +467,7 @@ impl Chunks {
             + self.sealed.iter().map(|c| c.data.len()).sum::<usize>()
             + self.head.heap_bytes()
             + self.st.as_ref().map_or(0, |c| c.heap_bytes())
+            + self.hist.as_ref().map_or(0, |h| h.heap_bytes())
     }
 
     /// Appends a sample with start timestamp `st` (0: unknown).
@@ -608,10 +585,8 @@ impl Chunks {
     /// Frees the chunks whose samples are all before `cut`.
     fn truncate_before(&mut self, cut: i64) {
         if let Some(col) = &mut self.hist {
-            let n = col.points.partition_point(|p| p.t < cut);
-            col.points.drain(..n);
-            col.st.drain(..n.min(col.st.len()));
-            if col.points.is_empty() {
+            col.truncate_before(cut);
+            if col.is_empty() {
                 self.hist = None;
             }
         }
@@ -915,9 +890,10 @@ impl Storage {
         compactor.wake();
         storage.compactor = Some(compactor);
         let blocks_maxt = storage.blocks.as_ref().map_or(i64::MIN, |b| b.max_time());
-        let report = wal::replay::replay(&storage, &wal_dir).map_err(io_err)?;
+        let report = wal::replay::replay(&storage, &wal_dir, blocks_maxt).map_err(io_err)?;
         if blocks_maxt > i64::MIN {
-            // What the WAL still holds from before the newest block is in the blocks.
+            // What the WAL still holds from before the newest block is in the blocks (the
+            // replay skipped those samples): series left without samples go.
             storage.truncate_before(blocks_maxt);
         }
         tracing::info!(
@@ -925,6 +901,7 @@ impl Storage {
             series = report.series,
             samples = report.samples,
             dropped_samples = report.dropped_samples,
+            persisted_samples = report.persisted_samples,
             corruptions = report.corruptions,
             duration = ?report.duration,
             "WAL replay completed"

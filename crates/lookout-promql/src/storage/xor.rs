@@ -41,6 +41,18 @@ impl BitWriter {
         &self.buf
     }
 
+    /// Overwrites the first bytes written (a count patched in place as samples come).
+    pub(crate) fn set_first_bytes<const N: usize>(&mut self, bytes: [u8; N]) {
+        if let Some(head) = self.buf.get_mut(..N) {
+            head.copy_from_slice(&bytes);
+        }
+    }
+
+    /// Bytes allocated for the buffer.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub(crate) fn write_bit(&mut self, bit: bool) {
         self.write_bits(bit as u64, 1);
     }

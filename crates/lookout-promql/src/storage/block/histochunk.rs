@@ -181,6 +181,15 @@ fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
         && same_indexes(&a.negative, &b.negative)
 }
 
+/// Whether `h` can follow in the chunk that `first` started: both gauges or both not, a
+/// "no reset" hint for a counter, and the same layout.
+fn continues(first: &FloatHistogram, h: &FloatHistogram) -> bool {
+    let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+    gauge(first) == gauge(h)
+        && (gauge(h) || h.counter_reset_hint == CounterResetHint::NotReset)
+        && same_layout(first, h)
+}
+
 /// Splits `points` (sorted by time) into the runs that become one chunk each: at most
 /// `max` samples sharing a layout, cut where a sample's hint is not "no reset" (a reset,
 /// or unknown: a reader must look at the previous sample) and where gauges start or end.
@@ -188,13 +197,8 @@ pub(crate) fn chunk_runs(points: &[HPoint], max: usize) -> Vec<&[HPoint]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=points.len() {
-        let cut = i == points.len() || i - start >= max || {
-            let (first, h) = (&points[start].h, &points[i].h);
-            let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
-            gauge(first) != gauge(h)
-                || (!gauge(h) && h.counter_reset_hint != CounterResetHint::NotReset)
-                || !same_layout(first, h)
-        };
+        let cut =
+            i == points.len() || i - start >= max || !continues(&points[start].h, &points[i].h);
         if cut {
             out.push(&points[start..i]);
             start = i;
@@ -247,58 +251,108 @@ fn write_layout(w: &mut BitWriter, h: &FloatHistogram) {
 /// Encodes `points` (1 to 65,535 samples sharing the first one's layout, as
 /// [`chunk_runs`] cuts them, timestamps increasing) as one float histogram chunk.
 pub(crate) fn encode_float(points: &[HPoint]) -> Vec<u8> {
-    let stale_view = |h: &FloatHistogram| FloatHistogram {
-        sum: h.sum,
-        ..FloatHistogram::default()
-    };
-    let mut w = BitWriter::default();
-    let n = u16::try_from(points.len()).unwrap_or(u16::MAX);
-    w.write_bits(u64::from(n), 16);
     let Some(first) = points.first() else {
+        let mut w = BitWriter::default();
+        w.write_bits(0, 16);
         return w.bytes().to_vec();
     };
-    w.write_bits(u64::from(header(first.h.counter_reset_hint)), 8);
-    let first_h = if is_stale_sum(&first.h) {
-        stale_view(&first.h)
-    } else {
-        (*first.h).clone()
-    };
-    write_layout(&mut w, &first_h);
-    put_varbit_int(&mut w, first.t);
-    let fields = [first_h.count, first_h.zero_count, first_h.sum];
-    let buckets = first_h.positive.iter().chain(&first_h.negative);
-    for v in fields.into_iter().chain(buckets.map(|b| b.count)) {
-        w.write_bits(v.to_bits(), 64);
+    let mut a = FloatAppender::new(first);
+    for p in points.iter().skip(1).take(usize::from(u16::MAX) - 1) {
+        a.append(p);
     }
-    let mut heads: Vec<XorField> = fields.iter().map(|&v| XorField::new(v, 0xff)).collect();
-    let mut bucket_fields: Vec<XorField> = first_h
-        .positive
-        .iter()
-        .chain(&first_h.negative)
-        .map(|b| XorField::new(b.count, 0xff))
-        .collect();
-    let (mut t, mut delta) = (first.t, 0i64);
-    for p in &points[1..usize::from(n)] {
-        let d = p.t.wrapping_sub(t);
-        put_varbit_int(&mut w, d.wrapping_sub(delta));
-        (t, delta) = (p.t, d);
+    a.bytes().to_vec()
+}
+
+/// A float histogram chunk written one sample at a time (the head's open chunk): the
+/// bytes read as a whole chunk of the samples appended so far at any time.
+pub(crate) struct FloatAppender {
+    w: BitWriter,
+    n: u16,
+    /// The first sample: its layout and hint decide what may follow.
+    first: Arc<FloatHistogram>,
+    heads: [XorField; 3],
+    buckets: Vec<XorField>,
+    t: i64,
+    delta: i64,
+}
+
+impl FloatAppender {
+    /// A chunk starting with `first`.
+    pub(crate) fn new(first: &HPoint) -> FloatAppender {
+        let mut w = BitWriter::default();
+        w.write_bits(1, 16);
+        w.write_bits(u64::from(header(first.h.counter_reset_hint)), 8);
+        let h = if is_stale_sum(&first.h) {
+            FloatHistogram {
+                sum: first.h.sum,
+                ..FloatHistogram::default()
+            }
+        } else {
+            (*first.h).clone()
+        };
+        write_layout(&mut w, &h);
+        put_varbit_int(&mut w, first.t);
+        let fields = [h.count, h.zero_count, h.sum];
+        let buckets = h.positive.iter().chain(&h.negative).map(|b| b.count);
+        for v in fields.into_iter().chain(buckets.clone()) {
+            w.write_bits(v.to_bits(), 64);
+        }
+        FloatAppender {
+            w,
+            n: 1,
+            first: first.h.clone(),
+            heads: fields.map(|v| XorField::new(v, 0xff)),
+            buckets: buckets.map(|v| XorField::new(v, 0xff)).collect(),
+            t: first.t,
+            delta: 0,
+        }
+    }
+
+    /// Samples in the chunk.
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.n)
+    }
+
+    /// Whether `h` may be appended: fewer than `max` samples so far (at most 65,535) and
+    /// `h` continues the chunk (see [`chunk_runs`]).
+    pub(crate) fn fits(&self, h: &FloatHistogram, max: usize) -> bool {
+        self.len() < max.min(usize::from(u16::MAX)) && continues(&self.first, h)
+    }
+
+    /// Appends `p`, which [`FloatAppender::fits`] and comes after the last sample.
+    pub(crate) fn append(&mut self, p: &HPoint) {
+        let w = &mut self.w;
+        let d = p.t.wrapping_sub(self.t);
+        put_varbit_int(w, d.wrapping_sub(self.delta));
+        (self.t, self.delta) = (p.t, d);
         let stale = is_stale_sum(&p.h);
         let (count, zero_count) = if stale {
             (0.0, 0.0)
         } else {
             (p.h.count, p.h.zero_count)
         };
-        for (f, v) in heads.iter_mut().zip([count, zero_count, p.h.sum]) {
-            f.write(&mut w, v);
+        for (f, v) in self.heads.iter_mut().zip([count, zero_count, p.h.sum]) {
+            f.write(w, v);
         }
         if !stale {
             let counts = p.h.positive.iter().chain(&p.h.negative).map(|b| b.count);
-            for (f, v) in bucket_fields.iter_mut().zip(counts) {
-                f.write(&mut w, v);
+            for (f, v) in self.buckets.iter_mut().zip(counts) {
+                f.write(w, v);
             }
         }
+        self.n += 1;
+        w.set_first_bytes(self.n.to_be_bytes());
     }
-    w.bytes().to_vec()
+
+    /// The chunk so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.w.bytes()
+    }
+
+    /// Bytes on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.w.capacity() + self.buckets.capacity() * size_of::<XorField>()
+    }
 }
 
 /// What every sample of a chunk shares.
@@ -307,10 +361,13 @@ struct Layout {
     zero_threshold: f64,
     positive: Vec<i32>,
     negative: Vec<i32>,
+    /// Custom bucket bounds the chunk's reader knows from elsewhere (the head's chunks of
+    /// schema -53 histograms; the encoding has no place for them).
+    custom: Option<Arc<[f64]>>,
 }
 
 impl Layout {
-    fn read(r: &mut BitReader<'_>) -> Option<Layout> {
+    fn read(r: &mut BitReader<'_>, custom: Option<&Arc<[f64]>>) -> Option<Layout> {
         let zero_threshold = read_zero_threshold(r)?;
         let schema = i32::try_from(read_varbit_int(r)?).ok()?;
         let positive = read_indexes(r)?;
@@ -320,6 +377,7 @@ impl Layout {
             zero_threshold,
             positive,
             negative,
+            custom: custom.cloned(),
         };
         // Bucket arithmetic relies on what appends are checked for.
         let zeros = |n: usize| vec![0.0; n];
@@ -336,13 +394,17 @@ impl Layout {
     }
 
     fn histogram(&self, pos: &[f64], neg: &[f64]) -> FloatHistogram {
-        FloatHistogram {
+        let mut h = FloatHistogram {
             schema: self.schema,
             zero_threshold: self.zero_threshold,
             positive: Layout::buckets(&self.positive, pos),
             negative: Layout::buckets(&self.negative, neg),
             ..FloatHistogram::default()
+        };
+        if let Some(c) = &self.custom {
+            h.custom_values = c.clone();
         }
+        h
     }
 
     fn buckets_total(&self) -> usize {
@@ -390,13 +452,31 @@ pub(crate) fn decode_until(
 ) -> Option<()> {
     let (h0, f0) = (hists.len(), floats.len());
     let ok = match enc {
-        ENCODING_FLOAT_HISTOGRAM => decode_chunk::<FloatFields>(chunk, maxt, hists, floats),
-        ENCODING_HISTOGRAM => decode_chunk::<IntFields>(chunk, maxt, hists, floats),
+        ENCODING_FLOAT_HISTOGRAM => decode_chunk::<FloatFields>(chunk, maxt, None, hists, floats),
+        ENCODING_HISTOGRAM => decode_chunk::<IntFields>(chunk, maxt, None, hists, floats),
         _ => None,
     };
     if ok.is_none() {
         hists.truncate(h0);
         floats.truncate(f0);
+    }
+    ok
+}
+
+/// [`decode_until`] for a float histogram chunk of the head, whose samples have the
+/// custom bucket bounds `custom` (empty: exponential buckets).
+pub(crate) fn decode_head_chunk(
+    chunk: &[u8],
+    maxt: i64,
+    custom: &Arc<[f64]>,
+    hists: &mut Vec<HPoint>,
+) -> Option<()> {
+    let h0 = hists.len();
+    let custom = (!custom.is_empty()).then_some(custom);
+    let mut stale = Vec::new();
+    let ok = decode_chunk::<FloatFields>(chunk, maxt, custom, hists, &mut stale);
+    if ok.is_none() {
+        hists.truncate(h0);
     }
     ok
 }
@@ -417,6 +497,7 @@ trait Fields: Sized {
 fn decode_chunk<F: Fields>(
     chunk: &[u8],
     maxt: i64,
+    custom: Option<&Arc<[f64]>>,
     hists: &mut Vec<HPoint>,
     floats: &mut Vec<Sample>,
 ) -> Option<()> {
@@ -426,7 +507,7 @@ fn decode_chunk<F: Fields>(
         return Some(());
     }
     let mut r = BitReader::new(&chunk[3..]);
-    let layout = Layout::read(&mut r)?;
+    let layout = Layout::read(&mut r, custom)?;
     let mut t = read_varbit_int(&mut r)?;
     let mut fields = F::first(&mut r, &layout)?;
     let mut delta = 0i64;

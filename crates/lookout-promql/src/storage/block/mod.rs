@@ -25,7 +25,7 @@
 
 pub(crate) mod chunks;
 pub(crate) mod compact;
-mod histochunk;
+pub(crate) mod histochunk;
 pub(crate) mod index;
 mod index_reader;
 mod mapping;
