@@ -505,8 +505,8 @@ mod tests {
     #[test]
     fn histograms_in_prometheus_shapes() {
         // Negative, zero and positive buckets in ascending order with their boundary rules;
-        // an empty bucket left out; the bounds from Prometheus's table (2^1.5 is
-        // 2.82842712474619 there, a unit in the last place below the correctly rounded one).
+        // an empty bucket left out; the bounds as computed (Prometheus's table has
+        // 2.82842712474619 for 2^1.5, a unit in the last place lower: README, Differences).
         let h = histogram(
             "schema:1 count:10.5 sum:-3.25 z_bucket:2 z_bucket_w:0.001 buckets:[3 0 1.5] \
              offset:1 n_buckets:[4]",
@@ -515,7 +515,7 @@ mod tests {
         write_histogram(&mut out, &h);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"count":"10.5","sum":"-3.25","buckets":[[1,"-1","-0.7071067811865475","4"],[3,"-0.001","0.001","2"],[0,"1","1.414213562373095","3"],[0,"2","2.82842712474619","1.5"]]}"#
+            r#"{"count":"10.5","sum":"-3.25","buckets":[[1,"-1","-0.7071067811865476","4"],[3,"-0.001","0.001","2"],[0,"1","1.4142135623730951","3"],[0,"2","2.8284271247461903","1.5"]]}"#
         );
         // No buckets: no `buckets` field. A bucket cut by the zero bucket starts at its edge.
         for (text, want) in [
