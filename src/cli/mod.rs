@@ -256,7 +256,8 @@ pub fn limit_malloc_arenas(command: &Command) {
 /// the arenas, between the head's long-lived series, and the holes they leave there are
 /// seldom a whole free page. Under series churn (bench/sd_churn: 10,000 targets, 10% replaced
 /// a minute, the head cut every few minutes) the live heap stayed level from cut to cut
-/// (heaptrack) while the resident memory just before each cut rose by 6-17 MiB a cycle.
+/// (heaptrack) while the resident memory just before each cut rose by 6-17 MiB a cycle; with
+/// the threshold fixed those peaks were about 20 MiB lower, but still rose (BENCHMARKS.md).
 /// Setting the threshold turns the adjustment off. `MALLOC_MMAP_THRESHOLD_` or
 /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` in the environment still decides when set.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
