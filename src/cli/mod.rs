@@ -217,12 +217,14 @@ pub async fn shutdown_signal() {
 /// core, so that they do not queue on one lock. `MALLOC_ARENA_MAX` in the environment still
 /// decides when set. Called before any thread but the first is started: a thread that
 /// already allocated keeps its arena.
+///
+/// The embedded evaluator also gets a fixed mmap threshold (`EMBEDDED_MMAP_THRESHOLD`).
 pub fn limit_malloc_arenas(command: &Command) {
     let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
-    let arenas = match command {
-        Command::Exporter(_) => 1,
-        Command::Evaluator(args) if args.is_remote() => 1,
-        Command::Evaluator(_) | Command::Up(_) => cores(),
+    let (arenas, embedded) = match command {
+        Command::Exporter(_) => (1, false),
+        Command::Evaluator(args) if args.is_remote() => (1, false),
+        Command::Evaluator(_) | Command::Up(_) => (cores(), true),
         _ => return,
     };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -233,9 +235,33 @@ pub fn limit_malloc_arenas(command: &Command) {
             libc::mallopt(libc::M_ARENA_MAX, arenas);
         }
     }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if embedded
+        && std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"))
+    {
+        // SAFETY: as above; M_MMAP_THRESHOLD takes any size up to 32 MiB.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, EMBEDDED_MMAP_THRESHOLD);
+        }
+    }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = arenas;
+    let _ = (arenas, embedded);
 }
+
+/// Allocations from this size up are mapped on their own and unmapped when freed, in the
+/// embedded evaluator. glibc starts at 128 KiB but raises the threshold to the size of each
+/// mapped block freed (up to 32 MiB), so that after the first queries and block writes their
+/// buffers of several MiB (a selection's samples, a merge of blocks, a JSON answer) come from
+/// the arenas, between the head's long-lived series, and the holes they leave there are
+/// seldom a whole free page. Under series churn (bench/sd_churn: 10,000 targets, 10% replaced
+/// a minute, the head cut every few minutes) the live heap stayed level from cut to cut
+/// (heaptrack) while the resident memory just before each cut rose by 6-17 MiB a cycle; with
+/// the threshold fixed those peaks were about 20 MiB lower, but still rose (BENCHMARKS.md).
+/// Setting the threshold turns the adjustment off. `MALLOC_MMAP_THRESHOLD_` or
+/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` in the environment still decides when set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const EMBEDDED_MMAP_THRESHOLD: i32 = 256 * 1024;
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {

@@ -259,6 +259,23 @@ impl Collector for StorageCollector {
         ];
         let gauges = gauges.map(|(n, h, v)| (n, h, u64::try_from(v).unwrap_or(u64::MAX)));
         encode_gauges(&mut encoder, &gauges)?;
+        if let Some((held, free)) = lookout_promql::storage::allocator_bytes() {
+            encode_gauges(
+                &mut encoder,
+                &[
+                    (
+                        "lookout_allocator_held_bytes",
+                        "Bytes the memory allocator has from the system (its arenas and large allocations mapped on their own).",
+                        held,
+                    ),
+                    (
+                        "lookout_allocator_free_bytes",
+                        "Of lookout_allocator_held_bytes, the bytes free for later allocations.",
+                        free,
+                    ),
+                ],
+            )?;
+        }
         self.encode_blocks(&mut encoder)?;
         let Some(wal) = self.0.wal_stats() else {
             return Ok(());
@@ -492,6 +509,23 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    /// The allocator's figures, where it is glibc's: held at least the free part.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn allocator_figures_are_exposed() {
+        let text = metrics_text(&Arc::new(Storage::new(StorageOptions::default())));
+        let value = |name: &str| -> u64 {
+            let line = text.lines().find(|l| l.starts_with(name));
+            let line = line.unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            line[name.len()..].trim().parse().unwrap()
+        };
+        let (held, free) = (
+            value("lookout_allocator_held_bytes "),
+            value("lookout_allocator_free_bytes "),
+        );
+        assert!(held > 0 && free <= held, "held {held}, free {free}");
     }
 
     #[tokio::test]

@@ -93,6 +93,23 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
+/// What the allocator holds, from glibc's `mallinfo2`: the bytes it has from the system
+/// (its arenas and the blocks it maps on their own) and how many of those are free, kept for
+/// later allocations. Their difference is the live heap; a free share that grows while the
+/// live heap stays level is fragmentation. `None` where the allocator is not glibc's. Locks
+/// each arena in turn: for a metrics scrape, not for a hot path.
+pub fn allocator_bytes() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        let held = info.arena as u64 + info.hblkhd as u64;
+        Some((held, info.fordblks as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 /// Samples per compressed chunk (as in Prometheus).
 pub const CHUNK_SAMPLES: u16 = 120;
 
