@@ -22,6 +22,10 @@
 //! query its median time and a fingerprint of the result (series count and sum of all
 //! values) that the script compares with Prometheus's answer.
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::Rng;
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
@@ -65,21 +69,6 @@ pub const QUERIES: [&str; 5] = [
     "topk(10, rate(x[5m]))",
     "rate(x[5m]) * on(instance) group_left(team) x_info",
 ];
-
-/// xorshift64: deterministic, so both sides see the same values.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// How one series' values evolve.
 enum Kind {
@@ -506,14 +495,7 @@ fn run(reps: usize, prom: Option<&str>) -> Result<(), String> {
 /// ranges, so the append time does not include their writing (it runs beside it) and
 /// `persist_head` writes what the thread has not written yet.
 fn write_blocks(dir: &str) -> Result<(), String> {
-    let opts = StorageOptions {
-        // The data is from 2026-01-01: no retention may drop it.
-        retention: std::time::Duration::from_secs(100 * 365 * 86_400),
-        ..StorageOptions::default()
-    };
-    let wal = lookout_promql::storage::wal::WalOptions::default();
-    let storage = Storage::open(opts, std::path::Path::new(dir), wal)
-        .map_err(|e| format!("opening {dir}: {e}"))?;
+    let storage = common::open_storage(dir)?;
     let mut data = Gen::new();
     let labels: Vec<Labels> = data.series.iter().map(|s| s.0.clone()).collect();
     let start = Instant::now();
@@ -548,11 +530,7 @@ fn write_blocks(dir: &str) -> Result<(), String> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; ignore flags.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = common::args();
     let result = match args.first().map(String::as_str) {
         Some("gen-openmetrics") => match args.get(1) {
             Some(path) => gen_openmetrics(path).map_err(|e| format!("writing {path}: {e}")),
