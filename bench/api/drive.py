@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times the same API queries on each peer over HTTP with curl, turn about (query by query,
 peer by peer, RUNS rounds), plain and with `Accept-Encoding: gzip`; prints medians (ms) and
-Lookout's ratio to each peer and to the faster one. Also checks that every peer returned
+each Lookout build's ratio to each peer and to the faster one. Also checks that every peer returned
 the same number of series for each query.
 
 Usage: drive.py RUNS END RANGE STEP name=url...   (END: Unix seconds, RANGE: seconds)
@@ -72,9 +72,13 @@ for r in range(RUNS):
             times[((k, q, g), name)].append(ms)
             sizes[((k, q, g), name)] = size
 names = [n for n, _ in PEERS]
-head = ["kind", "gzip", "query"] + [f"{n} ms" for n in names] + [f"{names[0]}/{n}" for n in names[1:]]
-if len(names) > 2:
-    head.append(f"{names[0]}/faster")
+# Names starting with "lookout" are Lookout builds (LOOKOUT_BIN_B: a second one driven in the
+# same turns); each build's ratios are to the other programs only.
+builds = [n for n in names if n.startswith("lookout")]
+others = [n for n in names if not n.startswith("lookout")]
+head = ["kind", "gzip", "query"] + [f"{n} ms" for n in names]
+for b in builds:
+    head += [f"{b}/{n}" for n in others] + ([f"{b}/faster"] if len(others) > 1 else [])
 head += [f"{n} KiB" for n in names]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
@@ -82,9 +86,10 @@ for c in cases:
     k, q, g = c
     med = {n: statistics.median(times[(c, n)]) for n in names}
     row = [k, "gzip" if g else "-", f"`{q}`"] + [f"{med[n]:.1f}" for n in names]
-    row += [f"{med[names[0]] / med[n]:.2f}" for n in names[1:]]
-    if len(names) > 2:
-        row.append(f"{med[names[0]] / min(med[n] for n in names[1:]):.2f}")
+    for b in builds:
+        row += [f"{med[b] / med[n]:.2f}" for n in others]
+        if len(others) > 1:
+            row.append(f"{med[b] / min(med[n] for n in others):.2f}")
     row += [f"{sizes[(c, n)] / 1024:.0f}" for n in names]
     print("| " + " | ".join(row) + " |", flush=True)
 print(f"runs={RUNS} end={END} range={RANGE}s step={STEP}; each cell is the median of {RUNS} "

@@ -8,8 +8,9 @@
 # and prints the medians and Lookout's ratios.
 #
 # Usage: bench/api/run.sh   (env: INGEST=240 RUNS=7 SERIES=10900 RANGE=600 STEP=15
-#                            LOOKOUT_BIN=path skips the release build; PORT_BASE=19400,
-#                            four loopback ports from there; NO_VM=1 leaves VictoriaMetrics out;
+#                            LOOKOUT_BIN=path skips the release build; LOOKOUT_BIN_B=path
+#                            a second Lookout build driven in the same turns (a before/after
+#                            pair in one sitting); PORT_BASE=19400, five loopback ports; NO_VM=1 leaves VictoriaMetrics out;
 #                            VictoriaMetrics runs with -search.disableCache: no peer caches results)
 # Needs: cargo, curl, python3, prometheus.
 set -euo pipefail
@@ -66,7 +67,16 @@ PIDS+=($!)
 prometheus --config.file "$WORK/scrape.yml" --storage.tsdb.path "$WORK/prom" \
   --web.listen-address "127.0.0.1:$PROM_PORT" --log.level warn 2>"$WORK/prom.log" &
 PIDS+=($!)
-PEERS=("lookout=http://127.0.0.1:$LOOKOUT_PORT" "prometheus=http://127.0.0.1:$PROM_PORT")
+PEERS=("lookout=http://127.0.0.1:$LOOKOUT_PORT")
+if [ -n "${LOOKOUT_BIN_B:-}" ]; then
+  "$LOOKOUT_BIN_B" --log.level warn evaluator --config.file "$WORK/scrape.yml" \
+    --web.listen-address "127.0.0.1:$((PORT_BASE + 4))" --rules.state-file "$WORK/alerts-state-b.json" \
+    --storage.tsdb.path "$WORK/lookout-b" &
+  PIDS+=($!)
+  wait_up "http://127.0.0.1:$((PORT_BASE + 4))/-/ready"
+  PEERS+=("lookout_b=http://127.0.0.1:$((PORT_BASE + 4))")
+fi
+PEERS+=("prometheus=http://127.0.0.1:$PROM_PORT")
 if [ -z "${NO_VM:-}" ] && command -v victoria-metrics >/dev/null; then
   victoria-metrics -httpListenAddr "127.0.0.1:$VM_PORT" -storageDataPath "$WORK/vm" \
     -promscrape.config "$WORK/scrape.yml" -search.latencyOffset 0s -search.disableCache -promscrape.config.strictParse=false -loggerLevel ERROR \
@@ -81,4 +91,6 @@ echo "== ingesting $SERIES series every 15s for ${INGEST}s (${PEERS[*]})" >&2
 sleep "$INGEST"
 # A fixed end a little in the past, on a step boundary: every run reads the same data.
 END=$(( ($(date +%s) - 20) / STEP * STEP ))
+echo "# load average before the queries: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores" >&2
 python3 "$HERE/drive.py" "$RUNS" "$END" "$RANGE" "$STEP" "${PEERS[@]}"
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

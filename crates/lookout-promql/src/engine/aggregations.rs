@@ -66,17 +66,7 @@ impl Evaluator<'_> {
             let groups = match cached {
                 Some(g) => g,
                 None => {
-                    let g: Rc<Vec<(u64, Labels)>> = Rc::new(
-                        sv.labels
-                            .iter()
-                            .map(|l| {
-                                (
-                                    group_key(l, without, &grouping),
-                                    group_labels(l, without, &grouping),
-                                )
-                            })
-                            .collect(),
-                    );
+                    let g = Rc::new(StepGroups::of(&sv.labels, without, &grouping));
                     self.step_groups.borrow_mut().insert(node, g.clone());
                     g
                 }
@@ -95,7 +85,7 @@ impl Evaluator<'_> {
                 let mut order: Vec<u64> = Vec::new();
                 let mut by_group: FastMap<u64, Vec<(f64, usize)>> = FastMap::default();
                 for (pos, &(i, f)) in row.iter().enumerate() {
-                    let key = groups[i as usize].0;
+                    let key = groups.keys[i as usize];
                     by_group
                         .entry(key)
                         .or_insert_with(|| {
@@ -120,12 +110,14 @@ impl Evaluator<'_> {
                 }
                 return Ok(Value::Vector(out));
             }
+            // Groups by dense number: no hashing, and a group's labels are cloned once.
+            let labels = &groups.labels;
             let input = row.iter().map(|&(i, f)| {
-                let (key, labels) = &groups[i as usize];
-                (*key, labels.clone(), f, sv.drop_name)
+                let gid = groups.ids[i as usize] as usize;
+                (gid, f, sv.drop_name, move || labels[gid].clone())
             });
             let stop = self.stop();
-            return aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector);
+            return aggregate_dense(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector);
         }
         let mut vec = self.eval_vector(&a.expr, ts)?;
         if vec.iter().any(|s| s.h.is_some()) {
@@ -364,11 +356,62 @@ pub(super) fn aggregate(
     input: impl Iterator<Item = (u64, Labels, f64, bool)>,
     stop: &Stop,
 ) -> Result<Vector, QueryError> {
-    let mut order: Vec<u64> = Vec::new();
-    let mut groups: FastMap<u64, Group> = FastMap::default();
-    for (key, group_metric, f, drop_name) in input {
+    let mut ids: FastMap<u64, usize> = FastMap::default();
+    let input = input.map(|(key, metric, f, drop_name)| {
+        let next = ids.len();
+        let gid = *ids.entry(key).or_insert(next);
+        (gid, f, drop_name, move || metric)
+    });
+    aggregate_dense(op, param, input, stop)
+}
+
+/// The groups of a range function's series for one aggregation, computed once per query:
+/// per series its group key and its dense group number, per group number its labels
+/// (numbered in series order).
+pub(crate) struct StepGroups {
+    keys: Vec<u64>,
+    ids: Vec<u32>,
+    labels: Vec<Labels>,
+}
+
+impl StepGroups {
+    fn of(series: &[Labels], without: bool, grouping: &[String]) -> StepGroups {
+        let mut by_key: FastMap<u64, u32> = FastMap::default();
+        let mut out = StepGroups {
+            keys: Vec::with_capacity(series.len()),
+            ids: Vec::with_capacity(series.len()),
+            labels: Vec::new(),
+        };
+        for l in series {
+            let key = group_key(l, without, grouping);
+            let next = out.labels.len() as u32;
+            let gid = *by_key.entry(key).or_insert_with(|| {
+                out.labels.push(group_labels(l, without, grouping));
+                next
+            });
+            out.keys.push(key);
+            out.ids.push(gid);
+        }
+        out
+    }
+}
+
+/// [`aggregate`] on dense group numbers: per sample its group's number, its value, its
+/// delayed name removal flag and how to get its group's labels (called once per group).
+fn aggregate_dense<M: FnOnce() -> Labels>(
+    op: &str,
+    param: f64,
+    input: impl Iterator<Item = (usize, f64, bool, M)>,
+    stop: &Stop,
+) -> Result<Vector, QueryError> {
+    let mut order: Vec<usize> = Vec::new();
+    let mut groups: Vec<Option<Group>> = Vec::new();
+    for (gid, f, drop_name, metric) in input {
         stop.check()?;
-        let Some(g) = groups.get_mut(&key) else {
+        if gid >= groups.len() {
+            groups.resize_with(gid + 1, || None);
+        }
+        let Some(g) = groups[gid].as_mut() else {
             let value = match op {
                 "stddev" | "stdvar" => {
                     if f.is_nan() || f.is_infinite() {
@@ -380,20 +423,17 @@ pub(super) fn aggregate(
                 "group" => 1.0,
                 _ => f,
             };
-            groups.insert(
-                key,
-                Group {
-                    metric: group_metric,
-                    value,
-                    mean: f,
-                    kahan_c: 0.0,
-                    count: 1.0,
-                    incremental_mean: false,
-                    drop_name,
-                    values: if op == "quantile" { vec![f] } else { vec![] },
-                },
-            );
-            order.push(key);
+            groups[gid] = Some(Group {
+                metric: metric(),
+                value,
+                mean: f,
+                kahan_c: 0.0,
+                count: 1.0,
+                incremental_mean: false,
+                drop_name,
+                values: if op == "quantile" { vec![f] } else { vec![] },
+            });
+            order.push(gid);
             continue;
         };
         g.drop_name |= drop_name;
@@ -448,8 +488,8 @@ pub(super) fn aggregate(
         }
     }
     let mut out = Vec::with_capacity(order.len());
-    for key in order {
-        let Some(g) = groups.remove(&key) else {
+    for gid in order {
+        let Some(g) = groups[gid].take() else {
             continue;
         };
         let v = match op {

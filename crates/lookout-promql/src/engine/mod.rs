@@ -1097,7 +1097,12 @@ impl<'a> Evaluator<'a> {
             all
         };
         self.check_deadline()?;
-        data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // One selection comes sorted by labels (`Queryable::select`'s contract): sorting
+        // it again would compare every neighbouring pair of label sets once more.
+        if sets.len() > 1 {
+            data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        debug_assert!(data.is_sorted_by(|a, b| a.labels <= b.labels));
         if self.stats_selectors.contains(&key) {
             histogram_stats::set_stats_hints(&mut data);
         }
@@ -1634,7 +1639,7 @@ impl std::hash::Hasher for Fnv {
 pub(crate) type FastMap<K, V> = HashMap<K, V, FnvBuild>;
 
 /// Group key and output labels of each input series of an aggregation.
-pub(crate) type StepGroups = Rc<Vec<(u64, Labels)>>;
+pub(crate) type StepGroups = Rc<aggregations::StepGroups>;
 
 /// See `Evaluator::group_memo`.
 pub(crate) type GroupMemo = FastMap<(usize, usize), (Labels, u64, Labels)>;

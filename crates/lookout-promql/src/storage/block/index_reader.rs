@@ -22,6 +22,9 @@ use crate::labels::Labels;
 use crate::storage::index::{Postings, SeriesId};
 use crate::storage::wal::segment::crc32c;
 
+/// Label pairs of a series decoded without a heap buffer (more take one).
+const INLINE_PAIRS: usize = 16;
+
 /// A label value of the postings offset table: where its string and its postings list
 /// are in the file.
 #[derive(Clone, Copy)]
@@ -178,20 +181,30 @@ impl IndexReader {
             return Ok(None);
         }
         let mut d = Dec::at(body, label_refs)?;
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(n);
-        for _ in 0..n {
+        // The pairs borrow the mapping; a label set of up to `INLINE_PAIRS` pairs (nearly
+        // all) is gathered on the stack, so the label set is the series' one allocation.
+        let mut inline = [("", ""); INLINE_PAIRS];
+        let mut heap = Vec::new();
+        let pairs: &mut [(&str, &str)] = if n <= INLINE_PAIRS {
+            &mut inline[..n]
+        } else {
+            heap.resize(n, ("", ""));
+            &mut heap
+        };
+        for p in pairs.iter_mut() {
             let name = self.symbol(d.uvarint()?)?;
             let value = self.symbol(d.uvarint()?)?;
-            pairs.push((name, value));
+            *p = (name, value);
         }
+        let pairs = &*pairs;
         // As Prometheus writes them: names strictly rising, no empty value. Anything else
         // takes the general constructor (sorts, drops empty values, last repeat wins).
         let canonical =
             pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty());
         Ok(Some(if canonical {
-            Labels::from_sorted(pairs)
+            Labels::from_sorted(pairs.iter().copied())
         } else {
-            Labels::new(pairs)
+            Labels::new(pairs.iter().copied())
         }))
     }
 
@@ -378,7 +391,15 @@ fn decode_chunk_metas(
 
 /// The string (length varint, UTF-8 bytes) at `off` of `b`.
 fn str_at(b: &[u8], off: u32) -> Result<&str, String> {
-    let mut d = Dec::at(b, off as usize)?;
+    let off_us = off as usize;
+    // Nearly every string is under 128 bytes: a one-byte length, read without the decoder.
+    if let Some(&len) = b.get(off_us)
+        && len < 0x80
+        && let Some(s) = b.get(off_us + 1..off_us + 1 + len as usize)
+    {
+        return std::str::from_utf8(s).map_err(|_| format!("string at offset {off} is not UTF-8"));
+    }
+    let mut d = Dec::at(b, off_us)?;
     let len = d.uvarint_len()?;
     std::str::from_utf8(d.bytes(len)?).map_err(|_| format!("string at offset {off} is not UTF-8"))
 }

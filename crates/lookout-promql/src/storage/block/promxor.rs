@@ -177,23 +177,32 @@ fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
     })
 }
 
+/// Reads a value's XOR with the previous one. The control bits (`0`, `10`, or `11`, 5 bits
+/// of leading zeros and 6 of meaningful-bit count) come from one 64-bit look-ahead word
+/// instead of four reads; a stream that ends inside them is refused as before.
+#[inline]
 pub(crate) fn read_value(
     r: &mut BitReader<'_>,
     v: &mut u64,
     leading: &mut u8,
     trailing: &mut u8,
 ) -> Option<()> {
-    if r.read_bits(1)? == 0 {
-        return Some(());
+    let w = r.peek();
+    if w >> 63 == 0 {
+        r.skip(1);
+        return (!r.past_end()).then_some(());
     }
-    if r.read_bits(1)? == 1 {
-        *leading = r.read_bits(5)? as u8;
-        let mut sig = r.read_bits(6)? as u8;
+    if (w >> 62) & 1 == 1 {
+        *leading = ((w >> 57) & 0x1f) as u8;
+        let mut sig = ((w >> 51) & 0x3f) as u8;
         if sig == 0 {
             sig = 64;
         }
+        r.skip(13);
         // A window wider than 64 bits is malformed.
         *trailing = 64u8.checked_sub(*leading + sig)?;
+    } else {
+        r.skip(2);
     }
     let sig = 64u8.checked_sub(*leading + *trailing)?;
     let bits = r.read_bits(sig)?;
