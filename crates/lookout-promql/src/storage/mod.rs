@@ -28,7 +28,8 @@
 //!   `.*`, `.+`, literal sets `a|b|c` and literal prefixes `abc.*`. Regexes are anchored
 //!   and `.` matches a newline, as Prometheus compiles them (`^(?s:…)$`). Large
 //!   selections are put in label order through a cached rank of every series.
-//! * **Native histograms**: kept uncompressed in the head beside a series' floats; with
+//! * **Native histograms**: kept in the head beside a series' floats, in chunks of the
+//!   float histogram encoding written a sample at a time (`head_histograms.rs`); with
 //!   a data directory logged to the WAL and written to blocks in Prometheus 2.42's float
 //!   histogram formats (see [`wal::record`] and [`block`]).
 //! * **Chunks** (`xor.rs`): Gorilla/XOR compression as in Prometheus's XOR chunks, plus
@@ -314,7 +315,7 @@ struct Chunks {
     /// series otherwise).
     st: Option<Box<StColumn>>,
     /// Native histogram samples, created with the first one (one pointer per float
-    /// series). Kept uncompressed for now.
+    /// series), in compressed chunks.
     hist: Option<Box<HistColumn>>,
 }
 
