@@ -2,15 +2,13 @@
 //! float histogram encoding (the one blocks use, chunk encoding 3), written a sample at a
 //! time as the head writes floats to XOR chunks: a histogram of 40 buckets takes about 800
 //! bytes as a value and a few dozen in a chunk. Queries decode what they read.
-//! As in blocks, the first sample of a sealed chunk reads with the hint of the chunk's
-//! header: unknown where it was "no reset" (the engine then compares it with the sample
-//! before, which gives the same answer).
+//! Samples read back as they were appended, counter reset hints included.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::block::histochunk::{FloatAppender, decode_head_chunk};
-use crate::histogram::{FloatHistogram, HPoint};
+use crate::histogram::{CounterResetHint, FloatHistogram, HPoint};
 
 /// Samples per chunk; a chunk also ends where the bucket layout or the counter reset hint
 /// changes.
@@ -22,9 +20,18 @@ struct Sealed {
     maxt: i64,
     len: usize,
     data: Box<[u8]>,
+    beside: Beside,
+}
+
+/// What a chunk's bytes do not say about its samples.
+struct Beside {
     /// The custom bucket bounds of its samples (schema -53), which the encoding does not
     /// hold; empty for exponential ones.
     custom: Arc<[f64]>,
+    /// The first sample's counter reset hint as appended: the chunk header reads "no
+    /// reset" as unknown for it (as Prometheus's blocks do), the head gives it back as it
+    /// came.
+    first_hint: CounterResetHint,
 }
 
 /// The chunk being written.
@@ -32,7 +39,7 @@ struct Open {
     mint: i64,
     maxt: i64,
     chunk: FloatAppender,
-    custom: Arc<[f64]>,
+    beside: Beside,
 }
 
 /// The histogram samples of a series, boxed in its chunks so a float series pays one
@@ -74,7 +81,7 @@ impl HistColumn {
             self.st.push(st);
         }
         match &mut self.open {
-            Some(o) if o.chunk.fits(&p.h, SEAL_AT) && o.custom == p.h.custom_values => {
+            Some(o) if o.chunk.fits(&p.h, SEAL_AT) && o.beside.custom == p.h.custom_values => {
                 o.chunk.append(&p);
                 o.maxt = p.t;
             }
@@ -84,7 +91,10 @@ impl HistColumn {
                     mint: p.t,
                     maxt: p.t,
                     chunk: FloatAppender::new(&p),
-                    custom: p.h.custom_values.clone(),
+                    beside: Beside {
+                        custom: p.h.custom_values.clone(),
+                        first_hint: p.h.counter_reset_hint,
+                    },
                 });
             }
         }
@@ -98,7 +108,7 @@ impl HistColumn {
                 maxt: o.maxt,
                 len: o.chunk.len(),
                 data: o.chunk.bytes().into(),
-                custom: o.custom,
+                beside: o.beside,
             });
         }
     }
@@ -112,13 +122,13 @@ impl HistColumn {
         let mut decoded = Vec::new();
         let open = self.open.as_ref().map(|o| {
             let span = (o.mint, o.maxt, o.chunk.len());
-            (span, o.chunk.bytes(), &o.custom)
+            (span, o.chunk.bytes(), &o.beside)
         });
         let sealed = self
             .sealed
             .iter()
-            .map(|c| ((c.mint, c.maxt, c.len), &c.data[..], &c.custom));
-        for ((c_mint, c_maxt, len), data, custom) in sealed.chain(open) {
+            .map(|c| ((c.mint, c.maxt, c.len), &c.data[..], &c.beside));
+        for ((c_mint, c_maxt, len), data, beside) in sealed.chain(open) {
             if c_mint > maxt {
                 break;
             }
@@ -126,7 +136,12 @@ impl HistColumn {
                 decoded.clear();
                 // Written here from valid histograms, so it decodes; were it not to, its
                 // samples would be missing, not wrong.
-                let _ = decode_head_chunk(data, maxt, custom, &mut decoded);
+                let _ = decode_head_chunk(data, maxt, &beside.custom, &mut decoded);
+                if let Some(p) = decoded.first_mut()
+                    && p.h.counter_reset_hint != beside.first_hint
+                {
+                    Arc::make_mut(&mut p.h).counter_reset_hint = beside.first_hint;
+                }
                 for (i, p) in decoded.drain(..).enumerate() {
                     self.keep(first + i, p, (mint, maxt), out, &mut sts);
                 }
@@ -234,19 +249,6 @@ mod tests {
             .collect()
     }
 
-    /// A sample with "no reset" read as unknown: the first sample of a sealed chunk reads
-    /// with the hint its chunk header gives it, as in blocks (unknown for "no reset").
-    fn unhinted(p: &HPoint) -> HPoint {
-        let mut h = (*p.h).clone();
-        if h.counter_reset_hint == CounterResetHint::NotReset {
-            h.counter_reset_hint = CounterResetHint::Unknown;
-        }
-        HPoint {
-            t: p.t,
-            h: Arc::new(h),
-        }
-    }
-
     #[test]
     fn sealed_chunks_read_back_the_samples_and_start_times() {
         let all = samples();
@@ -276,11 +278,7 @@ mod tests {
                 .collect();
             assert_eq!(out.len(), want.len(), "{lo}..={hi}");
             for (a, b) in out.iter().zip(&want) {
-                assert_eq!(unhinted(a), unhinted(b), "{lo}..={hi}");
-                assert!(
-                    a.h.counter_reset_hint == b.h.counter_reset_hint
-                        || a.h.counter_reset_hint == CounterResetHint::Unknown
-                );
+                assert_eq!(a, *b, "{lo}..={hi}");
             }
             let want_st: Vec<i64> = all[lo as usize..=hi as usize].iter().map(|x| x.0).collect();
             if want_st.iter().any(|&x| x != 0) {
