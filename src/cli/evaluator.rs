@@ -147,12 +147,8 @@ pub struct Args {
     /// remote-write URL, so later rules see them and `for` state is restored from there.
     #[arg(long = "remote-write.url", value_name = "URL")]
     remote_write_url: Option<String>,
-    /// Prometheus 2.x feature switches, comma-separated or repeated. Only
-    /// `native-histograms` is known: scrape configs that do not set
-    /// `scrape_native_histograms` (nor `global` does) ask for protobuf and store native
-    /// histograms.
-    #[arg(long = "enable-feature", value_name = "FEATURE", value_delimiter = ',')]
-    enable_feature: Vec<String>,
+    #[command(flatten)]
+    features: super::FeatureArgs,
     #[command(flatten)]
     web: super::WebArgs,
 }
@@ -244,14 +240,7 @@ fn options(args: &Args) -> anyhow::Result<EvaluatorOptions> {
         usize::try_from(args.template_max_output_bytes).unwrap_or(usize::MAX);
     options.template_timeout = args.template_timeout;
     options.web = args.web.options();
-    for feature in &args.enable_feature {
-        match feature.trim() {
-            "native-histograms" => options.native_histograms = true,
-            other => anyhow::bail!(
-                "--enable-feature: unknown feature {other:?} (the evaluator knows native-histograms)"
-            ),
-        }
-    }
+    args.features.apply(&mut options)?;
     if let Some(url) = &args.datasource_url {
         let mut cfg = RemoteConfig::new(url.clone());
         cfg.http = http_config(args);

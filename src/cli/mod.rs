@@ -95,6 +95,32 @@ impl WindowArgs {
     }
 }
 
+/// `--enable-feature`, Prometheus 2.x's feature switches, shared by `evaluator` and `up`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct FeatureArgs {
+    /// Prometheus 2.x feature switches, comma-separated or repeated. Only
+    /// `native-histograms` is known: scrape configs that do not set
+    /// `scrape_native_histograms` (nor `global` does) ask for protobuf and store native
+    /// histograms.
+    #[arg(long = "enable-feature", value_name = "FEATURE", value_delimiter = ',')]
+    pub enable_feature: Vec<String>,
+}
+
+impl FeatureArgs {
+    /// Sets the evaluator options the features turn on; an unknown feature is an error.
+    pub fn apply(&self, options: &mut lookout_evaluator::EvaluatorOptions) -> anyhow::Result<()> {
+        for feature in &self.enable_feature {
+            match feature.trim() {
+                "native-histograms" => options.native_histograms = true,
+                other => anyhow::bail!(
+                    "--enable-feature: unknown feature {other:?} (the evaluator knows native-histograms)"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `--storage.tsdb.retention.time` and `.size`, shared by `evaluator` and `up`.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct RetentionArgs {

@@ -86,6 +86,8 @@ pub struct Args {
     windows: super::WindowArgs,
     #[command(flatten)]
     retention: super::RetentionArgs,
+    #[command(flatten)]
+    features: super::FeatureArgs,
     /// TLS, basic auth and lifecycle settings, applied to both servers. The built-in
     /// configuration scrapes and probes them over plain HTTP without a password, so with
     /// TLS or `basic_auth_scope: all` use `--config.dir` with matching `scrape_configs`
@@ -301,6 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         o.state_file = args.state_file.clone();
         o.storage_path = up_storage_path(&args.storage_path, args.evaluator_address.port());
         args.retention.apply(&mut o);
+        args.features.apply(&mut o)?;
         o
     };
 
@@ -394,6 +397,34 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enable_feature_native_histograms_as_the_evaluator() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let features = |flags: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("up").chain(flags.iter().copied()),
+            )
+            .expect("flags parse");
+            let mut o = lookout_evaluator::EvaluatorOptions::new(PathBuf::from("evaluator.yml"));
+            cli.args
+                .features
+                .apply(&mut o)
+                .map(|()| o.native_histograms)
+        };
+        assert!(!features(&[]).unwrap());
+        assert!(features(&["--enable-feature=native-histograms"]).unwrap());
+        let e = features(&["--enable-feature", "exemplar-storage"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown feature \"exemplar-storage\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn every_shipped_rule_file_is_built_in() {
