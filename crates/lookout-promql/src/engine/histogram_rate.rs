@@ -147,29 +147,7 @@ impl Evaluator<'_> {
             Ok(_) => {}
         }
         if is_counter {
-            if st_overlap_at(sts, |i| pts[i].t, pts.len()) {
-                self.annotate(
-                    AnnotationLevel::Warning,
-                    st_overlap_warning(&s.metric),
-                    anchor,
-                );
-            }
-            let mut before: &FloatHistogram = &prev;
-            for (i, p) in pts.iter().enumerate().skip(1) {
-                if st_reset(i) || p.h.detect_reset(before) {
-                    match h.add(before) {
-                        Err(_) => {
-                            self.warn_mixed_schemas(name, anchor);
-                            return None;
-                        }
-                        Ok(c) if c.nhcb_bounds_reconciled => {
-                            self.reconciled_info("addition", anchor)
-                        }
-                        Ok(_) => {}
-                    }
-                }
-                before = &p.h;
-            }
+            self.add_resets(s, &prev, &mut h, anchor)?;
         } else if !gauge(&pts[0].h) || !gauge(last) {
             self.not_gauge_warning(name, anchor);
         }
@@ -189,6 +167,44 @@ impl Evaluator<'_> {
         )?;
         h.mul(factor);
         Some(h)
+    }
+
+    /// Adds to the difference `h` the histogram before each counter reset among the
+    /// histograms of `s` (told by the histograms or their start timestamps), `prev` standing
+    /// for the first; warns once if start timestamps overlap. `None` (warned) when the
+    /// histograms cannot be added.
+    fn add_resets(
+        &self,
+        s: &Series,
+        prev: &FloatHistogram,
+        h: &mut FloatHistogram,
+        anchor: &str,
+    ) -> Option<()> {
+        let (pts, sts) = (&s.histograms, histogram_sts(s));
+        if st_overlap_at(sts, |i| pts[i].t, pts.len()) {
+            self.annotate(
+                AnnotationLevel::Warning,
+                st_overlap_warning(&s.metric),
+                anchor,
+            );
+        }
+        let st_reset =
+            |i: usize| i < sts.len() && is_st_reset(sts[i - 1], pts[i - 1].t, sts[i], pts[i].t);
+        let mut before = prev;
+        for (i, p) in pts.iter().enumerate().skip(1) {
+            if st_reset(i) || p.h.detect_reset(before) {
+                match h.add(before) {
+                    Err(_) => {
+                        self.warn_mixed_schemas(s.metric.metric_name().unwrap_or(""), anchor);
+                        return None;
+                    }
+                    Ok(c) if c.nhcb_bounds_reconciled => self.reconciled_info("addition", anchor),
+                    Ok(_) => {}
+                }
+            }
+            before = &p.h;
+        }
+        Some(())
     }
 
     pub(crate) fn reconciled_info(&self, op: &str, anchor: &str) {
