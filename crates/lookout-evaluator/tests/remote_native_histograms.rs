@@ -79,29 +79,7 @@ fn unix(at: SystemTime) -> String {
 /// The result vector of an instant query of `expr` at `at`, each element keyed by its
 /// labels without `__name__`.
 async fn query(base: &str, expr: &str, at: SystemTime) -> BTreeMap<String, Value> {
-    let body = reqwest::Client::new()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", expr), ("time", &unix(at))])
-        .send()
-        .await
-        .expect("query Prometheus")
-        .bytes()
-        .await
-        .expect("answer");
-    let reply: Value = serde_json::from_slice(&body).expect("JSON answer");
-    assert_eq!(reply["status"], "success", "{expr}: {reply}");
-    let mut out = BTreeMap::new();
-    for mut e in reply["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        if let Some(m) = e["metric"].as_object_mut() {
-            m.remove("__name__");
-        }
-        out.insert(e["metric"].to_string(), e);
-    }
-    out
+    scrape_support::instant_query(base, expr, at).await
 }
 
 fn rules(cutoff: SystemTime) -> Vec<Rule> {

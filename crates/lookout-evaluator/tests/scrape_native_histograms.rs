@@ -41,7 +41,6 @@ use lookout_promql::storage::{Storage, StorageOptions};
 use nh_exposition::{PROTOBUF, put_buckets};
 use prometheus_client::registry::Registry;
 use scrape_support::{serve_loopback, start_prometheus_config_with, unix};
-use serde_json::Value;
 
 /// The grid of the explicit timestamps.
 const STEP_MS: i64 = 2_000;
@@ -280,30 +279,14 @@ async fn serve_target(start_ms: Arc<AtomicI64>) -> String {
 
 /// An instant query's result: each element's labels (without `__name__`) → its value.
 async fn query(base: &str, expr: &str, at: SystemTime) -> BTreeMap<String, f64> {
-    let body = reqwest::Client::new()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", expr), ("time", &unix(at))])
-        .send()
-        .await
-        .expect("query")
-        .bytes()
-        .await
-        .expect("answer");
-    let reply: Value = serde_json::from_slice(&body).expect("JSON answer");
-    assert_eq!(reply["status"], "success", "{base}: {expr}: {reply}");
-    let mut out = BTreeMap::new();
-    for mut e in reply["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        if let Some(m) = e["metric"].as_object_mut() {
-            m.remove("__name__");
-        }
-        let v = e["value"][1].as_str().expect("a float sample");
-        out.insert(e["metric"].to_string(), v.parse().expect("a number"));
-    }
-    out
+    let result = scrape_support::instant_query(base, expr, at).await;
+    result
+        .into_iter()
+        .map(|(k, e)| {
+            let v = e["value"][1].as_str().expect("a float sample");
+            (k, v.parse().expect("a number"))
+        })
+        .collect()
 }
 
 fn same(a: f64, b: f64) -> bool {

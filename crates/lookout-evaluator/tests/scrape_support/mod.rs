@@ -14,6 +14,38 @@ pub fn unix(at: SystemTime) -> String {
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
+/// The result vector of an instant query of `expr` at `at` over `base`'s API, each
+/// element keyed by its labels without `__name__`.
+pub async fn instant_query(
+    base: &str,
+    expr: &str,
+    at: SystemTime,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let body = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", expr), ("time", &unix(at))])
+        .send()
+        .await
+        .expect("query")
+        .bytes()
+        .await
+        .expect("answer");
+    let reply: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+    assert_eq!(reply["status"], "success", "{base}: {expr}: {reply}");
+    let mut out = std::collections::BTreeMap::new();
+    for mut e in reply["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        if let Some(m) = e["metric"].as_object_mut() {
+            m.remove("__name__");
+        }
+        out.insert(e["metric"].to_string(), e);
+    }
+    out
+}
+
 /// Serves `app` on a fresh loopback port in the background; returns `host:port`.
 pub async fn serve_loopback(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
