@@ -129,7 +129,7 @@ async fn three_shards_probe_every_target_exactly_once() {
             .await,
         );
     }
-    let probed = eventually("every target probed by some shard", 200, || async {
+    let probed = eventually("every target probed by some shard", 600, || async {
         let mut per_shard = Vec::new();
         for e in &exporters {
             let m = e.metrics().await;
