@@ -351,6 +351,40 @@ async fn zero_for_fires_on_first_evaluation() {
     assert_eq!(f.notifier.take().len(), 1);
 }
 
+/// A histogram sample's alert keeps the histogram (for the status page and templates) and
+/// the value 0, as Prometheus's `Alert.Value` for a histogram sample.
+#[tokio::test]
+async fn a_histogram_alert_keeps_its_histogram() {
+    use lookout_promql::histogram::FloatHistogram;
+    let ds = Arc::new(FakeDatasource::default());
+    ds.script("slow", |_, _| {
+        let mut s = sample(&[("__name__", "latency"), ("instance", "a")], 0.0);
+        s.histogram = Some(Arc::new(FloatHistogram {
+            count: 4.0,
+            sum: 2.5,
+            ..FloatHistogram::default()
+        }));
+        vec![s]
+    });
+    let f = fixture(
+        vec![Rule::Alerting(alerting_rule("Slow", "slow", 0, 0))],
+        MIN,
+        0,
+        ds,
+    );
+    f.group.eval(t(0)).await;
+    let snap = the_rule(&f.group).snapshot();
+    let a = &snap.alerts[0];
+    assert_eq!(a.value, 0.0);
+    let h = a.histogram.as_deref().expect("the histogram is kept");
+    assert_eq!((h.count, h.sum), (4.0, 2.5));
+    assert!(
+        a.annotations["summary"].contains("{count:4, sum:2.5"),
+        "{:?}",
+        a.annotations
+    );
+}
+
 #[tokio::test]
 async fn keep_firing_for_holds_the_alert_after_the_condition_clears() {
     let ds = Arc::new(FakeDatasource::default());

@@ -61,6 +61,7 @@ impl RulesStatus for FakeRules {
                         active_at: UNIX_EPOCH + Duration::from_secs(1_699_999_000),
                         keep_firing_since: None,
                         value: 0.0,
+                        histogram: None,
                     }],
                 }),
                 RuleSnapshot::Recording(common("job:up:sum", "sum by (job) (up)")),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lookout_promql::Labels;
+use lookout_promql::histogram::FloatHistogram;
 use lookout_promql::labels::METRIC_NAME;
 
 use crate::alert::{Alert, AlertState};
@@ -50,8 +51,12 @@ pub struct ActiveAlert {
     pub labels: Labels,
     /// Expanded annotations.
     pub annotations: BTreeMap<String, String>,
-    /// Value of the last evaluation that returned it.
+    /// Value of the last evaluation that returned it (0 for a native-histogram sample, as
+    /// Prometheus's `Alert.Value`).
     pub value: f64,
+    /// The native histogram of the last evaluation, when the expression returned one (shown
+    /// on the status page; the rules and alerts APIs give `value` only, as Prometheus's).
+    pub histogram: Option<Arc<FloatHistogram>>,
     /// When the expression first returned it (moved by `for` state restoration).
     pub active_at: SystemTime,
     /// When it started firing.
@@ -410,6 +415,7 @@ impl AlertingRule {
                     labels: l,
                     annotations,
                     value: smpl.value,
+                    histogram: smpl.histogram.clone(),
                     active_at: ts,
                     fired_at: None,
                     resolved_at: None,
@@ -431,6 +437,7 @@ impl AlertingRule {
                 && existing.state != AlertState::Inactive
             {
                 existing.value = a.value;
+                existing.histogram = a.histogram;
                 existing.annotations = a.annotations;
                 continue;
             }
@@ -615,6 +622,7 @@ impl AlertingRule {
                 active_at: a.active_at,
                 keep_firing_since: a.keep_firing_since,
                 value: a.value,
+                histogram: a.histogram.clone(),
             })
             .collect();
         alerts.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -2,9 +2,11 @@
 //! and the status page. Field names follow Prometheus's API JSON.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lookout_promql::Labels;
+use lookout_promql::histogram::FloatHistogram;
 
 use crate::alert::AlertState;
 
@@ -110,8 +112,10 @@ pub struct AlertSnapshot {
     pub active_at: SystemTime,
     /// When `keep_firing_for` started holding it firing, if it is.
     pub keep_firing_since: Option<SystemTime>,
-    /// The sample value of the last evaluation that had it.
+    /// The sample value of the last evaluation that had it (0 for a native histogram).
     pub value: f64,
+    /// The native histogram of the last evaluation, when the expression returned one.
+    pub histogram: Option<Arc<FloatHistogram>>,
 }
 
 /// Something that can list the current rule groups (the rule manager).

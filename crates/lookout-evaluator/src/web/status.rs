@@ -32,6 +32,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use lookout_promql::Labels;
+use lookout_promql::histogram::FloatHistogram;
 
 use super::WebState;
 use crate::alert::AlertState;
@@ -41,6 +42,21 @@ use crate::rules::status::{GroupSnapshot, RuleHealth, RuleSnapshot, RulesStatus}
 
 /// Seconds between two automatic reloads of the page.
 pub const REFRESH_SECONDS: u32 = 15;
+
+/// An alert's value as the status page shows it: the number, or for a native histogram its
+/// count and sum (where the rules API, as Prometheus's, says 0; templates get the whole
+/// histogram as `$value`).
+fn alert_value(a: &AlertRow) -> String {
+    use lookout_promql::engine::value::format_float;
+    match &a.histogram {
+        Some(h) => format!(
+            "histogram: count {}, sum {}",
+            format_float(h.count),
+            format_float(h.sum)
+        ),
+        None => format_float(a.value),
+    }
+}
 
 /// Escapes `s` for use in HTML text and in double- or single-quoted attribute values:
 /// `&`, `<`, `>`, `"` and `'` become character references.
@@ -131,6 +147,8 @@ pub struct AlertRow {
     pub active_at: SystemTime,
     /// The value of the expression.
     pub value: f64,
+    /// The native histogram, when the expression returned one (`value` is then 0).
+    pub histogram: Option<Arc<FloatHistogram>>,
 }
 
 /// One rule group.
@@ -735,6 +753,7 @@ fn alert_rows(groups: &[GroupSnapshot]) -> Vec<AlertRow> {
                     annotations: al.annotations.clone(),
                     active_at: al.active_at,
                     value: al.value,
+                    histogram: al.histogram.clone(),
                 });
             }
         }
@@ -1094,7 +1113,7 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
                 now.duration_since(a.active_at).unwrap_or_default()
             )),
             escape_html(&utc(a.active_at)),
-            escape_html(&lookout_promql::engine::value::format_float(a.value)),
+            escape_html(&alert_value(a)),
         );
         if let Some(s) = a.annotations.get("summary") {
             let _ = write!(o, r#"<div class="summary-line">{}</div>"#, escape_html(s));
@@ -1330,6 +1349,7 @@ mod tests {
                 ]),
                 active_at: now - Duration::from_secs(125),
                 value: 0.0,
+                histogram: None,
             }],
             groups: vec![GroupRow {
                 name: h.clone(),
@@ -1394,7 +1414,28 @@ mod tests {
             annotations: BTreeMap::new(),
             active_at: UNIX_EPOCH,
             value: 0.0,
+            histogram: None,
         }
+    }
+
+    #[test]
+    fn a_histogram_alert_shows_its_count_and_sum() {
+        let mut a = alert("Slow", "x", "warning", AlertState::Firing);
+        a.histogram = Some(Arc::new(FloatHistogram {
+            count: 12.0,
+            sum: 3.5,
+            ..FloatHistogram::default()
+        }));
+        let data = StatusData {
+            alerts: vec![a, alert("Plain", "y", "warning", AlertState::Firing)],
+            ..StatusData::default()
+        };
+        let html = render(&data, UNIX_EPOCH);
+        assert!(
+            html.contains("value histogram: count 12, sum 3.5<"),
+            "{html}"
+        );
+        assert!(html.contains("value 0<"), "{html}");
     }
 
     #[test]
