@@ -217,7 +217,7 @@ pub struct GlobalConfig {
     /// Default `always_scrape_classic_histograms` of the scrape configs (false).
     #[serde(default)]
     pub always_scrape_classic_histograms: Option<bool>,
-    /// Default `convert_classic_histograms_to_nhcb`: not implemented, `true` is refused.
+    /// Default `convert_classic_histograms_to_nhcb` (false); refused with a data directory.
     #[serde(default)]
     pub convert_classic_histograms_to_nhcb: Option<bool>,
 }
@@ -425,6 +425,7 @@ impl EvaluatorConfig {
                 .global
                 .convert_classic_histograms_to_nhcb
                 .unwrap_or(false),
+            persistent_storage: false,
         }
     }
 }

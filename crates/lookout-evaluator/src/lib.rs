@@ -148,6 +148,7 @@ impl EvaluatorOptions {
 /// The scrape defaults of `cfg`'s `global`, with `--enable-feature=native-histograms`.
 fn scrape_defaults(cfg: &EvaluatorConfig, opts: &EvaluatorOptions) -> ScrapeDefaults {
     let mut d = cfg.scrape_defaults();
+    d.persistent_storage = opts.storage_path.is_some();
     if opts.native_histograms && cfg.global.scrape_native_histograms.is_none() {
         d.scrape_native_histograms = true;
     }
@@ -233,7 +234,7 @@ fn reload_fn(
                 if let Some(sm) = &scrape {
                     sm.apply(&cfg.scrape_configs, &scrape_defaults(&cfg, &opts))
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| format!("{}: {e}", opts.config_file.display()))?;
                 }
                 notifier
                     .apply_config(&cfg.alerting, &cfg.external_labels())
@@ -392,12 +393,19 @@ async fn start_datasource(
             scrape: None,
         });
     }
+    // Checked before the data directory is opened: a configuration the storage cannot
+    // serve (convert_classic_histograms_to_nhcb with a data directory) leaves it untouched.
+    let scrape_error = |e: scrape_config::ScrapeConfigError| {
+        RunError::Scrape(format!("{}: {e}", opts.config_file.display()))
+    };
+    scrape_config::validate_scrape_configs(&cfg.scrape_configs, &scrape_defaults(cfg, opts))
+        .map_err(scrape_error)?;
     let st = Arc::new(open_storage(opts).await?);
     embedded::register_storage_metrics(&st, registry);
     let sm = Arc::new(scrape::ScrapeManager::new(st.clone(), registry, 0));
     sm.apply(&cfg.scrape_configs, &scrape_defaults(cfg, opts))
         .await
-        .map_err(|e| RunError::Scrape(e.to_string()))?;
+        .map_err(scrape_error)?;
     sm.watch_discovery();
     Ok(Data {
         datasource: Arc::new(embedded::EmbeddedDatasource::new(

@@ -309,8 +309,9 @@ pub struct ScrapeConfig {
     /// native buckets (global default, false).
     #[serde(default)]
     pub always_scrape_classic_histograms: Option<bool>,
-    /// Prometheus's conversion of classic histograms to custom-bucket native histograms:
-    /// not implemented, so `true` is refused at load.
+    /// Prometheus 3's conversion of classic histograms to native histograms with custom
+    /// buckets, stored under the family name (global default, false); refused when the
+    /// storage has a data directory, whose format cannot hold custom bounds.
     #[serde(default)]
     pub convert_classic_histograms_to_nhcb: Option<bool>,
     /// Most buckets of a native histogram (0: no limit): the resolution is halved until it
@@ -345,8 +346,12 @@ pub struct ScrapeDefaults {
     pub scrape_native_histograms: bool,
     /// Default `always_scrape_classic_histograms`.
     pub always_scrape_classic_histograms: bool,
-    /// Whether the global `convert_classic_histograms_to_nhcb` is true (refused).
+    /// Default `convert_classic_histograms_to_nhcb`.
     pub convert_classic_histograms_to_nhcb: bool,
+    /// Whether the storage keeps a data directory (`--storage.tsdb.path`), whose on-disk
+    /// format has no place for custom bucket bounds: `convert_classic_histograms_to_nhcb`
+    /// is then refused.
+    pub persistent_storage: bool,
 }
 
 impl Default for ScrapeDefaults {
@@ -357,6 +362,7 @@ impl Default for ScrapeDefaults {
             scrape_native_histograms: false,
             always_scrape_classic_histograms: false,
             convert_classic_histograms_to_nhcb: false,
+            persistent_storage: false,
         }
     }
 }
@@ -431,6 +437,12 @@ impl ScrapeConfig {
     pub fn always_classic(&self, d: &ScrapeDefaults) -> bool {
         self.always_scrape_classic_histograms
             .unwrap_or(d.always_scrape_classic_histograms)
+    }
+
+    /// Whether the job converts classic histograms to custom-bucket native histograms.
+    pub fn nhcb(&self, d: &ScrapeDefaults) -> bool {
+        self.convert_classic_histograms_to_nhcb
+            .unwrap_or(d.convert_classic_histograms_to_nhcb)
     }
 
     /// The highest schema `native_histogram_min_bucket_factor` allows (Prometheus's
@@ -548,19 +560,18 @@ pub fn validate_scrape_configs(
 }
 
 /// Refuses what Lookout does not do with scraped histograms: the conversion to
-/// custom-bucket histograms, and a bucket factor that is not a number.
+/// custom-bucket histograms into a data directory, and a bucket factor that is not a number.
 fn check_histogram_settings(
     c: &ScrapeConfig,
     defaults: &ScrapeDefaults,
 ) -> Result<(), (&'static str, String)> {
-    let nhcb = c
-        .convert_classic_histograms_to_nhcb
-        .unwrap_or(defaults.convert_classic_histograms_to_nhcb);
-    if nhcb {
+    if c.nhcb(defaults) && defaults.persistent_storage {
         return Err((
             "convert_classic_histograms_to_nhcb",
-            "convert_classic_histograms_to_nhcb is not supported by Lookout (it stores no \
-             custom-bucket histograms from scrapes); remove it or set it to false"
+            "convert_classic_histograms_to_nhcb cannot be used with a data directory \
+             (--storage.tsdb.path): Lookout's write-ahead log and blocks follow Prometheus \
+             2.42's format, which has no place for the bounds of custom-bucket histograms; \
+             run without a data directory or set it to false"
                 .into(),
         ));
     }
@@ -606,19 +617,31 @@ mod tests {
         let c: Vec<ScrapeConfig> =
             serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: true}")
                 .unwrap();
-        let e = validate_scrape_configs(&c, &d).unwrap_err();
+        // Converted in memory; refused with a data directory, naming the job and why.
+        validate_scrape_configs(&c, &d).unwrap();
+        assert!(c[0].nhcb(&d));
+        let disk = ScrapeDefaults {
+            persistent_storage: true,
+            ..d
+        };
+        let e = validate_scrape_configs(&c, &disk).unwrap_err();
         assert_eq!(e.place(), (0, "convert_classic_histograms_to_nhcb"));
-        assert!(e.to_string().contains("not supported by Lookout"), "{e}");
+        let message = e.to_string();
+        assert!(message.contains("job \"a\""), "{message}");
+        assert!(message.contains("--storage.tsdb.path"), "{message}");
         let c: Vec<ScrapeConfig> =
             serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: false}")
                 .unwrap();
-        validate_scrape_configs(&c, &d).unwrap();
+        validate_scrape_configs(&c, &disk).unwrap();
+        assert!(!c[0].nhcb(&d));
         let global = ScrapeDefaults {
             convert_classic_histograms_to_nhcb: true,
+            persistent_storage: true,
             ..d
         };
         assert!(validate_scrape_configs(&c[..0], &global).is_ok());
         let c: Vec<ScrapeConfig> = serde_yaml_ng::from_str("- {job_name: a}").unwrap();
+        assert!(c[0].nhcb(&global));
         assert!(validate_scrape_configs(&c, &global).is_err());
     }
 

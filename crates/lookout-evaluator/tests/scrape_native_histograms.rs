@@ -277,17 +277,7 @@ async fn serve_target(start_ms: Arc<AtomicI64>) -> String {
     .await
 }
 
-/// An instant query's result: each element's labels (without `__name__`) → its value.
-async fn query(base: &str, expr: &str, at: SystemTime) -> BTreeMap<String, f64> {
-    let result = scrape_support::instant_query(base, expr, at).await;
-    result
-        .into_iter()
-        .map(|(k, e)| {
-            let v = e["value"][1].as_str().expect("a float sample");
-            (k, v.parse().expect("a number"))
-        })
-        .collect()
-}
+use scrape_support::instant_values as query;
 
 fn same(a: f64, b: f64) -> bool {
     a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())

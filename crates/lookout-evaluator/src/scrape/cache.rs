@@ -29,6 +29,7 @@ use lookout_promql::labels::METRIC_NAME;
 use lookout_promql::storage::{AppendError, STALE_NAN, SeriesRef, Storage};
 
 use super::ScrapeMetrics;
+use super::nhcb::{Converted, TextConverter};
 use super::protobuf::{self, Value};
 use super::relabel;
 use super::target::{
@@ -301,15 +302,36 @@ fn resolve(
         }
         BodyFormat::Text(format) => {
             let text = std::str::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+            let mut nhcb = job.opts.histograms.nhcb.then(TextConverter::default);
+            let keep_classic = job.opts.histograms.always_classic;
+            // Samples handed on: with the conversion, a histogram counts once and its
+            // classic series not at all unless kept, as Prometheus counts them.
+            let mut scraped = 0;
             textparse::for_each_sample(text, format, job.stop, |raw| {
+                if let Some(conv) = nhcb.as_mut() {
+                    let (done, part) = conv.feed(&raw)?;
+                    if let Some(c) = done {
+                        store_converted(c, &mut one)?;
+                        scraped += 1;
+                    }
+                    if part && !keep_classic {
+                        return Ok(());
+                    }
+                }
                 let labels = || raw.labels().map_err(ScrapeError::from);
+                scraped += 1;
                 one(
                     raw.series,
                     &labels,
                     Value::Float(raw.value),
                     raw.timestamp_ms,
                 )
-            })?
+            })?;
+            if let Some(c) = nhcb.as_mut().and_then(TextConverter::finish) {
+                store_converted(c, &mut one)?;
+                scraped += 1;
+            }
+            scraped
         }
     };
     let limit = job.opts.sample_limit;
@@ -317,6 +339,31 @@ fn resolve(
         return Err(ScrapeError::SampleLimit(batch.len(), limit));
     }
     Ok((batch, scraped))
+}
+
+/// Hands a histogram converted from classic series to `one` (of [`resolve`]).
+fn store_converted(
+    c: Converted,
+    one: &mut impl FnMut(
+        &str,
+        &dyn Fn() -> Result<Labels, ScrapeError>,
+        Value,
+        Option<i64>,
+    ) -> Result<(), ScrapeError>,
+) -> Result<(), ScrapeError> {
+    let Converted {
+        key,
+        labels,
+        histogram,
+        timestamp_ms,
+    } = c;
+    let labels = move || Ok(labels.clone());
+    one(
+        &key,
+        &labels,
+        Value::Histogram(Box::new(histogram)),
+        timestamp_ms,
+    )
 }
 
 /// `native_histogram_min_bucket_factor` and `native_histogram_bucket_limit`, as
@@ -485,6 +532,7 @@ pub(crate) fn report_labels(target: &Target) -> Vec<Labels> {
 mod tests {
     use std::time::Duration;
 
+    use lookout_promql::histogram::CounterResetHint;
     use lookout_promql::storage::{Queryable, SeriesData, StorageOptions, is_stale};
     use promql_parser::label::{MatchOp, Matcher};
 
@@ -794,5 +842,169 @@ mod tests {
             err.map(|d| d.stored)
         );
         assert!(f.select("a").is_empty());
+    }
+
+    const NHCB_JOB: &str = "job_name: j\nconvert_classic_histograms_to_nhcb: true";
+
+    fn classic_text(buckets: &[(&str, f64)], count: f64, sum: f64) -> String {
+        let mut body = String::from("# HELP g A gauge.\n# TYPE g gauge\ng 1\n# TYPE h histogram\n");
+        for (le, c) in buckets {
+            body.push_str(&format!("h_bucket{{a=\"x\",le=\"{le}\"}} {c}\n"));
+        }
+        body.push_str(&format!(
+            "h_count{{a=\"x\"}} {count}\nh_sum{{a=\"x\"}} {sum}\n"
+        ));
+        body
+    }
+
+    fn counts(h: &FloatHistogram) -> Vec<(i32, f64)> {
+        h.positive.iter().map(|b| (b.index, b.count)).collect()
+    }
+
+    #[test]
+    fn classic_text_histograms_become_custom_bucket_histograms() {
+        let mut f = Fixture::new(NHCB_JOB);
+        let body = classic_text(&[("0.5", 1.0), ("1", 3.0), ("+Inf", 4.0)], 4.0, 2.5);
+        let done = f.scrape(Some(&body), 1000).expect("scrape");
+        // The gauge and one histogram, as Prometheus counts scrape_samples_scraped.
+        assert_eq!((done.scraped, done.stored, done.added), (2, 2, 2));
+        let s = f.select("h");
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s[0].labels,
+            Labels::new([
+                ("__name__", "h"),
+                ("a", "x"),
+                ("job", "j"),
+                ("instance", "h:1")
+            ])
+        );
+        let (hists, _) = f.histograms("h");
+        assert_eq!(&*hists[0].custom_values, &[0.5, 1.0]);
+        assert_eq!(counts(&hists[0]), vec![(0, 1.0), (1, 2.0), (2, 1.0)]);
+        assert_eq!((hists[0].count, hists[0].sum), (4.0, 2.5));
+        for classic in ["h_bucket", "h_count", "h_sum"] {
+            assert!(f.select(classic).is_empty(), "{classic}");
+        }
+        // A bucket added between scrapes: the next histogram has its bound.
+        let body = classic_text(&[("0.5", 1.0), ("0.75", 2.0), ("1", 3.0)], 5.0, 3.0);
+        f.scrape(Some(&body), 2000).expect("scrape");
+        let (hists, _) = f.histograms("h");
+        assert_eq!(&*hists[1].custom_values, &[0.5, 0.75, 1.0]);
+        // No +Inf bucket: it takes the count.
+        assert_eq!(
+            counts(&hists[1]),
+            vec![(0, 1.0), (1, 1.0), (2, 1.0), (3, 2.0)]
+        );
+        // The histogram goes away: a stale marker follows it.
+        f.scrape(Some("# TYPE g gauge\ng 1\n"), 3000)
+            .expect("scrape");
+        assert_eq!(f.histograms("h"), (hists, vec![None]));
+    }
+
+    #[test]
+    fn classic_series_are_kept_only_with_always_scrape_classic_histograms() {
+        let mut f = Fixture::new(&format!(
+            "{NHCB_JOB}\nalways_scrape_classic_histograms: true"
+        ));
+        let body = classic_text(&[("1", 3.0), ("+Inf", 4.0)], 4.0, 2.5);
+        let done = f.scrape(Some(&body), 1000).expect("scrape");
+        assert_eq!(done.scraped, 6);
+        assert_eq!(f.histograms("h").0.len(), 1);
+        assert_eq!(f.select("h_bucket").len(), 2);
+        assert_eq!(f.values("h_count"), [Some(4.0)]);
+    }
+
+    #[test]
+    fn inconsistent_or_untyped_classic_histograms_do_not_convert() {
+        let mut f = Fixture::new(NHCB_JOB);
+        // Not cumulative: no histogram, and its classic series are not stored either.
+        let body = classic_text(&[("0.5", 3.0), ("1", 2.0)], 3.0, 1.0);
+        let done = f.scrape(Some(&body), 1000).expect("scrape");
+        assert_eq!(done.scraped, 1);
+        assert!(f.select("h").is_empty() && f.select("h_bucket").is_empty());
+        // A count that is not the +Inf bucket's.
+        let body = classic_text(&[("1", 2.0), ("+Inf", 3.0)], 4.0, 1.0);
+        f.scrape(Some(&body), 2000).expect("scrape");
+        assert!(f.select("h").is_empty());
+        // Series of a family not typed histogram stay float series.
+        let body = "# TYPE u untyped\nu_bucket{le=\"1\"} 1\nu_count 1\nu_sum 2\n\
+                    # TYPE h histogram\nother_bucket{le=\"1\"} 1\n";
+        let done = f.scrape(Some(body), 3000).expect("scrape");
+        assert_eq!(done.scraped, 4);
+        assert_eq!(f.values("u_bucket"), [Some(1.0)]);
+        assert_eq!(f.values("other_bucket"), [Some(1.0)]);
+        assert!(f.select("u").is_empty());
+    }
+
+    #[test]
+    fn label_sets_and_comments_split_classic_histograms() {
+        let mut f = Fixture::new(NHCB_JOB);
+        let body = "# TYPE h histogram\n\
+                    h_bucket{a=\"1\",le=\"1\"} 1\nh_count{a=\"1\"} 1\nh_sum{a=\"1\"} 1\n\
+                    h_bucket{a=\"2\",le=\"1\"} 2\nh_count{a=\"2\"} 2\n# a comment\nh_sum{a=\"2\"} 5\n";
+        let done = f.scrape(Some(body), 1000).expect("scrape");
+        // a=1, a=2 (buckets and count), a=2 again (the sum after the comment): the last
+        // two share a series and a timestamp, so the second is refused.
+        assert_eq!(done.scraped, 3);
+        let s = f.select("h");
+        assert_eq!(s.len(), 2);
+        let two = s.iter().find(|s| s.labels.get("a") == Some("2")).unwrap();
+        assert_eq!(two.histograms.len(), 1);
+        assert_eq!(
+            (two.histograms[0].h.count, two.histograms[0].h.sum),
+            (2.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn custom_bucket_histograms_over_the_bucket_limit_fail_the_scrape() {
+        let mut f = Fixture::new(&format!("{NHCB_JOB}\nnative_histogram_bucket_limit: 2"));
+        let body = classic_text(&[("0.5", 1.0), ("1", 3.0), ("+Inf", 4.0)], 4.0, 2.5);
+        let err = f.scrape(Some(&body), 1000);
+        assert!(
+            matches!(err, Err(ScrapeError::BucketLimit(_))),
+            "{:?}",
+            err.map(|d| d.stored)
+        );
+        assert!(f.select("h").is_empty() && f.select("g").is_empty());
+    }
+
+    #[test]
+    fn protobuf_classic_histograms_convert_and_native_ones_do_not() {
+        use protobuf::testbody::{NATIVE, family, histogram, metric};
+        let mut f = Fixture::new(NHCB_JOB);
+        let classic = histogram(6, 3.0, &[(1.0, 2), (2.0, 5)], None);
+        let mut body = family("c", 4, &[metric(&[("a", "x")], 7, &classic)]);
+        body.extend(family("gh", 5, &[metric(&[], 7, &classic)]));
+        let done = f.scrape_proto(&body, 1000).expect("scrape");
+        assert_eq!(done.scraped, 2);
+        let (hists, _) = f.histograms("c");
+        assert_eq!(&*hists[0].custom_values, &[1.0, 2.0]);
+        assert_eq!(counts(&hists[0]), vec![(0, 2.0), (1, 3.0), (2, 1.0)]);
+        assert_eq!(hists[0].counter_reset_hint, CounterResetHint::Unknown);
+        assert_eq!(
+            f.histograms("gh").0[0].counter_reset_hint,
+            CounterResetHint::Gauge
+        );
+        assert!(f.select("c_bucket").is_empty());
+        // A histogram with native buckets stays exponential; its classic buckets are
+        // stored as classic series only when kept.
+        let mut f = Fixture::new(&format!(
+            "{NHCB_JOB}\nscrape_native_histograms: true\nalways_scrape_classic_histograms: true"
+        ));
+        f.scrape_proto(&native_body("n", NATIVE), 1000)
+            .expect("scrape");
+        assert_eq!(f.histograms("n").0[0].schema, NATIVE.schema as i32);
+        assert_eq!(f.select("n_bucket").len(), 2);
+        // Data that does not convert fails the scrape, as in Prometheus's protobuf parser.
+        let bad = histogram(1, 3.0, &[(1.0, 2), (2.0, 1)], None);
+        let mut f = Fixture::new(NHCB_JOB);
+        let err = f.scrape_proto(&family("c", 4, &[metric(&[], 7, &bad)]), 1000);
+        assert!(
+            matches!(err, Err(ScrapeError::Protobuf(_))),
+            "{:?}",
+            err.map(|d| d.stored)
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub use lookout_discovery::relabel;
 mod cache;
+mod nhcb;
 pub mod protobuf;
 pub mod target;
 pub mod textparse;

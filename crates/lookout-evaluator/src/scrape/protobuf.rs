@@ -23,6 +23,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lookout_promql::Labels;
+use lookout_promql::histogram::nhcb::ClassicHistogram;
 use lookout_promql::histogram::{Bucket, CounterResetHint, FloatHistogram, Span, valid_schema};
 use lookout_promql::labels::METRIC_NAME;
 
@@ -66,8 +67,12 @@ pub struct Options {
     /// a classic one.
     pub native_histograms: bool,
     /// Also give the classic series of a native histogram that has classic buckets
-    /// (`always_scrape_classic_histograms`).
+    /// (`always_scrape_classic_histograms`); with `nhcb`, also keep the classic series of
+    /// a converted histogram.
     pub always_classic: bool,
+    /// Convert classic histograms to native histograms with custom buckets
+    /// (`convert_classic_histograms_to_nhcb`).
+    pub nhcb: bool,
 }
 
 /// A sample's value.
@@ -495,6 +500,32 @@ impl RawHistogram {
     }
 }
 
+impl RawHistogram {
+    /// The classic buckets as a native histogram with custom buckets, as Prometheus 3's
+    /// protobuf parser converts them: data that does not convert fails the scrape.
+    fn custom_buckets(
+        &self,
+        gauge: bool,
+        name: &str,
+        at: usize,
+    ) -> Result<FloatHistogram, ProtoError> {
+        let mut c = ClassicHistogram::new();
+        c.set_count(self.count());
+        c.set_sum(self.sample_sum);
+        for &(upper, count) in &self.buckets {
+            c.set_bucket(upper, count);
+        }
+        let mut h = c.convert().map_err(|e| ProtoError {
+            offset: at,
+            message: format!("histogram {name:?}: converting its classic buckets: {e}"),
+        })?;
+        if gauge {
+            h.counter_reset_hint = CounterResetHint::Gauge;
+        }
+        Ok(h)
+    }
+}
+
 fn read_bucket(b: &[u8], base: usize) -> Result<(f64, f64), ProtoError> {
     let (mut count, mut count_float, mut upper) = (0u64, 0f64, 0f64);
     let mut f = Fields::new(b, base);
@@ -846,7 +877,14 @@ fn metric_samples<E: From<ProtoError>, F: FnMut(Sample<'_>) -> Result<(), E>>(
                     return Ok(());
                 }
             }
-            classic_samples(out, name, h, m, at)
+            if !opts.nhcb {
+                return classic_samples(out, name, h, m, at);
+            }
+            if opts.always_classic {
+                classic_samples(out, name, h, m, at)?;
+            }
+            let nhcb = h.custom_buckets(family.kind == Kind::GaugeHistogram, name, at)?;
+            out.emit(name, "", m, None, Value::Histogram(Box::new(nhcb)), at)
         }
     }
 }

@@ -346,6 +346,7 @@ impl LoopOptions {
             histograms: protobuf::Options {
                 native_histograms: cfg.native_histograms(defaults),
                 always_classic: cfg.always_classic(defaults),
+                nhcb: cfg.nhcb(defaults),
             },
             bucket_limit: cfg.native_histogram_bucket_limit,
             max_schema: cfg.max_schema(),

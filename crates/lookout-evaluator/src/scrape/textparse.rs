@@ -109,6 +109,12 @@ pub struct RawSample<'a> {
     pub value: f64,
     /// The explicit timestamp in milliseconds, if the line had one.
     pub timestamp_ms: Option<i64>,
+    /// The family the last `# TYPE` line before this sample declared, when it declared a
+    /// `histogram` (what `convert_classic_histograms_to_nhcb` converts).
+    pub histogram_family: Option<&'a str>,
+    /// How many comment lines (metadata or not) came before this sample: a comment between
+    /// two series of a classic histogram ends it, as in Prometheus's parser.
+    pub comments: usize,
     line: usize,
     offset: usize,
     stop: &'a AtomicBool,
@@ -133,6 +139,8 @@ pub fn for_each_sample<E: From<ParseError>>(
 ) -> Result<usize, E> {
     let mut seen_eof = false;
     let mut count = 0;
+    let mut histogram_family = None;
+    let mut comments = 0;
     let mut lines = body.split('\n').enumerate().peekable();
     while let Some((idx, raw_line)) = lines.next() {
         let line_no = idx + 1;
@@ -164,6 +172,13 @@ pub fn for_each_sample<E: From<ParseError>>(
                 continue;
             }
             check_comment(rest, format, line_no)?;
+            comments += 1;
+            let mut words = rest.trim_start().splitn(3, [' ', '\t']);
+            if words.next() == Some("TYPE") {
+                let name = words.next();
+                let typ = words.next().map(str::trim);
+                histogram_family = name.filter(|_| typ == Some("histogram"));
+            }
             continue;
         }
         let offset = line.len() - trimmed.len();
@@ -174,6 +189,8 @@ pub fn for_each_sample<E: From<ParseError>>(
             series: &trimmed[..end],
             value,
             timestamp_ms,
+            histogram_family,
+            comments,
             line: line_no,
             offset,
             stop,

@@ -46,6 +46,55 @@ pub async fn instant_query(
     out
 }
 
+/// An instant query's float result: each element's labels (without `__name__`) → its value.
+pub async fn instant_values(
+    base: &str,
+    expr: &str,
+    at: SystemTime,
+) -> std::collections::BTreeMap<String, f64> {
+    let result = instant_query(base, expr, at).await;
+    result
+        .into_iter()
+        .map(|(k, e)| {
+            let v = e["value"][1].as_str().expect("a float sample");
+            (k, v.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Scrapes `jobs` (a YAML list of scrape configs) into an in-memory storage whose query API
+/// it serves; returns the manager and the API's base URL.
+pub async fn scrape_into_served_storage(
+    jobs: &str,
+) -> (lookout_evaluator::scrape::ScrapeManager, String) {
+    use lookout_evaluator::scrape_config::{ScrapeConfig, ScrapeDefaults};
+    use lookout_promql::storage::{Storage, StorageOptions};
+    let storage = std::sync::Arc::new(Storage::new(StorageOptions::default()));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let manager = lookout_evaluator::scrape::ScrapeManager::new(storage.clone(), &mut registry, 0);
+    let cfgs: Vec<ScrapeConfig> = serde_yaml_ng::from_str(jobs).expect("scrape configs");
+    manager
+        .apply(&cfgs, &ScrapeDefaults::default())
+        .await
+        .expect("apply");
+    let mut state =
+        lookout_evaluator::web::WebState::new(lookout_evaluator::web::shared_registry(registry));
+    state.storage = Some(storage);
+    (manager, serve_api(state).await)
+}
+
+/// Waits up to 30 s for each (base URL, query) to answer something now.
+pub async fn wait_for_answers(queries: &[(&str, &str)]) {
+    for &(base, q) in queries {
+        let stored = eventually(Duration::from_secs(30), || async {
+            let got = instant_query(base, q, SystemTime::now()).await;
+            (!got.is_empty()).then_some(())
+        })
+        .await;
+        assert!(stored.is_some(), "{base} answered nothing to {q}");
+    }
+}
+
 /// Serves `app` on a fresh loopback port in the background; returns `host:port`.
 pub async fn serve_loopback(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

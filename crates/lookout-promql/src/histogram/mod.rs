@@ -16,6 +16,7 @@
 //! `-Inf` below the first bound and `+Inf` above the last.
 
 mod bounds;
+pub mod nhcb;
 pub mod notation;
 mod ops;
 pub mod stats;

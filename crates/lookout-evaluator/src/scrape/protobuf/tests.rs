@@ -28,6 +28,7 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 const NATIVE_ON: Options = Options {
     native_histograms: true,
     always_classic: false,
+    nhcb: false,
 };
 
 #[test]
@@ -104,6 +105,7 @@ fn native_histograms_with_and_without_their_classic_buckets() {
     let both = Options {
         native_histograms: true,
         always_classic: true,
+        nhcb: false,
     };
     let got = read(&body, both).unwrap();
     let series: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
