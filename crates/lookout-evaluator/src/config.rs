@@ -217,7 +217,7 @@ pub struct GlobalConfig {
     /// Default `always_scrape_classic_histograms` of the scrape configs (false).
     #[serde(default)]
     pub always_scrape_classic_histograms: Option<bool>,
-    /// Default `convert_classic_histograms_to_nhcb` (false); refused with a data directory.
+    /// Default `convert_classic_histograms_to_nhcb` (false).
     #[serde(default)]
     pub convert_classic_histograms_to_nhcb: Option<bool>,
 }
@@ -425,7 +425,6 @@ impl EvaluatorConfig {
                 .global
                 .convert_classic_histograms_to_nhcb
                 .unwrap_or(false),
-            persistent_storage: false,
         }
     }
 }

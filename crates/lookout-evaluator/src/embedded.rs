@@ -170,9 +170,7 @@ impl Datasource for EmbeddedDatasource {
         let mut first = None;
         for s in samples {
             // A histogram sample (a recording rule over native histograms) is stored as
-            // one, as Prometheus's rule group does; a storage with a data directory
-            // refuses a custom-bucket one (`HistogramNotPersisted`: Prometheus 2.42's
-            // on-disk format cannot hold it) and the rule reports the error.
+            // one, as Prometheus's rule group does.
             let appended = match &s.histogram {
                 Some(h) => self.storage.append_histogram(&s.labels, t_ms, h.clone()),
                 None => self.storage.append(&s.labels, t_ms, s.value),

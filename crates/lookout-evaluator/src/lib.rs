@@ -148,7 +148,6 @@ impl EvaluatorOptions {
 /// The scrape defaults of `cfg`'s `global`, with `--enable-feature=native-histograms`.
 fn scrape_defaults(cfg: &EvaluatorConfig, opts: &EvaluatorOptions) -> ScrapeDefaults {
     let mut d = cfg.scrape_defaults();
-    d.persistent_storage = opts.storage_path.is_some();
     if opts.native_histograms && cfg.global.scrape_native_histograms.is_none() {
         d.scrape_native_histograms = true;
     }
@@ -393,8 +392,8 @@ async fn start_datasource(
             scrape: None,
         });
     }
-    // Checked before the data directory is opened: a configuration the storage cannot
-    // serve (convert_classic_histograms_to_nhcb with a data directory) leaves it untouched.
+    // Checked before the data directory is opened: an invalid scrape configuration
+    // leaves it untouched.
     let scrape_error = |e: scrape_config::ScrapeConfigError| {
         RunError::Scrape(format!("{}: {e}", opts.config_file.display()))
     };

@@ -310,8 +310,7 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub always_scrape_classic_histograms: Option<bool>,
     /// Prometheus 3's conversion of classic histograms to native histograms with custom
-    /// buckets, stored under the family name (global default, false); refused when the
-    /// storage has a data directory, whose format cannot hold custom bounds.
+    /// buckets, stored under the family name (global default, false).
     #[serde(default)]
     pub convert_classic_histograms_to_nhcb: Option<bool>,
     /// Most buckets of a native histogram (0: no limit): the resolution is halved until it
@@ -348,10 +347,6 @@ pub struct ScrapeDefaults {
     pub always_scrape_classic_histograms: bool,
     /// Default `convert_classic_histograms_to_nhcb`.
     pub convert_classic_histograms_to_nhcb: bool,
-    /// Whether the storage keeps a data directory (`--storage.tsdb.path`), whose on-disk
-    /// format has no place for custom bucket bounds: `convert_classic_histograms_to_nhcb`
-    /// is then refused.
-    pub persistent_storage: bool,
 }
 
 impl Default for ScrapeDefaults {
@@ -362,7 +357,6 @@ impl Default for ScrapeDefaults {
             scrape_native_histograms: false,
             always_scrape_classic_histograms: false,
             convert_classic_histograms_to_nhcb: false,
-            persistent_storage: false,
         }
     }
 }
@@ -519,7 +513,7 @@ pub fn validate_scrape_configs(
             ));
         }
         c.http().validate().map_err(invalid)?;
-        check_histogram_settings(c, defaults).map_err(|(key, m)| at(key, m))?;
+        check_histogram_settings(c).map_err(|(key, m)| at(key, m))?;
         for f in &c.file_sd_configs {
             f.validate().map_err(|m| at("file_sd_configs", m))?;
         }
@@ -559,22 +553,9 @@ pub fn validate_scrape_configs(
     Ok(())
 }
 
-/// Refuses what Lookout does not do with scraped histograms: the conversion to
-/// custom-bucket histograms into a data directory, and a bucket factor that is not a number.
-fn check_histogram_settings(
-    c: &ScrapeConfig,
-    defaults: &ScrapeDefaults,
-) -> Result<(), (&'static str, String)> {
-    if c.nhcb(defaults) && defaults.persistent_storage {
-        return Err((
-            "convert_classic_histograms_to_nhcb",
-            "convert_classic_histograms_to_nhcb cannot be used with a data directory \
-             (--storage.tsdb.path): Lookout's write-ahead log and blocks follow Prometheus \
-             2.42's format, which has no place for the bounds of custom-bucket histograms; \
-             run without a data directory or set it to false"
-                .into(),
-        ));
-    }
+/// Refuses what Lookout does not do with scraped histograms: a bucket factor that is
+/// not a number.
+fn check_histogram_settings(c: &ScrapeConfig) -> Result<(), (&'static str, String)> {
     let factor = c.native_histogram_min_bucket_factor;
     if !factor.is_finite() || factor < 0.0 {
         return Err((
@@ -617,32 +598,18 @@ mod tests {
         let c: Vec<ScrapeConfig> =
             serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: true}")
                 .unwrap();
-        // Converted in memory; refused with a data directory, naming the job and why.
         validate_scrape_configs(&c, &d).unwrap();
         assert!(c[0].nhcb(&d));
-        let disk = ScrapeDefaults {
-            persistent_storage: true,
-            ..d
-        };
-        let e = validate_scrape_configs(&c, &disk).unwrap_err();
-        assert_eq!(e.place(), (0, "convert_classic_histograms_to_nhcb"));
-        let message = e.to_string();
-        assert!(message.contains("job \"a\""), "{message}");
-        assert!(message.contains("--storage.tsdb.path"), "{message}");
         let c: Vec<ScrapeConfig> =
             serde_yaml_ng::from_str("- {job_name: a, convert_classic_histograms_to_nhcb: false}")
                 .unwrap();
-        validate_scrape_configs(&c, &disk).unwrap();
         assert!(!c[0].nhcb(&d));
         let global = ScrapeDefaults {
             convert_classic_histograms_to_nhcb: true,
-            persistent_storage: true,
             ..d
         };
-        assert!(validate_scrape_configs(&c[..0], &global).is_ok());
         let c: Vec<ScrapeConfig> = serde_yaml_ng::from_str("- {job_name: a}").unwrap();
         assert!(c[0].nhcb(&global));
-        assert!(validate_scrape_configs(&c, &global).is_err());
     }
 
     #[test]

@@ -25,9 +25,6 @@ struct Sealed {
 
 /// What a chunk's bytes do not say about its samples.
 struct Beside {
-    /// The custom bucket bounds of its samples (schema -53), which the encoding does not
-    /// hold; empty for exponential ones.
-    custom: Arc<[f64]>,
     /// The first sample's counter reset hint as appended: the chunk header reads "no
     /// reset" as unknown for it (as Prometheus's blocks do), the head gives it back as it
     /// came.
@@ -81,7 +78,7 @@ impl HistColumn {
             self.st.push(st);
         }
         match &mut self.open {
-            Some(o) if o.chunk.fits(&p.h, SEAL_AT) && o.beside.custom == p.h.custom_values => {
+            Some(o) if o.chunk.fits(&p.h, SEAL_AT) => {
                 o.chunk.append(&p);
                 o.maxt = p.t;
             }
@@ -92,7 +89,6 @@ impl HistColumn {
                     maxt: p.t,
                     chunk: FloatAppender::new(&p),
                     beside: Beside {
-                        custom: p.h.custom_values.clone(),
                         first_hint: p.h.counter_reset_hint,
                     },
                 });
@@ -136,7 +132,7 @@ impl HistColumn {
                 decoded.clear();
                 // Written here from valid histograms, so it decodes; were it not to, its
                 // samples would be missing, not wrong.
-                let _ = decode_head_chunk(data, maxt, &beside.custom, &mut decoded);
+                let _ = decode_head_chunk(data, maxt, &mut decoded);
                 if let Some(p) = decoded.first_mut()
                     && p.h.counter_reset_hint != beside.first_hint
                 {

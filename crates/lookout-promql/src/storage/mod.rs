@@ -213,15 +213,6 @@ pub enum AppendError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A custom-bucket native histogram (schema -53) for a storage with a data
-    /// directory: Prometheus 2.42's WAL records and chunks have no place for its bounds.
-    #[error(
-        "native histogram for series {series} refused: custom-bucket histograms (schema -53) cannot be stored in the data directory (Prometheus 2.42's on-disk format has no place for their bounds)"
-    )]
-    HistogramNotPersisted {
-        /// The series, in Prometheus notation.
-        series: String,
-    },
     /// The timestamp is before the retention cut: the sample would never be visible.
     #[error(
         "sample for series {series} at timestamp {t_ms} is older than the retention cut at {min_ms}"
@@ -1122,9 +1113,9 @@ impl Storage {
 
     /// Appends a native histogram sample. A storage with a data directory logs it to the
     /// write-ahead log as a float histogram record and writes it to blocks as float
-    /// histogram chunks (Prometheus 2.42's formats); a custom-bucket histogram, which
-    /// those formats cannot hold, is refused there ([`AppendError::HistogramNotPersisted`])
-    /// rather than acknowledged and lost at the next restart.
+    /// histogram chunks (Prometheus 2.42's formats); a custom-bucket histogram (schema
+    /// -53) goes to Prometheus 3's custom-bucket record type and chunk layout, which
+    /// Prometheus 2.42 cannot read.
     pub fn append_histogram(
         &self,
         labels: &Labels,
@@ -1150,11 +1141,6 @@ impl Storage {
             return Err(AppendError::InvalidHistogram {
                 series: labels.to_string(),
                 reason,
-            });
-        }
-        if self.wal.is_some() && h.uses_custom_buckets() {
-            return Err(AppendError::HistogramNotPersisted {
-                series: labels.to_string(),
             });
         }
         self.check_bounds(labels, t_ms)?;

@@ -6,7 +6,7 @@ use super::tests::{T0, WAIT, raw_blocks};
 use super::*;
 use crate::histogram::{Bucket, CounterResetHint, FloatHistogram};
 use crate::storage::wal::WalOptions;
-use crate::storage::{AppendError, Queryable, STALE_NAN, Storage, StorageOptions};
+use crate::storage::{Queryable, STALE_NAN, Storage, StorageOptions};
 use promql_parser::label::{MatchOp, Matcher};
 
 /// Step `i`'s histogram: counts growing with `i`, a reset every 500 steps, a new bucket
@@ -45,14 +45,49 @@ fn hist(i: i64) -> Arc<FloatHistogram> {
     })
 }
 
+/// Step `i`'s histogram of series `nhcb`: custom buckets whose bounds change every 250
+/// steps (of both of the chunk encoding's bound codes), exponential ones every third 250
+/// steps, counts growing with a reset every 400.
+fn nhcb(i: i64) -> Arc<FloatHistogram> {
+    let k = (i % 400) as f64;
+    let bounds: &[f64] = match (i / 250) % 3 {
+        0 => &[0.005, 0.1, 2.5, 60.0],
+        1 => &[-1.5, 0.1, 1e-9, 1e6].map(|x| x * 0.5),
+        _ => return hist(i),
+    };
+    let mut bounds = bounds.to_vec();
+    bounds.sort_by(f64::total_cmp);
+    Arc::new(FloatHistogram {
+        schema: crate::histogram::CUSTOM_BUCKETS_SCHEMA,
+        count: 3.0 * k + 1.0,
+        sum: 0.5 * k - 3.0,
+        positive: vec![
+            Bucket { index: 0, count: k },
+            Bucket {
+                index: 2,
+                count: 2.0 * k,
+            },
+            Bucket {
+                index: 4,
+                count: 1.0,
+            },
+        ],
+        custom_values: Arc::from(bounds),
+        ..Default::default()
+    })
+}
+
 /// Appends steps `steps` (15 s apart from [`T0`]): histogram series `h`, float series
-/// `f`, and series `mixed` that switches between floats and histograms every 100 steps
-/// (with a staleness marker before each switch to floats), all of job `j`.
+/// `f`, series `mixed` that switches between floats and histograms every 100 steps
+/// (with a staleness marker before each switch to floats), and custom-bucket series
+/// `nhcb` ([`nhcb`]), all of job `j`.
 fn append(st: &Storage, steps: std::ops::Range<i64>) {
     let l = |name: &str| Labels::new([("__name__", name), ("job", "j")]);
     for i in steps {
         let t = T0 + i * 15_000;
         st.append_histogram(&l("h"), t, hist(i)).expect("histogram");
+        st.append_histogram(&l("nhcb"), t, nhcb(i))
+            .expect("custom buckets");
         st.append(&l("f"), t, i as f64).expect("float");
         match (i / 100) % 2 {
             0 if i % 100 == 0 && i > 0 => st.append(&l("mixed"), t, STALE_NAN),
@@ -96,7 +131,8 @@ fn histograms_survive_restarts_head_blocks_and_compaction() {
     let mem = Storage::new(raw_blocks());
     append(&mem, 0..9 * 240);
     let want = answers(&mem);
-    assert_eq!(want.len(), 3);
+    assert_eq!(want.len(), 4);
+    assert!(want[3].2.iter().any(|h| h.1.uses_custom_buckets()));
     assert!(want.iter().all(|s| !s.1.is_empty() || !s.2.is_empty()));
     let st = Storage::open(raw_blocks(), dir.path(), WalOptions::default()).expect("open");
     // The first hour stays in the WAL only: it must come back from there.
@@ -190,32 +226,4 @@ fn overlapping_blocks_with_histograms_merge_and_the_later_block_wins() {
     assert_eq!(blocks.list().len(), 1);
     assert_eq!(query(&blocks), want);
     assert_eq!(blocks.list()[0].meta.stats.num_samples, 60 + 120 + 180);
-}
-
-#[test]
-fn custom_bucket_histograms_are_refused_with_a_data_directory() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let st =
-        Storage::open(StorageOptions::default(), dir.path(), WalOptions::default()).expect("open");
-    let l = Labels::new([("__name__", "nhcb")]);
-    let h = FloatHistogram {
-        schema: crate::histogram::CUSTOM_BUCKETS_SCHEMA,
-        custom_values: Arc::from(vec![1.0, 2.0]),
-        count: 1.0,
-        positive: vec![Bucket {
-            index: 1,
-            count: 1.0,
-        }],
-        ..Default::default()
-    };
-    let err = st.append_histogram(&l, 1, Arc::new(h.clone())).unwrap_err();
-    assert!(
-        matches!(err, AppendError::HistogramNotPersisted { .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("custom-bucket"), "{err}");
-    assert_eq!(st.num_series(), 0);
-    // Memory-only storage keeps them.
-    let mem = Storage::new(StorageOptions::default());
-    mem.append_histogram(&l, 1, Arc::new(h)).expect("memory");
 }

@@ -1,4 +1,5 @@
-//! Prometheus 2.42's native-histogram chunk encodings, as blocks hold them.
+//! Prometheus's native-histogram chunk encodings, as blocks hold them: Prometheus
+//! 2.42's, with Prometheus 3's custom bucket bounds in the layout of schema -53 chunks.
 //!
 //! Both start like every chunk with a 2-byte big-endian sample count, then one header
 //! byte whose top two bits say what the chunk knows of counter resets (`00` unknown,
@@ -6,7 +7,13 @@
 //! layout every sample of the chunk shares: the zero threshold (one byte `0` for 0, one
 //! byte `k + 244` for a power of two `2^k` with `-243 ≤ k ≤ 10`, else `255` and the
 //! 64 float bits), the schema, and the positive then negative spans (their number, then
-//! per span its length and offset), all numbers in the "varbit" code below.
+//! per span its length and offset), all numbers in the "varbit" code below. For schema
+//! -53 (custom buckets) the layout ends with the bounds, as Prometheus 3 writes them:
+//! their number, then each bound `b` as the varbit unsigned `1000·b + 1` when that is a
+//! whole number up to 33,554,431 (bounds `0..=33554.43` in steps of 0.001), else a `0`
+//! bit and its 64 float bits. A chunk holds one set of bounds: it is cut where they
+//! change. Prometheus 2.42 fails on such a chunk (its layout reader does not expect
+//! bounds, nor the schema).
 //!
 //! * **Float histograms** (encoding 3, what Lookout writes): the first sample's
 //!   timestamp as a varbit integer, its count, zero count, sum and every bucket count
@@ -166,7 +173,7 @@ fn is_stale_sum(h: &FloatHistogram) -> bool {
 }
 
 /// Whether `b` can continue a chunk that `a` started: the same schema, zero threshold
-/// bits and bucket indexes. A stale sample is written without buckets: its layout is
+/// bits, bucket indexes and custom bounds. A stale sample is written without buckets: its layout is
 /// empty.
 fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
     let empty = FloatHistogram::default();
@@ -179,6 +186,7 @@ fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
         && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
         && same_indexes(&a.positive, &b.positive)
         && same_indexes(&a.negative, &b.negative)
+        && a.custom_values == b.custom_values
 }
 
 /// Whether `h` can follow in the chunk that `first` started: both gauges or both not, a
@@ -246,6 +254,46 @@ fn write_layout(w: &mut BitWriter, h: &FloatHistogram) {
             put_varbit_int(w, i64::from(s.offset));
         }
     }
+    if h.uses_custom_buckets() {
+        put_varbit_uint(w, h.custom_values.len() as u64);
+        for &b in h.custom_values.iter() {
+            put_custom_bound(w, b);
+        }
+    }
+}
+
+/// Largest `1000·b` written as a varbit number (the widest that fits four bytes, less
+/// one for the `+ 1`).
+const CUSTOM_BOUND_MILLIS_MAX: f64 = 33_554_430.0;
+
+/// A custom bound: `1000·b + 1` as a varbit unsigned when `b` is a whole number of
+/// thousandths in range (so never 0), else a 0 bit and the float bits.
+fn put_custom_bound(w: &mut BitWriter, b: f64) {
+    let millis = b * 1000.0;
+    let whole = (b * 1000.0).round() / 1000.0 == b;
+    if (0.0..=CUSTOM_BOUND_MILLIS_MAX).contains(&millis) && whole {
+        put_varbit_uint(w, millis.round() as u64 + 1);
+    } else {
+        w.write_bit(false);
+        w.write_bits(b.to_bits(), 64);
+    }
+}
+
+fn read_custom_bound(r: &mut BitReader<'_>) -> Option<f64> {
+    Some(match read_varbit_uint(r)? {
+        0 => f64::from_bits(r.read_bits(64)?),
+        m => (m - 1) as f64 / 1000.0,
+    })
+}
+
+/// Reads the custom bounds of a schema -53 layout; `None` past the bits left (a bound
+/// takes five bits at least).
+fn read_custom_bounds(r: &mut BitReader<'_>) -> Option<Arc<[f64]>> {
+    let n = read_varbit_uint(r)?;
+    if n > (r.remaining_bits() / 5) as u64 {
+        return None;
+    }
+    (0..n).map(|_| read_custom_bound(r)).collect()
 }
 
 /// Encodes `points` (1 to 65,535 samples sharing the first one's layout, as
@@ -361,23 +409,27 @@ struct Layout {
     zero_threshold: f64,
     positive: Vec<i32>,
     negative: Vec<i32>,
-    /// Custom bucket bounds the chunk's reader knows from elsewhere (the head's chunks of
-    /// schema -53 histograms; the encoding has no place for them).
-    custom: Option<Arc<[f64]>>,
+    /// Custom bucket bounds (schema -53; empty otherwise), shared by every sample read.
+    custom: Arc<[f64]>,
 }
 
 impl Layout {
-    fn read(r: &mut BitReader<'_>, custom: Option<&Arc<[f64]>>) -> Option<Layout> {
+    fn read(r: &mut BitReader<'_>) -> Option<Layout> {
         let zero_threshold = read_zero_threshold(r)?;
         let schema = i32::try_from(read_varbit_int(r)?).ok()?;
         let positive = read_indexes(r)?;
         let negative = read_indexes(r)?;
+        let custom = if schema == crate::histogram::CUSTOM_BUCKETS_SCHEMA {
+            read_custom_bounds(r)?
+        } else {
+            Arc::from([])
+        };
         let l = Layout {
             schema,
             zero_threshold,
             positive,
             negative,
-            custom: custom.cloned(),
+            custom,
         };
         // Bucket arithmetic relies on what appends are checked for.
         let zeros = |n: usize| vec![0.0; n];
@@ -394,17 +446,14 @@ impl Layout {
     }
 
     fn histogram(&self, pos: &[f64], neg: &[f64]) -> FloatHistogram {
-        let mut h = FloatHistogram {
+        FloatHistogram {
             schema: self.schema,
             zero_threshold: self.zero_threshold,
             positive: Layout::buckets(&self.positive, pos),
             negative: Layout::buckets(&self.negative, neg),
+            custom_values: self.custom.clone(),
             ..FloatHistogram::default()
-        };
-        if let Some(c) = &self.custom {
-            h.custom_values = c.clone();
         }
-        h
     }
 
     fn buckets_total(&self) -> usize {
@@ -452,8 +501,8 @@ pub(crate) fn decode_until(
 ) -> Option<()> {
     let (h0, f0) = (hists.len(), floats.len());
     let ok = match enc {
-        ENCODING_FLOAT_HISTOGRAM => decode_chunk::<FloatFields>(chunk, maxt, None, hists, floats),
-        ENCODING_HISTOGRAM => decode_chunk::<IntFields>(chunk, maxt, None, hists, floats),
+        ENCODING_FLOAT_HISTOGRAM => decode_chunk::<FloatFields>(chunk, maxt, hists, floats),
+        ENCODING_HISTOGRAM => decode_chunk::<IntFields>(chunk, maxt, hists, floats),
         _ => None,
     };
     if ok.is_none() {
@@ -463,18 +512,11 @@ pub(crate) fn decode_until(
     ok
 }
 
-/// [`decode_until`] for a float histogram chunk of the head, whose samples have the
-/// custom bucket bounds `custom` (empty: exponential buckets).
-pub(crate) fn decode_head_chunk(
-    chunk: &[u8],
-    maxt: i64,
-    custom: &Arc<[f64]>,
-    hists: &mut Vec<HPoint>,
-) -> Option<()> {
+/// [`decode_until`] for a float histogram chunk of the head.
+pub(crate) fn decode_head_chunk(chunk: &[u8], maxt: i64, hists: &mut Vec<HPoint>) -> Option<()> {
     let h0 = hists.len();
-    let custom = (!custom.is_empty()).then_some(custom);
     let mut stale = Vec::new();
-    let ok = decode_chunk::<FloatFields>(chunk, maxt, custom, hists, &mut stale);
+    let ok = decode_chunk::<FloatFields>(chunk, maxt, hists, &mut stale);
     if ok.is_none() {
         hists.truncate(h0);
     }
@@ -497,7 +539,6 @@ trait Fields: Sized {
 fn decode_chunk<F: Fields>(
     chunk: &[u8],
     maxt: i64,
-    custom: Option<&Arc<[f64]>>,
     hists: &mut Vec<HPoint>,
     floats: &mut Vec<Sample>,
 ) -> Option<()> {
@@ -507,7 +548,7 @@ fn decode_chunk<F: Fields>(
         return Some(());
     }
     let mut r = BitReader::new(&chunk[3..]);
-    let layout = Layout::read(&mut r, custom)?;
+    let layout = Layout::read(&mut r)?;
     let mut t = read_varbit_int(&mut r)?;
     let mut fields = F::first(&mut r, &layout)?;
     let mut delta = 0i64;

@@ -570,16 +570,40 @@ impl Writer {
         }
     }
 
-    /// Writes float histogram samples records.
+    /// Writes float histogram samples records: exponential histograms first, then
+    /// custom-bucket ones in records of their own type (Prometheus 3's order). A series
+    /// whose histograms switch between the two kinds starts a new pair of writes, so that
+    /// the replay sees each series' samples in order.
     fn write_histograms(&mut self, histograms: &[PendingHistogram]) {
-        for chunk in histograms.chunks(HISTOGRAMS_PER_RECORD) {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            let refs: Vec<(u64, i64, &FloatHistogram)> =
-                chunk.iter().map(|p| (p.id, p.t, &*p.h)).collect();
-            record::encode_float_histograms(&refs, &mut buf);
-            let maxt = chunk.iter().map(|p| p.t).max().unwrap_or(i64::MIN);
-            self.log_samples(buf, maxt, chunk.len());
+        let mut kind_of = std::collections::HashMap::new();
+        let mut start = 0;
+        for (j, p) in histograms.iter().enumerate() {
+            let custom = p.h.uses_custom_buckets();
+            if kind_of.insert(p.id, custom).is_some_and(|k| k != custom) {
+                self.write_histogram_kinds(&histograms[start..j]);
+                start = j;
+                kind_of.clear();
+                kind_of.insert(p.id, custom);
+            }
+        }
+        self.write_histogram_kinds(&histograms[start..]);
+    }
+
+    /// Writes the exponential histograms of `histograms`, then the custom-bucket ones.
+    fn write_histogram_kinds(&mut self, histograms: &[PendingHistogram]) {
+        for custom in [false, true] {
+            let refs: Vec<(u64, i64, &FloatHistogram)> = histograms
+                .iter()
+                .filter(|p| p.h.uses_custom_buckets() == custom)
+                .map(|p| (p.id, p.t, &*p.h))
+                .collect();
+            for chunk in refs.chunks(HISTOGRAMS_PER_RECORD) {
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.clear();
+                record::encode_float_histograms(chunk, custom, &mut buf);
+                let maxt = chunk.iter().map(|p| p.1).max().unwrap_or(i64::MIN);
+                self.log_samples(buf, maxt, chunk.len());
+            }
         }
     }
 

@@ -17,7 +17,13 @@
 //!   negative spans (a count, then per span its offset as a signed and its length as an
 //!   unsigned varint), and the positive and negative bucket counts (a count, then each as
 //!   a signed varint difference to the previous bucket of its side for integer
-//!   histograms, as float bits for float ones).
+//!   histograms, as float bits for float ones);
+//! * **custom-bucket histogram samples** (9, integer, read only) and **custom-bucket
+//!   float histogram samples** (10, what Lookout writes for schema -53), Prometheus 3's
+//!   records: laid out as types 7 and 8, each histogram followed by its custom bucket
+//!   bounds (a count as an unsigned varint, then each bound as big-endian float bits).
+//!   The bounds follow any histogram of schema -53, whatever the record type, as
+//!   Prometheus 3 reads them. Prometheus 2.42 knows neither type.
 //!
 //! Other types (exemplars, memory-map markers, metadata) are recognised and skipped on
 //! replay. Decoding never trusts a length: every count and string is checked
@@ -36,6 +42,10 @@ pub const TOMBSTONES: u8 = 3;
 pub const HISTOGRAM_SAMPLES: u8 = 7;
 /// Float native histogram samples.
 pub const FLOAT_HISTOGRAM_SAMPLES: u8 = 8;
+/// Integer custom-bucket histogram samples (Prometheus 3).
+pub const CUSTOM_BUCKETS_HISTOGRAM_SAMPLES: u8 = 9;
+/// Float custom-bucket histogram samples (Prometheus 3).
+pub const CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES: u8 = 10;
 
 /// A decoded record.
 #[derive(Debug, PartialEq)]
@@ -146,10 +156,19 @@ fn put_spans(out: &mut Vec<u8>, spans: &[Span]) {
 }
 
 /// Appends a float histogram samples record for `samples` (reference, timestamp,
-/// histogram) to `out`. Custom bucket bounds have no place in it (the caller refuses
-/// custom-bucket histograms).
-pub fn encode_float_histograms(samples: &[(u64, i64, &FloatHistogram)], out: &mut Vec<u8>) {
-    out.push(FLOAT_HISTOGRAM_SAMPLES);
+/// histogram) to `out`: of type [`CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES`] when
+/// `custom_buckets`, for custom-bucket histograms (the caller puts those and exponential
+/// ones in separate records, as Prometheus 3 does).
+pub fn encode_float_histograms(
+    samples: &[(u64, i64, &FloatHistogram)],
+    custom_buckets: bool,
+    out: &mut Vec<u8>,
+) {
+    out.push(if custom_buckets {
+        CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES
+    } else {
+        FLOAT_HISTOGRAM_SAMPLES
+    });
     let Some(&(r0, t0, _)) = samples.first() else {
         return;
     };
@@ -169,6 +188,12 @@ pub fn encode_float_histograms(samples: &[(u64, i64, &FloatHistogram)], out: &mu
             put_uvarint(out, side.len() as u64);
             for b in side {
                 out.extend_from_slice(&b.count.to_bits().to_be_bytes());
+            }
+        }
+        if h.uses_custom_buckets() {
+            put_uvarint(out, h.custom_values.len() as u64);
+            for v in h.custom_values.iter() {
+                out.extend_from_slice(&v.to_bits().to_be_bytes());
             }
         }
     }
@@ -278,6 +303,14 @@ impl<'a> Dec<'a> {
             }
         }
         let [pos, neg] = sides;
+        let mut custom_values = Vec::new();
+        if schema == crate::histogram::CUSTOM_BUCKETS_SCHEMA {
+            let n = self.count(8)?;
+            custom_values.reserve(n);
+            for _ in 0..n {
+                custom_values.push(self.f64()?);
+            }
+        }
         let spans_err = DecodeError::Spans(at);
         Ok(FloatHistogram {
             schema,
@@ -288,7 +321,7 @@ impl<'a> Dec<'a> {
             positive: FloatHistogram::buckets_from_spans(&pos_spans, &pos)
                 .ok_or(spans_err.clone())?,
             negative: FloatHistogram::buckets_from_spans(&neg_spans, &neg).ok_or(spans_err)?,
-            custom_values: Default::default(),
+            custom_values: custom_values.into(),
             counter_reset_hint: hint,
         })
     }
@@ -358,7 +391,10 @@ pub fn decode(rec: &[u8]) -> Result<Record, DecodeError> {
             }
             Ok(Record::Tombstones(out))
         }
-        HISTOGRAM_SAMPLES | FLOAT_HISTOGRAM_SAMPLES => {
+        HISTOGRAM_SAMPLES
+        | FLOAT_HISTOGRAM_SAMPLES
+        | CUSTOM_BUCKETS_HISTOGRAM_SAMPLES
+        | CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES => {
             let mut out = Vec::new();
             if d.left() == 0 {
                 return Ok(Record::Histograms(out));
@@ -368,7 +404,9 @@ pub fn decode(rec: &[u8]) -> Result<Record, DecodeError> {
             while d.left() > 0 {
                 let dr = d.varint()?;
                 let dt = d.varint()?;
-                let h = d.histogram(typ == FLOAT_HISTOGRAM_SAMPLES)?;
+                let float =
+                    typ == FLOAT_HISTOGRAM_SAMPLES || typ == CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES;
+                let h = d.histogram(float)?;
                 out.push(((r0 as i64).wrapping_add(dr) as u64, t0.wrapping_add(dt), h));
             }
             Ok(Record::Histograms(out))
@@ -446,7 +484,7 @@ mod tests {
         long.extend_from_slice(&[0xff; 11]);
         assert_eq!(decode(&long), Err(DecodeError::Varint(17)));
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode(&[9, 1, 2]), Ok(Record::Other(9)));
+        assert_eq!(decode(&[4, 1, 2]), Ok(Record::Other(4)));
     }
 
     fn float_histogram() -> FloatHistogram {
@@ -470,6 +508,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_float_histograms(
             &[(5, 1_700_000_000_000, &a), (2, 1_699_999_000_000, &b)],
+            false,
             &mut buf,
         );
         assert_eq!(buf[0], FLOAT_HISTOGRAM_SAMPLES);
@@ -481,7 +520,7 @@ mod tests {
             ]))
         );
         buf.clear();
-        encode_float_histograms(&[], &mut buf);
+        encode_float_histograms(&[], false, &mut buf);
         assert_eq!(decode(&buf), Ok(Record::Histograms(vec![])));
     }
 
@@ -520,7 +559,7 @@ mod tests {
     fn corrupt_histogram_records_are_errors_not_panics() {
         let a = float_histogram();
         let mut buf = Vec::new();
-        encode_float_histograms(&[(1, 1, &a)], &mut buf);
+        encode_float_histograms(&[(1, 1, &a)], false, &mut buf);
         for rec in [buf, prometheus_integer_record()] {
             // Type, reference and timestamp alone are an empty record.
             for cut in (2..rec.len()).filter(|&c| c != 17) {
@@ -542,5 +581,83 @@ mod tests {
         let mut mismatch = huge;
         mismatch.extend_from_slice(&[1, 0, 5, 0, 1, 2, 0]);
         assert!(matches!(decode(&mismatch), Err(DecodeError::Spans(_))));
+    }
+
+    fn custom_histogram() -> FloatHistogram {
+        crate::histogram::notation::parse(
+            "schema:-53 count:6 sum:7.5 buckets:[1 2 3] custom_values:[0.25 1 1e300] counter_reset_hint:not_reset",
+        )
+        .unwrap()
+        .h
+    }
+
+    #[test]
+    fn custom_bucket_histograms_round_trip_in_their_own_record_type() {
+        let a = custom_histogram();
+        let mut buf = Vec::new();
+        encode_float_histograms(&[(5, 1000, &a), (6, 1015, &a)], true, &mut buf);
+        assert_eq!(buf[0], CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES);
+        let Ok(Record::Histograms(got)) = decode(&buf) else {
+            panic!("not histograms");
+        };
+        assert_eq!(got, vec![(5, 1000, a.clone()), (6, 1015, a.clone())]);
+        assert_eq!(&*got[0].2.custom_values, &[0.25, 1.0, 1e300]);
+        // The bounds close each histogram: Prometheus 3's EncodeFloatHistogram ends with
+        // their count and float bits.
+        let mut tail = vec![3u8];
+        for v in [0.25f64, 1.0, 1e300] {
+            tail.extend_from_slice(&v.to_bits().to_be_bytes());
+        }
+        assert!(buf.ends_with(&tail));
+    }
+
+    /// Prometheus 3's `CustomBucketsHistogramSamples` record (type 9): ref 2 at t=500,
+    /// hint unknown, schema -53 (zigzag 105), zero threshold 0, zero count 0, count 3,
+    /// sum 1.5, one positive span {0, 2} with buckets 1, 2 (differences 1, 1), no
+    /// negative side, bounds [0.5].
+    #[test]
+    fn integer_custom_bucket_records_read_with_their_bounds() {
+        let mut b = vec![CUSTOM_BUCKETS_HISTOGRAM_SAMPLES];
+        b.extend_from_slice(&2u64.to_be_bytes());
+        b.extend_from_slice(&500u64.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 105]);
+        b.extend_from_slice(&0f64.to_bits().to_be_bytes());
+        b.extend_from_slice(&[0, 3]);
+        b.extend_from_slice(&1.5f64.to_bits().to_be_bytes());
+        b.extend_from_slice(&[1, 0, 2, 0, 2, 2, 2, 0, 1]);
+        b.extend_from_slice(&0.5f64.to_bits().to_be_bytes());
+        let Ok(Record::Histograms(got)) = decode(&b) else {
+            panic!("not histograms: {:?}", decode(&b));
+        };
+        let (r, t, h) = &got[0];
+        assert_eq!((*r, *t, h.schema, h.count), (2, 500, -53, 3.0));
+        let pos: Vec<_> = h.positive.iter().map(|b| (b.index, b.count)).collect();
+        assert_eq!(pos, [(0, 1.0), (1, 2.0)]);
+        assert_eq!(&*h.custom_values, &[0.5]);
+        h.validate().unwrap();
+        // Cut anywhere after the header, or with a bound count past the end: an error.
+        for cut in 18..b.len() {
+            assert!(decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = b[..b.len() - 9].to_vec();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(decode(&huge), Err(DecodeError::Truncated(_))));
+    }
+
+    #[test]
+    fn corrupt_custom_bucket_records_are_errors_not_panics() {
+        let a = custom_histogram();
+        let mut buf = Vec::new();
+        encode_float_histograms(&[(1, 1, &a)], true, &mut buf);
+        for cut in (2..buf.len()).filter(|&c| c != 17) {
+            assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 17..buf.len() {
+            for bit in 0..8 {
+                let mut g = buf.clone();
+                g[i] ^= 1 << bit;
+                let _ = decode(&g);
+            }
+        }
     }
 }

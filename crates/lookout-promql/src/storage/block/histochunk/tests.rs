@@ -11,6 +11,19 @@ fn decode_all(enc: u8, chunk: &[u8]) -> Option<(Vec<HPoint>, Vec<Sample>)> {
     Some((hs, fs))
 }
 
+/// `pts` cut into chunks of at most 120 samples, each encoded and decoded.
+fn through_chunks(pts: &[HPoint]) -> Vec<HPoint> {
+    let mut got = Vec::new();
+    for run in chunk_runs(pts, 120) {
+        got.extend(
+            decode_all(ENCODING_FLOAT_HISTOGRAM, &encode_float(run))
+                .unwrap()
+                .0,
+        );
+    }
+    got
+}
+
 /// Histograms of one layout with fractional counts, odd sums and irregular timestamps.
 fn one_layout(n: usize) -> Vec<HPoint> {
     let mut out = Vec::new();
@@ -72,14 +85,7 @@ fn chunks_are_cut_at_resets_layout_changes_gauges_and_size() {
     // Each run reads back with its hints: the header's for the first sample, "no reset"
     // (or gauge) after. A chunk cut for its layout starts with an unknown hint, as in
     // Prometheus: a reader cannot know the previous chunk is still there.
-    let mut got = Vec::new();
-    for run in chunk_runs(&pts, 120) {
-        got.extend(
-            decode_all(ENCODING_FLOAT_HISTOGRAM, &encode_float(run))
-                .unwrap()
-                .0,
-        );
-    }
+    let got = through_chunks(&pts);
     let mut want = pts.clone();
     Arc::make_mut(&mut want[5].h).counter_reset_hint = CounterResetHint::Unknown;
     assert_eq!(got, want);
@@ -328,4 +334,117 @@ fn a_histogram_with_a_stale_sum_reads_as_a_float_staleness_marker() {
         stale,
         [(pts[1].t, STALE_NAN_BITS), (pts[2].t, STALE_NAN_BITS)]
     );
+}
+
+/// Custom-bucket histograms over `bounds`, counts growing.
+fn custom_run(bounds: &str, n: usize, t0: i64) -> Vec<HPoint> {
+    (0..n)
+        .map(|i| {
+            let k = i as f64;
+            let mut x = h(&format!(
+                "schema:-53 count:{} sum:{} buckets:[{} {} 1] custom_values:[{bounds}]",
+                3.5 * k + 1.0,
+                0.75 * k,
+                k,
+                2.5 * k
+            ));
+            if i > 0 {
+                x.counter_reset_hint = CounterResetHint::NotReset;
+            }
+            HPoint {
+                t: t0 + i as i64 * 15_000,
+                h: Arc::new(x),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn custom_bucket_chunks_hold_their_bounds_and_are_cut_where_they_change() {
+    // Bounds of both codes: thousandths in range as varbit, the rest as float bits.
+    let a = "-5 0 0.001 0.3 1 33554.43 33554.431 1e300";
+    let b = "-5 0 0.001 0.3 1 33554.43 33554.431 2e300";
+    let mut pts = custom_run(a, 5, 1000);
+    pts.extend(custom_run(b, 4, 100_000).into_iter().map(|mut p| {
+        Arc::make_mut(&mut p.h).counter_reset_hint = CounterResetHint::NotReset;
+        p
+    }));
+    let runs: Vec<usize> = chunk_runs(&pts, 120).iter().map(|r| r.len()).collect();
+    assert_eq!(runs, [5, 4]);
+    let got = through_chunks(&pts);
+    // The second chunk's first sample reads with an unknown hint (a new chunk).
+    Arc::make_mut(&mut pts[5].h).counter_reset_hint = CounterResetHint::Unknown;
+    assert_eq!(got, pts);
+    assert_eq!(got[0].h.custom_values[7], 1e300);
+    assert_eq!(got[5].h.custom_values[7], 2e300);
+    // The head's appender cuts at the same place.
+    let mut app = FloatAppender::new(&pts[0]);
+    for p in &pts[1..5] {
+        assert!(app.fits(&p.h, 120));
+        app.append(p);
+    }
+    assert!(!app.fits(&pts[5].h, 120));
+}
+
+/// A one-sample chunk's count, an unknown-hint header, then a layout of zero threshold 0,
+/// schema -53 (prefix 1110 and 9 bits) and no spans, up to the bounds.
+fn custom_layout_start() -> BitWriter {
+    let mut w = BitWriter::default();
+    w.write_bits(1, 16);
+    w.write_bits(0, 16);
+    w.write_bits(0b1110, 4);
+    w.write_bits((-53i64 as u64) & 0x1ff, 9);
+    w.write_bits(0, 2);
+    w
+}
+
+#[test]
+fn custom_bounds_use_prometheus_3_codes() {
+    // Layout of one sample of schema -53 with bounds [0.5, 1e300] and no buckets:
+    // zero threshold 0 (8 bits), schema -53 (prefix 1110 + 9 bits), no spans (0, 0),
+    // two bounds (10 + 3 bits: 2), 0.5 as 501 (1110 + 9 bits), 1e300 as 0 and 64 bits.
+    let x = h("schema:-53 count:0 sum:0 custom_values:[0.5 1e300]");
+    let chunk = encode_float(&[HPoint {
+        t: 0,
+        h: Arc::new(x.clone()),
+    }]);
+    let mut w = custom_layout_start();
+    w.write_bits(0b10, 2);
+    w.write_bits(2, 3);
+    w.write_bits(0b1110, 4);
+    w.write_bits(501, 9);
+    w.write_bits(0, 1);
+    w.write_bits(1e300f64.to_bits(), 64);
+    w.write_bits(0, 1);
+    for _ in 0..3 {
+        w.write_bits(0, 64);
+    }
+    assert_eq!(chunk, w.bytes());
+    let (got, _) = decode_all(ENCODING_FLOAT_HISTOGRAM, &chunk).unwrap();
+    assert_eq!(*got[0].h, x);
+}
+
+#[test]
+fn garbled_custom_bucket_chunks_are_errors_not_panics() {
+    let pts = custom_run("0.1 0.5 1e300", 10, 0);
+    let chunk = encode_float(&pts);
+    for cut in 3..chunk.len() {
+        let _ = decode_all(ENCODING_FLOAT_HISTOGRAM, &chunk[..cut]);
+    }
+    assert!(decode_all(ENCODING_FLOAT_HISTOGRAM, &chunk[..20]).is_none());
+    for i in 2..chunk.len() {
+        for bit in 0..8 {
+            let mut g = chunk.clone();
+            g[i] ^= 1 << bit;
+            if let Some((hs, _)) = decode_all(ENCODING_FLOAT_HISTOGRAM, &g) {
+                // What decodes has a layout appends would take.
+                assert!(hs.iter().all(|p| p.h.check_structure().is_ok()));
+            }
+        }
+    }
+    // A bound count past the bits left is refused before anything is allocated.
+    let mut w = custom_layout_start();
+    w.write_bits(0xff, 8);
+    w.write_bits(u64::MAX >> 1, 64);
+    assert!(decode_all(ENCODING_FLOAT_HISTOGRAM, w.bytes()).is_none());
 }
