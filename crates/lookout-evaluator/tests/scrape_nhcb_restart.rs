@@ -2,8 +2,13 @@
 //! scrapes a classic histogram on loopback into custom-bucket histograms, is stopped, and
 //! started again on the same directory; the stored samples (bounds and counts) and what
 //! functions over them answer must be the same before and after the restart, through the
-//! WAL (Prometheus 3's custom-bucket record type) and the head's chunks.
+//! WAL (Prometheus 3's custom-bucket record type) and the head's chunks. Then, when
+//! Debian's `prometheus` (2.42) is installed, it is started on a copy of the directory:
+//! it starts, and skips the record type it does not know, so the histograms are missing
+//! from its answers (what the README documents).
 
+#[path = "../../lookout-promql/tests/common/peer.rs"]
+mod peer;
 mod scrape_support;
 
 use std::sync::Arc;
@@ -13,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::routing::get;
 use lookout_evaluator::{EvaluatorOptions, run};
-use scrape_support::{eventually, free_port, serve_loopback, unix};
+use scrape_support::{
+    eventually, free_port, instant_query, serve_loopback, start_prometheus_config_with, unix,
+};
 
 /// The classic histogram at the `n`th scrape: bounds 0.1, 0.5 and 2.5, counts growing,
 /// a counter reset at the 12th scrape.
@@ -142,4 +149,31 @@ async fn converted_histograms_in_a_data_directory_survive_a_restart() {
     }
     stop.send(()).unwrap();
     task.await.unwrap().expect("the evaluator stops cleanly");
+
+    if !peer::have("prometheus") {
+        eprintln!("SKIPPED (Prometheus 2.42 part): prometheus is not installed");
+        return;
+    }
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir.path().join("data"))
+        .arg(dir.path().join("prom-data"))
+        .status()
+        .expect("cp runs");
+    assert!(status.success());
+    let (_prometheus, theirs) = start_prometheus_config_with(
+        dir.path(),
+        "global: {scrape_interval: 1h}\n",
+        &["--enable-feature=native-histograms"],
+    )
+    .await;
+    // The series are known (their records are 2.42's), their custom-bucket samples not.
+    let got = instant_query(&theirs, "lookout_nhcb_seconds[1h]", SystemTime::now()).await;
+    assert!(got.is_empty(), "Prometheus 2.42 answered {got:?}");
+    let up = instant_query(&theirs, "up{job=\"nhcb\"}[1h]", SystemTime::now()).await;
+    assert_eq!(
+        up.len(),
+        1,
+        "Prometheus 2.42 did not replay the float samples"
+    );
 }
