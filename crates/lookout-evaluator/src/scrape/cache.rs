@@ -84,8 +84,9 @@ pub(crate) struct ScrapeCache {
     entries: Vec<Entry>,
     /// Slots of removed entries, for reuse.
     free: Vec<u32>,
-    /// Number of the current scrape; 0 before the first.
-    iter: u64,
+    /// Number of the current scrape; 0 before the first. 32 bits last 136 years of
+    /// scrapes a second (then it starts again at 1).
+    iter: u32,
     /// Series a previous loop for the same target wrote in its last scrape (a reload
     /// restarted the loop): the first scrape marks stale those it does not write.
     carried: HashSet<Labels>,
@@ -94,9 +95,9 @@ pub(crate) struct ScrapeCache {
 struct Entry {
     state: State,
     /// Last scrape whose body had the text.
-    used: u64,
+    used: u32,
     /// Last scrape that appended it without an explicit timestamp: staleness follows these.
-    tracked: u64,
+    tracked: u32,
 }
 
 enum State {
@@ -200,6 +201,11 @@ impl ScrapeCache {
             }
             keep
         });
+        // The entries grow by doubling while the first scrape fills them: a target of
+        // 10,000 series would keep room for 16,384 from then on.
+        if self.entries.capacity() > self.entries.len() + self.entries.len() / 2 {
+            self.entries.shrink_to_fit();
+        }
     }
 }
 
@@ -213,7 +219,7 @@ pub(crate) fn ingest(
     body: Option<(Vec<u8>, BodyFormat)>,
     job: &Job<'_>,
 ) -> (Result<Ingested, ScrapeError>, Instant) {
-    cache.iter += 1;
+    cache.iter = cache.iter.checked_add(1).unwrap_or(1);
     let result = body.map(|(body, format)| resolve(cache, &body, format, job));
     let parsed = Instant::now();
     let result = match result {
@@ -444,7 +450,7 @@ fn append(cache: &mut ScrapeCache, batch: Batch, job: &Job<'_>) -> Ingested {
             Err(e) => count_error(&e, job.metrics, &mut done),
         }
         if ts.is_none() {
-            let in_last = entry.tracked != 0 && entry.tracked + 1 == iter;
+            let in_last = entry.tracked != 0 && entry.tracked.wrapping_add(1) == iter;
             let carried = track_carried && was_carried(&cache.carried, entry);
             if !in_last && !carried {
                 done.added += 1;
@@ -481,7 +487,7 @@ fn count_error(e: &AppendError, metrics: &ScrapeMetrics, done: &mut Ingested) {
 fn mark_stale(cache: &mut ScrapeCache, job: &Job<'_>) {
     let iter = cache.iter;
     for entry in &mut cache.entries {
-        if entry.tracked == 0 || entry.tracked + 1 != iter {
+        if entry.tracked == 0 || entry.tracked.wrapping_add(1) != iter {
             continue;
         }
         let _ = match &mut entry.state {
