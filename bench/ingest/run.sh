@@ -7,6 +7,8 @@
 #   lookout          Lookout's evaluator (release build, embedded mode, no rules) with its
 #                    WAL and blocks in --storage.tsdb.path
 #   lookout-memory   the same with --storage.tsdb.path= (memory only; MEMORY_ROW=0 drops it)
+#   lookout-b        LOOKOUT_BIN_B, a second build, as `lookout` (only when LOOKOUT_BIN_B is
+#                    set): both builds under the same load in one run
 #   prometheus       Prometheus 2.42 (Debian)
 #   victoriametrics  VictoriaMetrics (Debian; single node, -storageDataPath)
 # After WARMUP seconds, measure.py takes each process's CPU seconds over WINDOW seconds, its
@@ -15,8 +17,9 @@
 #
 # Usage: bench/ingest/run.sh   (env: SERIES="10000 100000" PER_TARGET=10000 INTERVAL=15
 #                               SCRAPE_TIMEOUT=10 WARMUP=75 WINDOW=240 PORT_BASE=19600
-#                               LOOKOUT_BIN=path skips the release build; MEMORY_ROW=0;
-#                               RESULTS=file keeps the JSON lines)
+#                               LOOKOUT_BIN=path skips the release build; LOOKOUT_BIN_B=path
+#                               adds the lookout-b row; MEMORY_ROW=0; RESULTS=file keeps the
+#                               JSON lines)
 # Needs: cargo, curl, python3, prometheus, victoria-metrics.
 set -euo pipefail
 
@@ -37,6 +40,7 @@ need prometheus victoria-metrics curl python3
 build_lookout
 
 L_PORT=$((PORT_BASE + 1)) LM_PORT=$((PORT_BASE + 2)) P_PORT=$((PORT_BASE + 3)) V_PORT=$((PORT_BASE + 4))
+LB_PORT=$((PORT_BASE + 5))
 FIRST_TARGET=$((PORT_BASE + 10))
 for size in $SERIES; do
   targets=$(( (size + PER_TARGET - 1) / PER_TARGET ))
@@ -73,6 +77,12 @@ YML
       --storage.tsdb.path= --storage.max-series "$MAX_SERIES" 2>"$run/lookout-memory.log" &
     PIDS+=($!) PROGS+=("lookout-memory=$!=http://127.0.0.1:$LM_PORT=-")
   fi
+  if [ -n "${LOOKOUT_BIN_B:-}" ]; then
+    "$LOOKOUT_BIN_B" --log.level warn evaluator --config.file "$run/scrape.yml" \
+      --web.listen-address "127.0.0.1:$LB_PORT" --rules.state-file "$run/lookout-b-state.json" \
+      --storage.tsdb.path "$run/lookout-b" --storage.max-series "$MAX_SERIES" 2>"$run/lookout-b.log" &
+    PIDS+=($!) PROGS+=("lookout-b=$!=http://127.0.0.1:$LB_PORT=$run/lookout-b")
+  fi
   prometheus --config.file "$run/scrape.yml" --storage.tsdb.path "$run/prom" \
     --web.listen-address "127.0.0.1:$P_PORT" --log.level warn 2>"$run/prom.log" &
   PIDS+=($!) PROGS+=("prometheus=$!=http://127.0.0.1:$P_PORT=$run/prom")
@@ -82,6 +92,7 @@ YML
   PIDS+=($!) PROGS+=("victoriametrics=$!=http://127.0.0.1:$V_PORT=$run/vm")
   wait_up "http://127.0.0.1:$L_PORT/-/ready"
   [ "$MEMORY_ROW" = 0 ] || wait_up "http://127.0.0.1:$LM_PORT/-/ready"
+  [ -z "${LOOKOUT_BIN_B:-}" ] || wait_up "http://127.0.0.1:$LB_PORT/-/ready"
   wait_up "http://127.0.0.1:$P_PORT/-/ready"
   wait_up "http://127.0.0.1:$V_PORT/health"
   echo "== $size series over $targets target(s) every ${INTERVAL}s: warm-up ${WARMUP}s, window ${WINDOW}s" >&2

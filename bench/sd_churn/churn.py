@@ -15,9 +15,10 @@ then polls how the exporter's probes and the scrapers' scrapes follow each rewri
       first probe or scrape (the sample's own timestamp, so not limited by the polling), a
       removed one from the rewrite to the first poll that no longer shows it (so within a
       poll); a target not followed by the next rewrite stays pending, at the end for up to
-      DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s, each scraper's head series and blocks loaded
-      (its own /metrics) every 30 s. Prints the summary, with the
-      evaluator's ratios to a scraper named prometheus when there is one.
+      DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s, and each scraper's head series and blocks
+      loaded (its own /metrics) and anonymous RSS with them. Prints the summary, with the
+      evaluator's ratios to a scraper named prometheus when there is one, and each scraper's
+      RSS just before each head cut (the last sample before its blocks loaded rose).
 
 Exporter targets: PROBE_URL?n=ID, one group per generation labelled gen. Evaluator
 targets: SCRAPE_ADDR (one address for all: the target serves every request the same) with
@@ -128,7 +129,7 @@ def run(args):
     gen_of = {i: 0 for i in ids}
     step = int(targets * fraction)
     samples = []  # (t, name, rss_kib, cpu_s)
-    tsdb = []  # (name, head series, blocks loaded), every 30 s, for each scraper
+    tsdb = []  # (name, head series, blocks loaded, file-backed MiB, t, anonymous MiB), every 5 s
     stop = threading.Event()
 
     def sampler():
@@ -137,11 +138,11 @@ def run(args):
             t = time.time()
             for name, pid, _ in progs:
                 samples.append((t, name, m.status_kib(pid, "VmRSS"), m.cpu_seconds(pid)))
-            if n % 6 == 0:
-                for name, pid, url in progs[1:]:
-                    tsdb.append((name, tsdb_gauge(url, "prometheus_tsdb_head_series"),
-                                 tsdb_gauge(url, "prometheus_tsdb_blocks_loaded"),
-                                 m.status_kib(pid, "RssFile") // 1024))
+            for name, pid, url in progs[1:]:
+                tsdb.append((name, tsdb_gauge(url, "prometheus_tsdb_head_series"),
+                             tsdb_gauge(url, "prometheus_tsdb_blocks_loaded"),
+                             m.status_kib(pid, "RssFile") // 1024, t,
+                             m.status_kib(pid, "RssAnon") / 1024))
             n += 1
             stop.wait(5)
 
@@ -216,8 +217,20 @@ def run(args):
     # RssFile: the part of RSS that is mapped files (binary, mapped block files), which the
     # kernel may drop and read again; the rest is the heap and stacks.
     print("head series / blocks loaded / file-backed RSS MiB over time (every 30 s): " + "; ".join(
-        f"{name}: " + " ".join(f"{h}/{b}/{f}" for n, h, b, f in tsdb if n == name)
+        f"{name}: " + " ".join(f"{h}/{b}/{f}" for h, b, f, *_ in [x[1:] for x in tsdb if x[0] == name][::6])
         for name, _, _ in progs[1:]))
+    # The head's peak before each cut: the last sample (every 5 s) before blocks loaded rises.
+    # At equal head series, a rise from cut to cut is memory the process keeps.
+    for name, _, _ in progs[1:]:
+        own = [x for x in tsdb if x[0] == name and x[2] != "?"]
+        cuts = [a for a, b in zip(own, own[1:]) if float(b[2]) > float(a[2])]
+        print(f"{name}: just before each cut, RSS / anonymous RSS MiB (head series): " + "; ".join(
+            f"{rss_at(samples, name, c[4]):.1f} / {c[5]:.1f} ({c[1]})" for c in cuts), flush=True)
+
+
+def rss_at(samples, name, t):
+    """The program's RSS (MiB) in the sample taken at time t."""
+    return next((s[2] / 1024 for s in samples if s[1] == name and s[0] == t), 0.0)
 
 
 def tsdb_gauge(url, metric):
