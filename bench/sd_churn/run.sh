@@ -26,7 +26,7 @@
 #
 # Usage: bench/sd_churn/run.sh   (env: TARGETS=10000 FRACTION=0.1 PERIOD=60 ROUNDS=5
 #                                 PROBE_INTERVAL=15 SCRAPE_INTERVAL=30 WARMUP=60 POLL=1 DRAIN=90
-#                                 PORT_BASE=19800 PROMETHEUS=1 BLOCK=; LOOKOUT_BIN=path skips the
+#                                 PORT_BASE=19800 PROMETHEUS=1 BLOCK= RETENTION=; LOOKOUT_BIN=path skips the
 #                                 release build)
 # Needs: cargo, curl, python3, prometheus (unless PROMETHEUS=0).
 set -euo pipefail
@@ -96,6 +96,13 @@ PROM_STORAGE=()
 if [ -n "${BLOCK:-}" ]; then
   EVAL_STORAGE=(--storage.tsdb.path="$WORK/eval-data" --storage.tsdb.min-block-duration="$BLOCK" --storage.tsdb.max-block-duration="$BLOCK")
   PROM_STORAGE=(--storage.tsdb.min-block-duration="$BLOCK" --storage.tsdb.max-block-duration="$BLOCK")
+  # RETENTION (e.g. 6m, with BLOCK): both drop blocks older than that, so that a long enough
+  # run reaches a steady state (as many blocks kept as dropped) instead of holding every
+  # block of the run, as the default 1 d retention does.
+  if [ -n "${RETENTION:-}" ]; then
+    EVAL_STORAGE+=(--storage.tsdb.retention.time="$RETENTION")
+    PROM_STORAGE+=(--storage.tsdb.retention.time="$RETENTION")
+  fi
 fi
 "$LOOKOUT" --log.level warn evaluator --config.file "$WORK/evaluator.yml" \
   --web.listen-address "127.0.0.1:$V_PORT" --rules.state-file "$WORK/state.json" \
