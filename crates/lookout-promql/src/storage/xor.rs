@@ -499,15 +499,15 @@ impl<'a> XorIter<'a> {
                     }
                     1 => {
                         self.r.skip(16);
-                        sign_extend((w << 2) >> 50, 14)
+                        dod_bits((w << 2) >> 50, 14)
                     }
                     2 => {
                         self.r.skip(20);
-                        sign_extend((w << 3) >> 47, 17)
+                        dod_bits((w << 3) >> 47, 17)
                     }
                     3 => {
                         self.r.skip(24);
-                        sign_extend((w << 4) >> 44, 20)
+                        dod_bits((w << 4) >> 44, 20)
                     }
                     _ => {
                         self.r.skip(4);
@@ -524,6 +524,18 @@ impl<'a> XorIter<'a> {
         }
         self.read += 1;
         Some((self.t, f64::from_bits(self.v)))
+    }
+}
+
+/// A timestamp delta-of-delta of `n` (14, 17 or 20) bits as written by Prometheus's (and
+/// our) XOR encoders, whose ranges are asymmetric: `-(2^(n-1) - 1)..=2^(n-1)`. The bit
+/// pattern `1` followed by zeros is therefore `+2^(n-1)`, not `-2^(n-1)` as a plain sign
+/// extension reads it (which shifted every later timestamp of the chunk).
+pub(crate) fn dod_bits(v: u64, n: u8) -> i64 {
+    if v > 1u64 << (n - 1) {
+        sign_extend(v, n)
+    } else {
+        v as i64
     }
 }
 
@@ -714,6 +726,15 @@ mod tests {
                 samples.push((t, v));
             }
             round_trip(&samples);
+        }
+    }
+
+    /// As `promxor`'s test of the same name: a delta-of-delta of exactly +2^13, +2^16 or
+    /// +2^19 read back as its negative.
+    #[test]
+    fn deltas_of_deltas_at_the_edges_of_each_width_round_trip() {
+        for dod in [8192i64, -8191, 65536, -65535, 524288, -524287] {
+            round_trip(&[(0, 1.0), (1000, 1.0), (2000 + dod, 1.0), (3000 + dod, 2.0)]);
         }
     }
 }
