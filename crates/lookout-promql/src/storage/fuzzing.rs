@@ -85,10 +85,11 @@ pub fn wal_segment(data: &[u8]) {
     let dir = fresh_dir("wal");
     let path = segment::segment_path(&dir, 0);
     std::fs::write(&path, data).expect("write the segment");
-    let mut records = 0usize;
+    let mut series = 0u64;
     let corruption = segment::read_segment(&path, |rec| {
-        records += 1;
-        let _ = record::decode(rec);
+        if let Ok(record::Record::Series(s)) = record::decode(rec) {
+            series += s.len() as u64;
+        }
     })
     .expect("read the segment");
     if let Some(c) = &corruption {
@@ -99,7 +100,11 @@ pub fn wal_segment(data: &[u8]) {
     }
     let storage = Storage::new(StorageOptions::default());
     let report = replay::replay(&storage, &dir, i64::MIN).expect("replay the segment");
-    assert!(report.series <= records as u64);
+    assert!(
+        report.series <= series,
+        "{} series replayed of {series}",
+        report.series
+    );
 }
 
 /// One chunk: the first byte picks the encoding — 0 a block's XOR chunk, 1 a block's
@@ -224,9 +229,12 @@ pub fn block_index(data: &[u8]) {
     }
     for name in index.label_names() {
         let values = index.label_values(&name);
-        for v in &values {
+        for (i, v) in values.iter().enumerate() {
             let _ = index.ids(&name, v);
-            let _ = index.ids_prefixed(&name, v);
+            // A prefix scans every value: a few of them, not a quadratic number of scans.
+            if i < 4 {
+                let _ = index.ids_prefixed(&name, v);
+            }
         }
         let _ = index.ids_where(&name, &|_| true);
         if !values.is_empty() {

@@ -468,14 +468,16 @@ impl<'a> XorIter<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.trailing = 64 - self.leading - sig;
+            // A window wider than 64 bits is malformed (the head writes none; its bytes
+            // are checked like a block's).
+            self.trailing = 64u8.checked_sub(self.leading + sig)?;
             self.r.skip(14);
         } else {
             self.r.skip(3);
         }
-        let sig = 64 - self.leading - self.trailing;
+        let sig = 64u8.checked_sub(self.leading + self.trailing)?;
         let bits = self.r.read_bits(sig)?;
-        self.v ^= bits << self.trailing;
+        self.v ^= bits.checked_shl(u32::from(self.trailing)).unwrap_or(0);
         Some(())
     }
 
@@ -736,5 +738,23 @@ mod tests {
         for dod in [8192i64, -8191, 65536, -65535, 524288, -524287] {
             round_trip(&[(0, 1.0), (1000, 1.0), (2000 + dod, 1.0), (3000 + dod, 2.0)]);
         }
+    }
+
+    /// Found by fuzzing (`tsdb_chunks`, its reproducer is a seed): a value window whose
+    /// leading zeros and meaningful bits add up past 64 overflowed computing the trailing
+    /// zeros; the chunk now ends there, as a truncated one does.
+    #[test]
+    fn a_value_window_wider_than_64_bits_ends_the_chunk() {
+        let mut w = BitWriter::default();
+        w.write_varint(1000);
+        w.write_bits(1f64.to_bits(), 64);
+        w.write_varint(15);
+        // `101` (a new window), 31 leading zeros, 63 meaningful bits, then the bits.
+        w.write_bits(0b101, 3);
+        w.write_bits(31, 5);
+        w.write_bits(63, 6);
+        w.write_bits(u64::MAX, 63);
+        let got: Vec<(i64, f64)> = XorIter::new(w.bytes(), 2).collect();
+        assert_eq!(got, vec![(1000, 1.0)]);
     }
 }
