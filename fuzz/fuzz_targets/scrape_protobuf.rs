@@ -1,5 +1,5 @@
-//! The protobuf exposition reader of the evaluator's scrapes, with every combination of
-//! its histogram options.
+//! The protobuf exposition reader of the evaluator's scrapes, with its histogram options
+//! (custom-bucket conversion included).
 //!
 //! Besides the raw input (a delimited body), an input starting with 0xFD is taken as the
 //! contents of one `MetricFamily` message and given its length prefix here, so that the
@@ -14,10 +14,17 @@ use libfuzzer_sys::fuzz_target;
 use lookout_evaluator::scrape::protobuf::{self, Options, ProtoError, Value};
 
 fn read(body: &[u8]) {
-    for (native_histograms, always_classic) in [(false, false), (true, false), (true, true)] {
+    for (native_histograms, always_classic, nhcb) in [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (false, false, true),
+        (true, true, true),
+    ] {
         let opts = Options {
             native_histograms,
             always_classic,
+            nhcb,
         };
         let mut seen = 0usize;
         let counted = protobuf::for_each_sample(body, opts, &AtomicBool::new(false), |s| {
@@ -25,7 +32,10 @@ fn read(body: &[u8]) {
             let _ = s.labels();
             assert!(!s.series.is_empty());
             if let Value::Histogram(h) = &s.value {
-                assert!(native_histograms, "a histogram with native histograms off");
+                assert!(
+                    native_histograms || nhcb,
+                    "a histogram with native histograms and nhcb off"
+                );
                 if let Err(e) = h.validate() {
                     panic!("an invalid histogram was read: {e}: {h:?}");
                 }

@@ -57,6 +57,8 @@
 //!   keep taking samples, and series removed by retention free their place.
 
 pub mod block;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head_histograms;
 mod index;
 mod persist;

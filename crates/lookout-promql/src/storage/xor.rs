@@ -468,14 +468,16 @@ impl<'a> XorIter<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.trailing = 64 - self.leading - sig;
+            // A window wider than 64 bits is malformed (the head writes none; its bytes
+            // are checked like a block's).
+            self.trailing = 64u8.checked_sub(self.leading + sig)?;
             self.r.skip(14);
         } else {
             self.r.skip(3);
         }
-        let sig = 64 - self.leading - self.trailing;
+        let sig = 64u8.checked_sub(self.leading + self.trailing)?;
         let bits = self.r.read_bits(sig)?;
-        self.v ^= bits << self.trailing;
+        self.v ^= bits.checked_shl(u32::from(self.trailing)).unwrap_or(0);
         Some(())
     }
 
@@ -499,15 +501,15 @@ impl<'a> XorIter<'a> {
                     }
                     1 => {
                         self.r.skip(16);
-                        sign_extend((w << 2) >> 50, 14)
+                        dod_bits((w << 2) >> 50, 14)
                     }
                     2 => {
                         self.r.skip(20);
-                        sign_extend((w << 3) >> 47, 17)
+                        dod_bits((w << 3) >> 47, 17)
                     }
                     3 => {
                         self.r.skip(24);
-                        sign_extend((w << 4) >> 44, 20)
+                        dod_bits((w << 4) >> 44, 20)
                     }
                     _ => {
                         self.r.skip(4);
@@ -524,6 +526,18 @@ impl<'a> XorIter<'a> {
         }
         self.read += 1;
         Some((self.t, f64::from_bits(self.v)))
+    }
+}
+
+/// A timestamp delta-of-delta of `n` (14, 17 or 20) bits as written by Prometheus's (and
+/// our) XOR encoders, whose ranges are asymmetric: `-(2^(n-1) - 1)..=2^(n-1)`. The bit
+/// pattern `1` followed by zeros is therefore `+2^(n-1)`, not `-2^(n-1)` as a plain sign
+/// extension reads it (which shifted every later timestamp of the chunk).
+pub(crate) fn dod_bits(v: u64, n: u8) -> i64 {
+    if v > 1u64 << (n - 1) {
+        sign_extend(v, n)
+    } else {
+        v as i64
     }
 }
 
@@ -715,5 +729,32 @@ mod tests {
             }
             round_trip(&samples);
         }
+    }
+
+    /// As `promxor`'s test of the same name: a delta-of-delta of exactly +2^13, +2^16 or
+    /// +2^19 read back as its negative.
+    #[test]
+    fn deltas_of_deltas_at_the_edges_of_each_width_round_trip() {
+        for dod in [8192i64, -8191, 65536, -65535, 524288, -524287] {
+            round_trip(&[(0, 1.0), (1000, 1.0), (2000 + dod, 1.0), (3000 + dod, 2.0)]);
+        }
+    }
+
+    /// Found by fuzzing (`tsdb_chunks`, its reproducer is a seed): a value window whose
+    /// leading zeros and meaningful bits add up past 64 overflowed computing the trailing
+    /// zeros; the chunk now ends there, as a truncated one does.
+    #[test]
+    fn a_value_window_wider_than_64_bits_ends_the_chunk() {
+        let mut w = BitWriter::default();
+        w.write_varint(1000);
+        w.write_bits(1f64.to_bits(), 64);
+        w.write_varint(15);
+        // `101` (a new window), 31 leading zeros, 63 meaningful bits, then the bits.
+        w.write_bits(0b101, 3);
+        w.write_bits(31, 5);
+        w.write_bits(63, 6);
+        w.write_bits(u64::MAX, 63);
+        let got: Vec<(i64, f64)> = XorIter::new(w.bytes(), 2).collect();
+        assert_eq!(got, vec![(1000, 1.0)]);
     }
 }

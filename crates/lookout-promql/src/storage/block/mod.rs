@@ -27,10 +27,10 @@ pub(crate) mod chunks;
 pub(crate) mod compact;
 pub(crate) mod histochunk;
 pub(crate) mod index;
-mod index_reader;
+pub(crate) mod index_reader;
 mod mapping;
 pub mod meta;
-mod promxor;
+pub(crate) mod promxor;
 pub(crate) mod tombstones;
 
 use std::collections::HashSet;

@@ -10,7 +10,7 @@
 //! are re-encoded when a block is written.
 
 use crate::storage::Sample;
-use crate::storage::xor::{BitReader, BitWriter, sign_extend};
+use crate::storage::xor::{BitReader, BitWriter, dod_bits};
 
 /// Prometheus's number for the XOR encoding.
 pub(crate) const ENCODING_XOR: u8 = 1;
@@ -160,15 +160,15 @@ fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
         }
         1 => {
             r.skip(16);
-            sign_extend((w << 2) >> 50, 14)
+            dod_bits((w << 2) >> 50, 14)
         }
         2 => {
             r.skip(20);
-            sign_extend((w << 3) >> 47, 17)
+            dod_bits((w << 3) >> 47, 17)
         }
         3 => {
             r.skip(24);
-            sign_extend((w << 4) >> 44, 20)
+            dod_bits((w << 4) >> 44, 20)
         }
         _ => {
             r.skip(4);
@@ -296,5 +296,39 @@ mod tests {
         lying[0] = 0xff;
         assert!(decode(&lying, &mut out).is_none());
         assert!(decode(&[], &mut out).is_none());
+    }
+
+    /// Found by fuzzing (`tsdb_chunks`): the encoder writes deltas-of-deltas up to +2^13,
+    /// +2^16 and +2^19 in 14, 17 and 20 bits, as Prometheus does, and the reader took those
+    /// exact values for -2^13, -2^16 and -2^19, shifting every later timestamp of the
+    /// chunk (a scrape 8.192 s late, in a Prometheus block too).
+    #[test]
+    fn deltas_of_deltas_at_the_edges_of_each_width_round_trip() {
+        for dod in [
+            8192i64, -8191, 8193, -8192, 65536, -65535, 65537, 524288, -524287, 524289,
+        ] {
+            let s = [
+                Sample { t: 0, v: 1.0 },
+                Sample { t: 1000, v: 1.0 },
+                Sample {
+                    t: 2000 + dod,
+                    v: 1.0,
+                },
+                Sample {
+                    t: 3000 + dod,
+                    v: 2.0,
+                },
+            ];
+            round_trip(&s);
+        }
+        // Prometheus's bytes for a dod of +8192: `10` then 14 bits 0b10_0000_0000_0000.
+        let chunk = encode(&[
+            Sample { t: 0, v: 0.0 },
+            Sample { t: 10, v: 0.0 },
+            Sample { t: 8212, v: 0.0 },
+        ]);
+        let mut out = Vec::new();
+        decode(&chunk, &mut out).unwrap();
+        assert_eq!(out[2].t, 8212);
     }
 }
