@@ -365,6 +365,52 @@ fn lookout_reads_blocks_made_by_promtool() {
     assert_same(&lookout_dump(&st), &want);
 }
 
+/// Timestamps whose delta-of-delta is exactly +2^13, +2^16 or +2^19 ms: the top of each
+/// narrow width of the XOR encoding, which Prometheus writes in that width. Lookout's readers
+/// once read them as negative, shifting every later timestamp of the chunk.
+#[test]
+fn lookout_reads_the_widest_delta_of_deltas_promtool_writes() {
+    if !have("promtool") {
+        eprintln!("SKIPPED: promtool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = (dir.path().join("edge.om"), dir.path().join("data"));
+    let t0 = (now_ms() / 1000 - 7 * 3600) * 1000;
+    let mut om = String::from("# TYPE edge gauge\n");
+    for (case, late) in [8_192i64, 65_536, 524_288].into_iter().enumerate() {
+        let mut t = t0;
+        for k in 0..100 {
+            // Every tenth sample comes `late` ms late: its delta-of-delta is +late, the
+            // next one's -late.
+            t += if k % 10 == 5 { 15_000 + late } else { 15_000 };
+            om.push_str(&format!(
+                "edge{{case=\"{case}\"}} {k} {}.{:03}\n",
+                t / 1000,
+                t % 1000
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    std::fs::write(&file, om).unwrap();
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(data.join("wal")).unwrap();
+    let want = promtool_dump(&data);
+    assert_eq!(want.values().map(Vec::len).sum::<usize>(), 300);
+    let st = Storage::open(no_compaction(), &data, WalOptions::default()).unwrap();
+    assert_same(&lookout_dump(&st), &want);
+}
+
 #[test]
 fn lookout_compacts_overlapping_blocks_made_by_promtool() {
     if !have("promtool") {
