@@ -24,9 +24,9 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// 20 series × 7 h at 30 s ending now (Prometheus keeps recent data whatever its
-/// retention), written through a directory: three blocks are cut, the rest stays in the
-/// head and the WAL.
+/// 20 series × 7–9 h at 30 s ending now (Prometheus keeps recent data whatever its
+/// retention), written through a directory: whole 2 h blocks are cut, the rest stays in
+/// the head and the WAL.
 fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
     let st = Storage::open(StorageOptions::default(), dir, WalOptions::default()).unwrap();
     fill_hours(&st, 7);
@@ -37,11 +37,16 @@ fn lookout_dir(dir: &Path) -> BTreeMap<String, Vec<(i64, u64)>> {
     want
 }
 
-/// 20 series × `hours` at 30 s ending now, then a wait for the compactor thread to write
-/// the head blocks due.
+/// 20 series at 30 s from the 2 h boundary at or before `hours` ago up to now, then a wait
+/// for the compactor thread to write the head blocks due. Starting on a boundary makes every
+/// block a whole 2 h, whatever the time of day: Prometheus rewrites a block for its
+/// tombstones only when it spans its whole range, and a first block a few seconds short of
+/// 2 h once left nothing for it to rewrite.
 fn fill_hours(st: &Storage, hours: i64) {
-    let t0 = now_ms() - hours * 3600 * 1000;
-    for k in 0..(hours * 120) {
+    const TWO_HOURS: i64 = 2 * 3600 * 1000;
+    let now = now_ms();
+    let t0 = (now - hours * 3600 * 1000).div_euclid(TWO_HOURS) * TWO_HOURS;
+    for k in 0..(now - t0) / 30_000 {
         for i in 0..20 {
             let l = Labels::new([
                 (
