@@ -318,9 +318,14 @@ fn backfilled(dir: &Path) -> std::path::PathBuf {
 fn backfill(dir: &Path, data: &Path, shift_s: i64) {
     let file = dir.join("data.om");
     openmetrics(&file, shift_s);
+    create_blocks_from(&file, data);
+}
+
+/// `promtool tsdb create-blocks-from openmetrics FILE DATA`, which must succeed.
+fn create_blocks_from(file: &Path, data: &Path) {
     let out = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
+        .arg(file)
         .arg(data)
         .output()
         .unwrap();
@@ -398,17 +403,7 @@ fn lookout_reads_the_widest_delta_of_deltas_promtool_writes() {
     }
     om.push_str("# EOF\n");
     std::fs::write(&file, om).unwrap();
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_blocks_from(&file, &data);
     std::fs::create_dir_all(data.join("wal")).unwrap();
     let want = promtool_dump(&data);
     assert_eq!(want.values().map(Vec::len).sum::<usize>(), 300);
