@@ -202,8 +202,25 @@ fn check_float_histograms(hists: &[HPoint]) {
     let mut again = Vec::new();
     histochunk::decode_head_chunk(&bytes, i64::MAX, &mut again)
         .expect("a re-encoded float histogram chunk decodes");
+    // The chunk writes a zero threshold or a custom bound equal to 0 as 0, as Prometheus's
+    // does, so -0 reads back as 0: the same threshold, the same bound.
     let key = |p: &[HPoint]| -> Vec<(i64, String)> {
-        p.iter().map(|p| (p.t, format!("{:?}", p.h))).collect()
+        p.iter()
+            .map(|p| {
+                let mut h = (*p.h).clone();
+                if h.zero_threshold == 0.0 {
+                    h.zero_threshold = 0.0;
+                }
+                if h.custom_values.contains(&-0.0) {
+                    h.custom_values = h
+                        .custom_values
+                        .iter()
+                        .map(|&b| if b == 0.0 { 0.0 } else { b })
+                        .collect();
+                }
+                (p.t, format!("{h:?}"))
+            })
+            .collect()
     };
     assert_eq!(
         key(hists),
