@@ -276,195 +276,15 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
     };
     let mut blocked_edges = Vec::new();
     if let Some(ds) = datasource_of(st) {
-        let problems = &mut data.problems;
-        let up = query(ds.as_ref(), "up", now, problems).await;
-        let probe_latency = query(
-            ds.as_ref(),
-            "lookout_target_probe_duration_seconds",
-            now,
-            problems,
-        )
-        .await;
-        let scrape_latency = query(ds.as_ref(), "scrape_duration_seconds", now, problems).await;
-        let failures = query(
-            ds.as_ref(),
-            "lookout_target_probe_failure_info",
-            now,
-            problems,
-        )
-        .await;
-        let blocked = query(ds.as_ref(), "lookout_target_blocked == 1", now, problems).await;
-        // blackbox_exporter's pattern (a job scraping /probe?target=...): `up` only says the
-        // exporter answered; probe_success says whether the target did.
-        let probe_success = query(ds.as_ref(), "probe_success", now, problems).await;
-        let blackbox_latency = query(ds.as_ref(), "probe_duration_seconds", now, problems).await;
-        let status_codes = query(
-            ds.as_ref(),
-            "lookout_target_http_status_code or probe_http_status_code",
-            now,
-            problems,
-        )
-        .await;
-        // Uptime as Uptime Kuma shows it: the share of samples that were up; a /probe job's
-        // probe_success wins over its `up`.
-        let mut uptime: [HashMap<(String, String), f64>; 2] = Default::default();
-        for (i, range) in ["1d", "7d"].iter().enumerate() {
-            let expr = format!(
-                "avg by (job, instance) (avg_over_time(up[{range}])) unless on (job, instance) probe_success \
-                 or avg by (job, instance) (avg_over_time(probe_success[{range}]))"
-            );
-            for s in query(ds.as_ref(), &expr, now, problems).await {
-                if s.value.is_finite() {
-                    uptime[i].insert(key(&s.labels), s.value);
-                }
-            }
-        }
-        let dependencies =
-            query(ds.as_ref(), "lookout_target_dependency_info", now, problems).await;
-        for s in &dependencies {
-            if let (Some(i), Some(d)) = (s.labels.get("instance"), s.labels.get("depends_on")) {
-                data.dependencies.push((i.to_string(), d.to_string()));
-            }
-        }
-        data.dependencies.sort();
-        data.dependencies.dedup();
-        let last_seen = query(
-            ds.as_ref(),
-            "lookout_heartbeat_last_seen_timestamp_seconds",
-            now,
-            problems,
-        )
-        .await;
-        let max_silence = query(
-            ds.as_ref(),
-            "lookout_heartbeat_max_silence_seconds",
-            now,
-            problems,
-        )
-        .await;
-        let by_name = |v: &[QuerySample]| -> HashMap<String, f64> {
-            v.iter()
-                .filter_map(|s| Some((s.labels.get("name")?.to_string(), s.value)))
-                .collect()
-        };
-        let (last_seen, max_silence) = (by_name(&last_seen), by_name(&max_silence));
-        for s in up
-            .iter()
-            .filter(|s| s.labels.get("job") == Some("heartbeat"))
-        {
-            let name = s.labels.get("instance").unwrap_or_default().to_string();
-            data.heartbeats.push(HeartbeatRow {
-                up: s.value >= 1.0,
-                last_seen: last_seen.get(&name).copied(),
-                max_silence: max_silence.get(&name).copied(),
-                name,
-            });
-        }
-        data.heartbeats
-            .sort_by(|a, b| (a.up, &a.name).cmp(&(b.up, &b.name)));
-        let answers = query(ds.as_ref(), "dns_answer_info", now, problems).await;
-        data.dns_disagreements = dns_disagreements(&answers);
-        let end = crate::scrape::target::to_ms(now);
-        let start = end - SPARKLINE_WINDOW.as_millis() as i64;
-        let mut response: HashMap<(String, String), Vec<(i64, f64)>> = HashMap::new();
-        let mut step = super::chart::step_for(start, end, SPARKLINE_POINTS).max(1000);
-        if !up.is_empty() {
-            match super::chart::range(
-                st,
-                "max by (job, instance) (lookout_target_probe_duration_seconds) \
-                 or max by (job, instance) (probe_duration_seconds) \
-                 or max by (job, instance) (scrape_duration_seconds)",
-                start,
-                end,
-                SPARKLINE_POINTS,
-            )
-            .await
-            {
-                Ok((series, used)) => {
-                    step = used;
-                    for s in series.into_iter().take(MAX_CHARTED_TARGETS) {
-                        response.insert(key(&s.labels), s.points);
-                    }
-                }
-                Err(e) => problems.push(format!("response times: {e}")),
-            }
-        }
-        data.chart_window = (start, end, step);
-        let mut http_status: HashMap<(String, String), u16> = HashMap::new();
-        for s in &status_codes {
-            if s.value >= 1.0 && s.value < 1000.0 {
-                http_status.insert(key(&s.labels), s.value as u16);
-            }
-        }
-        let failed_probes: BTreeSet<(String, String)> = probe_success
-            .iter()
-            .filter(|s| s.value == 0.0)
-            .map(|s| key(&s.labels))
-            .collect();
-
-        let mut latency: HashMap<(String, String), f64> = HashMap::new();
-        for s in scrape_latency
-            .iter()
-            .chain(&blackbox_latency)
-            .chain(&probe_latency)
-        {
-            if s.value.is_finite() {
-                latency.insert(key(&s.labels), s.value);
-            }
-        }
-        let mut reasons: HashMap<(String, String), String> = HashMap::new();
-        for s in &failures {
-            if let Some(r) = s.labels.get("reason") {
-                reasons.insert(key(&s.labels), r.to_string());
-            }
-        }
-        if let Some(sm) = &st.scrape {
-            for t in sm.targets().await {
-                if !t.last_error.is_empty() {
-                    reasons.insert(key(&t.target.labels), t.last_error.clone());
-                }
-            }
-        }
-        for s in &up {
-            if !s.value.is_finite() {
-                continue;
-            }
-            let k = key(&s.labels);
-            let state = if s.value >= 1.0 && !failed_probes.contains(&k) {
-                TargetState::Up
-            } else {
-                TargetState::Down
-            };
-            if s.value >= 1.0 && failed_probes.contains(&k) {
-                reasons
-                    .entry(k.clone())
-                    .or_insert_with(|| "probe failed (probe_success 0)".to_string());
-            }
-            data.targets.push(TargetRow {
-                http_status: http_status.get(&k).copied(),
-                uptime_24h: uptime[0].get(&k).copied(),
-                uptime_7d: uptime[1].get(&k).copied(),
-                response: response.remove(&k).unwrap_or_default(),
-                latency: latency.get(&k).copied(),
-                reason: if state == TargetState::Down {
-                    reasons.get(&k).cloned()
-                } else {
-                    None
-                },
-                labels: s
-                    .labels
-                    .iter()
-                    .filter(|(n, _)| !matches!(*n, "__name__" | "job" | "instance"))
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                job: k.0,
-                instance: k.1,
-                state,
-            });
-        }
-        data.targets
-            .sort_by(|a, b| (a.state, &a.job, &a.instance).cmp(&(b.state, &b.job, &b.instance)));
-        for s in &blocked {
+        let q = Queried::fetch(ds.as_ref(), now, &mut data.problems).await;
+        data.dependencies = dependency_edges(&q.dependencies);
+        data.heartbeats = heartbeat_rows(&q.up, &q.last_seen, &q.max_silence);
+        data.dns_disagreements = dns_disagreements(&q.answers);
+        let (response, window) =
+            response_times(st, !q.up.is_empty(), now, &mut data.problems).await;
+        data.chart_window = window;
+        data.targets = target_rows(st, &q, response).await;
+        for s in &q.blocked {
             if let (Some(i), Some(b)) = (s.labels.get("instance"), s.labels.get("blocked_by")) {
                 blocked_edges.push((i.to_string(), b.to_string()));
             }
@@ -491,6 +311,251 @@ pub async fn collect(st: &WebState, now: SystemTime) -> StatusData {
         data.problems.extend(rule_problems(rules.as_ref()));
     }
     data
+}
+
+/// The instant queries behind the page, asked in this order (a failing one adds its error
+/// to the page's problems and reads as no samples).
+struct Queried {
+    up: Vec<QuerySample>,
+    probe_latency: Vec<QuerySample>,
+    scrape_latency: Vec<QuerySample>,
+    failures: Vec<QuerySample>,
+    blocked: Vec<QuerySample>,
+    /// blackbox_exporter's pattern (a job scraping /probe?target=...): `up` only says the
+    /// exporter answered; probe_success says whether the target did.
+    probe_success: Vec<QuerySample>,
+    blackbox_latency: Vec<QuerySample>,
+    status_codes: Vec<QuerySample>,
+    /// The share of samples that were up over 1 day and 7 days, by (job, instance).
+    uptime: [HashMap<(String, String), f64>; 2],
+    dependencies: Vec<QuerySample>,
+    last_seen: Vec<QuerySample>,
+    max_silence: Vec<QuerySample>,
+    answers: Vec<QuerySample>,
+}
+
+impl Queried {
+    async fn fetch(ds: &dyn Datasource, now: SystemTime, problems: &mut Vec<String>) -> Self {
+        let up = query(ds, "up", now, problems).await;
+        let probe_latency = query(ds, "lookout_target_probe_duration_seconds", now, problems).await;
+        let scrape_latency = query(ds, "scrape_duration_seconds", now, problems).await;
+        let failures = query(ds, "lookout_target_probe_failure_info", now, problems).await;
+        let blocked = query(ds, "lookout_target_blocked == 1", now, problems).await;
+        let probe_success = query(ds, "probe_success", now, problems).await;
+        let blackbox_latency = query(ds, "probe_duration_seconds", now, problems).await;
+        let status_codes = query(
+            ds,
+            "lookout_target_http_status_code or probe_http_status_code",
+            now,
+            problems,
+        )
+        .await;
+        // Uptime as Uptime Kuma shows it: the share of samples that were up; a /probe job's
+        // probe_success wins over its `up`.
+        let mut uptime: [HashMap<(String, String), f64>; 2] = Default::default();
+        for (i, range) in ["1d", "7d"].iter().enumerate() {
+            let expr = format!(
+                "avg by (job, instance) (avg_over_time(up[{range}])) unless on (job, instance) probe_success \
+                 or avg by (job, instance) (avg_over_time(probe_success[{range}]))"
+            );
+            for s in query(ds, &expr, now, problems).await {
+                if s.value.is_finite() {
+                    uptime[i].insert(key(&s.labels), s.value);
+                }
+            }
+        }
+        let dependencies = query(ds, "lookout_target_dependency_info", now, problems).await;
+        let last_seen = query(
+            ds,
+            "lookout_heartbeat_last_seen_timestamp_seconds",
+            now,
+            problems,
+        )
+        .await;
+        let max_silence = query(ds, "lookout_heartbeat_max_silence_seconds", now, problems).await;
+        let answers = query(ds, "dns_answer_info", now, problems).await;
+        Queried {
+            up,
+            probe_latency,
+            scrape_latency,
+            failures,
+            blocked,
+            probe_success,
+            blackbox_latency,
+            status_codes,
+            uptime,
+            dependencies,
+            last_seen,
+            max_silence,
+            answers,
+        }
+    }
+}
+
+/// `(instance, depends_on)` pairs from `lookout_target_dependency_info`, sorted, unique.
+fn dependency_edges(dependencies: &[QuerySample]) -> Vec<(String, String)> {
+    let mut edges: Vec<(String, String)> = dependencies
+        .iter()
+        .filter_map(|s| {
+            let i = s.labels.get("instance")?;
+            let d = s.labels.get("depends_on")?;
+            Some((i.to_string(), d.to_string()))
+        })
+        .collect();
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+/// One row per `up{job="heartbeat"}` series, silent ones first.
+fn heartbeat_rows(
+    up: &[QuerySample],
+    last_seen: &[QuerySample],
+    max_silence: &[QuerySample],
+) -> Vec<HeartbeatRow> {
+    let by_name = |v: &[QuerySample]| -> HashMap<String, f64> {
+        v.iter()
+            .filter_map(|s| Some((s.labels.get("name")?.to_string(), s.value)))
+            .collect()
+    };
+    let (last_seen, max_silence) = (by_name(last_seen), by_name(max_silence));
+    let mut rows: Vec<HeartbeatRow> = up
+        .iter()
+        .filter(|s| s.labels.get("job") == Some("heartbeat"))
+        .map(|s| {
+            let name = s.labels.get("instance").unwrap_or_default().to_string();
+            HeartbeatRow {
+                up: s.value >= 1.0,
+                last_seen: last_seen.get(&name).copied(),
+                max_silence: max_silence.get(&name).copied(),
+                name,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.up, &a.name).cmp(&(b.up, &b.name)));
+    rows
+}
+
+/// Each target's response times over the sparkline window (when there are targets), and
+/// the window as (start, end, step) in milliseconds.
+async fn response_times(
+    st: &WebState,
+    any_target: bool,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> (HashMap<(String, String), Vec<(i64, f64)>>, (i64, i64, i64)) {
+    let end = crate::scrape::target::to_ms(now);
+    let start = end - SPARKLINE_WINDOW.as_millis() as i64;
+    let mut response = HashMap::new();
+    let mut step = super::chart::step_for(start, end, SPARKLINE_POINTS).max(1000);
+    if any_target {
+        match super::chart::range(
+            st,
+            "max by (job, instance) (lookout_target_probe_duration_seconds) \
+             or max by (job, instance) (probe_duration_seconds) \
+             or max by (job, instance) (scrape_duration_seconds)",
+            start,
+            end,
+            SPARKLINE_POINTS,
+        )
+        .await
+        {
+            Ok((series, used)) => {
+                step = used;
+                for s in series.into_iter().take(MAX_CHARTED_TARGETS) {
+                    response.insert(key(&s.labels), s.points);
+                }
+            }
+            Err(e) => problems.push(format!("response times: {e}")),
+        }
+    }
+    (response, (start, end, step))
+}
+
+/// One row per `up` series: down when `up` or a /probe job's probe_success says so, with
+/// the reason the exporter or the scrape manager gives; sorted down first.
+async fn target_rows(
+    st: &WebState,
+    q: &Queried,
+    mut response: HashMap<(String, String), Vec<(i64, f64)>>,
+) -> Vec<TargetRow> {
+    let mut http_status: HashMap<(String, String), u16> = HashMap::new();
+    for s in &q.status_codes {
+        if s.value >= 1.0 && s.value < 1000.0 {
+            http_status.insert(key(&s.labels), s.value as u16);
+        }
+    }
+    let failed_probes: BTreeSet<(String, String)> = q
+        .probe_success
+        .iter()
+        .filter(|s| s.value == 0.0)
+        .map(|s| key(&s.labels))
+        .collect();
+
+    let mut latency: HashMap<(String, String), f64> = HashMap::new();
+    for s in q
+        .scrape_latency
+        .iter()
+        .chain(&q.blackbox_latency)
+        .chain(&q.probe_latency)
+    {
+        if s.value.is_finite() {
+            latency.insert(key(&s.labels), s.value);
+        }
+    }
+    let mut reasons: HashMap<(String, String), String> = HashMap::new();
+    for s in &q.failures {
+        if let Some(r) = s.labels.get("reason") {
+            reasons.insert(key(&s.labels), r.to_string());
+        }
+    }
+    if let Some(sm) = &st.scrape {
+        for t in sm.targets().await {
+            if !t.last_error.is_empty() {
+                reasons.insert(key(&t.target.labels), t.last_error.clone());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for s in &q.up {
+        if !s.value.is_finite() {
+            continue;
+        }
+        let k = key(&s.labels);
+        let state = if s.value >= 1.0 && !failed_probes.contains(&k) {
+            TargetState::Up
+        } else {
+            TargetState::Down
+        };
+        if s.value >= 1.0 && failed_probes.contains(&k) {
+            reasons
+                .entry(k.clone())
+                .or_insert_with(|| "probe failed (probe_success 0)".to_string());
+        }
+        rows.push(TargetRow {
+            http_status: http_status.get(&k).copied(),
+            uptime_24h: q.uptime[0].get(&k).copied(),
+            uptime_7d: q.uptime[1].get(&k).copied(),
+            response: response.remove(&k).unwrap_or_default(),
+            latency: latency.get(&k).copied(),
+            reason: if state == TargetState::Down {
+                reasons.get(&k).cloned()
+            } else {
+                None
+            },
+            labels: s
+                .labels
+                .iter()
+                .filter(|(n, _)| !matches!(*n, "__name__" | "job" | "instance"))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            job: k.0,
+            instance: k.1,
+            state,
+        });
+    }
+    rows.sort_by(|a, b| (a.state, &a.job, &a.instance).cmp(&(b.state, &b.job, &b.instance)));
+    rows
 }
 
 /// Names whose answers differ between resolvers: `dns_answer_info{domain, nameserver,
@@ -1061,7 +1126,25 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         let _ = write!(o, r#"<div class="problem">{}</div>"#, escape_html(p));
     }
 
-    // Outages: the cascade view.
+    outages_html(&mut o, data);
+    alerts_html(&mut o, data, now);
+    dependencies_html(&mut o, data);
+    heartbeats_html(&mut o, data, now);
+    dns_html(&mut o, data);
+    targets_html(&mut o, data);
+    groups_html(&mut o, data, now);
+    o.push_str("</main>\n");
+    o.push_str(
+        r#"<footer>Lookout · <a href="/graph">graph</a> · <a href="/api/v1/alerts">alerts API</a> · <a href="/api/v1/rules">rules API</a> · <a href="/api/v1/targets">targets API</a> · <a href="/metrics">metrics</a></footer>
+</body>
+</html>
+"#,
+    );
+    o
+}
+
+/// The cascade view: each outage's root cause and what it blocks.
+fn outages_html(o: &mut String, data: &StatusData) {
     o.push_str("<section id=\"outages\"><h2>Outages</h2>\n");
     if data.outages.is_empty() {
         o.push_str("<p class=\"empty\">No outage: every target is up.</p>\n");
@@ -1097,8 +1180,10 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         o.push_str("</div>\n");
     }
     o.push_str("</section>\n");
+}
 
-    // Alerts.
+/// Firing and pending alerts with their annotations and labels.
+fn alerts_html(o: &mut String, data: &StatusData, now: SystemTime) {
     o.push_str("<section id=\"alerts\"><h2>Alerts</h2>\n");
     if data.alerts.is_empty() {
         o.push_str("<p class=\"empty\">No alert is firing or pending.</p>\n");
@@ -1132,21 +1217,25 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
             }
         }
         o.push_str("<div>");
-        labels_html(&mut o, &a.labels);
+        labels_html(o, &a.labels);
         o.push_str("</div></div>\n");
     }
     o.push_str("</section>\n");
+}
 
-    // Dependencies, drawn while everything is up too.
+/// The dependency tree, drawn while everything is up too.
+fn dependencies_html(o: &mut String, data: &StatusData) {
     o.push_str("<section id=\"dependencies\"><h2>Dependencies</h2>\n");
     if data.dependencies.is_empty() {
         o.push_str("<p class=\"empty\">No target has depends_on.</p>\n");
     } else {
-        dependency_tree(&mut o, data);
+        dependency_tree(o, data);
     }
     o.push_str("</section>\n");
+}
 
-    // Heartbeats.
+/// Each heartbeat's state, last push and allowed silence.
+fn heartbeats_html(o: &mut String, data: &StatusData, now: SystemTime) {
     o.push_str("<section id=\"heartbeats\"><h2>Heartbeats</h2>\n");
     if data.heartbeats.is_empty() {
         o.push_str("<p class=\"empty\">No heartbeat is configured.</p>\n");
@@ -1186,8 +1275,10 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         o.push_str("</tbody></table>\n");
     }
     o.push_str("</section>\n");
+}
 
-    // DNS resolvers that disagree.
+/// DNS resolvers that disagree (nothing when they agree).
+fn dns_html(o: &mut String, data: &StatusData) {
     if !data.dns_disagreements.is_empty() {
         o.push_str("<section id=\"dns\" class=\"wide\"><h2>DNS resolvers disagree</h2>\n");
         for d in &data.dns_disagreements {
@@ -1212,8 +1303,10 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         }
         o.push_str("</section>\n");
     }
+}
 
-    // Targets.
+/// Every target's state, latency, uptime and response-time chart.
+fn targets_html(o: &mut String, data: &StatusData) {
     o.push_str("<section id=\"targets\" class=\"wide\"><h2>Targets</h2>\n");
     if data.targets.is_empty() {
         o.push_str("<p class=\"empty\">No target has reported yet.</p>\n");
@@ -1246,14 +1339,16 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
                 };
                 let _ = write!(o, r#"<div class="reason">{}{status}</div>"#, escape_html(r));
             }
-            labels_html(&mut o, &t.labels);
+            labels_html(o, &t.labels);
             o.push_str("</td></tr>\n");
         }
         o.push_str("</tbody></table>\n");
     }
     o.push_str("</section>\n");
+}
 
-    // Rule groups.
+/// Rule groups: evaluation times and health.
+fn groups_html(o: &mut String, data: &StatusData, now: SystemTime) {
     o.push_str("<section id=\"rules\" class=\"wide\"><h2>Rule groups</h2>\n");
     if data.groups.is_empty() {
         o.push_str("<p class=\"empty\">No rule group is loaded.</p>\n");
@@ -1293,14 +1388,7 @@ pub fn render(data: &StatusData, now: SystemTime) -> String {
         }
         o.push_str("</tbody></table>\n");
     }
-    o.push_str("</section>\n</main>\n");
-    o.push_str(
-        r#"<footer>Lookout · <a href="/graph">graph</a> · <a href="/api/v1/alerts">alerts API</a> · <a href="/api/v1/rules">rules API</a> · <a href="/api/v1/targets">targets API</a> · <a href="/metrics">metrics</a></footer>
-</body>
-</html>
-"#,
-    );
-    o
+    o.push_str("</section>\n");
 }
 
 #[cfg(test)]
