@@ -228,7 +228,7 @@ struct Group {
 pub struct DispatchState {
     alerts: HashMap<Labels, Alert>,
     groups: HashMap<(String, String), Group>,
-    nflog: HashMap<(String, String, usize), Sent>,
+    nflog: HashMap<NflogKey, Sent>,
 }
 
 /// Routes, groups, inhibits and notifies.
@@ -351,11 +351,21 @@ impl Dispatcher {
 
     /// Starts the flush of every group that is due; returns how many were started.
     pub fn flush_due(self: &Arc<Self>) -> usize {
-        let now = Instant::now();
-        let wall = SystemTime::now();
+        let flushes = self.plan_due(Instant::now(), SystemTime::now());
+        let n = flushes.len();
+        for f in flushes {
+            tokio::spawn(self.clone().run_flush(f));
+        }
+        n
+    }
+
+    /// Marks every due group busy and plans its flush: the alerts that are not inhibited,
+    /// and the integrations the deduplication says need an update.
+    fn plan_due(&self, now: Instant, wall: SystemTime) -> Vec<Flush> {
         let Ok(mut st) = self.state.lock() else {
-            return 0;
+            return Vec::new();
         };
+        let st = &mut *st;
         let due: Vec<(String, String)> = st
             .groups
             .iter()
@@ -363,13 +373,13 @@ impl Dispatcher {
             .map(|(k, _)| k.clone())
             .collect();
         if due.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let known: Vec<Alert> = st.alerts.values().cloned().collect();
         let idx = FiringIndex::new(known.iter(), wall);
-        let mut jobs = Vec::new();
-        for key in &due {
-            let Some(g) = st.groups.get_mut(key) else {
+        let mut flushes = Vec::new();
+        for key in due {
+            let Some(g) = st.groups.get_mut(&key) else {
                 continue;
             };
             g.busy = true;
@@ -384,39 +394,25 @@ impl Dispatcher {
             alerts.sort_by(|a, b| a.labels.iter().cmp(b.labels.iter()));
             let group_key = format!("{}:{}", g.route_key, g.labels.to_braced_string());
             let snapshot: Vec<Alert> = g.alerts.values().cloned().collect();
-            jobs.push((
-                key.clone(),
-                group_key,
-                g.labels.clone(),
-                g.opts.clone(),
-                alerts,
-                snapshot,
-            ));
-        }
-        let mut plans = Vec::new();
-        for (key, group_key, labels, opts, alerts, snapshot) in jobs {
-            let Some(receiver) = self.receivers.get(&opts.receiver).cloned() else {
+            let (labels, repeat) = (g.labels.clone(), g.opts.repeat_interval);
+            let Some(receiver) = self.receivers.get(&g.opts.receiver).cloned() else {
                 continue;
             };
-            let firing: HashSet<Labels> = alerts
-                .iter()
-                .filter(|a| is_firing(a, wall))
-                .map(|a| a.labels.clone())
-                .collect();
-            let resolved: HashSet<Labels> = alerts
-                .iter()
-                .filter(|a| !is_firing(a, wall))
-                .map(|a| a.labels.clone())
-                .collect();
+            let (firing, resolved): (Vec<&Alert>, Vec<&Alert>) =
+                alerts.iter().partition(|a| is_firing(a, wall));
+            let firing: HashSet<Labels> = firing.into_iter().map(|a| a.labels.clone()).collect();
+            let resolved: HashSet<Labels> =
+                resolved.into_iter().map(|a| a.labels.clone()).collect();
             let mut sends = Vec::new();
             for (i, integ) in receiver.integrations.iter().enumerate() {
                 let nkey = (group_key.clone(), receiver.name.clone(), i);
+                let entry = st.nflog.get(&nkey);
                 if !needs_update(
-                    st.nflog.get(&nkey),
+                    entry,
                     &firing,
                     &resolved,
                     integ.send_resolved(),
-                    opts.repeat_interval,
+                    repeat,
                     wall,
                 ) {
                     continue;
@@ -426,108 +422,167 @@ impl Dispatcher {
                     .filter(|a| integ.send_resolved() || is_firing(a, wall))
                     .cloned()
                     .collect();
-                sends.push((i, integ.clone(), nkey, to_send));
+                sends.push(Delivery {
+                    index: i,
+                    integ: integ.clone(),
+                    nkey,
+                    alerts: to_send,
+                });
             }
-            plans.push((
-                key, group_key, labels, receiver, firing, resolved, sends, snapshot,
-            ));
-        }
-        drop(st);
-        let n = plans.len();
-        for (key, group_key, labels, receiver, firing, resolved, sends, snapshot) in plans {
-            let this = self.clone();
-            tokio::spawn(async move {
-                let mut all_ok = true;
-                let mut done = Vec::new();
-                let mut tasks = tokio::task::JoinSet::new();
-                for (i, integ, nkey, to_send) in sends {
-                    if to_send.is_empty() {
-                        // Everything resolved and the integration does not want resolved
-                        // alerts: only the notification log changes.
-                        done.push(nkey);
-                        continue;
-                    }
-                    let n = Notification {
-                        receiver: receiver.name.clone(),
-                        group_key: group_key.clone(),
-                        group_labels: labels.clone(),
-                        alerts: to_send,
-                        now: wall,
-                        external_url: this.external_url.clone(),
-                    };
-                    let metrics = this.metrics.clone();
-                    let name = format!("{}/{}[{i}]", receiver.name, integ.kind());
-                    tasks.spawn(async move {
-                        let label = vec![("alertmanager".to_string(), name.clone())];
-                        let start = std::time::Instant::now();
-                        let r = integ.notify(&n).await;
-                        metrics
-                            .latency
-                            .get_or_create(&label)
-                            .observe(start.elapsed().as_secs_f64());
-                        match r {
-                            Ok(()) => {
-                                metrics
-                                    .sent
-                                    .get_or_create(&label)
-                                    .inc_by(n.alerts.len() as u64);
-                                Some(nkey)
-                            }
-                            Err(e) => {
-                                metrics
-                                    .errors
-                                    .get_or_create(&label)
-                                    .inc_by(n.alerts.len() as u64);
-                                tracing::error!(receiver = %name, group = %n.group_key, error = %e, "notify failed");
-                                None
-                            }
-                        }
-                    });
-                }
-                while let Some(r) = tasks.join_next().await {
-                    match r {
-                        Ok(Some(k)) => done.push(k),
-                        _ => all_ok = false,
-                    }
-                }
-                if let Ok(mut st) = this.state.lock() {
-                    for k in done {
-                        st.nflog.insert(
-                            k,
-                            Sent {
-                                firing: firing.clone(),
-                                resolved: resolved.clone(),
-                                at: wall,
-                            },
-                        );
-                    }
-                    if let Some(g) = st.groups.get_mut(&key) {
-                        g.busy = false;
-                        if all_ok {
-                            // Resolved alerts that were notified, unless re-sent since.
-                            for a in snapshot.iter().filter(|a| !is_firing(a, wall)) {
-                                if g.alerts.get(&a.labels) == Some(a) {
-                                    g.alerts.remove(&a.labels);
-                                }
-                            }
-                        }
-                        let stale = SystemTime::now();
-                        g.alerts.retain(|_, a| {
-                            is_firing(a, stale)
-                                || a.ends_at.is_some_and(|e| e + RESOLVED_RETENTION > stale)
-                        });
-                        if g.alerts.is_empty() {
-                            st.groups.remove(&key);
-                            // What this receiver was told about the group goes with it.
-                            st.nflog
-                                .retain(|(gk, r, _), _| !(*gk == group_key && *r == receiver.name));
-                        }
-                    }
-                }
-                this.wake.notify_one();
+            flushes.push(Flush {
+                key,
+                group_key,
+                labels,
+                receiver,
+                firing,
+                resolved,
+                sends,
+                snapshot,
+                wall,
             });
         }
-        n
+        flushes
+    }
+
+    /// Delivers a planned flush to its integrations at once, then records it.
+    async fn run_flush(self: Arc<Self>, mut f: Flush) {
+        let mut all_ok = true;
+        let mut done = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for Delivery {
+            index: i,
+            integ,
+            nkey,
+            alerts: to_send,
+        } in std::mem::take(&mut f.sends)
+        {
+            if to_send.is_empty() {
+                // Everything resolved and the integration does not want resolved
+                // alerts: only the notification log changes.
+                done.push(nkey);
+                continue;
+            }
+            let n = Notification {
+                receiver: f.receiver.name.clone(),
+                group_key: f.group_key.clone(),
+                group_labels: f.labels.clone(),
+                alerts: to_send,
+                now: f.wall,
+                external_url: self.external_url.clone(),
+            };
+            let name = format!("{}/{}[{i}]", f.receiver.name, integ.kind());
+            tasks.spawn(deliver(self.metrics.clone(), integ, n, name, nkey));
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Some(k)) => done.push(k),
+                _ => all_ok = false,
+            }
+        }
+        self.finish_flush(&f, done, all_ok);
+        self.wake.notify_one();
+    }
+
+    /// Records what a flush delivered (`done`) in the notification log and frees its
+    /// group: resolved alerts that were notified are forgotten when every delivery
+    /// succeeded, and a group left empty goes with its log entries.
+    fn finish_flush(&self, f: &Flush, done: Vec<NflogKey>, all_ok: bool) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        for k in done {
+            st.nflog.insert(
+                k,
+                Sent {
+                    firing: f.firing.clone(),
+                    resolved: f.resolved.clone(),
+                    at: f.wall,
+                },
+            );
+        }
+        let Some(g) = st.groups.get_mut(&f.key) else {
+            return;
+        };
+        g.busy = false;
+        if all_ok {
+            // Resolved alerts that were notified, unless re-sent since.
+            for a in f.snapshot.iter().filter(|a| !is_firing(a, f.wall)) {
+                if g.alerts.get(&a.labels) == Some(a) {
+                    g.alerts.remove(&a.labels);
+                }
+            }
+        }
+        let stale = SystemTime::now();
+        g.alerts.retain(|_, a| {
+            is_firing(a, stale) || a.ends_at.is_some_and(|e| e + RESOLVED_RETENTION > stale)
+        });
+        if g.alerts.is_empty() {
+            st.groups.remove(&f.key);
+            // What this receiver was told about the group goes with it.
+            let (gk, name) = (&f.group_key, &f.receiver.name);
+            st.nflog.retain(|(g, r, _), _| !(g == gk && r == name));
+        }
+    }
+}
+
+/// The notification log's key: (group key, receiver, integration index).
+type NflogKey = (String, String, usize);
+
+/// One group's flush, planned under the state's lock and run without it.
+struct Flush {
+    key: (String, String),
+    group_key: String,
+    labels: Labels,
+    receiver: Arc<Receiver>,
+    firing: HashSet<Labels>,
+    resolved: HashSet<Labels>,
+    /// Each integration that needs an update.
+    sends: Vec<Delivery>,
+    /// The group's alerts at the flush, inhibited ones included.
+    snapshot: Vec<Alert>,
+    wall: SystemTime,
+}
+
+/// One integration of a flush: its index in the receiver, itself, its log key and the
+/// alerts it gets.
+struct Delivery {
+    index: usize,
+    integ: Arc<dyn Integration>,
+    nkey: NflogKey,
+    alerts: Vec<Alert>,
+}
+
+/// Delivers `n` through one integration, counting it; the log key when it succeeded.
+async fn deliver(
+    metrics: NotifierMetrics,
+    integ: Arc<dyn Integration>,
+    n: Notification,
+    name: String,
+    nkey: NflogKey,
+) -> Option<NflogKey> {
+    let label = vec![("alertmanager".to_string(), name.clone())];
+    let start = std::time::Instant::now();
+    let r = integ.notify(&n).await;
+    metrics
+        .latency
+        .get_or_create(&label)
+        .observe(start.elapsed().as_secs_f64());
+    match r {
+        Ok(()) => {
+            metrics
+                .sent
+                .get_or_create(&label)
+                .inc_by(n.alerts.len() as u64);
+            Some(nkey)
+        }
+        Err(e) => {
+            metrics
+                .errors
+                .get_or_create(&label)
+                .inc_by(n.alerts.len() as u64);
+            tracing::error!(receiver = %name, group = %n.group_key, error = %e, "notify failed");
+            None
+        }
     }
 }
 
