@@ -772,179 +772,10 @@ impl Config {
             }
         };
 
-        let mut modules = BTreeMap::new();
-        let mut binary_tags = Vec::new();
-        for (name, raw_module) in raw.modules.unwrap_or_default() {
-            let mut module = raw_module.into_module().map_err(|(keys, msg)| {
-                let mut path = vec![Seg::Key("modules"), Seg::Key(&name)];
-                path.extend(keys.iter().map(|k| Seg::Key(k)));
-                at(&path, format!("module {name:?}: {msg}"))
-            })?;
-            binary_tags.extend(binary::apply(text, &name, &mut module, &at)?);
-            modules.insert(name, module);
-        }
-        if let Some(&unused) = binary::tag_positions(text)
-            .iter()
-            .find(|p| !binary_tags.contains(p))
-        {
-            return Err(binary::unused_tag_error(origin, unused));
-        }
-
-        let mut targets = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, t) in raw.targets.unwrap_or_default().into_iter().enumerate() {
-            let key = |k| [Seg::Key("targets"), Seg::Index(i), Seg::Key(k)];
-            if t.name.is_empty() {
-                return Err(at(&key("name"), "target needs a non-empty name".into()));
-            }
-            if let Some(first) = seen.insert(t.name.clone(), i) {
-                let first_at = locate(text, &[Seg::Key("targets"), Seg::Index(first)])
-                    .map(|(l, _)| format!(" (first defined on line {l})"))
-                    .unwrap_or_default();
-                return Err(at(
-                    &key("name"),
-                    format!("duplicate target name {:?}{first_at}", t.name),
-                ));
-            }
-            if !modules.contains_key(&t.module) {
-                let known: Vec<&str> = modules.keys().map(String::as_str).collect();
-                return Err(at(
-                    &key("module"),
-                    format!(
-                        "target {:?} uses unknown module {:?} (modules: {})",
-                        t.name,
-                        t.module,
-                        if known.is_empty() {
-                            "none defined".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
-            }
-            if t.target.is_empty() {
-                return Err(at(
-                    &key("target"),
-                    format!("target {:?} needs a non-empty target", t.name),
-                ));
-            }
-            if t.interval.is_zero() {
-                return Err(at(
-                    &key("interval"),
-                    format!("target {:?}: interval must be greater than 0", t.name),
-                ));
-            }
-            for label in t.labels.keys() {
-                if !valid_label_name(label) {
-                    return Err(at(
-                        &key("labels"),
-                        format!(
-                            "target {:?}: invalid label name {label:?} (use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
-                            t.name
-                        ),
-                    ));
-                }
-            }
-            targets.push(Target {
-                name: t.name,
-                module: t.module,
-                target: t.target,
-                interval: t.interval,
-                labels: t.labels,
-                depends_on: t.depends_on,
-            });
-        }
-        check_dependencies(&targets, &at)?;
-
-        let mut target_groups = Vec::new();
-        let mut seen_groups = BTreeSet::new();
-        for (i, g) in raw
-            .target_groups
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let key = |k| [Seg::Key("target_groups"), Seg::Index(i), Seg::Key(k)];
-            if g.name.is_empty() || !seen_groups.insert(g.name.clone()) {
-                return Err(at(
-                    &key("name"),
-                    format!(
-                        "target group needs a unique, non-empty name (got {:?})",
-                        g.name
-                    ),
-                ));
-            }
-            if let Some(m) = &g.module
-                && !modules.contains_key(m)
-            {
-                return Err(at(
-                    &key("module"),
-                    format!("target group {:?} uses unknown module {m:?}", g.name),
-                ));
-            }
-            if g.interval.is_zero() {
-                return Err(at(
-                    &key("interval"),
-                    format!("target group {:?}: interval must be greater than 0", g.name),
-                ));
-            }
-            let sd = lookout_discovery::SdConfigs {
-                file: g.file_sd_configs,
-                http: g.http_sd_configs,
-                dns: g.dns_sd_configs,
-                kubernetes: g.kubernetes_sd_configs,
-            };
-            sd.validate().map_err(|m| {
-                at(
-                    &[Seg::Key("target_groups"), Seg::Index(i)],
-                    format!("target group {:?}: {m}", g.name),
-                )
-            })?;
-            target_groups.push(crate::discovered::TargetGroupConfig {
-                name: g.name,
-                module: g.module,
-                interval: g.interval,
-                sd,
-                relabel_configs: g.relabel_configs,
-            });
-        }
-
-        let mut heartbeats = Vec::new();
-        let mut seen_hb = BTreeSet::new();
-        for (i, h) in raw.heartbeats.unwrap_or_default().into_iter().enumerate() {
-            let key = |k| [Seg::Key("heartbeats"), Seg::Index(i), Seg::Key(k)];
-            if h.name.is_empty()
-                || !h
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(at(
-                    &key("name"),
-                    format!(
-                        "invalid heartbeat name {:?}: use letters, digits, '-', '_' and '.' (it is a URL path segment)",
-                        h.name
-                    ),
-                ));
-            }
-            if !seen_hb.insert(h.name.clone()) {
-                return Err(at(
-                    &key("name"),
-                    format!("duplicate heartbeat name {:?}", h.name),
-                ));
-            }
-            if h.max_silence.is_zero() {
-                return Err(at(
-                    &key("max_silence"),
-                    format!("heartbeat {:?}: max_silence must be greater than 0", h.name),
-                ));
-            }
-            heartbeats.push(Heartbeat {
-                name: h.name,
-                max_silence: h.max_silence,
-            });
-        }
-
+        let modules = parse_modules(raw.modules, text, origin, &at)?;
+        let targets = parse_targets(raw.targets, &modules, text, &at)?;
+        let target_groups = parse_target_groups(raw.target_groups, &modules, &at)?;
+        let heartbeats = parse_heartbeats(raw.heartbeats, &at)?;
         Ok(Config {
             modules,
             targets,
@@ -953,6 +784,209 @@ impl Config {
             probe_policy: raw.probe_policy.unwrap_or_default(),
         })
     }
+}
+
+/// The `modules` section: each module checked, its `!!binary` tags applied; a tag no
+/// module used is an error.
+fn parse_modules(
+    raw: Option<BTreeMap<String, RawModule>>,
+    text: &str,
+    origin: &str,
+    at: &dyn Fn(&[Seg<'_>], String) -> ConfigError,
+) -> Result<BTreeMap<String, Module>, ConfigError> {
+    let mut modules = BTreeMap::new();
+    let mut binary_tags = Vec::new();
+    for (name, raw_module) in raw.unwrap_or_default() {
+        let mut module = raw_module.into_module().map_err(|(keys, msg)| {
+            let mut path = vec![Seg::Key("modules"), Seg::Key(&name)];
+            path.extend(keys.iter().map(|k| Seg::Key(k)));
+            at(&path, format!("module {name:?}: {msg}"))
+        })?;
+        binary_tags.extend(binary::apply(text, &name, &mut module, at)?);
+        modules.insert(name, module);
+    }
+    if let Some(&unused) = binary::tag_positions(text)
+        .iter()
+        .find(|p| !binary_tags.contains(p))
+    {
+        return Err(binary::unused_tag_error(origin, unused));
+    }
+    Ok(modules)
+}
+
+/// The `targets` section: unique non-empty names, known modules, valid labels, and
+/// dependencies that exist and do not form a cycle.
+fn parse_targets(
+    raw: Option<Vec<RawTarget>>,
+    modules: &BTreeMap<String, Module>,
+    text: &str,
+    at: &dyn Fn(&[Seg<'_>], String) -> ConfigError,
+) -> Result<Vec<Target>, ConfigError> {
+    let mut targets = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, t) in raw.unwrap_or_default().into_iter().enumerate() {
+        let key = |k| [Seg::Key("targets"), Seg::Index(i), Seg::Key(k)];
+        if t.name.is_empty() {
+            return Err(at(&key("name"), "target needs a non-empty name".into()));
+        }
+        if let Some(first) = seen.insert(t.name.clone(), i) {
+            let first_at = locate(text, &[Seg::Key("targets"), Seg::Index(first)])
+                .map(|(l, _)| format!(" (first defined on line {l})"))
+                .unwrap_or_default();
+            return Err(at(
+                &key("name"),
+                format!("duplicate target name {:?}{first_at}", t.name),
+            ));
+        }
+        if !modules.contains_key(&t.module) {
+            let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+            return Err(at(
+                &key("module"),
+                format!(
+                    "target {:?} uses unknown module {:?} (modules: {})",
+                    t.name,
+                    t.module,
+                    if known.is_empty() {
+                        "none defined".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if t.target.is_empty() {
+            return Err(at(
+                &key("target"),
+                format!("target {:?} needs a non-empty target", t.name),
+            ));
+        }
+        if t.interval.is_zero() {
+            return Err(at(
+                &key("interval"),
+                format!("target {:?}: interval must be greater than 0", t.name),
+            ));
+        }
+        for label in t.labels.keys() {
+            if !valid_label_name(label) {
+                return Err(at(
+                    &key("labels"),
+                    format!(
+                        "target {:?}: invalid label name {label:?} (use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        targets.push(Target {
+            name: t.name,
+            module: t.module,
+            target: t.target,
+            interval: t.interval,
+            labels: t.labels,
+            depends_on: t.depends_on,
+        });
+    }
+    check_dependencies(&targets, at)?;
+    Ok(targets)
+}
+
+/// The `target_groups` section: unique names, known modules, valid discovery configs.
+fn parse_target_groups(
+    raw: Option<Vec<RawTargetGroup>>,
+    modules: &BTreeMap<String, Module>,
+    at: &dyn Fn(&[Seg<'_>], String) -> ConfigError,
+) -> Result<Vec<crate::discovered::TargetGroupConfig>, ConfigError> {
+    let mut target_groups = Vec::new();
+    let mut seen_groups = BTreeSet::new();
+    for (i, g) in raw.unwrap_or_default().into_iter().enumerate() {
+        let key = |k| [Seg::Key("target_groups"), Seg::Index(i), Seg::Key(k)];
+        if g.name.is_empty() || !seen_groups.insert(g.name.clone()) {
+            return Err(at(
+                &key("name"),
+                format!(
+                    "target group needs a unique, non-empty name (got {:?})",
+                    g.name
+                ),
+            ));
+        }
+        if let Some(m) = &g.module
+            && !modules.contains_key(m)
+        {
+            return Err(at(
+                &key("module"),
+                format!("target group {:?} uses unknown module {m:?}", g.name),
+            ));
+        }
+        if g.interval.is_zero() {
+            return Err(at(
+                &key("interval"),
+                format!("target group {:?}: interval must be greater than 0", g.name),
+            ));
+        }
+        let sd = lookout_discovery::SdConfigs {
+            file: g.file_sd_configs,
+            http: g.http_sd_configs,
+            dns: g.dns_sd_configs,
+            kubernetes: g.kubernetes_sd_configs,
+        };
+        sd.validate().map_err(|m| {
+            at(
+                &[Seg::Key("target_groups"), Seg::Index(i)],
+                format!("target group {:?}: {m}", g.name),
+            )
+        })?;
+        target_groups.push(crate::discovered::TargetGroupConfig {
+            name: g.name,
+            module: g.module,
+            interval: g.interval,
+            sd,
+            relabel_configs: g.relabel_configs,
+        });
+    }
+    Ok(target_groups)
+}
+
+/// The `heartbeats` section: unique names usable as a URL path segment.
+fn parse_heartbeats(
+    raw: Option<Vec<RawHeartbeat>>,
+    at: &dyn Fn(&[Seg<'_>], String) -> ConfigError,
+) -> Result<Vec<Heartbeat>, ConfigError> {
+    let mut heartbeats = Vec::new();
+    let mut seen_hb = BTreeSet::new();
+    for (i, h) in raw.unwrap_or_default().into_iter().enumerate() {
+        let key = |k| [Seg::Key("heartbeats"), Seg::Index(i), Seg::Key(k)];
+        if h.name.is_empty()
+            || !h
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(at(
+                &key("name"),
+                format!(
+                    "invalid heartbeat name {:?}: use letters, digits, '-', '_' and '.' (it is a URL path segment)",
+                    h.name
+                ),
+            ));
+        }
+        if !seen_hb.insert(h.name.clone()) {
+            return Err(at(
+                &key("name"),
+                format!("duplicate heartbeat name {:?}", h.name),
+            ));
+        }
+        if h.max_silence.is_zero() {
+            return Err(at(
+                &key("max_silence"),
+                format!("heartbeat {:?}: max_silence must be greater than 0", h.name),
+            ));
+        }
+        heartbeats.push(Heartbeat {
+            name: h.name,
+            max_silence: h.max_silence,
+        });
+    }
+    Ok(heartbeats)
 }
 
 fn yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> ConfigError {
