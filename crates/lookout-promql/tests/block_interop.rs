@@ -224,9 +224,10 @@ fn start_prometheus_with(data: &Path, port: u16, flags: &[&str]) -> Prometheus {
     child
 }
 
-/// The raw samples Prometheus answers for `selector[8h]` at `at_ms`, as a dump.
+/// The raw samples Prometheus answers for `selector[10h]` at `at_ms`, as a dump: every
+/// sample [`fill_hours`] writes for up to 7 hours (it starts up to 2 h earlier).
 fn prometheus_samples(port: u16, selector: &str, at_ms: i64) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let q: String = format!("{selector}[8h]")
+    let q: String = format!("{selector}[10h]")
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
@@ -292,7 +293,7 @@ fn prometheus_serves_lookout_blocks() {
             (
                 k,
                 v.into_iter()
-                    .filter(|s| s.0 > at - 8 * 3600 * 1000)
+                    .filter(|s| s.0 > at - 10 * 3600 * 1000)
                     .collect(),
             )
         })
