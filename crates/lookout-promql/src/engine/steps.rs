@@ -25,7 +25,7 @@ use super::functions::{
 };
 use super::{
     AnnotationLevel, Evaluator, FPoint, FnvBuild, Matrix, QueryError, RangeArg, RangeMode, Sample,
-    Series, Value, Vector, drop_metric_name, dropped_with_name, dur_ms, range_mode,
+    Series, SeriesData, Value, Vector, drop_metric_name, dropped_with_name, dur_ms, range_mode,
 };
 use crate::labels::Labels;
 use crate::storage::is_stale;
@@ -441,19 +441,11 @@ impl Evaluator<'_> {
         by_series: bool,
     ) -> Result<StepValues, QueryError> {
         let data = self.fetch(&ms.vs)?;
-        let range = dur_ms(&ms.range);
         let n_steps = if self.step == 0 {
             1
         } else {
             ((self.end - self.start) / self.step + 1) as usize
         };
-        let anchor = Expr::MatrixSelector(ms.clone()).to_string();
-        let anchor = anchor
-            .split(['{', '['])
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(&anchor)
-            .to_string();
         let mut sv = StepValues {
             labels: data.iter().map(|sd| sd.labels.clone()).collect(),
             drop_name: !matches!(name, "last_over_time" | "first_over_time"),
@@ -465,7 +457,7 @@ impl Evaluator<'_> {
             rows: OnceCell::new(),
             annotations: Vec::with_capacity(n_steps),
             warnings: Vec::with_capacity(n_steps),
-            anchor,
+            anchor: anchor_of(ms),
             error: None,
         };
         // This call is the selector's only user: take its data out of the cache, so each
@@ -479,182 +471,273 @@ impl Evaluator<'_> {
         // its points are made and then read while they are in cache); what the
         // step-by-step evaluation would raise at a step (annotations, too many samples,
         // errors) is recorded per step and replayed in the same order.
-        let counter_check = matches!(name, "rate" | "increase");
-        let mut times: Vec<(i64, i64)> = Vec::with_capacity(n_steps);
-        let mut error: Option<(usize, QueryError)> = None;
-        for k in 0..n_steps {
-            let ts = self.start + k as i64 * self.step;
-            match self.ref_time(&ms.vs, ts) {
-                Ok(t) => times.push((ts, t)),
-                Err(e) => {
-                    error = Some((k, e));
-                    break;
-                }
-            }
-        }
+        let (times, mut error) = self.step_times(&ms.vs, n_steps);
         sv.per_step.truncate(times.len());
         // By series: one series' values, copied out at their exact size when the series is
         // done. By step: every step's row.
         sv.by_series = by_series && times.len() > 1;
-        let mut values: Vec<FPoint> = Vec::new();
-        let mut rows: Vec<Vec<(u32, f64)>> = Vec::new();
         if sv.by_series {
             sv.series.reserve(n_series);
-            values.reserve(times.len());
-        } else {
-            rows = (0..times.len()).map(|_| Vec::new()).collect();
         }
-        let mut warns: Vec<Vec<String>> = (0..times.len()).map(|_| Vec::new()).collect();
-        let mut totals = vec![0usize; times.len()];
-        // Per series, the step of its first value (rate/increase name check).
-        let mut first_value: Vec<Option<usize>> = vec![None; n_series];
-        let mut kernel_error: Option<(usize, QueryError)> = None;
+        let mut sw = Sweep::new(name, dur_ms(&ms.range), times, n_series, sv.by_series);
         for (i, sd) in data.into_iter().enumerate() {
             // A stopped query fails at every step: no values are read.
             self.poll()?;
-            // Start timestamps of the points, when the series has them.
-            let st_all: Option<Vec<i64>> = sd.st.as_ref().map(|st| {
-                sd.samples
-                    .iter()
-                    .zip(st)
-                    .filter(|(s, _)| !is_stale(s.v))
-                    .map(|(_, &st)| st)
-                    .collect()
-            });
-            let st_all = st_all.as_deref();
-            // Same layout: `collect` reuses the samples' buffer instead of allocating and
-            // faulting in a copy.
-            let pts: Vec<FPoint> = sd
-                .samples
-                .into_iter()
-                .filter(|s| !is_stale(s.v))
-                .map(|s| FPoint { t: s.t, f: s.v })
-                .collect();
-            let (mut a, mut b) = (0usize, 0usize);
-            // rate/increase: how many points of the window after its first are counter
-            // resets, kept as the window slides, so windows without one skip the scan.
-            let sts_all = st_all.unwrap_or(&[]);
-            let is_reset = |j: usize| counter_check && is_counter_reset(&pts, sts_all, j);
-            let mut resets = 0usize;
-            let mut prev_t = i64::MIN;
-            let mut overlap_warned = false;
-            for (k, &(ts, t)) in times.iter().enumerate() {
-                if t < prev_t {
-                    // Windows only move forward here; start over if one ever moves back.
-                    (a, b, resets) = (0, 0, 0);
-                }
-                prev_t = t;
-                while b < pts.len() && pts[b].t <= t {
-                    if b > a && is_reset(b) {
-                        resets += 1;
-                    }
-                    b += 1;
-                }
-                let open = self.window_open(t, range);
-                while a < b && pts[a].t <= open {
-                    a += 1;
-                    if a < b && is_reset(a) {
-                        resets -= 1;
-                    }
-                }
-                if a == b {
-                    continue;
-                }
-                totals[k] += b - a;
-                let st = st_all.map(|st| &st[a..b]);
-                if counter_check && !overlap_warned && st_overlap(&pts[a..b], st) {
-                    overlap_warned = true;
-                    warns[k].push(st_overlap_warning(&sv.labels[i]));
-                }
-                let arg = RangeArg {
-                    series: Vec::new(),
-                    range_start: t - range,
-                    range_end: t,
-                    range,
-                    mode: RangeMode::Plain,
-                };
-                let value = if counter_check {
-                    let is_rate = name == "rate";
-                    Ok(counter_rate(&pts[a..b], st, &arg, is_rate, resets > 0))
-                } else {
-                    range_kernel(name, &pts[a..b], st, &arg, &[], ts)
-                };
-                match value {
-                    Ok(Some(f)) => {
-                        if sv.by_series {
-                            values.push(FPoint { t: ts, f });
-                        } else {
-                            rows[k].push((i as u32, f));
-                        }
-                        sv.per_step[k] += 1;
-                        if first_value[i].is_none() {
-                            first_value[i] = Some(k);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        if kernel_error.as_ref().is_none_or(|(at, _)| k < *at) {
-                            kernel_error = Some((k, e));
-                        }
-                        break;
-                    }
-                }
-            }
+            let (pts, st_all) = series_points(sd);
+            self.slide(i, &pts, st_all.as_deref(), &mut sv, &mut sw);
             if sv.by_series {
-                sv.series.push(values.as_slice().to_vec());
-                values.clear();
+                sv.series.push(sw.values.as_slice().to_vec());
+                sw.values.clear();
             }
         }
         // The first failing step: too many samples there wins over a function error, as
         // the window is read before the function runs.
-        if let Some(k) = totals.iter().position(|&n| n > self.opts.max_samples)
+        if let Some(k) = sw.totals.iter().position(|&n| n > self.opts.max_samples)
             && error.as_ref().is_none_or(|(at, _)| k < *at)
         {
             let e = QueryError::TooManySamples(format!("selector {}", ms.vs));
             error = Some((k, e));
         }
-        if let Some((k, e)) = kernel_error
+        if let Some((k, e)) = sw.kernel_error.take()
             && error.as_ref().is_none_or(|(at, _)| k < *at)
         {
             error = Some((k, e));
         }
         if !sv.by_series {
-            sv.rows = OnceCell::from(rows);
+            sv.rows = OnceCell::from(std::mem::take(&mut sw.rows));
         }
-        let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
+        let done = error.as_ref().map_or(sw.times.len(), |(at, _)| *at);
         if done < sv.per_step.len() {
             sv.truncate_steps(done);
         }
-        warns.truncate(done);
-        // Infos in the order the step-by-step evaluation raises them: by step, then series.
-        let mut annos: Vec<Vec<String>> = (0..done).map(|_| Vec::new()).collect();
-        if counter_check {
-            let mut by_step: Vec<Vec<usize>> = (0..done).map(|_| Vec::new()).collect();
-            for (i, k) in first_value.iter().enumerate() {
-                if let Some(k) = *k
-                    && k < done
-                {
-                    by_step[k].push(i);
-                }
-            }
-            let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
-            for (k, series) in by_step.iter().enumerate() {
-                for &i in series {
-                    // The message depends on the name only: build it once per name.
-                    if let Some(name) = sv.labels[i].metric_name()
-                        && !names_seen.contains(name)
-                    {
-                        names_seen.insert(name.to_string());
-                        if let Some(message) = counter_info(&sv.labels[i]) {
-                            annos[k].push(message);
-                        }
-                    }
-                }
-            }
-        }
-        sv.annotations = annos;
-        sv.warnings = warns;
+        sw.warns.truncate(done);
+        sv.annotations = if sw.counter_check {
+            counter_infos(&sv.labels, &sw.first_value, done)
+        } else {
+            (0..done).map(|_| Vec::new()).collect()
+        };
+        sv.warnings = sw.warns;
         sv.error = error;
         Ok(sv)
     }
+
+    /// Each step's time and the time its window ends (`@` and `offset` applied), up to
+    /// the first step where that fails, with its error.
+    fn step_times(
+        &self,
+        vs: &VectorSelector,
+        n_steps: usize,
+    ) -> (Vec<(i64, i64)>, Option<StepError>) {
+        let mut times: Vec<(i64, i64)> = Vec::with_capacity(n_steps);
+        for k in 0..n_steps {
+            let ts = self.start + k as i64 * self.step;
+            match self.ref_time(vs, ts) {
+                Ok(t) => times.push((ts, t)),
+                Err(e) => return (times, Some((k, e))),
+            }
+        }
+        (times, None)
+    }
+
+    /// Slides series `i`'s window (its points `pts`, their start timestamps `st_all`)
+    /// across every step, recording its values and what each step raises.
+    fn slide(
+        &self,
+        i: usize,
+        pts: &[FPoint],
+        st_all: Option<&[i64]>,
+        sv: &mut StepValues,
+        sw: &mut Sweep<'_>,
+    ) {
+        let (counter_check, range) = (sw.counter_check, sw.range);
+        let (mut a, mut b) = (0usize, 0usize);
+        // rate/increase: how many points of the window after its first are counter
+        // resets, kept as the window slides, so windows without one skip the scan.
+        let sts_all = st_all.unwrap_or(&[]);
+        let is_reset = |j: usize| counter_check && is_counter_reset(pts, sts_all, j);
+        let mut resets = 0usize;
+        let mut prev_t = i64::MIN;
+        let mut overlap_warned = false;
+        for (k, &(ts, t)) in sw.times.iter().enumerate() {
+            if t < prev_t {
+                // Windows only move forward here; start over if one ever moves back.
+                (a, b, resets) = (0, 0, 0);
+            }
+            prev_t = t;
+            while b < pts.len() && pts[b].t <= t {
+                if b > a && is_reset(b) {
+                    resets += 1;
+                }
+                b += 1;
+            }
+            let open = self.window_open(t, range);
+            while a < b && pts[a].t <= open {
+                a += 1;
+                if a < b && is_reset(a) {
+                    resets -= 1;
+                }
+            }
+            if a == b {
+                continue;
+            }
+            sw.totals[k] += b - a;
+            let st = st_all.map(|st| &st[a..b]);
+            if counter_check && !overlap_warned && st_overlap(&pts[a..b], st) {
+                overlap_warned = true;
+                sw.warns[k].push(st_overlap_warning(&sv.labels[i]));
+            }
+            let arg = RangeArg {
+                series: Vec::new(),
+                range_start: t - range,
+                range_end: t,
+                range,
+                mode: RangeMode::Plain,
+            };
+            let value = if counter_check {
+                let is_rate = sw.name == "rate";
+                Ok(counter_rate(&pts[a..b], st, &arg, is_rate, resets > 0))
+            } else {
+                range_kernel(sw.name, &pts[a..b], st, &arg, &[], ts)
+            };
+            match value {
+                Ok(Some(f)) => {
+                    if sv.by_series {
+                        sw.values.push(FPoint { t: ts, f });
+                    } else {
+                        sw.rows[k].push((i as u32, f));
+                    }
+                    sv.per_step[k] += 1;
+                    if sw.first_value[i].is_none() {
+                        sw.first_value[i] = Some(k);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if sw.kernel_error.as_ref().is_none_or(|(at, _)| k < *at) {
+                        sw.kernel_error = Some((k, e));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The selector's metric name (its text up to `{` or `[`), where annotations point.
+fn anchor_of(ms: &MatrixSelector) -> String {
+    let text = Expr::MatrixSelector(ms.clone()).to_string();
+    text.split(['{', '['])
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&text)
+        .to_string()
+}
+
+/// A series' points without stale markers, and their start timestamps when it has them.
+fn series_points(sd: SeriesData) -> (Vec<FPoint>, Option<Vec<i64>>) {
+    let st_all: Option<Vec<i64>> = sd.st.as_ref().map(|st| {
+        sd.samples
+            .iter()
+            .zip(st)
+            .filter(|(s, _)| !is_stale(s.v))
+            .map(|(_, &st)| st)
+            .collect()
+    });
+    // Same layout: `collect` reuses the samples' buffer instead of allocating and
+    // faulting in a copy.
+    let pts: Vec<FPoint> = sd
+        .samples
+        .into_iter()
+        .filter(|s| !is_stale(s.v))
+        .map(|s| FPoint { t: s.t, f: s.v })
+        .collect();
+    (pts, st_all)
+}
+
+/// An error raised at a step (its index).
+type StepError = (usize, QueryError);
+
+/// What sliding the series' windows across the steps gathers, besides [`StepValues`].
+struct Sweep<'a> {
+    name: &'a str,
+    range: i64,
+    /// rate/increase: counter resets and start-time overlaps are checked.
+    counter_check: bool,
+    /// Each step's time and the end of its window.
+    times: Vec<(i64, i64)>,
+    /// By series: the current series' values.
+    values: Vec<FPoint>,
+    /// By step: each step's values.
+    rows: Vec<Vec<(u32, f64)>>,
+    /// Per step, the warnings raised there.
+    warns: Vec<Vec<String>>,
+    /// Per step, the samples read there (all series).
+    totals: Vec<usize>,
+    /// Per series, the step of its first value (rate/increase name check).
+    first_value: Vec<Option<usize>>,
+    /// The earliest step a function failed at, with its error.
+    kernel_error: Option<StepError>,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(
+        name: &'a str,
+        range: i64,
+        times: Vec<(i64, i64)>,
+        n_series: usize,
+        by_series: bool,
+    ) -> Sweep<'a> {
+        let n = times.len();
+        let (values, rows) = if by_series {
+            (Vec::with_capacity(n), Vec::new())
+        } else {
+            (Vec::new(), (0..n).map(|_| Vec::new()).collect())
+        };
+        Sweep {
+            name,
+            range,
+            counter_check: matches!(name, "rate" | "increase"),
+            times,
+            values,
+            rows,
+            warns: (0..n).map(|_| Vec::new()).collect(),
+            totals: vec![0; n],
+            first_value: vec![None; n_series],
+            kernel_error: None,
+        }
+    }
+}
+
+/// The info annotations of rate/increase over series whose name does not look like a
+/// counter's, in the order the step-by-step evaluation raises them (by step, then
+/// series), once per metric name; `first_value` is each series' first step with a value.
+fn counter_infos(
+    labels: &[Labels],
+    first_value: &[Option<usize>],
+    done: usize,
+) -> Vec<Vec<String>> {
+    let mut annos: Vec<Vec<String>> = (0..done).map(|_| Vec::new()).collect();
+    let mut by_step: Vec<Vec<usize>> = (0..done).map(|_| Vec::new()).collect();
+    for (i, k) in first_value.iter().enumerate() {
+        if let Some(k) = *k
+            && k < done
+        {
+            by_step[k].push(i);
+        }
+    }
+    let mut names_seen: HashSet<String, FnvBuild> = HashSet::default();
+    for (k, series) in by_step.iter().enumerate() {
+        for &i in series {
+            // The message depends on the name only: build it once per name.
+            if let Some(name) = labels[i].metric_name()
+                && !names_seen.contains(name)
+            {
+                names_seen.insert(name.to_string());
+                if let Some(message) = counter_info(&labels[i]) {
+                    annos[k].push(message);
+                }
+            }
+        }
+    }
+    annos
 }
