@@ -57,6 +57,77 @@ fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
+/// The labels that tie a series to its info series.
+const INFO_IDENTIFYING: [&str; 2] = ["instance", "job"];
+
+/// The matchers of `info()`'s second argument (a label selector), without Lookout's
+/// internal ones; none without it.
+fn info_data_matchers(sel: Option<&Expr>) -> Result<Vec<LabelMatcher>, QueryError> {
+    let mut data_matchers: Vec<LabelMatcher> = Vec::new();
+    let Some(sel) = sel else {
+        return Ok(data_matchers);
+    };
+    let Expr::VectorSelector(vs) = unwrap_parens(sel) else {
+        return Err(QueryError::eval(
+            "the second argument of info() must be a label selector",
+        ));
+    };
+    if let Some(n) = &vs.name {
+        data_matchers.push(LabelMatcher::new(MatchOp::Equal, METRIC_NAME, n));
+    }
+    data_matchers.extend(
+        vs.matchers
+            .matchers
+            .iter()
+            .filter(|m| !m.name.starts_with("__lookout_"))
+            .cloned(),
+    );
+    Ok(data_matchers)
+}
+
+/// Info series (labels, newest sample's time) by [`info_signature`].
+type InfoBySignature = HashMap<String, (Labels, i64)>;
+
+/// An info series' key: its metric name and identifying labels.
+fn info_signature(name: &str, l: &Labels) -> String {
+    let mut key = name.to_string();
+    for id in INFO_IDENTIFYING {
+        key.push('\u{ff}');
+        key.push_str(l.get(id).unwrap_or(""));
+    }
+    key
+}
+
+/// Per info metric name and identifying labels, the newest info series (two at the same
+/// time are an error, as in Prometheus); and the info metric names in order of appearance.
+fn newest_info(
+    info_samples: Vec<(Labels, i64)>,
+) -> Result<(InfoBySignature, Vec<String>), QueryError> {
+    let mut by_sig = InfoBySignature::new();
+    let mut info_names: Vec<String> = Vec::new();
+    for (l, t) in info_samples {
+        let name = l.metric_name().unwrap_or("").to_string();
+        if !info_names.contains(&name) {
+            info_names.push(name.clone());
+        }
+        let key = info_signature(&name, &l);
+        match by_sig.get(&key) {
+            Some((existing, et)) if *et == t => {
+                return Err(QueryError::eval(format!(
+                    "found duplicate series for info metric: existing {} @ {et}, new {} @ {t}",
+                    existing.to_braced_string(),
+                    l.to_braced_string()
+                )));
+            }
+            Some((_, et)) if *et > t => {}
+            _ => {
+                by_sig.insert(key, (l, t));
+            }
+        }
+    }
+    Ok((by_sig, info_names))
+}
+
 impl Evaluator<'_> {
     pub(crate) fn eval_call(&self, c: &Call, ts: i64) -> Result<Value, QueryError> {
         let name = c.func.name;
@@ -80,29 +151,9 @@ impl Evaluator<'_> {
         }
         let vec_out = |v: Vector| Ok(Value::Vector(v));
         match name {
-            "time" => Ok(Value::Scalar {
+            "time" | "pi" | "start" | "end" | "step" | "range" => Ok(Value::Scalar {
                 t: ts,
-                v: ts as f64 / 1000.0,
-            }),
-            "pi" => Ok(Value::Scalar {
-                t: ts,
-                v: std::f64::consts::PI,
-            }),
-            "start" => Ok(Value::Scalar {
-                t: ts,
-                v: self.start as f64 / 1000.0,
-            }),
-            "end" => Ok(Value::Scalar {
-                t: ts,
-                v: self.end as f64 / 1000.0,
-            }),
-            "step" => Ok(Value::Scalar {
-                t: ts,
-                v: self.step as f64 / 1000.0,
-            }),
-            "range" => Ok(Value::Scalar {
-                t: ts,
-                v: (self.end - self.start) as f64 / 1000.0,
+                v: self.constant(name, ts),
             }),
             "scalar" => {
                 let v = self.eval_vector(args[0], ts)?;
@@ -141,248 +192,27 @@ impl Evaluator<'_> {
                     vec_out(Vec::new())
                 }
             },
-            "timestamp" => {
-                let arg = unwrap_parens(args[0]);
-                let vec = match arg {
-                    Expr::VectorSelector(vs) => self.eval_vector_selector(vs, ts, true)?,
-                    other => self
-                        .eval_vector(other, ts)?
-                        .into_iter()
-                        .map(|mut s| {
-                            s.t = ts;
-                            s
-                        })
-                        .collect(),
-                };
-                vec_out(
-                    vec.into_iter()
-                        .map(|mut s| {
-                            s.f = s.t as f64 / 1000.0;
-                            s.h = None;
-                            s.t = ts;
-                            s.drop_name = true;
-                            s
-                        })
-                        .collect(),
-                )
-            }
-            "absent" => {
-                let v = self.eval_vector(args[0], ts)?;
-                if !v.is_empty() {
-                    return vec_out(Vec::new());
-                }
-                vec_out(vec![Sample {
-                    metric: absent_labels(args[0]),
-                    t: ts,
-                    f: 1.0,
-                    drop_name: false,
-                    h: None,
-                }])
-            }
-            "sort" | "sort_desc" => {
-                let mut v = self.eval_float_vector(args[0], ts)?;
-                if name == "sort" {
-                    v.sort_by(|a, b| asc_nan_last(a.f, b.f));
-                } else {
-                    v.sort_by(|a, b| desc_nan_last(a.f, b.f));
-                }
-                vec_out(v)
-            }
-            "sort_by_label" | "sort_by_label_desc" => {
-                let mut v = self.eval_vector(args[0], ts)?;
-                let mut labels = Vec::new();
-                for a in &args[1..] {
-                    labels.push(self.eval_string(a, ts)?);
-                }
-                v.sort_by(|a, b| {
-                    for l in &labels {
-                        let ord = natural_cmp(
-                            a.metric.get(l).unwrap_or(""),
-                            b.metric.get(l).unwrap_or(""),
-                        );
-                        if ord != std::cmp::Ordering::Equal {
-                            return ord;
-                        }
-                    }
-                    a.metric.cmp(&b.metric)
-                });
-                if name == "sort_by_label_desc" {
-                    v.reverse();
-                }
-                vec_out(v)
+            "timestamp" => self.timestamp(args[0], ts).map(Value::Vector),
+            "absent" => self.absent(args[0], ts).map(Value::Vector),
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+                self.sort(name, &args, ts).map(Value::Vector)
             }
             "label_replace" => self.label_replace(&args, ts).map(Value::Vector),
             "label_join" => self.label_join(&args, ts).map(Value::Vector),
-            "histogram_quantile" => {
-                let q = self.eval_scalar(args[0], ts)?;
-                let (mut native, mut v) = split_native(self.eval_vector(args[1], ts)?);
-                if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                    self.annotate(
-                        AnnotationLevel::Warning,
-                        format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            go_fmt_v(q)
-                        ),
-                        &args[0].to_string(),
-                    );
-                }
-                let anchor = args[1].to_string();
-                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
-                let groups = self.classic_buckets(v, &anchor);
-                let mut out = self.native_quantiles(&[q], None, &native, &anchor, ts);
-                for (metric, mut buckets) in groups {
-                    let (res, forced) = bucket_quantile(q, &mut buckets);
-                    if forced {
-                        self.annotate(
-                            AnnotationLevel::Info,
-                            format!(
-                                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                                metric.metric_name().unwrap_or("")
-                            ),
-                            &anchor,
-                        );
-                    }
-                    out.push(Sample {
-                        metric,
-                        t: ts,
-                        f: res,
-                        drop_name: true,
-                        h: None,
-                    });
-                }
-                vec_out(out)
-            }
-            "histogram_quantiles" => {
-                let (mut native, mut v) = split_native(self.eval_vector(args[0], ts)?);
-                let label = self.eval_string(args[1], ts)?;
-                let mut qs = Vec::new();
-                for a in &args[2..] {
-                    let q = self.eval_scalar(a, ts)?;
-                    if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                        self.annotate(
-                            AnnotationLevel::Warning,
-                            format!(
-                                "quantile value should be between 0 and 1, got {}",
-                                go_fmt_v(q)
-                            ),
-                            &a.to_string(),
-                        );
-                    }
-                    qs.push(q);
-                }
-                let anchor = args[0].to_string();
-                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
-                let groups = self.classic_buckets(v, &anchor);
-                let mut out = self.native_quantiles(&qs, Some(&label), &native, &anchor, ts);
-                for (metric, buckets) in groups {
-                    for q in &qs {
-                        let (res, forced) = bucket_quantile(*q, &mut buckets.clone());
-                        if forced {
-                            self.annotate(
-                                AnnotationLevel::Info,
-                                format!(
-                                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                                    metric.metric_name().unwrap_or("")
-                                ),
-                                &anchor,
-                            );
-                        }
-                        let mut m = metric.clone();
-                        m.set(&label, &quantile_label(*q));
-                        out.push(Sample {
-                            metric: m,
-                            t: ts,
-                            f: res,
-                            drop_name: true,
-                            h: None,
-                        });
-                    }
-                }
-                vec_out(out)
-            }
-            "histogram_fraction" => {
-                let lower = self.eval_scalar(args[0], ts)?;
-                let upper = self.eval_scalar(args[1], ts)?;
-                let (mut native, mut v) = split_native(self.eval_vector(args[2], ts)?);
-                let anchor = args[2].to_string();
-                self.drop_classic_native_mix(&mut native, &mut v, &anchor);
-                let groups = self.classic_buckets(v, &anchor);
-                let mut out = self.native_fractions(lower, upper, &native, &anchor, ts);
-                for (metric, mut buckets) in groups {
-                    out.push(Sample {
-                        metric,
-                        t: ts,
-                        f: bucket_fraction(lower, upper, &mut buckets),
-                        drop_name: true,
-                        h: None,
-                    });
-                }
-                vec_out(out)
-            }
+            "histogram_quantile" => self.histogram_quantile(&args, ts).map(Value::Vector),
+            "histogram_quantiles" => self.histogram_quantiles(&args, ts).map(Value::Vector),
+            "histogram_fraction" => self.histogram_fraction(&args, ts).map(Value::Vector),
             // These read native histograms only; float samples are ignored.
             "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
             | "histogram_stdvar" => {
                 let v = self.eval_vector(args[0], ts)?;
                 vec_out(self.histogram_simple(name, v, ts))
             }
-            "clamp" => {
-                let mut v = self.eval_float_vector(args[0], ts)?;
-                let min = self.eval_scalar(args[1], ts)?;
-                let max = self.eval_scalar(args[2], ts)?;
-                if max < min {
-                    return vec_out(Vec::new());
-                }
-                for s in v.iter_mut() {
-                    s.f = go_max(min, go_min(max, s.f));
-                    s.drop_name = true;
-                }
-                vec_out(v)
-            }
-            "clamp_min" | "clamp_max" => {
-                let mut v = self.eval_float_vector(args[0], ts)?;
-                let bound = self.eval_scalar(args[1], ts)?;
-                for s in v.iter_mut() {
-                    s.f = if name == "clamp_min" {
-                        go_max(s.f, bound)
-                    } else {
-                        go_min(s.f, bound)
-                    };
-                    s.drop_name = true;
-                }
-                vec_out(v)
-            }
-            "round" => {
-                let mut v = self.eval_float_vector(args[0], ts)?;
-                let to_nearest = match args.get(1) {
-                    Some(a) => self.eval_scalar(a, ts)?,
-                    None => 1.0,
-                };
-                let inv = 1.0 / to_nearest;
-                for s in v.iter_mut() {
-                    s.f = (s.f * inv + 0.5).floor() / inv;
-                    s.drop_name = true;
-                }
-                vec_out(v)
+            "clamp" | "clamp_min" | "clamp_max" | "round" => {
+                self.clamp_round(name, &args, ts).map(Value::Vector)
             }
             "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour"
-            | "minute" | "month" | "year" => {
-                let f = date_fn(name);
-                if args.is_empty() {
-                    return vec_out(vec![Sample {
-                        metric: Labels::default(),
-                        t: ts,
-                        f: f(ts.div_euclid(1000)),
-                        drop_name: false,
-                        h: None,
-                    }]);
-                }
-                let mut v = self.eval_float_vector(args[0], ts)?;
-                for s in v.iter_mut() {
-                    s.f = f(go_f64_to_i64(s.f));
-                    s.drop_name = true;
-                }
-                vec_out(v)
-            }
+            | "minute" | "month" | "year" => self.date(name, &args, ts).map(Value::Vector),
             "info" => self.info(&args, ts).map(Value::Vector),
             _ => {
                 let f = math_fn(name).ok_or_else(|| {
@@ -396,6 +226,255 @@ impl Evaluator<'_> {
                 vec_out(v)
             }
         }
+    }
+
+    /// `absent(v)`: one sample of value 1 with the labels the selector fixes, when `v` is
+    /// empty.
+    fn absent(&self, arg: &Expr, ts: i64) -> Result<Vector, QueryError> {
+        if !self.eval_vector(arg, ts)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Sample {
+            metric: absent_labels(arg),
+            t: ts,
+            f: 1.0,
+            drop_name: false,
+            h: None,
+        }])
+    }
+
+    /// The date functions, of each sample's value as Unix seconds, or of the evaluation
+    /// time without an argument.
+    fn date(&self, name: &str, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let f = date_fn(name);
+        if args.is_empty() {
+            return Ok(vec![Sample {
+                metric: Labels::default(),
+                t: ts,
+                f: f(ts.div_euclid(1000)),
+                drop_name: false,
+                h: None,
+            }]);
+        }
+        let mut v = self.eval_float_vector(args[0], ts)?;
+        for s in v.iter_mut() {
+            s.f = f(go_f64_to_i64(s.f));
+            s.drop_name = true;
+        }
+        Ok(v)
+    }
+
+    /// `time()`, `pi()` and the query's `start()`, `end()`, `step()` and `range()`.
+    fn constant(&self, name: &str, ts: i64) -> f64 {
+        match name {
+            "time" => ts as f64 / 1000.0,
+            "pi" => std::f64::consts::PI,
+            "start" => self.start as f64 / 1000.0,
+            "end" => self.end as f64 / 1000.0,
+            "step" => self.step as f64 / 1000.0,
+            _ => (self.end - self.start) as f64 / 1000.0,
+        }
+    }
+
+    /// `timestamp(v)`: each sample's own timestamp for a selector, the evaluation time
+    /// for any other expression.
+    fn timestamp(&self, arg: &Expr, ts: i64) -> Result<Vector, QueryError> {
+        let vec = match unwrap_parens(arg) {
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, ts, true)?,
+            other => self
+                .eval_vector(other, ts)?
+                .into_iter()
+                .map(|mut s| {
+                    s.t = ts;
+                    s
+                })
+                .collect(),
+        };
+        Ok(vec
+            .into_iter()
+            .map(|mut s| {
+                s.f = s.t as f64 / 1000.0;
+                s.h = None;
+                s.t = ts;
+                s.drop_name = true;
+                s
+            })
+            .collect())
+    }
+
+    /// `sort`, `sort_desc` (NaN last) and `sort_by_label`, `sort_by_label_desc` (natural
+    /// order of the labels' values, then the label sets).
+    fn sort(&self, name: &str, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        if matches!(name, "sort" | "sort_desc") {
+            let mut v = self.eval_float_vector(args[0], ts)?;
+            if name == "sort" {
+                v.sort_by(|a, b| asc_nan_last(a.f, b.f));
+            } else {
+                v.sort_by(|a, b| desc_nan_last(a.f, b.f));
+            }
+            return Ok(v);
+        }
+        let mut v = self.eval_vector(args[0], ts)?;
+        let mut labels = Vec::new();
+        for a in &args[1..] {
+            labels.push(self.eval_string(a, ts)?);
+        }
+        v.sort_by(|a, b| {
+            for l in &labels {
+                let ord = natural_cmp(a.metric.get(l).unwrap_or(""), b.metric.get(l).unwrap_or(""));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            a.metric.cmp(&b.metric)
+        });
+        if name == "sort_by_label_desc" {
+            v.reverse();
+        }
+        Ok(v)
+    }
+
+    /// `clamp`, `clamp_min`, `clamp_max` and `round`.
+    fn clamp_round(&self, name: &str, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let mut v = self.eval_float_vector(args[0], ts)?;
+        let f: Box<dyn Fn(f64) -> f64> = match name {
+            "clamp" => {
+                let min = self.eval_scalar(args[1], ts)?;
+                let max = self.eval_scalar(args[2], ts)?;
+                if max < min {
+                    return Ok(Vec::new());
+                }
+                Box::new(move |x| go_max(min, go_min(max, x)))
+            }
+            "clamp_min" => {
+                let bound = self.eval_scalar(args[1], ts)?;
+                Box::new(move |x| go_max(x, bound))
+            }
+            "clamp_max" => {
+                let bound = self.eval_scalar(args[1], ts)?;
+                Box::new(move |x| go_min(x, bound))
+            }
+            _ => {
+                let to_nearest = match args.get(1) {
+                    Some(a) => self.eval_scalar(a, ts)?,
+                    None => 1.0,
+                };
+                let inv = 1.0 / to_nearest;
+                Box::new(move |x| (x * inv + 0.5).floor() / inv)
+            }
+        };
+        for s in v.iter_mut() {
+            s.f = f(s.f);
+            s.drop_name = true;
+        }
+        Ok(v)
+    }
+
+    /// Warns when a quantile is outside [0, 1] (`anchor`: its expression).
+    fn check_quantile(&self, q: f64, anchor: &str) {
+        if q.is_nan() || !(0.0..=1.0).contains(&q) {
+            self.annotate(
+                AnnotationLevel::Warning,
+                format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    go_fmt_v(q)
+                ),
+                anchor,
+            );
+        }
+    }
+
+    /// The info that a classic histogram's buckets were fixed up to be monotonic.
+    fn monotonicity_info(&self, metric: &Labels, anchor: &str) {
+        self.annotate(
+            AnnotationLevel::Info,
+            format!(
+                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                metric.metric_name().unwrap_or("")
+            ),
+            anchor,
+        );
+    }
+
+    /// `histogram_quantile(q, v)` over native histograms and classic buckets.
+    fn histogram_quantile(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let q = self.eval_scalar(args[0], ts)?;
+        let (mut native, mut v) = split_native(self.eval_vector(args[1], ts)?);
+        self.check_quantile(q, &args[0].to_string());
+        let anchor = args[1].to_string();
+        self.drop_classic_native_mix(&mut native, &mut v, &anchor);
+        let groups = self.classic_buckets(v, &anchor);
+        let mut out = self.native_quantiles(&[q], None, &native, &anchor, ts);
+        for (metric, mut buckets) in groups {
+            let (res, forced) = bucket_quantile(q, &mut buckets);
+            if forced {
+                self.monotonicity_info(&metric, &anchor);
+            }
+            out.push(Sample {
+                metric,
+                t: ts,
+                f: res,
+                drop_name: true,
+                h: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `histogram_quantiles(v, label, q...)`: one sample per quantile, told apart by
+    /// `label`.
+    fn histogram_quantiles(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let (mut native, mut v) = split_native(self.eval_vector(args[0], ts)?);
+        let label = self.eval_string(args[1], ts)?;
+        let mut qs = Vec::new();
+        for a in &args[2..] {
+            let q = self.eval_scalar(a, ts)?;
+            self.check_quantile(q, &a.to_string());
+            qs.push(q);
+        }
+        let anchor = args[0].to_string();
+        self.drop_classic_native_mix(&mut native, &mut v, &anchor);
+        let groups = self.classic_buckets(v, &anchor);
+        let mut out = self.native_quantiles(&qs, Some(&label), &native, &anchor, ts);
+        for (metric, buckets) in groups {
+            for q in &qs {
+                let (res, forced) = bucket_quantile(*q, &mut buckets.clone());
+                if forced {
+                    self.monotonicity_info(&metric, &anchor);
+                }
+                let mut m = metric.clone();
+                m.set(&label, &quantile_label(*q));
+                out.push(Sample {
+                    metric: m,
+                    t: ts,
+                    f: res,
+                    drop_name: true,
+                    h: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `histogram_fraction(lower, upper, v)` over native histograms and classic buckets.
+    fn histogram_fraction(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
+        let lower = self.eval_scalar(args[0], ts)?;
+        let upper = self.eval_scalar(args[1], ts)?;
+        let (mut native, mut v) = split_native(self.eval_vector(args[2], ts)?);
+        let anchor = args[2].to_string();
+        self.drop_classic_native_mix(&mut native, &mut v, &anchor);
+        let groups = self.classic_buckets(v, &anchor);
+        let mut out = self.native_fractions(lower, upper, &native, &anchor, ts);
+        for (metric, mut buckets) in groups {
+            out.push(Sample {
+                metric,
+                t: ts,
+                f: bucket_fraction(lower, upper, &mut buckets),
+                drop_name: true,
+                h: None,
+            });
+        }
+        Ok(out)
     }
 
     /// Groups classic bucket series by their labels without `le`.
@@ -435,26 +514,8 @@ impl Evaluator<'_> {
     /// `info(v [, selector])`: adds the data labels of info series (`target_info` by
     /// default) that share `instance` and `job` with each series of `v`.
     fn info(&self, args: &[&Expr], ts: i64) -> Result<Vector, QueryError> {
-        const IDENTIFYING: [&str; 2] = ["instance", "job"];
         let base = self.eval_vector(args[0], ts)?;
-        let mut data_matchers: Vec<LabelMatcher> = Vec::new();
-        if let Some(sel) = args.get(1) {
-            let Expr::VectorSelector(vs) = unwrap_parens(sel) else {
-                return Err(QueryError::eval(
-                    "the second argument of info() must be a label selector",
-                ));
-            };
-            if let Some(n) = &vs.name {
-                data_matchers.push(LabelMatcher::new(MatchOp::Equal, METRIC_NAME, n));
-            }
-            data_matchers.extend(
-                vs.matchers
-                    .matchers
-                    .iter()
-                    .filter(|m| !m.name.starts_with("__lookout_"))
-                    .cloned(),
-            );
-        }
+        let data_matchers = info_data_matchers(args.get(1).copied())?;
         let mut name_matchers: Vec<LabelMatcher> = data_matchers
             .iter()
             .filter(|m| m.name == METRIC_NAME)
@@ -481,7 +542,7 @@ impl Evaluator<'_> {
         // on the way shifting it too.
         let info_time = self.reference_time(args[0], ts)?.unwrap_or(ts);
         let mut id_values: Vec<(&str, Vec<String>)> = Vec::new();
-        for l in IDENTIFYING {
+        for l in INFO_IDENTIFYING {
             let mut vals: Vec<String> = base
                 .iter()
                 .filter(|s| !is_info(&s.metric))
@@ -497,87 +558,8 @@ impl Evaluator<'_> {
             .iter()
             .filter(|m| m.name != METRIC_NAME)
             .collect();
-        let mut info_samples: Vec<(Labels, i64)> = Vec::new();
-        if !id_values.is_empty() {
-            let mut matchers: Vec<LabelMatcher> = Vec::new();
-            for (l, vals) in &id_values {
-                let re = vals
-                    .iter()
-                    .map(|v| regex::escape(v))
-                    .collect::<Vec<_>>()
-                    .join("|");
-                let rx = Regex::new(&format!("^(?:{re})$"))
-                    .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
-                matchers.push(LabelMatcher::new(MatchOp::Re(rx), l, &re));
-            }
-            matchers.extend(data_matchers.iter().cloned());
-            let has_name = data_matchers.iter().any(|m| m.name == METRIC_NAME);
-            let has_positive_name = data_matchers
-                .iter()
-                .any(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal | MatchOp::Re(_)));
-            if !has_name {
-                // No name given: the default info metric.
-                matchers.push(LabelMatcher::new(
-                    MatchOp::Equal,
-                    METRIC_NAME,
-                    "target_info",
-                ));
-            } else if !has_positive_name {
-                // Only exclusions: they narrow down the info metrics (`*_info`).
-                let rx = Regex::new("^(?:.+_info)$")
-                    .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
-                matchers.push(LabelMatcher::new(MatchOp::Re(rx), METRIC_NAME, ".+_info"));
-            }
-            for sd in self.q.select(
-                &matchers,
-                self.window_open(info_time, self.lookback).saturating_add(1),
-                info_time,
-            ) {
-                if !sd.histograms.is_empty() {
-                    // Prometheus reads info series as floats only.
-                    return Err(QueryError::eval(format!(
-                        "info(): {} has native histogram samples; an info metric has float samples",
-                        sd.labels
-                    )));
-                }
-                if let Some(last) = sd.samples.last()
-                    && !crate::storage::is_stale(last.v)
-                {
-                    info_samples.push((sd.labels, last.t));
-                }
-            }
-        }
-        // Per info metric name and identifying labels, the newest info series wins.
-        let sig = |name: &str, l: &Labels| {
-            let mut key = name.to_string();
-            for id in IDENTIFYING {
-                key.push('\u{ff}');
-                key.push_str(l.get(id).unwrap_or(""));
-            }
-            key
-        };
-        let mut by_sig: HashMap<String, (Labels, i64)> = HashMap::new();
-        let mut info_names: Vec<String> = Vec::new();
-        for (l, t) in info_samples {
-            let name = l.metric_name().unwrap_or("").to_string();
-            if !info_names.contains(&name) {
-                info_names.push(name.clone());
-            }
-            let key = sig(&name, &l);
-            match by_sig.get(&key) {
-                Some((existing, et)) if *et == t => {
-                    return Err(QueryError::eval(format!(
-                        "found duplicate series for info metric: existing {} @ {et}, new {} @ {t}",
-                        existing.to_braced_string(),
-                        l.to_braced_string()
-                    )));
-                }
-                Some((_, et)) if *et > t => {}
-                _ => {
-                    by_sig.insert(key, (l, t));
-                }
-            }
-        }
+        let info_samples = self.info_samples(&id_values, &data_matchers, info_time)?;
+        let (by_sig, info_names) = newest_info(info_samples)?;
         let mut out = Vec::with_capacity(base.len());
         for bs in base {
             if is_info(&bs.metric) {
@@ -587,7 +569,7 @@ impl Evaluator<'_> {
             let mut added: Vec<(String, String)> = Vec::new();
             let mut seen = 0;
             for name in &info_names {
-                let Some((il, _)) = by_sig.get(&sig(name, &bs.metric)) else {
+                let Some((il, _)) = by_sig.get(&info_signature(name, &bs.metric)) else {
                     continue;
                 };
                 seen += 1;
@@ -619,6 +601,70 @@ impl Evaluator<'_> {
             out.push(Sample { metric, ..bs });
         }
         Ok(out)
+    }
+
+    /// The info series whose identifying labels take one of `id_values` and that match
+    /// `data_matchers` (the default info metric without a name matcher, `*_info` with
+    /// only exclusions), with their newest sample's time within the lookback of
+    /// `info_time`; stale ones are left out.
+    fn info_samples(
+        &self,
+        id_values: &[(&str, Vec<String>)],
+        data_matchers: &[LabelMatcher],
+        info_time: i64,
+    ) -> Result<Vec<(Labels, i64)>, QueryError> {
+        let mut info_samples: Vec<(Labels, i64)> = Vec::new();
+        if id_values.is_empty() {
+            return Ok(info_samples);
+        }
+        let mut matchers: Vec<LabelMatcher> = Vec::new();
+        for (l, vals) in id_values {
+            let re = vals
+                .iter()
+                .map(|v| regex::escape(v))
+                .collect::<Vec<_>>()
+                .join("|");
+            let rx = Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
+            matchers.push(LabelMatcher::new(MatchOp::Re(rx), l, &re));
+        }
+        matchers.extend(data_matchers.iter().cloned());
+        let has_name = data_matchers.iter().any(|m| m.name == METRIC_NAME);
+        let has_positive_name = data_matchers
+            .iter()
+            .any(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal | MatchOp::Re(_)));
+        if !has_name {
+            // No name given: the default info metric.
+            matchers.push(LabelMatcher::new(
+                MatchOp::Equal,
+                METRIC_NAME,
+                "target_info",
+            ));
+        } else if !has_positive_name {
+            // Only exclusions: they narrow down the info metrics (`*_info`).
+            let rx = Regex::new("^(?:.+_info)$")
+                .map_err(|e| QueryError::eval(format!("info(): {e}")))?;
+            matchers.push(LabelMatcher::new(MatchOp::Re(rx), METRIC_NAME, ".+_info"));
+        }
+        for sd in self.q.select(
+            &matchers,
+            self.window_open(info_time, self.lookback).saturating_add(1),
+            info_time,
+        ) {
+            if !sd.histograms.is_empty() {
+                // Prometheus reads info series as floats only.
+                return Err(QueryError::eval(format!(
+                    "info(): {} has native histogram samples; an info metric has float samples",
+                    sd.labels
+                )));
+            }
+            if let Some(last) = sd.samples.last()
+                && !crate::storage::is_stale(last.v)
+            {
+                info_samples.push((sd.labels, last.t));
+            }
+        }
+        Ok(info_samples)
     }
 
     /// The time the first selector of `e` reads at when `e` is evaluated at `t`.
