@@ -11,7 +11,6 @@ use super::{
     AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Value, Vector, kahan_sum_inc,
     label_hash,
 };
-use crate::gofmt::go_fmt_v;
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Accumulator of one output group.
@@ -172,17 +171,9 @@ impl Evaluator<'_> {
     fn warn_quantile_param(&self, op: &str, param: Option<f64>, a: &AggregateExpr) {
         if op == "quantile"
             && let Some(q) = param
-            && (q.is_nan() || !(0.0..=1.0).contains(&q))
         {
             let anchor = a.param.as_ref().map(|p| p.to_string()).unwrap_or_default();
-            self.annotate(
-                AnnotationLevel::Warning,
-                format!(
-                    "quantile value should be between 0 and 1, got {}",
-                    go_fmt_v(q)
-                ),
-                &anchor,
-            );
+            self.check_quantile(q, &anchor);
         }
     }
 

@@ -371,7 +371,7 @@ impl Evaluator<'_> {
     }
 
     /// Warns when a quantile is outside [0, 1] (`anchor`: its expression).
-    fn check_quantile(&self, q: f64, anchor: &str) {
+    pub(super) fn check_quantile(&self, q: f64, anchor: &str) {
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
             self.annotate(
                 AnnotationLevel::Warning,
@@ -857,17 +857,7 @@ impl Evaluator<'_> {
             }]);
         }
         if name == "quantile_over_time" {
-            let q = scalars[0];
-            if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                self.annotate(
-                    AnnotationLevel::Warning,
-                    format!(
-                        "quantile value should be between 0 and 1, got {}",
-                        go_fmt_v(q)
-                    ),
-                    &args[0].to_string(),
-                );
-            }
+            self.check_quantile(scalars[0], &args[0].to_string());
         }
         let mut out = Vec::with_capacity(arg.series.len());
         for s in &arg.series {
