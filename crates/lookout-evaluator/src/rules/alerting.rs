@@ -10,7 +10,7 @@
 //! * `ALERTS{alertstate=...}` and `ALERTS_FOR_STATE` (value: `active_at` in Unix seconds)
 //!   are produced for every pending/firing alert once `for` state has been restored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -396,7 +396,31 @@ impl AlertingRule {
             .map_err(RuleEvalError::Query)?;
 
         let expanded = self.expand_all(&res, at, datasource).await?;
+        let alerts = self.result_alerts(&res, expanded, ts)?;
 
+        let mut st = self.lock();
+        let st = &mut *st;
+        let result_keys: HashSet<Labels> = alerts.keys().cloned().collect();
+        self.merge_results(st, alerts, ts);
+        let (vec, num_active_pending) = self.advance(st, &result_keys, ts);
+        if limit > 0 && num_active_pending > limit {
+            st.active.clear();
+            return Err(RuleEvalError::Limit(format!(
+                "exceeded limit of {limit} with {num_active_pending} alerts"
+            )));
+        }
+        Ok(vec)
+    }
+
+    /// One pending alert per sample of the query's result, labelled with the sample's
+    /// labels (without the name), the rule's expanded labels and `alertname`; two samples
+    /// giving the same labels are an error, as in Prometheus.
+    fn result_alerts(
+        &self,
+        res: &[QuerySample],
+        expanded: Vec<Expanded>,
+        ts: SystemTime,
+    ) -> Result<HashMap<Labels, ActiveAlert>, RuleEvalError> {
         let mut alerts: HashMap<Labels, ActiveAlert> = HashMap::with_capacity(res.len());
         for (smpl, (labels, annotations)) in res.iter().zip(expanded) {
             let mut l = smpl.labels.clone();
@@ -425,13 +449,21 @@ impl AlertingRule {
                 },
             );
         }
+        Ok(alerts)
+    }
 
-        let mut st = self.lock();
-        let st = &mut *st;
+    /// Takes this evaluation's alerts in: an active one keeps its state and takes the new
+    /// value and annotations; a new one starts pending, from the saved time when its
+    /// state was restored as pending after a restart.
+    fn merge_results(
+        &self,
+        st: &mut AlertingState,
+        alerts: HashMap<Labels, ActiveAlert>,
+        ts: SystemTime,
+    ) {
         if let Some(p) = st.pending_restore.as_mut() {
             p.expire(ts);
         }
-        let result_keys: std::collections::HashSet<Labels> = alerts.keys().cloned().collect();
         for (h, mut a) in alerts {
             if let Some(existing) = st.active.get_mut(&h)
                 && existing.state != AlertState::Inactive
@@ -456,7 +488,19 @@ impl AlertingRule {
         {
             st.pending_restore = None;
         }
+    }
 
+    /// Advances every alert's state at `ts` (Prometheus's `for` and `keep_firing_for`
+    /// semantics): alerts missing from the result resolve or keep firing, pending ones
+    /// that have waited `for` fire, and old resolved ones are forgotten. Returns the
+    /// `ALERTS`/`ALERTS_FOR_STATE` samples (once the state is restored) and how many
+    /// alerts are pending or firing.
+    fn advance(
+        &self,
+        st: &mut AlertingState,
+        result_keys: &HashSet<Labels>,
+        ts: SystemTime,
+    ) -> (Vec<QuerySample>, usize) {
         let mut vec = Vec::new();
         let mut num_active_pending = 0usize;
         let mut to_delete = Vec::new();
@@ -506,13 +550,7 @@ impl AlertingRule {
         for k in to_delete {
             st.active.remove(&k);
         }
-        if limit > 0 && num_active_pending > limit {
-            st.active.clear();
-            return Err(RuleEvalError::Limit(format!(
-                "exceeded limit of {limit} with {num_active_pending} alerts"
-            )));
-        }
-        Ok(vec)
+        (vec, num_active_pending)
     }
 
     /// Expands the templates for every sample on a blocking thread (a template may run up
