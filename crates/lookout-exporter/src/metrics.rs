@@ -39,11 +39,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::cascade::{self, Node};
-use crate::heartbeat::Heartbeats;
+use crate::heartbeat::{HeartbeatStatus, Heartbeats};
 use crate::native_histogram::NativeHistogram;
 use crate::prober::ProbeReport;
 use crate::protobuf::{self, Exposition, Kind};
-use crate::scheduler::{SlotMap, TargetState};
+use crate::scheduler::{LastProbe, SlotMap, TargetState};
 
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -517,14 +517,8 @@ impl TargetsCollector {
             })
             .collect();
         let heartbeats = self.heartbeats.statuses();
-        let probed = || {
-            states
-                .iter()
-                .filter_map(|(l, name, s)| s.last.as_ref().map(|last| (*l, *name, s, last)))
-        };
-
         let target_up =
-            probed().map(|(l, _, _, last)| (labels(l), f64::from(u8::from(last.success))));
+            probed(&states).map(|(l, _, last)| (labels(l), f64::from(u8::from(last.success))));
         let heartbeat_up = heartbeats.iter().map(|h| {
             (
                 vec![("job", Value("heartbeat")), ("instance", Value(&h.name))],
@@ -536,133 +530,174 @@ impl TargetsCollector {
             "1 when the target's last probe succeeded (or the heartbeat was pushed within max_silence)",
             target_up.chain(heartbeat_up),
         )?;
-        encoder.write(
-            "lookout_target_probe_duration_seconds",
-            "Wall time of the target's last probe",
-            probed().map(|(l, _, _, last)| (labels(l), last.duration_seconds)),
-        )?;
-        encoder.write(
-            "lookout_target_last_probe_timestamp_seconds",
-            "Unix time at which the target's last probe finished",
-            probed().map(|(l, _, _, last)| (labels(l), last.timestamp)),
-        )?;
-        encoder.write(
-            "lookout_target_probe_failure",
-            "Why the target's last probe failed",
-            probed()
-                .filter_map(|(l, _, _, last)| {
-                    last.failure_reason
-                        .as_deref()
-                        .map(|reason| with(labels(l), "reason", reason))
-                })
-                .map(present),
-        )?;
-        encoder.write(
-            "lookout_target_http_status_code",
-            "HTTP status of the target's last probe",
-            probed().filter_map(|(l, _, _, last)| {
-                last.http_status
-                    .map(|status| (labels(l), f64::from(status)))
-            }),
-        )?;
-        encoder.write(
-            "http_request_duration_seconds",
-            "Duration of the HTTP targets' requests (all phases, redirects included)",
-            states
-                .iter()
-                .filter_map(|(l, _, s)| s.http_durations.as_ref().map(|h| (labels(l), h))),
-        )?;
-        encoder.write(
-            "dns_resolution_duration_seconds",
-            "Time from query to answer, by nameserver",
-            states.iter().flat_map(|(l, _, s)| {
-                s.dns_durations.iter().map(move |(nameserver, h)| {
-                    (target_and(l, vec![("nameserver", Value(nameserver))]), h)
-                })
-            }),
-        )?;
-        encoder.write(
-            "dns_answer",
-            "Answers of the DNS targets' last probe, one series per answer record",
-            probed()
-                .flat_map(|(l, _, _, last)| {
-                    last.dns
-                        .iter()
-                        .flat_map(move |(nameserver, domain, answers)| {
-                            answers.iter().map(move |answer| {
-                                target_and(
-                                    l,
-                                    vec![
-                                        ("domain", Value(domain)),
-                                        ("nameserver", Value(nameserver)),
-                                        ("answer", Value(answer)),
-                                    ],
-                                )
-                            })
+        write_last_probe(encoder, &states)?;
+        write_durations_and_dns(encoder, &states)?;
+        write_heartbeats(encoder, &heartbeats)?;
+        write_dependencies(encoder, &slots, &states)
+    }
+}
+
+/// The targets that have been probed: their labels, name and last probe.
+fn probed<'a>(
+    states: &'a [Row<'a>],
+) -> impl Iterator<Item = (&'a [(String, String)], &'a str, &'a LastProbe)> + 'a {
+    states
+        .iter()
+        .filter_map(|(l, name, s)| s.last.as_ref().map(|last| (*l, *name, last)))
+}
+
+/// What each target's last probe found: its duration, time, failure reason and HTTP
+/// status.
+fn write_last_probe(encoder: &mut impl Families, states: &[Row<'_>]) -> std::fmt::Result {
+    encoder.write(
+        "lookout_target_probe_duration_seconds",
+        "Wall time of the target's last probe",
+        probed(states).map(|(l, _, last)| (labels(l), last.duration_seconds)),
+    )?;
+    encoder.write(
+        "lookout_target_last_probe_timestamp_seconds",
+        "Unix time at which the target's last probe finished",
+        probed(states).map(|(l, _, last)| (labels(l), last.timestamp)),
+    )?;
+    encoder.write(
+        "lookout_target_probe_failure",
+        "Why the target's last probe failed",
+        probed(states)
+            .filter_map(|(l, _, last)| {
+                last.failure_reason
+                    .as_deref()
+                    .map(|reason| with(labels(l), "reason", reason))
+            })
+            .map(present),
+    )?;
+    encoder.write(
+        "lookout_target_http_status_code",
+        "HTTP status of the target's last probe",
+        probed(states).filter_map(|(l, _, last)| {
+            last.http_status
+                .map(|status| (labels(l), f64::from(status)))
+        }),
+    )?;
+    Ok(())
+}
+
+/// The request and resolution duration histograms, the DNS answers and the certificate
+/// expiry.
+fn write_durations_and_dns(encoder: &mut impl Families, states: &[Row<'_>]) -> std::fmt::Result {
+    encoder.write(
+        "http_request_duration_seconds",
+        "Duration of the HTTP targets' requests (all phases, redirects included)",
+        states
+            .iter()
+            .filter_map(|(l, _, s)| s.http_durations.as_ref().map(|h| (labels(l), h))),
+    )?;
+    encoder.write(
+        "dns_resolution_duration_seconds",
+        "Time from query to answer, by nameserver",
+        states.iter().flat_map(|(l, _, s)| {
+            s.dns_durations.iter().map(move |(nameserver, h)| {
+                (target_and(l, vec![("nameserver", Value(nameserver))]), h)
+            })
+        }),
+    )?;
+    encoder.write(
+        "dns_answer",
+        "Answers of the DNS targets' last probe, one series per answer record",
+        probed(states)
+            .flat_map(|(l, _, last)| {
+                last.dns
+                    .iter()
+                    .flat_map(move |(nameserver, domain, answers)| {
+                        answers.iter().map(move |answer| {
+                            target_and(
+                                l,
+                                vec![
+                                    ("domain", Value(domain)),
+                                    ("nameserver", Value(nameserver)),
+                                    ("answer", Value(answer)),
+                                ],
+                            )
                         })
-                })
-                .map(present),
-        )?;
-        encoder.write(
-            "probe_ssl_earliest_cert_expiry",
-            "Unix time at which the earliest certificate the target presented expires",
-            probed().filter_map(|(l, _, _, last)| last.cert_expiry.map(|t| (labels(l), t))),
-        )?;
-        encoder.write(
-            "lookout_heartbeat_last_seen_timestamp_seconds",
-            "Unix time of the heartbeat's last push",
-            heartbeats
-                .iter()
-                .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
-        )?;
-        encoder.write(
-            "lookout_heartbeat_max_silence_seconds",
-            "The heartbeat's max_silence: up turns 0 when it is silent longer",
-            heartbeats
-                .iter()
-                .map(|h| (vec![("name", Value(&h.name))], h.max_silence.as_secs_f64())),
-        )?;
-        // The dependency graph itself, so a status page can draw it while everything is up
-        // (`lookout_target_blocked` only exists during an outage).
-        encoder.write(
-            "lookout_target_dependency",
-            "One series per entry of a target's depends_on",
-            slots
-                .values()
-                .zip(states.iter())
-                .flat_map(|(slot, (_, name, _))| {
-                    slot.target
-                        .depends_on
-                        .iter()
-                        .map(move |dep| vec![("instance", Value(name)), ("depends_on", Value(dep))])
-                })
-                .map(present),
-        )?;
-        let nodes: Vec<Node<'_>> = slots
+                    })
+            })
+            .map(present),
+    )?;
+    encoder.write(
+        "probe_ssl_earliest_cert_expiry",
+        "Unix time at which the earliest certificate the target presented expires",
+        probed(states).filter_map(|(l, _, last)| last.cert_expiry.map(|t| (labels(l), t))),
+    )?;
+    Ok(())
+}
+
+/// The heartbeats' last push and allowed silence.
+fn write_heartbeats(
+    encoder: &mut impl Families,
+    heartbeats: &[HeartbeatStatus],
+) -> std::fmt::Result {
+    encoder.write(
+        "lookout_heartbeat_last_seen_timestamp_seconds",
+        "Unix time of the heartbeat's last push",
+        heartbeats
+            .iter()
+            .filter_map(|h| h.last_seen.map(|t| (vec![("name", Value(&h.name))], t))),
+    )?;
+    encoder.write(
+        "lookout_heartbeat_max_silence_seconds",
+        "The heartbeat's max_silence: up turns 0 when it is silent longer",
+        heartbeats
+            .iter()
+            .map(|h| (vec![("name", Value(&h.name))], h.max_silence.as_secs_f64())),
+    )?;
+    Ok(())
+}
+
+/// The dependency graph, and which down targets are blocked by a down dependency.
+fn write_dependencies(
+    encoder: &mut impl Families,
+    slots: &SlotMap,
+    states: &[Row<'_>],
+) -> std::fmt::Result {
+    // The dependency graph itself, so a status page can draw it while everything is up
+    // (`lookout_target_blocked` only exists during an outage).
+    encoder.write(
+        "lookout_target_dependency",
+        "One series per entry of a target's depends_on",
+        slots
             .values()
             .zip(states.iter())
-            .map(|(slot, (_, name, state))| Node {
-                name,
-                depends_on: &slot.target.depends_on,
-                down: matches!(&state.last, Some(last) if !last.success),
+            .flat_map(|(slot, (_, name, _))| {
+                slot.target
+                    .depends_on
+                    .iter()
+                    .map(move |dep| vec![("instance", Value(name)), ("depends_on", Value(dep))])
             })
-            .collect();
-        let blocked = cascade::blocked(&nodes);
-        encoder.write(
-            "lookout_target_blocked",
-            "1 when the target is down and a target in its depends_on is down too",
-            blocked.iter().map(|b| {
-                (
-                    vec![
-                        ("instance", Value(&b.instance)),
-                        ("blocked_by", Value(&b.blocked_by)),
-                    ],
-                    1.0,
-                )
-            }),
-        )?;
-        Ok(())
-    }
+            .map(present),
+    )?;
+    let nodes: Vec<Node<'_>> = slots
+        .values()
+        .zip(states.iter())
+        .map(|(slot, (_, name, state))| Node {
+            name,
+            depends_on: &slot.target.depends_on,
+            down: matches!(&state.last, Some(last) if !last.success),
+        })
+        .collect();
+    let blocked = cascade::blocked(&nodes);
+    encoder.write(
+        "lookout_target_blocked",
+        "1 when the target is down and a target in its depends_on is down too",
+        blocked.iter().map(|b| {
+            (
+                vec![
+                    ("instance", Value(&b.instance)),
+                    ("blocked_by", Value(&b.blocked_by)),
+                ],
+                1.0,
+            )
+        }),
+    )?;
+    Ok(())
 }
 
 // `EncodeLabelSet` is implemented for `Vec<(K, V)>`; this keeps the bound checked at compile
