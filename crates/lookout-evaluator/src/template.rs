@@ -1690,9 +1690,11 @@ mod nesting_limit {
                     "{e}"
                 );
             }
-            eprintln!("took {:?}", began.elapsed());
+            // A guard against quadratic work (100,000 levels would take minutes), not a
+            // speed measure: each text takes about 0.1 s, and a loaded CI machine may be
+            // many times slower.
             assert!(
-                began.elapsed() < Duration::from_secs(2),
+                began.elapsed() < Duration::from_secs(20),
                 "{:?}",
                 began.elapsed()
             );

@@ -166,7 +166,9 @@ mod tests {
         ] {
             let began = std::time::Instant::now();
             let e = check(&text).unwrap_err();
-            assert!(began.elapsed() < std::time::Duration::from_secs(1));
+            // A guard against the scanner's quadratic cost (minutes at this depth), not a
+            // speed measure: a loaded CI machine may be many times slower.
+            assert!(began.elapsed() < std::time::Duration::from_secs(10));
             assert_eq!((e.line, e.limit), (e.line, MAX_DEPTH));
             assert!(e.to_string().contains("more than 256 levels"), "{e}");
         }
