@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use lookout_promql::Labels;
-use lookout_promql::storage::{ReleaseLimiter, Storage};
+use lookout_promql::storage::Storage;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -135,17 +135,7 @@ pub struct ScrapeManager {
     discovery: lookout_discovery::Discovery,
     /// The configuration last applied, re-used when discovery changes the targets.
     applied: AsyncMutex<Option<(Vec<ScrapeConfig>, ScrapeDefaults)>>,
-    /// Paces the allocator trims after targets are removed (see [`RELEASE_EVERY`]).
-    release: ReleaseLimiter,
 }
-
-/// The shortest time between two allocator trims after a discovery update removed targets.
-/// A removed target's scrape loop frees its task, scrape cache and buffers, spread over the
-/// arenas of the blocking threads that scraped it; glibc keeps that memory unless asked to
-/// hand it back (`lookout_promql::storage::release_freed_memory`). A trim of the churn bench's
-/// heap (about 280 MiB) took 10–90 ms on a loaded 2-core machine; this keeps a discovery that
-/// changes every few seconds from running one per change.
-const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A target's identity among the running loops: job, labels, URL.
 type TargetKey = (String, Labels, String);
@@ -181,7 +171,6 @@ impl ScrapeManager {
                 "scrape",
             ),
             applied: AsyncMutex::new(None),
-            release: ReleaseLimiter::new(RELEASE_EVERY),
         }
     }
 
@@ -266,7 +255,6 @@ impl ScrapeManager {
         let mut running = self.running.lock().await;
         let keys: Vec<_> = running.loops.keys().cloned().collect();
         let mut carried = HashMap::new();
-        let mut removed = 0usize;
         for key in keys {
             let keep = match wanted.get(&key) {
                 Some((_, _, fp)) => running
@@ -289,9 +277,7 @@ impl ScrapeManager {
                         .remove(&target::health_labels(&key.0, &key.1));
                 }
                 let state = lp.stop(&self.ctx.storage, gone).await;
-                if gone {
-                    removed += 1;
-                } else {
+                if !gone {
                     carried.insert(key.clone(), state);
                 }
             }
@@ -307,12 +293,6 @@ impl ScrapeManager {
             let carry = carried.remove(&key);
             let lp = ScrapeLoop::start(t, opts, self.ctx.clone(), carry);
             running.loops.insert(key, (lp, fp));
-        }
-        drop(running);
-        if removed > 0 && self.release.due() {
-            tokio::task::spawn_blocking(|| {
-                lookout_promql::storage::release_freed_memory("scrape targets removed")
-            });
         }
     }
 

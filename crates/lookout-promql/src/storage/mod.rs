@@ -87,51 +87,12 @@ use xor::{XorEncoder, XorIter};
 /// samples and series list and the truncation then frees the head's chunks, on the
 /// compactor thread's arena, where the scrapes and queries of other threads seldom reuse
 /// it. Under series churn that showed as resident memory rising by tens of MiB at each
-/// block while the head shrank. `malloc_trim(0)` walks every arena and also hands back the
-/// whole free pages in the middle of each (glibc 2.8 on), not only the top. It locks each
-/// arena while it walks it: call it on a thread that may block, not an async worker.
-/// `reason` names the caller in the debug log line that reports how long it took.
-pub fn release_freed_memory(reason: &'static str) {
+/// block while the head shrank.
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let start = std::time::Instant::now();
-        // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
-        let released = unsafe { libc::malloc_trim(0) } != 0;
-        tracing::debug!(reason, released, duration = ?start.elapsed(), "malloc_trim");
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = reason;
-}
-
-/// [`release_freed_memory`] for a caller that may fire often (a service-discovery update):
-/// runs it at most once per `every`, counting from its own last run.
-#[derive(Debug)]
-pub struct ReleaseLimiter {
-    every: Duration,
-    last: Mutex<Option<std::time::Instant>>,
-}
-
-impl ReleaseLimiter {
-    /// A limiter that lets one release through per `every`.
-    pub const fn new(every: Duration) -> ReleaseLimiter {
-        ReleaseLimiter {
-            every,
-            last: Mutex::new(None),
-        }
-    }
-
-    /// Whether a release is due now; if so, counts it as run. Cheap: call it before handing
-    /// the release to a blocking thread.
-    pub fn due(&self) -> bool {
-        let now = std::time::Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match *last {
-            Some(t) if now.duration_since(t) < self.every => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -167,7 +167,7 @@ impl HeadWriter<'_> {
                 blocks.replace(b, &[]);
                 head.truncate_before(maxt);
                 self.apply_retention();
-                super::release_freed_memory("head block written");
+                super::release_freed_memory();
                 true
             }
             Err(e) => {

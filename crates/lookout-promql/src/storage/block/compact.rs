@@ -381,7 +381,7 @@ impl Blocks {
         match written {
             Ok(new) => {
                 let done = self.finish_compaction(new, chosen, secs);
-                super::super::release_freed_memory("blocks compacted");
+                super::super::release_freed_memory();
                 done
             }
             Err(e) => {
