@@ -294,87 +294,9 @@ impl WebConfig {
             curve_preferences: t.curve_preferences.unwrap_or_default(),
             prefer_server_cipher_suites: t.prefer_server_cipher_suites.unwrap_or(true),
         };
-        if tls.is_enabled() {
-            if tls.cert.is_none() && tls.cert_file.is_none() {
-                return Err(invalid(
-                    "tls_server_config",
-                    "missing one of cert or cert_file".into(),
-                ));
-            }
-            if tls.key.is_none() && tls.key_file.is_none() {
-                return Err(invalid(
-                    "tls_server_config",
-                    "missing one of key or key_file".into(),
-                ));
-            }
-            if tls.cert.is_some() && tls.cert_file.is_some() {
-                return Err(invalid(
-                    "cert_file",
-                    "set cert or cert_file, not both".into(),
-                ));
-            }
-            if tls.key.is_some() && tls.key_file.is_some() {
-                return Err(invalid("key_file", "set key or key_file, not both".into()));
-            }
-            if tls.client_ca.is_some() && tls.client_ca_file.is_some() {
-                return Err(invalid(
-                    "client_ca_file",
-                    "set client_ca or client_ca_file, not both".into(),
-                ));
-            }
-            let has_ca = tls.client_ca.is_some() || tls.client_ca_file.is_some();
-            match tls.client_auth {
-                ClientAuth::NoClientCert if has_ca => {
-                    return Err(invalid(
-                        "client_ca_file",
-                        "client CA's have been configured without a client_auth_type (use RequireAndVerifyClientCert)".into(),
-                    ));
-                }
-                ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert
-                    if !has_ca =>
-                {
-                    return Err(invalid(
-                        "client_auth_type",
-                        format!(
-                            "client_auth_type {:?} needs client_ca_file (or client_ca) to verify client certificates against",
-                            tls.client_auth
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            if tls.min_version > tls.max_version {
-                return Err(invalid(
-                    "min_version",
-                    "min_version is newer than max_version".into(),
-                ));
-            }
-        }
+        validate_tls(&tls, &invalid)?;
 
-        let h = raw.http_server_config.unwrap_or_default();
-        let headers = h.headers.unwrap_or_default();
-        for (name, value) in &headers {
-            let Some((_, allowed)) = ALLOWED_HEADERS.iter().find(|(n, _)| n == name) else {
-                let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
-                return Err(invalid(
-                    name,
-                    format!(
-                        "HTTP header {name:?} can not be configured (allowed: {})",
-                        names.join(", ")
-                    ),
-                ));
-            };
-            if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
-                return Err(invalid(
-                    name,
-                    format!("invalid value for {name}: expected one of {allowed:?}, got {value:?}"),
-                ));
-            }
-        }
-        let http = HttpServerConfig {
-            http2: h.http2.unwrap_or(true),
-            headers,
-        };
+        let http = http_server_config(raw.http_server_config.unwrap_or_default(), &invalid)?;
 
         let users = raw.basic_auth_users.unwrap_or_default();
         for (user, hash) in &users {
@@ -392,6 +314,101 @@ impl WebConfig {
             auth_scope: raw.basic_auth_scope.unwrap_or_default(),
         })
     }
+}
+
+/// Makes the error for a setting: its key (located in the text) and the message.
+type Invalid<'a> = dyn Fn(&str, String) -> WebConfigError + 'a;
+
+/// The TLS settings that cannot go together, when TLS is on: a certificate and key each
+/// given once, client authentication with a CA to verify against, versions in order.
+fn validate_tls(tls: &TlsServerConfig, invalid: &Invalid<'_>) -> Result<(), WebConfigError> {
+    if !tls.is_enabled() {
+        return Ok(());
+    }
+    if tls.cert.is_none() && tls.cert_file.is_none() {
+        return Err(invalid(
+            "tls_server_config",
+            "missing one of cert or cert_file".into(),
+        ));
+    }
+    if tls.key.is_none() && tls.key_file.is_none() {
+        return Err(invalid(
+            "tls_server_config",
+            "missing one of key or key_file".into(),
+        ));
+    }
+    if tls.cert.is_some() && tls.cert_file.is_some() {
+        return Err(invalid(
+            "cert_file",
+            "set cert or cert_file, not both".into(),
+        ));
+    }
+    if tls.key.is_some() && tls.key_file.is_some() {
+        return Err(invalid("key_file", "set key or key_file, not both".into()));
+    }
+    if tls.client_ca.is_some() && tls.client_ca_file.is_some() {
+        return Err(invalid(
+            "client_ca_file",
+            "set client_ca or client_ca_file, not both".into(),
+        ));
+    }
+    let has_ca = tls.client_ca.is_some() || tls.client_ca_file.is_some();
+    match tls.client_auth {
+        ClientAuth::NoClientCert if has_ca => {
+            return Err(invalid(
+                "client_ca_file",
+                "client CA's have been configured without a client_auth_type (use RequireAndVerifyClientCert)".into(),
+            ));
+        }
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert if !has_ca => {
+            return Err(invalid(
+                "client_auth_type",
+                format!(
+                    "client_auth_type {:?} needs client_ca_file (or client_ca) to verify client certificates against",
+                    tls.client_auth
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if tls.min_version > tls.max_version {
+        return Err(invalid(
+            "min_version",
+            "min_version is newer than max_version".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `http_server_config`: only the headers Prometheus's exporter-toolkit allows, with its
+/// allowed values.
+fn http_server_config(
+    h: RawHttp,
+    invalid: &Invalid<'_>,
+) -> Result<HttpServerConfig, WebConfigError> {
+    let headers = h.headers.unwrap_or_default();
+    for (name, value) in &headers {
+        let Some((_, allowed)) = ALLOWED_HEADERS.iter().find(|(n, _)| n == name) else {
+            let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
+            return Err(invalid(
+                name,
+                format!(
+                    "HTTP header {name:?} can not be configured (allowed: {})",
+                    names.join(", ")
+                ),
+            ));
+        };
+        if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+            return Err(invalid(
+                name,
+                format!("invalid value for {name}: expected one of {allowed:?}, got {value:?}"),
+            ));
+        }
+    }
+    Ok(HttpServerConfig {
+        http2: h.http2.unwrap_or(true),
+        headers,
+    })
 }
 
 /// The cost of a bcrypt hash, or why it is not one (what Go's `bcrypt.Cost` checks).

@@ -15,7 +15,7 @@ use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-use crate::config::{ClientAuth, TlsVersion, WebConfig};
+use crate::config::{ClientAuth, TlsServerConfig, TlsVersion, WebConfig};
 
 /// Reads the certificate, key or CA file that the setting `what` names, at most
 /// [`MAX_TLS_FILE_BYTES`](crate::config::MAX_TLS_FILE_BYTES), regular files only.
@@ -51,6 +51,37 @@ pub fn server_config(config: &WebConfig) -> Result<Arc<ServerConfig>, String> {
     let chain = certificates(&cert_pem, "cert")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("key: {e}"))?;
 
+    let provider = Arc::new(provider(t)?);
+
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| *v >= t.min_version && *v <= t.max_version)
+    .map(|(_, p)| p)
+    .collect();
+
+    let verifier = client_verifier(t, &provider)?;
+
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    server.ignore_client_order = t.prefer_server_cipher_suites;
+    server.alpn_protocols = if config.http.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(server))
+}
+
+/// The crypto provider with the configured TLS 1.2 cipher suites (TLS 1.3's are always
+/// on, as in Go) and curves.
+fn provider(t: &TlsServerConfig) -> Result<CryptoProvider, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !t.cipher_suites.is_empty() {
         let mut chosen = Vec::new();
@@ -104,17 +135,14 @@ pub fn server_config(config: &WebConfig) -> Result<Arc<ServerConfig>, String> {
         }
         provider.kx_groups = groups;
     }
-    let provider = Arc::new(provider);
+    Ok(provider)
+}
 
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (TlsVersion::Tls12, &rustls::version::TLS12),
-        (TlsVersion::Tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    .filter(|(v, _)| *v >= t.min_version && *v <= t.max_version)
-    .map(|(_, p)| p)
-    .collect();
-
+/// How client certificates are asked for and checked (`client_auth_type`).
+fn client_verifier(
+    t: &TlsServerConfig,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let roots = || -> Result<Arc<RootCertStore>, String> {
         let pem = match (&t.client_ca, &t.client_ca_file) {
             (Some(inline), _) => inline.as_bytes().to_vec(),
@@ -127,7 +155,7 @@ pub fn server_config(config: &WebConfig) -> Result<Arc<ServerConfig>, String> {
         }
         Ok(Arc::new(store))
     };
-    let verifier: Arc<dyn ClientCertVerifier> = match t.client_auth {
+    Ok(match t.client_auth {
         ClientAuth::NoClientCert => WebPkiClientVerifier::no_client_auth(),
         ClientAuth::RequestClientCert => Arc::new(AnyClientCert {
             provider: provider.clone(),
@@ -148,21 +176,7 @@ pub fn server_config(config: &WebConfig) -> Result<Arc<ServerConfig>, String> {
                 .build()
                 .map_err(|e| format!("client CA: {e}"))?
         }
-    };
-
-    let mut server = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
-    server.ignore_client_order = t.prefer_server_cipher_suites;
-    server.alpn_protocols = if config.http.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Arc::new(server))
+    })
 }
 
 /// Takes any client certificate without verifying its chain (Go's `RequestClientCert` and
