@@ -297,13 +297,17 @@ struct SealedChunk {
 }
 
 /// The samples of one series.
+///
+/// One per series, so kept small (96 bytes; see the `series_record_size` test): sealed
+/// chunks in a boxed slice (no spare capacity, nothing allocated before the first), the
+/// newest sample's timestamp and value read from the head encoder, which keeps them for
+/// encoding the next sample (and carries them over when the chunk is dropped) or from the
+/// histogram column.
 struct Chunks {
-    sealed: VecDeque<SealedChunk>,
+    /// Oldest first; replaced by one a chunk longer when the head is sealed (every
+    /// [`CHUNK_SAMPLES`] samples, so the copies cost nothing that shows).
+    sealed: Box<[SealedChunk]>,
     head: XorEncoder,
-    /// Timestamp and value bits of the newest sample, for ordering and duplicate checks.
-    last: Option<(i64, u64)>,
-    /// Set when the series has been removed from the index; appenders holding it retry.
-    removed: bool,
     /// Start timestamps, created when the series gets its first one (one pointer per
     /// series otherwise).
     st: Option<Box<StColumn>>,
@@ -312,7 +316,7 @@ struct Chunks {
     hist: Option<Box<HistColumn>>,
 }
 
-/// Value bits recorded in [`Chunks::last`] for a histogram sample: a NaN payload no float
+/// Value bits [`Chunks::last`] gives for a histogram sample: a NaN payload no float
 /// append produces, so a float at the same timestamp is a duplicate with another value.
 const HISTOGRAM_LAST_BITS: u64 = 0x7ff8_4849_5354_0001;
 
@@ -396,12 +400,24 @@ impl<'a> StIter<'a> {
 impl Chunks {
     fn new() -> Chunks {
         Chunks {
-            sealed: VecDeque::new(),
+            sealed: Box::default(),
             head: XorEncoder::new(),
-            last: None,
-            removed: false,
             st: None,
             hist: None,
+        }
+    }
+
+    /// Timestamp and value bits of the newest sample, for ordering and duplicate checks
+    /// ([`HISTOGRAM_LAST_BITS`] for a histogram). A float and a histogram never share a
+    /// timestamp (the second is a duplicate), so the newer of the two columns' newest
+    /// samples is the series' newest.
+    fn last(&self) -> Option<(i64, u64)> {
+        let float = self.head.last();
+        let hist = self.hist.as_ref().and_then(|h| h.last()).map(|p| p.t);
+        match (float, hist) {
+            (Some((ft, _)), Some(ht)) if ht > ft => Some((ht, HISTOGRAM_LAST_BITS)),
+            (None, Some(ht)) => Some((ht, HISTOGRAM_LAST_BITS)),
+            (float, _) => float,
         }
     }
 
@@ -426,7 +442,7 @@ impl Chunks {
         t: i64,
         h: Arc<FloatHistogram>,
     ) -> Result<(), AppendError> {
-        if let Some((last_t, _)) = self.last {
+        if let Some((last_t, _)) = self.last() {
             if t < last_t {
                 return Err(AppendError::OutOfOrder {
                     series: labels.to_string(),
@@ -453,7 +469,7 @@ impl Chunks {
             .hist
             .as_ref()
             .and_then(|c| c.last())
-            .filter(|p| self.last.is_some_and(|(last_t, _)| last_t == p.t));
+            .filter(|p| self.last().is_some_and(|(last_t, _)| last_t == p.t));
         let h = match prev {
             Some(p) => with_reset_hint(&p.h, h),
             None => h,
@@ -461,7 +477,6 @@ impl Chunks {
         self.hist
             .get_or_insert_with(Box::default)
             .push(st, HPoint { t, h });
-        self.last = Some((t, HISTOGRAM_LAST_BITS));
         Ok(())
     }
 
@@ -474,7 +489,7 @@ impl Chunks {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.sealed.capacity() * size_of::<SealedChunk>()
+        self.sealed.len() * size_of::<SealedChunk>()
             + self.sealed.iter().map(|c| c.data.len()).sum::<usize>()
             + self.head.heap_bytes()
             + self.st.as_ref().map_or(0, |c| c.heap_bytes())
@@ -483,7 +498,7 @@ impl Chunks {
 
     /// Appends a sample with start timestamp `st` (0: unknown).
     fn push(&mut self, labels: &Labels, st: i64, t: i64, v: f64) -> Result<(), AppendError> {
-        if let Some((last_t, last_v)) = self.last {
+        if let Some((last_t, last_v)) = self.last() {
             if t < last_t {
                 return Err(AppendError::OutOfOrder {
                     series: labels.to_string(),
@@ -506,10 +521,12 @@ impl Chunks {
             // The next chunk of a regular series is about as large as this one.
             let hint = self.head.bytes().len() + self.head.bytes().len() / 8 + 4;
             let full = std::mem::replace(&mut self.head, XorEncoder::with_capacity(hint));
-            self.sealed.push_back(SealedChunk {
+            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
+            sealed.push(SealedChunk {
                 maxt,
                 data: full.finish(),
             });
+            self.sealed = sealed.into_boxed_slice();
             if let Some(col) = &mut self.st {
                 col.seal();
             }
@@ -531,7 +548,6 @@ impl Chunks {
             col.push(st);
         }
         self.head.append(t, v);
-        self.last = Some((t, v.to_bits()));
         Ok(())
     }
 
@@ -543,9 +559,8 @@ impl Chunks {
             return;
         }
         let first = self.sealed.partition_point(|c| c.maxt < mint);
-        let sealed = self
-            .sealed
-            .range(first..)
+        let sealed = self.sealed[first..]
+            .iter()
             .map(|c| (&*c.data, CHUNK_SAMPLES));
         for (bytes, count) in sealed {
             if !read_chunk(XorIter::new(bytes, count), mint, maxt, out) {
@@ -572,9 +587,8 @@ impl Chunks {
         st_out: &mut Vec<i64>,
     ) {
         let first = self.sealed.partition_point(|c| c.maxt < mint);
-        let sealed = self
-            .sealed
-            .range(first..)
+        let sealed = self.sealed[first..]
+            .iter()
             .zip(col.sealed.range(first..))
             .map(|(c, st)| (&*c.data, CHUNK_SAMPLES, &**st));
         let head = (self.head.bytes(), self.head.count(), col.head.as_slice());
@@ -595,6 +609,8 @@ impl Chunks {
 
     /// Frees the chunks whose samples are all before `cut`.
     fn truncate_before(&mut self, cut: i64) {
+        // Kept for the ordering checks whatever is dropped.
+        let last = self.last();
         if let Some(col) = &mut self.hist {
             col.truncate_before(cut);
             if col.is_empty() {
@@ -603,10 +619,9 @@ impl Chunks {
         }
         let keep_from = self.sealed.partition_point(|c| c.maxt < cut);
         if keep_from > 0 {
-            self.sealed.drain(..keep_from);
-            if self.sealed.capacity() > 2 * self.sealed.len() + 4 {
-                self.sealed.shrink_to_fit();
-            }
+            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
+            sealed.drain(..keep_from);
+            self.sealed = sealed.into_boxed_slice();
             if let Some(col) = &mut self.st {
                 col.sealed.drain(..keep_from);
             }
@@ -615,6 +630,9 @@ impl Chunks {
             self.head = XorEncoder::new();
             // Nothing left that had a start timestamp.
             self.st = None;
+        }
+        if self.head.count() == 0 {
+            self.head = XorEncoder::carrying(last);
         }
     }
 }
@@ -668,12 +686,36 @@ struct MemSeries {
     /// Position of the series among all series sorted by labels, valid while
     /// [`Storage::ranks_valid`] is set; lets a large selection sort by an integer.
     rank: AtomicU32,
+    /// Set when the series has been removed from the index; appenders holding it retry.
+    /// Read and written only under `chunks`' lock, which orders the accesses (here rather
+    /// than in [`Chunks`], it takes a byte the record pads anyway).
+    removed: AtomicBool,
     chunks: Mutex<Chunks>,
 }
 
 impl MemSeries {
+    fn new(id: SeriesId, labels: Labels) -> MemSeries {
+        MemSeries {
+            id,
+            labels,
+            rank: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
+            chunks: Mutex::new(Chunks::new()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Chunks> {
         self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the series was removed; the caller holds [`MemSeries::lock`].
+    fn removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the series removed; the caller holds [`MemSeries::lock`].
+    fn set_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -787,9 +829,9 @@ impl Head {
         let mut inner = self.write_inner();
         // Re-check under the write lock: an appender may have revived a series meanwhile.
         dead.retain(|s| {
-            let mut chunks = s.lock();
-            if chunks.is_empty() && !chunks.removed {
-                chunks.removed = true;
+            let chunks = s.lock();
+            if chunks.is_empty() && !s.removed() {
+                s.set_removed();
                 true
             } else {
                 false
@@ -1071,7 +1113,7 @@ impl Storage {
         v: f64,
     ) -> Result<bool, AppendError> {
         let mut chunks = series.lock();
-        if chunks.removed {
+        if series.removed() {
             return Ok(false);
         }
         chunks.push(&series.labels, st_ms, t_ms, v)?;
@@ -1149,7 +1191,7 @@ impl Storage {
         loop {
             let series = self.lookup_or_create(labels, SeriesLimit::Applies)?;
             let mut chunks = series.lock();
-            if chunks.removed {
+            if series.removed() {
                 // Removed by retention between the look-up and the lock: look again.
                 continue;
             }
@@ -1196,12 +1238,7 @@ impl Storage {
         self.check_series_limit(&inner, labels, limit)?;
         let id = inner.next_id;
         inner.next_id += 1;
-        let series = Arc::new(MemSeries {
-            id,
-            labels: labels.clone(),
-            rank: AtomicU32::new(0),
-            chunks: Mutex::new(Chunks::new()),
-        });
+        let series = Arc::new(MemSeries::new(id, labels.clone()));
         self.ranks_valid.store(false, Ordering::Release);
         // Logged under the write lock: before any sample of the series can be.
         if let Some(w) = &self.wal {
@@ -1250,7 +1287,8 @@ impl Storage {
     pub fn clear(&self) {
         let mut inner = self.write_inner();
         for s in inner.by_id.values() {
-            s.lock().removed = true;
+            let _chunks = s.lock();
+            s.set_removed();
         }
         *inner = Inner::default();
         self.head.min_valid_t.store(i64::MIN, Ordering::Relaxed);
@@ -1473,6 +1511,15 @@ impl Default for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: the per-series record is most of the head's memory at 100k series. With
+    /// its 16-byte `Arc` header, 136 bytes is a 160-byte glibc malloc chunk (it was 304).
+    #[test]
+    fn series_record_size() {
+        assert!(size_of::<XorEncoder>() <= 64, "{}", size_of::<XorEncoder>());
+        assert!(size_of::<Chunks>() <= 96, "{}", size_of::<Chunks>());
+        assert!(size_of::<MemSeries>() <= 136, "{}", size_of::<MemSeries>());
+    }
     use promql_parser::parser::{self, Expr};
 
     /// The matchers of a selector written in PromQL.
@@ -1809,6 +1856,53 @@ mod tests {
         st.truncate_before(2_500);
         let got = st.select(&matchers("{__name__=\"h\"}"), 0, 10_000);
         assert!(got[0].histograms.is_empty());
+    }
+
+    /// The newest sample is read from the head encoder or the histogram column; when
+    /// retention drops them both, it is carried over for the ordering checks, as before.
+    #[test]
+    fn the_newest_sample_outlives_its_chunks_for_the_ordering_checks() {
+        use crate::histogram::FloatHistogram;
+        let l = Labels::new([("__name__", "x")]);
+        let mut c = Chunks::new();
+        assert_eq!(c.last(), None);
+        c.push(&l, 0, 1_000, 1.0).unwrap();
+        c.push(&l, 0, 2_000, 2.0).unwrap();
+        c.truncate_before(5_000);
+        assert!(c.is_empty());
+        assert_eq!(c.last(), Some((2_000, 2f64.to_bits())));
+        let err = c.push(&l, 0, 1_500, 1.0);
+        assert!(
+            matches!(err, Err(AppendError::OutOfOrder { .. })),
+            "{err:?}"
+        );
+        c.push(&l, 0, 2_000, 2.0).unwrap();
+        let err = c.push(&l, 0, 2_000, 3.0);
+        assert!(
+            matches!(err, Err(AppendError::DuplicateTimestamp { .. })),
+            "{err:?}"
+        );
+        let h = Arc::new(FloatHistogram {
+            count: 1.0,
+            ..Default::default()
+        });
+        c.push_histogram(&l, 0, 3_000, h).unwrap();
+        assert_eq!(c.last(), Some((3_000, HISTOGRAM_LAST_BITS)));
+        c.truncate_before(5_000);
+        assert!(c.is_empty());
+        assert_eq!(c.last(), Some((3_000, HISTOGRAM_LAST_BITS)));
+        let err = c.push(&l, 0, 3_000, 1.0);
+        assert!(
+            matches!(err, Err(AppendError::DuplicateTimestamp { .. })),
+            "{err:?}"
+        );
+        c.push(&l, 0, 4_000, 4.0).unwrap();
+        let mut out = Vec::new();
+        c.read(0, 10_000, &mut out, &mut Vec::new());
+        assert_eq!(
+            out.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(),
+            [(4_000, 4.0)]
+        );
     }
 
     #[test]

@@ -185,19 +185,31 @@ impl<'a> BitReader<'a> {
 }
 
 /// Encodes samples into one chunk.
+///
+/// Every series holds one open, so the fields are laid out to keep it at 64 bytes: the
+/// bit writer's buffer and free-bit count are kept apart (a [`BitWriter`] field would pad
+/// to 32 bytes), and the checkpoints are boxed when the first one is taken (a chunk of
+/// fewer than [`CHECKPOINT_EVERY`] samples pays one pointer for them, not 96 bytes).
 #[derive(Clone, Debug)]
 pub(crate) struct XorEncoder {
-    w: BitWriter,
-    count: u16,
+    /// The bit stream, as [`BitWriter::buf`].
+    buf: Vec<u8>,
     t: i64,
     delta: i64,
     v: u64,
+    /// Decoder states every [`CHECKPOINT_EVERY`] samples, so that reading the newest
+    /// samples of the open chunk (what alert rules ask for) does not decode it all; the
+    /// first `n_checkpoints` are set.
+    checkpoints: Option<Box<[Checkpoint; CHECKPOINTS]>>,
+    count: u16,
+    /// As [`BitWriter::free`].
+    free: u8,
     leading: u8,
     trailing: u8,
-    /// Decoder states every [`CHECKPOINT_EVERY`] samples, so that reading the newest
-    /// samples of the open chunk (what alert rules ask for) does not decode it all.
-    checkpoints: [Checkpoint; CHECKPOINTS],
     n_checkpoints: u8,
+    /// Set by [`XorEncoder::carrying`]: `t` and `v` hold a sample from before this
+    /// (empty) chunk.
+    carried: bool,
 }
 
 /// Samples between two checkpoints of the open chunk.
@@ -229,25 +241,48 @@ impl XorEncoder {
     /// leave freed blocks behind) when the size is known from the series' previous chunk.
     pub(crate) fn with_capacity(bytes: usize) -> XorEncoder {
         XorEncoder {
-            w: BitWriter {
-                buf: Vec::with_capacity(bytes),
-                free: 0,
-            },
-            count: 0,
+            buf: Vec::with_capacity(bytes),
             t: 0,
             delta: 0,
             v: 0,
+            checkpoints: None,
+            count: 0,
+            free: 0,
             // No leading/trailing-zero window yet.
             leading: 0xff,
             trailing: 0,
-            checkpoints: [Checkpoint::default(); CHECKPOINTS],
             n_checkpoints: 0,
+            carried: false,
+        }
+    }
+
+    /// An empty chunk that remembers `last` (timestamp and value bits) as the newest
+    /// sample before it, for [`XorEncoder::last`]; its first sample is encoded as any
+    /// chunk's first.
+    pub(crate) fn carrying(last: Option<(i64, u64)>) -> XorEncoder {
+        let mut e = XorEncoder::new();
+        if let Some((t, v)) = last {
+            (e.t, e.v, e.carried) = (t, v, true);
+        }
+        e
+    }
+
+    /// Timestamp and value bits of the newest sample, of this chunk or carried over.
+    pub(crate) fn last(&self) -> Option<(i64, u64)> {
+        (self.count > 0 || self.carried).then_some((self.t, self.v))
+    }
+
+    /// The checkpoints taken so far, oldest first.
+    pub(crate) fn checkpoints(&self) -> &[Checkpoint] {
+        match &self.checkpoints {
+            Some(c) => &c[..self.n_checkpoints as usize],
+            None => &[],
         }
     }
 
     /// The latest checkpoint whose samples before it are all older than `mint`.
     pub(crate) fn checkpoint_before(&self, mint: i64) -> Option<Checkpoint> {
-        self.checkpoints[..self.n_checkpoints as usize]
+        self.checkpoints()
             .iter()
             .rev()
             .find(|c| c.t < mint)
@@ -266,17 +301,21 @@ impl XorEncoder {
 
     /// The encoded bytes so far (readable at any time).
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.w.buf
+        &self.buf
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.w.buf.capacity()
+        self.buf.capacity()
+            + self
+                .checkpoints
+                .as_ref()
+                .map_or(0, |_| size_of::<[Checkpoint; CHECKPOINTS]>())
     }
 
     /// The finished chunk, trimmed to size.
     pub(crate) fn finish(self) -> Box<[u8]> {
-        self.w.buf.into_boxed_slice()
+        self.buf.into_boxed_slice()
     }
 
     /// Appends a sample; the caller guarantees `t` is greater than the previous timestamp.
@@ -286,8 +325,9 @@ impl XorEncoder {
             && self.count % CHECKPOINT_EVERY == 0
             && (self.n_checkpoints as usize) < CHECKPOINTS
         {
-            self.checkpoints[self.n_checkpoints as usize] = Checkpoint {
-                pos: (self.w.buf.len() * 8 - self.w.free as usize) as u32,
+            let checkpoints = self.checkpoints.get_or_insert_with(Box::default);
+            checkpoints[self.n_checkpoints as usize] = Checkpoint {
+                pos: (self.buf.len() * 8 - self.free as usize) as u32,
                 read: self.count,
                 leading: self.leading,
                 trailing: self.trailing,
@@ -297,48 +337,53 @@ impl XorEncoder {
             };
             self.n_checkpoints += 1;
         }
+        let mut w = BitWriter {
+            buf: std::mem::take(&mut self.buf),
+            free: self.free,
+        };
         match self.count {
             0 => {
-                self.w.write_varint(t);
-                self.w.write_bits(bits, 64);
+                w.write_varint(t);
+                w.write_bits(bits, 64);
             }
             1 => {
                 let delta = t.wrapping_sub(self.t);
-                self.w.write_varint(delta);
-                self.write_value(bits);
+                w.write_varint(delta);
+                self.write_value(&mut w, bits);
                 self.delta = delta;
             }
             _ => {
                 let delta = t.wrapping_sub(self.t);
                 let dod = delta.wrapping_sub(self.delta);
                 if dod == 0 {
-                    self.w.write_bit(false);
+                    w.write_bit(false);
                 } else if (-8191..=8192).contains(&dod) {
-                    self.w.write_bits(0b10, 2);
-                    self.w.write_bits(dod as u64, 14);
+                    w.write_bits(0b10, 2);
+                    w.write_bits(dod as u64, 14);
                 } else if (-65535..=65536).contains(&dod) {
-                    self.w.write_bits(0b110, 3);
-                    self.w.write_bits(dod as u64, 17);
+                    w.write_bits(0b110, 3);
+                    w.write_bits(dod as u64, 17);
                 } else if (-524287..=524288).contains(&dod) {
-                    self.w.write_bits(0b1110, 4);
-                    self.w.write_bits(dod as u64, 20);
+                    w.write_bits(0b1110, 4);
+                    w.write_bits(dod as u64, 20);
                 } else {
-                    self.w.write_bits(0b1111, 4);
-                    self.w.write_bits(dod as u64, 64);
+                    w.write_bits(0b1111, 4);
+                    w.write_bits(dod as u64, 64);
                 }
-                self.write_value(bits);
+                self.write_value(&mut w, bits);
                 self.delta = delta;
             }
         }
+        (self.buf, self.free) = (w.buf, w.free);
         self.t = t;
         self.v = bits;
         self.count += 1;
     }
 
-    fn write_value(&mut self, bits: u64) {
+    fn write_value(&mut self, w: &mut BitWriter, bits: u64) {
         let xor = bits ^ self.v;
         if xor == 0 {
-            self.w.write_bit(false);
+            w.write_bit(false);
             return;
         }
         if let Some(d) = int_delta(self.v, bits) {
@@ -349,25 +394,25 @@ impl XorEncoder {
             } else {
                 (0b1111, 4, 32)
             };
-            self.w.write_bits(tag, tag_len);
-            self.w.write_bits(d as u64, n);
+            w.write_bits(tag, tag_len);
+            w.write_bits(d as u64, n);
             return;
         }
-        self.w.write_bits(0b10, 2);
+        w.write_bits(0b10, 2);
         let leading = (xor.leading_zeros() as u8).min(31);
         let trailing = xor.trailing_zeros() as u8;
         // A window is valid once set; `leading == 0xff` marks "no window yet".
         if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            self.w.write_bit(false);
+            w.write_bit(false);
             let sig = 64 - self.leading - self.trailing;
-            self.w.write_bits(xor >> self.trailing, sig);
+            w.write_bits(xor >> self.trailing, sig);
         } else {
-            self.w.write_bit(true);
+            w.write_bit(true);
             let sig = 64 - leading - trailing;
-            self.w.write_bits(leading as u64, 5);
+            w.write_bits(leading as u64, 5);
             // 64 meaningful bits do not fit in 6 bits: written as 0.
-            self.w.write_bits((sig & 63) as u64, 6);
-            self.w.write_bits(xor >> trailing, sig);
+            w.write_bits((sig & 63) as u64, 6);
+            w.write_bits(xor >> trailing, sig);
             self.leading = leading;
             self.trailing = trailing;
         }
@@ -670,9 +715,8 @@ mod tests {
             e.append(t, v);
             all.push((t, v.to_bits()));
         }
-        assert_eq!(e.n_checkpoints as usize, CHECKPOINTS);
-        for k in 0..e.n_checkpoints as usize {
-            let cp = e.checkpoints[k];
+        assert_eq!(e.checkpoints().len(), CHECKPOINTS);
+        for (k, &cp) in e.checkpoints().iter().enumerate() {
             let got: Vec<(i64, u64)> = XorIter::resume(e.bytes(), e.count(), cp)
                 .map(|(t, v)| (t, v.to_bits()))
                 .collect();

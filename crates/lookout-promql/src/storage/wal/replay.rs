@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::record::{self, Record};
 use super::segment::{self, Corruption};
 use crate::histogram::FloatHistogram;
-use crate::storage::{AppendError, ByLabels, Chunks, MemSeries, STALE_NAN, Storage, is_stale};
+use crate::storage::{AppendError, ByLabels, MemSeries, STALE_NAN, Storage, is_stale};
 
 /// What a replay found.
 #[derive(Clone, Debug, Default)]
@@ -89,12 +89,7 @@ impl Apply<'_> {
                     if inner.by_id.contains_key(&r) {
                         continue;
                     }
-                    let series = Arc::new(MemSeries {
-                        id: r,
-                        labels: labels.clone(),
-                        rank: Default::default(),
-                        chunks: std::sync::Mutex::new(Chunks::new()),
-                    });
+                    let series = Arc::new(MemSeries::new(r, labels.clone()));
                     inner.index.add(r, &labels);
                     inner.by_id.insert(r, series.clone());
                     inner.by_labels.insert(ByLabels(series.clone()));
