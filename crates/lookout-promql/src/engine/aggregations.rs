@@ -6,6 +6,7 @@ use std::rc::Rc;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::cancel::Stop;
+use super::steps::StepValues;
 use super::value::format_float;
 use super::{
     AnnotationLevel, Evaluator, FastMap, QueryError, Sample, Value, Vector, kahan_sum_inc,
@@ -28,26 +29,11 @@ struct Group {
 impl Evaluator<'_> {
     pub(crate) fn eval_aggregate(&self, a: &AggregateExpr, ts: i64) -> Result<Value, QueryError> {
         let op = a.op.to_string().to_ascii_lowercase();
-        let (without, grouping): (bool, Vec<String>) = match &a.modifier {
-            Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
-            None => (false, vec![]),
-        };
+        let (without, grouping) = grouping_of(a);
         if op == "count_values" {
-            let param = a
-                .param
-                .as_ref()
-                .ok_or_else(|| QueryError::eval("count_values needs a label name parameter"))?;
-            let label = self.eval_string(param, ts)?;
-            if !super::rewrite::is_valid_label_name(&label) {
-                return Err(QueryError::eval(format!(
-                    "invalid label name \"{}\"",
-                    super::rewrite::shown_label_name(&label)
-                )));
-            }
-            let vec = self.eval_vector(&a.expr, ts)?;
-            let stop = self.stop();
-            return count_values(vec, &label, without, &grouping, stop).map(Value::Vector);
+            return self
+                .count_values_of(a, without, &grouping, ts)
+                .map(Value::Vector);
         }
         let param = match &a.param {
             Some(p) => Some(self.eval_scalar(p, ts)?),
@@ -60,56 +46,12 @@ impl Evaluator<'_> {
         {
             // The input is a range function's step: group by per-series keys computed once.
             self.warn_quantile_param(&op, param, a);
-            let node = a as *const AggregateExpr as usize;
-            let cached = self.step_groups.borrow().get(&node).cloned();
-            let groups = match cached {
-                Some(g) => g,
-                None => {
-                    let g = Rc::new(StepGroups::of(&sv.labels, without, &grouping));
-                    self.step_groups.borrow_mut().insert(node, g.clone());
-                    g
-                }
-            };
-            let row = sv.row(k);
+            let groups = self.step_groups_of(a, &sv, without, &grouping);
             if fast_k {
-                // topk/bottomk: select on values and positions, build only the kept samples.
-                let Some(keep) = k_of(param.unwrap_or(f64::NAN), row.len())? else {
-                    return Ok(Value::Vector(Vec::new()));
-                };
-                let cmp = if op == "topk" {
-                    desc_nan_last
-                } else {
-                    asc_nan_last
-                };
-                let mut order: Vec<u64> = Vec::new();
-                let mut by_group: FastMap<u64, Vec<(f64, usize)>> = FastMap::default();
-                for (pos, &(i, f)) in row.iter().enumerate() {
-                    let key = groups.keys[i as usize];
-                    by_group
-                        .entry(key)
-                        .or_insert_with(|| {
-                            order.push(key);
-                            Vec::new()
-                        })
-                        .push((f, pos));
-                }
-                let mut out = Vec::new();
-                for key in order {
-                    let Some(mut items) = by_group.remove(&key) else {
-                        continue;
-                    };
-                    first_k_keyed(&mut items, keep, cmp);
-                    out.extend(items.iter().map(|&(f, pos)| Sample {
-                        metric: sv.labels[row[pos].0 as usize].clone(),
-                        t: ts,
-                        f,
-                        drop_name: sv.drop_name,
-                        h: None,
-                    }));
-                }
-                return Ok(Value::Vector(out));
+                return top_bottom_k_of_row(&op, param, &sv, k, &groups, ts).map(Value::Vector);
             }
             // Groups by dense number: no hashing, and a group's labels are cloned once.
+            let row = sv.row(k);
             let labels = &groups.labels;
             let input = row.iter().map(|&(i, f)| {
                 let gid = groups.ids[i as usize] as usize;
@@ -163,6 +105,50 @@ impl Evaluator<'_> {
                 });
                 let stop = self.stop();
                 aggregate(&op, param.unwrap_or(f64::NAN), input, stop).map(Value::Vector)
+            }
+        }
+    }
+
+    /// `count_values("label", v)`: its parameter must be a valid label name.
+    fn count_values_of(
+        &self,
+        a: &AggregateExpr,
+        without: bool,
+        grouping: &[String],
+        ts: i64,
+    ) -> Result<Vector, QueryError> {
+        let param = a
+            .param
+            .as_ref()
+            .ok_or_else(|| QueryError::eval("count_values needs a label name parameter"))?;
+        let label = self.eval_string(param, ts)?;
+        if !super::rewrite::is_valid_label_name(&label) {
+            return Err(QueryError::eval(format!(
+                "invalid label name \"{}\"",
+                super::rewrite::shown_label_name(&label)
+            )));
+        }
+        let vec = self.eval_vector(&a.expr, ts)?;
+        count_values(vec, &label, without, grouping, self.stop())
+    }
+
+    /// The groups of a range function's series for aggregation `a`, computed at its first
+    /// step and kept for the others.
+    fn step_groups_of(
+        &self,
+        a: &AggregateExpr,
+        sv: &StepValues,
+        without: bool,
+        grouping: &[String],
+    ) -> Rc<StepGroups> {
+        let node = a as *const AggregateExpr as usize;
+        let cached = self.step_groups.borrow().get(&node).cloned();
+        match cached {
+            Some(g) => g,
+            None => {
+                let g = Rc::new(StepGroups::of(&sv.labels, without, grouping));
+                self.step_groups.borrow_mut().insert(node, g.clone());
+                g
             }
         }
     }
@@ -356,6 +342,63 @@ pub(super) fn aggregate(
     aggregate_dense(op, param, input, stop)
 }
 
+/// An aggregation's grouping: whether it is `without`, and the labels.
+fn grouping_of(a: &AggregateExpr) -> (bool, Vec<String>) {
+    match &a.modifier {
+        Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
+        Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
+        None => (false, vec![]),
+    }
+}
+
+/// topk/bottomk over step `k` of a range function's values: selects on values and
+/// positions per group, and builds only the kept samples.
+fn top_bottom_k_of_row(
+    op: &str,
+    param: Option<f64>,
+    sv: &StepValues,
+    k: usize,
+    groups: &StepGroups,
+    ts: i64,
+) -> Result<Vector, QueryError> {
+    let row = sv.row(k);
+    let Some(keep) = k_of(param.unwrap_or(f64::NAN), row.len())? else {
+        return Ok(Vec::new());
+    };
+    let cmp = if op == "topk" {
+        desc_nan_last
+    } else {
+        asc_nan_last
+    };
+    let mut order: Vec<u64> = Vec::new();
+    let mut by_group: FastMap<u64, Vec<(f64, usize)>> = FastMap::default();
+    for (pos, &(i, f)) in row.iter().enumerate() {
+        let key = groups.keys[i as usize];
+        by_group
+            .entry(key)
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push((f, pos));
+    }
+    let mut out = Vec::new();
+    for key in order {
+        let Some(mut items) = by_group.remove(&key) else {
+            continue;
+        };
+        first_k_keyed(&mut items, keep, cmp);
+        out.extend(items.iter().map(|&(f, pos)| Sample {
+            metric: sv.labels[row[pos].0 as usize].clone(),
+            t: ts,
+            f,
+            drop_name: sv.drop_name,
+            h: None,
+        }));
+    }
+    Ok(out)
+}
+
 /// The groups of a range function's series for one aggregation, computed once per query:
 /// per series its group key and its dense group number, per group number its labels
 /// (numbered in series order).
@@ -402,32 +445,65 @@ fn aggregate_dense<M: FnOnce() -> Labels>(
         if gid >= groups.len() {
             groups.resize_with(gid + 1, || None);
         }
-        let Some(g) = groups[gid].as_mut() else {
-            let value = match op {
-                "stddev" | "stdvar" => {
-                    if f.is_nan() || f.is_infinite() {
-                        f64::NAN
-                    } else {
-                        0.0
-                    }
-                }
-                "group" => 1.0,
-                _ => f,
-            };
-            groups[gid] = Some(Group {
-                metric: metric(),
-                value,
-                mean: f,
-                kahan_c: 0.0,
-                count: 1.0,
-                incremental_mean: false,
-                drop_name,
-                values: if op == "quantile" { vec![f] } else { vec![] },
-            });
-            order.push(gid);
+        match groups[gid].as_mut() {
+            Some(g) => {
+                g.drop_name |= drop_name;
+                g.add(op, f)?;
+            }
+            None => {
+                groups[gid] = Some(Group::first(op, f, drop_name, metric()));
+                order.push(gid);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for gid in order {
+        let Some(mut g) = groups[gid].take() else {
             continue;
         };
-        g.drop_name |= drop_name;
+        let f = g.result(op, param);
+        out.push(Sample {
+            metric: g.metric,
+            t: 0,
+            f,
+            drop_name: g.drop_name,
+            h: None,
+        });
+    }
+    Ok(out)
+}
+
+impl Group {
+    /// A group started by its first sample, of value `f`.
+    #[inline]
+    fn first(op: &str, f: f64, drop_name: bool, metric: Labels) -> Group {
+        let value = match op {
+            "stddev" | "stdvar" => {
+                if f.is_nan() || f.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                }
+            }
+            "group" => 1.0,
+            _ => f,
+        };
+        Group {
+            metric,
+            value,
+            mean: f,
+            kahan_c: 0.0,
+            count: 1.0,
+            incremental_mean: false,
+            drop_name,
+            values: if op == "quantile" { vec![f] } else { vec![] },
+        }
+    }
+
+    /// Takes one more sample of value `f` in, as Prometheus's aggregation of `op` does.
+    #[inline]
+    fn add(&mut self, op: &str, f: f64) -> Result<(), QueryError> {
+        let g = self;
         match op {
             "sum" => {
                 let (v, c) = kahan_sum_inc(f, g.value, g.kahan_c);
@@ -441,7 +517,7 @@ fn aggregate_dense<M: FnOnce() -> Labels>(
                     if !v.is_infinite() {
                         g.value = v;
                         g.kahan_c = c;
-                        continue;
+                        return Ok(());
                     }
                     g.incremental_mean = true;
                     g.mean = g.value / (g.count - 1.0);
@@ -477,13 +553,13 @@ fn aggregate_dense<M: FnOnce() -> Labels>(
                 )));
             }
         }
+        Ok(())
     }
-    let mut out = Vec::with_capacity(order.len());
-    for gid in order {
-        let Some(g) = groups[gid].take() else {
-            continue;
-        };
-        let v = match op {
+
+    /// The group's value once every sample is in.
+    fn result(&mut self, op: &str, param: f64) -> f64 {
+        let g = self;
+        match op {
             "avg" => {
                 if g.incremental_mean {
                     g.mean + g.kahan_c
@@ -494,19 +570,11 @@ fn aggregate_dense<M: FnOnce() -> Labels>(
             "count" => g.count,
             "stdvar" => g.value / g.count,
             "stddev" => (g.value / g.count).sqrt(),
-            "quantile" => quantile(param, g.values),
+            "quantile" => quantile(param, std::mem::take(&mut g.values)),
             "sum" => g.value + g.kahan_c,
             _ => g.value,
-        };
-        out.push(Sample {
-            metric: g.metric,
-            t: 0,
-            f: v,
-            drop_name: g.drop_name,
-            h: None,
-        });
+        }
     }
-    Ok(out)
 }
 
 /// Prometheus's `quantile` (linear interpolation between closest ranks; NaN sorts first).
