@@ -281,41 +281,7 @@ impl Evaluator<'_> {
                     .map(|h| result(m, ts, 0.0, Some(h)))
             }
             "irate" | "idelta" => self.histogram_instant(s, name == "irate", anchor, ts),
-            "resets" | "changes" => {
-                let mut pts = merged(s);
-                if arg.mode == RangeMode::Anchored {
-                    // From the last sample at or before the window's start.
-                    let t = |p: &Pt| match p {
-                        Pt::F(p) => p.t,
-                        Pt::H(p) => p.t,
-                    };
-                    let inside = pts.partition_point(|p| t(p) <= arg.range_start);
-                    if inside == pts.len() {
-                        return Ok(None);
-                    }
-                    pts.drain(..inside.saturating_sub(1));
-                }
-                let st_reset = |a: &Pt, b: &Pt| {
-                    let (a_st, a_t) = start_of(s, a);
-                    let (b_st, b_t) = start_of(s, b);
-                    is_st_reset(a_st, a_t, b_st, b_t)
-                };
-                let n = pts
-                    .windows(2)
-                    .filter(|w| match (&w[0], &w[1]) {
-                        (Pt::F(a), Pt::F(b)) if name == "resets" => {
-                            b.f < a.f || st_reset(&w[0], &w[1])
-                        }
-                        (Pt::F(a), Pt::F(b)) => !(b.f == a.f || (b.f.is_nan() && a.f.is_nan())),
-                        (Pt::H(a), Pt::H(b)) if name == "resets" => {
-                            st_reset(&w[0], &w[1]) || b.h.detect_reset(&a.h)
-                        }
-                        (Pt::H(a), Pt::H(b)) => !same_histogram(&a.h, &b.h),
-                        _ => true,
-                    })
-                    .count();
-                Some(result(m, ts, n as f64, None))
-            }
+            "resets" | "changes" => resets_or_changes(name, s, arg, ts),
             "count_over_time" => Some(result(
                 m,
                 ts,
@@ -323,38 +289,10 @@ impl Evaluator<'_> {
                 None,
             )),
             "present_over_time" => Some(result(m, ts, 1.0, None)),
-            "ts_of_last_over_time" | "ts_of_first_over_time" => {
-                let pts = merged(s);
-                let p = if name == "ts_of_last_over_time" {
-                    pts.last()
-                } else {
-                    pts.first()
-                };
-                let t = match p {
-                    Some(Pt::F(p)) => p.t,
-                    Some(Pt::H(p)) => p.t,
-                    None => return Ok(None),
-                };
-                Some(result(m, ts, t as f64 / 1000.0, None))
-            }
-            "last_over_time" | "first_over_time" => {
-                let pts = merged(s);
-                let p = if name == "last_over_time" {
-                    pts.last()
-                } else {
-                    pts.first()
-                };
-                let mut out = match p {
-                    Some(Pt::F(p)) => result(m, ts, p.f, None),
-                    Some(Pt::H(p)) => Sample {
-                        h: Some(p.h.clone()),
-                        ..result(m, ts, 0.0, None)
-                    },
-                    None => return Ok(None),
-                };
-                out.drop_name = s.drop_name;
-                Some(out)
-            }
+            "ts_of_last_over_time"
+            | "ts_of_first_over_time"
+            | "last_over_time"
+            | "first_over_time" => first_or_last(name, s, ts),
             "sum_over_time" | "avg_over_time" => {
                 if mixed {
                     self.warn_mixed_floats_histograms(s, anchor);
@@ -468,6 +406,71 @@ impl Evaluator<'_> {
             anchor,
         );
     }
+}
+
+/// `resets` or `changes` over a window of floats and histograms (a change between the two
+/// kinds counts); anchored, from the last sample at or before the window's start.
+fn resets_or_changes(name: &str, s: &Series, arg: &RangeArg, ts: i64) -> Option<Sample> {
+    let m = &s.metric;
+    let mut pts = merged(s);
+    if arg.mode == RangeMode::Anchored {
+        // From the last sample at or before the window's start.
+        let t = |p: &Pt| match p {
+            Pt::F(p) => p.t,
+            Pt::H(p) => p.t,
+        };
+        let inside = pts.partition_point(|p| t(p) <= arg.range_start);
+        if inside == pts.len() {
+            return None;
+        }
+        pts.drain(..inside.saturating_sub(1));
+    }
+    let st_reset = |a: &Pt, b: &Pt| {
+        let (a_st, a_t) = start_of(s, a);
+        let (b_st, b_t) = start_of(s, b);
+        is_st_reset(a_st, a_t, b_st, b_t)
+    };
+    let n = pts
+        .windows(2)
+        .filter(|w| match (&w[0], &w[1]) {
+            (Pt::F(a), Pt::F(b)) if name == "resets" => b.f < a.f || st_reset(&w[0], &w[1]),
+            (Pt::F(a), Pt::F(b)) => !(b.f == a.f || (b.f.is_nan() && a.f.is_nan())),
+            (Pt::H(a), Pt::H(b)) if name == "resets" => {
+                st_reset(&w[0], &w[1]) || b.h.detect_reset(&a.h)
+            }
+            (Pt::H(a), Pt::H(b)) => !same_histogram(&a.h, &b.h),
+            _ => true,
+        })
+        .count();
+    Some(result(m, ts, n as f64, None))
+}
+
+/// `first_over_time`, `last_over_time` and their `ts_of_` forms over a window of floats
+/// and histograms.
+fn first_or_last(name: &str, s: &Series, ts: i64) -> Option<Sample> {
+    let m = &s.metric;
+    let pts = merged(s);
+    let p = if matches!(name, "last_over_time" | "ts_of_last_over_time") {
+        pts.last()
+    } else {
+        pts.first()
+    }?;
+    if name.starts_with("ts_of_") {
+        let t = match p {
+            Pt::F(p) => p.t,
+            Pt::H(p) => p.t,
+        };
+        return Some(result(m, ts, t as f64 / 1000.0, None));
+    }
+    let mut out = match p {
+        Pt::F(p) => result(m, ts, p.f, None),
+        Pt::H(p) => Sample {
+            h: Some(p.h.clone()),
+            ..result(m, ts, 0.0, None)
+        },
+    };
+    out.drop_name = s.drop_name;
+    Some(out)
 }
 
 #[cfg(test)]
