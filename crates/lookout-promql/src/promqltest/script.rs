@@ -672,81 +672,9 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
             cmds.push(Command::Clear);
             i += 1;
         } else if first.starts_with("load") {
-            let with_nhcb = first == "load_with_nhcb";
-            let step = l.split_whitespace().nth(1).unwrap_or("");
-            let step_ms = parse_duration_ms(step)
-                .map_err(|_| err(i + 1, format!("invalid step definition {step:?}")))?;
-            let mut load = Load {
-                line: i + 1,
-                step_ms,
-                with_nhcb,
-                series: Vec::new(),
-                with_start_timestamps: Vec::new(),
-            };
-            i += 1;
-            // Offsets of a `metric@st` line, waiting for the series line they belong to,
-            // and those of a standalone `@st` line, used (cycled) for later series.
-            let mut pending: Option<(Labels, Vec<Option<i64>>, usize)> = None;
-            let mut default_st: Vec<Option<i64>> = Vec::new();
-            while i < lines.len() && !lines[i].is_empty() {
-                let def = &lines[i];
-                let ws = def.find(char::is_whitespace).unwrap_or(def.len());
-                if def[..ws].ends_with("@st") {
-                    if let Some((_, _, at)) = &pending {
-                        return Err(err(*at, "@st line has no following sample line"));
-                    }
-                    let metric = &def[..ws - 3];
-                    let offsets = parse_st_offsets(&def[ws..], i + 1)?;
-                    if metric.is_empty() {
-                        default_st = offsets;
-                    } else {
-                        let (labels, _) = parse_metric(metric, i + 1)?;
-                        load.with_start_timestamps.push(labels.clone());
-                        pending = Some((labels, offsets, i + 1));
-                    }
-                    i += 1;
-                    continue;
-                }
-                let mut s = parse_series(def, i + 1)?;
-                total_values = add_values(total_values, values_weight(&s.values), i + 1)?;
-                match pending.take() {
-                    Some((labels, offsets, at)) => {
-                        if labels != s.labels {
-                            return Err(err(
-                                at,
-                                "@st metric does not match the following sample line metric",
-                            ));
-                        }
-                        if offsets.len() != s.values.len() {
-                            return Err(err(
-                                at,
-                                format!(
-                                    "@st line has {} values but sample line has {}",
-                                    offsets.len(),
-                                    s.values.len()
-                                ),
-                            ));
-                        }
-                        s.st_offsets = offsets;
-                    }
-                    None if !default_st.is_empty() => {
-                        s.st_offsets = (0..s.values.len())
-                            .map(|k| default_st[k % default_st.len()])
-                            .collect();
-                    }
-                    None => {}
-                }
-                if let Some(existing) = load.series.iter_mut().find(|x| x.labels == s.labels) {
-                    *existing = s;
-                } else {
-                    load.series.push(s);
-                }
-                i += 1;
-            }
-            if let Some((_, _, at)) = pending {
-                return Err(err(at, "@st line has no following sample line"));
-            }
+            let (load, next) = parse_load(&lines, i, &first, &mut total_values)?;
             cmds.push(Command::Load(load));
+            i = next;
         } else if first.starts_with("eval") {
             let (ev, next) = parse_eval(&lines, i)?;
             let expected = ev
@@ -761,6 +689,91 @@ pub fn parse_script(src: &str) -> Result<Vec<Command>, ScriptError> {
         }
     }
     Ok(cmds)
+}
+
+/// A `load <step>` (or `load_with_nhcb`) command starting at `lines[i]`, with its series
+/// and `@st` lines up to the next empty line; and the index of the line after it.
+fn parse_load(
+    lines: &[String],
+    mut i: usize,
+    first: &str,
+    total_values: &mut usize,
+) -> Result<(Load, usize), ScriptError> {
+    let with_nhcb = first == "load_with_nhcb";
+    let step = lines[i].split_whitespace().nth(1).unwrap_or("");
+    let step_ms = parse_duration_ms(step)
+        .map_err(|_| err(i + 1, format!("invalid step definition {step:?}")))?;
+    let mut load = Load {
+        line: i + 1,
+        step_ms,
+        with_nhcb,
+        series: Vec::new(),
+        with_start_timestamps: Vec::new(),
+    };
+    i += 1;
+    // Offsets of a `metric@st` line, waiting for the series line they belong to,
+    // and those of a standalone `@st` line, used (cycled) for later series.
+    let mut pending: Option<(Labels, Vec<Option<i64>>, usize)> = None;
+    let mut default_st: Vec<Option<i64>> = Vec::new();
+    while i < lines.len() && !lines[i].is_empty() {
+        let def = &lines[i];
+        let ws = def.find(char::is_whitespace).unwrap_or(def.len());
+        if def[..ws].ends_with("@st") {
+            if let Some((_, _, at)) = &pending {
+                return Err(err(*at, "@st line has no following sample line"));
+            }
+            let metric = &def[..ws - 3];
+            let offsets = parse_st_offsets(&def[ws..], i + 1)?;
+            if metric.is_empty() {
+                default_st = offsets;
+            } else {
+                let (labels, _) = parse_metric(metric, i + 1)?;
+                load.with_start_timestamps.push(labels.clone());
+                pending = Some((labels, offsets, i + 1));
+            }
+            i += 1;
+            continue;
+        }
+        let mut s = parse_series(def, i + 1)?;
+        *total_values = add_values(*total_values, values_weight(&s.values), i + 1)?;
+        match pending.take() {
+            Some((labels, offsets, at)) => {
+                if labels != s.labels {
+                    return Err(err(
+                        at,
+                        "@st metric does not match the following sample line metric",
+                    ));
+                }
+                if offsets.len() != s.values.len() {
+                    return Err(err(
+                        at,
+                        format!(
+                            "@st line has {} values but sample line has {}",
+                            offsets.len(),
+                            s.values.len()
+                        ),
+                    ));
+                }
+                s.st_offsets = offsets;
+            }
+            None if !default_st.is_empty() => {
+                s.st_offsets = (0..s.values.len())
+                    .map(|k| default_st[k % default_st.len()])
+                    .collect();
+            }
+            None => {}
+        }
+        if let Some(existing) = load.series.iter_mut().find(|x| x.labels == s.labels) {
+            *existing = s;
+        } else {
+            load.series.push(s);
+        }
+        i += 1;
+    }
+    if let Some((_, _, at)) = pending {
+        return Err(err(at, "@st line has no following sample line"));
+    }
+    Ok((load, i))
 }
 
 /// Adds `n` values to a script's running total, failing past [`MAX_SCRIPT_VALUES`].
@@ -811,6 +824,18 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
     if modifier == "info" {
         ev.info.push(Matcher::Any);
     }
+    parse_eval_query(rest, line, &mut ev)?;
+    let mut j = i + 1;
+    while j < lines.len() && !lines[j].is_empty() {
+        parse_expect_line(&lines[j], j + 1, &mut ev, &mut expected_values)?;
+        j += 1;
+    }
+    Ok((ev, j))
+}
+
+/// The query of an `eval instant at <t> <expr>` or `eval range from <a> to <b> step <s>
+/// <expr>` line (`rest`: what follows `eval...`).
+fn parse_eval_query(rest: &str, line: usize, ev: &mut Eval) -> Result<(), ScriptError> {
     if let Some(r) = rest.strip_prefix("instant") {
         let r = r.trim_start();
         let r = r
@@ -841,54 +866,57 @@ fn parse_eval(lines: &[String], i: usize) -> Result<(Eval, usize), ScriptError> 
     } else {
         return Err(err(line, "invalid evaluation command"));
     }
-    let mut j = i + 1;
-    while j < lines.len() && !lines[j].is_empty() {
-        let d = &lines[j];
-        let dl = j + 1;
-        if let Some(r) = d.strip_prefix("expect range vector") {
-            let w: Vec<&str> = r.split_whitespace().collect();
-            if w.len() != 6 {
-                return Err(err(dl, "invalid range vector definition"));
-            }
-            let p = |s: &str| {
-                parse_duration_ms(s).map_err(|_| err(dl, format!("invalid duration {s:?}")))
-            };
-            ev.range = Some((p(w[1])?, p(w[3])?, p(w[5])?));
-            ev.instant_at = Some(p(w[3])?);
-            ev.expect_range_vector = true;
-        } else if let Some(r) = d.strip_prefix("expect string") {
-            ev.expect_string = Some(
-                unquote(r.trim()).ok_or_else(|| err(dl, "expected string literal not valid"))?,
-            );
-        } else if d.split(' ').next() == Some("expect") {
-            let body = d["expect".len()..].trim_start();
-            let (kind, tail) = match body.find(char::is_whitespace) {
-                Some(p) => (&body[..p], Some(&body[p..])),
-                None => (body, None),
-            };
-            let m = parse_matcher(tail);
-            match kind {
-                "fail" => ev.fail = Some(m),
-                "ordered" => ev.ordered = true,
-                "warn" => ev.warn.push(m),
-                "info" => ev.info.push(m),
-                "no_warn" => ev.no_warn = true,
-                "no_info" => ev.no_info = true,
-                other => return Err(err(dl, format!("invalid expect type {other:?}"))),
-            }
-        } else if let Some(f) = parse_number(d) {
-            ev.expect_scalar = Some(f);
-        } else {
-            let s = parse_series(d, dl)?;
-            if s.values.iter().any(|v| matches!(v, SeqValue::Histogram(_))) {
-                ev.expects_histogram = true;
-            }
-            expected_values = add_values(expected_values, values_weight(&s.values), dl)?;
-            ev.expected.push((s.labels, s.values));
+    Ok(())
+}
+
+/// One line under an `eval`: an `expect ...` directive, a scalar, or an expected series
+/// (counted into `expected_values`).
+fn parse_expect_line(
+    d: &str,
+    dl: usize,
+    ev: &mut Eval,
+    expected_values: &mut usize,
+) -> Result<(), ScriptError> {
+    if let Some(r) = d.strip_prefix("expect range vector") {
+        let w: Vec<&str> = r.split_whitespace().collect();
+        if w.len() != 6 {
+            return Err(err(dl, "invalid range vector definition"));
         }
-        j += 1;
+        let p =
+            |s: &str| parse_duration_ms(s).map_err(|_| err(dl, format!("invalid duration {s:?}")));
+        ev.range = Some((p(w[1])?, p(w[3])?, p(w[5])?));
+        ev.instant_at = Some(p(w[3])?);
+        ev.expect_range_vector = true;
+    } else if let Some(r) = d.strip_prefix("expect string") {
+        ev.expect_string =
+            Some(unquote(r.trim()).ok_or_else(|| err(dl, "expected string literal not valid"))?);
+    } else if d.split(' ').next() == Some("expect") {
+        let body = d["expect".len()..].trim_start();
+        let (kind, tail) = match body.find(char::is_whitespace) {
+            Some(p) => (&body[..p], Some(&body[p..])),
+            None => (body, None),
+        };
+        let m = parse_matcher(tail);
+        match kind {
+            "fail" => ev.fail = Some(m),
+            "ordered" => ev.ordered = true,
+            "warn" => ev.warn.push(m),
+            "info" => ev.info.push(m),
+            "no_warn" => ev.no_warn = true,
+            "no_info" => ev.no_info = true,
+            other => return Err(err(dl, format!("invalid expect type {other:?}"))),
+        }
+    } else if let Some(f) = parse_number(d) {
+        ev.expect_scalar = Some(f);
+    } else {
+        let s = parse_series(d, dl)?;
+        if s.values.iter().any(|v| matches!(v, SeqValue::Histogram(_))) {
+            ev.expects_histogram = true;
+        }
+        *expected_values = add_values(*expected_values, values_weight(&s.values), dl)?;
+        ev.expected.push((s.labels, s.values));
     }
-    Ok((ev, j))
+    Ok(())
 }
 
 /// Byte index just after the n-th (0-based) whitespace-separated word of `s`.
