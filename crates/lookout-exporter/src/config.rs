@@ -1386,9 +1386,10 @@ struct RawHttp {
 }
 
 impl RawHttp {
-    fn into_probe(self) -> Result<HttpProbe, ModuleError> {
-        let _ = (self.enable_http3,);
-        validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("http", k), msg))?;
+    /// The settings that cannot go together or are malformed: more than one kind of
+    /// authentication, body with body_file, an `Accept-Encoding` header against
+    /// `compression`, invalid headers, unknown HTTP versions.
+    fn check(&self) -> Result<(), ModuleError> {
         let auth_count = [
             self.basic_auth.is_some(),
             self.oauth2.is_some(),
@@ -1437,8 +1438,9 @@ impl RawHttp {
                 ));
             }
         }
-        let method = self.method.unwrap_or_else(|| "GET".into());
-        if http::Method::from_bytes(method.as_bytes()).is_err() {
+        if let Some(method) = &self.method
+            && http::Method::from_bytes(method.as_bytes()).is_err()
+        {
             return Err((vec!["http", "method"], format!("invalid method {method:?}")));
         }
         for v in &self.valid_http_versions {
@@ -1452,6 +1454,14 @@ impl RawHttp {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn into_probe(self) -> Result<HttpProbe, ModuleError> {
+        let _ = (self.enable_http3,);
+        validate_tls(&self.tls_config).map_err(|(k, msg)| (prefix("http", k), msg))?;
+        self.check()?;
+        let method = self.method.unwrap_or_else(|| "GET".into());
         http_client::check_http_headers(&self.http_headers)?;
         let proxy = http_client::proxy_settings(
             &["http"],
