@@ -233,32 +233,13 @@ impl RemoteDatasource {
         }
     }
 
-    async fn call(
+    /// Reads an API answer (at most [`MAX_RESPONSE_BYTES`]) and its `data`, or the error it
+    /// reports, as a query error, a timeout or the datasource being unavailable.
+    async fn api_data(
         &self,
         expr: &str,
-        at: SystemTime,
-        want_matrix: bool,
-    ) -> Result<Result2, DatasourceError> {
-        let timeout_param = format!("{}ms", self.cfg.timeout.as_millis().max(1));
-        let params = [
-            ("query", expr.to_string()),
-            ("time", unix_seconds(at)),
-            ("timeout", timeout_param),
-        ];
-        let req = match self.cfg.method {
-            QueryMethod::Post => self.client.post(&self.query_url).form(&params),
-            QueryMethod::Get => self.client.get(&self.query_url).query(&params),
-        }
-        .timeout(self.cfg.timeout);
-        let req = self
-            .cfg
-            .http
-            .apply(req)
-            .map_err(|e| DatasourceError::Unavailable(e.to_string()))?;
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| self.transport_error(expr, &e))?;
+        mut resp: reqwest::Response,
+    ) -> Result<ApiData, DatasourceError> {
         let status = resp.status();
         let mut body = Vec::new();
         while let Some(chunk) = resp
@@ -299,12 +280,41 @@ impl RemoteDatasource {
                 _ => DatasourceError::Unavailable(format!("{}: {kind}: {message}", self.query_url)),
             });
         }
-        let Some(data) = parsed.data else {
-            return Err(DatasourceError::Unavailable(format!(
+        parsed.data.ok_or_else(|| {
+            DatasourceError::Unavailable(format!(
                 "{}: success response without data",
                 self.query_url
-            )));
-        };
+            ))
+        })
+    }
+
+    async fn call(
+        &self,
+        expr: &str,
+        at: SystemTime,
+        want_matrix: bool,
+    ) -> Result<Result2, DatasourceError> {
+        let timeout_param = format!("{}ms", self.cfg.timeout.as_millis().max(1));
+        let params = [
+            ("query", expr.to_string()),
+            ("time", unix_seconds(at)),
+            ("timeout", timeout_param),
+        ];
+        let req = match self.cfg.method {
+            QueryMethod::Post => self.client.post(&self.query_url).form(&params),
+            QueryMethod::Get => self.client.get(&self.query_url).query(&params),
+        }
+        .timeout(self.cfg.timeout);
+        let req = self
+            .cfg
+            .http
+            .apply(req)
+            .map_err(|e| DatasourceError::Unavailable(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(expr, &e))?;
+        let data = self.api_data(expr, resp).await?;
         let malformed = |e: String| {
             DatasourceError::Unavailable(format!("{}: malformed result: {e}", self.query_url))
         };
