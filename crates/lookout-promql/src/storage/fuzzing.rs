@@ -207,17 +207,10 @@ fn check_float_histograms(hists: &[HPoint]) {
     let key = |p: &[HPoint]| -> Vec<(i64, String)> {
         p.iter()
             .map(|p| {
+                let positive_zero = |x: f64| if x == 0.0 { 0.0 } else { x };
                 let mut h = (*p.h).clone();
-                if h.zero_threshold == 0.0 {
-                    h.zero_threshold = 0.0;
-                }
-                if h.custom_values.contains(&-0.0) {
-                    h.custom_values = h
-                        .custom_values
-                        .iter()
-                        .map(|&b| if b == 0.0 { 0.0 } else { b })
-                        .collect();
-                }
+                h.zero_threshold = positive_zero(h.zero_threshold);
+                h.custom_values = h.custom_values.iter().map(|&b| positive_zero(b)).collect();
                 (p.t, format!("{h:?}"))
             })
             .collect()
