@@ -1123,7 +1123,11 @@ impl Storage {
             .as_ref()
             .is_some_and(|w| w.log_sample(series.id, t_ms, v));
         drop(chunks);
-        self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+        // Read before written: nearly every sample leaves both bounds as they are, and a
+        // load does not take the shared cache line from the other appending threads.
+        if t_ms < self.head.head_min_t.load(Ordering::Relaxed) {
+            self.head.head_min_t.fetch_min(t_ms, Ordering::Relaxed);
+        }
         if full && let Some(w) = &self.wal {
             w.wait_for_room();
         }
@@ -1258,6 +1262,9 @@ impl Storage {
     /// Advances the newest timestamp and applies the retention window now and then
     /// (each time the cut has moved by a tenth of the window, at least a minute).
     fn after_append(&self, t_ms: i64) {
+        if t_ms <= self.head.max_t.load(Ordering::Relaxed) {
+            return;
+        }
         let prev = self.head.max_t.fetch_max(t_ms, Ordering::Relaxed);
         if t_ms <= prev {
             return;
