@@ -421,6 +421,9 @@ pub(crate) struct LoopState {
     pub(crate) status: TargetStatus,
     /// Timestamp of the last append, to keep stale markers after it.
     pub(crate) last_t_ms: i64,
+    /// The size of the last body read: the next read's first allocation when the response
+    /// has no `Content-Length` (the buffer itself is not kept between scrapes).
+    pub(crate) last_body_len: usize,
 }
 
 /// A running scrape loop.
@@ -461,6 +464,7 @@ impl ScrapeLoop {
                 last_samples: 0,
             },
             last_t_ms,
+            last_body_len: 0,
         }));
         let (stop, mut stop_rx) = watch::channel(false);
         let (task_state, task_cache) = (state.clone(), cache.clone());
@@ -534,11 +538,12 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
     }
 }
 
-/// Fetches the body of one scrape.
+/// Fetches the body of one scrape; `size_hint` is the last body's size.
 async fn fetch(
     target: &Target,
     opts: &LoopOptions,
     client: &reqwest::Client,
+    size_hint: usize,
 ) -> Result<(Vec<u8>, BodyFormat), ScrapeError> {
     let own;
     let client = match &opts.tls {
@@ -583,7 +588,15 @@ async fn fetch(
     {
         return Err(ScrapeError::BodyTooLarge(opts.body_size_limit));
     }
-    let mut body: Vec<u8> = Vec::new();
+    // Allocated once at its size (checked against the limit above) or the last body's,
+    // rather than grown chunk by chunk: each growth copied the body and faulted in fresh
+    // pages.
+    let limit = usize::try_from(opts.body_size_limit).unwrap_or(usize::MAX);
+    let expected = resp
+        .content_length()
+        .and_then(|len| usize::try_from(len).ok())
+        .unwrap_or(size_hint);
+    let mut body: Vec<u8> = Vec::with_capacity(expected.min(limit));
     while let Some(chunk) = resp
         .chunk()
         .await
@@ -739,9 +752,16 @@ async fn scrape_once(
 ) {
     let start_wall = SystemTime::now();
     let start = Instant::now();
-    let fetched = fetch(target, opts, &ctx.client).await;
-    let Some(last_t_ms) = state.lock().ok().map(|st| st.last_t_ms) else {
-        return;
+    let size_hint = state.lock().map_or(0, |st| st.last_body_len);
+    let fetched = fetch(target, opts, &ctx.client, size_hint).await;
+    let last_t_ms = {
+        let Ok(mut st) = state.lock() else {
+            return;
+        };
+        if let Ok((body, _)) = &fetched {
+            st.last_body_len = body.len();
+        }
+        st.last_t_ms
     };
     let t = to_ms(start_wall).max(last_t_ms + 1);
     let deadline = tokio::time::Instant::from_std(start + target.timeout);

@@ -141,10 +141,8 @@ pub fn for_each_sample<E: From<ParseError>>(
     let mut count = 0;
     let mut histogram_family = None;
     let mut comments = 0;
-    let mut lines = body.split('\n').enumerate().peekable();
-    while let Some((idx, raw_line)) = lines.next() {
+    for (idx, (raw_line, is_last)) in Lines(Some(body)).enumerate() {
         let line_no = idx + 1;
-        let is_last = lines.peek().is_none();
         if idx % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
             return Err(err(line_no, 1, STOPPED).into());
         }
@@ -156,7 +154,12 @@ pub fn for_each_sample<E: From<ParseError>>(
             return Err(err(line_no, 1, "unexpected data after # EOF").into());
         }
         let trimmed = if format == Format::PrometheusText {
-            line.trim_start_matches([' ', '\t'])
+            // Blanks are ASCII: the first other byte starts a character.
+            let blanks = line
+                .bytes()
+                .take_while(|&b| b == b' ' || b == b'\t')
+                .count();
+            &line[blanks..]
         } else {
             line
         };
@@ -210,6 +213,29 @@ pub fn for_each_sample<E: From<ParseError>>(
         return Err(err(last, 1, "OpenMetrics body does not end with # EOF").into());
     }
     Ok(count)
+}
+
+/// The lines of a body as `str::split('\n')` gives them, each with whether it is the last,
+/// found with `memchr`.
+struct Lines<'a>(Option<&'a str>);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (&'a str, bool);
+
+    fn next(&mut self) -> Option<(&'a str, bool)> {
+        let rest = self.0?;
+        match memchr::memchr(b'\n', rest.as_bytes()) {
+            // '\n' is ASCII, so both sides of it are character boundaries.
+            Some(at) => {
+                self.0 = Some(&rest[at + 1..]);
+                Some((&rest[..at], false))
+            }
+            None => {
+                self.0 = None;
+                Some((rest, true))
+            }
+        }
+    }
 }
 
 /// Where the series text of a sample line ends: after the metric name and, if one follows,
@@ -514,15 +540,23 @@ impl<'a> Cursor<'a> {
         Ok(labels)
     }
 
+    /// Where the word at the cursor ends: at the next blank or the end of the text.
+    fn word_end(&self) -> usize {
+        let rest = &self.s.as_bytes()[self.pos..];
+        self.pos
+            + rest
+                .iter()
+                .position(|&c| c == b' ' || c == b'\t')
+                .unwrap_or(rest.len())
+    }
+
     /// The value and timestamp after the series text (the cursor at its end).
     fn tail(&mut self, format: Format) -> Result<(f64, Option<i64>), ParseError> {
         if self.skip_blanks() == 0 {
             return Err(self.error("expected a space before the value"));
         }
         let value_start = self.pos;
-        while matches!(self.peek(), Some(c) if c != b' ' && c != b'\t') {
-            self.pos += 1;
-        }
+        self.pos = self.word_end();
         let vtext = &self.s[value_start..self.pos];
         let value = parse_float(vtext).ok_or_else(|| {
             err(
@@ -535,9 +569,7 @@ impl<'a> Cursor<'a> {
         let mut timestamp_ms = None;
         if self.peek().is_some() && self.peek() != Some(b'#') {
             let ts_start = self.pos;
-            while matches!(self.peek(), Some(c) if c != b' ' && c != b'\t') {
-                self.pos += 1;
-            }
+            self.pos = self.word_end();
             let ttext = &self.s[ts_start..self.pos];
             let parsed = match format {
                 Format::PrometheusText => ttext.parse::<i64>().ok(),
@@ -565,6 +597,9 @@ impl<'a> Cursor<'a> {
 
 /// Go's `strconv.ParseFloat` spellings: decimal and exponent forms, `NaN`, `+Inf`, `-Inf`.
 fn parse_float(s: &str) -> Option<f64> {
+    if let Some(v) = plain_decimal(s.as_bytes()) {
+        return Some(v);
+    }
     match s {
         "" => None,
         _ if s.eq_ignore_ascii_case("nan") => Some(f64::NAN),
@@ -574,12 +609,56 @@ fn parse_float(s: &str) -> Option<f64> {
             if s.bytes()
                 .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'))
             {
-                s.replace('_', "").parse::<f64>().ok()
+                if s.contains('_') {
+                    s.replace('_', "").parse::<f64>().ok()
+                } else {
+                    s.parse::<f64>().ok()
+                }
             } else {
                 None
             }
         }
     }
+}
+
+/// The powers of ten that are exact doubles.
+const EXACT_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Most values a target writes, `[-+]digits[.digits]`, read without `f64::from_str`: when
+/// the digits make an integer m below 2⁵³ and at most 22 of them follow the point, m and
+/// 10^k are exact doubles and the one division m / 10^k is rounded once, correctly, as
+/// `from_str` rounds (Clinger's fast path): the same bits. `None` for anything else.
+fn plain_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let (mut m, mut n, mut point) = (0u64, 0usize, None);
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' if n < 19 => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+            }
+            b'.' if point.is_none() && i > 0 => point = Some(i + 1),
+            _ => return None,
+        }
+    }
+    let frac = match point {
+        Some(p) if p == digits.len() => return None,
+        Some(p) => digits.len() - p,
+        None if n == 0 => return None,
+        None => 0,
+    };
+    if m >= 1 << 53 || frac >= EXACT_POW10.len() {
+        return None;
+    }
+    let v = m as f64 / EXACT_POW10[frac];
+    Some(if negative { -v } else { v })
 }
 
 #[cfg(test)]
@@ -659,6 +738,135 @@ mod tests {
         assert_eq!(s[0].labels.get("x.y"), Some("\u{e9}"));
         assert_eq!(s[0].labels.get("e"), None);
         assert_eq!(s[0].labels.len(), 3);
+    }
+
+    /// `parse_float` before [`plain_decimal`]: what its values must stay bit for bit.
+    fn reference_parse_float(s: &str) -> Option<f64> {
+        match s {
+            "" => None,
+            _ if s.eq_ignore_ascii_case("nan") => Some(f64::NAN),
+            _ if s.eq_ignore_ascii_case("+inf") || s.eq_ignore_ascii_case("inf") => {
+                Some(f64::INFINITY)
+            }
+            _ if s.eq_ignore_ascii_case("-inf") => Some(f64::NEG_INFINITY),
+            _ if s.bytes().all(|b| {
+                b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_')
+            }) =>
+            {
+                s.replace('_', "").parse::<f64>().ok()
+            }
+            _ => None,
+        }
+    }
+
+    fn assert_same_value(text: &str) {
+        let got = parse_float(text).map(f64::to_bits);
+        let want = reference_parse_float(text).map(f64::to_bits);
+        assert_eq!(got, want, "{text:?}");
+    }
+
+    /// Strings of digits, points and signs, from a fixed xorshift sequence.
+    fn decimal_strings(count: usize) -> Vec<String> {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"0123456789012345678901234567890123456789.-+e_";
+        let mut out = Vec::with_capacity(count * 4);
+        for _ in 0..count {
+            let len = 1 + (next() % 26) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                .collect();
+            out.push(s);
+            let f = f64::from_bits(next());
+            let g = (next() % 1_000_000_000) as f64 / 7.0;
+            out.push(format!("{f}"));
+            out.push(format!("{g}"));
+            out.push(format!("{:.3}", g));
+            out.push(format!("-{}", next() >> (next() % 64)));
+        }
+        out
+    }
+
+    /// The fast path reads integers and decimals to the same bits as `f64::from_str`.
+    #[test]
+    fn values_are_the_same_bits_as_from_str() {
+        let edges = [
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "1",
+            "1.",
+            ".5",
+            "-.5",
+            "+.5",
+            "-",
+            "+",
+            ".",
+            "..",
+            "1..2",
+            "1.2.3",
+            "0.1",
+            "0.3",
+            "2.5",
+            "-2.5",
+            "123.456",
+            "1e5",
+            "1E-5",
+            "1_000",
+            "1_0.5",
+            "9007199254740991",
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "1.0000000000000000000000",
+            "00000000000000000000000000001",
+            "4503599627370495.5",
+            "4503599627370497.5",
+            "0.1000000000000000055511151231257827",
+            "179769313486231570000000000000000000000",
+            "NaN",
+            "nan",
+            "+Inf",
+            "-inf",
+            "Inf",
+            "infinity",
+            "0x10",
+            "1 ",
+            " 1",
+            "",
+        ];
+        for text in edges {
+            assert_same_value(text);
+        }
+        // The fast path is taken, and keeps the sign of zero.
+        assert_eq!(plain_decimal(b"142.857"), Some(142.857));
+        assert_eq!(
+            plain_decimal(b"-0").map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
+        assert_eq!(plain_decimal(b"1e5"), None);
+        for text in decimal_strings(20_000) {
+            assert_same_value(&text);
+        }
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/scrape_text");
+        let files = std::fs::read_dir(corpus).expect("the fuzz corpus of scrape_text");
+        for file in files {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            for word in String::from_utf8_lossy(&bytes).split_ascii_whitespace() {
+                assert_same_value(word);
+            }
+        }
     }
 
     #[test]
