@@ -166,7 +166,18 @@ impl ScrapeCache {
     }
 
     /// The slot of the entry for `key`, if the cache has one.
-    fn find(&self, key: TextKey) -> Option<u32> {
+    /// The slot of `key`, tried first at `guess`: a body lists its series in the same order
+    /// scrape after scrape, so the entry after the previous line's is nearly always the
+    /// one, and reading the entries in order spares a random probe of the table per line.
+    fn find(&self, key: TextKey, guess: usize) -> Option<u32> {
+        // A free slot keeps its old key: `used` is 0 only there (a live entry's last scrape
+        // number is at least 1).
+        if let Some(e) = self.entries.get(guess)
+            && e.used != 0
+            && e.key == key
+        {
+            return u32::try_from(guess).ok();
+        }
         let entries = &self.entries;
         let same = |slot: &u32| entries[*slot as usize].key == key;
         self.index.find(key.0, same).copied()
@@ -205,6 +216,7 @@ impl ScrapeCache {
             let keep = e.used == iter;
             if !keep {
                 e.state = State::Dropped;
+                e.used = 0;
                 free.push(*slot);
             }
             keep
@@ -272,13 +284,15 @@ fn resolve(
 ) -> Result<(Batch, usize), ScrapeError> {
     let mut batch = Vec::with_capacity(cache.index.len());
     let iter = cache.iter;
+    // Where the entry of the next line is most likely: after the previous line's.
+    let mut next = 0usize;
     let mut one = |series: &str,
                    labels: &dyn Fn() -> Result<Labels, ScrapeError>,
                    value: Value,
                    ts: Option<i64>|
      -> Result<(), ScrapeError> {
         let key = TextKey::of(series);
-        let slot = match cache.find(key) {
+        let slot = match cache.find(key, next) {
             Some(slot) => slot,
             None => {
                 let labels = labels()?;
@@ -291,6 +305,7 @@ fn resolve(
                 cache.insert(key, state)
             }
         };
+        next = slot as usize + 1;
         let entry = &mut cache.entries[slot as usize];
         entry.used = iter;
         if !matches!(entry.state, State::Dropped) {
@@ -758,6 +773,33 @@ mod tests {
         f.scrape(Some("a 1\nc 1\n"), 30_000).expect("scrape");
         assert_eq!((f.cache.index.len(), f.cache.entries.len()), (2, 2));
         assert_eq!(f.values("c"), [Some(1.0)]);
+    }
+
+    #[test]
+    fn lines_in_a_new_order_or_back_after_eviction_find_their_own_entries() {
+        let mut f = Fixture::new(JOB);
+        f.scrape(Some("a 1\nb 2\nc 3\n"), 1000).expect("scrape");
+        // The order changes: the guess (the entry after the previous line's) misses.
+        f.scrape(Some("c 13\nb 12\na 11\n"), 16_000)
+            .expect("scrape");
+        // b leaves; its freed slot, right after a's, keeps b's key but is no guess.
+        f.scrape(Some("a 21\nc 23\n"), 31_000).expect("scrape");
+        assert_eq!(f.cache.free.len(), 1);
+        f.scrape(Some("a 31\nb 32\nd 34\nc 33\n"), 46_000)
+            .expect("scrape");
+        assert!(f.cache.free.is_empty());
+        assert_eq!(f.cache.index.len(), 4);
+        assert_eq!(
+            f.values("a"),
+            [Some(1.0), Some(11.0), Some(21.0), Some(31.0)]
+        );
+        assert_eq!(
+            f.values("c"),
+            [Some(3.0), Some(13.0), Some(23.0), Some(33.0)]
+        );
+        assert_eq!(f.values("d"), [Some(34.0)]);
+        // None: b's stale marker when it left.
+        assert_eq!(f.values("b"), [Some(2.0), Some(12.0), None, Some(32.0)]);
     }
 
     const NATIVE_JOB: &str = "job_name: j\nscrape_native_histograms: true";
