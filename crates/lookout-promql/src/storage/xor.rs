@@ -257,11 +257,29 @@ impl HeadWriter {
 
     /// Writes the low `n` bits of `v` (n ≤ 64).
     #[inline]
-    fn write_bits(&mut self, v: u64, mut n: u8) {
+    fn write_bits(&mut self, v: u64, n: u8) {
         let end = self.pos + usize::from(n);
         if end > self.buf.len() * 8 {
             self.grow(end.div_ceil(8));
         }
+        let (i, skip, n32) = (self.pos / 8, (self.pos % 8) as u32, u32::from(n));
+        // Most writes: one 64-bit word read, ORed and written back (the bits past the
+        // stream are zeros).
+        if n > 0
+            && skip + n32 <= 64
+            && let Some(word) = self.buf.get_mut(i..).and_then(|b| b.first_chunk_mut::<8>())
+        {
+            let bits = u64::from_be_bytes(*word) | ((v << (64 - n32)) >> skip);
+            *word = bits.to_be_bytes();
+            self.pos = end;
+            return;
+        }
+        self.write_bytewise(v, n);
+    }
+
+    /// [`HeadWriter::write_bits`] a byte at a time, within the last 8 bytes of the buffer
+    /// or for 64 bits not aligned to a byte.
+    fn write_bytewise(&mut self, v: u64, mut n: u8) {
         while n > 0 {
             let free = 8 - (self.pos % 8) as u8;
             let take = n.min(free);
