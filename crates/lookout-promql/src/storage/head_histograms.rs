@@ -39,8 +39,8 @@ struct Open {
     beside: Beside,
 }
 
-/// The histogram samples of a series, boxed in its chunks so a float series pays one
-/// pointer.
+/// The histogram samples of a series, boxed among its chunks' rare columns so a float
+/// series pays nothing for them.
 #[derive(Default)]
 pub(super) struct HistColumn {
     sealed: VecDeque<Sealed>,

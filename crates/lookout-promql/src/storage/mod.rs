@@ -298,21 +298,29 @@ struct SealedChunk {
 
 /// The samples of one series.
 ///
-/// One per series, so kept small (96 bytes; see the `series_record_size` test): sealed
+/// One per series, so kept small (80 bytes; see the `series_record_size` test): sealed
 /// chunks in a boxed slice (no spare capacity, nothing allocated before the first), the
 /// newest sample's timestamp and value read from the head encoder, which keeps them for
 /// encoding the next sample (and carries them over when the chunk is dropped) or from the
-/// histogram column.
+/// histogram column, and the columns most series do without behind one pointer.
 struct Chunks {
     /// Oldest first; replaced by one a chunk longer when the head is sealed (every
     /// [`CHUNK_SAMPLES`] samples, so the copies cost nothing that shows).
     sealed: Box<[SealedChunk]>,
     head: XorEncoder,
-    /// Start timestamps, created when the series gets its first one (one pointer per
-    /// series otherwise).
-    st: Option<Box<StColumn>>,
-    /// Native histogram samples, created with the first one (one pointer per float
-    /// series), in compressed chunks.
+    /// Created with the first start timestamp or histogram sample, dropped when neither is
+    /// left.
+    rare: Option<Box<RareColumns>>,
+}
+
+/// The columns of a series that most series do without, boxed together in [`Chunks`].
+#[derive(Default)]
+struct RareColumns {
+    /// Start timestamps, from the series' first one on. Inline: a float series with start
+    /// timestamps (every series of some sources) pays one allocation for them, as when
+    /// the column had its own box.
+    st: Option<StColumn>,
+    /// Native histogram samples, from the first one on, in compressed chunks.
     hist: Option<Box<HistColumn>>,
 }
 
@@ -351,9 +359,9 @@ impl StColumn {
         self.head_prev = 0;
     }
 
+    /// Heap bytes held, beside the column itself.
     fn heap_bytes(&self) -> usize {
-        size_of::<StColumn>()
-            + self.sealed.capacity() * size_of::<Box<[u8]>>()
+        self.sealed.capacity() * size_of::<Box<[u8]>>()
             + self.sealed.iter().map(|c| c.len()).sum::<usize>()
             + self.head.capacity()
     }
@@ -402,8 +410,32 @@ impl Chunks {
         Chunks {
             sealed: Box::default(),
             head: XorEncoder::new(),
-            st: None,
-            hist: None,
+            rare: None,
+        }
+    }
+
+    /// The start timestamps of the float samples, when any has one.
+    fn st(&self) -> Option<&StColumn> {
+        self.rare.as_ref().and_then(|r| r.st.as_ref())
+    }
+
+    fn st_mut(&mut self) -> Option<&mut StColumn> {
+        self.rare.as_mut().and_then(|r| r.st.as_mut())
+    }
+
+    /// The native histogram samples, when there are any.
+    fn hist(&self) -> Option<&HistColumn> {
+        self.rare.as_ref().and_then(|r| r.hist.as_deref())
+    }
+
+    /// Drops the rare columns' box once both are gone.
+    fn drop_empty_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.st.is_none() && r.hist.is_none())
+        {
+            self.rare = None;
         }
     }
 
@@ -413,7 +445,7 @@ impl Chunks {
     /// samples is the series' newest.
     fn last(&self) -> Option<(i64, u64)> {
         let float = self.head.last();
-        let hist = self.hist.as_ref().and_then(|h| h.last()).map(|p| p.t);
+        let hist = self.hist().and_then(|h| h.last()).map(|p| p.t);
         match (float, hist) {
             (Some((ft, _)), Some(ht)) if ht > ft => Some((ht, HISTOGRAM_LAST_BITS)),
             (None, Some(ht)) => Some((ht, HISTOGRAM_LAST_BITS)),
@@ -422,15 +454,13 @@ impl Chunks {
     }
 
     fn is_empty(&self) -> bool {
-        self.sealed.is_empty()
-            && self.head.count() == 0
-            && self.hist.as_ref().is_none_or(|h| h.is_empty())
+        self.sealed.is_empty() && self.head.count() == 0 && self.hist().is_none_or(|h| h.is_empty())
     }
 
     fn samples(&self) -> usize {
         self.sealed.len() * CHUNK_SAMPLES as usize
             + self.head.count() as usize
-            + self.hist.as_ref().map_or(0, |h| h.len())
+            + self.hist().map_or(0, |h| h.len())
     }
 
     /// Appends a native histogram sample (same ordering rules as floats; a repeated
@@ -452,8 +482,7 @@ impl Chunks {
             }
             if t == last_t {
                 let same = self
-                    .hist
-                    .as_ref()
+                    .hist()
                     .and_then(|v| v.last())
                     .is_some_and(|p| p.t == t && same_but_hint(&p.h, &h));
                 if same {
@@ -466,15 +495,15 @@ impl Chunks {
             }
         }
         let prev = self
-            .hist
-            .as_ref()
+            .hist()
             .and_then(|c| c.last())
             .filter(|p| self.last().is_some_and(|(last_t, _)| last_t == p.t));
         let h = match prev {
             Some(p) => with_reset_hint(&p.h, h),
             None => h,
         };
-        self.hist
+        let rare = self.rare.get_or_insert_with(Box::default);
+        rare.hist
             .get_or_insert_with(Box::default)
             .push(st, HPoint { t, h });
         Ok(())
@@ -483,7 +512,7 @@ impl Chunks {
     /// Copies the histogram samples in `[mint, maxt]` to `out`, and their start timestamps
     /// to `st_out` when any of them has one (`st_out` is left empty otherwise).
     fn read_histograms(&self, mint: i64, maxt: i64, out: &mut Vec<HPoint>, st_out: &mut Vec<i64>) {
-        if let Some(col) = &self.hist {
+        if let Some(col) = self.hist() {
             col.read(mint, maxt, out, st_out);
         }
     }
@@ -492,8 +521,11 @@ impl Chunks {
         self.sealed.len() * size_of::<SealedChunk>()
             + self.sealed.iter().map(|c| c.data.len()).sum::<usize>()
             + self.head.heap_bytes()
-            + self.st.as_ref().map_or(0, |c| c.heap_bytes())
-            + self.hist.as_ref().map_or(0, |h| h.heap_bytes())
+            + self.rare.as_ref().map_or(0, |r| {
+                size_of::<RareColumns>()
+                    + r.st.as_ref().map_or(0, |c| c.heap_bytes())
+                    + r.hist.as_ref().map_or(0, |h| h.heap_bytes())
+            })
     }
 
     /// Appends a sample with start timestamp `st` (0: unknown).
@@ -527,11 +559,11 @@ impl Chunks {
                 data: full.finish(),
             });
             self.sealed = sealed.into_boxed_slice();
-            if let Some(col) = &mut self.st {
+            if let Some(col) = self.st_mut() {
                 col.seal();
             }
         }
-        if st != 0 && self.st.is_none() {
+        if st != 0 && self.st().is_none() {
             // The first start timestamp: earlier chunks read as unknown (empty streams),
             // the head's earlier samples get explicit zeros to keep the alignment.
             let mut col = StColumn {
@@ -542,9 +574,9 @@ impl Chunks {
             for _ in 0..self.head.count() {
                 col.push(0);
             }
-            self.st = Some(Box::new(col));
+            self.rare.get_or_insert_with(Box::default).st = Some(col);
         }
-        if let Some(col) = &mut self.st {
+        if let Some(col) = self.st_mut() {
             col.push(st);
         }
         self.head.append(t, v);
@@ -554,7 +586,7 @@ impl Chunks {
     /// Copies the samples in `[mint, maxt]` to `out` and, for a series with start
     /// timestamps, theirs to `st_out` (left empty otherwise).
     fn read(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>, st_out: &mut Vec<i64>) {
-        if let Some(col) = &self.st {
+        if let Some(col) = self.st() {
             self.read_with_st(col, mint, maxt, out, st_out);
             return;
         }
@@ -611,10 +643,12 @@ impl Chunks {
     fn truncate_before(&mut self, cut: i64) {
         // Kept for the ordering checks whatever is dropped.
         let last = self.last();
-        if let Some(col) = &mut self.hist {
+        if let Some(rare) = &mut self.rare
+            && let Some(col) = &mut rare.hist
+        {
             col.truncate_before(cut);
             if col.is_empty() {
-                self.hist = None;
+                rare.hist = None;
             }
         }
         let keep_from = self.sealed.partition_point(|c| c.maxt < cut);
@@ -622,15 +656,18 @@ impl Chunks {
             let mut sealed = std::mem::take(&mut self.sealed).into_vec();
             sealed.drain(..keep_from);
             self.sealed = sealed.into_boxed_slice();
-            if let Some(col) = &mut self.st {
+            if let Some(col) = self.st_mut() {
                 col.sealed.drain(..keep_from);
             }
         }
         if self.sealed.is_empty() && self.head.count() > 0 && self.head.last_t() < cut {
             self.head = XorEncoder::new();
             // Nothing left that had a start timestamp.
-            self.st = None;
+            if let Some(rare) = &mut self.rare {
+                rare.st = None;
+            }
         }
+        self.drop_empty_rare();
         if self.head.count() == 0 {
             self.head = XorEncoder::carrying(last);
         }
@@ -1525,12 +1562,19 @@ mod tests {
     use super::*;
 
     /// Issue 16: the per-series record is most of the head's memory at 100k series. With
-    /// its 16-byte `Arc` header, 136 bytes is a 160-byte glibc malloc chunk (it was 304).
+    /// its 16-byte `Arc` header, 120 bytes is a 144-byte glibc malloc chunk (it was 160,
+    /// and 304 before that).
     #[test]
     fn series_record_size() {
-        assert!(size_of::<XorEncoder>() <= 64, "{}", size_of::<XorEncoder>());
-        assert!(size_of::<Chunks>() <= 96, "{}", size_of::<Chunks>());
-        assert!(size_of::<MemSeries>() <= 136, "{}", size_of::<MemSeries>());
+        assert!(size_of::<XorEncoder>() <= 56, "{}", size_of::<XorEncoder>());
+        assert!(size_of::<Chunks>() <= 80, "{}", size_of::<Chunks>());
+        assert!(size_of::<MemSeries>() <= 120, "{}", size_of::<MemSeries>());
+        // A float series with start timestamps pays one 80-byte malloc chunk for them.
+        assert!(
+            size_of::<RareColumns>() <= 72,
+            "{}",
+            size_of::<RareColumns>()
+        );
     }
     use promql_parser::parser::{self, Expr};
 

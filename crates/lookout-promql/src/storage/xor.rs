@@ -186,35 +186,46 @@ impl<'a> BitReader<'a> {
 
 /// Encodes samples into one chunk.
 ///
-/// Every series holds one open, so the fields are laid out to keep it at 64 bytes: the
-/// bit writer's buffer and free-bit count are kept apart (a [`BitWriter`] field would pad
-/// to 32 bytes), and the checkpoints are boxed when the first one is taken (a chunk of
-/// fewer than [`CHECKPOINT_EVERY`] samples pays one pointer for them, not 96 bytes).
+/// Every series holds one open, so the fields are laid out to keep it at 56 bytes: the bit
+/// stream is a boxed slice (its length is the capacity) with the bits written counted
+/// apart, which gives both the bytes in use and the free bits of the last one (a `Vec` and
+/// a free-bit count took 32 bytes); the number of checkpoints follows from the sample
+/// count, and the checkpoints are boxed when the first one is taken (a chunk of fewer than
+/// [`CHECKPOINT_EVERY`] samples pays one pointer for them, not 96 bytes).
 #[derive(Clone, Debug)]
 pub(crate) struct XorEncoder {
-    /// The bit stream, as [`BitWriter::buf`].
-    buf: Vec<u8>,
+    /// The bit stream: the first `bits.div_ceil(8)` bytes are the chunk's (the last one
+    /// zero-padded), the rest zeros that [`HeadWriter`] fills.
+    buf: Box<[u8]>,
     t: i64,
+    /// Difference of the last two timestamps, from the second sample on. In an empty
+    /// chunk, not 0 when `t` and `v` hold a sample from before it (see
+    /// [`XorEncoder::carrying`]): nothing else reads it before the second sample sets it.
     delta: i64,
     v: u64,
     /// Decoder states every [`CHECKPOINT_EVERY`] samples, so that reading the newest
     /// samples of the open chunk (what alert rules ask for) does not decode it all; the
-    /// first `n_checkpoints` are set.
+    /// first [`XorEncoder::checkpoints`] are set.
     checkpoints: Option<Box<[Checkpoint; CHECKPOINTS]>>,
+    /// Bits written: fewer than 2^32 (see [`MAX_SAMPLE_BITS`]).
+    bits: u32,
     count: u16,
-    /// As [`BitWriter::free`].
-    free: u8,
     leading: u8,
     trailing: u8,
-    n_checkpoints: u8,
-    /// Set by [`XorEncoder::carrying`]: `t` and `v` hold a sample from before this
-    /// (empty) chunk.
-    carried: bool,
 }
 
 /// Samples between two checkpoints of the open chunk.
 pub(crate) const CHECKPOINT_EVERY: u16 = 30;
 const CHECKPOINTS: usize = 3;
+
+/// The most bits one sample takes: a first sample 10 bytes of varint and 64 bits, a second
+/// 10 bytes of varint and a value, a later one 68 bits of timestamp and a value; a value at
+/// most 78 bits (`10`, `1`, 5 + 6 bits of window and 64 meaningful bits).
+const MAX_SAMPLE_BITS: u64 = 80 + 78;
+
+// A chunk holds at most `u16::MAX` samples (its count is a `u16`), so its bit count fits
+// in [`XorEncoder::bits`].
+const _: () = assert!(u16::MAX as u64 * MAX_SAMPLE_BITS < u32::MAX as u64);
 
 /// The decoder's state before sample `read` of a chunk.
 #[derive(Clone, Copy, Debug, Default)]
@@ -231,6 +242,82 @@ pub(crate) struct Checkpoint {
     v: u64,
 }
 
+/// Appends bits to [`XorEncoder::buf`], most significant bit first, as [`BitWriter`] does
+/// to a `Vec`: the bytes past the position are zeros, so a write ORs its bits in.
+struct HeadWriter {
+    buf: Box<[u8]>,
+    /// Position in bits.
+    pos: usize,
+}
+
+impl HeadWriter {
+    fn write_bit(&mut self, bit: bool) {
+        self.write_bits(bit as u64, 1);
+    }
+
+    /// Writes the low `n` bits of `v` (n ≤ 64).
+    #[inline]
+    fn write_bits(&mut self, v: u64, n: u8) {
+        let end = self.pos + usize::from(n);
+        if end > self.buf.len() * 8 {
+            self.grow(end.div_ceil(8));
+        }
+        let (i, skip, n32) = (self.pos / 8, (self.pos % 8) as u32, u32::from(n));
+        // Most writes: one 64-bit word read, ORed and written back (the bits past the
+        // stream are zeros).
+        if n > 0
+            && skip + n32 <= 64
+            && let Some(word) = self.buf.get_mut(i..).and_then(|b| b.first_chunk_mut::<8>())
+        {
+            let bits = u64::from_be_bytes(*word) | ((v << (64 - n32)) >> skip);
+            *word = bits.to_be_bytes();
+            self.pos = end;
+            return;
+        }
+        self.write_bytewise(v, n);
+    }
+
+    /// [`HeadWriter::write_bits`] a byte at a time, within the last 8 bytes of the buffer
+    /// or for 64 bits not aligned to a byte.
+    fn write_bytewise(&mut self, v: u64, mut n: u8) {
+        while n > 0 {
+            let free = 8 - (self.pos % 8) as u8;
+            let take = n.min(free);
+            // The `take` bits of v just below bit n.
+            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            self.buf[self.pos / 8] |= chunk << (free - take);
+            self.pos += usize::from(take);
+            n -= take;
+        }
+    }
+
+    /// Makes room for at least `bytes` bytes: a quarter more than held and at least 16
+    /// more (a chunk reallocates a few times, not once a sample), rounded up so that the
+    /// request and glibc malloc's 8-byte header fill a multiple of 16 bytes (the bytes it
+    /// would round up to anyway).
+    #[cold]
+    fn grow(&mut self, bytes: usize) {
+        let held = self.buf.len();
+        let want = bytes.max(held + (held / 4).max(16));
+        let want = (want + 8).next_multiple_of(16) - 8;
+        let mut v = Vec::from(std::mem::take(&mut self.buf));
+        v.reserve_exact(want - held);
+        // Zeros up to the capacity, which `into_boxed_slice` then keeps without copying.
+        v.resize(v.capacity(), 0);
+        self.buf = v.into_boxed_slice();
+    }
+
+    /// As [`BitWriter::write_varint`].
+    fn write_varint(&mut self, v: i64) {
+        let mut u = ((v << 1) ^ (v >> 63)) as u64;
+        while u >= 0x80 {
+            self.write_bits((u & 0x7f) | 0x80, 8);
+            u >>= 7;
+        }
+        self.write_bits(u, 8);
+    }
+}
+
 impl XorEncoder {
     /// An empty chunk.
     pub(crate) fn new() -> XorEncoder {
@@ -241,18 +328,16 @@ impl XorEncoder {
     /// leave freed blocks behind) when the size is known from the series' previous chunk.
     pub(crate) fn with_capacity(bytes: usize) -> XorEncoder {
         XorEncoder {
-            buf: Vec::with_capacity(bytes),
+            buf: vec![0; bytes].into_boxed_slice(),
             t: 0,
             delta: 0,
             v: 0,
             checkpoints: None,
+            bits: 0,
             count: 0,
-            free: 0,
             // No leading/trailing-zero window yet.
             leading: 0xff,
             trailing: 0,
-            n_checkpoints: 0,
-            carried: false,
         }
     }
 
@@ -262,20 +347,23 @@ impl XorEncoder {
     pub(crate) fn carrying(last: Option<(i64, u64)>) -> XorEncoder {
         let mut e = XorEncoder::new();
         if let Some((t, v)) = last {
-            (e.t, e.v, e.carried) = (t, v, true);
+            // A `delta` marks the carried sample (see the field).
+            (e.t, e.v, e.delta) = (t, v, 1);
         }
         e
     }
 
     /// Timestamp and value bits of the newest sample, of this chunk or carried over.
     pub(crate) fn last(&self) -> Option<(i64, u64)> {
-        (self.count > 0 || self.carried).then_some((self.t, self.v))
+        (self.count > 0 || self.delta != 0).then_some((self.t, self.v))
     }
 
-    /// The checkpoints taken so far, oldest first.
+    /// The checkpoints taken so far, oldest first: one before sample
+    /// [`CHECKPOINT_EVERY`], one before twice that, and so on up to [`CHECKPOINTS`].
     pub(crate) fn checkpoints(&self) -> &[Checkpoint] {
+        let taken = usize::from(self.count.saturating_sub(1) / CHECKPOINT_EVERY);
         match &self.checkpoints {
-            Some(c) => &c[..self.n_checkpoints as usize],
+            Some(c) => &c[..taken.min(CHECKPOINTS)],
             None => &[],
         }
     }
@@ -301,12 +389,12 @@ impl XorEncoder {
 
     /// The encoded bytes so far (readable at any time).
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..(self.bits as usize).div_ceil(8)]
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.buf.capacity()
+        self.buf.len()
             + self
                 .checkpoints
                 .as_ref()
@@ -315,19 +403,23 @@ impl XorEncoder {
 
     /// The finished chunk, trimmed to size.
     pub(crate) fn finish(self) -> Box<[u8]> {
-        self.buf.into_boxed_slice()
+        let len = self.bytes().len();
+        if len == self.buf.len() {
+            return self.buf;
+        }
+        let mut v = Vec::from(self.buf);
+        v.truncate(len);
+        v.into_boxed_slice()
     }
 
     /// Appends a sample; the caller guarantees `t` is greater than the previous timestamp.
     pub(crate) fn append(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
-        if self.count > 0
-            && self.count % CHECKPOINT_EVERY == 0
-            && (self.n_checkpoints as usize) < CHECKPOINTS
-        {
+        let taken = self.count / CHECKPOINT_EVERY;
+        if self.count % CHECKPOINT_EVERY == 0 && (1..=CHECKPOINTS as u16).contains(&taken) {
             let checkpoints = self.checkpoints.get_or_insert_with(Box::default);
-            checkpoints[self.n_checkpoints as usize] = Checkpoint {
-                pos: (self.buf.len() * 8 - self.free as usize) as u32,
+            checkpoints[usize::from(taken) - 1] = Checkpoint {
+                pos: self.bits,
                 read: self.count,
                 leading: self.leading,
                 trailing: self.trailing,
@@ -335,11 +427,10 @@ impl XorEncoder {
                 delta: self.delta,
                 v: self.v,
             };
-            self.n_checkpoints += 1;
         }
-        let mut w = BitWriter {
+        let mut w = HeadWriter {
             buf: std::mem::take(&mut self.buf),
-            free: self.free,
+            pos: self.bits as usize,
         };
         match self.count {
             0 => {
@@ -374,13 +465,13 @@ impl XorEncoder {
                 self.delta = delta;
             }
         }
-        (self.buf, self.free) = (w.buf, w.free);
+        (self.buf, self.bits) = (w.buf, w.pos as u32);
         self.t = t;
         self.v = bits;
         self.count += 1;
     }
 
-    fn write_value(&mut self, w: &mut BitWriter, bits: u64) {
+    fn write_value(&mut self, w: &mut HeadWriter, bits: u64) {
         let xor = bits ^ self.v;
         if xor == 0 {
             w.write_bit(false);
@@ -611,6 +702,7 @@ impl Iterator for XorIter<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::CHUNK_SAMPLES;
     use super::*;
 
     fn round_trip(samples: &[(i64, f64)]) {
@@ -727,6 +819,23 @@ mod tests {
         let cp = e.checkpoint_before(mint).unwrap();
         assert_eq!(cp.read, 60);
         assert!(e.checkpoint_before(all[10].0).is_none());
+    }
+
+    /// The boxed buffer grows with spare zeros past the bits written: the chunk handed
+    /// over is the bytes written, no more, from an empty chunk or a presized one.
+    #[test]
+    fn a_finished_chunk_is_exactly_the_bytes_written() {
+        for capacity in [0, 3, 40, 4096] {
+            let mut e = XorEncoder::with_capacity(capacity);
+            let mut want = Vec::new();
+            for i in 0..CHUNK_SAMPLES as i64 {
+                e.append(i * 15_000 + i % 7, (i * i) as f64 / 3.0);
+                want = e.bytes().to_vec();
+                assert!(e.heap_bytes() >= want.len());
+            }
+            assert_eq!(*e.finish(), *want, "capacity {capacity}");
+        }
+        assert!(XorEncoder::new().finish().is_empty());
     }
 
     #[test]
