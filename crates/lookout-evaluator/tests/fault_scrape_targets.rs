@@ -1,5 +1,6 @@
 //! Hostile scrape targets against the embedded scraper on loopback: garbage, duplicate
-//! series, a series with a thousand labels and a body over `body_size_limit`. Each scrape
+//! series, a series with a thousand labels, a body over `body_size_limit` and one announced
+//! larger than the machine's memory. Each scrape
 //! fails or drops what it must (`up` 0, the error kept for `/api/v1/targets`), the matching
 //! counter goes up, nothing crashes, and the target recovers when it answers sensibly again.
 
@@ -164,5 +165,56 @@ async fn garbage_duplicates_label_floods_and_huge_bodies_are_bounded_and_counted
     // And it recovers.
     set(b"ok 1\n".to_vec());
     wait_up(&storage, 1.0).await;
+    manager.stop().await;
+}
+
+/// A target that announces a body of 2⁶¹ bytes (under a job's limit set as high as it goes)
+/// and sends five: the scraper's up-front allocation for the announced size is refused by
+/// the allocator, which must not abort the process; the scrape fails on the short body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_body_larger_than_memory_is_no_crash() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                            Content-Length: 2305843009213693952\r\n\r\nok 1\n";
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    let storage = Arc::new(Storage::new(StorageOptions::default()));
+    let mut registry = Registry::default();
+    let manager = ScrapeManager::new(storage.clone(), &mut registry, 0);
+    let cfgs: Vec<ScrapeConfig> = serde_yaml_ng::from_str(&format!(
+        "- job_name: huge\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  body_size_limit: 4000000TB\n  static_configs: [{{targets: ['{addr}']}}]\n"
+    ))
+    .unwrap();
+    manager
+        .apply(&cfgs, &ScrapeDefaults::default())
+        .await
+        .unwrap();
+    wait_up(&storage, 0.0).await;
+    let error = eventually(Duration::from_secs(20), || {
+        let m = &manager;
+        async move {
+            let e = m.targets().await[0].last_error.clone();
+            (!e.is_empty()).then_some(e)
+        }
+    })
+    .await;
+    assert!(error.is_some(), "the short body is the scrape's error");
+    assert!(last(&storage, "ok").is_none());
     manager.stop().await;
 }

@@ -596,7 +596,11 @@ async fn fetch(
         .content_length()
         .and_then(|len| usize::try_from(len).ok())
         .unwrap_or(size_hint);
-    let mut body: Vec<u8> = Vec::with_capacity(expected.min(limit));
+    let mut body: Vec<u8> = Vec::new();
+    // A reservation the allocator refuses (a job's limit set above the machine's memory,
+    // and a target announcing that much) is no error: the body then grows as it arrives,
+    // up to the limit.
+    let _ = body.try_reserve_exact(expected.min(limit));
     while let Some(chunk) = resp
         .chunk()
         .await
