@@ -69,21 +69,29 @@ async fn wait_up(storage: &Storage, want: f64) {
     assert_eq!(got, Some(want), "up never became {want}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_duplicates_label_floods_and_huge_bodies_are_bounded_and_counted() {
-    let body: Body = Arc::new(Mutex::new(b"ok 1\n".to_vec()));
-    let addr = start_target(body.clone()).await;
+/// A scrape manager over a memory-only storage, running one job that scrapes `addr` every
+/// 200 ms with the job settings `extra` (YAML lines at the job's indentation).
+async fn scrape_job(addr: &str, job: &str, extra: &str) -> (Arc<Storage>, Registry, ScrapeManager) {
     let storage = Arc::new(Storage::new(StorageOptions::default()));
     let mut registry = Registry::default();
     let manager = ScrapeManager::new(storage.clone(), &mut registry, 0);
     let cfgs: Vec<ScrapeConfig> = serde_yaml_ng::from_str(&format!(
-        "- job_name: hostile\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  label_limit: 30\n  body_size_limit: 1MB\n  static_configs: [{{targets: ['{addr}']}}]\n"
+        "- job_name: {job}\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  {extra}\n  static_configs: [{{targets: ['{addr}']}}]\n"
     ))
     .unwrap();
     manager
         .apply(&cfgs, &ScrapeDefaults::default())
         .await
         .unwrap();
+    (storage, registry, manager)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_duplicates_label_floods_and_huge_bodies_are_bounded_and_counted() {
+    let body: Body = Arc::new(Mutex::new(b"ok 1\n".to_vec()));
+    let addr = start_target(body.clone()).await;
+    let (storage, registry, manager) =
+        scrape_job(&addr, "hostile", "label_limit: 30\n  body_size_limit: 1MB").await;
     wait_up(&storage, 1.0).await;
     let set = |b: Vec<u8>| *body.lock().unwrap() = b;
 
@@ -194,17 +202,8 @@ async fn an_announced_body_larger_than_memory_is_no_crash() {
             });
         }
     });
-    let storage = Arc::new(Storage::new(StorageOptions::default()));
-    let mut registry = Registry::default();
-    let manager = ScrapeManager::new(storage.clone(), &mut registry, 0);
-    let cfgs: Vec<ScrapeConfig> = serde_yaml_ng::from_str(&format!(
-        "- job_name: huge\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  body_size_limit: 4000000TB\n  static_configs: [{{targets: ['{addr}']}}]\n"
-    ))
-    .unwrap();
-    manager
-        .apply(&cfgs, &ScrapeDefaults::default())
-        .await
-        .unwrap();
+    let (storage, _registry, manager) =
+        scrape_job(&addr.to_string(), "huge", "body_size_limit: 4000000TB").await;
     wait_up(&storage, 0.0).await;
     let error = eventually(Duration::from_secs(20), || {
         let m = &manager;
