@@ -27,6 +27,47 @@
 //!   previous leading/trailing-zero window when they fit, or `1`, 5 bits of leading zeros,
 //!   6 bits of meaningful-bit count (64 written as 0) and those bits.
 
+/// A sink of bits, most significant bit first: [`BitWriter`] over a growing `Vec` (block
+/// chunks), [`HeadWriter`] over the open head chunk's boxed buffer. Both write through
+/// [`or_bits`]; the varints are written the same way for both.
+pub(crate) trait WriteBits {
+    /// Writes the low `n` bits of `v` (n ≤ 64).
+    fn write_bits(&mut self, v: u64, n: u8);
+
+    fn write_bit(&mut self, bit: bool) {
+        self.write_bits(bit as u64, 1);
+    }
+
+    /// A varint as Go's `binary.PutUvarint` writes it, a byte (8 bits) per 7 bits of `v`.
+    fn write_uvarint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.write_bits((v & 0x7f) | 0x80, 8);
+            v >>= 7;
+        }
+        self.write_bits(v, 8);
+    }
+
+    /// A zig-zag varint, as Go's `binary.PutVarint`.
+    fn write_varint(&mut self, v: i64) {
+        self.write_uvarint(((v << 1) ^ (v >> 63)) as u64);
+    }
+}
+
+/// ORs the low `n` bits of `v` (n ≤ 64) into `buf` at bit `pos`, most significant first, a
+/// byte at a time; `buf` holds at least `(pos + n).div_ceil(8)` bytes, and its bits from
+/// `pos` on are zeros.
+fn or_bits(buf: &mut [u8], mut pos: usize, v: u64, mut n: u8) {
+    while n > 0 {
+        let free = 8 - (pos % 8) as u8;
+        let take = n.min(free);
+        // The `take` bits of v just below bit n.
+        let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+        buf[pos / 8] |= chunk << (free - take);
+        pos += usize::from(take);
+        n -= take;
+    }
+}
+
 /// Appends bits to a byte buffer, most significant bit first.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BitWriter {
@@ -52,42 +93,15 @@ impl BitWriter {
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
+}
 
-    pub(crate) fn write_bit(&mut self, bit: bool) {
-        self.write_bits(bit as u64, 1);
-    }
-
-    /// Writes the low `n` bits of `v` (n ≤ 64).
-    pub(crate) fn write_bits(&mut self, v: u64, mut n: u8) {
-        while n > 0 {
-            if self.free == 0 {
-                self.buf.push(0);
-                self.free = 8;
-            }
-            let take = n.min(self.free);
-            // The `take` bits of v just below bit n.
-            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            let last = self.buf.len() - 1;
-            self.buf[last] |= chunk << (self.free - take);
-            self.free -= take;
-            n -= take;
-        }
-    }
-
-    pub(crate) fn write_uvarint(&mut self, mut v: u64) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.write_bits(byte as u64, 8);
-                return;
-            }
-            self.write_bits((byte | 0x80) as u64, 8);
-        }
-    }
-
-    pub(crate) fn write_varint(&mut self, v: i64) {
-        self.write_uvarint(((v << 1) ^ (v >> 63)) as u64);
+impl WriteBits for BitWriter {
+    fn write_bits(&mut self, v: u64, n: u8) {
+        let pos = self.buf.len() * 8 - usize::from(self.free);
+        let end = pos + usize::from(n);
+        self.buf.resize(end.div_ceil(8), 0);
+        or_bits(&mut self.buf, pos, v, n);
+        self.free = (self.buf.len() * 8 - end) as u8;
     }
 }
 
@@ -250,12 +264,7 @@ struct HeadWriter {
     pos: usize,
 }
 
-impl HeadWriter {
-    fn write_bit(&mut self, bit: bool) {
-        self.write_bits(bit as u64, 1);
-    }
-
-    /// Writes the low `n` bits of `v` (n ≤ 64).
+impl WriteBits for HeadWriter {
     #[inline]
     fn write_bits(&mut self, v: u64, n: u8) {
         let end = self.pos + usize::from(n);
@@ -274,23 +283,13 @@ impl HeadWriter {
             self.pos = end;
             return;
         }
-        self.write_bytewise(v, n);
+        // Within the last 8 bytes of the buffer, or 64 bits not aligned to a byte.
+        or_bits(&mut self.buf, self.pos, v, n);
+        self.pos = end;
     }
+}
 
-    /// [`HeadWriter::write_bits`] a byte at a time, within the last 8 bytes of the buffer
-    /// or for 64 bits not aligned to a byte.
-    fn write_bytewise(&mut self, v: u64, mut n: u8) {
-        while n > 0 {
-            let free = 8 - (self.pos % 8) as u8;
-            let take = n.min(free);
-            // The `take` bits of v just below bit n.
-            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            self.buf[self.pos / 8] |= chunk << (free - take);
-            self.pos += usize::from(take);
-            n -= take;
-        }
-    }
-
+impl HeadWriter {
     /// Makes room for at least `bytes` bytes: a quarter more than held and at least 16
     /// more (a chunk reallocates a few times, not once a sample), rounded up so that the
     /// request and glibc malloc's 8-byte header fill a multiple of 16 bytes (the bytes it
@@ -305,16 +304,6 @@ impl HeadWriter {
         // Zeros up to the capacity, which `into_boxed_slice` then keeps without copying.
         v.resize(v.capacity(), 0);
         self.buf = v.into_boxed_slice();
-    }
-
-    /// As [`BitWriter::write_varint`].
-    fn write_varint(&mut self, v: i64) {
-        let mut u = ((v << 1) ^ (v >> 63)) as u64;
-        while u >= 0x80 {
-            self.write_bits((u & 0x7f) | 0x80, 8);
-            u >>= 7;
-        }
-        self.write_bits(u, 8);
     }
 }
 
@@ -725,6 +714,40 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
+        }
+    }
+
+    /// Both writers give the same bytes for any mix of widths, varints and alignments,
+    /// across the open chunk's growth and its word-at-a-time path's last 8 bytes.
+    #[test]
+    fn head_and_block_writers_write_the_same_bytes() {
+        let mut rng = Rng(0x51ed_2701_d3a5_b4c9);
+        for _ in 0..200 {
+            let mut block = BitWriter::default();
+            let mut head = HeadWriter {
+                buf: Box::default(),
+                pos: 0,
+            };
+            for _ in 0..(rng.next() % 300) {
+                let v = rng.next();
+                match rng.next() % 4 {
+                    0 => {
+                        block.write_varint(v as i64 >> (v % 64));
+                        head.write_varint(v as i64 >> (v % 64));
+                    }
+                    1 => {
+                        block.write_bit(v & 1 == 1);
+                        head.write_bit(v & 1 == 1);
+                    }
+                    _ => {
+                        let n = (rng.next() % 65) as u8;
+                        block.write_bits(v, n);
+                        head.write_bits(v, n);
+                    }
+                }
+                assert_eq!(block.bytes(), &head.buf[..head.pos.div_ceil(8)]);
+                assert!(head.buf[head.pos.div_ceil(8)..].iter().all(|&b| b == 0));
+            }
         }
     }
 

@@ -39,7 +39,7 @@
 use std::sync::Arc;
 
 use crate::histogram::{Bucket, CounterResetHint, FloatHistogram, HPoint};
-use crate::storage::xor::{BitReader, BitWriter, sign_extend};
+use crate::storage::xor::{BitReader, BitWriter, WriteBits, sign_extend};
 use crate::storage::{STALE_NAN_BITS, Sample};
 
 use super::promxor::{read_value, write_value};

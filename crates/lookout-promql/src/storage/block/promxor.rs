@@ -10,7 +10,7 @@
 //! are re-encoded when a block is written.
 
 use crate::storage::Sample;
-use crate::storage::xor::{BitReader, BitWriter, dod_bits};
+use crate::storage::xor::{BitReader, BitWriter, WriteBits, dod_bits};
 
 /// Prometheus's number for the XOR encoding.
 pub(crate) const ENCODING_XOR: u8 = 1;
