@@ -197,8 +197,9 @@ def run(args):
     # head's series turn over (with a block range of minutes) shows there, not from the start.
     mid = start + (end - start) / 2
     print("| program | RSS, mean of first minute | RSS, mean of the minute at half-way | RSS, mean of last minute"
-          " | change over the second half | peak RSS (VmHWM) | CPU % of a core over the churn |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          " | change over the second half | trend over the second half, per 10 min | peak RSS (VmHWM)"
+          " | CPU % of a core over the churn |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = {}
     for name, pid, _ in progs:
         own = [s for s in samples if s[1] == name]
@@ -206,10 +207,11 @@ def run(args):
         f_mean, h_mean, l_mean = window(start, start + 60), window(mid - 30, mid + 30), window(end - 60, end + 1)
         hwm = m.status_kib(pid, "VmHWM") / 1024
         cpu = (own[-1][3] - own[0][3]) / (own[-1][0] - own[0][0]) * 100
+        trend = slope([(s[0], s[2] / 1024) for s in own if s[0] >= mid]) * 600
         rows[name] = [f_mean, h_mean, l_mean, hwm, cpu]
         print(f"| {name} | {f_mean:.1f} MiB | {h_mean:.1f} MiB | {l_mean:.1f} MiB "
-              f"| {100 * (l_mean - h_mean) / h_mean:+.1f} % | {hwm:.1f} MiB | {cpu:.1f} % |")
-    ratio_row("evaluator / prometheus", rows, [1, 1, 1, 0, 1, 1])
+              f"| {100 * (l_mean - h_mean) / h_mean:+.1f} % | {trend:+.1f} MiB | {hwm:.1f} MiB | {cpu:.1f} % |")
+    ratio_row("evaluator / prometheus", rows, [1, 1, 1, 0, 0, 1, 1])
     print()
     print("RSS over time (MiB, every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
@@ -219,13 +221,26 @@ def run(args):
     print("head series / blocks loaded / file-backed RSS MiB over time (every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{h}/{b}/{f}" for h, b, f, *_ in [x[1:] for x in tsdb if x[0] == name][::6])
         for name, _, _ in progs[1:]))
-    # The head's peak before each cut: the last sample (every 5 s) before blocks loaded rises.
+    # The head's peak before each cut: the last sample (every 5 s) before blocks loaded rises
+    # or, once retention drops a block for each one written, before the head's series fall
+    # (they only fall at a cut: a removed target's series stay in the head until then).
     # At equal head series, a rise from cut to cut is memory the process keeps.
     for name, _, _ in progs[1:]:
-        own = [x for x in tsdb if x[0] == name and x[2] != "?"]
-        cuts = [a for a, b in zip(own, own[1:]) if float(b[2]) > float(a[2])]
+        own = [x for x in tsdb if x[0] == name and "?" not in x[1:3]]
+        cuts = [a for a, b in zip(own, own[1:])
+                if float(b[2]) > float(a[2]) or float(b[1]) < float(a[1]) * 0.98]
         print(f"{name}: just before each cut, RSS / anonymous RSS MiB (head series): " + "; ".join(
             f"{rss_at(samples, name, c[4]):.1f} / {c[5]:.1f} ({c[1]})" for c in cuts), flush=True)
+
+
+def slope(points):
+    """Least-squares slope of (t, y) points, y per second (0 with fewer than two)."""
+    if len(points) < 2:
+        return 0.0
+    mt = statistics.mean(t for t, _ in points)
+    my = statistics.mean(y for _, y in points)
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (y - my) for t, y in points) / var if var else 0.0
 
 
 def rss_at(samples, name, t):
