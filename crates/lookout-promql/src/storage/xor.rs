@@ -717,8 +717,27 @@ mod tests {
         }
     }
 
-    /// Both writers give the same bytes for any mix of widths, varints and alignments,
-    /// across the open chunk's growth and its word-at-a-time path's last 8 bytes.
+    /// A reference bit sink: one `bool` a bit, packed most significant first on demand.
+    #[derive(Default)]
+    struct BitList(Vec<bool>);
+    impl WriteBits for BitList {
+        fn write_bits(&mut self, v: u64, n: u8) {
+            self.0.extend((0..n).rev().map(|i| (v >> i) & 1 == 1));
+        }
+    }
+    impl BitList {
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = vec![0u8; self.0.len().div_ceil(8)];
+            for (i, &bit) in self.0.iter().enumerate() {
+                out[i / 8] |= u8::from(bit) << (7 - i % 8);
+            }
+            out
+        }
+    }
+
+    /// Both writers give the bytes of a plain list of bits for any mix of widths, varints
+    /// and alignments, across the open chunk's growth and its word-at-a-time path's last
+    /// 8 bytes.
     #[test]
     fn head_and_block_writers_write_the_same_bytes() {
         let mut rng = Rng(0x51ed_2701_d3a5_b4c9);
@@ -728,24 +747,29 @@ mod tests {
                 buf: Box::default(),
                 pos: 0,
             };
+            let mut list = BitList::default();
             for _ in 0..(rng.next() % 300) {
                 let v = rng.next();
                 match rng.next() % 4 {
                     0 => {
                         block.write_varint(v as i64 >> (v % 64));
                         head.write_varint(v as i64 >> (v % 64));
+                        list.write_varint(v as i64 >> (v % 64));
                     }
                     1 => {
                         block.write_bit(v & 1 == 1);
                         head.write_bit(v & 1 == 1);
+                        list.write_bit(v & 1 == 1);
                     }
                     _ => {
                         let n = (rng.next() % 65) as u8;
                         block.write_bits(v, n);
                         head.write_bits(v, n);
+                        list.write_bits(v, n);
                     }
                 }
-                assert_eq!(block.bytes(), &head.buf[..head.pos.div_ceil(8)]);
+                assert_eq!(block.bytes(), list.bytes());
+                assert_eq!(&head.buf[..head.pos.div_ceil(8)], list.bytes());
                 assert!(head.buf[head.pos.div_ceil(8)..].iter().all(|&b| b == 0));
             }
         }
