@@ -129,7 +129,9 @@ def run(args):
     gen_of = {i: 0 for i in ids}
     step = int(targets * fraction)
     samples = []  # (t, name, rss_kib, cpu_s)
-    tsdb = []  # (name, head series, blocks loaded, file-backed MiB, t, anonymous MiB), every 5 s
+    # (name, head series, blocks loaded, file-backed MiB, t, anonymous MiB, glibc held bytes,
+    # glibc free bytes), every 5 s; '?' where the program does not publish the gauge.
+    tsdb = []
     stop = threading.Event()
 
     def sampler():
@@ -139,10 +141,10 @@ def run(args):
             for name, pid, _ in progs:
                 samples.append((t, name, m.status_kib(pid, "VmRSS"), m.cpu_seconds(pid)))
             for name, pid, url in progs[1:]:
-                tsdb.append((name, tsdb_gauge(url, "prometheus_tsdb_head_series"),
-                             tsdb_gauge(url, "prometheus_tsdb_blocks_loaded"),
-                             m.status_kib(pid, "RssFile") // 1024, t,
-                             m.status_kib(pid, "RssAnon") / 1024))
+                g = gauges(url, ("prometheus_tsdb_head_series", "prometheus_tsdb_blocks_loaded",
+                                 "lookout_allocator_held_bytes", "lookout_allocator_free_bytes"))
+                tsdb.append((name, g[0], g[1], m.status_kib(pid, "RssFile") // 1024, t,
+                             m.status_kib(pid, "RssAnon") / 1024, g[2], g[3]))
             n += 1
             stop.wait(5)
 
@@ -229,8 +231,10 @@ def run(args):
         own = [x for x in tsdb if x[0] == name and "?" not in x[1:3]]
         cuts = [a for a, b in zip(own, own[1:])
                 if float(b[2]) > float(a[2]) or float(b[1]) < float(a[1]) * 0.98]
-        print(f"{name}: just before each cut, RSS / anonymous RSS MiB (head series): " + "; ".join(
-            f"{rss_at(samples, name, c[4]):.1f} / {c[5]:.1f} ({c[1]})" for c in cuts), flush=True)
+        print(f"{name}: just before each cut, RSS / anonymous RSS MiB (head series)"
+              " [glibc held / free MB]: " + "; ".join(
+                  f"{rss_at(samples, name, c[4]):.1f} / {c[5]:.1f} ({c[1]}) [{mb(c[6])} / {mb(c[7])}]"
+                  for c in cuts), flush=True)
 
 
 def slope(points):
@@ -248,15 +252,21 @@ def rss_at(samples, name, t):
     return next((s[2] / 1024 for s in samples if s[1] == name and s[0] == t), 0.0)
 
 
-def tsdb_gauge(url, metric):
-    """The value of `metric` on the program's own /metrics, '?' when it cannot be read."""
+def gauges(url, metrics):
+    """The values of `metrics` on the program's own /metrics, read once; '?' for each that
+    cannot be read."""
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
-        return "?"
-    found = re.search(rf"^{metric} (\S+)$", text, re.M)
-    return f"{float(found.group(1)):.0f}" if found else "?"
+        return ["?"] * len(metrics)
+    found = [re.search(rf"^{metric} (\S+)$", text, re.M) for metric in metrics]
+    return [f"{float(f.group(1)):.0f}" if f else "?" for f in found]
+
+
+def mb(value):
+    """Bytes as decimal MB with one decimal, '?' kept."""
+    return value if value == "?" else f"{int(value) / 1e6:.1f}"
 
 
 def med(values):
