@@ -7,6 +7,7 @@ pub mod engine;
 pub mod gofmt;
 pub mod histogram;
 pub mod labels;
+pub mod parallel;
 pub mod promqltest;
 pub mod protowire;
 pub mod re2;
