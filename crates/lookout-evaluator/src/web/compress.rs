@@ -84,26 +84,16 @@ const PIECE: usize = 512 * 1024;
 /// hundred bytes per piece. Prometheus compresses on one goroutine; the largest range
 /// answers spend most of their time here (BENCHMARKS.md, queries on persisted blocks).
 fn gzip_in_pieces(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = cores.min(body.len() / PIECE).max(1);
+    let threads = lookout_promql::parallel::cores()
+        .min(body.len() / PIECE)
+        .max(1);
     // Pieces of equal size, rounded up to a whole PIECE so none is tiny.
     let size = body.len().div_ceil(threads).div_ceil(PIECE) * PIECE;
     let pieces: Vec<&[u8]> = body.chunks(size).collect();
     let last = pieces.len() - 1;
-    let compressed: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pieces
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, piece)| scope.spawn(move || deflate_piece(piece, i == last)))
-            .collect();
-        let mut out = vec![deflate_piece(pieces[0], last == 0)];
-        out.extend(handles.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("compressing thread panicked")))
-        }));
-        out
-    });
+    let numbered: Vec<(usize, &[u8])> = pieces.into_iter().enumerate().collect();
+    let compressed =
+        lookout_promql::parallel::map(numbered, |(i, piece)| deflate_piece(piece, i == last));
     let mut crc = flate2::Crc::new();
     crc.update(body);
     let mut out = Vec::with_capacity(body.len() / 8 + 64);

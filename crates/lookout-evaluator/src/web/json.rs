@@ -24,14 +24,33 @@ use lookout_promql::histogram::FloatHistogram;
 
 /// `{"status":"success","data":<v>}` for a query result.
 pub fn success_value(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(estimate(v) + 64);
-    out.extend_from_slice(br#"{"status":"success","data":{"resultType":""#);
-    out.extend_from_slice(v.type_name().as_bytes());
-    out.extend_from_slice(br#"","result":"#);
-    match v {
-        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
-        Value::String { t, s } => write_timed(&mut out, *t, |out| write_string(out, s)),
-        Value::Vector(vec) => write_array(&mut out, vec, |out, s| {
+    success_value_in(v, 0)
+}
+
+/// Answers estimated at this size or more are encoded a share of their series per core
+/// (see [`write_series_list`]); below it a thread's start costs more than it saves.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// [`success_value`] with the series split into `pieces` (0: one per core, for answers of
+/// [`PARALLEL_BYTES`] or more).
+fn success_value_in(v: &Value, pieces: usize) -> Vec<u8> {
+    let size = estimate(v) + 64;
+    let mut head = Vec::with_capacity(96);
+    head.extend_from_slice(br#"{"status":"success","data":{"resultType":""#);
+    head.extend_from_slice(v.type_name().as_bytes());
+    head.extend_from_slice(br#"","result":"#);
+    let mut out = match v {
+        Value::Scalar { t, v } => {
+            let mut out = head;
+            write_point(&mut out, *t, *v);
+            out
+        }
+        Value::String { t, s } => {
+            let mut out = head;
+            write_timed(&mut out, *t, |out| write_string(out, s));
+            out
+        }
+        Value::Vector(vec) => write_series_list(head, size, vec, pieces, |out, _, s| {
             out.extend_from_slice(br#"{"metric":"#);
             write_labels(out, &s.metric);
             match &s.h {
@@ -46,13 +65,19 @@ pub fn success_value(v: &Value) -> Vec<u8> {
             }
             out.push(b'}');
         }),
-        Value::Matrix(m) => write_array(&mut out, m, |out, s| {
+        Value::Matrix(m) => write_series_list(head, size, m, pieces, |out, stamps, s| {
             out.extend_from_slice(br#"{"metric":"#);
             write_labels(out, &s.metric);
             // As Prometheus: a series without float points has no `values` field.
             if !s.floats.is_empty() {
                 out.extend_from_slice(br#","values":"#);
-                write_array(out, &s.floats, |out, p| write_point(out, p.t, p.f));
+                write_array(out, &s.floats, |out, p| {
+                    out.push(b'[');
+                    stamps.write(out, p.t);
+                    out.extend_from_slice(b",\"");
+                    write_float(out, p.f);
+                    out.extend_from_slice(b"\"]");
+                });
             }
             if !s.histograms.is_empty() {
                 out.extend_from_slice(br#","histograms":"#);
@@ -62,9 +87,102 @@ pub fn success_value(v: &Value) -> Vec<u8> {
             }
             out.push(b'}');
         }),
-    }
+    };
     out.extend_from_slice(b"}}");
     out
+}
+
+/// `head` followed by `[item,item,...]`, in a buffer of about `size` bytes. A large answer
+/// (`size` of [`PARALLEL_BYTES`] or more, or any when `pieces` is set) is encoded in
+/// contiguous shares of its items, one per core: the first share straight after `head` in
+/// the buffer that becomes the answer, the others in buffers of their own appended to it,
+/// so the bytes are the same as from one pass.
+fn write_series_list<T: Sync>(
+    head: Vec<u8>,
+    size: usize,
+    items: &[T],
+    pieces: usize,
+    each: impl Fn(&mut Vec<u8>, &mut Stamps, &T) + Sync,
+) -> Vec<u8> {
+    let shares = if pieces > 0 {
+        lookout_promql::parallel::split(items.len(), 1, pieces)
+    } else if size >= PARALLEL_BYTES {
+        lookout_promql::parallel::split(items.len(), 64, 0)
+    } else {
+        lookout_promql::parallel::split(items.len(), items.len().max(1), 1)
+    };
+    let per_share = size / shares.len().max(1);
+    let head = &head;
+    let mut encoded = lookout_promql::parallel::map(shares, |range| {
+        let first = range.start == 0;
+        let mut out = if first {
+            let mut out = Vec::with_capacity(size + head.len());
+            out.extend_from_slice(head);
+            out.push(b'[');
+            out
+        } else {
+            Vec::with_capacity(per_share)
+        };
+        let mut stamps = Stamps::default();
+        for (i, item) in items[range].iter().enumerate() {
+            if i > 0 || !first {
+                out.push(b',');
+            }
+            each(&mut out, &mut stamps, item);
+        }
+        out
+    })
+    .into_iter();
+    let mut out = encoded.next().unwrap_or_else(|| {
+        let mut out = head.clone();
+        out.push(b'[');
+        out
+    });
+    for share in encoded {
+        out.extend_from_slice(&share);
+    }
+    out.push(b']');
+    out
+}
+
+/// Timestamps as [`write_timestamp`] writes them, remembered: the points of a range
+/// query's series all fall on the same steps, so each step's text is made once per share
+/// of the answer instead of once per point. Direct-mapped, 64 entries.
+struct Stamps {
+    keys: [i64; 64],
+    lens: [u8; 64],
+    text: [[u8; 24]; 64],
+}
+
+impl Default for Stamps {
+    fn default() -> Self {
+        // No timestamp maps to slot 0 with key i64::MIN except i64::MIN itself, which
+        // `write` checks by length (0: empty slot).
+        Stamps {
+            keys: [i64::MIN; 64],
+            lens: [0; 64],
+            text: [[0; 24]; 64],
+        }
+    }
+}
+
+impl Stamps {
+    fn write(&mut self, out: &mut Vec<u8>, t_ms: i64) {
+        let slot = ((t_ms as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+        let len = usize::from(self.lens[slot]);
+        if len > 0 && self.keys[slot] == t_ms {
+            out.extend_from_slice(&self.text[slot][..len]);
+            return;
+        }
+        let at = out.len();
+        write_timestamp(out, t_ms);
+        let written = &out[at..];
+        if written.len() <= 24 {
+            self.text[slot][..written.len()].copy_from_slice(written);
+            self.lens[slot] = written.len() as u8;
+            self.keys[slot] = t_ms;
+        }
+    }
 }
 
 /// A guess at the encoded size, so that the buffer rarely grows: about 30 bytes a point
@@ -581,5 +699,73 @@ mod tests {
                 r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"__name__":"h"}},"histogram":[5,{hist}]}},{{"metric":{{"__name__":"f"}},"value":[5,"7"]}}]}}}}"#
             )
         );
+    }
+
+    /// A large answer encoded in shares on several threads, and with remembered
+    /// timestamps, is byte for byte what one pass writing every point gives.
+    #[test]
+    fn answers_in_shares_are_the_bytes_of_one_pass() {
+        let h = histogram("schema:0 count:3 sum:2 buckets:[3]");
+        let mut m = Vec::new();
+        for i in 0..300i64 {
+            let mut s = lookout_promql::engine::value::Series::default();
+            s.metric = Labels::new([("__name__", "x"), ("i", &i.to_string())]);
+            // Steps shared by every series, some series off the grid, negative and
+            // sub-second times, more distinct times than remembered slots.
+            s.floats = (0..(i % 90))
+                .map(|k| FPoint {
+                    t: if i % 7 == 0 {
+                        -5_000 + k * 333 + i
+                    } else {
+                        1_000_000 + k * 15_000
+                    },
+                    f: (i * k) as f64 / 7.0,
+                })
+                .collect();
+            if i % 11 == 0 {
+                s.histograms = vec![lookout_promql::engine::value::HPoint {
+                    t: 4_000 + i,
+                    h: h.clone(),
+                }];
+            }
+            m.push(s);
+        }
+        // What one pass writing every point with `write_point` gives.
+        let mut want = br#"{"status":"success","data":{"resultType":"matrix","result":"#.to_vec();
+        write_array(&mut want, &m, |out, s| {
+            out.extend_from_slice(br#"{"metric":"#);
+            write_labels(out, &s.metric);
+            if !s.floats.is_empty() {
+                out.extend_from_slice(br#","values":"#);
+                write_array(out, &s.floats, |out, p| write_point(out, p.t, p.f));
+            }
+            if !s.histograms.is_empty() {
+                out.extend_from_slice(br#","histograms":"#);
+                write_array(out, &s.histograms, |out, p| {
+                    write_histogram_point(out, p.t, &p.h)
+                });
+            }
+            out.push(b'}');
+        });
+        want.extend_from_slice(b"}}");
+        let v = Value::Matrix(m);
+        for pieces in [1, 2, 3, 8, 1000] {
+            assert!(success_value_in(&v, pieces) == want, "{pieces} pieces");
+        }
+        assert!(success_value(&v) == want);
+        for (n, pieces) in [(0, 2), (1, 2), (2, 2), (5, 3)] {
+            let st = lookout_promql::storage::Storage::new(Default::default());
+            for i in 0..n {
+                st.append(
+                    &Labels::new([("__name__", "x"), ("i", &i.to_string())]),
+                    1_000,
+                    1.5,
+                )
+                .unwrap();
+            }
+            let engine = lookout_promql::engine::Engine::new(Default::default());
+            let v = engine.instant_query(&st, "x", 1_000).unwrap();
+            assert_eq!(success_value_in(&v, pieces), success_value_in(&v, 1), "{n}");
+        }
     }
 }
