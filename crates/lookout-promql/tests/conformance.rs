@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use lookout_promql::promqltest::{Status, run_file};
+use lookout_promql::engine::EngineOptions;
+use lookout_promql::promqltest::{Status, harness_engine_options, run_file_with};
 
 /// The scripts: `../shared/conformance/promqltest` beside the checkout when present, else
 /// the copy in `testdata/`.
@@ -21,6 +22,21 @@ fn script_dir() -> PathBuf {
 
 #[test]
 fn prometheus_test_scripts() {
+    run_scripts(harness_engine_options());
+}
+
+/// The scripts again with every range function's series split across three threads
+/// (two or more series suffice; on the shipped defaults only about 20,000 windows do):
+/// the same evals pass and fail.
+#[test]
+fn prometheus_test_scripts_with_series_split_across_threads() {
+    run_scripts(EngineOptions {
+        split_series: Some(3),
+        ..harness_engine_options()
+    });
+}
+
+fn run_scripts(opts: EngineOptions) {
     let dir = script_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("script directory")
@@ -51,7 +67,7 @@ fn prometheus_test_scripts() {
             .and_then(|n| n.to_str())
             .unwrap_or("?")
             .to_string();
-        let report = run_file(f).expect("script runs");
+        let report = run_file_with(f, opts.clone()).expect("script runs");
         assert!(report.errors.is_empty(), "{name}: {:?}", report.errors);
         let (mut p, mut fl, mut s) = (0, 0, 0);
         for e in &report.evals {

@@ -104,6 +104,15 @@ impl Stop {
         }
     }
 
+    /// The same deadline and flag for another thread working on the same query.
+    pub(crate) fn fork(&self) -> Stop {
+        Stop {
+            deadline: self.deadline,
+            cancelled: self.cancelled.clone(),
+            polls: Cell::new(0),
+        }
+    }
+
     /// Fails once the query is cancelled or past its deadline. Cheap enough for inner
     /// loops: an atomic load, and a clock read every [`CLOCK_EVERY`] calls.
     pub(crate) fn check(&self) -> Result<(), QueryError> {

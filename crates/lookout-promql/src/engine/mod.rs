@@ -90,6 +90,11 @@ pub struct EngineOptions {
     /// Whether windows are left-open (Prometheus 3, the default) or left-closed
     /// (Prometheus 2); see the [`windows`] module.
     pub windows: WindowSemantics,
+    /// How a range function's work over many series is split across threads: `None`
+    /// splits work large enough to gain from it (about 20,000 windows a share) into one
+    /// share per core; `Some(n)` splits any work over two or more series into up to `n`
+    /// shares (`Some(1)`: never), so that tests can check split evaluation on small data.
+    pub split_series: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -103,6 +108,7 @@ impl Default for EngineOptions {
             timeout: Some(Duration::from_secs(120)),
             max_depth: depth::DEFAULT_MAX_DEPTH,
             windows: WindowSemantics::Prometheus3,
+            split_series: None,
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::labels::Labels;
 use crate::storage::is_stale;
 
 /// Range functions with one argument whose value depends on the window's points only.
-const STEP_FUNCTIONS: &[&str] = &[
+pub(super) const STEP_FUNCTIONS: &[&str] = &[
     "rate",
     "increase",
     "delta",
@@ -446,79 +446,106 @@ impl Evaluator<'_> {
         } else {
             ((self.end - self.start) / self.step + 1) as usize
         };
-        let mut sv = StepValues {
-            labels: data.iter().map(|sd| sd.labels.clone()).collect(),
-            drop_name: !matches!(name, "last_over_time" | "first_over_time"),
-            start: self.start,
-            step: self.step,
-            series: Vec::new(),
-            by_series: false,
-            per_step: vec![0; n_steps],
-            rows: OnceCell::new(),
-            annotations: Vec::with_capacity(n_steps),
-            warnings: Vec::with_capacity(n_steps),
-            anchor: anchor_of(ms),
-            error: None,
-        };
+        let labels: Vec<Labels> = data.iter().map(|sd| sd.labels.clone()).collect();
         // This call is the selector's only user: take its data out of the cache, so each
         // series' samples can be turned into points in place.
         self.cache
             .borrow_mut()
             .remove(&(&ms.vs as *const VectorSelector as usize));
         let data = Rc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone());
-        let n_series = data.len();
         // Each series slides its window across all steps in one pass (series by series:
         // its points are made and then read while they are in cache); what the
         // step-by-step evaluation would raise at a step (annotations, too many samples,
         // errors) is recorded per step and replayed in the same order.
         let (times, mut error) = self.step_times(&ms.vs, n_steps);
-        sv.per_step.truncate(times.len());
         // By series: one series' values, copied out at their exact size when the series is
         // done. By step: every step's row.
-        sv.by_series = by_series && times.len() > 1;
-        if sv.by_series {
-            sv.series.reserve(n_series);
-        }
-        let mut sw = Sweep::new(name, dur_ms(&ms.range), times, n_series, sv.by_series);
-        for (i, sd) in data.into_iter().enumerate() {
-            // A stopped query fails at every step: no values are read.
-            self.poll()?;
-            let (pts, st_all) = series_points(sd);
-            self.slide(i, &pts, st_all.as_deref(), &mut sv, &mut sw);
-            if sv.by_series {
-                sv.series.push(sw.values.as_slice().to_vec());
-                sw.values.clear();
-            }
-        }
+        let sweep = Sweep {
+            name,
+            range: dur_ms(&ms.range),
+            counter_check: matches!(name, "rate" | "increase"),
+            by_series: by_series && times.len() > 1,
+            windows: self.opts.windows,
+            labels: &labels,
+            times,
+        };
+        let tally = self.sweep_shares(&sweep, data)?;
+        let Sweep {
+            times, by_series, ..
+        } = sweep;
         // The first failing step: too many samples there wins over a function error, as
         // the window is read before the function runs.
-        if let Some(k) = sw.totals.iter().position(|&n| n > self.opts.max_samples)
+        if let Some(k) = tally.totals.iter().position(|&n| n > self.opts.max_samples)
             && error.as_ref().is_none_or(|(at, _)| k < *at)
         {
             let e = QueryError::TooManySamples(format!("selector {}", ms.vs));
             error = Some((k, e));
         }
-        if let Some((k, e)) = sw.kernel_error.take()
+        if let Some((k, e)) = tally.kernel_error
             && error.as_ref().is_none_or(|(at, _)| k < *at)
         {
             error = Some((k, e));
         }
-        if !sv.by_series {
-            sv.rows = OnceCell::from(std::mem::take(&mut sw.rows));
-        }
-        let done = error.as_ref().map_or(sw.times.len(), |(at, _)| *at);
-        if done < sv.per_step.len() {
-            sv.truncate_steps(done);
-        }
-        sw.warns.truncate(done);
-        sv.annotations = if sw.counter_check {
-            counter_infos(&sv.labels, &sw.first_value, done)
+        let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
+        let mut warnings = tally.warns;
+        warnings.truncate(done);
+        let annotations = if matches!(name, "rate" | "increase") {
+            counter_infos(&labels, &tally.first_value, done)
         } else {
             (0..done).map(|_| Vec::new()).collect()
         };
-        sv.warnings = sw.warns;
-        sv.error = error;
+        let mut sv = StepValues {
+            labels,
+            drop_name: !matches!(name, "last_over_time" | "first_over_time"),
+            start: self.start,
+            step: self.step,
+            series: tally.series,
+            by_series,
+            per_step: tally.per_step,
+            rows: if by_series {
+                OnceCell::new()
+            } else {
+                OnceCell::from(tally.rows)
+            },
+            annotations,
+            warnings,
+            anchor: anchor_of(ms),
+            error,
+        };
+        if done < sv.per_step.len() {
+            sv.truncate_steps(done);
+        }
         Ok(sv)
+    }
+
+    /// Slides the windows of every series of `data` in contiguous shares, one per core
+    /// when there is enough work ([`EngineOptions::split_series`](super::EngineOptions)),
+    /// and joins the shares' tallies in series order: the same tally one pass gives.
+    fn sweep_shares(&self, sweep: &Sweep<'_>, data: Vec<SeriesData>) -> Result<Tally, QueryError> {
+        let n_steps = sweep.times.len();
+        let shares = match self.opts.split_series {
+            // A share is worth a thread from about 20,000 windows on.
+            None => crate::parallel::split(data.len(), (20_000 / n_steps.max(1)).max(64), 0),
+            Some(n) => crate::parallel::split(data.len(), 1, n.max(1)),
+        };
+        let mut rest = data;
+        let mut pieces = Vec::with_capacity(shares.len());
+        for r in shares.iter().rev() {
+            pieces.push((r.start, rest.split_off(r.start), self.stop().fork()));
+        }
+        pieces.reverse();
+        let mut tallies = crate::parallel::map(pieces, |(offset, part, stop)| {
+            sweep.run(offset, part, &stop)
+        })
+        .into_iter();
+        let mut tally = match tallies.next() {
+            Some(t) => t?,
+            None => Tally::new(n_steps, sweep.by_series),
+        };
+        for later in tallies {
+            tally.join(later?);
+        }
+        Ok(tally)
     }
 
     /// Each step's time and the time its window ends (`@` and `offset` applied), up to
@@ -537,89 +564,6 @@ impl Evaluator<'_> {
             }
         }
         (times, None)
-    }
-
-    /// Slides series `i`'s window (its points `pts`, their start timestamps `st_all`)
-    /// across every step, recording its values and what each step raises.
-    fn slide(
-        &self,
-        i: usize,
-        pts: &[FPoint],
-        st_all: Option<&[i64]>,
-        sv: &mut StepValues,
-        sw: &mut Sweep<'_>,
-    ) {
-        let (counter_check, range) = (sw.counter_check, sw.range);
-        let (mut a, mut b) = (0usize, 0usize);
-        // rate/increase: how many points of the window after its first are counter
-        // resets, kept as the window slides, so windows without one skip the scan.
-        let sts_all = st_all.unwrap_or(&[]);
-        let is_reset = |j: usize| counter_check && is_counter_reset(pts, sts_all, j);
-        let mut resets = 0usize;
-        let mut prev_t = i64::MIN;
-        let mut overlap_warned = false;
-        for (k, &(ts, t)) in sw.times.iter().enumerate() {
-            if t < prev_t {
-                // Windows only move forward here; start over if one ever moves back.
-                (a, b, resets) = (0, 0, 0);
-            }
-            prev_t = t;
-            while b < pts.len() && pts[b].t <= t {
-                if b > a && is_reset(b) {
-                    resets += 1;
-                }
-                b += 1;
-            }
-            let open = self.window_open(t, range);
-            while a < b && pts[a].t <= open {
-                a += 1;
-                if a < b && is_reset(a) {
-                    resets -= 1;
-                }
-            }
-            if a == b {
-                continue;
-            }
-            sw.totals[k] += b - a;
-            let st = st_all.map(|st| &st[a..b]);
-            if counter_check && !overlap_warned && st_overlap(&pts[a..b], st) {
-                overlap_warned = true;
-                sw.warns[k].push(st_overlap_warning(&sv.labels[i]));
-            }
-            let arg = RangeArg {
-                series: Vec::new(),
-                range_start: t - range,
-                range_end: t,
-                range,
-                mode: RangeMode::Plain,
-            };
-            let value = if counter_check {
-                let is_rate = sw.name == "rate";
-                Ok(counter_rate(&pts[a..b], st, &arg, is_rate, resets > 0))
-            } else {
-                range_kernel(sw.name, &pts[a..b], st, &arg, &[], ts)
-            };
-            match value {
-                Ok(Some(f)) => {
-                    if sv.by_series {
-                        sw.values.push(FPoint { t: ts, f });
-                    } else {
-                        sw.rows[k].push((i as u32, f));
-                    }
-                    sv.per_step[k] += 1;
-                    if sw.first_value[i].is_none() {
-                        sw.first_value[i] = Some(k);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    if sw.kernel_error.as_ref().is_none_or(|(at, _)| k < *at) {
-                        sw.kernel_error = Some((k, e));
-                    }
-                    break;
-                }
-            }
-        }
     }
 }
 
@@ -657,53 +601,186 @@ fn series_points(sd: SeriesData) -> (Vec<FPoint>, Option<Vec<i64>>) {
 /// An error raised at a step (its index).
 type StepError = (usize, QueryError);
 
-/// What sliding the series' windows across the steps gathers, besides [`StepValues`].
+/// What every share of a sweep reads: the function, its window and the steps.
 struct Sweep<'a> {
     name: &'a str,
     range: i64,
     /// rate/increase: counter resets and start-time overlaps are checked.
     counter_check: bool,
+    /// Whether values are kept per series (see [`StepValues`]).
+    by_series: bool,
+    windows: super::WindowSemantics,
+    /// Labels of all the selector's series (warnings name them).
+    labels: &'a [Labels],
     /// Each step's time and the end of its window.
     times: Vec<(i64, i64)>,
+}
+
+/// What sliding the windows of some series (a share, or all once the shares are joined)
+/// across the steps gathers.
+struct Tally {
+    /// By series: each series' values.
+    series: Vec<Vec<FPoint>>,
     /// By series: the current series' values.
     values: Vec<FPoint>,
-    /// By step: each step's values.
+    /// By step: each step's values, series by series.
     rows: Vec<Vec<(u32, f64)>>,
-    /// Per step, the warnings raised there.
+    /// Per step, the warnings raised there, series by series.
     warns: Vec<Vec<String>>,
-    /// Per step, the samples read there (all series).
+    /// Per step, the samples read there.
     totals: Vec<usize>,
+    /// Per step, how many series have a value there.
+    per_step: Vec<usize>,
     /// Per series, the step of its first value (rate/increase name check).
     first_value: Vec<Option<usize>>,
     /// The earliest step a function failed at, with its error.
     kernel_error: Option<StepError>,
 }
 
-impl<'a> Sweep<'a> {
-    fn new(
-        name: &'a str,
-        range: i64,
-        times: Vec<(i64, i64)>,
-        n_series: usize,
-        by_series: bool,
-    ) -> Sweep<'a> {
-        let n = times.len();
+impl Tally {
+    fn new(n_steps: usize, by_series: bool) -> Tally {
         let (values, rows) = if by_series {
-            (Vec::with_capacity(n), Vec::new())
+            (Vec::with_capacity(n_steps), Vec::new())
         } else {
-            (Vec::new(), (0..n).map(|_| Vec::new()).collect())
+            (Vec::new(), (0..n_steps).map(|_| Vec::new()).collect())
         };
-        Sweep {
-            name,
-            range,
-            counter_check: matches!(name, "rate" | "increase"),
-            times,
+        Tally {
+            series: Vec::new(),
             values,
             rows,
-            warns: (0..n).map(|_| Vec::new()).collect(),
-            totals: vec![0; n],
-            first_value: vec![None; n_series],
+            warns: (0..n_steps).map(|_| Vec::new()).collect(),
+            totals: vec![0; n_steps],
+            per_step: vec![0; n_steps],
+            first_value: Vec::new(),
             kernel_error: None,
+        }
+    }
+
+    /// Adds the tally of the series that follow this one's.
+    fn join(&mut self, later: Tally) {
+        self.series.extend(later.series);
+        for (row, more) in self.rows.iter_mut().zip(later.rows) {
+            row.extend(more);
+        }
+        for (warns, more) in self.warns.iter_mut().zip(later.warns) {
+            warns.extend(more);
+        }
+        for (n, more) in self.totals.iter_mut().zip(later.totals) {
+            *n += more;
+        }
+        for (n, more) in self.per_step.iter_mut().zip(later.per_step) {
+            *n += more;
+        }
+        self.first_value.extend(later.first_value);
+        // On the same step the earlier series' error stands, as in one pass.
+        if let Some((k, e)) = later.kernel_error
+            && self.kernel_error.as_ref().is_none_or(|(at, _)| k < *at)
+        {
+            self.kernel_error = Some((k, e));
+        }
+    }
+}
+
+impl Sweep<'_> {
+    /// The tally of series `part`, the first of which is series `offset` of the selector.
+    fn run(
+        &self,
+        offset: usize,
+        part: Vec<SeriesData>,
+        stop: &super::cancel::Stop,
+    ) -> Result<Tally, QueryError> {
+        let mut tally = Tally::new(self.times.len(), self.by_series);
+        tally.first_value = vec![None; part.len()];
+        if self.by_series {
+            tally.series.reserve(part.len());
+        }
+        for (j, sd) in part.into_iter().enumerate() {
+            // A stopped query fails at every step: no values are read.
+            stop.check()?;
+            let (pts, st_all) = series_points(sd);
+            self.slide(offset + j, j, &pts, st_all.as_deref(), &mut tally);
+            if self.by_series {
+                tally.series.push(tally.values.as_slice().to_vec());
+                tally.values.clear();
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Slides the window of series `i` of the selector (`j` of the tally; its points
+    /// `pts`, their start timestamps `st_all`) across every step, recording its values and
+    /// what each step raises.
+    fn slide(&self, i: usize, j: usize, pts: &[FPoint], st_all: Option<&[i64]>, sw: &mut Tally) {
+        let (counter_check, range) = (self.counter_check, self.range);
+        let (mut a, mut b) = (0usize, 0usize);
+        // rate/increase: how many points of the window after its first are counter
+        // resets, kept as the window slides, so windows without one skip the scan.
+        let sts_all = st_all.unwrap_or(&[]);
+        let is_reset = |j: usize| counter_check && is_counter_reset(pts, sts_all, j);
+        let mut resets = 0usize;
+        let mut prev_t = i64::MIN;
+        let mut overlap_warned = false;
+        for (k, &(ts, t)) in self.times.iter().enumerate() {
+            if t < prev_t {
+                // Windows only move forward here; start over if one ever moves back.
+                (a, b, resets) = (0, 0, 0);
+            }
+            prev_t = t;
+            while b < pts.len() && pts[b].t <= t {
+                if b > a && is_reset(b) {
+                    resets += 1;
+                }
+                b += 1;
+            }
+            let open = self.windows.open_start(t, range);
+            while a < b && pts[a].t <= open {
+                a += 1;
+                if a < b && is_reset(a) {
+                    resets -= 1;
+                }
+            }
+            if a == b {
+                continue;
+            }
+            sw.totals[k] += b - a;
+            let st = st_all.map(|st| &st[a..b]);
+            if counter_check && !overlap_warned && st_overlap(&pts[a..b], st) {
+                overlap_warned = true;
+                sw.warns[k].push(st_overlap_warning(&self.labels[i]));
+            }
+            let arg = RangeArg {
+                series: Vec::new(),
+                range_start: t - range,
+                range_end: t,
+                range,
+                mode: RangeMode::Plain,
+            };
+            let value = if counter_check {
+                let is_rate = self.name == "rate";
+                Ok(counter_rate(&pts[a..b], st, &arg, is_rate, resets > 0))
+            } else {
+                range_kernel(self.name, &pts[a..b], st, &arg, &[], ts)
+            };
+            match value {
+                Ok(Some(f)) => {
+                    if self.by_series {
+                        sw.values.push(FPoint { t: ts, f });
+                    } else {
+                        sw.rows[k].push((i as u32, f));
+                    }
+                    sw.per_step[k] += 1;
+                    if sw.first_value[j].is_none() {
+                        sw.first_value[j] = Some(k);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if sw.kernel_error.as_ref().is_none_or(|(at, _)| k < *at) {
+                        sw.kernel_error = Some((k, e));
+                    }
+                    break;
+                }
+            }
         }
     }
 }

@@ -657,3 +657,88 @@ fn histograms_count_by_their_size_against_the_samples_limit() {
         "subquery",
     );
 }
+
+/// Range functions over series split across threads answer exactly as in one pass: the
+/// values, the annotations in their order (counter-name infos for names first seen at
+/// different steps, start-time overlap warnings) and the step a too-many-samples error
+/// stops at.
+#[test]
+fn series_split_across_threads_answer_as_one_pass() {
+    let s = Storage::new(StorageOptions::default());
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..60i64 {
+        // Four names, two of them not counters' (rate/increase annotate them), each first
+        // seen at a different time; gaps, resets, and some series with start times that
+        // overlap their samples.
+        let name = ["a_total", "b", "c_total", "d_count"][(i % 4) as usize];
+        let g = (i % 3).to_string();
+        let l = Labels::new([("__name__", name), ("g", &g), ("i", &i.to_string())]);
+        // The series with start times all begin at 0, so that several names warn at the
+        // same steps.
+        let first = if i % 9 == 0 {
+            0
+        } else {
+            (i % 4) * 90_000 + (i / 4) * 7_000
+        };
+        let mut v = 0.0;
+        for k in 0..80i64 {
+            let t = first + k * 15_000;
+            if next() % 5 == 0 {
+                continue;
+            }
+            v = if next() % 23 == 0 {
+                1.0
+            } else {
+                v + (next() % 100) as f64 / 10.0
+            };
+            if i % 9 == 0 {
+                let st = if k % 11 == 0 { t + 1 } else { first - 1 };
+                s.append_with_st(&l, st, t, v).expect("append");
+            } else {
+                s.append(&l, t, v).expect("append");
+            }
+        }
+    }
+    let functions = steps::STEP_FUNCTIONS;
+    let run = |split: Option<usize>, max_samples: usize, q: &str| {
+        let engine = Engine::new(EngineOptions {
+            split_series: split,
+            max_samples,
+            ..EngineOptions::default()
+        });
+        let expr = parse(q).expect("parses");
+        engine.exec_range(&s, &expr, q, 0, 1_500_000, 20_000)
+    };
+    let mut compared = 0;
+    for f in functions {
+        for q in [
+            format!("{f}({{__name__=~\".+\"}}[1m])"),
+            format!("sum by (g) ({f}({{__name__=~\".+\"}}[2m]))"),
+            format!("{f}({{__name__=~\"a_total|b\"}}[45s])"),
+        ] {
+            // 300 samples is reached partway through the query, at a step that depends on
+            // the window.
+            for max_samples in [50_000_000, 300] {
+                let one = run(Some(1), max_samples, &q);
+                for split in [2, 3, 7] {
+                    assert_eq!(
+                        run(Some(split), max_samples, &q),
+                        one,
+                        "{q} {split} {max_samples}"
+                    );
+                }
+                compared += usize::from(one.is_ok());
+            }
+        }
+    }
+    assert!(compared >= functions.len() * 3, "{compared}");
+    // The counter-name infos and overlap warnings are there to compare.
+    let out = run(Some(1), 50_000_000, "rate({__name__=~\".+\"}[1m])").unwrap();
+    assert!(out.annotations.len() >= 3, "{:?}", out.annotations);
+}

@@ -125,6 +125,7 @@ pub fn harness_engine_options() -> EngineOptions {
         timeout: Some(Duration::from_secs(100)),
         max_depth: crate::engine::depth::DEFAULT_MAX_DEPTH,
         windows: WindowSemantics::Prometheus3,
+        split_series: None,
     }
 }
 

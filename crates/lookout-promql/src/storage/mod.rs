@@ -1516,39 +1516,67 @@ impl Storage {
             return Vec::new();
         }
         let series = self.select_sorted(prepared);
-        let mut out = Vec::with_capacity(series.len());
-        // Decoded into one reused buffer, then copied out at the exact size: one allocation
-        // per series instead of a growing vector's several.
-        let mut scratch = Vec::new();
-        let mut st_scratch = Vec::new();
-        let mut hst = Vec::new();
-        for s in series {
-            debug_assert!(prepared.iter().all(|m| m.matches(&s.labels)));
-            scratch.clear();
-            st_scratch.clear();
-            hst.clear();
-            let mut histograms = Vec::new();
-            {
-                let chunks = s.lock();
-                chunks.read(mint, maxt_ms, &mut scratch, &mut st_scratch);
-                chunks.read_histograms(mint, maxt_ms, &mut histograms, &mut hst);
-            }
-            if !scratch.is_empty() || !histograms.is_empty() {
-                let st = st_scratch
-                    .iter()
-                    .any(|&st| st != 0)
-                    .then(|| st_scratch.as_slice().to_vec());
-                out.push(SeriesData {
-                    labels: s.labels.clone(),
-                    samples: scratch.as_slice().to_vec(),
-                    st,
-                    hst: (!hst.is_empty()).then(|| std::mem::take(&mut hst)),
-                    histograms,
-                });
-            }
-        }
-        out
+        debug_assert!(
+            series
+                .iter()
+                .all(|s| prepared.iter().all(|m| m.matches(&s.labels)))
+        );
+        read_series(&series, mint, maxt_ms, 0)
     }
+}
+
+/// Selections of at least twice this many series are read a share per core.
+const PARALLEL_MIN_SERIES: usize = 512;
+
+/// The samples of `series` in `[mint, maxt]`, those with any, in the same order; read in
+/// contiguous shares on `pieces` threads (0: one per core when there are enough series).
+fn read_series(series: &[Arc<MemSeries>], mint: i64, maxt: i64, pieces: usize) -> Vec<SeriesData> {
+    let min = if pieces == 0 { PARALLEL_MIN_SERIES } else { 1 };
+    let shares = crate::parallel::split(series.len(), min, pieces);
+    if shares.len() <= 1 {
+        return read_share(series, mint, maxt);
+    }
+    let parts = crate::parallel::map(shares, |r| read_share(&series[r], mint, maxt));
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        out.extend(part);
+    }
+    out
+}
+
+/// [`read_series`] on the calling thread.
+fn read_share(series: &[Arc<MemSeries>], mint: i64, maxt: i64) -> Vec<SeriesData> {
+    let mut out = Vec::with_capacity(series.len());
+    // Decoded into one reused buffer, then copied out at the exact size: one allocation
+    // per series instead of a growing vector's several.
+    let mut scratch = Vec::new();
+    let mut st_scratch = Vec::new();
+    let mut hst = Vec::new();
+    for s in series {
+        scratch.clear();
+        st_scratch.clear();
+        hst.clear();
+        let mut histograms = Vec::new();
+        {
+            let chunks = s.lock();
+            chunks.read(mint, maxt, &mut scratch, &mut st_scratch);
+            chunks.read_histograms(mint, maxt, &mut histograms, &mut hst);
+        }
+        if !scratch.is_empty() || !histograms.is_empty() {
+            let st = st_scratch
+                .iter()
+                .any(|&st| st != 0)
+                .then(|| st_scratch.as_slice().to_vec());
+            out.push(SeriesData {
+                labels: s.labels.clone(),
+                samples: scratch.as_slice().to_vec(),
+                st,
+                hst: (!hst.is_empty()).then(|| std::mem::take(&mut hst)),
+                histograms,
+            });
+        }
+    }
+    out
 }
 
 impl Default for Storage {
@@ -2017,6 +2045,40 @@ mod tests {
             );
         }
         assert_eq!(st.num_series(), 0);
+    }
+
+    /// A selection read in shares on several threads is the one read on one, and a large
+    /// one through `select` (split by itself on a machine of several cores) too.
+    #[test]
+    fn selections_read_in_shares_match_one_pass() {
+        let st = Storage::default();
+        let h = crate::histogram::notation::parse("schema:0 count:3 sum:2 buckets:[3]")
+            .unwrap()
+            .h;
+        for i in 0..1_500i64 {
+            let l = Labels::new([("__name__", "x"), ("i", &format!("{i:04}"))]);
+            // Series with no sample in the window, with start times, with histograms.
+            let first = if i % 13 == 0 { 900 } else { i % 5 };
+            for k in first..(200 + i % 50) {
+                let t = k * 15_000;
+                if i % 17 == 0 && k % 3 == 0 {
+                    st.append_histogram(&l, t, Arc::new(h.clone())).unwrap();
+                } else if i % 19 == 0 {
+                    st.append_with_st(&l, t - 15_000, t, (i * k) as f64)
+                        .unwrap();
+                } else {
+                    st.append(&l, t, (i * k) as f64).unwrap();
+                }
+            }
+        }
+        let (mint, maxt) = (400_000, 2_900_000);
+        let series = st.select_sorted(&[]);
+        let one = read_series(&series, mint, maxt, 1);
+        assert!(one.len() > 1_000 && one.len() < 1_500, "{}", one.len());
+        for pieces in [2, 3, 7] {
+            assert!(read_series(&series, mint, maxt, pieces) == one, "{pieces}");
+        }
+        assert!(st.select(&matchers("x"), mint, maxt) == one);
     }
 
     #[test]
