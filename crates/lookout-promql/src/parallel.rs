@@ -8,7 +8,7 @@
 //! come back in order, so a split computation gives exactly what the whole one gives.
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The cores work may be split across (`available_parallelism`, read once: it reads the
 /// cgroup's CPU quota files each time).
@@ -38,22 +38,44 @@ pub fn split(n: usize, min: usize, pieces: usize) -> Vec<Range<usize>> {
 }
 
 /// `f` of each piece, in order: the first on the calling thread, each other on a scoped
-/// thread of its own. A panic in any piece is raised again here once all have ended.
+/// thread of its own, or on the calling thread too when the system refuses a thread (so
+/// that a process at its thread limit answers, only slower). A panic in any piece is
+/// raised again here once all have ended.
 pub fn map<T: Send, R: Send>(pieces: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let mut pieces = pieces.into_iter();
-    let Some(first) = pieces.next() else {
-        return Vec::new();
+    map_spawning(pieces, f, true)
+}
+
+/// [`map`]; `spawn` false acts as a system that refuses every thread.
+fn map_spawning<T: Send, R: Send>(
+    pieces: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+    spawn: bool,
+) -> Vec<R> {
+    let slots: Vec<Mutex<Option<T>>> = pieces.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let (slots, f) = (&slots, &f);
+    // Each piece is taken out of its slot by whoever runs it, exactly once.
+    let run = move |i: usize| {
+        let piece = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+        piece.map(f)
     };
-    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = pieces.map(|p| scope.spawn(move || f(p))).collect();
-        let mut out = Vec::with_capacity(handles.len() + 1);
-        out.push(f(first));
-        for h in handles {
-            match h.join() {
-                Ok(r) => out.push(r),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+        let handles: Vec<_> = (1..slots.len())
+            .map(|i| {
+                spawn
+                    .then(|| std::thread::Builder::new().spawn_scoped(scope, move || run(i)))
+                    .and_then(Result::ok)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(slots.len());
+        out.extend(slots.first().and_then(|_| run(0)));
+        for (i, handle) in handles.into_iter().enumerate() {
+            let result = match handle {
+                Some(h) => h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => run(i + 1),
+            };
+            out.extend(result);
         }
         out
     })
@@ -93,6 +115,12 @@ mod tests {
         assert_eq!(sums.len(), 4);
         assert_eq!(sums.iter().sum::<usize>(), (0..10_000).sum::<usize>());
         assert!(sums.windows(2).all(|w| w[0] < w[1]));
+        // Refused threads: the same results, run on the calling thread.
+        assert_eq!(
+            map_spawning(split(10_000, 1, 4), |r| r.sum::<usize>(), false),
+            sums
+        );
+        assert!(map(Vec::<usize>::new(), |i| i).is_empty());
         let caught = std::panic::catch_unwind(|| {
             map(vec![1, 2, 3], |i| {
                 assert_ne!(i, 3, "piece three fails");
