@@ -89,7 +89,8 @@ pub struct Args {
     #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     query_timeout: Duration,
     /// Most API queries (/api/v1/query, /api/v1/query_range) evaluated at once; more wait
-    /// for a slot within their timeout. At least 1.
+    /// for a slot within their timeout. At least 1. A query over many series may use a
+    /// thread per core while it runs.
     #[arg(long = "query.max-concurrency", value_name = "N", default_value = "20", value_parser = parse_concurrency)]
     query_max_concurrency: usize,
     /// Deepest expression tree a query or rule may parse to (operators in one chain count
