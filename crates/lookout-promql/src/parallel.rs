@@ -37,6 +37,16 @@ pub fn split(n: usize, min: usize, pieces: usize) -> Vec<Range<usize>> {
     out
 }
 
+/// [`split`] for callers whose tests force the split: `forced` pieces (at least one item
+/// each) when it is not 0, else one per core of at least `min` items.
+pub fn shares(n: usize, min: usize, forced: usize) -> Vec<Range<usize>> {
+    if forced > 0 {
+        split(n, 1, forced)
+    } else {
+        split(n, min, 0)
+    }
+}
+
 /// `f` of each piece, in order: the first on the calling thread, each other on a scoped
 /// thread of its own, or on the calling thread too when the system refuses a thread (so
 /// that a process at its thread limit answers, only slower). A panic in any piece is
@@ -107,6 +117,9 @@ mod tests {
         }
         assert_eq!(split(1000, 100, 4).len(), 4);
         assert_eq!(split(199, 100, 4).len(), 1);
+        assert_eq!(shares(5, 100, 3).len(), 3);
+        assert_eq!(shares(5, 100, 0).len(), 1);
+        assert_eq!(shares(5, usize::MAX, 0), vec![0..5]);
     }
 
     #[test]

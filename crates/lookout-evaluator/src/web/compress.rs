@@ -89,11 +89,10 @@ fn gzip_in_pieces(body: &[u8]) -> std::io::Result<Vec<u8>> {
         .max(1);
     // Pieces of equal size, rounded up to a whole PIECE so none is tiny.
     let size = body.len().div_ceil(threads).div_ceil(PIECE) * PIECE;
-    let pieces: Vec<&[u8]> = body.chunks(size).collect();
+    let pieces: Vec<(usize, &[u8])> = body.chunks(size).enumerate().collect();
     let last = pieces.len() - 1;
-    let numbered: Vec<(usize, &[u8])> = pieces.into_iter().enumerate().collect();
     let compressed =
-        lookout_promql::parallel::map(numbered, |(i, piece)| deflate_piece(piece, i == last));
+        lookout_promql::parallel::map(pieces, |(i, piece)| deflate_piece(piece, i == last));
     let mut crc = flate2::Crc::new();
     crc.update(body);
     let mut out = Vec::with_capacity(body.len() / 8 + 64);

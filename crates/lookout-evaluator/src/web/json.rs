@@ -104,13 +104,13 @@ fn write_series_list<T: Sync>(
     pieces: usize,
     each: impl Fn(&mut Vec<u8>, &mut Stamps, &T) + Sync,
 ) -> Vec<u8> {
-    let shares = if pieces > 0 {
-        lookout_promql::parallel::split(items.len(), 1, pieces)
-    } else if size >= PARALLEL_BYTES {
-        lookout_promql::parallel::split(items.len(), 64, 0)
+    // Below PARALLEL_BYTES no share is large enough: one piece.
+    let min = if size >= PARALLEL_BYTES {
+        64
     } else {
-        lookout_promql::parallel::split(items.len(), items.len().max(1), 1)
+        usize::MAX
     };
+    let shares = lookout_promql::parallel::shares(items.len(), min, pieces);
     let per_share = size / shares.len().max(1);
     let head = &head;
     let mut encoded = lookout_promql::parallel::map(shares, |range| {
@@ -156,8 +156,7 @@ struct Stamps {
 
 impl Default for Stamps {
     fn default() -> Self {
-        // No timestamp maps to slot 0 with key i64::MIN except i64::MIN itself, which
-        // `write` checks by length (0: empty slot).
+        // A length of 0 marks an empty slot.
         Stamps {
             keys: [i64::MIN; 64],
             lens: [0; 64],

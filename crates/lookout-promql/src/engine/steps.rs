@@ -471,7 +471,10 @@ impl Evaluator<'_> {
         };
         let tally = self.sweep_shares(&sweep, data)?;
         let Sweep {
-            times, by_series, ..
+            times,
+            by_series,
+            counter_check,
+            ..
         } = sweep;
         // The first failing step: too many samples there wins over a function error, as
         // the window is read before the function runs.
@@ -489,7 +492,7 @@ impl Evaluator<'_> {
         let done = error.as_ref().map_or(times.len(), |(at, _)| *at);
         let mut warnings = tally.warns;
         warnings.truncate(done);
-        let annotations = if matches!(name, "rate" | "increase") {
+        let annotations = if counter_check {
             counter_infos(&labels, &tally.first_value, done)
         } else {
             (0..done).map(|_| Vec::new()).collect()
@@ -523,11 +526,10 @@ impl Evaluator<'_> {
     /// and joins the shares' tallies in series order: the same tally one pass gives.
     fn sweep_shares(&self, sweep: &Sweep<'_>, data: Vec<SeriesData>) -> Result<Tally, QueryError> {
         let n_steps = sweep.times.len();
-        let shares = match self.opts.split_series {
-            // A share is worth a thread from about 20,000 windows on.
-            None => crate::parallel::split(data.len(), (20_000 / n_steps.max(1)).max(64), 0),
-            Some(n) => crate::parallel::split(data.len(), 1, n.max(1)),
-        };
+        // A share is worth a thread from about 20,000 windows on.
+        let min = (20_000 / n_steps.max(1)).max(64);
+        let forced = self.opts.split_series.map_or(0, |n| n.max(1));
+        let shares = crate::parallel::shares(data.len(), min, forced);
         let mut rest = data;
         let mut pieces = Vec::with_capacity(shares.len());
         for r in shares.iter().rev() {

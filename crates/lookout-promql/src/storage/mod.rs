@@ -1531,8 +1531,7 @@ const PARALLEL_MIN_SERIES: usize = 512;
 /// The samples of `series` in `[mint, maxt]`, those with any, in the same order; read in
 /// contiguous shares on `pieces` threads (0: one per core when there are enough series).
 fn read_series(series: &[Arc<MemSeries>], mint: i64, maxt: i64, pieces: usize) -> Vec<SeriesData> {
-    let min = if pieces == 0 { PARALLEL_MIN_SERIES } else { 1 };
-    let shares = crate::parallel::split(series.len(), min, pieces);
+    let shares = crate::parallel::shares(series.len(), PARALLEL_MIN_SERIES, pieces);
     if shares.len() <= 1 {
         return read_share(series, mint, maxt);
     }
