@@ -131,9 +131,24 @@ impl Evaluator {
 
     /// Every sample of [`METRIC`] it holds (the last hour), by timestamp in ms.
     pub async fn stored(&self) -> BTreeMap<i64, f64> {
-        let result = instant_query(&self.base, &format!("{METRIC}[1h]"))
+        self.held(METRIC).await
+    }
+
+    /// When a scrape failed (`up` 0; a scrape that timed out after the target answered
+    /// among them), by timestamp in ms, over the last hour.
+    pub async fn failed_scrapes(&self) -> Vec<i64> {
+        let up = self.held("up").await;
+        up.into_iter()
+            .filter(|&(_, v)| v == 0.0)
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Every sample of the one series `metric` it holds (the last hour), by timestamp in ms.
+    async fn held(&self, metric: &str) -> BTreeMap<i64, f64> {
+        let result = instant_query(&self.base, &format!("{metric}[1h]"))
             .await
-            .unwrap_or_else(|e| panic!("querying {METRIC}[1h]: {e}"));
+            .unwrap_or_else(|e| panic!("querying {metric}[1h]: {e}"));
         let mut out = BTreeMap::new();
         for series in &result {
             for pair in series["values"].as_array().into_iter().flatten() {
