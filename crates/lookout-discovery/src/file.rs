@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::{DiscoveryOptions, RawGroup, SdDuration, Sink, TargetGroup, into_groups};
+use crate::{
+    DiscoveryMetrics, DiscoveryOptions, RawGroup, SdDuration, Sink, TargetGroup, into_groups,
+};
 
 /// Prometheus's default `refresh_interval` for file SD.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -152,60 +154,89 @@ fn list_files(patterns: &[String]) -> Vec<PathBuf> {
     out
 }
 
+/// Per file: its stamp when last read, and its last good groups.
+type Files = BTreeMap<PathBuf, (Option<Stamp>, Vec<TargetGroup>)>;
+
+/// Reads the files of `cfg` that are new or changed since `known` (every file when `full`);
+/// returns each file's stamp and last good groups, and whether the targets changed.
+fn scan(
+    cfg: &FileSdConfig,
+    opts: &DiscoveryOptions,
+    mut known: Files,
+    full: bool,
+    metrics: &DiscoveryMetrics,
+) -> (Files, bool) {
+    let mut next = BTreeMap::new();
+    let mut changed = false;
+    for path in list_files(&cfg.files) {
+        let now = stamp(&path);
+        let previous = known.remove(&path);
+        match previous {
+            Some((s, groups)) if !full && s == now => {
+                next.insert(path, (now, groups));
+                continue;
+            }
+            _ => {}
+        }
+        let groups = match read_file(&path, opts) {
+            Ok(groups) => {
+                changed |= previous
+                    .as_ref()
+                    .map_or(!groups.is_empty(), |(_, g)| *g != groups);
+                groups
+            }
+            Err(e) => {
+                metrics.file_read_errors.inc();
+                tracing::error!(path = %path.display(), error = %e, "Error reading file; keeping its last good targets");
+                // The stamp is remembered so that the broken version is not re-read every
+                // poll; the targets are the last good ones.
+                previous.map(|(_, g)| g).unwrap_or_default()
+            }
+        };
+        next.insert(path, (now, groups));
+    }
+    // A file gone takes its targets with it.
+    changed |= known.values().any(|(_, g)| !g.is_empty());
+    (next, changed)
+}
+
 pub(crate) async fn run(cfg: FileSdConfig, options: DiscoveryOptions, sink: Sink) {
     let refresh = cfg.refresh();
     let poll = options
         .file_poll_interval
         .min(refresh)
         .max(Duration::from_millis(10));
-    // Per file: its stamp when last read, and its last good groups.
-    let mut files: BTreeMap<PathBuf, (Option<Stamp>, Vec<TargetGroup>)> = BTreeMap::new();
+    let mut files = Files::new();
     let mut last_full = None::<Instant>;
+    let mut published = false;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= refresh);
         if full {
             last_full = Some(Instant::now());
         }
-        let (cfg2, opts2, mut known) = (cfg.clone(), options.clone(), std::mem::take(&mut files));
+        let (cfg2, opts2, known) = (cfg.clone(), options.clone(), std::mem::take(&mut files));
         let metrics = sink.metrics.clone();
-        let scanned = tokio::task::spawn_blocking(move || {
-            let mut next = BTreeMap::new();
-            for path in list_files(&cfg2.files) {
-                let now = stamp(&path);
-                let previous = known.remove(&path);
-                if !full
-                    && let Some((s, groups)) = &previous
-                    && *s == now
-                {
-                    next.insert(path, (now, groups.clone()));
-                    continue;
-                }
-                match read_file(&path, &opts2) {
-                    Ok(groups) => {
-                        next.insert(path, (now, groups));
-                    }
-                    Err(e) => {
-                        metrics.file_read_errors.inc();
-                        tracing::error!(path = %path.display(), error = %e, "Error reading file; keeping its last good targets");
-                        // The stamp is remembered so that the broken version is not re-read
-                        // every poll; the targets are the last good ones.
-                        let groups = previous.map(|(_, g)| g).unwrap_or_default();
-                        next.insert(path, (now, groups));
-                    }
+        let scanned =
+            tokio::task::spawn_blocking(move || scan(&cfg2, &opts2, known, full, &metrics)).await;
+        match scanned {
+            Ok((next, changed)) => {
+                files = next;
+                // The targets of every file are copied for the subscribers only when one
+                // changed: with 10,000 targets a copy every poll is tens of megabytes of
+                // short-lived allocations.
+                if changed || !published {
+                    sink.publish(
+                        files
+                            .values()
+                            .flat_map(|(_, g)| g.iter().cloned())
+                            .collect(),
+                    );
+                    published = true;
                 }
             }
-            next
-        })
-        .await;
-        if let Ok(next) = scanned {
-            files = next;
+            // The scan panicked: its files are read again at the next poll, as new ones.
+            Err(e) => tracing::error!(error = %e, "file_sd scan failed"),
         }
-        sink.publish(
-            files
-                .values()
-                .flat_map(|(_, g)| g.iter().cloned())
-                .collect(),
-        );
         tokio::time::sleep(poll).await;
     }
 }
@@ -249,5 +280,47 @@ mod tests {
         };
         let e = read_file(&j, &small).unwrap_err();
         assert!(e.contains("10-byte"), "{e}");
+    }
+
+    /// A scan reports a change only when the targets changed, so that an unchanged poll
+    /// copies nothing for the subscribers.
+    #[test]
+    fn scan_reports_only_changed_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, m) = (DiscoveryOptions::default(), DiscoveryMetrics::default());
+        let cfg = FileSdConfig {
+            files: vec![format!("{}/*.json", dir.path().display())],
+            refresh_interval: None,
+        };
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, r#"[{"targets":["h:1"]}]"#).unwrap();
+        let (files, changed) = scan(&cfg, &o, BTreeMap::new(), false, &m);
+        assert!(changed, "a new file");
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(!changed, "nothing touched");
+        let (files, changed) = scan(&cfg, &o, files, true, &m);
+        assert!(!changed, "re-read, same targets");
+        // Rewritten with the same targets (new inode), then with other ones.
+        std::fs::write(&b, r#"[{"targets":["h:1"]}]"#).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(!changed, "rewritten with the same targets");
+        std::fs::write(&b, r#"[{"targets":["h:2"]}]"#).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(changed, "other targets");
+        // A broken rewrite keeps the last good targets: no change.
+        std::fs::write(&a, "[{").unwrap();
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(!changed, "broken file");
+        assert_eq!(files[&a].1[0].targets[0]["__address__"], "h:2");
+        // An empty file added changes nothing; a file removed with targets does.
+        std::fs::write(&b, "[]").unwrap();
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(!changed, "an empty file");
+        std::fs::remove_file(&a).unwrap();
+        let (files, changed) = scan(&cfg, &o, files, false, &m);
+        assert!(changed, "a file removed");
+        assert_eq!(files.len(), 1);
     }
 }
