@@ -224,8 +224,30 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        std::thread::sleep(Duration::from_millis(300));
-        Some((child, std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        answers(addr);
+        Some((child, addr))
+    }
+
+    /// Waits (at most 10 s) until a DNS server answers on `addr`: dnsmasq binds its port a
+    /// moment after it starts, later on a busy machine.
+    fn answers(addr: std::net::SocketAddr) {
+        // A query for `lookout.test` A, recursion desired.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x07lookout\x04test\x00\x00\x01\x00\x01");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("a read timeout");
+        let mut buf = [0u8; 512];
+        for _ in 0..100 {
+            // Refused (nothing bound yet) comes back as an error of the send or the read.
+            if socket.send_to(&query, addr).is_ok() && socket.recv_from(&mut buf).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not answer on {addr} within 10 s");
     }
 
     #[tokio::test]
