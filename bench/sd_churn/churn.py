@@ -18,7 +18,9 @@ then polls how the exporter's probes and the scrapers' scrapes follow each rewri
       DRAIN seconds (env, default 90). RSS (VmRSS) and CPU of each are sampled every 5 s, and each scraper's head series and blocks
       loaded (its own /metrics) and anonymous RSS with them. Prints the summary, with the
       evaluator's ratios to a scraper named prometheus when there is one, and each scraper's
-      RSS just before each head cut (the last sample before its blocks loaded rose).
+      RSS just before each head cut (the last sample before its blocks loaded rose), RSS
+      averaged over 10 minutes at half-way and at the end (whole head cycles), and glibc's
+      held and free heap over time (where the program publishes them).
 
 Exporter targets: PROBE_URL?n=ID, one group per generation labelled gen. Evaluator
 targets: SCRAPE_ADDR (one address for all: the target serves every request the same) with
@@ -199,9 +201,14 @@ def run(args):
     # head's series turn over (with a block range of minutes) shows there, not from the start.
     mid = start + (end - start) / 2
     print("| program | RSS, mean of first minute | RSS, mean of the minute at half-way | RSS, mean of last minute"
-          " | change over the second half | trend over the second half, per 10 min | peak RSS (VmHWM)"
+          " | change over the second half | trend over the second half, per 10 min"
+          " | mean of 10 min (a quarter of the churn if shorter) around half-way → at the end | peak RSS (VmHWM)"
           " | CPU % of a core over the churn |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # One-minute means catch the RSS wherever it is in the head's cycle (it rises as the head
+    # fills and falls at each cut, every BLOCK), so the change between two of them can be a
+    # phase; means over 10 minutes (a quarter of the churn if shorter) span whole cycles.
+    span = min(600.0, (end - start) / 4)
     rows = {}
     for name, pid, _ in progs:
         own = [s for s in samples if s[1] == name]
@@ -210,10 +217,13 @@ def run(args):
         hwm = m.status_kib(pid, "VmHWM") / 1024
         cpu = (own[-1][3] - own[0][3]) / (own[-1][0] - own[0][0]) * 100
         trend = slope([(s[0], s[2] / 1024) for s in own if s[0] >= mid]) * 600
+        h_long, l_long = window(mid - span / 2, mid + span / 2), window(end - span, end + 1)
         rows[name] = [f_mean, h_mean, l_mean, hwm, cpu]
         print(f"| {name} | {f_mean:.1f} MiB | {h_mean:.1f} MiB | {l_mean:.1f} MiB "
-              f"| {100 * (l_mean - h_mean) / h_mean:+.1f} % | {trend:+.1f} MiB | {hwm:.1f} MiB | {cpu:.1f} % |")
-    ratio_row("evaluator / prometheus", rows, [1, 1, 1, 0, 0, 1, 1])
+              f"| {100 * (l_mean - h_mean) / h_mean:+.1f} % | {trend:+.1f} MiB "
+              f"| {h_long:.1f} → {l_long:.1f} MiB ({100 * (l_long - h_long) / h_long:+.1f} %) "
+              f"| {hwm:.1f} MiB | {cpu:.1f} % |")
+    ratio_row("evaluator / prometheus", rows, [1, 1, 1, 0, 0, 0, 1, 1])
     print()
     print("RSS over time (MiB, every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{s[2] / 1024:.0f}" for s in [x for x in samples if x[1] == name][::6])
@@ -223,6 +233,17 @@ def run(args):
     print("head series / blocks loaded / file-backed RSS MiB over time (every 30 s): " + "; ".join(
         f"{name}: " + " ".join(f"{h}/{b}/{f}" for h, b, f, *_ in [x[1:] for x in tsdb if x[0] == name][::6])
         for name, _, _ in progs[1:]))
+    # glibc's heap (held from the system / free inside it) over time: memory the allocator
+    # stops asking the system for is bounded, whatever the RSS sample catches of it.
+    for name, _, _ in progs[1:]:
+        own = [x for x in tsdb if x[0] == name and "?" not in x[6:8]]
+        if not own:
+            continue
+        held = lambda a, b: max([int(x[6]) for x in own if a <= x[4] < b] or [0]) / 1e6  # noqa: E731
+        print(f"{name}: glibc held / free MB over time (every 60 s): "
+              + " ".join(f"{mb(x[6])}/{mb(x[7])}" for x in own[::12])
+              + f"; most held in the first half {held(start, mid):.1f} MB, in the second half"
+              f" {held(mid, end + 1):.1f} MB, in its last quarter {held(end - (end - start) / 4, end + 1):.1f} MB")
     # The head's peak before each cut: the last sample (every 5 s) before blocks loaded rises
     # or, once retention drops a block for each one written, before the head's series fall
     # (they only fall at a cut: a removed target's series stay in the head until then).
